@@ -1,0 +1,191 @@
+#include "tcpkit/endpoint.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
+
+#include <cassert>
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+namespace tcpkit {
+namespace {
+
+std::string quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+
+// Strips one pair of surrounding brackets: "[::1]" -> "::1".
+std::string_view unbracket(std::string_view host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+const std::error_category& gai_category() {
+  class GaiCategory : public std::error_category {
+   public:
+    const char* name() const noexcept override { return "getaddrinfo"; }
+    std::string message(int ev) const override { return ::gai_strerror(ev); }
+  };
+  static const GaiCategory category;
+  return category;
+}
+
+}  // namespace
+
+Endpoint::Endpoint() { storage_.ss_family = AF_INET; }
+
+Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
+  assert(addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
+  assert(len <= sizeof(storage_));
+  std::memcpy(&storage_, addr, len);
+}
+
+Result<uint16_t> Endpoint::parse_port(std::string_view text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > 65535) {
+    return Error(Errc::bad_port, "port " + quoted(text));
+  }
+  return static_cast<uint16_t>(value);
+}
+
+Result<std::pair<std::string, uint16_t>> Endpoint::split_host_port(std::string_view text) {
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos) {
+      return Error(Errc::bad_host, "address " + quoted(text) + " (no closing ']')");
+    }
+    host = text.substr(1, close - 1);
+    auto rest = text.substr(close + 1);
+    if (rest.empty() || rest.front() != ':') return Error(Errc::missing_port, "address " + quoted(text));
+    port = rest.substr(1);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return Error(Errc::missing_port, "address " + quoted(text));
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    // Bare IPv6 ("::1:80") is ambiguous; insist on brackets.
+    if (host.find(':') != std::string_view::npos) {
+      return Error(Errc::bad_host, "address " + quoted(text) + " (write IPv6 as [ADDR]:PORT)");
+    }
+  }
+  if (host.empty()) return Error(Errc::bad_host, "address " + quoted(text));
+  auto p = parse_port(port);
+  if (!p) return Error(p.error().code(), "address " + quoted(text) + ": port " + quoted(port));
+  return std::pair<std::string, uint16_t>(std::string(host), *p);
+}
+
+Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
+  std::string h(unbracket(host));
+  if (h.empty()) return Error(Errc::bad_host, "host ''");
+  Endpoint ep;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ep.storage_);
+  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return ep;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ep.storage_);
+  std::string scope;
+  if (auto pct = h.find('%'); pct != std::string::npos) {
+    scope = h.substr(pct + 1);
+    h.resize(pct);
+  }
+  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    if (!scope.empty()) {
+      v6->sin6_scope_id = ::if_nametoindex(scope.c_str());
+      if (v6->sin6_scope_id == 0) return Error(Errc::bad_address, "host " + quoted(host) + " (unknown interface)");
+    }
+    return ep;
+  }
+  return Error(Errc::bad_address, "host " + quoted(host));
+}
+
+Result<Endpoint> Endpoint::parse(std::string_view text) {
+  auto hp = split_host_port(text);
+  if (!hp) return hp.error();
+  auto ep = parse(hp->first, hp->second);
+  if (!ep) return Error(ep.error().code(), "address " + quoted(text));
+  return ep;
+}
+
+Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view host, uint16_t port) {
+  // Literals never touch the resolver: fast and deterministic.
+  if (auto literal = parse(host, port)) return std::vector<Endpoint>{*literal};
+  std::string h(unbracket(host));
+  if (h.empty()) return Error(Errc::bad_host, "resolve ''");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* list = nullptr;
+  int rc = ::getaddrinfo(h.c_str(), nullptr, &hints, &list);
+  if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL) {
+    return Error(Errc::name_not_found, "resolve " + quoted(h));
+  }
+  if (rc != 0) return Error(std::error_code(rc, gai_category()), "resolve " + quoted(h));
+  std::vector<Endpoint> out;
+  for (auto* ai = list; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    Endpoint ep(ai->ai_addr, ai->ai_addrlen);
+    ep.set_port(port);
+    if (std::find(out.begin(), out.end(), ep) == out.end()) out.push_back(ep);
+  }
+  ::freeaddrinfo(list);
+  if (out.empty()) return Error(Errc::name_not_found, "resolve " + quoted(h));
+  return out;
+}
+
+Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view text) {
+  auto hp = split_host_port(text);
+  if (!hp) return hp.error();
+  return resolve(hp->first, hp->second);
+}
+
+Endpoint Endpoint::loopback_v4(uint16_t port) { return *parse("127.0.0.1", port); }
+Endpoint Endpoint::loopback_v6(uint16_t port) { return *parse("::1", port); }
+Endpoint Endpoint::any_v4(uint16_t port) { return *parse("0.0.0.0", port); }
+
+uint16_t Endpoint::port() const {
+  if (is_v6()) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+}
+
+void Endpoint::set_port(uint16_t port) {
+  if (is_v6()) {
+    reinterpret_cast<sockaddr_in6*>(&storage_)->sin6_port = htons(port);
+  } else {
+    reinterpret_cast<sockaddr_in*>(&storage_)->sin_port = htons(port);
+  }
+}
+
+std::string Endpoint::host() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (is_v6()) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+  } else {
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+  }
+  return buf;
+}
+
+std::string Endpoint::to_string() const {
+  if (is_v6()) return "[" + host() + "]:" + std::to_string(port());
+  return host() + ":" + std::to_string(port());
+}
+
+socklen_t Endpoint::sockaddr_len() const {
+  return is_v6() ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+}
+
+bool operator==(const Endpoint& a, const Endpoint& b) {
+  return a.family() == b.family() && std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
+}
+
+}  // namespace tcpkit

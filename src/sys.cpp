@@ -1,0 +1,129 @@
+#include "sys.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace tcpkit::sys {
+namespace {
+
+ssize_t or_errno(ssize_t rc) { return rc < 0 ? -errno : rc; }
+
+}  // namespace
+
+int last_errno() { return errno; }
+
+Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address) {
+  int type = SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+  int fd = ::socket(family, type, IPPROTO_TCP);
+  if (fd < 0) return Error::from_errno(errno, "socket for " + for_address.to_string());
+  return UniqueFd(fd);
+}
+
+Result<void> set_int_option(int fd, int level, int option, int value, const char* what) {
+  if (::setsockopt(fd, level, option, &value, sizeof value) < 0) {
+    return Error::from_errno(errno, std::string("setsockopt ") + what);
+  }
+  return {};
+}
+
+Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout, const char* what) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  if (::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof tv) < 0) {
+    return Error::from_errno(errno, std::string("setsockopt ") + what);
+  }
+  return {};
+}
+
+Result<void> set_nonblocking(int fd, bool on) {
+  int flags = ::fcntl(fd, F_GETFL, 0);
+  if (flags < 0) return Error::from_errno(errno, "fcntl F_GETFL");
+  flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (::fcntl(fd, F_SETFL, flags) < 0) return Error::from_errno(errno, "fcntl F_SETFL");
+  return {};
+}
+
+Result<void> bind(int fd, const Endpoint& ep) {
+  if (::bind(fd, ep.sockaddr_ptr(), ep.sockaddr_len()) < 0) {
+    return Error::from_errno(errno, "bind " + ep.to_string());
+  }
+  return {};
+}
+
+Result<void> listen(int fd, int backlog, const Endpoint& ep) {
+  if (::listen(fd, backlog) < 0) return Error::from_errno(errno, "listen " + ep.to_string());
+  return {};
+}
+
+int accept(int listen_fd, Endpoint* peer, bool nonblocking) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+  int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
+  if (fd < 0) return -errno;
+  if (peer != nullptr) *peer = Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+  return fd;
+}
+
+int connect(int fd, const Endpoint& ep) {
+  int rc = ::connect(fd, ep.sockaddr_ptr(), ep.sockaddr_len());
+  return rc < 0 ? -errno : 0;
+}
+
+int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
+  return err;
+}
+
+ssize_t read(int fd, void* buf, size_t len) { return or_errno(::read(fd, buf, len)); }
+ssize_t readv(int fd, const struct iovec* iov, int count) { return or_errno(::readv(fd, iov, count)); }
+ssize_t send(int fd, const void* buf, size_t len) {
+  return or_errno(::send(fd, buf, len, MSG_NOSIGNAL));
+}
+int shutdown_write(int fd) { return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0; }
+
+int poll_one(int fd, short events, std::chrono::milliseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  const bool forever = timeout.count() < 0;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    int wait_ms = -1;
+    if (!forever) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      wait_ms = static_cast<int>(std::max<long long>(0, left.count()));
+    }
+    pollfd p{fd, events, 0};
+    int rc = ::poll(&p, 1, wait_ms);
+    if (rc >= 0) return rc;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+Endpoint local_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return Endpoint();
+  return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+Endpoint peer_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return Endpoint();
+  return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+}  // namespace tcpkit::sys

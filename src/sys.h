@@ -1,0 +1,57 @@
+// sys: thin wrappers over the socket system calls.
+//
+// Internal (not installed). This is the only code in tcpkit that reads errno:
+// every wrapper turns a failure into a Result or a negative errno value right
+// at the call, so no caller can read a stale errno later.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+
+#include "tcpkit/endpoint.h"
+#include "tcpkit/result.h"
+#include "tcpkit/unique_fd.h"
+
+namespace tcpkit::sys {
+
+// errno of the last failed call, for wrappers that return a plain number.
+int last_errno();
+
+// A TCP socket for `family`, close-on-exec; non-blocking when asked.
+Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address);
+
+Result<void> set_int_option(int fd, int level, int option, int value, const char* what);
+Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout, const char* what);
+Result<void> set_nonblocking(int fd, bool on);
+
+Result<void> bind(int fd, const Endpoint& ep);
+Result<void> listen(int fd, int backlog, const Endpoint& ep);
+
+// accept4 with SOCK_CLOEXEC (and SOCK_NONBLOCK when asked). Returns the new
+// descriptor, or -errno; the peer's address lands in `peer`.
+int accept(int listen_fd, Endpoint* peer, bool nonblocking);
+
+// A non-blocking connect: 0 when connected at once, -EINPROGRESS while the
+// handshake runs, another -errno on failure.
+int connect(int fd, const Endpoint& ep);
+
+// Pending error of the socket (SO_ERROR), 0 if none.
+int socket_error(int fd);
+
+// read/readv/send: byte count, or -errno. send uses MSG_NOSIGNAL so a closed
+// peer yields -EPIPE instead of killing the process with SIGPIPE.
+ssize_t read(int fd, void* buf, size_t len);
+ssize_t readv(int fd, const struct iovec* iov, int count);
+ssize_t send(int fd, const void* buf, size_t len);
+int shutdown_write(int fd);
+
+// poll() one descriptor for `events` with a timeout (negative: forever).
+// Returns >0 when ready, 0 on timeout, -errno on failure. Retries EINTR.
+int poll_one(int fd, short events, std::chrono::milliseconds timeout);
+
+Endpoint local_endpoint(int fd);
+Endpoint peer_endpoint(int fd);
+
+}  // namespace tcpkit::sys

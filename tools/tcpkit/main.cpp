@@ -1,0 +1,23 @@
+// tcpkit: the program. Picks the subcommand and hands its options to it;
+// no networking here. Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+#include <CLI/CLI.hpp>
+
+#include <fmt/core.h>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tcpkit: a TCP toolkit — serve, connect, bench, relay and explain ports"};
+  app.set_version_flag("-V,--version", std::string("tcpkit ") + TCPKIT_VERSION);
+  app.require_subcommand(1);
+  tcpkit::cli::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 prints help/version with exit code 0 and usage errors with a
+    // non-zero one; usage errors are always 2 here.
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  return tcpkit::cli::run_selected(app);
+}
