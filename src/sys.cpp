@@ -35,6 +35,9 @@ Result<void> set_int_option(int fd, int level, int option, int value, const char
 }
 
 Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout, const char* what) {
+  // A zero timeval means "no timeout" to the kernel, which is what a negative
+  // timeout (kNoTimeout) asks for; passed through, it would fail with EDOM.
+  if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);

@@ -11,6 +11,8 @@
 
 namespace tcpkit {
 
+TcpStream::TcpStream(UniqueFd fd) : fd_(std::move(fd)), peer_(sys::peer_endpoint(fd_.get())) {}
+
 Result<TcpStream> TcpStream::connect(const Endpoint& peer, std::chrono::milliseconds timeout) {
   const std::string what = "connect " + peer.to_string();
   auto fd = sys::tcp_socket(peer.family(), /*nonblocking=*/true, peer);
@@ -39,7 +41,9 @@ Result<TcpStream> TcpStream::connect(std::string_view host_port, std::chrono::mi
   return last;
 }
 
-std::string TcpStream::where() const { return peer_endpoint().to_string(); }
+// Error messages name the peer from the recorded address: after a reset the
+// kernel no longer reports it, and "send to 0.0.0.0:0" would mislead.
+std::string TcpStream::where() const { return peer_.to_string(); }
 
 Result<void> TcpStream::send_all(const void* data, size_t len) {
   const auto* p = static_cast<const char*>(data);
@@ -96,6 +100,5 @@ Result<void> TcpStream::set_send_timeout(std::chrono::milliseconds timeout) {
 }
 
 Endpoint TcpStream::local_endpoint() const { return sys::local_endpoint(fd_.get()); }
-Endpoint TcpStream::peer_endpoint() const { return sys::peer_endpoint(fd_.get()); }
 
 }  // namespace tcpkit

@@ -21,8 +21,8 @@ class TcpStream {
   static constexpr std::chrono::milliseconds kNoTimeout{-1};
 
   TcpStream() = default;
-  // Adopts a connected socket (e.g. from accept).
-  explicit TcpStream(UniqueFd fd) : fd_(std::move(fd)) {}
+  // Adopts a connected socket (e.g. from accept) and records its peer.
+  explicit TcpStream(UniqueFd fd);
 
   // Connects within `timeout` (kNoTimeout: the kernel's own, often minutes).
   static Result<TcpStream> connect(const Endpoint& peer, std::chrono::milliseconds timeout = kNoTimeout);
@@ -48,11 +48,15 @@ class TcpStream {
 
   Result<void> set_nodelay(bool on);
   Result<void> set_keepalive(bool on);
+  // SO_RCVTIMEO / SO_SNDTIMEO. kNoTimeout (or 0, the kernel's convention)
+  // waits forever again.
   Result<void> set_recv_timeout(std::chrono::milliseconds timeout);
   Result<void> set_send_timeout(std::chrono::milliseconds timeout);
 
   Endpoint local_endpoint() const;
-  Endpoint peer_endpoint() const;
+  // The address connected to, recorded at construction: it stays known after
+  // the peer resets, when getpeername() would fail with ENOTCONN.
+  Endpoint peer_endpoint() const { return peer_; }
   int fd() const { return fd_.get(); }
   bool is_open() const { return fd_.valid(); }
   UniqueFd release_fd() { return std::move(fd_); }
@@ -61,6 +65,7 @@ class TcpStream {
  private:
   std::string where() const;
   UniqueFd fd_;
+  Endpoint peer_;
 };
 
 }  // namespace tcpkit

@@ -1,18 +1,220 @@
-// `tcpkit port PORT`: placeholder registration; the explanation arrives with issue 4.
+// `tcpkit port PORT`: explains a TCP port to someone learning TCP — its
+// service name, which range it is in, who listens on it and how many
+// connections it has in each state — as text, or as JSON with --json.
 #include <fmt/core.h>
 
+#include <array>
+#include <charconv>
+#include <memory>
+#include <optional>
+
 #include "commands.h"
+#include "proc_net.h"
 
 namespace tcpkit::cli {
+namespace {
+
+struct PortOptions {
+  std::string port_text;
+  bool json = false;
+};
+
+// Everything the command says about one port, gathered before printing so
+// the text and JSON forms report the same facts.
+struct PortReport {
+  uint16_t port = 0;
+  std::optional<std::string> service;
+  bool services_file = false;
+  const char* range = "";
+  std::optional<PortRange> ephemeral_range;
+  bool ephemeral = false;
+  std::vector<ListeningSocket> listeners;
+  std::map<std::string, int> states;
+};
+
+// The order a connection's life runs in, so the counts read as a story.
+constexpr std::array<const char*, 11> kStateOrder = {
+    "SYN_SENT",   "SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+    "CLOSE_WAIT", "LAST_ACK", "CLOSING",     "CLOSE",     "UNKNOWN"};
+
+constexpr const char* kTimeWaitNote =
+    "TIME_WAIT: this side closed first, so the kernel keeps the connection's address pair for "
+    "about "
+    "60 s (2*MSL) to let late packets die out; a server restarting on this port still binds at "
+    "once "
+    "because tcpkit sets SO_REUSEADDR by default (without it, bind() fails with the tutorial's "
+    "\"Address already in use\").";
+constexpr const char* kCloseWaitNote =
+    "CLOSE_WAIT: the peer has closed its end (recv() returned 0 bytes) but the local program has "
+    "not "
+    "called close() yet; sockets that stay here mean a program forgets to close them.";
+
+std::optional<uint16_t> parse_port(const std::string& text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<uint16_t>(value);
+}
+
+std::string validate_port(std::string& text) {
+  if (parse_port(text)) return "";
+  return fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535", text);
+}
+
+const char* range_name(uint16_t port) {
+  if (port <= 1023) return "well-known";
+  if (port <= 49151) return "registered";
+  return "dynamic";
+}
+
+PortReport gather_report(uint16_t port) {
+  PortReport report;
+  report.port = port;
+  report.service = service_name(port);
+  report.services_file = services_file_readable();
+  report.range = range_name(port);
+  report.ephemeral_range = ephemeral_port_range();
+  report.ephemeral = report.ephemeral_range && port >= report.ephemeral_range->low &&
+                     port <= report.ephemeral_range->high;
+  report.listeners = find_listeners(port);
+  report.states = count_states(port);
+  return report;
+}
+
+std::string range_sentence(const PortReport& r) {
+  if (r.port == 0)
+    return "0 is not a real port: binding to port 0 asks the kernel to pick a free one.";
+  if (r.range == std::string_view("well-known")) {
+    return "well-known (0-1023): kept for standard services; binding one needs root or "
+           "CAP_NET_BIND_SERVICE.";
+  }
+  if (r.range == std::string_view("registered")) {
+    return "registered (1024-49151): ordinary servers use these; any user may bind one.";
+  }
+  return "dynamic/private (49152-65535): never assigned to a service.";
+}
+
+std::string ephemeral_sentence(const PortReport& r) {
+  if (!r.ephemeral_range) return "unknown (/proc/sys/net/ipv4/ip_local_port_range is not readable)";
+  const auto [low, high] = *r.ephemeral_range;
+  if (!r.ephemeral) return fmt::format("no (this machine's ephemeral range is {}-{})", low, high);
+  return fmt::format(
+      "yes, inside {}-{} (ip_local_port_range): the kernel picks clients' local ports from here, "
+      "so an "
+      "outgoing connection may already be using it",
+      low, high);
+}
+
+void print_header(const PortReport& r) {
+  fmt::print("Port {}/tcp\n", r.port);
+  if (r.service && r.services_file) {
+    fmt::print("  service:   {}\n", *r.service);
+  } else if (r.service) {
+    fmt::print("  service:   {} (from tcpkit's built-in table: /etc/services is absent)\n",
+               *r.service);
+  } else if (r.services_file) {
+    fmt::print("  service:   none listed in /etc/services\n");
+  } else {
+    fmt::print(
+        "  service:   unknown (/etc/services is absent; only the tutorial's ports are known)\n");
+  }
+  fmt::print("  range:     {}\n", range_sentence(r));
+  fmt::print("  ephemeral: {}\n", ephemeral_sentence(r));
+}
+
+void print_listeners(const PortReport& r) {
+  if (r.listeners.empty()) {
+    fmt::print("\nnobody is listening on port {}\n", r.port);
+    return;
+  }
+  fmt::print("\nListening (state LISTEN):\n");
+  for (const auto& l : r.listeners) {
+    std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, l.owner->name)
+                                : std::string("unknown (try as root)");
+    fmt::print("  {:<24} {}\n", l.address, owner);
+  }
+}
+
+void print_states(const PortReport& r) {
+  if (r.states.empty()) {
+    fmt::print("\nno connections on port {}\n", r.port);
+    return;
+  }
+  fmt::print(
+      "\nConnections on port {} (a connection between two programs on this machine counts once per "
+      "end):\n",
+      r.port);
+  for (const char* state : kStateOrder) {
+    if (auto it = r.states.find(state); it != r.states.end())
+      fmt::print("  {:<12} {}\n", state, it->second);
+  }
+  if (r.states.contains("TIME_WAIT")) fmt::print("\n{}\n", kTimeWaitNote);
+  if (r.states.contains("CLOSE_WAIT")) fmt::print("\n{}\n", kCloseWaitNote);
+}
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_listener(const ListeningSocket& l) {
+  std::string pid = l.owner ? std::to_string(l.owner->pid) : "null";
+  std::string name = l.owner ? json_string(l.owner->name) : "null";
+  return fmt::format(R"({{"address": {}, "inode": {}, "pid": {}, "process": {}}})",
+                     json_string(l.address), l.inode, pid, name);
+}
+
+void print_json(const PortReport& r) {
+  std::string listeners, states, ephemeral_range = "null";
+  for (const auto& l : r.listeners) listeners += (listeners.empty() ? "" : ", ") + json_listener(l);
+  for (const auto& [state, count] : r.states) {
+    states += fmt::format("{}{}: {}", states.empty() ? "" : ", ", json_string(state), count);
+  }
+  if (r.ephemeral_range)
+    ephemeral_range = fmt::format("[{}, {}]", r.ephemeral_range->low, r.ephemeral_range->high);
+  fmt::print(
+      "{{\"port\": {}, \"service\": {}, \"services_file\": {}, \"range\": {}, \"ephemeral\": {}, "
+      "\"ephemeral_range\": {}, \"listening\": {}, \"listeners\": [{}], \"states\": {{{}}}}}\n",
+      r.port, r.service ? json_string(*r.service) : "null", r.services_file, json_string(r.range),
+      r.ephemeral, ephemeral_range, !r.listeners.empty(), listeners, states);
+}
+
+int run_port(const PortOptions& options) {
+  // The validator has already accepted the text, so this parse succeeds.
+  auto report = gather_report(*parse_port(options.port_text));
+  if (options.json) {
+    print_json(report);
+    return kExitOk;
+  }
+  print_header(report);
+  print_listeners(report);
+  print_states(report);
+  return kExitOk;
+}
+
+}  // namespace
 
 Command add_port_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("port", "Explain a TCP port: who listens, connection states, service name");
-  static int port = 0;
-  sub->add_option("PORT", port, "port number")->required()->check(CLI::Range(0, 65535));
-  return {sub, [] {
-            fmt::print("port {}\n", port);
-            return kExitOk;
-          }};
+  auto* sub = app.add_subcommand(
+      "port", "Explain a TCP port: who listens, connection states, service name");
+  auto options = std::make_shared<PortOptions>();
+  sub->add_option("PORT", options->port_text, "port number, 0 to 65535")
+      ->required()
+      ->check(CLI::Validator(validate_port, "PORT", "port"));
+  sub->add_flag("--json", options->json, "print the same facts as one JSON object");
+  return {sub, [options] { return run_port(*options); }};
 }
 
 }  // namespace tcpkit::cli

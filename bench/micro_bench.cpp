@@ -1,0 +1,136 @@
+// Micro-benchmarks of the reactor's byte container and the protocol helpers:
+// Buffer append/retrieve, both codecs' decode, and the Transcoder's GBK ->
+// UTF-8 and UTF-8 validation throughput. Results go to docs/benchmarks.md.
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "tcpkit/buffer.h"
+#include "tcpkit/length_prefix_codec.h"
+#include "tcpkit/line_codec.h"
+#include "tcpkit/transcoder.h"
+
+namespace {
+
+using tcpkit::Buffer;
+using tcpkit::DecodeResult;
+using tcpkit::LengthPrefixCodec;
+using tcpkit::LineCodec;
+using tcpkit::Transcoder;
+
+// Appending `size` bytes and retrieving them again, as an echo connection does.
+void BM_BufferAppendRetrieve(benchmark::State& state) {
+  const std::string chunk(static_cast<size_t>(state.range(0)), 'x');
+  Buffer buf;
+  for (auto _ : state) {
+    buf.append(chunk);
+    benchmark::DoNotOptimize(buf.peek());
+    buf.retrieve(chunk.size());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_BufferAppendRetrieve)->Arg(16)->Arg(512)->Arg(4096)->Arg(64 * 1024);
+
+// Small appends with partial retrieves, so the move-to-front path runs.
+void BM_BufferStreaming(benchmark::State& state) {
+  const std::string chunk(100, 'y');
+  Buffer buf;
+  for (auto _ : state) {
+    for (int i = 0; i < 10; ++i) buf.append(chunk);
+    buf.retrieve(900);
+    benchmark::DoNotOptimize(buf.peek());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 1000);
+}
+BENCHMARK(BM_BufferStreaming);
+
+// Decoding a batch of lines of `range(0)` bytes from one buffer.
+void BM_LineCodecDecode(benchmark::State& state) {
+  const auto length = static_cast<size_t>(state.range(0));
+  const std::string line(length, 'l');
+  constexpr int kLines = 64;
+  std::string wire;
+  for (int i = 0; i < kLines; ++i) wire += line + "\r\n";
+  const LineCodec codec;
+  Buffer in;
+  std::string out;
+  for (auto _ : state) {
+    in.append(wire);
+    while (codec.decode(in, &out) == DecodeResult::frame) benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(wire.size()));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kLines);
+}
+BENCHMARK(BM_LineCodecDecode)->Arg(32)->Arg(1024);
+
+void BM_LengthPrefixDecode(benchmark::State& state) {
+  const std::string payload(static_cast<size_t>(state.range(0)), 'p');
+  constexpr int kFrames = 64;
+  Buffer encoded;
+  for (int i = 0; i < kFrames; ++i) LengthPrefixCodec::encode(payload, encoded);
+  const std::string wire(encoded.view());
+  const LengthPrefixCodec codec;
+  Buffer in;
+  std::string out;
+  for (auto _ : state) {
+    in.append(wire);
+    while (codec.decode(in, &out) == DecodeResult::frame) benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(wire.size()));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kFrames);
+}
+BENCHMARK(BM_LengthPrefixDecode)->Arg(32)->Arg(1024);
+
+// About 16 KiB of mixed Chinese and ASCII chat text.
+std::string chat_text_utf8() {
+  std::string text;
+  while (text.size() < 16 * 1024) text += "收到了你的消息 message received 123\n";
+  return text;
+}
+
+void BM_TranscodeGbkToUtf8(benchmark::State& state) {
+  auto gbk = Transcoder::convert("UTF-8", "GBK", chat_text_utf8());
+  if (!gbk) {
+    state.SkipWithError(gbk.error().message().c_str());
+    return;
+  }
+  auto transcoder = Transcoder::open("GBK", "UTF-8");
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    transcoder->feed(*gbk, &out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(gbk->size()));
+}
+BENCHMARK(BM_TranscodeGbkToUtf8);
+
+void BM_ValidateUtf8Mixed(benchmark::State& state) {
+  const std::string text = chat_text_utf8();
+  auto transcoder = Transcoder::open("UTF-8", "UTF-8");
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    transcoder->feed(text, &out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(text.size()));
+}
+BENCHMARK(BM_ValidateUtf8Mixed);
+
+void BM_ValidateUtf8Ascii(benchmark::State& state) {
+  const std::string text(16 * 1024, 'a');
+  auto transcoder = Transcoder::open("UTF-8", "UTF-8");
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    transcoder->feed(text, &out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(text.size()));
+}
+BENCHMARK(BM_ValidateUtf8Ascii);
+
+}  // namespace
+
+BENCHMARK_MAIN();

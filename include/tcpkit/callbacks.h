@@ -1,0 +1,33 @@
+// Every callback type a user of the reactor meets, in one place.
+//
+// Callbacks run in the loop thread that owns the connection. They receive
+// the connection as a shared pointer, which they may keep (e.g. in a chat
+// room's member list) and use from any thread through its thread-safe calls.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+namespace tcpkit {
+
+class Buffer;
+class TcpConnection;
+using TcpConnectionPtr = std::shared_ptr<TcpConnection>;
+
+// A connection came up or went down (conn->connected() tells which; when
+// down, conn->close_reason() says why).
+using ConnectionCallback = std::function<void(const TcpConnectionPtr&)>;
+// Bytes arrived. Consume what forms whole messages and leave the rest in
+// the buffer: it is kept for the next call.
+using MessageCallback = std::function<void(const TcpConnectionPtr&, Buffer&)>;
+// The output buffer drained to empty.
+using WriteCompleteCallback = std::function<void(const TcpConnectionPtr&)>;
+// The output buffer grew past the high-water mark; `queued` is its size.
+using HighWaterMarkCallback = std::function<void(const TcpConnectionPtr&, size_t queued)>;
+// The peer sent FIN (recv() returned 0). Its data has all been delivered; we
+// may still send. Without this callback the connection shuts down its side
+// once the output drains, and closes.
+using PeerClosedCallback = std::function<void(const TcpConnectionPtr&)>;
+
+}  // namespace tcpkit

@@ -1,0 +1,99 @@
+// EventLoop: the reactor, one per thread (muduo's "one loop per thread").
+//
+// The thread that constructs a loop owns it and must call run(); every
+// object registered with the loop (connections, timers, acceptors) is then
+// used from that thread only. Other threads talk to a loop through
+// run_in_loop()/queue_in_loop() and quit(), which wake it through an eventfd.
+// Methods marked "any thread" are safe from anywhere; the rest assert they
+// run in the owning thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "tcpkit/unique_fd.h"
+
+namespace tcpkit {
+
+class Channel;
+class Poller;
+class TimerQueue;
+
+// Identifies a timer for cancel(); 0 is never a valid id.
+using TimerId = uint64_t;
+
+class EventLoop {
+ public:
+  using Functor = std::function<void()>;
+  using Clock = std::chrono::steady_clock;
+
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Runs until quit(). Owner thread only.
+  void run();
+  // Any thread. The loop finishes its current iteration, then run() returns.
+  void quit();
+
+  // Any thread. Runs `f` now when called in the loop thread, otherwise queues it.
+  void run_in_loop(Functor f);
+  // Any thread. Always queues `f` to run after the current I/O phase.
+  void queue_in_loop(Functor f);
+
+  // Timers; owner thread or any thread (forwarded). Ids are unique per loop.
+  TimerId run_after(Clock::duration delay, Functor f);
+  TimerId run_every(Clock::duration interval, Functor f);
+  void cancel(TimerId id);
+
+  bool is_in_loop_thread() const { return thread_id_ == std::this_thread::get_id(); }
+  void assert_in_loop_thread() const {
+    if (!is_in_loop_thread()) abort_not_in_loop_thread();
+  }
+  bool is_running() const { return running_.load(std::memory_order_acquire); }
+
+  // The time the current iteration woke up: cheap "now" for callbacks.
+  Clock::time_point now() const { return now_; }
+  // Registered channels and pending timers; a finished test expects 0 of each.
+  size_t channel_count() const;
+  size_t timer_count() const;
+  // The loop of the calling thread, or nullptr.
+  static EventLoop* current();
+
+  // Internal, for Channel.
+  void update_channel(Channel* channel);
+  void remove_channel(Channel* channel);
+
+ private:
+  [[noreturn]] void abort_not_in_loop_thread() const;
+  TimerId add_timer(Clock::duration delay, Clock::duration interval, Functor f);
+  void wake_up();
+  void drain_wakeup_fd(unsigned mask);
+  void dispatch_io();
+  void run_due_timers();
+  void run_pending_functors();
+
+  const std::thread::id thread_id_;
+  std::atomic<bool> quit_{false};
+  std::atomic<bool> running_{false};
+  Clock::time_point now_;
+  std::unique_ptr<Poller> poller_;
+  std::unique_ptr<TimerQueue> timers_;
+  std::atomic<TimerId> next_timer_id_{1};
+  UniqueFd wakeup_fd_;
+  std::unique_ptr<Channel> wakeup_channel_;
+  std::vector<std::pair<Channel*, unsigned>> ready_;
+
+  std::mutex mutex_;
+  std::vector<Functor> pending_;  // guarded by mutex_
+  std::atomic<bool> running_functors_{false};
+};
+
+}  // namespace tcpkit

@@ -1,0 +1,151 @@
+// TcpConnection: one established TCP connection on an event loop.
+//
+// Created by TcpServer or TcpClient, owned through shared_ptr (the one shared
+// object of the reactor: the server's map holds it, and so may callbacks and
+// users). It lives in one loop's thread. send(), shutdown(), force_close(),
+// pause_reading() and resume_reading() are safe from any thread; they
+// forward to an *_in_loop twin. Everything else belongs to the loop thread.
+//
+// Lifecycle: connecting -> connected -> (disconnecting) -> disconnected.
+// The peer's FIN is an event of its own (on_peer_closed): replies queued
+// after it are still delivered. shutdown() sends our FIN only once the
+// output buffer has drained, so nothing queued is lost.
+#pragma once
+
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "tcpkit/buffer.h"
+#include "tcpkit/callbacks.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/unique_fd.h"
+
+namespace tcpkit {
+
+class Channel;
+
+// What happens when the output buffer passes the high-water mark.
+enum class OverflowPolicy {
+  pause_reading,  // stop reading this peer until its output drains below half the mark
+  close,          // drop the slow peer (Errc::high_water_mark)
+};
+
+struct ConnectionOptions {
+  size_t high_water_mark = 4 * 1024 * 1024;
+  OverflowPolicy overflow = OverflowPolicy::pause_reading;
+  size_t max_read_per_wakeup = 256 * 1024;  // fairness: one peer cannot starve others
+  std::chrono::milliseconds idle_timeout{0};  // 0: none
+};
+
+class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
+ public:
+  enum class State { connecting, connected, disconnecting, disconnected };
+
+  TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
+                const Endpoint& peer, const ConnectionOptions& options);
+  ~TcpConnection();
+  TcpConnection(const TcpConnection&) = delete;
+  TcpConnection& operator=(const TcpConnection&) = delete;
+
+  // Any thread. Bytes go out in call order per thread, never interleaved.
+  void send(std::string_view data);
+  void send(std::string&& data);
+  void send(Buffer& data);  // moves the readable bytes out of `data`
+  // Any thread. FIN after the output drains; the connection closes once the
+  // peer has closed too.
+  void shutdown();
+  // Any thread. Closes now, dropping queued output (reason: operation_canceled).
+  void force_close();
+  void force_close(std::error_code reason);
+  // Any thread. Stops/starts reading from the peer (e.g. while a proxy's
+  // other side is slow).
+  void pause_reading();
+  void resume_reading();
+
+  bool connected() const { return state_.load(std::memory_order_acquire) == State::connected; }
+  bool disconnected() const { return state_.load(std::memory_order_acquire) == State::disconnected; }
+  State state() const { return state_.load(std::memory_order_acquire); }
+  // Why the connection went down: Errc::peer_closed for a clean close,
+  // an errno code (connection_reset...) for errors, or a tcpkit reason.
+  std::error_code close_reason() const { return close_reason_; }
+  bool peer_half_closed() const { return peer_closed_; }
+  bool is_reading() const { return reading_; }
+
+  uint64_t id() const { return id_; }
+  EventLoop* loop() const { return loop_; }
+  const Endpoint& local_endpoint() const { return local_; }
+  const Endpoint& peer_endpoint() const { return peer_; }
+  int fd() const { return fd_.get(); }
+  // Loop thread: what is queued for sending, and what was read but not consumed.
+  size_t output_bytes() const { return output_.readable_bytes(); }
+  size_t input_bytes() const { return input_.readable_bytes(); }
+  uint64_t bytes_received() const { return bytes_in_; }
+  uint64_t bytes_sent() const { return bytes_out_; }
+  // Memory held by this connection's buffers (capacity, not content).
+  size_t buffer_capacity() const { return input_.capacity() + output_.capacity(); }
+
+  // A typed slot for the user's per-connection state (loop thread).
+  template <typename T>
+  void set_context(T value) { context_ = std::move(value); }
+  template <typename T>
+  T* context() { return std::any_cast<T>(&context_); }
+
+  void set_on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
+  void set_on_message(MessageCallback cb) { on_message_ = std::move(cb); }
+  void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
+  void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
+  void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
+  // Internal: called once when the connection is down, after on_connection.
+  void set_on_close(ConnectionCallback cb) { on_close_ = std::move(cb); }
+
+  // Internal, for TcpServer/TcpClient: in the loop thread, once each.
+  void connect_established();
+  void connect_destroyed();
+
+ private:
+  void handle_event(unsigned mask);
+  void handle_read();
+  void handle_write();
+  void handle_close(std::error_code reason);
+  void send_in_loop(const char* data, size_t len);
+  void shutdown_in_loop();
+  void maybe_finish_shutdown();
+  void check_overflow();
+  void arm_idle_timer(std::chrono::steady_clock::duration delay);
+
+  EventLoop* loop_;
+  const uint64_t id_;
+  UniqueFd fd_;
+  std::unique_ptr<Channel> channel_;
+  const Endpoint local_;
+  const Endpoint peer_;
+  const ConnectionOptions options_;
+  std::atomic<State> state_{State::connecting};
+  std::error_code close_reason_;
+  bool reading_ = false;
+  bool paused_by_overflow_ = false;
+  bool peer_closed_ = false;
+  bool write_shut_ = false;
+  Buffer input_;
+  Buffer output_;
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;
+  EventLoop::Clock::time_point last_active_;
+  TimerId idle_timer_ = 0;
+  std::any context_;
+
+  ConnectionCallback on_connection_;
+  MessageCallback on_message_;
+  WriteCompleteCallback on_write_complete_;
+  HighWaterMarkCallback on_high_water_mark_;
+  PeerClosedCallback on_peer_closed_;
+  ConnectionCallback on_close_;
+};
+
+}  // namespace tcpkit

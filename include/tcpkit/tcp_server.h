@@ -1,0 +1,113 @@
+// TcpServer: accepts TCP connections on one or more addresses and serves
+// each on an event loop.
+//
+// The user owns the server and its base loop; the server owns its acceptors,
+// its LoopThreadPool and (through shared_ptr) its connections. Configure
+// and call listen()/start()/stop() in the base loop's thread; the callbacks
+// run in the loop that owns each connection. Each accepted connection goes
+// to the next loop round-robin, or, with reuse_port_per_loop, every loop
+// has its own SO_REUSEPORT listener and the kernel spreads connections.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tcpkit/callbacks.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/result.h"
+#include "tcpkit/tcp_connection.h"
+#include "tcpkit/tcp_listener.h"
+
+namespace tcpkit {
+
+class Acceptor;
+class EventLoop;
+class LoopThreadPool;
+
+struct ServerOptions {
+  int threads = 0;                  // I/O threads; 0 serves everything on the base loop
+  bool reuse_port_per_loop = false; // one SO_REUSEPORT listener per loop
+  bool reuse_port = false;          // SO_REUSEPORT on the listener (several processes)
+  size_t max_connections = 0;       // 0: unlimited; extra clients are accepted and closed
+  bool tcp_nodelay = true;
+  bool keepalive = true;
+  ConnectionOptions connection;     // high-water mark, overflow policy, read cap, idle timeout
+};
+
+struct ServerStats {
+  uint64_t accepted = 0;            // every connection that got through accept()
+  uint64_t open = 0;
+  uint64_t refused_over_limit = 0;  // over max_connections
+  uint64_t refused_exhausted = 0;   // descriptors ran out (EMFILE/ENFILE)
+};
+
+class TcpServer {
+ public:
+  TcpServer(EventLoop* loop, ServerOptions options = {});
+  ~TcpServer();
+  TcpServer(const TcpServer&) = delete;
+  TcpServer& operator=(const TcpServer&) = delete;
+
+  // Binds and listens (SO_REUSEADDR on) on one more address; call before start().
+  Result<void> listen(const Endpoint& address);
+  // Starts the I/O threads and begins accepting.
+  void start();
+  // Stops accepting, shuts every connection down (FIN after its output
+  // drains), and force-closes what is still open after `drain_deadline`.
+  // `on_stopped` runs in the base loop once every connection is gone.
+  void stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped = {});
+
+  void set_on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
+  void set_on_message(MessageCallback cb) { on_message_ = std::move(cb); }
+  void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
+  void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
+  void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
+
+  // The bound addresses, with real ports after binding port 0.
+  std::vector<Endpoint> listen_endpoints() const { return endpoints_; }
+  // Any thread.
+  ServerStats stats() const;
+  size_t open_connections() const { return open_.load(std::memory_order_relaxed); }
+  EventLoop* base_loop() const { return loop_; }
+  // Every loop that serves connections (valid after start()).
+  std::vector<EventLoop*> io_loops() const;
+
+ private:
+  struct LoopState;  // the connections of one I/O loop, touched only there
+
+  void new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer);
+  void remove_connection(const TcpConnectionPtr& conn);
+  LoopState* state_of(EventLoop* loop);
+  void check_stopped();
+
+  EventLoop* loop_;
+  const ServerOptions options_;
+  std::unique_ptr<LoopThreadPool> pool_;
+  std::vector<Endpoint> endpoints_;
+  std::vector<TcpListener> pending_listeners_;  // bound, waiting for start()
+  std::vector<std::unique_ptr<LoopState>> loop_states_;
+  std::vector<std::unique_ptr<Acceptor>> base_acceptors_;  // shared-acceptor mode, base loop
+  bool started_ = false;
+  std::atomic<bool> stopping_{false};
+  std::function<void()> on_stopped_;
+  uint64_t drain_timer_ = 0;
+
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> open_{0};
+  std::atomic<uint64_t> refused_over_limit_{0};
+  std::atomic<uint64_t> refused_exhausted_{0};
+
+  ConnectionCallback on_connection_;
+  MessageCallback on_message_;
+  WriteCompleteCallback on_write_complete_;
+  HighWaterMarkCallback on_high_water_mark_;
+  PeerClosedCallback on_peer_closed_;
+};
+
+}  // namespace tcpkit

@@ -1,0 +1,82 @@
+#include "acceptor.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+
+#include "channel.h"
+#include "sys.h"
+#include "tcpkit/event_loop.h"
+
+namespace tcpkit {
+namespace {
+UniqueFd open_spare() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+// At most this many accepts per wake-up, so a connection storm cannot
+// starve the connections already served by the same loop.
+constexpr int kMaxAcceptsPerWakeup = 64;
+}  // namespace
+
+Acceptor::Acceptor(EventLoop* loop, TcpListener listener)
+    : loop_(loop),
+      listener_(std::move(listener)),
+      channel_(std::make_unique<Channel>(loop, listener_.fd())),
+      spare_fd_(open_spare()) {
+  channel_->set_handler([this](unsigned) { handle_read(); });
+}
+
+Acceptor::~Acceptor() { stop(); }
+
+void Acceptor::listen() {
+  loop_->assert_in_loop_thread();
+  stopped_ = false;
+  channel_->enable_reading();
+}
+
+void Acceptor::stop() {
+  loop_->assert_in_loop_thread();
+  stopped_ = true;
+  if (backoff_timer_ != 0) loop_->cancel(backoff_timer_);
+  backoff_timer_ = 0;
+  channel_->remove();
+}
+
+void Acceptor::handle_read() {
+  for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
+    Endpoint peer;
+    int fd = sys::accept(listener_.fd(), &peer, /*nonblocking=*/true);
+    if (fd >= 0) {
+      if (on_new_connection_) {
+        on_new_connection_(UniqueFd(fd), peer);
+      } else {
+        UniqueFd discard(fd);
+      }
+      continue;
+    }
+    if (fd == -EMFILE || fd == -ENFILE) {
+      recover_from_exhaustion();
+      return;
+    }
+    // EAGAIN: the queue is empty. ECONNABORTED and friends: that client gave
+    // up before we accepted it; the next one may be fine.
+    if (fd == -EAGAIN || fd == -EINTR) return;
+  }
+}
+
+void Acceptor::recover_from_exhaustion() {
+  if (on_exhausted_) on_exhausted_();
+  if (spare_fd_) {
+    spare_fd_.reset();
+    int fd = sys::accept(listener_.fd(), nullptr, /*nonblocking=*/true);
+    UniqueFd refused(fd);  // closed at once: the client sees EOF, not a hang
+    spare_fd_ = open_spare();
+  }
+  // Back off: stop watching the listener for a moment instead of spinning on
+  // an accept queue we cannot empty.
+  channel_->disable_reading();
+  backoff_timer_ = loop_->run_after(kExhaustedBackoff, [this] {
+    backoff_timer_ = 0;
+    if (!stopped_) channel_->enable_reading();
+  });
+}
+
+}  // namespace tcpkit

@@ -1,0 +1,188 @@
+#include "tcpkit/buffer.h"
+
+#include <arpa/inet.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <utility>
+
+#include "sys.h"
+
+namespace tcpkit {
+namespace {
+
+// peek() points here while nothing is allocated, so callers may always pass
+// it to memcpy/memchr (which must not be given a null pointer, even for 0 bytes).
+constexpr char kEmpty[1] = {};
+
+}  // namespace
+
+Buffer::Buffer(Buffer&& other) noexcept
+    : data_(std::move(other.data_)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      reader_index_(std::exchange(other.reader_index_, 0)),
+      writer_index_(std::exchange(other.writer_index_, 0)) {}
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this == &other) return *this;
+  data_ = std::move(other.data_);
+  capacity_ = std::exchange(other.capacity_, 0);
+  reader_index_ = std::exchange(other.reader_index_, 0);
+  writer_index_ = std::exchange(other.writer_index_, 0);
+  return *this;
+}
+
+const char* Buffer::peek() const { return data_ ? data_.get() + reader_index_ : kEmpty; }
+
+void Buffer::retrieve(size_t n) {
+  assert(n <= readable_bytes());
+  if (n < readable_bytes()) {
+    reader_index_ += n;
+    return;
+  }
+  retrieve_all();
+}
+
+void Buffer::retrieve_all() {
+  // Back to the start, so the whole capacity is writable again without a move.
+  const size_t front = data_ ? kCheapPrepend : 0;
+  reader_index_ = front;
+  writer_index_ = front;
+}
+
+std::string Buffer::retrieve_as_string(size_t n) {
+  assert(n <= readable_bytes());
+  std::string s(peek(), n);
+  retrieve(n);
+  return s;
+}
+
+std::string Buffer::retrieve_all_as_string() { return retrieve_as_string(readable_bytes()); }
+
+void Buffer::append(const void* data, size_t n) {
+  // An empty append must not allocate: idle connections stay at capacity 0.
+  if (n == 0) return;
+  ensure_writable(n);
+  std::memcpy(begin_write(), data, n);
+  writer_index_ += n;
+}
+
+void Buffer::prepend(const void* data, size_t n) {
+  if (n == 0) return;
+  if (n > prependable_bytes()) {
+    // Rare (the cheap area covers headers); keep the cheap area in front of
+    // the new bytes and some room behind the data.
+    const size_t front = kCheapPrepend + n;
+    reallocate(front + readable_bytes() + std::max(writable_bytes(), kInitialSize), front);
+  }
+  reader_index_ -= n;
+  std::memcpy(data_.get() + reader_index_, data, n);
+}
+
+void Buffer::has_written(size_t n) {
+  assert(n <= writable_bytes());
+  writer_index_ += n;
+}
+
+void Buffer::ensure_writable(size_t n) {
+  if (writable_bytes() >= n) return;
+  make_space(n);
+  assert(writable_bytes() >= n);
+}
+
+void Buffer::make_space(size_t n) {
+  const size_t readable = readable_bytes();
+  if (!data_) {
+    reallocate(kCheapPrepend + std::max(n, kInitialSize), kCheapPrepend);
+    return;
+  }
+  // Consumed bytes at the front plus the free tail are enough: slide the data
+  // back to the cheap-prepend mark instead of growing (muduo's makeSpace).
+  if (writable_bytes() + prependable_bytes() >= n + kCheapPrepend) {
+    std::memmove(data_.get() + kCheapPrepend, peek(), readable);
+    reader_index_ = kCheapPrepend;
+    writer_index_ = kCheapPrepend + readable;
+    return;
+  }
+  // Doubling keeps a stream of small appends amortised O(1) per byte.
+  const size_t needed = kCheapPrepend + readable + n;
+  reallocate(std::max(needed, capacity_ * 2), kCheapPrepend);
+}
+
+void Buffer::reallocate(size_t new_capacity, size_t front) {
+  const size_t readable = readable_bytes();
+  assert(front + readable <= new_capacity);
+  auto fresh = std::make_unique_for_overwrite<char[]>(new_capacity);
+  if (readable > 0) std::memcpy(fresh.get() + front, peek(), readable);
+  data_ = std::move(fresh);
+  capacity_ = new_capacity;
+  reader_index_ = front;
+  writer_index_ = front + readable;
+}
+
+const char* Buffer::find_crlf() const {
+  const std::string_view v = view();
+  const size_t pos = v.find("\r\n");
+  return pos == std::string_view::npos ? nullptr : v.data() + pos;
+}
+
+const char* Buffer::find_eol() const {
+  return static_cast<const char*>(std::memchr(peek(), '\n', readable_bytes()));
+}
+
+uint32_t Buffer::peek_u32_be() const {
+  assert(readable_bytes() >= sizeof(uint32_t));
+  uint32_t be = 0;
+  std::memcpy(&be, peek(), sizeof be);
+  return ntohl(be);
+}
+
+void Buffer::append_u32_be(uint32_t value) {
+  const uint32_t be = htonl(value);
+  append(&be, sizeof be);
+}
+
+ssize_t Buffer::read_fd(int fd, size_t max_bytes) {
+  // A zero-length readv() returns 0, which the caller would take for EOF.
+  assert(max_bytes > 0);
+  // The extra buffer lives on the loop thread's stack: 64 KiB of it costs
+  // nothing per connection, unlike giving every Buffer 64 KiB up front.
+  char extra[kExtraReadBytes];
+  const size_t direct = std::min(writable_bytes(), max_bytes);
+  const size_t spill = std::min(sizeof extra, max_bytes - direct);
+  iovec vec[2];
+  vec[0].iov_base = begin_write();
+  vec[0].iov_len = direct;
+  vec[1].iov_base = extra;
+  vec[1].iov_len = spill;
+  const ssize_t n = sys::readv(fd, vec, spill > 0 ? 2 : 1);
+  if (n <= 0) return n;
+  const auto got = static_cast<size_t>(n);
+  if (got <= direct) {
+    writer_index_ += got;
+    return n;
+  }
+  writer_index_ += direct;
+  append(extra, got - direct);
+  return n;
+}
+
+void Buffer::release_if_empty() {
+  if (readable_bytes() > 0) return;
+  data_.reset();
+  capacity_ = 0;
+  reader_index_ = 0;
+  writer_index_ = 0;
+}
+
+void Buffer::shrink_to_fit_readable() {
+  if (readable_bytes() == 0) {
+    release_if_empty();
+    return;
+  }
+  reallocate(kCheapPrepend + readable_bytes(), kCheapPrepend);
+}
+
+}  // namespace tcpkit

@@ -1,0 +1,69 @@
+// Channel: one descriptor's interest set and event handler on one EventLoop.
+//
+// Internal. A Channel borrows its descriptor (the owner, a TcpConnection or
+// Acceptor, holds the UniqueFd) and belongs to exactly one loop; every method
+// must run in that loop's thread. The owner must call disable_all() and
+// remove() before destroying it. The backend's events reach the handler as
+// the small mask below, translated in one place (Poller).
+#pragma once
+
+#include <functional>
+#include <memory>
+
+namespace tcpkit {
+
+class EventLoop;
+
+namespace event {
+constexpr unsigned kReadable = 1;  // data, or EOF, to read
+constexpr unsigned kWritable = 2;  // room in the send buffer
+constexpr unsigned kHangup = 4;    // both directions are finished (or reset)
+constexpr unsigned kError = 8;     // a pending socket error (read it with SO_ERROR)
+}  // namespace event
+
+class Channel {
+ public:
+  using EventHandler = std::function<void(unsigned mask)>;
+
+  Channel(EventLoop* loop, int fd) : loop_(loop), fd_(fd) {}
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  void set_handler(EventHandler handler) { handler_ = std::move(handler); }
+  // Ties the channel to its owner so that the owner cannot be destroyed
+  // while one of its events is being handled.
+  void tie(const std::shared_ptr<void>& owner);
+
+  void handle_event(unsigned mask);
+
+  void enable_reading() { update(interest_ | event::kReadable); }
+  void disable_reading() { update(interest_ & ~event::kReadable); }
+  void enable_writing() { update(interest_ | event::kWritable); }
+  void disable_writing() { update(interest_ & ~event::kWritable); }
+  void disable_all() { update(0); }
+  bool is_reading() const { return interest_ & event::kReadable; }
+  bool is_writing() const { return interest_ & event::kWritable; }
+  // Unregisters from the loop; the channel may then be destroyed.
+  void remove();
+
+  int fd() const { return fd_; }
+  unsigned interest() const { return interest_; }
+  EventLoop* owner_loop() const { return loop_; }
+
+  // The Poller's bookkeeping: whether epoll knows this descriptor.
+  bool registered() const { return registered_; }
+  void set_registered(bool on) { registered_ = on; }
+
+ private:
+  void update(unsigned interest);
+
+  EventLoop* loop_;
+  const int fd_;
+  unsigned interest_ = 0;
+  bool registered_ = false;
+  bool tied_ = false;
+  std::weak_ptr<void> tie_;
+  EventHandler handler_;
+};
+
+}  // namespace tcpkit

@@ -1,0 +1,171 @@
+#include "tcpkit/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "channel.h"
+#include "poller.h"
+#include "sys.h"
+#include "timer_queue.h"
+
+namespace tcpkit {
+namespace {
+thread_local EventLoop* t_loop_in_this_thread = nullptr;
+}  // namespace
+
+EventLoop::EventLoop()
+    : thread_id_(std::this_thread::get_id()),
+      now_(Clock::now()),
+      poller_(std::make_unique<Poller>()),
+      timers_(std::make_unique<TimerQueue>()),
+      wakeup_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (!wakeup_fd_) {
+    std::perror("tcpkit: eventfd");
+    std::abort();
+  }
+  if (t_loop_in_this_thread != nullptr) {
+    std::fprintf(stderr, "tcpkit: a second EventLoop was created in one thread\n");
+    std::abort();
+  }
+  t_loop_in_this_thread = this;
+  wakeup_channel_ = std::make_unique<Channel>(this, wakeup_fd_.get());
+  wakeup_channel_->set_handler([this](unsigned mask) { drain_wakeup_fd(mask); });
+  wakeup_channel_->enable_reading();
+}
+
+EventLoop::~EventLoop() {
+  wakeup_channel_->remove();
+  t_loop_in_this_thread = nullptr;
+}
+
+EventLoop* EventLoop::current() { return t_loop_in_this_thread; }
+
+void EventLoop::abort_not_in_loop_thread() const {
+  std::ostringstream os;
+  os << "tcpkit: EventLoop used from thread " << std::this_thread::get_id() << " but owned by thread "
+     << thread_id_;
+  std::fprintf(stderr, "%s\n", os.str().c_str());
+  std::abort();
+}
+
+// The loop body, phase by phase:
+//   1. sleep in epoll_wait until I/O, a wake-up, or the earliest timer;
+//   2. dispatch I/O events to their channels;
+//   3. run the timers that are due;
+//   4. run functors queued from other threads (or from callbacks).
+void EventLoop::run() {
+  assert_in_loop_thread();
+  running_.store(true, std::memory_order_release);
+  while (!quit_.load(std::memory_order_acquire)) {
+    poller_->poll(timers_->time_until_next(Clock::now()), &ready_);
+    now_ = Clock::now();
+    dispatch_io();
+    run_due_timers();
+    run_pending_functors();
+  }
+  // Work queued during the last iteration still runs: a quit() never drops
+  // a queued close or send.
+  run_pending_functors();
+  quit_.store(false, std::memory_order_release);
+  running_.store(false, std::memory_order_release);
+}
+
+void EventLoop::dispatch_io() {
+  for (auto [channel, mask] : ready_) channel->handle_event(mask);
+}
+
+void EventLoop::run_due_timers() { timers_->run_due(now_); }
+
+void EventLoop::run_pending_functors() {
+  std::vector<Functor> functors;
+  {
+    std::lock_guard lock(mutex_);
+    functors.swap(pending_);
+  }
+  running_functors_.store(true, std::memory_order_release);
+  for (auto& f : functors) f();
+  running_functors_.store(false, std::memory_order_release);
+}
+
+void EventLoop::quit() {
+  quit_.store(true, std::memory_order_release);
+  if (!is_in_loop_thread()) wake_up();
+}
+
+void EventLoop::run_in_loop(Functor f) {
+  if (is_in_loop_thread()) {
+    f();
+    return;
+  }
+  queue_in_loop(std::move(f));
+}
+
+void EventLoop::queue_in_loop(Functor f) {
+  {
+    std::lock_guard lock(mutex_);
+    pending_.push_back(std::move(f));
+  }
+  // From the loop thread a wake-up is only needed while functors run: the
+  // new one would otherwise wait for the next I/O event.
+  if (!is_in_loop_thread() || running_functors_.load(std::memory_order_acquire)) wake_up();
+}
+
+TimerId EventLoop::add_timer(Clock::duration delay, Clock::duration interval, Functor f) {
+  TimerId id = next_timer_id_.fetch_add(1, std::memory_order_relaxed);
+  auto add = [this, id, delay, interval, f = std::move(f)]() mutable {
+    timers_->add(id, Clock::now() + delay, interval, std::move(f));
+  };
+  run_in_loop(std::move(add));
+  return id;
+}
+
+TimerId EventLoop::run_after(Clock::duration delay, Functor f) {
+  return add_timer(delay, Clock::duration::zero(), std::move(f));
+}
+
+TimerId EventLoop::run_every(Clock::duration interval, Functor f) {
+  assert(interval > Clock::duration::zero());
+  return add_timer(interval, interval, std::move(f));
+}
+
+void EventLoop::cancel(TimerId id) {
+  run_in_loop([this, id] { timers_->cancel(id); });
+}
+
+size_t EventLoop::channel_count() const {
+  assert_in_loop_thread();
+  return poller_->channel_count() - 1;  // the wake-up channel is the loop's own
+}
+
+size_t EventLoop::timer_count() const {
+  assert_in_loop_thread();
+  return timers_->size();
+}
+
+void EventLoop::update_channel(Channel* channel) {
+  assert_in_loop_thread();
+  poller_->update(channel);
+}
+
+void EventLoop::remove_channel(Channel* channel) {
+  assert_in_loop_thread();
+  poller_->remove(channel);
+}
+
+void EventLoop::wake_up() {
+  uint64_t one = 1;
+  // A full counter (EAGAIN) already means "wake up"; nothing else can fail.
+  [[maybe_unused]] ssize_t n = ::write(wakeup_fd_.get(), &one, sizeof one);
+}
+
+void EventLoop::drain_wakeup_fd(unsigned /*mask*/) {
+  uint64_t value = 0;
+  [[maybe_unused]] ssize_t n = sys::read(wakeup_fd_.get(), &value, sizeof value);
+}
+
+}  // namespace tcpkit

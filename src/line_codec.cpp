@@ -1,0 +1,44 @@
+#include "tcpkit/line_codec.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstdint>
+#include <cstring>
+
+namespace tcpkit {
+
+DecodeResult LineCodec::decode(Buffer& in, std::string* line) const {
+  const char* start = in.peek();
+  const size_t readable = in.readable_bytes();
+  // A line within the limit has its '\n' at index max_line + 1 at the latest
+  // (max_line bytes, then "\r\n"), so there is no need to look further.
+  const size_t window = max_line_ > SIZE_MAX - 2 ? SIZE_MAX : max_line_ + 2;
+  const size_t scan = std::min(readable, window);
+  const auto* eol = static_cast<const char*>(std::memchr(start, '\n', scan));
+  if (eol == nullptr) {
+    // A trailing '\r' may be the first half of "\r\n"; it is not content yet.
+    size_t partial = readable;
+    if (partial > 0 && start[partial - 1] == '\r') --partial;
+    return partial > max_line_ ? DecodeResult::too_large : DecodeResult::need_more;
+  }
+  const auto terminator_at = static_cast<size_t>(eol - start);
+  size_t length = terminator_at;
+  if (length > 0 && start[length - 1] == '\r') --length;
+  if (length > max_line_) return DecodeResult::too_large;
+  line->assign(start, length);
+  in.retrieve(terminator_at + 1);
+  return DecodeResult::frame;
+}
+
+void LineCodec::encode(std::string_view line, Buffer& out) {
+  assert(line.find('\n') == std::string_view::npos);
+  out.ensure_writable(line.size() + 1);
+  out.append(line);
+  out.append("\n", 1);
+}
+
+Error LineCodec::too_large_error() const {
+  return Error(Errc::line_too_long, "line over " + std::to_string(max_line_) + " bytes");
+}
+
+}  // namespace tcpkit

@@ -1,0 +1,159 @@
+#include "tcpkit/tcp_client.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <future>
+#include <mutex>
+
+#include "connector.h"
+#include "sys.h"
+#include "tcpkit/event_loop.h"
+
+namespace tcpkit {
+
+// The client's state lives in the loop, shared with the callbacks it hands
+// out (through weak pointers), so the TcpClient object may go away first.
+struct TcpClient::Impl : std::enable_shared_from_this<TcpClient::Impl> {
+  EventLoop* loop;
+  ClientOptions options;
+  std::shared_ptr<Connector> connector;
+  bool reconnect = false;  // loop thread
+  int reconnects = 0;      // loop thread: back-off rounds since the last success
+  uint64_t next_id = 1;
+
+  mutable std::mutex mutex;
+  TcpConnectionPtr connection;  // guarded by mutex
+
+  ConnectionCallback on_connection;
+  MessageCallback on_message;
+  WriteCompleteCallback on_write_complete;
+  HighWaterMarkCallback on_high_water_mark;
+  PeerClosedCallback on_peer_closed;
+  std::function<void(const Error&, std::chrono::milliseconds)> on_connect_error;
+
+  void connected(UniqueFd fd, const Endpoint& peer);
+  void closed(const TcpConnectionPtr& conn);
+  void stop_in_loop();
+};
+
+TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptions options)
+    : impl_(std::make_shared<Impl>()) {
+  impl_->loop = loop;
+  impl_->options = std::move(options);
+  RetryPolicy retry{impl_->options.retry, impl_->options.initial_backoff, impl_->options.max_backoff};
+  impl_->connector =
+      std::make_shared<Connector>(loop, std::move(targets), impl_->options.connect_timeout, retry);
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->connector->set_on_connected([weak](UniqueFd fd, const Endpoint& peer) {
+    if (auto impl = weak.lock()) impl->connected(std::move(fd), peer);
+  });
+  impl_->connector->set_on_failed([weak](const Error& error, std::chrono::milliseconds retry_in) {
+    auto impl = weak.lock();
+    if (impl && impl->on_connect_error) impl->on_connect_error(error, retry_in);
+  });
+}
+
+TcpClient::~TcpClient() { stop(); }
+
+void TcpClient::set_on_connection(ConnectionCallback cb) { impl_->on_connection = std::move(cb); }
+void TcpClient::set_on_message(MessageCallback cb) { impl_->on_message = std::move(cb); }
+void TcpClient::set_on_write_complete(WriteCompleteCallback cb) { impl_->on_write_complete = std::move(cb); }
+void TcpClient::set_on_high_water_mark(HighWaterMarkCallback cb) { impl_->on_high_water_mark = std::move(cb); }
+void TcpClient::set_on_peer_closed(PeerClosedCallback cb) { impl_->on_peer_closed = std::move(cb); }
+void TcpClient::set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds)> cb) {
+  impl_->on_connect_error = std::move(cb);
+}
+
+void TcpClient::connect() {
+  impl_->loop->run_in_loop([impl = impl_] {
+    impl->reconnect = impl->options.retry;
+    impl->reconnects = 0;
+    impl->connector->start();
+  });
+}
+
+void TcpClient::disconnect() {
+  impl_->loop->run_in_loop([impl = impl_] {
+    impl->reconnect = false;
+    if (auto conn = impl->connection) conn->shutdown();
+  });
+}
+
+void TcpClient::stop() {
+  auto impl = impl_;
+  if (impl->loop->is_in_loop_thread() || !impl->loop->is_running()) {
+    // Not running: nothing can call back concurrently; the queued stop
+    // runs if the loop is started again.
+    impl->loop->run_in_loop([impl] { impl->stop_in_loop(); });
+    return;
+  }
+  std::promise<void> done;
+  impl->loop->run_in_loop([impl, &done] {
+    impl->stop_in_loop();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+TcpConnectionPtr TcpClient::connection() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->connection;
+}
+
+void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
+  if (options.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+  Endpoint local = sys::local_endpoint(fd.get());
+  auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, options.connection);
+  conn->set_on_connection(on_connection);
+  conn->set_on_message(on_message);
+  conn->set_on_write_complete(on_write_complete);
+  conn->set_on_high_water_mark(on_high_water_mark);
+  conn->set_on_peer_closed(on_peer_closed);
+  std::weak_ptr<Impl> weak = weak_from_this();
+  conn->set_on_close([weak](const TcpConnectionPtr& c) {
+    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
+    if (auto impl = weak.lock()) impl->closed(c);
+  });
+  {
+    std::lock_guard lock(mutex);
+    connection = conn;
+  }
+  reconnects = 0;
+  conn->connect_established();
+}
+
+void TcpClient::Impl::closed(const TcpConnectionPtr& conn) {
+  {
+    std::lock_guard lock(mutex);
+    if (connection == conn) connection.reset();
+  }
+  if (!reconnect) return;
+  // Reconnect after a jittered delay, growing while the server stays away.
+  auto delay = connector->backoff_for(reconnects++);
+  std::weak_ptr<Impl> weak = weak_from_this();
+  loop->run_after(delay, [weak] {
+    auto impl = weak.lock();
+    if (impl && impl->reconnect) impl->connector->start();
+  });
+}
+
+void TcpClient::Impl::stop_in_loop() {
+  reconnect = false;
+  connector->stop();
+  TcpConnectionPtr conn;
+  {
+    std::lock_guard lock(mutex);
+    conn = std::move(connection);
+  }
+  if (!conn) return;
+  // No user callback may run once stop() has returned.
+  conn->set_on_connection(nullptr);
+  conn->set_on_message(nullptr);
+  conn->set_on_write_complete(nullptr);
+  conn->set_on_high_water_mark(nullptr);
+  conn->set_on_peer_closed(nullptr);
+  conn->force_close();
+}
+
+}  // namespace tcpkit

@@ -1,0 +1,299 @@
+#include "tcpkit/tcp_connection.h"
+
+#include <cassert>
+#include <cerrno>
+
+#include "channel.h"
+#include "sys.h"
+
+namespace tcpkit {
+namespace {
+std::error_code errno_code(int err) { return {err, std::generic_category()}; }
+}  // namespace
+
+TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
+                             const Endpoint& peer, const ConnectionOptions& options)
+    : loop_(loop),
+      id_(id),
+      fd_(std::move(fd)),
+      channel_(std::make_unique<Channel>(loop, fd_.get())),
+      local_(local),
+      peer_(peer),
+      options_(options) {
+  channel_->set_handler([this](unsigned mask) { handle_event(mask); });
+}
+
+TcpConnection::~TcpConnection() { assert(!channel_->registered()); }
+
+void TcpConnection::connect_established() {
+  loop_->assert_in_loop_thread();
+  assert(state() == State::connecting);
+  state_.store(State::connected, std::memory_order_release);
+  channel_->tie(shared_from_this());
+  channel_->enable_reading();
+  reading_ = true;
+  last_active_ = loop_->now();
+  if (options_.idle_timeout.count() > 0) arm_idle_timer(options_.idle_timeout);
+  if (on_connection_) on_connection_(shared_from_this());
+}
+
+void TcpConnection::connect_destroyed() {
+  loop_->assert_in_loop_thread();
+  if (state() != State::disconnected) {
+    // The owner tears the connection down without an I/O event (server stop).
+    state_.store(State::disconnected, std::memory_order_release);
+    close_reason_ = std::make_error_code(std::errc::operation_canceled);
+    channel_->disable_all();
+    if (idle_timer_ != 0) loop_->cancel(idle_timer_);
+    if (on_connection_) on_connection_(shared_from_this());
+  }
+  channel_->remove();
+}
+
+// ---- events ---------------------------------------------------------------
+
+void TcpConnection::handle_event(unsigned mask) {
+  if (mask & event::kError) {
+    int err = sys::socket_error(fd_.get());
+    handle_close(errno_code(err != 0 ? err : ECONNRESET));
+    return;
+  }
+  if (mask & event::kReadable) handle_read();
+  if (state() == State::disconnected) return;
+  if (mask & event::kWritable) handle_write();
+  if (state() == State::disconnected) return;
+  // Hang-up without readable data: both directions are done, or the peer
+  // reset while we were not reading.
+  if ((mask & event::kHangup) && !(mask & event::kReadable)) {
+    handle_close(peer_closed_ ? make_error_code(Errc::peer_closed) : errno_code(ECONNRESET));
+  }
+}
+
+void TcpConnection::handle_read() {
+  ssize_t n = input_.read_fd(fd_.get(), options_.max_read_per_wakeup);
+  if (n > 0) {
+    bytes_in_ += static_cast<uint64_t>(n);
+    last_active_ = loop_->now();
+    if (on_message_) {
+      on_message_(shared_from_this(), input_);
+    } else {
+      input_.retrieve_all();
+    }
+    input_.release_if_empty();
+    return;
+  }
+  if (n == -EAGAIN || n == -EINTR) return;
+  if (n < 0) {
+    handle_close(errno_code(static_cast<int>(-n)));
+    return;
+  }
+  // recv() returned 0: the peer sent FIN. Stop reading (level-triggered
+  // epoll would report EOF forever) but keep the connection for our replies.
+  peer_closed_ = true;
+  reading_ = false;
+  channel_->disable_reading();
+  if (on_peer_closed_) {
+    on_peer_closed_(shared_from_this());
+  } else {
+    shutdown();
+  }
+  maybe_finish_shutdown();
+}
+
+void TcpConnection::handle_write() {
+  if (!channel_->is_writing()) return;
+  ssize_t n = sys::send(fd_.get(), output_.peek(), output_.readable_bytes());
+  if (n == -EAGAIN || n == -EINTR) return;
+  if (n < 0) {
+    handle_close(errno_code(static_cast<int>(-n)));
+    return;
+  }
+  output_.retrieve(static_cast<size_t>(n));
+  bytes_out_ += static_cast<uint64_t>(n);
+  last_active_ = loop_->now();
+  if (paused_by_overflow_ && output_.readable_bytes() < options_.high_water_mark / 2) {
+    paused_by_overflow_ = false;
+    if (!peer_closed_) {
+      reading_ = true;
+      channel_->enable_reading();
+    }
+  }
+  if (output_.readable_bytes() > 0) return;
+  channel_->disable_writing();
+  output_.release_if_empty();
+  if (on_write_complete_) {
+    loop_->queue_in_loop([self = shared_from_this()] {
+      if (self->on_write_complete_) self->on_write_complete_(self);
+    });
+  }
+  if (state() == State::disconnecting) shutdown_in_loop();
+}
+
+// Closing always happens from an I/O event, a timer or a queued functor,
+// never inside a user's call such as send(): a user iterating over its
+// connections must not see one vanish mid-loop.
+void TcpConnection::handle_close(std::error_code reason) {
+  loop_->assert_in_loop_thread();
+  if (state() == State::disconnected) return;
+  state_.store(State::disconnected, std::memory_order_release);
+  close_reason_ = reason;
+  channel_->disable_all();
+  if (idle_timer_ != 0) loop_->cancel(idle_timer_);
+  TcpConnectionPtr guard = shared_from_this();
+  if (on_connection_) on_connection_(guard);
+  if (on_close_) on_close_(guard);
+}
+
+// ---- sending --------------------------------------------------------------
+
+void TcpConnection::send(std::string_view data) {
+  if (loop_->is_in_loop_thread()) {
+    send_in_loop(data.data(), data.size());
+    return;
+  }
+  send(std::string(data));
+}
+
+void TcpConnection::send(std::string&& data) {
+  if (loop_->is_in_loop_thread()) {
+    send_in_loop(data.data(), data.size());
+    return;
+  }
+  loop_->queue_in_loop([self = shared_from_this(), d = std::move(data)] {
+    self->send_in_loop(d.data(), d.size());
+  });
+}
+
+void TcpConnection::send(Buffer& data) {
+  if (loop_->is_in_loop_thread()) {
+    send_in_loop(data.peek(), data.readable_bytes());
+    data.retrieve_all();
+    return;
+  }
+  send(data.retrieve_all_as_string());
+}
+
+void TcpConnection::send_in_loop(const char* data, size_t len) {
+  loop_->assert_in_loop_thread();
+  // After a close, or after our FIN, bytes can no longer reach the peer.
+  if (state() == State::disconnected || write_shut_) return;
+  size_t written = 0;
+  if (!channel_->is_writing() && output_.readable_bytes() == 0) {
+    ssize_t n = sys::send(fd_.get(), data, len);
+    if (n >= 0) {
+      written = static_cast<size_t>(n);
+      bytes_out_ += written;
+      if (written == len && on_write_complete_) {
+        loop_->queue_in_loop([self = shared_from_this()] {
+          if (self->on_write_complete_) self->on_write_complete_(self);
+        });
+      }
+    } else if (n != -EAGAIN && n != -EINTR) {
+      // EPIPE, ECONNRESET...: the reason surfaces through the close callback.
+      auto reason = errno_code(static_cast<int>(-n));
+      write_shut_ = true;
+      loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+      return;
+    }
+  }
+  if (written == len) return;
+  size_t before = output_.readable_bytes();
+  output_.append(data + written, len - written);
+  if (!channel_->is_writing()) channel_->enable_writing();
+  if (before < options_.high_water_mark && output_.readable_bytes() >= options_.high_water_mark) {
+    check_overflow();
+  }
+}
+
+void TcpConnection::check_overflow() {
+  size_t queued = output_.readable_bytes();
+  if (on_high_water_mark_) {
+    loop_->queue_in_loop([self = shared_from_this(), queued] {
+      if (self->on_high_water_mark_) self->on_high_water_mark_(self, queued);
+    });
+  }
+  if (options_.overflow == OverflowPolicy::close) {
+    // Drop what is queued and refuse more: memory stays bounded even while
+    // the user keeps sending before the close runs.
+    write_shut_ = true;
+    output_.retrieve_all();
+    channel_->disable_writing();
+    loop_->queue_in_loop([self = shared_from_this()] { self->handle_close(make_error_code(Errc::high_water_mark)); });
+    return;
+  }
+  if (reading_) {
+    reading_ = false;
+    paused_by_overflow_ = true;
+    channel_->disable_reading();
+  }
+}
+
+// ---- closing --------------------------------------------------------------
+
+void TcpConnection::shutdown() {
+  State expected = State::connected;
+  if (!state_.compare_exchange_strong(expected, State::disconnecting)) return;
+  loop_->queue_in_loop([self = shared_from_this()] { self->shutdown_in_loop(); });
+}
+
+void TcpConnection::shutdown_in_loop() {
+  loop_->assert_in_loop_thread();
+  if (state() == State::disconnected || write_shut_) return;
+  if (channel_->is_writing()) return;  // handle_write() calls again once drained
+  write_shut_ = true;
+  int rc = sys::shutdown_write(fd_.get());
+  if (rc < 0 && rc != -ENOTCONN) {
+    handle_close(errno_code(-rc));
+    return;
+  }
+  maybe_finish_shutdown();
+}
+
+void TcpConnection::maybe_finish_shutdown() {
+  if (write_shut_ && peer_closed_ && output_.readable_bytes() == 0) {
+    handle_close(make_error_code(Errc::peer_closed));
+  }
+}
+
+void TcpConnection::force_close() { force_close(std::make_error_code(std::errc::operation_canceled)); }
+
+void TcpConnection::force_close(std::error_code reason) {
+  loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+}
+
+void TcpConnection::pause_reading() {
+  loop_->run_in_loop([self = shared_from_this()] {
+    if (!self->reading_ || self->state() == State::disconnected) return;
+    self->reading_ = false;
+    self->channel_->disable_reading();
+  });
+}
+
+void TcpConnection::resume_reading() {
+  loop_->run_in_loop([self = shared_from_this()] {
+    if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected) return;
+    self->reading_ = true;
+    self->paused_by_overflow_ = false;
+    self->channel_->enable_reading();
+  });
+}
+
+// ---- idle timeout ---------------------------------------------------------
+
+// One timer per connection, re-armed lazily: activity only stamps
+// last_active_, and the timer, when it fires early, sleeps for the rest.
+void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
+  std::weak_ptr<TcpConnection> weak = weak_from_this();
+  idle_timer_ = loop_->run_after(delay, [weak] {
+    auto self = weak.lock();
+    if (!self || self->state() == State::disconnected) return;
+    auto idle = self->loop_->now() - self->last_active_;
+    if (idle >= self->options_.idle_timeout) {
+      self->handle_close(make_error_code(Errc::idle_timeout));
+      return;
+    }
+    self->arm_idle_timer(self->options_.idle_timeout - idle);
+  });
+}
+
+}  // namespace tcpkit

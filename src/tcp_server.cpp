@@ -1,0 +1,214 @@
+#include "tcpkit/tcp_server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cassert>
+#include <future>
+
+#include "acceptor.h"
+#include "sys.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/loop_thread_pool.h"
+
+namespace tcpkit {
+
+struct TcpServer::LoopState {
+  EventLoop* loop;
+  std::unordered_map<uint64_t, TcpConnectionPtr> connections;
+  std::vector<std::unique_ptr<Acceptor>> acceptors;  // reuse-port-per-loop mode only
+};
+
+namespace {
+
+// Runs `f` in `loop`'s thread and waits for it; inline when already there.
+void run_and_wait(EventLoop* loop, const std::function<void()>& f) {
+  if (loop->is_in_loop_thread()) {
+    f();
+    return;
+  }
+  std::promise<void> done;
+  loop->run_in_loop([&] {
+    f();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+}  // namespace
+
+TcpServer::TcpServer(EventLoop* loop, ServerOptions options)
+    : loop_(loop), options_(std::move(options)), pool_(std::make_unique<LoopThreadPool>(loop, options_.threads)) {}
+
+TcpServer::~TcpServer() {
+  loop_->assert_in_loop_thread();
+  if (drain_timer_ != 0) loop_->cancel(drain_timer_);
+  base_acceptors_.clear();
+  // Tear every connection down in its own loop before the loops go away.
+  for (auto& state : loop_states_) {
+    run_and_wait(state->loop, [&state] {
+      state->acceptors.clear();
+      auto connections = std::move(state->connections);
+      for (auto& [id, conn] : connections) {
+        conn->set_on_close(nullptr);
+        conn->connect_destroyed();
+      }
+    });
+  }
+  pool_.reset();
+}
+
+Result<void> TcpServer::listen(const Endpoint& address) {
+  loop_->assert_in_loop_thread();
+  assert(!started_);
+  ListenOptions lo;
+  lo.nonblocking = true;
+  lo.reuse_port = options_.reuse_port || options_.reuse_port_per_loop;
+  auto listener = TcpListener::bind(address, lo);
+  if (!listener) return listener.error();
+  endpoints_.push_back(listener->local_endpoint());
+  pending_listeners_.push_back(std::move(*listener));
+  return {};
+}
+
+void TcpServer::start() {
+  loop_->assert_in_loop_thread();
+  if (started_) return;
+  started_ = true;
+  pool_->start();
+  for (auto* io_loop : pool_->loops()) {
+    loop_states_.push_back(std::make_unique<LoopState>(LoopState{io_loop, {}, {}}));
+  }
+  if (!options_.reuse_port_per_loop) {
+    for (auto& listener : pending_listeners_) {
+      auto acceptor = std::make_unique<Acceptor>(loop_, std::move(listener));
+      acceptor->set_on_new_connection([this](UniqueFd fd, const Endpoint& peer) {
+        new_connection(state_of(pool_->next_loop()), std::move(fd), peer);
+      });
+      acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
+      acceptor->listen();
+      base_acceptors_.push_back(std::move(acceptor));
+    }
+    pending_listeners_.clear();
+    return;
+  }
+  // One listener per loop and address: the first loop takes the socket bound
+  // in listen(); the others bind the same (now known) port with SO_REUSEPORT.
+  ListenOptions lo;
+  lo.nonblocking = true;
+  lo.reuse_port = true;
+  for (size_t i = 0; i < loop_states_.size(); ++i) {
+    LoopState* state = loop_states_[i].get();
+    std::vector<TcpListener> listeners;
+    for (size_t e = 0; e < endpoints_.size(); ++e) {
+      if (i == 0) {
+        listeners.push_back(std::move(pending_listeners_[e]));
+        continue;
+      }
+      auto extra = TcpListener::bind(endpoints_[e], lo);
+      if (extra) listeners.push_back(std::move(*extra));
+    }
+    auto setup = [this, state, ls = std::make_shared<std::vector<TcpListener>>(std::move(listeners))] {
+      for (auto& listener : *ls) {
+        auto acceptor = std::make_unique<Acceptor>(state->loop, std::move(listener));
+        acceptor->set_on_new_connection([this, state](UniqueFd fd, const Endpoint& peer) {
+          new_connection(state, std::move(fd), peer);
+        });
+        acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
+        acceptor->listen();
+        state->acceptors.push_back(std::move(acceptor));
+      }
+    };
+    run_and_wait(state->loop, setup);
+  }
+  pending_listeners_.clear();
+}
+
+TcpServer::LoopState* TcpServer::state_of(EventLoop* loop) {
+  for (auto& state : loop_states_) {
+    if (state->loop == loop) return state.get();
+  }
+  assert(false && "loop not served by this server");
+  return nullptr;
+}
+
+// Runs in the accepting loop: the base loop, or the I/O loop itself.
+void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer) {
+  accepted_.fetch_add(1, std::memory_order_relaxed);
+  if (stopping_.load(std::memory_order_acquire)) return;  // fd closes here
+  if (options_.max_connections > 0 && open_.load(std::memory_order_relaxed) >= options_.max_connections) {
+    refused_over_limit_.fetch_add(1, std::memory_order_relaxed);
+    return;  // accepted and closed at once: the client sees EOF, not a hang
+  }
+  open_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+  if (options_.keepalive) (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+  Endpoint local = sys::local_endpoint(fd.get());
+  uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
+  conn->set_on_connection(on_connection_);
+  conn->set_on_message(on_message_);
+  conn->set_on_write_complete(on_write_complete_);
+  conn->set_on_high_water_mark(on_high_water_mark_);
+  conn->set_on_peer_closed(on_peer_closed_);
+  conn->set_on_close([this, state](const TcpConnectionPtr& c) {
+    state->connections.erase(c->id());
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    // Destroy after the current event: the channel may still be iterating.
+    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
+    if (stopping_.load(std::memory_order_acquire)) loop_->queue_in_loop([this] { check_stopped(); });
+  });
+  state->loop->run_in_loop([state, conn] {
+    state->connections.emplace(conn->id(), conn);
+    conn->connect_established();
+  });
+}
+
+void TcpServer::stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped) {
+  loop_->assert_in_loop_thread();
+  if (stopping_.exchange(true)) return;
+  on_stopped_ = std::move(on_stopped);
+  base_acceptors_.clear();
+  for (auto& state : loop_states_) {
+    LoopState* s = state.get();
+    s->loop->run_in_loop([s] {
+      s->acceptors.clear();
+      for (auto& [id, conn] : s->connections) conn->shutdown();
+    });
+  }
+  drain_timer_ = loop_->run_after(drain_deadline, [this] {
+    drain_timer_ = 0;
+    for (auto& state : loop_states_) {
+      LoopState* s = state.get();
+      s->loop->run_in_loop([s] {
+        for (auto& [id, conn] : s->connections) conn->force_close(make_error_code(std::errc::timed_out));
+      });
+    }
+  });
+  loop_->queue_in_loop([this] { check_stopped(); });
+}
+
+void TcpServer::check_stopped() {
+  loop_->assert_in_loop_thread();
+  if (open_.load(std::memory_order_relaxed) != 0 || !on_stopped_) return;
+  auto done = std::move(on_stopped_);
+  on_stopped_ = nullptr;
+  done();
+}
+
+ServerStats TcpServer::stats() const {
+  ServerStats s;
+  s.accepted = accepted_.load(std::memory_order_relaxed);
+  s.open = open_.load(std::memory_order_relaxed);
+  s.refused_over_limit = refused_over_limit_.load(std::memory_order_relaxed);
+  s.refused_exhausted = refused_exhausted_.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::vector<EventLoop*> TcpServer::io_loops() const {
+  std::vector<EventLoop*> loops;
+  for (auto& state : loop_states_) loops.push_back(state->loop);
+  return loops;
+}
+
+}  // namespace tcpkit

@@ -1,0 +1,249 @@
+"""Shared helpers and fixtures for black-box tests of the tcpkit program.
+
+The tests drive the built program as a user would and use Python's own
+socket module (or nc/socat) as the other side. Import the plain helpers with
+``from conftest import run_tcpkit, TcpkitProcess, ...`` or use the fixtures.
+
+Synchronisation is always a wait on a condition with a timeout
+(``wait_for_line``, ``wait_for_port``, ``wait_until``), never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TIMEOUT = 10.0
+
+
+def tcpkit_path() -> Path:
+    """The program under test: $TCPKIT_BIN, else build/release/tcpkit."""
+    env = os.environ.get("TCPKIT_BIN")
+    return Path(env) if env else REPO_ROOT / "build" / "release" / "tcpkit"
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on `host` a moment ago.
+
+    The kernel picks it (bind to port 0), so it is very unlikely to be taken
+    again before the test binds it, but a test that can bind port 0 itself
+    and read the port back should do that instead.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback_available() -> bool:
+    """Whether [::1] can be bound (IPv6 is often disabled in containers)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def run_tcpkit(*args, timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = None,
+               env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Runs `tcpkit ARGS...` to completion; stdout and stderr are text."""
+    return subprocess.run([str(tcpkit_path()), *map(str, args)], input=input, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT,
+               interval: float = 0.02, message: str = "condition") -> object:
+    """Polls `predicate` until it returns something truthy, and returns that.
+
+    For state that offers no event to wait on (kernel socket tables, files);
+    raises TimeoutError naming `message` when the time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def wait_for_port(host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Waits until a TCP connect to host:port succeeds (someone listens)."""
+    def connects() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    wait_until(connects, timeout, interval=0.02, message=f"a listener on {host}:{port}")
+
+
+class TcpkitProcess:
+    """A long-running tcpkit subcommand (serve, relay, ...) under test.
+
+    Use as a context manager or through the `tcpkit_process` fixture. Two
+    background threads read stdout and stderr line by line into a queue, so
+    a test can wait for a log line with a timeout; every line read is also
+    kept in `stdout_lines` / `stderr_lines` for later assertions. Leaving
+    the context stops the process: SIGTERM, then SIGKILL if it lingers.
+    """
+
+    def __init__(self, *args, stdin: bool = False, env: Optional[dict] = None,
+                 argv: Optional[Iterable[str]] = None):
+        self.argv = list(argv) if argv is not None else [str(tcpkit_path()), *map(str, args)]
+        self.stdout_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._lines: queue.Queue = queue.Queue()
+        self._open_streams = 0
+        self._threads: list[threading.Thread] = []
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     bufsize=1, env=env)
+        for name, stream, sink in (("stdout", self.proc.stdout, self.stdout_lines),
+                                   ("stderr", self.proc.stderr, self.stderr_lines)):
+            thread = threading.Thread(target=self._pump, args=(name, stream, sink), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            self._open_streams += 1
+
+    def _pump(self, name: str, stream, sink: list) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            sink.append(line)
+            self._lines.put((name, line))
+        self._lines.put((name, None))  # end of this stream
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.proc.poll()
+
+    def wait_for_line(self, pattern: str, timeout: float = DEFAULT_TIMEOUT,
+                      stream: str = "any") -> re.Match:
+        """Waits for the next line (on "stdout", "stderr" or "any") matching
+        the regex `pattern` and returns its match. Lines read while waiting
+        are consumed; they stay in stdout_lines / stderr_lines."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._open_streams == 0:
+                break
+            try:
+                name, line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                self._open_streams -= 1
+                continue
+            if stream in ("any", name):
+                match = regex.search(line)
+                if match:
+                    return match
+        why = "the process closed its output" if self._open_streams == 0 else f"{timeout}s passed"
+        raise AssertionError(f"no line matching {pattern!r} on {stream} ({why})\n{self.describe()}")
+
+    def send(self, text: str) -> None:
+        """Writes `text` to the process's stdin (start it with stdin=True)."""
+        assert self.proc.stdin is not None, "started without stdin=True"
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Waits for the process to exit by itself and returns its exit code."""
+        code = self.proc.wait(timeout=timeout)
+        self._join_readers()
+        return code
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code
+        (negative for a signal, as subprocess reports it)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.close_stdin()
+        self._join_readers()
+        return self.proc.returncode
+
+    def _join_readers(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def describe(self) -> str:
+        status = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
+        return (f"command: {' '.join(self.argv)} ({status})\n"
+                f"--- stdout ---\n" + "\n".join(self.stdout_lines) +
+                f"\n--- stderr ---\n" + "\n".join(self.stderr_lines))
+
+    def __enter__(self) -> "TcpkitProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def tcpkit_bin() -> Path:
+    path = tcpkit_path()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"tcpkit program not found at {path}: build it or set TCPKIT_BIN")
+    return path
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free loopback port (see pick_free_port)."""
+    return pick_free_port()
+
+
+@pytest.fixture
+def tcpkit(tcpkit_bin) -> Callable[..., subprocess.CompletedProcess]:
+    """run_tcpkit, after checking that the program exists."""
+    return run_tcpkit
+
+
+@pytest.fixture
+def tcpkit_process(tcpkit_bin):
+    """Starts long-running tcpkit subcommands; all are stopped at teardown.
+
+        server = tcpkit_process("serve", "--port", port)
+        server.wait_for_line(r"listening on")
+    """
+    started: list[TcpkitProcess] = []
+
+    def start(*args, **kwargs) -> TcpkitProcess:
+        process = TcpkitProcess(*args, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()

@@ -1,0 +1,351 @@
+#include "tcpkit/buffer.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tcpkit/unique_fd.h"
+
+using tcpkit::Buffer;
+using tcpkit::UniqueFd;
+
+namespace {
+
+// A connected AF_UNIX stream pair; [0] is read by the Buffer, [1] written by the test.
+struct SocketPair {
+  UniqueFd reader;
+  UniqueFd writer;
+};
+
+SocketPair make_socket_pair() {
+  int fds[2] = {-1, -1};
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0) << std::strerror(errno);
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    ASSERT_GT(n, 0) << std::strerror(errno);
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+std::string pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
+  return s;
+}
+
+}  // namespace
+
+TEST(Buffer, DefaultConstructedAllocatesNothing) {
+  Buffer buf;
+  EXPECT_EQ(buf.capacity(), 0u);
+  EXPECT_EQ(buf.readable_bytes(), 0u);
+  EXPECT_EQ(buf.writable_bytes(), 0u);
+  EXPECT_EQ(buf.prependable_bytes(), 0u);
+  ASSERT_NE(buf.peek(), nullptr);  // safe to hand to memcpy even when empty
+  EXPECT_TRUE(buf.view().empty());
+  EXPECT_EQ(buf.find_eol(), nullptr);
+  EXPECT_EQ(buf.find_crlf(), nullptr);
+  EXPECT_EQ(buf.retrieve_all_as_string(), "");
+  buf.append("", 0);
+  EXPECT_EQ(buf.capacity(), 0u) << "an empty append must not allocate";
+}
+
+TEST(Buffer, FirstAppendAllocatesWithCheapPrepend) {
+  Buffer buf;
+  buf.append("hello");
+  EXPECT_EQ(buf.readable_bytes(), 5u);
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend);
+  EXPECT_EQ(buf.capacity(), Buffer::kCheapPrepend + Buffer::kInitialSize);
+  EXPECT_EQ(buf.writable_bytes(), Buffer::kInitialSize - 5);
+  EXPECT_EQ(buf.view(), "hello");
+}
+
+TEST(Buffer, AppendRetrieve) {
+  Buffer buf;
+  const std::string s = pattern(200);
+  buf.append(s);
+  EXPECT_EQ(buf.readable_bytes(), 200u);
+
+  const std::string head = buf.retrieve_as_string(50);
+  EXPECT_EQ(head, s.substr(0, 50));
+  EXPECT_EQ(buf.readable_bytes(), 150u);
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend + 50);
+  EXPECT_EQ(buf.view(), s.substr(50));
+
+  buf.retrieve(100);
+  EXPECT_EQ(buf.view(), s.substr(150));
+  EXPECT_EQ(buf.retrieve_all_as_string(), s.substr(150));
+  EXPECT_EQ(buf.readable_bytes(), 0u);
+  // Retrieving everything rewinds, so the whole capacity is writable again.
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend);
+  EXPECT_EQ(buf.writable_bytes(), Buffer::kInitialSize);
+}
+
+TEST(Buffer, RetrieveExactlyAllRewinds) {
+  Buffer buf;
+  buf.append("abcdef");
+  buf.retrieve(6);
+  EXPECT_EQ(buf.readable_bytes(), 0u);
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend);
+}
+
+TEST(Buffer, GrowsWhenSpaceRunsOut) {
+  Buffer buf;
+  const std::string first = pattern(400);
+  buf.append(first);
+  const std::string second = pattern(1000);
+  buf.append(second);
+  EXPECT_EQ(buf.readable_bytes(), 1400u);
+  EXPECT_GE(buf.capacity(), Buffer::kCheapPrepend + 1400);
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend);
+  EXPECT_EQ(buf.view(), first + second);
+}
+
+TEST(Buffer, GrowthIsGeometric) {
+  Buffer buf;
+  size_t reallocations = 0;
+  size_t last_capacity = buf.capacity();
+  for (int i = 0; i < 100000; ++i) {
+    buf.append("0123456789");
+    if (buf.capacity() != last_capacity) {
+      ++reallocations;
+      last_capacity = buf.capacity();
+    }
+  }
+  EXPECT_EQ(buf.readable_bytes(), 1000000u);
+  EXPECT_LT(reallocations, 20u) << "appends must not grow the storage linearly";
+}
+
+TEST(Buffer, MovesDataToFrontInsteadOfGrowing) {
+  Buffer buf;
+  buf.append(pattern(800));
+  const size_t capacity = buf.capacity();
+  buf.retrieve(700);  // 100 readable, 708 prependable, 224 writable
+  ASSERT_EQ(buf.writable_bytes(), Buffer::kInitialSize - 800);
+  const std::string tail(buf.view());
+  const std::string more = pattern(500);
+  buf.append(more);  // 500 > 224 writable, but 224 + 708 - 8 >= 500
+  EXPECT_EQ(buf.capacity(), capacity) << "must reuse the consumed front";
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend);
+  EXPECT_EQ(buf.readable_bytes(), 600u);
+  EXPECT_EQ(buf.view(), tail + more);
+}
+
+TEST(Buffer, GrowsWhenFrontPlusTailIsNotEnough) {
+  Buffer buf;
+  buf.append(pattern(800));
+  buf.retrieve(100);
+  const std::string kept(buf.view());
+  const size_t capacity = buf.capacity();
+  buf.append(pattern(400));  // 224 + 108 - 8 < 400
+  EXPECT_GT(buf.capacity(), capacity);
+  EXPECT_EQ(buf.view(), kept + pattern(400));
+}
+
+TEST(Buffer, CheapPrepend) {
+  Buffer buf;
+  buf.append("payload");
+  const uint32_t len = 7;
+  const uint32_t be = htonl(len);
+  buf.prepend(&be, sizeof be);
+  EXPECT_EQ(buf.prependable_bytes(), Buffer::kCheapPrepend - 4);
+  EXPECT_EQ(buf.readable_bytes(), 11u);
+  EXPECT_EQ(buf.peek_u32_be(), 7u);
+  buf.retrieve(4);
+  EXPECT_EQ(buf.view(), "payload");
+}
+
+TEST(Buffer, PrependLargerThanCheapAreaMovesData) {
+  Buffer buf;
+  buf.append("world");
+  buf.prepend("big hello, ", 11);
+  EXPECT_EQ(buf.view(), "big hello, world");
+  buf.prepend("<", 1);
+  EXPECT_EQ(buf.view(), "<big hello, world");
+}
+
+TEST(Buffer, PrependOnEmptyBufferAllocates) {
+  Buffer buf;
+  buf.prepend("abc", 3);
+  EXPECT_EQ(buf.view(), "abc");
+  buf.append("def");
+  EXPECT_EQ(buf.view(), "abcdef");
+}
+
+TEST(Buffer, DirectWriteWithEnsureWritable) {
+  Buffer buf;
+  buf.ensure_writable(100);
+  ASSERT_GE(buf.writable_bytes(), 100u);
+  ASSERT_NE(buf.begin_write(), nullptr);
+  std::memcpy(buf.begin_write(), "direct", 6);
+  buf.has_written(6);
+  EXPECT_EQ(buf.view(), "direct");
+  const size_t capacity = buf.capacity();
+  buf.ensure_writable(10);  // already enough: no change
+  EXPECT_EQ(buf.capacity(), capacity);
+}
+
+TEST(Buffer, FindCrlfAndEol) {
+  Buffer buf;
+  buf.append("ab\rc\r\nde\nf");
+  ASSERT_NE(buf.find_crlf(), nullptr);
+  EXPECT_EQ(buf.find_crlf() - buf.peek(), 4);
+  ASSERT_NE(buf.find_eol(), nullptr);
+  EXPECT_EQ(buf.find_eol() - buf.peek(), 5);
+  buf.retrieve(6);
+  EXPECT_EQ(buf.find_crlf(), nullptr);
+  ASSERT_NE(buf.find_eol(), nullptr);
+  EXPECT_EQ(buf.find_eol() - buf.peek(), 2);
+  buf.retrieve(3);
+  EXPECT_EQ(buf.find_eol(), nullptr);
+}
+
+TEST(Buffer, U32BigEndian) {
+  Buffer buf;
+  buf.append_u32_be(0x01020304u);
+  ASSERT_EQ(buf.readable_bytes(), 4u);
+  EXPECT_EQ(buf.view(), std::string_view("\x01\x02\x03\x04", 4));
+  EXPECT_EQ(buf.peek_u32_be(), 0x01020304u);
+  buf.append_u32_be(0xFFFFFFFFu);
+  buf.retrieve(4);
+  EXPECT_EQ(buf.peek_u32_be(), 0xFFFFFFFFu);
+}
+
+TEST(Buffer, ReleaseIfEmptyFreesStorage) {
+  Buffer buf;
+  buf.append(pattern(5000));
+  EXPECT_GT(buf.capacity(), 0u);
+  buf.release_if_empty();
+  EXPECT_GT(buf.capacity(), 0u) << "must keep storage that holds readable bytes";
+  EXPECT_EQ(buf.readable_bytes(), 5000u);
+  buf.retrieve_all();
+  buf.release_if_empty();
+  EXPECT_EQ(buf.capacity(), 0u);
+  EXPECT_EQ(buf.prependable_bytes(), 0u);
+  EXPECT_EQ(buf.writable_bytes(), 0u);
+  // And it is usable again afterwards.
+  buf.append("again");
+  EXPECT_EQ(buf.view(), "again");
+}
+
+TEST(Buffer, ShrinkToFitReadable) {
+  Buffer buf;
+  buf.append(pattern(100000));
+  buf.retrieve(99990);
+  buf.shrink_to_fit_readable();
+  EXPECT_EQ(buf.capacity(), Buffer::kCheapPrepend + 10);
+  EXPECT_EQ(buf.view(), pattern(100000).substr(99990));
+  buf.retrieve_all();
+  buf.shrink_to_fit_readable();
+  EXPECT_EQ(buf.capacity(), 0u);
+}
+
+TEST(Buffer, MoveLeavesSourceEmpty) {
+  Buffer a;
+  a.append("moved");
+  Buffer b(std::move(a));
+  EXPECT_EQ(b.view(), "moved");
+  EXPECT_EQ(a.capacity(), 0u);  // NOLINT(bugprone-use-after-move): the contract under test
+  EXPECT_EQ(a.readable_bytes(), 0u);
+  Buffer c;
+  c.append("old");
+  c = std::move(b);
+  EXPECT_EQ(c.view(), "moved");
+  EXPECT_EQ(b.capacity(), 0u);  // NOLINT(bugprone-use-after-move)
+}
+
+TEST(Buffer, ReadFdIntoEmptyBufferAllocatesOnlyWhatArrived) {
+  auto pair = make_socket_pair();
+  write_all(pair.writer.get(), "hello");
+  Buffer buf;
+  EXPECT_EQ(buf.read_fd(pair.reader.get()), 5);
+  EXPECT_EQ(buf.view(), "hello");
+  EXPECT_EQ(buf.capacity(), Buffer::kCheapPrepend + Buffer::kInitialSize);
+}
+
+TEST(Buffer, ReadFdMoreThanExtraBufferInOneCall) {
+  auto pair = make_socket_pair();
+  // Large enough socket buffers that 200 KiB sit in the kernel at once.
+  const int size = 1 << 20;
+  ASSERT_EQ(::setsockopt(pair.writer.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size), 0);
+  ASSERT_EQ(::setsockopt(pair.reader.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size), 0);
+  const std::string data = pattern(200 * 1024);
+  write_all(pair.writer.get(), data);
+  pair.writer.reset();
+
+  Buffer buf;
+  buf.ensure_writable(100 * 1024);  // writable region 100 KiB + 64 KiB extra
+  const ssize_t first = buf.read_fd(pair.reader.get());
+  EXPECT_GT(first, 100 * 1024) << "the stack extra buffer must take the overflow";
+  EXPECT_LE(first, 100 * 1024 + 64 * 1024);
+  ASSERT_EQ(buf.readable_bytes(), static_cast<size_t>(first));
+  for (;;) {
+    const ssize_t n = buf.read_fd(pair.reader.get());
+    ASSERT_GE(n, 0) << std::strerror(static_cast<int>(-n));
+    if (n == 0) break;
+  }
+  EXPECT_EQ(buf.readable_bytes(), data.size());
+  EXPECT_EQ(buf.view(), data);
+}
+
+TEST(Buffer, ReadFdFromPipeAccumulatesBeyond64KiB) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  Buffer buf;
+  std::string expected;
+  for (int round = 0; round < 5; ++round) {
+    const std::string chunk = pattern(40000 + round);
+    write_all(write_end.get(), chunk);  // pipes hold 64 KiB by default
+    expected += chunk;
+    size_t got = 0;
+    while (got < chunk.size()) {
+      const ssize_t n = buf.read_fd(read_end.get());
+      ASSERT_GT(n, 0);
+      got += static_cast<size_t>(n);
+    }
+  }
+  EXPECT_EQ(buf.view(), expected);
+  write_end.reset();
+  EXPECT_EQ(buf.read_fd(read_end.get()), 0);
+}
+
+TEST(Buffer, ReadFdHonoursMaxBytes) {
+  auto pair = make_socket_pair();
+  write_all(pair.writer.get(), pattern(10000));
+  Buffer buf;
+  EXPECT_EQ(buf.read_fd(pair.reader.get(), 100), 100);  // all via the extra buffer
+  EXPECT_EQ(buf.readable_bytes(), 100u);
+  // Now the writable region is larger than the cap: the cap still holds.
+  ASSERT_GT(buf.writable_bytes(), 300u);
+  EXPECT_EQ(buf.read_fd(pair.reader.get(), 300), 300);
+  EXPECT_EQ(buf.readable_bytes(), 400u);
+  // Cap straddling the writable region and the extra buffer.
+  const size_t writable = buf.writable_bytes();
+  EXPECT_EQ(buf.read_fd(pair.reader.get(), writable + 50), static_cast<ssize_t>(writable + 50));
+  EXPECT_EQ(buf.view(), pattern(10000).substr(0, 400 + writable + 50));
+}
+
+TEST(Buffer, ReadFdReportsEofAndErrors) {
+  auto pair = make_socket_pair();
+  Buffer buf;
+  ASSERT_EQ(::fcntl(pair.reader.get(), F_SETFL, O_NONBLOCK), 0);
+  EXPECT_EQ(buf.read_fd(pair.reader.get()), -EAGAIN);
+  EXPECT_EQ(buf.readable_bytes(), 0u);
+  EXPECT_EQ(buf.capacity(), 0u) << "a read that got nothing must not allocate";
+  pair.writer.reset();
+  EXPECT_EQ(buf.read_fd(pair.reader.get()), 0);
+  EXPECT_EQ(buf.read_fd(-1), -EBADF);
+}

@@ -1,0 +1,67 @@
+// Facts about a TCP port, read from the kernel's /proc tables and from
+// /etc/services: who listens on it, how many connections it has in each TCP
+// state, its well-known service name and whether it is an ephemeral port.
+// Used by `tcpkit port` to explain a port and by `tcpkit serve` to name the
+// holder of a port when bind() fails with "Address already in use".
+// Plain functions of the program layer; each call reads /proc afresh and may
+// be called from any thread. Nothing here needs root, but without it other
+// users' processes cannot be matched to their sockets.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tcpkit::cli {
+
+// A process holding a socket open: its pid and its name from /proc/PID/comm.
+struct SocketOwner {
+  int pid;
+  std::string name;
+};
+
+// One LISTEN socket from /proc/net/tcp or /proc/net/tcp6.
+struct ListeningSocket {
+  std::string address;  // "127.0.0.1:8888" or "[::1]:8888"
+  uint16_t port;
+  unsigned long inode;
+  std::optional<SocketOwner> owner;  // empty when /proc/PID/fd was not readable
+};
+
+// The local port range the kernel picks from for outgoing connections
+// (/proc/sys/net/ipv4/ip_local_port_range), inclusive.
+struct PortRange {
+  uint16_t low;
+  uint16_t high;
+};
+
+// Every LISTEN socket on `port`, IPv4 first, then IPv6, each with the process
+// holding it when that can be found (the lowest pid when several share it,
+// which after fork() is usually the parent).
+std::vector<ListeningSocket> find_listeners(uint16_t port);
+
+// How many sockets whose local or remote port is `port` are in each TCP state
+// ("ESTABLISHED", "TIME_WAIT", "CLOSE_WAIT", ...). LISTEN sockets are left
+// out: find_listeners() reports them. A connection between two programs on
+// this machine counts twice, once for each end.
+std::map<std::string, int> count_states(uint16_t port);
+
+// The TCP service name for `port` from /etc/services ("http" for 80), or
+// from a small built-in table of the tutorial's ports when that file is
+// missing; empty when the port has no name.
+std::optional<std::string> service_name(uint16_t port);
+
+// Whether /etc/services could be read; service_name() falls back otherwise.
+bool services_file_readable();
+
+// The ephemeral port range, or empty when /proc does not say.
+std::optional<PortRange> ephemeral_port_range();
+
+// One line for an error message: "pid 1234 (python3) listens on
+// 127.0.0.1:8888", with several listeners joined by "; ", or "" when nothing
+// listens on `port`.
+std::string describe_port_holder(uint16_t port);
+
+}  // namespace tcpkit::cli
