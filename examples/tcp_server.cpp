@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", n.error().message().c_str());
       continue;
     }
-    std::printf("message from %s: %s\n", client->peer.to_string().c_str(), std::string(buf, *n).c_str());
+    std::printf("message from %s: %s\n", client->peer.to_string().c_str(),
+                std::string(buf, *n).c_str());
     std::fflush(stdout);
     if (auto sent = client->stream.send_all("收到了你的訊息"); !sent) {
       std::fprintf(stderr, "%s\n", sent.error().message().c_str());

@@ -138,6 +138,7 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
   if (stopping_.load(std::memory_order_acquire)) return;  // fd closes here
   if (options_.max_connections > 0 && open_.load(std::memory_order_relaxed) >= options_.max_connections) {
     refused_over_limit_.fetch_add(1, std::memory_order_relaxed);
+    if (on_refused_) on_refused_(peer, make_error_code(Errc::too_many_connections));
     return;  // accepted and closed at once: the client sees EOF, not a hang
   }
   open_.fetch_add(1, std::memory_order_relaxed);

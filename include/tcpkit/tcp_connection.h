@@ -56,6 +56,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   // Any thread. Bytes go out in call order per thread, never interleaved.
   void send(std::string_view data);
   void send(std::string&& data);
+  // A string literal would otherwise match both overloads above.
+  void send(const char* data) { send(std::string_view(data)); }
   void send(Buffer& data);  // moves the readable bytes out of `data`
   // Any thread. FIN after the output drains; the connection closes once the
   // peer has closed too.
@@ -90,11 +92,19 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   // Memory held by this connection's buffers (capacity, not content).
   size_t buffer_capacity() const { return input_.capacity() + output_.capacity(); }
 
-  // A typed slot for the user's per-connection state (loop thread).
+  // A typed slot for the user's per-connection state (loop thread). Any
+  // movable type fits; context<T>() is null when the slot holds another type.
   template <typename T>
-  void set_context(T value) { context_ = std::move(value); }
+  T& set_context(T value) {
+    auto holder = std::make_shared<T>(std::move(value));
+    context_ = holder;
+    return *holder;
+  }
   template <typename T>
-  T* context() { return std::any_cast<T>(&context_); }
+  T* context() {
+    auto* holder = std::any_cast<std::shared_ptr<T>>(&context_);
+    return holder ? holder->get() : nullptr;
+  }
 
   void set_on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
   void set_on_message(MessageCallback cb) { on_message_ = std::move(cb); }

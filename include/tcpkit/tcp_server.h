@@ -67,6 +67,11 @@ class TcpServer {
   void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
   void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
   void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
+  // A client was accepted and closed at once (over max_connections); runs in
+  // the accepting loop.
+  void set_on_refused(std::function<void(const Endpoint& peer, std::error_code why)> cb) {
+    on_refused_ = std::move(cb);
+  }
 
   // The bound addresses, with real ports after binding port 0.
   std::vector<Endpoint> listen_endpoints() const { return endpoints_; }
@@ -108,6 +113,7 @@ class TcpServer {
   WriteCompleteCallback on_write_complete_;
   HighWaterMarkCallback on_high_water_mark_;
   PeerClosedCallback on_peer_closed_;
+  std::function<void(const Endpoint&, std::error_code)> on_refused_;
 };
 
 }  // namespace tcpkit

@@ -247,3 +247,105 @@ def tcpkit_process(tcpkit_bin):
     yield start
     for process in reversed(started):
         process.stop()
+
+
+def listening_on(port: int) -> bool:
+    """Whether some socket is in LISTEN state on `port` (IPv4 or IPv6), read
+    from /proc/net/tcp*. Unlike wait_for_port it makes no connection, so it
+    suits peers that serve only one (socat without fork, nc -l)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                return True
+    return False
+
+
+def wait_for_listener(port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Waits until something listens on `port`, without connecting to it."""
+    wait_until(lambda: listening_on(port), timeout, message=f"a listener on port {port}")
+
+
+class PeerServer:
+    """The tutorial's server in a background thread: socket -> bind (loopback,
+    port 0) -> listen -> accept, then `handler(conn)` for each of
+    `connections` connections, one after another.
+
+        def reply(conn):
+            while data := conn.recv(1024):
+                conn.sendall("收到了你的訊息".encode())
+        with PeerServer(reply) as server:
+            run_tcpkit("connect", "127.0.0.1", server.port, "--send", "hi")
+
+    Accepted sockets get `timeout`, so a handler never blocks forever.
+    Leaving the context stops accepting, joins the thread and re-raises what
+    the handler raised, so an assertion inside the server fails the test.
+    """
+
+    def __init__(self, handler: Callable[[socket.socket], object], connections: int = 1,
+                 host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT):
+        self.handler = handler
+        self.connections = connections
+        self.timeout = timeout
+        self.error: Optional[BaseException] = None
+        self.accepted = 0
+        self._closing = False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            for _ in range(self.connections):
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:
+                    if not self._closing:
+                        raise
+                    raise AssertionError(f"the peer server was closed after {self.accepted} of "
+                                         f"{self.connections} expected connections") from None
+                self.accepted += 1
+                with conn:
+                    conn.settimeout(self.timeout)
+                    self.handler(conn)
+        except BaseException as e:  # re-raised in the test's thread
+            self.error = e
+        finally:
+            self.done.set()
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Waits until every connection has been handled; re-raises the
+        handler's exception."""
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"timed out after {timeout}s waiting for the peer server")
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        # shutdown() wakes a thread blocked in accept(); close() alone would not.
+        self._closing = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._thread.join(self.timeout)
+
+    def __enter__(self) -> "PeerServer":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close()
+        if exc_type is None and self.error is not None:
+            raise self.error

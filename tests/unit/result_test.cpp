@@ -118,10 +118,12 @@ TEST(ResultErrc, CategoryIsNamedTcpkit) {
 }
 
 TEST(ResultErrc, EveryCodeHasItsOwnMessage) {
-  const Errc all[] = {Errc::bad_address,     Errc::bad_port,        Errc::missing_port,
-                      Errc::bad_host,        Errc::name_not_found,  Errc::peer_closed,
-                      Errc::frame_too_large, Errc::line_too_long,   Errc::bad_encoding,
-                      Errc::too_many_connections, Errc::idle_timeout, Errc::high_water_mark,
+  const Errc all[] = {Errc::bad_address,     Errc::bad_port,
+                      Errc::missing_port,    Errc::bad_host,
+                      Errc::name_not_found,  Errc::peer_closed,
+                      Errc::frame_too_large, Errc::line_too_long,
+                      Errc::bad_encoding,    Errc::too_many_connections,
+                      Errc::idle_timeout,    Errc::high_water_mark,
                       Errc::bad_proxy_header};
   const std::string unknown = tcpkit::tcpkit_category().message(0);
   EXPECT_EQ(unknown, "unknown tcpkit error");
@@ -137,11 +139,13 @@ TEST(ResultErrc, EveryCodeHasItsOwnMessage) {
 TEST(ResultErrc, MessagesTellTheUserWhatToWrite) {
   EXPECT_EQ(tcpkit::make_error_code(Errc::missing_port).message(),
             "missing ':PORT' (write HOST:PORT, or [IPv6]:PORT)");
-  EXPECT_EQ(tcpkit::make_error_code(Errc::bad_port).message(), "port must be a number from 0 to 65535");
+  EXPECT_EQ(tcpkit::make_error_code(Errc::bad_port).message(),
+            "port must be a number from 0 to 65535");
   EXPECT_EQ(tcpkit::make_error_code(Errc::peer_closed).message(), "connection closed by peer");
 }
 
 TEST(ResultErrc, DoesNotEqualAnErrnoWithTheSameNumber) {
   // Errc::bad_address is 1, as is EPERM; the categories keep them apart.
-  EXPECT_NE(tcpkit::make_error_code(Errc::bad_address), std::error_code(1, std::generic_category()));
+  EXPECT_NE(tcpkit::make_error_code(Errc::bad_address),
+            std::error_code(1, std::generic_category()));
 }

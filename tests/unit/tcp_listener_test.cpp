@@ -33,7 +33,8 @@ bool has_time_wait_on_port(uint16_t port) {
     std::string slot, local, remote, state;
     fields >> slot >> local >> remote >> state;
     // State 06 is TCP_TIME_WAIT in include/net/tcp_states.h.
-    if (state == "06" && local.size() >= 5 && local.compare(local.size() - 5, 5, want) == 0) return true;
+    if (state == "06" && local.size() >= 5 && local.compare(local.size() - 5, 5, want) == 0)
+      return true;
   }
   return false;
 }
@@ -186,7 +187,8 @@ TEST(TcpListener, RestartWhileTimeWaitBindsWithReuseAddrOnly) {
     // ...then the client, whose FIN moves the server's socket to TIME_WAIT.
   }
   *listener = TcpListener();  // "shut the server down"
-  ASSERT_TRUE(wait_for_time_wait(address.port())) << "no TIME_WAIT socket on " << address.to_string();
+  ASSERT_TRUE(wait_for_time_wait(address.port()))
+      << "no TIME_WAIT socket on " << address.to_string();
 
   ListenOptions no_reuse;
   no_reuse.reuse_addr = false;
@@ -212,7 +214,8 @@ TEST(TcpListener, BindOfAnAddressNotOnThisHostFails) {
   auto listener = TcpListener::bind(*foreign);
   ASSERT_FALSE(listener);
   EXPECT_TRUE(listener.error() == std::errc::address_not_available) << listener.error().message();
-  EXPECT_NE(listener.error().message().find("bind 192.0.2.1:0"), std::string::npos) << listener.error().message();
+  EXPECT_NE(listener.error().message().find("bind 192.0.2.1:0"), std::string::npos)
+      << listener.error().message();
 }
 
 TEST(TcpListener, ReleaseFdHandsOverOwnership) {

@@ -68,7 +68,9 @@ std::string recv_exact_string(TcpStream& s, size_t len) {
 }
 
 // Tries to bind [::1]:0; the tests skip IPv6 only when the host has no IPv6 loopback.
-tcpkit::Result<TcpListener> bind_v6_loopback() { return TcpListener::bind(Endpoint::loopback_v6(0)); }
+tcpkit::Result<TcpListener> bind_v6_loopback() {
+  return TcpListener::bind(Endpoint::loopback_v6(0));
+}
 
 void round_trip(TcpListener& listener) {
   Pair p = connect_pair(listener);
@@ -117,7 +119,8 @@ TEST(TcpStream, ConnectByTextReportsABadAddress) {
   auto client = TcpStream::connect("127.0.0.1", 1s);
   ASSERT_FALSE(client);
   EXPECT_EQ(client.error().code(), Errc::missing_port);
-  EXPECT_NE(client.error().message().find("127.0.0.1"), std::string::npos) << client.error().message();
+  EXPECT_NE(client.error().message().find("127.0.0.1"), std::string::npos)
+      << client.error().message();
 }
 
 TEST(TcpStream, RecvReturnsWhatHasArrivedUpToTheBufferSize) {
@@ -213,7 +216,8 @@ TEST(TcpStream, ConnectRefusedNamesTheAddress) {
   tcpkit::UniqueFd holder(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(holder.valid()) << std::strerror(errno);
   auto any_port = Endpoint::loopback_v4(0);
-  ASSERT_EQ(::bind(holder.get(), any_port.sockaddr_ptr(), any_port.sockaddr_len()), 0) << std::strerror(errno);
+  ASSERT_EQ(::bind(holder.get(), any_port.sockaddr_ptr(), any_port.sockaddr_len()), 0)
+      << std::strerror(errno);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   ASSERT_EQ(::getsockname(holder.get(), reinterpret_cast<sockaddr*>(&ss), &len), 0);
@@ -290,7 +294,8 @@ TEST(TcpStream, RecvExactReportsPeerClosedOnEarlyEof) {
   auto r = p.client.recv_exact(buf, sizeof buf);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Errc::peer_closed) << r.error().message();
-  EXPECT_NE(r.error().message().find("connection closed by peer"), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("connection closed by peer"), std::string::npos)
+      << r.error().message();
   EXPECT_EQ(std::string(buf, 3), "abc") << "bytes before the EOF are still delivered";
 }
 
@@ -320,7 +325,8 @@ TEST(TcpStream, SendToAClosedPeerIsAnErrorNotSigpipe) {
   ASSERT_FALSE(r) << "send to a closed peer kept succeeding";
   EXPECT_TRUE(r.error() == std::errc::broken_pipe || r.error() == std::errc::connection_reset)
       << r.error().message();
-  EXPECT_NE(r.error().message().find("send to " + server_address), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("send to " + server_address), std::string::npos)
+      << r.error().message();
 
   ::sigaction(SIGPIPE, &old, nullptr);
 }
@@ -331,7 +337,8 @@ TEST(TcpStream, MoveTransfersOwnershipAndCloseReleases) {
   Pair p = connect_pair(*listener);
   const int fd = p.client.fd();
   TcpStream moved = std::move(p.client);
-  EXPECT_FALSE(p.client.is_open());  // NOLINT(bugprone-use-after-move): checking the moved-from state
+  EXPECT_FALSE(
+      p.client.is_open());  // NOLINT(bugprone-use-after-move): checking the moved-from state
   EXPECT_EQ(moved.fd(), fd);
   moved.close();
   EXPECT_FALSE(moved.is_open());
@@ -375,7 +382,8 @@ TEST(TcpStream, RegressionPeerAddressSurvivesAReset) {
   auto n = p.client.recv(&c, 1);
   ASSERT_FALSE(n) << "expected ECONNRESET, got " << *n << " bytes";
   EXPECT_TRUE(n.error() == std::errc::connection_reset) << n.error().message();
-  EXPECT_EQ(n.error().message(), "recv from " + server_address.to_string() + ": Connection reset by peer");
+  EXPECT_EQ(n.error().message(),
+            "recv from " + server_address.to_string() + ": Connection reset by peer");
   EXPECT_EQ(p.client.peer_endpoint(), server_address);
 }
 

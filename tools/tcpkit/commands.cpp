@@ -9,6 +9,8 @@ std::vector<Command>& registry() {
 }  // namespace
 
 void register_commands(CLI::App& app) {
+  registry().push_back(add_serve_command(app));
+  registry().push_back(add_connect_command(app));
   registry().push_back(add_port_command(app));
 }
 

@@ -1,0 +1,451 @@
+"""Black-box tests of `tcpkit connect HOST PORT`: the tutorial's client
+(--send), an interactive nc-like session with half-close, GBK text, hex
+dumps, and the one-line errors for refused, unresolvable and silent peers.
+The other side is the tutorial's Python server (socket module), socat or nc."""
+
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import (DEFAULT_TIMEOUT, PeerServer, TcpkitProcess, ipv6_loopback_available,
+                      pick_free_port, run_tcpkit, tcpkit_path, wait_for_listener, wait_for_port)
+
+pytestmark = pytest.mark.usefixtures("tcpkit_bin")
+
+TUTORIAL_REPLY = "收到了你的訊息"
+
+
+def recv_until_eof(conn: socket.socket) -> bytes:
+    """Everything the client sends until its FIN (recv returns b"")."""
+    chunks = []
+    while chunk := conn.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class TutorialServer(PeerServer):
+    """The tutorial's server: one reply per recv(), close when recv() is b""."""
+
+    def __init__(self, reply: bytes = TUTORIAL_REPLY.encode(), **kwargs):
+        self.received: list[bytes] = []
+        self.reply = reply
+        super().__init__(self.serve, **kwargs)
+
+    def serve(self, conn: socket.socket) -> None:
+        while data := conn.recv(1024):
+            self.received.append(data)
+            conn.sendall(self.reply)
+
+
+# --- the tutorial's client: --send ------------------------------------------------------------
+
+def test_send_once_prints_the_tutorial_reply():
+    with TutorialServer() as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--send", "hello")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == TUTORIAL_REPLY + "\n"
+    assert result.stderr == ""
+    assert b"".join(server.received) == b"hello"
+
+
+def test_send_several_times_prints_each_reply_in_order():
+    def numbered(conn):
+        count = 0
+        while conn.recv(1024):
+            count += 1
+            conn.sendall(f"{TUTORIAL_REPLY} #{count}".encode())
+
+    with PeerServer(numbered) as server:
+        result = run_tcpkit("connect", "localhost", server.port,
+                            "--send", "one", "--send", "two", "--send", "three")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{TUTORIAL_REPLY} #{n}" for n in (1, 2, 3)]
+
+
+def test_send_line_waits_for_a_whole_line_each_time():
+    received = []
+
+    def line_echo(conn):
+        buffer = b""
+        while data := conn.recv(1024):
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                received.append(line)
+                # Two writes per reply: --line must wait for the newline.
+                conn.sendall(b"echo: ")
+                conn.sendall(line + b"\n")
+
+    with PeerServer(line_echo) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--line",
+                            "--send", "first", "--send", "second")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "echo: first\necho: second\n"
+    assert received == [b"first", b"second"]
+
+
+def test_send_with_wait_reports_a_missing_reply_and_goes_on():
+    def silent(conn):
+        recv_until_eof(conn)
+
+    with PeerServer(silent) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--send", "anyone?",
+                            "--wait", "0.2")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "no reply to message 1 within 0.2 s" in result.stderr
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="IPv6 loopback is not available")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_ipv6_literal_with_or_without_brackets(host):
+    with TutorialServer(host="::1") as server:
+        result = run_tcpkit("connect", host, server.port, "--send", "v6")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == TUTORIAL_REPLY + "\n"
+
+
+# --- encodings --------------------------------------------------------------------------------
+
+def test_gbk_server_reply_prints_as_utf8_and_sent_text_is_gbk():
+    def gbk_server(conn):
+        while data := conn.recv(1024):
+            conn.sendall(("收到了：" + data.decode("gbk")).encode("gbk"))
+
+    with PeerServer(gbk_server) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "gbk",
+                            "--send", "你好，服务器")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "收到了：你好，服务器\n"
+
+
+def test_gbk_character_split_across_two_server_writes_decodes_whole():
+    encoded = "你好\n".encode("gbk")  # c4 e3 ba c3 0a
+
+    def split_writer(conn):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(encoded[:1])
+        # Only makes a separate read likely; the output is checked either way,
+        # and the session waits for the close, so no timing decides the result.
+        time.sleep(0.1)
+        conn.sendall(encoded[1:])
+
+    with PeerServer(split_writer) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "GBK", input="")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "你好\n"
+    assert "\\x" not in result.stdout
+    assert "connection closed by peer" in result.stderr
+
+
+def test_invalid_bytes_in_the_encoding_are_escaped_not_fatal():
+    def bad_gbk(conn):
+        conn.sendall(b"ok \xff\n")
+
+    with PeerServer(bad_gbk) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "gbk", input="")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok \\xFF\n"
+
+
+# --- interactive sessions ---------------------------------------------------------------------
+
+def test_stdin_eof_half_closes_and_the_final_reply_is_printed():
+    got = {}
+
+    def final_reply(conn):
+        got["data"] = recv_until_eof(conn)  # ends at tcpkit's FIN
+        conn.sendall(b"final reply after your FIN: " + got["data"])
+
+    with PeerServer(final_reply) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, input="hello\nworld\n")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert got["data"] == b"hello\nworld\n"
+    assert result.stdout == "final reply after your FIN: hello\nworld\n"
+    assert result.stderr.strip() == "connection closed by peer"
+
+
+def test_interactive_round_trip_while_stdin_stays_open():
+    saw_eof = threading.Event()
+
+    def echo_then_bye(conn):
+        while data := conn.recv(1024):
+            conn.sendall(b"echo: " + data)
+        saw_eof.set()
+        conn.sendall(b"bye\n")
+
+    with PeerServer(echo_then_bye) as server, \
+            TcpkitProcess("connect", "127.0.0.1", server.port, "--line", stdin=True) as client:
+        client.send("first line\n")
+        client.wait_for_line(r"^echo: first line$", stream="stdout")
+        client.send("second ")
+        client.send("line\n")
+        client.wait_for_line(r"^echo: second line$", stream="stdout")
+        assert not saw_eof.is_set()
+        client.close_stdin()
+        assert client.wait() == 0, client.describe()
+        server.wait()
+    assert client.stdout_lines[-1] == "bye"
+    assert client.stderr_lines == ["connection closed by peer"]
+
+
+def test_interactive_gbk_encodes_stdin():
+    got = {}
+
+    def capture(conn):
+        got["data"] = recv_until_eof(conn)
+        conn.sendall("好的".encode("gbk"))
+
+    with PeerServer(capture) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "gbk",
+                            input="中文输入\n")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert got["data"] == "中文输入\n".encode("gbk")
+    assert result.stdout == "好的"
+
+
+def test_wait_bounds_the_time_after_stdin_eof():
+    release = threading.Event()
+
+    def never_closes(conn):
+        recv_until_eof(conn)
+        conn.sendall(b"late words\n")
+        release.wait(DEFAULT_TIMEOUT)
+
+    with PeerServer(never_closes) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--wait", "1", input="x")
+        release.set()
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "late words\n"
+    assert "connection closed by peer" not in result.stderr
+
+
+def test_wait_zero_exits_right_after_stdin_is_sent():
+    got = {}
+    release = threading.Event()
+
+    def never_closes(conn):
+        got["data"] = recv_until_eof(conn)
+        release.wait(DEFAULT_TIMEOUT)
+
+    with PeerServer(never_closes) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--wait", "0", "-N",
+                            input="fire and forget\n")
+        release.set()
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert got["data"] == b"fire and forget\n"
+
+
+def test_no_shutdown_keeps_the_write_side_open_until_exit():
+    def after_eof(conn):
+        buffer = b""
+        while b"\n" not in buffer:
+            buffer += conn.recv(1024)
+        conn.sendall(b"ack\n")
+        recv_until_eof(conn)
+        # With a FIN after stdin's end tcpkit would still be reading and print
+        # this; with --no-shutdown the EOF comes only when tcpkit exits.
+        try:
+            conn.sendall(b"after eof\n")
+        except OSError:
+            pass
+
+    with PeerServer(after_eof) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--no-shutdown", "--wait", "1",
+                            input="hello\n")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ack\n"
+
+
+def test_closed_stdout_is_not_a_sigpipe_death():
+    def firehose(conn):
+        chunk = b"x" * 65536
+        try:
+            for _ in range(1024):  # at most 64 MiB, far more than any pipe holds
+                conn.sendall(chunk)
+        except OSError:
+            pass  # tcpkit went away, as expected
+
+    with PeerServer(firehose) as server:
+        proc = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout.read(1) == b"x"
+        proc.stdout.close()
+        code = proc.wait(timeout=DEFAULT_TIMEOUT)
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+        server.wait()
+    assert code == 0, stderr
+    assert stderr == ""
+
+
+# --- hex dump ---------------------------------------------------------------------------------
+
+def test_hex_dump_format():
+    payload = b"0123456789abcdef\x00\x01Hi\xfe\xff\n"
+
+    def binary_reply(conn):
+        conn.recv(1024)
+        conn.sendall(payload)
+        recv_until_eof(conn)
+
+    with PeerServer(binary_reply) as server:
+        # --line makes the reply one block: the dump is per read otherwise.
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--hex", "--line", "--send", "x")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|\n"
+        "00000010  00 01 48 69 fe ff 0a                              |..Hi...|\n")
+
+
+def test_hex_dump_offsets_continue_across_reads():
+    payload = bytes(range(256)) * 3
+
+    def binary_close(conn):
+        conn.sendall(payload)
+
+    with PeerServer(binary_close) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--hex", input="")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    row = re.compile(r"^([0-9a-f]{8})  ((?:[0-9a-f]{2} |   ){8}) ((?:[0-9a-f]{2} |   ){8}) \|(.*)\|$")
+    data, expected_offset = b"", 0
+    for line in result.stdout.splitlines():
+        match = row.match(line)
+        assert match, line
+        assert int(match.group(1), 16) == expected_offset
+        chunk = bytes.fromhex(match.group(2) + match.group(3))
+        assert match.group(4) == "".join(chr(b) if 0x20 <= b < 0x7f else "." for b in chunk)
+        data += chunk
+        expected_offset += len(chunk)
+    assert data == payload
+
+
+# --- errors: one line, the right exit code ----------------------------------------------------
+
+def test_refused_port_is_one_line_and_exit_1():
+    port = pick_free_port()
+    result = run_tcpkit("connect", "127.0.0.1", port, "--send", "hi")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"tcpkit connect: cannot connect to 127.0.0.1:{port}: connection refused — "
+        f"is a server running? (try: tcpkit port {port})"]
+
+
+def test_unresolvable_host_is_one_line_and_exit_1():
+    result = run_tcpkit("connect", "nosuchhost.invalid", 80, "--send", "hi")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("tcpkit connect: cannot resolve 'nosuchhost.invalid'")
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "80x", ""])
+def test_bad_port_is_a_usage_error(port):
+    result = run_tcpkit("connect", "127.0.0.1", port)
+    assert result.returncode == 2
+    assert f"'{port}' is not a port" in result.stderr
+
+
+def test_unknown_encoding_is_a_usage_error_naming_it():
+    result = run_tcpkit("connect", "127.0.0.1", 80, "--encoding", "no-such-enc")
+    assert result.returncode == 2
+    assert "unknown encoding 'no-such-enc'" in result.stderr
+
+
+def test_no_shutdown_and_n_exclude_each_other():
+    result = run_tcpkit("connect", "127.0.0.1", 80, "-N", "--no-shutdown")
+    assert result.returncode == 2
+
+
+def test_connect_timeout_against_a_full_backlog():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: one queued connection fills it
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        # Linux drops a SYN while the accept queue is full, so a connect then
+        # hangs like one to a silent host. A few tries, until one hangs.
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.settimeout(0.5)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except (socket.timeout, TimeoutError):
+                break
+        else:
+            pytest.skip("this kernel keeps accepting connections beyond a full backlog")
+        started = time.monotonic()
+        result = run_tcpkit("connect", "127.0.0.1", port, "--timeout", "1", "--send", "hi")
+        elapsed = time.monotonic() - started
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"tcpkit connect: cannot connect to 127.0.0.1:{port}: "
+                               "timed out after 1 s")
+    assert elapsed < DEFAULT_TIMEOUT
+
+
+# --- real peers: socat and nc -----------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+def test_round_trip_with_socat_exec_cat():
+    port = pick_free_port()
+    socat = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                              "EXEC:cat"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port("127.0.0.1", port)
+        result = run_tcpkit("connect", "127.0.0.1", port, input="hello socat\n第二行\n")
+    finally:
+        socat.terminate()
+        socat.wait(timeout=DEFAULT_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello socat\n第二行\n"
+    assert "connection closed by peer" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("nc") is None, reason="nc is not installed")
+def test_send_to_nc_listener():
+    port = pick_free_port()
+    nc = subprocess.Popen(["nc", "-l", "127.0.0.1", str(port)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_listener(port)  # nc -l serves one connection: do not probe it
+        nc.stdin.write(b"hello from nc\n")
+        nc.stdin.flush()
+        result = run_tcpkit("connect", "127.0.0.1", port, "--line", "--send", "hello from tcpkit")
+        nc_out, _ = nc.communicate(timeout=DEFAULT_TIMEOUT)
+    finally:
+        if nc.poll() is None:
+            nc.kill()
+            nc.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from nc\n"
+    assert nc_out == b"hello from tcpkit\n"

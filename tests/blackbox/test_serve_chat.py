@@ -1,0 +1,197 @@
+"""Black-box tests of `tcpkit serve --mode chat`: a line-based chat room.
+
+Every line one client sends goes to every other client as `<NAME> TEXT`;
+NAME is the sender's address:port until it sets one with `/nick NAME`.
+Others are told `* NAME joined (N online)`, `* NAME left` and
+`* OLD is now known as NEW`. A client that does not read is dropped once its
+queue passes the high-water mark, and nobody else loses a line.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import wait_until
+from serve_util import (connect, count_lines, find_line, peer_name, recv_line, recv_until_eof,
+                        start_serve, wait_log)
+
+pytestmark = pytest.mark.usefixtures("tcpkit_bin")
+
+
+class ChatClient:
+    """A Python socket client reading whole lines."""
+
+    def __init__(self, port: int, **kwargs):
+        self.sock = connect(port, **kwargs)
+        self.name = peer_name(self.sock)
+        self.buffer = bytearray()
+
+    def say(self, text: str) -> None:
+        self.sock.sendall((text + "\n").encode())
+
+    def line(self, timeout: float = 10) -> str:
+        return recv_line(self.sock, self.buffer, timeout).decode()
+
+    def expect(self, *lines: str) -> None:
+        for want in lines:
+            got = self.line()
+            assert got == want, f"{self.name} got {got!r}, expected {want!r}"
+
+    def expect_silence(self, wait: float = 0.3) -> None:
+        """Nothing more has arrived (used only where the spec says that a
+        client gets nothing; the positive checks never rely on it)."""
+        assert b"\n" not in self.buffer, bytes(self.buffer)
+        self.sock.settimeout(wait)
+        try:
+            extra = self.sock.recv(65536)
+        except socket.timeout:
+            extra = b""
+        assert extra == b"", f"{self.name} got unexpected {extra!r}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def esc(text: str) -> str:
+    return re.escape(text)
+
+
+def test_chat_three_clients_nick_join_leave(tcpkit_process):
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    assert "(mode chat, framing line," in server.stdout_lines[0], server.stdout_lines[0]
+
+    a = ChatClient(port)
+    server.wait_for_line(esc(f"connect {a.name} (clients: 1)"))
+    b = ChatClient(port)
+    server.wait_for_line(esc(f"connect {b.name} (clients: 2)"))
+    a.expect(f"* {b.name} joined (2 online)")
+    c = ChatClient(port)
+    server.wait_for_line(esc(f"connect {c.name} (clients: 3)"))
+    a.expect(f"* {c.name} joined (3 online)")
+    b.expect(f"* {c.name} joined (3 online)")
+
+    a.say("hello everyone")
+    b.expect(f"<{a.name}> hello everyone")
+    c.expect(f"<{a.name}> hello everyone")
+
+    # a line cut into two sends is still one line
+    b.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    b.sock.sendall(b"hel")
+    b.sock.sendall(b"lo back\n")
+    a.expect(f"<{b.name}> hello back")
+    c.expect(f"<{b.name}> hello back")
+
+    a.say("/nick alice")
+    b.expect(f"* {a.name} is now known as alice")
+    c.expect(f"* {a.name} is now known as alice")
+    a.say("hi from alice")
+    b.expect("<alice> hi from alice")
+    c.expect("<alice> hi from alice")
+
+    c.say("你好")
+    a.expect(f"<{c.name}> 你好")
+    b.expect(f"<{c.name}> 你好")
+
+    b_name = b.name
+    b.close()
+    server.wait_for_line(esc(f"disconnect {b_name}: peer closed (clients: 2)"))
+    a.expect(f"* {b_name} left")
+    c.expect(f"* {b_name} left")
+
+    c.say("bye")
+    a.expect(f"<{c.name}> bye")
+    # a got nothing of its own: no echo of its lines, no notice of its nick
+    a.expect_silence()
+
+    a.close()
+    c.expect("* alice left")
+    c.close()
+    server.wait_for_line(r"\(clients: 0\)$")
+    # chat mode does not log every message
+    assert not find_line(server, r" message from ")
+
+
+def test_chat_slow_reader_is_dropped_and_nobody_else_loses_a_line(tcpkit_process):
+    """A client that never reads while others talk a lot: its queue passes
+    the high-water mark, it is disconnected with `slow reader`, and the
+    readers that keep up receive every line in order."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    sender = ChatClient(port)
+    readers = [ChatClient(port), ChatClient(port)]
+    slow = ChatClient(port, rcvbuf=4096)
+    wait_log(server, r"\(clients: 4\)")
+    # read the join notices off so the readers' streams start clean
+    sender.expect(*(f"* {r.name} joined ({n} online)" for r, n in
+                    ((readers[0], 2), (readers[1], 3), (slow, 4))))
+    readers[0].expect(f"* {readers[1].name} joined (3 online)",
+                      f"* {slow.name} joined (4 online)")
+    readers[1].expect(f"* {slow.name} joined (4 online)")
+
+    received = [[] for _ in readers]  # sequence numbers each reader got
+    others = [[] for _ in readers]    # everything else each reader got
+    errors = []
+    prefix = f"<{sender.name}> "
+
+    def read_all(i: int) -> None:
+        reader = readers[i]
+        try:
+            while True:
+                line = reader.line(timeout=30)
+                if line.startswith(prefix):
+                    body = line[len(prefix):]
+                    if body == "END":
+                        return
+                    received[i].append(int(body.split(" ", 1)[0]))
+                else:
+                    others[i].append(line)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read_all, args=(i,), daemon=True)
+               for i in range(len(readers))]
+    for t in threads:
+        t.start()
+
+    slow_pattern = esc(f"disconnect {slow.name}: slow reader (output over high-water mark)")
+    lines_per_chunk = 1000
+    filler = "x" * 90
+    sent = 0
+    sent_bytes = 0
+    # bounded: at most ~20 MiB in all, and stop as soon as the log says it
+    while sent_bytes < (20 << 20) and not find_line(server, slow_pattern):
+        chunk = "".join(f"{sent + k:08d} {filler}\n" for k in range(lines_per_chunk))
+        sender.sock.sendall(chunk.encode())
+        sent += lines_per_chunk
+        sent_bytes += len(chunk)
+        # pace the sender by the readers so that only the slow client falls behind
+        target = sent
+        wait_until(lambda: errors or all(len(r) >= target for r in received), timeout=20,
+                   message=f"readers to get {target} lines")
+        assert not errors, errors
+    wait_log(server, slow_pattern + r" \(clients: 3\)", timeout=10)
+
+    # the slow client's connection is closed (after what was already queued)
+    recv_until_eof(slow.sock, timeout=30)
+    slow.close()
+
+    sender.say("END")
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors
+    for i in range(len(readers)):
+        assert received[i] == list(range(sent)), f"reader {i} lost or reordered lines"
+        assert others[i] == [f"* {slow.name} left"], others[i]
+    sender.expect(f"* {slow.name} left")
+    assert count_lines(server, r"slow reader") == 1
+    for c in [sender, *readers]:
+        c.close()
+    server.wait_for_line(r"\(clients: 0\)$", timeout=10)
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0

@@ -1,0 +1,314 @@
+// EventLoop: timers on a running loop, cross-thread functors, quit, and the
+// thread-ownership assertion.
+#include "tcpkit/event_loop.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using tcpkit::EventLoop;
+using tcpkit::TimerId;
+using tcpkit::test::kWait;
+using tcpkit::test::LoopThread;
+using tcpkit::test::Watched;
+
+namespace {
+
+// Checks the end state of every test: nothing left registered on the loop.
+void expect_empty(LoopThread& t) {
+  t.call([&] {
+    EXPECT_EQ(t.loop()->channel_count(), 0u);
+    EXPECT_EQ(t.loop()->timer_count(), 0u);
+  });
+}
+
+TEST(EventLoop, FreshLoopHoldsNothing) {
+  LoopThread t;
+  EXPECT_NE(t.loop(), nullptr);
+  EXPECT_FALSE(t.loop()->is_in_loop_thread());
+  EXPECT_EQ(EventLoop::current(), nullptr);
+  t.call([&] {
+    EXPECT_EQ(EventLoop::current(), t.loop());
+    EXPECT_TRUE(t.loop()->is_in_loop_thread());
+    EXPECT_TRUE(t.loop()->is_running());
+  });
+  expect_empty(t);
+}
+
+TEST(EventLoop, TimersFireInDeadlineOrder) {
+  LoopThread t;
+  Watched<std::vector<int>> order;
+  t.call([&] {
+    auto note = [&](int i) { return [&order, i] { order.update([i](auto& v) { v.push_back(i); }); }; };
+    t.loop()->run_after(60ms, note(3));
+    t.loop()->run_after(20ms, note(1));
+    t.loop()->run_after(40ms, note(2));
+  });
+  ASSERT_TRUE(order.wait([](auto& v) { return v.size() == 3; }));
+  EXPECT_EQ(order.get(), (std::vector<int>{1, 2, 3}));
+  expect_empty(t);
+}
+
+TEST(EventLoop, TimerFiresNoEarlierThanItsDelay) {
+  LoopThread t;
+  std::promise<EventLoop::Clock::duration> fired;
+  auto start = EventLoop::Clock::now();
+  t.loop()->run_after(30ms, [&] { fired.set_value(EventLoop::Clock::now() - start); });
+  auto f = fired.get_future();
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  EXPECT_GE(f.get(), 30ms);
+  expect_empty(t);
+}
+
+TEST(EventLoop, CancelledTimerDoesNotFire) {
+  LoopThread t;
+  std::atomic<bool> cancelled_ran{false};
+  std::promise<void> marker;
+  t.call([&] {
+    TimerId id = t.loop()->run_after(10ms, [&] { cancelled_ran = true; });
+    EXPECT_NE(id, 0u);
+    t.loop()->cancel(id);
+    // A later timer proves the loop went past the cancelled deadline.
+    t.loop()->run_after(40ms, [&] { marker.set_value(); });
+  });
+  ASSERT_EQ(marker.get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(cancelled_ran);
+  expect_empty(t);
+}
+
+TEST(EventLoop, RepeatingTimerRunsUntilItCancelsItself) {
+  LoopThread t;
+  Watched<int> runs{0};
+  std::promise<void> marker;
+  t.call([&] {
+    auto id = std::make_shared<TimerId>(0);
+    *id = t.loop()->run_every(5ms, [&, id] {
+      int n = 0;
+      runs.update([&](int& r) { n = ++r; });
+      if (n == 3) {
+        t.loop()->cancel(*id);
+        t.loop()->run_after(30ms, [&] { marker.set_value(); });
+      }
+    });
+  });
+  ASSERT_EQ(marker.get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(runs.get(), 3);
+  expect_empty(t);
+}
+
+TEST(EventLoop, CallbackCancelsAnotherTimer) {
+  LoopThread t;
+  std::atomic<bool> victim_ran{false};
+  std::promise<void> marker;
+  t.call([&] {
+    TimerId victim = t.loop()->run_after(40ms, [&] { victim_ran = true; });
+    t.loop()->run_after(10ms, [&, victim] { t.loop()->cancel(victim); });
+    t.loop()->run_after(70ms, [&] { marker.set_value(); });
+  });
+  ASSERT_EQ(marker.get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(victim_ran);
+  expect_empty(t);
+}
+
+TEST(EventLoop, RunAfterAndCancelFromAnotherThread) {
+  LoopThread t;
+  std::promise<bool> fired_in_loop;
+  std::atomic<bool> cancelled_ran{false};
+  // Called from the test thread: the timer is added by the loop thread.
+  TimerId cancelled = t.loop()->run_after(20ms, [&] { cancelled_ran = true; });
+  t.loop()->cancel(cancelled);
+  TimerId fired = t.loop()->run_after(40ms, [&] { fired_in_loop.set_value(t.loop()->is_in_loop_thread()); });
+  EXPECT_NE(fired, cancelled);
+  auto f = fired_in_loop.get_future();
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(f.get());
+  EXPECT_FALSE(cancelled_ran);
+  expect_empty(t);
+}
+
+TEST(EventLoop, RunEveryFromAnotherThreadCancelledFromAnotherThread) {
+  LoopThread t;
+  Watched<int> runs{0};
+  TimerId id = t.loop()->run_every(2ms, [&] { runs.update([](int& r) { ++r; }); });
+  ASSERT_TRUE(runs.wait([](int r) { return r >= 3; }));
+  t.loop()->cancel(id);
+  int after_cancel = t.call([&] { return runs.get(); });  // the cancel has run by now
+  t.call([] {});
+  EXPECT_EQ(runs.get(), after_cancel);
+  expect_empty(t);
+}
+
+TEST(EventLoop, TimerIdsAreUniqueAcrossThreads) {
+  LoopThread t;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<TimerId>> ids(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < 100; ++k) ids[i].push_back(t.loop()->run_after(1h, [] {}));
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::vector<TimerId> all;
+  for (auto& v : ids) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end());
+  EXPECT_EQ(t.call([&] { return t.loop()->timer_count(); }), 400u);
+  for (TimerId id : all) t.loop()->cancel(id);
+  expect_empty(t);
+}
+
+TEST(EventLoop, RunInLoopRunsInlineInTheLoopThread) {
+  LoopThread t;
+  t.call([&] {
+    bool ran = false;
+    t.loop()->run_in_loop([&] { ran = true; });
+    EXPECT_TRUE(ran);
+  });
+}
+
+TEST(EventLoop, FunctorsFromManyThreadsRunInTheLoopInPerThreadOrder) {
+  LoopThread t;
+  constexpr int kThreads = 4;
+  constexpr int kEach = 2000;
+  // Touched only in the loop thread: TSan checks that claim.
+  std::vector<std::vector<int>> seen(kThreads);
+  Watched<int> done{0};
+  std::atomic<int> wrong_thread{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < kEach; ++k) {
+        auto f = [&, i, k] {
+          if (!t.loop()->is_in_loop_thread()) ++wrong_thread;
+          seen[i].push_back(k);
+          if (k == kEach - 1) done.update([](int& d) { ++d; });
+        };
+        if (k % 2) {
+          t.loop()->queue_in_loop(f);
+        } else {
+          t.loop()->run_in_loop(f);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(done.wait([](int d) { return d == kThreads; }));
+  EXPECT_EQ(wrong_thread, 0);
+  t.call([&] {
+    for (auto& v : seen) {
+      ASSERT_EQ(v.size(), static_cast<size_t>(kEach));
+      for (int k = 0; k < kEach; ++k) ASSERT_EQ(v[k], k);
+    }
+  });
+}
+
+// Regression guard: a functor queued from inside a functor must run without
+// waiting for unrelated I/O (the loop has none here, and no timers).
+TEST(EventLoop, FunctorQueuedFromAFunctorRunsPromptly) {
+  LoopThread t;
+  std::promise<void> inner;
+  t.loop()->queue_in_loop([&] { t.loop()->queue_in_loop([&] { inner.set_value(); }); });
+  EXPECT_EQ(inner.get_future().wait_for(kWait), std::future_status::ready);
+}
+
+TEST(EventLoop, FunctorQueuedFromATimerRunsPromptly) {
+  LoopThread t;
+  std::promise<void> inner;
+  t.loop()->run_after(1ms, [&] { t.loop()->queue_in_loop([&] { inner.set_value(); }); });
+  EXPECT_EQ(inner.get_future().wait_for(kWait), std::future_status::ready);
+  expect_empty(t);
+}
+
+TEST(EventLoop, QuitFromAnotherThreadStopsRun) {
+  std::promise<EventLoop*> ready;
+  std::promise<void> returned;
+  std::thread th([&] {
+    EventLoop loop;
+    ready.set_value(&loop);
+    loop.run();
+    returned.set_value();
+  });
+  EventLoop* loop = ready.get_future().get();
+  std::promise<void> running;
+  loop->run_in_loop([&] { running.set_value(); });
+  ASSERT_EQ(running.get_future().wait_for(kWait), std::future_status::ready);
+  loop->quit();
+  EXPECT_EQ(returned.get_future().wait_for(kWait), std::future_status::ready);
+  th.join();
+}
+
+TEST(EventLoop, QuitStillRunsFunctorsQueuedBeforeIt) {
+  std::promise<EventLoop*> ready;
+  std::atomic<int> ran{0};
+  std::thread th([&] {
+    EventLoop loop;
+    ready.set_value(&loop);
+    loop.run();
+  });
+  EventLoop* loop = ready.get_future().get();
+  for (int i = 0; i < 100; ++i) loop->queue_in_loop([&] { ++ran; });
+  loop->quit();
+  th.join();
+  EXPECT_EQ(ran, 100);
+}
+
+TEST(EventLoop, QuitFromInsideTheLoop) {
+  std::promise<void> returned;
+  std::thread th([&] {
+    EventLoop loop;
+    loop.run_after(1ms, [&] { loop.quit(); });
+    loop.run();
+    EXPECT_FALSE(loop.is_running());
+    returned.set_value();
+  });
+  EXPECT_EQ(returned.get_future().wait_for(kWait), std::future_status::ready);
+  th.join();
+}
+
+TEST(EventLoopDeathTest, AssertInLoopThreadAbortsFromAnotherThread) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        EventLoop loop;
+        std::thread([&] { loop.assert_in_loop_thread(); }).join();
+      },
+      "EventLoop used from thread");
+}
+
+TEST(EventLoopDeathTest, TimerCountFromAnotherThreadAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        EventLoop loop;
+        std::thread([&] { (void)loop.timer_count(); }).join();
+      },
+      "EventLoop used from thread");
+}
+
+TEST(EventLoopDeathTest, SecondLoopInOneThreadAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        EventLoop a;
+        EventLoop b;
+      },
+      "second EventLoop");
+}
+
+TEST(EventLoop, ALoopCanBeCreatedAgainAfterTheFirstIsGone) {
+  std::thread([] {
+    { EventLoop a; }
+    EventLoop b;
+    EXPECT_EQ(EventLoop::current(), &b);
+  }).join();
+}
+
+}  // namespace

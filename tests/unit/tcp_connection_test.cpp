@@ -1,0 +1,449 @@
+// TcpConnection behaviour seen through a server on loopback: half-close,
+// backpressure (both overflow policies), resets, cross-thread sends and the
+// any-thread controls.
+#include "tcpkit/tcp_connection.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+// Ups, downs and the last connection seen, from the server's callbacks.
+struct Tally {
+  Watched<int> up{0};
+  Watched<int> down{0};
+  Watched<std::vector<std::error_code>> reasons;
+  Watched<TcpConnectionPtr> last;
+
+  ConnectionCallback callback() {
+    return [this](const TcpConnectionPtr& conn) {
+      if (conn->connected()) {
+        last.set(conn);
+        up.update([](int& n) { ++n; });
+        return;
+      }
+      auto reason = conn->close_reason();
+      reasons.update([&](auto& v) { v.push_back(reason); });
+      down.update([](int& n) { ++n; });
+    };
+  }
+  TcpConnectionPtr wait_last() {
+    EXPECT_TRUE(last.wait([](auto& c) { return c != nullptr; }));
+    return last.get();
+  }
+  // Drops the test's reference so the connection can be destroyed.
+  void forget() { last.set(nullptr); }
+};
+
+void expect_echo(TcpStream& s, const std::string& msg) {
+  ASSERT_TRUE(s.send_all(msg));
+  EXPECT_EQ(recv_n(s, msg.size()), msg);
+}
+
+char pattern(uint64_t i) { return static_cast<char>(i % 251); }
+
+TEST(TcpConnection, EndpointsCountersAndContext) {
+  ServerHarness h;
+  Tally tally;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      if (conn->connected()) conn->set_context(std::string("ctx"));
+      cb(conn);
+    });
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      auto* ctx = conn->context<std::string>();
+      ASSERT_NE(ctx, nullptr);
+      EXPECT_EQ(conn->context<int>(), nullptr);
+      *ctx += in.retrieve_all_as_string();
+      conn->send(*ctx);
+    });
+  });
+  auto c = connect_client(h.address());
+  expect_echo(c, "ctx");  // the reply is "ctx" + "ctx": half of it here
+  auto conn = tally.wait_last();
+  h.base().call([&] {
+    EXPECT_EQ(conn->peer_endpoint(), c.local_endpoint());
+    EXPECT_EQ(conn->local_endpoint(), h.address());
+    EXPECT_EQ(conn->bytes_received(), 3u);
+    EXPECT_EQ(conn->bytes_sent(), 6u);
+  });
+  EXPECT_EQ(recv_n(c, 3), "ctx");
+  tally.forget();
+  conn.reset();
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
+TEST(TcpConnection, RepliesQueuedAfterPeerFinAreDeliveredBeforeOurFin) {
+  ServerHarness h;
+  Tally tally;
+  const std::string big(2 * 1024 * 1024, 'z');
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      if (!conn->context<size_t>()) conn->set_context(size_t{0});
+      *conn->context<size_t>() += in.readable_bytes();
+      in.retrieve_all();
+    });
+    s.set_on_peer_closed([&](const TcpConnectionPtr& conn) {
+      EXPECT_TRUE(conn->peer_half_closed());
+      EXPECT_TRUE(conn->connected());
+      size_t got = conn->context<size_t>() ? *conn->context<size_t>() : 0;
+      conn->send("got " + std::to_string(got) + " bytes\n");
+      for (int i = 0; i < 3; ++i) conn->send("reply " + std::to_string(i) + "\n");
+      conn->send(big);  // more than the socket buffers hold at once
+      conn->send(std::string_view("end\n"));
+      conn->shutdown();
+    });
+  });
+  auto c = connect_client(h.address());
+  std::string request(100000, 'q');
+  ASSERT_TRUE(c.send_all(request));
+  ASSERT_TRUE(c.shutdown_write());
+  std::string expected = "got 100000 bytes\nreply 0\nreply 1\nreply 2\n" + big + "end\n";
+  std::string got = read_to_eof(c);
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected);
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  tally.forget();
+  h.finish();
+}
+
+TEST(TcpConnection, WithoutPeerClosedCallbackEchoDrainsThenCloses) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  std::string data(300000, 'e');
+  ASSERT_TRUE(c.send_all(data));
+  ASSERT_TRUE(c.shutdown_write());
+  EXPECT_EQ(read_to_eof(c), data);
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  tally.forget();
+  h.finish();
+}
+
+// Sends the pattern without blocking until the pipeline to the server and
+// back is full: no send progress within `stall`. Returns the bytes sent.
+uint64_t send_until_stalled(TcpStream& s, std::chrono::milliseconds stall) {
+  std::string chunk(64 * 1024, '\0');
+  uint64_t sent = 0;
+  for (;;) {
+    for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = pattern(sent + i);
+    ssize_t n = ::send(s.fd(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN) {
+      ADD_FAILURE() << "send: " << errno;
+      return sent;
+    }
+    pollfd p{s.fd(), POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(stall.count())) == 0) return sent;
+    if (sent > (512u << 20)) {
+      ADD_FAILURE() << "the server never stopped reading";
+      return sent;
+    }
+  }
+}
+
+TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBounded) {
+  constexpr size_t kMark = 64 * 1024;
+  constexpr size_t kRead = 16 * 1024;
+  ServerHarness h;
+  Tally tally;
+  Watched<size_t> high_water{0};
+  ServerOptions options;
+  options.threads = 2;
+  options.connection.high_water_mark = kMark;
+  options.connection.max_read_per_wakeup = kRead;
+  options.connection.overflow = OverflowPolicy::pause_reading;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
+  });
+  auto slow = connect_client(h.address());
+  auto slow_conn = tally.wait_last();
+  uint64_t sent = send_until_stalled(slow, 300ms);
+  ASSERT_TRUE(high_water.wait([](size_t q) { return q > 0; }));
+  EXPECT_GE(high_water.get(), kMark);
+  ServerHarness::call_in(slow_conn->loop(), [&] {
+    EXPECT_FALSE(slow_conn->is_reading());
+    EXPECT_TRUE(slow_conn->connected());
+    EXPECT_GE(slow_conn->output_bytes(), kMark);
+    EXPECT_LE(slow_conn->output_bytes(), kMark + kRead);
+  });
+
+  // Another client is served meanwhile, on either loop.
+  auto other = connect_client(h.address());
+  expect_echo(other, "not starved");
+  other.close();
+
+  // The slow reader catches up: reading resumes and every byte comes back.
+  std::string back = recv_n(slow, sent);
+  ASSERT_EQ(back.size(), sent);
+  for (uint64_t i = 0; i < sent; ++i) {
+    if (back[i] != pattern(i)) {
+      ADD_FAILURE() << "echo differs at byte " << i;
+      break;
+    }
+  }
+  ServerHarness::call_in(slow_conn->loop(), [&] { EXPECT_LE(slow_conn->output_bytes(), kMark + kRead); });
+  expect_echo(slow, "reading again");
+  ServerHarness::call_in(slow_conn->loop(), [&] { EXPECT_TRUE(slow_conn->is_reading()); });
+  tally.forget();
+  slow_conn.reset();
+  slow.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 2; }));
+  h.finish();
+}
+
+TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
+  constexpr size_t kMark = 256 * 1024;
+  ServerHarness h;
+  Tally tally;
+  Watched<size_t> high_water{0};
+  Watched<uint64_t> producer_id{0};
+  ServerOptions options;
+  options.threads = 2;
+  options.connection.high_water_mark = kMark;
+  options.connection.overflow = OverflowPolicy::close;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (!conn->connected() || producer_id.get() != 0) return;
+      // The first client is the slow one: flood it as soon as it connects.
+      producer_id.set(conn->id());
+      const std::string chunk(64 * 1024, 'f');
+      for (int i = 0; i < 512; ++i) conn->send(chunk);
+      EXPECT_LE(conn->output_bytes(), kMark);  // dropped, not grown
+    });
+    s.set_on_message(echo);
+    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
+  });
+  auto slow = connect_client(h.address());
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::high_water_mark));
+  ASSERT_TRUE(high_water.wait([](size_t q) { return q > 0; }));
+  EXPECT_GE(high_water.get(), kMark);
+
+  auto other = connect_client(h.address());
+  expect_echo(other, "still served");
+  other.close();
+  slow.close();
+  tally.forget();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 2; }));
+  h.finish();
+}
+
+TEST(TcpConnection, PeerResetIsReportedAsConnectionReset) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  expect_echo(c, "bye");
+  linger lg{1, 0};  // close() sends RST instead of FIN
+  ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::connection_reset);
+  tally.forget();
+  h.finish();
+}
+
+TEST(TcpConnection, PeerResetWhilePausedIsReportedAsConnectionReset) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  expect_echo(c, "hi");
+  auto conn = tally.wait_last();
+  conn->pause_reading();
+  ServerHarness::call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
+  linger lg{1, 0};
+  ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::connection_reset);
+  tally.forget();
+  conn.reset();
+  h.finish();
+}
+
+TEST(TcpConnection, SendsFromManyThreadsArriveInOrderAndWhole) {
+  constexpr int kThreads = 4;
+  constexpr int kEach = 3000;
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 2;
+  h.start(options, [&](TcpServer& s) { s.set_on_connection(tally.callback()); });
+  auto c = connect_client(h.address());
+  auto conn = tally.wait_last();
+
+  std::atomic<uint64_t> total{0};
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&, t] {
+      for (int seq = 0; seq < kEach; ++seq) {
+        size_t len = 1 + (seq * 7 + t * 13) % 300;
+        std::string msg = std::to_string(t) + ":" + std::to_string(seq) + ":" + std::to_string(len) + ":" +
+                          std::string(len, static_cast<char>('a' + t)) + "\n";
+        total += msg.size();
+        if (seq % 2) {
+          conn->send(std::string_view(msg));
+        } else {
+          conn->send(std::move(msg));
+        }
+      }
+    });
+  }
+  // The client reads while the threads send.
+  std::string got;
+  std::thread reader([&] { got = read_to_eof(c); });
+  for (auto& t : senders) t.join();
+  conn->shutdown();  // from this thread too: after every send above
+  reader.join();
+
+  EXPECT_EQ(got.size(), total.load());
+  std::vector<int> next(kThreads, 0);
+  size_t pos = 0;
+  int lines = 0;
+  while (pos < got.size()) {
+    size_t eol = got.find('\n', pos);
+    ASSERT_NE(eol, std::string::npos);
+    std::string line = got.substr(pos, eol - pos);
+    pos = eol + 1;
+    int t = 0, seq = 0;
+    size_t len = 0;
+    int consumed = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%d:%d:%zu:%n", &t, &seq, &len, &consumed), 3) << line;
+    ASSERT_TRUE(t >= 0 && t < kThreads) << line;
+    ASSERT_EQ(seq, next[t]) << "thread " << t << " out of order";
+    ++next[t];
+    ASSERT_EQ(line.size() - consumed, len) << "interleaved: " << line;
+    ASSERT_EQ(line.find_first_not_of(static_cast<char>('a' + t), consumed), std::string::npos)
+        << "interleaved: " << line;
+    ++lines;
+  }
+  EXPECT_EQ(lines, kThreads * kEach);
+  ServerHarness::call_in(conn->loop(), [&] { EXPECT_EQ(conn->bytes_sent(), total.load()); });
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  tally.forget();
+  conn.reset();
+  h.finish();
+}
+
+TEST(TcpConnection, ForceCloseFromAnotherThread) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  auto conn = tally.wait_last();
+  conn->force_close();
+  EXPECT_EQ(read_to_eof(c), "");
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::operation_canceled);
+  EXPECT_TRUE(conn->disconnected());
+  conn->send("dropped");  // after the close: a no-op, from any thread
+  conn->force_close();    // twice: harmless
+  conn->shutdown();
+  tally.forget();
+  conn.reset();
+  h.finish();
+}
+
+TEST(TcpConnection, PauseAndResumeReadingFromAnotherThread) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  auto conn = tally.wait_last();
+  conn->pause_reading();
+  ServerHarness::call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
+  ASSERT_TRUE(c.send_all("held back"));
+  conn->resume_reading();
+  EXPECT_EQ(recv_n(c, 9), "held back");
+  ServerHarness::call_in(conn->loop(), [&] { EXPECT_TRUE(conn->is_reading()); });
+  tally.forget();
+  conn.reset();
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
+TEST(TcpConnection, WriteCompleteFiresOnceTheOutputDrains) {
+  ServerHarness h;
+  Tally tally;
+  Watched<int> completes{0};
+  const std::string big(1024 * 1024, 'w');
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      conn->send(big);
+    });
+    s.set_on_write_complete([&](const TcpConnectionPtr& conn) {
+      EXPECT_EQ(conn->output_bytes(), 0u);
+      completes.update([](int& n) { ++n; });
+    });
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("x"));
+  EXPECT_EQ(recv_n(c, big.size()).size(), big.size());
+  EXPECT_TRUE(completes.wait([](int n) { return n == 1; }));
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  tally.forget();
+  h.finish();
+}
+
+}  // namespace

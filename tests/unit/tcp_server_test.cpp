@@ -1,0 +1,361 @@
+// TcpServer over loopback: many concurrent clients on a loop pool, the
+// connection limit, idle timeouts, graceful stop, and running out of
+// descriptors (EMFILE).
+#include "tcpkit/tcp_server.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tcpkit/tcp_listener.h"
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+// Connection ups and downs as the server's callbacks report them.
+struct Tally {
+  Watched<int> up{0};
+  Watched<int> down{0};
+  Watched<std::vector<std::error_code>> reasons;
+
+  ConnectionCallback callback() {
+    return [this](const TcpConnectionPtr& conn) {
+      if (conn->connected()) {
+        up.update([](int& n) { ++n; });
+        return;
+      }
+      auto reason = conn->close_reason();
+      reasons.update([&](auto& v) { v.push_back(reason); });
+      down.update([](int& n) { ++n; });
+    };
+  }
+};
+
+void expect_echo(TcpStream& s, const std::string& msg) {
+  ASSERT_TRUE(s.send_all(msg));
+  EXPECT_EQ(recv_n(s, msg.size()), msg);
+}
+
+TEST(TcpServer, EchoesOnTheBaseLoopWithoutThreads) {
+  ServerHarness h;
+  Tally tally;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  {
+    auto c = connect_client(h.address());
+    expect_echo(c, "hello, tcpkit");
+    EXPECT_EQ(h.server().stats().accepted, 1u);
+    EXPECT_EQ(h.server().stats().open, 1u);
+  }
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  h.finish();
+}
+
+TEST(TcpServer, FiveHundredConcurrentClientsOnTwoLoopsGetByteExactEchoes) {
+  raise_fd_limit();
+  constexpr int kDrivers = 4;
+  constexpr int kPerDriver = 125;
+  ServerHarness h;
+  Tally tally;
+  std::mutex mutex;
+  std::map<EventLoop*, int> per_loop;
+  ServerOptions options;
+  options.threads = 2;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      if (conn->connected()) {
+        EXPECT_TRUE(conn->loop()->is_in_loop_thread());
+        std::lock_guard lock(mutex);
+        ++per_loop[conn->loop()];
+      }
+      cb(conn);
+    });
+    s.set_on_message(echo);
+  });
+
+  std::atomic<int> echoed{0};
+  std::vector<std::thread> drivers;
+  for (int d = 0; d < kDrivers; ++d) {
+    drivers.emplace_back([&, d] {
+      // All of this driver's clients are connected at once, then each sends
+      // its own message, then each reads its echo back.
+      std::vector<TcpStream> clients;
+      std::vector<std::string> messages;
+      for (int i = 0; i < kPerDriver; ++i) {
+        clients.push_back(connect_client(h.address()));
+        int id = d * kPerDriver + i;
+        std::string msg(100 + (id * 37) % 6000, '\0');
+        for (size_t k = 0; k < msg.size(); ++k) msg[k] = static_cast<char>((id * 131 + k * 7) & 0xff);
+        messages.push_back(std::move(msg));
+      }
+      for (int i = 0; i < kPerDriver; ++i) {
+        auto r = clients[i].send_all(messages[i]);
+        EXPECT_TRUE(r) << r.error().message();
+      }
+      for (int i = 0; i < kPerDriver; ++i) {
+        if (recv_n(clients[i], messages[i].size()) == messages[i]) ++echoed;
+      }
+    });
+  }
+  for (auto& t : drivers) t.join();
+  EXPECT_EQ(echoed, kDrivers * kPerDriver);
+  EXPECT_EQ(h.server().stats().accepted, static_cast<uint64_t>(kDrivers * kPerDriver));
+  ASSERT_TRUE(tally.down.wait([&](int n) { return n == kDrivers * kPerDriver; }));
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(per_loop.size(), 2u);  // round-robin used both loops
+    for (auto& [loop, n] : per_loop) EXPECT_EQ(n, kDrivers * kPerDriver / 2);
+  }
+  for (auto& reason : tally.reasons.get()) EXPECT_EQ(reason, make_error_code(Errc::peer_closed));
+  h.finish();
+}
+
+TEST(TcpServer, ReusePortPerLoopServesOnEveryLoop) {
+  ServerHarness h;
+  h.set_reuse_port_per_loop(true);
+  Tally tally;
+  ServerOptions options;
+  options.threads = 2;
+  options.reuse_port_per_loop = true;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  {
+    std::vector<TcpStream> clients;
+    for (int i = 0; i < 20; ++i) clients.push_back(connect_client(h.address()));
+    for (int i = 0; i < 20; ++i) expect_echo(clients[i], "client " + std::to_string(i));
+  }
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 20; }));
+  h.finish();
+}
+
+TEST(TcpServer, ListenOnAPortInUseFailsWithAddressInUse) {
+  auto holder = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(holder);
+  LoopThread base;
+  base.call([&] {
+    TcpServer server(base.loop());
+    auto r = server.listen(holder->local_endpoint());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), std::errc::address_in_use);
+  });
+}
+
+TEST(TcpServer, ClientsOverMaxConnectionsAreAcceptedAndClosed) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  options.max_connections = 2;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c1 = connect_client(h.address());
+  auto c2 = connect_client(h.address());
+  expect_echo(c1, "one");
+  expect_echo(c2, "two");
+
+  auto extra = connect_client(h.address());
+  char byte;
+  auto n = extra.recv(&byte, 1);
+  ASSERT_TRUE(n) << n.error().message();
+  EXPECT_EQ(*n, 0u);  // EOF, not a hang
+  EXPECT_EQ(h.server().stats().refused_over_limit, 1u);
+  EXPECT_EQ(h.server().stats().accepted, 3u);
+  EXPECT_EQ(tally.up.get(), 2);
+  expect_echo(c1, "still served");
+
+  // Below the limit again, a new client is served.
+  c1.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  auto c3 = connect_client(h.address());
+  expect_echo(c3, "three");
+  EXPECT_EQ(h.server().stats().refused_over_limit, 1u);
+  c2.close();
+  c3.close();
+  h.finish();
+}
+
+TEST(TcpServer, IdleConnectionIsClosedWithIdleTimeout) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.idle_timeout = 200ms;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto quiet = connect_client(h.address());
+  // Activity after the connection came up makes the first idle check find
+  // the connection busy and sleep for the rest of the period.
+  auto active = connect_client(h.address());
+  expect_echo(active, "ping");
+  EXPECT_EQ(read_to_eof(quiet), "");
+  EXPECT_EQ(read_to_eof(active), "");
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 2; }));
+  for (auto& reason : tally.reasons.get()) EXPECT_EQ(reason, make_error_code(Errc::idle_timeout));
+  h.finish();
+}
+
+TEST(TcpServer, StopDeliversQueuedRepliesThenClosesAndCallsOnStopped) {
+  ServerHarness h;
+  Tally tally;
+  const std::string reply(8 * 1024 * 1024, 'r');
+  Watched<bool> queued{false};
+  ServerOptions options;
+  options.threads = 2;
+  options.connection.high_water_mark = 64 * 1024 * 1024;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      conn->send(reply);
+      queued.set(true);
+    });
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("go"));
+  ASSERT_TRUE(queued.wait([](bool q) { return q; }));
+
+  Watched<bool> stopped{false};
+  h.base().call([&] { h.server().stop(5s, [&] { stopped.set(true); }); });
+  // Nothing queued is lost: the whole reply, then our FIN.
+  std::string got = read_to_eof(c);
+  EXPECT_EQ(got.size(), reply.size());
+  EXPECT_TRUE(got == reply);
+  EXPECT_FALSE(stopped.get());  // the client has not closed yet
+  c.close();
+  ASSERT_TRUE(stopped.wait([](bool s) { return s; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+
+  // The listener is gone: new clients are refused.
+  auto late = TcpStream::connect(h.address(), kWait);
+  EXPECT_FALSE(late);
+  h.finish(/*listening=*/false);
+}
+
+TEST(TcpServer, StopForceClosesConnectionsStillOpenAfterTheDeadline) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  expect_echo(c, "x");
+  Watched<bool> stopped{false};
+  h.base().call([&] { h.server().stop(100ms, [&] { stopped.set(true); }); });
+  char byte;
+  auto n = c.recv(&byte, 1);  // the server's FIN; we never send ours
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 0u);
+  ASSERT_TRUE(stopped.wait([](bool s) { return s; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::timed_out);
+  h.finish(/*listening=*/false);
+}
+
+TEST(TcpServer, StopWithoutConnectionsCallsOnStoppedAtOnce) {
+  ServerHarness h;
+  ServerOptions options;
+  options.threads = 2;
+  h.start(options);
+  Watched<bool> stopped{false};
+  h.base().call([&] { h.server().stop(10s, [&] { stopped.set(true); }); });
+  EXPECT_TRUE(stopped.wait([](bool s) { return s; }));
+  h.finish(/*listening=*/false);  // also cancels the 10 s drain timer
+}
+
+// Descriptors of this process, the highest open one included.
+int highest_open_fd() {
+  int highest = -1;
+  for (int fd = 0; fd < 4096; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1) highest = fd;
+  }
+  return highest;
+}
+
+TEST(TcpServer, RunningOutOfDescriptorsRefusesWithoutSpinningAndRecovers) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+
+  // Leave exactly five free descriptors: two clients served (two ends each),
+  // then one more client socket, and the server's accept finds none.
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(highest_open_fd() + 1 + 16);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> fillers;
+  for (;;) {
+    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    fillers.push_back(fd);
+  }
+  ASSERT_GE(fillers.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    ::close(fillers.back());
+    fillers.pop_back();
+  }
+  auto restore = [&] {
+    for (int fd : fillers) ::close(fd);
+    fillers.clear();
+    (void)::setrlimit(RLIMIT_NOFILE, &saved);
+  };
+
+  auto c1 = connect_client(h.address());
+  expect_echo(c1, "one");
+  auto c2 = connect_client(h.address());
+  expect_echo(c2, "two");
+  auto c3 = connect_client(h.address());
+  ASSERT_TRUE(c3.is_open());
+  char byte;
+  auto n = c3.recv(&byte, 1);  // refused through the spare descriptor: EOF
+  ASSERT_TRUE(n) << n.error().message();
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(h.server().stats().refused_exhausted, 1u);
+
+  // Free descriptors on both sides; the server accepts again after its
+  // back-off and serves a new client.
+  c3.close();
+  c1.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  auto c4 = connect_client(h.address());
+  expect_echo(c4, "four");
+  // One refusal per refused client: the acceptor did not spin on EMFILE.
+  EXPECT_EQ(h.server().stats().refused_exhausted, 1u);
+  EXPECT_EQ(tally.up.get(), 3);
+  restore();
+
+  c2.close();
+  c4.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 3; }));
+  h.finish();
+}
+
+}  // namespace

@@ -1,0 +1,244 @@
+// Helpers shared by the reactor tests: a thread that owns and runs an
+// EventLoop, waits with deadlines, and blocking clients built on TcpStream.
+//
+// Every wait has a deadline, so a broken reactor fails a test instead of
+// hanging CTest; nothing here sleeps to synchronise.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "tcpkit/event_loop.h"
+#include "tcpkit/tcp_server.h"
+#include "tcpkit/tcp_stream.h"
+
+namespace tcpkit::test {
+
+using namespace std::chrono_literals;
+
+// The longest any single wait in a test may take before the test fails.
+constexpr std::chrono::milliseconds kWait{5000};
+
+// A thread that constructs an EventLoop (so the loop belongs to it) and runs
+// it until destruction. call() runs a function in the loop thread and waits.
+class LoopThread {
+ public:
+  LoopThread() {
+    std::promise<EventLoop*> ready;
+    auto loop = ready.get_future();
+    thread_ = std::thread([&ready] {
+      EventLoop l;
+      ready.set_value(&l);
+      l.run();
+    });
+    loop_ = loop.get();
+  }
+  ~LoopThread() {
+    loop_->quit();
+    thread_.join();
+  }
+  LoopThread(const LoopThread&) = delete;
+  LoopThread& operator=(const LoopThread&) = delete;
+
+  EventLoop* loop() const { return loop_; }
+
+  // Runs `f` in the loop thread and returns its result. A loop that does not
+  // answer within kWait is a hang: the process aborts with a message rather
+  // than blocking CTest.
+  template <typename F>
+  auto call(F&& f) -> std::invoke_result_t<F&> {
+    using R = std::invoke_result_t<F&>;
+    auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+    auto result = task->get_future();
+    loop_->run_in_loop([task] { (*task)(); });
+    if (result.wait_for(kWait) != std::future_status::ready) {
+      std::fprintf(stderr, "test_util: the loop did not answer within %lld ms\n",
+                   static_cast<long long>(kWait.count()));
+      std::abort();
+    }
+    return result.get();
+  }
+
+ private:
+  std::thread thread_;
+  EventLoop* loop_ = nullptr;
+};
+
+// A value guarded by a mutex that other threads update and a test waits on.
+template <typename T>
+class Watched {
+ public:
+  explicit Watched(T initial = T{}) : value_(std::move(initial)) {}
+
+  template <typename F>
+  void update(F&& f) {
+    {
+      std::lock_guard lock(mutex_);
+      f(value_);
+    }
+    cv_.notify_all();
+  }
+  void set(T v) {
+    update([&](T& x) { x = std::move(v); });
+  }
+  T get() const {
+    std::lock_guard lock(mutex_);
+    return value_;
+  }
+  // Waits until pred(value) holds; false after `timeout`.
+  template <typename P>
+  bool wait(P&& pred, std::chrono::milliseconds timeout = kWait) const {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return pred(value_); });
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  T value_;
+};
+
+// Polls `pred` until it holds, for conditions no callback reports (a
+// descriptor closed in another thread). Bounded by `timeout`; the short
+// yield is not synchronisation, the predicate is.
+template <typename P>
+bool eventually(P&& pred, std::chrono::milliseconds timeout = kWait) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// Raises the soft descriptor limit to the hard one (tests with hundreds of
+// sockets); returns the new soft limit.
+inline rlim_t raise_fd_limit() {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  return rl.rlim_cur;
+}
+
+// ---- blocking clients -----------------------------------------------------
+
+inline TcpStream connect_client(const Endpoint& server, std::chrono::milliseconds recv_timeout = kWait) {
+  auto s = TcpStream::connect(server, kWait);
+  EXPECT_TRUE(s) << s.error().message();
+  if (!s) return {};
+  EXPECT_TRUE(s->set_recv_timeout(recv_timeout));
+  return std::move(*s);
+}
+
+// Receives exactly n bytes (empty string and a test failure if it cannot).
+inline std::string recv_n(TcpStream& s, size_t n) {
+  std::string out(n, '\0');
+  auto r = s.recv_exact(out.data(), n);
+  EXPECT_TRUE(r) << r.error().message();
+  if (!r) return {};
+  return out;
+}
+
+// Reads until EOF and returns everything; a timeout or error fails the test.
+inline std::string read_to_eof(TcpStream& s) {
+  std::string out;
+  char buf[16 * 1024];
+  for (;;) {
+    auto n = s.recv(buf, sizeof buf);
+    EXPECT_TRUE(n) << n.error().message() << " after " << out.size() << " bytes";
+    if (!n || *n == 0) return out;
+    out.append(buf, *n);
+  }
+}
+
+// A server on 127.0.0.1:0 whose base loop runs in its own thread. The test
+// configures callbacks in `configure` (run in the base loop before start()).
+// finish() checks the end state every test must reach: every connection
+// gone, the I/O loops and the base loop holding no channels and no timers.
+class ServerHarness {
+ public:
+  void start(ServerOptions options, const std::function<void(TcpServer&)>& configure = {}) {
+    base_.call([&] {
+      server_ = std::make_unique<TcpServer>(base_.loop(), options);
+      if (configure) configure(*server_);
+      auto r = server_->listen(Endpoint::loopback_v4(0));
+      EXPECT_TRUE(r) << r.error().message();
+      server_->start();
+      address_ = server_->listen_endpoints().at(0);
+    });
+  }
+
+  TcpServer& server() { return *server_; }
+  const Endpoint& address() const { return address_; }
+  LoopThread& base() { return base_; }
+
+  // Runs `f` in `loop`'s thread and waits for its result.
+  template <typename F>
+  static auto call_in(EventLoop* loop, F&& f) -> std::invoke_result_t<F&> {
+    using R = std::invoke_result_t<F&>;
+    auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+    auto result = task->get_future();
+    loop->run_in_loop([task] { (*task)(); });
+    if (result.wait_for(kWait) != std::future_status::ready) {
+      std::fprintf(stderr, "test_util: loop did not answer\n");
+      std::abort();
+    }
+    return result.get();
+  }
+
+  // Waits for every connection to close, checks that every loop then holds
+  // no channels but its listeners (connections are destroyed a moment after
+  // they close, in their loop), destroys the server and checks the base loop.
+  // `listening`: false after stop(), when the listeners are gone too.
+  void finish(bool listening = true) {
+    if (!server_) return;
+    EXPECT_TRUE(eventually([&] { return server_->open_connections() == 0; }))
+        << server_->open_connections() << " connections still open";
+    for (EventLoop* loop : server_->io_loops()) {
+      bool has_listener = listening && (reuse_port_per_loop_ || loop == base_.loop());
+      size_t expected = has_listener ? 1 : 0;
+      EXPECT_TRUE(eventually([&] { return call_in(loop, [loop] { return loop->channel_count(); }) == expected; }))
+          << "a loop still holds connection channels";
+      if (loop != base_.loop()) {
+        EXPECT_TRUE(eventually([&] { return call_in(loop, [loop] { return loop->timer_count(); }) == 0; }))
+            << "an I/O loop still holds timers";
+      }
+    }
+    base_.call([&] {
+      server_.reset();
+      EXPECT_EQ(base_.loop()->channel_count(), 0u);
+      EXPECT_EQ(base_.loop()->timer_count(), 0u);
+    });
+  }
+
+  void set_reuse_port_per_loop(bool on) { reuse_port_per_loop_ = on; }
+
+  ~ServerHarness() {
+    if (server_) base_.call([&] { server_.reset(); });
+  }
+
+ private:
+  LoopThread base_;
+  std::unique_ptr<TcpServer> server_;
+  Endpoint address_;
+  bool reuse_port_per_loop_ = false;
+};
+
+// An echo server's on_message.
+inline void echo(const TcpConnectionPtr& conn, Buffer& in) { conn->send(in); }
+
+}  // namespace tcpkit::test

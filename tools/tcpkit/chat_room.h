@@ -1,0 +1,39 @@
+// ChatRoom: the members of `serve --mode chat` and the lines between them.
+//
+// Owned by ServeApp; used from every I/O loop at once, so membership is
+// guarded by a mutex. Sending goes through TcpConnection::send, which is
+// safe from any thread; the lock is not held while sending.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "tcpkit/callbacks.h"
+
+namespace tcpkit::cli {
+
+class ChatRoom {
+ public:
+  // Adds a member under `name`; returns how many are online now.
+  size_t join(const TcpConnectionPtr& conn, std::string name);
+  // Removes a member; returns its last name ("" if it was not a member).
+  std::string leave(const TcpConnectionPtr& conn);
+  // Renames a member; returns the old name.
+  std::string rename(const TcpConnectionPtr& conn, std::string name);
+  std::string name_of(const TcpConnectionPtr& conn) const;
+  // Sends `line` (which ends in "\n") to every member but `except`.
+  void broadcast(std::string_view line, const TcpConnectionPtr& except);
+
+ private:
+  struct Member {
+    TcpConnectionPtr conn;
+    std::string name;
+  };
+  mutable std::mutex mutex_;
+  std::map<uint64_t, Member> members_;  // by connection id
+};
+
+}  // namespace tcpkit::cli

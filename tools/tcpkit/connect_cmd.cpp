@@ -1,0 +1,174 @@
+// `tcpkit connect HOST PORT`: the tutorial's client. With --send it connects,
+// sends each text and prints each reply, then closes; without it, it is an
+// interactive session like nc, with text decoded from --encoding and a clear
+// one-line reason when the connection cannot be made.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <csignal>
+#include <memory>
+
+#include "commands.h"
+#include "connect_session.h"
+#include "tcpkit/endpoint.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kWaitHelp =
+    "seconds to wait for the peer. Interactive: after stdin ends (and FIN is sent), exit at the "
+    "latest this long later; 0 exits as soon as stdin's data is sent; default: until the peer "
+    "closes. With --send: the longest wait for each reply; 0 sends without waiting; default: "
+    "until the reply arrives or the peer closes";
+
+constexpr const char* kSendHelp =
+    "send TEXT, print the reply, and after the last one close (repeatable, sent in order). "
+    "A reply is what arrives until the peer is quiet for 0.3 s (with --line: one whole line); "
+    "each reply printed is ended with a newline";
+
+std::string validate_port(std::string& text) {
+  auto port = Endpoint::parse_port(text);
+  if (port && *port != 0) return "";
+  return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
+}
+
+std::string validate_host(std::string& text) {
+  if (!text.empty()) return "";
+  return "the host is empty: give a name (localhost), an IPv4 address or an IPv6 address";
+}
+
+std::string validate_encoding(std::string& name) {
+  // Both directions are used: replies are decoded, what is sent is encoded.
+  auto decoder = Transcoder::open(name, "UTF-8");
+  auto encoder = Transcoder::open("UTF-8", name);
+  if (decoder && encoder) return "";
+  return fmt::format("unknown encoding '{}': give a name iconv knows, e.g. utf-8, gbk, big5 "
+                     "(list them with: iconv -l)",
+                     name);
+}
+
+bool is_utf8(const std::string& name) { return Transcoder::canonical_name(name) == "UTF-8"; }
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
+}
+
+// "127.0.0.1:8888" for a literal, "localhost:8888 (tried [::1]:8888, ...)" for a name.
+std::string describe_target(const ConnectOptions& o, uint16_t port,
+                            const std::vector<Endpoint>& addresses) {
+  if (addresses.size() == 1 && Endpoint::parse(o.host, port)) return addresses[0].to_string();
+  std::string host = o.host.find(':') != std::string::npos && o.host.front() != '['
+                         ? "[" + o.host + "]"
+                         : o.host;
+  std::string tried;
+  for (const auto& a : addresses) tried += (tried.empty() ? "" : ", ") + a.to_string();
+  return fmt::format("{}:{} (tried {})", host, port, tried);
+}
+
+std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t port) {
+  if (error == std::errc::connection_refused) {
+    return fmt::format("connection refused — is a server running? (try: tcpkit port {})", port);
+  }
+  if (error == std::errc::timed_out) {
+    return fmt::format("timed out after {:g} s (no answer: the host may be down, or a firewall "
+                       "drops the packets)",
+                       o.timeout_s);
+  }
+  return reason_text(error.code());
+}
+
+// Tries each address in the resolver's order within one overall --timeout.
+std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
+  auto addresses = Endpoint::resolve(o.host, port);
+  if (!addresses) {
+    const auto& code = addresses.error().code();
+    std::string why = code == Errc::name_not_found
+                          ? "no such host (check the spelling, or give an IP address)"
+                          : reason_text(code);
+    report(fmt::format("cannot resolve '{}': {}", o.host, why));
+    return std::nullopt;
+  }
+  const auto deadline = Clock::now() + to_millis(o.timeout_s);
+  Error last(std::make_error_code(std::errc::timed_out), "");
+  for (const auto& address : *addresses) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    auto stream = TcpStream::connect(address, left);
+    if (stream) return std::move(*stream);
+    last = stream.error();
+  }
+  report(fmt::format("cannot connect to {}: {}", describe_target(o, port, *addresses),
+                     connect_reason(last, o, port)));
+  return std::nullopt;
+}
+
+int run_connect(const ConnectOptions& o) {
+  // The program's own choice (DESIGN.md, decision 6): writing to a closed
+  // stdout must be an EPIPE error to handle, not a signal that kills us.
+  // Sockets never raise SIGPIPE anyway (MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
+
+  // The validators have accepted the port and the encoding already.
+  const uint16_t port = *Endpoint::parse_port(o.port_text);
+  std::optional<Transcoder> decoder, encoder;
+  if (!is_utf8(o.encoding)) {
+    decoder.emplace(std::move(*Transcoder::open(o.encoding, "UTF-8")));
+    encoder.emplace(std::move(*Transcoder::open("UTF-8", o.encoding)));
+  }
+
+  auto stream = connect_to(o, port);
+  if (!stream) return kExitFailure;
+
+  ReplyPrinter printer(std::move(decoder), o.hex);
+  SessionContext context{o, printer, std::move(encoder), std::nullopt};
+  if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
+  if (!o.sends.empty()) return run_send_session(*stream, context);
+  return run_interactive_session(*stream, context);
+}
+
+}  // namespace
+
+Command add_connect_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "connect", "Connect to a TCP server: send texts and print replies, or talk like nc");
+  auto o = std::make_shared<ConnectOptions>();
+  sub->add_option("HOST", o->host, "host name, IPv4 or IPv6 address (brackets optional)")
+      ->required()
+      ->check(CLI::Validator(validate_host, "HOST", "host"));
+  sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
+      ->required()
+      ->check(CLI::Validator(validate_port, "PORT", "port"));
+  sub->add_option("--send", o->sends, kSendHelp)
+      ->type_name("TEXT")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_option("--encoding", o->encoding,
+                  "text encoding on the wire (any iconv name: utf-8, gbk, big5, ...): replies "
+                  "are shown as UTF-8 and what is sent is converted from UTF-8")
+      ->type_name("NAME")
+      ->capture_default_str()
+      ->check(CLI::Validator(validate_encoding, "NAME", "encoding"));
+  sub->add_option("--timeout", o->timeout_s, "seconds to wait for the connection to be made")
+      ->type_name("SECS")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--wait", o->wait_s, kWaitHelp)->type_name("SECS")->check(CLI::NonNegativeNumber);
+  sub->add_flag("--line", o->line,
+                "line mode: append a newline to each --send text and wait for a whole line as "
+                "its reply; interactively, send stdin a whole line at a time");
+  sub->add_flag("--hex", o->hex,
+                "print what is received as a hex dump (offset, bytes, ASCII), undecoded");
+  auto* no_shutdown = sub->add_flag_callback(
+      "--no-shutdown", [o] { o->shutdown_after_eof = false; },
+      "interactive: keep our sending side open after stdin ends (no FIN); exit when the peer "
+      "closes or --wait passes");
+  sub->add_flag("-N", o->nc_shutdown,
+                "interactive: send FIN (shutdown(SHUT_WR)) after stdin ends, as nc -N does; "
+                      "this is already the default, accepted for nc compatibility")
+      ->excludes(no_shutdown);
+  return {sub, [o] { return run_connect(*o); }};
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,84 @@
+// ServeApp: `tcpkit serve` on top of TcpServer — the tutorial's server grown
+// into ack / echo / discard / chat modes with framing and text encodings.
+//
+// Created and run by serve_cmd.cpp in the main thread, which owns the base
+// loop. Connection callbacks run in the I/O loops; shared state (the chat
+// room, counters, the log) is safe across them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "logger.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/result.h"
+#include "tcpkit/tcp_server.h"
+
+namespace tcpkit::cli {
+
+enum class ServeMode { ack, echo, discard, chat };
+enum class Framing { raw, line, length };
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8888;
+  ServeMode mode = ServeMode::ack;
+  std::string reply = "收到了你的訊息";
+  Framing framing = Framing::raw;
+  std::string encoding = "utf-8";
+  size_t max_message = 1024 * 1024;
+  int threads = 0;
+  size_t max_conns = 0;
+  double idle_timeout_s = 0;
+  bool reuse_port = false;
+  bool quiet = false;
+  LogFormat log_format = LogFormat::text;
+  size_t high_water_mark = 1024 * 1024;
+  double drain_timeout_s = 5;
+};
+
+const char* to_string(ServeMode mode);
+const char* to_string(Framing framing);
+
+class ChatRoom;
+
+class ServeApp {
+ public:
+  ServeApp(EventLoop* loop, ServeOptions options);
+  ~ServeApp();
+
+  // Binds every address `host` names. The error names the address.
+  Result<void> listen(const std::vector<Endpoint>& addresses);
+  void start();
+  // First SIGINT/SIGTERM: stop accepting, drain, then quit the loop.
+  void begin_stop();
+
+ private:
+  struct Session;
+
+  void on_connection(const TcpConnectionPtr& conn);
+  void on_message(const TcpConnectionPtr& conn, Buffer& in);
+  void handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message);
+  void handle_chat_line(const TcpConnectionPtr& conn, Session& session, std::string_view line);
+  void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
+  std::string describe_reason(std::error_code reason) const;
+  bool log_connections() const { return !options_.quiet; }
+
+  EventLoop* loop_;
+  const ServeOptions options_;
+  Logger log_;
+  TcpServer server_;
+  std::unique_ptr<ChatRoom> room_;
+  std::string encoded_reply_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> served_{0};
+  std::atomic<uint64_t> bytes_in_{0};
+  std::atomic<uint64_t> bytes_out_{0};
+};
+
+}  // namespace tcpkit::cli
