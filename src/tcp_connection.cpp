@@ -48,6 +48,10 @@ void TcpConnection::connect_destroyed() {
     if (on_connection_) on_connection_(shared_from_this());
   }
   channel_->remove();
+  // Close the socket now, not when the last reference goes: users may keep
+  // a closed connection (a chat room's member list) for a while, and the
+  // peer must see force_close() or an idle timeout at once.
+  fd_.reset();
 }
 
 // ---- events ---------------------------------------------------------------

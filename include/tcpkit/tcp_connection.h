@@ -83,6 +83,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   EventLoop* loop() const { return loop_; }
   const Endpoint& local_endpoint() const { return local_; }
   const Endpoint& peer_endpoint() const { return peer_; }
+  // -1 once the connection is torn down: the socket closes then, even while
+  // references to the connection remain.
   int fd() const { return fd_.get(); }
   // Loop thread: what is queued for sending, and what was read but not consumed.
   size_t output_bytes() const { return output_.readable_bytes(); }

@@ -239,7 +239,16 @@ def test_threads_flag_serves_concurrent_clients(tcpkit_process):
     finally:
         for c in clients:
             c.close()
-    wait_log(server, r"\(clients: 0\)$")
+    wait_until(lambda: count_lines(server, r" disconnect ") == len(clients), timeout=10,
+               message="a disconnect line per client")
+    # each event's count is the count right after that event, even when
+    # several I/O threads connect and disconnect clients at the same time:
+    # the connect lines say 1..24 once each, the disconnect lines 23..0
+    def counts(event):
+        return sorted(int(m.group(1)) for line in server.stdout_lines
+                      if (m := re.search(f" {event} .*\\(clients: (\\d+)\\)$", line)))
+    assert counts("connect") == list(range(1, len(clients) + 1))
+    assert counts("disconnect") == list(range(len(clients)))
 
 
 def test_connection_reset_is_logged(tcpkit_process):
