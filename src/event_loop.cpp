@@ -68,9 +68,10 @@ void EventLoop::run() {
     run_due_timers();
     run_pending_functors();
   }
-  // Work queued during the last iteration still runs: a quit() never drops
-  // a queued close or send.
-  run_pending_functors();
+  // Work queued during the last iteration still runs, and so does the work
+  // it queues (a close queues the connection's destruction): a quit() never
+  // drops a queued close or send. Bounded, in case functors requeue forever.
+  for (int round = 0; round < 16 && has_pending_functors(); ++round) run_pending_functors();
   quit_.store(false, std::memory_order_release);
   running_.store(false, std::memory_order_release);
 }
@@ -90,6 +91,11 @@ void EventLoop::run_pending_functors() {
   running_functors_.store(true, std::memory_order_release);
   for (auto& f : functors) f();
   running_functors_.store(false, std::memory_order_release);
+}
+
+bool EventLoop::has_pending_functors() {
+  std::lock_guard lock(mutex_);
+  return !pending_.empty();
 }
 
 void EventLoop::quit() {

@@ -6,12 +6,17 @@
 // starts the next, so no strand is needed.
 //
 // Usage: asio_echo PORT [THREADS]   (listens on 127.0.0.1, prints nothing per connection)
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>,
+// which g++ 12 in C++20 mode no longer pulls in indirectly; include it first.
+#include <utility>
+
 #include <boost/asio.hpp>
 
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <algorithm>
 #include <thread>
 #include <vector>
 

@@ -5,6 +5,7 @@
  * until the pending bytes are gone, then reading resumes. Single-threaded.
  *
  * Usage: epoll_echo PORT   (listens on 127.0.0.1, prints nothing per connection) */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>

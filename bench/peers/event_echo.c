@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s PORT\n", argv[0]);
     return 2;
   }
+  signal(SIGPIPE, SIG_IGN); /* a peer that vanished must not kill the server */
   struct event_base* base = event_base_new();
   if (!base) {
     fprintf(stderr, "event_echo: event_base_new failed\n");

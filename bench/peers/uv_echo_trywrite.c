@@ -6,6 +6,7 @@
  * stay in order.
  *
  * Usage: uv_echo_trywrite PORT   (listens on 127.0.0.1, prints nothing per connection) */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s PORT\n", argv[0]);
     return 2;
   }
+  signal(SIGPIPE, SIG_IGN); /* a peer that vanished must not kill the server */
   loop = uv_default_loop();
   uv_tcp_t server;
   uv_tcp_init(loop, &server);

@@ -79,6 +79,7 @@ class EventLoop {
   void dispatch_io();
   void run_due_timers();
   void run_pending_functors();
+  bool has_pending_functors();
 
   const std::thread::id thread_id_;
   std::atomic<bool> quit_{false};

@@ -11,6 +11,8 @@ std::vector<Command>& registry() {
 void register_commands(CLI::App& app) {
   registry().push_back(add_serve_command(app));
   registry().push_back(add_connect_command(app));
+  registry().push_back(add_bench_command(app));
+  registry().push_back(add_relay_command(app));
   registry().push_back(add_port_command(app));
 }
 

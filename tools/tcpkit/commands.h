@@ -26,6 +26,8 @@ int run_selected(CLI::App& app);
 // One per subcommand file.
 Command add_port_command(CLI::App& app);
 Command add_serve_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 Command add_connect_command(CLI::App& app);
+Command add_relay_command(CLI::App& app);
 
 }  // namespace tcpkit::cli

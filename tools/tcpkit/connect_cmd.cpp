@@ -159,7 +159,8 @@ Command add_connect_command(CLI::App& app) {
                 "line mode: append a newline to each --send text and wait for a whole line as "
                 "its reply; interactively, send stdin a whole line at a time");
   sub->add_flag("--hex", o->hex,
-                "print what is received as a hex dump (offset, bytes, ASCII), undecoded");
+                "print what is received as a hex dump like hexdump -C (offset, bytes, ASCII), "
+                "undecoded; each read starts a new row, so the rows show how the data arrived");
   auto* no_shutdown = sub->add_flag_callback(
       "--no-shutdown", [o] { o->shutdown_after_eof = false; },
       "interactive: keep our sending side open after stdin ends (no FIN); exit when the peer "

@@ -90,10 +90,11 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options)
   server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
   server_.set_on_refused([this](const Endpoint& peer, std::error_code) {
     if (!log_connections()) return;
+    auto clients = static_cast<unsigned long long>(clients_.load());
     log_.log("disconnect", fmt::format("disconnect {}: refused: too many connections (clients: {})",
-                                       peer.to_string(), server_.open_connections()),
+                                       peer.to_string(), clients),
              {Logger::str("peer", peer.to_string()), Logger::str("reason", "refused: too many connections"),
-              Logger::num("clients", server_.open_connections())});
+              Logger::num("clients", clients)});
   });
   switch (options_.mode) {
     case ServeMode::echo:
@@ -131,7 +132,7 @@ void ServeApp::start() {
 
 void ServeApp::begin_stop() {
   if (stopping_.exchange(true)) return;
-  size_t open = server_.open_connections();
+  size_t open = static_cast<size_t>(clients_.load());
   log_.log("stopping", fmt::format("stopping: no new connections; draining {} clients", open),
            {Logger::num("clients", open)});
   auto drain = std::chrono::milliseconds(static_cast<long long>(options_.drain_timeout_s * 1000.0));
@@ -156,10 +157,10 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
       if (decoder) session.decoder.emplace(std::move(*decoder));
     }
     conn->set_context(std::move(session));
-    size_t clients = server_.open_connections();
+    int64_t clients = clients_.fetch_add(1) + 1;
     if (log_connections()) {
       log_.log("connect", fmt::format("connect {} (clients: {})", peer, clients),
-               {Logger::str("peer", peer), Logger::num("clients", clients)});
+               {Logger::str("peer", peer), Logger::num("clients", static_cast<unsigned long long>(clients))});
     }
     if (room_) {
       size_t online = room_->join(conn, peer);
@@ -173,13 +174,11 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
     std::string name = room_->leave(conn);
     if (!name.empty()) room_->broadcast(fmt::format("* {} left\n", name), conn);
   }
+  int64_t clients = clients_.fetch_sub(1) - 1;
   if (!log_connections()) return;
-  // The server still counts this connection until the callback returns.
-  size_t open = server_.open_connections();
-  size_t clients = open > 0 ? open - 1 : 0;
   std::string reason = describe_reason(conn->close_reason());
   log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer, reason, clients),
-           {Logger::str("peer", peer), Logger::str("reason", reason), Logger::num("clients", clients)});
+           {Logger::str("peer", peer), Logger::str("reason", reason), Logger::num("clients", static_cast<unsigned long long>(clients))});
 }
 
 std::string ServeApp::describe_reason(std::error_code reason) const {
@@ -244,7 +243,7 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, Session& /*session
     std::string name(line.substr(kNick.size()));
     if (name.empty()) return;
     std::string old = room_->rename(conn, name);
-    room_->broadcast(fmt::format("* {} is now known as {}\n", old, name), nullptr);
+    room_->broadcast(fmt::format("* {} is now known as {}\n", old, name), conn);
     return;
   }
   room_->broadcast(fmt::format("<{}> {}\n", room_->name_of(conn), line), conn);

@@ -77,6 +77,7 @@ class ServeApp {
   std::string encoded_reply_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};
+  std::atomic<int64_t> clients_{0};  // counted here so each log line carries its own count
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
 };

@@ -1,17 +1,12 @@
 // `tcpkit serve`: flags into ServeOptions, then ServeApp on the main loop.
 // Errors a beginner meets get a message that explains and helps.
-#include <signal.h>
-#include <unistd.h>
-
 #include <fmt/core.h>
 
-#include <cerrno>
-#include <cstdlib>
+#include <array>
 #include <map>
-#include <thread>
 
+#include "cli_common.h"
 #include "commands.h"
-#include "proc_net.h"
 #include "serve_app.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
@@ -37,39 +32,6 @@ big-endian length, then the payload) keep message boundaries intact.
 The default host 127.0.0.1 serves this machine only; use --host 0.0.0.0 (IPv4)
 or --host :: (IPv6) to serve every interface.)";
 
-// What the user meets when bind() fails, with a way out.
-std::string explain_bind_error(const Error& error, uint16_t port) {
-  std::string msg = error.message();
-  if (error.code() == std::errc::address_in_use) {
-    std::string holder = describe_port_holder(port);
-    if (!holder.empty()) msg += fmt::format(" — {}", holder);
-    msg += fmt::format(". Stop that server or pick another --port; `tcpkit port {}` shows who uses it.", port);
-  } else if (error.code() == std::errc::permission_denied && port < 1024) {
-    msg += fmt::format(". Ports below 1024 are well-known ports (80 http, 22 ssh...) and need root or "
-                       "CAP_NET_BIND_SERVICE; use a port of 1024 or above, e.g. --port 8888.");
-  } else if (error.code() == std::errc::address_not_available) {
-    msg += ". That address is not on this machine; use 127.0.0.1, 0.0.0.0 or ::.";
-  }
-  return msg;
-}
-
-// Waits for SIGINT/SIGTERM on a thread of its own (the signals are blocked
-// everywhere else), so no async-signal-unsafe code runs in a handler.
-void watch_signals(EventLoop* loop, ServeApp* app) {
-  std::thread([loop, app] {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) return;
-    loop->run_in_loop([app] { app->begin_stop(); });
-    if (sigwait(&set, &sig) != 0) return;
-    // A second signal: the user does not want to wait for the drain.
-    std::_Exit(128 + sig);
-  }).detach();
-}
-
 int run_serve(const ServeOptions& options) {
   auto addresses = Endpoint::resolve(options.host, options.port);
   if (!addresses) {
@@ -81,12 +43,7 @@ int run_serve(const ServeOptions& options) {
                t.error().message());
     return kExitUsage;
   }
-  // Block the stop signals before any thread starts, so every thread inherits the mask.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  block_stop_signals();
 
   EventLoop loop;
   ServeApp app(&loop, options);
@@ -95,7 +52,7 @@ int run_serve(const ServeOptions& options) {
     return kExitFailure;
   }
   app.start();
-  watch_signals(&loop, &app);
+  watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
   loop.run();
   return kExitOk;
 }
@@ -106,22 +63,24 @@ Command add_serve_command(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "Serve TCP clients: ack (the tutorial's server), echo, discard, chat");
   sub->description(kServeHelp);
   auto opts = std::make_shared<ServeOptions>();
+  // Names, not numbers: CLI11's enum transformers would also take "3" for chat.
   static const std::map<std::string, ServeMode> kModes{
       {"ack", ServeMode::ack}, {"echo", ServeMode::echo}, {"discard", ServeMode::discard}, {"chat", ServeMode::chat}};
   static const std::map<std::string, Framing> kFramings{
       {"raw", Framing::raw}, {"line", Framing::line}, {"length", Framing::length}};
   static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text}, {"json", LogFormat::json}};
+  auto names = std::make_shared<std::array<std::string, 3>>(std::array<std::string, 3>{"ack", "raw", "text"});
 
   sub->add_option("--host", opts->host, "address or name to listen on (0.0.0.0 or :: serve every interface)")
       ->capture_default_str();
   sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
-  sub->add_option("-m,--mode", opts->mode, "ack | echo | discard | chat")
-      ->transform(CLI::CheckedTransformer(kModes, CLI::ignore_case))
-      ->default_str("ack");
+  sub->add_option("-m,--mode", (*names)[0], "ack | echo | discard | chat")
+      ->check(CLI::IsMember({"ack", "echo", "discard", "chat"}))
+      ->capture_default_str();
   sub->add_option("--reply", opts->reply, "ack mode's reply text")->capture_default_str();
-  sub->add_option("--framing", opts->framing, "raw (each read is a message) | line | length")
-      ->transform(CLI::CheckedTransformer(kFramings, CLI::ignore_case))
-      ->default_str("raw");
+  sub->add_option("--framing", (*names)[1], "raw (each read is a message) | line | length")
+      ->check(CLI::IsMember({"raw", "line", "length"}))
+      ->capture_default_str();
   sub->add_option("--encoding", opts->encoding, "text encoding on the wire: utf-8, gbk, gb18030, big5, ...")
       ->capture_default_str();
   sub->add_option("--max-message", opts->max_message, "largest line or frame in bytes; larger closes that client")
@@ -131,21 +90,25 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   sub->add_option("--max-conns", opts->max_conns, "most clients at once (0: no limit); extra ones are closed")
+      ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
   sub->add_option("--idle-timeout", opts->idle_timeout_s, "close clients silent this many seconds (0: never)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e6));
   sub->add_option("--high-water-mark", opts->high_water_mark, "bytes queued for one client before it counts as slow")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--drain-timeout", opts->drain_timeout_s, "seconds to let clients finish on SIGINT/SIGTERM")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
-  sub->add_option("--log-format", opts->log_format, "text | json")
-      ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))
-      ->default_str("text");
-  return {sub, [opts] {
+  sub->add_option("--log-format", (*names)[2], "text | json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  return {sub, [opts, names] {
+            opts->mode = kModes.at((*names)[0]);
+            opts->framing = kFramings.at((*names)[1]);
+            opts->log_format = kLogFormats.at((*names)[2]);
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;
             return run_serve(*opts);
           }};

@@ -1,0 +1,173 @@
+// `tcpkit bench`: a load generator with the ping-pong method the peers
+// publish, a connection-rate test and a one-way stream; text or JSON report.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <map>
+
+#include "bench_runner.h"
+#include "commands.h"
+#include "logger.h"
+
+namespace tcpkit::cli {
+namespace {
+
+const char* to_string(BenchMode m) {
+  switch (m) {
+    case BenchMode::pingpong: return "pingpong";
+    case BenchMode::connrate: return "connrate";
+    case BenchMode::stream: return "stream";
+  }
+  return "?";
+}
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0) return "unknown";
+  return fmt::format("{} {}", u.sysname, u.release);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+double us(uint64_t nanos) { return static_cast<double>(nanos) / 1000.0; }
+
+struct Figures {
+  double mib_per_s;
+  double msgs_per_s;
+  uint64_t data_errors;
+};
+
+Figures figures_of(const BenchResult& r) {
+  double secs = r.seconds > 0 ? r.seconds : 1;
+  return {static_cast<double>(r.bytes) / (1024.0 * 1024.0) / secs, static_cast<double>(r.messages) / secs,
+          r.mismatched_bytes + r.lost_bytes};
+}
+
+std::string text_report(const BenchOptions& o, const BenchResult& r, const std::string& target) {
+  Figures f = figures_of(r);
+  std::string s = fmt::format("tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s), {:.2f} s\n",
+                              to_string(o.mode), target, o.conns, o.size, o.threads, r.seconds);
+  if (o.mode == BenchMode::connrate) {
+    s += fmt::format("  connections/s  {:.0f}  ({} exchanges)\n", f.msgs_per_s, r.messages);
+    s += "  connect latency (us)";
+  } else {
+    s += fmt::format("  throughput     {:.2f} MiB/s  {:.0f} msg/s  ({} messages)\n", f.mib_per_s, f.msgs_per_s,
+                     r.messages);
+    if (o.mode == BenchMode::pingpong) s += "  round trip (us)";
+  }
+  if (o.mode != BenchMode::stream) {
+    const auto& h = r.latency;
+    s += fmt::format("  p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n", us(h.percentile(50)),
+                     us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()));
+  }
+  s += fmt::format("  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed {}\n",
+                   r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
+  if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
+    s += fmt::format("  only {} of {} connections were up when measuring began\n", r.connected_at_start, o.conns);
+  }
+  return s;
+}
+
+std::string json_report(const BenchOptions& o, const BenchResult& r, const std::string& args) {
+  Figures f = figures_of(r);
+  const auto& h = r.latency;
+  return fmt::format(
+      "{{\"mode\": \"{}\", \"conns\": {}, \"size\": {}, \"threads\": {}, \"rate\": {}, \"duration_s\": {:.3f}, "
+      "\"messages\": {}, \"bytes\": {}, \"mib_per_s\": {:.3f}, \"msgs_per_s\": {:.1f}, \"connections\": {}, "
+      "\"connections_per_s\": {:.1f}, \"connected_at_start\": {}, "
+      "\"latency_us\": {{\"p50\": {:.2f}, \"p90\": {:.2f}, \"p99\": {:.2f}, \"p999\": {:.2f}, \"max\": {:.2f}}}, "
+      "\"errors\": {{\"mismatched_bytes\": {}, \"lost_bytes\": {}, \"refused\": {}, \"reset\": {}, "
+      "\"connect_failed\": {}}}, \"host\": \"{}\", \"kernel\": \"{}\", \"compiler\": \"{}\", \"args\": \"{}\"}}\n",
+      to_string(o.mode), o.conns, o.size, o.threads, o.rate, r.seconds, r.messages, r.bytes, f.mib_per_s,
+      f.msgs_per_s, r.connections, o.mode == BenchMode::connrate ? f.msgs_per_s : 0.0, r.connected_at_start,
+      us(h.percentile(50)), us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()),
+      r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed, json_escape(host_name()),
+      json_escape(kernel_release()), json_escape("g++ " __VERSION__), json_escape(args));
+}
+
+struct BenchFlags {
+  BenchOptions bench;
+  std::string format = "text";
+  std::string output;
+  std::string args;
+};
+
+int run_bench(BenchFlags& flags) {
+  BenchOptions& o = flags.bench;
+  auto targets = Endpoint::resolve(o.host, o.port);
+  if (!targets) {
+    fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host, targets.error().message());
+    return kExitFailure;
+  }
+  const Endpoint target = targets->front();
+  o.live = flags.output.empty() && ::isatty(STDERR_FILENO);
+  BenchRunner runner(o, target);
+  BenchResult r = runner.run();
+  std::string report = flags.format == "json" ? json_report(o, r, flags.args) : text_report(o, r, target.to_string());
+  std::FILE* out = stdout;
+  if (!flags.output.empty()) {
+    out = std::fopen(flags.output.c_str(), "w");
+    if (out == nullptr) {
+      fmt::print(stderr, "tcpkit bench: cannot write --output '{}'\n", flags.output);
+      return kExitFailure;
+    }
+  }
+  std::fputs(report.c_str(), out);
+  if (out != stdout) std::fclose(out);
+  if (r.messages == 0 && r.connected_at_start == 0 && o.mode != BenchMode::connrate) {
+    fmt::print(stderr, "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
+               target.to_string(), r.refused, r.connect_failed);
+    return kExitFailure;
+  }
+  if (r.mismatched_bytes + r.lost_bytes > 0) {
+    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes\n", r.mismatched_bytes,
+               r.lost_bytes);
+    return kExitFailure;
+  }
+  return r.messages > 0 ? kExitOk : kExitFailure;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Load-test a TCP echo/discard server: pingpong, connrate, stream");
+  auto flags = std::make_shared<BenchFlags>();
+  static const std::map<std::string, BenchMode> kModes{
+      {"pingpong", BenchMode::pingpong}, {"connrate", BenchMode::connrate}, {"stream", BenchMode::stream}};
+  BenchOptions& o = flags->bench;
+  sub->add_option("HOST", o.host, "server address or name")->required();
+  sub->add_option("PORT", o.port, "server port")->required();
+  sub->add_option("--mode", o.mode, "pingpong: echo round trips; connrate: connect+1 byte+close; stream: one-way")
+      ->transform(CLI::CheckedTransformer(kModes, CLI::ignore_case))
+      ->default_str("pingpong");
+  sub->add_option("-c,--conns", o.conns, "connections at once")->check(CLI::Range(1, 1000000))->capture_default_str();
+  sub->add_option("-s,--size", o.size, "message size in bytes")->check(CLI::Range(1, 64 * 1024 * 1024))
+      ->capture_default_str();
+  sub->add_option("-d,--duration", o.duration_s, "seconds to measure")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("-t,--threads", o.threads, "client threads")->check(CLI::Range(1, 256))->capture_default_str();
+  sub->add_option("-r,--rate", o.rate, "messages/s over all connections (open loop); 0: as fast as echoes return")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--format", flags->format, "text | json")->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  sub->add_option("-o,--output", flags->output, "write the report to FILE");
+  return {sub, [flags, sub] {
+            flags->args.clear();
+            for (const auto& opt : sub->get_options()) {
+              if (opt->count() == 0 || opt->get_name() == "--help") continue;
+              flags->args += fmt::format("{}{}={}", flags->args.empty() ? "" : " ", opt->get_name(), opt->as<std::string>());
+            }
+            return run_bench(*flags);
+          }};
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,352 @@
+#include "bench_runner.h"
+
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <thread>
+
+#include "tcpkit/buffer.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/tcp_client.h"
+#include "tcpkit/tcp_connection.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Message k carries pattern bytes starting at offset k % kPatternPeriod, so
+// a reordered, repeated or corrupted echo does not compare equal.
+constexpr size_t kPatternPeriod = 251;
+
+uint64_t nanos_between(Clock::time_point a, Clock::time_point b) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+}
+
+size_t count_mismatches(const char* got, const char* want, size_t n) {
+  if (std::memcmp(got, want, n) == 0) return 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += got[i] != want[i];
+  return bad;
+}
+
+}  // namespace
+
+// One connection's state; lives in its worker's loop thread.
+struct Slot {
+  std::unique_ptr<TcpClient> client;
+  TcpConnectionPtr conn;
+  uint64_t send_seq = 0;
+  uint64_t recv_seq = 0;
+  size_t received = 0;  // bytes of message recv_seq so far
+  std::deque<Clock::time_point> sent_at;
+  Clock::time_point next_send;
+  Clock::time_point connect_started;
+};
+
+struct Worker {
+  const BenchOptions* opt = nullptr;
+  Endpoint target;
+  const std::string* pattern = nullptr;
+  int conn_count = 0;
+  EventLoop* loop = nullptr;
+  std::thread thread;
+  std::vector<std::unique_ptr<Slot>> slots;
+  TimerId ticker = 0;
+
+  // Read live by the main thread.
+  std::atomic<uint64_t> messages{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<int> connected{0};
+  std::atomic<bool> measuring{false};
+  std::atomic<bool> stopping{false};
+
+  // Loop thread only; read by the main thread after join().
+  uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0;
+  LatencyHistogram latency;
+
+  void start_thread();
+  void begin();
+  void finish();
+  void start_client(Slot* slot);
+  void on_up(Slot* slot, const TcpConnectionPtr& conn);
+  void on_down(Slot* slot, const TcpConnectionPtr& conn);
+  void on_pingpong_data(Slot* slot, Buffer& in);
+  void on_connrate_data(Slot* slot, Buffer& in);
+  void send_message(Slot* slot);
+  void tick();
+  double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
+};
+
+void Worker::start_thread() {
+  std::promise<void> ready;
+  thread = std::thread([this, &ready] {
+    EventLoop own;
+    loop = &own;
+    ready.set_value();
+    own.run();
+  });
+  ready.get_future().wait();
+  loop->run_in_loop([this] { begin(); });
+}
+
+void Worker::begin() {
+  for (int i = 0; i < conn_count; ++i) {
+    slots.push_back(std::make_unique<Slot>());
+    start_client(slots.back().get());
+  }
+  // Open loop: a 1 ms ticker sends what is due on every connection.
+  if (opt->rate > 0 && opt->mode == BenchMode::pingpong) {
+    ticker = loop->run_every(std::chrono::milliseconds(1), [this] { tick(); });
+  }
+}
+
+void Worker::finish() {
+  stopping = true;
+  if (ticker != 0) loop->cancel(ticker);
+  for (auto& slot : slots) slot->client.reset();
+  slots.clear();
+  loop->quit();
+}
+
+void Worker::start_client(Slot* slot) {
+  ClientOptions co;
+  co.connect_timeout = std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
+  co.connection.high_water_mark = 64 * 1024 * 1024;
+  slot->client = std::make_unique<TcpClient>(loop, target, co);
+  slot->connect_started = Clock::now();
+  slot->client->set_on_connection([this, slot](const TcpConnectionPtr& c) {
+    c->connected() ? on_up(slot, c) : on_down(slot, c);
+  });
+  slot->client->set_on_connect_error([this, slot](const Error& e, std::chrono::milliseconds) {
+    (e.code() == std::errc::connection_refused ? refused : connect_failed)++;
+    errors.fetch_add(1, std::memory_order_relaxed);
+    // connrate keeps trying for the whole run; the others report and stop.
+    if (opt->mode == BenchMode::connrate && !stopping) {
+      loop->queue_in_loop([this, slot] {
+        if (!stopping) start_client(slot);
+      });
+    }
+  });
+  switch (opt->mode) {
+    case BenchMode::pingpong:
+      slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_pingpong_data(slot, in); });
+      break;
+    case BenchMode::connrate:
+      slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_connrate_data(slot, in); });
+      break;
+    case BenchMode::stream:
+      slot->client->set_on_message([](const TcpConnectionPtr&, Buffer& in) { in.retrieve_all(); });
+      slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
+        if (measuring.load(std::memory_order_relaxed)) {
+          bytes.fetch_add(opt->size, std::memory_order_relaxed);
+          messages.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (!stopping && slot->conn) slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+      });
+      break;
+  }
+  slot->client->connect();
+}
+
+void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
+  slot->conn = conn;
+  connected.fetch_add(1, std::memory_order_relaxed);
+  connections.fetch_add(1, std::memory_order_relaxed);
+  switch (opt->mode) {
+    case BenchMode::pingpong:
+      slot->next_send = Clock::now();
+      if (opt->rate <= 0) send_message(slot);
+      break;
+    case BenchMode::connrate:
+      if (measuring.load(std::memory_order_relaxed)) latency.record(nanos_between(slot->connect_started, Clock::now()));
+      conn->send(std::string_view("x", 1));
+      break;
+    case BenchMode::stream:
+      conn->send(std::string_view(*pattern).substr(0, opt->size));
+      break;
+  }
+}
+
+void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
+  connected.fetch_sub(1, std::memory_order_relaxed);
+  slot->conn.reset();
+  if (stopping) return;
+  if (opt->mode == BenchMode::connrate) {
+    // Replace the finished client after this callback has returned.
+    loop->queue_in_loop([this, slot] {
+      if (!stopping) start_client(slot);
+    });
+    if (slot->received == 0 && conn->close_reason() != std::errc::operation_canceled) {
+      ++reset;
+      errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    slot->received = 0;
+    return;
+  }
+  // Mid-run, a close is an error, and whatever was in flight is lost.
+  ++reset;
+  errors.fetch_add(1, std::memory_order_relaxed);
+  uint64_t outstanding = (slot->send_seq - slot->recv_seq) * opt->size - slot->received;
+  lost += outstanding;
+}
+
+void Worker::send_message(Slot* slot) {
+  size_t offset = slot->send_seq % kPatternPeriod;
+  slot->conn->send(std::string_view(pattern->data() + offset, opt->size));
+  slot->sent_at.push_back(opt->rate > 0 ? slot->next_send : Clock::now());
+  ++slot->send_seq;
+}
+
+void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
+  while (in.readable_bytes() > 0) {
+    if (slot->recv_seq == slot->send_seq) {
+      // Bytes nobody asked for: extra, so wrong.
+      mismatched += in.readable_bytes();
+      errors.fetch_add(1, std::memory_order_relaxed);
+      in.retrieve_all();
+      return;
+    }
+    size_t want = opt->size - slot->received;
+    size_t n = std::min(want, in.readable_bytes());
+    const char* expected = pattern->data() + slot->recv_seq % kPatternPeriod + slot->received;
+    if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
+      mismatched += bad;
+      errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    in.retrieve(n);
+    slot->received += n;
+    if (slot->received < opt->size) return;
+    auto now = Clock::now();
+    if (measuring.load(std::memory_order_relaxed)) {
+      latency.record(nanos_between(slot->sent_at.front(), now));
+      messages.fetch_add(1, std::memory_order_relaxed);
+      bytes.fetch_add(opt->size, std::memory_order_relaxed);
+    }
+    slot->sent_at.pop_front();
+    slot->received = 0;
+    ++slot->recv_seq;
+    if (opt->rate <= 0 && !stopping) send_message(slot);
+  }
+}
+
+void Worker::on_connrate_data(Slot* slot, Buffer& in) {
+  if (in.readable_bytes() == 0) return;
+  if (in.peek()[0] != 'x' || in.readable_bytes() != 1) {
+    mismatched += in.readable_bytes();
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  in.retrieve_all();
+  slot->received = 1;
+  if (measuring.load(std::memory_order_relaxed)) messages.fetch_add(1, std::memory_order_relaxed);
+  if (slot->conn) slot->conn->force_close();
+}
+
+// Open-loop pacing: every connection sends on its own schedule, whether or
+// not earlier replies came back, and latency counts from the scheduled time
+// (so a stalled server cannot hide its stall: no coordinated omission).
+void Worker::tick() {
+  auto now = Clock::now();
+  auto step = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
+  for (auto& slot : slots) {
+    if (!slot->conn) continue;
+    while (slot->next_send <= now) {
+      send_message(slot.get());
+      slot->next_send += step;
+    }
+  }
+}
+
+BenchRunner::BenchRunner(BenchOptions options, Endpoint target) : options_(std::move(options)), target_(target) {}
+
+BenchRunner::~BenchRunner() = default;
+
+BenchResult BenchRunner::run() {
+  std::string pattern(options_.size + kPatternPeriod, '\0');
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>('a' + i % 26 + (i / 26) % 7);
+
+  int threads = std::max(1, std::min(options_.threads, options_.conns));
+  for (int t = 0; t < threads; ++t) {
+    auto w = std::make_unique<Worker>();
+    w->opt = &options_;
+    w->target = target_;
+    w->pattern = &pattern;
+    w->conn_count = options_.conns / threads + (t < options_.conns % threads ? 1 : 0);
+    workers_.push_back(std::move(w));
+  }
+  for (auto& w : workers_) w->start_thread();
+
+  auto sum = [this](auto member) {
+    uint64_t total = 0;
+    for (auto& w : workers_) total += ((*w).*member).load(std::memory_order_relaxed);
+    return total;
+  };
+  auto connected_now = [this] {
+    int total = 0;
+    for (auto& w : workers_) total += w->connected.load(std::memory_order_relaxed);
+    return total;
+  };
+
+  // Connect phase: wait for every connection (or the timeout) before measuring.
+  BenchResult result;
+  if (options_.mode != BenchMode::connrate) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
+    while (connected_now() < options_.conns && Clock::now() < deadline &&
+           sum(&Worker::errors) < static_cast<uint64_t>(options_.conns)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  result.connected_at_start = connected_now();
+
+  for (auto& w : workers_) w->measuring = true;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.duration_s));
+  auto next_live = start + std::chrono::seconds(1);
+  while (Clock::now() < end) {
+    std::this_thread::sleep_until(std::min(end, next_live));
+    if (options_.live && Clock::now() >= next_live) {
+      double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors), connected_now());
+      next_live += std::chrono::seconds(1);
+    }
+  }
+  for (auto& w : workers_) w->measuring = false;
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (options_.live) fmt::print(stderr, "\n");
+
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->loop->run_in_loop([worker] { worker->finish(); });
+  }
+  for (auto& w : workers_) w->thread.join();
+
+  for (auto& w : workers_) {
+    result.messages += w->messages.load();
+    result.bytes += w->bytes.load();
+    result.connections += w->connections.load();
+    result.mismatched_bytes += w->mismatched;
+    result.lost_bytes += w->lost;
+    result.refused += w->refused;
+    result.reset += w->reset;
+    result.connect_failed += w->connect_failed;
+    result.latency.merge(w->latency);
+  }
+  return result;
+}
+
+void BenchRunner::print_live(double elapsed, uint64_t messages, uint64_t bytes, uint64_t errors, int conns) {
+  double mib = static_cast<double>(bytes) / (1024.0 * 1024.0) / elapsed;
+  double rate = static_cast<double>(messages) / elapsed;
+  fmt::print(stderr, "\r{:6.1f} s  {:10.1f} MiB/s  {:12.0f} msg/s  conns {:6}  errors {:6}", elapsed, mib, rate,
+             conns, errors);
+  std::fflush(stderr);
+}
+
+}  // namespace tcpkit::cli

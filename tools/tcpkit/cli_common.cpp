@@ -1,0 +1,57 @@
+#include "cli_common.h"
+
+#include <signal.h>
+
+#include <fmt/core.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "proc_net.h"
+
+namespace tcpkit::cli {
+
+std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port,
+                               std::string_view example) {
+  std::string msg = error.message();
+  if (error.code() == std::errc::address_in_use) {
+    std::string holder = describe_port_holder(port);
+    if (!holder.empty()) msg += fmt::format(" — {}", holder);
+    msg += fmt::format(". Stop that server or pick {}; `tcpkit port {}` shows who uses it.", another_port, port);
+  } else if (error.code() == std::errc::permission_denied && port < 1024) {
+    msg += fmt::format(". Ports below 1024 are well-known ports (80 http, 22 ssh...) and need root or "
+                       "CAP_NET_BIND_SERVICE; use a port of 1024 or above, e.g. {}.",
+                       example);
+  } else if (error.code() == std::errc::address_not_available) {
+    msg += ". That address is not on this machine; use 127.0.0.1, 0.0.0.0 or ::.";
+  }
+  return msg;
+}
+
+namespace {
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+}  // namespace
+
+void block_stop_signals() {
+  sigset_t set = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void watch_stop_signals(std::function<void()> on_stop) {
+  std::thread([on_stop = std::move(on_stop)] {
+    sigset_t set = stop_signals();
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return;
+    on_stop();
+    if (sigwait(&set, &sig) != 0) return;
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+}  // namespace tcpkit::cli

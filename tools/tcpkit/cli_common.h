@@ -1,0 +1,30 @@
+// Helpers shared by the long-running commands (serve, relay): the message a
+// user meets when bind() fails, and a graceful stop on SIGINT/SIGTERM.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "tcpkit/result.h"
+
+namespace tcpkit::cli {
+
+// What the user meets when bind() fails, with a way out. `another_port` and
+// `example` name the command's own flag: "another --port", "--port 8888".
+std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port = "another --port",
+                               std::string_view example = "--port 8888");
+
+// Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread
+// starts, so that every thread inherits the mask and only the watcher below
+// receives the signals.
+void block_stop_signals();
+
+// Waits for SIGINT/SIGTERM on a thread of its own (the signals are blocked
+// everywhere else), so no async-signal-unsafe code runs in a handler. The
+// first signal runs `on_stop` (it should forward to a loop); a second one
+// exits at once: the user does not want to wait for the drain.
+void watch_stop_signals(std::function<void()> on_stop);
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,144 @@
+#include "relay.h"
+
+#include <fmt/core.h>
+
+#include "relay_pair.h"
+#include "tcpkit/buffer.h"
+#include "tcpkit/tcp_connection.h"
+
+namespace tcpkit::cli {
+namespace {
+
+ServerOptions server_options(const RelayOptions& o) {
+  ServerOptions so;
+  so.threads = o.threads;
+  so.max_connections = o.max_conns;
+  so.connection = relay_connection_options();
+  return so;
+}
+
+// The pair a client connection belongs to (its context slot), or null.
+RelayPair* pair_of(const TcpConnectionPtr& conn) {
+  auto* slot = conn->context<std::shared_ptr<RelayPair>>();
+  return slot ? slot->get() : nullptr;
+}
+
+}  // namespace
+
+RelayApp::RelayApp(EventLoop* loop, RelayOptions options)
+    : loop_(loop), options_(std::move(options)), log_(options_.log_format), server_(loop, server_options(options_)) {
+  server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
+  server_.set_on_message([](const TcpConnectionPtr& c, Buffer& in) {
+    if (auto* pair = pair_of(c)) {
+      pair->client_message(in);
+    } else {
+      in.retrieve_all();
+    }
+  });
+  server_.set_on_peer_closed([](const TcpConnectionPtr& c) {
+    if (auto* pair = pair_of(c)) pair->client_peer_closed();
+  });
+  server_.set_on_write_complete([](const TcpConnectionPtr& c) {
+    if (auto* pair = pair_of(c)) pair->client_write_complete();
+  });
+  server_.set_on_refused([this](const Endpoint& peer, std::error_code) {
+    if (options_.quiet) return;
+    log_.log("disconnect", fmt::format("disconnect {}: refused: too many connections (--max-conns {})",
+                                       peer.to_string(), options_.max_conns),
+             {Logger::str("peer", peer.to_string()), Logger::str("reason", "refused: too many connections")});
+  });
+}
+
+RelayApp::~RelayApp() = default;
+
+Result<void> RelayApp::listen() {
+  for (const auto& address : options_.listen) {
+    if (auto r = server_.listen(address); !r) return r;
+  }
+  return {};
+}
+
+void RelayApp::start() {
+  server_.start();
+  for (const auto& ep : server_.listen_endpoints()) {
+    log_.log("listening", fmt::format("listening on {}, forwarding to {}", ep.to_string(), options_.upstream_text),
+             {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text)});
+  }
+}
+
+void RelayApp::on_connection(const TcpConnectionPtr& conn) {
+  if (!conn->connected()) {
+    if (auto* pair = pair_of(conn)) pair->client_closed();
+    return;
+  }
+  RelayPair::Hooks hooks;
+  hooks.on_connected = [this](const RelayPair& pair) { pair_connected(pair); };
+  hooks.on_finished = [this](const std::shared_ptr<RelayPair>& pair) { pair_finished(pair); };
+  auto pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks));
+  conn->set_context(pair);
+  {
+    std::lock_guard lock(mutex_);
+    pairs_.insert(pair);
+  }
+  relayed_.fetch_add(1, std::memory_order_relaxed);
+  pair->start();
+}
+
+void RelayApp::pair_connected(const RelayPair& pair) {
+  if (options_.quiet) return;
+  log_.log("connect", fmt::format("connect {} -> {}", pair.peer(), pair.upstream()),
+           {Logger::str("peer", pair.peer()), Logger::str("upstream", pair.upstream())});
+}
+
+// In the pair's loop, once both of its sides are closed.
+void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
+  bytes_up_.fetch_add(pair->bytes_up(), std::memory_order_relaxed);
+  bytes_down_.fetch_add(pair->bytes_down(), std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mutex_);
+    pairs_.erase(pair);
+  }
+  if (!options_.quiet) {
+    log_.log("disconnect",
+             fmt::format("disconnect {}: {} (bytes up {}, down {})", pair->peer(), pair->reason(), pair->bytes_up(),
+                         pair->bytes_down()),
+             {Logger::str("peer", pair->peer()), Logger::str("upstream", pair->upstream()),
+              Logger::str("reason", pair->reason()), Logger::num("bytes_up", pair->bytes_up()),
+              Logger::num("bytes_down", pair->bytes_down())});
+  }
+  if (stopping_.load(std::memory_order_acquire)) loop_->queue_in_loop([this] { maybe_quit(); });
+}
+
+void RelayApp::begin_stop() {
+  if (stopping_.exchange(true)) return;
+  size_t open = 0;
+  {
+    std::lock_guard lock(mutex_);
+    open = pairs_.size();
+  }
+  log_.log("stopping", fmt::format("stopping: no new connections; draining {} connections", open),
+           {Logger::num("connections", open)});
+  // The server shuts its clients down and force-closes them after the
+  // deadline; each pair then takes its upstream down with it.
+  server_.stop(options_.drain_timeout, [this] {
+    server_stopped_ = true;
+    maybe_quit();
+  });
+}
+
+void RelayApp::maybe_quit() {
+  if (!server_stopped_ || quitting_) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (!pairs_.empty()) return;
+  }
+  log_.log("stopped",
+           fmt::format("stopped: relayed {} connections, {} bytes up, {} bytes down", relayed_.load(),
+                       bytes_up_.load(), bytes_down_.load()),
+           {Logger::num("connections", relayed_.load()), Logger::num("bytes_up", bytes_up_.load()),
+            Logger::num("bytes_down", bytes_down_.load())});
+  quitting_ = true;
+  loop_->quit();
+}
+
+}  // namespace tcpkit::cli

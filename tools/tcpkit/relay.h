@@ -1,0 +1,58 @@
+// RelayApp: `tcpkit relay` on top of TcpServer — accepts clients, pairs each
+// with an upstream connection (RelayPair) and logs what happens.
+//
+// Created and run by relay_cmd.cpp in the main thread, which owns the base
+// loop. Pairs live in the I/O loops; the registry of live pairs and the log
+// are shared across them and guarded. On stop the loop quits only once every
+// pair has finished, so no connection outlives the loops it runs on.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_set>
+
+#include "logger.h"
+#include "relay_options.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/result.h"
+#include "tcpkit/tcp_server.h"
+
+namespace tcpkit::cli {
+
+class RelayPair;
+
+class RelayApp {
+ public:
+  RelayApp(EventLoop* loop, RelayOptions options);
+  ~RelayApp();
+  RelayApp(const RelayApp&) = delete;
+  RelayApp& operator=(const RelayApp&) = delete;
+
+  // Binds every --listen address. The error names the address.
+  Result<void> listen();
+  void start();
+  // Base loop. First SIGINT/SIGTERM: stop accepting, let pairs drain, quit.
+  void begin_stop();
+
+ private:
+  void on_connection(const TcpConnectionPtr& conn);
+  void pair_connected(const RelayPair& pair);
+  void pair_finished(const std::shared_ptr<RelayPair>& pair);
+  void maybe_quit();
+
+  EventLoop* loop_;
+  const RelayOptions options_;
+  Logger log_;
+  TcpServer server_;
+  std::mutex mutex_;
+  std::unordered_set<std::shared_ptr<RelayPair>> pairs_;  // guarded by mutex_
+  std::atomic<bool> stopping_{false};
+  bool server_stopped_ = false;  // base loop
+  bool quitting_ = false;        // base loop
+  std::atomic<uint64_t> relayed_{0};
+  std::atomic<uint64_t> bytes_up_{0};
+  std::atomic<uint64_t> bytes_down_{0};
+};
+
+}  // namespace tcpkit::cli

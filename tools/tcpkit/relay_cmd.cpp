@@ -1,0 +1,135 @@
+// `tcpkit relay`: flags into RelayOptions, then RelayApp on the main loop.
+// A TCP port forwarder that can also misbehave on purpose (delay, jitter,
+// rate limits, tiny writes, resets, early closes), for testing how clients
+// and servers cope with a real network.
+#include <fmt/core.h>
+
+#include <map>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "relay.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/event_loop.h"
+
+namespace tcpkit::cli {
+namespace {
+
+constexpr const char* kRelayHelp = R"(Forward TCP connections, and inject faults on the way.
+
+Every client accepted on --listen gets its own connection to --to; bytes flow
+both ways unchanged, and a FIN from one side is passed on to the other after
+its data (half-close works). When one side reads slowly, the relay stops
+reading the other side instead of buffering without bound.
+
+Without fault options it is a plain port forwarder. With them:
+  --delay/--jitter  every read waits MS (+ 0..JITTER ms) before it is sent; order is kept
+  --rate            at most BYTES_PER_SEC per direction
+  --chunk           writes of at most BYTES, each its own send() (spaced by --delay)
+  --reset-after     after BYTES through the pair (both directions), RST both sides
+  --close-after     after BYTES through the pair, close both sides cleanly (FIN))";
+
+struct RelayFlags {
+  std::string listen;
+  std::string to;
+  uint64_t delay_ms = 0;
+  uint64_t jitter_ms = 0;
+  uint64_t rate = 0;
+  size_t chunk = 0;
+  uint64_t reset_after = 0;
+  uint64_t close_after = 0;
+  size_t max_conns = 0;
+  int threads = 0;
+  bool quiet = false;
+  LogFormat log_format = LogFormat::text;
+  CLI::Option* reset_after_opt = nullptr;
+  CLI::Option* close_after_opt = nullptr;
+};
+
+// "127.0.0.1:8080" or "localhost:8080" into addresses; the error says what
+// to type. `flag` names the option in the message.
+Result<std::vector<Endpoint>> resolve_flag(const std::string& text, const char* flag, bool allow_port_zero) {
+  auto split = Endpoint::split_host_port(text);
+  if (!split) {
+    return Error(split.error().code(), fmt::format("{} '{}' is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080)",
+                                                   flag, text));
+  }
+  if (split->second == 0 && !allow_port_zero) {
+    return Error(Errc::bad_port, fmt::format("{} '{}': port 0 cannot be connected to; give 1..65535", flag, text));
+  }
+  auto addresses = Endpoint::resolve(split->first, split->second);
+  if (!addresses) return Error(addresses.error().code(), fmt::format("{} '{}'", flag, text));
+  return addresses;
+}
+
+int run_relay(const RelayFlags& f) {
+  RelayOptions o;
+  auto listen = resolve_flag(f.listen, "--listen", true);
+  auto upstream = resolve_flag(f.to, "--to", false);
+  for (const auto* r : {&listen, &upstream}) {
+    if (*r) continue;
+    fmt::print(stderr, "tcpkit relay: {}\n", r->error().message());
+    return kExitUsage;
+  }
+  const uint16_t listen_port = listen->front().port();
+  o.listen = std::move(*listen);
+  o.upstream = std::move(*upstream);
+  o.upstream_text = f.to;
+  o.delay = std::chrono::milliseconds(f.delay_ms);
+  o.jitter = std::chrono::milliseconds(f.jitter_ms);
+  o.rate = f.rate;
+  o.chunk = f.chunk;
+  o.reset_after_set = f.reset_after_opt->count() > 0;
+  o.reset_after = f.reset_after;
+  o.close_after_set = f.close_after_opt->count() > 0;
+  o.close_after = f.close_after;
+  o.max_conns = f.max_conns;
+  o.threads = f.threads;
+  o.quiet = f.quiet;
+  o.log_format = f.log_format;
+
+  block_stop_signals();
+  EventLoop loop;
+  RelayApp app(&loop, std::move(o));
+  if (auto r = app.listen(); !r) {
+    fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
+               explain_bind_error(r.error(), listen_port, "another port for --listen", "--listen 127.0.0.1:8888"));
+    return kExitFailure;
+  }
+  app.start();
+  watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
+  loop.run();
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_relay_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("relay", "Forward TCP connections, optionally injecting delay, rate limits and faults");
+  sub->description(kRelayHelp);
+  auto f = std::make_shared<RelayFlags>();
+  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text}, {"json", LogFormat::json}};
+
+  sub->add_option("-l,--listen", f->listen, "HOST:PORT to accept clients on (port 0 picks a free one)")->required();
+  sub->add_option("-t,--to", f->to, "HOST:PORT to forward every connection to")->required();
+  sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds");
+  sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay");
+  sub->add_option("--rate", f->rate, "at most BYTES_PER_SEC per direction (0: unlimited)");
+  sub->add_option("--chunk", f->chunk, "split data into writes of at most BYTES (0: as read)");
+  f->reset_after_opt =
+      sub->add_option("--reset-after", f->reset_after, "reset (RST) both sides after BYTES through the pair");
+  f->close_after_opt =
+      sub->add_option("--close-after", f->close_after, "close (FIN) both sides after BYTES through the pair");
+  sub->add_option("--max-conns", f->max_conns, "most pairs at once (0: no limit); extra clients are closed")
+      ->capture_default_str();
+  sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  sub->add_flag("-q,--quiet", f->quiet, "no per-connection log lines");
+  sub->add_option("--log-format", f->log_format, "text | json")
+      ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))
+      ->default_str("text");
+  return {sub, [f] { return run_relay(*f); }};
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,36 @@
+// RelayOptions: what `tcpkit relay` was asked to do, as plain values
+// (relay_cmd.cpp fills them from the flags; RelayApp and RelayPair read them).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "logger.h"
+#include "tcpkit/endpoint.h"
+
+namespace tcpkit::cli {
+
+struct RelayOptions {
+  std::vector<Endpoint> listen;    // every address --listen named
+  std::vector<Endpoint> upstream;  // every address --to named, tried in order
+  std::string upstream_text;       // --to as typed, for the log
+  std::chrono::milliseconds delay{0};
+  std::chrono::milliseconds jitter{0};
+  uint64_t rate = 0;  // bytes per second per direction; 0: unlimited
+  size_t chunk = 0;   // largest write; 0: forward each read whole
+  bool reset_after_set = false;
+  uint64_t reset_after = 0;
+  bool close_after_set = false;
+  uint64_t close_after = 0;
+  size_t max_conns = 0;  // 0: unlimited
+  int threads = 0;
+  bool quiet = false;
+  LogFormat log_format = LogFormat::text;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds drain_timeout{2000};
+};
+
+}  // namespace tcpkit::cli

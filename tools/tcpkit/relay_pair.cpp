@@ -1,0 +1,355 @@
+#include "relay_pair.h"
+
+#include <sys/socket.h>
+
+#include <fmt/core.h>
+
+#include <algorithm>
+
+#include "tcpkit/buffer.h"
+
+namespace tcpkit::cli {
+
+ConnectionOptions relay_connection_options() {
+  ConnectionOptions o;
+  // The library's own policy pauses the connection whose output is full,
+  // but a relay must pause the *other* side. RelayPair does that at
+  // kHighWater, so this mark is only a backstop that is never reached.
+  o.high_water_mark = 64 * RelayPair::kHighWater;
+  o.overflow = OverflowPolicy::pause_reading;
+  return o;
+}
+
+namespace {
+
+// SO_LINGER {on, 0 s} turns close() into an abort: the kernel drops what is
+// unsent and sends RST instead of FIN (socket(7); RFC 793 "ABORT").
+void reset_connection(const TcpConnectionPtr& conn) {
+  if (!conn || conn->disconnected()) return;
+  linger abort_on_close{1, 0};
+  // It can only fail on a socket that is already gone and needs no reset.
+  (void)::setsockopt(conn->fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+  conn->force_close(std::make_error_code(std::errc::connection_reset));
+}
+
+std::string describe(std::error_code reason) {
+  if (reason == std::errc::connection_reset) return "connection reset";
+  if (reason == std::errc::timed_out) return "timed out";
+  if (reason == std::errc::operation_canceled) return "closed by the relay";
+  return reason.message();
+}
+
+}  // namespace
+
+RelayPair::RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks)
+    : options_(options),
+      loop_(client->loop()),
+      hooks_(std::move(hooks)),
+      peer_(client->peer_endpoint().to_string()),
+      upstream_name_(options.upstream_text),
+      client_(client),
+      rng_(std::random_device{}()) {}
+
+// finish() has normally handed the TcpClient to the loop already; when the
+// pair dies unfinished (the program is exiting) the TcpClient stops here.
+RelayPair::~RelayPair() = default;
+
+void RelayPair::start() {
+  ClientOptions co;
+  co.connect_timeout = options_.connect_timeout;
+  co.connection = relay_connection_options();
+  connector_ = std::make_unique<TcpClient>(loop_, options_.upstream, co);
+  std::weak_ptr<RelayPair> weak = weak_from_this();
+  connector_->set_on_connection([weak](const TcpConnectionPtr& conn) {
+    auto self = weak.lock();
+    if (!self) {
+      if (conn->connected()) conn->force_close();
+      return;
+    }
+    if (conn->connected()) {
+      self->upstream_connected(conn);
+    } else {
+      self->upstream_closed(conn);
+    }
+  });
+  connector_->set_on_message([weak](const TcpConnectionPtr&, Buffer& in) {
+    auto self = weak.lock();
+    if (!self) {
+      in.retrieve_all();
+      return;
+    }
+    self->receive(self->down_, in);
+  });
+  connector_->set_on_peer_closed([weak](const TcpConnectionPtr&) {
+    if (auto self = weak.lock()) self->source_eof(self->down_);
+  });
+  connector_->set_on_write_complete([weak](const TcpConnectionPtr&) {
+    if (auto self = weak.lock()) self->maybe_resume(self->up_);
+  });
+  connector_->set_on_connect_error([weak](const Error& error, std::chrono::milliseconds) {
+    if (auto self = weak.lock()) self->upstream_failed(error);
+  });
+  connector_->connect();
+}
+
+// ---- the client's events ---------------------------------------------------
+
+void RelayPair::client_message(Buffer& in) { receive(up_, in); }
+void RelayPair::client_peer_closed() { source_eof(up_); }
+void RelayPair::client_write_complete() { maybe_resume(down_); }
+
+void RelayPair::client_closed() {
+  client_gone_ = true;
+  side_closed(client_, upstream_, down_.eof, "client");
+  // A connect still in flight is abandoned; finish() stops it.
+  if (upstream_state_ == Upstream::connecting) upstream_state_ = Upstream::closed;
+  maybe_finish();
+}
+
+// ---- the upstream's events -------------------------------------------------
+
+void RelayPair::upstream_connected(const TcpConnectionPtr& conn) {
+  if (upstream_state_ != Upstream::connecting) {
+    conn->force_close();  // the client left while we were connecting
+    return;
+  }
+  upstream_state_ = Upstream::connected;
+  upstream_ = conn;
+  upstream_name_ = conn->peer_endpoint().to_string();
+  if (hooks_.on_connected) hooks_.on_connected(*this);
+  check_fault();  // --reset-after 0 / --close-after 0
+  pump(up_);      // what the client sent while we were connecting
+}
+
+void RelayPair::upstream_failed(const Error& error) {
+  if (upstream_state_ != Upstream::connecting) return;
+  upstream_state_ = Upstream::closed;
+  set_reason(fmt::format("upstream unreachable: {}", error.message()));
+  end_forwarding();
+  if (client_) client_->force_close();
+  maybe_finish();
+}
+
+void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
+  if (conn != upstream_) return;  // one we refused in upstream_connected()
+  upstream_state_ = Upstream::closed;
+  side_closed(upstream_, client_, up_.eof, "upstream");
+  maybe_finish();
+}
+
+// A side closed. After a clean close (FIN both ways) the other side finishes
+// by itself once its queue drains, provided it will send nothing more;
+// otherwise it goes down too, and a reset is passed on as a reset.
+void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other, bool other_done,
+                            const char* who) {
+  std::error_code reason = closed->close_reason();
+  bool clean = reason == Errc::peer_closed;
+  set_reason(clean ? fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_)
+                   : fmt::format("{}: {}", who, describe(reason)));
+  if (ending_ || (clean && other_done)) return;
+  end_forwarding();
+  if (!other || other->disconnected()) return;
+  if (reason == std::errc::connection_reset) {
+    reset_connection(other);
+  } else {
+    other->force_close();
+  }
+}
+
+// ---- forwarding ------------------------------------------------------------
+
+bool RelayPair::shaping() const {
+  return options_.delay.count() > 0 || options_.jitter.count() > 0 || options_.rate > 0 || options_.chunk > 0;
+}
+
+void RelayPair::receive(Flow& flow, Buffer& in) {
+  if (ending_) {
+    in.retrieve_all();
+    return;
+  }
+  // The plain forwarder's path: no copy into a queue, no timer.
+  if (!shaping() && flow.queue.empty() && *flow.sink) {
+    forward(flow, in.view());
+    in.retrieve_all();
+  } else {
+    enqueue(flow, in.view());
+    in.retrieve_all();
+    pump(flow);
+  }
+  check_pressure(flow);
+}
+
+// One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
+void RelayPair::enqueue(Flow& flow, std::string_view data) {
+  auto due = std::max(Clock::now() + next_delay(), flow.last_due);  // order is kept, jitter or not
+  flow.last_due = due;
+  flow.queue.push_back(Chunk{std::string(data), 0, due});
+  flow.queued += data.size();
+}
+
+void RelayPair::pump(Flow& flow) {
+  TcpConnectionPtr& sink = *flow.sink;
+  if (!sink || ending_) return;
+  auto now = Clock::now();
+  while (!flow.queue.empty()) {
+    Chunk& chunk = flow.queue.front();
+    auto ready = std::max(chunk.due, flow.not_before);
+    if (ready > now) {
+      arm_timer(flow, ready);
+      break;
+    }
+    size_t n = std::min(piece_size(), chunk.data.size() - chunk.offset);
+    std::string_view piece(chunk.data.data() + chunk.offset, n);
+    chunk.offset += n;
+    flow.queued -= n;
+    bool last = chunk.offset == chunk.data.size();
+    if (options_.rate > 0) {
+      auto transmit = std::chrono::nanoseconds(n * 1'000'000'000ULL / options_.rate);
+      flow.not_before = std::max(flow.not_before, now) + transmit;
+    }
+    // --chunk with --delay: every piece waits its own delay after the last.
+    if (options_.chunk > 0) flow.not_before = std::max(flow.not_before, now + next_delay());
+    forward(flow, piece);
+    if (ending_) return;  // a fault fired and cleared the queue
+    if (last) flow.queue.pop_front();
+  }
+  if (flow.queue.empty() && flow.eof && !flow.shut) {
+    flow.shut = true;
+    sink->shutdown();  // FIN once the sink's output buffer has drained
+  }
+  maybe_resume(flow);
+}
+
+void RelayPair::arm_timer(Flow& flow, Clock::time_point when) {
+  // Only the front chunk waits, and its time never moves, so one timer per
+  // flow is enough.
+  if (flow.timer != 0) return;
+  std::weak_ptr<RelayPair> weak = weak_from_this();
+  bool up = &flow == &up_;
+  flow.timer = loop_->run_after(when - Clock::now(), [weak, up] {
+    auto self = weak.lock();
+    if (!self) return;
+    Flow& f = up ? self->up_ : self->down_;
+    f.timer = 0;
+    self->pump(f);
+  });
+}
+
+void RelayPair::forward(Flow& flow, std::string_view data) {
+  uint64_t limit = fault_limit();
+  uint64_t total = up_.forwarded + down_.forwarded;
+  if (limit != kNoLimit) data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
+  if (!data.empty()) {
+    (*flow.sink)->send(data);
+    flow.forwarded += data.size();
+  }
+  check_fault();
+}
+
+void RelayPair::source_eof(Flow& flow) {
+  flow.eof = true;
+  if (first_fin_.empty()) first_fin_ = &flow == &up_ ? "client" : "upstream";
+  pump(flow);  // passes the FIN on once everything before it is out
+}
+
+size_t RelayPair::waiting(const Flow& flow) const {
+  const TcpConnectionPtr& sink = *flow.sink;
+  return flow.queued + (sink ? sink->output_bytes() : 0);
+}
+
+void RelayPair::check_pressure(Flow& flow) {
+  if (ending_ || flow.paused || !*flow.source || waiting(flow) < kHighWater) return;
+  flow.paused = true;
+  (*flow.source)->pause_reading();
+}
+
+void RelayPair::maybe_resume(Flow& flow) {
+  if (!flow.paused || waiting(flow) > kLowWater) return;
+  flow.paused = false;
+  if (*flow.source) (*flow.source)->resume_reading();
+}
+
+RelayPair::Clock::duration RelayPair::next_delay() {
+  auto delay = options_.delay;
+  if (options_.jitter.count() > 0) {
+    std::uniform_int_distribution<long long> spread(0, options_.jitter.count());
+    delay += std::chrono::milliseconds(spread(rng_));
+  }
+  return delay;
+}
+
+size_t RelayPair::piece_size() const {
+  size_t piece = options_.chunk > 0 ? options_.chunk : SIZE_MAX;
+  // A rate is kept in steps of about 50 ms, not in bursts of a whole read.
+  if (options_.rate > 0) piece = std::min<size_t>(piece, std::max<uint64_t>(1, options_.rate / 20));
+  return piece;
+}
+
+// ---- faults and the end ----------------------------------------------------
+
+uint64_t RelayPair::fault_limit() const {
+  uint64_t limit = kNoLimit;
+  if (options_.reset_after_set) limit = std::min(limit, options_.reset_after);
+  if (options_.close_after_set) limit = std::min(limit, options_.close_after);
+  return limit;
+}
+
+void RelayPair::check_fault() {
+  uint64_t total = up_.forwarded + down_.forwarded;
+  if (ending_ || fault_limit() == kNoLimit || total < fault_limit()) return;
+  if (options_.reset_after_set && total >= options_.reset_after) {
+    set_reason(fmt::format("reset after {} bytes (--reset-after)", total));
+    end_forwarding();
+    reset_connection(client_);
+    reset_connection(upstream_);
+    return;
+  }
+  set_reason(fmt::format("closed after {} bytes (--close-after)", total));
+  end_forwarding();
+  if (client_) client_->shutdown();
+  if (upstream_) upstream_->shutdown();
+  // A peer that never answers our FIN must not hold the pair forever.
+  std::weak_ptr<RelayPair> weak = weak_from_this();
+  linger_timer_ = loop_->run_after(options_.drain_timeout, [weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->linger_timer_ = 0;
+    if (self->client_) self->client_->force_close();
+    if (self->upstream_) self->upstream_->force_close();
+  });
+}
+
+// From now on nothing more is forwarded: queues are dropped, and paused
+// sources read again so that a peer still sending is not left blocked.
+void RelayPair::end_forwarding() {
+  ending_ = true;
+  for (Flow* flow : {&up_, &down_}) {
+    if (flow->timer != 0) loop_->cancel(flow->timer);
+    flow->timer = 0;
+    flow->queue.clear();
+    flow->queued = 0;
+    if (!flow->paused) continue;
+    flow->paused = false;
+    if (*flow->source) (*flow->source)->resume_reading();
+  }
+}
+
+void RelayPair::set_reason(std::string reason) {
+  if (reason_.empty()) reason_ = std::move(reason);
+}
+
+void RelayPair::maybe_finish() {
+  if (finished_ || !client_gone_ || upstream_state_ != Upstream::closed) return;
+  finished_ = true;
+  end_forwarding();
+  if (linger_timer_ != 0) loop_->cancel(linger_timer_);
+  linger_timer_ = 0;
+  client_.reset();
+  upstream_.reset();
+  // We may be inside one of the TcpClient's callbacks, which its destructor
+  // would clear while they run: let it go after this event instead.
+  loop_->queue_in_loop([done = std::shared_ptr<TcpClient>(std::move(connector_))] {});
+  if (hooks_.on_finished) hooks_.on_finished(shared_from_this());
+}
+
+}  // namespace tcpkit::cli

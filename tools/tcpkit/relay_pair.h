@@ -1,0 +1,139 @@
+// RelayPair: one client of `tcpkit relay` and its upstream connection, with
+// the bytes between them forwarded both ways and the faults injected.
+//
+// Created by RelayApp when the client is accepted, and used only in the loop
+// thread that owns the client; the upstream TcpClient runs on that same loop,
+// so both connections, the queues and the timers need no locks. The client's
+// context slot and RelayApp's registry hold it; it holds both connections
+// until both are closed, then lets go of them (finish()).
+//
+// Each direction is a Flow: bytes read from its source wait in a queue (only
+// while shaping or while the upstream is still connecting), then go to its
+// sink. The source is paused while the queue plus the sink's output buffer
+// hold more than kHighWater bytes, and resumed below kLowWater, so a slow
+// reader on one side bounds memory instead of growing it. A FIN from the
+// source becomes shutdown() of the sink once everything before it is sent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <system_error>
+
+#include "relay_options.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/tcp_client.h"
+#include "tcpkit/tcp_connection.h"
+
+namespace tcpkit::cli {
+
+// Connection options for both sides of every pair.
+ConnectionOptions relay_connection_options();
+
+class RelayPair : public std::enable_shared_from_this<RelayPair> {
+ public:
+  // Above this many bytes waiting for one side, the other side is paused.
+  static constexpr size_t kHighWater = 1024 * 1024;
+  static constexpr size_t kLowWater = 256 * 1024;
+
+  struct Hooks {
+    std::function<void(const RelayPair&)> on_connected;                  // upstream is up
+    std::function<void(const std::shared_ptr<RelayPair>&)> on_finished;  // both sides closed
+  };
+
+  RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks);
+  ~RelayPair();
+  RelayPair(const RelayPair&) = delete;
+  RelayPair& operator=(const RelayPair&) = delete;
+
+  // Starts connecting upstream.
+  void start();
+  // The client connection's events, forwarded by RelayApp.
+  void client_message(Buffer& in);
+  void client_peer_closed();
+  void client_write_complete();
+  void client_closed();
+
+  const std::string& peer() const { return peer_; }
+  const std::string& upstream() const { return upstream_name_; }
+  // Why the pair ended: the first event that ended it.
+  const std::string& reason() const { return reason_; }
+  uint64_t bytes_up() const { return up_.forwarded; }
+  uint64_t bytes_down() const { return down_.forwarded; }
+
+ private:
+  using Clock = EventLoop::Clock;
+  enum class Upstream { connecting, connected, closed };
+
+  static constexpr uint64_t kNoLimit = UINT64_MAX;
+
+  struct Chunk {
+    std::string data;
+    size_t offset;  // what pump() has sent of it
+    Clock::time_point due;
+  };
+  struct Flow {
+    Flow(TcpConnectionPtr* from, TcpConnectionPtr* to) : source(from), sink(to) {}
+    TcpConnectionPtr* source;
+    TcpConnectionPtr* sink;
+    std::deque<Chunk> queue;
+    size_t queued = 0;
+    Clock::time_point last_due;    // chunks leave in order, never before this
+    Clock::time_point not_before;  // --rate / --chunk: the next piece may leave then
+    TimerId timer = 0;
+    bool eof = false;     // the source sent FIN
+    bool shut = false;    // we passed it on
+    bool paused = false;  // we paused the source
+    uint64_t forwarded = 0;
+  };
+
+  void upstream_connected(const TcpConnectionPtr& conn);
+  void upstream_failed(const Error& error);
+  void upstream_closed(const TcpConnectionPtr& conn);
+  void side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other, bool other_done,
+                   const char* who);
+
+  void receive(Flow& flow, Buffer& in);
+  void enqueue(Flow& flow, std::string_view data);
+  void pump(Flow& flow);
+  void arm_timer(Flow& flow, Clock::time_point when);
+  void forward(Flow& flow, std::string_view data);
+  void source_eof(Flow& flow);
+  void check_pressure(Flow& flow);
+  void maybe_resume(Flow& flow);
+  size_t waiting(const Flow& flow) const;
+
+  uint64_t fault_limit() const;
+  void check_fault();
+  void end_forwarding();
+  void set_reason(std::string reason);
+  void maybe_finish();
+  bool shaping() const;
+  Clock::duration next_delay();
+  size_t piece_size() const;
+
+  const RelayOptions& options_;
+  EventLoop* loop_;
+  Hooks hooks_;
+  const std::string peer_;
+  std::string upstream_name_;
+  std::string reason_;
+  std::string first_fin_;  // "client" or "upstream": who sent FIN first
+  TcpConnectionPtr client_;
+  TcpConnectionPtr upstream_;
+  std::unique_ptr<TcpClient> connector_;
+  Upstream upstream_state_ = Upstream::connecting;
+  bool client_gone_ = false;
+  bool ending_ = false;  // a fault fired or a side failed: input is dropped from now on
+  bool finished_ = false;
+  TimerId linger_timer_ = 0;
+  Flow up_{&client_, &upstream_};    // client -> upstream
+  Flow down_{&upstream_, &client_};  // upstream -> client
+  std::minstd_rand rng_;
+};
+
+}  // namespace tcpkit::cli
