@@ -5,7 +5,7 @@ JOBS   ?= $(shell nproc)
 HOST   ?= 127.0.0.1
 PORT   ?= 8888
 
-.PHONY: all deps build run test test-asan test-tsan bench format tidy clean
+.PHONY: all deps build run test test-asan test-tsan bench fuzz soak format tidy clean
 
 all: build
 
@@ -35,6 +35,16 @@ bench: deps
 	cmake --build build/release -j $(JOBS)
 	bench/run-all
 
+# Every libFuzzer target for FUZZ_SECONDS each (clang, ASan + UBSan; build/fuzz).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	fuzz/run all $(FUZZ_SECONDS)
+
+# The hostile-client and load tests at full length (minutes, 10,000 clients).
+soak: build
+	cd tests/blackbox && SOAK=1 TCPKIT_BIN=$(CURDIR)/$(BUILD)/tcpkit /usr/bin/python3 -m pytest -q -s \
+	  -p no:cacheprovider test_hostile.py
+
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')
 
@@ -43,3 +53,15 @@ tidy: build
 
 clean:
 	rm -rf build
+
+# API reference (Doxygen) into build/docs/html; fails on any Doxygen warning.
+.PHONY: docs package
+docs:
+	@command -v doxygen >/dev/null || scripts/install-deps
+	doxygen docs/Doxyfile
+	@echo "API reference: build/docs/html/index.html"
+
+# Debian package of the release build into build/package (tcpkit_VERSION_ARCH.deb).
+package: build
+	cpack --config $(BUILD)/CPackConfig.cmake -B $(CURDIR)/build/package
+	@ls -l build/package/*.deb

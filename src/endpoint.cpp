@@ -82,6 +82,9 @@ Result<std::pair<std::string, uint16_t>> Endpoint::split_host_port(std::string_v
 Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
   std::string h(unbracket(host));
   if (h.empty()) return Error(Errc::bad_host, "host ''");
+  // inet_pton and if_nametoindex read C strings: an embedded NUL would cut
+  // the text short and let "10.0.0.1\0junk" through as 10.0.0.1.
+  if (h.find('\0') != std::string::npos) return Error(Errc::bad_address, "host " + quoted(host));
   Endpoint ep;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ep.storage_);
   if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "channel.h"
+#include "tcpkit/buffer.h"
 #include "poller.h"
 #include "sys.h"
 #include "timer_queue.h"
@@ -23,6 +24,7 @@ EventLoop::EventLoop()
       now_(Clock::now()),
       poller_(std::make_unique<Poller>()),
       timers_(std::make_unique<TimerQueue>()),
+      shared_read_buffer_(std::make_unique<Buffer>()),
       wakeup_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (!wakeup_fd_) {
     std::perror("tcpkit: eventfd");
@@ -71,13 +73,17 @@ void EventLoop::run() {
   // Work queued during the last iteration still runs, and so does the work
   // it queues (a close queues the connection's destruction): a quit() never
   // drops a queued close or send. Bounded, in case functors requeue forever.
+  // Taking mutex_ here also waits for a quit() from another thread to finish
+  // its wake_up() (see quit()).
   for (int round = 0; round < 16 && has_pending_functors(); ++round) run_pending_functors();
   quit_.store(false, std::memory_order_release);
   running_.store(false, std::memory_order_release);
 }
 
 void EventLoop::dispatch_io() {
-  for (auto [channel, mask] : ready_) channel->handle_event(mask);
+  for (auto [channel, mask] : ready_) {
+    if (channel != nullptr) channel->handle_event(mask);  // null: removed meanwhile
+  }
 }
 
 void EventLoop::run_due_timers() { timers_->run_due(now_); }
@@ -99,8 +105,18 @@ bool EventLoop::has_pending_functors() {
 }
 
 void EventLoop::quit() {
+  if (is_in_loop_thread()) {
+    quit_.store(true, std::memory_order_release);
+    return;
+  }
+  // The owner may destroy the loop as soon as run() returns, and run() may
+  // see the flag before we wake it (it was awake anyway). Setting the flag
+  // and waking up under mutex_ keeps run() from returning in between: after
+  // its last iteration it takes the same lock. Otherwise wake_up() could
+  // write to the closed, or already reused, eventfd of a destroyed loop.
+  std::lock_guard lock(mutex_);
   quit_.store(true, std::memory_order_release);
-  if (!is_in_loop_thread()) wake_up();
+  wake_up();
 }
 
 void EventLoop::run_in_loop(Functor f) {
@@ -140,7 +156,16 @@ TimerId EventLoop::run_every(Clock::duration interval, Functor f) {
 }
 
 void EventLoop::cancel(TimerId id) {
-  run_in_loop([this, id] { timers_->cancel(id); });
+  auto cancel_queued = [this, id] { timers_->cancel(id); };
+  if (!is_in_loop_thread()) {
+    queue_in_loop(cancel_queued);
+    return;
+  }
+  if (timers_->cancel(id)) return;
+  // Not queued: it ran already, or it is another thread's run_after() whose
+  // adding functor still waits in the queue. That functor was queued before
+  // the id was handed out, so a second try queued now comes after it.
+  queue_in_loop(cancel_queued);
 }
 
 size_t EventLoop::channel_count() const {
@@ -161,6 +186,12 @@ void EventLoop::update_channel(Channel* channel) {
 void EventLoop::remove_channel(Channel* channel) {
   assert_in_loop_thread();
   poller_->remove(channel);
+  // A handler may remove, and then destroy, a channel whose event waits
+  // further down this iteration's ready list (a server stopped from a
+  // callback destroys its listener): that event must not be delivered.
+  for (auto& entry : ready_) {
+    if (entry.first == channel) entry.first = nullptr;
+  }
 }
 
 void EventLoop::wake_up() {

@@ -21,6 +21,8 @@ class TcpkitCategory : public std::error_category {
       case Errc::idle_timeout: return "idle timeout";
       case Errc::high_water_mark: return "peer too slow: output buffer over its high-water mark";
       case Errc::bad_proxy_header: return "invalid PROXY protocol header";
+      case Errc::bad_prefix: return "prefix length must be a number from 0 to 32 (IPv4) or 0 to 128 (IPv6)";
+      case Errc::not_allowed: return "not allowed";
     }
     return "unknown tcpkit error";
   }

@@ -69,20 +69,37 @@ void TcpConnection::handle_event(unsigned mask) {
   // Hang-up without readable data: both directions are done, or the peer
   // reset while we were not reading.
   if ((mask & event::kHangup) && !(mask & event::kReadable)) {
+    if (!reading_ && !peer_closed_) {
+      park_until_resumed();
+      return;
+    }
     handle_close(peer_closed_ ? make_error_code(Errc::peer_closed) : errno_code(ECONNRESET));
   }
 }
 
+// Reading is paused (a proxy waits for its other side) and EPOLLHUP came:
+// our FIN is out and the peer's has arrived, but data we have not read yet
+// may sit in front of it. Linux reports the hang-up as soon as the FIN is
+// processed, not once it is read, so this is no reset (a reset comes with
+// EPOLLERR) and nothing may be dropped. The socket leaves epoll, which would
+// otherwise report the level-triggered hang-up in a busy loop, until
+// resume_reading() registers it again; the reads then reach the data and the
+// EOF. Nothing is left to write: our FIN went out after the output drained.
+void TcpConnection::park_until_resumed() { channel_->remove(); }
+
 void TcpConnection::handle_read() {
-  ssize_t n = input_.read_fd(fd_.get(), options_.max_read_per_wakeup);
+  // With nothing pending, read into the loop's shared buffer and keep only
+  // what on_message leaves behind: no allocation per message, and no memory
+  // held by a connection between messages.
+  const bool shared = input_.readable_bytes() == 0;
+  Buffer& in = shared ? loop_->shared_read_buffer() : input_;
+  ssize_t n = in.read_fd(fd_.get(), options_.max_read_per_wakeup);
   if (n > 0) {
-    bytes_in_ += static_cast<uint64_t>(n);
+    bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
-    if (on_message_) {
-      on_message_(shared_from_this(), input_);
-    } else {
-      input_.retrieve_all();
-    }
+    if (on_message_) on_message_(shared_from_this(), in);
+    if (shared && in.readable_bytes() > 0 && on_message_) input_.append(in.peek(), in.readable_bytes());
+    if (shared) in.retrieve_all();
     input_.release_if_empty();
     return;
   }
@@ -113,7 +130,7 @@ void TcpConnection::handle_write() {
     return;
   }
   output_.retrieve(static_cast<size_t>(n));
-  bytes_out_ += static_cast<uint64_t>(n);
+  bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   last_active_ = loop_->now();
   if (paused_by_overflow_ && output_.readable_bytes() < options_.high_water_mark / 2) {
     paused_by_overflow_ = false;
@@ -186,7 +203,7 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
     ssize_t n = sys::send(fd_.get(), data, len);
     if (n >= 0) {
       written = static_cast<size_t>(n);
-      bytes_out_ += written;
+      bytes_out_.fetch_add(written, std::memory_order_relaxed);
       if (written == len && on_write_complete_) {
         loop_->queue_in_loop([self = shared_from_this()] {
           if (self->on_write_complete_) self->on_write_complete_(self);

@@ -136,6 +136,11 @@ TcpServer::LoopState* TcpServer::state_of(EventLoop* loop) {
 void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer) {
   accepted_.fetch_add(1, std::memory_order_relaxed);
   if (stopping_.load(std::memory_order_acquire)) return;  // fd closes here
+  if (accept_filter_ && !accept_filter_(peer)) {
+    refused_by_filter_.fetch_add(1, std::memory_order_relaxed);
+    if (on_refused_) on_refused_(peer, make_error_code(Errc::not_allowed));
+    return;  // closed before a byte is read or written
+  }
   if (options_.max_connections > 0 && open_.load(std::memory_order_relaxed) >= options_.max_connections) {
     refused_over_limit_.fetch_add(1, std::memory_order_relaxed);
     if (on_refused_) on_refused_(peer, make_error_code(Errc::too_many_connections));
@@ -157,7 +162,7 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     open_.fetch_sub(1, std::memory_order_relaxed);
     // Destroy after the current event: the channel may still be iterating.
     c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
-    if (stopping_.load(std::memory_order_acquire)) loop_->queue_in_loop([this] { check_stopped(); });
+    if (stopping_.load(std::memory_order_acquire)) queue_check_stopped();
   });
   state->loop->run_in_loop([state, conn] {
     state->connections.emplace(conn->id(), conn);
@@ -186,7 +191,16 @@ void TcpServer::stop(std::chrono::milliseconds drain_deadline, std::function<voi
       });
     }
   });
-  loop_->queue_in_loop([this] { check_stopped(); });
+  queue_check_stopped();
+}
+
+// The check runs later in the base loop, where the server may have been
+// destroyed meanwhile (stop() and then destruction in one turn, or from
+// on_stopped while other checks are queued): the token tells.
+void TcpServer::queue_check_stopped() {
+  loop_->queue_in_loop([this, alive = std::weak_ptr<int>(alive_)] {
+    if (!alive.expired()) check_stopped();
+  });
 }
 
 void TcpServer::check_stopped() {
@@ -203,6 +217,7 @@ ServerStats TcpServer::stats() const {
   s.open = open_.load(std::memory_order_relaxed);
   s.refused_over_limit = refused_over_limit_.load(std::memory_order_relaxed);
   s.refused_exhausted = refused_exhausted_.load(std::memory_order_relaxed);
+  s.refused_by_filter = refused_by_filter_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -9,16 +9,17 @@ void TimerQueue::add(uint64_t id, Clock::time_point when, Clock::duration interv
   by_id_.emplace(id, when);
 }
 
-void TimerQueue::cancel(uint64_t id) {
+bool TimerQueue::cancel(uint64_t id) {
   auto it = by_id_.find(id);
   if (it != by_id_.end()) {
     by_deadline_.erase(Key{it->second, id});
     by_id_.erase(it);
-    return;
+    return true;
   }
   // A timer that is running right now is neither in the maps nor gone yet:
   // remember the cancel so a repeating timer is not scheduled again.
   if (running_) cancelled_while_running_.insert(id);
+  return false;
 }
 
 std::chrono::milliseconds TimerQueue::time_until_next(Clock::time_point now) const {

@@ -23,7 +23,9 @@ class TimerQueue {
   // `interval` zero: runs once. Ids come from the caller (the loop hands
   // them out, also to other threads) and must be unique.
   void add(uint64_t id, Clock::time_point when, Clock::duration interval, Callback cb);
-  void cancel(uint64_t id);
+  // True when a queued timer was removed; false for an id that is not
+  // queued (ran already, is running now, or was never added).
+  bool cancel(uint64_t id);
   // How long the loop may sleep: until the earliest deadline, or -1 (no timers).
   std::chrono::milliseconds time_until_next(Clock::time_point now) const;
   // Runs every timer due at `now`; repeating ones are scheduled again.

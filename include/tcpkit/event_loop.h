@@ -21,6 +21,7 @@
 
 namespace tcpkit {
 
+class Buffer;
 class Channel;
 class Poller;
 class TimerQueue;
@@ -67,6 +68,11 @@ class EventLoop {
   // The loop of the calling thread, or nullptr.
   static EventLoop* current();
 
+  // Internal, for TcpConnection: one read buffer shared by every connection
+  // of this loop. A connection reads into it, hands it to on_message, and
+  // keeps only the unconsumed tail, so an idle connection holds no buffer.
+  Buffer& shared_read_buffer() { return *shared_read_buffer_; }
+
   // Internal, for Channel.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);
@@ -87,6 +93,7 @@ class EventLoop {
   Clock::time_point now_;
   std::unique_ptr<Poller> poller_;
   std::unique_ptr<TimerQueue> timers_;
+  std::unique_ptr<Buffer> shared_read_buffer_;
   std::atomic<TimerId> next_timer_id_{1};
   UniqueFd wakeup_fd_;
   std::unique_ptr<Channel> wakeup_channel_;

@@ -29,6 +29,8 @@ enum class Errc {
   idle_timeout,
   high_water_mark,    // output buffer over the mark with the close policy
   bad_proxy_header,
+  bad_prefix,         // a CIDR prefix length out of range or not a number
+  not_allowed,        // the peer's address is refused by an AccessList
 };
 
 const std::error_category& tcpkit_category();

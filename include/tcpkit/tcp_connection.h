@@ -89,8 +89,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   // Loop thread: what is queued for sending, and what was read but not consumed.
   size_t output_bytes() const { return output_.readable_bytes(); }
   size_t input_bytes() const { return input_.readable_bytes(); }
-  uint64_t bytes_received() const { return bytes_in_; }
-  uint64_t bytes_sent() const { return bytes_out_; }
+  // Any thread: totals so far, possibly a moment old when read from another
+  // thread (monitoring reads them while the loop keeps counting).
+  uint64_t bytes_received() const { return bytes_in_.load(std::memory_order_relaxed); }
+  uint64_t bytes_sent() const { return bytes_out_.load(std::memory_order_relaxed); }
   // Memory held by this connection's buffers (capacity, not content).
   size_t buffer_capacity() const { return input_.capacity() + output_.capacity(); }
 
@@ -123,6 +125,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
  private:
   void handle_event(unsigned mask);
   void handle_read();
+  void park_until_resumed();
   void handle_write();
   void handle_close(std::error_code reason);
   void send_in_loop(const char* data, size_t len);
@@ -146,8 +149,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool write_shut_ = false;
   Buffer input_;
   Buffer output_;
-  uint64_t bytes_in_ = 0;
-  uint64_t bytes_out_ = 0;
+  // Written by the loop thread only; atomic so that other threads may read them.
+  std::atomic<uint64_t> bytes_in_{0};
+  std::atomic<uint64_t> bytes_out_{0};
   EventLoop::Clock::time_point last_active_;
   TimerId idle_timer_ = 0;
   std::any context_;

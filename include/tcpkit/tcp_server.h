@@ -44,6 +44,7 @@ struct ServerStats {
   uint64_t open = 0;
   uint64_t refused_over_limit = 0;  // over max_connections
   uint64_t refused_exhausted = 0;   // descriptors ran out (EMFILE/ENFILE)
+  uint64_t refused_by_filter = 0;   // the accept filter said no
 };
 
 class TcpServer {
@@ -67,11 +68,17 @@ class TcpServer {
   void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
   void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
   void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
-  // A client was accepted and closed at once (over max_connections); runs in
-  // the accepting loop.
+  // A client was accepted and closed at once: over max_connections
+  // (Errc::too_many_connections) or refused by the accept filter
+  // (Errc::not_allowed); runs in the accepting loop.
   void set_on_refused(std::function<void(const Endpoint& peer, std::error_code why)> cb) {
     on_refused_ = std::move(cb);
   }
+  // Decides, before any connection object exists, whether to serve a peer
+  // (e.g. an AccessList); false closes the socket at once. Set it before
+  // start(); it runs in the accepting loop (with reuse_port_per_loop, in
+  // several threads at once), so it must be safe to call concurrently.
+  void set_accept_filter(std::function<bool(const Endpoint& peer)> filter) { accept_filter_ = std::move(filter); }
 
   // The bound addresses, with real ports after binding port 0.
   std::vector<Endpoint> listen_endpoints() const { return endpoints_; }
@@ -89,6 +96,7 @@ class TcpServer {
   void remove_connection(const TcpConnectionPtr& conn);
   LoopState* state_of(EventLoop* loop);
   void check_stopped();
+  void queue_check_stopped();
 
   EventLoop* loop_;
   const ServerOptions options_;
@@ -101,12 +109,15 @@ class TcpServer {
   std::atomic<bool> stopping_{false};
   std::function<void()> on_stopped_;
   uint64_t drain_timer_ = 0;
+  // Expires with the server; checked (in the base loop) by queued functors.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
   std::atomic<uint64_t> next_id_{1};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> open_{0};
   std::atomic<uint64_t> refused_over_limit_{0};
   std::atomic<uint64_t> refused_exhausted_{0};
+  std::atomic<uint64_t> refused_by_filter_{0};
 
   ConnectionCallback on_connection_;
   MessageCallback on_message_;
@@ -114,6 +125,7 @@ class TcpServer {
   HighWaterMarkCallback on_high_water_mark_;
   PeerClosedCallback on_peer_closed_;
   std::function<void(const Endpoint&, std::error_code)> on_refused_;
+  std::function<bool(const Endpoint&)> accept_filter_;
 };
 
 }  // namespace tcpkit

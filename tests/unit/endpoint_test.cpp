@@ -47,3 +47,16 @@ TEST(Endpoint, ResolveOfUnknownNameFails) {
   ASSERT_FALSE(list);
   EXPECT_NE(list.error().message().find("no-such-host.invalid"), std::string::npos);
 }
+
+// Regression (found by fuzz/fuzz_endpoint): text with an embedded NUL was cut
+// short at the NUL by inet_pton, so "127.0.0.1\0junk" parsed as 127.0.0.1.
+TEST(Endpoint, RejectsEmbeddedNul) {
+  using namespace std::string_view_literals;
+  for (auto text : {"127.0.0.1\0junk"sv, "::1\0"sv, "fe80::1%lo\0\0x"sv}) {
+    auto ep = Endpoint::parse(text, 80);
+    ASSERT_FALSE(ep) << "parsed as " << ep->to_string();
+    EXPECT_EQ(ep.error().code(), tcpkit::make_error_code(Errc::bad_address));
+  }
+  EXPECT_FALSE(Endpoint::parse("127.0.0.1\0x:80"sv));
+  EXPECT_FALSE(Endpoint::parse("[::1\0]:80"sv));
+}

@@ -146,6 +146,29 @@ TEST(EventLoop, RunEveryFromAnotherThreadCancelledFromAnotherThread) {
   expect_empty(t);
 }
 
+// Regression: a timer added from another thread is added by a queued
+// functor; a cancel in the loop thread that came before that functor ran
+// was lost, and the timer fired.
+TEST(EventLoop, CancelInTheLoopBeforeAnotherThreadsTimerIsAdded) {
+  LoopThread t;
+  std::atomic<bool> fired{false};
+  std::promise<void> holding, release, marker;
+  std::atomic<TimerId> id{0};
+  t.loop()->queue_in_loop([&] {
+    holding.set_value();
+    release.get_future().wait();
+    // Back in the loop thread; the run_after() below has queued its add.
+    t.loop()->cancel(id.load());
+    t.loop()->run_after(40ms, [&] { marker.set_value(); });
+  });
+  holding.get_future().wait();
+  id = t.loop()->run_after(10ms, [&] { fired = true; });
+  release.set_value();
+  ASSERT_EQ(marker.get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(fired);
+  expect_empty(t);
+}
+
 TEST(EventLoop, TimerIdsAreUniqueAcrossThreads) {
   LoopThread t;
   std::vector<std::thread> threads;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <set>
 #include <string>
@@ -185,6 +186,8 @@ TEST(TcpServer, ClientsOverMaxConnectionsAreAcceptedAndClosed) {
   // Below the limit again, a new client is served.
   c1.close();
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  // The server forgets the connection just after on_connection reports it down.
+  ASSERT_TRUE(eventually([&] { return h.server().open_connections() == 1; }));
   auto c3 = connect_client(h.address());
   expect_echo(c3, "three");
   EXPECT_EQ(h.server().stats().refused_over_limit, 1u);
@@ -218,7 +221,7 @@ TEST(TcpServer, IdleConnectionIsClosedWithIdleTimeout) {
 TEST(TcpServer, StopDeliversQueuedRepliesThenClosesAndCallsOnStopped) {
   ServerHarness h;
   Tally tally;
-  const std::string reply(8 * 1024 * 1024, 'r');
+  const std::string reply(3 * 1024 * 1024, 'r');
   Watched<bool> queued{false};
   ServerOptions options;
   options.threads = 2;
@@ -283,6 +286,61 @@ TEST(TcpServer, StopWithoutConnectionsCallsOnStoppedAtOnce) {
   h.base().call([&] { h.server().stop(10s, [&] { stopped.set(true); }); });
   EXPECT_TRUE(stopped.wait([](bool s) { return s; }));
   h.finish(/*listening=*/false);  // also cancels the 10 s drain timer
+}
+
+// Regression: stop() queues work for the base loop that used to outlive a
+// server destroyed in the same turn (use after free under ASan).
+TEST(TcpServer, DestroyingTheServerRightAfterStopIsSafe) {
+  LoopThread base;
+  ServerOptions options;
+  options.threads = 1;
+  base.call([&] {
+    auto server = std::make_unique<TcpServer>(base.loop(), options);
+    ASSERT_TRUE(server->listen(Endpoint::loopback_v4(0)));
+    server->start();
+    server->stop(1s, [] { ADD_FAILURE() << "on_stopped after the server is gone"; });
+    server.reset();
+  });
+  base.call([&] {  // the functors stop() queued have run by now
+    EXPECT_EQ(base.loop()->channel_count(), 0u);
+    EXPECT_EQ(base.loop()->timer_count(), 0u);
+  });
+}
+
+// Regression: stop() from a callback destroyed the listener's channel while
+// its event still waited further down the same epoll batch.
+TEST(TcpServer, StopFromACallbackWhileAClientConnectsInTheSameBatch) {
+  ServerHarness h;
+  Tally tally;
+  Watched<bool> stopped{false};
+  h.start({}, [&](TcpServer& s) {  // threads = 0: one loop sees both events
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      if (in.view() != "stop") return echo(conn, in);
+      in.retrieve_all();
+      h.server().stop(1s, [&] { stopped.set(true); });
+    });
+  });
+  auto c1 = connect_client(h.address());
+  expect_echo(c1, "hi");
+
+  // Hold the loop so that the message and the new client are reported by
+  // the same epoll_wait, the message first.
+  std::promise<void> holding, release;
+  h.base().loop()->queue_in_loop([&] {
+    holding.set_value();
+    release.get_future().wait();
+  });
+  holding.get_future().wait();
+  ASSERT_TRUE(c1.send_all("stop"));
+  auto c2 = TcpStream::connect(h.address(), kWait);  // completes in the backlog
+  ASSERT_TRUE(c2);
+  release.set_value();
+
+  EXPECT_EQ(read_to_eof(c1), "");  // the server's FIN after stop()
+  c1.close();
+  ASSERT_TRUE(stopped.wait([](bool s) { return s; }));
+  h.finish(/*listening=*/false);
 }
 
 // Descriptors of this process, the highest open one included.

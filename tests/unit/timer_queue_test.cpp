@@ -55,13 +55,14 @@ TEST(TimerQueue, CancelledTimerNeverRuns) {
   int runs = 0;
   q.add(1, kT0 + 10ms, 0ms, [&] { ++runs; });
   q.add(2, kT0 + 20ms, 0ms, [&] { ++runs; });
-  q.cancel(1);
-  q.cancel(99);  // unknown ids are ignored
+  EXPECT_TRUE(q.cancel(1));
+  EXPECT_FALSE(q.cancel(99));  // unknown ids are ignored
   EXPECT_EQ(q.size(), 1u);
   q.run_due(kT0 + 1s);
   EXPECT_EQ(runs, 1);
   EXPECT_EQ(q.size(), 0u);
-  q.cancel(2);  // already run: a no-op
+  EXPECT_FALSE(q.cancel(2));  // already run: a no-op
+  EXPECT_FALSE(q.cancel(1));  // already cancelled
 }
 
 TEST(TimerQueue, RepeatingTimerIsRescheduledFromItsDeadline) {

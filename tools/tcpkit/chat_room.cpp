@@ -35,7 +35,7 @@ std::string ChatRoom::name_of(const TcpConnectionPtr& conn) const {
   return it == members_.end() ? std::string() : it->second.name;
 }
 
-void ChatRoom::broadcast(std::string_view line, const TcpConnectionPtr& except) {
+size_t ChatRoom::broadcast(std::string_view line, const TcpConnectionPtr& except) {
   std::vector<TcpConnectionPtr> targets;
   {
     std::lock_guard lock(mutex_);
@@ -47,6 +47,7 @@ void ChatRoom::broadcast(std::string_view line, const TcpConnectionPtr& except) 
   // A slow member is dropped by its own high-water mark (close policy);
   // everybody else keeps receiving.
   for (const auto& conn : targets) conn->send(line);
+  return targets.size();
 }
 
 }  // namespace tcpkit::cli

@@ -24,8 +24,9 @@ class ChatRoom {
   // Renames a member; returns the old name.
   std::string rename(const TcpConnectionPtr& conn, std::string name);
   std::string name_of(const TcpConnectionPtr& conn) const;
-  // Sends `line` (which ends in "\n") to every member but `except`.
-  void broadcast(std::string_view line, const TcpConnectionPtr& except);
+  // Sends `line` (which ends in "\n") to every member but `except` (may be
+  // null); returns to how many.
+  size_t broadcast(std::string_view line, const TcpConnectionPtr& except);
 
  private:
   struct Member {

@@ -1,8 +1,10 @@
 // `tcpkit connect HOST PORT`: the tutorial's client. With --send it connects,
 // sends each text and prints each reply, then closes; without it, it is an
 // interactive session like nc, with text decoded from --encoding and a clear
-// one-line reason when the connection cannot be made.
+// one-line reason when the connection cannot be made. --tls speaks TLS on the
+// connection, verifying the server's certificate unless told not to.
 #include <fmt/core.h>
+#include <openssl/x509_vfy.h>
 
 #include <chrono>
 #include <csignal>
@@ -11,6 +13,8 @@
 #include "commands.h"
 #include "connect_session.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/tls_context.h"
+#include "tcpkit/tls_error.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -104,6 +108,61 @@ std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
   return std::nullopt;
 }
 
+// The name the certificate must carry: --sni, else HOST (an address is
+// checked against the certificate's IP entries and not sent as SNI).
+std::string expected_name(const ConnectOptions& o) {
+  if (!o.sni.empty()) return o.sni;
+  const std::string& host = o.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') return host.substr(1, host.size() - 2);
+  return host;
+}
+
+// What to do about a failed handshake, after the reason.
+std::string handshake_hint(const Error& error, const ConnectOptions& o) {
+  if (error.code().category() != tls_verify_category()) {
+    if (error.code() == Errc::peer_closed || error.code() == std::errc::timed_out) {
+      return " — is the server speaking TLS on this port?";
+    }
+    return "";
+  }
+  const int verdict = error.code().value();
+  if (verdict == X509_V_ERR_HOSTNAME_MISMATCH || verdict == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    return fmt::format(" — the certificate is not for '{}'; pass --sni NAME for the name it "
+                       "carries, or --insecure",
+                       expected_name(o));
+  }
+  return " — pass --tls-ca FILE to trust it, or --insecure";
+}
+
+// Reads --tls-ca before any connection is made, so a wrong file is
+// reported at once.
+std::optional<TlsContext> make_tls_context(const ConnectOptions& o) {
+  auto context = TlsContext::client({o.tls_ca, !o.insecure, expected_name(o)});
+  if (context) return std::move(*context);
+  report(fmt::format("{}: {}", context.error().context(), reason_text(context.error().code())));
+  return std::nullopt;
+}
+
+// Wraps the connected stream in TLS and runs the handshake; reports and
+// returns nothing when that fails.
+std::optional<ConnectStream> start_tls(TcpStream stream, const TlsContext& context,
+                                       const ConnectOptions& o) {
+  const std::string peer = stream.peer_endpoint().to_string();
+  auto session = TlsSession::create(context, peer);
+  if (!session) {
+    report(fmt::format("{}: {}", session.error().context(), reason_text(session.error().code())));
+    return std::nullopt;
+  }
+  ConnectStream tls(std::move(stream), std::move(*session));
+  if (auto done = tls.handshake(to_millis(o.timeout_s)); !done) {
+    const Error& error = done.error();
+    report(fmt::format("TLS handshake with {} failed: {}{}", peer, error.code().message(),
+                       handshake_hint(error, o)));
+    return std::nullopt;
+  }
+  return tls;
+}
+
 int run_connect(const ConnectOptions& o) {
   // The program's own choice (DESIGN.md, decision 6): writing to a closed
   // stdout must be an EPIPE error to handle, not a signal that kills us.
@@ -118,14 +177,28 @@ int run_connect(const ConnectOptions& o) {
     encoder.emplace(std::move(*Transcoder::open("UTF-8", o.encoding)));
   }
 
-  auto stream = connect_to(o, port);
-  if (!stream) return kExitFailure;
+  std::optional<TlsContext> tls_context;
+  if (o.tls) {
+    tls_context = make_tls_context(o);
+    if (!tls_context) return kExitFailure;
+  }
+  auto tcp = connect_to(o, port);
+  if (!tcp) return kExitFailure;
+  std::optional<ConnectStream> stream;
+  if (tls_context) {
+    stream = start_tls(std::move(*tcp), *tls_context, o);
+    if (!stream) return kExitFailure;
+  } else {
+    stream.emplace(std::move(*tcp));
+  }
 
   ReplyPrinter printer(std::move(decoder), o.hex);
   SessionContext context{o, printer, std::move(encoder), std::nullopt};
   if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
-  if (!o.sends.empty()) return run_send_session(*stream, context);
-  return run_interactive_session(*stream, context);
+  int code = o.sends.empty() ? run_interactive_session(*stream, context)
+                            : run_send_session(*stream, context);
+  stream->close();
+  return code;
 }
 
 }  // namespace
@@ -150,7 +223,8 @@ Command add_connect_command(CLI::App& app) {
       ->type_name("NAME")
       ->capture_default_str()
       ->check(CLI::Validator(validate_encoding, "NAME", "encoding"));
-  sub->add_option("--timeout", o->timeout_s, "seconds to wait for the connection to be made")
+  sub->add_option("--timeout", o->timeout_s,
+                  "seconds to wait for the connection to be made (and for the TLS handshake)")
       ->type_name("SECS")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -169,6 +243,24 @@ Command add_connect_command(CLI::App& app) {
                 "interactive: send FIN (shutdown(SHUT_WR)) after stdin ends, as nc -N does; "
                       "this is already the default, accepted for nc compatibility")
       ->excludes(no_shutdown);
+  auto* tls = sub->add_flag("--tls", o->tls,
+                            "speak TLS (1.2 or newer) on the connection; the server's certificate "
+                            "must be valid for HOST (or --sni) and signed by a trusted CA");
+  auto* tls_ca = sub->add_option("--tls-ca", o->tls_ca,
+                                 "with --tls: trust the CA certificates in this PEM file (e.g. a "
+                                 "self-signed server's own certificate) instead of the system's")
+                     ->type_name("FILE")
+                     ->needs(tls);
+  sub->add_flag("--insecure", o->insecure,
+                "with --tls: accept any certificate for any name. Still encrypted, but anyone in "
+                "the middle can read along: for testing only")
+      ->needs(tls)
+      ->excludes(tls_ca);
+  sub->add_option("--sni", o->sni,
+                  "with --tls: the server name to send (SNI) and to verify the certificate "
+                  "against; default: HOST")
+      ->type_name("NAME")
+      ->needs(tls);
   return {sub, [o] { return run_connect(*o); }};
 }
 

@@ -1,7 +1,6 @@
 #include "connect_session.h"
 
 #include <fmt/core.h>
-#include <poll.h>
 
 #include <algorithm>
 #include <cctype>
@@ -32,16 +31,6 @@ bool passed(std::optional<Clock::time_point> deadline) {
   return deadline && Clock::now() >= *deadline;
 }
 
-// 1 when fd is readable (or closed, or failed), 0 after timeout_ms, -errno.
-int wait_readable(int fd, int timeout_ms) {
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    int rc = ::poll(&p, 1, timeout_ms);
-    if (rc >= 0) return rc;
-    if (errno != EINTR) return -errno;
-  }
-}
-
 std::string format_seconds(std::chrono::milliseconds ms) {
   return fmt::format("{:g} s", static_cast<double>(ms.count()) / 1000.0);
 }
@@ -49,24 +38,26 @@ std::string format_seconds(std::chrono::milliseconds ms) {
 // The tutorial's client, one step per call: send a text, receive its reply.
 class SendSession {
  public:
-  SendSession(TcpStream& stream, SessionContext& context)
+  SendSession(ConnectStream& stream, SessionContext& context)
       : stream_(stream), context_(context), buffer_(kReadSize) {}
 
   int run();
 
  private:
   enum class Reply { received, none, peer_closed, failed };
+  enum class Read { data, eof, failed };
 
   Result<void> send_text(const std::string& text);
   Reply await_reply();
   Reply await_quiet(std::optional<Clock::time_point> deadline);
   Reply await_line(std::optional<Clock::time_point> deadline);
-  // Reads what the socket holds; 0 at EOF, nullopt after a reported error.
-  std::optional<size_t> read_some();
+  // Reads what the stream holds into buffer_, `n` bytes (0 when a TLS
+  // record is still incomplete); eof at the end, failed after a reported error.
+  Read read_some(size_t& n);
   bool print(std::string_view bytes);
   Reply peer_closed();
 
-  TcpStream& stream_;
+  ConnectStream& stream_;
   SessionContext& context_;
   std::vector<char> buffer_;
   // --line: bytes received after the last line printed; they begin the next reply.
@@ -134,7 +125,7 @@ SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> dea
     if (got_any && (timeout_ms < 0 || timeout_ms > kQuietPeriod.count())) {
       timeout_ms = static_cast<int>(kQuietPeriod.count());
     }
-    int ready = wait_readable(stream_.fd(), timeout_ms);
+    int ready = stream_.wait_readable(timeout_ms);
     if (ready < 0) {
       report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
       return Reply::failed;
@@ -143,10 +134,12 @@ SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> dea
       if (got_any) return Reply::received;
       continue;  // the deadline check above decides
     }
-    auto n = read_some();
-    if (!n) return Reply::failed;
-    if (*n == 0) return peer_closed();
-    if (!print({buffer_.data(), *n})) return Reply::failed;
+    size_t n = 0;
+    Read read = read_some(n);
+    if (read == Read::failed) return Reply::failed;
+    if (read == Read::eof) return peer_closed();
+    if (n == 0) continue;
+    if (!print({buffer_.data(), n})) return Reply::failed;
     got_any = true;
   }
 }
@@ -165,25 +158,28 @@ SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> dead
       leftover_.clear();
       return ok ? Reply::received : Reply::failed;
     }
-    int ready = wait_readable(stream_.fd(), poll_timeout(deadline));
+    int ready = stream_.wait_readable(poll_timeout(deadline));
     if (ready < 0) {
       report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
       return Reply::failed;
     }
     if (ready == 0) continue;
-    auto n = read_some();
-    if (!n) return Reply::failed;
-    if (*n == 0) return peer_closed();
-    leftover_.append(buffer_.data(), *n);
+    size_t n = 0;
+    Read read = read_some(n);
+    if (read == Read::failed) return Reply::failed;
+    if (read == Read::eof) return peer_closed();
+    leftover_.append(buffer_.data(), n);
   }
 }
 
-std::optional<size_t> SendSession::read_some() {
-  auto n = stream_.recv(buffer_.data(), buffer_.size());
-  if (n) return *n;
+SendSession::Read SendSession::read_some(size_t& n) {
+  auto got = stream_.recv(buffer_.data(), buffer_.size());
+  n = got ? *got : 0;
+  if (got) return n > 0 ? Read::data : Read::eof;
+  if (got.error() == std::errc::resource_unavailable_try_again) return Read::data;
   report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
-                     reason_text(n.error().code())));
-  return std::nullopt;
+                     reason_text(got.error().code())));
+  return Read::failed;
 }
 
 bool SendSession::print(std::string_view bytes) {
@@ -206,7 +202,7 @@ SendSession::Reply SendSession::peer_closed() {
 
 }  // namespace
 
-int run_send_session(TcpStream& stream, SessionContext& context) {
+int run_send_session(ConnectStream& stream, SessionContext& context) {
   return SendSession(stream, context).run();
 }
 

@@ -1,8 +1,8 @@
-// The two ways `tcpkit connect` talks over a connected TcpStream: the
+// The two ways `tcpkit connect` talks over a connected stream: the
 // tutorial's client (--send: send each text, print each reply, close) and an
 // interactive session like nc (stdin to the peer, the peer to stdout).
 // Both run on the calling thread with blocking calls and poll(); the command
-// file connects first and hands over the stream.
+// file connects (and runs the TLS handshake) first and hands over the stream.
 #pragma once
 
 #include <chrono>
@@ -12,8 +12,8 @@
 #include <system_error>
 #include <vector>
 
+#include "connect_stream.h"
 #include "reply_printer.h"
-#include "tcpkit/tcp_stream.h"
 #include "tcpkit/transcoder.h"
 
 namespace tcpkit::cli {
@@ -30,6 +30,10 @@ struct ConnectOptions {
   bool hex = false;
   bool shutdown_after_eof = true;  // --no-shutdown clears it
   bool nc_shutdown = false;        // -N: asks for the default, for nc users
+  bool tls = false;
+  std::string tls_ca;   // empty: the system's CAs
+  bool insecure = false;
+  std::string sni;      // empty: HOST
 };
 
 // What a session needs besides the stream: the printer for received bytes,
@@ -43,10 +47,10 @@ struct SessionContext {
 };
 
 // Sends each --send text in order and prints each reply; returns an exit code.
-int run_send_session(TcpStream& stream, SessionContext& context);
+int run_send_session(ConnectStream& stream, SessionContext& context);
 // Copies stdin to the peer and the peer to stdout until the peer closes or
 // --wait passes after stdin's end; returns an exit code.
-int run_interactive_session(TcpStream& stream, SessionContext& context);
+int run_interactive_session(ConnectStream& stream, SessionContext& context);
 
 // "tcpkit connect: " + message + newline, on stderr.
 void report(std::string_view message);

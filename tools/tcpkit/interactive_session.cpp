@@ -2,10 +2,10 @@
 // poll() watches stdin and the socket. What stdin gives is queued and sent
 // without blocking, and stdin is read again only when the queue is empty, so
 // a peer that stops reading slows the input down instead of deadlocking a
-// session that must also keep printing what the peer sends.
+// session that must also keep printing what the peer sends. With --tls the
+// stream encrypts; its ciphertext not yet sent counts as queued output.
 #include <fmt/core.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,13 +25,14 @@ constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
 
 class InteractiveSession {
  public:
-  InteractiveSession(TcpStream& stream, SessionContext& context)
+  InteractiveSession(ConnectStream& stream, SessionContext& context)
       : stream_(stream), context_(context), buffer_(kReadSize) {}
 
   int run();
 
  private:
   int poll_timeout() const;
+  bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
   std::optional<int> on_stdin_readable();
   void queue_input(std::string_view text);
@@ -41,10 +42,10 @@ class InteractiveSession {
   std::optional<int> flush_output();
   std::optional<int> finish_input();
 
-  TcpStream& stream_;
+  ConnectStream& stream_;
   SessionContext& context_;
   std::vector<char> buffer_;
-  // Encoded bytes the kernel has not accepted yet.
+  // Encoded bytes the stream has not taken yet.
   std::string output_;
   // --line: stdin text after its last newline, sent once the line is whole.
   std::string partial_line_;
@@ -57,18 +58,20 @@ class InteractiveSession {
 int InteractiveSession::run() {
   for (;;) {
     if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
-    const bool read_stdin = stdin_open_ && output_.empty();
+    const bool read_stdin = stdin_open_ && !output_queued();
     pollfd fds[2] = {
-        {stream_.fd(), static_cast<short>(POLLIN | (output_.empty() ? 0 : POLLOUT)), 0},
+        {stream_.fd(), static_cast<short>(POLLIN | (output_queued() ? POLLOUT : 0)), 0},
         {read_stdin ? STDIN_FILENO : -1, POLLIN, 0},  // a negative fd is skipped
     };
-    if (::poll(fds, 2, poll_timeout()) < 0) {
+    // Decrypted bytes already waiting: the socket may have nothing more to say.
+    const bool buffered = stream_.has_buffered_input();
+    if (::poll(fds, 2, buffered ? 0 : poll_timeout()) < 0) {
       if (errno == EINTR) continue;
       report(fmt::format("poll: {}", reason_text(std::error_code(errno, std::generic_category()))));
       return kExitFailure;
     }
     // The socket first: what the peer said is printed before more input goes out.
-    if (fds[0].revents & kReadable) {
+    if (buffered || (fds[0].revents & kReadable)) {
       if (auto code = on_socket_readable()) return *code;
     }
     if (fds[0].revents & POLLOUT) {
@@ -88,6 +91,7 @@ int InteractiveSession::poll_timeout() const {
 
 std::optional<int> InteractiveSession::on_socket_readable() {
   auto n = stream_.recv(buffer_.data(), buffer_.size());
+  if (!n && n.error() == std::errc::resource_unavailable_try_again) return std::nullopt;
   if (!n) {
     report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
                        reason_text(n.error().code())));
@@ -155,25 +159,26 @@ void InteractiveSession::queue_end_of_input() {
 }
 
 std::optional<int> InteractiveSession::flush_output() {
+  auto failed = [this](const Error& error) {
+    report(fmt::format("cannot send to {}: {}", stream_.peer_endpoint().to_string(),
+                       reason_text(error.code())));
+    return kExitFailure;
+  };
+  if (auto flushed = stream_.flush_pending(); !flushed) return failed(flushed.error());
   while (!output_.empty()) {
-    // MSG_DONTWAIT makes this one call non-blocking; the socket stays
-    // blocking for the library's other calls.
-    ssize_t n = ::send(stream_.fd(), output_.data(), output_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
-    if (n < 0) {
-      report(fmt::format("cannot send to {}: {}", stream_.peer_endpoint().to_string(),
-                         reason_text(std::error_code(errno, std::generic_category()))));
-      return kExitFailure;
-    }
-    output_.erase(0, static_cast<size_t>(n));
+    auto n = stream_.send_some(output_);
+    if (!n) return failed(n.error());
+    if (*n == 0) return std::nullopt;  // the kernel is full: wait for POLLOUT
+    output_.erase(0, *n);
   }
+  if (stream_.has_pending_output()) return std::nullopt;
   if (!stdin_open_ && !input_finished_) return finish_input();
   return std::nullopt;
 }
 
 // Stdin has ended and every byte of it is with the kernel: send FIN (the
-// half-close of nc -N), then wait for the peer's last words.
+// half-close of nc -N; with TLS, close_notify first), then wait for the
+// peer's last words.
 std::optional<int> InteractiveSession::finish_input() {
   input_finished_ = true;
   if (context_.options.shutdown_after_eof) {
@@ -191,7 +196,7 @@ std::optional<int> InteractiveSession::finish_input() {
 
 }  // namespace
 
-int run_interactive_session(TcpStream& stream, SessionContext& context) {
+int run_interactive_session(ConnectStream& stream, SessionContext& context) {
   return InteractiveSession(stream, context).run();
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include <vector>
+
 #include "relay_pair.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/tcp_connection.h"
@@ -26,7 +28,10 @@ RelayPair* pair_of(const TcpConnectionPtr& conn) {
 }  // namespace
 
 RelayApp::RelayApp(EventLoop* loop, RelayOptions options)
-    : loop_(loop), options_(std::move(options)), log_(options_.log_format), server_(loop, server_options(options_)) {
+    : loop_(loop),
+      options_(std::move(options)),
+      log_(options_.log_format),
+      server_(loop, server_options(options_)) {
   server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
   server_.set_on_message([](const TcpConnectionPtr& c, Buffer& in) {
     if (auto* pair = pair_of(c)) {
@@ -43,9 +48,11 @@ RelayApp::RelayApp(EventLoop* loop, RelayOptions options)
   });
   server_.set_on_refused([this](const Endpoint& peer, std::error_code) {
     if (options_.quiet) return;
-    log_.log("disconnect", fmt::format("disconnect {}: refused: too many connections (--max-conns {})",
-                                       peer.to_string(), options_.max_conns),
-             {Logger::str("peer", peer.to_string()), Logger::str("reason", "refused: too many connections")});
+    log_.log("disconnect",
+             fmt::format("disconnect {}: refused: too many connections (--max-conns {})",
+                         peer.to_string(), options_.max_conns),
+             {Logger::str("peer", peer.to_string()),
+              Logger::str("reason", "refused: too many connections")});
   });
 }
 
@@ -61,8 +68,10 @@ Result<void> RelayApp::listen() {
 void RelayApp::start() {
   server_.start();
   for (const auto& ep : server_.listen_endpoints()) {
-    log_.log("listening", fmt::format("listening on {}, forwarding to {}", ep.to_string(), options_.upstream_text),
-             {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text)});
+    log_.log(
+        "listening",
+        fmt::format("listening on {}, forwarding to {}", ep.to_string(), options_.upstream_text),
+        {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text)});
   }
 }
 
@@ -100,8 +109,8 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
   }
   if (!options_.quiet) {
     log_.log("disconnect",
-             fmt::format("disconnect {}: {} (bytes up {}, down {})", pair->peer(), pair->reason(), pair->bytes_up(),
-                         pair->bytes_down()),
+             fmt::format("disconnect {}: {} (bytes up {}, down {})", pair->peer(), pair->reason(),
+                         pair->bytes_up(), pair->bytes_down()),
              {Logger::str("peer", pair->peer()), Logger::str("upstream", pair->upstream()),
               Logger::str("reason", pair->reason()), Logger::num("bytes_up", pair->bytes_up()),
               Logger::num("bytes_down", pair->bytes_down())});
@@ -111,13 +120,15 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
 
 void RelayApp::begin_stop() {
   if (stopping_.exchange(true)) return;
-  size_t open = 0;
+  std::vector<std::shared_ptr<RelayPair>> open;
   {
     std::lock_guard lock(mutex_);
-    open = pairs_.size();
+    open.assign(pairs_.begin(), pairs_.end());
   }
-  log_.log("stopping", fmt::format("stopping: no new connections; draining {} connections", open),
-           {Logger::num("connections", open)});
+  for (const auto& pair : open) pair->loop()->run_in_loop([pair] { pair->note_stopping(); });
+  log_.log("stopping",
+           fmt::format("stopping: no new connections; draining {} connections", open.size()),
+           {Logger::num("connections", open.size())});
   // The server shuts its clients down and force-closes them after the
   // deadline; each pair then takes its upstream down with it.
   server_.stop(options_.drain_timeout, [this] {
@@ -133,8 +144,8 @@ void RelayApp::maybe_quit() {
     if (!pairs_.empty()) return;
   }
   log_.log("stopped",
-           fmt::format("stopped: relayed {} connections, {} bytes up, {} bytes down", relayed_.load(),
-                       bytes_up_.load(), bytes_down_.load()),
+           fmt::format("stopped: relayed {} connections, {} bytes up, {} bytes down",
+                       relayed_.load(), bytes_up_.load(), bytes_down_.load()),
            {Logger::num("connections", relayed_.load()), Logger::num("bytes_up", bytes_up_.load()),
             Logger::num("bytes_down", bytes_down_.load())});
   quitting_ = true;

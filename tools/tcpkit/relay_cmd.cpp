@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include <map>
+#include <optional>
 
 #include "cli_common.h"
 #include "commands.h"
@@ -32,13 +33,15 @@ Without fault options it is a plain port forwarder. With them:
 struct RelayFlags {
   std::string listen;
   std::string to;
-  uint64_t delay_ms = 0;
-  uint64_t jitter_ms = 0;
-  uint64_t rate = 0;
-  size_t chunk = 0;
-  uint64_t reset_after = 0;
-  uint64_t close_after = 0;
-  size_t max_conns = 0;
+  // Signed, so that "-5" reaches the NonNegativeNumber check instead of
+  // wrapping around into a huge unsigned value.
+  int64_t delay_ms = 0;
+  int64_t jitter_ms = 0;
+  int64_t rate = 0;
+  int64_t chunk = 0;
+  int64_t reset_after = 0;
+  int64_t close_after = 0;
+  int64_t max_conns = 0;
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
@@ -46,29 +49,36 @@ struct RelayFlags {
   CLI::Option* close_after_opt = nullptr;
 };
 
-// "127.0.0.1:8080" or "localhost:8080" into addresses; the error says what
-// to type. `flag` names the option in the message.
-Result<std::vector<Endpoint>> resolve_flag(const std::string& text, const char* flag, bool allow_port_zero) {
+// "127.0.0.1:8080" or "localhost:8080" into addresses, or a message that
+// says what to type instead; `flag` names the option in it.
+std::optional<std::vector<Endpoint>> resolve_flag(const std::string& text, const char* flag,
+                                                  bool allow_port_zero, std::string* why) {
   auto split = Endpoint::split_host_port(text);
   if (!split) {
-    return Error(split.error().code(), fmt::format("{} '{}' is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080)",
-                                                   flag, text));
+    *why = fmt::format("{} '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)", flag,
+                       text, split.error().message());
+    return std::nullopt;
   }
   if (split->second == 0 && !allow_port_zero) {
-    return Error(Errc::bad_port, fmt::format("{} '{}': port 0 cannot be connected to; give 1..65535", flag, text));
+    *why = fmt::format("{} '{}': port 0 cannot be connected to; give a port from 1 to 65535", flag,
+                       text);
+    return std::nullopt;
   }
   auto addresses = Endpoint::resolve(split->first, split->second);
-  if (!addresses) return Error(addresses.error().code(), fmt::format("{} '{}'", flag, text));
-  return addresses;
+  if (!addresses) {
+    *why = fmt::format("{} '{}': {}", flag, text, addresses.error().message());
+    return std::nullopt;
+  }
+  return std::move(*addresses);
 }
 
 int run_relay(const RelayFlags& f) {
   RelayOptions o;
-  auto listen = resolve_flag(f.listen, "--listen", true);
-  auto upstream = resolve_flag(f.to, "--to", false);
-  for (const auto* r : {&listen, &upstream}) {
-    if (*r) continue;
-    fmt::print(stderr, "tcpkit relay: {}\n", r->error().message());
+  std::string why;
+  auto listen = resolve_flag(f.listen, "--listen", true, &why);
+  auto upstream = listen ? resolve_flag(f.to, "--to", false, &why) : std::nullopt;
+  if (!listen || !upstream) {
+    fmt::print(stderr, "tcpkit relay: {}\n", why);
     return kExitUsage;
   }
   const uint16_t listen_port = listen->front().port();
@@ -77,13 +87,13 @@ int run_relay(const RelayFlags& f) {
   o.upstream_text = f.to;
   o.delay = std::chrono::milliseconds(f.delay_ms);
   o.jitter = std::chrono::milliseconds(f.jitter_ms);
-  o.rate = f.rate;
-  o.chunk = f.chunk;
+  o.rate = static_cast<uint64_t>(f.rate);
+  o.chunk = static_cast<size_t>(f.chunk);
   o.reset_after_set = f.reset_after_opt->count() > 0;
-  o.reset_after = f.reset_after;
+  o.reset_after = static_cast<uint64_t>(f.reset_after);
   o.close_after_set = f.close_after_opt->count() > 0;
-  o.close_after = f.close_after;
-  o.max_conns = f.max_conns;
+  o.close_after = static_cast<uint64_t>(f.close_after);
+  o.max_conns = static_cast<size_t>(f.max_conns);
   o.threads = f.threads;
   o.quiet = f.quiet;
   o.log_format = f.log_format;
@@ -93,7 +103,8 @@ int run_relay(const RelayFlags& f) {
   RelayApp app(&loop, std::move(o));
   if (auto r = app.listen(); !r) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
-               explain_bind_error(r.error(), listen_port, "another port for --listen", "--listen 127.0.0.1:8888"));
+               explain_bind_error(r.error(), listen_port, "another port for --listen",
+                                  "--listen 127.0.0.1:8888"));
     return kExitFailure;
   }
   app.start();
@@ -105,22 +116,34 @@ int run_relay(const RelayFlags& f) {
 }  // namespace
 
 Command add_relay_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("relay", "Forward TCP connections, optionally injecting delay, rate limits and faults");
+  auto* sub = app.add_subcommand(
+      "relay", "Forward TCP connections, optionally injecting delay, rate limits and faults");
   sub->description(kRelayHelp);
   auto f = std::make_shared<RelayFlags>();
-  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text}, {"json", LogFormat::json}};
+  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text},
+                                                            {"json", LogFormat::json}};
 
-  sub->add_option("-l,--listen", f->listen, "HOST:PORT to accept clients on (port 0 picks a free one)")->required();
-  sub->add_option("-t,--to", f->to, "HOST:PORT to forward every connection to")->required();
-  sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds");
-  sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay");
-  sub->add_option("--rate", f->rate, "at most BYTES_PER_SEC per direction (0: unlimited)");
-  sub->add_option("--chunk", f->chunk, "split data into writes of at most BYTES (0: as read)");
-  f->reset_after_opt =
-      sub->add_option("--reset-after", f->reset_after, "reset (RST) both sides after BYTES through the pair");
-  f->close_after_opt =
-      sub->add_option("--close-after", f->close_after, "close (FIN) both sides after BYTES through the pair");
-  sub->add_option("--max-conns", f->max_conns, "most pairs at once (0: no limit); extra clients are closed")
+  sub->add_option("--listen", f->listen,
+                  "HOST:PORT to accept clients on (port 0 picks a free one)")
+      ->required();
+  sub->add_option("--to", f->to, "HOST:PORT to forward every connection to")->required();
+  sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--rate", f->rate, "at most BYTES_PER_SEC per direction (0: unlimited)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--chunk", f->chunk, "split data into writes of at most BYTES (0: as read)")
+      ->check(CLI::NonNegativeNumber);
+  f->reset_after_opt = sub->add_option("--reset-after", f->reset_after,
+                                       "reset (RST) both sides after BYTES through the pair")
+                           ->check(CLI::NonNegativeNumber);
+  f->close_after_opt = sub->add_option("--close-after", f->close_after,
+                                       "close (FIN) both sides after BYTES through the pair")
+                           ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-conns", f->max_conns,
+                  "most pairs at once (0: no limit); extra clients are closed")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))

@@ -94,9 +94,15 @@ void RelayPair::start() {
 
 // ---- the client's events ---------------------------------------------------
 
-void RelayPair::client_message(Buffer& in) { receive(up_, in); }
-void RelayPair::client_peer_closed() { source_eof(up_); }
-void RelayPair::client_write_complete() { maybe_resume(down_); }
+void RelayPair::client_message(Buffer& in) {
+  receive(up_, in);
+}
+void RelayPair::client_peer_closed() {
+  source_eof(up_);
+}
+void RelayPair::client_write_complete() {
+  maybe_resume(down_);
+}
 
 void RelayPair::client_closed() {
   client_gone_ = true;
@@ -140,8 +146,8 @@ void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
 // A side closed. After a clean close (FIN both ways) the other side finishes
 // by itself once its queue drains, provided it will send nothing more;
 // otherwise it goes down too, and a reset is passed on as a reset.
-void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other, bool other_done,
-                            const char* who) {
+void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other,
+                            bool other_done, const char* who) {
   std::error_code reason = closed->close_reason();
   bool clean = reason == Errc::peer_closed;
   set_reason(clean ? fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_)
@@ -159,7 +165,8 @@ void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& ot
 // ---- forwarding ------------------------------------------------------------
 
 bool RelayPair::shaping() const {
-  return options_.delay.count() > 0 || options_.jitter.count() > 0 || options_.rate > 0 || options_.chunk > 0;
+  return options_.delay.count() > 0 || options_.jitter.count() > 0 || options_.rate > 0 ||
+         options_.chunk > 0;
 }
 
 void RelayPair::receive(Flow& flow, Buffer& in) {
@@ -238,7 +245,8 @@ void RelayPair::arm_timer(Flow& flow, Clock::time_point when) {
 void RelayPair::forward(Flow& flow, std::string_view data) {
   uint64_t limit = fault_limit();
   uint64_t total = up_.forwarded + down_.forwarded;
-  if (limit != kNoLimit) data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
+  if (limit != kNoLimit)
+    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
   if (!data.empty()) {
     (*flow.sink)->send(data);
     flow.forwarded += data.size();

@@ -58,6 +58,11 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void client_write_complete();
   void client_closed();
 
+  // The relay is stopping: that, rather than the drain deadline, is why
+  // the pair ends. Loop thread.
+  void note_stopping() { set_reason("relay stopping"); }
+
+  EventLoop* loop() const { return loop_; }
   const std::string& peer() const { return peer_; }
   const std::string& upstream() const { return upstream_name_; }
   // Why the pair ended: the first event that ended it.

@@ -2,12 +2,16 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <optional>
 
+#include "chat_cluster.h"
 #include "chat_room.h"
+#include "metrics_server.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
 #include "tcpkit/line_codec.h"
+#include "tcpkit/proxy_protocol.h"
 #include "tcpkit/tcp_connection.h"
 #include "tcpkit/transcoder.h"
 
@@ -35,6 +39,13 @@ const char* to_string(Framing framing) {
 // Per-connection state, kept in the connection's context slot.
 struct ServeApp::Session {
   std::optional<Transcoder> decoder;  // wire encoding -> UTF-8, for the log
+  // PROXY protocol: nothing is served while the header is pending, and the
+  // timer closes a proxy that never completes it.
+  bool proxy_pending = false;
+  TimerId proxy_timer = 0;
+  std::optional<Endpoint> client;  // the real client, when a PROXY header named one
+  bool rejected = false;           // closing on our initiative; ignore what still arrives
+  std::string close_note;          // why we closed it, when the close code alone does not say
 };
 
 namespace {
@@ -81,33 +92,60 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options)
     : loop_(loop),
       options_(std::move(options)),
       log_(options_.log_format),
-      server_(loop, server_options(options_)) {
+      server_(loop, server_options(options_)),
+      metrics_(to_string(options_.mode)) {
   if (options_.mode == ServeMode::chat) room_ = std::make_unique<ChatRoom>();
   // serve_cmd validated the encoding, so converting the reply cannot fail
   // on the name; unconvertible characters come out escaped.
   auto reply = Transcoder::convert("utf-8", options_.encoding, options_.reply);
   encoded_reply_ = reply ? *reply : options_.reply;
   server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
-  server_.set_on_refused([this](const Endpoint& peer, std::error_code) {
+  // Behind a proxy the accepted peer is the proxy itself: the access list is
+  // checked against the real client once its PROXY header is in.
+  if (!options_.access.empty() && !options_.proxy_protocol) {
+    server_.set_accept_filter([this](const Endpoint& peer) { return options_.access.permits(peer); });
+  }
+  server_.set_on_refused([this](const Endpoint& peer, std::error_code why) {
+    if (why == Errc::too_many_connections) {
+      metrics_.count_refused("too many connections");
+    } else {
+      metrics_.count_refused(why == Errc::not_allowed ? "not allowed" : why.message());
+    }
     if (!log_connections()) return;
     auto clients = static_cast<unsigned long long>(clients_.load());
-    log_.log("disconnect", fmt::format("disconnect {}: refused: too many connections (clients: {})",
-                                       peer.to_string(), clients),
-             {Logger::str("peer", peer.to_string()), Logger::str("reason", "refused: too many connections"),
-              Logger::num("clients", clients)});
+    std::string reason = why == Errc::not_allowed ? "refused: not allowed" : "refused: too many connections";
+    log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer.to_string(), reason, clients),
+             {Logger::str("peer", peer.to_string()), Logger::str("reason", reason), Logger::num("clients", clients)});
   });
+  MessageCallback handler;
   switch (options_.mode) {
     case ServeMode::echo:
-      server_.set_on_message([](const TcpConnectionPtr& c, Buffer& in) { c->send(in); });
+      // Each read is one message here, whatever the framing: an echo server
+      // does not look inside the bytes.
+      handler = [this](const TcpConnectionPtr& c, Buffer& in) {
+        metrics_.count_messages_received();
+        metrics_.count_messages_sent();
+        c->send(in);
+      };
       break;
     case ServeMode::discard:
-      server_.set_on_message([](const TcpConnectionPtr&, Buffer& in) { in.retrieve_all(); });
+      handler = [this](const TcpConnectionPtr&, Buffer& in) {
+        metrics_.count_messages_received();
+        in.retrieve_all();
+      };
       break;
     case ServeMode::ack:
     case ServeMode::chat:
-      server_.set_on_message([this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); });
+      handler = [this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); };
       break;
   }
+  if (options_.proxy_protocol) {
+    // Every mode sees only what follows the header, and only once it is in.
+    handler = [this, serve = std::move(handler)](const TcpConnectionPtr& c, Buffer& in) {
+      if (pass_proxy_header(c, in)) serve(c, in);
+    };
+  }
+  server_.set_on_message(std::move(handler));
 }
 
 ServeApp::~ServeApp() = default;
@@ -119,6 +157,25 @@ Result<void> ServeApp::listen(const std::vector<Endpoint>& addresses) {
   return {};
 }
 
+Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
+  if (!metrics_server_) {
+    MetricsHandlers handlers;
+    handlers.metrics = [this] { return metrics_.render(registry_.traffic()); };
+    handlers.clients_json = [this] { return clients_json(); };
+    metrics_server_ = std::make_unique<MetricsServer>(loop_, std::move(handlers));
+  }
+  for (const auto& address : addresses) {
+    if (auto r = metrics_server_->listen(address); !r) return r;
+  }
+  return {};
+}
+
+void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis) {
+  if (!room_) return;
+  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), log_,
+                                           [this](std::string_view line) { broadcast_chat(line, nullptr); });
+}
+
 void ServeApp::start() {
   server_.start();
   for (const auto& ep : server_.listen_endpoints()) {
@@ -128,6 +185,15 @@ void ServeApp::start() {
              {Logger::str("address", ep.to_string()), Logger::str("mode", to_string(options_.mode)),
               Logger::str("framing", to_string(options_.framing)), Logger::str("encoding", options_.encoding)});
   }
+  if (metrics_server_) {
+    metrics_server_->start();
+    for (const auto& ep : metrics_server_->listen_endpoints()) {
+      log_.log("metrics",
+               fmt::format("metrics on http://{0}/metrics, status page http://{0}/", ep.to_string()),
+               {Logger::str("address", ep.to_string())});
+    }
+  }
+  if (cluster_) cluster_->start();
 }
 
 void ServeApp::begin_stop() {
@@ -143,12 +209,17 @@ void ServeApp::begin_stop() {
              fmt::format("stopped: served {} connections, {} bytes in, {} bytes out", served_.load(), in, out),
              {Logger::num("connections", served_.load()), Logger::num("bytes_in", in),
               Logger::num("bytes_out", out)});
-    loop_->quit();
+    if (cluster_) cluster_->stop();
+    // Scrapes are answered until the clients are gone, then cut short.
+    if (!metrics_server_) {
+      loop_->quit();
+      return;
+    }
+    metrics_server_->stop([this] { loop_->quit(); });
   });
 }
 
 void ServeApp::on_connection(const TcpConnectionPtr& conn) {
-  const std::string peer = conn->peer_endpoint().to_string();
   if (conn->connected()) {
     served_.fetch_add(1, std::memory_order_relaxed);
     Session session;
@@ -156,27 +227,33 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
       auto decoder = Transcoder::open(options_.encoding, "utf-8");
       if (decoder) session.decoder.emplace(std::move(*decoder));
     }
-    conn->set_context(std::move(session));
-    int64_t clients = clients_.fetch_add(1) + 1;
-    if (log_connections()) {
-      log_.log("connect", fmt::format("connect {} (clients: {})", peer, clients),
-               {Logger::str("peer", peer), Logger::num("clients", static_cast<unsigned long long>(clients))});
+    Session& stored = conn->set_context(std::move(session));
+    metrics_.count_connection();
+    registry_.add(conn);
+    const int64_t clients = clients_.fetch_add(1) + 1;
+    if (options_.proxy_protocol) {
+      await_proxy_header(conn, stored);
+      return;
     }
-    if (room_) {
-      size_t online = room_->join(conn, peer);
-      room_->broadcast(fmt::format("* {} joined ({} online)\n", peer, online), conn);
-    }
+    admit(conn, stored, clients);
     return;
   }
   bytes_in_.fetch_add(conn->bytes_received(), std::memory_order_relaxed);
   bytes_out_.fetch_add(conn->bytes_sent(), std::memory_order_relaxed);
+  registry_.remove(conn);
+  if (Session* session = conn->context<Session>(); session != nullptr && session->proxy_timer != 0) {
+    conn->loop()->cancel(session->proxy_timer);
+    session->proxy_timer = 0;
+  }
+  const std::string reason = close_text(conn);
+  count_disconnect(reason);
   if (room_) {
     std::string name = room_->leave(conn);
-    if (!name.empty()) room_->broadcast(fmt::format("* {} left\n", name), conn);
+    if (!name.empty()) broadcast_chat(fmt::format("* {} left\n", name), conn);
   }
   int64_t clients = clients_.fetch_sub(1) - 1;
   if (!log_connections()) return;
-  std::string reason = describe_reason(conn->close_reason());
+  const std::string peer = peer_name(conn);
   log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer, reason, clients),
            {Logger::str("peer", peer), Logger::str("reason", reason), Logger::num("clients", static_cast<unsigned long long>(clients))});
 }
@@ -205,6 +282,7 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   if (!lines && options_.framing == Framing::raw) {
     // The tutorial's server: whatever one recv() returned is one message.
     message = in.retrieve_all_as_string();
+    metrics_.count_messages_received();
     handle_message(conn, *session, message);
     return;
   }
@@ -213,6 +291,7 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   for (;;) {
     result = lines ? line_codec.decode(in, &message) : length_codec.decode(in, &message);
     if (result != DecodeResult::frame) break;
+    metrics_.count_messages_received();
     if (options_.mode == ServeMode::chat) {
       handle_chat_line(conn, *session, message);
     } else {
@@ -228,7 +307,7 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
 void ServeApp::handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message) {
   if (log_connections()) {
     std::string text = session.decoder ? session.decoder->feed(message) : std::string(message);
-    std::string peer = conn->peer_endpoint().to_string();
+    std::string peer = peer_name(conn);
     std::string shown = printable(text);
     log_.log("message", fmt::format("message from {}: {}", peer, shown),
              {Logger::str("peer", peer), Logger::str("text", shown)});
@@ -243,13 +322,49 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, Session& /*session
     std::string name(line.substr(kNick.size()));
     if (name.empty()) return;
     std::string old = room_->rename(conn, name);
-    room_->broadcast(fmt::format("* {} is now known as {}\n", old, name), conn);
+    broadcast_chat(fmt::format("* {} is now known as {}\n", old, name), conn);
     return;
   }
-  room_->broadcast(fmt::format("<{}> {}\n", room_->name_of(conn), line), conn);
+  std::string text = fmt::format("<{}> {}\n", room_->name_of(conn), line);
+  broadcast_chat(text, conn);
+  if (cluster_) cluster_->publish(text);
+}
+
+void ServeApp::broadcast_chat(std::string_view line, const TcpConnectionPtr& except) {
+  metrics_.count_messages_sent(room_->broadcast(line, except));
+}
+
+void ServeApp::count_disconnect(std::string reason) {
+  // The label is the log's wording without its explanation in brackets
+  // ("slow reader (output over high-water mark)"), so the two always agree.
+  std::string label = std::move(reason);
+  if (auto bracket = label.find(" ("); bracket != std::string::npos) label.resize(bracket);
+  // Closed by us before it was served (an untrusted proxy, a client the
+  // PROXY header names that --deny refuses): a refusal, not a disconnect.
+  constexpr std::string_view kRefused = "refused: ";
+  if (label.compare(0, kRefused.size(), kRefused) == 0) {
+    metrics_.count_refused(std::string_view(label).substr(kRefused.size()));
+    return;
+  }
+  const bool error = label != "peer closed" && label != "idle timeout" && label != "server stopping";
+  metrics_.count_disconnect(label, error);
+}
+
+std::string ServeApp::clients_json() const {
+  constexpr size_t kMaxRows = 1000;  // a status page, not an export: the count says if there are more
+  auto name_of = [this](const TcpConnectionPtr& conn) -> std::string {
+    if (!room_) return "";
+    std::string name = room_->name_of(conn);
+    if (options_.encoding == "utf-8") return name;
+    // Names are kept in the wire encoding; JSON wants UTF-8.
+    auto utf8 = Transcoder::convert(options_.encoding, "utf-8", name);
+    return utf8 ? *utf8 : name;
+  };
+  return cli::clients_json(registry_.clients(kMaxRows, name_of), registry_.size());
 }
 
 void ServeApp::send_framed(const TcpConnectionPtr& conn, std::string_view payload) {
+  metrics_.count_messages_sent();
   switch (options_.framing) {
     case Framing::raw:
       conn->send(payload);
@@ -267,6 +382,109 @@ void ServeApp::send_framed(const TcpConnectionPtr& conn, std::string_view payloa
       return;
     }
   }
+}
+
+// ---- PROXY protocol -------------------------------------------------------
+
+void ServeApp::admit(const TcpConnectionPtr& conn, Session& session, int64_t clients) {
+  const std::string peer = peer_name(conn);
+  registry_.set_peer(conn, peer);
+  if (log_connections()) {
+    auto count = static_cast<unsigned long long>(clients);
+    if (session.client) {
+      // Both addresses: the client for the reader, the proxy for whoever
+      // chases a misbehaving balancer.
+      std::string via = conn->peer_endpoint().to_string();
+      log_.log("connect", fmt::format("connect {} via {} (clients: {})", peer, via, count),
+               {Logger::str("peer", peer), Logger::str("via", via), Logger::num("clients", count)});
+    } else {
+      log_.log("connect", fmt::format("connect {} (clients: {})", peer, count),
+               {Logger::str("peer", peer), Logger::num("clients", count)});
+    }
+  }
+  if (room_) {
+    size_t online = room_->join(conn, peer);
+    broadcast_chat(fmt::format("* {} joined ({} online)\n", peer, online), conn);
+  }
+}
+
+void ServeApp::await_proxy_header(const TcpConnectionPtr& conn, Session& session) {
+  // A header from anyone else would let any client claim any address.
+  const Endpoint& proxy = conn->peer_endpoint();
+  const bool trusted = std::any_of(options_.trusted_proxies.begin(), options_.trusted_proxies.end(),
+                                   [&proxy](const Cidr& net) { return net.contains(proxy); });
+  if (!trusted) {
+    reject(conn, session, make_error_code(Errc::not_allowed), "refused: untrusted proxy (not in --trusted-proxy)");
+    return;
+  }
+  session.proxy_pending = true;
+  auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.proxy_timeout_s * 1000.0));
+  std::weak_ptr<TcpConnection> weak = conn;
+  session.proxy_timer = conn->loop()->run_after(timeout, [this, weak] {
+    TcpConnectionPtr c = weak.lock();
+    Session* s = c ? c->context<Session>() : nullptr;
+    if (s == nullptr) return;
+    s->proxy_timer = 0;
+    if (s->proxy_pending) {
+      reject(c, *s, std::make_error_code(std::errc::timed_out),
+             fmt::format("PROXY header timeout ({:g} s)", options_.proxy_timeout_s));
+    }
+  });
+}
+
+bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
+  Session* session = conn->context<Session>();
+  if (session == nullptr || session->rejected) {
+    in.retrieve_all();
+    return false;
+  }
+  if (!session->proxy_pending) return true;
+  // The bytes stay in the connection's input buffer until the header is
+  // whole; the parser refuses anything longer than a header can be, so the
+  // wait holds at most 16 + 65535 bytes.
+  auto parsed = parse_proxy_header(in.view());
+  if (parsed.status == ProxyParseStatus::need_more) return false;
+  if (parsed.status == ProxyParseStatus::invalid) {
+    in.retrieve_all();
+    reject(conn, *session, make_error_code(Errc::bad_proxy_header), "bad PROXY header (" + parsed.reason + ")");
+    return false;
+  }
+  in.retrieve(parsed.consumed);
+  session->proxy_pending = false;
+  if (session->proxy_timer != 0) {
+    conn->loop()->cancel(session->proxy_timer);
+    session->proxy_timer = 0;
+  }
+  // LOCAL (a health check), UNKNOWN, UNSPEC and UNIX name no client: the
+  // connection's own peer, the proxy, is the one talking, and --trusted-proxy
+  // has already admitted it; --allow/--deny judge the clients it names.
+  session->client = parsed.header.source;
+  if (session->client && !options_.access.permits(*session->client)) {
+    in.retrieve_all();
+    reject(conn, *session, make_error_code(Errc::not_allowed), "refused: not allowed");
+    return false;
+  }
+  admit(conn, *session, clients_.load());
+  return in.readable_bytes() > 0;
+}
+
+void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string why) {
+  session.rejected = true;
+  session.proxy_pending = false;
+  session.close_note = std::move(why);
+  conn->force_close(code);
+}
+
+std::string ServeApp::peer_name(const TcpConnectionPtr& conn) {
+  Session* session = conn->context<Session>();
+  if (session != nullptr && session->client) return session->client->to_string();
+  return conn->peer_endpoint().to_string();
+}
+
+std::string ServeApp::close_text(const TcpConnectionPtr& conn) {
+  Session* session = conn->context<Session>();
+  if (session != nullptr && !session->close_note.empty()) return session->close_note;
+  return describe_reason(conn->close_reason());
 }
 
 }  // namespace tcpkit::cli

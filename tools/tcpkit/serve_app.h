@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "client_registry.h"
 #include "logger.h"
+#include "serve_metrics.h"
+#include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
@@ -40,12 +43,23 @@ struct ServeOptions {
   LogFormat log_format = LogFormat::text;
   size_t high_water_mark = 1024 * 1024;
   double drain_timeout_s = 5;
+  std::string metrics;  // --metrics HOST:PORT: HTTP status page and Prometheus metrics ("" off)
+  std::string cluster;  // --cluster redis://HOST:PORT: chat across instances ("" off)
+  AccessList access;  // --allow / --deny; refused peers are closed before any data
+  // --proxy-protocol: every connection starts with a PROXY v1/v2 header from
+  // a load balancer, and the client it names is the peer everywhere (log,
+  // --allow/--deny, chat names). Only --trusted-proxy peers may send one.
+  bool proxy_protocol = false;
+  std::vector<Cidr> trusted_proxies;
+  double proxy_timeout_s = 3;  // the spec asks receivers to wait at least 3 s
 };
 
 const char* to_string(ServeMode mode);
 const char* to_string(Framing framing);
 
+class ChatCluster;
 class ChatRoom;
+class MetricsServer;
 
 class ServeApp {
  public:
@@ -54,6 +68,11 @@ class ServeApp {
 
   // Binds every address `host` names. The error names the address.
   Result<void> listen(const std::vector<Endpoint>& addresses);
+  // Serves --metrics on each address; call before start().
+  Result<void> listen_metrics(const std::vector<Endpoint>& addresses);
+  // Chat mode: relays lines through the Redis at `redis` (named `label` in
+  // the log) to other instances; call before start().
+  void join_cluster(std::string label, std::vector<Endpoint> redis);
   void start();
   // First SIGINT/SIGTERM: stop accepting, drain, then quit the loop.
   void begin_stop();
@@ -67,6 +86,21 @@ class ServeApp {
   void handle_chat_line(const TcpConnectionPtr& conn, Session& session, std::string_view line);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
   std::string describe_reason(std::error_code reason) const;
+  // Sends to the local chat members and counts the lines for the metrics.
+  void broadcast_chat(std::string_view line, const TcpConnectionPtr& except);
+  void count_disconnect(std::string reason);
+  // PROXY protocol: the header is read before anything else is served.
+  void await_proxy_header(const TcpConnectionPtr& conn, Session& session);
+  // Consumes the header from `in`; true once it is in and bytes remain to serve.
+  bool pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in);
+  // The connect log line and the chat join, once the client's address is known.
+  void admit(const TcpConnectionPtr& conn, Session& session, int64_t clients);
+  // Closes a connection we refuse; `why` is the reason its log line gives.
+  void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string why);
+  // The client's address as the log shows it: from the PROXY header if any.
+  std::string peer_name(const TcpConnectionPtr& conn);
+  std::string close_text(const TcpConnectionPtr& conn);
+  std::string clients_json() const;
   bool log_connections() const { return !options_.quiet; }
 
   EventLoop* loop_;
@@ -74,6 +108,11 @@ class ServeApp {
   Logger log_;
   TcpServer server_;
   std::unique_ptr<ChatRoom> room_;
+  ServeMetrics metrics_;
+  ClientRegistry registry_;
+  // Declared after what they use, so they are destroyed first.
+  std::unique_ptr<ChatCluster> cluster_;
+  std::unique_ptr<MetricsServer> metrics_server_;
   std::string encoded_reply_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};

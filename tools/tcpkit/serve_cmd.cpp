@@ -5,9 +5,11 @@
 #include <array>
 #include <map>
 
+#include "chat_cluster.h"
 #include "cli_common.h"
 #include "commands.h"
 #include "serve_app.h"
+#include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/transcoder.h"
@@ -43,6 +45,49 @@ int run_serve(const ServeOptions& options) {
                t.error().message());
     return kExitUsage;
   }
+  std::vector<Endpoint> metrics_addresses;
+  if (!options.metrics.empty()) {
+    auto resolved = Endpoint::resolve(options.metrics);
+    if (!resolved) {
+      fmt::print(stderr, "tcpkit serve: bad --metrics '{}': {} (expected HOST:PORT, e.g. 127.0.0.1:9100)\n",
+                 options.metrics, resolved.error().message());
+      return kExitUsage;
+    }
+    metrics_addresses = std::move(*resolved);
+  }
+  std::vector<Endpoint> redis;
+  std::string redis_label;
+  if (!options.cluster.empty()) {
+    if (options.mode != ServeMode::chat) {
+      fmt::print(stderr, "tcpkit serve: --cluster relays chat lines between instances; it needs --mode chat\n");
+      return kExitUsage;
+    }
+    auto url = parse_redis_url(options.cluster);
+    if (!url) {
+      fmt::print(stderr, "tcpkit serve: bad {}\n", url.error().message());
+      return kExitUsage;
+    }
+    auto resolved = Endpoint::resolve(url->first, url->second);
+    if (!resolved) {
+      fmt::print(stderr, "tcpkit serve: --cluster: cannot resolve '{}': {}\n", url->first, resolved.error().message());
+      return kExitUsage;
+    }
+    redis = std::move(*resolved);
+    const bool v6 = url->first.find(':') != std::string::npos;
+    redis_label = v6 ? fmt::format("[{}]:{}", url->first, url->second) : fmt::format("{}:{}", url->first, url->second);
+  }
+  // A PROXY header accepted from anyone lets any client claim any address,
+  // so the two flags only make sense together.
+  if (options.proxy_protocol && options.trusted_proxies.empty()) {
+    fmt::print(stderr,
+               "tcpkit serve: --proxy-protocol needs --trusted-proxy CIDR (the load balancer's address, e.g. "
+               "--trusted-proxy 127.0.0.1/32); a header from anyone else would let clients fake their address\n");
+    return kExitUsage;
+  }
+  if (!options.proxy_protocol && !options.trusted_proxies.empty()) {
+    fmt::print(stderr, "tcpkit serve: --trusted-proxy only applies with --proxy-protocol\n");
+    return kExitUsage;
+  }
   block_stop_signals();
 
   EventLoop loop;
@@ -51,6 +96,13 @@ int run_serve(const ServeOptions& options) {
     fmt::print(stderr, "tcpkit serve: cannot listen: {}\n", explain_bind_error(r.error(), options.port));
     return kExitFailure;
   }
+  if (auto r = app.listen_metrics(metrics_addresses); !r) {
+    fmt::print(stderr, "tcpkit serve: cannot serve --metrics: {}\n",
+               explain_bind_error(r.error(), metrics_addresses.front().port(), "another --metrics port",
+                                  "--metrics 127.0.0.1:9100"));
+    return kExitFailure;
+  }
+  if (!redis.empty()) app.join_cluster(std::move(redis_label), std::move(redis));
   app.start();
   watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
   loop.run();
@@ -100,6 +152,45 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--drain-timeout", opts->drain_timeout_s, "seconds to let clients finish on SIGINT/SIGTERM")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
+  // Checked while parsing, so bad text is a usage error (exit 2) naming it.
+  auto cidr_text = CLI::Validator(
+      [](std::string& text) {
+        auto rule = Cidr::parse(text);
+        return rule ? std::string() : rule.error().message();
+      },
+      "CIDR");
+  sub->add_option_function<std::vector<std::string>>(
+         "--allow", [opts](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) opts->access.allow(*Cidr::parse(text));
+         },
+         "serve only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed at once")
+      ->check(cidr_text)
+      ->delimiter(',');
+  sub->add_option_function<std::vector<std::string>>(
+         "--deny", [opts](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) opts->access.deny(*Cidr::parse(text));
+         },
+         "refuse clients in this network; repeatable; wins over --allow")
+      ->check(cidr_text)
+      ->delimiter(',');
+  sub->add_flag("--proxy-protocol", opts->proxy_protocol,
+                "every connection starts with a PROXY v1/v2 header (HAProxy send-proxy, AWS NLB); its client "
+                "address is used in the log, --allow/--deny and chat names");
+  sub->add_option_function<std::vector<std::string>>(
+         "--trusted-proxy", [opts](const std::vector<std::string>& nets) {
+           for (const auto& text : nets) opts->trusted_proxies.push_back(*Cidr::parse(text));
+         },
+         "with --proxy-protocol: a network the load balancer connects from; repeatable; others are closed")
+      ->check(cidr_text)
+      ->delimiter(',');
+  sub->add_option("--proxy-timeout", opts->proxy_timeout_s,
+                  "seconds a trusted proxy has to send the whole PROXY header (the spec asks for at least 3)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  sub->add_option("--metrics", opts->metrics,
+                  "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
+  sub->add_option("--cluster", opts->cluster,
+                  "redis://HOST:PORT: chat mode relays lines through Redis pub/sub to other instances");
   sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   sub->add_option("--log-format", (*names)[2], "text | json")

@@ -1,0 +1,44 @@
+#include "tcpkit/tls_error.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <string>
+
+namespace tcpkit {
+namespace {
+
+class TlsCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tls"; }
+  std::string message(int ev) const override {
+    const auto code = static_cast<unsigned long>(ev);
+    if (const char* reason = ERR_reason_error_string(code)) return reason;
+    // An unknown reason still gets OpenSSL's numeric form rather than nothing.
+    char text[256];
+    ERR_error_string_n(code, text, sizeof text);
+    return text;
+  }
+};
+
+class TlsVerifyCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tls-verify"; }
+  std::string message(int ev) const override {
+    return std::string("certificate verify failed: ") + X509_verify_cert_error_string(ev);
+  }
+};
+
+}  // namespace
+
+const std::error_category& tls_category() {
+  static const TlsCategory category;
+  return category;
+}
+
+const std::error_category& tls_verify_category() {
+  static const TlsVerifyCategory category;
+  return category;
+}
+
+}  // namespace tcpkit

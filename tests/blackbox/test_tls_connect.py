@@ -1,0 +1,235 @@
+"""Black-box tests of `tcpkit connect --tls`: round trips with real TLS
+servers (openssl s_server, socat OPENSSL-LISTEN, Python's ssl module), the
+one-line failure when the certificate is not trusted or not for the name,
+--insecure, --sni, and a server that does not speak TLS at all.
+
+The certificate is made per test module with the openssl program:
+self-signed, for localhost and 127.0.0.1."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from conftest import (DEFAULT_TIMEOUT, PeerServer, TcpkitProcess, pick_free_port, run_tcpkit,
+                      tcpkit_path, wait_for_listener)
+
+pytestmark = pytest.mark.usefixtures("tcpkit_bin")
+
+UNTRUSTED_HINT = "pass --tls-ca FILE to trust it, or --insecure"
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    """(certificate, key) paths of a self-signed localhost certificate."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl program is needed (scripts/install-deps installs it)")
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "server.crt", d / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True, timeout=DEFAULT_TIMEOUT)
+    return str(crt), str(key)
+
+
+class Peer:
+    """A real TLS server program on a free port, stopped on exit."""
+
+    def __init__(self, argv, port):
+        self.port = port
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        wait_for_listener(port)
+
+    def finish(self, timeout=DEFAULT_TIMEOUT):
+        """Waits for the server to exit by itself; returns (code, stdout)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def socat_echo(cert):
+    """socat's TLS server, echoing with cat; serves one connection."""
+    port = pick_free_port()
+    crt, key = cert
+    return Peer(["socat", "-t", "5", f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={crt},"
+                 f"key={key},verify=0", "EXEC:cat"], port)
+
+
+def s_server(cert, *mode):
+    """openssl s_server for one connection, in `mode` (-rev, -quiet, ...)."""
+    port = pick_free_port()
+    crt, key = cert
+    return Peer(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", crt, "-key", key,
+                 "-naccept", "1", *mode], port)
+
+
+def untrusted_message(port):
+    return (f"tcpkit connect: TLS handshake with 127.0.0.1:{port} failed: certificate verify "
+            f"failed: self-signed certificate — {UNTRUSTED_HINT}\n")
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+def test_send_round_trip_with_s_server_trusting_its_certificate(cert):
+    with s_server(cert, "-rev") as peer:
+        result = run_tcpkit("connect", "--tls", "--tls-ca", cert[0], "127.0.0.1", peer.port,
+                            "--line", "--send", "hello", "--send", "tls")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "olleh\nslt\n"
+    assert result.stderr == ""
+
+
+def test_interactive_both_ways_with_s_server(cert):
+    with s_server(cert, "-quiet") as peer:
+        with TcpkitProcess("connect", "--tls", "--tls-ca", cert[0], "localhost", peer.port,
+                           stdin=True) as client:
+            client.send("from tcpkit\n")
+            peer.proc.stdin.write(b"from s_server\n")
+            peer.proc.stdin.flush()
+            client.wait_for_line(r"^from s_server$", stream="stdout")
+            # close_notify and FIN after stdin ends: s_server's one connection is over.
+            client.close_stdin()
+            code, out = peer.finish()
+            assert client.wait() == 0, client.describe()
+        assert b"from tcpkit\n" in out
+
+
+def test_socat_echoes_a_megabyte_byte_exact(cert):
+    payload = os.urandom(1024 * 1024)
+    with socat_echo(cert) as peer:
+        result = subprocess.run([str(tcpkit_path()), "connect", "--tls", "--tls-ca", cert[0],
+                                 "127.0.0.1", str(peer.port)],
+                                input=payload, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == len(payload)
+    assert result.stdout == payload
+    assert result.stderr == b"connection closed by peer\n"
+
+
+def test_insecure_accepts_the_untrusted_certificate(cert):
+    with socat_echo(cert) as peer:
+        result = run_tcpkit("connect", "--tls", "--insecure", "127.0.0.1", peer.port,
+                            "--send", "anyway")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "anyway\n"
+
+
+# --- verification --------------------------------------------------------------------------------
+
+def test_untrusted_certificate_fails_with_one_clear_line(cert):
+    with socat_echo(cert) as peer:
+        result = run_tcpkit("connect", "--tls", "127.0.0.1", peer.port, "--send", "secret")
+    assert result.returncode == 1
+    assert result.stderr == untrusted_message(peer.port)
+    assert result.stdout == ""
+
+
+def test_untrusted_certificate_fails_against_s_server_too(cert):
+    with s_server(cert, "-quiet") as peer:
+        result = run_tcpkit("connect", "--tls", "127.0.0.1", peer.port, input="secret\n")
+        peer.proc.kill()
+        _, out = peer.finish()
+    assert result.returncode == 1
+    assert result.stderr == untrusted_message(peer.port)
+    assert b"secret" not in out, "nothing may be sent before the certificate is verified"
+
+
+def test_wrong_sni_fails_hostname_verification(cert):
+    with socat_echo(cert) as peer:
+        result = run_tcpkit("connect", "--tls", "--tls-ca", cert[0], "--sni", "wrong.example",
+                            "127.0.0.1", peer.port, "--send", "hi")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"tcpkit connect: TLS handshake with 127.0.0.1:{peer.port} failed: certificate verify "
+        "failed: hostname mismatch — the certificate is not for 'wrong.example'"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_address_not_in_the_certificate_fails(cert):
+    # The certificate names 127.0.0.1; reached as 127.0.0.2 it must be refused.
+    port = pick_free_port()
+    crt, key = cert
+    with Peer(["socat", f"OPENSSL-LISTEN:{port},bind=127.0.0.2,reuseaddr,cert={crt},key={key},"
+               "verify=0", "EXEC:cat"], port):
+        result = run_tcpkit("connect", "--tls", "--tls-ca", crt, "127.0.0.2", port, "--send", "hi")
+    assert result.returncode == 1
+    assert "certificate verify failed: IP address mismatch" in result.stderr, result.stderr
+
+
+class PythonTlsServer(PeerServer):
+    """Python's ssl module as the server: records the SNI name the client
+    sent (None when it sent none) and answers one line with "ok"."""
+
+    def __init__(self, cert):
+        self.names = []
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*cert)
+        self.context.sni_callback = lambda _sock, name, _ctx: self.names.append(name)
+        super().__init__(self.serve)
+
+    def serve(self, conn):
+        with self.context.wrap_socket(conn, server_side=True) as tls:
+            if tls.recv(1024):
+                tls.sendall(b"ok\n")
+
+
+@pytest.mark.parametrize("host, sni, sent", [
+    ("localhost", None, "localhost"),  # SNI defaults to HOST when it is a name
+    ("127.0.0.1", None, None),         # an address is never sent as SNI
+    ("127.0.0.1", "localhost", "localhost"),
+])
+def test_sni_is_the_host_name_or_the_flag(cert, host, sni, sent):
+    with PythonTlsServer(cert) as server:
+        args = ["connect", "--tls", "--tls-ca", cert[0], host, server.port, "--line", "--send", "q"]
+        if sni:
+            args[2:2] = ["--sni", sni]
+        result = run_tcpkit(*args)
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+    assert server.names == [sent]
+
+
+# --- other failures ------------------------------------------------------------------------------
+
+def test_server_that_does_not_speak_tls_fails_the_handshake():
+    def plain(conn):
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+    with PeerServer(plain) as server:
+        result = run_tcpkit("connect", "--tls", "127.0.0.1", server.port, "--send", "hi")
+        server.wait()
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"tcpkit connect: TLS handshake with 127.0.0.1:{server.port} failed: "), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_missing_ca_file_is_named_before_connecting():
+    # No server on the port: the CA file is read first, so that is the error.
+    result = run_tcpkit("connect", "--tls", "--tls-ca", "/nonexistent/ca.pem", "127.0.0.1",
+                        pick_free_port(), "--send", "x")
+    assert result.returncode == 1
+    assert result.stderr == ("tcpkit connect: TLS CA file '/nonexistent/ca.pem': "
+                             "no such file or directory\n")
+
+
+@pytest.mark.parametrize("flag", [["--insecure"], ["--tls-ca", "x.pem"], ["--sni", "name"]])
+def test_tls_options_need_tls(flag):
+    result = run_tcpkit("connect", *flag, "127.0.0.1", "1", "--send", "x")
+    assert result.returncode == 2
+    assert "--tls" in result.stderr

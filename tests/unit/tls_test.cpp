@@ -1,0 +1,321 @@
+// TlsContext and TlsSession in memory: two sessions pumped against each
+// other (no sockets), through the handshake, data both ways, certificate
+// and name verification, close_notify, and peers that do not speak TLS.
+// The certificates are real, made by the openssl program (tls_test_util.h).
+#include "tcpkit/tls_session.h"
+
+#include <gtest/gtest.h>
+#include <openssl/x509_vfy.h>
+
+#include <fstream>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "tcpkit/tls_context.h"
+#include "tcpkit/tls_error.h"
+#include "tls_test_util.h"
+
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+constexpr const char* kPeer = "127.0.0.1:443";
+
+TlsContext server_context() {
+  const auto& certs = TestCerts::get();
+  auto ctx = TlsContext::server(certs.cert("server"), certs.key("server"));
+  EXPECT_TRUE(ctx) << ctx.error().message();
+  return std::move(*ctx);
+}
+
+TlsContext client_context(TlsClientOptions options) {
+  auto ctx = TlsContext::client(options);
+  EXPECT_TRUE(ctx) << ctx.error().message();
+  return std::move(*ctx);
+}
+
+// Trusts the test server's certificate and expects the name `server_name`.
+TlsClientOptions trusting(std::string server_name = "localhost") {
+  return {TestCerts::get().cert("server"), true, std::move(server_name)};
+}
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(gen());
+  return s;
+}
+
+// A client and a server session joined by a wire the test carries by hand.
+struct Link {
+  Link(const TlsContext& server_ctx, const TlsContext& client_ctx)
+      : server(make(server_ctx, "127.0.0.1:50000")), client(make(client_ctx, kPeer)) {}
+
+  static TlsSession make(const TlsContext& ctx, const char* peer) {
+    auto s = TlsSession::create(ctx, peer);
+    EXPECT_TRUE(s) << s.error().message();
+    return std::move(*s);
+  }
+
+  // Carries ciphertext both ways until neither side has any left to send.
+  void pump() {
+    for (int round = 0; round < 10000; ++round) {
+      bool moved = carry(client, server, server_plain, server_error);
+      moved = carry(server, client, client_plain, client_error) || moved;
+      if (!moved) return;
+    }
+    ADD_FAILURE() << "the sessions never went quiet";
+  }
+
+  static bool carry(TlsSession& from, TlsSession& to, Buffer& plain, std::optional<Error>& error) {
+    std::string bytes = from.take_ciphertext();
+    if (bytes.empty()) return false;
+    to.feed_ciphertext(bytes);
+    if (auto read = to.read_plaintext(plain); !read && !error) error = read.error();
+    return true;
+  }
+
+  TlsSession server;
+  TlsSession client;
+  Buffer server_plain, client_plain;
+  std::optional<Error> server_error, client_error;
+};
+
+// ---- contexts ---------------------------------------------------------------------------------
+
+TEST(TlsContext, MissingCertificateFileIsNamedWithTheSystemReason) {
+  auto ctx = TlsContext::server("/nonexistent/x.pem", TestCerts::get().key("server"));
+  ASSERT_FALSE(ctx);
+  EXPECT_EQ(ctx.error().message(), "TLS certificate '/nonexistent/x.pem': No such file or directory");
+  EXPECT_TRUE(ctx.error() == std::errc::no_such_file_or_directory);
+}
+
+TEST(TlsContext, MissingKeyFileIsNamed) {
+  auto ctx = TlsContext::server(TestCerts::get().cert("server"), "/nonexistent/k.pem");
+  ASSERT_FALSE(ctx);
+  EXPECT_EQ(ctx.error().message(), "TLS private key '/nonexistent/k.pem': No such file or directory");
+}
+
+TEST(TlsContext, KeyOfAnotherCertificateIsRefused) {
+  const auto& certs = TestCerts::get();
+  auto ctx = TlsContext::server(certs.cert("server"), certs.key("other"));
+  ASSERT_FALSE(ctx);
+  EXPECT_EQ(ctx.error().code().category(), tls_category());
+  EXPECT_NE(ctx.error().message().find("key values mismatch"), std::string::npos) << ctx.error().message();
+}
+
+TEST(TlsContext, FileThatIsNotPemGivesOpenSslsReason) {
+  const std::string path = TestCerts::get().dir() + "/garbage.pem";
+  std::ofstream(path) << "this is not a certificate\n";
+  auto ctx = TlsContext::server(path, TestCerts::get().key("server"));
+  ASSERT_FALSE(ctx);
+  EXPECT_EQ(ctx.error().context(), "TLS certificate '" + path + "'");
+  EXPECT_EQ(ctx.error().code().category(), tls_category());
+  EXPECT_NE(ctx.error().message().find("no start line"), std::string::npos) << ctx.error().message();
+}
+
+TEST(TlsContext, MissingCaFileIsNamed) {
+  auto ctx = TlsContext::client({"/nonexistent/ca.pem", true, "localhost"});
+  ASSERT_FALSE(ctx);
+  EXPECT_EQ(ctx.error().message(), "TLS CA file '/nonexistent/ca.pem': No such file or directory");
+}
+
+// ---- handshake and data -----------------------------------------------------------------------
+
+TEST(TlsSession, HandshakeThenDataBothWays) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  EXPECT_TRUE(link.client.has_ciphertext()) << "a client's hello is ready after create()";
+  EXPECT_FALSE(link.server.has_ciphertext());
+  link.pump();
+  ASSERT_FALSE(link.client_error) << link.client_error->message();
+  ASSERT_FALSE(link.server_error) << link.server_error->message();
+  ASSERT_TRUE(link.client.handshake_done());
+  ASSERT_TRUE(link.server.handshake_done());
+  EXPECT_EQ(link.client.protocol_version(), "TLSv1.3");
+  EXPECT_FALSE(link.client.cipher().empty());
+
+  link.client.write_plaintext("hello, server");
+  link.pump();
+  EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "hello, server");
+  link.server.write_plaintext("hello, client");
+  link.pump();
+  EXPECT_EQ(link.client_plain.retrieve_all_as_string(), "hello, client");
+  EXPECT_FALSE(link.client.peer_closed());
+  EXPECT_FALSE(link.server.peer_closed());
+}
+
+TEST(TlsSession, WritesBeforeTheHandshakeAreHeldAndSentInOrder) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  link.client.write_plaintext("first ");
+  link.client.write_plaintext("second");
+  link.pump();
+  ASSERT_FALSE(link.client_error);
+  ASSERT_FALSE(link.server_error);
+  EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "first second");
+}
+
+TEST(TlsSession, MegabytesBothWaysArriveByteExact) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  const std::string up = random_bytes(5 * 1024 * 1024 + 7, 1);
+  const std::string down = random_bytes(3 * 1024 * 1024 + 3, 2);
+  link.client.write_plaintext(up);
+  link.pump();
+  link.server.write_plaintext(down);
+  link.pump();
+  ASSERT_FALSE(link.client_error);
+  ASSERT_FALSE(link.server_error);
+  EXPECT_TRUE(link.server_plain.view() == up) << link.server_plain.readable_bytes() << " bytes";
+  EXPECT_TRUE(link.client_plain.view() == down) << link.client_plain.readable_bytes() << " bytes";
+}
+
+TEST(TlsSession, SniCarriesANameButNeverAnAddress) {
+  auto server_ctx = server_context();
+  auto by_name = client_context(trusting("localhost"));
+  Link named(server_ctx, by_name);
+  named.pump();
+  ASSERT_TRUE(named.server.handshake_done());
+  EXPECT_EQ(named.server.requested_server_name(), "localhost");
+
+  auto by_address = client_context(trusting("127.0.0.1"));
+  Link addressed(server_ctx, by_address);
+  addressed.pump();
+  ASSERT_FALSE(addressed.client_error) << addressed.client_error->message();
+  ASSERT_TRUE(addressed.server.handshake_done());
+  EXPECT_EQ(addressed.server.requested_server_name(), "");
+}
+
+// ---- verification -----------------------------------------------------------------------------
+
+// Returns the client's error after a handshake with the test server.
+std::optional<Error> client_handshake_error(TlsClientOptions options) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(std::move(options));
+  Link link(server_ctx, client_ctx);
+  link.client.write_plaintext("secret");
+  link.pump();
+  if (!link.client_error) {
+    EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "secret");
+  } else {
+    EXPECT_EQ(link.server_plain.readable_bytes(), 0u) << "nothing may be sent to an unverified server";
+    EXPECT_FALSE(link.client.handshake_done());
+    EXPECT_TRUE(link.client.failed());
+    // The client told the server why, in an alert.
+    EXPECT_TRUE(link.server_error.has_value());
+  }
+  return link.client_error;
+}
+
+TEST(TlsSession, CertificateFromAnUntrustedCaFailsWithTheVerifiersReason) {
+  auto error = client_handshake_error({TestCerts::get().cert("other"), true, "localhost"});
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->message(),
+            "TLS handshake with 127.0.0.1:443: certificate verify failed: self-signed certificate");
+  EXPECT_EQ(error->code(), std::error_code(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, tls_verify_category()));
+}
+
+TEST(TlsSession, SelfSignedCertificateFailsAgainstTheSystemCas) {
+  auto error = client_handshake_error({"", true, "localhost"});
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code().category(), tls_verify_category());
+}
+
+TEST(TlsSession, HostnameMismatchFails) {
+  auto error = client_handshake_error(trusting("www.example.com"));
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->message(), "TLS handshake with 127.0.0.1:443: certificate verify failed: hostname mismatch");
+}
+
+TEST(TlsSession, AddressMismatchFailsAndTheCertificatesAddressPasses) {
+  auto error = client_handshake_error(trusting("127.0.0.2"));
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code(), std::error_code(X509_V_ERR_IP_ADDRESS_MISMATCH, tls_verify_category()));
+  EXPECT_FALSE(client_handshake_error(trusting("127.0.0.1")));
+  EXPECT_FALSE(client_handshake_error(trusting("[127.0.0.1]")));
+}
+
+TEST(TlsSession, InsecureModeAcceptsAnyCertificateAndName) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context({"", false, "www.example.com"});
+  Link link(server_ctx, client_ctx);
+  link.client.write_plaintext("anyway");
+  link.pump();
+  ASSERT_FALSE(link.client_error) << link.client_error->message();
+  EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "anyway");
+}
+
+// ---- endings and strangers --------------------------------------------------------------------
+
+TEST(TlsSession, CloseNotifyReachesThePeerAfterTheData) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  link.pump();
+  link.client.write_plaintext("last words");
+  link.client.shutdown();
+  link.client.write_plaintext("too late");
+  link.pump();
+  ASSERT_FALSE(link.server_error);
+  EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "last words");
+  EXPECT_TRUE(link.server.peer_closed());
+  EXPECT_FALSE(link.client.peer_closed());
+  // The server may still answer before closing its side.
+  link.server.write_plaintext("goodbye");
+  link.server.shutdown();
+  link.pump();
+  EXPECT_EQ(link.client_plain.retrieve_all_as_string(), "goodbye");
+  EXPECT_TRUE(link.client.peer_closed());
+}
+
+TEST(TlsSession, ShutdownDuringTheHandshakeWaitsForIt) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  link.client.write_plaintext("early");
+  link.client.shutdown();
+  link.pump();
+  ASSERT_FALSE(link.server_error);
+  EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "early");
+  EXPECT_TRUE(link.server.peer_closed());
+}
+
+TEST(TlsSession, PlainHttpPeerIsRejectedForGood) {
+  auto server_ctx = server_context();
+  auto server = Link::make(server_ctx, kPeer);
+  server.feed_ciphertext("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  Buffer plain;
+  auto read = server.read_plaintext(plain);
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().message(), "TLS handshake with 127.0.0.1:443: http request");
+  EXPECT_TRUE(server.failed());
+  server.feed_ciphertext("more");
+  auto again = server.read_plaintext(plain);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().message(), read.error().message());
+  EXPECT_EQ(plain.readable_bytes(), 0u);
+}
+
+TEST(TlsSession, TamperedRecordIsAnError) {
+  auto server_ctx = server_context();
+  auto client_ctx = client_context(trusting());
+  Link link(server_ctx, client_ctx);
+  link.pump();
+  link.client.write_plaintext("pay 10 euros");
+  std::string record = link.client.take_ciphertext();
+  ASSERT_GT(record.size(), 20u);
+  record[record.size() - 5] ^= 0x01;
+  link.server.feed_ciphertext(record);
+  auto read = link.server.read_plaintext(link.server_plain);
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().context(), "TLS session with 127.0.0.1:50000");
+  EXPECT_EQ(link.server_plain.readable_bytes(), 0u);
+}
+
+}  // namespace

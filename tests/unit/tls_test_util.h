@@ -1,0 +1,58 @@
+// Certificates for the TLS tests, made at test time with the openssl
+// program (as a user would make them), in a temporary directory removed at
+// exit. "server" is self-signed for localhost and 127.0.0.1; "other" is an
+// unrelated self-signed certificate, a CA that did not sign "server".
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace tcpkit::test {
+
+class TestCerts {
+ public:
+  // One set per test process, made on first use.
+  static const TestCerts& get() {
+    static const TestCerts certs;
+    return certs;
+  }
+
+  std::string cert(const std::string& name) const { return dir_ + "/" + name + ".crt"; }
+  std::string key(const std::string& name) const { return dir_ + "/" + name + ".key"; }
+  const std::string& dir() const { return dir_; }
+
+  TestCerts(const TestCerts&) = delete;
+  TestCerts& operator=(const TestCerts&) = delete;
+  ~TestCerts() { std::filesystem::remove_all(dir_); }
+
+ private:
+  TestCerts() {
+    char pattern[] = "/tmp/tcpkit-tls-test-XXXXXX";
+    const char* made = ::mkdtemp(pattern);
+    if (made == nullptr) {
+      ADD_FAILURE() << "mkdtemp failed";
+      return;
+    }
+    dir_ = made;
+    make("server", "localhost", "DNS:localhost,IP:127.0.0.1");
+    make("other", "other.example", "DNS:other.example");
+  }
+
+  // P-256 keys: as good as RSA for these tests, and made in milliseconds.
+  void make(const std::string& name, const std::string& cn, const std::string& san) {
+    const std::string command =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+        " -subj /CN=" + cn + " -addext subjectAltName=" + san + " -keyout " + key(name) +
+        " -out " + cert(name) + " 2>/dev/null";
+    const int rc = std::system(command.c_str());
+    if (rc != 0) ADD_FAILURE() << "could not make a test certificate: " << command;
+  }
+
+  std::string dir_;
+};
+
+}  // namespace tcpkit::test

@@ -1,0 +1,105 @@
+#include "client_registry.h"
+
+#include <fmt/core.h>
+
+#include <ctime>
+
+#include "logger.h"
+#include "tcpkit/tcp_connection.h"
+
+namespace tcpkit::cli {
+
+void ClientRegistry::add(const TcpConnectionPtr& conn) {
+  std::lock_guard lock(mutex_);
+  open_[conn->id()] =
+      Entry{conn, conn->peer_endpoint().to_string(), std::chrono::system_clock::now()};
+}
+
+void ClientRegistry::set_peer(const TcpConnectionPtr& conn, std::string peer) {
+  std::lock_guard lock(mutex_);
+  auto it = open_.find(conn->id());
+  if (it != open_.end()) it->second.peer = std::move(peer);
+}
+
+void ClientRegistry::remove(const TcpConnectionPtr& conn) {
+  std::lock_guard lock(mutex_);
+  if (open_.erase(conn->id()) == 0) return;
+  closed_bytes_received_ += conn->bytes_received();
+  closed_bytes_sent_ += conn->bytes_sent();
+}
+
+TrafficSnapshot ClientRegistry::traffic() const {
+  std::lock_guard lock(mutex_);
+  TrafficSnapshot t;
+  t.open = open_.size();
+  t.bytes_received = closed_bytes_received_;
+  t.bytes_sent = closed_bytes_sent_;
+  for (const auto& [id, entry] : open_) {
+    t.bytes_received += entry.conn->bytes_received();
+    t.bytes_sent += entry.conn->bytes_sent();
+  }
+  return t;
+}
+
+std::vector<ClientInfo> ClientRegistry::clients(
+    size_t limit, const std::function<std::string(const TcpConnectionPtr&)>& name_of) const {
+  std::vector<std::pair<Entry, uint64_t>> picked;
+  {
+    std::lock_guard lock(mutex_);
+    picked.reserve(std::min(limit, open_.size()));
+    for (const auto& [id, entry] : open_) {
+      if (picked.size() == limit) break;
+      picked.emplace_back(entry, id);
+    }
+  }
+  std::vector<ClientInfo> out;
+  out.reserve(picked.size());
+  for (const auto& [entry, id] : picked) {
+    ClientInfo info;
+    info.id = id;
+    info.peer = entry.peer;
+    if (name_of) info.name = name_of(entry.conn);
+    info.since = entry.since;
+    info.bytes_received = entry.conn->bytes_received();
+    info.bytes_sent = entry.conn->bytes_sent();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+size_t ClientRegistry::size() const {
+  std::lock_guard lock(mutex_);
+  return open_.size();
+}
+
+namespace {
+
+// "2026-11-26T01:02:03Z": UTC, so the page can show it in the viewer's zone.
+std::string utc_iso8601(std::chrono::system_clock::time_point t) {
+  std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string clients_json(const std::vector<ClientInfo>& clients, size_t open) {
+  std::string out = fmt::format("{{\"open\": {}, \"clients\": [", open);
+  const char* sep = "";
+  for (const auto& c : clients) {
+    out += fmt::format(
+        "{}\n  {{\"id\": {}, \"peer\": \"{}\", \"name\": \"{}\", \"since\": \"{}\", \"bytes_in\": "
+        "{}, "
+        "\"bytes_out\": {}}}",
+        sep, c.id, json_escape(c.peer), json_escape(c.name), utc_iso8601(c.since), c.bytes_received,
+        c.bytes_sent);
+    sep = ",";
+  }
+  out += "\n]}\n";
+  return out;
+}
+
+}  // namespace tcpkit::cli
