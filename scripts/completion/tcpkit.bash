@@ -42,7 +42,7 @@ _tcpkit() {
       flags+=" --format -o --output"
       ;;
     relay)
-      flags+=" -l --listen -t --to --delay --jitter --rate --chunk --reset-after --close-after"
+      flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format"
       ;;
     port)
