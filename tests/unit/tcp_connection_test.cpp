@@ -22,33 +22,6 @@ using namespace tcpkit::test;
 
 namespace {
 
-// Ups, downs and the last connection seen, from the server's callbacks.
-struct Tally {
-  Watched<int> up{0};
-  Watched<int> down{0};
-  Watched<std::vector<std::error_code>> reasons;
-  Watched<TcpConnectionPtr> last;
-
-  ConnectionCallback callback() {
-    return [this](const TcpConnectionPtr& conn) {
-      if (conn->connected()) {
-        last.set(conn);
-        up.update([](int& n) { ++n; });
-        return;
-      }
-      auto reason = conn->close_reason();
-      reasons.update([&](auto& v) { v.push_back(reason); });
-      down.update([](int& n) { ++n; });
-    };
-  }
-  TcpConnectionPtr wait_last() {
-    EXPECT_TRUE(last.wait([](auto& c) { return c != nullptr; }));
-    return last.get();
-  }
-  // Drops the test's reference so the connection can be destroyed.
-  void forget() { last.set(nullptr); }
-};
-
 void expect_echo(TcpStream& s, const std::string& msg) {
   ASSERT_TRUE(s.send_all(msg));
   EXPECT_EQ(recv_n(s, msg.size()), msg);

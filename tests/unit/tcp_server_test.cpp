@@ -25,25 +25,6 @@ using namespace tcpkit::test;
 
 namespace {
 
-// Connection ups and downs as the server's callbacks report them.
-struct Tally {
-  Watched<int> up{0};
-  Watched<int> down{0};
-  Watched<std::vector<std::error_code>> reasons;
-
-  ConnectionCallback callback() {
-    return [this](const TcpConnectionPtr& conn) {
-      if (conn->connected()) {
-        up.update([](int& n) { ++n; });
-        return;
-      }
-      auto reason = conn->close_reason();
-      reasons.update([&](auto& v) { v.push_back(reason); });
-      down.update([](int& n) { ++n; });
-    };
-  }
-};
-
 void expect_echo(TcpStream& s, const std::string& msg) {
   ASSERT_TRUE(s.send_all(msg));
   EXPECT_EQ(recv_n(s, msg.size()), msg);
