@@ -113,12 +113,7 @@ TEST(TcpConnection, RepliesQueuedAfterPeerFinAreDeliveredBeforeOurFin) {
 TEST(TcpConnection, WithoutPeerClosedCallbackEchoDrainsThenCloses) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   std::string data(300000, 'e');
   ASSERT_TRUE(c.send_all(data));
@@ -247,12 +242,7 @@ TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
 TEST(TcpConnection, PeerResetIsReportedAsConnectionReset) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   expect_echo(c, "bye");
   linger lg{1, 0};  // close() sends RST instead of FIN
@@ -267,12 +257,7 @@ TEST(TcpConnection, PeerResetIsReportedAsConnectionReset) {
 TEST(TcpConnection, PeerResetWhilePausedIsReportedAsConnectionReset) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   expect_echo(c, "hi");
   auto conn = tally.wait_last();
@@ -357,12 +342,7 @@ TEST(TcpConnection, SendsFromManyThreadsArriveInOrderAndWhole) {
 TEST(TcpConnection, ForceCloseFromAnotherThread) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   auto conn = tally.wait_last();
   conn->force_close();
@@ -381,12 +361,7 @@ TEST(TcpConnection, ForceCloseFromAnotherThread) {
 TEST(TcpConnection, PauseAndResumeReadingFromAnotherThread) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   auto conn = tally.wait_last();
   conn->pause_reading();

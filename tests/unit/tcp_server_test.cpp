@@ -239,12 +239,7 @@ TEST(TcpServer, StopDeliversQueuedRepliesThenClosesAndCallsOnStopped) {
 TEST(TcpServer, StopForceClosesConnectionsStillOpenAfterTheDeadline) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
   auto c = connect_client(h.address());
   expect_echo(c, "x");
   Watched<bool> stopped{false};
@@ -336,12 +331,7 @@ int highest_open_fd() {
 TEST(TcpServer, RunningOutOfDescriptorsRefusesWithoutSpinningAndRecovers) {
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  });
+  start_echo(h, tally);
 
   // Leave exactly five free descriptors: two clients served (two ends each),
   // then one more client socket, and the server's accept finds none.

@@ -268,4 +268,15 @@ struct Tally {
   void forget() { last.set(nullptr); }
 };
 
+// The usual fixture: an echo server on one I/O loop whose ups and downs
+// `tally` records.
+inline void start_echo(ServerHarness& h, Tally& tally) {
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+}
+
 }  // namespace tcpkit::test
