@@ -9,14 +9,21 @@ namespace tcpkit {
 
 Result<TlsConnectionPtr> TlsConnection::attach(const TcpConnectionPtr& conn, const TlsContext& context,
                                                std::string_view server_name) {
+  auto tls = wrap(conn, context, server_name);
+  if (!tls) return tls;
+  // The connection owns this closure and the closure owns the TLS state:
+  // no cycle, and no registry for the user to keep.
+  conn->set_on_message([t = *tls](const TcpConnectionPtr&, Buffer& in) { t->on_ciphertext(in); });
+  return tls;
+}
+
+Result<TlsConnectionPtr> TlsConnection::wrap(const TcpConnectionPtr& conn, const TlsContext& context,
+                                             std::string_view server_name) {
   conn->loop()->assert_in_loop_thread();
   auto session = TlsSession::create(context, conn->peer_endpoint().to_string(), server_name);
   if (!session) return session.error();
   auto tls = std::make_shared<TlsConnection>(conn, std::move(*session));
-  // The connection owns this closure and the closure owns the TLS state:
-  // no cycle, and no registry for the user to keep.
-  conn->set_on_message([tls](const TcpConnectionPtr&, Buffer& in) { tls->on_ciphertext(in); });
-  tls->flush();
+  tls->flush();  // a client's hello
   return tls;
 }
 

@@ -55,6 +55,11 @@ class TlsConnection : public std::enable_shared_from_this<TlsConnection> {
   // verifies `server_name` when given, else the context's server_name().
   static Result<TlsConnectionPtr> attach(const TcpConnectionPtr& conn, const TlsContext& context,
                                          std::string_view server_name = {});
+  // Like attach(), but leaves the connection's on_message alone: the caller
+  // keeps the TlsConnectionPtr and hands ciphertext to on_ciphertext()
+  // itself — after a PROXY header, say, which comes before the TLS hello.
+  static Result<TlsConnectionPtr> wrap(const TcpConnectionPtr& conn, const TlsContext& context,
+                                       std::string_view server_name = {});
 
   // Set these right after attach(), in the same loop-thread call.
   void set_on_handshake(EventCallback cb) { on_handshake_ = std::move(cb); }

@@ -31,7 +31,7 @@ _tcpkit() {
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
-      flags+=" --cluster"
+      flags+=" --cluster --tls-cert --tls-key"
       ;;
     connect)
       flags+=" --send --encoding --timeout --wait --line --hex --no-shutdown -N"
@@ -72,7 +72,7 @@ _tcpkit() {
       COMPREPLY=($(compgen -W "utf-8 gbk gb18030 big5" -- "$cur"))
       return
       ;;
-    -o | --output | --tls-ca)
+    -o | --output | --tls-ca | --tls-cert | --tls-key)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;

@@ -7,7 +7,6 @@ The certificate is made per test module with the openssl program:
 self-signed, for localhost and 127.0.0.1."""
 
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from conftest import (DEFAULT_TIMEOUT, PeerServer, TcpkitProcess, pick_free_port, run_tcpkit,
                       tcpkit_path, wait_for_listener)
+from tls_util import make_cert
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -26,16 +26,7 @@ UNTRUSTED_HINT = "pass --tls-ca FILE to trust it, or --insecure"
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     """(certificate, key) paths of a self-signed localhost certificate."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl program is needed (scripts/install-deps installs it)")
-    d = tmp_path_factory.mktemp("tls")
-    crt, key = d / "server.crt", d / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True, timeout=DEFAULT_TIMEOUT)
-    return str(crt), str(key)
+    return make_cert(tmp_path_factory.mktemp("tls"))
 
 
 class Peer:

@@ -166,4 +166,66 @@ TEST(TlsConnection, RejectedCertificateIsReportedAndNothingIsSent) {
   h.finish();
 }
 
+// wrap(): the connection's bytes stay the caller's to route. Here a line in
+// the clear comes first (as a PROXY header does), then the TLS hello.
+TEST(TlsConnection, WrapLeavesRoutingToTheCallerAfterAClearPreamble) {
+  auto server_ctx = server_context();
+  struct Routed {
+    TlsConnectionPtr tls;
+    bool preamble_done = false;
+  };
+  Watched<std::string> preamble;
+  Watched<std::string> plaintext;
+  ServerHarness h;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& conn) {
+      if (!conn->connected()) return;
+      auto tls = TlsConnection::wrap(conn, server_ctx);
+      ASSERT_TRUE(tls) << tls.error().message();
+      (*tls)->set_on_message([&](const TlsConnectionPtr& t, Buffer& in) {
+        plaintext.update([&](std::string& p) { p.append(in.view()); });
+        t->send(in.view());
+        in.retrieve_all();
+      });
+      conn->set_context(Routed{*tls, false});
+    });
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      Routed* routed = conn->context<Routed>();
+      ASSERT_NE(routed, nullptr);
+      if (!routed->preamble_done) {
+        const char* eol = in.find_eol();
+        if (eol == nullptr) return;  // the line is not whole yet
+        preamble.set(in.retrieve_as_string(static_cast<size_t>(eol - in.peek()) + 1));
+        routed->preamble_done = true;
+      }
+      if (in.readable_bytes() > 0) routed->tls->on_ciphertext(in);
+    });
+  });
+
+  auto client_ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  LoopThread loop;
+  TcpClient client(loop.loop(), h.address());
+  Watched<std::string> echoed;
+  Watched<TlsConnectionPtr> client_tls;
+  client.set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) return;
+    conn->send("CLEAR PREAMBLE\n");
+    auto t = TlsConnection::attach(conn, client_ctx);
+    ASSERT_TRUE(t) << t.error().message();
+    (*t)->set_on_message([&](const TlsConnectionPtr&, Buffer& in) {
+      echoed.update([&](std::string& e) { e.append(in.view()); });
+      in.retrieve_all();
+    });
+    (*t)->send("secret words");
+    client_tls.set(*t);
+  });
+  client.connect();
+  ASSERT_TRUE(echoed.wait([](const std::string& e) { return e == "secret words"; })) << echoed.get();
+  EXPECT_EQ(preamble.get(), "CLEAR PREAMBLE\n");
+  EXPECT_EQ(plaintext.get(), "secret words");
+  client_tls.set(nullptr);
+  client.stop();
+  h.finish();
+}
+
 }  // namespace

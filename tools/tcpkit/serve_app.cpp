@@ -44,6 +44,7 @@ struct ServeApp::Session {
   bool proxy_pending = false;
   TimerId proxy_timer = 0;
   std::optional<Endpoint> client;  // the real client, when a PROXY header named one
+  TlsConnectionPtr tls;            // --tls: the TLS layer all bytes pass through
   bool rejected = false;           // closing on our initiative; ignore what still arrives
   std::string close_note;          // why we closed it, when the close code alone does not say
 };
@@ -88,12 +89,13 @@ std::string printable(std::string_view text) {
 
 }  // namespace
 
-ServeApp::ServeApp(EventLoop* loop, ServeOptions options)
+ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsContext> tls)
     : loop_(loop),
       options_(std::move(options)),
       log_(options_.log_format),
       server_(loop, server_options(options_)),
-      metrics_(to_string(options_.mode)) {
+      metrics_(to_string(options_.mode)),
+      tls_(std::move(tls)) {
   if (options_.mode == ServeMode::chat) room_ = std::make_unique<ChatRoom>();
   // serve_cmd validated the encoding, so converting the reply cannot fail
   // on the name; unconvertible characters come out escaped.
@@ -125,7 +127,12 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options)
       handler = [this](const TcpConnectionPtr& c, Buffer& in) {
         metrics_.count_messages_received();
         metrics_.count_messages_sent();
-        c->send(in);
+        if (tls_) {
+          transmit(c, in.view());
+          in.retrieve_all();
+        } else {
+          c->send(in);
+        }
       };
       break;
     case ServeMode::discard:
@@ -138,6 +145,18 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options)
     case ServeMode::chat:
       handler = [this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); };
       break;
+  }
+  if (tls_) {
+    // The connection's bytes are ciphertext; the mode gets what they decrypt to.
+    serve_plaintext_ = std::move(handler);
+    handler = [](const TcpConnectionPtr& c, Buffer& in) {
+      Session* session = c->context<Session>();
+      if (session == nullptr || session->tls == nullptr || session->rejected) {
+        in.retrieve_all();
+        return;
+      }
+      session->tls->on_ciphertext(in);
+    };
   }
   if (options_.proxy_protocol) {
     // Every mode sees only what follows the header, and only once it is in.
@@ -178,12 +197,14 @@ void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis) {
 
 void ServeApp::start() {
   server_.start();
+  const std::string tls_note = tls_ ? fmt::format(" with TLS (certificate {})", options_.tls_cert) : "";
   for (const auto& ep : server_.listen_endpoints()) {
     log_.log("listening",
-             fmt::format("listening on {} (mode {}, framing {}, encoding {})", ep.to_string(),
-                         to_string(options_.mode), to_string(options_.framing), options_.encoding),
+             fmt::format("listening on {} (mode {}, framing {}, encoding {}){}", ep.to_string(),
+                         to_string(options_.mode), to_string(options_.framing), options_.encoding, tls_note),
              {Logger::str("address", ep.to_string()), Logger::str("mode", to_string(options_.mode)),
-              Logger::str("framing", to_string(options_.framing)), Logger::str("encoding", options_.encoding)});
+              Logger::str("framing", to_string(options_.framing)), Logger::str("encoding", options_.encoding),
+              Logger::str("tls", tls_ ? "on" : "off")});
   }
   if (metrics_server_) {
     metrics_server_->start();
@@ -231,6 +252,7 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
     metrics_.count_connection();
     registry_.add(conn);
     const int64_t clients = clients_.fetch_add(1) + 1;
+    if (tls_ && !start_tls(conn, stored)) return;
     if (options_.proxy_protocol) {
       await_proxy_header(conn, stored);
       return;
@@ -305,7 +327,12 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
 }
 
 void ServeApp::handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message) {
-  if (log_connections()) {
+  if (log_connections() && session.tls) {
+    // What travels encrypted is not written to a log in the clear.
+    std::string peer = peer_name(conn);
+    log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
+             {Logger::str("peer", peer), Logger::num("bytes", message.size())});
+  } else if (log_connections()) {
     std::string text = session.decoder ? session.decoder->feed(message) : std::string(message);
     std::string peer = peer_name(conn);
     std::string shown = printable(text);
@@ -367,21 +394,74 @@ void ServeApp::send_framed(const TcpConnectionPtr& conn, std::string_view payloa
   metrics_.count_messages_sent();
   switch (options_.framing) {
     case Framing::raw:
-      conn->send(payload);
+      transmit(conn, payload);
       return;
     case Framing::line: {
       std::string line(payload);
       line += '\n';
-      conn->send(std::move(line));
+      transmit(conn, line);
       return;
     }
     case Framing::length: {
       Buffer out;
       LengthPrefixCodec::encode(payload, out);
-      conn->send(out);
+      transmit(conn, out.view());
       return;
     }
   }
+}
+
+void ServeApp::transmit(const TcpConnectionPtr& conn, std::string_view data) {
+  if (!tls_) {
+    conn->send(data);
+    return;
+  }
+  Session* session = conn->context<Session>();
+  if (session != nullptr && session->tls) session->tls->send(data);
+}
+
+// ---- TLS ------------------------------------------------------------------
+
+bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
+  auto tls = TlsConnection::wrap(conn, *tls_);
+  if (!tls) {
+    reject(conn, session, tls.error().code(), fmt::format("TLS session failed ({})", tls.error().code().message()));
+    return false;
+  }
+  session.tls = *tls;
+  // The callbacks find the connection through the TLS layer, which holds it
+  // only weakly: the connection's Session owns the TLS layer.
+  session.tls->set_on_message([this](const TlsConnectionPtr& t, Buffer& in) {
+    if (auto c = t->connection()) {
+      serve_plaintext_(c, in);
+    } else {
+      in.retrieve_all();
+    }
+  });
+  session.tls->set_on_handshake([this](const TlsConnectionPtr& t) {
+    auto c = t->connection();
+    if (!c || !log_connections()) return;
+    const std::string peer = peer_name(c);
+    const TlsSession& s = t->session();
+    std::string sni(s.requested_server_name());
+    log_.log("tls",
+             fmt::format("tls {}: {} {}{}", peer, s.protocol_version(), s.cipher(),
+                         sni.empty() ? "" : fmt::format(" (server name {})", sni)),
+             {Logger::str("peer", peer), Logger::str("version", std::string(s.protocol_version())),
+              Logger::str("cipher", std::string(s.cipher())), Logger::str("server_name", sni)});
+  });
+  // A client that does not speak TLS, or rejects our certificate: the alert
+  // has been sent; the connection goes now, with the reason in the log.
+  session.tls->set_on_error([this](const TlsConnectionPtr& t, const Error& error) {
+    auto c = t->connection();
+    Session* s = c ? c->context<Session>() : nullptr;
+    if (s == nullptr || s->rejected) return;
+    // The reason's words before the brackets are the metrics label, so the
+    // peer's address stays out of them.
+    reject(c, *s, error.code(),
+           fmt::format("{} ({})", t->handshake_done() ? "TLS error" : "TLS handshake failed", error.code().message()));
+  });
+  return true;
 }
 
 // ---- PROXY protocol -------------------------------------------------------
@@ -403,7 +483,7 @@ void ServeApp::admit(const TcpConnectionPtr& conn, Session& session, int64_t cli
     }
   }
   if (room_) {
-    size_t online = room_->join(conn, peer);
+    size_t online = room_->join(conn, peer, session.tls);
     broadcast_chat(fmt::format("* {} joined ({} online)\n", peer, online), conn);
   }
 }
@@ -484,7 +564,15 @@ std::string ServeApp::peer_name(const TcpConnectionPtr& conn) {
 std::string ServeApp::close_text(const TcpConnectionPtr& conn) {
   Session* session = conn->context<Session>();
   if (session != nullptr && !session->close_note.empty()) return session->close_note;
-  return describe_reason(conn->close_reason());
+  // A TLS client may close its socket as soon as its close_notify is out
+  // (TLS 1.3 allows it), so our answering close_notify can meet a closed
+  // socket: still a clean close by the peer.
+  const std::error_code reason = conn->close_reason();
+  if (session != nullptr && session->tls && session->tls->session().peer_closed() &&
+      (reason == std::errc::broken_pipe || reason == std::errc::connection_reset)) {
+    return describe_reason(make_error_code(Errc::peer_closed));
+  }
+  return describe_reason(reason);
 }
 
 }  // namespace tcpkit::cli

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_server.h"
+#include "tcpkit/tls_connection.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
 
@@ -52,6 +55,10 @@ struct ServeOptions {
   bool proxy_protocol = false;
   std::vector<Cidr> trusted_proxies;
   double proxy_timeout_s = 3;  // the spec asks receivers to wait at least 3 s
+  // --tls-cert / --tls-key: every client speaks TLS (after the PROXY header,
+  // when there is one). Message text is then never logged, only sizes.
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 const char* to_string(ServeMode mode);
@@ -63,7 +70,8 @@ class MetricsServer;
 
 class ServeApp {
  public:
-  ServeApp(EventLoop* loop, ServeOptions options);
+  // `tls`: the server context built from --tls-cert/--tls-key, if given.
+  ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsContext> tls = std::nullopt);
   ~ServeApp();
 
   // Binds every address `host` names. The error names the address.
@@ -85,6 +93,10 @@ class ServeApp {
   void handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message);
   void handle_chat_line(const TcpConnectionPtr& conn, Session& session, std::string_view line);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
+  // Loop thread: to the client, through its TLS layer when there is one.
+  void transmit(const TcpConnectionPtr& conn, std::string_view data);
+  // --tls: puts TLS on a new connection; false if it was refused instead.
+  bool start_tls(const TcpConnectionPtr& conn, Session& session);
   std::string describe_reason(std::error_code reason) const;
   // Sends to the local chat members and counts the lines for the metrics.
   void broadcast_chat(std::string_view line, const TcpConnectionPtr& except);
@@ -113,6 +125,8 @@ class ServeApp {
   // Declared after what they use, so they are destroyed first.
   std::unique_ptr<ChatCluster> cluster_;
   std::unique_ptr<MetricsServer> metrics_server_;
+  std::optional<TlsContext> tls_;
+  MessageCallback serve_plaintext_;  // with --tls: what the mode does with decrypted bytes
   std::string encoded_reply_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};

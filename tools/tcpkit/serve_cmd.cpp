@@ -4,6 +4,7 @@
 
 #include <array>
 #include <map>
+#include <optional>
 
 #include "chat_cluster.h"
 #include "cli_common.h"
@@ -12,6 +13,7 @@
 #include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
+#include "tcpkit/tls_context.h"
 #include "tcpkit/transcoder.h"
 
 namespace tcpkit::cli {
@@ -88,10 +90,21 @@ int run_serve(const ServeOptions& options) {
     fmt::print(stderr, "tcpkit serve: --trusted-proxy only applies with --proxy-protocol\n");
     return kExitUsage;
   }
+  // Read before listening, so a wrong file is the one clear error and no
+  // client ever meets a server that cannot finish a handshake.
+  std::optional<TlsContext> tls;
+  if (!options.tls_cert.empty()) {
+    auto context = TlsContext::server(options.tls_cert, options.tls_key);
+    if (!context) {
+      fmt::print(stderr, "tcpkit serve: {}\n", context.error().message());
+      return kExitFailure;
+    }
+    tls.emplace(std::move(*context));
+  }
   block_stop_signals();
 
   EventLoop loop;
-  ServeApp app(&loop, options);
+  ServeApp app(&loop, options, std::move(tls));
   if (auto r = app.listen(*addresses); !r) {
     fmt::print(stderr, "tcpkit serve: cannot listen: {}\n", explain_bind_error(r.error(), options.port));
     return kExitFailure;
@@ -187,6 +200,14 @@ Command add_serve_command(CLI::App& app) {
                   "seconds a trusted proxy has to send the whole PROXY header (the spec asks for at least 3)")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
+  auto* tls_cert = sub->add_option("--tls-cert", opts->tls_cert,
+                                   "serve TLS with this PEM certificate (chain); needs --tls-key. Message text "
+                                   "is then never logged, only its size")
+                       ->check(CLI::ExistingFile);
+  auto* tls_key = sub->add_option("--tls-key", opts->tls_key, "the PEM private key of --tls-cert")
+                      ->check(CLI::ExistingFile);
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,

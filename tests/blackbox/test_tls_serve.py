@@ -1,0 +1,238 @@
+"""Black-box tests of `tcpkit serve --tls-cert FILE --tls-key FILE`: round
+trips with real TLS clients (openssl s_client, socat OPENSSL, Python's ssl
+module and `tcpkit connect --tls`), every mode, many clients on two threads,
+TLS after a PROXY header, clients that fail the handshake (with the others
+still served), the flag errors, and logs that never show the plaintext.
+
+The certificate is made per test module with the openssl program:
+self-signed, for localhost and 127.0.0.1."""
+
+import hashlib
+import json
+import os
+import random
+import re
+import select
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import DEFAULT_TIMEOUT, run_tcpkit
+from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, start_serve, wait_log
+from tls_util import make_cert, tls_connect
+
+pytestmark = pytest.mark.usefixtures("tcpkit_bin")
+
+SECRET = "the-plaintext-that-must-not-be-logged"
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    return make_cert(tmp_path_factory.mktemp("tls-serve"))
+
+
+def serve_tls(tcpkit_process, cert, *args):
+    crt, key = cert
+    return start_serve(tcpkit_process, "--tls-cert", crt, "--tls-key", key, *args)
+
+
+def log_text(server) -> str:
+    return "\n".join(server.stdout_lines + server.stderr_lines)
+
+
+def s_client_exchange(port: int, ca_file: str, send: bytes, expect: int, *args) -> tuple[bytes, int]:
+    """openssl s_client sends `send`, reads `expect` bytes of reply, then
+    closes (stdin ends only after the reply, or s_client would leave at
+    once). Returns (reply, exit code)."""
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", ca_file,
+                             "-verify_return_error", "-quiet", "-no_ign_eof", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(send)
+        proc.stdin.flush()
+        reply = bytearray()
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while len(reply) < expect:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+            if not chunk:
+                break
+            reply += chunk
+        proc.stdin.close()
+        proc.wait(DEFAULT_TIMEOUT)
+        return bytes(reply), proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --- real clients ----------------------------------------------------------------------------
+
+def test_s_client_gets_the_ack_and_the_log_has_no_plaintext(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert)
+    assert "with TLS (certificate" in server.stdout_lines[0]
+    reply, code = s_client_exchange(port, cert[0], (SECRET + "\n").encode(), len(DEFAULT_REPLY.encode()),
+                                    "-servername", "localhost")
+    assert reply.decode() == DEFAULT_REPLY
+    assert code == 0
+    wait_log(server, r"tls 127\.0\.0\.1:\d+: TLSv1\.3 \S+ \(server name localhost\)")
+    wait_log(server, r"message from 127\.0\.0\.1:\d+: 38 bytes \(TLS: text not logged\)")
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: peer closed \(clients: 0\)")
+    assert SECRET not in log_text(server)
+
+
+def test_s_client_with_tls_1_2(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "echo")
+    reply, code = s_client_exchange(port, cert[0], b"over tls 1.2\n", 13, "-tls1_2")
+    assert reply == b"over tls 1.2\n"
+    assert code == 0
+    wait_log(server, r"tls 127\.0\.0\.1:\d+: TLSv1\.2 ")
+
+
+def test_socat_echoes_a_megabyte_byte_exact(tcpkit_process, cert):
+    if shutil.which("socat") is None:
+        pytest.fail("socat is needed (scripts/install-deps installs it)")
+    _, port = serve_tls(tcpkit_process, cert, "--mode", "echo", "--quiet")
+    payload = random.Random(7).randbytes(1 << 20)
+    # socat sends its input, shuts down its write side with close_notify, and
+    # keeps reading until the server's echo ends.
+    result = subprocess.run(["socat", "-t", "10", "STDIO",
+                             f"OPENSSL:127.0.0.1:{port},cafile={cert[0]},commonname=localhost"],
+                            input=payload, capture_output=True, timeout=DEFAULT_TIMEOUT * 2)
+    assert result.returncode == 0, result.stderr.decode()
+    assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_tcpkit_connect_line_framing(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--framing", "line", "--reply", "ok")
+    result = run_tcpkit("connect", "--tls", "--tls-ca", cert[0], "127.0.0.1", port, "--line",
+                        "--send", "one", "--send", "two")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\nok\n"
+    assert count_lines(server, r"message from .*: 3 bytes \(TLS: text not logged\)") == 2
+
+
+def test_many_clients_on_two_threads_byte_exact(tcpkit_process, cert):
+    _, port = serve_tls(tcpkit_process, cert, "--mode", "echo", "--threads", "2", "--quiet")
+    errors: list[str] = []
+
+    def client(seed: int) -> None:
+        try:
+            rng = random.Random(seed)
+            with tls_connect(port, cert[0]) as sock:
+                for _ in range(20):
+                    data = rng.randbytes(rng.randint(1, 40_000))
+                    sock.sendall(data)
+                    if recv_exact(sock, len(data)) != data:
+                        errors.append(f"client {seed}: echo differs")
+                        return
+        except Exception as exc:  # noqa: BLE001 - reported below with the client's number
+            errors.append(f"client {seed}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEFAULT_TIMEOUT * 4)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def test_chat_lines_reach_the_other_tls_member(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "chat", "--threads", "2")
+    alice, bob = tls_connect(port, cert[0]), tls_connect(port, cert[0])
+    with alice, bob:
+        alice_buf, bob_buf = bytearray(), bytearray()
+        # Each is a member once the other hears of it.
+        assert b"joined" in recv_line(alice, alice_buf)
+        alice.sendall(b"/nick alice\nhello bob\n")
+        assert recv_line(bob, bob_buf).endswith(b" is now known as alice")
+        assert recv_line(bob, bob_buf) == b"<alice> hello bob"
+    wait_log(server, r"disconnect .*\(clients: 0\)")
+
+
+def test_proxy_header_comes_before_the_handshake(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--proxy-protocol", "--trusted-proxy", "127.0.0.1/32")
+    header = b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n"
+    with tls_connect(port, cert[0], preamble=header) as sock:
+        sock.sendall(b"hi")
+        assert recv_exact(sock, len(DEFAULT_REPLY.encode())) == DEFAULT_REPLY.encode()
+    wait_log(server, r"connect 203\.0\.113\.9:40000 via 127\.0\.0\.1:\d+")
+    wait_log(server, r"tls 203\.0\.113\.9:40000: TLSv1\.3")
+    wait_log(server, r"message from 203\.0\.113\.9:40000: 2 bytes")
+
+
+# --- clients that fail -----------------------------------------------------------------------
+
+def test_plain_client_is_closed_with_the_reason_and_others_are_served(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "echo")
+    with tls_connect(port, cert[0]) as good:
+        with connect(port) as plain:
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            # The server ends it: an alert (or nothing) and then end of stream.
+            while plain.recv(4096):
+                pass
+        wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake failed \(.+\) \(clients: 1\)")
+        good.sendall(b"still here")
+        assert recv_exact(good, 10) == b"still here"
+
+
+def test_client_that_rejects_the_certificate_is_logged(tcpkit_process, cert, tmp_path):
+    server, port = serve_tls(tcpkit_process, cert)
+    other_ca, _ = make_cert(tmp_path, name="other")
+    result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", other_ca,
+                             "-verify_return_error", "-quiet", "-no_ign_eof"],
+                            input=b"x\n", capture_output=True, timeout=DEFAULT_TIMEOUT)
+    assert result.returncode != 0
+    assert result.stdout == b""
+    # The client's alert names its reason: our certificate is from an unknown CA.
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake failed \(.*unknown ca.*\)")
+    assert count_lines(server, r"message from") == 0
+
+
+# --- flags -----------------------------------------------------------------------------------
+
+def test_cert_without_key_is_a_usage_error(cert):
+    result = run_tcpkit("serve", "--port", "0", "--tls-cert", cert[0])
+    assert result.returncode == 2
+    assert "--tls-cert requires --tls-key" in result.stderr
+
+
+def test_missing_file_is_named(cert, tmp_path):
+    result = run_tcpkit("serve", "--port", "0", "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", cert[1])
+    assert result.returncode == 2
+    assert "nope.pem" in result.stderr
+
+
+def test_key_that_does_not_match_is_a_clear_error(cert, tmp_path):
+    _, other_key = make_cert(tmp_path, name="other")
+    result = run_tcpkit("serve", "--port", "0", "--tls-cert", cert[0], "--tls-key", other_key)
+    assert result.returncode == 1
+    assert re.search(r"tcpkit serve: .*key.*", result.stderr), result.stderr
+    assert "listening" not in result.stdout
+    # The key's contents never reach the terminal.
+    with open(other_key) as f:
+        body = [line for line in f.read().splitlines() if not line.startswith("-----")]
+    assert not any(line in result.stderr for line in body if line)
+
+
+def test_key_file_contents_never_in_the_log(tcpkit_process, cert):
+    crt, key = cert
+    server = tcpkit_process("serve", "--port", 0, "--tls-cert", crt, "--tls-key", key, "--log-format", "json")
+    listening = json.loads(server.wait_for_line(r'"event": "listening"', stream="stdout").string)
+    assert listening["tls"] == "on"
+    port = int(listening["address"].rsplit(":", 1)[1])
+    with tls_connect(port, cert[0]) as sock:
+        sock.sendall(SECRET.encode())
+        recv_exact(sock, len(DEFAULT_REPLY.encode()))
+    wait_log(server, r'"event": "disconnect"')
+    with open(cert[1]) as f:
+        key_lines = [line for line in f.read().splitlines() if line and not line.startswith("-----")]
+    text = log_text(server)
+    assert SECRET not in text
+    assert not any(line in text for line in key_lines)
+    assert os.path.basename(cert[1]) not in text  # not even the key's file name

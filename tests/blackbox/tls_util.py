@@ -1,0 +1,46 @@
+"""Helpers shared by the black-box TLS tests: certificates made with the
+openssl program, and Python ssl clients written the way their users write
+them. serve_util's recv_exact / recv_line read from these clients too."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import DEFAULT_TIMEOUT
+
+
+def make_cert(directory: Path, name: str = "server", cn: str = "localhost") -> tuple[str, str]:
+    """(certificate, key) paths of a self-signed certificate for `cn` and
+    127.0.0.1, valid for a day."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl program is needed (scripts/install-deps installs it)")
+    crt, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={cn}",
+                    "-addext", f"subjectAltName=DNS:{cn},IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True, timeout=DEFAULT_TIMEOUT)
+    return str(crt), str(key)
+
+
+def client_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts only `ca_file` and checks the name."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def tls_connect(port: int, ca_file: str, server_name: str = "localhost",
+                timeout: float = DEFAULT_TIMEOUT, preamble: bytes = b"") -> ssl.SSLSocket:
+    """Connects to 127.0.0.1:port, sends `preamble` in the clear (a PROXY
+    header), then completes a verified TLS handshake."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if preamble:
+        raw.sendall(preamble)
+    return client_context(ca_file).wrap_socket(raw, server_hostname=server_name)
