@@ -44,6 +44,7 @@ _tcpkit() {
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format"
+      flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni"
       ;;
     port)
       flags+=" --json"
@@ -72,7 +73,7 @@ _tcpkit() {
       COMPREPLY=($(compgen -W "utf-8 gbk gb18030 big5" -- "$cur"))
       return
       ;;
-    -o | --output | --tls-ca | --tls-cert | --tls-key)
+    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;

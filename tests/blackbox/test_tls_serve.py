@@ -21,8 +21,8 @@ import time
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, run_tcpkit
-from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, start_serve, wait_log
-from tls_util import make_cert, tls_connect
+from serve_util import DEFAULT_REPLY, count_lines, recv_exact, recv_line, start_serve, wait_log
+from tls_util import make_cert, plaintext_client_until_closed, tls_connect
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -171,11 +171,7 @@ def test_proxy_header_comes_before_the_handshake(tcpkit_process, cert):
 def test_plain_client_is_closed_with_the_reason_and_others_are_served(tcpkit_process, cert):
     server, port = serve_tls(tcpkit_process, cert, "--mode", "echo")
     with tls_connect(port, cert[0]) as good:
-        with connect(port) as plain:
-            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            # The server ends it: an alert (or nothing) and then end of stream.
-            while plain.recv(4096):
-                pass
+        plaintext_client_until_closed(port)
         wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake failed \(.+\) \(clients: 1\)")
         good.sendall(b"still here")
         assert recv_exact(good, 10) == b"still here"

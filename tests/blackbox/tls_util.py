@@ -44,3 +44,12 @@ def tls_connect(port: int, ca_file: str, server_name: str = "localhost",
     if preamble:
         raw.sendall(preamble)
     return client_context(ca_file).wrap_socket(raw, server_hostname=server_name)
+
+
+def plaintext_client_until_closed(port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """A client that does not speak TLS: sends a line in the clear and reads
+    until the TLS side closes the connection (an alert, or nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:
+        plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while plain.recv(4096):
+            pass

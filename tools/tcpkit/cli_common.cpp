@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include <cstdlib>
@@ -52,6 +53,13 @@ void watch_stop_signals(std::function<void()> on_stop) {
     if (sigwait(&set, &sig) != 0) return;
     std::_Exit(128 + sig);
   }).detach();
+}
+
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what) {
+  auto* cert_opt = sub.add_option("--tls-cert", cert, what + "; needs --tls-key")->check(CLI::ExistingFile);
+  auto* key_opt = sub.add_option("--tls-key", key, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  cert_opt->needs(key_opt);
+  key_opt->needs(cert_opt);
 }
 
 }  // namespace tcpkit::cli

@@ -1,5 +1,6 @@
 // Helpers shared by the long-running commands (serve, relay): the message a
-// user meets when bind() fails, and a graceful stop on SIGINT/SIGTERM.
+// user meets when bind() fails, a graceful stop on SIGINT/SIGTERM, and the
+// --tls-cert/--tls-key pair.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,10 @@
 #include <string_view>
 
 #include "tcpkit/result.h"
+
+namespace CLI {
+class App;
+}
 
 namespace tcpkit::cli {
 
@@ -26,5 +31,9 @@ void block_stop_signals();
 // first signal runs `on_stop` (it should forward to a loop); a second one
 // exits at once: the user does not want to wait for the drain.
 void watch_stop_signals(std::function<void()> on_stop);
+
+// Adds --tls-cert FILE and --tls-key FILE (each needs the other, both must
+// exist); `what` says what the certificate does for this command.
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what);
 
 }  // namespace tcpkit::cli

@@ -67,11 +67,16 @@ Result<void> RelayApp::listen() {
 
 void RelayApp::start() {
   server_.start();
+  // "TLS -> TLS" when both ends are encrypted: the relay sees the plaintext.
+  const char* from = options_.client_tls ? "TLS" : "TCP";
+  const char* to = options_.upstream_tls ? "TLS" : "TCP";
+  const std::string tls_note = options_.client_tls || options_.upstream_tls ? fmt::format(" ({} -> {})", from, to) : "";
   for (const auto& ep : server_.listen_endpoints()) {
-    log_.log(
-        "listening",
-        fmt::format("listening on {}, forwarding to {}", ep.to_string(), options_.upstream_text),
-        {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text)});
+    log_.log("listening",
+             fmt::format("listening on {}, forwarding to {}{}", ep.to_string(), options_.upstream_text, tls_note),
+             {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text),
+              Logger::str("client_tls", options_.client_tls ? "on" : "off"),
+              Logger::str("upstream_tls", options_.upstream_tls ? "on" : "off")});
   }
 }
 

@@ -12,6 +12,7 @@
 #include "relay.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -28,7 +29,12 @@ Without fault options it is a plain port forwarder. With them:
   --rate            at most BYTES_PER_SEC per direction
   --chunk           writes of at most BYTES, each its own send() (spaced by --delay)
   --reset-after     after BYTES through the pair (both directions), RST both sides
-  --close-after     after BYTES through the pair, close both sides cleanly (FIN))";
+  --close-after     after BYTES through the pair, close both sides cleanly (FIN)
+
+TLS on either side: --tls-cert/--tls-key make clients speak TLS to the relay
+(a TLS terminator in front of a plain server); --to-tls makes the relay speak
+TLS to --to, verifying its certificate against --to-ca (or the system's CAs)
+and the name in --to (or --to-sni). Faults apply to the plaintext.)";
 
 struct RelayFlags {
   std::string listen;
@@ -45,6 +51,12 @@ struct RelayFlags {
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
+  std::string tls_cert;
+  std::string tls_key;
+  bool to_tls = false;
+  std::string to_ca;
+  bool to_insecure = false;
+  std::string to_sni;
   CLI::Option* reset_after_opt = nullptr;
   CLI::Option* close_after_opt = nullptr;
 };
@@ -97,6 +109,25 @@ int run_relay(const RelayFlags& f) {
   o.threads = f.threads;
   o.quiet = f.quiet;
   o.log_format = f.log_format;
+  // Certificates and CAs are read now, so a wrong file is the one clear
+  // error and no client meets a relay that cannot finish a handshake.
+  if (!f.tls_cert.empty()) {
+    auto context = TlsContext::server(f.tls_cert, f.tls_key);
+    if (!context) {
+      fmt::print(stderr, "tcpkit relay: {}\n", context.error().message());
+      return kExitFailure;
+    }
+    o.client_tls = std::make_shared<const TlsContext>(std::move(*context));
+  }
+  if (f.to_tls) {
+    o.upstream_name = f.to_sni.empty() ? Endpoint::split_host_port(f.to)->first : f.to_sni;
+    auto context = TlsContext::client({f.to_ca, !f.to_insecure, o.upstream_name});
+    if (!context) {
+      fmt::print(stderr, "tcpkit relay: --to-ca: {}\n", context.error().message());
+      return kExitFailure;
+    }
+    o.upstream_tls = std::make_shared<const TlsContext>(std::move(*context));
+  }
 
   block_stop_signals();
   EventLoop loop;
@@ -148,6 +179,21 @@ Command add_relay_command(CLI::App& app) {
   sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
+  add_tls_server_flags(*sub, f->tls_cert, f->tls_key,
+                       "clients speak TLS to the relay, which presents this PEM certificate (chain)");
+  auto* to_tls = sub->add_flag("--to-tls", f->to_tls, "speak TLS to --to, verifying its certificate");
+  auto* to_ca = sub->add_option("--to-ca", f->to_ca,
+                                "with --to-tls: trust the CA certificates in this PEM file (default: the "
+                                "system's)")
+                    ->check(CLI::ExistingFile)
+                    ->needs(to_tls);
+  sub->add_flag("--to-insecure", f->to_insecure,
+                "with --to-tls: accept any certificate for any name (encrypted, but not authenticated)")
+      ->needs(to_tls)
+      ->excludes(to_ca);
+  sub->add_option("--to-sni", f->to_sni,
+                  "with --to-tls: the server name to send and verify (default: the host in --to)")
+      ->needs(to_tls);
   sub->add_flag("-q,--quiet", f->quiet, "no per-connection log lines");
   sub->add_option("--log-format", f->log_format, "text | json")
       ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))

@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "logger.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
 
@@ -31,6 +33,11 @@ struct RelayOptions {
   LogFormat log_format = LogFormat::text;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds drain_timeout{2000};
+  // --tls-cert/--tls-key: clients speak TLS to the relay (null: plain TCP).
+  std::shared_ptr<const TlsContext> client_tls;
+  // --to-tls: the relay speaks TLS to the upstream, verifying upstream_name.
+  std::shared_ptr<const TlsContext> upstream_tls;
+  std::string upstream_name;
 };
 
 }  // namespace tcpkit::cli

@@ -47,14 +47,31 @@ RelayPair::RelayPair(const RelayOptions& options, const TcpConnectionPtr& client
       hooks_(std::move(hooks)),
       peer_(client->peer_endpoint().to_string()),
       upstream_name_(options.upstream_text),
-      client_(client),
+      client_{client, nullptr},
       rng_(std::random_device{}()) {}
+
+void RelayPair::Side::send(std::string_view data) const {
+  if (tls) {
+    tls->send(data);
+  } else {
+    conn->send(data);
+  }
+}
+
+void RelayPair::Side::shutdown() const {
+  if (tls) {
+    tls->shutdown();
+  } else {
+    conn->shutdown();
+  }
+}
 
 // finish() has normally handed the TcpClient to the loop already; when the
 // pair dies unfinished (the program is exiting) the TcpClient stops here.
 RelayPair::~RelayPair() = default;
 
 void RelayPair::start() {
+  if (options_.client_tls && !start_tls(client_, *options_.client_tls, {}, up_, "client")) return;
   ClientOptions co;
   co.connect_timeout = options_.connect_timeout;
   co.connection = relay_connection_options();
@@ -78,7 +95,11 @@ void RelayPair::start() {
       in.retrieve_all();
       return;
     }
-    self->receive(self->down_, in);
+    if (self->upstream_.tls) {
+      self->upstream_.tls->on_ciphertext(in);
+    } else {
+      self->receive(self->down_, in);
+    }
   });
   connector_->set_on_peer_closed([weak](const TcpConnectionPtr&) {
     if (auto self = weak.lock()) self->source_eof(self->down_);
@@ -95,7 +116,11 @@ void RelayPair::start() {
 // ---- the client's events ---------------------------------------------------
 
 void RelayPair::client_message(Buffer& in) {
-  receive(up_, in);
+  if (client_.tls) {
+    client_.tls->on_ciphertext(in);
+  } else {
+    receive(up_, in);
+  }
 }
 void RelayPair::client_peer_closed() {
   source_eof(up_);
@@ -115,13 +140,18 @@ void RelayPair::client_closed() {
 // ---- the upstream's events -------------------------------------------------
 
 void RelayPair::upstream_connected(const TcpConnectionPtr& conn) {
-  if (upstream_state_ != Upstream::connecting) {
-    conn->force_close();  // the client left while we were connecting
+  // The client left, or its TLS handshake failed, while we were connecting.
+  if (upstream_state_ != Upstream::connecting || ending_) {
+    conn->force_close();
     return;
   }
   upstream_state_ = Upstream::connected;
-  upstream_ = conn;
+  upstream_.conn = conn;
   upstream_name_ = conn->peer_endpoint().to_string();
+  if (options_.upstream_tls &&
+      !start_tls(upstream_, *options_.upstream_tls, options_.upstream_name, down_, "upstream")) {
+    return;
+  }
   if (hooks_.on_connected) hooks_.on_connected(*this);
   check_fault();  // --reset-after 0 / --close-after 0
   pump(up_);      // what the client sent while we were connecting
@@ -137,7 +167,7 @@ void RelayPair::upstream_failed(const Error& error) {
 }
 
 void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
-  if (conn != upstream_) return;  // one we refused in upstream_connected()
+  if (conn != upstream_.conn) return;  // one we refused in upstream_connected()
   upstream_state_ = Upstream::closed;
   side_closed(upstream_, client_, up_.eof, "upstream");
   maybe_finish();
@@ -146,8 +176,7 @@ void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
 // A side closed. After a clean close (FIN both ways) the other side finishes
 // by itself once its queue drains, provided it will send nothing more;
 // otherwise it goes down too, and a reset is passed on as a reset.
-void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other,
-                            bool other_done, const char* who) {
+void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, const char* who) {
   std::error_code reason = closed->close_reason();
   bool clean = reason == Errc::peer_closed;
   set_reason(clean ? fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_)
@@ -156,9 +185,49 @@ void RelayPair::side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& ot
   end_forwarding();
   if (!other || other->disconnected()) return;
   if (reason == std::errc::connection_reset) {
-    reset_connection(other);
+    reset_connection(other.conn);
   } else {
     other->force_close();
+  }
+}
+
+// ---- TLS -------------------------------------------------------------------
+
+bool RelayPair::start_tls(Side& side, const TlsContext& context, std::string_view server_name, Flow& flow,
+                          const char* who) {
+  auto tls = TlsConnection::wrap(side.conn, context, server_name);
+  if (!tls) {
+    tls_failed(who, tls.error(), false);
+    return false;
+  }
+  side.tls = *tls;
+  std::weak_ptr<RelayPair> weak = weak_from_this();
+  const bool up = &flow == &up_;
+  side.tls->set_on_message([weak, up](const TlsConnectionPtr&, Buffer& in) {
+    auto self = weak.lock();
+    if (!self) {
+      in.retrieve_all();
+      return;
+    }
+    self->receive(up ? self->up_ : self->down_, in);
+  });
+  // close_notify ends this end's data, as a FIN does.
+  side.tls->set_on_peer_closed([weak, up](const TlsConnectionPtr&) {
+    if (auto self = weak.lock()) self->source_eof(up ? self->up_ : self->down_);
+  });
+  side.tls->set_on_error([weak, who](const TlsConnectionPtr& t, const Error& error) {
+    if (auto self = weak.lock()) self->tls_failed(who, error, t->handshake_done());
+  });
+  return true;
+}
+
+// The alert, if any, is out; both ends go now, with the reason in the log.
+void RelayPair::tls_failed(const char* who, const Error& error, bool handshake_done) {
+  set_reason(fmt::format("{}: {} ({})", who, handshake_done ? "TLS error" : "TLS handshake failed",
+                         error.code().message()));
+  end_forwarding();
+  for (Side* side : {&client_, &upstream_}) {
+    if (*side && !(*side)->disconnected()) (*side)->force_close(error.code());
   }
 }
 
@@ -195,7 +264,7 @@ void RelayPair::enqueue(Flow& flow, std::string_view data) {
 }
 
 void RelayPair::pump(Flow& flow) {
-  TcpConnectionPtr& sink = *flow.sink;
+  Side& sink = *flow.sink;
   if (!sink || ending_) return;
   auto now = Clock::now();
   while (!flow.queue.empty()) {
@@ -222,7 +291,7 @@ void RelayPair::pump(Flow& flow) {
   }
   if (flow.queue.empty() && flow.eof && !flow.shut) {
     flow.shut = true;
-    sink->shutdown();  // FIN once the sink's output buffer has drained
+    sink.shutdown();  // FIN once the sink's output buffer has drained
   }
   maybe_resume(flow);
 }
@@ -248,7 +317,7 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
   if (limit != kNoLimit)
     data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
   if (!data.empty()) {
-    (*flow.sink)->send(data);
+    flow.sink->send(data);
     flow.forwarded += data.size();
   }
   check_fault();
@@ -261,7 +330,7 @@ void RelayPair::source_eof(Flow& flow) {
 }
 
 size_t RelayPair::waiting(const Flow& flow) const {
-  const TcpConnectionPtr& sink = *flow.sink;
+  const Side& sink = *flow.sink;
   return flow.queued + (sink ? sink->output_bytes() : 0);
 }
 
@@ -308,14 +377,14 @@ void RelayPair::check_fault() {
   if (options_.reset_after_set && total >= options_.reset_after) {
     set_reason(fmt::format("reset after {} bytes (--reset-after)", total));
     end_forwarding();
-    reset_connection(client_);
-    reset_connection(upstream_);
+    reset_connection(client_.conn);
+    reset_connection(upstream_.conn);
     return;
   }
   set_reason(fmt::format("closed after {} bytes (--close-after)", total));
   end_forwarding();
-  if (client_) client_->shutdown();
-  if (upstream_) upstream_->shutdown();
+  if (client_) client_.shutdown();
+  if (upstream_) upstream_.shutdown();
   // A peer that never answers our FIN must not hold the pair forever.
   std::weak_ptr<RelayPair> weak = weak_from_this();
   linger_timer_ = loop_->run_after(options_.drain_timeout, [weak] {

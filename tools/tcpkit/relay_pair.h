@@ -13,6 +13,10 @@
 // hold more than kHighWater bytes, and resumed below kLowWater, so a slow
 // reader on one side bounds memory instead of growing it. A FIN from the
 // source becomes shutdown() of the sink once everything before it is sent.
+//
+// Either side may speak TLS (--tls-cert for clients, --to-tls upstream):
+// its Side then has a TLS layer that bytes pass through, close_notify counts
+// as its FIN, and a failed handshake ends the pair with the reason.
 #pragma once
 
 #include <chrono>
@@ -28,6 +32,7 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tls_connection.h"
 
 namespace tcpkit::cli {
 
@@ -52,7 +57,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
 
   // Starts connecting upstream.
   void start();
-  // The client connection's events, forwarded by RelayApp.
+  // The client connection's events, forwarded by RelayApp. Bytes are
+  // ciphertext when clients speak TLS.
   void client_message(Buffer& in);
   void client_peer_closed();
   void client_write_complete();
@@ -81,10 +87,26 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     size_t offset;  // what pump() has sent of it
     Clock::time_point due;
   };
+  // One end of the pair: its TCP connection and, when that end speaks TLS,
+  // the TLS layer its bytes pass through.
+  struct Side {
+    TcpConnectionPtr conn;
+    TlsConnectionPtr tls;
+    explicit operator bool() const { return conn != nullptr; }
+    TcpConnection* operator->() const { return conn.get(); }
+    // Plaintext to this end, encrypted first with TLS.
+    void send(std::string_view data) const;
+    // FIN once the data is out (after close_notify, with TLS).
+    void shutdown() const;
+    void reset() {
+      conn.reset();
+      tls.reset();
+    }
+  };
   struct Flow {
-    Flow(TcpConnectionPtr* from, TcpConnectionPtr* to) : source(from), sink(to) {}
-    TcpConnectionPtr* source;
-    TcpConnectionPtr* sink;
+    Flow(Side* from, Side* to) : source(from), sink(to) {}
+    Side* source;
+    Side* sink;
     std::deque<Chunk> queue;
     size_t queued = 0;
     Clock::time_point last_due;    // chunks leave in order, never before this
@@ -99,8 +121,11 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void upstream_connected(const TcpConnectionPtr& conn);
   void upstream_failed(const Error& error);
   void upstream_closed(const TcpConnectionPtr& conn);
-  void side_closed(const TcpConnectionPtr& closed, TcpConnectionPtr& other, bool other_done,
-                   const char* who);
+  void side_closed(const Side& closed, Side& other, bool other_done, const char* who);
+  // Puts TLS on one end; its plaintext goes to `flow`. False if that failed.
+  bool start_tls(Side& side, const TlsContext& context, std::string_view server_name, Flow& flow,
+                 const char* who);
+  void tls_failed(const char* who, const Error& error, bool handshake_done);
 
   void receive(Flow& flow, Buffer& in);
   void enqueue(Flow& flow, std::string_view data);
@@ -128,8 +153,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   std::string upstream_name_;
   std::string reason_;
   std::string first_fin_;  // "client" or "upstream": who sent FIN first
-  TcpConnectionPtr client_;
-  TcpConnectionPtr upstream_;
+  Side client_;
+  Side upstream_;
   std::unique_ptr<TcpClient> connector_;
   Upstream upstream_state_ = Upstream::connecting;
   bool client_gone_ = false;

@@ -200,14 +200,9 @@ Command add_serve_command(CLI::App& app) {
                   "seconds a trusted proxy has to send the whole PROXY header (the spec asks for at least 3)")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
-  auto* tls_cert = sub->add_option("--tls-cert", opts->tls_cert,
-                                   "serve TLS with this PEM certificate (chain); needs --tls-key. Message text "
-                                   "is then never logged, only its size")
-                       ->check(CLI::ExistingFile);
-  auto* tls_key = sub->add_option("--tls-key", opts->tls_key, "the PEM private key of --tls-cert")
-                      ->check(CLI::ExistingFile);
-  tls_cert->needs(tls_key);
-  tls_key->needs(tls_cert);
+  add_tls_server_flags(*sub, opts->tls_cert, opts->tls_key,
+                       "serve TLS with this PEM certificate (chain). Message text is then never logged, only "
+                       "its size");
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,
