@@ -39,7 +39,7 @@ _tcpkit() {
       ;;
     bench)
       flags+=" --mode -c --conns -s --size -d --duration -t --threads -r --rate --connect-timeout"
-      flags+=" --format -o --output"
+      flags+=" --format -o --output --tls --tls-ca --insecure --sni"
       ;;
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"

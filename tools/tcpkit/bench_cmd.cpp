@@ -69,6 +69,10 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
   }
   s += fmt::format("  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed {}\n",
                    r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
+  if (o.tls) {
+    s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,
+                     r.tls_error.empty() ? "" : fmt::format(" (first: {})", r.tls_error));
+  }
   if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
     s += fmt::format("  only {} of {} connections were up when measuring began\n", r.connected_at_start, o.conns);
   }
@@ -84,16 +88,22 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
       "\"connections_per_s\": {:.1f}, \"connected_at_start\": {}, "
       "\"latency_us\": {{\"p50\": {:.2f}, \"p90\": {:.2f}, \"p99\": {:.2f}, \"p999\": {:.2f}, \"max\": {:.2f}}}, "
       "\"errors\": {{\"mismatched_bytes\": {}, \"lost_bytes\": {}, \"refused\": {}, \"reset\": {}, "
-      "\"connect_failed\": {}}}, \"host\": \"{}\", \"kernel\": \"{}\", \"compiler\": \"{}\", \"args\": \"{}\"}}\n",
+      "\"connect_failed\": {}, \"tls_failed\": {}}}, \"tls\": {}, \"host\": \"{}\", \"kernel\": \"{}\", "
+      "\"compiler\": \"{}\", \"args\": \"{}\"}}\n",
       to_string(o.mode), o.conns, o.size, o.threads, o.rate, r.seconds, r.messages, r.bytes, f.mib_per_s,
       f.msgs_per_s, r.connections, o.mode == BenchMode::connrate ? f.msgs_per_s : 0.0, r.connected_at_start,
       us(h.percentile(50)), us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()),
-      r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed, json_escape(host_name()),
+      r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed, r.tls_failed,
+      o.tls ? "true" : "false", json_escape(host_name()),
       json_escape(kernel_release()), json_escape("g++ " __VERSION__), json_escape(args));
 }
 
 struct BenchFlags {
   BenchOptions bench;
+  bool tls = false;
+  std::string tls_ca;
+  bool insecure = false;
+  std::string sni;
   std::string format = "text";
   std::string output;
   std::string args;
@@ -107,6 +117,15 @@ int run_bench(BenchFlags& flags) {
     return kExitFailure;
   }
   const Endpoint target = targets->front();
+  if (flags.tls) {
+    // Read before connecting, so a wrong --tls-ca is the one clear error.
+    auto context = TlsContext::client({flags.tls_ca, !flags.insecure, flags.sni.empty() ? o.host : flags.sni});
+    if (!context) {
+      fmt::print(stderr, "tcpkit bench: --tls-ca: {}\n", context.error().message());
+      return kExitFailure;
+    }
+    o.tls = std::make_shared<const TlsContext>(std::move(*context));
+  }
   o.live = flags.output.empty() && ::isatty(STDERR_FILENO);
   BenchRunner runner(o, target);
   BenchResult r = runner.run();
@@ -121,6 +140,10 @@ int run_bench(BenchFlags& flags) {
   }
   std::fputs(report.c_str(), out);
   if (out != stdout) std::fclose(out);
+  if (r.messages == 0 && r.connected_at_start == 0 && r.tls_failed > 0) {
+    fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
+    return kExitFailure;
+  }
   if (r.messages == 0 && r.connected_at_start == 0 && o.mode != BenchMode::connrate) {
     fmt::print(stderr, "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
                target.to_string(), r.refused, r.connect_failed);
@@ -160,6 +183,14 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--format", flags->format, "text | json")->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   sub->add_option("-o,--output", flags->output, "write the report to FILE");
+  auto* tls = sub->add_flag("--tls", flags->tls, "speak TLS (a connection counts once its handshake is done)");
+  auto* tls_ca = sub->add_option("--tls-ca", flags->tls_ca, "with --tls: trust the CA certificates in this PEM file")
+                     ->check(CLI::ExistingFile)
+                     ->needs(tls);
+  sub->add_flag("--insecure", flags->insecure, "with --tls: accept any certificate for any name")
+      ->needs(tls)
+      ->excludes(tls_ca);
+  sub->add_option("--sni", flags->sni, "with --tls: the server name to send and verify (default: HOST)")->needs(tls);
   return {sub, [flags, sub] {
             flags->args.clear();
             for (const auto& opt : sub->get_options()) {

@@ -14,6 +14,7 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tls_connection.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -41,6 +42,8 @@ size_t count_mismatches(const char* got, const char* want, size_t n) {
 struct Slot {
   std::unique_ptr<TcpClient> client;
   TcpConnectionPtr conn;
+  TlsConnectionPtr tls;  // --tls
+  bool ready = false;    // connected (and, with TLS, the handshake done)
   uint64_t send_seq = 0;
   uint64_t recv_seq = 0;
   size_t received = 0;  // bytes of message recv_seq so far
@@ -69,7 +72,8 @@ struct Worker {
   std::atomic<bool> stopping{false};
 
   // Loop thread only; read by the main thread after join().
-  uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0;
+  uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0, tls_failed = 0;
+  std::string tls_error;
   LatencyHistogram latency;
 
   void start_thread();
@@ -77,7 +81,12 @@ struct Worker {
   void finish();
   void start_client(Slot* slot);
   void on_up(Slot* slot, const TcpConnectionPtr& conn);
+  // Connected, and with --tls the handshake done: the mode's traffic starts.
+  void on_ready(Slot* slot);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
+  void on_data(Slot* slot, Buffer& in);
+  // To the server, through TLS with --tls.
+  void transmit(Slot* slot, std::string_view data);
   void on_pingpong_data(Slot* slot, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
   void send_message(Slot* slot);
@@ -135,29 +144,69 @@ void Worker::start_client(Slot* slot) {
       });
     }
   });
-  switch (opt->mode) {
-    case BenchMode::pingpong:
-      slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_pingpong_data(slot, in); });
-      break;
-    case BenchMode::connrate:
-      slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_connrate_data(slot, in); });
-      break;
-    case BenchMode::stream:
-      slot->client->set_on_message([](const TcpConnectionPtr&, Buffer& in) { in.retrieve_all(); });
-      slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
-        if (measuring.load(std::memory_order_relaxed)) {
-          bytes.fetch_add(opt->size, std::memory_order_relaxed);
-          messages.fetch_add(1, std::memory_order_relaxed);
-        }
-        if (!stopping && slot->conn) slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
-      });
-      break;
+  // With --tls, attach() routes the connection's bytes through TLS instead,
+  // and its plaintext comes to on_data as well.
+  slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
+  if (opt->mode == BenchMode::stream) {
+    slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
+      if (!slot->ready) return;  // the TLS handshake's own writes
+      if (measuring.load(std::memory_order_relaxed)) {
+        bytes.fetch_add(opt->size, std::memory_order_relaxed);
+        messages.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!stopping && slot->conn) transmit(slot, std::string_view(*pattern).substr(0, opt->size));
+    });
   }
   slot->client->connect();
 }
 
+void Worker::on_data(Slot* slot, Buffer& in) {
+  switch (opt->mode) {
+    case BenchMode::pingpong:
+      on_pingpong_data(slot, in);
+      return;
+    case BenchMode::connrate:
+      on_connrate_data(slot, in);
+      return;
+    case BenchMode::stream:
+      in.retrieve_all();
+      return;
+  }
+}
+
+void Worker::transmit(Slot* slot, std::string_view data) {
+  if (slot->tls) {
+    slot->tls->send(data);
+  } else {
+    slot->conn->send(data);
+  }
+}
+
 void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
   slot->conn = conn;
+  if (!opt->tls) {
+    on_ready(slot);
+    return;
+  }
+  // A connection that closes before its handshake is done counts as a TLS
+  // failure in on_down(); these keep the first reason for the report.
+  auto tls = TlsConnection::attach(conn, *opt->tls);
+  if (!tls) {
+    if (tls_error.empty()) tls_error = tls.error().message();
+    conn->force_close();
+    return;
+  }
+  slot->tls = *tls;
+  slot->tls->set_on_message([this, slot](const TlsConnectionPtr&, Buffer& in) { on_data(slot, in); });
+  slot->tls->set_on_handshake([this, slot](const TlsConnectionPtr&) { on_ready(slot); });
+  slot->tls->set_on_error([this](const TlsConnectionPtr& t, const Error& e) {
+    if (tls_error.empty()) tls_error = e.message();
+    if (auto c = t->connection()) c->force_close();
+  });
+}
+
+void Worker::on_ready(Slot* slot) {
+  slot->ready = true;
   connected.fetch_add(1, std::memory_order_relaxed);
   connections.fetch_add(1, std::memory_order_relaxed);
   switch (opt->mode) {
@@ -167,30 +216,39 @@ void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
       break;
     case BenchMode::connrate:
       if (measuring.load(std::memory_order_relaxed)) latency.record(nanos_between(slot->connect_started, Clock::now()));
-      conn->send(std::string_view("x", 1));
+      transmit(slot, std::string_view("x", 1));
       break;
     case BenchMode::stream:
-      conn->send(std::string_view(*pattern).substr(0, opt->size));
+      transmit(slot, std::string_view(*pattern).substr(0, opt->size));
       break;
   }
 }
 
 void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
-  connected.fetch_sub(1, std::memory_order_relaxed);
+  const bool was_ready = slot->ready;
+  if (was_ready) connected.fetch_sub(1, std::memory_order_relaxed);
+  slot->ready = false;
   slot->conn.reset();
+  slot->tls.reset();
   if (stopping) return;
+  if (!was_ready) {  // only with --tls: the handshake did not finish
+    ++tls_failed;
+    if (tls_error.empty()) tls_error = fmt::format("TLS handshake with {}: connection closed", target.to_string());
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
   if (opt->mode == BenchMode::connrate) {
     // Replace the finished client after this callback has returned.
     loop->queue_in_loop([this, slot] {
       if (!stopping) start_client(slot);
     });
-    if (slot->received == 0 && conn->close_reason() != std::errc::operation_canceled) {
+    if (was_ready && slot->received == 0 && conn->close_reason() != std::errc::operation_canceled) {
       ++reset;
       errors.fetch_add(1, std::memory_order_relaxed);
     }
     slot->received = 0;
     return;
   }
+  if (!was_ready) return;
   // Mid-run, a close is an error, and whatever was in flight is lost.
   ++reset;
   errors.fetch_add(1, std::memory_order_relaxed);
@@ -200,7 +258,7 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
 
 void Worker::send_message(Slot* slot) {
   size_t offset = slot->send_seq % kPatternPeriod;
-  slot->conn->send(std::string_view(pattern->data() + offset, opt->size));
+  transmit(slot, std::string_view(pattern->data() + offset, opt->size));
   slot->sent_at.push_back(opt->rate > 0 ? slot->next_send : Clock::now());
   ++slot->send_seq;
 }
@@ -256,7 +314,7 @@ void Worker::tick() {
   auto now = Clock::now();
   auto step = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
   for (auto& slot : slots) {
-    if (!slot->conn) continue;
+    if (!slot->ready) continue;
     while (slot->next_send <= now) {
       send_message(slot.get());
       slot->next_send += step;
@@ -336,6 +394,8 @@ BenchResult BenchRunner::run() {
     result.refused += w->refused;
     result.reset += w->reset;
     result.connect_failed += w->connect_failed;
+    result.tls_failed += w->tls_failed;
+    if (result.tls_error.empty()) result.tls_error = w->tls_error;
     result.latency.merge(w->latency);
   }
   return result;

@@ -15,6 +15,7 @@
 
 #include "histogram.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
 
@@ -31,6 +32,9 @@ struct BenchOptions {
   double rate = 0;  // messages per second over all connections; 0: closed loop
   double connect_timeout_s = 5;
   bool live = false;
+  // --tls: every connection speaks TLS; a connection counts as up once its
+  // handshake is done (so connrate measures connect + handshake).
+  std::shared_ptr<const TlsContext> tls;
 };
 
 struct BenchResult {
@@ -43,6 +47,8 @@ struct BenchResult {
   uint64_t refused = 0;
   uint64_t reset = 0;
   uint64_t connect_failed = 0;
+  uint64_t tls_failed = 0;   // handshakes that failed
+  std::string tls_error;     // the first one's reason
   int connected_at_start = 0;
   LatencyHistogram latency;      // round trip (pingpong), connect (connrate)
 };
