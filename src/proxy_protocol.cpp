@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cstring>
 
@@ -25,6 +26,7 @@ constexpr size_t kV2Inet4Size = 4 + 4 + 2 + 2;
 constexpr size_t kV2Inet6Size = 16 + 16 + 2 + 2;
 constexpr size_t kV2UnixSize = 108 + 108;
 constexpr size_t kV2TlvHeaderSize = 3;
+constexpr uint8_t kV2TypeCrc32c = 0x03;  // PP2_TYPE_CRC32C: 4 bytes, big-endian
 
 ProxyParseResult invalid(std::string reason) {
   ProxyParseResult r;
@@ -204,6 +206,27 @@ bool parse_v2_tlvs(std::string_view block, std::vector<ProxyTlv>* tlvs) {
   return true;
 }
 
+// The sender may add a CRC32C of the whole header, computed with the
+// checksum's own 4 bytes as zeros; when it is there, it must match.
+// Returns what is wrong, or "" when the header is fine.
+std::string check_v2_crc32c(std::string_view header, std::string_view tlv_block, const std::vector<ProxyTlv>& tlvs) {
+  auto it = std::find_if(tlvs.begin(), tlvs.end(), [](const ProxyTlv& t) { return t.type == kV2TypeCrc32c; });
+  if (it == tlvs.end()) return {};
+  if (it->value.size() != 4) return "v2: CRC32C TLV is not 4 bytes";
+  // Where that TLV's value sits in the header: walk the block again.
+  size_t offset = header.size() - tlv_block.size();
+  for (const ProxyTlv& tlv : tlvs) {
+    if (&tlv == &*it) break;
+    offset += kV2TlvHeaderSize + tlv.value.size();
+  }
+  offset += kV2TlvHeaderSize;
+  std::string zeroed(header);
+  const uint32_t sent = (static_cast<uint32_t>(be16(zeroed.data() + offset)) << 16) | be16(zeroed.data() + offset + 2);
+  zeroed.replace(offset, 4, 4, '\0');
+  if (crc32c(zeroed) != sent) return "v2: CRC32C does not match the header";
+  return {};
+}
+
 ProxyParseResult parse_v2(std::string_view data) {
   if (!agrees_with(data, kProxyV2Signature)) return invalid("v2: bad signature");
   // Check the version, command and family as soon as they arrive, so that
@@ -245,6 +268,9 @@ ProxyParseResult parse_v2(std::string_view data) {
   }
   std::string_view tlv_block(body + *address_size, length - *address_size);
   if (!parse_v2_tlvs(tlv_block, &r.header.tlvs)) return invalid("v2: TLV runs past the header");
+  if (auto why = check_v2_crc32c(data.substr(0, r.consumed), tlv_block, r.header.tlvs); !why.empty()) {
+    return invalid(std::move(why));
+  }
   return r;
 }
 
@@ -275,6 +301,22 @@ std::string encode_proxy_v1(const Endpoint& source, const Endpoint& destination)
          std::to_string(destination.port()) + "\r\n";
 }
 
+uint32_t crc32c(std::string_view data) {
+  // Castagnoli's polynomial, bit-reversed; one table lookup per byte.
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int bit = 0; bit < 8; ++bit) c = (c & 1) != 0 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char byte : data) crc = table[(crc ^ byte) & 0xff] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+
 std::string encode_proxy_v1_unknown() {
   return "PROXY UNKNOWN\r\n";
 }
@@ -296,10 +338,20 @@ std::string encode_proxy_v2(const Endpoint& source, const Endpoint& destination,
   append_v2_address(out, destination);
   append_be16(out, source.port());
   append_be16(out, destination.port());
+  size_t crc_at = 0;  // where a CRC32C TLV's value goes, if there is one
   for (const auto& tlv : tlvs) {
     out += static_cast<char>(tlv.type);
     append_be16(out, static_cast<uint16_t>(tlv.value.size()));
-    out += tlv.value;
+    if (tlv.type == kV2TypeCrc32c && tlv.value.size() == 4 && crc_at == 0) {
+      crc_at = out.size();
+      out.append(4, '\0');
+    } else {
+      out += tlv.value;
+    }
+  }
+  if (crc_at != 0) {
+    const uint32_t crc = crc32c(out);  // over the header with the field still zero
+    for (int i = 0; i < 4; ++i) out[crc_at + i] = static_cast<char>(crc >> (24 - 8 * i));
   }
   return out;
 }

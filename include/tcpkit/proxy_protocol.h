@@ -69,6 +69,10 @@ struct ProxyParseResult {
   std::string reason;   // when invalid: what is wrong, e.g. "v1: bad source port '65536'"
 };
 
+// The CRC32C (Castagnoli) of `data`. A v2 header may carry one in a TLV of
+// type 0x03: computed over the whole header with those 4 bytes as zeros.
+uint32_t crc32c(std::string_view data);
+
 // Looks for a v1 or v2 header at the start of `data`. Never reads past the
 // header, and answers invalid as soon as the bytes seen can no longer begin
 // a valid header, so a client that is not a proxy is turned away early.
@@ -81,7 +85,8 @@ std::string encode_proxy_v1(const Endpoint& source, const Endpoint& destination)
 std::string encode_proxy_v1_unknown();
 // A v2 PROXY header for TCP from `source` to `destination` (same family:
 // asserted), followed by `tlvs` (each value at most 65535 bytes, and the
-// whole header at most kProxyV2MaxLength: asserted).
+// whole header at most kProxyV2MaxLength: asserted). A CRC32C TLV among
+// them (type 0x03, any 4 bytes) is filled in with the header's checksum.
 std::string encode_proxy_v2(const Endpoint& source, const Endpoint& destination,
                             const std::vector<ProxyTlv>& tlvs = {});
 // A v2 LOCAL header (family UNSPEC, no addresses), as health checks send it.

@@ -127,7 +127,8 @@ def client_via(frontend: int, timeout: float = 20) -> socket.socket:
 # The real client address reaches tcpkit
 
 
-@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+# The last one adds a CRC32C TLV, which tcpkit verifies.
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2", "send-proxy-v2 proxy-v2-options crc32c"])
 def test_client_address_reaches_the_log(tcpkit_process, haproxy_bin, tmp_path, send_proxy):
     backend_port, frontend = pick_free_port(), pick_free_port()
     server = start_backend(tcpkit_process, backend_port)

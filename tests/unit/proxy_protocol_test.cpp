@@ -325,3 +325,49 @@ TEST(ProxyV2, ConsumesOnlyTheHeaderEvenWhenTheClientSendsALookalike) {
   auto r = expect_done(header + encode_proxy_v1(ep("9.9.9.9:9"), ep("8.8.8.8:8")), header.size());
   EXPECT_EQ(r.header.source, ep("1.2.3.4:5"));
 }
+
+namespace {
+
+TEST(Crc32c, KnownValues) {
+  // The check value of CRC-32C (Castagnoli) and RFC 3720's test patterns.
+  EXPECT_EQ(tcpkit::crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(tcpkit::crc32c(std::string(32, '\0')), 0x8A9136AAu);
+  EXPECT_EQ(tcpkit::crc32c(std::string(32, '\xff')), 0x62A8AB43u);
+  EXPECT_EQ(tcpkit::crc32c(""), 0u);
+}
+
+// A CRC32C TLV (type 0x03) carries the checksum of the whole header with
+// its own four bytes zeroed; the encoder fills it in, the parser checks it.
+TEST(ProxyV2, Crc32cIsFilledInAndVerified) {
+  const std::vector<ProxyTlv> tlvs{{0x05, "unique-id"}, {0x03, std::string(4, '\0')}, {0x01, "h2"}};
+  auto header = encode_proxy_v2(ep("[2001:db8::1]:5000"), ep("[2001:db8::2]:443"), tlvs);
+  auto r = expect_done(header + "data", header.size());
+  EXPECT_EQ(r.header.source, ep("[2001:db8::1]:5000"));
+  ASSERT_EQ(r.header.tlvs.size(), 3u);
+  EXPECT_NE(r.header.tlvs[1].value, std::string(4, '\0'));
+  // The checksum is what the spec says: recompute it with the field zeroed.
+  std::string zeroed = header;
+  const size_t at = header.size() - (3 + 2) - 4;  // the CRC value sits before the last TLV
+  zeroed.replace(at, 4, 4, '\0');
+  const uint32_t crc = tcpkit::crc32c(zeroed);
+  EXPECT_EQ(r.header.tlvs[1].value, bytes({static_cast<int>(crc >> 24), static_cast<int>((crc >> 16) & 0xff),
+                                           static_cast<int>((crc >> 8) & 0xff), static_cast<int>(crc & 0xff)}));
+}
+
+TEST(ProxyV2, Crc32cMismatchIsRefused) {
+  auto header = encode_proxy_v2(ep("1.2.3.4:5"), ep("6.7.8.9:10"), {{0x03, std::string(4, '\0')}});
+  ASSERT_EQ(parse_proxy_header(header).status, ProxyParseStatus::done);
+  // One changed bit anywhere, the source address or the checksum itself.
+  for (size_t at : {size_t{16}, header.size() - 1}) {
+    std::string bad = header;
+    bad[at] = static_cast<char>(bad[at] ^ 0x01);
+    expect_invalid(bad, "CRC32C does not match");
+  }
+}
+
+TEST(ProxyV2, Crc32cOfTheWrongSizeIsRefused) {
+  std::string addresses(12, '\x01');
+  expect_invalid(v2_prefix(0x21, 0x11, 12 + 5) + addresses + bytes({0x03, 0x00, 0x02, 'a', 'b'}), "not 4 bytes");
+}
+
+}  // namespace
