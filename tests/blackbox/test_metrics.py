@@ -351,3 +351,16 @@ def test_status_page_renders_clients_in_chromium(tcpkit_process, tmp_path):
     assert len(data) > 1000
     a.close()
     b.close()
+
+
+def test_clients_json_names_the_client_a_proxy_header_names(tcpkit_process):
+    """Behind a load balancer the status page lists the clients, not the balancer."""
+    server, port, mport = start_with_metrics(tcpkit_process, "--proxy-protocol", "--trusted-proxy", "127.0.0.1/32",
+                                             "--framing", "line")
+    with connect(port) as proxied:
+        proxied.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 8888\r\nhello\n")
+        recv_line(proxied, bytearray())
+        status, _, body = get_url(mport, "/clients.json")
+        assert status == 200
+        rows = json.loads(body)["clients"]
+        assert [row["peer"] for row in rows] == ["203.0.113.9:40000"]
