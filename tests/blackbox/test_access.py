@@ -13,8 +13,8 @@ import socket
 import pytest
 
 from conftest import ipv6_loopback_available
-from serve_util import DEFAULT_REPLY, ack_round_trip, connect, find_line, peer_name, recv_until_eof, \
-    start_serve, wait_log
+from serve_util import DEFAULT_REPLY, ack_round_trip, connect, find_line, peer_name, recv_exact, \
+    recv_until_eof, start_serve, wait_log
 
 REPLY = DEFAULT_REPLY.encode()
 
@@ -122,3 +122,30 @@ def test_bad_cidr_is_a_usage_error_naming_the_text(tcpkit, flag, text):
     assert f"'{bad}'" in result.stderr, result.stderr
     assert "CIDR" in result.stderr, result.stderr
     assert "listening" not in result.stdout
+
+
+# --- the same flags on `tcpkit relay` --------------------------------------------------------
+
+def test_relay_forwards_only_allowed_clients(tcpkit_process):
+    upstream, upstream_port = start_serve(tcpkit_process, "--mode", "echo")
+    relay = tcpkit_process("relay", "--listen", "127.0.0.1:0", "--to", f"127.0.0.1:{upstream_port}",
+                           "--allow", "127.0.0.0/30", "--deny", "127.0.0.2")
+    port = int(relay.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)", stream="stdout").group(1))
+    with connect_from("127.0.0.2", port) as denied, connect_from("127.0.0.5", port) as outside:
+        for stranger in (denied, outside):
+            peer = peer_name(stranger)
+            data, _how = recv_until_eof(stranger, timeout=10)
+            assert data == b""
+            wait_log(relay, rf"disconnect {peer}: refused: not allowed$")
+    with connect_from("127.0.0.1", port) as friend:
+        friend.sendall(b"through")
+        assert recv_exact(friend, 7) == b"through"
+    # The upstream saw only the one allowed client.
+    wait_log(upstream, r"disconnect .*\(clients: 0\)")
+    assert sum(1 for line in upstream.stdout_lines if " connect " in f" {line}") == 1
+
+
+def test_relay_bad_cidr_is_a_usage_error(tcpkit):
+    result = tcpkit("relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:1", "--deny", "10.0.0.0/33")
+    assert result.returncode == 2
+    assert "10.0.0.0/33" in result.stderr

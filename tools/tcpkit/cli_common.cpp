@@ -55,6 +55,33 @@ void watch_stop_signals(std::function<void()> on_stop) {
   }).detach();
 }
 
+CLI::Validator cidr_validator() {
+  return CLI::Validator(
+      [](std::string& text) {
+        auto rule = Cidr::parse(text);
+        return rule ? std::string() : rule.error().message();
+      },
+      "CIDR");
+}
+
+void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {
+  const CLI::Validator cidr_text = cidr_validator();
+  sub.add_option_function<std::vector<std::string>>(
+         "--allow", [&access](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) access.allow(*Cidr::parse(text));
+         },
+         verb + " only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed at once")
+      ->check(cidr_text)
+      ->delimiter(',');
+  sub.add_option_function<std::vector<std::string>>(
+         "--deny", [&access](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) access.deny(*Cidr::parse(text));
+         },
+         "refuse clients in this network; repeatable; wins over --allow")
+      ->check(cidr_text)
+      ->delimiter(',');
+}
+
 void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what) {
   auto* cert_opt = sub.add_option("--tls-cert", cert, what + "; needs --tls-key")->check(CLI::ExistingFile);
   auto* key_opt = sub.add_option("--tls-key", key, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);

@@ -1,6 +1,6 @@
 // Helpers shared by the long-running commands (serve, relay): the message a
 // user meets when bind() fails, a graceful stop on SIGINT/SIGTERM, and the
-// --tls-cert/--tls-key pair.
+// flags they share (--allow/--deny, --tls-cert/--tls-key).
 #pragma once
 
 #include <cstdint>
@@ -8,11 +8,13 @@
 #include <string>
 #include <string_view>
 
+#include "tcpkit/cidr.h"
 #include "tcpkit/result.h"
 
 namespace CLI {
 class App;
-}
+class Validator;
+}  // namespace CLI
 
 namespace tcpkit::cli {
 
@@ -31,6 +33,13 @@ void block_stop_signals();
 // first signal runs `on_stop` (it should forward to a loop); a second one
 // exits at once: the user does not want to wait for the drain.
 void watch_stop_signals(std::function<void()> on_stop);
+
+// Checks CIDR text ("10.0.0.0/8", "::1") while parsing, so bad text is a
+// usage error (exit 2) that names it.
+CLI::Validator cidr_validator();
+// Adds --allow CIDR and --deny CIDR (repeatable, comma lists) filling
+// `access`; `verb` says what the command does for allowed clients ("serve").
+void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb);
 
 // Adds --tls-cert FILE and --tls-key FILE (each needs the other, both must
 // exist); `what` says what the certificate does for this command.

@@ -46,13 +46,16 @@ RelayApp::RelayApp(EventLoop* loop, RelayOptions options)
   server_.set_on_write_complete([](const TcpConnectionPtr& c) {
     if (auto* pair = pair_of(c)) pair->client_write_complete();
   });
-  server_.set_on_refused([this](const Endpoint& peer, std::error_code) {
+  if (!options_.access.empty()) {
+    server_.set_accept_filter([this](const Endpoint& peer) { return options_.access.permits(peer); });
+  }
+  server_.set_on_refused([this](const Endpoint& peer, std::error_code why) {
     if (options_.quiet) return;
-    log_.log("disconnect",
-             fmt::format("disconnect {}: refused: too many connections (--max-conns {})",
-                         peer.to_string(), options_.max_conns),
-             {Logger::str("peer", peer.to_string()),
-              Logger::str("reason", "refused: too many connections")});
+    const bool not_allowed = why == Errc::not_allowed;
+    std::string reason = not_allowed ? "refused: not allowed" : "refused: too many connections";
+    std::string detail = not_allowed ? "" : fmt::format(" (--max-conns {})", options_.max_conns);
+    log_.log("disconnect", fmt::format("disconnect {}: {}{}", peer.to_string(), reason, detail),
+             {Logger::str("peer", peer.to_string()), Logger::str("reason", reason)});
   });
 }
 

@@ -48,6 +48,7 @@ struct RelayFlags {
   int64_t reset_after = 0;
   int64_t close_after = 0;
   int64_t max_conns = 0;
+  AccessList access;
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
@@ -106,6 +107,7 @@ int run_relay(const RelayFlags& f) {
   o.close_after_set = f.close_after_opt->count() > 0;
   o.close_after = static_cast<uint64_t>(f.close_after);
   o.max_conns = static_cast<size_t>(f.max_conns);
+  o.access = f.access;
   o.threads = f.threads;
   o.quiet = f.quiet;
   o.log_format = f.log_format;
@@ -176,6 +178,7 @@ Command add_relay_command(CLI::App& app) {
                   "most pairs at once (0: no limit); extra clients are closed")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  add_access_flags(*sub, f->access, "relay");
   sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();

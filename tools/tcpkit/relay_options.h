@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "logger.h"
+#include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/tls_context.h"
 
@@ -28,6 +29,7 @@ struct RelayOptions {
   bool close_after_set = false;
   uint64_t close_after = 0;
   size_t max_conns = 0;  // 0: unlimited
+  AccessList access;     // --allow / --deny; refused clients are closed before anything is forwarded
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;

@@ -165,27 +165,8 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--drain-timeout", opts->drain_timeout_s, "seconds to let clients finish on SIGINT/SIGTERM")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
-  // Checked while parsing, so bad text is a usage error (exit 2) naming it.
-  auto cidr_text = CLI::Validator(
-      [](std::string& text) {
-        auto rule = Cidr::parse(text);
-        return rule ? std::string() : rule.error().message();
-      },
-      "CIDR");
-  sub->add_option_function<std::vector<std::string>>(
-         "--allow", [opts](const std::vector<std::string>& rules) {
-           for (const auto& text : rules) opts->access.allow(*Cidr::parse(text));
-         },
-         "serve only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed at once")
-      ->check(cidr_text)
-      ->delimiter(',');
-  sub->add_option_function<std::vector<std::string>>(
-         "--deny", [opts](const std::vector<std::string>& rules) {
-           for (const auto& text : rules) opts->access.deny(*Cidr::parse(text));
-         },
-         "refuse clients in this network; repeatable; wins over --allow")
-      ->check(cidr_text)
-      ->delimiter(',');
+  add_access_flags(*sub, opts->access, "serve");
+  const CLI::Validator cidr_text = cidr_validator();
   sub->add_flag("--proxy-protocol", opts->proxy_protocol,
                 "every connection starts with a PROXY v1/v2 header (HAProxy send-proxy, AWS NLB); its client "
                 "address is used in the log, --allow/--deny and chat names");
