@@ -100,6 +100,7 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
 
 struct BenchFlags {
   BenchOptions bench;
+  std::string mode = "pingpong";
   bool tls = false;
   std::string tls_ca;
   bool insecure = false;
@@ -144,9 +145,17 @@ int run_bench(BenchFlags& flags) {
     fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
     return kExitFailure;
   }
-  if (r.messages == 0 && r.connected_at_start == 0 && o.mode != BenchMode::connrate) {
-    fmt::print(stderr, "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
-               target.to_string(), r.refused, r.connect_failed);
+  // connrate has no connect phase: what counts is whether any connection was up.
+  const bool none_up = o.mode == BenchMode::connrate ? r.connections == 0 : r.connected_at_start == 0;
+  if (r.messages == 0 && none_up) {
+    if (o.tls && r.refused + r.connect_failed == 0) {
+      fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
+                 target.to_string());
+    } else {
+      fmt::print(stderr,
+                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
+                 target.to_string(), r.refused, r.connect_failed);
+    }
     return kExitFailure;
   }
   if (r.mismatched_bytes + r.lost_bytes > 0) {
@@ -154,7 +163,18 @@ int run_bench(BenchFlags& flags) {
                r.lost_bytes);
     return kExitFailure;
   }
-  return r.messages > 0 ? kExitOk : kExitFailure;
+  if (r.messages == 0) {
+    // Connected, yet nothing to report: say why the exit status is 1.
+    fmt::print(stderr, "tcpkit bench: {} in {:.2f} s — {}\n",
+               o.mode == BenchMode::stream     ? "no message was written"
+               : o.mode == BenchMode::pingpong ? "no echo came back"
+                                               : "no connection got its byte echoed",
+               r.seconds,
+               o.mode == BenchMode::stream ? "is the server reading?"
+                                           : "is it an echo server (tcpkit serve --mode echo)?");
+    return kExitFailure;
+  }
+  return kExitOk;
 }
 
 }  // namespace
@@ -167,9 +187,11 @@ Command add_bench_command(CLI::App& app) {
   BenchOptions& o = flags->bench;
   sub->add_option("HOST", o.host, "server address or name")->required();
   sub->add_option("PORT", o.port, "server port")->required();
-  sub->add_option("--mode", o.mode, "pingpong: echo round trips; connrate: connect+1 byte+close; stream: one-way")
-      ->transform(CLI::CheckedTransformer(kModes, CLI::ignore_case))
-      ->default_str("pingpong");
+  // Names, not numbers: an enum transformer would also take "2" for stream.
+  sub->add_option("--mode", flags->mode,
+                  "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")
+      ->transform(CLI::IsMember({"pingpong", "connrate", "stream"}, CLI::ignore_case))
+      ->capture_default_str();
   sub->add_option("-c,--conns", o.conns, "connections at once")->check(CLI::Range(1, 1000000))->capture_default_str();
   sub->add_option("-s,--size", o.size, "message size in bytes")->check(CLI::Range(1, 64 * 1024 * 1024))
       ->capture_default_str();
@@ -197,6 +219,7 @@ Command add_bench_command(CLI::App& app) {
               if (opt->count() == 0 || opt->get_name() == "--help") continue;
               flags->args += fmt::format("{}{}={}", flags->args.empty() ? "" : " ", opt->get_name(), opt->as<std::string>());
             }
+            flags->bench.mode = kModes.at(flags->mode);
             return run_bench(*flags);
           }};
 }
