@@ -21,7 +21,7 @@ Acceptor::Acceptor(EventLoop* loop, TcpListener listener)
       listener_(std::move(listener)),
       channel_(std::make_unique<Channel>(loop, listener_.fd())),
       spare_fd_(open_spare()) {
-  channel_->set_handler([this](unsigned) { handle_read(); });
+  channel_->set_handler<&Acceptor::handle_read>(this);
 }
 
 Acceptor::~Acceptor() { stop(); }

@@ -11,13 +11,13 @@ void Channel::tie(const std::shared_ptr<void>& owner) {
 
 void Channel::handle_event(unsigned mask) {
   if (!tied_) {
-    handler_(mask);
+    handler_(owner_, mask);
     return;
   }
   // The handler may drop the last outside reference to the owner (a close
   // erases the connection from its server); keep it alive until we return.
   std::shared_ptr<void> guard = tie_.lock();
-  if (guard) handler_(mask);
+  if (guard) handler_(owner_, mask);
 }
 
 void Channel::update(unsigned interest) {

@@ -61,7 +61,7 @@ void Connector::attempt() {
   // Even an immediate success (possible on loopback) is reported through the
   // writable event, so the caller always hears back from the loop.
   channel_ = std::make_unique<Channel>(loop_, fd_.get());
-  channel_->set_handler([this](unsigned) { handle_event(); });
+  channel_->set_handler<&Connector::handle_event>(this);
   channel_->enable_writing();
   if (timeout_.count() > 0) {
     std::weak_ptr<Connector> weak = weak_from_this();

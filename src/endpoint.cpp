@@ -34,12 +34,13 @@ const std::error_category& gai_category() {
 
 }  // namespace
 
-Endpoint::Endpoint() { storage_.ss_family = AF_INET; }
+Endpoint::Endpoint() { addr_.v4.sin_family = AF_INET; }
 
 Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
   assert(addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
-  assert(len <= sizeof(storage_));
-  std::memcpy(&storage_, addr, len);
+  assert(len <= sizeof(addr_));
+  // Never past the union, even in a build without assertions.
+  std::memcpy(&addr_, addr, std::min<size_t>(len, sizeof(addr_)));
 }
 
 Result<uint16_t> Endpoint::parse_port(std::string_view text) {
@@ -86,13 +87,13 @@ Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
   // the text short and let "10.0.0.1\0junk" through as 10.0.0.1.
   if (h.find('\0') != std::string::npos) return Error(Errc::bad_address, "host " + quoted(host));
   Endpoint ep;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&ep.storage_);
+  auto* v4 = &ep.addr_.v4;
   if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(port);
     return ep;
   }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ep.storage_);
+  auto* v6 = &ep.addr_.v6;
   std::string scope;
   if (auto pct = h.find('%'); pct != std::string::npos) {
     scope = h.substr(pct + 1);
@@ -156,24 +157,23 @@ Endpoint Endpoint::loopback_v6(uint16_t port) { return *parse("::1", port); }
 Endpoint Endpoint::any_v4(uint16_t port) { return *parse("0.0.0.0", port); }
 
 uint16_t Endpoint::port() const {
-  if (is_v6()) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
-  return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  return ntohs(is_v6() ? addr_.v6.sin6_port : addr_.v4.sin_port);
 }
 
 void Endpoint::set_port(uint16_t port) {
   if (is_v6()) {
-    reinterpret_cast<sockaddr_in6*>(&storage_)->sin6_port = htons(port);
+    addr_.v6.sin6_port = htons(port);
   } else {
-    reinterpret_cast<sockaddr_in*>(&storage_)->sin_port = htons(port);
+    addr_.v4.sin_port = htons(port);
   }
 }
 
 std::string Endpoint::host() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (is_v6()) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+    ::inet_ntop(AF_INET6, &addr_.v6.sin6_addr, buf, sizeof buf);
   } else {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+    ::inet_ntop(AF_INET, &addr_.v4.sin_addr, buf, sizeof buf);
   }
   return buf;
 }

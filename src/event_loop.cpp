@@ -36,7 +36,7 @@ EventLoop::EventLoop()
   }
   t_loop_in_this_thread = this;
   wakeup_channel_ = std::make_unique<Channel>(this, wakeup_fd_.get());
-  wakeup_channel_->set_handler([this](unsigned mask) { drain_wakeup_fd(mask); });
+  wakeup_channel_->set_handler<&EventLoop::drain_wakeup_fd>(this);
   wakeup_channel_->enable_reading();
 }
 

@@ -6,6 +6,7 @@
 #include <future>
 #include <mutex>
 
+#include "callback_table.h"
 #include "connector.h"
 #include "sys.h"
 #include "tcpkit/event_loop.h"
@@ -25,11 +26,8 @@ struct TcpClient::Impl : std::enable_shared_from_this<TcpClient::Impl> {
   mutable std::mutex mutex;
   TcpConnectionPtr connection;  // guarded by mutex
 
-  ConnectionCallback on_connection;
-  MessageCallback on_message;
-  WriteCompleteCallback on_write_complete;
-  HighWaterMarkCallback on_high_water_mark;
-  PeerClosedCallback on_peer_closed;
+  // Handed to each connection; replaced, never modified, by set_on_*.
+  std::shared_ptr<const ConnectionCallbacks> callbacks;
   std::function<void(const Error&, std::chrono::milliseconds)> on_connect_error;
 
   void connected(UniqueFd fd, const Endpoint& peer);
@@ -45,6 +43,10 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
   impl_->connector =
       std::make_shared<Connector>(loop, std::move(targets), impl_->options.connect_timeout, retry);
   std::weak_ptr<Impl> weak = impl_;
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_close, [weak](const TcpConnectionPtr& c) {
+    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
+    if (auto impl = weak.lock()) impl->closed(c);
+  });
   impl_->connector->set_on_connected([weak](UniqueFd fd, const Endpoint& peer) {
     if (auto impl = weak.lock()) impl->connected(std::move(fd), peer);
   });
@@ -56,11 +58,21 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
 
 TcpClient::~TcpClient() { stop(); }
 
-void TcpClient::set_on_connection(ConnectionCallback cb) { impl_->on_connection = std::move(cb); }
-void TcpClient::set_on_message(MessageCallback cb) { impl_->on_message = std::move(cb); }
-void TcpClient::set_on_write_complete(WriteCompleteCallback cb) { impl_->on_write_complete = std::move(cb); }
-void TcpClient::set_on_high_water_mark(HighWaterMarkCallback cb) { impl_->on_high_water_mark = std::move(cb); }
-void TcpClient::set_on_peer_closed(PeerClosedCallback cb) { impl_->on_peer_closed = std::move(cb); }
+void TcpClient::set_on_connection(ConnectionCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_connection, std::move(cb));
+}
+void TcpClient::set_on_message(MessageCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_message, std::move(cb));
+}
+void TcpClient::set_on_write_complete(WriteCompleteCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_write_complete, std::move(cb));
+}
+void TcpClient::set_on_high_water_mark(HighWaterMarkCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
+}
+void TcpClient::set_on_peer_closed(PeerClosedCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_peer_closed, std::move(cb));
+}
 void TcpClient::set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds)> cb) {
   impl_->on_connect_error = std::move(cb);
 }
@@ -105,16 +117,7 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
   if (options.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
   Endpoint local = sys::local_endpoint(fd.get());
   auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, options.connection);
-  conn->set_on_connection(on_connection);
-  conn->set_on_message(on_message);
-  conn->set_on_write_complete(on_write_complete);
-  conn->set_on_high_water_mark(on_high_water_mark);
-  conn->set_on_peer_closed(on_peer_closed);
-  std::weak_ptr<Impl> weak = weak_from_this();
-  conn->set_on_close([weak](const TcpConnectionPtr& c) {
-    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
-    if (auto impl = weak.lock()) impl->closed(c);
-  });
+  conn->set_callbacks(callbacks);
   {
     std::lock_guard lock(mutex);
     connection = conn;
@@ -147,12 +150,11 @@ void TcpClient::Impl::stop_in_loop() {
     conn = std::move(connection);
   }
   if (!conn) return;
-  // No user callback may run once stop() has returned.
-  conn->set_on_connection(nullptr);
-  conn->set_on_message(nullptr);
-  conn->set_on_write_complete(nullptr);
-  conn->set_on_high_water_mark(nullptr);
-  conn->set_on_peer_closed(nullptr);
+  // No user callback may run once stop() has returned; the close hook
+  // stays, to destroy the connection.
+  auto closing = std::make_shared<ConnectionCallbacks>();
+  closing->on_close = callbacks->on_close;
+  conn->set_callbacks(std::move(closing));
   conn->force_close();
 }
 

@@ -2,28 +2,66 @@
 
 #include <cassert>
 #include <cerrno>
+#include <utility>
 
+#include "callback_table.h"
 #include "channel.h"
 #include "sys.h"
 
 namespace tcpkit {
 namespace {
+
 std::error_code errno_code(int err) { return {err, std::generic_category()}; }
+
+// What a connection starts with, before its owner hands it a table.
+const std::shared_ptr<const ConnectionCallbacks>& no_callbacks() {
+  static const auto empty = std::make_shared<const ConnectionCallbacks>();
+  return empty;
+}
+
 }  // namespace
 
 TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
                              const Endpoint& peer, const ConnectionOptions& options)
     : loop_(loop),
       id_(id),
+      channel_(std::make_unique<Channel>(loop, fd.get())),
       fd_(std::move(fd)),
-      channel_(std::make_unique<Channel>(loop, fd_.get())),
       local_(local),
       peer_(peer),
-      options_(options) {
-  channel_->set_handler([this](unsigned mask) { handle_event(mask); });
+      options_(options),
+      callbacks_(no_callbacks()) {
+  channel_->set_handler<&TcpConnection::handle_event>(this);
 }
 
 TcpConnection::~TcpConnection() { assert(!channel_->registered()); }
+
+void TcpConnection::set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks) {
+  auto old = std::exchange(callbacks_, callbacks ? std::move(callbacks) : no_callbacks());
+  // A callback that changes callbacks may be running from the old table;
+  // when this connection was its only holder, it is freed after the
+  // current event instead of under the running callback's feet.
+  if (old.use_count() == 1) loop_->queue_in_loop([old = std::move(old)] {});
+}
+
+void TcpConnection::set_on_connection(ConnectionCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_connection, std::move(cb)));
+}
+void TcpConnection::set_on_message(MessageCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_message, std::move(cb)));
+}
+void TcpConnection::set_on_write_complete(WriteCompleteCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_write_complete, std::move(cb)));
+}
+void TcpConnection::set_on_high_water_mark(HighWaterMarkCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_high_water_mark, std::move(cb)));
+}
+void TcpConnection::set_on_peer_closed(PeerClosedCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_peer_closed, std::move(cb)));
+}
+void TcpConnection::set_on_close(ConnectionCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_close, std::move(cb)));
+}
 
 void TcpConnection::connect_established() {
   loop_->assert_in_loop_thread();
@@ -34,7 +72,7 @@ void TcpConnection::connect_established() {
   reading_ = true;
   last_active_ = loop_->now();
   if (options_.idle_timeout.count() > 0) arm_idle_timer(options_.idle_timeout);
-  if (on_connection_) on_connection_(shared_from_this());
+  if (callbacks_->on_connection) callbacks_->on_connection(shared_from_this());
 }
 
 void TcpConnection::connect_destroyed() {
@@ -45,7 +83,7 @@ void TcpConnection::connect_destroyed() {
     close_reason_ = std::make_error_code(std::errc::operation_canceled);
     channel_->disable_all();
     if (idle_timer_ != 0) loop_->cancel(idle_timer_);
-    if (on_connection_) on_connection_(shared_from_this());
+    if (callbacks_->on_connection) callbacks_->on_connection(shared_from_this());
   }
   channel_->remove();
   // Close the socket now, not when the last reference goes: users may keep
@@ -97,8 +135,8 @@ void TcpConnection::handle_read() {
   if (n > 0) {
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
-    if (on_message_) on_message_(shared_from_this(), in);
-    if (shared && in.readable_bytes() > 0 && on_message_) input_.append(in.peek(), in.readable_bytes());
+    if (callbacks_->on_message) callbacks_->on_message(shared_from_this(), in);
+    if (shared && in.readable_bytes() > 0 && callbacks_->on_message) input_.append(in.peek(), in.readable_bytes());
     if (shared) in.retrieve_all();
     input_.release_if_empty();
     return;
@@ -113,8 +151,8 @@ void TcpConnection::handle_read() {
   peer_closed_ = true;
   reading_ = false;
   channel_->disable_reading();
-  if (on_peer_closed_) {
-    on_peer_closed_(shared_from_this());
+  if (callbacks_->on_peer_closed) {
+    callbacks_->on_peer_closed(shared_from_this());
   } else {
     shutdown();
   }
@@ -142,9 +180,9 @@ void TcpConnection::handle_write() {
   if (output_.readable_bytes() > 0) return;
   channel_->disable_writing();
   output_.release_if_empty();
-  if (on_write_complete_) {
+  if (callbacks_->on_write_complete) {
     loop_->queue_in_loop([self = shared_from_this()] {
-      if (self->on_write_complete_) self->on_write_complete_(self);
+      if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
     });
   }
   if (state() == State::disconnecting) shutdown_in_loop();
@@ -161,8 +199,8 @@ void TcpConnection::handle_close(std::error_code reason) {
   channel_->disable_all();
   if (idle_timer_ != 0) loop_->cancel(idle_timer_);
   TcpConnectionPtr guard = shared_from_this();
-  if (on_connection_) on_connection_(guard);
-  if (on_close_) on_close_(guard);
+  if (callbacks_->on_connection) callbacks_->on_connection(guard);
+  if (callbacks_->on_close) callbacks_->on_close(guard);
 }
 
 // ---- sending --------------------------------------------------------------
@@ -204,9 +242,9 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
     if (n >= 0) {
       written = static_cast<size_t>(n);
       bytes_out_.fetch_add(written, std::memory_order_relaxed);
-      if (written == len && on_write_complete_) {
+      if (written == len && callbacks_->on_write_complete) {
         loop_->queue_in_loop([self = shared_from_this()] {
-          if (self->on_write_complete_) self->on_write_complete_(self);
+          if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
         });
       }
     } else if (n != -EAGAIN && n != -EINTR) {
@@ -228,9 +266,9 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
 
 void TcpConnection::check_overflow() {
   size_t queued = output_.readable_bytes();
-  if (on_high_water_mark_) {
+  if (callbacks_->on_high_water_mark) {
     loop_->queue_in_loop([self = shared_from_this(), queued] {
-      if (self->on_high_water_mark_) self->on_high_water_mark_(self, queued);
+      if (self->callbacks_->on_high_water_mark) self->callbacks_->on_high_water_mark(self, queued);
     });
   }
   if (options_.overflow == OverflowPolicy::close) {

@@ -7,6 +7,7 @@
 #include <future>
 
 #include "acceptor.h"
+#include "callback_table.h"
 #include "sys.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/loop_thread_pool.h"
@@ -38,7 +39,10 @@ void run_and_wait(EventLoop* loop, const std::function<void()>& f) {
 }  // namespace
 
 TcpServer::TcpServer(EventLoop* loop, ServerOptions options)
-    : loop_(loop), options_(std::move(options)), pool_(std::make_unique<LoopThreadPool>(loop, options_.threads)) {}
+    : loop_(loop), options_(std::move(options)), pool_(std::make_unique<LoopThreadPool>(loop, options_.threads)) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_close,
+                             [this](const TcpConnectionPtr& c) { remove_connection(c); });
+}
 
 TcpServer::~TcpServer() {
   loop_->assert_in_loop_thread();
@@ -49,13 +53,28 @@ TcpServer::~TcpServer() {
     run_and_wait(state->loop, [&state] {
       state->acceptors.clear();
       auto connections = std::move(state->connections);
-      for (auto& [id, conn] : connections) {
-        conn->set_on_close(nullptr);
-        conn->connect_destroyed();
-      }
+      // connect_destroyed() reports the close to the user but never runs
+      // the on_close hook, which would reach back into this server.
+      for (auto& [id, conn] : connections) conn->connect_destroyed();
     });
   }
   pool_.reset();
+}
+
+void TcpServer::set_on_connection(ConnectionCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_connection, std::move(cb));
+}
+void TcpServer::set_on_message(MessageCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_message, std::move(cb));
+}
+void TcpServer::set_on_write_complete(WriteCompleteCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_write_complete, std::move(cb));
+}
+void TcpServer::set_on_high_water_mark(HighWaterMarkCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
+}
+void TcpServer::set_on_peer_closed(PeerClosedCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_peer_closed, std::move(cb));
 }
 
 Result<void> TcpServer::listen(const Endpoint& address) {
@@ -152,22 +171,20 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
   Endpoint local = sys::local_endpoint(fd.get());
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
-  conn->set_on_connection(on_connection_);
-  conn->set_on_message(on_message_);
-  conn->set_on_write_complete(on_write_complete_);
-  conn->set_on_high_water_mark(on_high_water_mark_);
-  conn->set_on_peer_closed(on_peer_closed_);
-  conn->set_on_close([this, state](const TcpConnectionPtr& c) {
-    state->connections.erase(c->id());
-    open_.fetch_sub(1, std::memory_order_relaxed);
-    // Destroy after the current event: the channel may still be iterating.
-    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
-    if (stopping_.load(std::memory_order_acquire)) queue_check_stopped();
-  });
+  conn->set_callbacks(callbacks_);
   state->loop->run_in_loop([state, conn] {
     state->connections.emplace(conn->id(), conn);
     conn->connect_established();
   });
+}
+
+// The on_close hook, in the connection's loop.
+void TcpServer::remove_connection(const TcpConnectionPtr& conn) {
+  state_of(conn->loop())->connections.erase(conn->id());
+  open_.fetch_sub(1, std::memory_order_relaxed);
+  // Destroy after the current event: the channel may still be iterating.
+  conn->loop()->queue_in_loop([conn] { conn->connect_destroyed(); });
+  if (stopping_.load(std::memory_order_acquire)) queue_check_stopped();
 }
 
 void TcpServer::stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped) {

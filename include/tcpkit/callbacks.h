@@ -30,4 +30,19 @@ using HighWaterMarkCallback = std::function<void(const TcpConnectionPtr&, size_t
 // once the output drains, and closes.
 using PeerClosedCallback = std::function<void(const TcpConnectionPtr&)>;
 
+// Every callback of one connection. TcpServer and TcpClient build one table
+// and share it, immutable, among all their connections (one pointer each
+// instead of six std::function copies); a connection whose callbacks change
+// (TlsConnection::attach, TcpConnection::set_on_message) gets a copy of its
+// own first, so the change reaches that connection only.
+struct ConnectionCallbacks {
+  ConnectionCallback on_connection;
+  MessageCallback on_message;
+  WriteCompleteCallback on_write_complete;
+  HighWaterMarkCallback on_high_water_mark;
+  PeerClosedCallback on_peer_closed;
+  // The owner's hook (TcpServer/TcpClient): once, after on_connection reported the close.
+  ConnectionCallback on_close;
+};
+
 }  // namespace tcpkit

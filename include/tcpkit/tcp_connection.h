@@ -12,13 +12,13 @@
 // output buffer has drained, so nothing queued is lost.
 #pragma once
 
-#include <any>
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <typeinfo>
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/callbacks.h"
@@ -102,21 +102,27 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   T& set_context(T value) {
     auto holder = std::make_shared<T>(std::move(value));
     context_ = holder;
+    context_type_ = &typeid(T);
     return *holder;
   }
   template <typename T>
   T* context() {
-    auto* holder = std::any_cast<std::shared_ptr<T>>(&context_);
-    return holder ? holder->get() : nullptr;
+    if (context_type_ == nullptr || *context_type_ != typeid(T)) return nullptr;
+    return static_cast<T*>(context_.get());
   }
 
-  void set_on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
-  void set_on_message(MessageCallback cb) { on_message_ = std::move(cb); }
-  void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
-  void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
-  void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
+  // Loop thread. These change this connection only: the table it shares
+  // with its server's (or client's) other connections is copied first.
+  void set_on_connection(ConnectionCallback cb);
+  void set_on_message(MessageCallback cb);
+  void set_on_write_complete(WriteCompleteCallback cb);
+  void set_on_high_water_mark(HighWaterMarkCallback cb);
+  void set_on_peer_closed(PeerClosedCallback cb);
   // Internal: called once when the connection is down, after on_connection.
-  void set_on_close(ConnectionCallback cb) { on_close_ = std::move(cb); }
+  void set_on_close(ConnectionCallback cb);
+  // Internal, for TcpServer/TcpClient: the table shared by their
+  // connections, which they never modify once handed out; null clears all.
+  void set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks);
 
   // Internal, for TcpServer/TcpClient: in the loop thread, once each.
   void connect_established();
@@ -134,19 +140,20 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void check_overflow();
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
 
+  // Ordered to leave no padding: a server keeps one per client.
   EventLoop* loop_;
   const uint64_t id_;
-  UniqueFd fd_;
   std::unique_ptr<Channel> channel_;
+  UniqueFd fd_;
+  std::atomic<State> state_{State::connecting};
   const Endpoint local_;
   const Endpoint peer_;
-  const ConnectionOptions options_;
-  std::atomic<State> state_{State::connecting};
-  std::error_code close_reason_;
   bool reading_ = false;
   bool paused_by_overflow_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
+  const ConnectionOptions options_;
+  std::error_code close_reason_;
   Buffer input_;
   Buffer output_;
   // Written by the loop thread only; atomic so that other threads may read them.
@@ -154,14 +161,12 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   std::atomic<uint64_t> bytes_out_{0};
   EventLoop::Clock::time_point last_active_;
   TimerId idle_timer_ = 0;
-  std::any context_;
-
-  ConnectionCallback on_connection_;
-  MessageCallback on_message_;
-  WriteCompleteCallback on_write_complete_;
-  HighWaterMarkCallback on_high_water_mark_;
-  PeerClosedCallback on_peer_closed_;
-  ConnectionCallback on_close_;
+  // The user's state, and its type: a shared_ptr fits here whole, where
+  // std::any would allocate a holder for it.
+  std::shared_ptr<void> context_;
+  const std::type_info* context_type_ = nullptr;
+  // Never null; shared with the other connections of the same owner.
+  std::shared_ptr<const ConnectionCallbacks> callbacks_;
 };
 
 }  // namespace tcpkit

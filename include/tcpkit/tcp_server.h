@@ -63,11 +63,13 @@ class TcpServer {
   // `on_stopped` runs in the base loop once every connection is gone.
   void stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped = {});
 
-  void set_on_connection(ConnectionCallback cb) { on_connection_ = std::move(cb); }
-  void set_on_message(MessageCallback cb) { on_message_ = std::move(cb); }
-  void set_on_write_complete(WriteCompleteCallback cb) { on_write_complete_ = std::move(cb); }
-  void set_on_high_water_mark(HighWaterMarkCallback cb) { on_high_water_mark_ = std::move(cb); }
-  void set_on_peer_closed(PeerClosedCallback cb) { on_peer_closed_ = std::move(cb); }
+  // Connections accepted from then on get these (all of them share one
+  // table; TcpConnection::set_on_* changes one connection's).
+  void set_on_connection(ConnectionCallback cb);
+  void set_on_message(MessageCallback cb);
+  void set_on_write_complete(WriteCompleteCallback cb);
+  void set_on_high_water_mark(HighWaterMarkCallback cb);
+  void set_on_peer_closed(PeerClosedCallback cb);
   // A client was accepted and closed at once: over max_connections
   // (Errc::too_many_connections) or refused by the accept filter
   // (Errc::not_allowed); runs in the accepting loop.
@@ -119,11 +121,8 @@ class TcpServer {
   std::atomic<uint64_t> refused_exhausted_{0};
   std::atomic<uint64_t> refused_by_filter_{0};
 
-  ConnectionCallback on_connection_;
-  MessageCallback on_message_;
-  WriteCompleteCallback on_write_complete_;
-  HighWaterMarkCallback on_high_water_mark_;
-  PeerClosedCallback on_peer_closed_;
+  // Handed to every new connection; replaced, never modified, by set_on_*.
+  std::shared_ptr<const ConnectionCallbacks> callbacks_;
   std::function<void(const Endpoint&, std::error_code)> on_refused_;
   std::function<bool(const Endpoint&)> accept_filter_;
 };

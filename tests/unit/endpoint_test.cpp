@@ -1,6 +1,10 @@
 #include "tcpkit/endpoint.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+
+#include <cstring>
 
 using tcpkit::Endpoint;
 using tcpkit::Errc;
@@ -59,4 +63,49 @@ TEST(Endpoint, RejectsEmbeddedNul) {
   }
   EXPECT_FALSE(Endpoint::parse("127.0.0.1\0x:80"sv));
   EXPECT_FALSE(Endpoint::parse("[::1\0]:80"sv));
+}
+
+// An Endpoint holds exactly a sockaddr_in or sockaddr_in6: what goes in
+// through the kernel's form comes back out byte for byte, scope id included.
+TEST(Endpoint, RoundTripsIpv6WithScopeIdThroughSockaddr) {
+  const unsigned lo = ::if_nametoindex("lo");
+  ASSERT_NE(lo, 0u);
+  sockaddr_storage ss{};
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons(8443);
+  ASSERT_EQ(::inet_pton(AF_INET6, "fe80::1", &in6->sin6_addr), 1);
+  in6->sin6_scope_id = lo;
+  Endpoint ep(reinterpret_cast<const sockaddr*>(&ss), sizeof(sockaddr_in6));
+  EXPECT_TRUE(ep.is_v6());
+  EXPECT_EQ(ep.port(), 8443);
+  EXPECT_EQ(ep.host(), "fe80::1");
+  ASSERT_EQ(ep.sockaddr_len(), sizeof(sockaddr_in6));
+  EXPECT_EQ(std::memcmp(ep.sockaddr_ptr(), in6, sizeof(sockaddr_in6)), 0);
+  auto parsed = Endpoint::parse("[fe80::1%lo]:8443");
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_EQ(*parsed, ep);
+  EXPECT_EQ(reinterpret_cast<const sockaddr_in6*>(parsed->sockaddr_ptr())->sin6_scope_id, lo);
+  // The scope is part of the address: the same address without it differs.
+  EXPECT_FALSE(*Endpoint::parse("[fe80::1]:8443") == ep);
+}
+
+TEST(Endpoint, RoundTripsIpv4ThroughSockaddrAndCopies) {
+  sockaddr_in in4{};
+  in4.sin_family = AF_INET;
+  in4.sin_port = htons(443);
+  ASSERT_EQ(::inet_pton(AF_INET, "10.1.2.3", &in4.sin_addr), 1);
+  Endpoint ep(reinterpret_cast<const sockaddr*>(&in4), sizeof in4);
+  ASSERT_EQ(ep.sockaddr_len(), sizeof(sockaddr_in));
+  EXPECT_EQ(std::memcmp(ep.sockaddr_ptr(), &in4, sizeof in4), 0);
+  EXPECT_EQ(ep, *Endpoint::parse("10.1.2.3:443"));
+  Endpoint copy = ep;
+  copy.set_port(444);
+  EXPECT_EQ(ep.port(), 443);
+  EXPECT_EQ(copy.to_string(), "10.1.2.3:444");
+  EXPECT_EQ(Endpoint().to_string(), "0.0.0.0:0");
+  // A v6 endpoint assigned over a v4 one takes all of it.
+  copy = Endpoint::loopback_v6(80);
+  EXPECT_EQ(copy.to_string(), "[::1]:80");
+  EXPECT_EQ(copy.sockaddr_len(), sizeof(sockaddr_in6));
 }

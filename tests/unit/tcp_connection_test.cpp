@@ -405,4 +405,78 @@ TEST(TcpConnection, WriteCompleteFiresOnceTheOutputDrains) {
   h.finish();
 }
 
+// Every connection of a server starts with the server's one callback table;
+// a connection that changes its own callback gets a copy, so its neighbours
+// keep the server's. The second change replaces the connection's own table
+// from inside a callback of that table, which must stay alive until the
+// callback returns (ASan would report the use of its capture otherwise).
+TEST(TcpConnection, ChangingOneConnectionsCallbacksLeavesTheOthersAlone) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      std::string text = in.retrieve_all_as_string();
+      if (text != "switch") {
+        conn->send(text);
+        return;
+      }
+      conn->set_on_message([prefix = std::string("1:")](const TcpConnectionPtr& c, Buffer& b) {
+        std::string t = b.retrieve_all_as_string();
+        if (t == "switch") {
+          c->set_on_message([](const TcpConnectionPtr& c2, Buffer& b2) { c2->send("2:" + b2.retrieve_all_as_string()); });
+        }
+        c->send(prefix + t);
+      });
+      conn->send("switched");
+    });
+  });
+  auto a = connect_client(h.address());
+  auto b = connect_client(h.address());
+  ASSERT_TRUE(a.send_all("switch"));
+  EXPECT_EQ(recv_n(a, 8), "switched");
+  ASSERT_TRUE(a.send_all("x"));
+  EXPECT_EQ(recv_n(a, 3), "1:x");
+  expect_echo(b, "x");
+  ASSERT_TRUE(a.send_all("switch"));
+  EXPECT_EQ(recv_n(a, 8), "1:switch");
+  ASSERT_TRUE(a.send_all("y"));
+  EXPECT_EQ(recv_n(a, 3), "2:y");
+  expect_echo(b, "y");
+  auto c = connect_client(h.address());
+  expect_echo(c, "z");
+  a.close();
+  b.close();
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 3; }));
+  tally.forget();
+  h.finish();
+}
+
+// A server's callbacks are handed to each connection when it is accepted:
+// changing them later reaches the connections accepted from then on.
+TEST(TcpConnection, ServerCallbacksChangedLaterReachOnlyLaterConnections) {
+  ServerHarness h;
+  Tally tally;
+  start_echo(h, tally);
+  auto before = connect_client(h.address());
+  expect_echo(before, "old");
+  h.base().call([&] {
+    h.server().set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      conn->send("new:" + in.retrieve_all_as_string());
+    });
+  });
+  auto after = connect_client(h.address());
+  ASSERT_TRUE(after.send_all("a"));
+  EXPECT_EQ(recv_n(after, 5), "new:a");
+  expect_echo(before, "still echoed");
+  before.close();
+  after.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 2; }));
+  tally.forget();
+  h.finish();
+}
+
 }  // namespace

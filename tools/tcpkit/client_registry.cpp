@@ -11,19 +11,18 @@ namespace tcpkit::cli {
 
 void ClientRegistry::add(const TcpConnectionPtr& conn) {
   std::lock_guard lock(mutex_);
-  open_[conn->id()] =
-      Entry{conn, conn->peer_endpoint().to_string(), std::chrono::system_clock::now()};
+  open_[conn->id()] = Entry{conn, std::chrono::system_clock::now()};
 }
 
 void ClientRegistry::set_peer(const TcpConnectionPtr& conn, std::string peer) {
   std::lock_guard lock(mutex_);
-  auto it = open_.find(conn->id());
-  if (it != open_.end()) it->second.peer = std::move(peer);
+  if (open_.count(conn->id()) != 0) named_peers_[conn->id()] = std::move(peer);
 }
 
 void ClientRegistry::remove(const TcpConnectionPtr& conn) {
   std::lock_guard lock(mutex_);
   if (open_.erase(conn->id()) == 0) return;
+  named_peers_.erase(conn->id());
   closed_bytes_received_ += conn->bytes_received();
   closed_bytes_sent_ += conn->bytes_sent();
 }
@@ -43,25 +42,27 @@ TrafficSnapshot ClientRegistry::traffic() const {
 
 std::vector<ClientInfo> ClientRegistry::clients(
     size_t limit, const std::function<std::string(const TcpConnectionPtr&)>& name_of) const {
-  std::vector<std::pair<Entry, uint64_t>> picked;
+  std::vector<std::pair<ClientInfo, TcpConnectionPtr>> picked;
   {
     std::lock_guard lock(mutex_);
     picked.reserve(std::min(limit, open_.size()));
     for (const auto& [id, entry] : open_) {
       if (picked.size() == limit) break;
-      picked.emplace_back(entry, id);
+      ClientInfo info;
+      info.id = id;
+      auto named = named_peers_.find(id);
+      if (named != named_peers_.end()) info.peer = named->second;
+      info.since = entry.since;
+      picked.emplace_back(std::move(info), entry.conn);
     }
   }
   std::vector<ClientInfo> out;
   out.reserve(picked.size());
-  for (const auto& [entry, id] : picked) {
-    ClientInfo info;
-    info.id = id;
-    info.peer = entry.peer;
-    if (name_of) info.name = name_of(entry.conn);
-    info.since = entry.since;
-    info.bytes_received = entry.conn->bytes_received();
-    info.bytes_sent = entry.conn->bytes_sent();
+  for (auto& [info, conn] : picked) {
+    if (info.peer.empty()) info.peer = conn->peer_endpoint().to_string();
+    if (name_of) info.name = name_of(conn);
+    info.bytes_received = conn->bytes_received();
+    info.bytes_sent = conn->bytes_sent();
     out.push_back(std::move(info));
   }
   return out;

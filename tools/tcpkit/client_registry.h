@@ -34,7 +34,7 @@ class ClientRegistry {
  public:
   void add(const TcpConnectionPtr& conn);
   // The client's address when it is not the socket's peer (a PROXY header
-  // named the real client).
+  // named the real client); otherwise the socket's peer is shown.
   void set_peer(const TcpConnectionPtr& conn, std::string peer);
   // Folds the connection's final byte counts into the totals of closed ones.
   void remove(const TcpConnectionPtr& conn);
@@ -49,13 +49,15 @@ class ClientRegistry {
   size_t size() const;
 
  private:
+  // Small on purpose: one per open client. The address is formatted when a
+  // page asks for it.
   struct Entry {
     TcpConnectionPtr conn;
-    std::string peer;
     std::chrono::system_clock::time_point since;
   };
   mutable std::mutex mutex_;
   std::map<uint64_t, Entry> open_;  // by connection id, which grows: oldest first
+  std::map<uint64_t, std::string> named_peers_;  // set_peer(): clients behind a PROXY header
   uint64_t closed_bytes_received_ = 0;
   uint64_t closed_bytes_sent_ = 0;
 };

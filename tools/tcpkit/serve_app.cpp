@@ -36,7 +36,9 @@ const char* to_string(Framing framing) {
   return "?";
 }
 
-// Per-connection state, kept in the connection's context slot.
+// Per-connection state, kept in the connection's context slot, only for
+// connections that need it (see needs_session()): the idle clients of a
+// quiet echo or ack server cost the connection alone.
 struct ServeApp::Session {
   std::optional<Transcoder> decoder;  // wire encoding -> UTF-8, for the log
   // PROXY protocol: nothing is served while the header is pending, and the
@@ -177,6 +179,8 @@ Result<void> ServeApp::listen(const std::vector<Endpoint>& addresses) {
 }
 
 Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
+  // Without --metrics nothing reads the client list: no server, no registry.
+  if (addresses.empty()) return {};
   if (!metrics_server_) {
     MetricsHandlers handlers;
     handlers.metrics = [this] { return metrics_.render(registry_.traffic()); };
@@ -243,26 +247,29 @@ void ServeApp::begin_stop() {
 void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   if (conn->connected()) {
     served_.fetch_add(1, std::memory_order_relaxed);
-    Session session;
-    if (options_.mode == ServeMode::ack || options_.mode == ServeMode::chat) {
-      auto decoder = Transcoder::open(options_.encoding, "utf-8");
-      if (decoder) session.decoder.emplace(std::move(*decoder));
+    Session* session = nullptr;
+    if (needs_session()) {
+      Session fresh;
+      if (logs_messages()) {
+        auto decoder = Transcoder::open(options_.encoding, "utf-8");
+        if (decoder) fresh.decoder.emplace(std::move(*decoder));
+      }
+      session = &conn->set_context(std::move(fresh));
     }
-    Session& stored = conn->set_context(std::move(session));
     metrics_.count_connection();
-    registry_.add(conn);
+    if (tracks_clients()) registry_.add(conn);
     const int64_t clients = clients_.fetch_add(1) + 1;
-    if (tls_ && !start_tls(conn, stored)) return;
+    if (tls_ && !start_tls(conn, *session)) return;
     if (options_.proxy_protocol) {
-      await_proxy_header(conn, stored);
+      await_proxy_header(conn, *session);
       return;
     }
-    admit(conn, stored, clients);
+    admit(conn, session, clients);
     return;
   }
   bytes_in_.fetch_add(conn->bytes_received(), std::memory_order_relaxed);
   bytes_out_.fetch_add(conn->bytes_sent(), std::memory_order_relaxed);
-  registry_.remove(conn);
+  if (tracks_clients()) registry_.remove(conn);
   if (Session* session = conn->context<Session>(); session != nullptr && session->proxy_timer != 0) {
     conn->loop()->cancel(session->proxy_timer);
     session->proxy_timer = 0;
@@ -294,10 +301,6 @@ std::string ServeApp::describe_reason(std::error_code reason) const {
 
 void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   Session* session = conn->context<Session>();
-  if (session == nullptr) {
-    in.retrieve_all();
-    return;
-  }
   std::string message;
   DecodeResult result = DecodeResult::need_more;
   const bool lines = options_.framing == Framing::line || options_.mode == ServeMode::chat;
@@ -305,7 +308,7 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
     // The tutorial's server: whatever one recv() returned is one message.
     message = in.retrieve_all_as_string();
     metrics_.count_messages_received();
-    handle_message(conn, *session, message);
+    handle_message(conn, session, message);
     return;
   }
   const LineCodec line_codec(options_.max_message);
@@ -315,9 +318,9 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
     if (result != DecodeResult::frame) break;
     metrics_.count_messages_received();
     if (options_.mode == ServeMode::chat) {
-      handle_chat_line(conn, *session, message);
+      handle_chat_line(conn, message);
     } else {
-      handle_message(conn, *session, message);
+      handle_message(conn, session, message);
     }
   }
   if (result == DecodeResult::too_large) {
@@ -326,14 +329,14 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
 }
 
-void ServeApp::handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message) {
-  if (log_connections() && session.tls) {
+void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message) {
+  if (logs_messages() && session != nullptr && session->tls) {
     // What travels encrypted is not written to a log in the clear.
     std::string peer = peer_name(conn);
     log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
              {Logger::str("peer", peer), Logger::num("bytes", message.size())});
-  } else if (log_connections()) {
-    std::string text = session.decoder ? session.decoder->feed(message) : std::string(message);
+  } else if (logs_messages()) {
+    std::string text = session != nullptr && session->decoder ? session->decoder->feed(message) : std::string(message);
     std::string peer = peer_name(conn);
     std::string shown = printable(text);
     log_.log("message", fmt::format("message from {}: {}", peer, shown),
@@ -342,7 +345,7 @@ void ServeApp::handle_message(const TcpConnectionPtr& conn, Session& session, st
   send_framed(conn, encoded_reply_);
 }
 
-void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, Session& /*session*/, std::string_view line) {
+void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {
@@ -466,12 +469,13 @@ bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
 
 // ---- PROXY protocol -------------------------------------------------------
 
-void ServeApp::admit(const TcpConnectionPtr& conn, Session& session, int64_t clients) {
+void ServeApp::admit(const TcpConnectionPtr& conn, Session* session, int64_t clients) {
+  const bool proxied = session != nullptr && session->client;
   const std::string peer = peer_name(conn);
-  registry_.set_peer(conn, peer);
+  if (proxied && tracks_clients()) registry_.set_peer(conn, peer);
   if (log_connections()) {
     auto count = static_cast<unsigned long long>(clients);
-    if (session.client) {
+    if (proxied) {
       // Both addresses: the client for the reader, the proxy for whoever
       // chases a misbehaving balancer.
       std::string via = conn->peer_endpoint().to_string();
@@ -483,7 +487,7 @@ void ServeApp::admit(const TcpConnectionPtr& conn, Session& session, int64_t cli
     }
   }
   if (room_) {
-    size_t online = room_->join(conn, peer, session.tls);
+    size_t online = room_->join(conn, peer, session != nullptr ? session->tls : nullptr);
     broadcast_chat(fmt::format("* {} joined ({} online)\n", peer, online), conn);
   }
 }
@@ -544,7 +548,7 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
     reject(conn, *session, make_error_code(Errc::not_allowed), "refused: not allowed");
     return false;
   }
-  admit(conn, *session, clients_.load());
+  admit(conn, session, clients_.load());
   return in.readable_bytes() > 0;
 }
 

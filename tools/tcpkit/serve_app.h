@@ -90,8 +90,8 @@ class ServeApp {
 
   void on_connection(const TcpConnectionPtr& conn);
   void on_message(const TcpConnectionPtr& conn, Buffer& in);
-  void handle_message(const TcpConnectionPtr& conn, Session& session, std::string_view message);
-  void handle_chat_line(const TcpConnectionPtr& conn, Session& session, std::string_view line);
+  void handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message);
+  void handle_chat_line(const TcpConnectionPtr& conn, std::string_view line);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
   // Loop thread: to the client, through its TLS layer when there is one.
   void transmit(const TcpConnectionPtr& conn, std::string_view data);
@@ -106,7 +106,7 @@ class ServeApp {
   // Consumes the header from `in`; true once it is in and bytes remain to serve.
   bool pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in);
   // The connect log line and the chat join, once the client's address is known.
-  void admit(const TcpConnectionPtr& conn, Session& session, int64_t clients);
+  void admit(const TcpConnectionPtr& conn, Session* session, int64_t clients);
   // Closes a connection we refuse; `why` is the reason its log line gives.
   void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string why);
   // The client's address as the log shows it: from the PROXY header if any.
@@ -114,6 +114,12 @@ class ServeApp {
   std::string close_text(const TcpConnectionPtr& conn);
   std::string clients_json() const;
   bool log_connections() const { return !options_.quiet; }
+  // Ack mode logs each message, decoded from the wire encoding.
+  bool logs_messages() const { return log_connections() && options_.mode == ServeMode::ack; }
+  // A Session is kept only for the PROXY header, TLS or the message decoder.
+  bool needs_session() const { return options_.proxy_protocol || tls_.has_value() || logs_messages(); }
+  // The open clients are listed only for the metrics and the status page.
+  bool tracks_clients() const { return metrics_server_ != nullptr; }
 
   EventLoop* loop_;
   const ServeOptions options_;
