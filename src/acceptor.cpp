@@ -19,8 +19,10 @@ constexpr int kMaxAcceptsPerWakeup = 64;
 Acceptor::Acceptor(EventLoop* loop, TcpListener listener)
     : loop_(loop),
       listener_(std::move(listener)),
+      listening_on_(listener_.local_endpoint()),
       channel_(std::make_unique<Channel>(loop, listener_.fd())),
-      spare_fd_(open_spare()) {
+      spare_fd_(open_spare()),
+      wildcard_(listening_on_.is_unspecified()) {
   channel_->set_handler<&Acceptor::handle_read>(this);
 }
 
@@ -46,7 +48,7 @@ void Acceptor::handle_read() {
     int fd = sys::accept(listener_.fd(), &peer, /*nonblocking=*/true);
     if (fd >= 0) {
       if (on_new_connection_) {
-        on_new_connection_(UniqueFd(fd), peer);
+        on_new_connection_(UniqueFd(fd), peer, wildcard_ ? sys::local_endpoint(fd) : listening_on_);
       } else {
         UniqueFd discard(fd);
       }

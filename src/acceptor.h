@@ -25,7 +25,10 @@ class EventLoop;
 
 class Acceptor {
  public:
-  using NewConnection = std::function<void(UniqueFd fd, const Endpoint& peer)>;
+  // `local`: the address the client reached, which is the listener's own
+  // unless it listens on a wildcard (then the kernel is asked, once per
+  // connection).
+  using NewConnection = std::function<void(UniqueFd fd, const Endpoint& peer, const Endpoint& local)>;
   static constexpr std::chrono::milliseconds kExhaustedBackoff{100};
 
   Acceptor(EventLoop* loop, TcpListener listener);
@@ -44,12 +47,14 @@ class Acceptor {
 
   EventLoop* loop_;
   TcpListener listener_;
+  Endpoint listening_on_;  // the listener's address, if not a wildcard
   std::unique_ptr<Channel> channel_;
   UniqueFd spare_fd_;
   NewConnection on_new_connection_;
   std::function<void()> on_exhausted_;
   uint64_t backoff_timer_ = 0;
   bool stopped_ = false;
+  bool wildcard_ = false;
 };
 
 }  // namespace tcpkit

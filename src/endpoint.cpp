@@ -156,6 +156,11 @@ Endpoint Endpoint::loopback_v4(uint16_t port) { return *parse("127.0.0.1", port)
 Endpoint Endpoint::loopback_v6(uint16_t port) { return *parse("::1", port); }
 Endpoint Endpoint::any_v4(uint16_t port) { return *parse("0.0.0.0", port); }
 
+bool Endpoint::is_unspecified() const {
+  if (is_v6()) return IN6_IS_ADDR_UNSPECIFIED(&addr_.v6.sin6_addr);
+  return family() == AF_INET && addr_.v4.sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
 uint16_t Endpoint::port() const {
   return ntohs(is_v6() ? addr_.v6.sin6_port : addr_.v4.sin_port);
 }

@@ -150,11 +150,18 @@ void TcpConnection::handle_read() {
   // epoll would report EOF forever) but keep the connection for our replies.
   peer_closed_ = true;
   reading_ = false;
-  channel_->disable_reading();
+  // When we close at once (below: nothing to send, nobody to tell), the
+  // close unregisters the socket; otherwise stop reading and stay.
+  const bool closing_now =
+      !callbacks_->on_peer_closed && output_.readable_bytes() == 0 && state() == State::connected;
+  if (!closing_now) channel_->disable_reading();
   if (callbacks_->on_peer_closed) {
     callbacks_->on_peer_closed(shared_from_this());
   } else {
-    shutdown();
+    // Nobody wants to see the FIN: answer it with ours once the replies are
+    // out. This is an I/O event, not a user's call, so no need to queue.
+    State expected = State::connected;
+    if (state_.compare_exchange_strong(expected, State::disconnecting)) shutdown_in_loop();
   }
   maybe_finish_shutdown();
 }
@@ -196,7 +203,9 @@ void TcpConnection::handle_close(std::error_code reason) {
   if (state() == State::disconnected) return;
   state_.store(State::disconnected, std::memory_order_release);
   close_reason_ = reason;
-  channel_->disable_all();
+  // Out of epoll now (one epoll_ctl, not a MOD now and a DEL later); the
+  // socket itself closes in connect_destroyed(), after this event.
+  channel_->remove();
   if (idle_timer_ != 0) loop_->cancel(idle_timer_);
   TcpConnectionPtr guard = shared_from_this();
   if (callbacks_->on_connection) callbacks_->on_connection(guard);
@@ -300,10 +309,14 @@ void TcpConnection::shutdown_in_loop() {
   if (state() == State::disconnected || write_shut_) return;
   if (channel_->is_writing()) return;  // handle_write() calls again once drained
   write_shut_ = true;
-  int rc = sys::shutdown_write(fd_.get());
-  if (rc < 0 && rc != -ENOTCONN) {
-    handle_close(errno_code(-rc));
-    return;
+  // After the peer's FIN, with nothing left to send, the close() that
+  // follows sends our FIN as well as shutdown() would: save the call.
+  if (!peer_closed_) {
+    int rc = sys::shutdown_write(fd_.get());
+    if (rc < 0 && rc != -ENOTCONN) {
+      handle_close(errno_code(-rc));
+      return;
+    }
   }
   maybe_finish_shutdown();
 }

@@ -101,8 +101,8 @@ void TcpServer::start() {
   if (!options_.reuse_port_per_loop) {
     for (auto& listener : pending_listeners_) {
       auto acceptor = std::make_unique<Acceptor>(loop_, std::move(listener));
-      acceptor->set_on_new_connection([this](UniqueFd fd, const Endpoint& peer) {
-        new_connection(state_of(pool_->next_loop()), std::move(fd), peer);
+      acceptor->set_on_new_connection([this](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
+        new_connection(state_of(pool_->next_loop()), std::move(fd), peer, local);
       });
       acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
       acceptor->listen();
@@ -130,8 +130,8 @@ void TcpServer::start() {
     auto setup = [this, state, ls = std::make_shared<std::vector<TcpListener>>(std::move(listeners))] {
       for (auto& listener : *ls) {
         auto acceptor = std::make_unique<Acceptor>(state->loop, std::move(listener));
-        acceptor->set_on_new_connection([this, state](UniqueFd fd, const Endpoint& peer) {
-          new_connection(state, std::move(fd), peer);
+        acceptor->set_on_new_connection([this, state](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
+          new_connection(state, std::move(fd), peer, local);
         });
         acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
         acceptor->listen();
@@ -152,7 +152,7 @@ TcpServer::LoopState* TcpServer::state_of(EventLoop* loop) {
 }
 
 // Runs in the accepting loop: the base loop, or the I/O loop itself.
-void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer) {
+void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
   accepted_.fetch_add(1, std::memory_order_relaxed);
   if (stopping_.load(std::memory_order_acquire)) return;  // fd closes here
   if (accept_filter_ && !accept_filter_(peer)) {
@@ -168,7 +168,6 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
   open_.fetch_add(1, std::memory_order_relaxed);
   if (options_.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
   if (options_.keepalive) (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
-  Endpoint local = sys::local_endpoint(fd.get());
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
   conn->set_callbacks(callbacks_);

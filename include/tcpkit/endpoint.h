@@ -50,6 +50,8 @@ class Endpoint {
 
   int family() const { return addr_.any.sa_family; }
   bool is_v6() const { return family() == AF_INET6; }
+  // 0.0.0.0 or ::, the wildcard a server listens on to serve every interface.
+  bool is_unspecified() const;
   uint16_t port() const;
   void set_port(uint16_t port);
   // The address alone: "127.0.0.1", "::1".

@@ -94,7 +94,7 @@ class TcpServer {
  private:
   struct LoopState;  // the connections of one I/O loop, touched only there
 
-  void new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer);
+  void new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer, const Endpoint& local);
   void remove_connection(const TcpConnectionPtr& conn);
   LoopState* state_of(EventLoop* loop);
   void check_stopped();

@@ -109,3 +109,12 @@ TEST(Endpoint, RoundTripsIpv4ThroughSockaddrAndCopies) {
   EXPECT_EQ(copy.to_string(), "[::1]:80");
   EXPECT_EQ(copy.sockaddr_len(), sizeof(sockaddr_in6));
 }
+
+TEST(Endpoint, UnspecifiedIsTheWildcardOnly) {
+  EXPECT_TRUE(tcpkit::Endpoint::any_v4(80).is_unspecified());
+  EXPECT_TRUE(tcpkit::Endpoint::parse("[::]:80")->is_unspecified());
+  EXPECT_FALSE(tcpkit::Endpoint::loopback_v4(80).is_unspecified());
+  EXPECT_FALSE(tcpkit::Endpoint::loopback_v6(80).is_unspecified());
+  EXPECT_FALSE(tcpkit::Endpoint::parse("0.0.0.1:80")->is_unspecified());
+  EXPECT_TRUE(tcpkit::Endpoint().is_unspecified());  // the default is 0.0.0.0:0
+}

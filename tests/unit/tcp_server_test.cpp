@@ -387,4 +387,30 @@ TEST(TcpServer, RunningOutOfDescriptorsRefusesWithoutSpinningAndRecovers) {
   h.finish();
 }
 
+// A connection's local address is the one the client reached: the
+// listener's own when it is specific, the kernel's answer on a wildcard.
+TEST(TcpServer, LocalEndpointIsTheAddressTheClientReached) {
+  for (const Endpoint& listen_on : {Endpoint::any_v4(0), Endpoint::loopback_v4(0)}) {
+    Watched<std::vector<Endpoint>> locals;
+    ServerHarness h;
+    h.start(
+        {},
+        [&](TcpServer& s) {
+          s.set_on_connection([&](const TcpConnectionPtr& c) {
+            if (c->connected()) locals.update([&](auto& v) { v.push_back(c->local_endpoint()); });
+          });
+        },
+        listen_on);
+    const Endpoint target = Endpoint::loopback_v4(h.address().port());
+    {
+      auto client = TcpStream::connect(target, kWait);
+      ASSERT_TRUE(client) << client.error().message();
+      ASSERT_TRUE(locals.wait([](const auto& v) { return v.size() == 1; }));
+      EXPECT_EQ(locals.get().at(0), target) << "listening on " << listen_on.to_string();
+      EXPECT_EQ(locals.get().at(0), client->peer_endpoint());
+    }
+    h.finish();
+  }
+}
+
 }  // namespace

@@ -171,11 +171,12 @@ inline std::string read_to_eof(TcpStream& s) {
 // gone, the I/O loops and the base loop holding no channels and no timers.
 class ServerHarness {
  public:
-  void start(ServerOptions options, const std::function<void(TcpServer&)>& configure = {}) {
+  void start(ServerOptions options, const std::function<void(TcpServer&)>& configure = {},
+             const Endpoint& listen_on = Endpoint::loopback_v4(0)) {
     base_.call([&] {
       server_ = std::make_unique<TcpServer>(base_.loop(), options);
       if (configure) configure(*server_);
-      auto r = server_->listen(Endpoint::loopback_v4(0));
+      auto r = server_->listen(listen_on);
       EXPECT_TRUE(r) << r.error().message();
       server_->start();
       address_ = server_->listen_endpoints().at(0);
