@@ -1,24 +1,27 @@
-// Buffer: the growable byte container behind every connection's input and
-// output, after muduo's Buffer.
-//
-// Owned by value by its TcpConnection (or by whoever declared it); not
-// thread-safe, so only the owner's loop thread touches it. Move-only.
-//
-//   +-------------------+------------------+------------------+
-//   | prependable bytes |  readable bytes  |  writable bytes  |
-//   |                   |     (CONTENT)    |                  |
-//   +-------------------+------------------+------------------+
-//   |                   |                  |                  |
-//   0      <=      reader_index   <=   writer_index   <=   capacity
-//
-// Bytes are appended at writer_index and consumed from reader_index. The
-// first kCheapPrepend bytes are kept free so that a codec can put a length
-// header in front of a message it has already written, without a copy.
-//
-// Idle memory: a default-constructed Buffer owns no storage (capacity 0). It
-// allocates on the first append or read, and release_if_empty() gives the
-// storage back, so a server with many quiet connections holds ~0 bytes of
-// buffer per connection between messages.
+/// \file
+/// Buffer: the growable byte container behind every connection's input and
+/// output, after muduo's Buffer.
+///
+/// Owned by value by its TcpConnection (or by whoever declared it); not
+/// thread-safe, so only the owner's loop thread touches it. Move-only.
+///
+/// ```
+///   +-------------------+------------------+------------------+
+///   | prependable bytes |  readable bytes  |  writable bytes  |
+///   |                   |     (CONTENT)    |                  |
+///   +-------------------+------------------+------------------+
+///   |                   |                  |                  |
+///   0      <=      reader_index   <=   writer_index   <=   capacity
+/// ```
+///
+/// Bytes are appended at writer_index and consumed from reader_index. The
+/// first kCheapPrepend bytes are kept free so that a codec can put a length
+/// header in front of a message it has already written, without a copy.
+///
+/// Idle memory: a default-constructed Buffer owns no storage (capacity 0). It
+/// allocates on the first append or read, and release_if_empty() gives the
+/// storage back, so a server with many quiet connections holds ~0 bytes of
+/// buffer per connection between messages.
 #pragma once
 
 #include <sys/types.h>
@@ -33,14 +36,14 @@ namespace tcpkit {
 
 class Buffer {
  public:
-  // Room kept in front of the data for a cheap prepend (a u32 header fits twice).
+  /// Room kept in front of the data for a cheap prepend (a u32 header fits twice).
   static constexpr size_t kCheapPrepend = 8;
-  // The first allocation holds at least this many bytes after the prepend area.
+  /// The first allocation holds at least this many bytes after the prepend area.
   static constexpr size_t kInitialSize = 1024;
-  // The stack buffer read_fd() reads into beyond the writable region.
+  /// The stack buffer read_fd() reads into beyond the writable region.
   static constexpr size_t kExtraReadBytes = 64 * 1024;
 
-  // Allocates nothing.
+  /// Allocates nothing.
   Buffer() = default;
   Buffer(Buffer&& other) noexcept;
   Buffer& operator=(Buffer&& other) noexcept;
@@ -53,11 +56,11 @@ class Buffer {
   size_t prependable_bytes() const { return reader_index_; }
   size_t capacity() const { return capacity_; }
 
-  // The first readable byte; never null, even when nothing is allocated.
+  /// The first readable byte; never null, even when nothing is allocated.
   const char* peek() const;
   std::string_view view() const { return {peek(), readable_bytes()}; }
 
-  // Consumes n readable bytes (n <= readable_bytes()).
+  /// Consumes n readable bytes (n <= readable_bytes()).
   void retrieve(size_t n);
   void retrieve_all();
   std::string retrieve_as_string(size_t n);
@@ -65,43 +68,43 @@ class Buffer {
 
   void append(const void* data, size_t n);
   void append(std::string_view s) { append(s.data(), s.size()); }
-  // Puts n bytes in front of the readable bytes. Free when n <=
-  // prependable_bytes(); otherwise the data is moved to make room.
+  /// Puts n bytes in front of the readable bytes. Free when n <=
+  /// prependable_bytes(); otherwise the data is moved to make room.
   void prepend(const void* data, size_t n);
 
-  // Direct writes: ensure_writable(n), write up to n bytes at begin_write(),
-  // then has_written(count). begin_write() is null while capacity() is 0.
+  /// Direct writes: ensure_writable(n), write up to n bytes at begin_write(),
+  /// then has_written(count). begin_write() is null while capacity() is 0.
   char* begin_write() { return data_.get() + writer_index_; }
   void has_written(size_t n);
-  // Makes writable_bytes() >= n, by moving the data to the front when that
-  // frees enough room and by growing the storage only when it does not.
+  /// Makes writable_bytes() >= n, by moving the data to the front when that
+  /// frees enough room and by growing the storage only when it does not.
   void ensure_writable(size_t n);
 
-  // The first "\r\n" / '\n' among the readable bytes, or null.
+  /// The first "\r\n" / '\n' among the readable bytes, or null.
   const char* find_crlf() const;
   const char* find_eol() const;
 
-  // Network byte order (big-endian) integers, for length prefixes.
-  uint32_t peek_u32_be() const;  // needs readable_bytes() >= 4
+  /// Network byte order (big-endian) integers, for length prefixes.
+  uint32_t peek_u32_be() const;  ///< needs readable_bytes() >= 4
   void append_u32_be(uint32_t value);
 
-  // Reads from fd into the writable region plus a 64 KiB stack buffer, so one
-  // readv() takes whatever the kernel has (up to the writable space + 64 KiB)
-  // without an ioctl(FIONREAD) and without keeping a large buffer for every
-  // idle connection (muduo's technique). Reads at most max_bytes (> 0), which
-  // lets a loop cap the work one connection gets per wake-up. Returns the
-  // byte count, 0 at end of stream, or -errno (e.g. -EAGAIN).
+  /// Reads from fd into the writable region plus a 64 KiB stack buffer, so one
+  /// readv() takes whatever the kernel has (up to the writable space + 64 KiB)
+  /// without an ioctl(FIONREAD) and without keeping a large buffer for every
+  /// idle connection (muduo's technique). Reads at most max_bytes (> 0), which
+  /// lets a loop cap the work one connection gets per wake-up. Returns the
+  /// byte count, 0 at end of stream, or -errno (e.g. -EAGAIN).
   ssize_t read_fd(int fd, size_t max_bytes = SIZE_MAX);
 
-  // Frees the storage when nothing is readable (capacity becomes 0).
+  /// Frees the storage when nothing is readable (capacity becomes 0).
   void release_if_empty();
-  // Reallocates to exactly kCheapPrepend + readable_bytes(), or frees the
-  // storage when nothing is readable: for a buffer that grew for one burst.
+  /// Reallocates to exactly kCheapPrepend + readable_bytes(), or frees the
+  /// storage when nothing is readable: for a buffer that grew for one burst.
   void shrink_to_fit_readable();
 
  private:
-  // Moves the readable bytes into fresh storage of new_capacity bytes,
-  // starting at offset `front`.
+  /// Moves the readable bytes into fresh storage of new_capacity bytes,
+  /// starting at offset `front`.
   void reallocate(size_t new_capacity, size_t front);
   void make_space(size_t n);
 

@@ -1,8 +1,9 @@
-// Every callback type a user of the reactor meets, in one place.
-//
-// Callbacks run in the loop thread that owns the connection. They receive
-// the connection as a shared pointer, which they may keep (e.g. in a chat
-// room's member list) and use from any thread through its thread-safe calls.
+/// \file
+/// Every callback type a user of the reactor meets, in one place.
+///
+/// Callbacks run in the loop thread that owns the connection. They receive
+/// the connection as a shared pointer, which they may keep (e.g. in a chat
+/// room's member list) and use from any thread through its thread-safe calls.
 #pragma once
 
 #include <cstddef>
@@ -15,33 +16,33 @@ class Buffer;
 class TcpConnection;
 using TcpConnectionPtr = std::shared_ptr<TcpConnection>;
 
-// A connection came up or went down (conn->connected() tells which; when
-// down, conn->close_reason() says why).
+/// A connection came up or went down (conn->connected() tells which; when
+/// down, conn->close_reason() says why).
 using ConnectionCallback = std::function<void(const TcpConnectionPtr&)>;
-// Bytes arrived. Consume what forms whole messages and leave the rest in
-// the buffer: it is kept for the next call.
+/// Bytes arrived. Consume what forms whole messages and leave the rest in
+/// the buffer: it is kept for the next call.
 using MessageCallback = std::function<void(const TcpConnectionPtr&, Buffer&)>;
-// The output buffer drained to empty.
+/// The output buffer drained to empty.
 using WriteCompleteCallback = std::function<void(const TcpConnectionPtr&)>;
-// The output buffer grew past the high-water mark; `queued` is its size.
+/// The output buffer grew past the high-water mark; `queued` is its size.
 using HighWaterMarkCallback = std::function<void(const TcpConnectionPtr&, size_t queued)>;
-// The peer sent FIN (recv() returned 0). Its data has all been delivered; we
-// may still send. Without this callback the connection shuts down its side
-// once the output drains, and closes.
+/// The peer sent FIN (recv() returned 0). Its data has all been delivered; we
+/// may still send. Without this callback the connection shuts down its side
+/// once the output drains, and closes.
 using PeerClosedCallback = std::function<void(const TcpConnectionPtr&)>;
 
-// Every callback of one connection. TcpServer and TcpClient build one table
-// and share it, immutable, among all their connections (one pointer each
-// instead of six std::function copies); a connection whose callbacks change
-// (TlsConnection::attach, TcpConnection::set_on_message) gets a copy of its
-// own first, so the change reaches that connection only.
+/// Every callback of one connection. TcpServer and TcpClient build one table
+/// and share it, immutable, among all their connections (one pointer each
+/// instead of six std::function copies); a connection whose callbacks change
+/// (TlsConnection::attach, TcpConnection::set_on_message) gets a copy of its
+/// own first, so the change reaches that connection only.
 struct ConnectionCallbacks {
   ConnectionCallback on_connection;
   MessageCallback on_message;
   WriteCompleteCallback on_write_complete;
   HighWaterMarkCallback on_high_water_mark;
   PeerClosedCallback on_peer_closed;
-  // The owner's hook (TcpServer/TcpClient): once, after on_connection reported the close.
+  /// The owner's hook (TcpServer/TcpClient): once, after on_connection reported the close.
   ConnectionCallback on_close;
 };
 

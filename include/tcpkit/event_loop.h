@@ -1,11 +1,12 @@
-// EventLoop: the reactor, one per thread (muduo's "one loop per thread").
-//
-// The thread that constructs a loop owns it and must call run(); every
-// object registered with the loop (connections, timers, acceptors) is then
-// used from that thread only. Other threads talk to a loop through
-// run_in_loop()/queue_in_loop() and quit(), which wake it through an eventfd.
-// Methods marked "any thread" are safe from anywhere; the rest assert they
-// run in the owning thread.
+/// \file
+/// EventLoop: the reactor, one per thread (muduo's "one loop per thread").
+///
+/// The thread that constructs a loop owns it and must call run(); every
+/// object registered with the loop (connections, timers, acceptors) is then
+/// used from that thread only. Other threads talk to a loop through
+/// run_in_loop()/queue_in_loop() and quit(), which wake it through an eventfd.
+/// Methods marked "any thread" are safe from anywhere; the rest assert they
+/// run in the owning thread.
 #pragma once
 
 #include <atomic>
@@ -26,7 +27,7 @@ class Channel;
 class Poller;
 class TimerQueue;
 
-// Identifies a timer for cancel(); 0 is never a valid id.
+/// Identifies a timer for cancel(); 0 is never a valid id.
 using TimerId = uint64_t;
 
 class EventLoop {
@@ -39,17 +40,17 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Runs until quit(). Owner thread only.
+  /// Runs until quit(). Owner thread only.
   void run();
-  // Any thread. The loop finishes its current iteration, then run() returns.
+  /// Any thread. The loop finishes its current iteration, then run() returns.
   void quit();
 
-  // Any thread. Runs `f` now when called in the loop thread, otherwise queues it.
+  /// Any thread. Runs `f` now when called in the loop thread, otherwise queues it.
   void run_in_loop(Functor f);
-  // Any thread. Always queues `f` to run after the current I/O phase.
+  /// Any thread. Always queues `f` to run after the current I/O phase.
   void queue_in_loop(Functor f);
 
-  // Timers; owner thread or any thread (forwarded). Ids are unique per loop.
+  /// Timers; owner thread or any thread (forwarded). Ids are unique per loop.
   TimerId run_after(Clock::duration delay, Functor f);
   TimerId run_every(Clock::duration interval, Functor f);
   void cancel(TimerId id);
@@ -60,20 +61,20 @@ class EventLoop {
   }
   bool is_running() const { return running_.load(std::memory_order_acquire); }
 
-  // The time the current iteration woke up: cheap "now" for callbacks.
+  /// The time the current iteration woke up: cheap "now" for callbacks.
   Clock::time_point now() const { return now_; }
-  // Registered channels and pending timers; a finished test expects 0 of each.
+  /// Registered channels and pending timers; a finished test expects 0 of each.
   size_t channel_count() const;
   size_t timer_count() const;
-  // The loop of the calling thread, or nullptr.
+  /// The loop of the calling thread, or nullptr.
   static EventLoop* current();
 
-  // Internal, for TcpConnection: one read buffer shared by every connection
-  // of this loop. A connection reads into it, hands it to on_message, and
-  // keeps only the unconsumed tail, so an idle connection holds no buffer.
+  /// Internal, for TcpConnection: one read buffer shared by every connection
+  /// of this loop. A connection reads into it, hands it to on_message, and
+  /// keeps only the unconsumed tail, so an idle connection holds no buffer.
   Buffer& shared_read_buffer() { return *shared_read_buffer_; }
 
-  // Internal, for Channel.
+  /// Internal, for Channel.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);
 
@@ -100,7 +101,7 @@ class EventLoop {
   std::vector<std::pair<Channel*, unsigned>> ready_;
 
   std::mutex mutex_;
-  std::vector<Functor> pending_;  // guarded by mutex_
+  std::vector<Functor> pending_;  ///< guarded by mutex_
   std::atomic<bool> running_functors_{false};
 };
 

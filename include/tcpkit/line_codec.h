@@ -1,9 +1,10 @@
-// LineCodec: text lines ended by "\n" or "\r\n" (telnet, nc, most chat
-// protocols), with a maximum length so a peer that never sends a newline
-// cannot make the input buffer grow without bound.
-//
-// Stateless after construction: decode() is const and encode() static, so
-// one codec may be shared by all connections and threads.
+/// \file
+/// LineCodec: text lines ended by "\n" or "\r\n" (telnet, nc, most chat
+/// protocols), with a maximum length so a peer that never sends a newline
+/// cannot make the input buffer grow without bound.
+///
+/// Stateless after construction: decode() is const and encode() static, so
+/// one codec may be shared by all connections and threads.
 #pragma once
 
 #include <cstddef>
@@ -20,25 +21,25 @@ class LineCodec {
  public:
   static constexpr size_t kDefaultMaxLine = 64 * 1024;
 
-  // max_line: the longest line accepted, in bytes, not counting "\n"/"\r\n".
+  /// max_line: the longest line accepted, in bytes, not counting "\n"/"\r\n".
   explicit LineCodec(size_t max_line = kDefaultMaxLine) : max_line_(max_line) {}
 
-  // frame: the first line, without its terminator, is assigned to *line and
-  // consumed from `in` together with the terminator (an empty line is a valid,
-  // empty message). need_more: no terminator yet and the partial line is within
-  // the limit. too_large: the line, or the partial line so far, is longer than
-  // max_line; nothing is consumed and the caller should close the connection
-  // with too_large_error(). Only "\r\n" is stripped: a lone '\r' is content.
-  //
-  // Each call scans at most max_line + 2 bytes, so a peer that trickles a long
-  // line costs O(max_line) per read, bounded by the limit.
+  /// frame: the first line, without its terminator, is assigned to *line and
+  /// consumed from `in` together with the terminator (an empty line is a valid,
+  /// empty message). need_more: no terminator yet and the partial line is within
+  /// the limit. too_large: the line, or the partial line so far, is longer than
+  /// max_line; nothing is consumed and the caller should close the connection
+  /// with too_large_error(). Only "\\r\\n" is stripped: a lone '\\r' is content.
+  ///
+  /// Each call scans at most max_line + 2 bytes, so a peer that trickles a long
+  /// line costs O(max_line) per read, bounded by the limit.
   DecodeResult decode(Buffer& in, std::string* line) const;
 
-  // Appends line + "\n". The line must not itself contain '\n'.
+  /// Appends line + "\n". The line must not itself contain '\n'.
   static void encode(std::string_view line, Buffer& out);
 
   size_t max_line() const { return max_line_; }
-  // Errc::line_too_long, naming the limit, for the close callback.
+  /// Errc::line_too_long, naming the limit, for the close callback.
   Error too_large_error() const;
 
  private:

@@ -1,9 +1,10 @@
-// LoopThreadPool: N threads, each running its own EventLoop.
-//
-// Owned by whoever builds servers on it (usually a TcpServer). start() and
-// the destructor run in the base loop's thread; next_loop() and loops() too.
-// With zero threads every caller gets the base loop, so a single-threaded
-// server needs no special case. The destructor quits and joins every thread.
+/// \file
+/// LoopThreadPool: N threads, each running its own EventLoop.
+///
+/// Owned by whoever builds servers on it (usually a TcpServer). start() and
+/// the destructor run in the base loop's thread; next_loop() and loops() too.
+/// With zero threads every caller gets the base loop, so a single-threaded
+/// server needs no special case. The destructor quits and joins every thread.
 #pragma once
 
 #include <memory>
@@ -21,11 +22,11 @@ class LoopThreadPool {
   LoopThreadPool(const LoopThreadPool&) = delete;
   LoopThreadPool& operator=(const LoopThreadPool&) = delete;
 
-  // Starts the threads and returns once every loop is running.
+  /// Starts the threads and returns once every loop is running.
   void start();
-  // Round-robin over the pool's loops (the base loop when there are none).
+  /// Round-robin over the pool's loops (the base loop when there are none).
   EventLoop* next_loop();
-  // Every loop that serves connections: the pool's, or the base loop alone.
+  /// Every loop that serves connections: the pool's, or the base loop alone.
   std::vector<EventLoop*> loops() const;
   EventLoop* base_loop() const { return base_loop_; }
 

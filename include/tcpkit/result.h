@@ -1,9 +1,10 @@
-// Result<T>: the value of a setup call, or the error that stopped it.
-//
-// The library never throws. Every fallible setup call returns a Result that
-// must be inspected ([[nodiscard]]). An Error carries the std::error_code plus
-// the operation and the address it applied to, so that message() reads like
-// "connect 127.0.0.1:8888: Connection refused". Value type, any thread.
+/// \file
+/// Result<T>: the value of a setup call, or the error that stopped it.
+///
+/// The library never throws. Every fallible setup call returns a Result that
+/// must be inspected ([[nodiscard]]). An Error carries the std::error_code plus
+/// the operation and the address it applied to, so that message() reads like
+/// "connect 127.0.0.1:8888: Connection refused". Value type, any thread.
 #pragma once
 
 #include <cassert>
@@ -14,23 +15,23 @@
 
 namespace tcpkit {
 
-// tcpkit's own error conditions, for failures that have no errno value.
+/// tcpkit's own error conditions, for failures that have no errno value.
 enum class Errc {
-  bad_address = 1,    // not an IPv4/IPv6 literal
-  bad_port,           // not a number in 0..65535
-  missing_port,       // "host" without ":port"
-  bad_host,           // empty or malformed host part
-  name_not_found,     // getaddrinfo found nothing
-  peer_closed,        // recv() returned 0: the peer sent FIN
-  frame_too_large,    // a codec frame over its limit
-  line_too_long,      // a line over LineCodec's limit
-  bad_encoding,       // an iconv name the system does not know
+  bad_address = 1,    ///< not an IPv4/IPv6 literal
+  bad_port,           ///< not a number in 0..65535
+  missing_port,       ///< "host" without ":port"
+  bad_host,           ///< empty or malformed host part
+  name_not_found,     ///< getaddrinfo found nothing
+  peer_closed,        ///< recv() returned 0: the peer sent FIN
+  frame_too_large,    ///< a codec frame over its limit
+  line_too_long,      ///< a line over LineCodec's limit
+  bad_encoding,       ///< an iconv name the system does not know
   too_many_connections,
   idle_timeout,
-  high_water_mark,    // output buffer over the mark with the close policy
+  high_water_mark,    ///< output buffer over the mark with the close policy
   bad_proxy_header,
-  bad_prefix,         // a CIDR prefix length out of range or not a number
-  not_allowed,        // the peer's address is refused by an AccessList
+  bad_prefix,         ///< a CIDR prefix length out of range or not a number
+  not_allowed,        ///< the peer's address is refused by an AccessList
 };
 
 const std::error_category& tcpkit_category();
@@ -42,20 +43,20 @@ class Error {
   Error(std::error_code code, std::string context) : code_(code), context_(std::move(context)) {}
 
   Error(Errc e, std::string context) : code_(make_error_code(e)), context_(std::move(context)) {}
-  // An errno value from a failed system call.
+  /// An errno value from a failed system call.
   static Error from_errno(int err, std::string context) {
     return Error(std::error_code(err, std::generic_category()), std::move(context));
   }
 
   const std::error_code& code() const { return code_; }
-  // What was attempted and on which address, e.g. "bind 0.0.0.0:80".
+  /// What was attempted and on which address, e.g. "bind 0.0.0.0:80".
   const std::string& context() const { return context_; }
-  // "context: reason", or only the reason when there is no context.
+  /// "context: reason", or only the reason when there is no context.
   std::string message() const {
     if (context_.empty()) return code_.message();
     return context_ + ": " + code_.message();
   }
-  // Compares the code only: err == std::errc::connection_refused.
+  /// Compares the code only: err == std::errc::connection_refused.
   bool operator==(std::errc e) const { return code_ == e; }
 
  private:

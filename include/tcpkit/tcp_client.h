@@ -1,12 +1,13 @@
-// TcpClient: connects to a server on an event loop and owns at most one
-// connection, reconnecting when asked to.
-//
-// The user owns the client; it runs on one loop. connect(), disconnect(),
-// stop() and the destructor are safe from any thread: they forward to the
-// loop, and the destructor (and stop) wait until the loop has let go, so no
-// callback runs after they return — also in the middle of a retry. When
-// retrying, failed connects and lost connections are retried after a capped
-// exponential back-off with random jitter.
+/// \file
+/// TcpClient: connects to a server on an event loop and owns at most one
+/// connection, reconnecting when asked to.
+///
+/// The user owns the client; it runs on one loop. connect(), disconnect(),
+/// stop() and the destructor are safe from any thread: they forward to the
+/// loop, and the destructor (and stop) wait until the loop has let go, so no
+/// callback runs after they return — also in the middle of a retry. When
+/// retrying, failed connects and lost connections are retried after a capped
+/// exponential back-off with random jitter.
 #pragma once
 
 #include <chrono>
@@ -25,7 +26,7 @@ class EventLoop;
 
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{5000};
-  bool retry = false;                                  // retry connects and reconnect after a close
+  bool retry = false;                                  ///< retry connects and reconnect after a close
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{30000};
   bool tcp_nodelay = true;
@@ -34,7 +35,7 @@ struct ClientOptions {
 
 class TcpClient {
  public:
-  // `targets` are tried in order (e.g. every address a name resolved to).
+  /// `targets` are tried in order (e.g. every address a name resolved to).
   TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptions options = {});
   TcpClient(EventLoop* loop, const Endpoint& target, ClientOptions options = {})
       : TcpClient(loop, std::vector<Endpoint>{target}, std::move(options)) {}
@@ -42,24 +43,24 @@ class TcpClient {
   TcpClient(const TcpClient&) = delete;
   TcpClient& operator=(const TcpClient&) = delete;
 
-  // Set callbacks before connect().
+  /// Set callbacks before connect().
   void set_on_connection(ConnectionCallback cb);
   void set_on_message(MessageCallback cb);
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
-  // A connect attempt round failed; `retry_in` is negative when no retry follows.
+  /// A connect attempt round failed; `retry_in` is negative when no retry follows.
   void set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds retry_in)> cb);
 
-  // Any thread.
+  /// Any thread.
   void connect();
-  // Any thread. Half-closes the current connection; no reconnect afterwards.
+  /// Any thread. Half-closes the current connection; no reconnect afterwards.
   void disconnect();
-  // Any thread. Stops connecting and retrying, closes the connection, and
-  // waits until the loop is done with this client.
+  /// Any thread. Stops connecting and retrying, closes the connection, and
+  /// waits until the loop is done with this client.
   void stop();
 
-  // Any thread: the live connection, or null.
+  /// Any thread: the live connection, or null.
   TcpConnectionPtr connection() const;
 
  private:

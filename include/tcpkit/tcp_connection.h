@@ -1,15 +1,16 @@
-// TcpConnection: one established TCP connection on an event loop.
-//
-// Created by TcpServer or TcpClient, owned through shared_ptr (the one shared
-// object of the reactor: the server's map holds it, and so may callbacks and
-// users). It lives in one loop's thread. send(), shutdown(), force_close(),
-// pause_reading() and resume_reading() are safe from any thread; they
-// forward to an *_in_loop twin. Everything else belongs to the loop thread.
-//
-// Lifecycle: connecting -> connected -> (disconnecting) -> disconnected.
-// The peer's FIN is an event of its own (on_peer_closed): replies queued
-// after it are still delivered. shutdown() sends our FIN only once the
-// output buffer has drained, so nothing queued is lost.
+/// \file
+/// TcpConnection: one established TCP connection on an event loop.
+///
+/// Created by TcpServer or TcpClient, owned through shared_ptr (the one shared
+/// object of the reactor: the server's map holds it, and so may callbacks and
+/// users). It lives in one loop's thread. send(), shutdown(), force_close(),
+/// pause_reading() and resume_reading() are safe from any thread; they
+/// forward to an *_in_loop twin. Everything else belongs to the loop thread.
+///
+/// Lifecycle: connecting -> connected -> (disconnecting) -> disconnected.
+/// The peer's FIN is an event of its own (on_peer_closed): replies queued
+/// after it are still delivered. shutdown() sends our FIN only once the
+/// output buffer has drained, so nothing queued is lost.
 #pragma once
 
 #include <atomic>
@@ -30,17 +31,17 @@ namespace tcpkit {
 
 class Channel;
 
-// What happens when the output buffer passes the high-water mark.
+/// What happens when the output buffer passes the high-water mark.
 enum class OverflowPolicy {
-  pause_reading,  // stop reading this peer until its output drains below half the mark
-  close,          // drop the slow peer (Errc::high_water_mark)
+  pause_reading,  ///< stop reading this peer until its output drains below half the mark
+  close,          ///< drop the slow peer (Errc::high_water_mark)
 };
 
 struct ConnectionOptions {
   size_t high_water_mark = 4 * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
-  size_t max_read_per_wakeup = 256 * 1024;  // fairness: one peer cannot starve others
-  std::chrono::milliseconds idle_timeout{0};  // 0: none
+  size_t max_read_per_wakeup = 256 * 1024;  ///< fairness: one peer cannot starve others
+  std::chrono::milliseconds idle_timeout{0};  ///< 0: none
 };
 
 class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
@@ -53,28 +54,28 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   TcpConnection(const TcpConnection&) = delete;
   TcpConnection& operator=(const TcpConnection&) = delete;
 
-  // Any thread. Bytes go out in call order per thread, never interleaved.
+  /// Any thread. Bytes go out in call order per thread, never interleaved.
   void send(std::string_view data);
   void send(std::string&& data);
-  // A string literal would otherwise match both overloads above.
+  /// A string literal would otherwise match both overloads above.
   void send(const char* data) { send(std::string_view(data)); }
-  void send(Buffer& data);  // moves the readable bytes out of `data`
-  // Any thread. FIN after the output drains; the connection closes once the
-  // peer has closed too.
+  void send(Buffer& data);  ///< moves the readable bytes out of `data`
+  /// Any thread. FIN after the output drains; the connection closes once the
+  /// peer has closed too.
   void shutdown();
-  // Any thread. Closes now, dropping queued output (reason: operation_canceled).
+  /// Any thread. Closes now, dropping queued output (reason: operation_canceled).
   void force_close();
   void force_close(std::error_code reason);
-  // Any thread. Stops/starts reading from the peer (e.g. while a proxy's
-  // other side is slow).
+  /// Any thread. Stops/starts reading from the peer (e.g. while a proxy's
+  /// other side is slow).
   void pause_reading();
   void resume_reading();
 
   bool connected() const { return state_.load(std::memory_order_acquire) == State::connected; }
   bool disconnected() const { return state_.load(std::memory_order_acquire) == State::disconnected; }
   State state() const { return state_.load(std::memory_order_acquire); }
-  // Why the connection went down: Errc::peer_closed for a clean close,
-  // an errno code (connection_reset...) for errors, or a tcpkit reason.
+  /// Why the connection went down: Errc::peer_closed for a clean close,
+  /// an errno code (connection_reset...) for errors, or a tcpkit reason.
   std::error_code close_reason() const { return close_reason_; }
   bool peer_half_closed() const { return peer_closed_; }
   bool is_reading() const { return reading_; }
@@ -83,21 +84,21 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   EventLoop* loop() const { return loop_; }
   const Endpoint& local_endpoint() const { return local_; }
   const Endpoint& peer_endpoint() const { return peer_; }
-  // -1 once the connection is torn down: the socket closes then, even while
-  // references to the connection remain.
+  /// -1 once the connection is torn down: the socket closes then, even while
+  /// references to the connection remain.
   int fd() const { return fd_.get(); }
-  // Loop thread: what is queued for sending, and what was read but not consumed.
+  /// Loop thread: what is queued for sending, and what was read but not consumed.
   size_t output_bytes() const { return output_.readable_bytes(); }
   size_t input_bytes() const { return input_.readable_bytes(); }
-  // Any thread: totals so far, possibly a moment old when read from another
-  // thread (monitoring reads them while the loop keeps counting).
+  /// Any thread: totals so far, possibly a moment old when read from another
+  /// thread (monitoring reads them while the loop keeps counting).
   uint64_t bytes_received() const { return bytes_in_.load(std::memory_order_relaxed); }
   uint64_t bytes_sent() const { return bytes_out_.load(std::memory_order_relaxed); }
-  // Memory held by this connection's buffers (capacity, not content).
+  /// Memory held by this connection's buffers (capacity, not content).
   size_t buffer_capacity() const { return input_.capacity() + output_.capacity(); }
 
-  // A typed slot for the user's per-connection state (loop thread). Any
-  // movable type fits; context<T>() is null when the slot holds another type.
+  /// A typed slot for the user's per-connection state (loop thread). Any
+  /// movable type fits; context<T>() is null when the slot holds another type.
   template <typename T>
   T& set_context(T value) {
     auto holder = std::make_shared<T>(std::move(value));
@@ -111,20 +112,20 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
     return static_cast<T*>(context_.get());
   }
 
-  // Loop thread. These change this connection only: the table it shares
-  // with its server's (or client's) other connections is copied first.
+  /// Loop thread. These change this connection only: the table it shares
+  /// with its server's (or client's) other connections is copied first.
   void set_on_connection(ConnectionCallback cb);
   void set_on_message(MessageCallback cb);
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
-  // Internal: called once when the connection is down, after on_connection.
+  /// Internal: called once when the connection is down, after on_connection.
   void set_on_close(ConnectionCallback cb);
-  // Internal, for TcpServer/TcpClient: the table shared by their
-  // connections, which they never modify once handed out; null clears all.
+  /// Internal, for TcpServer/TcpClient: the table shared by their
+  /// connections, which they never modify once handed out; null clears all.
   void set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks);
 
-  // Internal, for TcpServer/TcpClient: in the loop thread, once each.
+  /// Internal, for TcpServer/TcpClient: in the loop thread, once each.
   void connect_established();
   void connect_destroyed();
 
@@ -140,7 +141,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void check_overflow();
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
 
-  // Ordered to leave no padding: a server keeps one per client.
+  /// Ordered to leave no padding: a server keeps one per client.
   EventLoop* loop_;
   const uint64_t id_;
   std::unique_ptr<Channel> channel_;
@@ -156,16 +157,16 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   std::error_code close_reason_;
   Buffer input_;
   Buffer output_;
-  // Written by the loop thread only; atomic so that other threads may read them.
+  /// Written by the loop thread only; atomic so that other threads may read them.
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
   EventLoop::Clock::time_point last_active_;
   TimerId idle_timer_ = 0;
-  // The user's state, and its type: a shared_ptr fits here whole, where
-  // std::any would allocate a holder for it.
+  /// The user's state, and its type: a shared_ptr fits here whole, where
+  /// std::any would allocate a holder for it.
   std::shared_ptr<void> context_;
   const std::type_info* context_type_ = nullptr;
-  // Never null; shared with the other connections of the same owner.
+  /// Never null; shared with the other connections of the same owner.
   std::shared_ptr<const ConnectionCallbacks> callbacks_;
 };
 

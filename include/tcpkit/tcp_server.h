@@ -1,12 +1,13 @@
-// TcpServer: accepts TCP connections on one or more addresses and serves
-// each on an event loop.
-//
-// The user owns the server and its base loop; the server owns its acceptors,
-// its LoopThreadPool and (through shared_ptr) its connections. Configure
-// and call listen()/start()/stop() in the base loop's thread; the callbacks
-// run in the loop that owns each connection. Each accepted connection goes
-// to the next loop round-robin, or, with reuse_port_per_loop, every loop
-// has its own SO_REUSEPORT listener and the kernel spreads connections.
+/// \file
+/// TcpServer: accepts TCP connections on one or more addresses and serves
+/// each on an event loop.
+///
+/// The user owns the server and its base loop; the server owns its acceptors,
+/// its LoopThreadPool and (through shared_ptr) its connections. Configure
+/// and call listen()/start()/stop() in the base loop's thread; the callbacks
+/// run in the loop that owns each connection. Each accepted connection goes
+/// to the next loop round-robin, or, with reuse_port_per_loop, every loop
+/// has its own SO_REUSEPORT listener and the kernel spreads connections.
 #pragma once
 
 #include <atomic>
@@ -30,21 +31,21 @@ class EventLoop;
 class LoopThreadPool;
 
 struct ServerOptions {
-  int threads = 0;                  // I/O threads; 0 serves everything on the base loop
-  bool reuse_port_per_loop = false; // one SO_REUSEPORT listener per loop
-  bool reuse_port = false;          // SO_REUSEPORT on the listener (several processes)
-  size_t max_connections = 0;       // 0: unlimited; extra clients are accepted and closed
+  int threads = 0;                  ///< I/O threads; 0 serves everything on the base loop
+  bool reuse_port_per_loop = false; ///< one SO_REUSEPORT listener per loop
+  bool reuse_port = false;          ///< SO_REUSEPORT on the listener (several processes)
+  size_t max_connections = 0;       ///< 0: unlimited; extra clients are accepted and closed
   bool tcp_nodelay = true;
   bool keepalive = true;
-  ConnectionOptions connection;     // high-water mark, overflow policy, read cap, idle timeout
+  ConnectionOptions connection;     ///< high-water mark, overflow policy, read cap, idle timeout
 };
 
 struct ServerStats {
-  uint64_t accepted = 0;            // every connection that got through accept()
+  uint64_t accepted = 0;            ///< every connection that got through accept()
   uint64_t open = 0;
-  uint64_t refused_over_limit = 0;  // over max_connections
-  uint64_t refused_exhausted = 0;   // descriptors ran out (EMFILE/ENFILE)
-  uint64_t refused_by_filter = 0;   // the accept filter said no
+  uint64_t refused_over_limit = 0;  ///< over max_connections
+  uint64_t refused_exhausted = 0;   ///< descriptors ran out (EMFILE/ENFILE)
+  uint64_t refused_by_filter = 0;   ///< the accept filter said no
 };
 
 class TcpServer {
@@ -54,45 +55,45 @@ class TcpServer {
   TcpServer(const TcpServer&) = delete;
   TcpServer& operator=(const TcpServer&) = delete;
 
-  // Binds and listens (SO_REUSEADDR on) on one more address; call before start().
+  /// Binds and listens (SO_REUSEADDR on) on one more address; call before start().
   Result<void> listen(const Endpoint& address);
-  // Starts the I/O threads and begins accepting.
+  /// Starts the I/O threads and begins accepting.
   void start();
-  // Stops accepting, shuts every connection down (FIN after its output
-  // drains), and force-closes what is still open after `drain_deadline`.
-  // `on_stopped` runs in the base loop once every connection is gone.
+  /// Stops accepting, shuts every connection down (FIN after its output
+  /// drains), and force-closes what is still open after `drain_deadline`.
+  /// `on_stopped` runs in the base loop once every connection is gone.
   void stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped = {});
 
-  // Connections accepted from then on get these (all of them share one
-  // table; TcpConnection::set_on_* changes one connection's).
+  /// Connections accepted from then on get these (all of them share one
+  /// table; TcpConnection::set_on_* changes one connection's).
   void set_on_connection(ConnectionCallback cb);
   void set_on_message(MessageCallback cb);
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
-  // A client was accepted and closed at once: over max_connections
-  // (Errc::too_many_connections) or refused by the accept filter
-  // (Errc::not_allowed); runs in the accepting loop.
+  /// A client was accepted and closed at once: over max_connections
+  /// (Errc::too_many_connections) or refused by the accept filter
+  /// (Errc::not_allowed); runs in the accepting loop.
   void set_on_refused(std::function<void(const Endpoint& peer, std::error_code why)> cb) {
     on_refused_ = std::move(cb);
   }
-  // Decides, before any connection object exists, whether to serve a peer
-  // (e.g. an AccessList); false closes the socket at once. Set it before
-  // start(); it runs in the accepting loop (with reuse_port_per_loop, in
-  // several threads at once), so it must be safe to call concurrently.
+  /// Decides, before any connection object exists, whether to serve a peer
+  /// (e.g. an AccessList); false closes the socket at once. Set it before
+  /// start(); it runs in the accepting loop (with reuse_port_per_loop, in
+  /// several threads at once), so it must be safe to call concurrently.
   void set_accept_filter(std::function<bool(const Endpoint& peer)> filter) { accept_filter_ = std::move(filter); }
 
-  // The bound addresses, with real ports after binding port 0.
+  /// The bound addresses, with real ports after binding port 0.
   std::vector<Endpoint> listen_endpoints() const { return endpoints_; }
-  // Any thread.
+  /// Any thread.
   ServerStats stats() const;
   size_t open_connections() const { return open_.load(std::memory_order_relaxed); }
   EventLoop* base_loop() const { return loop_; }
-  // Every loop that serves connections (valid after start()).
+  /// Every loop that serves connections (valid after start()).
   std::vector<EventLoop*> io_loops() const;
 
  private:
-  struct LoopState;  // the connections of one I/O loop, touched only there
+  struct LoopState;  ///< the connections of one I/O loop, touched only there
 
   void new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer, const Endpoint& local);
   void remove_connection(const TcpConnectionPtr& conn);
@@ -104,14 +105,14 @@ class TcpServer {
   const ServerOptions options_;
   std::unique_ptr<LoopThreadPool> pool_;
   std::vector<Endpoint> endpoints_;
-  std::vector<TcpListener> pending_listeners_;  // bound, waiting for start()
+  std::vector<TcpListener> pending_listeners_;  ///< bound, waiting for start()
   std::vector<std::unique_ptr<LoopState>> loop_states_;
-  std::vector<std::unique_ptr<Acceptor>> base_acceptors_;  // shared-acceptor mode, base loop
+  std::vector<std::unique_ptr<Acceptor>> base_acceptors_;  ///< shared-acceptor mode, base loop
   bool started_ = false;
   std::atomic<bool> stopping_{false};
   std::function<void()> on_stopped_;
   uint64_t drain_timer_ = 0;
-  // Expires with the server; checked (in the base loop) by queued functors.
+  /// Expires with the server; checked (in the base loop) by queued functors.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
   std::atomic<uint64_t> next_id_{1};
@@ -121,7 +122,7 @@ class TcpServer {
   std::atomic<uint64_t> refused_exhausted_{0};
   std::atomic<uint64_t> refused_by_filter_{0};
 
-  // Handed to every new connection; replaced, never modified, by set_on_*.
+  /// Handed to every new connection; replaced, never modified, by set_on_*.
   std::shared_ptr<const ConnectionCallbacks> callbacks_;
   std::function<void(const Endpoint&, std::error_code)> on_refused_;
   std::function<bool(const Endpoint&)> accept_filter_;

@@ -1,19 +1,20 @@
-// Transcoder: streaming text conversion between encodings (GBK <-> UTF-8 and
-// anything else glibc's iconv knows), for a byte stream that arrives in
-// arbitrary pieces.
-//
-// One Transcoder per direction of one stream; it owns its iconv_t. Move-only,
-// not thread-safe: only its owner (usually a connection's loop thread) calls it.
-//
-// TCP has no message boundaries, so a multibyte character often arrives split
-// across two reads. feed() keeps an incomplete sequence at the end of its input
-// and completes it with the next call, so the split never shows in the output.
-// Invalid bytes are never fatal: each one is written as the four characters
-// "\xHH" (uppercase hex) when the target encoding is ASCII-compatible (UTF-8,
-// GBK, Big5, Latin-1, ...), dropped otherwise, and counted in invalid_bytes().
-// A character the target cannot represent (an emoji sent to GBK) is treated
-// the same way, byte by byte. Note that the escape is plain text: a literal
-// backslash followed by "x41" in the input looks the same in the output.
+/// \file
+/// Transcoder: streaming text conversion between encodings (GBK <-> UTF-8 and
+/// anything else glibc's iconv knows), for a byte stream that arrives in
+/// arbitrary pieces.
+///
+/// One Transcoder per direction of one stream; it owns its iconv_t. Move-only,
+/// not thread-safe: only its owner (usually a connection's loop thread) calls it.
+///
+/// TCP has no message boundaries, so a multibyte character often arrives split
+/// across two reads. feed() keeps an incomplete sequence at the end of its input
+/// and completes it with the next call, so the split never shows in the output.
+/// Invalid bytes are never fatal: each one is written as the four characters
+/// "\xHH" (uppercase hex) when the target encoding is ASCII-compatible (UTF-8,
+/// GBK, Big5, Latin-1, ...), dropped otherwise, and counted in invalid_bytes().
+/// A character the target cannot represent (an emoji sent to GBK) is treated
+/// the same way, byte by byte. Note that the escape is plain text: a literal
+/// backslash followed by "x41" in the input looks the same in the output.
 #pragma once
 
 #include <iconv.h>
@@ -28,19 +29,19 @@ namespace tcpkit {
 
 class Transcoder {
  public:
-  // Names are matched case-insensitively ("utf8", "UTF-8", "gbk", "GB18030",
-  // "big5"). An unknown name yields Errc::bad_encoding with the context
-  // "encoding 'NAME'". Suffixes such as "//TRANSLIT" are refused the same way:
-  // they change how invalid input is reported, which this class relies on.
-  // UTF-8 to UTF-8 does not use iconv: it validates and copies.
+  /// Names are matched case-insensitively ("utf8", "UTF-8", "gbk", "GB18030",
+  /// "big5"). An unknown name yields Errc::bad_encoding with the context
+  /// "encoding 'NAME'". Suffixes such as "//TRANSLIT" are refused the same way:
+  /// they change how invalid input is reported, which this class relies on.
+  /// UTF-8 to UTF-8 does not use iconv: it validates and copies.
   static Result<Transcoder> open(std::string_view from, std::string_view to);
 
-  // One-shot conversion of a complete text, e.g. encoding a reply to GBK.
-  // Fails only for an unknown encoding; bad bytes are escaped as in feed().
+  /// One-shot conversion of a complete text, e.g. encoding a reply to GBK.
+  /// Fails only for an unknown encoding; bad bytes are escaped as in feed().
   static Result<std::string> convert(std::string_view from, std::string_view to,
                                      std::string_view text);
 
-  // The spelling open() uses: trimmed, upper case, "UTF8" -> "UTF-8".
+  /// The spelling open() uses: trimmed, upper case, "UTF8" -> "UTF-8".
   static std::string canonical_name(std::string_view name);
 
   Transcoder(Transcoder&& other) noexcept;
@@ -49,21 +50,21 @@ class Transcoder {
   Transcoder& operator=(const Transcoder&) = delete;
   ~Transcoder();
 
-  // Converts as much of `bytes` (after any bytes held from the previous call)
-  // as forms whole characters; an incomplete character at the end is held.
+  /// Converts as much of `bytes` (after any bytes held from the previous call)
+  /// as forms whole characters; an incomplete character at the end is held.
   std::string feed(std::string_view bytes);
-  // The same, appending to *out so a caller can reuse one string.
+  /// The same, appending to *out so a caller can reuse one string.
   void feed(std::string_view bytes, std::string* out);
 
-  // End of stream: held bytes can no longer be completed, so they are
-  // escaped; a stateful target gets its reset sequence. The Transcoder is
-  // then ready for a new stream (invalid_bytes() keeps counting).
+  /// End of stream: held bytes can no longer be completed, so they are
+  /// escaped; a stateful target gets its reset sequence. The Transcoder is
+  /// then ready for a new stream (invalid_bytes() keeps counting).
   std::string finish();
   void finish(std::string* out);
 
-  // Bytes escaped (or dropped) so far, over the Transcoder's lifetime.
+  /// Bytes escaped (or dropped) so far, over the Transcoder's lifetime.
   size_t invalid_bytes() const { return invalid_bytes_; }
-  // Bytes held back, waiting for the rest of their character.
+  /// Bytes held back, waiting for the rest of their character.
   size_t pending_bytes() const { return pending_.size(); }
   const std::string& from() const { return from_; }
   const std::string& to() const { return to_; }
@@ -74,13 +75,13 @@ class Transcoder {
   void convert_chunk(std::string_view in, std::string* out);
   void iconv_chunk(std::string_view in, std::string* out);
   void validate_utf8(std::string_view in, std::string* out);
-  // Writes "\xHH" for one bad byte at out[*used] (growing out as needed).
+  /// Writes "\xHH" for one bad byte at out[*used] (growing out as needed).
   void escape_byte(unsigned char byte, std::string* out, size_t* used);
   void close();
 
   std::string from_;
   std::string to_;
-  // (iconv_t)-1 for the UTF-8 -> UTF-8 path and in a moved-from object.
+  /// (iconv_t)-1 for the UTF-8 -> UTF-8 path and in a moved-from object.
   iconv_t cd_;
   bool utf8_passthrough_;
   bool ascii_compatible_;

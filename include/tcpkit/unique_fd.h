@@ -1,8 +1,9 @@
-// UniqueFd: sole owner of one file descriptor; closes it when destroyed.
-//
-// Move-only. It is the only place in tcpkit that calls ::close, so a
-// descriptor is closed exactly once and never leaks on an early return.
-// Not thread-safe: one owner at a time, like any value.
+/// \file
+/// UniqueFd: sole owner of one file descriptor; closes it when destroyed.
+///
+/// Move-only. It is the only place in tcpkit that calls close(2), so a
+/// descriptor is closed exactly once and never leaks on an early return.
+/// Not thread-safe: one owner at a time, like any value.
 #pragma once
 
 namespace tcpkit {
@@ -25,13 +26,13 @@ class UniqueFd {
   bool valid() const { return fd_ >= 0; }
   explicit operator bool() const { return valid(); }
 
-  // Gives up ownership without closing.
+  /// Gives up ownership without closing.
   int release() {
     int fd = fd_;
     fd_ = -1;
     return fd;
   }
-  // Closes the current descriptor (if any) and takes `fd`.
+  /// Closes the current descriptor (if any) and takes `fd`.
   void reset(int fd = -1);
 
  private:

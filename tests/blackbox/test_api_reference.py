@@ -60,3 +60,16 @@ def test_make_docs_runs_doxygen_into_build_docs():
     assert settings["OUTPUT_DIRECTORY"] == "build/docs"
     assert settings["WARN_AS_ERROR"] in ("YES", "FAIL_ON_WARNINGS")
     assert "include/tcpkit" in settings["INPUT"].split()
+
+
+def test_reference_carries_the_header_comments(doxygen_run):
+    """The public headers' comments are Doxygen comments, so the pages say
+    what each function does, not only its signature."""
+    _, out = doxygen_run
+    html = out / "html"
+    server = (html / "classtcpkit_1_1TcpServer.html").read_text()
+    assert "Binds and listens (SO_REUSEADDR on) on one more address" in server
+    buffer_file = (html / "buffer_8h.html").read_text()
+    assert "the growable byte container behind every connection" in buffer_file
+    namespace = (html / "namespacetcpkit.html").read_text()
+    assert "and the connection should be closed with the codec" in namespace  # an enumerator's note
