@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from conftest import scaled
+
 # Longer runs when SOAK=1 (`make soak`); the defaults keep `make test` quick.
 SOAK = os.environ.get("SOAK") == "1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -97,6 +99,7 @@ def echo_load(port: int, connections: int, min_size: int, max_size: int, timeout
     sources = sources or ["127.0.0.1"]
     sel = selectors.DefaultSelector()
     result = LoadResult()
+    timeout = scaled(timeout)
     start = time.monotonic()
     deadline = start + timeout
     conns: list[EchoConn] = []

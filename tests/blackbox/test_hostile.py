@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import tcpkit_path, wait_until
+from conftest import SANITIZER, tcpkit_path, wait_until
 from hostile_util import SOAK, cpu_seconds, echo_load, loopback_sources, open_fds, raise_nofile, rss_bytes
 from serve_util import DEFAULT_REPLY, LISTENING_RE, ack_round_trip, connect, count_lines, frame, peer_name, \
     recv_exact, recv_frame, recv_line, recv_until_eof, start_serve, wait_log
@@ -178,6 +178,9 @@ def test_flood_past_max_conns_is_refused_and_counted(tcpkit_process):
 
 # ---- descriptor exhaustion -------------------------------------------------------
 
+@pytest.mark.skipif(SANITIZER == "address", reason=(
+    "UBSan's vptr check probes memory through a pipe(); with every descriptor in use pipe() fails "
+    "and it reports a false 'invalid vptr' on the first virtual call (std::error_category) and halts"))
 def test_descriptor_exhaustion_does_not_spin(tcpkit_process):
     """With RLIMIT_NOFILE 64 and ~100 clients, accept() fails with EMFILE. The
     server must not busy-loop on its listener (CPU time over a 2 s window
