@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import SANITIZER, tcpkit_path, wait_until
-from hostile_util import SOAK, cpu_seconds, echo_load, loopback_sources, open_fds, raise_nofile, rss_bytes
+from hostile_util import RSS_BOUNDS_APPLY, SOAK, cpu_seconds, echo_load, loopback_sources, open_fds, raise_nofile, rss_bytes
 from serve_util import DEFAULT_REPLY, LISTENING_RE, ack_round_trip, connect, count_lines, frame, peer_name, \
     recv_exact, recv_frame, recv_line, recv_until_eof, start_serve, wait_log
 
@@ -83,7 +83,8 @@ def test_never_reading_clients_cannot_grow_server_memory(tcpkit_process):
         print(f"never-readers: {conns} pushed {sum(pushed) / MiB:.1f} MiB "
               f"(min {min(pushed) / MiB:.1f}, max {max(pushed) / MiB:.1f} MiB each); server RSS grew "
               f"{grown / MiB:.1f} MiB (bound {bound / MiB:.1f} MiB)")
-        assert grown < bound, f"server RSS grew {grown} bytes with {conns} never-reading clients"
+        if RSS_BOUNDS_APPLY:
+            assert grown < bound, f"server RSS grew {grown} bytes with {conns} never-reading clients"
 
         # Another client is still served, byte-exact, while the hogs sit.
         for size in (1, 1000, 200_000):
@@ -353,5 +354,6 @@ def test_random_sizes_and_disconnects_lose_nothing_and_memory_stays_flat(tcpkit_
     assert stats["errors"] == [], stats["errors"][:5]
     assert stats["lost"] == 0
     assert stats["rounds"] > workers, "too little traffic to mean anything"
-    assert growth < 0.20, f"server RSS grew {growth * 100:.1f}% ({warm_rss} -> {end_rss} bytes)"
+    if RSS_BOUNDS_APPLY:
+        assert growth < 0.20, f"server RSS grew {growth * 100:.1f}% ({warm_rss} -> {end_rss} bytes)"
     assert server.returncode is None
