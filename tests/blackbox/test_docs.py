@@ -55,12 +55,12 @@ from typing import Optional
 
 import pytest
 
-from conftest import REPO_ROOT, tcpkit_path
+from conftest import REPO_ROOT, SANITIZER, scaled, tcpkit_path
 
 DOCUMENTS = ["docs/tutorial.md", "docs/tutorial.zh-Hant.md", "README.md"]
 REQUIRED = {"docs/tutorial.md", "docs/tutorial.zh-Hant.md"}
-COMMAND_TIMEOUT = 30.0
-JOB_TIMEOUT = 15.0
+COMMAND_TIMEOUT = scaled(30.0)
+JOB_TIMEOUT = scaled(15.0)
 DOC_PORTS = range(9100, 9200)
 
 
@@ -508,7 +508,20 @@ def test_parser_reads_commands_jobs_and_output():
     assert block.steps[0].expected == ["ready"] and block.steps[1].expected == ["out"]
 
 
+def shows_time_wait_blocking_a_bind(block: Block) -> bool:
+    """The tutorials' TIME_WAIT session: a bind fails because the end of a
+    connection on that port is in TIME_WAIT. That end is the one that closed
+    first; tcp_server closes right after its reply, but nothing makes
+    tcp_client wait for that, and under a sanitizer's slowdown the client
+    has closed first (its own end then holds the TIME_WAIT, and the bind
+    succeeds)."""
+    return any(line.startswith("OSError: [Errno 98]") for step in block.steps for line in step.expected)
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_console_block(block, tcpkit_bin):
+    if SANITIZER and shows_time_wait_blocking_a_bind(block):
+        pytest.skip("which end holds the TIME_WAIT depends on which process closes first "
+                    "(see shows_time_wait_blocking_a_bind); only the plain build's timing shows it")
     with tempfile.TemporaryDirectory(prefix="tcpkit-docs-") as cwd:
         run_block(block, Path(cwd))
