@@ -57,6 +57,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def describe_fds(pid: int) -> str:
+    """What a process's descriptors point at, for a failure message."""
+    lines = []
+    for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            lines.append(f"{name} -> {os.readlink(f'/proc/{pid}/fd/{name}')}")
+        except OSError:
+            pass
+    return "\n".join(lines)
+
+
 def raise_nofile(wanted: int) -> int:
     """Raises this process's soft RLIMIT_NOFILE towards `wanted` (at most the
     hard limit); returns the new soft limit."""

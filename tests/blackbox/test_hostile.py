@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import SANITIZER, tcpkit_path, wait_until
-from hostile_util import RSS_BOUNDS_APPLY, SOAK, cpu_seconds, echo_load, loopback_sources, open_fds, raise_nofile, rss_bytes
+from hostile_util import (RSS_BOUNDS_APPLY, SOAK, cpu_seconds, describe_fds, echo_load, loopback_sources,
+                          open_fds, raise_nofile, rss_bytes)
 from serve_util import DEFAULT_REPLY, LISTENING_RE, ack_round_trip, connect, count_lines, frame, peer_name, \
     recv_exact, recv_frame, recv_line, recv_until_eof, start_serve, wait_log
 
@@ -91,7 +92,11 @@ def test_never_reading_clients_cannot_grow_server_memory(tcpkit_process):
             echo_check(probe, size, rng)
         for s in hogs:
             s.close()
-    wait_until(lambda: open_fds(server.pid) == idle_fds, timeout=15, message="the hogs' descriptors to be closed")
+    try:
+        wait_until(lambda: open_fds(server.pid) == idle_fds, timeout=15, message="the hogs' descriptors to be closed")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}: {open_fds(server.pid)} open, {idle_fds} before the clients came\n"
+                             f"{describe_fds(server.pid)}") from None
 
 
 # ---- slowloris ----------------------------------------------------------------
