@@ -128,10 +128,12 @@ void EventLoop::run_in_loop(Functor f) {
 }
 
 void EventLoop::queue_in_loop(Functor f) {
-  {
-    std::lock_guard lock(mutex_);
-    pending_.push_back(std::move(f));
-  }
+  // The wake-up is written under mutex_ too, as in quit(): the loop can take
+  // `f` only after the lock is released, and `f` may end the loop (its owner
+  // then destroys it and closes the eventfd). A write after the unlock could
+  // go to a closed, or already reused, descriptor.
+  std::lock_guard lock(mutex_);
+  pending_.push_back(std::move(f));
   // From the loop thread a wake-up is only needed while functors run: the
   // new one would otherwise wait for the next I/O event.
   if (!is_in_loop_thread() || running_functors_.load(std::memory_order_acquire)) wake_up();

@@ -6,6 +6,14 @@ socket module (or nc/socat) as the other side. Import the plain helpers with
 
 Synchronisation is always a wait on a condition with a timeout
 (``wait_for_line``, ``wait_for_port``, ``wait_until``), never a bare sleep.
+
+Sanitizer builds: CTest sets TCPKIT_SANITIZER ("address" or "thread") and
+TCPKIT_TIMEOUT_SCALE for the black-box tests of a build made with
+-fsanitize=... (tests/CMakeLists.txt). Every helper here multiplies the
+timeouts it is given by TCPKIT_TIMEOUT_SCALE (``scaled``), so a test keeps
+its assertions and only waits longer for a slower program. The sanitizers
+write their reports into a directory of this session (log_path), and a
+report from any process a test started fails that test.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +34,14 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIMEOUT = 10.0
+# "address" (ASan+UBSan), "thread" (TSan) or "" for a plain build.
+SANITIZER = os.environ.get("TCPKIT_SANITIZER", "")
+TIMEOUT_SCALE = float(os.environ.get("TCPKIT_TIMEOUT_SCALE", "1") or 1)
+
+
+def scaled(seconds: Optional[float]) -> Optional[float]:
+    """A timeout stretched for a slower build (TCPKIT_TIMEOUT_SCALE)."""
+    return None if seconds is None else seconds * TIMEOUT_SCALE
 
 
 def tcpkit_path() -> Path:
@@ -60,7 +77,7 @@ def run_tcpkit(*args, timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = N
                env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """Runs `tcpkit ARGS...` to completion; stdout and stderr are text."""
     return subprocess.run([str(tcpkit_path()), *map(str, args)], input=input, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=scaled(timeout), env=env)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT,
@@ -70,6 +87,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT
     For state that offers no event to wait on (kernel socket tables, files);
     raises TimeoutError naming `message` when the time runs out.
     """
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -140,6 +158,7 @@ class TcpkitProcess:
         the regex `pattern` and returns its match. Lines read while waiting
         are consumed; they stay in stdout_lines / stderr_lines."""
         regex = re.compile(pattern)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -175,7 +194,7 @@ class TcpkitProcess:
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Waits for the process to exit by itself and returns its exit code."""
-        code = self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=scaled(timeout))
         self._join_readers()
         return code
 
@@ -185,7 +204,7 @@ class TcpkitProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=scaled(timeout))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -290,7 +309,7 @@ class PeerServer:
                  host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT):
         self.handler = handler
         self.connections = connections
-        self.timeout = timeout
+        self.timeout = scaled(timeout)
         self.error: Optional[BaseException] = None
         self.accepted = 0
         self._closing = False
@@ -326,6 +345,7 @@ class PeerServer:
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Waits until every connection has been handled; re-raises the
         handler's exception."""
+        timeout = scaled(timeout)
         if not self.done.wait(timeout):
             raise TimeoutError(f"timed out after {timeout}s waiting for the peer server")
         self._thread.join(timeout)
@@ -349,3 +369,57 @@ class PeerServer:
         self.close()
         if exc_type is None and self.error is not None:
             raise self.error
+
+
+# ---- sanitizer reports --------------------------------------------------------
+
+# The sanitizers' runtime options that tell them where to write a report; every
+# process a test starts inherits them. Each report is a file REPORT_DIR/report.PID.
+SANITIZER_OPTION_VARIABLES = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS")
+REPORT_DIR: Optional[Path] = None
+
+
+def pytest_configure(config) -> None:
+    global REPORT_DIR
+    if not SANITIZER:
+        return
+    REPORT_DIR = Path(tempfile.mkdtemp(prefix="tcpkit-sanitizer-"))
+    for variable in SANITIZER_OPTION_VARIABLES:
+        options = os.environ.get(variable, "")
+        os.environ[variable] = (options + ":" if options else "") + f"log_path={REPORT_DIR}/report"
+
+
+def pytest_unconfigure(config) -> None:
+    if REPORT_DIR is not None and not any(REPORT_DIR.iterdir()):
+        REPORT_DIR.rmdir()
+
+
+def sanitizer_reports() -> set[Path]:
+    return set(REPORT_DIR.iterdir()) if REPORT_DIR is not None else set()
+
+
+def describe_reports(paths: Iterable[Path]) -> str:
+    return "\n".join(f"--- {path.name} ---\n{path.read_text(errors='replace')}" for path in sorted(paths))
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports():
+    """Fails the test when a process it started wrote a sanitizer report.
+    Autouse fixtures are set up first, so this one is torn down after the
+    fixtures that stop the test's processes (their exit reports count)."""
+    before = sanitizer_reports()
+    yield
+    new = sanitizer_reports() - before
+    if new:
+        pytest.fail(f"{SANITIZER} sanitizer report(s) from a process of this test:\n{describe_reports(new)}",
+                    pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Reports written after the last test's teardown (module-scoped
+    fixtures' processes) still fail the run."""
+    reports = sanitizer_reports()
+    if not reports:
+        return
+    print(f"\n{SANITIZER} sanitizer report(s) in {REPORT_DIR}:\n{describe_reports(reports)}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,7 +2,9 @@
 test_serve_chat.py). Clients are plain Python sockets written in the style of
 the tutorial's client: socket -> connect -> send -> recv -> close.
 
-Every wait has a timeout; nothing synchronises with a bare sleep.
+Every wait has a timeout; nothing synchronises with a bare sleep. The
+timeouts given to these helpers are stretched by TCPKIT_TIMEOUT_SCALE
+(conftest.scaled) for sanitizer builds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from conftest import DEFAULT_TIMEOUT, TcpkitProcess
+from conftest import DEFAULT_TIMEOUT, TcpkitProcess, scaled
 
 # The tutorial server's reply: "收到了你的訊息" ("got your message").
 DEFAULT_REPLY = "收到了你的訊息"
@@ -47,7 +49,7 @@ def connect(port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     if nodelay:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.settimeout(timeout)
+    client.settimeout(scaled(timeout))
     client.connect((host, port))
     return client
 
@@ -60,6 +62,7 @@ def peer_name(client: socket.socket) -> str:
 
 def recv_exact(sock: socket.socket, n: int, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """Reads exactly n bytes; fails on EOF or when the time runs out."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     data = bytearray()
     while len(data) < n:
@@ -78,6 +81,7 @@ def recv_exact(sock: socket.socket, n: int, timeout: float = DEFAULT_TIMEOUT) ->
 def recv_line(sock: socket.socket, buffer: bytearray, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """Reads one "\\n"-terminated line (without the "\\n"); `buffer` keeps
     what was read past it for the next call."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while b"\n" not in buffer:
         remaining = deadline - time.monotonic()
@@ -98,6 +102,7 @@ def recv_until_eof(sock: socket.socket, timeout: float = DEFAULT_TIMEOUT,
                    limit: int = 64 << 20) -> tuple[bytes, Optional[str]]:
     """Reads until the peer closes. Returns the bytes and how it ended:
     None for an orderly EOF, "reset" for ECONNRESET. Fails on timeout."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     data = bytearray()
     while len(data) <= limit:
@@ -177,6 +182,7 @@ def wait_log(server: TcpkitProcess, pattern: str, timeout: float = DEFAULT_TIMEO
              stream: str = "stdout") -> re.Match:
     """Waits until some line seen on `stream` (old or new) matches `pattern`.
     Unlike wait_for_line it does not depend on the order of the lines."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         match = find_line(server, pattern, stream)

@@ -439,3 +439,23 @@ def test_tls_to_a_server_that_never_answers_the_handshake(tcpkit_process, tmp_pa
     assert result.returncode == 1, describe(result)
     assert report["connected_at_start"] == 0 and report["messages"] == 0, report
     assert f"no TLS handshake with 127.0.0.1:{port} completed" in result.stderr, result.stderr
+
+
+# ---- several client threads against several server threads ----------------------------------
+
+def test_stream_threads_into_a_threaded_discard_server(tcpkit_process, tmp_path):
+    _server, port = start_serve(tcpkit_process, "--mode", "discard", "--quiet", "--threads", "2")
+    result, report = bench_json(tmp_path, port, "--mode", "stream", "--threads", "2", "--conns", "4")
+    assert result.returncode == 0, describe(result)
+    assert report["connected_at_start"] == 4
+    assert report["bytes"] > 0
+    assert_no_errors(report)
+
+
+def test_connrate_threads_against_a_threaded_echo_server(tcpkit_process, tmp_path):
+    port = echo_server(tcpkit_process, "--threads", "2")
+    result, report = bench_json(tmp_path, port, "--mode", "connrate", "--threads", "2", "--conns", "4")
+    assert result.returncode == 0, describe(result)
+    assert report["messages"] > 0
+    assert report["connections"] >= report["messages"]
+    assert report["errors"]["connect_failed"] == 0

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from conftest import tcpkit_path, wait_until
-from hostile_util import SOAK, cpu_seconds, echo_load, loopback_sources, open_fds, raise_nofile, rss_bytes
+from conftest import SANITIZER, tcpkit_path, wait_until
+from hostile_util import (RSS_BOUNDS_APPLY, SOAK, cpu_seconds, describe_fds, echo_load, loopback_sources,
+                          open_fds, raise_nofile, rss_bytes)
 from serve_util import DEFAULT_REPLY, LISTENING_RE, ack_round_trip, connect, count_lines, frame, peer_name, \
     recv_exact, recv_frame, recv_line, recv_until_eof, start_serve, wait_log
 
@@ -83,14 +84,19 @@ def test_never_reading_clients_cannot_grow_server_memory(tcpkit_process):
         print(f"never-readers: {conns} pushed {sum(pushed) / MiB:.1f} MiB "
               f"(min {min(pushed) / MiB:.1f}, max {max(pushed) / MiB:.1f} MiB each); server RSS grew "
               f"{grown / MiB:.1f} MiB (bound {bound / MiB:.1f} MiB)")
-        assert grown < bound, f"server RSS grew {grown} bytes with {conns} never-reading clients"
+        if RSS_BOUNDS_APPLY:
+            assert grown < bound, f"server RSS grew {grown} bytes with {conns} never-reading clients"
 
         # Another client is still served, byte-exact, while the hogs sit.
         for size in (1, 1000, 200_000):
             echo_check(probe, size, rng)
         for s in hogs:
             s.close()
-    wait_until(lambda: open_fds(server.pid) == idle_fds, timeout=15, message="the hogs' descriptors to be closed")
+    try:
+        wait_until(lambda: open_fds(server.pid) == idle_fds, timeout=15, message="the hogs' descriptors to be closed")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}: {open_fds(server.pid)} open, {idle_fds} before the clients came\n"
+                             f"{describe_fds(server.pid)}") from None
 
 
 # ---- slowloris ----------------------------------------------------------------
@@ -178,6 +184,9 @@ def test_flood_past_max_conns_is_refused_and_counted(tcpkit_process):
 
 # ---- descriptor exhaustion -------------------------------------------------------
 
+@pytest.mark.skipif(SANITIZER == "address", reason=(
+    "UBSan's vptr check probes memory through a pipe(); with every descriptor in use pipe() fails "
+    "and it reports a false 'invalid vptr' on the first virtual call (std::error_category) and halts"))
 def test_descriptor_exhaustion_does_not_spin(tcpkit_process):
     """With RLIMIT_NOFILE 64 and ~100 clients, accept() fails with EMFILE. The
     server must not busy-loop on its listener (CPU time over a 2 s window
@@ -350,5 +359,6 @@ def test_random_sizes_and_disconnects_lose_nothing_and_memory_stays_flat(tcpkit_
     assert stats["errors"] == [], stats["errors"][:5]
     assert stats["lost"] == 0
     assert stats["rounds"] > workers, "too little traffic to mean anything"
-    assert growth < 0.20, f"server RSS grew {growth * 100:.1f}% ({warm_rss} -> {end_rss} bytes)"
+    if RSS_BOUNDS_APPLY:
+        assert growth < 0.20, f"server RSS grew {growth * 100:.1f}% ({warm_rss} -> {end_rss} bytes)"
     assert server.returncode is None

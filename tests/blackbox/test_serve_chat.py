@@ -194,3 +194,59 @@ def test_chat_slow_reader_is_dropped_and_nobody_else_loses_a_line(tcpkit_process
     server.wait_for_line(r"\(clients: 0\)$", timeout=10)
     server.signal(signal.SIGTERM)
     assert server.wait(timeout=10) == 0
+
+
+def test_chat_across_io_threads_every_line_reaches_every_other_member(tcpkit_process):
+    """With --threads 3 the members live on different I/O loops, and every
+    broadcast crosses loops. Six members talk at once: each gets every other
+    member's lines, each sender's in the order sent, and none of its own."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--threads", "3")
+    members = [ChatClient(port)]
+    server.wait_for_line(esc(f"connect {members[0].name} (clients: 1)"))
+    # One at a time: the first member's notice shows that a join is done.
+    # Notices from different loops may reach a member in either order, so
+    # the later members compare theirs as a set.
+    for n in range(2, 7):
+        members.append(ChatClient(port))
+        members[0].expect(f"* {members[-1].name} joined ({n} online)")
+    for i, member in enumerate(members[1:], start=1):
+        notices = {member.line() for _ in range(len(members) - 1 - i)}
+        assert notices == {f"* {later.name} joined ({j + 1} online)"
+                           for j, later in enumerate(members) if j > i}, member.name
+
+    lines_each = 40
+    start = threading.Barrier(len(members))
+    errors = []
+
+    def talk(member: ChatClient) -> None:
+        try:
+            start.wait(timeout=10)
+            for k in range(lines_each):
+                member.say(f"{k:03d} from {member.name}")
+        except BaseException as e:
+            errors.append(e)
+
+    talkers = [threading.Thread(target=talk, args=(m,), daemon=True) for m in members]
+    for t in talkers:
+        t.start()
+    for t in talkers:
+        t.join(timeout=30)
+    assert not errors, errors
+    for member in members:
+        got: dict[str, list[str]] = {}
+        for _ in range(lines_each * (len(members) - 1)):
+            match = re.fullmatch(r"<([^>]+)> (\d{3}) from (\S+)", member.line())
+            assert match, f"{member.name}: unexpected line"
+            assert match.group(1) == match.group(3)
+            got.setdefault(match.group(1), []).append(match.group(2))
+        assert member.name not in got, f"{member.name} got its own lines back"
+        assert sorted(got) == sorted(m.name for m in members if m is not member)
+        for sender, numbers in got.items():
+            assert numbers == [f"{k:03d}" for k in range(lines_each)], f"{member.name} from {sender}"
+        member.expect_silence()
+
+    for n, member in enumerate(members):
+        member.close()
+        server.wait_for_line(rf"\(clients: {len(members) - n - 1}\)$")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0

@@ -16,10 +16,13 @@ import threading
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, pick_free_port, run_tcpkit, wait_for_listener
+from conftest import DEFAULT_TIMEOUT, scaled, pick_free_port, run_tcpkit, wait_for_listener
 from serve_util import connect, recv_exact, start_serve, wait_log
 from test_relay import RELAY_LISTENING_RE
 from tls_util import make_cert, plaintext_client_until_closed, tls_connect
+
+# Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
+TIMEOUT = scaled(DEFAULT_TIMEOUT)
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -60,8 +63,8 @@ def plain_echo(port: int, data: bytes) -> bytes:
     with connect(port) as sock:
         sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
         sender.start()
-        echo = recv_exact(sock, len(data), timeout=DEFAULT_TIMEOUT * 3)
-        sender.join(DEFAULT_TIMEOUT)
+        echo = recv_exact(sock, len(data), timeout=TIMEOUT * 3)
+        sender.join(TIMEOUT)
         return echo
 
 
@@ -77,7 +80,7 @@ def test_terminator_socat_client_megabyte_byte_exact(tcpkit_process, cert):
     # and the echo's end comes back as close_notify: socat then exits.
     result = subprocess.run(["socat", "-t", "10", "STDIO",
                              f"OPENSSL:127.0.0.1:{port},cafile={cert[0]},commonname=localhost"],
-                            input=payload, capture_output=True, timeout=DEFAULT_TIMEOUT * 3)
+                            input=payload, capture_output=True, timeout=TIMEOUT * 3)
     assert result.returncode == 0, result.stderr.decode()
     assert sha(result.stdout) == sha(payload)
     wait_log(relay, rf"disconnect 127\.0\.0\.1:\d+: closed by client \(bytes up {len(payload)}, "
@@ -150,7 +153,7 @@ def test_tls_on_both_sides_with_faults_to_tcpkit_serve(tcpkit_process, cert):
                 for _ in range(5):
                     data = rng.randbytes(rng.randint(1, 20_000))
                     sock.sendall(data)
-                    if recv_exact(sock, len(data), timeout=DEFAULT_TIMEOUT * 3) != data:
+                    if recv_exact(sock, len(data), timeout=TIMEOUT * 3) != data:
                         errors.append(f"client {seed}: echo differs")
         except Exception as exc:  # noqa: BLE001 - reported with the client's number
             errors.append(f"client {seed}: {exc!r}")
@@ -159,7 +162,7 @@ def test_tls_on_both_sides_with_faults_to_tcpkit_serve(tcpkit_process, cert):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(DEFAULT_TIMEOUT * 6)
+        t.join(TIMEOUT * 6)
     assert errors == []
     wait_log(server, r"tls 127\.0\.0\.1:\d+: TLSv1\.3 \S+ \(server name localhost\)")
 

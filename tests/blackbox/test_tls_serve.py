@@ -20,9 +20,12 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, run_tcpkit
+from conftest import DEFAULT_TIMEOUT, scaled, run_tcpkit
 from serve_util import DEFAULT_REPLY, count_lines, recv_exact, recv_line, start_serve, wait_log
 from tls_util import make_cert, plaintext_client_until_closed, tls_connect
+
+# Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
+TIMEOUT = scaled(DEFAULT_TIMEOUT)
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -54,7 +57,7 @@ def s_client_exchange(port: int, ca_file: str, send: bytes, expect: int, *args) 
         proc.stdin.write(send)
         proc.stdin.flush()
         reply = bytearray()
-        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        deadline = time.monotonic() + TIMEOUT
         while len(reply) < expect:
             ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
@@ -62,7 +65,7 @@ def s_client_exchange(port: int, ca_file: str, send: bytes, expect: int, *args) 
                 break
             reply += chunk
         proc.stdin.close()
-        proc.wait(DEFAULT_TIMEOUT)
+        proc.wait(TIMEOUT)
         return bytes(reply), proc.returncode
     finally:
         if proc.poll() is None:
@@ -102,7 +105,7 @@ def test_socat_echoes_a_megabyte_byte_exact(tcpkit_process, cert):
     # keeps reading until the server's echo ends.
     result = subprocess.run(["socat", "-t", "10", "STDIO",
                              f"OPENSSL:127.0.0.1:{port},cafile={cert[0]},commonname=localhost"],
-                            input=payload, capture_output=True, timeout=DEFAULT_TIMEOUT * 2)
+                            input=payload, capture_output=True, timeout=TIMEOUT * 2)
     assert result.returncode == 0, result.stderr.decode()
     assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(payload).hexdigest()
 
@@ -137,7 +140,7 @@ def test_many_clients_on_two_threads_byte_exact(tcpkit_process, cert):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(DEFAULT_TIMEOUT * 4)
+        t.join(TIMEOUT * 4)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
 
@@ -182,7 +185,7 @@ def test_client_that_rejects_the_certificate_is_logged(tcpkit_process, cert, tmp
     other_ca, _ = make_cert(tmp_path, name="other")
     result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", other_ca,
                              "-verify_return_error", "-quiet", "-no_ign_eof"],
-                            input=b"x\n", capture_output=True, timeout=DEFAULT_TIMEOUT)
+                            input=b"x\n", capture_output=True, timeout=TIMEOUT)
     assert result.returncode != 0
     assert result.stdout == b""
     # The client's alert names its reason: our certificate is from an unknown CA.

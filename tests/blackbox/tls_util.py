@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT
+from conftest import DEFAULT_TIMEOUT, scaled
+
+# Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
+TIMEOUT = scaled(DEFAULT_TIMEOUT)
 
 
 def make_cert(directory: Path, name: str = "server", cn: str = "localhost") -> tuple[str, str]:
@@ -25,7 +28,7 @@ def make_cert(directory: Path, name: str = "server", cn: str = "localhost") -> t
                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={cn}",
                     "-addext", f"subjectAltName=DNS:{cn},IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True, timeout=DEFAULT_TIMEOUT)
+                   check=True, capture_output=True, timeout=TIMEOUT)
     return str(crt), str(key)
 
 
@@ -37,7 +40,7 @@ def client_context(ca_file: str) -> ssl.SSLContext:
 
 
 def tls_connect(port: int, ca_file: str, server_name: str = "localhost",
-                timeout: float = DEFAULT_TIMEOUT, preamble: bytes = b"") -> ssl.SSLSocket:
+                timeout: float = TIMEOUT, preamble: bytes = b"") -> ssl.SSLSocket:
     """Connects to 127.0.0.1:port, sends `preamble` in the clear (a PROXY
     header), then completes a verified TLS handshake."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -46,7 +49,7 @@ def tls_connect(port: int, ca_file: str, server_name: str = "localhost",
     return client_context(ca_file).wrap_socket(raw, server_hostname=server_name)
 
 
-def plaintext_client_until_closed(port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+def plaintext_client_until_closed(port: int, timeout: float = TIMEOUT) -> None:
     """A client that does not speak TLS: sends a line in the clear and reads
     until the TLS side closes the connection (an alert, or nothing)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:

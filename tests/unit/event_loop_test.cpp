@@ -283,6 +283,29 @@ TEST(EventLoop, QuitStillRunsFunctorsQueuedBeforeIt) {
   EXPECT_EQ(ran, 100);
 }
 
+// Regression: queue_in_loop() from another thread wrote its wake-up after
+// releasing the queue's lock, so a functor that ended the loop could run,
+// and the owner destroy the loop (closing its eventfd, whose number the next
+// open file may take), before that write: a write to a closed or reused
+// descriptor. `tcpkit bench` ends its worker loops this way; TSan reported
+// the race between the write and the close. A busy timer keeps the loop
+// awake without its eventfd, so that it may pick the ending functor up
+// before the wake-up is written.
+TEST(EventLoop, FunctorThatEndsTheLoopFromAnotherThreadIsQueuedBeforeTheLoopIsDestroyed) {
+  for (int round = 0; round < 50; ++round) {
+    std::promise<EventLoop*> ready;
+    std::thread th([&] {
+      EventLoop loop;
+      loop.run_every(1us, [] {});
+      ready.set_value(&loop);
+      loop.run();
+    });
+    EventLoop* loop = ready.get_future().get();
+    loop->queue_in_loop([loop] { loop->quit(); });
+    th.join();
+  }
+}
+
 TEST(EventLoop, QuitFromInsideTheLoop) {
   std::promise<void> returned;
   std::thread th([&] {
