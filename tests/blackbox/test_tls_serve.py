@@ -21,7 +21,8 @@ import time
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, scaled, run_tcpkit
-from serve_util import DEFAULT_REPLY, count_lines, recv_exact, recv_line, start_serve, wait_log
+from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, recv_until_eof, start_serve, \
+    wait_log
 from tls_util import make_cert, plaintext_client_until_closed, tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
@@ -178,6 +179,18 @@ def test_plain_client_is_closed_with_the_reason_and_others_are_served(tcpkit_pro
         wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake failed \(.+\) \(clients: 1\)")
         good.sendall(b"still here")
         assert recv_exact(good, 10) == b"still here"
+
+
+def test_client_that_never_finishes_the_handshake_is_closed(tcpkit_process, cert):
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "echo", "--tls-handshake-timeout", "0.5")
+    with tls_connect(port, cert[0]) as good:
+        with connect(port) as silent:  # connects and never sends a hello
+            data, _how = recv_until_eof(silent, timeout=TIMEOUT)
+            assert data == b""
+        wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake timeout \(0\.5 s\) \(clients: 1\)")
+        # The finished handshake stopped its own timer: still served, well past 0.5 s.
+        good.sendall(b"after the timeout")
+        assert recv_exact(good, 17) == b"after the timeout"
 
 
 def test_client_that_rejects_the_certificate_is_logged(tcpkit_process, cert, tmp_path):

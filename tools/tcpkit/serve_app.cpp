@@ -45,6 +45,7 @@ struct ServeApp::Session {
   // timer closes a proxy that never completes it.
   bool proxy_pending = false;
   TimerId proxy_timer = 0;
+  TimerId tls_timer = 0;  // --tls: closes a client that does not finish its handshake in time
   std::optional<Endpoint> client;  // the real client, when a PROXY header named one
   TlsConnectionPtr tls;            // --tls: the TLS layer all bytes pass through
   bool rejected = false;           // closing on our initiative; ignore what still arrives
@@ -270,9 +271,11 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   bytes_in_.fetch_add(conn->bytes_received(), std::memory_order_relaxed);
   bytes_out_.fetch_add(conn->bytes_sent(), std::memory_order_relaxed);
   if (tracks_clients()) registry_.remove(conn);
-  if (Session* session = conn->context<Session>(); session != nullptr && session->proxy_timer != 0) {
-    conn->loop()->cancel(session->proxy_timer);
-    session->proxy_timer = 0;
+  if (Session* session = conn->context<Session>(); session != nullptr) {
+    for (TimerId* timer : {&session->proxy_timer, &session->tls_timer}) {
+      if (*timer != 0) conn->loop()->cancel(*timer);
+      *timer = 0;
+    }
   }
   const std::string reason = close_text(conn);
   count_disconnect(reason);
@@ -441,8 +444,25 @@ bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
       in.retrieve_all();
     }
   });
+  auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.tls_handshake_timeout_s * 1000.0));
+  std::weak_ptr<TcpConnection> weak = conn;
+  session.tls_timer = conn->loop()->run_after(timeout, [this, weak] {
+    TcpConnectionPtr c = weak.lock();
+    Session* s = c ? c->context<Session>() : nullptr;
+    if (s == nullptr) return;
+    s->tls_timer = 0;
+    if (s->tls && !s->tls->handshake_done() && !s->rejected) {
+      reject(c, *s, std::make_error_code(std::errc::timed_out),
+             fmt::format("TLS handshake timeout ({:g} s)", options_.tls_handshake_timeout_s));
+    }
+  });
   session.tls->set_on_handshake([this](const TlsConnectionPtr& t) {
     auto c = t->connection();
+    Session* session = c ? c->context<Session>() : nullptr;
+    if (session != nullptr && session->tls_timer != 0) {
+      c->loop()->cancel(session->tls_timer);
+      session->tls_timer = 0;
+    }
     if (!c || !log_connections()) return;
     const std::string peer = peer_name(c);
     const TlsSession& s = t->session();

@@ -59,6 +59,9 @@ struct ServeOptions {
   // when there is one). Message text is then never logged, only sizes.
   std::string tls_cert;
   std::string tls_key;
+  // A client gets this long to complete its handshake, so connections that
+  // never finish one (a slowloris of TLS) cannot pile up.
+  double tls_handshake_timeout_s = 10;
 };
 
 const char* to_string(ServeMode mode);

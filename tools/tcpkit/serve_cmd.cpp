@@ -184,6 +184,10 @@ Command add_serve_command(CLI::App& app) {
   add_tls_server_flags(*sub, opts->tls_cert, opts->tls_key,
                        "serve TLS with this PEM certificate (chain). Message text is then never logged, only "
                        "its size");
+  sub->add_option("--tls-handshake-timeout", opts->tls_handshake_timeout_s,
+                  "with --tls-cert: seconds a client has to complete its TLS handshake")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,
