@@ -426,6 +426,21 @@ void ServeApp::transmit(const TcpConnectionPtr& conn, std::string_view data) {
   if (session != nullptr && session->tls) session->tls->send(data);
 }
 
+void ServeApp::arm_deadline(const TcpConnectionPtr& conn, Session& session, TimerId Session::*timer, double seconds,
+                            std::string_view what, bool (*still_waiting)(const Session&)) {
+  auto timeout = std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
+  std::weak_ptr<TcpConnection> weak = conn;
+  session.*timer = conn->loop()->run_after(timeout, [this, weak, timer, seconds, what, still_waiting] {
+    TcpConnectionPtr c = weak.lock();
+    Session* s = c ? c->context<Session>() : nullptr;
+    if (s == nullptr) return;
+    s->*timer = 0;
+    if (still_waiting(*s) && !s->rejected) {
+      reject(c, *s, std::make_error_code(std::errc::timed_out), fmt::format("{} ({:g} s)", what, seconds));
+    }
+  });
+}
+
 // ---- TLS ------------------------------------------------------------------
 
 bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
@@ -444,18 +459,8 @@ bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
       in.retrieve_all();
     }
   });
-  auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.tls_handshake_timeout_s * 1000.0));
-  std::weak_ptr<TcpConnection> weak = conn;
-  session.tls_timer = conn->loop()->run_after(timeout, [this, weak] {
-    TcpConnectionPtr c = weak.lock();
-    Session* s = c ? c->context<Session>() : nullptr;
-    if (s == nullptr) return;
-    s->tls_timer = 0;
-    if (s->tls && !s->tls->handshake_done() && !s->rejected) {
-      reject(c, *s, std::make_error_code(std::errc::timed_out),
-             fmt::format("TLS handshake timeout ({:g} s)", options_.tls_handshake_timeout_s));
-    }
-  });
+  arm_deadline(conn, session, &Session::tls_timer, options_.tls_handshake_timeout_s, "TLS handshake timeout",
+               [](const Session& s) { return s.tls && !s.tls->handshake_done(); });
   session.tls->set_on_handshake([this](const TlsConnectionPtr& t) {
     auto c = t->connection();
     Session* session = c ? c->context<Session>() : nullptr;
@@ -522,18 +527,8 @@ void ServeApp::await_proxy_header(const TcpConnectionPtr& conn, Session& session
     return;
   }
   session.proxy_pending = true;
-  auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.proxy_timeout_s * 1000.0));
-  std::weak_ptr<TcpConnection> weak = conn;
-  session.proxy_timer = conn->loop()->run_after(timeout, [this, weak] {
-    TcpConnectionPtr c = weak.lock();
-    Session* s = c ? c->context<Session>() : nullptr;
-    if (s == nullptr) return;
-    s->proxy_timer = 0;
-    if (s->proxy_pending) {
-      reject(c, *s, std::make_error_code(std::errc::timed_out),
-             fmt::format("PROXY header timeout ({:g} s)", options_.proxy_timeout_s));
-    }
-  });
+  arm_deadline(conn, session, &Session::proxy_timer, options_.proxy_timeout_s, "PROXY header timeout",
+               [](const Session& s) { return s.proxy_pending; });
 }
 
 bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {

@@ -98,6 +98,11 @@ class ServeApp {
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
   // Loop thread: to the client, through its TLS layer when there is one.
   void transmit(const TcpConnectionPtr& conn, std::string_view data);
+  // Closes `conn` as "WHAT (N s)" after `seconds` while `still_waiting` holds
+  // (a PROXY header or a TLS handshake that has not come); the timer's id
+  // is kept in session.*timer, to be cancelled when it is no longer needed.
+  void arm_deadline(const TcpConnectionPtr& conn, Session& session, TimerId Session::*timer, double seconds,
+                    std::string_view what, bool (*still_waiting)(const Session&));
   // --tls: puts TLS on a new connection; false if it was refused instead.
   bool start_tls(const TcpConnectionPtr& conn, Session& session);
   std::string describe_reason(std::error_code reason) const;
