@@ -13,19 +13,13 @@
 #include <string>
 
 #include "tcpkit/cidr.h"
+#include "fuzz_check.h"
 
 using tcpkit::AccessList;
 using tcpkit::Cidr;
 using tcpkit::Endpoint;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 Endpoint v4_peer(uint32_t address) {
   sockaddr_in in{};

@@ -11,17 +11,11 @@
 #include <string_view>
 
 #include "tcpkit/endpoint.h"
+#include "fuzz_check.h"
 
 using tcpkit::Endpoint;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 

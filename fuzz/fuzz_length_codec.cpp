@@ -12,19 +12,13 @@
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
+#include "fuzz_check.h"
 
 using tcpkit::Buffer;
 using tcpkit::DecodeResult;
 using tcpkit::LengthPrefixCodec;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 uint32_t header_at(const std::string& s, size_t at) {
   auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(s[at + i])); };

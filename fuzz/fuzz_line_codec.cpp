@@ -13,19 +13,13 @@
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/line_codec.h"
+#include "fuzz_check.h"
 
 using tcpkit::Buffer;
 using tcpkit::DecodeResult;
 using tcpkit::LineCodec;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 // What decode() must do with the unconsumed stream `rest`.
 DecodeResult expected(const std::string& rest, size_t max_line, std::string* line, size_t* consumed) {

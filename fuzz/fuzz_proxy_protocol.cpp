@@ -11,18 +11,12 @@
 #include <string_view>
 
 #include "tcpkit/proxy_protocol.h"
+#include "fuzz_check.h"
 
 using tcpkit::parse_proxy_header;
 using tcpkit::ProxyParseStatus;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 void check_round_trip(const tcpkit::ProxyHeader& header) {
   if (!header.source || !header.destination) return;

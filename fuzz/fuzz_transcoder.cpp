@@ -14,17 +14,11 @@
 #include <string_view>
 
 #include "tcpkit/transcoder.h"
+#include "fuzz_check.h"
 
 using tcpkit::Transcoder;
 
 namespace {
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "invariant failed: %s\n", what);
-    std::abort();
-  }
-}
 
 // A strict UTF-8 check (RFC 3629): no overlong forms, no surrogates, at most U+10FFFF.
 bool valid_utf8(std::string_view s) {

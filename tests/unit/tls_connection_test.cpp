@@ -27,19 +27,6 @@ std::string random_bytes(size_t n, unsigned seed) {
   return s;
 }
 
-TlsContext server_context() {
-  const auto& certs = TestCerts::get();
-  auto ctx = TlsContext::server(certs.cert("server"), certs.key("server"));
-  EXPECT_TRUE(ctx) << ctx.error().message();
-  return std::move(*ctx);
-}
-
-TlsContext client_context(TlsClientOptions options) {
-  auto ctx = TlsContext::client(options);
-  EXPECT_TRUE(ctx) << ctx.error().message();
-  return std::move(*ctx);
-}
-
 // What the TLS echo server saw.
 struct ServerSide {
   Watched<int> messages{0};

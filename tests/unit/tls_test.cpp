@@ -23,19 +23,6 @@ namespace {
 
 constexpr const char* kPeer = "127.0.0.1:443";
 
-TlsContext server_context() {
-  const auto& certs = TestCerts::get();
-  auto ctx = TlsContext::server(certs.cert("server"), certs.key("server"));
-  EXPECT_TRUE(ctx) << ctx.error().message();
-  return std::move(*ctx);
-}
-
-TlsContext client_context(TlsClientOptions options) {
-  auto ctx = TlsContext::client(options);
-  EXPECT_TRUE(ctx) << ctx.error().message();
-  return std::move(*ctx);
-}
-
 // Trusts the test server's certificate and expects the name `server_name`.
 TlsClientOptions trusting(std::string server_name = "localhost") {
   return {TestCerts::get().cert("server"), true, std::move(server_name)};

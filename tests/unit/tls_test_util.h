@@ -1,4 +1,4 @@
-// Certificates for the TLS tests, made at test time with the openssl
+// Certificates for the TLS tests (and contexts built on them), made at test time with the openssl
 // program (as a user would make them), in a temporary directory removed at
 // exit. "server" is self-signed for localhost and 127.0.0.1; "other" is an
 // unrelated self-signed certificate, a CA that did not sign "server".
@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
+
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit::test {
 
@@ -54,5 +57,20 @@ class TestCerts {
 
   std::string dir_;
 };
+
+// The server context of the "server" certificate, and a client context;
+// a failure to build either fails the test.
+inline TlsContext server_context() {
+  const auto& certs = TestCerts::get();
+  auto ctx = TlsContext::server(certs.cert("server"), certs.key("server"));
+  EXPECT_TRUE(ctx) << ctx.error().message();
+  return std::move(*ctx);
+}
+
+inline TlsContext client_context(const TlsClientOptions& options) {
+  auto ctx = TlsContext::client(options);
+  EXPECT_TRUE(ctx) << ctx.error().message();
+  return std::move(*ctx);
+}
 
 }  // namespace tcpkit::test
