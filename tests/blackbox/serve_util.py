@@ -201,3 +201,37 @@ def wait_log(server: TcpkitProcess, pattern: str, timeout: float = DEFAULT_TIMEO
 def count_lines(server: TcpkitProcess, pattern: str) -> int:
     regex = re.compile(pattern)
     return sum(1 for line in list(server.stdout_lines) if regex.search(line))
+
+
+class ChatClient:
+    """A chat member: a Python socket client that sends and reads whole lines."""
+
+    def __init__(self, port: int, **kwargs):
+        self.sock = connect(port, **kwargs)
+        self.name = peer_name(self.sock)
+        self.buffer = bytearray()
+
+    def say(self, text: str) -> None:
+        self.sock.sendall((text + "\n").encode())
+
+    def line(self, timeout: float = 10) -> str:
+        return recv_line(self.sock, self.buffer, timeout).decode()
+
+    def expect(self, *lines: str) -> None:
+        for want in lines:
+            got = self.line()
+            assert got == want, f"{self.name} got {got!r}, expected {want!r}"
+
+    def expect_silence(self, wait: float = 0.3) -> None:
+        """Nothing more has arrived (used only where the spec says that a
+        client gets nothing; the positive checks never rely on it)."""
+        assert b"\n" not in self.buffer, bytes(self.buffer)
+        self.sock.settimeout(wait)
+        try:
+            extra = self.sock.recv(65536)
+        except socket.timeout:
+            extra = b""
+        assert extra == b"", f"{self.name} got unexpected {extra!r}"
+
+    def close(self) -> None:
+        self.sock.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pick_free_port, wait_for_port, wait_until
-from serve_util import connect, count_lines, peer_name, recv_line, start_serve, wait_log
+from serve_util import ChatClient, count_lines, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -58,26 +58,6 @@ def redis_server(tmp_path):
     yield start
     for server in servers:
         server.kill()
-
-
-class ChatClient:
-    def __init__(self, port: int):
-        self.sock = connect(port)
-        self.name = peer_name(self.sock)
-        self.buffer = bytearray()
-
-    def say(self, text: str) -> None:
-        self.sock.sendall((text + "\n").encode())
-
-    def line(self, timeout: float = 10) -> str:
-        return recv_line(self.sock, self.buffer, timeout).decode()
-
-    def expect(self, want: str, timeout: float = 10) -> None:
-        got = self.line(timeout)
-        assert got == want, f"{self.name} got {got!r}, expected {want!r}"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def start_instance(tcpkit_process, redis_port: int):

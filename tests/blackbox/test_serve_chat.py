@@ -17,44 +17,9 @@ import threading
 import pytest
 
 from conftest import wait_until
-from serve_util import (connect, count_lines, find_line, peer_name, recv_line, recv_until_eof,
-                        start_serve, wait_log)
+from serve_util import ChatClient, count_lines, find_line, recv_until_eof, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
-
-
-class ChatClient:
-    """A Python socket client reading whole lines."""
-
-    def __init__(self, port: int, **kwargs):
-        self.sock = connect(port, **kwargs)
-        self.name = peer_name(self.sock)
-        self.buffer = bytearray()
-
-    def say(self, text: str) -> None:
-        self.sock.sendall((text + "\n").encode())
-
-    def line(self, timeout: float = 10) -> str:
-        return recv_line(self.sock, self.buffer, timeout).decode()
-
-    def expect(self, *lines: str) -> None:
-        for want in lines:
-            got = self.line()
-            assert got == want, f"{self.name} got {got!r}, expected {want!r}"
-
-    def expect_silence(self, wait: float = 0.3) -> None:
-        """Nothing more has arrived (used only where the spec says that a
-        client gets nothing; the positive checks never rely on it)."""
-        assert b"\n" not in self.buffer, bytes(self.buffer)
-        self.sock.settimeout(wait)
-        try:
-            extra = self.sock.recv(65536)
-        except socket.timeout:
-            extra = b""
-        assert extra == b"", f"{self.name} got unexpected {extra!r}"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def esc(text: str) -> str:
