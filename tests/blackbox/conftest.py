@@ -44,6 +44,19 @@ def scaled(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else seconds * TIMEOUT_SCALE
 
 
+def source_dir() -> Path:
+    """The source tree (TCPKIT_SOURCE_DIR, set by CTest, else this checkout)."""
+    return Path(os.environ.get("TCPKIT_SOURCE_DIR", REPO_ROOT))
+
+
+def build_dir() -> Path:
+    """The CMake build tree, as CTest passes it; tests that need one skip without it."""
+    env = os.environ.get("TCPKIT_BUILD_DIR")
+    if not env:
+        pytest.skip("TCPKIT_BUILD_DIR is not set (run through CTest)")
+    return Path(env)
+
+
 def tcpkit_path() -> Path:
     """The program under test: $TCPKIT_BIN, else build/release/tcpkit."""
     env = os.environ.get("TCPKIT_BIN")

@@ -5,18 +5,12 @@ Skipped where doxygen is not installed (scripts/install-deps installs it)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def source_dir() -> Path:
-    return Path(os.environ.get("TCPKIT_SOURCE_DIR", REPO_ROOT))
+from conftest import source_dir
 
 
 @pytest.fixture(scope="module")

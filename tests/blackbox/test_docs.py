@@ -55,17 +55,13 @@ from typing import Optional
 
 import pytest
 
-from conftest import REPO_ROOT, SANITIZER, scaled, tcpkit_path
+from conftest import SANITIZER, scaled, source_dir, tcpkit_path
 
 DOCUMENTS = ["docs/tutorial.md", "docs/tutorial.zh-Hant.md", "README.md"]
 REQUIRED = {"docs/tutorial.md", "docs/tutorial.zh-Hant.md"}
 COMMAND_TIMEOUT = scaled(30.0)
 JOB_TIMEOUT = scaled(15.0)
 DOC_PORTS = range(9100, 9200)
-
-
-def source_dir() -> Path:
-    return Path(os.environ.get("TCPKIT_SOURCE_DIR", REPO_ROOT))
 
 
 def build_dir() -> Path:

@@ -15,17 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, TcpkitProcess, ipv6_loopback_available
+from conftest import DEFAULT_TIMEOUT, TcpkitProcess, build_dir, ipv6_loopback_available
 
 REPLY = "收到了你的訊息".encode()
 LISTENING = r"listening on 127\.0\.0\.1:(\d+)$"
-
-
-def build_dir() -> Path:
-    env = os.environ.get("TCPKIT_BUILD_DIR")
-    if not env:
-        pytest.skip("TCPKIT_BUILD_DIR is not set (run through CTest)")
-    return Path(env)
 
 
 def example(name: str) -> str:

@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import build_dir, source_dir
+
 TIMEOUT = 240
-
-
-def build_dir() -> Path:
-    env = os.environ.get("TCPKIT_BUILD_DIR")
-    if not env:
-        pytest.skip("TCPKIT_BUILD_DIR is not set (run through CTest)")
-    return Path(env)
-
-
-def source_dir() -> Path:
-    return Path(os.environ.get("TCPKIT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -16,16 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, TcpkitProcess
+from conftest import DEFAULT_TIMEOUT, TcpkitProcess, build_dir
 
 TIMEOUT = 600
-
-
-def build_dir() -> Path:
-    env = os.environ.get("TCPKIT_BUILD_DIR")
-    if not env:
-        pytest.skip("TCPKIT_BUILD_DIR is not set (run through CTest)")
-    return Path(env)
 
 
 def run(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
