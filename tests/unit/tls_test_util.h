@@ -1,7 +1,8 @@
 // Certificates for the TLS tests, and contexts built on them. The
 // certificates are made at test time with the openssl program (as a user
-// would make them), in a temporary directory removed at exit. "server" is self-signed for localhost and 127.0.0.1; "other" is an
-// unrelated self-signed certificate, a CA that did not sign "server".
+// would make them), in a temporary directory removed at exit. "server" is
+// self-signed for localhost and 127.0.0.1; "other" is an unrelated
+// self-signed certificate, a CA that did not sign "server".
 #pragma once
 
 #include <gtest/gtest.h>
