@@ -23,6 +23,8 @@ class TcpkitCategory : public std::error_category {
       case Errc::bad_proxy_header: return "invalid PROXY protocol header";
       case Errc::bad_prefix: return "prefix length must be a number from 0 to 32 (IPv4) or 0 to 128 (IPv6)";
       case Errc::not_allowed: return "not allowed";
+      case Errc::handshake_timeout: return "TLS handshake timeout";
+      case Errc::aborted: return "connection aborted (reset sent)";
     }
     return "unknown tcpkit error";
   }

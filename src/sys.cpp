@@ -82,6 +82,11 @@ int connect(int fd, const Endpoint& ep) {
   return rc < 0 ? -errno : 0;
 }
 
+int set_linger_abort(int fd) {
+  linger abort_on_close{1, 0};
+  return ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0 ? 0 : -errno;
+}
+
 int socket_error(int fd) {
   int err = 0;
   socklen_t len = sizeof err;
@@ -93,6 +98,9 @@ ssize_t read(int fd, void* buf, size_t len) { return or_errno(::read(fd, buf, le
 ssize_t readv(int fd, const struct iovec* iov, int count) { return or_errno(::readv(fd, iov, count)); }
 ssize_t send(int fd, const void* buf, size_t len) {
   return or_errno(::send(fd, buf, len, MSG_NOSIGNAL));
+}
+ssize_t send_nonblocking(int fd, const void* buf, size_t len) {
+  return or_errno(::send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT));
 }
 int shutdown_write(int fd) { return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0; }
 

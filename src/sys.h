@@ -39,12 +39,16 @@ int connect(int fd, const Endpoint& ep);
 
 // Pending error of the socket (SO_ERROR), 0 if none.
 int socket_error(int fd);
+/// SO_LINGER {on, 0 s}: the close() that follows sends RST, not FIN. 0 or -errno.
+int set_linger_abort(int fd);
 
 // read/readv/send: byte count, or -errno. send uses MSG_NOSIGNAL so a closed
 // peer yields -EPIPE instead of killing the process with SIGPIPE.
 ssize_t read(int fd, void* buf, size_t len);
 ssize_t readv(int fd, const struct iovec* iov, int count);
 ssize_t send(int fd, const void* buf, size_t len);
+/// The same without blocking on a blocking socket (MSG_DONTWAIT): -EAGAIN when full.
+ssize_t send_nonblocking(int fd, const void* buf, size_t len);
 int shutdown_write(int fd);
 
 // poll() one descriptor for `events` with a timeout (negative: forever).

@@ -70,6 +70,9 @@ void TcpClient::set_on_write_complete(WriteCompleteCallback cb) {
 void TcpClient::set_on_high_water_mark(HighWaterMarkCallback cb) {
   impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
 }
+void TcpClient::set_on_handshake(ConnectionCallback cb) {
+  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_handshake, std::move(cb));
+}
 void TcpClient::set_on_peer_closed(PeerClosedCallback cb) {
   impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_peer_closed, std::move(cb));
 }
@@ -123,7 +126,7 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
     connection = conn;
   }
   reconnects = 0;
-  conn->connect_established();
+  conn->connect_established(options.tls.get(), options.tls_server_name);
 }
 
 void TcpClient::Impl::closed(const TcpConnectionPtr& conn) {

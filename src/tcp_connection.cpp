@@ -7,6 +7,8 @@
 #include "callback_table.h"
 #include "channel.h"
 #include "sys.h"
+#include "tcpkit/tls_context.h"
+#include "tcpkit/tls_session.h"
 
 namespace tcpkit {
 namespace {
@@ -20,6 +22,13 @@ const std::shared_ptr<const ConnectionCallbacks>& no_callbacks() {
 }
 
 }  // namespace
+
+// The TLS layer of a connection that has one.
+struct TcpConnection::TlsLayer {
+  explicit TlsLayer(TlsSession s) : session(std::move(s)) {}
+  TlsSession session;
+  TimerId handshake_timer = 0;
+};
 
 TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
                              const Endpoint& peer, const ConnectionOptions& options)
@@ -59,11 +68,14 @@ void TcpConnection::set_on_high_water_mark(HighWaterMarkCallback cb) {
 void TcpConnection::set_on_peer_closed(PeerClosedCallback cb) {
   set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_peer_closed, std::move(cb)));
 }
+void TcpConnection::set_on_handshake(ConnectionCallback cb) {
+  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_handshake, std::move(cb)));
+}
 void TcpConnection::set_on_close(ConnectionCallback cb) {
   set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_close, std::move(cb)));
 }
 
-void TcpConnection::connect_established() {
+void TcpConnection::connect_established(const TlsContext* tls, std::string_view server_name) {
   loop_->assert_in_loop_thread();
   assert(state() == State::connecting);
   state_.store(State::connected, std::memory_order_release);
@@ -72,7 +84,16 @@ void TcpConnection::connect_established() {
   reading_ = true;
   last_active_ = loop_->now();
   if (options_.idle_timeout.count() > 0) arm_idle_timer(options_.idle_timeout);
-  if (callbacks_->on_connection) callbacks_->on_connection(shared_from_this());
+  Result<void> layered;
+  if (tls != nullptr) layered = start_tls(*tls, server_name);
+  auto self = shared_from_this();
+  if (callbacks_->on_connection) callbacks_->on_connection(self);
+  if (!layered) {
+    force_close(layered.error().code());
+    return;
+  }
+  // Without a layer the connection is ready for end-to-end traffic now.
+  if (!tls_ && state() == State::connected && callbacks_->on_handshake) callbacks_->on_handshake(self);
 }
 
 void TcpConnection::connect_destroyed() {
@@ -83,9 +104,13 @@ void TcpConnection::connect_destroyed() {
     close_reason_ = std::make_error_code(std::errc::operation_canceled);
     channel_->disable_all();
     if (idle_timer_ != 0) loop_->cancel(idle_timer_);
+    if (tls_ && tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
     if (callbacks_->on_connection) callbacks_->on_connection(shared_from_this());
   }
   channel_->remove();
+  // Users may keep a closed connection for a while; its TLS state is of no
+  // more use, and is the larger part of it.
+  tls_.reset();
   // Close the socket now, not when the last reference goes: users may keep
   // a closed connection (a chat room's member list) for a while, and the
   // peer must see force_close() or an idle timeout at once.
@@ -128,14 +153,24 @@ void TcpConnection::park_until_resumed() { channel_->remove(); }
 void TcpConnection::handle_read() {
   // With nothing pending, read into the loop's shared buffer and keep only
   // what on_message leaves behind: no allocation per message, and no memory
-  // held by a connection between messages.
-  const bool shared = input_.readable_bytes() == 0;
+  // held by a connection between messages. With TLS every byte read goes to
+  // the layer at once, so the shared buffer always fits.
+  const bool shared = tls_ || input_.readable_bytes() == 0;
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
   ssize_t n = in.read_fd(fd_.get(), options_.max_read_per_wakeup);
   if (n > 0) {
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
+    if (tls_) {
+      receive_tls(in);
+      return;
+    }
     if (callbacks_->on_message) callbacks_->on_message(shared_from_this(), in);
+    if (tls_ && in.readable_bytes() > 0) {
+      // on_message started TLS: what it left is the layer's first bytes.
+      receive_tls(in);
+      return;
+    }
     if (shared && in.readable_bytes() > 0 && callbacks_->on_message) input_.append(in.peek(), in.readable_bytes());
     if (shared) in.retrieve_all();
     input_.release_if_empty();
@@ -146,14 +181,19 @@ void TcpConnection::handle_read() {
     handle_close(errno_code(static_cast<int>(-n)));
     return;
   }
-  // recv() returned 0: the peer sent FIN. Stop reading (level-triggered
-  // epoll would report EOF forever) but keep the connection for our replies.
+  // recv() returned 0: the peer sent FIN (with TLS, perhaps without its
+  // close_notify: a truncation we report as a close all the same).
+  peer_sent_fin();
+}
+
+// The peer will send no more: recv() returned 0, or TLS close_notify came.
+void TcpConnection::peer_sent_fin() {
   peer_closed_ = true;
   reading_ = false;
   // When we close at once (below: nothing to send, nobody to tell), the
   // close unregisters the socket; otherwise stop reading and stay.
   const bool closing_now =
-      !callbacks_->on_peer_closed && output_.readable_bytes() == 0 && state() == State::connected;
+      !callbacks_->on_peer_closed && output_bytes() == 0 && state() == State::connected && !tls_;
   if (!closing_now) channel_->disable_reading();
   if (callbacks_->on_peer_closed) {
     callbacks_->on_peer_closed(shared_from_this());
@@ -164,6 +204,79 @@ void TcpConnection::handle_read() {
     if (state_.compare_exchange_strong(expected, State::disconnecting)) shutdown_in_loop();
   }
   maybe_finish_shutdown();
+}
+
+// ---- TLS layer ------------------------------------------------------------
+
+Result<void> TcpConnection::start_tls(const TlsContext& context, std::string_view server_name) {
+  loop_->assert_in_loop_thread();
+  assert(!tls_ && "start_tls() twice");
+  auto session = TlsSession::create(context, peer_.to_string(), server_name);
+  if (!session) return session.error();
+  tls_ = std::make_unique<TlsLayer>(std::move(*session));
+  if (options_.handshake_timeout.count() > 0) arm_handshake_timer();
+  flush_tls();  // a client's hello
+  return {};
+}
+
+const TlsSession* TcpConnection::tls() const { return tls_ ? &tls_->session : nullptr; }
+
+size_t TcpConnection::output_bytes() const {
+  return output_.readable_bytes() + (tls_ ? tls_->session.held_bytes() : 0);
+}
+
+void TcpConnection::receive_tls(Buffer& wire) {
+  TlsSession& session = tls_->session;
+  session.feed_ciphertext(wire.peek(), wire.readable_bytes());
+  wire.retrieve_all();
+  const bool was_done = session.handshake_done();
+  auto read = session.read_plaintext(input_);
+  flush_tls();  // handshake replies, held writes, or the alert of a failure
+  if (!read) {
+    // The alert that tells the peer why is on its way; nothing else will be.
+    input_.retrieve_all();
+    handle_close(read.error().code());
+    return;
+  }
+  auto self = shared_from_this();
+  if (!was_done && session.handshake_done()) {
+    if (tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
+    tls_->handshake_timer = 0;
+    if (callbacks_->on_handshake) callbacks_->on_handshake(self);
+    // shutdown() during the handshake waited for it (shutdown_in_loop).
+    if (state() == State::disconnecting) shutdown_in_loop();
+    if (state() == State::disconnected) return;
+  }
+  if (input_.readable_bytes() > 0) {
+    if (callbacks_->on_message) {
+      callbacks_->on_message(self, input_);
+    } else {
+      input_.retrieve_all();
+    }
+  }
+  input_.release_if_empty();
+  if (state() != State::disconnected && tls_ && tls_->session.peer_closed() && !peer_closed_) peer_sent_fin();
+}
+
+void TcpConnection::flush_tls() {
+  if (!tls_->session.has_ciphertext()) return;
+  if (channel_->is_writing() || output_.readable_bytes() > 0) {
+    tls_->session.take_ciphertext(output_);
+    return;
+  }
+  Buffer out;
+  tls_->session.take_ciphertext(out);
+  write_wire(out.peek(), out.readable_bytes());
+}
+
+void TcpConnection::arm_handshake_timer() {
+  std::weak_ptr<TcpConnection> weak = weak_from_this();
+  tls_->handshake_timer = loop_->run_after(options_.handshake_timeout, [weak] {
+    auto self = weak.lock();
+    if (!self || !self->tls_ || self->state() == State::disconnected) return;
+    self->tls_->handshake_timer = 0;
+    if (!self->tls_->session.handshake_done()) self->handle_close(make_error_code(Errc::handshake_timeout));
+  });
 }
 
 void TcpConnection::handle_write() {
@@ -177,7 +290,7 @@ void TcpConnection::handle_write() {
   output_.retrieve(static_cast<size_t>(n));
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   last_active_ = loop_->now();
-  if (paused_by_overflow_ && output_.readable_bytes() < options_.high_water_mark / 2) {
+  if (paused_by_overflow_ && output_bytes() < options_.high_water_mark / 2) {
     paused_by_overflow_ = false;
     if (!peer_closed_) {
       reading_ = true;
@@ -187,7 +300,7 @@ void TcpConnection::handle_write() {
   if (output_.readable_bytes() > 0) return;
   channel_->disable_writing();
   output_.release_if_empty();
-  if (callbacks_->on_write_complete) {
+  if (callbacks_->on_write_complete && output_bytes() == 0) {
     loop_->queue_in_loop([self = shared_from_this()] {
       if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
     });
@@ -202,7 +315,20 @@ void TcpConnection::handle_close(std::error_code reason) {
   loop_->assert_in_loop_thread();
   if (state() == State::disconnected) return;
   state_.store(State::disconnected, std::memory_order_release);
+  if (tls_) {
+    // A TLS peer may close its socket as soon as its close_notify is out
+    // (TLS 1.3 allows it), so our answering close_notify can meet a closed
+    // socket: still a clean close by the peer.
+    const bool reset = reason == std::errc::broken_pipe || reason == std::errc::connection_reset;
+    if (reset && tls_->session.peer_closed()) reason = make_error_code(Errc::peer_closed);
+    if (tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
+    tls_->handshake_timer = 0;
+  }
   close_reason_ = reason;
+  close_kind_ = classify_close(reason);
+  if (close_kind_ == CloseReason::tls_handshake_failed && tls_ && tls_->session.handshake_done()) {
+    close_kind_ = CloseReason::tls_error;
+  }
   // Out of epoll now (one epoll_ctl, not a MOD now and a DEL later); the
   // socket itself closes in connect_destroyed(), after this event.
   channel_->remove();
@@ -245,13 +371,24 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
   loop_->assert_in_loop_thread();
   // After a close, or after our FIN, bytes can no longer reach the peer.
   if (state() == State::disconnected || write_shut_) return;
+  const size_t before = output_bytes();
+  if (tls_) {
+    tls_->session.write_plaintext(std::string_view(data, len));
+    flush_tls();
+  } else {
+    write_wire(data, len);
+  }
+  if (before < options_.high_water_mark && output_bytes() >= options_.high_water_mark) check_overflow();
+}
+
+void TcpConnection::write_wire(const char* data, size_t len) {
   size_t written = 0;
   if (!channel_->is_writing() && output_.readable_bytes() == 0) {
     ssize_t n = sys::send(fd_.get(), data, len);
     if (n >= 0) {
       written = static_cast<size_t>(n);
       bytes_out_.fetch_add(written, std::memory_order_relaxed);
-      if (written == len && callbacks_->on_write_complete) {
+      if (written == len && callbacks_->on_write_complete && output_bytes() == 0) {
         loop_->queue_in_loop([self = shared_from_this()] {
           if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
         });
@@ -265,16 +402,12 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
     }
   }
   if (written == len) return;
-  size_t before = output_.readable_bytes();
   output_.append(data + written, len - written);
   if (!channel_->is_writing()) channel_->enable_writing();
-  if (before < options_.high_water_mark && output_.readable_bytes() >= options_.high_water_mark) {
-    check_overflow();
-  }
 }
 
 void TcpConnection::check_overflow() {
-  size_t queued = output_.readable_bytes();
+  size_t queued = output_bytes();
   if (callbacks_->on_high_water_mark) {
     loop_->queue_in_loop([self = shared_from_this(), queued] {
       if (self->callbacks_->on_high_water_mark) self->callbacks_->on_high_water_mark(self, queued);
@@ -307,6 +440,13 @@ void TcpConnection::shutdown() {
 void TcpConnection::shutdown_in_loop() {
   loop_->assert_in_loop_thread();
   if (state() == State::disconnected || write_shut_) return;
+  if (tls_) {
+    // A FIN now would cut the handshake short and lose the held writes;
+    // receive_tls() comes back here once the handshake is done.
+    if (!tls_->session.handshake_done() && !tls_->session.failed()) return;
+    tls_->session.shutdown();  // close_notify, once
+    flush_tls();
+  }
   if (channel_->is_writing()) return;  // handle_write() calls again once drained
   write_shut_ = true;
   // After the peer's FIN, with nothing left to send, the close() that
@@ -331,6 +471,17 @@ void TcpConnection::force_close() { force_close(std::make_error_code(std::errc::
 
 void TcpConnection::force_close(std::error_code reason) {
   loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+}
+
+void TcpConnection::abort() {
+  loop_->queue_in_loop([self = shared_from_this()] {
+    if (self->state() == State::disconnected) return;
+    // SO_LINGER {on, 0 s} turns close() into an abort: the kernel drops
+    // what is unsent and sends RST instead of FIN (socket(7); RFC 793
+    // "ABORT"). It fails only on a socket that needs no reset any more.
+    (void)sys::set_linger_abort(self->fd_.get());
+    self->handle_close(make_error_code(Errc::aborted));
+  });
 }
 
 void TcpConnection::pause_reading() {

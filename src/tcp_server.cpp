@@ -73,6 +73,9 @@ void TcpServer::set_on_write_complete(WriteCompleteCallback cb) {
 void TcpServer::set_on_high_water_mark(HighWaterMarkCallback cb) {
   callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
 }
+void TcpServer::set_on_handshake(ConnectionCallback cb) {
+  callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_handshake, std::move(cb));
+}
 void TcpServer::set_on_peer_closed(PeerClosedCallback cb) {
   callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_peer_closed, std::move(cb));
 }
@@ -171,9 +174,9 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
   conn->set_callbacks(callbacks_);
-  state->loop->run_in_loop([state, conn] {
+  state->loop->run_in_loop([state, conn, tls = options_.tls.get()] {
     state->connections.emplace(conn->id(), conn);
-    conn->connect_established();
+    conn->connect_established(tls);
   });
 }
 

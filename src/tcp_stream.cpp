@@ -5,13 +5,32 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "sys.h"
+#include "tcpkit/buffer.h"
+#include "tcpkit/tls_session.h"
 
 namespace tcpkit {
 
+// The TLS state of a stream that has it.
+struct TcpStream::TlsLayer {
+  explicit TlsLayer(TlsSession s) : session(std::move(s)) {}
+  TlsSession session;
+  Buffer plaintext;         // decrypted, not handed out yet
+  std::string pending;      // encrypted, not accepted by the kernel yet (send_some)
+  std::vector<char> wire;   // one read from the socket
+  bool eof = false;
+};
+
+TcpStream::TcpStream() = default;
 TcpStream::TcpStream(UniqueFd fd) : fd_(std::move(fd)), peer_(sys::peer_endpoint(fd_.get())) {}
+TcpStream::TcpStream(TcpStream&& other) noexcept = default;
+TcpStream& TcpStream::operator=(TcpStream&& other) noexcept = default;
+TcpStream::~TcpStream() = default;
 
 Result<TcpStream> TcpStream::connect(const Endpoint& peer, std::chrono::milliseconds timeout) {
   const std::string what = "connect " + peer.to_string();
@@ -46,7 +65,11 @@ Result<TcpStream> TcpStream::connect(std::string_view host_port, std::chrono::mi
 std::string TcpStream::where() const { return peer_.to_string(); }
 
 Result<void> TcpStream::send_all(const void* data, size_t len) {
-  const auto* p = static_cast<const char*>(data);
+  if (tls_) return tls_send_all(std::string_view(static_cast<const char*>(data), len));
+  return send_raw(static_cast<const char*>(data), len);
+}
+
+Result<void> TcpStream::send_raw(const char* p, size_t len) {
   while (len > 0) {
     ssize_t n = sys::send(fd_.get(), p, len);
     if (n == -EINTR) continue;
@@ -58,6 +81,7 @@ Result<void> TcpStream::send_all(const void* data, size_t len) {
 }
 
 Result<size_t> TcpStream::recv(void* buf, size_t len) {
+  if (tls_) return tls_recv(buf, len);
   for (;;) {
     ssize_t n = sys::read(fd_.get(), buf, len);
     if (n == -EINTR) continue;
@@ -71,6 +95,7 @@ Result<void> TcpStream::recv_exact(void* buf, size_t len) {
   auto* p = static_cast<char*>(buf);
   while (len > 0) {
     auto n = recv(p, len);
+    if (!n && n.error() == std::errc::resource_unavailable_try_again && tls_) continue;  // no data yet
     if (!n) return n.error();
     if (*n == 0) return Error(Errc::peer_closed, "recv from " + where());
     p += *n;
@@ -80,6 +105,10 @@ Result<void> TcpStream::recv_exact(void* buf, size_t len) {
 }
 
 Result<void> TcpStream::shutdown_write() {
+  if (tls_) {
+    tls_->session.shutdown();  // close_notify before the FIN
+    if (auto sent = send_ciphertext(); !sent) return sent;
+  }
   if (int rc = sys::shutdown_write(fd_.get()); rc < 0) {
     return Error::from_errno(-rc, "shutdown " + where());
   }
@@ -100,5 +129,141 @@ Result<void> TcpStream::set_send_timeout(std::chrono::milliseconds timeout) {
 }
 
 Endpoint TcpStream::local_endpoint() const { return sys::local_endpoint(fd_.get()); }
+
+// ---- TLS ----------------------------------------------------------------
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kReadSize = 64 * 1024;
+const std::error_code kNothingYet = std::make_error_code(std::errc::resource_unavailable_try_again);
+
+}  // namespace
+
+Result<void> TcpStream::start_tls(const TlsContext& context, std::string_view server_name,
+                                  std::chrono::milliseconds timeout) {
+  const std::string where_to = "TLS handshake with " + where();
+  auto session = TlsSession::create(context, where(), server_name);
+  if (!session) return session.error();
+  tls_ = std::make_unique<TlsLayer>(std::move(*session));
+  const bool forever = timeout.count() < 0;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (auto sent = send_ciphertext(); !sent) return Error(sent.error().code(), where_to);
+    if (tls_->session.handshake_done()) return {};
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    int ready = sys::poll_one(fd_.get(), POLLIN, forever ? kNoTimeout : std::max(left, std::chrono::milliseconds(0)));
+    if (ready < 0) return Error::from_errno(-ready, where_to);
+    if (ready == 0) return Error(std::make_error_code(std::errc::timed_out), where_to);
+    auto n = read_ciphertext();
+    if (!n) return Error(n.error().code(), where_to);
+    if (*n == 0) return Error(Errc::peer_closed, where_to);
+    if (auto read = tls_->session.read_plaintext(tls_->plaintext); !read) {
+      (void)send_ciphertext();  // best effort: the alert tells the peer why we hang up
+      return read.error();
+    }
+  }
+}
+
+const TlsSession* TcpStream::tls() const { return tls_ ? &tls_->session : nullptr; }
+
+bool TcpStream::has_buffered_input() const {
+  return tls_ && (tls_->plaintext.readable_bytes() > 0 || tls_->eof || tls_->session.peer_closed());
+}
+
+int TcpStream::wait_readable(int timeout_ms) {
+  if (has_buffered_input()) return 1;
+  return sys::poll_one(fd_.get(), POLLIN, std::chrono::milliseconds(timeout_ms));
+}
+
+Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
+  TlsLayer& t = *tls_;
+  if (t.plaintext.readable_bytes() == 0 && !t.eof && !t.session.peer_closed()) {
+    auto n = read_ciphertext();
+    if (!n) return n.error();
+    if (*n == 0) {
+      t.eof = true;
+    } else {
+      auto read = t.session.read_plaintext(t.plaintext);
+      // Post-handshake messages may need an answer (a key update).
+      if (auto sent = send_ciphertext(); !sent) return sent.error();
+      if (!read) return read.error();
+    }
+  }
+  if (t.plaintext.readable_bytes() > 0) {
+    const size_t n = std::min(len, t.plaintext.readable_bytes());
+    std::memcpy(buf, t.plaintext.peek(), n);
+    t.plaintext.retrieve(n);
+    return n;
+  }
+  if (t.eof || t.session.peer_closed()) return size_t{0};
+  return Error(kNothingYet, "recv from " + where() + " (no data yet)");
+}
+
+Result<size_t> TcpStream::read_ciphertext() {
+  tls_->wire.resize(kReadSize);
+  for (;;) {
+    ssize_t n = sys::read(fd_.get(), tls_->wire.data(), tls_->wire.size());
+    if (n == -EINTR) continue;
+    if (n == -EWOULDBLOCK) return Error::from_errno(EAGAIN, "recv from " + where() + " (timed out)");
+    if (n < 0) return Error::from_errno(static_cast<int>(-n), "recv from " + where());
+    if (n > 0) tls_->session.feed_ciphertext(tls_->wire.data(), static_cast<size_t>(n));
+    return static_cast<size_t>(n);
+  }
+}
+
+Result<void> TcpStream::tls_send_all(std::string_view data) {
+  tls_->session.write_plaintext(data);
+  return send_ciphertext();
+}
+
+Result<void> TcpStream::send_ciphertext() {
+  if (tls_->session.has_ciphertext()) tls_->pending += tls_->session.take_ciphertext();
+  std::string out = std::exchange(tls_->pending, {});
+  return send_raw(out.data(), out.size());
+}
+
+Result<size_t> TcpStream::send_some(std::string_view data) {
+  if (tls_) {
+    if (auto flushed = flush_pending(); !flushed) return flushed.error();
+    if (!tls_->pending.empty()) return size_t{0};
+    tls_->session.write_plaintext(data);
+    if (tls_->session.has_ciphertext()) tls_->pending += tls_->session.take_ciphertext();
+    if (auto flushed = flush_pending(); !flushed) return flushed.error();
+    return data.size();
+  }
+  for (;;) {
+    ssize_t n = sys::send_nonblocking(fd_.get(), data.data(), data.size());
+    if (n == -EINTR) continue;
+    if (n == -EAGAIN || n == -EWOULDBLOCK) return size_t{0};
+    if (n < 0) return Error::from_errno(static_cast<int>(-n), "send to " + where());
+    return static_cast<size_t>(n);
+  }
+}
+
+bool TcpStream::has_pending_output() const { return tls_ && !tls_->pending.empty(); }
+
+Result<void> TcpStream::flush_pending() {
+  if (!tls_) return {};
+  std::string& pending = tls_->pending;
+  while (!pending.empty()) {
+    ssize_t n = sys::send_nonblocking(fd_.get(), pending.data(), pending.size());
+    if (n == -EINTR) continue;
+    if (n == -EAGAIN || n == -EWOULDBLOCK) return {};
+    if (n < 0) return Error::from_errno(static_cast<int>(-n), "send to " + where());
+    pending.erase(0, static_cast<size_t>(n));
+  }
+  return {};
+}
+
+void TcpStream::close() {
+  if (tls_ && fd_.valid() && tls_->session.handshake_done() && !tls_->session.failed()) {
+    tls_->session.shutdown();  // a no-op when shutdown_write() has sent it already
+    if (tls_->session.has_ciphertext()) tls_->pending += tls_->session.take_ciphertext();
+    (void)flush_pending();
+  }
+  tls_.reset();
+  fd_.reset();
+}
 
 }  // namespace tcpkit

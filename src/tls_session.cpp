@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <optional>
 #include <utility>
 
 #include "openssl_error.h"
@@ -67,7 +68,7 @@ Result<TlsSession> TlsSession::create(const TlsContext& context, std::string pee
   // end of the stream is the socket's business.
   BIO_set_mem_eof_return(in, -1);
   SSL_set_bio(ssl, in, out);
-  TlsSession session(ssl, in, out, std::move(peer));
+  TlsSession session(std::make_unique<State>(ssl, in, out, std::move(peer)));
   if (context.is_server()) {
     SSL_set_accept_state(ssl);
     return session;
@@ -85,43 +86,37 @@ Result<TlsSession> TlsSession::create(const TlsContext& context, std::string pee
   return session;
 }
 
-TlsSession::TlsSession(SSL* ssl, BIO* in, BIO* out, std::string peer)
-    : ssl_(ssl), in_(in), out_(out), peer_(std::move(peer)) {}
+// The OpenSSL objects stay out of the public header.
+struct TlsSession::State {
+  State(SSL* s, BIO* i, BIO* o, std::string p) : ssl(s), in(i), out(o), peer(std::move(p)) {}
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  // SSL_free frees both BIOs too (SSL_set_bio gave them to it).
+  ~State() { SSL_free(ssl); }
 
-TlsSession::TlsSession(TlsSession&& other) noexcept
-    : ssl_(std::exchange(other.ssl_, nullptr)),
-      in_(std::exchange(other.in_, nullptr)),
-      out_(std::exchange(other.out_, nullptr)),
-      peer_(std::move(other.peer_)),
-      held_(std::move(other.held_)),
-      shutdown_requested_(other.shutdown_requested_),
-      shutdown_sent_(other.shutdown_sent_),
-      error_(std::move(other.error_)) {}
+  SSL* ssl;
+  BIO* in;   // ciphertext from the peer; owned by ssl
+  BIO* out;  // ciphertext for the peer; owned by ssl
+  std::string peer;
+  // Plaintext written before the handshake finished.
+  std::string held;
+  bool shutdown_requested = false;
+  bool shutdown_sent = false;
+  std::optional<Error> error;
+};
 
-TlsSession& TlsSession::operator=(TlsSession&& other) noexcept {
-  if (this == &other) return *this;
-  SSL_free(ssl_);
-  ssl_ = std::exchange(other.ssl_, nullptr);
-  in_ = std::exchange(other.in_, nullptr);
-  out_ = std::exchange(other.out_, nullptr);
-  peer_ = std::move(other.peer_);
-  held_ = std::move(other.held_);
-  shutdown_requested_ = other.shutdown_requested_;
-  shutdown_sent_ = other.shutdown_sent_;
-  error_ = std::move(other.error_);
-  return *this;
-}
-
-// SSL_free frees both BIOs too (SSL_set_bio gave them to it).
-TlsSession::~TlsSession() { SSL_free(ssl_); }
+TlsSession::TlsSession(std::unique_ptr<State> state) : s_(std::move(state)) {}
+TlsSession::TlsSession(TlsSession&& other) noexcept = default;
+TlsSession& TlsSession::operator=(TlsSession&& other) noexcept = default;
+TlsSession::~TlsSession() = default;
 
 void TlsSession::feed_ciphertext(const char* data, size_t len) {
   while (len > 0) {
     const int chunk = static_cast<int>(std::min<size_t>(len, INT_MAX));
     // A memory BIO grows as needed; writing to it fails only without memory.
-    const int n = BIO_write(in_, data, chunk);
+    const int n = BIO_write(s_->in, data, chunk);
     if (n <= 0) {
-      fail(Error(kNoMemory, "TLS session with " + peer_));
+      fail(Error(kNoMemory, "TLS session with " + s_->peer));
       return;
     }
     data += n;
@@ -130,43 +125,43 @@ void TlsSession::feed_ciphertext(const char* data, size_t len) {
 }
 
 Result<void> TlsSession::read_plaintext(Buffer& out) {
-  if (error_) return *error_;
-  if (!SSL_is_init_finished(ssl_)) {
+  if (s_->error) return *s_->error;
+  if (!SSL_is_init_finished(s_->ssl)) {
     clear_openssl_errors();
-    const int rc = SSL_do_handshake(ssl_);
+    const int rc = SSL_do_handshake(s_->ssl);
     if (rc != 1) {
-      const int why = SSL_get_error(ssl_, rc);
+      const int why = SSL_get_error(s_->ssl, rc);
       if (why == SSL_ERROR_WANT_READ || why == SSL_ERROR_WANT_WRITE) return {};
       fail(handshake_error());
-      return *error_;
+      return *s_->error;
     }
     finish_handshake();
-    if (error_) return *error_;
+    if (s_->error) return *s_->error;
   }
   clear_openssl_errors();
   for (;;) {
     // Nothing arrived and nothing is buffered: no need to reserve memory.
-    if (BIO_ctrl_pending(in_) == 0 && SSL_has_pending(ssl_) == 0) return {};
+    if (BIO_ctrl_pending(s_->in) == 0 && SSL_has_pending(s_->ssl) == 0) return {};
     out.ensure_writable(kReadChunk);
     size_t n = 0;
-    if (SSL_read_ex(ssl_, out.begin_write(), out.writable_bytes(), &n) == 1) {
+    if (SSL_read_ex(s_->ssl, out.begin_write(), out.writable_bytes(), &n) == 1) {
       out.has_written(n);
       continue;
     }
-    const int why = SSL_get_error(ssl_, 0);
+    const int why = SSL_get_error(s_->ssl, 0);
     if (why == SSL_ERROR_WANT_READ || why == SSL_ERROR_WANT_WRITE) return {};
     if (why == SSL_ERROR_ZERO_RETURN) return {};  // close_notify: peer_closed() says so
-    fail(take_openssl_error("TLS session with " + peer_, kProtocolError));
-    return *error_;
+    fail(take_openssl_error("TLS session with " + s_->peer, kProtocolError));
+    return *s_->error;
   }
 }
 
 // A rejected certificate surfaces as SSL's generic "certificate verify
 // failed"; the verdict says why (self-signed, expired, hostname mismatch).
 Error TlsSession::handshake_error() {
-  const std::string where = "TLS handshake with " + peer_;
+  const std::string where = "TLS handshake with " + s_->peer;
   if (oldest_openssl_error_is(ERR_LIB_SSL, SSL_R_CERTIFICATE_VERIFY_FAILED)) {
-    const long verdict = SSL_get_verify_result(ssl_);
+    const long verdict = SSL_get_verify_result(s_->ssl);
     if (verdict != X509_V_OK) {
       clear_openssl_errors();
       return Error(std::error_code(static_cast<int>(verdict), tls_verify_category()), where);
@@ -176,15 +171,15 @@ Error TlsSession::handshake_error() {
 }
 
 void TlsSession::finish_handshake() {
-  std::string held = std::exchange(held_, {});
+  std::string held = std::exchange(s_->held, {});
   encrypt(held);
-  if (shutdown_requested_) shutdown();
+  if (s_->shutdown_requested) shutdown();
 }
 
 void TlsSession::write_plaintext(std::string_view data) {
-  if (error_ || shutdown_requested_ || data.empty()) return;
-  if (!SSL_is_init_finished(ssl_)) {
-    held_.append(data);
+  if (s_->error || s_->shutdown_requested || data.empty()) return;
+  if (!SSL_is_init_finished(s_->ssl)) {
+    s_->held.append(data);
     return;
   }
   encrypt(data);
@@ -192,12 +187,12 @@ void TlsSession::write_plaintext(std::string_view data) {
 
 void TlsSession::encrypt(std::string_view data) {
   clear_openssl_errors();
-  while (!data.empty() && !error_) {
+  while (!data.empty() && !s_->error) {
     size_t n = 0;
     // Memory BIOs never block and renegotiation is refused, so a write
     // fails only when the session itself is broken.
-    if (SSL_write_ex(ssl_, data.data(), data.size(), &n) != 1) {
-      fail(take_openssl_error("TLS session with " + peer_, kProtocolError));
+    if (SSL_write_ex(s_->ssl, data.data(), data.size(), &n) != 1) {
+      fail(take_openssl_error("TLS session with " + s_->peer, kProtocolError));
       return;
     }
     data.remove_prefix(n);
@@ -205,10 +200,10 @@ void TlsSession::encrypt(std::string_view data) {
 }
 
 void TlsSession::take_ciphertext(Buffer& out) {
-  for (size_t pending; (pending = BIO_ctrl_pending(out_)) > 0;) {
+  for (size_t pending; (pending = BIO_ctrl_pending(s_->out)) > 0;) {
     const size_t chunk = std::min<size_t>(pending, INT_MAX);
     out.ensure_writable(chunk);
-    const int n = BIO_read(out_, out.begin_write(), static_cast<int>(chunk));
+    const int n = BIO_read(s_->out, out.begin_write(), static_cast<int>(chunk));
     if (n <= 0) return;
     out.has_written(static_cast<size_t>(n));
   }
@@ -220,33 +215,37 @@ std::string TlsSession::take_ciphertext() {
   return out.retrieve_all_as_string();
 }
 
-bool TlsSession::has_ciphertext() const { return BIO_ctrl_pending(out_) > 0; }
+bool TlsSession::has_ciphertext() const { return BIO_ctrl_pending(s_->out) > 0; }
 
 void TlsSession::shutdown() {
-  shutdown_requested_ = true;
-  if (shutdown_sent_ || error_ || !SSL_is_init_finished(ssl_)) return;
-  shutdown_sent_ = true;
+  s_->shutdown_requested = true;
+  if (s_->shutdown_sent || s_->error || !SSL_is_init_finished(s_->ssl)) return;
+  s_->shutdown_sent = true;
   clear_openssl_errors();
   // 0 means "sent, the peer's close_notify not seen yet": we do not wait
   // for it, as a TCP FIN does not wait for the peer's FIN.
-  if (SSL_shutdown(ssl_) < 0) clear_openssl_errors();
+  if (SSL_shutdown(s_->ssl) < 0) clear_openssl_errors();
 }
 
-bool TlsSession::handshake_done() const { return SSL_is_init_finished(ssl_) == 1; }
+bool TlsSession::handshake_done() const { return SSL_is_init_finished(s_->ssl) == 1; }
 
-bool TlsSession::peer_closed() const { return (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) != 0; }
+bool TlsSession::peer_closed() const { return (SSL_get_shutdown(s_->ssl) & SSL_RECEIVED_SHUTDOWN) != 0; }
 
-std::string_view TlsSession::protocol_version() const { return SSL_get_version(ssl_); }
+std::string_view TlsSession::protocol_version() const { return SSL_get_version(s_->ssl); }
 
-std::string_view TlsSession::cipher() const { return SSL_get_cipher_name(ssl_); }
+std::string_view TlsSession::cipher() const { return SSL_get_cipher_name(s_->ssl); }
 
 std::string_view TlsSession::requested_server_name() const {
-  const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  const char* name = SSL_get_servername(s_->ssl, TLSEXT_NAMETYPE_host_name);
   return name != nullptr ? name : "";
 }
 
+bool TlsSession::failed() const { return s_->error.has_value(); }
+
+size_t TlsSession::held_bytes() const { return s_->held.size(); }
+
 void TlsSession::fail(Error error) {
-  if (!error_) error_ = std::move(error);
+  if (!s_->error) s_->error = std::move(error);
 }
 
 }  // namespace tcpkit

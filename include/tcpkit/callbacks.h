@@ -34,7 +34,7 @@ using PeerClosedCallback = std::function<void(const TcpConnectionPtr&)>;
 /// Every callback of one connection. TcpServer and TcpClient build one table
 /// and share it, immutable, among all their connections (one pointer each
 /// instead of six std::function copies); a connection whose callbacks change
-/// (TlsConnection::attach, TcpConnection::set_on_message) gets a copy of its
+/// (TcpConnection::set_on_message, say) gets a copy of its
 /// own first, so the change reaches that connection only.
 struct ConnectionCallbacks {
   ConnectionCallback on_connection;
@@ -42,6 +42,11 @@ struct ConnectionCallbacks {
   WriteCompleteCallback on_write_complete;
   HighWaterMarkCallback on_high_water_mark;
   PeerClosedCallback on_peer_closed;
+  /// The connection is ready for the user's traffic end to end: after the
+  /// TLS handshake (conn->tls() says with what), or, for a connection with
+  /// no layer when on_connection returns, right after on_connection. A
+  /// layer started later (after a PROXY header) reports its handshake too.
+  ConnectionCallback on_handshake;
   /// The owner's hook (TcpServer/TcpClient): once, after on_connection reported the close.
   ConnectionCallback on_close;
 };

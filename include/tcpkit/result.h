@@ -32,6 +32,8 @@ enum class Errc {
   bad_proxy_header,
   bad_prefix,         ///< a CIDR prefix length out of range or not a number
   not_allowed,        ///< the peer's address is refused by an AccessList
+  handshake_timeout,  ///< a TLS handshake did not finish within its timeout
+  aborted,            ///< closed on our side with an RST (TcpConnection::abort)
 };
 
 const std::error_category& tcpkit_category();

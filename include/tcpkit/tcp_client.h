@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tcpkit/callbacks.h"
+#include "tcpkit/tls_context.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_connection.h"
@@ -31,6 +32,11 @@ struct ClientOptions {
   std::chrono::milliseconds max_backoff{30000};
   bool tcp_nodelay = true;
   ConnectionOptions connection;
+  /// TLS on the connection (a client context), started before
+  /// on_connection; null: plain. The server's name to verify, when it is
+  /// not the context's.
+  std::shared_ptr<const TlsContext> tls;
+  std::string tls_server_name;
 };
 
 class TcpClient {
@@ -49,6 +55,9 @@ class TcpClient {
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
+  /// A connection is ready for traffic: after its TLS handshake, or right
+  /// after on_connection without TLS (ConnectionCallbacks::on_handshake).
+  void set_on_handshake(ConnectionCallback cb);
   /// A connect attempt round failed; `retry_in` is negative when no retry follows.
   void set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds retry_in)> cb);
 

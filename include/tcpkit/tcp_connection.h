@@ -7,6 +7,14 @@
 /// pause_reading() and resume_reading() are safe from any thread; they
 /// forward to an *_in_loop twin. Everything else belongs to the loop thread.
 ///
+/// A connection carries bytes over its socket (TCP or Unix-domain), and may
+/// carry a layer on top: start_tls() puts TLS inside the connection, after
+/// which on_message receives plaintext and send() takes plaintext, while
+/// backpressure, half-close, timeouts and the close reason keep working
+/// across the layer — bytes a layer holds (plaintext waiting for the
+/// handshake) count toward the high-water mark like bytes waiting for the
+/// socket. Code above the connection never needs to know which it has.
+///
 /// Lifecycle: connecting -> connected -> (disconnecting) -> disconnected.
 /// The peer's FIN is an event of its own (on_peer_closed): replies queued
 /// after it are still delivered. shutdown() sends our FIN only once the
@@ -23,13 +31,17 @@
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/callbacks.h"
+#include "tcpkit/close_reason.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
+#include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
 
 namespace tcpkit {
 
 class Channel;
+class TlsContext;
+class TlsSession;
 
 /// What happens when the output buffer passes the high-water mark.
 enum class OverflowPolicy {
@@ -42,6 +54,10 @@ struct ConnectionOptions {
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
   size_t max_read_per_wakeup = 256 * 1024;  ///< fairness: one peer cannot starve others
   std::chrono::milliseconds idle_timeout{0};  ///< 0: none
+  /// A layer's handshake (TLS) must finish within this, or the connection
+  /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
+  /// if any, still applies).
+  std::chrono::milliseconds handshake_timeout{0};
 };
 
 class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
@@ -66,6 +82,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Any thread. Closes now, dropping queued output (reason: operation_canceled).
   void force_close();
   void force_close(std::error_code reason);
+  /// Any thread. Closes now with a TCP RST instead of a FIN (SO_LINGER 0):
+  /// queued output is dropped and the peer's next call fails with
+  /// ECONNRESET (reason: Errc::aborted).
+  void abort();
   /// Any thread. Stops/starts reading from the peer (e.g. while a proxy's
   /// other side is slow).
   void pause_reading();
@@ -77,6 +97,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Why the connection went down: Errc::peer_closed for a clean close,
   /// an errno code (connection_reset...) for errors, or a tcpkit reason.
   std::error_code close_reason() const { return close_reason_; }
+  /// The same, sorted into the outcomes a server counts and logs.
+  CloseReason close_kind() const { return close_kind_; }
   bool peer_half_closed() const { return peer_closed_; }
   bool is_reading() const { return reading_; }
 
@@ -87,8 +109,23 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// -1 once the connection is torn down: the socket closes then, even while
   /// references to the connection remain.
   int fd() const { return fd_.get(); }
-  /// Loop thread: what is queued for sending, and what was read but not consumed.
-  size_t output_bytes() const { return output_.readable_bytes(); }
+  /// Loop thread: TLS on this connection, in the role of `context` (a
+  /// client verifies `server_name`, else the context's). From now on
+  /// on_message carries plaintext and send() takes it; bytes that the
+  /// current on_message leaves in its buffer are the layer's first bytes
+  /// (so a PROXY header can be read in the clear first). A client sends its
+  /// hello at once; on_handshake reports the end of the handshake, and a
+  /// failed handshake closes the connection with the TLS library's reason.
+  /// Send before the handshake is done: the bytes are held, and counted.
+  Result<void> start_tls(const TlsContext& context, std::string_view server_name = {});
+  /// Loop thread: the TLS layer (version, cipher, SNI), or null without one
+  /// and once the connection is torn down.
+  const TlsSession* tls() const;
+
+  /// Loop thread: what is queued for sending at every layer (bytes held for
+  /// a handshake, bytes waiting for the socket), and what was read but not
+  /// consumed.
+  size_t output_bytes() const;
   size_t input_bytes() const { return input_.readable_bytes(); }
   /// Any thread: totals so far, possibly a moment old when read from another
   /// thread (monitoring reads them while the loop keeps counting).
@@ -119,6 +156,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
+  void set_on_handshake(ConnectionCallback cb);
   /// Internal: called once when the connection is down, after on_connection.
   void set_on_close(ConnectionCallback cb);
   /// Internal, for TcpServer/TcpClient: the table shared by their
@@ -126,12 +164,22 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks);
 
   /// Internal, for TcpServer/TcpClient: in the loop thread, once each.
-  void connect_established();
+  /// With `tls`, the connection starts TLS before on_connection.
+  void connect_established(const TlsContext* tls = nullptr, std::string_view server_name = {});
   void connect_destroyed();
 
  private:
   void handle_event(unsigned mask);
+  struct TlsLayer;
   void handle_read();
+  /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
+  void receive_tls(Buffer& wire);
+  /// Moves the TLS layer's output to the socket.
+  void flush_tls();
+  void peer_sent_fin();
+  /// Writes to the socket now if nothing is queued, else queues.
+  void write_wire(const char* data, size_t len);
+  void arm_handshake_timer();
   void park_until_resumed();
   void handle_write();
   void handle_close(std::error_code reason);
@@ -154,7 +202,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool peer_closed_ = false;
   bool write_shut_ = false;
   const ConnectionOptions options_;
+  CloseReason close_kind_ = CloseReason::none;
   std::error_code close_reason_;
+  /// Null for a plain connection: one pointer is all TLS costs it.
+  std::unique_ptr<TlsLayer> tls_;
   Buffer input_;
   Buffer output_;
   /// Written by the loop thread only; atomic so that other threads may read them.

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tcpkit/callbacks.h"
+#include "tcpkit/tls_context.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_connection.h"
@@ -38,6 +39,10 @@ struct ServerOptions {
   bool tcp_nodelay = true;
   bool keepalive = true;
   ConnectionOptions connection;     ///< high-water mark, overflow policy, read cap, idle timeout
+  /// TLS on every connection (a server context), started before
+  /// on_connection; null: plain. Connections that must first read
+  /// something in the clear (a PROXY header) call start_tls() themselves.
+  std::shared_ptr<const TlsContext> tls;
 };
 
 struct ServerStats {
@@ -71,6 +76,9 @@ class TcpServer {
   void set_on_write_complete(WriteCompleteCallback cb);
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
+  /// A connection is ready for traffic: after its TLS handshake, or right
+  /// after on_connection without TLS (ConnectionCallbacks::on_handshake).
+  void set_on_handshake(ConnectionCallback cb);
   /// A client was accepted and closed at once: over max_connections
   /// (Errc::too_many_connections) or refused by the accept filter
   /// (Errc::not_allowed); runs in the accepting loop.

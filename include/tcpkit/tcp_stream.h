@@ -4,11 +4,17 @@
 /// The tutorial's client flow, one call per step: connect(), send_all(),
 /// recv() (0 bytes means the peer closed), shutdown_write() for a half-close,
 /// and destruction closes. Owns its descriptor; move-only. One thread at a
-/// time, except that one thread may send while another receives.
+/// time, except that one thread may send while another receives (not with
+/// TLS, whose state both directions share).
+///
+/// start_tls() puts TLS inside the stream, as TcpConnection::start_tls does
+/// in the reactor: the same calls then carry plaintext, so code that talks
+/// over a stream never asks whether it is encrypted.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string_view>
 
 #include "tcpkit/endpoint.h"
@@ -17,13 +23,19 @@
 
 namespace tcpkit {
 
+class TlsContext;
+class TlsSession;
+
 class TcpStream {
  public:
   static constexpr std::chrono::milliseconds kNoTimeout{-1};
 
-  TcpStream() = default;
+  TcpStream();
   /// Adopts a connected socket (e.g. from accept) and records its peer.
   explicit TcpStream(UniqueFd fd);
+  TcpStream(TcpStream&& other) noexcept;
+  TcpStream& operator=(TcpStream&& other) noexcept;
+  ~TcpStream();
 
   /// Connects within `timeout` (kNoTimeout: the kernel's own, often minutes).
   static Result<TcpStream> connect(const Endpoint& peer, std::chrono::milliseconds timeout = kNoTimeout);
@@ -39,13 +51,41 @@ class TcpStream {
 
   /// Receives up to `len` bytes. 0 means the peer closed its side (EOF) —
   /// the tutorial's "recv returns 0 bytes". A receive timeout (set_recv_timeout)
-  /// is reported as std::errc::resource_unavailable_try_again.
+  /// is reported as std::errc::resource_unavailable_try_again. With TLS
+  /// one call makes one read from the socket, and when that brought no data
+  /// (part of a record, a session ticket) it returns the same error: call
+  /// again, or wait_readable() first.
   Result<size_t> recv(void* buf, size_t len);
   /// Receives exactly `len` bytes; EOF before that is Errc::peer_closed.
   Result<void> recv_exact(void* buf, size_t len);
 
-  /// Half-close: sends FIN; we can still receive what the peer sends.
+  /// Half-close: sends FIN (after TLS close_notify); we can still receive
+  /// what the peer sends.
   Result<void> shutdown_write();
+
+  /// TLS over this connected stream, in the role of `context` (a client
+  /// verifies `server_name`, else the context's): runs the handshake within
+  /// `timeout`. The Error is the TLS library's (a certificate rejected),
+  /// errc::timed_out or Errc::peer_closed; a failed stream should be closed.
+  Result<void> start_tls(const TlsContext& context, std::string_view server_name = {},
+                         std::chrono::milliseconds timeout = kNoTimeout);
+  /// The TLS layer (version, cipher), or null without one.
+  const TlsSession* tls() const;
+
+  /// For a thread that waits on more than this stream (stdin and the
+  /// socket, say). 1 when recv() has something to say (data, the end, an
+  /// error), 0 after timeout_ms (-1: no limit), or -errno when poll()
+  /// fails. With TLS, decrypted bytes may already wait here, so poll() on
+  /// fd() alone is not the whole truth: has_buffered_input() says so.
+  int wait_readable(int timeout_ms);
+  bool has_buffered_input() const;
+  /// Non-blocking: takes what the kernel accepts now (with TLS: all of
+  /// `data` once earlier ciphertext is out) and returns how much it took.
+  Result<size_t> send_some(std::string_view data);
+  /// TLS ciphertext that the kernel has not accepted yet (send_some), and
+  /// a non-blocking attempt to hand it over.
+  bool has_pending_output() const;
+  Result<void> flush_pending();
 
   Result<void> set_nodelay(bool on);
   Result<void> set_keepalive(bool on);
@@ -61,12 +101,24 @@ class TcpStream {
   int fd() const { return fd_.get(); }
   bool is_open() const { return fd_.valid(); }
   UniqueFd release_fd() { return std::move(fd_); }
-  void close() { fd_.reset(); }
+  /// Closes the socket, after a best-effort TLS close_notify that never blocks.
+  void close();
 
  private:
+  struct TlsLayer;
   std::string where() const;
+  /// Every byte to the socket, blocking.
+  Result<void> send_raw(const char* data, size_t len);
+  Result<void> tls_send_all(std::string_view data);
+  Result<size_t> tls_recv(void* buf, size_t len);
+  /// One read from the socket into the TLS layer; 0 at EOF.
+  Result<size_t> read_ciphertext();
+  /// Sends the TLS layer's output, blocking.
+  Result<void> send_ciphertext();
+
   UniqueFd fd_;
   Endpoint peer_;
+  std::unique_ptr<TlsLayer> tls_;  ///< null: plain TCP
 };
 
 }  // namespace tcpkit

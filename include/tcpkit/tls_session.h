@@ -18,13 +18,11 @@
 /// Call take_ciphertext() after every read_plaintext(), write_plaintext() and
 /// shutdown(), and after create() on a client (its hello is ready then).
 ///
-/// Owned by whoever drives the connection (TlsConnection, a command); not
+/// Owned by whoever drives the connection (TcpConnection, TlsStream); not
 /// thread-safe. Move-only.
 #pragma once
 
-#include <openssl/types.h>
-
-#include <optional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -75,7 +73,10 @@ class TlsSession {
   bool handshake_done() const;
   /// The peer sent close_notify: it will send no more data.
   bool peer_closed() const;
-  bool failed() const { return error_.has_value(); }
+  bool failed() const;
+  /// Plaintext written before the handshake finished, held until it does:
+  /// part of what a connection counts toward its high-water mark.
+  size_t held_bytes() const;
   /// "TLSv1.3", and the cipher suite: for logs, once the handshake is done.
   std::string_view protocol_version() const;
   std::string_view cipher() const;
@@ -83,8 +84,8 @@ class TlsSession {
   std::string_view requested_server_name() const;
 
  private:
-  TlsSession(SSL* ssl, BIO* in, BIO* out, std::string peer);
-
+  struct State;
+  explicit TlsSession(std::unique_ptr<State> state);
   /// Records the first failure; the session stays failed.
   void fail(Error error);
   Error handshake_error();
@@ -92,15 +93,7 @@ class TlsSession {
   void finish_handshake();
   void encrypt(std::string_view data);
 
-  SSL* ssl_ = nullptr;
-  BIO* in_ = nullptr;   ///< ciphertext from the peer; owned by ssl_
-  BIO* out_ = nullptr;  ///< ciphertext for the peer; owned by ssl_
-  std::string peer_;
-  /// Plaintext written before the handshake finished.
-  std::string held_;
-  bool shutdown_requested_ = false;
-  bool shutdown_sent_ = false;
-  std::optional<Error> error_;
+  std::unique_ptr<State> s_;
 };
 
 }  // namespace tcpkit

@@ -44,7 +44,7 @@ _tcpkit() {
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format --allow --deny"
-      flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni"
+      flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --tls-handshake-timeout --idle-timeout"
       ;;
     port)
       flags+=" --json"

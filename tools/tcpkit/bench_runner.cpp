@@ -14,7 +14,6 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
-#include "tcpkit/tls_connection.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -42,8 +41,7 @@ size_t count_mismatches(const char* got, const char* want, size_t n) {
 struct Slot {
   std::unique_ptr<TcpClient> client;
   TcpConnectionPtr conn;
-  TlsConnectionPtr tls;  // --tls
-  bool ready = false;    // connected (and, with TLS, the handshake done)
+  bool ready = false;  // connected, and the TLS handshake done where there is one
   uint64_t send_seq = 0;
   uint64_t recv_seq = 0;
   size_t received = 0;  // bytes of message recv_seq so far
@@ -83,10 +81,9 @@ struct Worker {
   void on_up(Slot* slot, const TcpConnectionPtr& conn);
   // Connected, and with --tls the handshake done: the mode's traffic starts.
   void on_ready(Slot* slot);
+  void handshake_failed(const TcpConnectionPtr& conn);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
   void on_data(Slot* slot, Buffer& in);
-  // To the server, through TLS with --tls.
-  void transmit(Slot* slot, std::string_view data);
   void on_pingpong_data(Slot* slot, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
   void send_message(Slot* slot);
@@ -129,6 +126,9 @@ void Worker::start_client(Slot* slot) {
   ClientOptions co;
   co.connect_timeout = std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
   co.connection.high_water_mark = 64 * 1024 * 1024;
+  // The handshake is part of connecting: the same limit bounds both.
+  co.connection.handshake_timeout = co.connect_timeout;
+  co.tls = opt->tls;
   slot->client = std::make_unique<TcpClient>(loop, target, co);
   slot->connect_started = Clock::now();
   slot->client->set_on_connection([this, slot](const TcpConnectionPtr& c) {
@@ -144,8 +144,7 @@ void Worker::start_client(Slot* slot) {
       });
     }
   });
-  // With --tls, attach() routes the connection's bytes through TLS instead,
-  // and its plaintext comes to on_data as well.
+  slot->client->set_on_handshake([this, slot](const TcpConnectionPtr&) { on_ready(slot); });
   slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
   if (opt->mode == BenchMode::stream) {
     slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
@@ -154,7 +153,7 @@ void Worker::start_client(Slot* slot) {
         bytes.fetch_add(opt->size, std::memory_order_relaxed);
         messages.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!stopping && slot->conn) transmit(slot, std::string_view(*pattern).substr(0, opt->size));
+      if (!stopping && slot->conn) slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
     });
   }
   slot->client->connect();
@@ -174,36 +173,7 @@ void Worker::on_data(Slot* slot, Buffer& in) {
   }
 }
 
-void Worker::transmit(Slot* slot, std::string_view data) {
-  if (slot->tls) {
-    slot->tls->send(data);
-  } else {
-    slot->conn->send(data);
-  }
-}
-
-void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
-  slot->conn = conn;
-  if (!opt->tls) {
-    on_ready(slot);
-    return;
-  }
-  // A connection that closes before its handshake is done counts as a TLS
-  // failure in on_down(); these keep the first reason for the report.
-  auto tls = TlsConnection::attach(conn, *opt->tls);
-  if (!tls) {
-    if (tls_error.empty()) tls_error = tls.error().message();
-    conn->force_close();
-    return;
-  }
-  slot->tls = *tls;
-  slot->tls->set_on_message([this, slot](const TlsConnectionPtr&, Buffer& in) { on_data(slot, in); });
-  slot->tls->set_on_handshake([this, slot](const TlsConnectionPtr&) { on_ready(slot); });
-  slot->tls->set_on_error([this](const TlsConnectionPtr& t, const Error& e) {
-    if (tls_error.empty()) tls_error = e.message();
-    if (auto c = t->connection()) c->force_close();
-  });
-}
+void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) { slot->conn = conn; }
 
 void Worker::on_ready(Slot* slot) {
   slot->ready = true;
@@ -216,10 +186,10 @@ void Worker::on_ready(Slot* slot) {
       break;
     case BenchMode::connrate:
       if (measuring.load(std::memory_order_relaxed)) latency.record(nanos_between(slot->connect_started, Clock::now()));
-      transmit(slot, std::string_view("x", 1));
+      slot->conn->send(std::string_view("x", 1));
       break;
     case BenchMode::stream:
-      transmit(slot, std::string_view(*pattern).substr(0, opt->size));
+      slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
       break;
   }
 }
@@ -229,13 +199,9 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   if (was_ready) connected.fetch_sub(1, std::memory_order_relaxed);
   slot->ready = false;
   slot->conn.reset();
-  slot->tls.reset();
   if (stopping) return;
-  if (!was_ready) {  // only with --tls: the handshake did not finish
-    ++tls_failed;
-    if (tls_error.empty()) tls_error = fmt::format("TLS handshake with {}: connection closed", target.to_string());
-    errors.fetch_add(1, std::memory_order_relaxed);
-  }
+  // Only a TLS connection closes before it is ready: its handshake failed.
+  if (!was_ready) handshake_failed(conn);
   if (opt->mode == BenchMode::connrate) {
     // Replace the finished client after this callback has returned.
     loop->queue_in_loop([this, slot] {
@@ -256,9 +222,23 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   lost += outstanding;
 }
 
+void Worker::handshake_failed(const TcpConnectionPtr& conn) {
+  ++tls_failed;
+  errors.fetch_add(1, std::memory_order_relaxed);
+  if (!tls_error.empty()) return;
+  const std::error_code why = conn->close_reason();
+  if (conn->close_kind() == CloseReason::handshake_timeout) {
+    tls_error = fmt::format("TLS handshake with {}: no answer within {:g} s — is it a TLS server?",
+                            target.to_string(), opt->connect_timeout_s);
+    return;
+  }
+  tls_error = fmt::format("TLS handshake with {}: {}", target.to_string(),
+                          why == Errc::peer_closed ? "connection closed" : why.message());
+}
+
 void Worker::send_message(Slot* slot) {
   size_t offset = slot->send_seq % kPatternPeriod;
-  transmit(slot, std::string_view(pattern->data() + offset, opt->size));
+  slot->conn->send(std::string_view(pattern->data() + offset, opt->size));
   slot->sent_at.push_back(opt->rate > 0 ? slot->next_send : Clock::now());
   ++slot->send_seq;
 }

@@ -6,9 +6,9 @@
 
 namespace tcpkit::cli {
 
-size_t ChatRoom::join(const TcpConnectionPtr& conn, std::string name, TlsConnectionPtr tls) {
+size_t ChatRoom::join(const TcpConnectionPtr& conn, std::string name) {
   std::lock_guard lock(mutex_);
-  members_[conn->id()] = Member{conn, std::move(tls), std::move(name)};
+  members_[conn->id()] = Member{conn, std::move(name)};
   return members_.size();
 }
 
@@ -36,23 +36,17 @@ std::string ChatRoom::name_of(const TcpConnectionPtr& conn) const {
 }
 
 size_t ChatRoom::broadcast(std::string_view line, const TcpConnectionPtr& except) {
-  std::vector<Member> targets;
+  std::vector<TcpConnectionPtr> targets;
   {
     std::lock_guard lock(mutex_);
     targets.reserve(members_.size());
     for (const auto& [id, m] : members_) {
-      if (m.conn != except) targets.push_back(Member{m.conn, m.tls, {}});
+      if (m.conn != except) targets.push_back(m.conn);
     }
   }
   // A slow member is dropped by its own high-water mark (close policy);
   // everybody else keeps receiving.
-  for (const auto& m : targets) {
-    if (m.tls) {
-      m.tls->send(line);
-    } else {
-      m.conn->send(line);
-    }
-  }
+  for (const auto& conn : targets) conn->send(line);
   return targets.size();
 }
 

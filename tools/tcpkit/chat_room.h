@@ -1,8 +1,9 @@
 // ChatRoom: the members of `serve --mode chat` and the lines between them.
 //
 // Owned by ServeApp; used from every I/O loop at once, so membership is
-// guarded by a mutex. Sending goes through TcpConnection::send (or
-// TlsConnection::send), which is safe from any thread; the lock is not held while sending.
+// guarded by a mutex. Sending goes through TcpConnection::send, which is
+// safe from any thread (and encrypts for a TLS member); the lock is not held
+// while sending.
 #pragma once
 
 #include <cstdint>
@@ -12,15 +13,13 @@
 #include <string_view>
 
 #include "tcpkit/callbacks.h"
-#include "tcpkit/tls_connection.h"
 
 namespace tcpkit::cli {
 
 class ChatRoom {
  public:
-  // Adds a member under `name`; returns how many are online now. Lines to a
-  // member with a TLS layer (`tls`, may be null) go through it.
-  size_t join(const TcpConnectionPtr& conn, std::string name, TlsConnectionPtr tls = nullptr);
+  // Adds a member under `name`; returns how many are online now.
+  size_t join(const TcpConnectionPtr& conn, std::string name);
   // Removes a member; returns its last name ("" if it was not a member).
   std::string leave(const TcpConnectionPtr& conn);
   // Renames a member; returns the old name.
@@ -33,7 +32,6 @@ class ChatRoom {
  private:
   struct Member {
     TcpConnectionPtr conn;
-    TlsConnectionPtr tls;
     std::string name;
   };
   mutable std::mutex mutex_;

@@ -89,4 +89,17 @@ void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, co
   key_opt->needs(cert_opt);
 }
 
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom) {
+  sub.add_option("--tls-handshake-timeout", handshake_timeout_s,
+                 "with TLS: seconds " + whom + " has to complete its TLS handshake")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  sub.add_option("--idle-timeout", idle_timeout_s, "close " + whom + " silent this many seconds (0: never)")
+      ->check(CLI::Range(0.0, 1e6));
+}
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
+}
+
 }  // namespace tcpkit::cli

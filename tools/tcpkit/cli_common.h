@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -44,5 +45,10 @@ void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb
 // Adds --tls-cert FILE and --tls-key FILE (each needs the other, both must
 // exist); `what` says what the certificate does for this command.
 void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what);
+// Adds --tls-handshake-timeout SECONDS and --idle-timeout SECONDS, the
+// connection's own timeouts (ConnectionOptions); `whom` names who is closed.
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom);
+// Seconds from a flag as the library's milliseconds.
+std::chrono::milliseconds to_millis(double seconds);
 
 }  // namespace tcpkit::cli

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <memory>
 
+#include "cli_common.h"
 #include "commands.h"
 #include "connect_session.h"
 #include "tcpkit/endpoint.h"
@@ -54,10 +55,6 @@ std::string validate_encoding(std::string& name) {
 }
 
 bool is_utf8(const std::string& name) { return Transcoder::canonical_name(name) == "UTF-8"; }
-
-std::chrono::milliseconds to_millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
-}
 
 // "127.0.0.1:8888" for a literal, "localhost:8888 (tried [::1]:8888, ...)" for a name.
 std::string describe_target(const ConnectOptions& o, uint16_t port,
@@ -143,24 +140,15 @@ std::optional<TlsContext> make_tls_context(const ConnectOptions& o) {
   return std::nullopt;
 }
 
-// Wraps the connected stream in TLS and runs the handshake; reports and
-// returns nothing when that fails.
-std::optional<ConnectStream> start_tls(TcpStream stream, const TlsContext& context,
-                                       const ConnectOptions& o) {
-  const std::string peer = stream.peer_endpoint().to_string();
-  auto session = TlsSession::create(context, peer);
-  if (!session) {
-    report(fmt::format("{}: {}", session.error().context(), reason_text(session.error().code())));
-    return std::nullopt;
-  }
-  ConnectStream tls(std::move(stream), std::move(*session));
-  if (auto done = tls.handshake(to_millis(o.timeout_s)); !done) {
-    const Error& error = done.error();
-    report(fmt::format("TLS handshake with {} failed: {}{}", peer, error.code().message(),
-                       handshake_hint(error, o)));
-    return std::nullopt;
-  }
-  return tls;
+// Runs the TLS handshake on the connected stream; reports and returns
+// false when that fails.
+bool start_tls(TcpStream& stream, const TlsContext& context, const ConnectOptions& o) {
+  auto done = stream.start_tls(context, {}, to_millis(o.timeout_s));
+  if (done) return true;
+  const Error& error = done.error();
+  report(fmt::format("TLS handshake with {} failed: {}{}", stream.peer_endpoint().to_string(), error.code().message(),
+                     handshake_hint(error, o)));
+  return false;
 }
 
 int run_connect(const ConnectOptions& o) {
@@ -182,15 +170,9 @@ int run_connect(const ConnectOptions& o) {
     tls_context = make_tls_context(o);
     if (!tls_context) return kExitFailure;
   }
-  auto tcp = connect_to(o, port);
-  if (!tcp) return kExitFailure;
-  std::optional<ConnectStream> stream;
-  if (tls_context) {
-    stream = start_tls(std::move(*tcp), *tls_context, o);
-    if (!stream) return kExitFailure;
-  } else {
-    stream.emplace(std::move(*tcp));
-  }
+  auto stream = connect_to(o, port);
+  if (!stream) return kExitFailure;
+  if (tls_context && !start_tls(*stream, *tls_context, o)) return kExitFailure;
 
   ReplyPrinter printer(std::move(decoder), o.hex);
   SessionContext context{o, printer, std::move(encoder), std::nullopt};

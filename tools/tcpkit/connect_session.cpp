@@ -38,7 +38,7 @@ std::string format_seconds(std::chrono::milliseconds ms) {
 // The tutorial's client, one step per call: send a text, receive its reply.
 class SendSession {
  public:
-  SendSession(ConnectStream& stream, SessionContext& context)
+  SendSession(TcpStream& stream, SessionContext& context)
       : stream_(stream), context_(context), buffer_(kReadSize) {}
 
   int run();
@@ -57,7 +57,7 @@ class SendSession {
   bool print(std::string_view bytes);
   Reply peer_closed();
 
-  ConnectStream& stream_;
+  TcpStream& stream_;
   SessionContext& context_;
   std::vector<char> buffer_;
   // --line: bytes received after the last line printed; they begin the next reply.
@@ -202,7 +202,7 @@ SendSession::Reply SendSession::peer_closed() {
 
 }  // namespace
 
-int run_send_session(ConnectStream& stream, SessionContext& context) {
+int run_send_session(TcpStream& stream, SessionContext& context) {
   return SendSession(stream, context).run();
 }
 

@@ -12,7 +12,7 @@
 #include <system_error>
 #include <vector>
 
-#include "connect_stream.h"
+#include "tcpkit/tcp_stream.h"
 #include "reply_printer.h"
 #include "tcpkit/transcoder.h"
 
@@ -47,10 +47,10 @@ struct SessionContext {
 };
 
 // Sends each --send text in order and prints each reply; returns an exit code.
-int run_send_session(ConnectStream& stream, SessionContext& context);
+int run_send_session(TcpStream& stream, SessionContext& context);
 // Copies stdin to the peer and the peer to stdout until the peer closes or
 // --wait passes after stdin's end; returns an exit code.
-int run_interactive_session(ConnectStream& stream, SessionContext& context);
+int run_interactive_session(TcpStream& stream, SessionContext& context);
 
 // "tcpkit connect: " + message + newline, on stderr.
 void report(std::string_view message);

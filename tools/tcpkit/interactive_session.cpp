@@ -25,7 +25,7 @@ constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
 
 class InteractiveSession {
  public:
-  InteractiveSession(ConnectStream& stream, SessionContext& context)
+  InteractiveSession(TcpStream& stream, SessionContext& context)
       : stream_(stream), context_(context), buffer_(kReadSize) {}
 
   int run();
@@ -42,7 +42,7 @@ class InteractiveSession {
   std::optional<int> flush_output();
   std::optional<int> finish_input();
 
-  ConnectStream& stream_;
+  TcpStream& stream_;
   SessionContext& context_;
   std::vector<char> buffer_;
   // Encoded bytes the stream has not taken yet.
@@ -196,7 +196,7 @@ std::optional<int> InteractiveSession::finish_input() {
 
 }  // namespace
 
-int run_interactive_session(ConnectStream& stream, SessionContext& context) {
+int run_interactive_session(TcpStream& stream, SessionContext& context) {
   return InteractiveSession(stream, context).run();
 }
 

@@ -15,7 +15,8 @@ ServerOptions server_options(const RelayOptions& o) {
   ServerOptions so;
   so.threads = o.threads;
   so.max_connections = o.max_conns;
-  so.connection = relay_connection_options();
+  so.connection = relay_connection_options(o);
+  so.tls = o.client_tls;
   return so;
 }
 

@@ -58,6 +58,8 @@ struct RelayFlags {
   std::string to_ca;
   bool to_insecure = false;
   std::string to_sni;
+  double tls_handshake_timeout_s = 10;
+  double idle_timeout_s = 0;
   CLI::Option* reset_after_opt = nullptr;
   CLI::Option* close_after_opt = nullptr;
 };
@@ -111,6 +113,8 @@ int run_relay(const RelayFlags& f) {
   o.threads = f.threads;
   o.quiet = f.quiet;
   o.log_format = f.log_format;
+  o.handshake_timeout = to_millis(f.tls_handshake_timeout_s);
+  o.idle_timeout = to_millis(f.idle_timeout_s);
   // Certificates and CAs are read now, so a wrong file is the one clear
   // error and no client meets a relay that cannot finish a handshake.
   if (!f.tls_cert.empty()) {
@@ -197,6 +201,7 @@ Command add_relay_command(CLI::App& app) {
   sub->add_option("--to-sni", f->to_sni,
                   "with --to-tls: the server name to send and verify (default: the host in --to)")
       ->needs(to_tls);
+  add_timeout_flags(*sub, f->tls_handshake_timeout_s, f->idle_timeout_s, "each side of a pair");
   sub->add_flag("-q,--quiet", f->quiet, "no per-connection log lines");
   sub->add_option("--log-format", f->log_format, "text | json")
       ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))

@@ -35,6 +35,10 @@ struct RelayOptions {
   LogFormat log_format = LogFormat::text;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds drain_timeout{2000};
+  // --idle-timeout: a side silent this long ends its pair (0: never).
+  std::chrono::milliseconds idle_timeout{0};
+  // --tls-handshake-timeout: a TLS side must finish its handshake in this.
+  std::chrono::milliseconds handshake_timeout{10000};
   // --tls-cert/--tls-key: clients speak TLS to the relay (null: plain TCP).
   std::shared_ptr<const TlsContext> client_tls;
   // --to-tls: the relay speaks TLS to the upstream, verifying upstream_name.

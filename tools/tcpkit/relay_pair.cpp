@@ -10,8 +10,10 @@
 
 namespace tcpkit::cli {
 
-ConnectionOptions relay_connection_options() {
+ConnectionOptions relay_connection_options(const RelayOptions& options) {
   ConnectionOptions o;
+  o.idle_timeout = options.idle_timeout;
+  o.handshake_timeout = options.handshake_timeout;
   // The library's own policy pauses the connection whose output is full,
   // but a relay must pause the *other* side. RelayPair does that at
   // kHighWater, so this mark is only a backstop that is never reached.
@@ -22,21 +24,20 @@ ConnectionOptions relay_connection_options() {
 
 namespace {
 
-// SO_LINGER {on, 0 s} turns close() into an abort: the kernel drops what is
-// unsent and sends RST instead of FIN (socket(7); RFC 793 "ABORT").
 void reset_connection(const TcpConnectionPtr& conn) {
-  if (!conn || conn->disconnected()) return;
-  linger abort_on_close{1, 0};
-  // It can only fail on a socket that is already gone and needs no reset.
-  (void)::setsockopt(conn->fd(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
-  conn->force_close(std::make_error_code(std::errc::connection_reset));
+  if (conn && !conn->disconnected()) conn->abort();
 }
 
-std::string describe(std::error_code reason) {
-  if (reason == std::errc::connection_reset) return "connection reset";
-  if (reason == std::errc::timed_out) return "timed out";
-  if (reason == std::errc::operation_canceled) return "closed by the relay";
-  return reason.message();
+// Why one side went down, for the pair's log line.
+std::string describe(const TcpConnection& side) {
+  const std::error_code code = side.close_reason();
+  switch (side.close_kind()) {
+    case CloseReason::tls_handshake_failed:
+    case CloseReason::tls_error: return fmt::format("{} ({})", label(side.close_kind()), code.message());
+    case CloseReason::closed_locally: return "closed by the relay";
+    case CloseReason::error: return code.message();
+    default: return std::string(describe(side.close_kind()));
+  }
 }
 
 }  // namespace
@@ -47,34 +48,19 @@ RelayPair::RelayPair(const RelayOptions& options, const TcpConnectionPtr& client
       hooks_(std::move(hooks)),
       peer_(client->peer_endpoint().to_string()),
       upstream_name_(options.upstream_text),
-      client_{client, nullptr},
+      client_(client),
       rng_(std::random_device{}()) {}
-
-void RelayPair::Side::send(std::string_view data) const {
-  if (tls) {
-    tls->send(data);
-  } else {
-    conn->send(data);
-  }
-}
-
-void RelayPair::Side::shutdown() const {
-  if (tls) {
-    tls->shutdown();
-  } else {
-    conn->shutdown();
-  }
-}
 
 // finish() has normally handed the TcpClient to the loop already; when the
 // pair dies unfinished (the program is exiting) the TcpClient stops here.
 RelayPair::~RelayPair() = default;
 
 void RelayPair::start() {
-  if (options_.client_tls && !start_tls(client_, *options_.client_tls, {}, up_, "client")) return;
   ClientOptions co;
   co.connect_timeout = options_.connect_timeout;
-  co.connection = relay_connection_options();
+  co.connection = relay_connection_options(options_);
+  co.tls = options_.upstream_tls;
+  co.tls_server_name = options_.upstream_name;
   connector_ = std::make_unique<TcpClient>(loop_, options_.upstream, co);
   std::weak_ptr<RelayPair> weak = weak_from_this();
   connector_->set_on_connection([weak](const TcpConnectionPtr& conn) {
@@ -95,11 +81,7 @@ void RelayPair::start() {
       in.retrieve_all();
       return;
     }
-    if (self->upstream_.tls) {
-      self->upstream_.tls->on_ciphertext(in);
-    } else {
-      self->receive(self->down_, in);
-    }
+    self->receive(self->down_, in);
   });
   connector_->set_on_peer_closed([weak](const TcpConnectionPtr&) {
     if (auto self = weak.lock()) self->source_eof(self->down_);
@@ -116,11 +98,7 @@ void RelayPair::start() {
 // ---- the client's events ---------------------------------------------------
 
 void RelayPair::client_message(Buffer& in) {
-  if (client_.tls) {
-    client_.tls->on_ciphertext(in);
-  } else {
-    receive(up_, in);
-  }
+  receive(up_, in);
 }
 void RelayPair::client_peer_closed() {
   source_eof(up_);
@@ -146,12 +124,8 @@ void RelayPair::upstream_connected(const TcpConnectionPtr& conn) {
     return;
   }
   upstream_state_ = Upstream::connected;
-  upstream_.conn = conn;
+  upstream_ = conn;
   upstream_name_ = conn->peer_endpoint().to_string();
-  if (options_.upstream_tls &&
-      !start_tls(upstream_, *options_.upstream_tls, options_.upstream_name, down_, "upstream")) {
-    return;
-  }
   if (hooks_.on_connected) hooks_.on_connected(*this);
   check_fault();  // --reset-after 0 / --close-after 0
   pump(up_);      // what the client sent while we were connecting
@@ -167,7 +141,7 @@ void RelayPair::upstream_failed(const Error& error) {
 }
 
 void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
-  if (conn != upstream_.conn) return;  // one we refused in upstream_connected()
+  if (conn != upstream_) return;  // one we refused in upstream_connected()
   upstream_state_ = Upstream::closed;
   side_closed(upstream_, client_, up_.eof, "upstream");
   maybe_finish();
@@ -177,57 +151,17 @@ void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
 // by itself once its queue drains, provided it will send nothing more;
 // otherwise it goes down too, and a reset is passed on as a reset.
 void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, const char* who) {
-  std::error_code reason = closed->close_reason();
-  bool clean = reason == Errc::peer_closed;
+  const CloseReason kind = closed->close_kind();
+  const bool clean = kind == CloseReason::peer_closed;
   set_reason(clean ? fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_)
-                   : fmt::format("{}: {}", who, describe(reason)));
+                   : fmt::format("{}: {}", who, describe(*closed)));
   if (ending_ || (clean && other_done)) return;
   end_forwarding();
   if (!other || other->disconnected()) return;
-  if (reason == std::errc::connection_reset) {
-    reset_connection(other.conn);
+  if (kind == CloseReason::reset) {
+    reset_connection(other);
   } else {
     other->force_close();
-  }
-}
-
-// ---- TLS -------------------------------------------------------------------
-
-bool RelayPair::start_tls(Side& side, const TlsContext& context, std::string_view server_name, Flow& flow,
-                          const char* who) {
-  auto tls = TlsConnection::wrap(side.conn, context, server_name);
-  if (!tls) {
-    tls_failed(who, tls.error(), false);
-    return false;
-  }
-  side.tls = *tls;
-  std::weak_ptr<RelayPair> weak = weak_from_this();
-  const bool up = &flow == &up_;
-  side.tls->set_on_message([weak, up](const TlsConnectionPtr&, Buffer& in) {
-    auto self = weak.lock();
-    if (!self) {
-      in.retrieve_all();
-      return;
-    }
-    self->receive(up ? self->up_ : self->down_, in);
-  });
-  // close_notify ends this end's data, as a FIN does.
-  side.tls->set_on_peer_closed([weak, up](const TlsConnectionPtr&) {
-    if (auto self = weak.lock()) self->source_eof(up ? self->up_ : self->down_);
-  });
-  side.tls->set_on_error([weak, who](const TlsConnectionPtr& t, const Error& error) {
-    if (auto self = weak.lock()) self->tls_failed(who, error, t->handshake_done());
-  });
-  return true;
-}
-
-// The alert, if any, is out; both ends go now, with the reason in the log.
-void RelayPair::tls_failed(const char* who, const Error& error, bool handshake_done) {
-  set_reason(fmt::format("{}: {} ({})", who, handshake_done ? "TLS error" : "TLS handshake failed",
-                         error.code().message()));
-  end_forwarding();
-  for (Side* side : {&client_, &upstream_}) {
-    if (*side && !(*side)->disconnected()) (*side)->force_close(error.code());
   }
 }
 
@@ -291,7 +225,7 @@ void RelayPair::pump(Flow& flow) {
   }
   if (flow.queue.empty() && flow.eof && !flow.shut) {
     flow.shut = true;
-    sink.shutdown();  // FIN once the sink's output buffer has drained
+    sink->shutdown();  // FIN once the sink's output buffer has drained
   }
   maybe_resume(flow);
 }
@@ -317,7 +251,7 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
   if (limit != kNoLimit)
     data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
   if (!data.empty()) {
-    flow.sink->send(data);
+    (*flow.sink)->send(data);
     flow.forwarded += data.size();
   }
   check_fault();
@@ -377,14 +311,14 @@ void RelayPair::check_fault() {
   if (options_.reset_after_set && total >= options_.reset_after) {
     set_reason(fmt::format("reset after {} bytes (--reset-after)", total));
     end_forwarding();
-    reset_connection(client_.conn);
-    reset_connection(upstream_.conn);
+    reset_connection(client_);
+    reset_connection(upstream_);
     return;
   }
   set_reason(fmt::format("closed after {} bytes (--close-after)", total));
   end_forwarding();
-  if (client_) client_.shutdown();
-  if (upstream_) upstream_.shutdown();
+  if (client_) client_->shutdown();
+  if (upstream_) upstream_->shutdown();
   // A peer that never answers our FIN must not hold the pair forever.
   std::weak_ptr<RelayPair> weak = weak_from_this();
   linger_timer_ = loop_->run_after(options_.drain_timeout, [weak] {

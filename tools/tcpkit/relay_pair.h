@@ -14,9 +14,11 @@
 // reader on one side bounds memory instead of growing it. A FIN from the
 // source becomes shutdown() of the sink once everything before it is sent.
 //
-// Either side may speak TLS (--tls-cert for clients, --to-tls upstream):
-// its Side then has a TLS layer that bytes pass through, close_notify counts
-// as its FIN, and a failed handshake ends the pair with the reason.
+// Either side may speak TLS (--tls-cert for clients, --to-tls upstream): the
+// TLS layer is inside that side's connection, so the pair sees plaintext,
+// close_notify as a FIN, and a failed handshake as a close with its reason;
+// bytes held for a pending handshake count in the side's output, which is
+// what the pair's backpressure watches.
 #pragma once
 
 #include <chrono>
@@ -32,12 +34,11 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
-#include "tcpkit/tls_connection.h"
 
 namespace tcpkit::cli {
 
 // Connection options for both sides of every pair.
-ConnectionOptions relay_connection_options();
+ConnectionOptions relay_connection_options(const RelayOptions& options);
 
 class RelayPair : public std::enable_shared_from_this<RelayPair> {
  public:
@@ -57,8 +58,7 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
 
   // Starts connecting upstream.
   void start();
-  // The client connection's events, forwarded by RelayApp. Bytes are
-  // ciphertext when clients speak TLS.
+  // The client connection's events, forwarded by RelayApp.
   void client_message(Buffer& in);
   void client_peer_closed();
   void client_write_complete();
@@ -87,22 +87,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     size_t offset;  // what pump() has sent of it
     Clock::time_point due;
   };
-  // One end of the pair: its TCP connection and, when that end speaks TLS,
-  // the TLS layer its bytes pass through.
-  struct Side {
-    TcpConnectionPtr conn;
-    TlsConnectionPtr tls;
-    explicit operator bool() const { return conn != nullptr; }
-    TcpConnection* operator->() const { return conn.get(); }
-    // Plaintext to this end, encrypted first with TLS.
-    void send(std::string_view data) const;
-    // FIN once the data is out (after close_notify, with TLS).
-    void shutdown() const;
-    void reset() {
-      conn.reset();
-      tls.reset();
-    }
-  };
+  // One end of the pair.
+  using Side = TcpConnectionPtr;
   struct Flow {
     Flow(Side* from, Side* to) : source(from), sink(to) {}
     Side* source;
@@ -122,10 +108,6 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void upstream_failed(const Error& error);
   void upstream_closed(const TcpConnectionPtr& conn);
   void side_closed(const Side& closed, Side& other, bool other_done, const char* who);
-  // Puts TLS on one end; its plaintext goes to `flow`. False if that failed.
-  bool start_tls(Side& side, const TlsContext& context, std::string_view server_name, Flow& flow,
-                 const char* who);
-  void tls_failed(const char* who, const Error& error, bool handshake_done);
 
   void receive(Flow& flow, Buffer& in);
   void enqueue(Flow& flow, std::string_view data);

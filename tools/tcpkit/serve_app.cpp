@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "chat_cluster.h"
+#include "cli_common.h"
 #include "chat_room.h"
 #include "metrics_server.h"
 #include "tcpkit/buffer.h"
@@ -13,6 +14,7 @@
 #include "tcpkit/line_codec.h"
 #include "tcpkit/proxy_protocol.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tls_session.h"
 #include "tcpkit/transcoder.h"
 
 namespace tcpkit::cli {
@@ -45,17 +47,25 @@ struct ServeApp::Session {
   // timer closes a proxy that never completes it.
   bool proxy_pending = false;
   TimerId proxy_timer = 0;
-  TimerId tls_timer = 0;  // --tls: closes a client that does not finish its handshake in time
   std::optional<Endpoint> client;  // the real client, when a PROXY header named one
-  TlsConnectionPtr tls;            // --tls: the TLS layer all bytes pass through
-  bool rejected = false;           // closing on our initiative; ignore what still arrives
-  std::string close_note;          // why we closed it, when the close code alone does not say
+  // Closed on our initiative (a refusal, a bad PROXY header): what still
+  // arrives is ignored, and these say why, for the log and the metrics.
+  bool rejected = false;
+  bool refusal = false;     // refused before being served, not disconnected
+  std::string close_label;  // the metrics label: "bad PROXY header"
+  std::string close_note;   // the log's words: "bad PROXY header (reason)"
 };
 
 namespace {
 
-ServerOptions server_options(const ServeOptions& o) {
+ServerOptions server_options(const ServeOptions& o, const std::shared_ptr<const TlsContext>& tls) {
   ServerOptions so;
+  // Behind a proxy the PROXY header comes first, in the clear; TLS starts
+  // after it (pass_proxy_header).
+  if (!o.proxy_protocol) so.tls = tls;
+  // A client gets this long to complete its handshake, so connections that
+  // never finish one (a slowloris of TLS) cannot pile up.
+  so.connection.handshake_timeout = to_millis(o.tls_handshake_timeout_s);
   so.threads = o.threads;
   so.reuse_port = o.reuse_port;
   so.max_connections = o.max_conns;
@@ -64,8 +74,7 @@ ServerOptions server_options(const ServeOptions& o) {
   // hold everybody's lines in memory. Elsewhere the producer is the peer
   // itself, so pausing its reads bounds memory without losing bytes.
   so.connection.overflow = o.mode == ServeMode::chat ? OverflowPolicy::close : OverflowPolicy::pause_reading;
-  so.connection.idle_timeout =
-      std::chrono::milliseconds(static_cast<long long>(o.idle_timeout_s * 1000.0));
+  so.connection.idle_timeout = to_millis(o.idle_timeout_s);
   return so;
 }
 
@@ -96,15 +105,16 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
     : loop_(loop),
       options_(std::move(options)),
       log_(options_.log_format),
-      server_(loop, server_options(options_)),
-      metrics_(to_string(options_.mode)),
-      tls_(std::move(tls)) {
+      tls_(tls ? std::make_shared<const TlsContext>(std::move(*tls)) : nullptr),
+      server_(loop, server_options(options_, tls_)),
+      metrics_(to_string(options_.mode)) {
   if (options_.mode == ServeMode::chat) room_ = std::make_unique<ChatRoom>();
   // serve_cmd validated the encoding, so converting the reply cannot fail
   // on the name; unconvertible characters come out escaped.
   auto reply = Transcoder::convert("utf-8", options_.encoding, options_.reply);
   encoded_reply_ = reply ? *reply : options_.reply;
   server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
+  server_.set_on_handshake([this](const TcpConnectionPtr& c) { log_handshake(c); });
   // Behind a proxy the accepted peer is the proxy itself: the access list is
   // checked against the real client once its PROXY header is in.
   if (!options_.access.empty() && !options_.proxy_protocol) {
@@ -130,12 +140,7 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
       handler = [this](const TcpConnectionPtr& c, Buffer& in) {
         metrics_.count_messages_received();
         metrics_.count_messages_sent();
-        if (tls_) {
-          transmit(c, in.view());
-          in.retrieve_all();
-        } else {
-          c->send(in);
-        }
+        c->send(in);
       };
       break;
     case ServeMode::discard:
@@ -148,18 +153,6 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
     case ServeMode::chat:
       handler = [this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); };
       break;
-  }
-  if (tls_) {
-    // The connection's bytes are ciphertext; the mode gets what they decrypt to.
-    serve_plaintext_ = std::move(handler);
-    handler = [](const TcpConnectionPtr& c, Buffer& in) {
-      Session* session = c->context<Session>();
-      if (session == nullptr || session->tls == nullptr || session->rejected) {
-        in.retrieve_all();
-        return;
-      }
-      session->tls->on_ciphertext(in);
-    };
   }
   if (options_.proxy_protocol) {
     // Every mode sees only what follows the header, and only once it is in.
@@ -260,7 +253,6 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
     metrics_.count_connection();
     if (tracks_clients()) registry_.add(conn);
     const int64_t clients = clients_.fetch_add(1) + 1;
-    if (tls_ && !start_tls(conn, *session)) return;
     if (options_.proxy_protocol) {
       await_proxy_header(conn, *session);
       return;
@@ -271,14 +263,12 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   bytes_in_.fetch_add(conn->bytes_received(), std::memory_order_relaxed);
   bytes_out_.fetch_add(conn->bytes_sent(), std::memory_order_relaxed);
   if (tracks_clients()) registry_.remove(conn);
-  if (Session* session = conn->context<Session>(); session != nullptr) {
-    for (TimerId* timer : {&session->proxy_timer, &session->tls_timer}) {
-      if (*timer != 0) conn->loop()->cancel(*timer);
-      *timer = 0;
-    }
+  if (Session* session = conn->context<Session>(); session != nullptr && session->proxy_timer != 0) {
+    conn->loop()->cancel(session->proxy_timer);
+    session->proxy_timer = 0;
   }
   const std::string reason = close_text(conn);
-  count_disconnect(reason);
+  count_disconnect(conn);
   if (room_) {
     std::string name = room_->leave(conn);
     if (!name.empty()) broadcast_chat(fmt::format("* {} left\n", name), conn);
@@ -288,18 +278,6 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   const std::string peer = peer_name(conn);
   log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer, reason, clients),
            {Logger::str("peer", peer), Logger::str("reason", reason), Logger::num("clients", static_cast<unsigned long long>(clients))});
-}
-
-std::string ServeApp::describe_reason(std::error_code reason) const {
-  if (reason == Errc::peer_closed) return "peer closed";
-  if (reason == std::errc::connection_reset) return "connection reset";
-  if (reason == Errc::idle_timeout) return "idle timeout";
-  if (reason == Errc::frame_too_large || reason == Errc::line_too_long) return "message too large";
-  if (reason == Errc::high_water_mark) return "slow reader (output over high-water mark)";
-  if (reason == std::errc::operation_canceled || reason == std::errc::timed_out) {
-    if (stopping_.load()) return "server stopping";
-  }
-  return reason.message();
 }
 
 void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
@@ -333,7 +311,7 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
 }
 
 void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message) {
-  if (logs_messages() && session != nullptr && session->tls) {
+  if (logs_messages() && conn->tls() != nullptr) {
     // What travels encrypted is not written to a log in the clear.
     std::string peer = peer_name(conn);
     log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
@@ -367,20 +345,32 @@ void ServeApp::broadcast_chat(std::string_view line, const TcpConnectionPtr& exc
   metrics_.count_messages_sent(room_->broadcast(line, except));
 }
 
-void ServeApp::count_disconnect(std::string reason) {
-  // The label is the log's wording without its explanation in brackets
-  // ("slow reader (output over high-water mark)"), so the two always agree.
-  std::string label = std::move(reason);
-  if (auto bracket = label.find(" ("); bracket != std::string::npos) label.resize(bracket);
-  // Closed by us before it was served (an untrusted proxy, a client the
-  // PROXY header names that --deny refuses): a refusal, not a disconnect.
-  constexpr std::string_view kRefused = "refused: ";
-  if (label.compare(0, kRefused.size(), kRefused) == 0) {
-    metrics_.count_refused(std::string_view(label).substr(kRefused.size()));
+// The metrics label of a close: the connection's typed reason, or ours
+// when we closed it; the log line's words start with the same label.
+void ServeApp::count_disconnect(const TcpConnectionPtr& conn) {
+  const Session* session = conn->context<Session>();
+  if (session != nullptr && session->rejected) {
+    // Closed by us before it was served (an untrusted proxy, a client the
+    // PROXY header names that --deny refuses): a refusal, not a disconnect.
+    if (session->refusal) {
+      metrics_.count_refused(session->close_label);
+    } else {
+      metrics_.count_disconnect(session->close_label, true);
+    }
     return;
   }
-  const bool error = label != "peer closed" && label != "idle timeout" && label != "server stopping";
-  metrics_.count_disconnect(label, error);
+  const CloseReason kind = conn->close_kind();
+  if (stopped_by_us(kind)) {
+    metrics_.count_disconnect("server stopping", false);
+  } else if (kind == CloseReason::error) {
+    metrics_.count_disconnect(conn->close_reason().message(), true);
+  } else {
+    metrics_.count_disconnect(label(kind), is_error(kind));
+  }
+}
+
+bool ServeApp::stopped_by_us(CloseReason kind) const {
+  return stopping_.load() && (kind == CloseReason::closed_locally || kind == CloseReason::timed_out);
 }
 
 std::string ServeApp::clients_json() const {
@@ -400,96 +390,53 @@ void ServeApp::send_framed(const TcpConnectionPtr& conn, std::string_view payloa
   metrics_.count_messages_sent();
   switch (options_.framing) {
     case Framing::raw:
-      transmit(conn, payload);
+      conn->send(payload);
       return;
     case Framing::line: {
       std::string line(payload);
       line += '\n';
-      transmit(conn, line);
+      conn->send(line);
       return;
     }
     case Framing::length: {
       Buffer out;
       LengthPrefixCodec::encode(payload, out);
-      transmit(conn, out.view());
+      conn->send(out.view());
       return;
     }
   }
 }
 
-void ServeApp::transmit(const TcpConnectionPtr& conn, std::string_view data) {
-  if (!tls_) {
-    conn->send(data);
-    return;
-  }
-  Session* session = conn->context<Session>();
-  if (session != nullptr && session->tls) session->tls->send(data);
-}
-
-void ServeApp::arm_deadline(const TcpConnectionPtr& conn, Session& session, TimerId Session::*timer, double seconds,
-                            std::string_view what, bool (*still_waiting)(const Session&)) {
+void ServeApp::arm_proxy_deadline(const TcpConnectionPtr& conn, Session& session) {
+  const double seconds = options_.proxy_timeout_s;
   auto timeout = std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
   std::weak_ptr<TcpConnection> weak = conn;
-  session.*timer = conn->loop()->run_after(timeout, [this, weak, timer, seconds, what, still_waiting] {
+  session.proxy_timer = conn->loop()->run_after(timeout, [this, weak, seconds] {
     TcpConnectionPtr c = weak.lock();
     Session* s = c ? c->context<Session>() : nullptr;
     if (s == nullptr) return;
-    s->*timer = 0;
-    if (still_waiting(*s) && !s->rejected) {
-      reject(c, *s, std::make_error_code(std::errc::timed_out), fmt::format("{} ({:g} s)", what, seconds));
+    s->proxy_timer = 0;
+    if (s->proxy_pending && !s->rejected) {
+      reject(c, *s, std::make_error_code(std::errc::timed_out), "PROXY header timeout",
+             fmt::format("PROXY header timeout ({:g} s)", seconds));
     }
   });
 }
 
 // ---- TLS ------------------------------------------------------------------
 
-bool ServeApp::start_tls(const TcpConnectionPtr& conn, Session& session) {
-  auto tls = TlsConnection::wrap(conn, *tls_);
-  if (!tls) {
-    reject(conn, session, tls.error().code(), fmt::format("TLS session failed ({})", tls.error().code().message()));
-    return false;
-  }
-  session.tls = *tls;
-  // The callbacks find the connection through the TLS layer, which holds it
-  // only weakly: the connection's Session owns the TLS layer.
-  session.tls->set_on_message([this](const TlsConnectionPtr& t, Buffer& in) {
-    if (auto c = t->connection()) {
-      serve_plaintext_(c, in);
-    } else {
-      in.retrieve_all();
-    }
-  });
-  arm_deadline(conn, session, &Session::tls_timer, options_.tls_handshake_timeout_s, "TLS handshake timeout",
-               [](const Session& s) { return s.tls && !s.tls->handshake_done(); });
-  session.tls->set_on_handshake([this](const TlsConnectionPtr& t) {
-    auto c = t->connection();
-    Session* session = c ? c->context<Session>() : nullptr;
-    if (session != nullptr && session->tls_timer != 0) {
-      c->loop()->cancel(session->tls_timer);
-      session->tls_timer = 0;
-    }
-    if (!c || !log_connections()) return;
-    const std::string peer = peer_name(c);
-    const TlsSession& s = t->session();
-    std::string sni(s.requested_server_name());
-    log_.log("tls",
-             fmt::format("tls {}: {} {}{}", peer, s.protocol_version(), s.cipher(),
-                         sni.empty() ? "" : fmt::format(" (server name {})", sni)),
-             {Logger::str("peer", peer), Logger::str("version", std::string(s.protocol_version())),
-              Logger::str("cipher", std::string(s.cipher())), Logger::str("server_name", sni)});
-  });
-  // A client that does not speak TLS, or rejects our certificate: the alert
-  // has been sent; the connection goes now, with the reason in the log.
-  session.tls->set_on_error([this](const TlsConnectionPtr& t, const Error& error) {
-    auto c = t->connection();
-    Session* s = c ? c->context<Session>() : nullptr;
-    if (s == nullptr || s->rejected) return;
-    // The reason's words before the brackets are the metrics label, so the
-    // peer's address stays out of them.
-    reject(c, *s, error.code(),
-           fmt::format("{} ({})", t->handshake_done() ? "TLS error" : "TLS handshake failed", error.code().message()));
-  });
-  return true;
+// The handshake is the connection's business (TcpConnection::start_tls, the
+// handshake timeout, failures as close reasons); the log names its outcome.
+void ServeApp::log_handshake(const TcpConnectionPtr& conn) {
+  const TlsSession* tls = conn->tls();
+  if (tls == nullptr || !log_connections()) return;
+  const std::string peer = peer_name(conn);
+  std::string sni(tls->requested_server_name());
+  log_.log("tls",
+           fmt::format("tls {}: {} {}{}", peer, tls->protocol_version(), tls->cipher(),
+                       sni.empty() ? "" : fmt::format(" (server name {})", sni)),
+           {Logger::str("peer", peer), Logger::str("version", std::string(tls->protocol_version())),
+            Logger::str("cipher", std::string(tls->cipher())), Logger::str("server_name", sni)});
 }
 
 // ---- PROXY protocol -------------------------------------------------------
@@ -512,7 +459,7 @@ void ServeApp::admit(const TcpConnectionPtr& conn, Session* session, int64_t cli
     }
   }
   if (room_) {
-    size_t online = room_->join(conn, peer, session != nullptr ? session->tls : nullptr);
+    size_t online = room_->join(conn, peer);
     broadcast_chat(fmt::format("* {} joined ({} online)\n", peer, online), conn);
   }
 }
@@ -523,12 +470,11 @@ void ServeApp::await_proxy_header(const TcpConnectionPtr& conn, Session& session
   const bool trusted = std::any_of(options_.trusted_proxies.begin(), options_.trusted_proxies.end(),
                                    [&proxy](const Cidr& net) { return net.contains(proxy); });
   if (!trusted) {
-    reject(conn, session, make_error_code(Errc::not_allowed), "refused: untrusted proxy (not in --trusted-proxy)");
+    refuse(conn, session, "untrusted proxy", "untrusted proxy (not in --trusted-proxy)");
     return;
   }
   session.proxy_pending = true;
-  arm_deadline(conn, session, &Session::proxy_timer, options_.proxy_timeout_s, "PROXY header timeout",
-               [](const Session& s) { return s.proxy_pending; });
+  arm_proxy_deadline(conn, session);
 }
 
 bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
@@ -545,7 +491,8 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
   if (parsed.status == ProxyParseStatus::need_more) return false;
   if (parsed.status == ProxyParseStatus::invalid) {
     in.retrieve_all();
-    reject(conn, *session, make_error_code(Errc::bad_proxy_header), "bad PROXY header (" + parsed.reason + ")");
+    reject(conn, *session, make_error_code(Errc::bad_proxy_header), "bad PROXY header",
+           "bad PROXY header (" + parsed.reason + ")");
     return false;
   }
   in.retrieve(parsed.consumed);
@@ -560,18 +507,34 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
   session->client = parsed.header.source;
   if (session->client && !options_.access.permits(*session->client)) {
     in.retrieve_all();
-    reject(conn, *session, make_error_code(Errc::not_allowed), "refused: not allowed");
+    refuse(conn, *session, "not allowed", "not allowed");
     return false;
   }
   admit(conn, session, clients_.load());
+  // TLS, when it is on, starts after the header: what follows the header
+  // in `in` is its first bytes, which the connection hands to it.
+  if (tls_) {
+    if (auto started = conn->start_tls(*tls_); !started) {
+      reject(conn, *session, started.error().code(), "TLS session failed",
+             fmt::format("TLS session failed ({})", started.error().code().message()));
+    }
+    return false;
+  }
   return in.readable_bytes() > 0;
 }
 
-void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string why) {
+void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string label,
+                      std::string note) {
   session.rejected = true;
   session.proxy_pending = false;
-  session.close_note = std::move(why);
+  session.close_label = std::move(label);
+  session.close_note = std::move(note);
   conn->force_close(code);
+}
+
+void ServeApp::refuse(const TcpConnectionPtr& conn, Session& session, std::string label, std::string_view why) {
+  reject(conn, session, make_error_code(Errc::not_allowed), std::move(label), fmt::format("refused: {}", why));
+  session.refusal = true;
 }
 
 std::string ServeApp::peer_name(const TcpConnectionPtr& conn) {
@@ -580,18 +543,20 @@ std::string ServeApp::peer_name(const TcpConnectionPtr& conn) {
   return conn->peer_endpoint().to_string();
 }
 
-std::string ServeApp::close_text(const TcpConnectionPtr& conn) {
-  Session* session = conn->context<Session>();
+std::string ServeApp::close_text(const TcpConnectionPtr& conn) const {
+  const Session* session = conn->context<Session>();
   if (session != nullptr && !session->close_note.empty()) return session->close_note;
-  // A TLS client may close its socket as soon as its close_notify is out
-  // (TLS 1.3 allows it), so our answering close_notify can meet a closed
-  // socket: still a clean close by the peer.
-  const std::error_code reason = conn->close_reason();
-  if (session != nullptr && session->tls && session->tls->session().peer_closed() &&
-      (reason == std::errc::broken_pipe || reason == std::errc::connection_reset)) {
-    return describe_reason(make_error_code(Errc::peer_closed));
+  const CloseReason kind = conn->close_kind();
+  const std::error_code code = conn->close_reason();
+  if (stopped_by_us(kind)) return "server stopping";
+  switch (kind) {
+    case CloseReason::tls_handshake_failed:
+    case CloseReason::tls_error: return fmt::format("{} ({})", label(kind), code.message());
+    case CloseReason::handshake_timeout:
+      return fmt::format("{} ({:g} s)", label(kind), options_.tls_handshake_timeout_s);
+    case CloseReason::error: return code.message();
+    default: return std::string(describe(kind));
   }
-  return describe_reason(reason);
 }
 
 }  // namespace tcpkit::cli

@@ -22,7 +22,7 @@
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_server.h"
-#include "tcpkit/tls_connection.h"
+#include "tcpkit/close_reason.h"
 #include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
@@ -59,8 +59,8 @@ struct ServeOptions {
   // when there is one). Message text is then never logged, only sizes.
   std::string tls_cert;
   std::string tls_key;
-  // A client gets this long to complete its handshake, so connections that
-  // never finish one (a slowloris of TLS) cannot pile up.
+  // A client gets this long to complete its handshake (the connection's
+  // handshake timeout), so that connections that never finish one cannot pile up.
   double tls_handshake_timeout_s = 10;
 };
 
@@ -96,42 +96,43 @@ class ServeApp {
   void handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message);
   void handle_chat_line(const TcpConnectionPtr& conn, std::string_view line);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
-  // Loop thread: to the client, through its TLS layer when there is one.
-  void transmit(const TcpConnectionPtr& conn, std::string_view data);
-  // Closes `conn` as "WHAT (N s)" after `seconds` while `still_waiting` holds
-  // (a PROXY header or a TLS handshake that has not come); the timer's id
-  // is kept in session.*timer, to be cancelled when it is no longer needed.
-  void arm_deadline(const TcpConnectionPtr& conn, Session& session, TimerId Session::*timer, double seconds,
-                    std::string_view what, bool (*still_waiting)(const Session&));
-  // --tls: puts TLS on a new connection; false if it was refused instead.
-  bool start_tls(const TcpConnectionPtr& conn, Session& session);
-  std::string describe_reason(std::error_code reason) const;
+  // Closes `conn` if its PROXY header has not come in --proxy-timeout.
+  void arm_proxy_deadline(const TcpConnectionPtr& conn, Session& session);
+  // --tls: logs the version, cipher and server name a client agreed on.
+  void log_handshake(const TcpConnectionPtr& conn);
   // Sends to the local chat members and counts the lines for the metrics.
   void broadcast_chat(std::string_view line, const TcpConnectionPtr& except);
-  void count_disconnect(std::string reason);
+  void count_disconnect(const TcpConnectionPtr& conn);
+  // Closed by the drain of a stopping server, not by the client.
+  bool stopped_by_us(CloseReason kind) const;
   // PROXY protocol: the header is read before anything else is served.
   void await_proxy_header(const TcpConnectionPtr& conn, Session& session);
   // Consumes the header from `in`; true once it is in and bytes remain to serve.
   bool pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in);
   // The connect log line and the chat join, once the client's address is known.
   void admit(const TcpConnectionPtr& conn, Session* session, int64_t clients);
-  // Closes a connection we refuse; `why` is the reason its log line gives.
-  void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string why);
+  // Closes a connection on our initiative; `label` counts it in the metrics,
+  // `note` is what its log line says.
+  void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string label,
+              std::string note);
+  // The same for a client refused before it is served ("refused: WHY").
+  void refuse(const TcpConnectionPtr& conn, Session& session, std::string label, std::string_view why);
   // The client's address as the log shows it: from the PROXY header if any.
   std::string peer_name(const TcpConnectionPtr& conn);
-  std::string close_text(const TcpConnectionPtr& conn);
+  std::string close_text(const TcpConnectionPtr& conn) const;
   std::string clients_json() const;
   bool log_connections() const { return !options_.quiet; }
   // Ack mode logs each message, decoded from the wire encoding.
   bool logs_messages() const { return log_connections() && options_.mode == ServeMode::ack; }
-  // A Session is kept only for the PROXY header, TLS or the message decoder.
-  bool needs_session() const { return options_.proxy_protocol || tls_.has_value() || logs_messages(); }
+  // A Session is kept only for the PROXY header or the message decoder.
+  bool needs_session() const { return options_.proxy_protocol || logs_messages(); }
   // The open clients are listed only for the metrics and the status page.
   bool tracks_clients() const { return metrics_server_ != nullptr; }
 
   EventLoop* loop_;
   const ServeOptions options_;
   Logger log_;
+  std::shared_ptr<const TlsContext> tls_;  // --tls-cert/--tls-key; null: plain
   TcpServer server_;
   std::unique_ptr<ChatRoom> room_;
   ServeMetrics metrics_;
@@ -139,8 +140,6 @@ class ServeApp {
   // Declared after what they use, so they are destroyed first.
   std::unique_ptr<ChatCluster> cluster_;
   std::unique_ptr<MetricsServer> metrics_server_;
-  std::optional<TlsContext> tls_;
-  MessageCallback serve_plaintext_;  // with --tls: what the mode does with decrypted bytes
   std::string encoded_reply_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};

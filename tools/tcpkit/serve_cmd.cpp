@@ -157,8 +157,6 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--max-conns", opts->max_conns, "most clients at once (0: no limit); extra ones are closed")
       ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
-  sub->add_option("--idle-timeout", opts->idle_timeout_s, "close clients silent this many seconds (0: never)")
-      ->check(CLI::Range(0.0, 1e6));
   sub->add_option("--high-water-mark", opts->high_water_mark, "bytes queued for one client before it counts as slow")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -184,10 +182,7 @@ Command add_serve_command(CLI::App& app) {
   add_tls_server_flags(*sub, opts->tls_cert, opts->tls_key,
                        "serve TLS with this PEM certificate (chain). Message text is then never logged, only "
                        "its size");
-  sub->add_option("--tls-handshake-timeout", opts->tls_handshake_timeout_s,
-                  "with --tls-cert: seconds a client has to complete its TLS handshake")
-      ->check(CLI::Range(0.1, 3600.0))
-      ->capture_default_str();
+  add_timeout_flags(*sub, opts->tls_handshake_timeout_s, opts->idle_timeout_s, "a client");
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,

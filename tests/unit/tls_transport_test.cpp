@@ -1,0 +1,293 @@
+// TLS inside the connection, on the reactor and on a blocking stream: the
+// same calls carry plaintext; backpressure, timeouts and close reasons see
+// the layer (bytes held for a handshake count toward the high-water mark).
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tcpkit/tcp_client.h"
+#include "tcpkit/tcp_connection.h"
+#include "tcpkit/tcp_stream.h"
+#include "tcpkit/tls_context.h"
+#include "tcpkit/tls_session.h"
+#include "test_util.h"
+#include "tls_test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(gen());
+  return s;
+}
+
+std::shared_ptr<const TlsContext> shared(TlsContext ctx) { return std::make_shared<const TlsContext>(std::move(ctx)); }
+
+// How a connection ended, as its close callback saw it.
+struct Ending {
+  CloseReason kind = CloseReason::none;
+  std::string reason;
+  bool tls_peer_closed = false;
+};
+
+Ending ending_of(const TcpConnectionPtr& conn) {
+  return {conn->close_kind(), conn->close_reason().message(), conn->tls() != nullptr && conn->tls()->peer_closed()};
+}
+
+// A TLS echo server: the library starts TLS on every connection.
+struct EchoServer {
+  Watched<int> messages{0};
+  Watched<int> handshakes{0};
+  Watched<int> peer_closed{0};
+  Watched<std::vector<Ending>> endings;
+  ServerHarness h;
+
+  void start(ServerOptions options, std::shared_ptr<const TlsContext> tls) {
+    options.tls = std::move(tls);
+    h.start(options, [this](TcpServer& s) {
+      s.set_on_connection([this](const TcpConnectionPtr& conn) {
+        if (!conn->connected()) endings.update([&](auto& v) { v.push_back(ending_of(conn)); });
+      });
+      s.set_on_handshake([this](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
+      s.set_on_message([this](const TcpConnectionPtr& conn, Buffer& in) {
+        messages.update([](int& n) { ++n; });
+        conn->send(in);
+      });
+      s.set_on_peer_closed([this](const TcpConnectionPtr& conn) {
+        peer_closed.update([](int& n) { ++n; });
+        conn->shutdown();
+      });
+    });
+  }
+};
+
+// A TcpClient on its own loop.
+struct ClientSide {
+  LoopThread loop;
+  std::unique_ptr<TcpClient> client;
+  Watched<TcpConnectionPtr> conn;
+  Watched<bool> ready{false};
+  Watched<std::string> received;
+  Watched<std::vector<Ending>> endings;
+
+  void start(const Endpoint& server, ClientOptions options, std::string first_words = "") {
+    client = std::make_unique<TcpClient>(loop.loop(), server, std::move(options));
+    client->set_on_connection([this, first_words](const TcpConnectionPtr& c) {
+      if (!c->connected()) {
+        endings.update([&](auto& v) { v.push_back(ending_of(c)); });
+        return;
+      }
+      if (!first_words.empty()) c->send(first_words);  // held until the handshake is done
+      conn.set(c);
+    });
+    client->set_on_handshake([this](const TcpConnectionPtr&) { ready.set(true); });
+    client->set_on_message([this](const TcpConnectionPtr&, Buffer& in) {
+      received.update([&](std::string& s) { s.append(in.view()); });
+      in.retrieve_all();
+    });
+    client->connect();
+  }
+
+  ~ClientSide() {
+    conn.set(nullptr);
+    client.reset();
+  }
+};
+
+ClientOptions tls_client(std::shared_ptr<const TlsContext> tls) {
+  ClientOptions o;
+  o.tls = std::move(tls);
+  return o;
+}
+
+TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnectionApi) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  ClientSide client;
+  client.start(server.h.address(),
+               tls_client(shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}))),
+               "hello over TLS");
+  ASSERT_TRUE(client.ready.wait([](bool r) { return r; }));
+  ASSERT_TRUE(client.received.wait([](const std::string& s) { return s == "hello over TLS"; }))
+      << client.received.get();
+  EXPECT_TRUE(client.loop.call([&] { return client.conn.get()->tls() != nullptr; }));
+  EXPECT_EQ(server.handshakes.get(), 1);
+
+  // From the test thread: send() forwards to the client's loop, in order.
+  const std::string payload = random_bytes(2 * 1024 * 1024 + 11, 7);
+  auto conn = client.conn.get();
+  for (size_t offset = 0; offset < payload.size(); offset += 100'000) {
+    conn->send(std::string_view(payload).substr(offset, 100'000));
+  }
+  const size_t expected = 14 + payload.size();
+  ASSERT_TRUE(client.received.wait([&](const std::string& s) { return s.size() >= expected; }, 30s))
+      << client.received.get().size() << " of " << expected << " bytes came back";
+  EXPECT_TRUE(client.received.get() == "hello over TLS" + payload) << "the echo differs";
+  // The stats count what went over the wire: more than the plaintext.
+  EXPECT_GT(conn->bytes_sent(), payload.size());
+
+  // close_notify and FIN from the client; the server answers with its own.
+  conn->shutdown();
+  EXPECT_TRUE(server.peer_closed.wait([](int n) { return n == 1; }));
+  ASSERT_TRUE(client.endings.wait([](const auto& v) { return v.size() == 1; }));
+  EXPECT_EQ(client.endings.get()[0].kind, CloseReason::peer_closed) << client.endings.get()[0].reason;
+  EXPECT_TRUE(client.endings.get()[0].tls_peer_closed) << "the server's close_notify did not arrive";
+  ASSERT_TRUE(server.endings.wait([](const auto& v) { return v.size() == 1; }));
+  EXPECT_EQ(server.endings.get()[0].kind, CloseReason::peer_closed) << server.endings.get()[0].reason;
+  conn.reset();
+  server.h.finish();
+}
+
+TEST(TlsTransport, RejectedCertificateIsATypedCloseReasonAndNothingIsSent) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  // The system's CAs do not know the test server's self-signed certificate.
+  ClientSide client;
+  client.start(server.h.address(), tls_client(shared(client_context({"", true, "localhost"}))), "a secret");
+  ASSERT_TRUE(client.endings.wait([](const auto& v) { return !v.empty(); }));
+  EXPECT_EQ(client.endings.get()[0].kind, CloseReason::tls_handshake_failed);
+  EXPECT_EQ(client.endings.get()[0].reason, "certificate verify failed: self-signed certificate");
+  // The alert tells the server why; its connection closes with that reason.
+  ASSERT_TRUE(server.endings.wait([](const auto& v) { return !v.empty(); }));
+  EXPECT_EQ(server.endings.get()[0].kind, CloseReason::tls_handshake_failed);
+  EXPECT_NE(server.endings.get()[0].reason.find("alert"), std::string::npos) << server.endings.get()[0].reason;
+  EXPECT_FALSE(client.ready.get());
+  EXPECT_EQ(server.messages.get(), 0);
+  EXPECT_EQ(server.handshakes.get(), 0);
+  server.h.finish();
+}
+
+// start_tls() from on_message: a line in the clear comes first (as a PROXY
+// header does), and what follows it in the same read is the TLS hello.
+TEST(TlsTransport, StartTlsAfterAClearPreambleTakesTheRestOfTheRead) {
+  auto server_ctx = shared(server_context());
+  Watched<std::string> preamble;
+  Watched<std::string> plaintext;
+  ServerHarness h;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      if (conn->tls() == nullptr) {
+        const char* eol = in.find_eol();
+        if (eol == nullptr) return;  // the line is not whole yet
+        preamble.set(in.retrieve_as_string(static_cast<size_t>(eol - in.peek()) + 1));
+        ASSERT_TRUE(conn->start_tls(*server_ctx));
+        return;  // the rest of `in` is the layer's
+      }
+      plaintext.update([&](std::string& p) { p.append(in.view()); });
+      conn->send(in);
+    });
+  });
+
+  auto client_ctx = shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}));
+  ClientSide client;
+  client.client = std::make_unique<TcpClient>(client.loop.loop(), h.address());
+  client.client->set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) return;
+    // Both go out in one write: the preamble, then the hello.
+    conn->send("CLEAR PREAMBLE\n");
+    ASSERT_TRUE(conn->start_tls(*client_ctx));
+    conn->send("secret words");
+    client.conn.set(conn);
+  });
+  client.client->set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+    client.received.update([&](std::string& e) { e.append(in.view()); });
+    in.retrieve_all();
+  });
+  client.client->connect();
+  ASSERT_TRUE(client.received.wait([](const std::string& e) { return e == "secret words"; })) << client.received.get();
+  EXPECT_EQ(preamble.get(), "CLEAR PREAMBLE\n");
+  EXPECT_EQ(plaintext.get(), "secret words");
+  client.conn.set(nullptr);
+  client.client->stop();
+  h.finish();
+}
+
+// Bytes sent to a client whose handshake has not happened are held by the
+// layer; they count toward the high-water mark, whose policy then acts.
+TEST(TlsTransport, BytesHeldForAPendingHandshakeCountTowardTheHighWaterMark) {
+  ServerOptions options;
+  options.connection.high_water_mark = 256 * 1024;
+  options.connection.overflow = OverflowPolicy::close;
+  Watched<size_t> queued_at_mark{0};
+  Watched<std::vector<Ending>> endings;
+  auto server_ctx = shared(server_context());
+  options.tls = server_ctx;
+  ServerHarness h;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& conn) {
+      if (!conn->connected()) {
+        endings.update([&](auto& v) { v.push_back(ending_of(conn)); });
+        return;
+      }
+      const std::string chunk(64 * 1024, 'x');
+      for (int i = 0; i < 8; ++i) conn->send(chunk);  // 512 KiB, none of it can leave yet
+      EXPECT_GE(conn->output_bytes(), 256u * 1024) << "held bytes are not counted";
+    });
+    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { queued_at_mark.set(queued); });
+  });
+  // A client that connects and never says hello.
+  TcpStream silent = connect_client(h.address());
+  ASSERT_TRUE(endings.wait([](const auto& v) { return !v.empty(); }));
+  EXPECT_EQ(endings.get()[0].kind, CloseReason::slow_reader);
+  EXPECT_GE(queued_at_mark.get(), 256u * 1024);
+  h.finish();
+}
+
+TEST(TlsTransport, AHandshakeThatNeverFinishesClosesAtTheHandshakeTimeout) {
+  ServerOptions options;
+  options.connection.handshake_timeout = 200ms;
+  EchoServer server;
+  server.start(options, shared(server_context()));
+  TcpStream silent = connect_client(server.h.address());
+  ASSERT_TRUE(server.endings.wait([](const auto& v) { return !v.empty(); }));
+  EXPECT_EQ(server.endings.get()[0].kind, CloseReason::handshake_timeout);
+  EXPECT_EQ(label(server.endings.get()[0].kind), "TLS handshake timeout");
+  // The peer sees the close.
+  char byte;
+  auto n = silent.recv(&byte, 1);
+  ASSERT_TRUE(n) << n.error().message();
+  EXPECT_EQ(*n, 0u);
+  server.h.finish();
+}
+
+// The blocking layer has the same shape: TLS inside TcpStream.
+TEST(TlsTransport, BlockingStreamSpeaksTlsThroughTheSameCalls) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  TcpStream stream = connect_client(server.h.address());
+  ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+  ASSERT_NE(stream.tls(), nullptr);
+  EXPECT_EQ(stream.tls()->protocol_version().substr(0, 4), "TLSv");
+  const std::string payload = random_bytes(300 * 1024, 3);
+  ASSERT_TRUE(stream.send_all(payload));
+  EXPECT_TRUE(recv_n(stream, payload.size()) == payload) << "the echo differs";
+  ASSERT_TRUE(stream.shutdown_write());  // close_notify, then FIN
+  EXPECT_EQ(read_to_eof(stream), "");
+  EXPECT_TRUE(server.peer_closed.wait([](int n) { return n == 1; }));
+  stream.close();
+  server.h.finish();
+}
+
+TEST(TlsTransport, BlockingStreamReportsARejectedCertificate) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  auto ctx = client_context({"", true, "localhost"});
+  TcpStream stream = connect_client(server.h.address());
+  auto done = stream.start_tls(ctx, {}, 5s);
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().message(), "TLS handshake with " + server.h.address().to_string() +
+                                        ": certificate verify failed: self-signed certificate");
+  stream.close();
+  ASSERT_TRUE(server.endings.wait([](const auto& v) { return !v.empty(); }));
+  server.h.finish();
+}
+
+}  // namespace
