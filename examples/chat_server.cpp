@@ -83,7 +83,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", r.error().message().c_str());
     return 1;
   }
-  server.start();
+  if (auto r = server.start(); !r) {
+    std::fprintf(stderr, "%s\n", r.error().message().c_str());
+    return 1;
+  }
   std::printf("listening on %s\n", server.listen_endpoints().front().to_string().c_str());
   std::fflush(stdout);
   loop.run();  // until the process is stopped (Ctrl-C)

@@ -1,9 +1,9 @@
 #include "tcpkit/event_loop.h"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cassert>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -17,19 +17,40 @@
 namespace tcpkit {
 namespace {
 thread_local EventLoop* t_loop_in_this_thread = nullptr;
-}  // namespace
 
-EventLoop::EventLoop()
-    : thread_id_(std::this_thread::get_id()),
-      now_(Clock::now()),
-      poller_(std::make_unique<Poller>()),
-      timers_(std::make_unique<TimerQueue>()),
-      shared_read_buffer_(std::make_unique<Buffer>()),
-      wakeup_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-  if (!wakeup_fd_) {
-    std::perror("tcpkit: eventfd");
+// For the plain constructor, which has no way to return an error.
+template <typename T>
+T value_or_die(Result<T> r) {
+  if (!r) {
+    std::fprintf(stderr, "tcpkit: cannot create an event loop: %s\n", r.error().message().c_str());
     std::abort();
   }
+  return std::move(r).value();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create() {
+  auto poller = Poller::create();
+  if (!poller) return poller.error();
+  auto wakeup_fd = sys::wakeup_eventfd();
+  if (!wakeup_fd) return wakeup_fd.error();
+  // The constructor is private; make_unique cannot reach it.
+  return std::unique_ptr<EventLoop>(new EventLoop(std::move(*poller), std::move(*wakeup_fd)));
+}
+
+// Braces, not parentheses: a braced list is evaluated left to right, so the
+// poller is created first and a failure names the same call as create()'s.
+EventLoop::EventLoop()
+    : EventLoop{value_or_die(Poller::create()), value_or_die(sys::wakeup_eventfd())} {}
+
+EventLoop::EventLoop(std::unique_ptr<Poller> poller, UniqueFd wakeup_fd)
+    : thread_id_(std::this_thread::get_id()),
+      now_(Clock::now()),
+      poller_(std::move(poller)),
+      timers_(std::make_unique<TimerQueue>()),
+      shared_read_buffer_(std::make_unique<Buffer>()),
+      wakeup_fd_(std::move(wakeup_fd)) {
   if (t_loop_in_this_thread != nullptr) {
     std::fprintf(stderr, "tcpkit: a second EventLoop was created in one thread\n");
     std::abort();
@@ -125,6 +146,26 @@ void EventLoop::run_in_loop(Functor f) {
     return;
   }
   queue_in_loop(std::move(f));
+}
+
+void EventLoop::run_in_loop_and_wait(const Functor& f) {
+  if (is_in_loop_thread()) {
+    f();
+    return;
+  }
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  queue_in_loop([&] {
+    f();
+    // Notified under the lock: once the waiter sees `done` it returns and
+    // destroys `cv`, which must not happen while notify_one() still runs.
+    std::lock_guard lock(mutex);
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock lock(mutex);
+  cv.wait(lock, [&] { return done; });
 }
 
 void EventLoop::queue_in_loop(Functor f) {

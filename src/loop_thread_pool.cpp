@@ -1,33 +1,29 @@
 #include "tcpkit/loop_thread_pool.h"
 
-#include <future>
-
 #include "tcpkit/event_loop.h"
+#include "tcpkit/event_loop_thread.h"
 
 namespace tcpkit {
 
 LoopThreadPool::LoopThreadPool(EventLoop* base_loop, int threads)
     : base_loop_(base_loop), thread_count_(threads) {}
 
-LoopThreadPool::~LoopThreadPool() {
-  for (auto* loop : loops_) loop->quit();
-  for (auto& t : threads_) t.join();
-}
+// Out of line: EventLoopThread is incomplete in the header.
+LoopThreadPool::~LoopThreadPool() = default;
 
-void LoopThreadPool::start() {
+Result<void> LoopThreadPool::start() {
   base_loop_->assert_in_loop_thread();
   for (int i = 0; i < thread_count_; ++i) {
-    std::promise<EventLoop*> ready;
-    auto loop_future = ready.get_future();
-    threads_.emplace_back([&ready] {
-      // The loop lives on this thread's stack: it is destroyed by the thread
-      // that owns it, after run() returns.
-      EventLoop loop;
-      ready.set_value(&loop);
-      loop.run();
-    });
-    loops_.push_back(loop_future.get());
+    auto thread = std::make_unique<EventLoopThread>();
+    if (auto r = thread->start(); !r) {
+      threads_.clear();  // stops and joins the ones already running
+      loops_.clear();
+      return r;
+    }
+    loops_.push_back(thread->loop());
+    threads_.push_back(std::move(thread));
   }
+  return {};
 }
 
 EventLoop* LoopThreadPool::next_loop() {

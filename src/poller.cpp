@@ -38,9 +38,13 @@ unsigned from_epoll(uint32_t ev) {
 
 }  // namespace
 
-Poller::Poller() : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), events_(64) {
-  if (!epoll_fd_) die("epoll_create1", sys::last_errno());
+Result<std::unique_ptr<Poller>> Poller::create() {
+  auto fd = sys::epoll_create();
+  if (!fd) return fd.error();
+  return std::make_unique<Poller>(std::move(*fd));
 }
+
+Poller::Poller(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), events_(64) {}
 
 void Poller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   ready->clear();

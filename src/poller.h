@@ -11,6 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include <memory>
+
+#include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
 
 namespace tcpkit {
@@ -22,7 +25,9 @@ class Poller {
   // A channel with its translated event mask.
   using Ready = std::vector<std::pair<Channel*, unsigned>>;
 
-  Poller();
+  // Fails when the kernel refuses an epoll instance (EMFILE, ENOMEM).
+  static Result<std::unique_ptr<Poller>> create();
+  explicit Poller(UniqueFd epoll_fd);
   // Waits up to `timeout` (negative: no limit) and fills `ready`.
   void poll(std::chrono::milliseconds timeout, Ready* ready);
   void update(Channel* channel);

@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -19,6 +21,18 @@ ssize_t or_errno(ssize_t rc) { return rc < 0 ? -errno : rc; }
 }  // namespace
 
 int last_errno() { return errno; }
+
+Result<UniqueFd> epoll_create() {
+  int fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) return Error::from_errno(errno, "epoll_create1 for an event loop");
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> wakeup_eventfd() {
+  int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return Error::from_errno(errno, "eventfd for an event loop");
+  return UniqueFd(fd);
+}
 
 Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address) {
   int type = SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);

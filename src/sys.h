@@ -1,8 +1,10 @@
-// sys: thin wrappers over the socket system calls.
+// sys: thin wrappers over the socket and event system calls.
 //
-// Internal (not installed). This is the only code in tcpkit that reads errno:
-// every wrapper turns a failure into a Result or a negative errno value right
-// at the call, so no caller can read a stale errno later.
+// Internal (not installed). Every system call that sets errno goes through
+// here, and each wrapper turns a failure into a Result or a negative errno
+// value right at the call, so no caller can read a stale errno later. (The
+// one other reader of errno is transcoder.cpp: iconv is a library call that
+// reports through errno, and it is read there at once, the same way.)
 #pragma once
 
 #include <sys/types.h>
@@ -18,6 +20,12 @@ namespace tcpkit::sys {
 
 // errno of the last failed call, for wrappers that return a plain number.
 int last_errno();
+
+// The descriptors of an EventLoop: an epoll instance and the eventfd that
+// wakes it, both close-on-exec (the eventfd non-blocking). A failure names
+// the call, e.g. "epoll_create1 for an event loop: Too many open files".
+Result<UniqueFd> epoll_create();
+Result<UniqueFd> wakeup_eventfd();
 
 // A TCP socket for `family`, close-on-exec; non-blocking when asked.
 Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address);

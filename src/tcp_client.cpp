@@ -3,7 +3,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include <future>
 #include <mutex>
 
 #include "callback_table.h"
@@ -103,12 +102,7 @@ void TcpClient::stop() {
     impl->loop->run_in_loop([impl] { impl->stop_in_loop(); });
     return;
   }
-  std::promise<void> done;
-  impl->loop->run_in_loop([impl, &done] {
-    impl->stop_in_loop();
-    done.set_value();
-  });
-  done.get_future().wait();
+  impl->loop->run_in_loop_and_wait([impl] { impl->stop_in_loop(); });
 }
 
 TcpConnectionPtr TcpClient::connection() const {

@@ -4,7 +4,6 @@
 #include <netinet/tcp.h>
 
 #include <cassert>
-#include <future>
 
 #include "acceptor.h"
 #include "callback_table.h"
@@ -22,18 +21,18 @@ struct TcpServer::LoopState {
 
 namespace {
 
-// Runs `f` in `loop`'s thread and waits for it; inline when already there.
-void run_and_wait(EventLoop* loop, const std::function<void()>& f) {
-  if (loop->is_in_loop_thread()) {
-    f();
-    return;
+// Binds one more SO_REUSEPORT listener on each of `endpoints` (ports known).
+Result<std::vector<TcpListener>> bind_reuse_port_listeners(const std::vector<Endpoint>& endpoints) {
+  ListenOptions lo;
+  lo.nonblocking = true;
+  lo.reuse_port = true;
+  std::vector<TcpListener> listeners;
+  for (const auto& endpoint : endpoints) {
+    auto listener = TcpListener::bind(endpoint, lo);
+    if (!listener) return listener.error();
+    listeners.push_back(std::move(*listener));
   }
-  std::promise<void> done;
-  loop->run_in_loop([&] {
-    f();
-    done.set_value();
-  });
-  done.get_future().wait();
+  return listeners;
 }
 
 }  // namespace
@@ -50,7 +49,7 @@ TcpServer::~TcpServer() {
   base_acceptors_.clear();
   // Tear every connection down in its own loop before the loops go away.
   for (auto& state : loop_states_) {
-    run_and_wait(state->loop, [&state] {
+    state->loop->run_in_loop_and_wait([&state] {
       state->acceptors.clear();
       auto connections = std::move(state->connections);
       // connect_destroyed() reports the close to the user but never runs
@@ -93,11 +92,11 @@ Result<void> TcpServer::listen(const Endpoint& address) {
   return {};
 }
 
-void TcpServer::start() {
+Result<void> TcpServer::start() {
   loop_->assert_in_loop_thread();
-  if (started_) return;
+  if (started_) return {};
+  if (auto r = pool_->start(); !r) return r;
   started_ = true;
-  pool_->start();
   for (auto* io_loop : pool_->loops()) {
     loop_states_.push_back(std::make_unique<LoopState>(LoopState{io_loop, {}, {}}));
   }
@@ -112,26 +111,24 @@ void TcpServer::start() {
       base_acceptors_.push_back(std::move(acceptor));
     }
     pending_listeners_.clear();
-    return;
+    return {};
   }
-  // One listener per loop and address: the first loop takes the socket bound
-  // in listen(); the others bind the same (now known) port with SO_REUSEPORT.
-  ListenOptions lo;
-  lo.nonblocking = true;
-  lo.reuse_port = true;
+  // One listener per loop and address: the first loop takes the sockets bound
+  // in listen(); the others bind the same (now known) ports with SO_REUSEPORT.
+  // Every socket is bound before any loop accepts, so a failed bind leaves
+  // no loop half served.
+  std::vector<std::vector<TcpListener>> per_loop;
+  per_loop.push_back(std::move(pending_listeners_));
+  pending_listeners_.clear();
+  for (size_t i = 1; i < loop_states_.size(); ++i) {
+    auto listeners = bind_reuse_port_listeners(endpoints_);
+    if (!listeners) return listeners.error();
+    per_loop.push_back(std::move(*listeners));
+  }
   for (size_t i = 0; i < loop_states_.size(); ++i) {
     LoopState* state = loop_states_[i].get();
-    std::vector<TcpListener> listeners;
-    for (size_t e = 0; e < endpoints_.size(); ++e) {
-      if (i == 0) {
-        listeners.push_back(std::move(pending_listeners_[e]));
-        continue;
-      }
-      auto extra = TcpListener::bind(endpoints_[e], lo);
-      if (extra) listeners.push_back(std::move(*extra));
-    }
-    auto setup = [this, state, ls = std::make_shared<std::vector<TcpListener>>(std::move(listeners))] {
-      for (auto& listener : *ls) {
+    state->loop->run_in_loop_and_wait([this, state, &listeners = per_loop[i]] {
+      for (auto& listener : listeners) {
         auto acceptor = std::make_unique<Acceptor>(state->loop, std::move(listener));
         acceptor->set_on_new_connection([this, state](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
           new_connection(state, std::move(fd), peer, local);
@@ -140,10 +137,9 @@ void TcpServer::start() {
         acceptor->listen();
         state->acceptors.push_back(std::move(acceptor));
       }
-    };
-    run_and_wait(state->loop, setup);
+    });
   }
-  pending_listeners_.clear();
+  return {};
 }
 
 TcpServer::LoopState* TcpServer::state_of(EventLoop* loop) {

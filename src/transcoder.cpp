@@ -1,5 +1,7 @@
 #include "tcpkit/transcoder.h"
 
+#include <iconv.h>
+
 #include <cassert>
 #include <cerrno>
 #include <cstdint>
@@ -76,6 +78,16 @@ bool iconv_knows(const std::string& name) {
 
 }  // namespace
 
+// Closes the descriptor with the Transcoder that owns it.
+struct Transcoder::Iconv {
+  explicit Iconv(iconv_t descriptor) : cd(descriptor) {}
+  ~Iconv() { iconv_close(cd); }
+  Iconv(const Iconv&) = delete;
+  Iconv& operator=(const Iconv&) = delete;
+
+  iconv_t cd;
+};
+
 std::string Transcoder::canonical_name(std::string_view name) {
   while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
   while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
@@ -98,7 +110,7 @@ Result<Transcoder> Transcoder::open(std::string_view from, std::string_view to) 
     }
   }
   if (from_name == "UTF-8" && to_name == "UTF-8") {
-    return Transcoder(std::move(from_name), std::move(to_name), kNoIconv, true);
+    return Transcoder(std::move(from_name), std::move(to_name), nullptr, true);
   }
   iconv_t cd = iconv_open(to_name.c_str(), from_name.c_str());
   if (cd == kNoIconv) {
@@ -109,7 +121,7 @@ Result<Transcoder> Transcoder::open(std::string_view from, std::string_view to) 
     return Error(Errc::bad_encoding, "encoding '" + std::string(unknown) + "'");
   }
   const bool ascii = is_ascii_compatible(to_name);
-  return Transcoder(std::move(from_name), std::move(to_name), cd, ascii);
+  return Transcoder(std::move(from_name), std::move(to_name), std::make_unique<Iconv>(cd), ascii);
 }
 
 Result<std::string> Transcoder::convert(std::string_view from, std::string_view to,
@@ -122,17 +134,18 @@ Result<std::string> Transcoder::convert(std::string_view from, std::string_view 
   return out;
 }
 
-Transcoder::Transcoder(std::string from, std::string to, iconv_t cd, bool ascii_compatible)
+Transcoder::Transcoder(std::string from, std::string to, std::unique_ptr<Iconv> iconv,
+                       bool ascii_compatible)
     : from_(std::move(from)),
       to_(std::move(to)),
-      cd_(cd),
-      utf8_passthrough_(cd == kNoIconv),
+      iconv_(std::move(iconv)),
+      utf8_passthrough_(iconv_ == nullptr),
       ascii_compatible_(ascii_compatible) {}
 
 Transcoder::Transcoder(Transcoder&& other) noexcept
     : from_(std::move(other.from_)),
       to_(std::move(other.to_)),
-      cd_(std::exchange(other.cd_, kNoIconv)),
+      iconv_(std::move(other.iconv_)),
       utf8_passthrough_(std::exchange(other.utf8_passthrough_, false)),
       ascii_compatible_(other.ascii_compatible_),
       pending_(std::move(other.pending_)),
@@ -140,10 +153,9 @@ Transcoder::Transcoder(Transcoder&& other) noexcept
 
 Transcoder& Transcoder::operator=(Transcoder&& other) noexcept {
   if (this == &other) return *this;
-  close();
   from_ = std::move(other.from_);
   to_ = std::move(other.to_);
-  cd_ = std::exchange(other.cd_, kNoIconv);
+  iconv_ = std::move(other.iconv_);  // closes ours
   utf8_passthrough_ = std::exchange(other.utf8_passthrough_, false);
   ascii_compatible_ = other.ascii_compatible_;
   pending_ = std::move(other.pending_);
@@ -151,12 +163,8 @@ Transcoder& Transcoder::operator=(Transcoder&& other) noexcept {
   return *this;
 }
 
-Transcoder::~Transcoder() { close(); }
-
-void Transcoder::close() {
-  if (cd_ != kNoIconv) iconv_close(cd_);
-  cd_ = kNoIconv;
-}
+// Out of line: Iconv is incomplete in the header.
+Transcoder::~Transcoder() = default;
 
 std::string Transcoder::feed(std::string_view bytes) {
   std::string out;
@@ -165,7 +173,7 @@ std::string Transcoder::feed(std::string_view bytes) {
 }
 
 void Transcoder::feed(std::string_view bytes, std::string* out) {
-  assert(cd_ != kNoIconv || utf8_passthrough_);  // not a moved-from object
+  assert(iconv_ != nullptr || utf8_passthrough_);  // not a moved-from object
   if (pending_.empty()) {
     convert_chunk(bytes, out);
     return;
@@ -188,13 +196,13 @@ void Transcoder::finish(std::string* out) {
   size_t used = out->size();
   for (char c : pending_) escape_byte(static_cast<unsigned char>(c), out, &used);
   pending_.clear();
-  if (cd_ != kNoIconv) {
+  if (iconv_) {
     // A null input asks iconv for the shift sequence that returns a stateful
-    // target (ISO-2022-JP, ...) to its initial state, and resets cd_.
+    // target (ISO-2022-JP, ...) to its initial state, and resets it.
     char reset[32];
     char* reset_out = reset;
     size_t reset_left = sizeof reset;
-    if (iconv(cd_, nullptr, nullptr, &reset_out, &reset_left) != kIconvFailed) {
+    if (iconv(iconv_->cd, nullptr, nullptr, &reset_out, &reset_left) != kIconvFailed) {
       out->resize(used);
       out->append(reset, static_cast<size_t>(reset_out - reset));
       used = out->size();
@@ -222,7 +230,7 @@ void Transcoder::iconv_chunk(std::string_view in, std::string* out) {
   while (in_left > 0) {
     char* out_ptr = out->data() + used;
     size_t out_left = out->size() - used;
-    const size_t rc = iconv(cd_, &in_ptr, &in_left, &out_ptr, &out_left);
+    const size_t rc = iconv(iconv_->cd, &in_ptr, &in_left, &out_ptr, &out_left);
     const int err = rc == kIconvFailed ? errno : 0;
     used = static_cast<size_t>(out_ptr - out->data());
     if (rc != kIconvFailed) break;

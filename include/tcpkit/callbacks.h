@@ -1,5 +1,8 @@
 /// \file
-/// Every callback type a user of the reactor meets, in one place.
+/// The callback types of a connection, shared by TcpServer, TcpClient and
+/// TcpConnection. Callbacks that belong to one class only (TcpServer's
+/// set_on_refused, TcpClient's connect-error callback, TlsConnection's own)
+/// are declared with that class.
 ///
 /// Callbacks run in the loop thread that owns the connection. They receive
 /// the connection as a shared pointer, which they may keep (e.g. in a chat

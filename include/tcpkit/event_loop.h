@@ -1,12 +1,13 @@
 /// \file
 /// EventLoop: the reactor, one per thread (muduo's "one loop per thread").
 ///
-/// The thread that constructs a loop owns it and must call run(); every
+/// The thread that creates a loop owns it and must call run(); every
 /// object registered with the loop (connections, timers, acceptors) is then
 /// used from that thread only. Other threads talk to a loop through
 /// run_in_loop()/queue_in_loop() and quit(), which wake it through an eventfd.
 /// Methods marked "any thread" are safe from anywhere; the rest assert they
-/// run in the owning thread.
+/// run in the owning thread. A program that wants a loop on a thread of its
+/// own uses EventLoopThread rather than writing that thread itself.
 #pragma once
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
 
 namespace tcpkit {
@@ -25,6 +27,7 @@ namespace tcpkit {
 class Buffer;
 class Channel;
 class Poller;
+class TcpConnection;
 class TimerQueue;
 
 /// Identifies a timer for cancel(); 0 is never a valid id.
@@ -35,6 +38,14 @@ class EventLoop {
   using Functor = std::function<void()>;
   using Clock = std::chrono::steady_clock;
 
+  /// A loop owned by the calling thread. Fails, naming the call, when the
+  /// kernel refuses its descriptors (epoll_create1 or eventfd: EMFILE under a
+  /// low RLIMIT_NOFILE, ENOMEM).
+  static Result<std::unique_ptr<EventLoop>> create();
+  /// The same, for code that cannot go on without a loop (a program's main
+  /// loop, examples): where create() would fail, this prints the error to
+  /// stderr and aborts. Library code and anything that can report an error
+  /// uses create().
   EventLoop();
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
@@ -49,6 +60,17 @@ class EventLoop {
   void run_in_loop(Functor f);
   /// Any thread. Always queues `f` to run after the current I/O phase.
   void queue_in_loop(Functor f);
+  /// Any thread. Runs `f` in the loop thread and returns once it has run:
+  /// inline when called in the loop thread, otherwise queued while the
+  /// caller blocks. The loop must be running (or about to run): a loop that
+  /// never runs again never answers.
+  ///
+  /// Deadlock rule: never call this from one loop's thread into another loop
+  /// whose thread may, at the same time, wait on the first one (directly or
+  /// through a chain). Each blocks its own loop while waiting for the other.
+  /// Waiting from a loop into loops that never wait back (a server's base
+  /// loop setting up its I/O loops) is fine.
+  void run_in_loop_and_wait(const Functor& f);
 
   /// Timers; owner thread or any thread (forwarded). Ids are unique per loop.
   TimerId run_after(Clock::duration delay, Functor f);
@@ -69,16 +91,21 @@ class EventLoop {
   /// The loop of the calling thread, or nullptr.
   static EventLoop* current();
 
-  /// Internal, for TcpConnection: one read buffer shared by every connection
-  /// of this loop. A connection reads into it, hands it to on_message, and
-  /// keeps only the unconsumed tail, so an idle connection holds no buffer.
-  Buffer& shared_read_buffer() { return *shared_read_buffer_; }
+ private:
+  // The loop's internals for the two classes built into it; friends rather
+  // than public methods, so that they are no part of the API.
+  friend class Channel;
+  friend class TcpConnection;
 
-  /// Internal, for Channel.
+  /// For TcpConnection: one read buffer shared by every connection of this
+  /// loop. A connection reads into it, hands it to on_message, and keeps only
+  /// the unconsumed tail, so an idle connection holds no buffer.
+  Buffer& shared_read_buffer() { return *shared_read_buffer_; }
+  /// For Channel: registers, changes or removes its interest with the poller.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);
 
- private:
+  EventLoop(std::unique_ptr<Poller> poller, UniqueFd wakeup_fd);
   [[noreturn]] void abort_not_in_loop_thread() const;
   TimerId add_timer(Clock::duration delay, Clock::duration interval, Functor f);
   void wake_up();

@@ -1,5 +1,5 @@
 /// \file
-/// LoopThreadPool: N threads, each running its own EventLoop.
+/// LoopThreadPool: N EventLoopThreads, handed out round-robin.
 ///
 /// Owned by whoever builds servers on it (usually a TcpServer). start() and
 /// the destructor run in the base loop's thread; next_loop() and loops() too.
@@ -8,12 +8,14 @@
 #pragma once
 
 #include <memory>
-#include <thread>
 #include <vector>
+
+#include "tcpkit/result.h"
 
 namespace tcpkit {
 
 class EventLoop;
+class EventLoopThread;
 
 class LoopThreadPool {
  public:
@@ -22,8 +24,10 @@ class LoopThreadPool {
   LoopThreadPool(const LoopThreadPool&) = delete;
   LoopThreadPool& operator=(const LoopThreadPool&) = delete;
 
-  /// Starts the threads and returns once every loop is running.
-  void start();
+  /// Starts the threads and returns once every loop is running. When a loop
+  /// cannot be created, the threads started so far are stopped again and the
+  /// error is returned; start() may then be tried again.
+  Result<void> start();
   /// Round-robin over the pool's loops (the base loop when there are none).
   EventLoop* next_loop();
   /// Every loop that serves connections: the pool's, or the base loop alone.
@@ -34,7 +38,7 @@ class LoopThreadPool {
   EventLoop* base_loop_;
   int thread_count_;
   size_t next_ = 0;
-  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<EventLoopThread>> threads_;
   std::vector<EventLoop*> loops_;
 };
 

@@ -62,8 +62,11 @@ class TcpServer {
 
   /// Binds and listens (SO_REUSEADDR on) on one more address; call before start().
   Result<void> listen(const Endpoint& address);
-  /// Starts the I/O threads and begins accepting.
-  void start();
+  /// Starts the I/O threads and begins accepting. Fails when an I/O loop
+  /// cannot be created, or (reuse_port_per_loop) when a loop's own listener
+  /// cannot be bound; nothing accepts then, and the caller reports the error
+  /// and destroys the server. Calling it again after success does nothing.
+  Result<void> start();
   /// Stops accepting, shuts every connection down (FIN after its output
   /// drains), and force-closes what is still open after `drain_deadline`.
   /// `on_stopped` runs in the base loop once every connection is gone.

@@ -3,7 +3,8 @@
 /// anything else glibc's iconv knows), for a byte stream that arrives in
 /// arbitrary pieces.
 ///
-/// One Transcoder per direction of one stream; it owns its iconv_t. Move-only,
+/// One Transcoder per direction of one stream; it owns its iconv descriptor
+/// (kept out of this header: iconv is how, not what). Move-only,
 /// not thread-safe: only its owner (usually a connection's loop thread) calls it.
 ///
 /// TCP has no message boundaries, so a multibyte character often arrives split
@@ -17,9 +18,8 @@
 /// backslash followed by "x41" in the input looks the same in the output.
 #pragma once
 
-#include <iconv.h>
-
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -70,19 +70,20 @@ class Transcoder {
   const std::string& to() const { return to_; }
 
  private:
-  Transcoder(std::string from, std::string to, iconv_t cd, bool ascii_compatible);
+  struct Iconv;  ///< the iconv_t, defined in transcoder.cpp
+
+  Transcoder(std::string from, std::string to, std::unique_ptr<Iconv> iconv, bool ascii_compatible);
 
   void convert_chunk(std::string_view in, std::string* out);
   void iconv_chunk(std::string_view in, std::string* out);
   void validate_utf8(std::string_view in, std::string* out);
   /// Writes "\xHH" for one bad byte at out[*used] (growing out as needed).
   void escape_byte(unsigned char byte, std::string* out, size_t* used);
-  void close();
 
   std::string from_;
   std::string to_;
-  /// (iconv_t)-1 for the UTF-8 -> UTF-8 path and in a moved-from object.
-  iconv_t cd_;
+  /// Null for the UTF-8 -> UTF-8 path and in a moved-from object.
+  std::unique_ptr<Iconv> iconv_;
   bool utf8_passthrough_;
   bool ascii_compatible_;
   std::string pending_;

@@ -36,8 +36,8 @@ def test_reference_has_the_main_page_and_the_public_classes(doxygen_run):
     html = out / "html"
     index = (html / "index.html").read_text()
     assert "tcpkit API reference" in index
-    for name in ("TcpServer", "TcpClient", "TcpConnection", "EventLoop", "TcpStream", "TcpListener",
-                 "LineCodec", "LengthPrefixCodec", "Buffer", "Endpoint"):
+    for name in ("TcpServer", "TcpClient", "TcpConnection", "EventLoop", "EventLoopThread", "TcpStream",
+                 "TcpListener", "LineCodec", "LengthPrefixCodec", "Buffer", "Endpoint"):
         assert (html / f"classtcpkit_1_1{name}.html").is_file(), name
     assert "set_on_message" in (html / "classtcpkit_1_1TcpServer.html").read_text()
 
@@ -67,3 +67,41 @@ def test_reference_carries_the_header_comments(doxygen_run):
     assert "the growable byte container behind every connection" in buffer_file
     namespace = (html / "namespacetcpkit.html").read_text()
     assert "and the connection should be closed with the codec" in namespace  # an enumerator's note
+
+
+LAYERS = ("sys", "blocking sockets", "reactor", "transports", "protocol helpers", "coroutines", "program")
+
+
+def api_table_rows():
+    """(layer, header cell, description) for each row of docs/api.md's layer table."""
+    rows = []
+    for line in (source_dir() / "docs" / "api.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) != 3 or cells[0] in ("layer", "---"):
+            continue
+        rows.append(tuple(cells))
+    return rows
+
+
+def test_api_table_lists_every_public_header_once():
+    """Read from the directory, so a header added later (close_reason.h,
+    tls_stream.h, ...) fails this test until docs/api.md describes it."""
+    headers = sorted(p.name for p in (source_dir() / "include" / "tcpkit").glob("*.h"))
+    assert headers, "no public headers found"
+    listed = [cell.strip("`") for _, cell, _ in api_table_rows() if cell.startswith("`") and cell.endswith(".h`")]
+    missing = [h for h in headers if h not in listed]
+    assert not missing, f"public headers missing from docs/api.md's layer table: {missing}"
+    stale = [h for h in listed if h not in headers]
+    assert not stale, f"docs/api.md lists headers that include/tcpkit/ does not have: {stale}"
+    repeated = sorted({h for h in listed if listed.count(h) > 1})
+    assert not repeated, f"docs/api.md lists these headers more than once: {repeated}"
+
+
+def test_api_table_uses_the_design_layers_in_order_with_a_line_each():
+    rows = api_table_rows()
+    layers = [layer for layer, _, _ in rows]
+    assert set(layers) == set(LAYERS), f"layers in docs/api.md: {sorted(set(layers))}"
+    order = [LAYERS.index(layer) for layer in layers]
+    assert order == sorted(order), "docs/api.md's rows must go bottom up, layer by layer"
+    blank = [cell for _, cell, what in rows if not what]
+    assert not blank, f"rows without a description: {blank}"

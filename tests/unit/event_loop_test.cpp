@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 using namespace std::chrono_literals;
 using tcpkit::EventLoop;
 using tcpkit::TimerId;
+using tcpkit::test::exhaust_descriptors;
 using tcpkit::test::kWait;
 using tcpkit::test::LoopThread;
 using tcpkit::test::Watched;
@@ -347,6 +350,71 @@ TEST(EventLoopDeathTest, SecondLoopInOneThreadAborts) {
         EventLoop b;
       },
       "second EventLoop");
+}
+
+// create() reports what the kernel refused instead of aborting. The first
+// run has no descriptor left for epoll; the second has exactly one, which
+// epoll takes, so the eventfd is the one refused.
+TEST(EventLoopDeathTest, CreateNamesTheCallThatFailedWhenDescriptorsRunOut) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto held = exhaust_descriptors(0);
+        auto no_epoll = EventLoop::create();
+        held.pop_back();
+        auto no_eventfd = EventLoop::create();
+        if (no_epoll || no_eventfd) std::_Exit(1);
+        std::fprintf(stderr, "[%s] [%s]\n", no_epoll.error().message().c_str(),
+                     no_eventfd.error().message().c_str());
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0),
+      "\\[epoll_create1 for an event loop: Too many open files\\] "
+      "\\[eventfd for an event loop: Too many open files\\]");
+}
+
+TEST(EventLoopDeathTest, PlainConstructorAbortsWithTheReasonWhenDescriptorsRunOut) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto held = exhaust_descriptors(0);
+        EventLoop loop;
+      },
+      "cannot create an event loop: epoll_create1 for an event loop: Too many open files");
+}
+
+TEST(EventLoop, RunInLoopAndWaitFromAnotherThreadReturnsAfterTheFunctionRan) {
+  LoopThread t;
+  bool ran_in_loop = false;  // no atomic: the wait orders the write before the read
+  int runs = 0;
+  t.loop()->run_in_loop_and_wait([&] {
+    ran_in_loop = t.loop()->is_in_loop_thread();
+    ++runs;
+  });
+  EXPECT_TRUE(ran_in_loop);
+  EXPECT_EQ(runs, 1);
+  expect_empty(t);
+}
+
+// Work queued earlier runs first: the wait covers everything before it.
+TEST(EventLoop, RunInLoopAndWaitRunsAfterWorkQueuedBeforeIt) {
+  LoopThread t;
+  std::vector<int> order;  // loop thread only, read after the wait
+  for (int i = 0; i < 10; ++i) t.loop()->queue_in_loop([&order, i] { order.push_back(i); });
+  t.loop()->run_in_loop_and_wait([&] { order.push_back(10); });
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+}
+
+// In the loop thread it runs inline: queuing and waiting there would wait
+// for itself forever (call() would then abort on its deadline).
+TEST(EventLoop, RunInLoopAndWaitInTheLoopThreadRunsInline) {
+  LoopThread t;
+  t.call([&] {
+    bool ran = false;
+    t.loop()->run_in_loop_and_wait([&] { ran = true; });
+    EXPECT_TRUE(ran);
+  });
+  expect_empty(t);
 }
 
 TEST(EventLoop, ALoopCanBeCreatedAgainAfterTheFirstIsGone) {

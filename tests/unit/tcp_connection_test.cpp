@@ -169,7 +169,7 @@ TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBound
   uint64_t sent = send_until_stalled(slow, 200ms);
   ASSERT_TRUE(high_water.wait([](size_t q) { return q > 0; }));
   EXPECT_GE(high_water.get(), kMark);
-  ServerHarness::call_in(slow_conn->loop(), [&] {
+  call_in(slow_conn->loop(), [&] {
     EXPECT_FALSE(slow_conn->is_reading());
     EXPECT_TRUE(slow_conn->connected());
     EXPECT_GE(slow_conn->output_bytes(), kMark);
@@ -191,9 +191,9 @@ TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBound
       break;
     }
   }
-  ServerHarness::call_in(slow_conn->loop(), [&] { EXPECT_LE(slow_conn->output_bytes(), kMark + kRead); });
+  call_in(slow_conn->loop(), [&] { EXPECT_LE(slow_conn->output_bytes(), kMark + kRead); });
   expect_echo(slow, "reading again");
-  ServerHarness::call_in(slow_conn->loop(), [&] { EXPECT_TRUE(slow_conn->is_reading()); });
+  call_in(slow_conn->loop(), [&] { EXPECT_TRUE(slow_conn->is_reading()); });
   tally.forget();
   slow_conn.reset();
   slow.close();
@@ -262,7 +262,7 @@ TEST(TcpConnection, PeerResetWhilePausedIsReportedAsConnectionReset) {
   expect_echo(c, "hi");
   auto conn = tally.wait_last();
   conn->pause_reading();
-  ServerHarness::call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
+  call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
   linger lg{1, 0};
   ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
   c.close();
@@ -330,7 +330,7 @@ TEST(TcpConnection, SendsFromManyThreadsArriveInOrderAndWhole) {
     ++lines;
   }
   EXPECT_EQ(lines, kThreads * kEach);
-  ServerHarness::call_in(conn->loop(), [&] { EXPECT_EQ(conn->bytes_sent(), total.load()); });
+  call_in(conn->loop(), [&] { EXPECT_EQ(conn->bytes_sent(), total.load()); });
   c.close();
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
   EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
@@ -365,11 +365,11 @@ TEST(TcpConnection, PauseAndResumeReadingFromAnotherThread) {
   auto c = connect_client(h.address());
   auto conn = tally.wait_last();
   conn->pause_reading();
-  ServerHarness::call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
+  call_in(conn->loop(), [&] { EXPECT_FALSE(conn->is_reading()); });
   ASSERT_TRUE(c.send_all("held back"));
   conn->resume_reading();
   EXPECT_EQ(recv_n(c, 9), "held back");
-  ServerHarness::call_in(conn->loop(), [&] { EXPECT_TRUE(conn->is_reading()); });
+  call_in(conn->loop(), [&] { EXPECT_TRUE(conn->is_reading()); });
   tally.forget();
   conn.reset();
   c.close();

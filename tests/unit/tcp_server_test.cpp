@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <set>
@@ -273,7 +275,7 @@ TEST(TcpServer, DestroyingTheServerRightAfterStopIsSafe) {
   base.call([&] {
     auto server = std::make_unique<TcpServer>(base.loop(), options);
     ASSERT_TRUE(server->listen(Endpoint::loopback_v4(0)));
-    server->start();
+    ASSERT_TRUE(server->start());
     server->stop(1s, [] { ADD_FAILURE() << "on_stopped after the server is gone"; });
     server.reset();
   });
@@ -385,6 +387,30 @@ TEST(TcpServer, RunningOutOfDescriptorsRefusesWithoutSpinningAndRecovers) {
   c4.close();
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 3; }));
   h.finish();
+}
+
+// With reuse_port_per_loop, start() binds one more listener per I/O loop.
+// Four free descriptors are the two I/O loops (epoll + eventfd each); the
+// second loop's listener then gets no socket, and start() says so instead
+// of serving on fewer loops than asked. The server is destroyed cleanly.
+TEST(TcpServerDeathTest, StartReportsAPerLoopListenerThatCannotBeBound) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        EventLoop base;
+        ServerOptions options;
+        options.threads = 2;
+        options.reuse_port_per_loop = true;
+        auto server = std::make_unique<TcpServer>(&base, options);
+        if (!server->listen(Endpoint::loopback_v4(0))) std::_Exit(1);
+        auto held = exhaust_descriptors(4);
+        auto started = server->start();
+        if (started) std::_Exit(1);
+        server.reset();
+        std::fprintf(stderr, "[%s]\n", started.error().message().c_str());
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "\\[socket for 127\\.0\\.0\\.1:[0-9]+: Too many open files\\]");
 }
 
 // A connection's local address is the one the client reached: the

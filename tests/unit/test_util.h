@@ -1,13 +1,15 @@
 // Helpers shared by the reactor tests: a thread that owns and runs an
-// EventLoop, waits with deadlines, and blocking clients built on TcpStream.
+// EventLoop (an EventLoopThread), waits with deadlines, and blocking clients built on TcpStream.
 //
 // Every wait has a deadline, so a broken reactor fails a test instead of
 // hanging CTest; nothing here sleeps to synchronise.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -22,8 +24,10 @@
 #include <vector>
 
 #include "tcpkit/event_loop.h"
+#include "tcpkit/event_loop_thread.h"
 #include "tcpkit/tcp_server.h"
 #include "tcpkit/tcp_stream.h"
+#include "tcpkit/unique_fd.h"
 
 namespace tcpkit::test {
 
@@ -32,49 +36,46 @@ using namespace std::chrono_literals;
 // The longest any single wait in a test may take before the test fails.
 constexpr std::chrono::milliseconds kWait{5000};
 
-// A thread that constructs an EventLoop (so the loop belongs to it) and runs
-// it until destruction. call() runs a function in the loop thread and waits.
+// Runs `f` in `loop`'s thread and returns its result. Unlike
+// EventLoop::run_in_loop_and_wait(), which waits as long as it takes, a loop
+// that does not answer within kWait is a hang here: the process aborts with a
+// message rather than blocking CTest.
+template <typename F>
+auto call_in(EventLoop* loop, F&& f) -> std::invoke_result_t<F&> {
+  using R = std::invoke_result_t<F&>;
+  auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+  auto result = task->get_future();
+  loop->run_in_loop([task] { (*task)(); });
+  if (result.wait_for(kWait) != std::future_status::ready) {
+    std::fprintf(stderr, "test_util: the loop did not answer within %lld ms\n",
+                 static_cast<long long>(kWait.count()));
+    std::abort();
+  }
+  return result.get();
+}
+
+// An EventLoopThread started at construction (a test cannot go on without
+// its loop) and stopped at destruction. call() runs a function in the loop
+// thread and waits, with call_in()'s deadline.
 class LoopThread {
  public:
   LoopThread() {
-    std::promise<EventLoop*> ready;
-    auto loop = ready.get_future();
-    thread_ = std::thread([&ready] {
-      EventLoop l;
-      ready.set_value(&l);
-      l.run();
-    });
-    loop_ = loop.get();
-  }
-  ~LoopThread() {
-    loop_->quit();
-    thread_.join();
-  }
-  LoopThread(const LoopThread&) = delete;
-  LoopThread& operator=(const LoopThread&) = delete;
-
-  EventLoop* loop() const { return loop_; }
-
-  // Runs `f` in the loop thread and returns its result. A loop that does not
-  // answer within kWait is a hang: the process aborts with a message rather
-  // than blocking CTest.
-  template <typename F>
-  auto call(F&& f) -> std::invoke_result_t<F&> {
-    using R = std::invoke_result_t<F&>;
-    auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
-    auto result = task->get_future();
-    loop_->run_in_loop([task] { (*task)(); });
-    if (result.wait_for(kWait) != std::future_status::ready) {
-      std::fprintf(stderr, "test_util: the loop did not answer within %lld ms\n",
-                   static_cast<long long>(kWait.count()));
+    auto started = thread_.start();
+    if (!started) {
+      std::fprintf(stderr, "test_util: %s\n", started.error().message().c_str());
       std::abort();
     }
-    return result.get();
+  }
+
+  EventLoop* loop() const { return thread_.loop(); }
+
+  template <typename F>
+  auto call(F&& f) -> std::invoke_result_t<F&> {
+    return call_in(loop(), std::forward<F>(f));
   }
 
  private:
-  std::thread thread_;
-  EventLoop* loop_ = nullptr;
+  EventLoopThread thread_;
 };
 
 // A value guarded by a mutex that other threads update and a test waits on.
@@ -134,6 +135,27 @@ inline rlim_t raise_fd_limit() {
   return rl.rlim_cur;
 }
 
+// Uses up the process's descriptors but `leave_free`, so that the next
+// descriptors the code under test opens are its last (EMFILE after them).
+// The soft limit is lowered first, so the filling takes a few hundred
+// descriptors whatever the hard limit. Meant for a death test's child (or
+// a forked one): the limit is not restored. Closing the returned
+// descriptors frees them again.
+inline std::vector<UniqueFd> exhaust_descriptors(size_t leave_free) {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = std::min<rlim_t>(rl.rlim_cur, 256);
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  std::vector<UniqueFd> held;
+  for (;;) {
+    UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!fd) break;
+    held.push_back(std::move(fd));
+  }
+  for (size_t i = 0; i < leave_free && !held.empty(); ++i) held.pop_back();
+  return held;
+}
+
 // ---- blocking clients -----------------------------------------------------
 
 inline TcpStream connect_client(const Endpoint& server, std::chrono::milliseconds recv_timeout = kWait) {
@@ -178,7 +200,8 @@ class ServerHarness {
       if (configure) configure(*server_);
       auto r = server_->listen(listen_on);
       EXPECT_TRUE(r) << r.error().message();
-      server_->start();
+      auto started = server_->start();
+      EXPECT_TRUE(started) << started.error().message();
       address_ = server_->listen_endpoints().at(0);
     });
   }
@@ -186,20 +209,6 @@ class ServerHarness {
   TcpServer& server() { return *server_; }
   const Endpoint& address() const { return address_; }
   LoopThread& base() { return base_; }
-
-  // Runs `f` in `loop`'s thread and waits for its result.
-  template <typename F>
-  static auto call_in(EventLoop* loop, F&& f) -> std::invoke_result_t<F&> {
-    using R = std::invoke_result_t<F&>;
-    auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
-    auto result = task->get_future();
-    loop->run_in_loop([task] { (*task)(); });
-    if (result.wait_for(kWait) != std::future_status::ready) {
-      std::fprintf(stderr, "test_util: loop did not answer\n");
-      std::abort();
-    }
-    return result.get();
-  }
 
   // Waits for every connection to close, checks that every loop then holds
   // no channels but its listeners (connections are destroyed a moment after

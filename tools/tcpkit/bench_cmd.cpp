@@ -129,7 +129,12 @@ int run_bench(BenchFlags& flags) {
   }
   o.live = flags.output.empty() && ::isatty(STDERR_FILENO);
   BenchRunner runner(o, target);
-  BenchResult r = runner.run();
+  auto run = runner.run();
+  if (!run) {
+    fmt::print(stderr, "tcpkit bench: cannot start: {}\n", run.error().message());
+    return kExitFailure;
+  }
+  const BenchResult& r = *run;
   std::string report = flags.format == "json" ? json_report(o, r, flags.args) : text_report(o, r, target.to_string());
   std::FILE* out = stdout;
   if (!flags.output.empty()) {

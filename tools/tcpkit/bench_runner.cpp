@@ -7,11 +7,11 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
-#include <future>
 #include <thread>
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/event_loop.h"
+#include "tcpkit/event_loop_thread.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
 
@@ -56,7 +56,7 @@ struct Worker {
   const std::string* pattern = nullptr;
   int conn_count = 0;
   EventLoop* loop = nullptr;
-  std::thread thread;
+  EventLoopThread thread;
   std::vector<std::unique_ptr<Slot>> slots;
   TimerId ticker = 0;
 
@@ -74,7 +74,7 @@ struct Worker {
   std::string tls_error;
   LatencyHistogram latency;
 
-  void start_thread();
+  Result<void> start_thread();
   void begin();
   void finish();
   void start_client(Slot* slot);
@@ -91,16 +91,11 @@ struct Worker {
   double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
 };
 
-void Worker::start_thread() {
-  std::promise<void> ready;
-  thread = std::thread([this, &ready] {
-    EventLoop own;
-    loop = &own;
-    ready.set_value();
-    own.run();
-  });
-  ready.get_future().wait();
+Result<void> Worker::start_thread() {
+  if (auto r = thread.start(); !r) return r;
+  loop = thread.loop();
   loop->run_in_loop([this] { begin(); });
+  return {};
 }
 
 void Worker::begin() {
@@ -306,7 +301,7 @@ BenchRunner::BenchRunner(BenchOptions options, Endpoint target) : options_(std::
 
 BenchRunner::~BenchRunner() = default;
 
-BenchResult BenchRunner::run() {
+Result<BenchResult> BenchRunner::run() {
   std::string pattern(options_.size + kPatternPeriod, '\0');
   for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>('a' + i % 26 + (i / 26) % 7);
 
@@ -319,7 +314,20 @@ BenchResult BenchRunner::run() {
     w->conn_count = options_.conns / threads + (t < options_.conns % threads ? 1 : 0);
     workers_.push_back(std::move(w));
   }
-  for (auto& w : workers_) w->start_thread();
+  // Ends the workers whose threads run: their clients close in their loops.
+  auto stop_workers = [this] {
+    for (auto& w : workers_) {
+      Worker* worker = w.get();
+      if (worker->loop != nullptr) worker->loop->run_in_loop([worker] { worker->finish(); });
+    }
+    for (auto& w : workers_) w->thread.stop();
+  };
+  for (auto& w : workers_) {
+    if (auto r = w->start_thread(); !r) {
+      stop_workers();
+      return r.error();
+    }
+  }
 
   auto sum = [this](auto member) {
     uint64_t total = 0;
@@ -359,11 +367,7 @@ BenchResult BenchRunner::run() {
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (options_.live) fmt::print(stderr, "\n");
 
-  for (auto& w : workers_) {
-    Worker* worker = w.get();
-    worker->loop->run_in_loop([worker] { worker->finish(); });
-  }
-  for (auto& w : workers_) w->thread.join();
+  stop_workers();
 
   for (auto& w : workers_) {
     result.messages += w->messages.load();

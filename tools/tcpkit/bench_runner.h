@@ -15,6 +15,7 @@
 
 #include "histogram.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/result.h"
 #include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
@@ -60,7 +61,8 @@ class BenchRunner {
   BenchRunner(BenchOptions options, Endpoint target);
   ~BenchRunner();
   // Runs the whole benchmark; blocks for about connect time + duration.
-  BenchResult run();
+  // Fails only when a worker's event loop cannot be created.
+  Result<BenchResult> run();
 
  private:
   void print_live(double elapsed, uint64_t messages, uint64_t bytes, uint64_t errors, int conns);

@@ -69,8 +69,8 @@ Result<void> RelayApp::listen() {
   return {};
 }
 
-void RelayApp::start() {
-  server_.start();
+Result<void> RelayApp::start() {
+  if (auto r = server_.start(); !r) return r;
   // "TLS -> TLS" when both ends are encrypted: the relay sees the plaintext.
   const char* from = options_.client_tls ? "TLS" : "TCP";
   const char* to = options_.upstream_tls ? "TLS" : "TCP";
@@ -82,6 +82,7 @@ void RelayApp::start() {
               Logger::str("client_tls", options_.client_tls ? "on" : "off"),
               Logger::str("upstream_tls", options_.upstream_tls ? "on" : "off")});
   }
+  return {};
 }
 
 void RelayApp::on_connection(const TcpConnectionPtr& conn) {

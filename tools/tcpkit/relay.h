@@ -31,7 +31,8 @@ class RelayApp {
 
   // Binds every --listen address. The error names the address.
   Result<void> listen();
-  void start();
+  // Starts the I/O threads and accepting; the error names what failed.
+  Result<void> start();
   // Base loop. First SIGINT/SIGTERM: stop accepting, let pairs drain, quit.
   void begin_stop();
 

@@ -136,7 +136,12 @@ int run_relay(const RelayFlags& f) {
   }
 
   block_stop_signals();
-  EventLoop loop;
+  auto main_loop = EventLoop::create();
+  if (!main_loop) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", main_loop.error().message());
+    return kExitFailure;
+  }
+  EventLoop& loop = **main_loop;
   RelayApp app(&loop, std::move(o));
   if (auto r = app.listen(); !r) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
@@ -144,7 +149,10 @@ int run_relay(const RelayFlags& f) {
                                   "--listen 127.0.0.1:8888"));
     return kExitFailure;
   }
-  app.start();
+  if (auto r = app.start(); !r) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", r.error().message());
+    return kExitFailure;
+  }
   watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
   loop.run();
   return kExitOk;

@@ -103,7 +103,12 @@ int run_serve(const ServeOptions& options) {
   }
   block_stop_signals();
 
-  EventLoop loop;
+  auto main_loop = EventLoop::create();
+  if (!main_loop) {
+    fmt::print(stderr, "tcpkit serve: cannot start: {}\n", main_loop.error().message());
+    return kExitFailure;
+  }
+  EventLoop& loop = **main_loop;
   ServeApp app(&loop, options, std::move(tls));
   if (auto r = app.listen(*addresses); !r) {
     fmt::print(stderr, "tcpkit serve: cannot listen: {}\n", explain_bind_error(r.error(), options.port));
