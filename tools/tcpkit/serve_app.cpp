@@ -193,8 +193,8 @@ void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis) {
                                            [this](std::string_view line) { broadcast_chat(line, nullptr); });
 }
 
-void ServeApp::start() {
-  server_.start();
+Result<void> ServeApp::start() {
+  if (auto started = server_.start(); !started) return started;
   const std::string tls_note = tls_ ? fmt::format(" with TLS (certificate {})", options_.tls_cert) : "";
   for (const auto& ep : server_.listen_endpoints()) {
     log_.log("listening",
@@ -213,6 +213,7 @@ void ServeApp::start() {
     }
   }
   if (cluster_) cluster_->start();
+  return {};
 }
 
 void ServeApp::begin_stop() {

@@ -84,7 +84,7 @@ class ServeApp {
   // Chat mode: relays lines through the Redis at `redis` (named `label` in
   // the log) to other instances; call before start().
   void join_cluster(std::string label, std::vector<Endpoint> redis);
-  void start();
+  Result<void> start();
   // First SIGINT/SIGTERM: stop accepting, drain, then quit the loop.
   void begin_stop();
 

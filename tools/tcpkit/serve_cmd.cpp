@@ -121,7 +121,10 @@ int run_serve(const ServeOptions& options) {
     return kExitFailure;
   }
   if (!redis.empty()) app.join_cluster(std::move(redis_label), std::move(redis));
-  app.start();
+  if (auto r = app.start(); !r) {
+    fmt::print(stderr, "tcpkit serve: cannot start: {}\n", r.error().message());
+    return kExitFailure;
+  }
   watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
   loop.run();
   return kExitOk;
