@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "callback_table.h"
+#include "connection_owner.h"
 #include "connector.h"
 #include "sys.h"
 #include "tcpkit/event_loop.h"
@@ -43,7 +44,7 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
       std::make_shared<Connector>(loop, std::move(targets), impl_->options.connect_timeout, retry);
   std::weak_ptr<Impl> weak = impl_;
   impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_close, [weak](const TcpConnectionPtr& c) {
-    c->loop()->queue_in_loop([c] { c->connect_destroyed(); });
+    c->loop()->queue_in_loop([c] { ConnectionOwner::destroyed(*c); });
     if (auto impl = weak.lock()) impl->closed(c);
   });
   impl_->connector->set_on_connected([weak](UniqueFd fd, const Endpoint& peer) {
@@ -114,13 +115,13 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
   if (options.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
   Endpoint local = sys::local_endpoint(fd.get());
   auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, options.connection);
-  conn->set_callbacks(callbacks);
+  ConnectionOwner::set_callbacks(*conn, callbacks);
   {
     std::lock_guard lock(mutex);
     connection = conn;
   }
   reconnects = 0;
-  conn->connect_established(options.tls.get(), options.tls_server_name);
+  ConnectionOwner::established(*conn, options.tls.get(), options.tls_server_name);
 }
 
 void TcpClient::Impl::closed(const TcpConnectionPtr& conn) {
@@ -151,7 +152,7 @@ void TcpClient::Impl::stop_in_loop() {
   // stays, to destroy the connection.
   auto closing = std::make_shared<ConnectionCallbacks>();
   closing->on_close = callbacks->on_close;
-  conn->set_callbacks(std::move(closing));
+  ConnectionOwner::set_callbacks(*conn, std::move(closing));
   conn->force_close();
 }
 

@@ -71,9 +71,6 @@ void TcpConnection::set_on_peer_closed(PeerClosedCallback cb) {
 void TcpConnection::set_on_handshake(ConnectionCallback cb) {
   set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_handshake, std::move(cb)));
 }
-void TcpConnection::set_on_close(ConnectionCallback cb) {
-  set_callbacks(with_callback(callbacks_, &ConnectionCallbacks::on_close, std::move(cb)));
-}
 
 void TcpConnection::connect_established(const TlsContext* tls, std::string_view server_name) {
   loop_->assert_in_loop_thread();

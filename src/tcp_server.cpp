@@ -7,6 +7,7 @@
 
 #include "acceptor.h"
 #include "callback_table.h"
+#include "connection_owner.h"
 #include "sys.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/loop_thread_pool.h"
@@ -54,7 +55,7 @@ TcpServer::~TcpServer() {
       auto connections = std::move(state->connections);
       // connect_destroyed() reports the close to the user but never runs
       // the on_close hook, which would reach back into this server.
-      for (auto& [id, conn] : connections) conn->connect_destroyed();
+      for (auto& [id, conn] : connections) ConnectionOwner::destroyed(*conn);
     });
   }
   pool_.reset();
@@ -169,10 +170,10 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
   if (options_.keepalive) (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
-  conn->set_callbacks(callbacks_);
+  ConnectionOwner::set_callbacks(*conn, callbacks_);
   state->loop->run_in_loop([state, conn, tls = options_.tls.get()] {
     state->connections.emplace(conn->id(), conn);
-    conn->connect_established(tls);
+    ConnectionOwner::established(*conn, tls);
   });
 }
 
@@ -181,7 +182,7 @@ void TcpServer::remove_connection(const TcpConnectionPtr& conn) {
   state_of(conn->loop())->connections.erase(conn->id());
   open_.fetch_sub(1, std::memory_order_relaxed);
   // Destroy after the current event: the channel may still be iterating.
-  conn->loop()->queue_in_loop([conn] { conn->connect_destroyed(); });
+  conn->loop()->queue_in_loop([conn] { ConnectionOwner::destroyed(*conn); });
   if (stopping_.load(std::memory_order_acquire)) queue_check_stopped();
 }
 

@@ -55,7 +55,7 @@ Result<TlsSession> TlsSession::create(const TlsContext& context, std::string pee
                                       std::string_view server_name) {
   const std::string where = "TLS session with " + peer;
   clear_openssl_errors();
-  SSL* ssl = SSL_new(context.native_handle());
+  SSL* ssl = SSL_new(context.ctx_);
   BIO* in = BIO_new(BIO_s_mem());
   BIO* out = BIO_new(BIO_s_mem());
   if (ssl == nullptr || in == nullptr || out == nullptr) {

@@ -157,18 +157,19 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void set_on_high_water_mark(HighWaterMarkCallback cb);
   void set_on_peer_closed(PeerClosedCallback cb);
   void set_on_handshake(ConnectionCallback cb);
-  /// Internal: called once when the connection is down, after on_connection.
-  void set_on_close(ConnectionCallback cb);
-  /// Internal, for TcpServer/TcpClient: the table shared by their
-  /// connections, which they never modify once handed out; null clears all.
-  void set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks);
 
-  /// Internal, for TcpServer/TcpClient: in the loop thread, once each.
-  /// With `tls`, the connection starts TLS before on_connection.
+ private:
+  /// What the owners of connections (TcpServer, TcpClient) do through it.
+  friend class ConnectionOwner;
+
+  /// The table shared by the owner's connections, which it never modifies
+  /// once handed out; null clears all.
+  void set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks);
+  /// In the loop thread, once each. With `tls`, the connection starts TLS
+  /// before on_connection.
   void connect_established(const TlsContext* tls = nullptr, std::string_view server_name = {});
   void connect_destroyed();
 
- private:
   void handle_event(unsigned mask);
   struct TlsLayer;
   void handle_read();

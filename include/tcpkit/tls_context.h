@@ -11,11 +11,12 @@
 /// TLS 1.2 and newer are offered; renegotiation is refused.
 #pragma once
 
-#include <openssl/types.h>
-
 #include <string>
 
 #include "tcpkit/result.h"
+
+// OpenSSL's context, opaque here: no OpenSSL header reaches the user.
+struct ssl_ctx_st;
 
 namespace tcpkit {
 
@@ -48,13 +49,12 @@ class TlsContext {
   bool verifies_peer() const { return verify_; }
   /// The client's default name to verify (TlsClientOptions::server_name).
   const std::string& server_name() const { return server_name_; }
-  /// For settings tcpkit does not wrap (ALPN, cipher lists). Still owned here.
-  SSL_CTX* native_handle() const { return ctx_; }
 
  private:
-  TlsContext(SSL_CTX* ctx, bool is_server) : ctx_(ctx), is_server_(is_server) {}
+  friend class TlsSession;  // makes its sessions from ctx_
+  TlsContext(ssl_ctx_st* ctx, bool is_server) : ctx_(ctx), is_server_(is_server) {}
 
-  SSL_CTX* ctx_ = nullptr;
+  ssl_ctx_st* ctx_ = nullptr;
   bool is_server_ = false;
   bool verify_ = false;
   std::string server_name_;

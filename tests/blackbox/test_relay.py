@@ -321,6 +321,25 @@ def test_close_after_closes_cleanly(tcpkit_process):
     wait_log(server, r"disconnect 127\.0\.0\.1:\d+: peer closed")
 
 
+def test_idle_timeout_ends_a_silent_pair_and_spares_a_busy_one(tcpkit_process):
+    server, upstream = echo_server(tcpkit_process)
+    relay, port = start_relay(tcpkit_process, upstream, "--idle-timeout", "0.5")
+    with connect(port) as silent, connect(port) as busy:
+        silent_name = peer_name(silent)
+        # The busy pair talks more often than the timeout, for longer than it.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            busy.sendall(b"ping")
+            assert recv_exact(busy, 4) == b"ping"
+            time.sleep(0.1)
+        got, how = recv_until_eof(silent)
+        assert got == b"" and how is None, "the silent client was not closed"
+        wait_log(relay, rf"disconnect {silent_name}: client: idle timeout")
+        busy.sendall(b"still here")
+        assert recv_exact(busy, 10) == b"still here"
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: ")
+
+
 def test_upstream_down_closes_the_client(tcpkit_process):
     dead = pick_free_port()
     relay, port = start_relay(tcpkit_process, dead)

@@ -358,6 +358,42 @@ TEST(TcpConnection, ForceCloseFromAnotherThread) {
   h.finish();
 }
 
+// abort() is the library's RST: the program never sets SO_LINGER itself.
+TEST(TcpConnection, AbortSendsAResetAndDropsQueuedOutput) {
+  ServerHarness h;
+  Tally tally;
+  start_echo(h, tally);
+  auto c = connect_client(h.address());
+  expect_echo(c, "hi");
+  auto conn = tally.wait_last();
+  conn->abort();
+  char byte;
+  auto n = c.recv(&byte, 1);
+  ASSERT_FALSE(n) << "read " << (n ? *n : 0) << " bytes instead of a reset";
+  EXPECT_EQ(n.error(), std::errc::connection_reset) << n.error().message();
+  ASSERT_TRUE(tally.down.wait([](int d) { return d == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), Errc::aborted);
+  EXPECT_EQ(conn->close_kind(), CloseReason::aborted);
+  tally.forget();
+  conn.reset();
+  h.finish();
+}
+
+TEST(TcpConnection, CloseKindsSortTheReasonsAServerCountsAndLogs) {
+  EXPECT_EQ(classify_close(make_error_code(Errc::peer_closed)), CloseReason::peer_closed);
+  EXPECT_EQ(classify_close(std::make_error_code(std::errc::connection_reset)), CloseReason::reset);
+  EXPECT_EQ(classify_close(std::make_error_code(std::errc::broken_pipe)), CloseReason::reset);
+  EXPECT_EQ(classify_close(make_error_code(Errc::high_water_mark)), CloseReason::slow_reader);
+  EXPECT_EQ(classify_close(make_error_code(Errc::line_too_long)), CloseReason::message_too_large);
+  EXPECT_EQ(classify_close(make_error_code(Errc::handshake_timeout)), CloseReason::handshake_timeout);
+  EXPECT_EQ(classify_close(std::make_error_code(std::errc::operation_canceled)), CloseReason::closed_locally);
+  EXPECT_EQ(classify_close(std::make_error_code(std::errc::host_unreachable)), CloseReason::error);
+  EXPECT_EQ(label(CloseReason::slow_reader), "slow reader");
+  EXPECT_EQ(describe(CloseReason::slow_reader), "slow reader (output over high-water mark)");
+  EXPECT_FALSE(is_error(CloseReason::peer_closed));
+  EXPECT_TRUE(is_error(CloseReason::tls_handshake_failed));
+}
+
 TEST(TcpConnection, PauseAndResumeReadingFromAnotherThread) {
   ServerHarness h;
   Tally tally;
