@@ -37,6 +37,7 @@ struct ServerOptions {
   size_t max_connections = 0;       ///< 0: unlimited; extra clients are accepted and closed
   bool tcp_nodelay = true;
   bool keepalive = true;
+  unsigned unix_mode = 0;           ///< a Unix socket file's permissions (0660...); 0: the umask's
   ConnectionOptions connection;     ///< high-water mark, overflow policy, read cap, idle timeout
 };
 
@@ -55,7 +56,8 @@ class TcpServer {
   TcpServer(const TcpServer&) = delete;
   TcpServer& operator=(const TcpServer&) = delete;
 
-  /// Binds and listens (SO_REUSEADDR on) on one more address; call before start().
+  /// Binds and listens (SO_REUSEADDR on) on one more address, TCP or Unix
+  /// (see TcpListener::bind for a Unix path); call before start().
   Result<void> listen(const Endpoint& address);
   /// Starts the I/O threads and begins accepting.
   void start();
