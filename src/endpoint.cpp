@@ -7,6 +7,8 @@
 
 #include <cassert>
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cerrno>
 #include <charconv>
 #include <cstddef>
@@ -39,12 +41,61 @@ constexpr socklen_t kUnixPathOffset = offsetof(sockaddr_un, sun_path);
 
 }  // namespace
 
+// Immutable once built, except for the count, so copies in any thread may
+// share it (as std::shared_ptr's control block is shared).
 struct Endpoint::UnixName {
+  mutable std::atomic<uint32_t> refs{1};
   sockaddr_un addr{};
   socklen_t len = 0;
 };
 
 Endpoint::Endpoint() { addr_.v4.sin_family = AF_INET; }
+
+Endpoint::Endpoint(const Endpoint& other) : addr_(other.addr_) { retain(); }
+
+Endpoint::Endpoint(Endpoint&& other) noexcept : addr_(other.addr_) {
+  other.addr_ = Address{};
+  other.addr_.v4.sin_family = AF_INET;
+}
+
+Endpoint& Endpoint::operator=(const Endpoint& other) {
+  if (this == &other) return *this;
+  other.retain();
+  release();
+  addr_ = other.addr_;
+  return *this;
+}
+
+Endpoint& Endpoint::operator=(Endpoint&& other) noexcept {
+  if (this == &other) return *this;
+  release();
+  addr_ = other.addr_;
+  other.addr_ = Address{};
+  other.addr_.v4.sin_family = AF_INET;
+  return *this;
+}
+
+Endpoint::~Endpoint() { release(); }
+
+const Endpoint::UnixName* Endpoint::unix_name() const {
+  if (!is_unix()) return nullptr;
+  const UnixName* name = nullptr;
+  std::memcpy(&name, addr_.un.name, sizeof name);
+  return name;
+}
+
+void Endpoint::set_unix_name(const UnixName* name) { std::memcpy(addr_.un.name, &name, sizeof name); }
+
+void Endpoint::retain() const {
+  if (const UnixName* name = unix_name()) name->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Endpoint::release() {
+  const UnixName* name = unix_name();
+  if (name == nullptr) return;
+  set_unix_name(nullptr);
+  if (name->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete name;
+}
 
 Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
   if (addr->sa_family == AF_UNIX) {
@@ -52,10 +103,10 @@ Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
     // The kernel reports an unnamed socket (a client that never bound) with
     // no path bytes at all.
     if (len <= kUnixPathOffset) return;
-    auto name = std::make_shared<UnixName>();
+    auto* name = new UnixName;
     name->len = std::min<socklen_t>(len, sizeof(sockaddr_un));
     std::memcpy(&name->addr, addr, name->len);
-    unix_name_ = std::move(name);
+    set_unix_name(name);
     return;
   }
   assert(addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
@@ -80,7 +131,7 @@ Result<Endpoint> Endpoint::unix_socket(std::string_view path) {
                                                " bytes long; at most " + std::to_string(kMax) +
                                                " fit (use a shorter path, e.g. under /tmp or /run)");
   }
-  auto name = std::make_shared<UnixName>();
+  auto name = std::make_unique<UnixName>();
   name->addr.sun_family = AF_UNIX;
   if (abstract) {
     // Abstract names are byte strings of exactly this length, with no NUL at
@@ -94,7 +145,7 @@ Result<Endpoint> Endpoint::unix_socket(std::string_view path) {
   Endpoint ep;
   ep.addr_ = Address{};
   ep.addr_.un.family = AF_UNIX;
-  ep.unix_name_ = std::move(name);
+  ep.set_unix_name(name.release());
   return ep;
 }
 
@@ -223,13 +274,15 @@ bool Endpoint::is_unspecified() const {
 }
 
 bool Endpoint::is_abstract() const {
-  return unix_name_ != nullptr && unix_name_->addr.sun_path[0] == '\0';
+  const UnixName* name = unix_name();
+  return name != nullptr && name->addr.sun_path[0] == '\0';
 }
 
 std::string Endpoint::unix_path() const {
-  if (unix_name_ == nullptr) return {};
-  const char* path = unix_name_->addr.sun_path;
-  const size_t bytes = unix_name_->len - kUnixPathOffset;
+  const UnixName* name = unix_name();
+  if (name == nullptr) return {};
+  const char* path = name->addr.sun_path;
+  const size_t bytes = name->len - kUnixPathOffset;
   if (is_abstract()) return "@" + std::string(path + 1, bytes - 1);
   // The kernel may or may not count the terminating NUL in the length.
   return std::string(path, strnlen(path, bytes));
@@ -277,7 +330,7 @@ std::string Endpoint::host() const {
 
 std::string Endpoint::to_string() const {
   if (is_unix()) {
-    std::string text = std::string(kUnixPrefix) + (unix_name_ ? unix_path() : "(unnamed)");
+    std::string text = std::string(kUnixPrefix) + (unix_name() ? unix_path() : "(unnamed)");
     if (auto who = credentials()) {
       text += " (pid " + std::to_string(who->pid) + ", uid " + std::to_string(who->uid) + ")";
     }
@@ -288,13 +341,16 @@ std::string Endpoint::to_string() const {
 }
 
 const sockaddr* Endpoint::sockaddr_ptr() const {
-  if (unix_name_ != nullptr) return reinterpret_cast<const sockaddr*>(&unix_name_->addr);
+  if (const UnixName* name = unix_name()) return reinterpret_cast<const sockaddr*>(&name->addr);
   // An unnamed Unix socket is its family alone, which the inline bytes hold.
   return &addr_.any;
 }
 
 socklen_t Endpoint::sockaddr_len() const {
-  if (is_unix()) return unix_name_ ? unix_name_->len : static_cast<socklen_t>(sizeof(sa_family_t));
+  if (is_unix()) {
+    const UnixName* name = unix_name();
+    return name ? name->len : static_cast<socklen_t>(sizeof(sa_family_t));
+  }
   return is_v6() ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 

@@ -7,12 +7,12 @@
 /// not an endpoint), formats back the same way, and resolves host names with
 /// getaddrinfo. Plain value type: copy freely, use from any thread.
 ///
-/// Only AF_INET and AF_INET6 fit inline (28 bytes, the size of sockaddr_in6):
-/// every connection keeps two endpoints, so a sockaddr_storage (128 bytes),
-/// or a sockaddr_un (110 bytes), would cost some 200 bytes per connection. A
-/// Unix path lives in a shared immutable block instead: every connection
-/// accepted on one listener points at the listener's path, and the inline
-/// bytes hold what differs per peer, its credentials (SO_PEERCRED).
+/// An Endpoint is 28 bytes, the size of sockaddr_in6: every connection keeps
+/// two, so a sockaddr_storage (128 bytes), or a sockaddr_un (110 bytes), would
+/// cost some 200 bytes per connection. A Unix path lives in a reference-counted
+/// immutable block instead, whose pointer sits in the same 28 bytes: every
+/// connection accepted on one listener points at the listener's path, and the
+/// inline bytes also hold what differs per peer, its credentials (SO_PEERCRED).
 #pragma once
 
 #include <netinet/in.h>
@@ -20,7 +20,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +44,11 @@ class Endpoint {
 
   /// 0.0.0.0:0.
   Endpoint();
+  Endpoint(const Endpoint& other);
+  Endpoint(Endpoint&& other) noexcept;
+  Endpoint& operator=(const Endpoint& other);
+  Endpoint& operator=(Endpoint&& other) noexcept;
+  ~Endpoint();
   /// Wraps a kernel address: AF_INET, AF_INET6 or AF_UNIX (a path is copied
   /// into a block of its own). Other families are asserted against.
   explicit Endpoint(const sockaddr* addr, socklen_t len);
@@ -106,15 +110,18 @@ class Endpoint {
   friend bool operator==(const Endpoint& a, const Endpoint& b);
 
  private:
-  struct UnixName;  ///< a sockaddr_un and its length, shared and never modified
-  /// What a Unix endpoint keeps inline: the family, and the credentials of
-  /// the peer (which differ per connection, while the path is shared).
+  struct UnixName;  ///< a sockaddr_un, its length and a reference count
+  /// What a Unix endpoint keeps inline: the family, the credentials of the
+  /// peer (which differ per connection), and the pointer to the shared path
+  /// (null when unnamed). The pointer is kept as bytes so that the union
+  /// keeps the 4-byte alignment of the socket addresses, and its 28 bytes.
   struct UnixInline {
     sa_family_t family;
     bool has_credentials;
     pid_t pid;
     uid_t uid;
     gid_t gid;
+    unsigned char name[sizeof(void*)];
   };
   union Address {
     sockaddr any;
@@ -122,8 +129,15 @@ class Endpoint {
     sockaddr_in6 v6;
     UnixInline un;
   };
+  static_assert(sizeof(Address) == sizeof(sockaddr_in6), "a Unix endpoint must not grow every connection");
+
+  /// The shared path of a named Unix endpoint; null otherwise.
+  const UnixName* unix_name() const;
+  void set_unix_name(const UnixName* name);
+  void retain() const;
+  void release();
+
   Address addr_{};
-  std::shared_ptr<const UnixName> unix_name_;  ///< null unless a named Unix socket
 };
 
 }  // namespace tcpkit

@@ -196,9 +196,28 @@ TEST(Endpoint, UnixPeerCarriesCredentialsInlineAndShowsThem) {
   EXPECT_EQ(peer, a) << "credentials are not part of the address";
 }
 
-TEST(Endpoint, StaysSmallWithUnixSupport) {
+TEST(Endpoint, StaysTheSizeOfSockaddrIn6WithUnixSupport) {
   // Two per connection: a sockaddr_un inline would add some 200 bytes.
-  EXPECT_LE(sizeof(Endpoint), 48u);
+  EXPECT_EQ(sizeof(Endpoint), sizeof(sockaddr_in6));
+}
+
+TEST(Endpoint, UnixPathOutlivesTheEndpointItCameFrom) {
+  Endpoint copy;
+  Endpoint moved;
+  {
+    auto original = *Endpoint::parse("unix:/tmp/shared.sock");
+    copy = original;
+    Endpoint second(original);
+    moved = std::move(second);
+    EXPECT_EQ(second, Endpoint()) << "a moved-from endpoint is 0.0.0.0:0";
+    copy = copy;  // self-assignment keeps the path
+  }
+  EXPECT_EQ(copy.to_string(), "unix:/tmp/shared.sock");
+  EXPECT_EQ(moved.to_string(), "unix:/tmp/shared.sock");
+  EXPECT_EQ(copy.sockaddr_ptr(), moved.sockaddr_ptr());
+  copy = Endpoint::loopback_v4(80);
+  EXPECT_EQ(copy.to_string(), "127.0.0.1:80");
+  EXPECT_EQ(moved.unix_path(), "/tmp/shared.sock");
 }
 
 TEST(Endpoint, WrapsAKernelUnixAddress) {
