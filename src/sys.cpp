@@ -161,7 +161,9 @@ Result<void> unlink(const char* path) {
 }
 
 Result<void> chmod(const char* path, unsigned mode) {
-  if (::chmod(path, static_cast<mode_t>(mode)) < 0) return Error::from_errno(errno, std::string("chmod ") + path);
+  if (::chmod(path, static_cast<mode_t>(mode)) < 0) {
+    return Error::from_errno(errno, std::string("chmod ") + path);
+  }
   return {};
 }
 

@@ -61,7 +61,9 @@ class Endpoint {
   /// A path longer than sockaddr_un holds (107 bytes) is ENAMETOOLONG.
   static Result<Endpoint> unix_socket(std::string_view path);
   /// True for "unix:..." text, the one spelling of a Unix socket address.
-  static bool names_unix_socket(std::string_view text) { return text.substr(0, kUnixPrefix.size()) == kUnixPrefix; }
+  static bool names_unix_socket(std::string_view text) {
+    return text.substr(0, kUnixPrefix.size()) == kUnixPrefix;
+  }
   /// A numeric host ("::1", "10.0.0.1"; brackets optional) plus a port.
   static Result<Endpoint> parse(std::string_view host, uint16_t port);
   /// Parses a port number "0".."65535" with a clear error for anything else.

@@ -200,7 +200,8 @@ Command add_bench_command(CLI::App& app) {
   BenchOptions& o = flags->bench;
   sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
   flags->port_opt = sub->add_option("PORT", o.port, "server port");
-  add_unix_flag(*sub, flags->unix_path, "load-test the server on this Unix-domain socket instead of HOST PORT");
+  add_unix_flag(*sub, flags->unix_path,
+                "load-test the server on this Unix-domain socket instead of HOST PORT");
   // Names, not numbers: an enum transformer would also take "2" for stream.
   sub->add_option("--mode", flags->mode,
                   "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")

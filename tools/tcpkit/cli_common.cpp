@@ -61,7 +61,8 @@ CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& 
 
 void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {
   sub.add_option_function<std::string>(
-         "--unix-mode", [&mode](const std::string& text) { mode = static_cast<unsigned>(std::stoul(text, nullptr, 8)); },
+         "--unix-mode",
+         [&mode](const std::string& text) { mode = static_cast<unsigned>(std::stoul(text, nullptr, 8)); },
          "permissions of a Unix socket's file, octal (660: owner and group may connect)")
       ->type_name("MODE")
       ->check(CLI::Validator(

@@ -1,8 +1,9 @@
-// `tcpkit connect HOST PORT` (or `connect unix:PATH`): the tutorial's client. With --send it connects,
-// sends each text and prints each reply, then closes; without it, it is an
-// interactive session like nc, with text decoded from --encoding and a clear
-// one-line reason when the connection cannot be made. --tls speaks TLS on the
-// connection, verifying the server's certificate unless told not to.
+// `tcpkit connect HOST PORT` (or `connect unix:PATH`): the tutorial's client.
+// With --send it connects, sends each text and prints each reply, then
+// closes; without it, it is an interactive session like nc, with text decoded
+// from --encoding and a clear one-line reason when the connection cannot be
+// made. --tls speaks TLS on the connection, verifying the server's
+// certificate unless told not to.
 #include <fmt/core.h>
 #include <openssl/x509_vfy.h>
 

@@ -214,7 +214,8 @@ std::string file_sentence(const std::string& path) {
   struct stat st{};
   if (::lstat(path.c_str(), &st) != 0) return "no such file";
   if (!S_ISSOCK(st.st_mode)) return "exists, and is not a socket";
-  return fmt::format("a socket file, mode {:03o} (write permission lets a process connect)", st.st_mode & 0777);
+  return fmt::format("a socket file, mode {:03o} (write permission lets a process connect)",
+                     st.st_mode & 0777);
 }
 
 int run_unix_socket(const std::string& path, bool json) {

@@ -137,7 +137,8 @@ int run_relay(const RelayFlags& f) {
   }
   if (f.to_tls) {
     // A Unix path is no host name: without --to-sni, expect "localhost".
-    std::string host = Endpoint::names_unix_socket(f.to) ? "localhost" : Endpoint::split_host_port(f.to)->first;
+    std::string host =
+        Endpoint::names_unix_socket(f.to) ? "localhost" : Endpoint::split_host_port(f.to)->first;
     o.upstream_name = f.to_sni.empty() ? host : f.to_sni;
     auto context = TlsContext::client({f.to_ca, !f.to_insecure, o.upstream_name});
     if (!context) {
@@ -157,8 +158,8 @@ int run_relay(const RelayFlags& f) {
   if (!listening) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
                first.is_unix() ? explain_unix_bind_error(listening.error(), first)
-                               : explain_bind_error(listening.error(), listen_port, "another port for --listen",
-                                                    "--listen 127.0.0.1:8888"));
+                               : explain_bind_error(listening.error(), listen_port,
+                                                    "another port for --listen", "--listen 127.0.0.1:8888"));
     return kExitFailure;
   }
   app.start();

@@ -162,7 +162,8 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--host", opts->host,
                   "address or name to listen on (0.0.0.0 or :: serve every interface), or unix:PATH")
       ->capture_default_str();
-  auto* port = sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
+  auto* port =
+      sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
   add_unix_flag(*sub, *unix_path, "serve this Unix-domain socket instead of a TCP port")->excludes(port);
   add_unix_mode_flag(*sub, opts->unix_mode);
   sub->add_option("-m,--mode", (*names)[0], "ack | echo | discard | chat")
