@@ -45,7 +45,7 @@ void Acceptor::stop() {
 void Acceptor::handle_read() {
   for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
     Endpoint peer;
-    int fd = sys::accept(listener_.fd(), &peer, /*nonblocking=*/true);
+    int fd = sys::accept(listener_.fd(), &peer, /*nonblocking=*/true, listening_on_);
     if (fd >= 0) {
       if (on_new_connection_) {
         on_new_connection_(UniqueFd(fd), peer, wildcard_ ? sys::local_endpoint(fd) : listening_on_);
@@ -68,7 +68,7 @@ void Acceptor::recover_from_exhaustion() {
   if (on_exhausted_) on_exhausted_();
   if (spare_fd_) {
     spare_fd_.reset();
-    int fd = sys::accept(listener_.fd(), nullptr, /*nonblocking=*/true);
+    int fd = sys::accept(listener_.fd(), nullptr, /*nonblocking=*/true, listening_on_);
     UniqueFd refused(fd);  // closed at once: the client sees EOF, not a hang
     spare_fd_ = open_spare();
   }

@@ -102,7 +102,12 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   return Cidr(bytes, prefix, false);
 }
 
-bool Cidr::contains(const Endpoint& peer) const { return same_prefix(network_, peer_bytes(peer), prefix_); }
+// A Unix peer has no IP address, so no network contains it: --allow lists
+// refuse Unix clients, --deny lists let them through.
+bool Cidr::contains(const Endpoint& peer) const {
+  if (peer.is_unix()) return false;
+  return same_prefix(network_, peer_bytes(peer), prefix_);
+}
 
 std::string Cidr::to_string() const {
   char text[INET6_ADDRSTRLEN] = {};

@@ -3,10 +3,15 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netdb.h>
+#include <sys/un.h>
 
 #include <cassert>
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <cerrno>
 #include <charconv>
+#include <cstddef>
 #include <cstring>
 
 namespace tcpkit {
@@ -32,15 +37,116 @@ const std::error_category& gai_category() {
   return category;
 }
 
+constexpr socklen_t kUnixPathOffset = offsetof(sockaddr_un, sun_path);
+
 }  // namespace
+
+// Immutable once built, except for the count, so copies in any thread may
+// share it (as std::shared_ptr's control block is shared).
+struct Endpoint::UnixName {
+  mutable std::atomic<uint32_t> refs{1};
+  sockaddr_un addr{};
+  socklen_t len = 0;
+};
 
 Endpoint::Endpoint() { addr_.v4.sin_family = AF_INET; }
 
+Endpoint::Endpoint(const Endpoint& other) : addr_(other.addr_) { retain(); }
+
+Endpoint::Endpoint(Endpoint&& other) noexcept : addr_(other.addr_) {
+  other.addr_ = Address{};
+  other.addr_.v4.sin_family = AF_INET;
+}
+
+Endpoint& Endpoint::operator=(const Endpoint& other) {
+  if (this == &other) return *this;
+  other.retain();
+  release();
+  addr_ = other.addr_;
+  return *this;
+}
+
+Endpoint& Endpoint::operator=(Endpoint&& other) noexcept {
+  if (this == &other) return *this;
+  release();
+  addr_ = other.addr_;
+  other.addr_ = Address{};
+  other.addr_.v4.sin_family = AF_INET;
+  return *this;
+}
+
+Endpoint::~Endpoint() { release(); }
+
+const Endpoint::UnixName* Endpoint::unix_name() const {
+  if (!is_unix()) return nullptr;
+  const UnixName* name = nullptr;
+  std::memcpy(&name, addr_.un.name, sizeof name);
+  return name;
+}
+
+void Endpoint::set_unix_name(const UnixName* name) { std::memcpy(addr_.un.name, &name, sizeof name); }
+
+void Endpoint::retain() const {
+  if (const UnixName* name = unix_name()) name->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Endpoint::release() {
+  const UnixName* name = unix_name();
+  if (name == nullptr) return;
+  set_unix_name(nullptr);
+  if (name->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete name;
+}
+
 Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
+  if (addr->sa_family == AF_UNIX) {
+    addr_.un.family = AF_UNIX;
+    // The kernel reports an unnamed socket (a client that never bound) with
+    // no path bytes at all.
+    if (len <= kUnixPathOffset) return;
+    auto* name = new UnixName;
+    name->len = std::min<socklen_t>(len, sizeof(sockaddr_un));
+    std::memcpy(&name->addr, addr, name->len);
+    set_unix_name(name);
+    return;
+  }
   assert(addr->sa_family == AF_INET || addr->sa_family == AF_INET6);
   assert(len <= sizeof(addr_));
   // Never past the union, even in a build without assertions.
   std::memcpy(&addr_, addr, std::min<size_t>(len, sizeof(addr_)));
+}
+
+Result<Endpoint> Endpoint::unix_socket(std::string_view path) {
+  const std::string shown = quoted(std::string(kUnixPrefix) + std::string(path));
+  if (path.empty() || path == "@") return Error(Errc::bad_address, "unix socket " + shown + " (no path)");
+  // The kernel reads a path as a C string: an embedded NUL would name
+  // another file than the one the user sees.
+  if (path.find('\0') != std::string_view::npos) return Error(Errc::bad_address, "unix socket " + shown);
+  const bool abstract = path.front() == '@';
+  // A path needs its terminating NUL inside sun_path; an abstract name starts
+  // with a NUL instead of '@'. Either way, one byte less than sun_path.
+  constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
+  const size_t bytes = abstract ? path.size() - 1 : path.size();
+  if (bytes > kMax) {
+    return Error::from_errno(ENAMETOOLONG, "unix socket " + shown + " is " + std::to_string(bytes) +
+                                               " bytes long; at most " + std::to_string(kMax) +
+                                               " fit (use a shorter path, e.g. under /tmp or /run)");
+  }
+  auto name = std::make_unique<UnixName>();
+  name->addr.sun_family = AF_UNIX;
+  if (abstract) {
+    // Abstract names are byte strings of exactly this length, with no NUL at
+    // the end: "@x" and "@x\0" would be two different sockets.
+    std::memcpy(name->addr.sun_path + 1, path.data() + 1, bytes);
+    name->len = static_cast<socklen_t>(kUnixPathOffset + 1 + bytes);
+  } else {
+    std::memcpy(name->addr.sun_path, path.data(), bytes);
+    name->len = static_cast<socklen_t>(kUnixPathOffset + bytes + 1);
+  }
+  Endpoint ep;
+  ep.addr_ = Address{};
+  ep.addr_.un.family = AF_UNIX;
+  ep.set_unix_name(name.release());
+  return ep;
 }
 
 Result<uint16_t> Endpoint::parse_port(std::string_view text) {
@@ -112,6 +218,7 @@ Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
 }
 
 Result<Endpoint> Endpoint::parse(std::string_view text) {
+  if (names_unix_socket(text)) return unix_socket(text.substr(kUnixPrefix.size()));
   auto hp = split_host_port(text);
   if (!hp) return hp.error();
   auto ep = parse(hp->first, hp->second);
@@ -147,6 +254,11 @@ Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view host, uint16_t 
 }
 
 Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view text) {
+  if (names_unix_socket(text)) {
+    auto ep = parse(text);
+    if (!ep) return ep.error();
+    return std::vector<Endpoint>{*ep};
+  }
   auto hp = split_host_port(text);
   if (!hp) return hp.error();
   return resolve(hp->first, hp->second);
@@ -161,11 +273,43 @@ bool Endpoint::is_unspecified() const {
   return family() == AF_INET && addr_.v4.sin_addr.s_addr == htonl(INADDR_ANY);
 }
 
+bool Endpoint::is_abstract() const {
+  const UnixName* name = unix_name();
+  return name != nullptr && name->addr.sun_path[0] == '\0';
+}
+
+std::string Endpoint::unix_path() const {
+  const UnixName* name = unix_name();
+  if (name == nullptr) return {};
+  const char* path = name->addr.sun_path;
+  const size_t bytes = name->len - kUnixPathOffset;
+  if (is_abstract()) return "@" + std::string(path + 1, bytes - 1);
+  // The kernel may or may not count the terminating NUL in the length.
+  return std::string(path, strnlen(path, bytes));
+}
+
+std::optional<PeerCredentials> Endpoint::credentials() const {
+  if (!is_unix() || !addr_.un.has_credentials) return std::nullopt;
+  return PeerCredentials{addr_.un.pid, addr_.un.uid, addr_.un.gid};
+}
+
+Endpoint Endpoint::with_credentials(const PeerCredentials& who) const {
+  assert(is_unix());
+  Endpoint ep = *this;
+  ep.addr_.un.has_credentials = true;
+  ep.addr_.un.pid = who.pid;
+  ep.addr_.un.uid = who.uid;
+  ep.addr_.un.gid = who.gid;
+  return ep;
+}
+
 uint16_t Endpoint::port() const {
+  if (is_unix()) return 0;
   return ntohs(is_v6() ? addr_.v6.sin6_port : addr_.v4.sin_port);
 }
 
 void Endpoint::set_port(uint16_t port) {
+  if (is_unix()) return;
   if (is_v6()) {
     addr_.v6.sin6_port = htons(port);
   } else {
@@ -174,6 +318,7 @@ void Endpoint::set_port(uint16_t port) {
 }
 
 std::string Endpoint::host() const {
+  if (is_unix()) return unix_path();
   char buf[INET6_ADDRSTRLEN] = {};
   if (is_v6()) {
     ::inet_ntop(AF_INET6, &addr_.v6.sin6_addr, buf, sizeof buf);
@@ -184,15 +329,36 @@ std::string Endpoint::host() const {
 }
 
 std::string Endpoint::to_string() const {
+  if (is_unix()) {
+    std::string text = std::string(kUnixPrefix) + (unix_name() ? unix_path() : "(unnamed)");
+    if (auto who = credentials()) {
+      text += " (pid " + std::to_string(who->pid) + ", uid " + std::to_string(who->uid) + ")";
+    }
+    return text;
+  }
   if (is_v6()) return "[" + host() + "]:" + std::to_string(port());
   return host() + ":" + std::to_string(port());
 }
 
+const sockaddr* Endpoint::sockaddr_ptr() const {
+  if (const UnixName* name = unix_name()) return reinterpret_cast<const sockaddr*>(&name->addr);
+  // An unnamed Unix socket is its family alone, which the inline bytes hold.
+  return &addr_.any;
+}
+
 socklen_t Endpoint::sockaddr_len() const {
+  if (is_unix()) {
+    const UnixName* name = unix_name();
+    return name ? name->len : static_cast<socklen_t>(sizeof(sa_family_t));
+  }
   return is_v6() ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
 bool operator==(const Endpoint& a, const Endpoint& b) {
+  if (a.is_unix() || b.is_unix()) {
+    return a.family() == b.family() && a.sockaddr_len() == b.sockaddr_len() &&
+           std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
+  }
   return a.family() == b.family() && std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
 }
 

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -36,7 +37,7 @@ Result<UniqueFd> wakeup_eventfd() {
 
 Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address) {
   int type = SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
-  int fd = ::socket(family, type, IPPROTO_TCP);
+  int fd = ::socket(family, type, family == AF_UNIX ? 0 : IPPROTO_TCP);
   if (fd < 0) return Error::from_errno(errno, "socket for " + for_address.to_string());
   return UniqueFd(fd);
 }
@@ -81,13 +82,17 @@ Result<void> listen(int fd, int backlog, const Endpoint& ep) {
   return {};
 }
 
-int accept(int listen_fd, Endpoint* peer, bool nonblocking) {
+int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& listening_on) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
   int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
   if (fd < 0) return -errno;
-  if (peer != nullptr) *peer = Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+  if (peer == nullptr) return fd;
+  *peer = Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+  if (ss.ss_family != AF_UNIX) return fd;
+  if (peer->unix_path().empty()) *peer = listening_on;
+  if (auto who = peer_credentials(fd)) *peer = peer->with_credentials(*who);
   return fd;
 }
 
@@ -139,7 +144,7 @@ Endpoint local_endpoint(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
-  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX) return Endpoint();
   return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
@@ -147,8 +152,41 @@ Endpoint peer_endpoint(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
-  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX) return Endpoint();
   return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+Result<PeerCredentials> peer_credentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    return Error::from_errno(errno, "getsockopt SO_PEERCRED");
+  }
+  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+}
+
+long file_mode(const char* path) {
+  struct stat st{};
+  if (::lstat(path, &st) < 0) return -errno;
+  return static_cast<long>(st.st_mode);
+}
+
+Result<std::pair<dev_t, ino_t>> file_id(const char* path) {
+  struct stat st{};
+  if (::lstat(path, &st) < 0) return Error::from_errno(errno, std::string("stat ") + path);
+  return std::pair<dev_t, ino_t>(st.st_dev, st.st_ino);
+}
+
+Result<void> unlink(const char* path) {
+  if (::unlink(path) < 0) return Error::from_errno(errno, std::string("unlink ") + path);
+  return {};
+}
+
+Result<void> chmod(const char* path, unsigned mode) {
+  if (::chmod(path, static_cast<mode_t>(mode)) < 0) {
+    return Error::from_errno(errno, std::string("chmod ") + path);
+  }
+  return {};
 }
 
 }  // namespace tcpkit::sys

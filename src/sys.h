@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <utility>
 
 #include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
@@ -27,7 +28,8 @@ int last_errno();
 Result<UniqueFd> epoll_create();
 Result<UniqueFd> wakeup_eventfd();
 
-// A TCP socket for `family`, close-on-exec; non-blocking when asked.
+// A stream socket for `family`, close-on-exec; non-blocking when asked.
+// TCP for AF_INET/AF_INET6; for AF_UNIX the kernel's one stream protocol.
 Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address);
 
 Result<void> set_int_option(int fd, int level, int option, int value, const char* what);
@@ -38,8 +40,10 @@ Result<void> bind(int fd, const Endpoint& ep);
 Result<void> listen(int fd, int backlog, const Endpoint& ep);
 
 // accept4 with SOCK_CLOEXEC (and SOCK_NONBLOCK when asked). Returns the new
-// descriptor, or -errno; the peer's address lands in `peer`.
-int accept(int listen_fd, Endpoint* peer, bool nonblocking);
+// descriptor, or -errno; the peer's address lands in `peer`. A Unix client
+// rarely binds a name, so it is named by `listening_on` (sharing its path
+// block, no copy) and carries its credentials.
+int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& listening_on);
 
 // A non-blocking connect: 0 when connected at once, -EINPROGRESS while the
 // handshake runs, another -errno on failure.
@@ -65,5 +69,17 @@ int poll_one(int fd, short events, std::chrono::milliseconds timeout);
 
 Endpoint local_endpoint(int fd);
 Endpoint peer_endpoint(int fd);
+
+// SO_PEERCRED of a connected Unix socket: the peer's pid, uid and gid as of
+// its connect() or listen().
+Result<PeerCredentials> peer_credentials(int fd);
+
+// File system steps for a Unix socket path. file_mode: the st_mode of `path`
+// (lstat: a symbolic link is not followed), or -errno.
+long file_mode(const char* path);
+// The device and inode of `path`, to recognise our own socket file later.
+Result<std::pair<dev_t, ino_t>> file_id(const char* path);
+Result<void> unlink(const char* path);
+Result<void> chmod(const char* path, unsigned mode);
 
 }  // namespace tcpkit::sys

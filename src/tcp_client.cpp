@@ -112,7 +112,10 @@ TcpConnectionPtr TcpClient::connection() const {
 }
 
 void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
-  if (options.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+  // TCP_NODELAY fails on a Unix socket, where there is no Nagle to turn off.
+  if (options.tcp_nodelay && !peer.is_unix()) {
+    (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+  }
   Endpoint local = sys::local_endpoint(fd.get());
   auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, options.connection);
   ConnectionOwner::set_callbacks(*conn, callbacks);

@@ -29,6 +29,8 @@ Result<std::vector<TcpListener>> bind_reuse_port_listeners(const std::vector<End
   lo.reuse_port = true;
   std::vector<TcpListener> listeners;
   for (const auto& endpoint : endpoints) {
+    // A Unix path has one listener; the first loop accepts for all.
+    if (endpoint.is_unix()) continue;
     auto listener = TcpListener::bind(endpoint, lo);
     if (!listener) return listener.error();
     listeners.push_back(std::move(*listener));
@@ -86,6 +88,7 @@ Result<void> TcpServer::listen(const Endpoint& address) {
   ListenOptions lo;
   lo.nonblocking = true;
   lo.reuse_port = options_.reuse_port || options_.reuse_port_per_loop;
+  lo.unix_mode = options_.unix_mode;
   auto listener = TcpListener::bind(address, lo);
   if (!listener) return listener.error();
   endpoints_.push_back(listener->local_endpoint());
@@ -166,8 +169,13 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     return;  // accepted and closed at once: the client sees EOF, not a hang
   }
   open_.fetch_add(1, std::memory_order_relaxed);
-  if (options_.tcp_nodelay) (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
-  if (options_.keepalive) (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+  // TCP options mean nothing on a Unix socket (TCP_NODELAY fails there).
+  if (options_.tcp_nodelay && !local.is_unix()) {
+    (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+  }
+  if (options_.keepalive && !local.is_unix()) {
+    (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+  }
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
   ConnectionOwner::set_callbacks(*conn, callbacks_);

@@ -28,6 +28,7 @@ struct TcpStream::TlsLayer {
 
 TcpStream::TcpStream() = default;
 TcpStream::TcpStream(UniqueFd fd) : fd_(std::move(fd)), peer_(sys::peer_endpoint(fd_.get())) {}
+TcpStream::TcpStream(UniqueFd fd, Endpoint peer) : fd_(std::move(fd)), peer_(std::move(peer)) {}
 TcpStream::TcpStream(TcpStream&& other) noexcept = default;
 TcpStream& TcpStream::operator=(TcpStream&& other) noexcept = default;
 TcpStream::~TcpStream() = default;
@@ -45,6 +46,7 @@ Result<TcpStream> TcpStream::connect(const Endpoint& peer, std::chrono::millisec
   }
   if (rc < 0) return Error::from_errno(-rc, what);
   if (auto r = sys::set_nonblocking(fd->get(), false); !r) return r.error();
+  if (peer.is_unix()) return TcpStream(std::move(*fd), peer);
   return TcpStream(std::move(*fd));
 }
 
@@ -116,9 +118,11 @@ Result<void> TcpStream::shutdown_write() {
 }
 
 Result<void> TcpStream::set_nodelay(bool on) {
+  if (peer_.is_unix()) return {};
   return sys::set_int_option(fd_.get(), IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0, "TCP_NODELAY");
 }
 Result<void> TcpStream::set_keepalive(bool on) {
+  if (peer_.is_unix()) return {};
   return sys::set_int_option(fd_.get(), SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0, "SO_KEEPALIVE");
 }
 Result<void> TcpStream::set_recv_timeout(std::chrono::milliseconds timeout) {

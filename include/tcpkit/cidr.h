@@ -33,7 +33,8 @@ class Cidr {
   /// Errc::bad_address "CIDR 'x/8'", Errc::bad_prefix "CIDR '10.0.0.0/33'".
   static Result<Cidr> parse(std::string_view text);
 
-  /// Whether the peer's address lies in this network (the port is ignored).
+  /// Whether the peer's address lies in this network (the port is ignored);
+  /// never for a Unix-domain peer, which has no IP address.
   bool contains(const Endpoint& peer) const;
 
   /// IPv4 rules (mapped IPv6 rules included) report AF_INET.

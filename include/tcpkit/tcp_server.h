@@ -38,6 +38,7 @@ struct ServerOptions {
   size_t max_connections = 0;       ///< 0: unlimited; extra clients are accepted and closed
   bool tcp_nodelay = true;
   bool keepalive = true;
+  unsigned unix_mode = 0;           ///< a Unix socket file's permissions (0660...); 0: the umask's
   ConnectionOptions connection;     ///< high-water mark, overflow policy, read cap, idle timeout
   /// TLS on every connection (a server context), started before
   /// on_connection; null: plain. Connections that must first read
@@ -60,7 +61,8 @@ class TcpServer {
   TcpServer(const TcpServer&) = delete;
   TcpServer& operator=(const TcpServer&) = delete;
 
-  /// Binds and listens (SO_REUSEADDR on) on one more address; call before start().
+  /// Binds and listens (SO_REUSEADDR on) on one more address, TCP or Unix
+  /// (see TcpListener::bind for a Unix path); call before start().
   Result<void> listen(const Endpoint& address);
   /// Starts the I/O threads and begins accepting. Fails when an I/O loop
   /// cannot be created, or (reuse_port_per_loop) when a loop's own listener

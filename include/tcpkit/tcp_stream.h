@@ -1,5 +1,5 @@
 /// \file
-/// TcpStream: one connected TCP socket used with blocking calls.
+/// TcpStream: one connected TCP or Unix-domain socket used with blocking calls.
 ///
 /// The tutorial's client flow, one call per step: connect(), send_all(),
 /// recv() (0 bytes means the peer closed), shutdown_write() for a half-close,
@@ -33,6 +33,9 @@ class TcpStream {
   TcpStream();
   /// Adopts a connected socket (e.g. from accept) and records its peer.
   explicit TcpStream(UniqueFd fd);
+  /// Adopts a connected socket whose peer is already known (accept() names a
+  /// Unix client by the listener's path and its credentials).
+  TcpStream(UniqueFd fd, Endpoint peer);
   TcpStream(TcpStream&& other) noexcept;
   TcpStream& operator=(TcpStream&& other) noexcept;
   ~TcpStream();
@@ -87,6 +90,8 @@ class TcpStream {
   bool has_pending_output() const;
   Result<void> flush_pending();
 
+  /// TCP_NODELAY / SO_KEEPALIVE; on a Unix socket, where neither means
+  /// anything (TCP_NODELAY fails there), they do nothing and succeed.
   Result<void> set_nodelay(bool on);
   Result<void> set_keepalive(bool on);
   /// SO_RCVTIMEO / SO_SNDTIMEO. kNoTimeout (or 0, the kernel's convention)

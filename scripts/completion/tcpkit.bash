@@ -31,20 +31,21 @@ _tcpkit() {
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
-      flags+=" --cluster --tls-cert --tls-key --tls-handshake-timeout"
+      flags+=" --cluster --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;
     connect)
       flags+=" --send --encoding --timeout --wait --line --hex --no-shutdown -N"
-      flags+=" --tls --tls-ca --insecure --sni"
+      flags+=" --tls --tls-ca --insecure --sni --unix"
       ;;
     bench)
       flags+=" --mode -c --conns -s --size -d --duration -t --threads -r --rate --connect-timeout"
-      flags+=" --format -o --output --tls --tls-ca --insecure --sni"
+      flags+=" --format -o --output --tls --tls-ca --insecure --sni --unix"
       ;;
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format --allow --deny"
-      flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --tls-handshake-timeout --idle-timeout"
+      flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --unix-mode"
+      flags+=" --tls-handshake-timeout --idle-timeout"
       ;;
     port)
       flags+=" --json"
@@ -73,7 +74,7 @@ _tcpkit() {
       COMPREPLY=($(compgen -W "utf-8 gbk gb18030 big5" -- "$cur"))
       return
       ;;
-    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca)
+    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca | --unix)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;

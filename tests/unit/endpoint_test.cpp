@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <net/if.h>
+#include <sys/un.h>
 
+#include <cstddef>
 #include <cstring>
 
 using tcpkit::Endpoint;
@@ -117,4 +119,115 @@ TEST(Endpoint, UnspecifiedIsTheWildcardOnly) {
   EXPECT_FALSE(tcpkit::Endpoint::loopback_v6(80).is_unspecified());
   EXPECT_FALSE(tcpkit::Endpoint::parse("0.0.0.1:80")->is_unspecified());
   EXPECT_TRUE(tcpkit::Endpoint().is_unspecified());  // the default is 0.0.0.0:0
+}
+
+TEST(Endpoint, ParsesAUnixPathAndFormatsItBack) {
+  auto ep = Endpoint::parse("unix:/tmp/a.sock");
+  ASSERT_TRUE(ep) << ep.error().message();
+  EXPECT_TRUE(ep->is_unix());
+  EXPECT_FALSE(ep->is_abstract());
+  EXPECT_EQ(ep->family(), AF_UNIX);
+  EXPECT_EQ(ep->unix_path(), "/tmp/a.sock");
+  EXPECT_EQ(ep->to_string(), "unix:/tmp/a.sock");
+  EXPECT_EQ(ep->port(), 0);
+  EXPECT_FALSE(ep->credentials());
+  // The kernel's form: family, path, terminating NUL.
+  const auto* un = reinterpret_cast<const sockaddr_un*>(ep->sockaddr_ptr());
+  EXPECT_EQ(un->sun_family, AF_UNIX);
+  EXPECT_STREQ(un->sun_path, "/tmp/a.sock");
+  EXPECT_EQ(ep->sockaddr_len(), offsetof(sockaddr_un, sun_path) + std::strlen("/tmp/a.sock") + 1);
+}
+
+TEST(Endpoint, ParsesAnAbstractNameWithoutATrailingNul) {
+  auto ep = Endpoint::parse("unix:@tcpkit-test");
+  ASSERT_TRUE(ep) << ep.error().message();
+  EXPECT_TRUE(ep->is_abstract());
+  EXPECT_EQ(ep->unix_path(), "@tcpkit-test");
+  EXPECT_EQ(ep->to_string(), "unix:@tcpkit-test");
+  const auto* un = reinterpret_cast<const sockaddr_un*>(ep->sockaddr_ptr());
+  EXPECT_EQ(un->sun_path[0], '\0');
+  EXPECT_EQ(std::string(un->sun_path + 1, std::strlen("tcpkit-test")), "tcpkit-test");
+  EXPECT_EQ(ep->sockaddr_len(), offsetof(sockaddr_un, sun_path) + 1 + std::strlen("tcpkit-test"));
+}
+
+TEST(Endpoint, ResolveTakesUnixTextWithoutTheResolver) {
+  auto list = Endpoint::resolve("unix:/run/x.sock");
+  ASSERT_TRUE(list) << list.error().message();
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ(list->front().unix_path(), "/run/x.sock");
+}
+
+TEST(Endpoint, RejectsATooLongUnixPathSayingHowLong) {
+  const std::string longest(107, 'a');
+  EXPECT_TRUE(Endpoint::unix_socket(longest));
+  auto too_long = Endpoint::parse("unix:/" + std::string(120, 'a'));
+  ASSERT_FALSE(too_long);
+  EXPECT_EQ(too_long.error().code(), std::errc::filename_too_long);
+  EXPECT_NE(too_long.error().message().find("121 bytes long; at most 107 fit"), std::string::npos)
+      << too_long.error().message();
+  EXPECT_FALSE(Endpoint::unix_socket("@" + std::string(108, 'b')));
+}
+
+TEST(Endpoint, RejectsAnEmptyUnixPathAndAnEmbeddedNul) {
+  EXPECT_EQ(Endpoint::parse("unix:").error().code(), Errc::bad_address);
+  EXPECT_EQ(Endpoint::parse("unix:@").error().code(), Errc::bad_address);
+  EXPECT_EQ(Endpoint::parse(std::string_view("unix:/tmp/a\0b", 13)).error().code(), Errc::bad_address);
+}
+
+TEST(Endpoint, UnixCopiesShareThePathAndCompareByIt) {
+  auto a = *Endpoint::parse("unix:/tmp/a.sock");
+  Endpoint copy = a;
+  EXPECT_EQ(copy.sockaddr_ptr(), a.sockaddr_ptr()) << "a copy shares the path block";
+  EXPECT_EQ(copy, a);
+  EXPECT_EQ(a, *Endpoint::parse("unix:/tmp/a.sock"));
+  EXPECT_FALSE(a == *Endpoint::parse("unix:/tmp/b.sock"));
+  EXPECT_FALSE(a == *Endpoint::parse("unix:@/tmp/a.sock"));
+  EXPECT_FALSE(a == Endpoint::loopback_v4(0));
+}
+
+TEST(Endpoint, UnixPeerCarriesCredentialsInlineAndShowsThem) {
+  auto a = *Endpoint::parse("unix:/tmp/a.sock");
+  auto peer = a.with_credentials({1234, 1000, 100});
+  ASSERT_TRUE(peer.credentials());
+  EXPECT_EQ(peer.credentials()->pid, 1234);
+  EXPECT_EQ(peer.credentials()->uid, 1000u);
+  EXPECT_EQ(peer.to_string(), "unix:/tmp/a.sock (pid 1234, uid 1000)");
+  EXPECT_EQ(peer.sockaddr_ptr(), a.sockaddr_ptr());
+  EXPECT_EQ(peer, a) << "credentials are not part of the address";
+}
+
+TEST(Endpoint, StaysTheSizeOfSockaddrIn6WithUnixSupport) {
+  // Two per connection: a sockaddr_un inline would add some 200 bytes.
+  EXPECT_EQ(sizeof(Endpoint), sizeof(sockaddr_in6));
+}
+
+TEST(Endpoint, UnixPathOutlivesTheEndpointItCameFrom) {
+  Endpoint copy;
+  Endpoint moved;
+  {
+    auto original = *Endpoint::parse("unix:/tmp/shared.sock");
+    copy = original;
+    Endpoint second(original);
+    moved = std::move(second);
+    EXPECT_EQ(second, Endpoint()) << "a moved-from endpoint is 0.0.0.0:0";
+    copy = copy;  // self-assignment keeps the path
+  }
+  EXPECT_EQ(copy.to_string(), "unix:/tmp/shared.sock");
+  EXPECT_EQ(moved.to_string(), "unix:/tmp/shared.sock");
+  EXPECT_EQ(copy.sockaddr_ptr(), moved.sockaddr_ptr());
+  copy = Endpoint::loopback_v4(80);
+  EXPECT_EQ(copy.to_string(), "127.0.0.1:80");
+  EXPECT_EQ(moved.unix_path(), "/tmp/shared.sock");
+}
+
+TEST(Endpoint, WrapsAKernelUnixAddress) {
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  std::strcpy(un.sun_path, "/tmp/k.sock");
+  Endpoint ep(reinterpret_cast<sockaddr*>(&un), offsetof(sockaddr_un, sun_path) + 12);
+  EXPECT_EQ(ep.to_string(), "unix:/tmp/k.sock");
+  Endpoint unnamed(reinterpret_cast<sockaddr*>(&un), sizeof(sa_family_t));
+  EXPECT_TRUE(unnamed.is_unix());
+  EXPECT_EQ(unnamed.unix_path(), "");
+  EXPECT_EQ(unnamed.to_string(), "unix:(unnamed)");
 }

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "bench_runner.h"
+#include "cli_common.h"
 #include "commands.h"
 #include "logger.h"
 
@@ -108,11 +109,23 @@ struct BenchFlags {
   std::string format = "text";
   std::string output;
   std::string args;
+  std::string unix_path;  // --unix PATH
+  CLI::Option* port_opt = nullptr;
 };
 
 int run_bench(BenchFlags& flags) {
   BenchOptions& o = flags.bench;
-  auto targets = Endpoint::resolve(o.host, o.port);
+  // One target: HOST PORT, HOST = unix:PATH, or --unix PATH.
+  if (!flags.unix_path.empty()) o.host = unix_address(flags.unix_path);
+  const bool unix_target = Endpoint::names_unix_socket(o.host);
+  const bool has_port = flags.port_opt->count() > 0;
+  if (o.host.empty() || unix_target == has_port) {
+    fmt::print(stderr, "tcpkit bench: {}\n",
+               unix_target ? "a Unix socket has no PORT: give unix:PATH (or --unix PATH) alone"
+                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
+  auto targets = unix_target ? Endpoint::resolve(o.host) : Endpoint::resolve(o.host, o.port);
   if (!targets) {
     fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host, targets.error().message());
     return kExitFailure;
@@ -190,8 +203,10 @@ Command add_bench_command(CLI::App& app) {
   static const std::map<std::string, BenchMode> kModes{
       {"pingpong", BenchMode::pingpong}, {"connrate", BenchMode::connrate}, {"stream", BenchMode::stream}};
   BenchOptions& o = flags->bench;
-  sub->add_option("HOST", o.host, "server address or name")->required();
-  sub->add_option("PORT", o.port, "server port")->required();
+  sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
+  flags->port_opt = sub->add_option("PORT", o.port, "server port");
+  add_unix_flag(*sub, flags->unix_path,
+                "load-test the server on this Unix-domain socket instead of HOST PORT");
   // Names, not numbers: an enum transformer would also take "2" for stream.
   sub->add_option("--mode", flags->mode,
                   "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "proc_net.h"
+#include "tcpkit/tcp_listener.h"
 
 namespace tcpkit::cli {
 
@@ -28,6 +29,52 @@ std::string explain_bind_error(const Error& error, uint16_t port, std::string_vi
   }
   return msg;
 }
+
+std::string explain_unix_bind_error(const Error& error, const Endpoint& address) {
+  std::string msg = error.message();
+  if (error.code() == std::errc::address_in_use) {
+    msg += fmt::format(". Stop that server or pick another path; `tcpkit port {}` shows who uses it.",
+                       address.to_string());
+  } else if (error.code() == std::errc::permission_denied) {
+    msg += ". The directory is not writable for you; pick a path in one that is, e.g. /tmp.";
+  }
+  return msg;
+}
+
+Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logger& log) {
+  for (const auto& address : addresses) {
+    auto replaced = TcpListener::remove_stale_socket(address);
+    if (!replaced) return replaced.error();
+    if (!*replaced) continue;
+    log.log("stale-socket",
+            fmt::format("replacing stale socket file {} (no server answers there; its server has gone)",
+                        address.unix_path()),
+            {Logger::str("address", address.to_string())});
+  }
+  return {};
+}
+
+CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what) {
+  return sub.add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
+      ->type_name("PATH");
+}
+
+void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {
+  sub.add_option_function<std::string>(
+         "--unix-mode",
+         [&mode](const std::string& text) { mode = static_cast<unsigned>(std::stoul(text, nullptr, 8)); },
+         "permissions of a Unix socket's file, octal (660: owner and group may connect)")
+      ->type_name("MODE")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            const bool octal = !text.empty() && text.size() <= 4 &&
+                               text.find_first_not_of("01234567") == std::string::npos;
+            return octal ? std::string() : "'" + text + "' is not an octal mode like 660 or 0600";
+          },
+          "MODE"));
+}
+
+std::string unix_address(const std::string& path) { return std::string(Endpoint::kUnixPrefix) + path; }
 
 namespace {
 sigset_t stop_signals() {

@@ -1,6 +1,7 @@
 // Helpers shared by the long-running commands (serve, relay): the message a
 // user meets when bind() fails, a graceful stop on SIGINT/SIGTERM, and the
-// flags they share (--allow/--deny, --tls-cert/--tls-key).
+// flags they share (--allow/--deny, --tls-cert/--tls-key, --unix-mode), and
+// the one spelling of a Unix-domain socket every command takes.
 #pragma once
 
 #include <cstdint>
@@ -8,12 +9,16 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "logger.h"
 #include "tcpkit/cidr.h"
+#include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
 
 namespace CLI {
 class App;
+class Option;
 class Validator;
 }  // namespace CLI
 
@@ -23,6 +28,25 @@ namespace tcpkit::cli {
 // `example` name the command's own flag: "another --port", "--port 8888".
 std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port = "another --port",
                                std::string_view example = "--port 8888");
+
+// The same for a Unix socket path: names the live holder's pid and the way
+// out, or says why a path that is not a socket is left alone.
+std::string explain_unix_bind_error(const Error& error, const Endpoint& address);
+
+// Before listening: replaces a stale socket file (left by a server that died)
+// at each Unix address and logs that it did; a live server's path or a file
+// that is not a socket is an error for explain_unix_bind_error.
+Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logger& log);
+
+// The one spelling of a Unix-domain socket in an address argument:
+// "unix:PATH", or "unix:@NAME" for a Linux abstract socket.
+constexpr const char* kUnixAddressHelp = "unix:PATH (or unix:@NAME, abstract)";
+// Adds --unix PATH: the Unix socket to use instead of a host and port.
+CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what);
+// Adds --unix-mode MODE (octal, e.g. 660): the socket file's permissions.
+void add_unix_mode_flag(CLI::App& sub, unsigned& mode);
+// "unix:" + PATH for --unix PATH, so every command parses one spelling.
+std::string unix_address(const std::string& path);
 
 // Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread
 // starts, so that every thread inherits the mask and only the watcher below

@@ -1,8 +1,9 @@
-// `tcpkit connect HOST PORT`: the tutorial's client. With --send it connects,
-// sends each text and prints each reply, then closes; without it, it is an
-// interactive session like nc, with text decoded from --encoding and a clear
-// one-line reason when the connection cannot be made. --tls speaks TLS on the
-// connection, verifying the server's certificate unless told not to.
+// `tcpkit connect HOST PORT` (or `connect unix:PATH`): the tutorial's client.
+// With --send it connects, sends each text and prints each reply, then
+// closes; without it, it is an interactive session like nc, with text decoded
+// from --encoding and a clear one-line reason when the connection cannot be
+// made. --tls speaks TLS on the connection, verifying the server's
+// certificate unless told not to.
 #include <fmt/core.h>
 #include <openssl/x509_vfy.h>
 
@@ -56,10 +57,17 @@ std::string validate_encoding(std::string& name) {
 
 bool is_utf8(const std::string& name) { return Transcoder::canonical_name(name) == "UTF-8"; }
 
-// "127.0.0.1:8888" for a literal, "localhost:8888 (tried [::1]:8888, ...)" for a name.
+// What the user asked for: HOST, or unix:PATH for --unix PATH.
+std::string target_text(const ConnectOptions& o) {
+  return o.unix_path.empty() ? o.host : unix_address(o.unix_path);
+}
+
+// "127.0.0.1:8888" for a literal (or unix:PATH), "localhost:8888 (tried [::1]:8888, ...)" for a name.
 std::string describe_target(const ConnectOptions& o, uint16_t port,
                             const std::vector<Endpoint>& addresses) {
-  if (addresses.size() == 1 && Endpoint::parse(o.host, port)) return addresses[0].to_string();
+  if (addresses.size() == 1 && (addresses[0].is_unix() || Endpoint::parse(o.host, port))) {
+    return addresses[0].to_string();
+  }
   std::string host = o.host.find(':') != std::string::npos && o.host.front() != '['
                          ? "[" + o.host + "]"
                          : o.host;
@@ -69,8 +77,12 @@ std::string describe_target(const ConnectOptions& o, uint16_t port,
 }
 
 std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t port) {
+  const std::string port_arg = o.port_text.empty() ? target_text(o) : std::to_string(port);
   if (error == std::errc::connection_refused) {
-    return fmt::format("connection refused — is a server running? (try: tcpkit port {})", port);
+    return fmt::format("connection refused — is a server running? (try: tcpkit port {})", port_arg);
+  }
+  if (error == std::errc::no_such_file_or_directory) {
+    return fmt::format("no such socket file — is a server running? (try: tcpkit port {})", port_arg);
   }
   if (error == std::errc::timed_out) {
     return fmt::format("timed out after {:g} s (no answer: the host may be down, or a firewall "
@@ -82,13 +94,13 @@ std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t
 
 // Tries each address in the resolver's order within one overall --timeout.
 std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
-  auto addresses = Endpoint::resolve(o.host, port);
+  auto addresses = o.port_text.empty() ? Endpoint::resolve(target_text(o)) : Endpoint::resolve(o.host, port);
   if (!addresses) {
     const auto& code = addresses.error().code();
     std::string why = code == Errc::name_not_found
                           ? "no such host (check the spelling, or give an IP address)"
                           : reason_text(code);
-    report(fmt::format("cannot resolve '{}': {}", o.host, why));
+    report(fmt::format("cannot resolve '{}': {}", target_text(o), why));
     return std::nullopt;
   }
   const auto deadline = Clock::now() + to_millis(o.timeout_s);
@@ -157,8 +169,20 @@ int run_connect(const ConnectOptions& o) {
   // Sockets never raise SIGPIPE anyway (MSG_NOSIGNAL).
   std::signal(SIGPIPE, SIG_IGN);
 
+  // One target: HOST PORT, HOST = unix:PATH, or --unix PATH.
+  const bool unix_target = !o.unix_path.empty() || Endpoint::names_unix_socket(o.host);
+  if (!o.unix_path.empty() && !o.host.empty()) {
+    fmt::print(stderr, "tcpkit connect: give HOST PORT or --unix PATH, not both\n");
+    return kExitUsage;
+  }
+  if (unix_target != o.port_text.empty() || (o.host.empty() && o.unix_path.empty())) {
+    fmt::print(stderr, "tcpkit connect: {}\n",
+               unix_target ? "a Unix socket has no PORT: give unix:PATH alone"
+                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
   // The validators have accepted the port and the encoding already.
-  const uint16_t port = *Endpoint::parse_port(o.port_text);
+  const uint16_t port = unix_target ? 0 : *Endpoint::parse_port(o.port_text);
   std::optional<Transcoder> decoder, encoder;
   if (!is_utf8(o.encoding)) {
     decoder.emplace(std::move(*Transcoder::open(o.encoding, "UTF-8")));
@@ -189,12 +213,13 @@ Command add_connect_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "connect", "Connect to a TCP server: send texts and print replies, or talk like nc");
   auto o = std::make_shared<ConnectOptions>();
-  sub->add_option("HOST", o->host, "host name, IPv4 or IPv6 address (brackets optional)")
-      ->required()
+  sub->add_option("HOST", o->host,
+                  "host name, IPv4 or IPv6 address (brackets optional), or a Unix socket: unix:PATH "
+                  "(unix:@NAME for an abstract one), then no PORT")
       ->check(CLI::Validator(validate_host, "HOST", "host"));
   sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
-      ->required()
       ->check(CLI::Validator(validate_port, "PORT", "port"));
+  add_unix_flag(*sub, o->unix_path, "connect to this Unix-domain socket instead of HOST PORT");
   sub->add_option("--send", o->sends, kSendHelp)
       ->type_name("TEXT")
       ->expected(1)

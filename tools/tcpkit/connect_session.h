@@ -20,7 +20,8 @@ namespace tcpkit::cli {
 
 struct ConnectOptions {
   std::string host;
-  std::string port_text;
+  std::string port_text;  // empty for a Unix socket
+  std::string unix_path;  // --unix PATH (HOST may also be unix:PATH)
   std::vector<std::string> sends;
   std::string encoding = "utf-8";
   double timeout_s = 10;

@@ -1,6 +1,8 @@
 // `tcpkit port PORT`: explains a TCP port to someone learning TCP — its
 // service name, which range it is in, who listens on it and how many
 // connections it has in each state — as text, or as JSON with --json.
+// `tcpkit port unix:PATH` (or a PATH with a '/') explains a Unix-domain
+// socket the same way: who listens on it and how many connections are open.
 #include <fmt/core.h>
 
 #include <array>
@@ -8,8 +10,11 @@
 #include <memory>
 #include <optional>
 
+#include <sys/stat.h>
+
 #include "commands.h"
 #include "proc_net.h"
+#include "tcpkit/endpoint.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -58,9 +63,20 @@ std::optional<uint16_t> parse_port(const std::string& text) {
   return static_cast<uint16_t>(value);
 }
 
+// "unix:PATH", or a path with a slash in it ("/tmp/a.sock", "./a.sock"):
+// a Unix socket rather than a port number.
+std::optional<std::string> unix_socket_path(const std::string& text) {
+  if (Endpoint::names_unix_socket(text)) return text.substr(Endpoint::kUnixPrefix.size());
+  if (text.find('/') != std::string::npos) return text;
+  return std::nullopt;
+}
+
 std::string validate_port(std::string& text) {
   if (parse_port(text)) return "";
-  return fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535", text);
+  if (auto path = unix_socket_path(text); path && Endpoint::unix_socket(*path)) return "";
+  return fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535 (or a Unix socket: "
+                     "unix:PATH)",
+                     text);
 }
 
 const char* range_name(uint16_t port) {
@@ -191,7 +207,45 @@ void print_json(const PortReport& r) {
       r.ephemeral, ephemeral_range, !r.listeners.empty(), listeners, states);
 }
 
+// What a socket file at `path` is, for the reader who wonders why a file
+// is there: "a socket file", "no file", "not a socket".
+std::string file_sentence(const std::string& path) {
+  if (path.starts_with("@")) return "none: an abstract socket has no file; it goes with its last socket";
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0) return "no such file";
+  if (!S_ISSOCK(st.st_mode)) return "exists, and is not a socket";
+  return fmt::format("a socket file, mode {:03o} (write permission lets a process connect)",
+                     st.st_mode & 0777);
+}
+
+int run_unix_socket(const std::string& path, bool json) {
+  const std::string address = std::string(Endpoint::kUnixPrefix) + path;
+  const UnixSocketUsage usage = find_unix_socket(path);
+  if (json) {
+    std::string listeners;
+    for (const auto& l : usage.listeners) listeners += (listeners.empty() ? "" : ", ") + json_listener(l);
+    fmt::print("{{\"unix\": {}, \"listening\": {}, \"listeners\": [{}], \"connections\": {}}}\n",
+               json_string(address), !usage.listeners.empty(), listeners, usage.connections);
+    return kExitOk;
+  }
+  fmt::print("Unix socket {}\n", address);
+  fmt::print("  file:      {}\n", file_sentence(path));
+  PortReport listening;
+  listening.listeners = usage.listeners;
+  if (usage.listeners.empty()) {
+    fmt::print("\nnobody is listening on {}{}\n", address,
+               file_sentence(path).starts_with("a socket") ? " (the file is stale: its server is gone; "
+                                                             "tcpkit serve replaces it)"
+                                                           : "");
+  } else {
+    print_listeners(listening);
+  }
+  fmt::print("\nConnections open: {}\n", usage.connections);
+  return kExitOk;
+}
+
 int run_port(const PortOptions& options) {
+  if (auto path = unix_socket_path(options.port_text)) return run_unix_socket(*path, options.json);
   // The validator has already accepted the text, so this parse succeeds.
   auto report = gather_report(*parse_port(options.port_text));
   if (options.json) {
@@ -208,9 +262,10 @@ int run_port(const PortOptions& options) {
 
 Command add_port_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
-      "port", "Explain a TCP port: who listens, connection states, service name");
+      "port", "Explain a TCP port: who listens, connection states, service name (or a Unix socket)");
   auto options = std::make_shared<PortOptions>();
-  sub->add_option("PORT", options->port_text, "port number, 0 to 65535")
+  sub->add_option("PORT", options->port_text,
+                  "port number, 0 to 65535; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
       ->required()
       ->check(CLI::Validator(validate_port, "PORT", "port"));
   sub->add_flag("--json", options->json, "print the same facts as one JSON object");

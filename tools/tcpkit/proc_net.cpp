@@ -22,6 +22,10 @@ namespace fs = std::filesystem;
 constexpr const char* kServicesPath = "/etc/services";
 constexpr const char* kPortRangePath = "/proc/sys/net/ipv4/ip_local_port_range";
 constexpr int kStateListen = 0x0A;
+// /proc/net/unix: __SO_ACCEPTCON in the Flags column marks a listener; St 3
+// is SS_CONNECTED.
+constexpr unsigned long kUnixAcceptCon = 0x10000;
+constexpr unsigned long kUnixConnected = 3;
 
 // The kernel's TCP state numbers (include/net/tcp_states.h), as printed in
 // the "st" column of /proc/net/tcp. NEW_SYN_RECV is a request socket that is
@@ -237,6 +241,35 @@ std::optional<PortRange> ephemeral_port_range() {
   unsigned low = 0, high = 0;
   if (!(in >> low >> high) || low > high || high > 0xFFFF) return std::nullopt;
   return PortRange{static_cast<uint16_t>(low), static_cast<uint16_t>(high)};
+}
+
+UnixSocketUsage find_unix_socket(const std::string& path) {
+  UnixSocketUsage usage;
+  std::set<unsigned long> inodes;
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  std::getline(in, line);  // the header
+  // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string num, refcount, protocol, flags, type, state, row_path;
+    unsigned long inode = 0;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode >> row_path)) continue;
+    if (row_path != path) continue;
+    auto flag_bits = parse_hex32(flags);
+    auto state_value = parse_hex32(state);
+    if (flag_bits && (*flag_bits & kUnixAcceptCon) != 0) {
+      inodes.insert(inode);
+      usage.listeners.push_back(ListeningSocket{"unix:" + path, 0, inode, std::nullopt});
+    } else if (state_value && *state_value == kUnixConnected) {
+      ++usage.connections;
+    }
+  }
+  auto owners = find_owners(inodes);
+  for (auto& listener : usage.listeners) {
+    if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
+  }
+  return usage;
 }
 
 std::string describe_port_holder(uint16_t port) {

@@ -59,6 +59,17 @@ bool services_file_readable();
 // The ephemeral port range, or empty when /proc does not say.
 std::optional<PortRange> ephemeral_port_range();
 
+// A Unix-domain socket path from /proc/net/unix: its listening sockets (with
+// their processes, found through the same /proc/PID/fd walk as for ports)
+// and how many connections it has open (the server-side end of each one,
+// which carries the path; the client end is unnamed).
+struct UnixSocketUsage {
+  std::vector<ListeningSocket> listeners;  // address "unix:PATH", port 0
+  int connections = 0;
+};
+// `path` as bound: "/tmp/a.sock", or "@name" for an abstract socket.
+UnixSocketUsage find_unix_socket(const std::string& path);
+
 // One line for an error message: "pid 1234 (python3) listens on
 // 127.0.0.1:8888", with several listeners joined by "; ", or "" when nothing
 // listens on `port`.

@@ -15,6 +15,7 @@ ServerOptions server_options(const RelayOptions& o) {
   ServerOptions so;
   so.threads = o.threads;
   so.max_connections = o.max_conns;
+  so.unix_mode = o.unix_mode;
   so.connection = relay_connection_options(o);
   so.tls = o.client_tls;
   return so;

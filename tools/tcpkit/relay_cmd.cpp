@@ -34,7 +34,13 @@ Without fault options it is a plain port forwarder. With them:
 TLS on either side: --tls-cert/--tls-key make clients speak TLS to the relay
 (a TLS terminator in front of a plain server); --to-tls makes the relay speak
 TLS to --to, verifying its certificate against --to-ca (or the system's CAs)
-and the name in --to (or --to-sni). Faults apply to the plaintext.)";
+and the name in --to (or --to-sni). Faults apply to the plaintext.
+
+Either side may be a Unix-domain socket, written unix:PATH (unix:@NAME for a
+Linux abstract socket): --listen unix:/tmp/a.sock --to 127.0.0.1:9000 puts a
+TCP server behind a socket file, and --listen 127.0.0.1:9000 --to
+unix:/run/app.sock reaches a Unix-only server over TCP. --unix-mode 660 sets
+the listening socket file's permissions.)";
 
 struct RelayFlags {
   std::string listen;
@@ -60,17 +66,24 @@ struct RelayFlags {
   std::string to_sni;
   double tls_handshake_timeout_s = 10;
   double idle_timeout_s = 0;
+  unsigned unix_mode = 0;
   CLI::Option* reset_after_opt = nullptr;
   CLI::Option* close_after_opt = nullptr;
 };
 
-// "127.0.0.1:8080" or "localhost:8080" into addresses, or a message that
-// says what to type instead; `flag` names the option in it.
+// "127.0.0.1:8080", "localhost:8080" or "unix:/tmp/a.sock" into addresses,
+// or a message that says what to type instead; `flag` names the option in it.
 std::optional<std::vector<Endpoint>> resolve_flag(const std::string& text, const char* flag,
                                                   bool allow_port_zero, std::string* why) {
+  if (Endpoint::names_unix_socket(text)) {
+    auto unix_socket = Endpoint::resolve(text);
+    if (unix_socket) return std::move(*unix_socket);
+    *why = fmt::format("{}: {}", flag, unix_socket.error().message());
+    return std::nullopt;
+  }
   auto split = Endpoint::split_host_port(text);
   if (!split) {
-    *why = fmt::format("{} '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)", flag,
+    *why = fmt::format("{} '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080, or unix:PATH)", flag,
                        text, split.error().message());
     return std::nullopt;
   }
@@ -115,6 +128,7 @@ int run_relay(const RelayFlags& f) {
   o.log_format = f.log_format;
   o.handshake_timeout = to_millis(f.tls_handshake_timeout_s);
   o.idle_timeout = to_millis(f.idle_timeout_s);
+  o.unix_mode = f.unix_mode;
   // Certificates and CAs are read now, so a wrong file is the one clear
   // error and no client meets a relay that cannot finish a handshake.
   if (!f.tls_cert.empty()) {
@@ -126,7 +140,10 @@ int run_relay(const RelayFlags& f) {
     o.client_tls = std::make_shared<const TlsContext>(std::move(*context));
   }
   if (f.to_tls) {
-    o.upstream_name = f.to_sni.empty() ? Endpoint::split_host_port(f.to)->first : f.to_sni;
+    // A Unix path is no host name: without --to-sni, expect "localhost".
+    std::string host =
+        Endpoint::names_unix_socket(f.to) ? "localhost" : Endpoint::split_host_port(f.to)->first;
+    o.upstream_name = f.to_sni.empty() ? host : f.to_sni;
     auto context = TlsContext::client({f.to_ca, !f.to_insecure, o.upstream_name});
     if (!context) {
       fmt::print(stderr, "tcpkit relay: --to-ca: {}\n", context.error().message());
@@ -142,11 +159,16 @@ int run_relay(const RelayFlags& f) {
     return kExitFailure;
   }
   EventLoop& loop = **main_loop;
+  Logger log(o.log_format);
+  auto listening = replace_stale_sockets(o.listen, log);
+  const Endpoint first = o.listen.front();
   RelayApp app(&loop, std::move(o));
-  if (auto r = app.listen(); !r) {
+  if (listening) listening = app.listen();
+  if (!listening) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
-               explain_bind_error(r.error(), listen_port, "another port for --listen",
-                                  "--listen 127.0.0.1:8888"));
+               first.is_unix() ? explain_unix_bind_error(listening.error(), first)
+                               : explain_bind_error(listening.error(), listen_port,
+                                                    "another port for --listen", "--listen 127.0.0.1:8888"));
     return kExitFailure;
   }
   if (auto r = app.start(); !r) {
@@ -169,9 +191,10 @@ Command add_relay_command(CLI::App& app) {
                                                             {"json", LogFormat::json}};
 
   sub->add_option("--listen", f->listen,
-                  "HOST:PORT to accept clients on (port 0 picks a free one)")
+                  "HOST:PORT to accept clients on (port 0 picks a free one), or unix:PATH")
       ->required();
-  sub->add_option("--to", f->to, "HOST:PORT to forward every connection to")->required();
+  sub->add_option("--to", f->to, "HOST:PORT (or unix:PATH) to forward every connection to")->required();
+  add_unix_mode_flag(*sub, f->unix_mode);
   sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay")

@@ -33,6 +33,7 @@ struct RelayOptions {
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
+  unsigned unix_mode = 0;  // --unix-mode: a Unix --listen socket file's permissions (0: the umask's)
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds drain_timeout{2000};
   // --idle-timeout: a side silent this long ends its pair (0: never).

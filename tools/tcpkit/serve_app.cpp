@@ -69,6 +69,7 @@ ServerOptions server_options(const ServeOptions& o, const std::shared_ptr<const 
   so.threads = o.threads;
   so.reuse_port = o.reuse_port;
   so.max_connections = o.max_conns;
+  so.unix_mode = o.unix_mode;
   so.connection.high_water_mark = o.high_water_mark;
   // A chat member that does not read is dropped, so one slow client cannot
   // hold everybody's lines in memory. Elsewhere the producer is the peer

@@ -62,6 +62,7 @@ struct ServeOptions {
   // A client gets this long to complete its handshake (the connection's
   // handshake timeout), so that connections that never finish one cannot pile up.
   double tls_handshake_timeout_s = 10;
+  unsigned unix_mode = 0;  // --unix-mode: a Unix socket file's permissions (0: the umask's)
 };
 
 const char* to_string(ServeMode mode);

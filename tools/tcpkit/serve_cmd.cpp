@@ -34,12 +34,28 @@ real protocols; `line` (one message per "\n") and `length` (a 4-byte
 big-endian length, then the payload) keep message boundaries intact.
 
 The default host 127.0.0.1 serves this machine only; use --host 0.0.0.0 (IPv4)
-or --host :: (IPv6) to serve every interface.)";
+or --host :: (IPv6) to serve every interface.
 
-int run_serve(const ServeOptions& options) {
-  auto addresses = Endpoint::resolve(options.host, options.port);
+Unix-domain sockets: --unix PATH (or --host unix:PATH; unix:@NAME for a Linux
+abstract socket) serves a socket file instead of a port, in every mode. A
+stale file left by a server that died is replaced (and logged); a path a live
+server holds, or one that is not a socket, is refused. --unix-mode 660 sets
+the file's permissions; the file is removed when the server stops. Clients
+are logged with their credentials, e.g. connect unix:/tmp/a.sock (pid 1234,
+uid 0).)";
+
+// --unix PATH, or --host unix:PATH; otherwise --host and --port.
+Result<std::vector<Endpoint>> serve_addresses(const ServeOptions& options, const std::string& unix_path) {
+  if (!unix_path.empty()) return Endpoint::resolve(unix_address(unix_path));
+  if (Endpoint::names_unix_socket(options.host)) return Endpoint::resolve(options.host);
+  return Endpoint::resolve(options.host, options.port);
+}
+
+int run_serve(const ServeOptions& options, const std::string& unix_path) {
+  auto addresses = serve_addresses(options, unix_path);
   if (!addresses) {
-    fmt::print(stderr, "tcpkit serve: bad --host '{}': {}\n", options.host, addresses.error().message());
+    fmt::print(stderr, "tcpkit serve: bad {} '{}': {}\n", unix_path.empty() ? "--host" : "--unix",
+               unix_path.empty() ? options.host : unix_path, addresses.error().message());
     return kExitUsage;
   }
   if (auto t = Transcoder::open(options.encoding, "utf-8"); !t) {
@@ -110,8 +126,14 @@ int run_serve(const ServeOptions& options) {
   }
   EventLoop& loop = **main_loop;
   ServeApp app(&loop, options, std::move(tls));
-  if (auto r = app.listen(*addresses); !r) {
-    fmt::print(stderr, "tcpkit serve: cannot listen: {}\n", explain_bind_error(r.error(), options.port));
+  Logger log(options.log_format);
+  auto listening = replace_stale_sockets(*addresses, log);
+  if (listening) listening = app.listen(*addresses);
+  if (!listening) {
+    const Endpoint& first = addresses->front();
+    fmt::print(stderr, "tcpkit serve: cannot listen: {}\n",
+               first.is_unix() ? explain_unix_bind_error(listening.error(), first)
+                               : explain_bind_error(listening.error(), options.port));
     return kExitFailure;
   }
   if (auto r = app.listen_metrics(metrics_addresses); !r) {
@@ -136,6 +158,7 @@ Command add_serve_command(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "Serve TCP clients: ack (the tutorial's server), echo, discard, chat");
   sub->description(kServeHelp);
   auto opts = std::make_shared<ServeOptions>();
+  auto unix_path = std::make_shared<std::string>();
   // Names, not numbers: CLI11's enum transformers would also take "3" for chat.
   static const std::map<std::string, ServeMode> kModes{
       {"ack", ServeMode::ack}, {"echo", ServeMode::echo}, {"discard", ServeMode::discard}, {"chat", ServeMode::chat}};
@@ -144,9 +167,13 @@ Command add_serve_command(CLI::App& app) {
   static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text}, {"json", LogFormat::json}};
   auto names = std::make_shared<std::array<std::string, 3>>(std::array<std::string, 3>{"ack", "raw", "text"});
 
-  sub->add_option("--host", opts->host, "address or name to listen on (0.0.0.0 or :: serve every interface)")
+  sub->add_option("--host", opts->host,
+                  "address or name to listen on (0.0.0.0 or :: serve every interface), or unix:PATH")
       ->capture_default_str();
-  sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
+  auto* port =
+      sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
+  add_unix_flag(*sub, *unix_path, "serve this Unix-domain socket instead of a TCP port")->excludes(port);
+  add_unix_mode_flag(*sub, opts->unix_mode);
   sub->add_option("-m,--mode", (*names)[0], "ack | echo | discard | chat")
       ->check(CLI::IsMember({"ack", "echo", "discard", "chat"}))
       ->capture_default_str();
@@ -200,12 +227,12 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--log-format", (*names)[2], "text | json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  return {sub, [opts, names] {
+  return {sub, [opts, names, unix_path] {
             opts->mode = kModes.at((*names)[0]);
             opts->framing = kFramings.at((*names)[1]);
             opts->log_format = kLogFormats.at((*names)[2]);
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;
-            return run_serve(*opts);
+            return run_serve(*opts, *unix_path);
           }};
 }
 
