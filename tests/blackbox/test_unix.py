@@ -274,3 +274,25 @@ def test_a_too_long_path_is_a_clear_usage_error():
     result = run_tcpkit("serve", "--unix", "/tmp/" + "a" * 120)
     assert result.returncode == 2
     assert "at most 107 fit" in result.stderr
+
+
+# ---- TLS over a Unix socket: the layer does not care what carries it --------------------------
+
+def test_tls_over_a_unix_socket_with_python_ssl_and_tcpkit_connect(tcpkit_process, sock_dir, tmp_path):
+    import ssl
+    from tls_util import make_cert
+    cert, key = make_cert(tmp_path)
+    path = str(sock_dir / "tls.sock")
+    server = start_unix_serve(tcpkit_process, path, "--mode", "echo", "--tls-cert", cert, "--tls-key", key)
+    context = ssl.create_default_context(cafile=cert)
+    with context.wrap_socket(unix_client(path), server_hostname="localhost") as client:
+        payload = os.urandom(256 * 1024)
+        writer = threading.Thread(target=client.sendall, args=(payload,))
+        writer.start()
+        assert recv_exact(client, len(payload)) == payload
+        writer.join()
+    wait_log(server, rf"tls unix:{re.escape(path)} \(pid {os.getpid()}, uid {os.getuid()}\): TLSv1\.3 ")
+    result = run_tcpkit("connect", "--unix", path, "--tls", "--tls-ca", cert, "--sni", "localhost",
+                        "--send", "over TLS over a Unix socket")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "over TLS over a Unix socket\n"
