@@ -18,6 +18,7 @@ namespace tcpkit {
 struct TcpClient::Impl : std::enable_shared_from_this<TcpClient::Impl> {
   EventLoop* loop;
   ClientOptions options;
+  std::shared_ptr<const ConnectionOptions> connection_options;  // options.connection, shared
   std::shared_ptr<Connector> connector;
   bool reconnect = false;  // loop thread
   int reconnects = 0;      // loop thread: back-off rounds since the last success
@@ -39,6 +40,7 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
     : impl_(std::make_shared<Impl>()) {
   impl_->loop = loop;
   impl_->options = std::move(options);
+  impl_->connection_options = std::make_shared<const ConnectionOptions>(impl_->options.connection);
   RetryPolicy retry{impl_->options.retry, impl_->options.initial_backoff, impl_->options.max_backoff};
   impl_->connector =
       std::make_shared<Connector>(loop, std::move(targets), impl_->options.connect_timeout, retry);
@@ -117,7 +119,7 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
     (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
   }
   Endpoint local = sys::local_endpoint(fd.get());
-  auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, options.connection);
+  auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, connection_options);
   ConnectionOwner::set_callbacks(*conn, callbacks);
   {
     std::lock_guard lock(mutex);

@@ -31,14 +31,14 @@ struct TcpConnection::TlsLayer {
 };
 
 TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
-                             const Endpoint& peer, const ConnectionOptions& options)
+                             const Endpoint& peer, std::shared_ptr<const ConnectionOptions> options)
     : loop_(loop),
       id_(id),
       channel_(std::make_unique<Channel>(loop, fd.get())),
       fd_(std::move(fd)),
       local_(local),
       peer_(peer),
-      options_(options),
+      options_(std::move(options)),
       callbacks_(no_callbacks()) {
   channel_->set_handler<&TcpConnection::handle_event>(this);
 }
@@ -80,7 +80,7 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
   channel_->enable_reading();
   reading_ = true;
   last_active_ = loop_->now();
-  if (options_.idle_timeout.count() > 0) arm_idle_timer(options_.idle_timeout);
+  if (options_->idle_timeout.count() > 0) arm_idle_timer(options_->idle_timeout);
   Result<void> layered;
   if (tls != nullptr) layered = start_tls(*tls, server_name);
   auto self = shared_from_this();
@@ -154,7 +154,7 @@ void TcpConnection::handle_read() {
   // the layer at once, so the shared buffer always fits.
   const bool shared = tls_ || input_.readable_bytes() == 0;
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
-  ssize_t n = in.read_fd(fd_.get(), options_.max_read_per_wakeup);
+  ssize_t n = in.read_fd(fd_.get(), options_->max_read_per_wakeup);
   if (n > 0) {
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
@@ -211,7 +211,7 @@ Result<void> TcpConnection::start_tls(const TlsContext& context, std::string_vie
   auto session = TlsSession::create(context, peer_.to_string(), server_name);
   if (!session) return session.error();
   tls_ = std::make_unique<TlsLayer>(std::move(*session));
-  if (options_.handshake_timeout.count() > 0) arm_handshake_timer();
+  if (options_->handshake_timeout.count() > 0) arm_handshake_timer();
   flush_tls();  // a client's hello
   return {};
 }
@@ -268,7 +268,7 @@ void TcpConnection::flush_tls() {
 
 void TcpConnection::arm_handshake_timer() {
   std::weak_ptr<TcpConnection> weak = weak_from_this();
-  tls_->handshake_timer = loop_->run_after(options_.handshake_timeout, [weak] {
+  tls_->handshake_timer = loop_->run_after(options_->handshake_timeout, [weak] {
     auto self = weak.lock();
     if (!self || !self->tls_ || self->state() == State::disconnected) return;
     self->tls_->handshake_timer = 0;
@@ -287,7 +287,7 @@ void TcpConnection::handle_write() {
   output_.retrieve(static_cast<size_t>(n));
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   last_active_ = loop_->now();
-  if (paused_by_overflow_ && output_bytes() < options_.high_water_mark / 2) {
+  if (paused_by_overflow_ && output_bytes() < options_->high_water_mark / 2) {
     paused_by_overflow_ = false;
     if (!peer_closed_) {
       reading_ = true;
@@ -375,7 +375,7 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
   } else {
     write_wire(data, len);
   }
-  if (before < options_.high_water_mark && output_bytes() >= options_.high_water_mark) check_overflow();
+  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) check_overflow();
 }
 
 void TcpConnection::write_wire(const char* data, size_t len) {
@@ -410,7 +410,7 @@ void TcpConnection::check_overflow() {
       if (self->callbacks_->on_high_water_mark) self->callbacks_->on_high_water_mark(self, queued);
     });
   }
-  if (options_.overflow == OverflowPolicy::close) {
+  if (options_->overflow == OverflowPolicy::close) {
     // Drop what is queued and refuse more: memory stays bounded even while
     // the user keeps sending before the close runs.
     write_shut_ = true;
@@ -508,11 +508,11 @@ void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
     auto self = weak.lock();
     if (!self || self->state() == State::disconnected) return;
     auto idle = self->loop_->now() - self->last_active_;
-    if (idle >= self->options_.idle_timeout) {
+    if (idle >= self->options_->idle_timeout) {
       self->handle_close(make_error_code(Errc::idle_timeout));
       return;
     }
-    self->arm_idle_timer(self->options_.idle_timeout - idle);
+    self->arm_idle_timer(self->options_->idle_timeout - idle);
   });
 }
 

@@ -41,7 +41,10 @@ Result<std::vector<TcpListener>> bind_reuse_port_listeners(const std::vector<End
 }  // namespace
 
 TcpServer::TcpServer(EventLoop* loop, ServerOptions options)
-    : loop_(loop), options_(std::move(options)), pool_(std::make_unique<LoopThreadPool>(loop, options_.threads)) {
+    : loop_(loop),
+      options_(std::move(options)),
+      pool_(std::make_unique<LoopThreadPool>(loop, options_.threads)),
+      connection_options_(std::make_shared<const ConnectionOptions>(options_.connection)) {
   callbacks_ = with_callback(callbacks_, &ConnectionCallbacks::on_close,
                              [this](const TcpConnectionPtr& c) { remove_connection(c); });
 }
@@ -177,7 +180,7 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
   }
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-  auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, options_.connection);
+  auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, connection_options_);
   ConnectionOwner::set_callbacks(*conn, callbacks_);
   state->loop->run_in_loop([state, conn, tls = options_.tls.get()] {
     state->connections.emplace(conn->id(), conn);

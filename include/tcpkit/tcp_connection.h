@@ -64,8 +64,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
  public:
   enum class State { connecting, connected, disconnecting, disconnected };
 
+  /// `options` is shared by every connection of one owner (a server keeps
+  /// one per client: a pointer, not a copy, each).
   TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
-                const Endpoint& peer, const ConnectionOptions& options);
+                const Endpoint& peer, std::shared_ptr<const ConnectionOptions> options);
   ~TcpConnection();
   TcpConnection(const TcpConnection&) = delete;
   TcpConnection& operator=(const TcpConnection&) = delete;
@@ -202,7 +204,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool paused_by_overflow_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
-  const ConnectionOptions options_;
+  const std::shared_ptr<const ConnectionOptions> options_;
   CloseReason close_kind_ = CloseReason::none;
   std::error_code close_reason_;
   /// Null for a plain connection: one pointer is all TLS costs it.

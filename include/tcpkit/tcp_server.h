@@ -117,6 +117,8 @@ class TcpServer {
   EventLoop* loop_;
   const ServerOptions options_;
   std::unique_ptr<LoopThreadPool> pool_;
+  /// options_.connection, shared by every connection instead of copied.
+  std::shared_ptr<const ConnectionOptions> connection_options_;
   std::vector<Endpoint> endpoints_;
   std::vector<TcpListener> pending_listeners_;  ///< bound, waiting for start()
   std::vector<std::unique_ptr<LoopState>> loop_states_;
