@@ -20,9 +20,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Message k carries pattern bytes starting at offset k % kPatternPeriod, so
-// a reordered, repeated or corrupted echo does not compare equal.
+// A ping-pong connection carries one endless stream whose byte at position
+// p is pattern[p % kPatternPeriod], the pattern repeating with that period;
+// message k is the stream's bytes [k * size, (k + 1) * size). Any piece of
+// the stream is one contiguous run of the pattern buffer, so it is sent and
+// checked in one call, however the kernel splits it; a lost, repeated or
+// reordered piece shows unless its length is a multiple of the period, a
+// prime.
 constexpr size_t kPatternPeriod = 251;
+
+// Messages that end in the stream range (from, to]: how many multiples of
+// `size` it holds.
+uint64_t boundaries_in(uint64_t from, uint64_t to, uint64_t size) { return to / size - from / size; }
 
 uint64_t nanos_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
@@ -42,10 +51,10 @@ struct Slot {
   std::unique_ptr<TcpClient> client;
   TcpConnectionPtr conn;
   bool ready = false;  // connected, and the TLS handshake done where there is one
-  uint64_t send_seq = 0;
-  uint64_t recv_seq = 0;
-  size_t received = 0;  // bytes of message recv_seq so far
-  std::deque<Clock::time_point> sent_at;
+  uint64_t send_pos = 0;  // ping-pong: stream bytes sent so far
+  uint64_t recv_pos = 0;  // ...and received back
+  size_t received = 0;    // connrate: the echo came back
+  std::deque<Clock::time_point> sent_at;  // when each message in flight started
   Clock::time_point next_send;
   Clock::time_point connect_started;
 };
@@ -87,6 +96,8 @@ struct Worker {
   void on_pingpong_data(Slot* slot, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
   void send_message(Slot* slot);
+  // The next `n` bytes of the stream; messages starting in them started at `when`.
+  void send_stream(Slot* slot, size_t n, Clock::time_point when);
   void tick();
   double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
 };
@@ -213,8 +224,7 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   // Mid-run, a close is an error, and whatever was in flight is lost.
   ++reset;
   errors.fetch_add(1, std::memory_order_relaxed);
-  uint64_t outstanding = (slot->send_seq - slot->recv_seq) * opt->size - slot->received;
-  lost += outstanding;
+  lost += slot->send_pos - slot->recv_pos;
 }
 
 void Worker::handshake_failed(const TcpConnectionPtr& conn) {
@@ -232,42 +242,53 @@ void Worker::handshake_failed(const TcpConnectionPtr& conn) {
 }
 
 void Worker::send_message(Slot* slot) {
-  size_t offset = slot->send_seq % kPatternPeriod;
-  slot->conn->send(std::string_view(pattern->data() + offset, opt->size));
-  slot->sent_at.push_back(opt->rate > 0 ? slot->next_send : Clock::now());
-  ++slot->send_seq;
+  send_stream(slot, opt->size, opt->rate > 0 ? slot->next_send : Clock::now());
 }
 
-void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
-  while (in.readable_bytes() > 0) {
-    if (slot->recv_seq == slot->send_seq) {
-      // Bytes nobody asked for: extra, so wrong.
-      mismatched += in.readable_bytes();
-      errors.fetch_add(1, std::memory_order_relaxed);
-      in.retrieve_all();
-      return;
-    }
-    size_t want = opt->size - slot->received;
-    size_t n = std::min(want, in.readable_bytes());
-    const char* expected = pattern->data() + slot->recv_seq % kPatternPeriod + slot->received;
-    if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
-      mismatched += bad;
-      errors.fetch_add(1, std::memory_order_relaxed);
-    }
-    in.retrieve(n);
-    slot->received += n;
-    if (slot->received < opt->size) return;
-    auto now = Clock::now();
-    if (measuring.load(std::memory_order_relaxed)) {
-      latency.record(nanos_between(slot->sent_at.front(), now));
-      messages.fetch_add(1, std::memory_order_relaxed);
-      bytes.fetch_add(opt->size, std::memory_order_relaxed);
-    }
-    slot->sent_at.pop_front();
-    slot->received = 0;
-    ++slot->recv_seq;
-    if (opt->rate <= 0 && !stopping) send_message(slot);
+void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
+  const uint64_t from = slot->send_pos;
+  // A message starts at every multiple of size in [from, from + n).
+  for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0; --k) {
+    slot->sent_at.push_back(when);
   }
+  slot->send_pos += n;
+  slot->conn->send(std::string_view(pattern->data() + from % kPatternPeriod, n));
+}
+
+// Closed loop (no --rate): every byte that comes back is answered at once by
+// as many new bytes, as a minimal ping-pong client does, so `size` bytes per
+// connection stay in flight even while a message arrives in pieces. One clock
+// read per read from the socket serves both the latencies it completes and
+// the messages it starts.
+void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
+  size_t n = in.readable_bytes();
+  const uint64_t owed = slot->send_pos - slot->recv_pos;
+  if (n > owed) {
+    // Bytes nobody asked for: extra, so wrong.
+    mismatched += n - owed;
+    errors.fetch_add(1, std::memory_order_relaxed);
+    n = static_cast<size_t>(owed);
+  }
+  const char* expected = pattern->data() + slot->recv_pos % kPatternPeriod;
+  if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
+    mismatched += bad;
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  in.retrieve_all();
+  const uint64_t done = boundaries_in(slot->recv_pos, slot->recv_pos + n, opt->size);
+  slot->recv_pos += n;
+  if (n == 0) return;
+  const auto now = Clock::now();
+  const bool counting = measuring.load(std::memory_order_relaxed);
+  for (uint64_t k = 0; k < done; ++k) {
+    if (counting) latency.record(nanos_between(slot->sent_at.front(), now));
+    slot->sent_at.pop_front();
+  }
+  if (counting && done > 0) {
+    messages.fetch_add(done, std::memory_order_relaxed);
+    bytes.fetch_add(done * opt->size, std::memory_order_relaxed);
+  }
+  if (opt->rate <= 0 && !stopping) send_stream(slot, n, now);
 }
 
 void Worker::on_connrate_data(Slot* slot, Buffer& in) {
@@ -302,8 +323,13 @@ BenchRunner::BenchRunner(BenchOptions options, Endpoint target) : options_(std::
 BenchRunner::~BenchRunner() = default;
 
 Result<BenchResult> BenchRunner::run() {
+  // Periodic: pattern[i] == pattern[i % kPatternPeriod], long enough for a
+  // whole message to start anywhere in the period.
   std::string pattern(options_.size + kPatternPeriod, '\0');
-  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>('a' + i % 26 + (i / 26) % 7);
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const size_t j = i % kPatternPeriod;
+    pattern[i] = static_cast<char>('a' + j % 26 + (j / 26) % 7);
+  }
 
   int threads = std::max(1, std::min(options_.threads, options_.conns));
   for (int t = 0; t < threads; ++t) {
