@@ -218,9 +218,7 @@ Result<void> TcpConnection::start_tls(const TlsContext& context, std::string_vie
 
 const TlsSession* TcpConnection::tls() const { return tls_ ? &tls_->session : nullptr; }
 
-size_t TcpConnection::output_bytes() const {
-  return output_.readable_bytes() + (tls_ ? tls_->session.held_bytes() : 0);
-}
+size_t TcpConnection::tls_held_bytes() const { return tls_->session.held_bytes(); }
 
 void TcpConnection::receive_tls(Buffer& wire) {
   TlsSession& session = tls_->session;
@@ -263,7 +261,7 @@ void TcpConnection::flush_tls() {
   }
   Buffer out;
   tls_->session.take_ciphertext(out);
-  write_wire(out.peek(), out.readable_bytes());
+  write_wire(out.peek(), out.readable_bytes(), /*check_mark=*/false);
 }
 
 void TcpConnection::arm_handshake_timer() {
@@ -364,21 +362,10 @@ void TcpConnection::send(Buffer& data) {
   send(data.retrieve_all_as_string());
 }
 
-void TcpConnection::send_in_loop(const char* data, size_t len) {
-  loop_->assert_in_loop_thread();
-  // After a close, or after our FIN, bytes can no longer reach the peer.
-  if (state() == State::disconnected || write_shut_) return;
-  const size_t before = output_bytes();
-  if (tls_) {
-    tls_->session.write_plaintext(std::string_view(data, len));
-    flush_tls();
-  } else {
-    write_wire(data, len);
-  }
-  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) check_overflow();
-}
-
-void TcpConnection::write_wire(const char* data, size_t len) {
+// The plain path of send_in_loop(), as it was before TLS moved inside the
+// connection: one send() when nothing is queued, the mark checked only when
+// bytes stay behind. The TLS path checks the mark itself, around the layer.
+void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   size_t written = 0;
   if (!channel_->is_writing() && output_.readable_bytes() == 0) {
     ssize_t n = sys::send(fd_.get(), data, len);
@@ -399,8 +386,26 @@ void TcpConnection::write_wire(const char* data, size_t len) {
     }
   }
   if (written == len) return;
+  const size_t before = output_bytes();
   output_.append(data + written, len - written);
   if (!channel_->is_writing()) channel_->enable_writing();
+  if (check_mark && before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) {
+    check_overflow();
+  }
+}
+
+void TcpConnection::send_in_loop(const char* data, size_t len) {
+  loop_->assert_in_loop_thread();
+  // After a close, or after our FIN, bytes can no longer reach the peer.
+  if (state() == State::disconnected || write_shut_) return;
+  if (!tls_) {
+    write_wire(data, len, /*check_mark=*/true);
+    return;
+  }
+  const size_t before = output_bytes();
+  tls_->session.write_plaintext(std::string_view(data, len));
+  flush_tls();
+  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) check_overflow();
 }
 
 void TcpConnection::check_overflow() {

@@ -127,7 +127,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Loop thread: what is queued for sending at every layer (bytes held for
   /// a handshake, bytes waiting for the socket), and what was read but not
   /// consumed.
-  size_t output_bytes() const;
+  size_t output_bytes() const { return output_.readable_bytes() + (tls_ ? tls_held_bytes() : 0); }
   size_t input_bytes() const { return input_.readable_bytes(); }
   /// Any thread: totals so far, possibly a moment old when read from another
   /// thread (monitoring reads them while the loop keeps counting).
@@ -180,9 +180,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Moves the TLS layer's output to the socket.
   void flush_tls();
   void peer_sent_fin();
-  /// Writes to the socket now if nothing is queued, else queues.
-  void write_wire(const char* data, size_t len);
+  /// Writes to the socket now if nothing is queued, else queues (and, with
+  /// `check_mark`, applies the high-water mark).
+  void write_wire(const char* data, size_t len, bool check_mark);
   void arm_handshake_timer();
+  size_t tls_held_bytes() const;
   void park_until_resumed();
   void handle_write();
   void handle_close(std::error_code reason);
