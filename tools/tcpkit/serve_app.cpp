@@ -9,6 +9,7 @@
 #include "cli_common.h"
 #include "chat_room.h"
 #include "metrics_server.h"
+#include "text_escape.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
 #include "tcpkit/line_codec.h"
@@ -42,7 +43,12 @@ const char* to_string(Framing framing) {
 // connections that need it (see needs_session()): the idle clients of a
 // quiet echo or ack server cost the connection alone.
 struct ServeApp::Session {
-  std::optional<Transcoder> decoder;  // wire encoding -> UTF-8, for the log
+  // The log's view of the messages. A UTF-8 wire keeps its bytes, so that
+  // printable() escapes invalid ones itself, unambiguously; only the start
+  // of a character cut by a read waits here for the rest. Other encodings go
+  // through a decoder to UTF-8.
+  std::optional<Transcoder> decoder;
+  std::string utf8_tail;
   // PROXY protocol: nothing is served while the header is pending, and the
   // timer closes a proxy that never completes it.
   bool proxy_pending = false;
@@ -76,27 +82,6 @@ ServerOptions server_options(const ServeOptions& o, const std::shared_ptr<const 
   so.connection.overflow = o.mode == ServeMode::chat ? OverflowPolicy::close : OverflowPolicy::pause_reading;
   so.connection.idle_timeout = to_millis(o.idle_timeout_s);
   return so;
-}
-
-// Text for one log line: drops a single trailing line break and escapes
-// the other control characters so every event stays on one line.
-std::string printable(std::string_view text) {
-  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-  std::string out;
-  out.reserve(text.size());
-  for (unsigned char c : text) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c < 0x20 && c != '\t') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -245,7 +230,7 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
     Session* session = nullptr;
     if (needs_session()) {
       Session fresh;
-      if (logs_messages()) {
+      if (logs_messages() && Transcoder::canonical_name(options_.encoding) != "UTF-8") {
         auto decoder = Transcoder::open(options_.encoding, "utf-8");
         if (decoder) fresh.decoder.emplace(std::move(*decoder));
       }
@@ -318,13 +303,30 @@ void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session, st
     log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
              {Logger::str("peer", peer), Logger::num("bytes", message.size())});
   } else if (logs_messages()) {
-    std::string text = session != nullptr && session->decoder ? session->decoder->feed(message) : std::string(message);
+    const size_t invalid_before = session != nullptr && session->decoder ? session->decoder->invalid_bytes() : 0;
+    std::string text = log_text(session, message);
     std::string peer = peer_name(conn);
-    std::string shown = printable(text);
+    // A decoder that escaped bytes of this message wrote "\xHH" into the
+    // text itself; doubling every backslash would garble those, so that
+    // message keeps its backslashes as they are.
+    const bool decoder_escaped = session != nullptr && session->decoder &&
+                                 session->decoder->invalid_bytes() != invalid_before;
+    std::string shown =
+        printable(text, kMaxPrintableBytes, decoder_escaped ? Backslash::keep : Backslash::escape);
     log_.log("message", fmt::format("message from {}: {}", peer, shown),
              {Logger::str("peer", peer), Logger::str("text", shown)});
   }
   send_framed(conn, encoded_reply_);
+}
+
+std::string ServeApp::log_text(Session* session, std::string_view message) {
+  if (session == nullptr) return std::string(message);
+  if (session->decoder) return session->decoder->feed(message);
+  std::string text = std::move(session->utf8_tail);
+  text += message;
+  session->utf8_tail = text.substr(text.size() - incomplete_utf8_tail(text));
+  text.resize(text.size() - session->utf8_tail.size());
+  return text;
 }
 
 void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view line) {
@@ -432,10 +434,13 @@ void ServeApp::log_handshake(const TcpConnectionPtr& conn) {
   const TlsSession* tls = conn->tls();
   if (tls == nullptr || !log_connections()) return;
   const std::string peer = peer_name(conn);
+  // The server name is the client's to choose, any bytes up to 255: escaped
+  // for the text line; the JSON field holds it as sent (json_text() keeps
+  // the line valid).
   std::string sni(tls->requested_server_name());
   log_.log("tls",
            fmt::format("tls {}: {} {}{}", peer, tls->protocol_version(), tls->cipher(),
-                       sni.empty() ? "" : fmt::format(" (server name {})", sni)),
+                       sni.empty() ? "" : fmt::format(" (server name {})", printable(sni))),
            {Logger::str("peer", peer), Logger::str("version", std::string(tls->protocol_version())),
             Logger::str("cipher", std::string(tls->cipher())), Logger::str("server_name", sni)});
 }

@@ -95,6 +95,10 @@ class ServeApp {
   void on_message(const TcpConnectionPtr& conn, Buffer& in);
   void handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message);
   void handle_chat_line(const TcpConnectionPtr& conn, std::string_view line);
+  // Why a /nick (in the wire encoding) is refused, or nullopt.
+  std::optional<std::string> check_nick(std::string_view wire) const;
+  // A message as UTF-8 for the log, a character split across reads joined.
+  std::string log_text(Session* session, std::string_view message);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
   // Closes `conn` if its PROXY header has not come in --proxy-timeout.
   void arm_proxy_deadline(const TcpConnectionPtr& conn, Session& session);
