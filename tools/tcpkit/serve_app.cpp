@@ -164,7 +164,10 @@ Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
     MetricsHandlers handlers;
     handlers.metrics = [this] { return metrics_.render(registry_.traffic()); };
     handlers.clients_json = [this] { return clients_json(); };
-    metrics_server_ = std::make_unique<MetricsServer>(loop_, std::move(handlers));
+    // The host of --metrics, when it is a name, is one a browser may use.
+    std::vector<std::string> names;
+    if (auto split = Endpoint::split_host_port(options_.metrics)) names.push_back(split->first);
+    metrics_server_ = std::make_unique<MetricsServer>(loop_, std::move(handlers), std::move(names));
   }
   for (const auto& address : addresses) {
     if (auto r = metrics_server_->listen(address); !r) return r;
