@@ -337,7 +337,13 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view l
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {
     std::string name(line.substr(kNick.size()));
-    if (name.empty()) return;
+    if (auto problem = check_nick(name)) {
+      // Only the one who asked hears why; the room never sees the name.
+      auto reply = Transcoder::convert("utf-8", options_.encoding,
+                                       fmt::format("* nick refused: {}\n", *problem));
+      conn->send(reply ? *reply : fmt::format("* nick refused: {}\n", *problem));
+      return;
+    }
     std::string old = room_->rename(conn, name);
     broadcast_chat(fmt::format("* {} is now known as {}\n", old, name), conn);
     return;
@@ -345,6 +351,20 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view l
   std::string text = fmt::format("<{}> {}\n", room_->name_of(conn), line);
   broadcast_chat(text, conn);
   if (cluster_) cluster_->publish(text);
+}
+
+// Nicks are kept and broadcast in the wire encoding, so they are judged in
+// UTF-8 after a conversion that must not have needed a single escape.
+std::optional<std::string> ServeApp::check_nick(std::string_view wire) const {
+  std::string utf8(wire);
+  if (Transcoder::canonical_name(options_.encoding) != "UTF-8") {
+    auto decoder = Transcoder::open(options_.encoding, "utf-8");
+    if (!decoder) return "the server cannot read its own encoding";
+    utf8 = decoder->feed(wire);
+    utf8 += decoder->finish();
+    if (decoder->invalid_bytes() > 0) return "a nick must be valid text in the server's encoding";
+  }
+  return nick_problem(utf8);
 }
 
 void ServeApp::broadcast_chat(std::string_view line, const TcpConnectionPtr& except) {
@@ -510,11 +530,15 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
     conn->loop()->cancel(session->proxy_timer);
     session->proxy_timer = 0;
   }
-  // LOCAL (a health check), UNKNOWN, UNSPEC and UNIX name no client: the
-  // connection's own peer, the proxy, is the one talking, and --trusted-proxy
-  // has already admitted it; --allow/--deny judge the clients it names.
+  // --allow/--deny judge the client a header names. LOCAL is the proxy's
+  // own health check, admitted by --trusted-proxy alone. UNKNOWN, UNSPEC and
+  // UNIX name no client, yet some client may be behind them: skipping the
+  // rules would let a denied client in through any such header, so they
+  // judge the one address known, the proxy's.
   session->client = parsed.header.source;
-  if (session->client && !options_.access.permits(*session->client)) {
+  const bool judged = session->client || !parsed.header.local;
+  const Endpoint& judged_peer = session->client ? *session->client : conn->peer_endpoint();
+  if (judged && !options_.access.permits(judged_peer)) {
     in.retrieve_all();
     refuse(conn, *session, "not allowed", "not allowed");
     return false;
