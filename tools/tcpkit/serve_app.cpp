@@ -175,9 +175,10 @@ Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
   return {};
 }
 
-void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis) {
+void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis, RedisAuth auth) {
   if (!room_) return;
-  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), log_,
+  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), std::move(auth),
+                                           options_.max_message, log_,
                                            [this](std::string_view line) { broadcast_chat(line, nullptr); });
 }
 

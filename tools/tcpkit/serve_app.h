@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "client_registry.h"
+#include "chat_cluster.h"
 #include "logger.h"
 #include "serve_metrics.h"
 #include "tcpkit/cidr.h"
@@ -48,6 +49,7 @@ struct ServeOptions {
   double drain_timeout_s = 5;
   std::string metrics;  // --metrics HOST:PORT: HTTP status page and Prometheus metrics ("" off)
   std::string cluster;  // --cluster redis://HOST:PORT: chat across instances ("" off)
+  std::string cluster_auth_file;  // --cluster-auth-file: the Redis password's first line
   AccessList access;  // --allow / --deny; refused peers are closed before any data
   // --proxy-protocol: every connection starts with a PROXY v1/v2 header from
   // a load balancer, and the client it names is the peer everywhere (log,
@@ -83,7 +85,7 @@ class ServeApp {
   Result<void> listen_metrics(const std::vector<Endpoint>& addresses);
   // Chat mode: relays lines through the Redis at `redis` (named `label` in
   // the log) to other instances; call before start().
-  void join_cluster(std::string label, std::vector<Endpoint> redis);
+  void join_cluster(std::string label, std::vector<Endpoint> redis, RedisAuth auth);
   Result<void> start();
   // First SIGINT/SIGTERM: stop accepting, drain, then quit the loop.
   void begin_stop();
