@@ -7,6 +7,7 @@ using tcpkit::cli::host_allowed;
 using tcpkit::cli::HttpParse;
 using tcpkit::cli::HttpRequest;
 using tcpkit::cli::parse_http_request;
+using namespace std::string_literals;
 
 TEST(HttpRequest, ParsesTheRequestLineAndHost) {
   HttpRequest r;
@@ -32,11 +33,20 @@ TEST(HttpRequest, WaitsForTheBlankLineWithinTheLimit) {
 
 TEST(HttpRequest, RefusesBrokenHeads) {
   HttpRequest r;
-  for (const char* head : {"GET /\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / FTP/1\r\n\r\n",
+  for (const char* head : {"GET /\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / FTP/1\r\n\r\n", "GET / HTTP/1.1x\r\n\r\n",
                            "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
                            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"}) {
     EXPECT_EQ(parse_http_request(head, 8192, &r), HttpParse::bad) << head;
   }
+}
+
+// Found by fuzz_http_request: with a bare-LF blank line first and a CRLF one
+// later, the head ran to the later one and took in what followed it.
+TEST(HttpRequest, TheHeadEndsAtTheFirstBlankLineOfEitherKind) {
+  HttpRequest r;
+  ASSERT_EQ(parse_http_request("GET / HTTP/1.1\n\nHost: evil\r\n\r\n", 8192, &r), HttpParse::done);
+  EXPECT_FALSE(r.host);
+  EXPECT_EQ(parse_http_request("GET / HTTP/1.1\r\0junk\n\n"s, 8192, &r), HttpParse::bad);
 }
 
 // Regression: no Host check, so DNS rebinding could read /clients.json.
@@ -52,4 +62,7 @@ TEST(HttpRequest, HostMustNameThisServer) {
     EXPECT_FALSE(host_allowed(bad, names)) << bad;
   }
   EXPECT_FALSE(host_allowed(std::string_view("localhost\0x", 11), names));
+  // Found by fuzz_http_request: inet_pton() stopped at the NUL and saw "::".
+  EXPECT_FALSE(host_allowed("[::\0\0junk]"s, names));
+  EXPECT_FALSE(host_allowed("127.0.0.1\0.evil"s, names));
 }

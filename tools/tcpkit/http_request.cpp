@@ -16,6 +16,12 @@ bool is_token(std::string_view s) {
   return true;
 }
 
+// "HTTP/1.1": the name, a digit, a dot, a digit (RFC 9112 section 2.3).
+bool is_version(std::string_view v) {
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
+}
+
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -53,13 +59,12 @@ bool parse_fields(std::string_view fields, HttpRequest* out) {
 }  // namespace
 
 HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpRequest* out) {
-  size_t end = data.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    // Be lenient with bare LF line ends, as RFC 9112 section 2.2 allows.
-    end = data.find("\n\n");
-    if (end == std::string_view::npos)
-      return data.size() > max_bytes ? HttpParse::too_large : HttpParse::need_more;
-  }
+  // Bare LF line ends are accepted, as RFC 9112 section 2.2 allows. The head
+  // ends at the first blank line of either kind: a later CRLF CRLF must not
+  // pull what follows (a body, a second request) into the head.
+  const size_t end = std::min(data.find("\r\n\r\n"), data.find("\n\n"));
+  if (end == std::string_view::npos)
+    return data.size() > max_bytes ? HttpParse::too_large : HttpParse::need_more;
   if (end > max_bytes) return HttpParse::too_large;
   std::string_view head = data.substr(0, end);
   size_t first_eol = head.find('\n');
@@ -73,8 +78,7 @@ HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpReques
   std::string_view method = line.substr(0, sp1);
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method) || !is_token(target) || version.substr(0, 5) != "HTTP/")
-    return HttpParse::bad;
+  if (!is_token(method) || !is_token(target) || !is_version(version)) return HttpParse::bad;
   HttpRequest request;
   request.method = std::string(method);
   request.path = std::string(target.substr(0, target.find('?')));
@@ -85,6 +89,9 @@ HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpReques
 }
 
 bool host_allowed(std::string_view host, const std::vector<std::string>& names) {
+  // inet_pton() reads C strings: "[::\0junk]" would pass as "::". A Host is
+  // printable ASCII without spaces, nothing else.
+  if (!std::all_of(host.begin(), host.end(), [](char c) { return c > 0x20 && c < 0x7f; })) return false;
   std::string_view name = host;
   if (!name.empty() && name.front() == '[') {
     size_t close = name.find(']');
@@ -100,7 +107,7 @@ bool host_allowed(std::string_view host, const std::vector<std::string>& names) 
     name = name.substr(0, colon);
   }
   if (!name.empty() && name.back() == '.') name.remove_suffix(1);
-  if (name.empty() || name.find('\0') != std::string_view::npos) return false;
+  if (name.empty()) return false;
   std::string text(name);
   unsigned char bytes[4];
   if (::inet_pton(AF_INET, text.c_str(), bytes) == 1) return true;
