@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -90,6 +91,11 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   }
   int prefix = max_prefix;
   if (has_prefix) {
+    // from_chars() takes a sign, and "/-0" read as /0 would allow everyone:
+    // a prefix is plain decimal digits, nothing else.
+    const bool digits = std::all_of(prefix_text.begin(), prefix_text.end(),
+                                    [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) return Error(Errc::bad_prefix, "CIDR " + quoted(text));
     auto [end, ec] = std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);
     if (prefix_text.empty() || ec != std::errc() || end != prefix_text.data() + prefix_text.size() || prefix < 0 ||
         prefix > max_prefix) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cassert>
+#include <cctype>
 #include <cstring>
 
 namespace tcpkit {
@@ -86,6 +87,12 @@ std::optional<uint16_t> parse_v1_port(std::string_view text) {
 // inet_pton() is strict where the spec is: dotted quads without leading
 // zeroes, IPv6 without a scope or brackets.
 std::optional<Endpoint> make_v1_endpoint(int family, std::string_view host, uint16_t port) {
+  // inet_pton() reads a C string: "10.0.0.1\0junk" would stop at the NUL and
+  // pass as 10.0.0.1. An address is hex digits, dots and colons only.
+  const bool address_chars = std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) != 0 || c == '.' || c == ':';
+  });
+  if (!address_chars) return std::nullopt;
   std::string text(host);
   if (family == AF_INET) {
     sockaddr_in sin{};

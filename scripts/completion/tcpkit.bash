@@ -31,7 +31,7 @@ _tcpkit() {
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
-      flags+=" --cluster --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
+      flags+=" --cluster --cluster-auth-file --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;
     connect)
       flags+=" --send --encoding --timeout --wait --line --hex --no-shutdown -N"

@@ -33,10 +33,11 @@ def own_process_name() -> str:
 
 
 def start_serve(tcpkit_process, *args, timeout: float = DEFAULT_TIMEOUT,
-                port: object = 0) -> tuple[TcpkitProcess, int]:
-    """Starts `tcpkit serve --port PORT ARGS...` and waits for its (first)
-    listening line; returns the process and the port it really listens on."""
-    server = tcpkit_process("serve", "--port", port, *args)
+                port: object = 0, env: dict | None = None) -> tuple[TcpkitProcess, int]:
+    """Starts `tcpkit serve --port PORT ARGS...` (in `env`, when given) and
+    waits for its (first) listening line; returns the process and the port it
+    really listens on."""
+    server = tcpkit_process("serve", "--port", port, *args, **({"env": env} if env is not None else {}))
     match = server.wait_for_line(LISTENING_RE, timeout=timeout, stream="stdout")
     return server, int(match.group("port"))
 

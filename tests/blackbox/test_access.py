@@ -114,7 +114,8 @@ def test_ipv6_rules(tcpkit_process):
 
 @pytest.mark.parametrize("flag,text", [("--allow", "10.0.0.0/33"), ("--allow", "10.0.0/8"),
                                        ("--deny", "localhost"), ("--deny", "::1/129"),
-                                       ("--allow", "127.0.0.1,nonsense")])
+                                       ("--allow", "127.0.0.1,nonsense"),
+                                       ("--allow", "10.0.0.0/-0"), ("--deny", "::/-0")])
 def test_bad_cidr_is_a_usage_error_naming_the_text(tcpkit, flag, text):
     result = tcpkit("serve", "--port", "0", flag, text)
     assert result.returncode == 2, result

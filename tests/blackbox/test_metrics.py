@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -364,3 +365,91 @@ def test_clients_json_names_the_client_a_proxy_header_names(tcpkit_process):
         assert status == 200
         rows = json.loads(body)["clients"]
         assert [row["peer"] for row in rows] == ["203.0.113.9:40000"]
+
+
+# --- hostile clients of the metrics server (design decision 10) ------------------------------
+
+def raw_request(port: int, request: bytes) -> tuple[bytes, dict[str, str]]:
+    """(status line, headers) of one request sent as raw bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(request)
+        buffer = bytearray()
+        status = recv_line(raw, buffer).rstrip(b"\r")
+        headers = {}
+        while (line := recv_line(raw, buffer).rstrip(b"\r")) != b"":
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        return status, headers
+
+
+def test_slow_connections_cannot_keep_a_scrape_out(tcpkit_process):
+    """Regression: 64 connections that never finish their request held every
+    slot of the metrics server, and each scrape after them was closed unread.
+    A full server now evicts the oldest unfinished request instead."""
+    server, port, mport = start_with_metrics(tcpkit_process)
+    stalled = []
+    try:
+        for _ in range(70):
+            s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            stalled.append(s)
+        for _ in range(3):
+            scrape(mport, "ack")
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_a_request_head_has_one_deadline_that_trickled_bytes_do_not_renew(tcpkit_process):
+    """Regression: any byte re-armed a 10 s idle timer, so one byte every few
+    seconds held a connection for ever. The whole head now has 5 s."""
+    server, port, mport = start_with_metrics(tcpkit_process)
+    with socket.create_connection(("127.0.0.1", mport), timeout=10) as slow:
+        start = time.monotonic()
+        closed = False
+        # The attack itself trickles; the server's close is what ends the loop.
+        while time.monotonic() - start < 12:
+            try:
+                slow.sendall(b"X")
+                slow.settimeout(0.5)
+                if slow.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+                break
+        elapsed = time.monotonic() - start
+    assert closed, "a trickling client was never closed"
+    assert elapsed < 9, f"closed only after {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("host", [b"evil.example", b"evil.example:9100", b"127.0.0.1.evil.example",
+                                  b"localhost.evil.example"])
+def test_a_host_that_does_not_name_the_server_is_refused(tcpkit_process, host):
+    """Regression: no Host check, so DNS rebinding let any web page read the
+    loopback /clients.json through the operator's browser."""
+    server, port, mport = start_with_metrics(tcpkit_process)
+    status, headers = raw_request(mport, b"GET /clients.json HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status == b"HTTP/1.1 421 Misdirected Request"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "127.0.0.1", "localhost:{port}", "LOCALHOST.", "[::1]:{port}"])
+def test_hosts_that_name_the_server_are_served(tcpkit_process, host):
+    server, port, mport = start_with_metrics(tcpkit_process)
+    request = f"GET /clients.json HTTP/1.1\r\nHost: {host.format(port=mport)}\r\n\r\n".encode()
+    status, headers = raw_request(mport, request)
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_every_answer_says_nosniff(tcpkit_process):
+    server, port, mport = start_with_metrics(tcpkit_process)
+    for path in ("/", "/metrics", "/clients.json", "/nothing-here"):
+        status, headers, _ = get_url(mport, path)
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+    status, headers = raw_request(mport, b"BAD\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert headers["x-content-type-options"] == "nosniff"

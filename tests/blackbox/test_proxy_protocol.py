@@ -328,3 +328,51 @@ def test_many_proxied_clients_on_threads(tcpkit_process):
             s.close()
     for i in range(24):
         wait_log(server, rf"message from 10\.0\.{i}\.1:{1000 + i}: m{i}$")
+
+
+# --- headers that name no client --------------------------------------------------------------
+
+def proxy_v2_no_client(family: int, body: bytes = b"") -> bytes:
+    """A v2 PROXY (not LOCAL) header whose family names no TCP client."""
+    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack(">H", len(body)) + body
+
+
+UNIX_BODY = b"/run/client.sock".ljust(108, b"\x00") + b"/run/server.sock".ljust(108, b"\x00")
+NO_CLIENT_HEADERS = {
+    "v1 UNKNOWN": b"PROXY UNKNOWN\r\n",
+    "v2 UNSPEC": proxy_v2_no_client(0x00),
+    "v2 UNIX": proxy_v2_no_client(0x31, UNIX_BODY),
+}  # the fourth kind, v2 LOCAL, is the proxy's own health check: see below
+
+
+@pytest.mark.parametrize("kind", NO_CLIENT_HEADERS)
+def test_a_header_naming_no_client_is_judged_by_the_proxy_address(tcpkit_process, kind):
+    """Regression: UNKNOWN, UNSPEC and UNIX headers skipped --allow/--deny, so
+    a denied client got in through a proxy that sent one. The rules now judge
+    the one address known, the proxy's own."""
+    server, port = start_serve(tcpkit_process, *TRUST_LOCALHOST, "--deny", "127.0.0.1")
+    with connect(port) as proxy:
+        me = peer_name(proxy)
+        proxy.sendall(NO_CLIENT_HEADERS[kind] + b"let me in")
+        data, _how = recv_until_eof(proxy)
+        assert data == b""
+    wait_log(server, rf"disconnect {esc(me)}: refused: not allowed \(clients: \d+\)$")
+    assert find_line(server, r"message from ") is None
+
+
+@pytest.mark.parametrize("kind", NO_CLIENT_HEADERS)
+def test_a_header_naming_no_client_from_an_allowed_proxy_is_served(tcpkit_process, kind):
+    server, port = start_serve(tcpkit_process, *TRUST_LOCALHOST, "--allow", "127.0.0.1/32")
+    with connect(port) as proxy:
+        me = peer_name(proxy)
+        proxy.sendall(NO_CLIENT_HEADERS[kind] + b"hello")
+        assert recv_exact(proxy, len(REPLY)) == REPLY
+    wait_log(server, rf"message from {esc(me)}: hello$")
+
+
+def test_a_local_health_check_is_not_judged_by_the_rules(tcpkit_process):
+    """LOCAL is the proxy's own health check: --trusted-proxy admits it."""
+    server, port = start_serve(tcpkit_process, *TRUST_LOCALHOST, "--deny", "127.0.0.1")
+    with connect(port) as proxy:
+        proxy.sendall(proxy_v2_local() + b"ping")
+        assert recv_exact(proxy, len(REPLY)) == REPLY

@@ -823,3 +823,29 @@ def test_without_reuse_port_the_second_server_fails(tcpkit_process):
     assert result.returncode == 1, result
     assert "already in use" in result.stderr
     assert f"pid {first.pid} (tcpkit)" in result.stderr
+
+
+# --- log escaping (design decision 10) --------------------------------------------------------
+
+def test_del_c1_bidi_and_backslashes_are_logged_escaped(tcpkit_process):
+    """Regression: DEL, C1 controls and bidi overrides reached the log raw,
+    and an escape could not be told from the same text typed literally."""
+    server, port = start_serve(tcpkit_process)
+    with connect(port) as client:
+        ack_round_trip(client, "a\x7fb\u0085c\u202ed\u2066e\\x41".encode(), REPLY)
+        match = server.wait_for_line(esc(f"message from {peer_name(client)}: ") + "(.*)$")
+    assert match.group(1) == r"a\x7fb\u0085c\u202ed\u2066e\\x41"
+
+
+def test_a_huge_message_of_controls_is_cut_with_a_marker(tcpkit_process):
+    """Regression: a 1 MiB message of control bytes became a 4 MiB log line."""
+    server, port = start_serve(tcpkit_process, "--framing", "line", "--max-message", str(2 * 1024 * 1024))
+    with connect(port) as client:
+        client.sendall(b"\x01" * (1024 * 1024) + b"\n")
+        recv_exact(client, len(REPLY) + 1)
+        match = server.wait_for_line(esc(f"message from {peer_name(client)}: ") + "(.*)$")
+    shown = match.group(1)
+    assert shown.startswith(r"\x01\x01")
+    assert len(shown) < 4200, len(shown)
+    left_out = 1024 * 1024 - 1024  # 4096 bytes of log show 1024 escaped bytes
+    assert shown.endswith(f"...[{left_out} more bytes]"), shown[-60:]

@@ -9,15 +9,17 @@ queue passes the high-water mark, and nobody else loses a line.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import threading
+import urllib.request
 
 import pytest
 
 from conftest import wait_until
-from serve_util import ChatClient, count_lines, find_line, recv_until_eof, start_serve, wait_log
+from serve_util import ChatClient, count_lines, find_line, recv_line, recv_until_eof, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -215,3 +217,51 @@ def test_chat_across_io_threads_every_line_reaches_every_other_member(tcpkit_pro
         server.wait_for_line(rf"\(clients: {len(members) - n - 1}\)$")
     server.signal(signal.SIGTERM)
     assert server.wait(timeout=10) == 0
+
+
+# --- nicks are checked (design decision 10) ---------------------------------------------------
+
+@pytest.mark.parametrize("nick, why", [
+    (b"\xff\xfebad", "valid text"),
+    (b"\x1b[31mred", "control characters"),
+    (b"evil\rname", "control characters"),
+    (b"\xc2\x85next", "control characters"),
+    (b"abc\xe2\x80\xaecba", "control characters"),
+    ("x".encode() * 33, "at most 32 characters"),
+    (b"y" * (1024 * 1024), "at most 32 characters"),
+], ids=["invalid-utf8", "escape", "cr", "c1", "bidi", "33-chars", "1-mib"])
+def test_a_bad_nick_is_refused_to_its_sender_alone(tcpkit_process, nick, why):
+    """Regression: nicks were not checked, so invalid UTF-8 made
+    /clients.json invalid JSON, and a megabyte of escapes and CRs went to
+    every member raw."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--max-message", str(2 * 1024 * 1024),
+                               "--metrics", "127.0.0.1:0")
+    mport = int(wait_log(server, r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    a = ChatClient(port)
+    b = ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.sock.sendall(b"/nick " + nick + b"\n")
+    reply = a.line()
+    assert reply.startswith("* nick refused: ") and why in reply, reply
+    a.say("still here")
+    b.expect(f"<{a.name}> still here")
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/clients.json", timeout=10) as response:
+        names = [c["name"] for c in json.loads(response.read().decode("utf-8"))["clients"]]
+    assert sorted(names) == sorted([a.name, b.name]), names
+    a.say("/nick alice")
+    b.expect(f"* {a.name} is now known as alice")
+    a.close()
+    b.close()
+
+
+def test_a_gbk_nick_is_checked_after_conversion(tcpkit_process):
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--encoding", "gbk")
+    a = ChatClient(port)
+    b = ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.sock.sendall(b"/nick " + "小明".encode("gbk") + b"\n")
+    assert recv_line(b.sock, b.buffer).decode("gbk") == f"* {a.name} is now known as 小明"
+    a.sock.sendall(b"/nick \x81\x20x\n")  # a GBK lead byte without its trail byte
+    assert recv_line(a.sock, a.buffer).decode("gbk").startswith("* nick refused: ")
+    a.close()
+    b.close()

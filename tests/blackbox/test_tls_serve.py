@@ -235,16 +235,51 @@ def test_key_that_does_not_match_is_a_clear_error(cert, tmp_path):
 def test_key_file_contents_never_in_the_log(tcpkit_process, cert):
     crt, key = cert
     server = tcpkit_process("serve", "--port", 0, "--tls-cert", crt, "--tls-key", key, "--log-format", "json")
-    listening = json.loads(server.wait_for_line(r'"event": "listening"', stream="stdout").string)
+    listening = json.loads(server.wait_for_line(r'"event": ?"listening"', stream="stdout").string)
     assert listening["tls"] == "on"
     port = int(listening["address"].rsplit(":", 1)[1])
     with tls_connect(port, cert[0]) as sock:
         sock.sendall(SECRET.encode())
         recv_exact(sock, len(DEFAULT_REPLY.encode()))
-    wait_log(server, r'"event": "disconnect"')
+    wait_log(server, r'"event": ?"disconnect"')
     with open(cert[1]) as f:
         key_lines = [line for line in f.read().splitlines() if line and not line.startswith("-----")]
     text = log_text(server)
     assert SECRET not in text
     assert not any(line in text for line in key_lines)
     assert os.path.basename(cert[1]) not in text  # not even the key's file name
+
+
+# --- hostile server names (design decision 10) ------------------------------------------------
+
+def test_server_name_cannot_forge_a_log_line_or_reach_the_terminal(tcpkit_process, cert):
+    """Regression: the SNI was logged raw, so a newline in it wrote a forged
+    line and an ESC sequence reached the operator's terminal."""
+    server, port = serve_tls(tcpkit_process, cert)
+    forged = "2026-01-01T00:00:00.000 connect 10.9.9.9:1 (clients: 1)"
+    reply, _ = s_client_exchange(port, cert[0], b"hi\n", len(DEFAULT_REPLY.encode()),
+                                 "-servername", f"x\n{forged}\x1b[31m\\x41")
+    assert reply.decode() == DEFAULT_REPLY
+    wait_log(server, r"tls 127\.0\.0\.1:\d+: .*\(server name ")
+    shown = [text for text in server.stdout_lines if "(server name " in text][0]
+    # One line, the controls escaped, a typed backslash told apart from an escape.
+    assert shown.endswith(f"(server name x\\n{forged}\\x1b[31m\\\\x41)"), shown
+    assert not any(text.startswith(forged) for text in server.stdout_lines)
+    assert not any("\x1b" in text for text in server.stdout_lines)
+
+
+def test_server_name_of_invalid_utf8_keeps_the_json_log_valid(tcpkit_process, cert):
+    """Regression: JSON lines passed invalid UTF-8 through, so no JSON
+    parser could read the log."""
+    crt, key = cert
+    server = tcpkit_process("serve", "--port", 0, "--tls-cert", crt, "--tls-key", key, "--log-format", "json")
+    listening = json.loads(server.wait_for_line(r'"event": ?"listening"', stream="stdout").string)
+    port = int(listening["address"].rsplit(":", 1)[1])
+    reply, _ = s_client_exchange(port, cert[0], b"hi\n", len(DEFAULT_REPLY.encode()),
+                                 "-servername", b"a\xff\xfeb\x1b[31m")
+    assert reply.decode() == DEFAULT_REPLY
+    wait_log(server, r'"event": ?"tls"')
+    tls = [json.loads(text) for text in server.stdout_lines if re.search(r'"event": ?"tls"', text)]
+    assert tls[0]["server_name"] == "a\ufffd\ufffdb\x1b[31m"
+    for text in server.stdout_lines:
+        json.loads(text)

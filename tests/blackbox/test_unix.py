@@ -7,6 +7,7 @@ sockets. Every socket lives in a temporary directory of the test's own."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -168,9 +169,9 @@ def test_bench_against_a_unix_echo_server(tcpkit_process, sock_dir, mode):
     result = run_tcpkit("bench", "--unix", path, "--mode", mode, "--conns", "4", "--duration", "0.5",
                         "--format", "json", timeout=30)
     assert result.returncode == 0, result.stderr
-    messages = int(re.search(r'"messages": (\d+)', result.stdout).group(1))
-    assert messages > 0
-    assert re.search(r'"mismatched_bytes": 0\b', result.stdout), result.stdout
+    report = json.loads(result.stdout)
+    assert report["messages"] > 0, report
+    assert report["errors"]["mismatched_bytes"] == 0, report
 
 
 def test_bench_unix_path_as_host(tcpkit_process, sock_dir):
@@ -195,7 +196,9 @@ def test_port_explains_a_unix_socket(tcpkit_process, sock_dir):
             assert re.search(rf"unix:{re.escape(path)}\s+pid {server.pid} \(tcpkit\)", result.stdout), result.stdout
             assert "Connections open: 2" in result.stdout
         js = run_tcpkit("port", f"unix:{path}", "--json")
-        assert f'"pid": {server.pid}' in js.stdout and '"connections": 2' in js.stdout, js.stdout
+        report = json.loads(js.stdout)
+        assert [l["pid"] for l in report["listeners"]] == [server.pid], report
+        assert report["connections"] == 2 and report["unix"] == f"unix:{path}", report
 
 
 def test_port_on_a_path_nobody_serves():

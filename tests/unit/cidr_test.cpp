@@ -76,6 +76,16 @@ TEST(Cidr, RejectsBadTextWithErrorsThatNameIt) {
   }
 }
 
+// Regression: from_chars() read "/-0" as /0, so `serve --allow 10.0.0.0/-0`
+// started and allowed everyone.
+TEST(Cidr, RejectsSignedPrefixes) {
+  for (const char* text : {"10.0.0.0/-0", "::/-0", "10.0.0.0/- 8", "10.0.0.0/ 8", "10.0.0.0/0x8"}) {
+    auto r = Cidr::parse(text);
+    ASSERT_FALSE(r) << "'" << text << "' parsed as " << r->to_string();
+    EXPECT_EQ(r.error().code(), tcpkit::make_error_code(Errc::bad_prefix)) << text;
+  }
+}
+
 TEST(Cidr, MatchesPeersInsideTheNetworkOnly) {
   auto net = cidr("10.0.0.0/8");
   EXPECT_TRUE(net.contains(peer("10.0.0.1")));

@@ -78,6 +78,15 @@ TEST(ProxyV1, ParsesTcp4) {
   EXPECT_EQ(r.header.destination->to_string(), "192.168.0.11:443");
 }
 
+// Regression: inet_pton() stopped at an embedded NUL, so "10.0.0.1\0junk"
+// was read as 10.0.0.1.
+TEST(ProxyV1, RejectsAnAddressWithAnEmbeddedNul) {
+  using namespace std::string_literals;
+  expect_invalid("PROXY TCP4 10.0.0.1\0junk 127.0.0.1 5 6\r\n"s, "bad source address");
+  expect_invalid("PROXY TCP4 10.0.0.1 127.0.0.1\0 5 6\r\n"s, "bad destination address");
+  expect_invalid("PROXY TCP6 ::1\0 ::1 5 6\r\n"s, "bad source address");
+}
+
 TEST(ProxyV1, ParsesTcp6) {
   std::string line = "PROXY TCP6 2001:db8::1 ::1 65535 0\r\n";
   auto r = expect_done(line, line.size());

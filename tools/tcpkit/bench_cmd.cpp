@@ -5,12 +5,14 @@
 
 #include <fmt/core.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 
 #include "bench_runner.h"
 #include "cli_common.h"
 #include "commands.h"
+#include "json_writer.h"
 #include "logger.h"
 
 namespace tcpkit::cli {
@@ -83,20 +85,41 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
 std::string json_report(const BenchOptions& o, const BenchResult& r, const std::string& args) {
   Figures f = figures_of(r);
   const auto& h = r.latency;
-  return fmt::format(
-      "{{\"mode\": \"{}\", \"conns\": {}, \"size\": {}, \"threads\": {}, \"rate\": {}, \"duration_s\": {:.3f}, "
-      "\"messages\": {}, \"bytes\": {}, \"mib_per_s\": {:.3f}, \"msgs_per_s\": {:.1f}, \"connections\": {}, "
-      "\"connections_per_s\": {:.1f}, \"connected_at_start\": {}, "
-      "\"latency_us\": {{\"p50\": {:.2f}, \"p90\": {:.2f}, \"p99\": {:.2f}, \"p999\": {:.2f}, \"max\": {:.2f}}}, "
-      "\"errors\": {{\"mismatched_bytes\": {}, \"lost_bytes\": {}, \"refused\": {}, \"reset\": {}, "
-      "\"connect_failed\": {}, \"tls_failed\": {}}}, \"tls\": {}, \"host\": \"{}\", \"kernel\": \"{}\", "
-      "\"compiler\": \"{}\", \"args\": \"{}\"}}\n",
-      to_string(o.mode), o.conns, o.size, o.threads, o.rate, r.seconds, r.messages, r.bytes, f.mib_per_s,
-      f.msgs_per_s, r.connections, o.mode == BenchMode::connrate ? f.msgs_per_s : 0.0, r.connected_at_start,
-      us(h.percentile(50)), us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()),
-      r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed, r.tls_failed,
-      o.tls ? "true" : "false", json_escape(host_name()),
-      json_escape(kernel_release()), json_escape("g++ " __VERSION__), json_escape(args));
+  // Rates rounded as the text report shows them; the rest exact.
+  const auto rounded = [](double value, double scale) { return std::round(value * scale) / scale; };
+  Json report = {
+      {"mode", to_string(o.mode)},
+      {"conns", o.conns},
+      {"size", o.size},
+      {"threads", o.threads},
+      {"rate", o.rate},
+      {"duration_s", rounded(r.seconds, 1000)},
+      {"messages", r.messages},
+      {"bytes", r.bytes},
+      {"mib_per_s", rounded(f.mib_per_s, 1000)},
+      {"msgs_per_s", rounded(f.msgs_per_s, 10)},
+      {"connections", r.connections},
+      {"connections_per_s", o.mode == BenchMode::connrate ? rounded(f.msgs_per_s, 10) : 0.0},
+      {"connected_at_start", r.connected_at_start},
+      {"latency_us",
+       {{"p50", rounded(us(h.percentile(50)), 100)},
+        {"p90", rounded(us(h.percentile(90)), 100)},
+        {"p99", rounded(us(h.percentile(99)), 100)},
+        {"p999", rounded(us(h.percentile(99.9)), 100)},
+        {"max", rounded(us(h.max()), 100)}}},
+      {"errors",
+       {{"mismatched_bytes", r.mismatched_bytes},
+        {"lost_bytes", r.lost_bytes},
+        {"refused", r.refused},
+        {"reset", r.reset},
+        {"connect_failed", r.connect_failed},
+        {"tls_failed", r.tls_failed}}},
+      {"tls", o.tls != nullptr},
+      {"host", host_name()},
+      {"kernel", kernel_release()},
+      {"compiler", "g++ " __VERSION__},
+      {"args", args}};
+  return json_text(report) + "\n";
 }
 
 struct BenchFlags {

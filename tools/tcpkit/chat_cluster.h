@@ -8,6 +8,15 @@
 // publishing instance's id, so an instance skips its own lines when they come
 // back on the subscription.
 //
+// Redis is a trust boundary (design decision 10). With a password (from the
+// URL, --cluster-auth-file or TCPKIT_REDIS_PASSWORD; see RedisAuth) each link
+// sends AUTH before anything else. What comes back is bounded: RespReader
+// refuses replies larger than a relayed line can be, and a payload over
+// --max-message is dropped with a log line rather than handed to every member
+// (whose output buffers it would overflow). A relayed line is one line: one
+// holding CR or LF inside it would show the members lines nobody typed, so it
+// is dropped, logged, never split.
+//
 // Redis is optional to the chat: while it is away, local chat goes on, lines
 // are not relayed (and not queued: a line hours late is worse than a lost
 // one), and both clients retry with back-off; on return the subscriber
@@ -34,20 +43,29 @@ namespace tcpkit::cli {
 
 struct RespValue;
 
+// Credentials for Redis AUTH: a password alone (Redis `requirepass`) or an
+// ACL user and its password. Never logged.
+struct RedisAuth {
+  std::string user;  // "" for the default user
+  std::string password;
+  bool empty() const { return password.empty(); }
+};
+
 class ChatCluster {
  public:
   static constexpr std::string_view kChannel = "tcpkit:chat";
-  // A relayed line is at most the chat's --max-message plus the id; anything
-  // bigger from Redis is a protocol error.
-  static constexpr size_t kMaxPayload = 64 * 1024 * 1024;
+  // A relayed payload is the instance id, "\n", the "<nick> " prefix and a
+  // line of at most --max-message bytes; this is the room for all but the line.
+  static constexpr size_t kPayloadOverhead = 256;
 
   // Receives a line (ending in "\n") from another instance; base loop.
   using DeliverCallback = std::function<void(std::string_view line)>;
 
   // `label` names Redis in the log ("127.0.0.1:6379"); `targets` are its
-  // resolved addresses.
-  ChatCluster(EventLoop* loop, std::string label, std::vector<Endpoint> targets, Logger& log,
-              DeliverCallback deliver);
+  // resolved addresses; `auth` is sent first on each link when it has a
+  // password; `max_message` is the chat's --max-message.
+  ChatCluster(EventLoop* loop, std::string label, std::vector<Endpoint> targets, RedisAuth auth,
+              size_t max_message, Logger& log, DeliverCallback deliver);
   ~ChatCluster();
   ChatCluster(const ChatCluster&) = delete;
   ChatCluster& operator=(const ChatCluster&) = delete;
@@ -72,6 +90,8 @@ class ChatCluster {
 
   const std::string label_;
   const std::string instance_id_;
+  const RedisAuth auth_;
+  const size_t max_payload_;
   Logger& log_;
   DeliverCallback deliver_;
   std::unique_ptr<Link> subscriber_;
@@ -79,7 +99,15 @@ class ChatCluster {
   std::atomic<uint64_t> unrelayed_{0};  // lines dropped while the publisher was away
 };
 
-// "redis://HOST[:PORT][/]" → host and port (6379 when left out).
+// "redis://[[USER]:PASSWORD@]HOST[:PORT][/]" → host and port (6379 when left
+// out). Errors show the URL with its password replaced by "***".
 Result<std::pair<std::string, uint16_t>> parse_redis_url(std::string_view url);
+
+// The credentials: from the URL's user information when it has a password,
+// else the password from the first line of `auth_file` (when given) or the
+// TCPKIT_REDIS_PASSWORD environment variable, with the URL's user if any.
+// A command line is visible to every local user in ps, which is why the file
+// and the environment exist.
+Result<RedisAuth> redis_auth(std::string_view url, const std::string& auth_file);
 
 }  // namespace tcpkit::cli

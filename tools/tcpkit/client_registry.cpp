@@ -4,7 +4,7 @@
 
 #include <ctime>
 
-#include "logger.h"
+#include "json_writer.h"
 #include "tcpkit/tcp_connection.h"
 
 namespace tcpkit::cli {
@@ -88,19 +88,16 @@ std::string utc_iso8601(std::chrono::system_clock::time_point t) {
 }  // namespace
 
 std::string clients_json(const std::vector<ClientInfo>& clients, size_t open) {
-  std::string out = fmt::format("{{\"open\": {}, \"clients\": [", open);
-  const char* sep = "";
+  Json list = Json::array();
   for (const auto& c : clients) {
-    out += fmt::format(
-        "{}\n  {{\"id\": {}, \"peer\": \"{}\", \"name\": \"{}\", \"since\": \"{}\", \"bytes_in\": "
-        "{}, "
-        "\"bytes_out\": {}}}",
-        sep, c.id, json_escape(c.peer), json_escape(c.name), utc_iso8601(c.since), c.bytes_received,
-        c.bytes_sent);
-    sep = ",";
+    list.push_back({{"id", c.id},
+                    {"peer", c.peer},
+                    {"name", c.name},
+                    {"since", utc_iso8601(c.since)},
+                    {"bytes_in", c.bytes_received},
+                    {"bytes_out", c.bytes_sent}});
   }
-  out += "\n]}\n";
-  return out;
+  return json_text({{"open", open}, {"clients", std::move(list)}}) + "\n";
 }
 
 }  // namespace tcpkit::cli

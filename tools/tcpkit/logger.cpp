@@ -5,6 +5,9 @@
 
 #include <fmt/core.h>
 
+#include "json_writer.h"
+#include "text_escape.h"
+
 namespace tcpkit::cli {
 
 std::string timestamp_now() {
@@ -19,41 +22,22 @@ std::string timestamp_now() {
   return fmt::format("{}.{:03d}", buf, ms);
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
-
 void Logger::log(std::string_view event, std::string_view text, const std::vector<LogField>& fields) {
   std::string line;
   if (format_ == LogFormat::text) {
-    line = fmt::format("{} {}\n", timestamp_now(), text);
+    line = fmt::format("{} {}\n", timestamp_now(), one_line(text));
   } else {
-    line = fmt::format("{{\"time\": \"{}\", \"event\": \"{}\"", timestamp_now(), json_escape(event));
+    Json object;
+    object["time"] = timestamp_now();
+    object["event"] = event;
     for (const auto& f : fields) {
       if (f.number) {
-        line += fmt::format(", \"{}\": {}", f.key, f.value);
+        object[f.key] = std::stoull(f.value);
       } else {
-        line += fmt::format(", \"{}\": \"{}\"", f.key, json_escape(f.value));
+        object[f.key] = f.value;
       }
     }
-    line += "}\n";
+    line = json_text(object) + "\n";
   }
   std::lock_guard lock(mutex_);
   std::fwrite(line.data(), 1, line.size(), out_);

@@ -3,7 +3,12 @@
 // Shared by every I/O thread of a command; each line is written and flushed
 // whole under a mutex, so lines never interleave. Text lines read
 // "2026-11-26T01:02:03.456 connect 127.0.0.1:50312 (clients: 1)"; JSON lines
-// carry the same facts as fields: {"time": ..., "event": "connect", ...}.
+// carry the same facts as fields: {"time":...,"event":"connect",...}.
+//
+// Callers pass outside text through printable() (text_escape.h); as a safety
+// net the text line is still escaped whole (one_line()), so no caller can
+// forge a line or reach the terminal by forgetting to. JSON lines are written
+// by json_text(), always valid UTF-8 JSON.
 #pragma once
 
 #include <cstdio>
@@ -44,7 +49,5 @@ class Logger {
 
 // "2026-11-26T01:02:03.456" in local time.
 std::string timestamp_now();
-// JSON string escaping, UTF-8 passed through.
-std::string json_escape(std::string_view s);
 
 }  // namespace tcpkit::cli

@@ -2,10 +2,12 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cassert>
 
 #include "status_page.h"
 #include "tcpkit/buffer.h"
+#include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_connection.h"
 
 namespace tcpkit::cli {
@@ -14,8 +16,9 @@ namespace {
 ServerOptions metrics_server_options() {
   ServerOptions o;
   o.threads = 0;  // the base loop: a scrape is rare and quick
-  o.max_connections = 64;
-  o.connection.idle_timeout = MetricsServer::kIdleTimeout;
+  // MetricsServer evicts at kMaxConnections itself; this is the backstop for
+  // a burst that arrives before the evicted ones are gone.
+  o.max_connections = 2 * MetricsServer::kMaxConnections;
   o.connection.high_water_mark = 16 * 1024 * 1024;
   return o;
 }
@@ -30,51 +33,60 @@ const char* reason_phrase(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 421:
+      return "Misdirected Request";
     case 431:
       return "Request Header Fields Too Large";
   }
   return "Error";
 }
 
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (c <= 0x20 || c >= 0x7f) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
-HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpRequest* out) {
-  size_t end = data.find("\r\n\r\n");
-  if (end == std::string_view::npos) {
-    // Be lenient with bare LF line ends, as RFC 9112 section 2.2 allows.
-    end = data.find("\n\n");
-    if (end == std::string_view::npos)
-      return data.size() > max_bytes ? HttpParse::too_large : HttpParse::need_more;
-  }
-  if (end > max_bytes) return HttpParse::too_large;
-  std::string_view line = data.substr(0, data.find('\n'));
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  // METHOD SP request-target SP HTTP-version, exactly one space apart.
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
-    return HttpParse::bad;
-  std::string_view method = line.substr(0, sp1);
-  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method) || !is_token(target) || version.substr(0, 5) != "HTTP/")
-    return HttpParse::bad;
-  out->method = std::string(method);
-  out->path = std::string(target.substr(0, target.find('?')));
-  return HttpParse::done;
+MetricsServer::MetricsServer(EventLoop* loop, MetricsHandlers handlers, std::vector<std::string> host_names)
+    : loop_(loop),
+      handlers_(std::move(handlers)),
+      host_names_(std::move(host_names)),
+      server_(loop, metrics_server_options()) {
+  server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
+  server_.set_on_message([this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); });
 }
 
-MetricsServer::MetricsServer(EventLoop* loop, MetricsHandlers handlers)
-    : handlers_(std::move(handlers)), server_(loop, metrics_server_options()) {
-  server_.set_on_message([this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); });
+void MetricsServer::on_connection(const TcpConnectionPtr& conn) {
+  if (!conn->connected()) {
+    auto it = open_.find(conn->id());
+    if (it == open_.end()) return;
+    if (it->second.deadline != 0) loop_->cancel(it->second.deadline);
+    open_.erase(it);
+    return;
+  }
+  if (open_.size() >= kMaxConnections) evict_one();
+  Open& open = open_[conn->id()];
+  open.conn = conn;
+  arm_deadline(conn, open, kRequestTimeout);
+}
+
+void MetricsServer::arm_deadline(const TcpConnectionPtr& conn, Open& open, std::chrono::milliseconds timeout) {
+  if (open.deadline != 0) loop_->cancel(open.deadline);
+  std::weak_ptr<TcpConnection> weak = conn;
+  const uint64_t id = conn->id();
+  open.deadline = loop_->run_after(timeout, [this, weak, id] {
+    if (auto it = open_.find(id); it != open_.end()) it->second.deadline = 0;
+    if (TcpConnectionPtr c = weak.lock()) c->force_close(std::make_error_code(std::errc::timed_out));
+  });
+}
+
+// The oldest connection still sending its head goes first: a scrape sends
+// its request at once, so the oldest waiting one is the likeliest to be
+// stalling. When every one has been answered, the oldest reader goes.
+void MetricsServer::evict_one() {
+  auto victim = std::find_if(open_.begin(), open_.end(), [](const auto& entry) { return !entry.second.answered; });
+  if (victim == open_.end()) victim = open_.begin();
+  if (victim == open_.end()) return;
+  TcpConnectionPtr conn = victim->second.conn.lock();
+  if (victim->second.deadline != 0) loop_->cancel(victim->second.deadline);
+  open_.erase(victim);
+  if (conn) conn->force_close(make_error_code(Errc::too_many_connections));
 }
 
 Result<void> MetricsServer::listen(const Endpoint& address) {
@@ -105,12 +117,22 @@ void MetricsServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
                                         kMaxHeaderBytes, &request);
   if (parsed == HttpParse::need_more) return;
   in.retrieve_all();
+  // Answered: the head's deadline gives way to one for reading the answer.
+  if (auto it = open_.find(conn->id()); it != open_.end()) {
+    it->second.answered = true;
+    arm_deadline(conn, it->second, kResponseTimeout);
+  }
   if (parsed == HttpParse::too_large) {
     respond(conn, 431, "text/plain; charset=utf-8", "request header over 8 KiB\n");
     return;
   }
   if (parsed == HttpParse::bad) {
     respond(conn, 400, "text/plain; charset=utf-8", "malformed request line\n");
+    return;
+  }
+  if (request.host && !host_allowed(*request.host, host_names_)) {
+    respond(conn, 421, "text/plain; charset=utf-8",
+            "misdirected request: the Host field does not name this server\n");
     return;
   }
   const bool known =
@@ -137,7 +159,7 @@ void MetricsServer::respond(const TcpConnectionPtr& conn, int status, std::strin
                             std::string_view body, std::string_view extra_headers) {
   std::string response = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
-      "Connection: close\r\n{}\r\n",
+      "X-Content-Type-Options: nosniff\r\nConnection: close\r\n{}\r\n",
       status, reason_phrase(status), content_type, body.size(), extra_headers);
   response += body;
   conn->send(std::move(response));

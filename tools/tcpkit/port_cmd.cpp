@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "json_writer.h"
 #include "proc_net.h"
 #include "tcpkit/endpoint.h"
 
@@ -170,41 +171,29 @@ void print_states(const PortReport& r) {
   if (r.states.contains("CLOSE_WAIT")) fmt::print("\n{}\n", kCloseWaitNote);
 }
 
-std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<int>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-std::string json_listener(const ListeningSocket& l) {
-  std::string pid = l.owner ? std::to_string(l.owner->pid) : "null";
-  std::string name = l.owner ? json_string(l.owner->name) : "null";
-  return fmt::format(R"({{"address": {}, "inode": {}, "pid": {}, "process": {}}})",
-                     json_string(l.address), l.inode, pid, name);
+Json json_listener(const ListeningSocket& l) {
+  Json process = l.owner ? Json(l.owner->name) : Json(nullptr);
+  Json pid = l.owner ? Json(l.owner->pid) : Json(nullptr);
+  return {{"address", l.address}, {"inode", l.inode}, {"pid", pid}, {"process", process}};
 }
 
 void print_json(const PortReport& r) {
-  std::string listeners, states, ephemeral_range = "null";
-  for (const auto& l : r.listeners) listeners += (listeners.empty() ? "" : ", ") + json_listener(l);
-  for (const auto& [state, count] : r.states) {
-    states += fmt::format("{}{}: {}", states.empty() ? "" : ", ", json_string(state), count);
-  }
-  if (r.ephemeral_range)
-    ephemeral_range = fmt::format("[{}, {}]", r.ephemeral_range->low, r.ephemeral_range->high);
-  fmt::print(
-      "{{\"port\": {}, \"service\": {}, \"services_file\": {}, \"range\": {}, \"ephemeral\": {}, "
-      "\"ephemeral_range\": {}, \"listening\": {}, \"listeners\": [{}], \"states\": {{{}}}}}\n",
-      r.port, r.service ? json_string(*r.service) : "null", r.services_file, json_string(r.range),
-      r.ephemeral, ephemeral_range, !r.listeners.empty(), listeners, states);
+  Json listeners = Json::array();
+  for (const auto& l : r.listeners) listeners.push_back(json_listener(l));
+  Json states = Json::object();
+  for (const auto& [state, count] : r.states) states[state] = count;
+  Json ephemeral_range = nullptr;
+  if (r.ephemeral_range) ephemeral_range = {r.ephemeral_range->low, r.ephemeral_range->high};
+  Json report = {{"port", r.port},
+                 {"service", r.service ? Json(*r.service) : Json(nullptr)},
+                 {"services_file", r.services_file},
+                 {"range", r.range},
+                 {"ephemeral", r.ephemeral},
+                 {"ephemeral_range", ephemeral_range},
+                 {"listening", !r.listeners.empty()},
+                 {"listeners", listeners},
+                 {"states", states}};
+  fmt::print("{}\n", json_text(report));
 }
 
 // What a socket file at `path` is, for the reader who wonders why a file
@@ -222,10 +211,13 @@ int run_unix_socket(const std::string& path, bool json) {
   const std::string address = std::string(Endpoint::kUnixPrefix) + path;
   const UnixSocketUsage usage = find_unix_socket(path);
   if (json) {
-    std::string listeners;
-    for (const auto& l : usage.listeners) listeners += (listeners.empty() ? "" : ", ") + json_listener(l);
-    fmt::print("{{\"unix\": {}, \"listening\": {}, \"listeners\": [{}], \"connections\": {}}}\n",
-               json_string(address), !usage.listeners.empty(), listeners, usage.connections);
+    Json listeners = Json::array();
+    for (const auto& l : usage.listeners) listeners.push_back(json_listener(l));
+    const Json report = {{"unix", address},
+                         {"listening", !usage.listeners.empty()},
+                         {"listeners", listeners},
+                         {"connections", usage.connections}};
+    fmt::print("{}\n", json_text(report));
     return kExitOk;
   }
   fmt::print("Unix socket {}\n", address);

@@ -1,15 +1,27 @@
 // RESP, the Redis serialization protocol (version 2), as much as a pub/sub
-// client needs: commands out as arrays of bulk strings, and every reply
-// type in. See https://redis.io/docs/latest/develop/reference/protocol-spec/
+// client needs: commands out as arrays of bulk strings, and replies in
+// through hiredis's reply reader. See
+// https://redis.io/docs/latest/develop/reference/protocol-spec/
 //
-// Plain functions on values; any thread.
+// Redis is outside the process, so its replies are hostile input (design
+// decision 10) and RespReader bounds them: a bulk string over max_bulk bytes,
+// an array of more than max_elements, arrays nested deeper than max_depth,
+// or a malformed reply stops the reader for good (the caller reconnects).
+// The reader streams: each byte is parsed once, however the reply is split
+// across reads, and a reply is buffered only up to its limits.
+//
+// resp_command() is a plain function, any thread. A RespReader belongs to one
+// connection's loop.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
+
+struct redisReader;
 
 namespace tcpkit::cli {
 
@@ -24,12 +36,35 @@ struct RespValue {
 // "*3\r\n$7\r\nPUBLISH\r\n..." — binary-safe, so a chat line may hold any byte.
 std::string resp_command(std::initializer_list<std::string_view> args);
 
+struct RespLimits {
+  size_t max_bulk = 512 * 1024;  // bytes in one bulk, simple or error string
+  size_t max_elements = 16;      // pub/sub pushes have 3 or 4
+  int max_depth = 2;             // an array inside an array, no deeper
+};
+
 enum class RespParse { need_more, value, bad };
 
-// Parses one value from the front of `data`; on `value`, `*consumed` is its
-// length. Bulk strings over `max_bulk` bytes and arrays nested deeper than a
-// few levels are `bad`: a confused or hostile peer must not make us buffer
-// without bound.
-RespParse parse_resp(std::string_view data, size_t max_bulk, RespValue* out, size_t* consumed);
+class RespReader {
+ public:
+  explicit RespReader(RespLimits limits);
+  ~RespReader();
+  RespReader(const RespReader&) = delete;
+  RespReader& operator=(const RespReader&) = delete;
+
+  // Hands bytes from the connection to the reader.
+  void feed(std::string_view bytes);
+  // The next complete reply, if one is in. After `bad` the reader is done;
+  // error() says why.
+  RespParse next(RespValue* out);
+  const std::string& error() const { return error_; }
+
+ private:
+  friend struct RespBuilder;
+
+  RespLimits limits_;
+  redisReader* reader_;
+  std::string error_;
+  bool failed_ = false;
+};
 
 }  // namespace tcpkit::cli

@@ -9,6 +9,7 @@
 #include "cli_common.h"
 #include "chat_room.h"
 #include "metrics_server.h"
+#include "text_escape.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
 #include "tcpkit/line_codec.h"
@@ -42,7 +43,12 @@ const char* to_string(Framing framing) {
 // connections that need it (see needs_session()): the idle clients of a
 // quiet echo or ack server cost the connection alone.
 struct ServeApp::Session {
-  std::optional<Transcoder> decoder;  // wire encoding -> UTF-8, for the log
+  // The log's view of the messages. A UTF-8 wire keeps its bytes, so that
+  // printable() escapes invalid ones itself, unambiguously; only the start
+  // of a character cut by a read waits here for the rest. Other encodings go
+  // through a decoder to UTF-8.
+  std::optional<Transcoder> decoder;
+  std::string utf8_tail;
   // PROXY protocol: nothing is served while the header is pending, and the
   // timer closes a proxy that never completes it.
   bool proxy_pending = false;
@@ -77,27 +83,6 @@ ServerOptions server_options(const ServeOptions& o, const std::shared_ptr<const 
   so.connection.overflow = o.mode == ServeMode::chat ? OverflowPolicy::close : OverflowPolicy::pause_reading;
   so.connection.idle_timeout = to_millis(o.idle_timeout_s);
   return so;
-}
-
-// Text for one log line: drops a single trailing line break and escapes
-// the other control characters so every event stays on one line.
-std::string printable(std::string_view text) {
-  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-  std::string out;
-  out.reserve(text.size());
-  for (unsigned char c : text) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c < 0x20 && c != '\t') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -180,7 +165,10 @@ Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
     MetricsHandlers handlers;
     handlers.metrics = [this] { return metrics_.render(registry_.traffic()); };
     handlers.clients_json = [this] { return clients_json(); };
-    metrics_server_ = std::make_unique<MetricsServer>(loop_, std::move(handlers));
+    // The host of --metrics, when it is a name, is one a browser may use.
+    std::vector<std::string> names;
+    if (auto split = Endpoint::split_host_port(options_.metrics)) names.push_back(split->first);
+    metrics_server_ = std::make_unique<MetricsServer>(loop_, std::move(handlers), std::move(names));
   }
   for (const auto& address : addresses) {
     if (auto r = metrics_server_->listen(address); !r) return r;
@@ -188,9 +176,10 @@ Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
   return {};
 }
 
-void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis) {
+void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis, RedisAuth auth) {
   if (!room_) return;
-  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), log_,
+  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), std::move(auth),
+                                           options_.max_message, log_,
                                            [this](std::string_view line) { broadcast_chat(line, nullptr); });
 }
 
@@ -246,7 +235,7 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
     Session* session = nullptr;
     if (needs_session()) {
       Session fresh;
-      if (logs_messages()) {
+      if (logs_messages() && Transcoder::canonical_name(options_.encoding) != "UTF-8") {
         auto decoder = Transcoder::open(options_.encoding, "utf-8");
         if (decoder) fresh.decoder.emplace(std::move(*decoder));
       }
@@ -319,13 +308,30 @@ void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session, st
     log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
              {Logger::str("peer", peer), Logger::num("bytes", message.size())});
   } else if (logs_messages()) {
-    std::string text = session != nullptr && session->decoder ? session->decoder->feed(message) : std::string(message);
+    const size_t invalid_before = session != nullptr && session->decoder ? session->decoder->invalid_bytes() : 0;
+    std::string text = log_text(session, message);
     std::string peer = peer_name(conn);
-    std::string shown = printable(text);
+    // A decoder that escaped bytes of this message wrote "\xHH" into the
+    // text itself; doubling every backslash would garble those, so that
+    // message keeps its backslashes as they are.
+    const bool decoder_escaped = session != nullptr && session->decoder &&
+                                 session->decoder->invalid_bytes() != invalid_before;
+    std::string shown =
+        printable(text, kMaxPrintableBytes, decoder_escaped ? Backslash::keep : Backslash::escape);
     log_.log("message", fmt::format("message from {}: {}", peer, shown),
              {Logger::str("peer", peer), Logger::str("text", shown)});
   }
   send_framed(conn, encoded_reply_);
+}
+
+std::string ServeApp::log_text(Session* session, std::string_view message) {
+  if (session == nullptr) return std::string(message);
+  if (session->decoder) return session->decoder->feed(message);
+  std::string text = std::move(session->utf8_tail);
+  text += message;
+  session->utf8_tail = text.substr(text.size() - incomplete_utf8_tail(text));
+  text.resize(text.size() - session->utf8_tail.size());
+  return text;
 }
 
 void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view line) {
@@ -333,7 +339,13 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view l
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {
     std::string name(line.substr(kNick.size()));
-    if (name.empty()) return;
+    if (auto problem = check_nick(name)) {
+      // Only the one who asked hears why; the room never sees the name.
+      auto reply = Transcoder::convert("utf-8", options_.encoding,
+                                       fmt::format("* nick refused: {}\n", *problem));
+      conn->send(reply ? *reply : fmt::format("* nick refused: {}\n", *problem));
+      return;
+    }
     std::string old = room_->rename(conn, name);
     broadcast_chat(fmt::format("* {} is now known as {}\n", old, name), conn);
     return;
@@ -341,6 +353,20 @@ void ServeApp::handle_chat_line(const TcpConnectionPtr& conn, std::string_view l
   std::string text = fmt::format("<{}> {}\n", room_->name_of(conn), line);
   broadcast_chat(text, conn);
   if (cluster_) cluster_->publish(text);
+}
+
+// Nicks are kept and broadcast in the wire encoding, so they are judged in
+// UTF-8 after a conversion that must not have needed a single escape.
+std::optional<std::string> ServeApp::check_nick(std::string_view wire) const {
+  std::string utf8(wire);
+  if (Transcoder::canonical_name(options_.encoding) != "UTF-8") {
+    auto decoder = Transcoder::open(options_.encoding, "utf-8");
+    if (!decoder) return "the server cannot read its own encoding";
+    utf8 = decoder->feed(wire);
+    utf8 += decoder->finish();
+    if (decoder->invalid_bytes() > 0) return "a nick must be valid text in the server's encoding";
+  }
+  return nick_problem(utf8);
 }
 
 void ServeApp::broadcast_chat(std::string_view line, const TcpConnectionPtr& except) {
@@ -433,10 +459,13 @@ void ServeApp::log_handshake(const TcpConnectionPtr& conn) {
   const TlsSession* tls = conn->tls();
   if (tls == nullptr || !log_connections()) return;
   const std::string peer = peer_name(conn);
+  // The server name is the client's to choose, any bytes up to 255: escaped
+  // for the text line; the JSON field holds it as sent (json_text() keeps
+  // the line valid).
   std::string sni(tls->requested_server_name());
   log_.log("tls",
            fmt::format("tls {}: {} {}{}", peer, tls->protocol_version(), tls->cipher(),
-                       sni.empty() ? "" : fmt::format(" (server name {})", sni)),
+                       sni.empty() ? "" : fmt::format(" (server name {})", printable(sni))),
            {Logger::str("peer", peer), Logger::str("version", std::string(tls->protocol_version())),
             Logger::str("cipher", std::string(tls->cipher())), Logger::str("server_name", sni)});
 }
@@ -503,11 +532,15 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
     conn->loop()->cancel(session->proxy_timer);
     session->proxy_timer = 0;
   }
-  // LOCAL (a health check), UNKNOWN, UNSPEC and UNIX name no client: the
-  // connection's own peer, the proxy, is the one talking, and --trusted-proxy
-  // has already admitted it; --allow/--deny judge the clients it names.
+  // --allow/--deny judge the client a header names. LOCAL is the proxy's
+  // own health check, admitted by --trusted-proxy alone. UNKNOWN, UNSPEC and
+  // UNIX name no client, yet some client may be behind them: skipping the
+  // rules would let a denied client in through any such header, so they
+  // judge the one address known, the proxy's.
   session->client = parsed.header.source;
-  if (session->client && !options_.access.permits(*session->client)) {
+  const bool judged = session->client || !parsed.header.local;
+  const Endpoint& judged_peer = session->client ? *session->client : conn->peer_endpoint();
+  if (judged && !options_.access.permits(judged_peer)) {
     in.retrieve_all();
     refuse(conn, *session, "not allowed", "not allowed");
     return false;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "client_registry.h"
+#include "chat_cluster.h"
 #include "logger.h"
 #include "serve_metrics.h"
 #include "tcpkit/cidr.h"
@@ -48,6 +49,7 @@ struct ServeOptions {
   double drain_timeout_s = 5;
   std::string metrics;  // --metrics HOST:PORT: HTTP status page and Prometheus metrics ("" off)
   std::string cluster;  // --cluster redis://HOST:PORT: chat across instances ("" off)
+  std::string cluster_auth_file;  // --cluster-auth-file: the Redis password's first line
   AccessList access;  // --allow / --deny; refused peers are closed before any data
   // --proxy-protocol: every connection starts with a PROXY v1/v2 header from
   // a load balancer, and the client it names is the peer everywhere (log,
@@ -84,7 +86,7 @@ class ServeApp {
   Result<void> listen_metrics(const std::vector<Endpoint>& addresses);
   // Chat mode: relays lines through the Redis at `redis` (named `label` in
   // the log) to other instances; call before start().
-  void join_cluster(std::string label, std::vector<Endpoint> redis);
+  void join_cluster(std::string label, std::vector<Endpoint> redis, RedisAuth auth);
   Result<void> start();
   // First SIGINT/SIGTERM: stop accepting, drain, then quit the loop.
   void begin_stop();
@@ -96,6 +98,10 @@ class ServeApp {
   void on_message(const TcpConnectionPtr& conn, Buffer& in);
   void handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message);
   void handle_chat_line(const TcpConnectionPtr& conn, std::string_view line);
+  // Why a /nick (in the wire encoding) is refused, or nullopt.
+  std::optional<std::string> check_nick(std::string_view wire) const;
+  // A message as UTF-8 for the log, a character split across reads joined.
+  std::string log_text(Session* session, std::string_view message);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
   // Closes `conn` if its PROXY header has not come in --proxy-timeout.
   void arm_proxy_deadline(const TcpConnectionPtr& conn, Session& session);

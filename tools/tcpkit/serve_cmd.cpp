@@ -75,6 +75,7 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   }
   std::vector<Endpoint> redis;
   std::string redis_label;
+  RedisAuth redis_auth_value;
   if (!options.cluster.empty()) {
     if (options.mode != ServeMode::chat) {
       fmt::print(stderr, "tcpkit serve: --cluster relays chat lines between instances; it needs --mode chat\n");
@@ -90,6 +91,12 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
       fmt::print(stderr, "tcpkit serve: --cluster: cannot resolve '{}': {}\n", url->first, resolved.error().message());
       return kExitUsage;
     }
+    auto auth = redis_auth(options.cluster, options.cluster_auth_file);
+    if (!auth) {
+      fmt::print(stderr, "tcpkit serve: {}\n", auth.error().message());
+      return kExitUsage;
+    }
+    redis_auth_value = std::move(*auth);
     redis = std::move(*resolved);
     const bool v6 = url->first.find(':') != std::string::npos;
     redis_label = v6 ? fmt::format("[{}]:{}", url->first, url->second) : fmt::format("{}:{}", url->first, url->second);
@@ -142,7 +149,7 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
                                   "--metrics 127.0.0.1:9100"));
     return kExitFailure;
   }
-  if (!redis.empty()) app.join_cluster(std::move(redis_label), std::move(redis));
+  if (!redis.empty()) app.join_cluster(std::move(redis_label), std::move(redis), std::move(redis_auth_value));
   if (auto r = app.start(); !r) {
     fmt::print(stderr, "tcpkit serve: cannot start: {}\n", r.error().message());
     return kExitFailure;
@@ -221,7 +228,12 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,
-                  "redis://HOST:PORT: chat mode relays lines through Redis pub/sub to other instances");
+                  "redis://[[USER]:PASSWORD@]HOST:PORT: chat mode relays lines through Redis pub/sub to other "
+                  "instances");
+  sub->add_option("--cluster-auth-file", opts->cluster_auth_file,
+                  "file whose first line is the Redis password (AUTH; or set TCPKIT_REDIS_PASSWORD): kept "
+                  "out of the command line, which ps shows to everyone")
+      ->check(CLI::ExistingFile);
   sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   sub->add_option("--log-format", (*names)[2], "text | json")

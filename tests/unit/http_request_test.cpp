@@ -1,0 +1,68 @@
+// The metrics server's request parser and its Host check.
+#include "http_request.h"
+
+#include <gtest/gtest.h>
+
+using tcpkit::cli::host_allowed;
+using tcpkit::cli::HttpParse;
+using tcpkit::cli::HttpRequest;
+using tcpkit::cli::parse_http_request;
+using namespace std::string_literals;
+
+TEST(HttpRequest, ParsesTheRequestLineAndHost) {
+  HttpRequest r;
+  ASSERT_EQ(parse_http_request("GET /metrics?x=1 HTTP/1.1\r\nAccept: */*\r\nhOsT:  127.0.0.1:9100 \r\n\r\n", 8192, &r),
+            HttpParse::done);
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.path, "/metrics");
+  ASSERT_TRUE(r.host);
+  EXPECT_EQ(*r.host, "127.0.0.1:9100");
+}
+
+TEST(HttpRequest, NoHostIsNoHost) {
+  HttpRequest r;
+  ASSERT_EQ(parse_http_request("GET / HTTP/1.0\n\n", 8192, &r), HttpParse::done);
+  EXPECT_FALSE(r.host);
+}
+
+TEST(HttpRequest, WaitsForTheBlankLineWithinTheLimit) {
+  HttpRequest r;
+  EXPECT_EQ(parse_http_request("GET / HTTP/1.1\r\nHost: a\r\n", 8192, &r), HttpParse::need_more);
+  EXPECT_EQ(parse_http_request(std::string(9000, 'a'), 8192, &r), HttpParse::too_large);
+}
+
+TEST(HttpRequest, RefusesBrokenHeads) {
+  HttpRequest r;
+  for (const char* head : {"GET /\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / FTP/1\r\n\r\n", "GET / HTTP/1.1x\r\n\r\n",
+                           "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+                           "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"}) {
+    EXPECT_EQ(parse_http_request(head, 8192, &r), HttpParse::bad) << head;
+  }
+}
+
+// Found by fuzz_http_request: with a bare-LF blank line first and a CRLF one
+// later, the head ran to the later one and took in what followed it.
+TEST(HttpRequest, TheHeadEndsAtTheFirstBlankLineOfEitherKind) {
+  HttpRequest r;
+  ASSERT_EQ(parse_http_request("GET / HTTP/1.1\n\nHost: evil\r\n\r\n", 8192, &r), HttpParse::done);
+  EXPECT_FALSE(r.host);
+  EXPECT_EQ(parse_http_request("GET / HTTP/1.1\r\0junk\n\n"s, 8192, &r), HttpParse::bad);
+}
+
+// Regression: no Host check, so DNS rebinding could read /clients.json.
+TEST(HttpRequest, HostMustNameThisServer) {
+  const std::vector<std::string> names = {"metrics.internal"};
+  for (const char* ok : {"127.0.0.1", "127.0.0.1:9100", "[::1]:9100", "[::1]", "localhost", "LocalHost:80",
+                         "localhost.", "metrics.internal:9100", "METRICS.INTERNAL", "10.1.2.3:1"}) {
+    EXPECT_TRUE(host_allowed(ok, names)) << ok;
+  }
+  for (const char* bad : {"", "evil.example", "evil.example:9100", "localhost.evil.example", "127.0.0.1.nip.io",
+                          "metrics.internal.evil", "[::1", "[::1]x", "127.0.0.1:", "127.0.0.1:abc",
+                          "[evil.example]:80", "localhost:9100:1"}) {
+    EXPECT_FALSE(host_allowed(bad, names)) << bad;
+  }
+  EXPECT_FALSE(host_allowed(std::string_view("localhost\0x", 11), names));
+  // Found by fuzz_http_request: inet_pton() stopped at the NUL and saw "::".
+  EXPECT_FALSE(host_allowed("[::\0\0junk]"s, names));
+  EXPECT_FALSE(host_allowed("127.0.0.1\0.evil"s, names));
+}

@@ -1,0 +1,133 @@
+// RespReader: Redis replies through hiredis's reader, with the limits that
+// keep a broken or hostile Redis from costing us memory or CPU.
+#include "resp.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+using tcpkit::cli::resp_command;
+using tcpkit::cli::RespLimits;
+using tcpkit::cli::RespParse;
+using tcpkit::cli::RespReader;
+using tcpkit::cli::RespValue;
+using namespace std::string_literals;
+
+namespace {
+
+RespLimits limits(size_t max_bulk = 1024) {
+  RespLimits l;
+  l.max_bulk = max_bulk;
+  return l;
+}
+
+std::string push(std::string_view payload) {
+  return resp_command({"message", "tcpkit:chat", payload});
+}
+
+}  // namespace
+
+TEST(RespReader, ReadsEveryReplyType) {
+  RespReader reader(limits());
+  reader.feed("+OK\r\n-ERR no\r\n:42\r\n$3\r\na\0b\r\n$-1\r\n*2\r\n$1\r\nx\r\n:7\r\n"s);
+  RespValue v;
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  EXPECT_EQ(v.type, RespValue::Type::simple);
+  EXPECT_EQ(v.text, "OK");
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  EXPECT_EQ(v.type, RespValue::Type::error);
+  EXPECT_EQ(v.text, "ERR no");
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  EXPECT_EQ(v.type, RespValue::Type::integer);
+  EXPECT_EQ(v.integer, 42);
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  EXPECT_EQ(v.type, RespValue::Type::bulk);
+  EXPECT_EQ(v.text, std::string("a\0b", 3));
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  EXPECT_EQ(v.type, RespValue::Type::nil);
+  ASSERT_EQ(reader.next(&v), RespParse::value);
+  ASSERT_EQ(v.type, RespValue::Type::array);
+  ASSERT_EQ(v.elements.size(), 2u);
+  EXPECT_EQ(v.elements[0].text, "x");
+  EXPECT_EQ(v.elements[1].integer, 7);
+  EXPECT_EQ(reader.next(&v), RespParse::need_more);
+}
+
+TEST(RespReader, AReplySplitAtEveryByteReadsTheSame) {
+  const std::string wire = push("id\n<alice> hello\n") + push("second");
+  RespReader reader(limits());
+  std::vector<std::string> payloads;
+  for (char c : wire) {
+    reader.feed(std::string_view(&c, 1));
+    RespValue v;
+    while (reader.next(&v) == RespParse::value) payloads.push_back(v.elements.at(2).text);
+  }
+  EXPECT_EQ(payloads, (std::vector<std::string>{"id\n<alice> hello\n", "second"}));
+}
+
+// Regression: arrays of 1024 elements nested 8 deep were accepted.
+TEST(RespReader, RefusesDeepNestingAndLongArrays) {
+  {
+    RespReader reader(limits());
+    reader.feed("*1\r\n*1\r\n*1\r\n:1\r\n");
+    RespValue v;
+    EXPECT_EQ(reader.next(&v), RespParse::bad);
+    EXPECT_NE(reader.error().find("nested"), std::string::npos) << reader.error();
+  }
+  {
+    RespReader reader(limits());
+    reader.feed("*1024\r\n");
+    RespValue v;
+    EXPECT_EQ(reader.next(&v), RespParse::bad);
+    EXPECT_NE(reader.error().find("1024 elements"), std::string::npos) << reader.error();
+  }
+  {
+    RespReader reader(limits());
+    reader.feed("*2\r\n*1\r\n:1\r\n:2\r\n");  // one level of nesting is fine
+    RespValue v;
+    ASSERT_EQ(reader.next(&v), RespParse::value) << reader.error();
+    EXPECT_EQ(v.elements.at(0).elements.at(0).integer, 1);
+  }
+}
+
+// Regression: the limit on a bulk was 64 MiB whatever --max-message said.
+TEST(RespReader, RefusesAStringOverTheLimitBeforeItIsAllBuffered) {
+  RespReader reader(limits(1024));
+  reader.feed("*3\r\n$7\r\nmessage\r\n$11\r\ntcpkit:chat\r\n$100000000\r\n");
+  RespValue v;
+  EXPECT_EQ(reader.next(&v), RespParse::need_more);  // a length alone is no proof yet
+  reader.feed(std::string(2048, 'x'));
+  EXPECT_EQ(reader.next(&v), RespParse::bad);
+  EXPECT_NE(reader.error().find("limit 1024"), std::string::npos) << reader.error();
+  // A reader that failed stays failed: the link is reconnected, not resynced.
+  reader.feed("+OK\r\n");
+  EXPECT_EQ(reader.next(&v), RespParse::bad);
+}
+
+TEST(RespReader, RefusesAStatusLineWithoutEnd) {
+  RespReader reader(limits(1024));
+  reader.feed("+" + std::string(4096, 'a'));
+  RespValue v;
+  EXPECT_EQ(reader.next(&v), RespParse::bad);
+}
+
+TEST(RespReader, RefusesMalformedReplies) {
+  // hiredis 0.14 reads numbers leniently (":12x" is 12, "*x" an empty
+  // array): harmless, the limits still hold. What it refuses is a reply of
+  // no known type, where resynchronising is impossible.
+  for (const char* wire : {"?what\r\n", "hello\r\n", "\r\n"}) {
+    RespReader reader(limits());
+    reader.feed(wire);
+    RespValue v;
+    EXPECT_EQ(reader.next(&v), RespParse::bad) << wire;
+    EXPECT_FALSE(reader.error().empty()) << wire;
+  }
+}
+
+TEST(RespReader, ABulkAtTheLimitIsRead) {
+  RespReader reader(limits(1024));
+  reader.feed(push(std::string(1024, 'y')));
+  RespValue v;
+  ASSERT_EQ(reader.next(&v), RespParse::value) << reader.error();
+  EXPECT_EQ(v.elements.at(2).text.size(), 1024u);
+}

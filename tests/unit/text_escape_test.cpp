@@ -1,0 +1,87 @@
+// Log escaping, nick rules and the JSON writer: what outside text becomes
+// on its way to a log line, a terminal or a JSON document.
+#include "json_writer.h"
+#include "text_escape.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+using namespace tcpkit::cli;
+using namespace std::string_literals;
+
+TEST(Printable, EscapesControlsAndKeepsText) {
+  EXPECT_EQ(printable("héllo 你好\tok\n"), "héllo 你好\tok");
+  EXPECT_EQ(printable("a\r\nb\x1b[31m\x00"s), "a\\r\\nb\\x1b[31m\\x00");
+}
+
+// Regression: DEL, C1 controls and bidi overrides passed through.
+TEST(Printable, EscapesDelC1AndBidiControls) {
+  EXPECT_EQ(printable("a\x7f" "b"), "a\\x7fb");
+  EXPECT_EQ(printable("a\xc2\x85" "b\xc2\x9b" "c"), "a\\u0085b\\u009bc");
+  EXPECT_EQ(printable("abc\xe2\x80\xae" "cba\xe2\x81\xa6!"), "abc\\u202ecba\\u2066!");
+  EXPECT_EQ(printable("\xe2\x80\x8f"), "\\u200f");
+}
+
+// Regression: "\x1b" in a log line could be an escape or the same four
+// characters typed by the client.
+TEST(Printable, EscapesTheBackslashSoEscapesAreUnambiguous) {
+  EXPECT_EQ(printable("\\x1b"), "\\\\x1b");
+  EXPECT_NE(printable("\x1b"), printable("\\x1b"));
+}
+
+TEST(Printable, EscapesInvalidUtf8ByteByByte) {
+  EXPECT_EQ(printable("ab\xff" "cd"), "ab\\xffcd");
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");          // overlong "/"
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
+  EXPECT_EQ(printable("\xe4\xbd"), "\\xe4\\xbd");          // a cut character
+}
+
+// Regression: a megabyte of control bytes became a four-megabyte log line.
+TEST(Printable, TruncatesWithAMarkerThatCountsWhatWasLeftOut) {
+  const std::string hostile(1024 * 1024, '\x01');
+  const std::string shown = printable(hostile);
+  EXPECT_LE(shown.size(), kMaxPrintableBytes + 40);
+  const size_t kept = (kMaxPrintableBytes / 4);
+  const std::string marker = "...[" + std::to_string(hostile.size() - kept) + " more bytes]";
+  EXPECT_TRUE(shown.ends_with(marker)) << shown.substr(shown.size() - 40);
+  EXPECT_EQ(printable("abcdef", 4), "abcd...[2 more bytes]");
+  EXPECT_EQ(printable("你好", 4), "你...[3 more bytes]");  // never half a character
+}
+
+TEST(OneLine, EscapesControlsButKeepsBackslashes) {
+  EXPECT_EQ(one_line("name \\x41\nforged"), "name \\x41\\nforged");
+}
+
+TEST(Utf8, TailOfACutCharacter) {
+  EXPECT_EQ(incomplete_utf8_tail("ab"), 0u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xe4"), 1u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xe4\xbd"), 2u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xe4\xbd\xa0"), 0u);
+  EXPECT_EQ(incomplete_utf8_tail("\xf0\x9f\x98"), 3u);
+  EXPECT_TRUE(valid_utf8("你好"));
+  EXPECT_FALSE(valid_utf8("\xff"));
+}
+
+// Regression: nicks were not checked at all.
+TEST(Nick, RulesAreUtf8NoControlsAtMost32Characters) {
+  EXPECT_FALSE(nick_problem("alice"));
+  EXPECT_FALSE(nick_problem("小明"));
+  EXPECT_FALSE(nick_problem(std::string(32, 'x')));
+  EXPECT_TRUE(nick_problem(std::string(33, 'x')));
+  EXPECT_TRUE(nick_problem(""));
+  EXPECT_TRUE(nick_problem("\xff"));
+  EXPECT_TRUE(nick_problem("a\x1b[31m"));
+  EXPECT_TRUE(nick_problem("a\rb"));
+  EXPECT_TRUE(nick_problem("a\xc2\x85"));
+  EXPECT_TRUE(nick_problem("a\xe2\x80\xae"));
+}
+
+// Regression: JSON log lines passed invalid UTF-8 through.
+TEST(JsonWriter, AnyBytesInValidJsonOut) {
+  Json doc = {{"name", "a\xff\"\\\x01\n"}, {"n", 3}};
+  const std::string text = json_text(doc);
+  EXPECT_EQ(text, "{\"name\":\"a\xef\xbf\xbd\\\"\\\\\\u0001\\n\",\"n\":3}");
+  EXPECT_TRUE(valid_utf8(text));
+  EXPECT_EQ(Json::parse(text)["name"], "a\xef\xbf\xbd\"\\\x01\n");
+}
