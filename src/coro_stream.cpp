@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "coro_stream_hooks.h"
+#include "tcpkit/coro_task.h"
 
 namespace tcpkit::coro {
 namespace detail {
@@ -147,6 +148,12 @@ void Stream::release() {
     if (s->paused) {
       s->paused = false;
       conn->resume_reading();  // to see the peer's FIN
+    }
+    if (keep && detail::loop_closing(conn->loop())) {
+      // The loop is going and will run nothing more: a client's connection
+      // is torn down now, as a server does with its own in its destructor.
+      conn->connect_destroyed();
+      return;
     }
     conn->shutdown();
     // A TcpClient behind the stream closes the connection as it goes: it

@@ -11,6 +11,8 @@ namespace detail {
 // its destructor, and each frame destroyed then unhooks its awaitables
 // while timers and connections can still be told.
 struct TaskList : EventLoop::Extension {
+  explicit TaskList(EventLoop* l) : loop(l) {}
+  EventLoop* loop;
   PromiseBase* head = nullptr;
 
   void push(PromiseBase* p) {
@@ -26,23 +28,19 @@ struct TaskList : EventLoop::Extension {
     p->prev = p->next = nullptr;
     p->owner = nullptr;
   }
-  ~TaskList() override {
-    // A frame being destroyed may spawn or end other tasks: take one at a time.
-    while (head != nullptr) {
-      PromiseBase* p = head;
-      unlink(p);
-      p->frame.destroy();
-    }
-  }
+  ~TaskList() override;
 };
 
 namespace {
 // Its address is the key of the loop's TaskList.
 const char kTaskListKey = 0;
+// The loop whose tasks this thread is destroying (its destructor runs): the
+// loop no longer finds its extensions then.
+thread_local EventLoop* t_closing_loop = nullptr;
 
 TaskList& task_list(EventLoop* loop) {
   if (auto* ext = loop->extension(&kTaskListKey)) return static_cast<TaskList&>(*ext);
-  return static_cast<TaskList&>(loop->add_extension(&kTaskListKey, std::make_unique<TaskList>()));
+  return static_cast<TaskList&>(loop->add_extension(&kTaskListKey, std::make_unique<TaskList>(loop)));
 }
 
 void start_in_loop(EventLoop* loop, std::coroutine_handle<Promise<void>> frame) {
@@ -64,6 +62,19 @@ struct PendingStart {
   }
 };
 }  // namespace
+
+TaskList::~TaskList() {
+  EventLoop* outer = std::exchange(t_closing_loop, loop);
+  // A frame being destroyed may spawn or end other tasks: take one at a time.
+  while (head != nullptr) {
+    PromiseBase* p = head;
+    unlink(p);
+    p->frame.destroy();
+  }
+  t_closing_loop = outer;
+}
+
+bool loop_closing(EventLoop* loop) { return t_closing_loop == loop; }
 
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
   if (continuation) return continuation;

@@ -83,6 +83,8 @@ struct Promise<void> : PromiseBase {
 /// Hands a task to `loop`, which starts it (now, in its own thread, or
 /// once it runs the queued start) and frees it when it ends.
 void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame);
+/// Loop thread: whether `loop` is destroying its tasks (it is being destroyed).
+bool loop_closing(EventLoop* loop);
 
 }  // namespace detail
 
