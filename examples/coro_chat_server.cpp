@@ -60,15 +60,6 @@ Task<> member(Stream client) {
   client.close();
 }
 
-Task<> accept_loop(coro::Acceptor& acceptor) {
-  for (;;) {
-    auto client = co_await acceptor.accept();
-    if (!client) co_return;
-    EventLoop* loop = client->loop();
-    spawn(loop, member(std::move(*client)));
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,7 +84,7 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on %s\n", server.listen_endpoints().front().to_string().c_str());
   std::fflush(stdout);
-  spawn(&loop, accept_loop(acceptor));
+  spawn(&loop, serve(acceptor, member));
   loop.run();  // until the process is stopped (Ctrl-C)
   return 0;
 }

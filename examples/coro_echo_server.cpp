@@ -29,16 +29,6 @@ Task<> echo(Stream client) {
   }
 }
 
-// The accept loop: a task per client, on the client's loop.
-Task<> serve(coro::Acceptor& acceptor) {
-  for (;;) {
-    auto client = co_await acceptor.accept();
-    if (!client) co_return;
-    EventLoop* loop = client->loop();
-    spawn(loop, echo(std::move(*client)));
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,7 +50,7 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on %s\n", server.listen_endpoints().at(0).to_string().c_str());
   std::fflush(stdout);
-  spawn(&loop, serve(acceptor));
+  spawn(&loop, serve(acceptor, echo));
   loop.run();
   return 0;
 }

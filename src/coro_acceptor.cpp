@@ -103,4 +103,13 @@ Result<Stream> Acceptor::AcceptAwaiter::await_resume() {
   return stream;
 }
 
+Task<> serve(Acceptor& acceptor, std::function<Task<>(Stream)> handler) {
+  for (;;) {
+    auto client = co_await acceptor.accept();
+    if (!client) co_return;
+    EventLoop* loop = client->loop();
+    spawn(loop, handler(std::move(*client)));
+  }
+}
+
 }  // namespace tcpkit::coro

@@ -18,9 +18,11 @@
 #pragma once
 
 #include <coroutine>
+#include <functional>
 #include <memory>
 
 #include "tcpkit/coro_stream.h"
+#include "tcpkit/coro_task.h"
 #include "tcpkit/result.h"
 
 namespace tcpkit {
@@ -70,5 +72,10 @@ class Acceptor {
  private:
   std::shared_ptr<detail::AcceptQueue> queue_;
 };
+
+/// The accept loop of every server: each connection goes to a task
+/// `handler(stream)` spawned on the connection's loop; ends when accepting
+/// does. Spawn it on the Acceptor's loop: `spawn(&loop, serve(acceptor, echo))`.
+Task<> serve(Acceptor& acceptor, std::function<Task<>(Stream)> handler);
 
 }  // namespace tcpkit::coro
