@@ -62,11 +62,32 @@ EventLoop::EventLoop(std::unique_ptr<Poller> poller, UniqueFd wakeup_fd)
 }
 
 EventLoop::~EventLoop() {
+  // Extensions may cancel timers and queue functors as they go: they go first.
+  while (!extensions_.empty()) {
+    auto last = std::move(extensions_.back().second);
+    extensions_.pop_back();
+    last.reset();
+  }
   wakeup_channel_->remove();
   t_loop_in_this_thread = nullptr;
 }
 
 EventLoop* EventLoop::current() { return t_loop_in_this_thread; }
+
+EventLoop::Extension* EventLoop::extension(const void* key) const {
+  assert_in_loop_thread();
+  for (const auto& [k, ext] : extensions_) {
+    if (k == key) return ext.get();
+  }
+  return nullptr;
+}
+
+EventLoop::Extension& EventLoop::add_extension(const void* key, std::unique_ptr<Extension> ext) {
+  assert_in_loop_thread();
+  assert(extension(key) == nullptr && "add_extension() twice with one key");
+  extensions_.emplace_back(key, std::move(ext));
+  return *extensions_.back().second;
+}
 
 void EventLoop::abort_not_in_loop_thread() const {
   std::ostringstream os;

@@ -91,6 +91,19 @@ class EventLoop {
   /// The loop of the calling thread, or nullptr.
   static EventLoop* current();
 
+  /// State that a layer above the reactor keeps per loop (the coroutine
+  /// layer keeps the tasks the loop owns here). The loop destroys its
+  /// extensions first thing in its destructor, newest first, while timers
+  /// and queued functors still work: what they own can unhook itself.
+  class Extension {
+   public:
+    virtual ~Extension() = default;
+  };
+  /// Owner thread. The extension stored under `key` (any unique address), or null.
+  Extension* extension(const void* key) const;
+  /// Owner thread. Stores `ext` under `key`; `key` must not be in use.
+  Extension& add_extension(const void* key, std::unique_ptr<Extension> ext);
+
  private:
   // The loop's internals for the two classes built into it; friends rather
   // than public methods, so that they are no part of the API.
@@ -126,6 +139,7 @@ class EventLoop {
   UniqueFd wakeup_fd_;
   std::unique_ptr<Channel> wakeup_channel_;
   std::vector<std::pair<Channel*, unsigned>> ready_;
+  std::vector<std::pair<const void*, std::unique_ptr<Extension>>> extensions_;
 
   std::mutex mutex_;
   std::vector<Functor> pending_;  ///< guarded by mutex_

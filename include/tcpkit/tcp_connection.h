@@ -129,6 +129,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// consumed.
   size_t output_bytes() const { return output_.readable_bytes() + (tls_ ? tls_held_bytes() : 0); }
   size_t input_bytes() const { return input_.readable_bytes(); }
+  /// The mark output_bytes() is held under (ConnectionOptions::high_water_mark):
+  /// a writer that waits for the output to drain waits once it is passed.
+  size_t high_water_mark() const { return options_->high_water_mark; }
   /// Any thread: totals so far, possibly a moment old when read from another
   /// thread (monitoring reads them while the loop keeps counting).
   uint64_t bytes_received() const { return bytes_in_.load(std::memory_order_relaxed); }

@@ -1,0 +1,293 @@
+/// \file
+/// coro::Task: a C++20 coroutine that an event loop runs, and the awaitables
+/// that only need the loop (sleep_for, resume_on, timeout).
+///
+/// The coroutine layer is a thin, optional layer over the reactor (one loop
+/// per thread, no executor): a Task is lazy, runs in the thread of the loop
+/// that resumes it, and belongs either to the Task object that holds it
+/// (which destroys it with itself) or, once spawn() hands it over, to a
+/// loop, which destroys it when it finishes or when the loop is destroyed.
+/// Destroying a suspended task is how the layer cancels: every awaitable of
+/// the layer unhooks itself from what it waits on (a connection, a timer,
+/// an acceptor) when its task's frame goes, so nothing resumes it later.
+///
+/// Errors are values: the awaitables return Result<T>. The layer never
+/// throws; an exception escaping a task terminates the program, as any
+/// exception through the library would.
+#pragma once
+
+#include <cassert>
+#include <chrono>
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "tcpkit/event_loop.h"
+#include "tcpkit/result.h"
+
+namespace tcpkit::coro {
+
+template <typename T = void>
+class Task;
+
+namespace detail {
+
+/// The part of every task's promise that does not depend on its value: who
+/// to resume when it finishes, and, for a spawned task, the loop's list of
+/// the tasks it owns (an intrusive list: spawning allocates nothing more).
+struct PromiseBase {
+  struct FinalAwaiter {
+    bool await_ready() const noexcept { return false; }
+    template <typename Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
+      return h.promise().finish(h);
+    }
+    void await_resume() const noexcept {}
+  };
+
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+  FinalAwaiter final_suspend() const noexcept { return {}; }
+  [[noreturn]] void unhandled_exception() const noexcept { std::terminate(); }
+
+  /// At the final suspension point: resume the awaiting task, or, for a
+  /// spawned one, leave the loop's list and free the frame.
+  std::coroutine_handle<> finish(std::coroutine_handle<> self) noexcept;
+
+  std::coroutine_handle<> continuation;
+  // For a spawned task: its place in the owning loop's list.
+  PromiseBase* prev = nullptr;
+  PromiseBase* next = nullptr;
+  struct TaskList* owner = nullptr;
+  std::coroutine_handle<> frame;
+};
+
+template <typename T>
+struct Promise : PromiseBase {
+  Task<T> get_return_object() noexcept;
+  template <typename U>
+  void return_value(U&& value) {
+    value_.emplace(std::forward<U>(value));
+  }
+  std::optional<T> value_;
+};
+
+template <>
+struct Promise<void> : PromiseBase {
+  Task<void> get_return_object() noexcept;
+  void return_void() const noexcept {}
+};
+
+/// Hands a task to `loop`, which starts it (now, in its own thread, or
+/// once it runs the queued start) and frees it when it ends.
+void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame);
+/// Loop thread: whether `loop` is destroying its tasks (it is being destroyed).
+bool loop_closing(EventLoop* loop);
+
+}  // namespace detail
+
+/// A lazy coroutine returning T. Owned by the Task object until spawned or
+/// awaited; move-only; destroying a Task that has not finished destroys its
+/// frame, which cancels what it waits on. `co_await task` runs it on the
+/// awaiting task's thread and gives its value.
+template <typename T>
+class [[nodiscard]] Task {
+ public:
+  using promise_type = detail::Promise<T>;
+  using Handle = std::coroutine_handle<promise_type>;
+
+  Task() = default;
+  explicit Task(Handle h) : h_(h) {}
+  Task(Task&& other) noexcept : h_(std::exchange(other.h_, {})) {}
+  Task& operator=(Task&& other) noexcept {
+    if (this != &other) {
+      reset();
+      h_ = std::exchange(other.h_, {});
+    }
+    return *this;
+  }
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+  ~Task() { reset(); }
+
+  bool valid() const { return static_cast<bool>(h_); }
+  bool done() const { return h_ && h_.done(); }
+  /// Destroys the frame (finished or suspended) now.
+  void reset() {
+    if (h_) std::exchange(h_, {}).destroy();
+  }
+  /// Gives up ownership of the frame (for spawn()).
+  Handle release() { return std::exchange(h_, {}); }
+  Handle handle() const { return h_; }
+
+  struct Awaiter {
+    Handle h;
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+      h.promise().continuation = awaiting;
+      return h;  // start the child; it resumes `awaiting` when it ends
+    }
+    T await_resume() {
+      if constexpr (!std::is_void_v<T>) return std::move(*h.promise().value_);
+    }
+  };
+  Awaiter operator co_await() && {
+    assert(h_ && !h_.done() && "co_await on an empty or finished Task");
+    return Awaiter{h_};
+  }
+
+ private:
+  Handle h_;
+};
+
+namespace detail {
+template <typename T>
+Task<T> Promise<T>::get_return_object() noexcept {
+  return Task<T>(std::coroutine_handle<Promise<T>>::from_promise(*this));
+}
+inline Task<void> Promise<void>::get_return_object() noexcept {
+  return Task<void>(std::coroutine_handle<Promise<void>>::from_promise(*this));
+}
+}  // namespace detail
+
+/// Any thread. Hands `task` to `loop`, which runs it in its thread (at once
+/// when called there, else from its queue) and owns it from now on: the
+/// frame is freed when the task ends, or, still suspended, when the loop is
+/// destroyed (the task's awaitables unhook themselves then). A task must
+/// therefore use only what outlives its loop, or what it owns itself
+/// (a Stream it accepted, say); what it shares, it shares through
+/// shared_ptr or by value. A spawned task is resumed only in `loop`'s
+/// thread, unless it hops with resume_on().
+void spawn(EventLoop* loop, Task<void> task);
+
+/// Awaits `delay` on the current thread's loop (the task's loop): resumes
+/// from a timer, never before the delay. Destroying the task while it sleeps
+/// cancels the timer. Loop thread of the task only.
+class SleepAwaiter {
+ public:
+  explicit SleepAwaiter(EventLoop::Clock::duration delay) : delay_(delay) {}
+  SleepAwaiter(SleepAwaiter&& other) noexcept : delay_(other.delay_) {}  // only before it suspends
+  SleepAwaiter& operator=(SleepAwaiter&&) = delete;
+  ~SleepAwaiter();
+  bool await_ready() const noexcept { return delay_ <= EventLoop::Clock::duration::zero(); }
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume() const noexcept {}
+
+ private:
+  EventLoop::Clock::duration delay_;
+  EventLoop* loop_ = nullptr;
+  TimerId timer_ = 0;
+};
+inline SleepAwaiter sleep_for(EventLoop::Clock::duration delay) { return SleepAwaiter(delay); }
+
+/// Moves the awaiting task to `loop`'s thread: it goes on running there
+/// from `loop`'s queue (at once when it is already there). This is the only
+/// way a task changes threads. The task stays owned by the loop that it was
+/// spawned on, so both loops must outlive it (hop back, or end the task,
+/// before either goes away).
+class ResumeOnAwaiter {
+ public:
+  explicit ResumeOnAwaiter(EventLoop* loop) : loop_(loop) {}
+  bool await_ready() const noexcept { return loop_->is_in_loop_thread(); }
+  void await_suspend(std::coroutine_handle<> h) const {
+    loop_->queue_in_loop([h] { h.resume(); });
+  }
+  void await_resume() const noexcept {}
+
+ private:
+  EventLoop* loop_;
+};
+inline ResumeOnAwaiter resume_on(EventLoop* loop) { return ResumeOnAwaiter(loop); }
+
+namespace detail {
+
+/// The awaiter that `co_await a` uses: a's operator co_await(), or a itself.
+template <typename A>
+decltype(auto) get_awaiter(A&& a) {
+  if constexpr (requires { std::forward<A>(a).operator co_await(); }) {
+    return std::forward<A>(a).operator co_await();
+  } else {
+    return std::forward<A>(a);
+  }
+}
+template <typename A>
+using await_result_t = decltype(get_awaiter(std::declval<A>()).await_resume());
+
+template <typename R>
+struct is_result : std::false_type {};
+template <typename T>
+struct is_result<Result<T>> : std::true_type {};
+
+/// The timer of a TimeoutAwaiter: on expiry it calls `expire` (which
+/// destroys the child task) and resumes the awaiting task. Lives in the
+/// awaiting task's frame, so it never moves once armed.
+class Deadline {
+ public:
+  using Expire = void (*)(void* owner);
+  Deadline() = default;
+  Deadline(Deadline&&) noexcept {}  // only before arm()
+  Deadline& operator=(Deadline&&) = delete;
+  ~Deadline() { cancel(); }
+  /// Loop thread: starts the timer on the current thread's loop.
+  void arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting, Expire expire, void* owner);
+  void cancel();
+  bool expired() const { return expired_; }
+  static Error timeout_error(EventLoop::Clock::duration limit);
+
+ private:
+  EventLoop* loop_ = nullptr;
+  TimerId timer_ = 0;
+  bool expired_ = false;
+};
+
+/// Runs a child task with a time limit; see timeout().
+template <typename R>
+class TimeoutAwaiter {
+ public:
+  TimeoutAwaiter(EventLoop::Clock::duration limit, Task<R> child) : limit_(limit), child_(std::move(child)) {}
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) {
+    deadline_.arm(limit_, awaiting, [](void* self) { static_cast<TimeoutAwaiter*>(self)->child_.reset(); }, this);
+    child_.handle().promise().continuation = awaiting;
+    return child_.handle();
+  }
+  R await_resume() {
+    deadline_.cancel();
+    if (deadline_.expired()) return Deadline::timeout_error(limit_);
+    return std::move(*child_.handle().promise().value_);
+  }
+
+ private:
+  EventLoop::Clock::duration limit_;
+  Task<R> child_;
+  Deadline deadline_;  // last: cancelled before the child goes
+};
+
+template <typename A>
+Task<await_result_t<A>> as_task(A awaitable) {
+  co_return co_await std::move(awaitable);
+}
+
+}  // namespace detail
+
+/// Awaits `awaitable` (any of this layer's awaitables, or a Task, whose
+/// result is a Result<T>) for at most `limit`: its result, or, once the
+/// limit has passed, an Error with std::errc::timed_out. On expiry the
+/// awaited operation is cancelled (its frame destroyed, so it unhooks from
+/// its connection or timer) before the awaiting task resumes; bytes it had
+/// not consumed stay in the stream for the next read. Loop thread of the
+/// task; the timer runs on the current thread's loop.
+template <typename A>
+auto timeout(EventLoop::Clock::duration limit, A awaitable) {
+  using R = detail::await_result_t<A>;
+  static_assert(detail::is_result<R>::value, "timeout() needs an awaitable whose result is a Result<T>");
+  if constexpr (std::is_same_v<A, Task<R>>) {
+    return detail::TimeoutAwaiter<R>(limit, std::move(awaitable));
+  } else {
+    return detail::TimeoutAwaiter<R>(limit, detail::as_task(std::move(awaitable)));
+  }
+}
+
+}  // namespace tcpkit::coro

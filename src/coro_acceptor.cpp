@@ -1,0 +1,115 @@
+#include "tcpkit/coro_acceptor.h"
+
+#include <deque>
+#include <utility>
+
+#include "coro_stream_hooks.h"
+#include "tcpkit/tcp_server.h"
+
+namespace tcpkit::coro {
+namespace detail {
+
+// The accepted connections no task has taken yet, in the base loop.
+struct AcceptQueue {
+  EventLoop* loop;
+  std::deque<Stream> ready;
+  std::coroutine_handle<> waiter;
+  bool closed = false;
+
+  void wake() {
+    if (waiter) std::exchange(waiter, {}).resume();
+  }
+};
+
+namespace {
+
+// In the connection's loop: the stream is made there, before any byte can
+// arrive without it, and handed to the base loop's queue.
+// The functor holds the connection, not a Stream: a loop destroyed with it
+// still queued drops it without a Stream's goodbye into a dying loop.
+void hand_over(const std::weak_ptr<AcceptQueue>& weak, const TcpConnectionPtr& conn) {
+  attach_stream_state(conn);
+  auto queue = weak.lock();
+  if (!queue) {
+    conn->force_close();
+    return;
+  }
+  queue->loop->queue_in_loop([weak, conn] {
+    auto q = weak.lock();
+    if (!q || q->closed) {
+      conn->force_close();
+      return;
+    }
+    q->ready.push_back(make_stream(conn, {}));
+    q->wake();
+  });
+}
+
+}  // namespace
+}  // namespace detail
+
+Acceptor::Acceptor(TcpServer& server) : queue_(std::make_shared<detail::AcceptQueue>()) {
+  queue_->loop = server.base_loop();
+  queue_->loop->assert_in_loop_thread();
+  detail::install_stream_callbacks(server);
+  std::weak_ptr<detail::AcceptQueue> weak = queue_;
+  server.set_on_connection([weak](const TcpConnectionPtr& conn) {
+    if (conn->connected()) {
+      detail::hand_over(weak, conn);
+    } else {
+      detail::on_stream_down(conn);
+    }
+  });
+}
+
+Acceptor::~Acceptor() { close(); }
+
+void Acceptor::close() {
+  queue_->loop->assert_in_loop_thread();
+  if (queue_->closed) return;
+  queue_->closed = true;
+  for (auto& stream : queue_->ready) stream.close();
+  queue_->ready.clear();
+  // Not from here, which may be a destructor: from the loop's queue.
+  queue_->loop->queue_in_loop([queue = queue_] { queue->wake(); });
+}
+
+size_t Acceptor::queued() const { return queue_->ready.size(); }
+
+Acceptor::AcceptAwaiter Acceptor::accept() {
+  queue_->loop->assert_in_loop_thread();
+  return AcceptAwaiter(queue_);
+}
+
+Acceptor::AcceptAwaiter::~AcceptAwaiter() {
+  if (waiting_ && queue_->waiter == waiting_) queue_->waiter = {};
+}
+
+bool Acceptor::AcceptAwaiter::await_ready() const { return queue_->closed || !queue_->ready.empty(); }
+
+void Acceptor::AcceptAwaiter::await_suspend(std::coroutine_handle<> h) {
+  assert(!queue_->waiter && "two tasks accepting from one Acceptor");
+  queue_->waiter = h;
+  waiting_ = h;
+}
+
+Result<Stream> Acceptor::AcceptAwaiter::await_resume() {
+  waiting_ = {};
+  if (queue_->ready.empty()) {
+    return Error(std::make_error_code(std::errc::operation_canceled), "accept: the acceptor is closed");
+  }
+  Stream stream = std::move(queue_->ready.front());
+  queue_->ready.pop_front();
+  return stream;
+}
+
+Task<> serve(Acceptor& acceptor, std::function<Task<>(Stream)> handler) {
+  for (;;) {
+    auto client = co_await acceptor.accept();
+    if (!client) co_return;
+    EventLoop* loop = client->loop();
+    spawn(loop, handler(std::move(*client)));
+  }
+}
+
+}  // namespace tcpkit::coro

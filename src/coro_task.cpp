@@ -1,0 +1,140 @@
+#include "tcpkit/coro_task.h"
+
+#include <memory>
+#include <string>
+
+namespace tcpkit::coro {
+namespace detail {
+
+// The tasks a loop owns (spawned and not finished), kept as the loop's
+// extension so that they go with it: the loop destroys this list first in
+// its destructor, and each frame destroyed then unhooks its awaitables
+// while timers and connections can still be told.
+struct TaskList : EventLoop::Extension {
+  explicit TaskList(EventLoop* l) : loop(l) {}
+  EventLoop* loop;
+  PromiseBase* head = nullptr;
+
+  void push(PromiseBase* p) {
+    p->owner = this;
+    p->next = head;
+    if (head != nullptr) head->prev = p;
+    head = p;
+  }
+  void unlink(PromiseBase* p) {
+    if (p->prev != nullptr) p->prev->next = p->next;
+    if (p->next != nullptr) p->next->prev = p->prev;
+    if (head == p) head = p->next;
+    p->prev = p->next = nullptr;
+    p->owner = nullptr;
+  }
+  ~TaskList() override;
+};
+
+namespace {
+// Its address is the key of the loop's TaskList.
+const char kTaskListKey = 0;
+// The loop whose tasks this thread is destroying (its destructor runs): the
+// loop no longer finds its extensions then.
+thread_local EventLoop* t_closing_loop = nullptr;
+
+TaskList& task_list(EventLoop* loop) {
+  if (auto* ext = loop->extension(&kTaskListKey)) return static_cast<TaskList&>(*ext);
+  return static_cast<TaskList&>(loop->add_extension(&kTaskListKey, std::make_unique<TaskList>(loop)));
+}
+
+void start_in_loop(EventLoop* loop, std::coroutine_handle<Promise<void>> frame) {
+  PromiseBase& p = frame.promise();
+  p.frame = frame;
+  task_list(loop).push(&p);
+  frame.resume();
+}
+
+// A frame in a queued functor (std::function needs a copyable target): if
+// the loop is destroyed before it runs the start, the frame goes with it.
+struct PendingStart {
+  PendingStart() = default;
+  PendingStart(const PendingStart&) = delete;
+  PendingStart& operator=(const PendingStart&) = delete;
+  std::coroutine_handle<Promise<void>> frame;
+  ~PendingStart() {
+    if (frame) frame.destroy();
+  }
+};
+}  // namespace
+
+TaskList::~TaskList() {
+  EventLoop* outer = std::exchange(t_closing_loop, loop);
+  // A frame being destroyed may spawn or end other tasks: take one at a time.
+  while (head != nullptr) {
+    PromiseBase* p = head;
+    unlink(p);
+    p->frame.destroy();
+  }
+  t_closing_loop = outer;
+}
+
+bool loop_closing(EventLoop* loop) { return t_closing_loop == loop; }
+
+std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
+  if (continuation) return continuation;
+  if (owner != nullptr) {
+    // A spawned task ended: nobody waits for its (void) result.
+    owner->unlink(this);
+    self.destroy();
+  }
+  return std::noop_coroutine();
+}
+
+void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame) {
+  if (loop->is_in_loop_thread()) {
+    start_in_loop(loop, frame);
+    return;
+  }
+  auto pending = std::make_shared<PendingStart>();
+  pending->frame = frame;
+  loop->queue_in_loop([loop, pending] { start_in_loop(loop, std::exchange(pending->frame, {})); });
+}
+
+void Deadline::arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting, Expire expire, void* owner) {
+  loop_ = EventLoop::current();
+  assert(loop_ != nullptr && "timeout() outside a loop thread");
+  timer_ = loop_->run_after(limit, [this, awaiting, expire, owner] {
+    timer_ = 0;
+    expired_ = true;
+    expire(owner);  // the child's awaitables unhook before the parent goes on
+    awaiting.resume();
+  });
+}
+
+void Deadline::cancel() {
+  if (timer_ == 0) return;
+  loop_->cancel(std::exchange(timer_, 0));
+}
+
+Error Deadline::timeout_error(EventLoop::Clock::duration limit) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
+  return Error(std::make_error_code(std::errc::timed_out), "no result within " + std::to_string(ms) + " ms");
+}
+
+}  // namespace detail
+
+void spawn(EventLoop* loop, Task<void> task) {
+  assert(task.valid() && "spawn() of an empty Task");
+  detail::spawn_frame(loop, task.release());
+}
+
+SleepAwaiter::~SleepAwaiter() {
+  if (timer_ != 0) loop_->cancel(timer_);
+}
+
+void SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
+  loop_ = EventLoop::current();
+  assert(loop_ != nullptr && "sleep_for() outside a loop thread");
+  timer_ = loop_->run_after(delay_, [this, h] {
+    timer_ = 0;
+    h.resume();
+  });
+}
+
+}  // namespace tcpkit::coro

@@ -1,0 +1,469 @@
+// The coroutine layer: every awaitable, its timeouts, and what happens to
+// waiting tasks when a connection, a server or a loop goes away.
+//
+// The loop runs in the test's own thread (tasks assert from inside it);
+// blocking peers run in threads of their own. A watchdog timer fails and
+// stops a test whose loop would otherwise wait forever.
+#include "tcpkit/coro.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::coro;
+using namespace tcpkit::test;
+
+namespace {
+
+// A loop in this thread with a server and an Acceptor on it.
+class Coro : public ::testing::Test {
+ public:
+  void SetUp() override {
+    auto created = EventLoop::create();
+    ASSERT_TRUE(created) << created.error().message();
+    loop_ = std::move(*created);
+  }
+
+  void start_server(ServerOptions options = {}) {
+    server_ = std::make_unique<TcpServer>(loop_.get(), options);
+    acceptor_ = std::make_unique<coro::Acceptor>(*server_);
+    ASSERT_TRUE(server_->listen(Endpoint::loopback_v4(0)));
+    ASSERT_TRUE(server_->start());
+    address_ = server_->listen_endpoints().at(0);
+  }
+
+  // Runs the loop until quit(), failing the test after kWait.
+  void run() {
+    auto watchdog = loop_->run_after(kWait, [this] {
+      ADD_FAILURE() << "the loop was still running after " << kWait.count() << " ms";
+      loop_->quit();
+    });
+    loop_->run();
+    loop_->cancel(watchdog);
+  }
+
+  // A peer in a thread of its own, joined by the test's end.
+  template <typename F>
+  void peer(F f) {
+    peers_.emplace_back(std::move(f));
+  }
+
+  void TearDown() override {
+    for (auto& t : peers_) t.join();
+  }
+
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<TcpServer> server_;
+  std::unique_ptr<coro::Acceptor> acceptor_;
+  Endpoint address_;
+  std::vector<std::thread> peers_;
+};
+
+TEST_F(Coro, EchoUntilThePeerClosesReadsZeroBytes) {
+  start_server();
+  std::string seen;
+  spawn(loop_.get(), [](Coro* t, std::string* seen) -> Task<> {
+    auto stream = co_await t->acceptor_->accept();
+    EXPECT_TRUE(stream) << stream.error().message();
+    Buffer buf;
+    for (;;) {
+      auto n = co_await stream->read_some(buf);
+      EXPECT_TRUE(n) << n.error().message();
+      if (!n || *n == 0) break;  // the tutorial's "recv returned 0"
+      *seen += std::string(buf.view());
+      auto w = co_await stream->write_all(buf);
+      EXPECT_TRUE(w);
+    }
+    t->loop_->quit();
+  }(this, &seen));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    EXPECT_TRUE(c.send_all("hello, "));
+    EXPECT_EQ(recv_n(c, 7), "hello, ");
+    EXPECT_TRUE(c.send_all("coroutine"));
+    EXPECT_EQ(recv_n(c, 9), "coroutine");
+    EXPECT_TRUE(c.shutdown_write());
+    EXPECT_EQ(read_to_eof(c), "");  // the stream's FIN, once its task is done
+  });
+  run();
+  EXPECT_EQ(seen, "hello, coroutine");
+}
+
+TEST_F(Coro, ReadExactLineAndFrame) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto stream = co_await t->acceptor_->accept();
+    char four[4];
+    auto n = co_await stream->read_exact(four);
+    EXPECT_TRUE(n && *n == 4);
+    EXPECT_EQ(std::string(four, 4), "abcd");
+    LineCodec lines(16);
+    auto l1 = co_await stream->read_line(lines);
+    EXPECT_TRUE(l1 && *l1 && **l1 == "one");
+    auto l2 = co_await stream->read_line(lines);
+    EXPECT_TRUE(l2 && *l2 && **l2 == "two");  // "\r\n" stripped
+    LengthPrefixCodec frames(64);
+    auto f = co_await stream->read_frame(frames);
+    EXPECT_TRUE(f && *f && **f == "frame!");
+    auto last = co_await stream->read_line(lines);
+    EXPECT_TRUE(last && *last && **last == "tail");  // no newline before the FIN
+    auto end = co_await stream->read_line(lines);
+    EXPECT_TRUE(end && !*end);  // end of stream is a value
+    char more[8];
+    auto short_read = co_await stream->read_exact(more);
+    EXPECT_TRUE(short_read && *short_read == 0);
+    t->loop_->quit();
+  }(this));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    Buffer frame;
+    LengthPrefixCodec::encode("frame!", frame);
+    // Split where no read could expect: across the line, inside the header.
+    std::string all = "abcdone\ntwo\r\n" + std::string(frame.view()) + "tail";
+    for (size_t i = 0; i < all.size(); i += 3) EXPECT_TRUE(c.send_all(all.substr(i, 3)));
+    EXPECT_TRUE(c.shutdown_write());
+    EXPECT_EQ(read_to_eof(c), "");
+  });
+  run();
+}
+
+TEST_F(Coro, TooLongLineAndTruncatedFrameAreErrors) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    LineCodec lines(4);
+    auto a = co_await t->acceptor_->accept();
+    auto l = co_await a->read_line(lines);
+    EXPECT_FALSE(l);
+    if (!l) { EXPECT_EQ(l.error().code(), Errc::line_too_long); }
+    a->close();
+    auto b = co_await t->acceptor_->accept();
+    auto f = co_await b->read_frame(LengthPrefixCodec(64));
+    EXPECT_FALSE(f);
+    if (!f) { EXPECT_EQ(f.error().code(), Errc::peer_closed); }
+    t->loop_->quit();
+  }(this));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    EXPECT_TRUE(c.send_all("0123456789"));
+    EXPECT_EQ(read_to_eof(c), "");
+    auto d = connect_client(a);
+    Buffer frame;
+    LengthPrefixCodec::encode("cut short", frame);
+    EXPECT_TRUE(d.send_all(frame.view().substr(0, 7)));
+    EXPECT_TRUE(d.shutdown_write());
+    EXPECT_EQ(read_to_eof(d), "");
+  });
+  run();
+}
+
+TEST_F(Coro, ConnectAndTalkToTheServerOnTheSameLoop) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    LineCodec lines;
+    while (auto line = co_await s->read_line(lines)) {
+      if (!*line) break;
+      EXPECT_TRUE(co_await s->write_line("re: " + **line));
+    }
+  }(this));
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto c = co_await connect(t->address_);
+    EXPECT_TRUE(c) << c.error().message();
+    if (!c) co_return t->loop_->quit();
+    EXPECT_TRUE(co_await c->write_line("ping"));
+    LineCodec lines;
+    auto reply = co_await c->read_line(lines);
+    EXPECT_TRUE(reply && *reply && **reply == "re: ping");
+    c->shutdown();
+    auto end = co_await c->read_line(lines);
+    EXPECT_TRUE(end && !*end);
+    t->loop_->quit();
+  }(this));
+  run();
+}
+
+TEST_F(Coro, ConnectToAClosedPortIsAnError) {
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    // Bound but not listening: nothing can take the port meanwhile.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sin;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&sin), len);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+    auto c = co_await connect(Endpoint::loopback_v4(ntohs(sin.sin_port)));
+    ::close(fd);
+    EXPECT_FALSE(c);
+    if (!c) { EXPECT_EQ(c.error().code(), std::errc::connection_refused) << c.error().message(); }
+    t->loop_->quit();
+  }(this));
+  run();
+}
+
+TEST_F(Coro, SleepForWaitsAtLeastItsDelay) {
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto before = EventLoop::Clock::now();
+    co_await sleep_for(30ms);
+    EXPECT_GE(EventLoop::Clock::now() - before, 30ms);
+    t->loop_->quit();
+  }(this));
+  run();
+  EXPECT_EQ(loop_->timer_count(), 0u);
+}
+
+TEST_F(Coro, TimeoutCancelsTheReadAndKeepsTheBytesForTheNext) {
+  start_server();
+  std::atomic<bool> timed_out{false};
+  spawn(loop_.get(), [](Coro* t, std::atomic<bool>* timed_out) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    Buffer buf;
+    auto first = co_await timeout(50ms, s->read_some(buf));
+    EXPECT_FALSE(first);
+    if (!first) { EXPECT_EQ(first.error().code(), std::errc::timed_out); }
+    *timed_out = true;
+    auto second = co_await timeout(kWait, s->read_some(buf));
+    EXPECT_TRUE(second && *second == 5);
+    EXPECT_EQ(buf.view(), "late!");
+    // A Task in a timeout: its own child awaitables are cancelled with it.
+    auto slow = co_await timeout(20ms, [](Stream* s) -> Task<Result<size_t>> {
+      co_await sleep_for(1h);
+      Buffer b;
+      co_return co_await s->read_some(b);
+    }(&*s));
+    EXPECT_FALSE(slow);
+    t->loop_->quit();
+  }(this, &timed_out));
+  peer([a = address_, &timed_out] {
+    auto c = connect_client(a);
+    EXPECT_TRUE(eventually([&] { return timed_out.load(); }));
+    EXPECT_TRUE(c.send_all("late!"));
+    EXPECT_EQ(read_to_eof(c), "");
+  });
+  run();
+  EXPECT_EQ(loop_->timer_count(), 0u);
+}
+
+TEST_F(Coro, PeerResetResumesTheReaderWithAnError) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    Buffer buf;
+    auto n = co_await s->read_some(buf);
+    EXPECT_FALSE(n);
+    if (!n) { EXPECT_EQ(n.error().code(), std::errc::connection_reset) << n.error().message(); }
+    EXPECT_TRUE(s->closed());
+    auto w = co_await s->write_all("after");
+    EXPECT_FALSE(w);
+    t->loop_->quit();
+  }(this));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    linger l{1, 0};
+    ::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  });  // closing with linger 0 sends RST
+  run();
+}
+
+TEST_F(Coro, ForceCloseResumesReaderAndWriterWithAnError) {
+  ServerOptions options;
+  options.connection.high_water_mark = 64 * 1024;
+  start_server(options);
+  int resumed = 0;
+  auto stream = std::make_shared<std::optional<Stream>>();
+  spawn(loop_.get(), [](Coro* t, std::shared_ptr<std::optional<Stream>> s, int* resumed) -> Task<> {
+    auto accepted = co_await t->acceptor_->accept();
+    s->emplace(std::move(*accepted));
+    // The writer: the peer does not read, so it waits past the mark.
+    spawn(t->loop_.get(), [](Stream* s, int* resumed) -> Task<> {
+      std::string chunk(256 * 1024, 'x');
+      Result<void> w;
+      for (int i = 0; i < 1000 && w; ++i) w = co_await s->write_all(chunk);  // past the socket buffers
+      EXPECT_FALSE(w);
+      if (!w) { EXPECT_EQ(w.error().code(), std::errc::operation_canceled); }
+      ++*resumed;
+    }(&**s, resumed));
+    Buffer buf;
+    auto n = co_await (*s)->read_some(buf);
+    EXPECT_FALSE(n);
+    ++*resumed;
+  }(this, stream, &resumed));
+  spawn(loop_.get(), [](Coro* t, std::shared_ptr<std::optional<Stream>> s, int* resumed) -> Task<> {
+    while (!*s) co_await sleep_for(1ms);
+    (*s)->connection()->force_close();
+    while (*resumed < 2) co_await sleep_for(1ms);
+    t->loop_->quit();
+  }(this, stream, &resumed));
+  // The peer may still be reading when the test body returns (TearDown
+  // joins it), so it refers to nothing on the body's stack.
+  peer([a = address_] {
+    auto c = connect_client(a);
+    read_to_eof(c);
+  });
+  run();
+  EXPECT_EQ(resumed, 2);
+  stream->reset();
+}
+
+TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
+  ServerOptions options;
+  options.connection.high_water_mark = 64 * 1024;
+  start_server(options);
+  constexpr size_t kChunk = 32 * 1024;
+  constexpr int kChunks = 1024;  // 32 MiB: far past socket buffers and the mark
+  std::atomic<size_t> max_queued{0};
+  std::atomic<bool> writer_waited{false};
+  spawn(loop_.get(), [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    std::string chunk(kChunk, '\0');
+    for (int i = 0; i < kChunks; ++i) {
+      for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
+      auto before = EventLoop::Clock::now();
+      auto w = co_await s->write_all(chunk);
+      EXPECT_TRUE(w);
+      // The peer reads nothing for its first 200 ms: one write waits that out.
+      if (EventLoop::Clock::now() - before > 100ms) *waited = true;
+      *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
+    }
+    t->loop_->quit();
+  }(this, &max_queued, &writer_waited));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    std::this_thread::sleep_for(200ms);  // a slow reader, not synchronisation
+    std::string got = recv_n(c, kChunk * kChunks);
+    for (int i = 0; i < kChunks; ++i) {
+      for (size_t j = 0; j < kChunk; j += 4093) {
+        ASSERT_EQ(got[i * kChunk + j], static_cast<char>('a' + (i + j) % 26)) << "chunk " << i;
+      }
+    }
+  });
+  run();
+  // write_all returned only below the mark: the output never held more than
+  // the mark plus one chunk.
+  EXPECT_LT(max_queued.load(), 64 * 1024u);
+  EXPECT_TRUE(writer_waited.load());
+}
+
+TEST_F(Coro, ServerStopResumesEveryWaitingTask) {
+  start_server();
+  int finished = 0;
+  bool accept_failed = false;
+  spawn(loop_.get(), [](Coro* t, int* finished, bool* accept_failed) -> Task<> {
+    for (;;) {
+      auto s = co_await t->acceptor_->accept();
+      if (!s) {
+        *accept_failed = s.error().code() == std::errc::operation_canceled;
+        co_return;
+      }
+      spawn(t->loop_.get(), [](Stream s, int* finished) -> Task<> {
+        Buffer buf;
+        *finished -= 10;  // reading (the stop must find both tasks waiting)
+        auto n = co_await s.read_some(buf);  // the stop ends this
+        EXPECT_TRUE(!n || *n == 0);
+        *finished += 11;
+      }(std::move(*s), finished));
+    }
+  }(this, &finished, &accept_failed));
+  spawn(loop_.get(), [](Coro* t, int* finished, bool* accept_failed) -> Task<> {
+    while (*finished > -20) co_await sleep_for(1ms);
+    t->acceptor_->close();
+    t->server_->stop(0ms);
+    while (*finished < 2 || !*accept_failed) co_await sleep_for(1ms);
+    t->loop_->quit();
+  }(this, &finished, &accept_failed));
+  peer([a = address_] {
+    auto c1 = connect_client(a);
+    auto c2 = connect_client(a);
+    EXPECT_EQ(read_to_eof(c1), "");
+    EXPECT_EQ(read_to_eof(c2), "");
+  });
+  run();
+  EXPECT_EQ(finished, 2);
+  EXPECT_TRUE(accept_failed);
+}
+
+TEST_F(Coro, DestroyingServerAndLoopWithSuspendedTasksFreesThem) {
+  start_server();
+  auto alive = std::make_shared<int>(0);
+  std::atomic<bool> connected{false};
+  // Tasks that will never resume: an accept, a read, a sleep, a connect.
+  spawn(loop_.get(), [](Coro* t, std::shared_ptr<int> /*alive*/) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    Buffer buf;
+    (void)co_await s->read_some(buf);
+    (void)co_await s->read_some(buf);
+  }(this, alive));
+  spawn(loop_.get(), [](std::shared_ptr<int> /*alive*/) -> Task<> {
+    co_await sleep_for(1h);
+  }(alive));
+  spawn(loop_.get(), [](Coro* t, std::shared_ptr<int> /*alive*/, std::atomic<bool>* connected) -> Task<> {
+    auto c = co_await connect(t->address_);
+    *connected = true;
+    t->loop_->quit();
+    Buffer buf;
+    (void)co_await c->read_some(buf);
+  }(this, alive, &connected));
+  run();
+  EXPECT_TRUE(connected.load());
+  EXPECT_EQ(alive.use_count(), 4);  // three frames hold it
+  acceptor_.reset();
+  server_.reset();
+  loop_.reset();  // destroys the frames: the sanitizers check the rest
+  EXPECT_EQ(alive.use_count(), 1);
+}
+
+TEST_F(Coro, ResumeOnHopsBetweenLoopsOnlyWhenAsked) {
+  LoopThread other;
+  std::thread::id here = std::this_thread::get_id();
+  std::thread::id there;
+  std::thread::id back;
+  spawn(loop_.get(), [](Coro* t, EventLoop* other, std::thread::id* there, std::thread::id* back) -> Task<> {
+    co_await resume_on(other);
+    *there = std::this_thread::get_id();
+    co_await sleep_for(1ms);  // on the other loop's timers
+    co_await resume_on(t->loop_.get());
+    *back = std::this_thread::get_id();
+    t->loop_->quit();
+  }(this, other.loop(), &there, &back));
+  run();
+  EXPECT_NE(there, here);
+  EXPECT_EQ(back, here);
+}
+
+TEST_F(Coro, SpawnFromAnotherThreadRunsOnTheLoop) {
+  std::thread::id ran;
+  std::thread spawner([&] {
+    spawn(loop_.get(), [](Coro* t, std::thread::id* ran) -> Task<> {
+      *ran = std::this_thread::get_id();
+      t->loop_->quit();
+      co_return;
+    }(this, &ran));
+  });
+  spawner.join();
+  run();
+  EXPECT_EQ(ran, std::this_thread::get_id());
+}
+
+TEST_F(Coro, TasksReturnValuesToTheirAwaiter) {
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto twice = [](int x) -> Task<int> {
+      co_await sleep_for(1ms);
+      co_return 2 * x;
+    };
+    int sum = 0;
+    for (int i = 1; i <= 3; ++i) sum += co_await twice(i);
+    EXPECT_EQ(sum, 12);
+    t->loop_->quit();
+  }(this));
+  run();
+}
+
+}  // namespace
