@@ -119,11 +119,12 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   }
   block_stop_signals();
 
-  auto main_loop = EventLoop::create();
+  auto main_loop = EventLoop::create(options.io_backend);
   if (!main_loop) {
     fmt::print(stderr, "tcpkit serve: cannot start: {}\n", main_loop.error().message());
     return kExitFailure;
   }
+  report_io_backend_fallback("serve", **main_loop);
   EventLoop& loop = **main_loop;
   ServeApp app(&loop, options, std::move(tls));
   Logger log(options.log_format);
@@ -222,6 +223,7 @@ Command add_serve_command(CLI::App& app) {
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
   sub->add_option("--cluster", opts->cluster,
                   "redis://HOST:PORT: chat mode relays lines through Redis pub/sub to other instances");
+  add_io_backend_flag(*sub, opts->io_backend);
   sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   sub->add_option("--log-format", (*names)[2], "text | json")
