@@ -45,11 +45,21 @@ unsigned from_poll(int res) {
 
 Result<std::unique_ptr<Poller>> UringPoller::create() {
   auto poller = std::make_unique<UringPoller>();
+  // Only the loop's thread submits, and it collects completions only when it
+  // waits: the kernel may then run completion work in that wait (6.1's
+  // DEFER_TASKRUN) instead of interrupting the thread for each one. Older
+  // kernels refuse the flags (EINVAL) and get a plain ring.
   io_uring_params params{};
-  params.flags = IORING_SETUP_CQSIZE;
+  params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   params.cq_entries = kCqEntries;
   // The ring's descriptor is always close-on-exec (the kernel sets it).
   int r = io_uring_queue_init_params(kSqEntries, &poller->ring_, &params);
+  if (r == -EINVAL) {
+    params = io_uring_params{};
+    params.flags = IORING_SETUP_CQSIZE;
+    params.cq_entries = kCqEntries;
+    r = io_uring_queue_init_params(kSqEntries, &poller->ring_, &params);
+  }
   if (r < 0) return Error::from_errno(-r, "io_uring_setup for an event loop");
   poller->initialized_ = true;
   // Without NODROP a burst beyond the completion queue loses events; without
@@ -228,7 +238,10 @@ io_uring_sqe* UringPoller::next_sqe() {
 }
 
 void UringPoller::submit() {
-  int r = io_uring_submit(&ring_);
+  // With GETEVENTS: under DEFER_TASKRUN a cancelled poll lets go of its
+  // socket only when the completion work runs, which is in an enter that
+  // collects events.
+  int r = io_uring_submit_and_get_events(&ring_);
   if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) die("io_uring_submit", -r);
 }
 
