@@ -2,9 +2,10 @@
 //
 // Readiness, not completion: each registered channel has one poll request
 // (IORING_OP_POLL_ADD) in the kernel, even with no interest (epoll, too,
-// reports errors and hang-ups to a channel that asks for nothing), so every Channel, and everything built
-// on channels, works exactly as on epoll. All requests made during one loop
-// iteration go to the kernel with the next wait, in one io_uring_enter().
+// reports errors and hang-ups to a channel that asks for nothing), so every
+// Channel, and everything built on channels, works exactly as on epoll.
+// All requests made during one loop iteration go to the kernel with the
+// next wait, in one io_uring_enter().
 //
 // Why one-shot polls, re-armed after each event, and not multishot ones
 // (IORING_POLL_ADD_MULTI): a multishot poll posts a completion only when the
