@@ -21,7 +21,7 @@ void Channel::handle_event(unsigned mask) {
 }
 
 void Channel::update(unsigned interest) {
-  // No epoll_ctl() for no change (closing disables what EOF already did).
+  // No backend call for no change (closing disables what EOF already did).
   if (interest == interest_ && (registered() || interest == 0)) return;
   interest_ = interest;
   loop_->update_channel(this);

@@ -4,9 +4,10 @@
 // Acceptor, holds the UniqueFd) and belongs to exactly one loop; every method
 // must run in that loop's thread. The owner must call disable_all() and
 // remove() before destroying it. The backend's events reach the handler as
-// the small mask below, translated in one place (Poller).
+// the small mask below, translated in one place per backend (Poller).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <type_traits>
 
@@ -62,9 +63,12 @@ class Channel {
   unsigned interest() const { return interest_; }
   EventLoop* owner_loop() const { return loop_; }
 
-  // The Poller's bookkeeping: whether epoll knows this descriptor.
+  // The Poller's bookkeeping: whether the backend knows this descriptor,
+  // and where the io_uring backend keeps it (its slot table, poller_uring.h).
   bool registered() const { return registered_; }
   void set_registered(bool on) { registered_ = on; }
+  uint32_t slot() const { return slot_; }
+  void set_slot(uint32_t slot) { slot_ = slot; }
 
  private:
   void update(unsigned interest);
@@ -74,6 +78,7 @@ class Channel {
   unsigned interest_ = 0;
   bool registered_ = false;
   bool tied_ = false;
+  uint32_t slot_ = 0;  // fills the padding before tie_: no bytes per connection
   std::weak_ptr<void> tie_;
   void (*handler_)(void* owner, unsigned mask) = nullptr;
   void* owner_ = nullptr;

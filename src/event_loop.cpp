@@ -30,24 +30,29 @@ T value_or_die(Result<T> r) {
 
 }  // namespace
 
-Result<std::unique_ptr<EventLoop>> EventLoop::create() {
-  auto poller = Poller::create();
+Result<std::unique_ptr<EventLoop>> EventLoop::create(IoBackend backend) {
+  auto poller = Poller::create(resolve_io_backend(backend));
   if (!poller) return poller.error();
   auto wakeup_fd = sys::wakeup_eventfd();
   if (!wakeup_fd) return wakeup_fd.error();
   // The constructor is private; make_unique cannot reach it.
-  return std::unique_ptr<EventLoop>(new EventLoop(std::move(*poller), std::move(*wakeup_fd)));
+  return std::unique_ptr<EventLoop>(
+      new EventLoop(std::move(poller->poller), std::move(poller->fallback), std::move(*wakeup_fd)));
 }
 
-// Braces, not parentheses: a braced list is evaluated left to right, so the
-// poller is created first and a failure names the same call as create()'s.
-EventLoop::EventLoop()
-    : EventLoop{value_or_die(Poller::create()), value_or_die(sys::wakeup_eventfd())} {}
+// Delegates through a Created value: the poller is created first, so a
+// failure names the same call as create()'s.
+EventLoop::EventLoop(IoBackend backend) : EventLoop(value_or_die(Poller::create(resolve_io_backend(backend)))) {}
 
-EventLoop::EventLoop(std::unique_ptr<Poller> poller, UniqueFd wakeup_fd)
+EventLoop::EventLoop(CreatedPoller created)
+    : EventLoop{std::move(created.poller), std::move(created.fallback), value_or_die(sys::wakeup_eventfd())} {}
+
+EventLoop::EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wakeup_fd)
     : thread_id_(std::this_thread::get_id()),
       now_(Clock::now()),
       poller_(std::move(poller)),
+      backend_(poller_->backend()),
+      backend_fallback_(std::move(fallback)),
       timers_(std::make_unique<TimerQueue>()),
       shared_read_buffer_(std::make_unique<Buffer>()),
       wakeup_fd_(std::move(wakeup_fd)) {
@@ -98,7 +103,7 @@ void EventLoop::abort_not_in_loop_thread() const {
 }
 
 // The loop body, phase by phase:
-//   1. sleep in epoll_wait until I/O, a wake-up, or the earliest timer;
+//   1. sleep in epoll_wait or io_uring_enter until I/O, a wake-up, or the earliest timer;
 //   2. dispatch I/O events to their channels;
 //   3. run the timers that are due;
 //   4. run functors queued from other threads (or from callbacks).

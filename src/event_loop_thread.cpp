@@ -29,7 +29,7 @@ Result<void> EventLoopThread::start() {
 // The loop is created, run and destroyed here, by the thread that owns it
 // (its destructor asserts that).
 void EventLoopThread::run_thread(std::promise<Result<EventLoop*>> started) {
-  auto loop = EventLoop::create();
+  auto loop = EventLoop::create(backend_);
   if (!loop) {
     started.set_value(loop.error());
     return;

@@ -14,7 +14,9 @@ LoopThreadPool::~LoopThreadPool() = default;
 Result<void> LoopThreadPool::start() {
   base_loop_->assert_in_loop_thread();
   for (int i = 0; i < thread_count_; ++i) {
-    auto thread = std::make_unique<EventLoopThread>();
+    // The base loop's backend as it runs, not as asked for: where io_uring
+    // fell back to epoll once, the I/O loops do not try again.
+    auto thread = std::make_unique<EventLoopThread>(base_loop_->backend());
     if (auto r = thread->start(); !r) {
       threads_.clear();  // stops and joins the ones already running
       loops_.clear();

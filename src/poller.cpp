@@ -1,93 +1,46 @@
 #include "poller.h"
 
-#include <cassert>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
-#include "channel.h"
-#include "sys.h"
+#include "poller_epoll.h"
+#include "poller_uring.h"
 
 namespace tcpkit {
 namespace {
 
-uint32_t to_epoll(unsigned interest) {
-  uint32_t ev = 0;
-  if (interest & event::kReadable) ev |= EPOLLIN | EPOLLPRI | EPOLLRDHUP;
-  if (interest & event::kWritable) ev |= EPOLLOUT;
-  return ev;
-}
-
-// epoll always reports EPOLLERR and EPOLLHUP, wanted or not. A peer's FIN is
-// EPOLLIN|EPOLLRDHUP (read() then returns 0); EPOLLHUP alone means both
-// directions are finished, e.g. after a reset.
-unsigned from_epoll(uint32_t ev) {
-  unsigned mask = 0;
-  if (ev & (EPOLLIN | EPOLLPRI | EPOLLRDHUP)) mask |= event::kReadable;
-  if (ev & EPOLLOUT) mask |= event::kWritable;
-  if (ev & EPOLLHUP) mask |= event::kHangup;
-  if (ev & EPOLLERR) mask |= event::kError;
-  return mask;
-}
-
-[[noreturn]] void die(const char* what, int err) {
-  std::fprintf(stderr, "tcpkit: %s: %s\n", what, std::strerror(err));
-  std::abort();
+// The ways a kernel says "no io_uring here", as opposed to "no resources
+// right now": ENOSYS before 5.1 or under a seccomp filter that hides it
+// (Docker's default profile), EPERM from kernel.io_uring_disabled or a
+// filter, ENOMEM from RLIMIT_MEMLOCK on kernels before 5.12, which charge
+// the rings to locked memory. UringPoller also reports ENOSYS for a kernel
+// that has io_uring but lacks a feature it needs.
+bool io_uring_unavailable(const Error& error) {
+  const std::error_code& code = error.code();
+  return code == std::errc::function_not_supported || code == std::errc::operation_not_permitted ||
+         code == std::errc::not_enough_memory;
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Poller>> Poller::create() {
-  auto fd = sys::epoll_create();
-  if (!fd) return fd.error();
-  return std::make_unique<Poller>(std::move(*fd));
+Result<CreatedPoller> Poller::create(IoBackend backend) {
+  Error fallback;
+  if (backend == IoBackend::kUring) {
+    auto uring = UringPoller::create();
+    if (uring) return CreatedPoller{std::move(*uring), {}};
+    if (!io_uring_unavailable(uring.error())) return uring.error();
+    fallback = uring.error();
+  }
+  auto epoll = EpollPoller::create();
+  if (!epoll) return epoll.error();
+  return CreatedPoller{std::move(*epoll), std::move(fallback)};
 }
 
-Poller::Poller(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), events_(64) {}
-
-void Poller::poll(std::chrono::milliseconds timeout, Ready* ready) {
-  ready->clear();
-  int n = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
-                       static_cast<int>(timeout.count()));
-  if (n < 0) {
-    int err = sys::last_errno();
-    if (err == EINTR) return;
-    die("epoll_wait", err);
-  }
-  for (int i = 0; i < n; ++i) {
-    ready->emplace_back(static_cast<Channel*>(events_[i].data.ptr), from_epoll(events_[i].events));
-  }
-  // A full batch hints at more ready descriptors: take more next time.
-  if (static_cast<size_t>(n) == events_.size()) events_.resize(events_.size() * 2);
-}
-
-void Poller::update(Channel* channel) {
-  if (!channel->registered()) {
-    if (channel->interest() == 0) return;
-    control(EPOLL_CTL_ADD, channel);
-    channel->set_registered(true);
-    ++count_;
-    return;
-  }
-  control(EPOLL_CTL_MOD, channel);
-}
-
-void Poller::remove(Channel* channel) {
-  if (!channel->registered()) return;
-  control(EPOLL_CTL_DEL, channel);
-  channel->set_registered(false);
-  --count_;
-}
-
-void Poller::control(int op, Channel* channel) {
-  epoll_event ev{};
-  ev.events = to_epoll(channel->interest());
-  ev.data.ptr = channel;
-  if (::epoll_ctl(epoll_fd_.get(), op, channel->fd(), &ev) < 0) {
-    die(op == EPOLL_CTL_ADD ? "epoll_ctl ADD" : op == EPOLL_CTL_MOD ? "epoll_ctl MOD" : "epoll_ctl DEL",
-        sys::last_errno());
-  }
+void Poller::die(const char* what, int err) {
+  std::fprintf(stderr, "tcpkit: %s: %s\n", what, std::strerror(err));
+  std::abort();
 }
 
 }  // namespace tcpkit

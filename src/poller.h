@@ -1,44 +1,62 @@
-// Poller: the epoll backend of one EventLoop.
+// Poller: the readiness backend of one EventLoop, epoll or io_uring.
 //
-// Internal; owned by its EventLoop and used only in that loop's thread. It is
-// the one place where epoll's event bits are translated into tcpkit's small
-// event mask (channel.h), as Redis's ae does for each of its backends.
+// Internal; owned by its EventLoop and used only in that loop's thread. Each
+// implementation is the one place where its kernel's event bits are
+// translated into tcpkit's small event mask (channel.h), as Redis's ae does
+// for each of its backends. ae picks its backend at compile time; tcpkit
+// picks at run time (io_uring may be forbidden where the program runs), so
+// this is an interface: one virtual call per loop iteration and per
+// interest change, next to a system call each.
 #pragma once
 
-#include <sys/epoll.h>
-
 #include <chrono>
+#include <cstddef>
+#include <memory>
+#include <system_error>
 #include <utility>
 #include <vector>
 
-#include <memory>
-
+#include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
-#include "tcpkit/unique_fd.h"
 
 namespace tcpkit {
 
 class Channel;
+class Poller;
+
+// What Poller::create() made, and why it is not what was asked for, if it is not.
+struct CreatedPoller {
+  std::unique_ptr<Poller> poller;
+  Error fallback;  // io_uring's setup error when epoll stands in; empty code otherwise
+};
 
 class Poller {
  public:
-  // A channel with its translated event mask.
+  // A channel with its translated event mask. A channel removed while the
+  // list is dispatched is nulled out by the loop (EventLoop::remove_channel).
   using Ready = std::vector<std::pair<Channel*, unsigned>>;
 
-  // Fails when the kernel refuses an epoll instance (EMFILE, ENOMEM).
-  static Result<std::unique_ptr<Poller>> create();
-  explicit Poller(UniqueFd epoll_fd);
+  // `backend` is concrete (resolve_io_backend()). io_uring falls back to
+  // epoll when the kernel lacks or forbids it (EPERM, ENOSYS, ENOMEM, see
+  // poller.cpp); other failures (EMFILE) are errors, as for epoll.
+  static Result<CreatedPoller> create(IoBackend backend);
+
+  virtual ~Poller() = default;
+  virtual IoBackend backend() const = 0;
   // Waits up to `timeout` (negative: no limit) and fills `ready`.
-  void poll(std::chrono::milliseconds timeout, Ready* ready);
-  void update(Channel* channel);
-  void remove(Channel* channel);
+  virtual void poll(std::chrono::milliseconds timeout, Ready* ready) = 0;
+  // Registers the channel, changes its interest, or removes it. After
+  // remove() no event of this registration reaches the channel, and the
+  // kernel holds no reference to its descriptor: the owner may close it.
+  virtual void update(Channel* channel) = 0;
+  virtual void remove(Channel* channel) = 0;
   size_t channel_count() const { return count_; }
 
- private:
-  void control(int op, Channel* channel);
+ protected:
+  // A backend call that cannot fail in a correct program failed: say which,
+  // and abort (as Redis's ae panics on a failed epoll_wait).
+  [[noreturn]] static void die(const char* what, int err);
 
-  UniqueFd epoll_fd_;
-  std::vector<epoll_event> events_;
   size_t count_ = 0;
 };
 

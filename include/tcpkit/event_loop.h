@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
 
@@ -27,6 +28,7 @@ namespace tcpkit {
 class Buffer;
 class Channel;
 class Poller;
+struct CreatedPoller;
 class TcpConnection;
 class TimerQueue;
 
@@ -38,15 +40,18 @@ class EventLoop {
   using Functor = std::function<void()>;
   using Clock = std::chrono::steady_clock;
 
-  /// A loop owned by the calling thread. Fails, naming the call, when the
-  /// kernel refuses its descriptors (epoll_create1 or eventfd: EMFILE under a
-  /// low RLIMIT_NOFILE, ENOMEM).
-  static Result<std::unique_ptr<EventLoop>> create();
+  /// A loop owned by the calling thread, waiting on `backend` (kDefault:
+  /// the environment's TCPKIT_IO_BACKEND, else epoll). Where io_uring is
+  /// unavailable or forbidden the loop runs on epoll instead: backend() and
+  /// backend_fallback() tell. Fails, naming the call, when the kernel refuses
+  /// its descriptors (epoll_create1, io_uring_setup or eventfd: EMFILE under
+  /// a low RLIMIT_NOFILE).
+  static Result<std::unique_ptr<EventLoop>> create(IoBackend backend = IoBackend::kDefault);
   /// The same, for code that cannot go on without a loop (a program's main
   /// loop, examples): where create() would fail, this prints the error to
   /// stderr and aborts. Library code and anything that can report an error
   /// uses create().
-  EventLoop();
+  explicit EventLoop(IoBackend backend = IoBackend::kDefault);
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -85,6 +90,12 @@ class EventLoop {
 
   /// The time the current iteration woke up: cheap "now" for callbacks.
   Clock::time_point now() const { return now_; }
+  /// The backend this loop waits on: kEpoll or kUring, never kDefault.
+  IoBackend backend() const { return backend_; }
+  /// Why the loop runs on epoll though io_uring was asked for, e.g.
+  /// "io_uring_setup for an event loop: Operation not permitted"; an empty
+  /// code() when it runs what was asked for. A program logs it once.
+  const Error& backend_fallback() const { return backend_fallback_; }
   /// Registered channels and pending timers; a finished test expects 0 of each.
   size_t channel_count() const;
   size_t timer_count() const;
@@ -118,7 +129,8 @@ class EventLoop {
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);
 
-  EventLoop(std::unique_ptr<Poller> poller, UniqueFd wakeup_fd);
+  explicit EventLoop(CreatedPoller created);
+  EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wakeup_fd);
   [[noreturn]] void abort_not_in_loop_thread() const;
   TimerId add_timer(Clock::duration delay, Clock::duration interval, Functor f);
   void wake_up();
@@ -133,6 +145,8 @@ class EventLoop {
   std::atomic<bool> running_{false};
   Clock::time_point now_;
   std::unique_ptr<Poller> poller_;
+  IoBackend backend_;
+  Error backend_fallback_;
   std::unique_ptr<TimerQueue> timers_;
   std::unique_ptr<Buffer> shared_read_buffer_;
   std::atomic<TimerId> next_timer_id_{1};

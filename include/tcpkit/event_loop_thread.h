@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
 
 namespace tcpkit {
@@ -23,7 +24,8 @@ class EventLoop;
 
 class EventLoopThread {
  public:
-  EventLoopThread() = default;
+  /// The loop will wait on `backend` (EventLoop::create()).
+  explicit EventLoopThread(IoBackend backend = IoBackend::kDefault) : backend_(backend) {}
   /// Quits the loop and joins the thread (stop()).
   ~EventLoopThread();
   EventLoopThread(const EventLoopThread&) = delete;
@@ -46,6 +48,7 @@ class EventLoopThread {
  private:
   void run_thread(std::promise<Result<EventLoop*>> started);
 
+  IoBackend backend_;
   std::thread thread_;
   /// Written by the loop thread as it creates and destroys the loop, read by
   /// stop(): quitting under mutex_ keeps the loop alive until quit() returns.

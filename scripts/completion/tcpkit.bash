@@ -30,6 +30,7 @@ _tcpkit() {
     serve)
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
+      flags+=" --io-backend"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
       flags+=" --cluster --cluster-auth-file --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;
@@ -39,13 +40,13 @@ _tcpkit() {
       ;;
     bench)
       flags+=" --mode -c --conns -s --size -d --duration -t --threads -r --rate --connect-timeout"
-      flags+=" --format -o --output --tls --tls-ca --insecure --sni --unix"
+      flags+=" --format -o --output --tls --tls-ca --insecure --sni --unix --io-backend"
       ;;
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format --allow --deny"
       flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --unix-mode"
-      flags+=" --tls-handshake-timeout --idle-timeout"
+      flags+=" --tls-handshake-timeout --idle-timeout --io-backend"
       ;;
     port)
       flags+=" --json"
@@ -64,6 +65,10 @@ _tcpkit() {
       ;;
     --framing)
       COMPREPLY=($(compgen -W "raw line length" -- "$cur"))
+      return
+      ;;
+    --io-backend)
+      COMPREPLY=($(compgen -W "epoll uring" -- "$cur"))
       return
       ;;
     --log-format | --format)

@@ -79,7 +79,7 @@ TEST(EventLoopThreadDeathTest, StartReportsALoopThatCannotBeCreated) {
         std::fprintf(stderr, "[%s]\n", started.error().message().c_str());
         std::_Exit(0);
       },
-      ::testing::ExitedWithCode(0), "\\[epoll_create1 for an event loop: Too many open files\\]");
+      ::testing::ExitedWithCode(0), "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
 }
 
 TEST(LoopThreadPool, HandsOutItsLoopsRoundRobin) {
@@ -123,7 +123,7 @@ TEST(LoopThreadPoolDeathTest, StartReportsTheLoopThatCouldNotBeCreated) {
         std::fprintf(stderr, "[%s]\n", started.error().message().c_str());
         std::_Exit(0);
       },
-      ::testing::ExitedWithCode(0), "\\[epoll_create1 for an event loop: Too many open files\\]");
+      ::testing::ExitedWithCode(0), "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
 }
 
 }  // namespace

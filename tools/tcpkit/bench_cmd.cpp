@@ -256,6 +256,7 @@ Command add_bench_command(CLI::App& app) {
       ->needs(tls)
       ->excludes(tls_ca);
   sub->add_option("--sni", flags->sni, "with --tls: the server name to send and verify (default: HOST)")->needs(tls);
+  add_io_backend_flag(*sub, o.io_backend);
   return {sub, [flags, sub] {
             flags->args.clear();
             for (const auto& opt : sub->get_options()) {

@@ -9,6 +9,7 @@
 #include <deque>
 #include <thread>
 
+#include "cli_common.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/event_loop_thread.h"
@@ -60,6 +61,8 @@ struct Slot {
 };
 
 struct Worker {
+  explicit Worker(IoBackend backend) : thread(backend) {}
+
   const BenchOptions* opt = nullptr;
   Endpoint target;
   const std::string* pattern = nullptr;
@@ -333,7 +336,7 @@ Result<BenchResult> BenchRunner::run() {
 
   int threads = std::max(1, std::min(options_.threads, options_.conns));
   for (int t = 0; t < threads; ++t) {
-    auto w = std::make_unique<Worker>();
+    auto w = std::make_unique<Worker>(options_.io_backend);
     w->opt = &options_;
     w->target = target_;
     w->pattern = &pattern;
@@ -354,6 +357,7 @@ Result<BenchResult> BenchRunner::run() {
       return r.error();
     }
   }
+  report_io_backend_fallback("bench", *workers_.front()->loop);
 
   auto sum = [this](auto member) {
     uint64_t total = 0;

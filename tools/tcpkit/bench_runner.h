@@ -15,6 +15,7 @@
 
 #include "histogram.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tls_context.h"
 
@@ -33,6 +34,7 @@ struct BenchOptions {
   double rate = 0;  // messages per second over all connections; 0: closed loop
   double connect_timeout_s = 5;
   bool live = false;
+  IoBackend io_backend = IoBackend::kDefault;  // the client threads' loops
   // --tls: every connection speaks TLS; a connection counts as up once its
   // handshake is done (so connrate measures connect + handshake).
   std::shared_ptr<const TlsContext> tls;

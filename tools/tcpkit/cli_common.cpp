@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "proc_net.h"
+#include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_listener.h"
 
 namespace tcpkit::cli {
@@ -57,6 +58,21 @@ Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logge
 CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what) {
   return sub.add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
       ->type_name("PATH");
+}
+
+void add_io_backend_flag(CLI::App& sub, IoBackend& backend) {
+  sub.add_option_function<std::string>(
+         "--io-backend", [&backend](const std::string& name) { backend = *parse_io_backend(name); },
+         "epoll | uring: how event loops wait for I/O (default: $TCPKIT_IO_BACKEND, else epoll; "
+         "uring falls back to epoll where the kernel forbids it)")
+      ->type_name("NAME")
+      ->check(CLI::IsMember({"epoll", "uring"}));
+}
+
+void report_io_backend_fallback(std::string_view command, const EventLoop& loop) {
+  const Error& why = loop.backend_fallback();
+  if (!why.code()) return;
+  fmt::print(stderr, "tcpkit {}: io_uring is unavailable ({}): using epoll\n", command, why.message());
 }
 
 void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {

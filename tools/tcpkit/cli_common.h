@@ -14,6 +14,7 @@
 #include "logger.h"
 #include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
 
 namespace CLI {
@@ -21,6 +22,10 @@ class App;
 class Option;
 class Validator;
 }  // namespace CLI
+
+namespace tcpkit {
+class EventLoop;
+}  // namespace tcpkit
 
 namespace tcpkit::cli {
 
@@ -72,6 +77,15 @@ void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, co
 // Adds --tls-handshake-timeout SECONDS and --idle-timeout SECONDS, the
 // connection's own timeouts (ConnectionOptions); `whom` names who is closed.
 void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom);
+// Adds --io-backend epoll|uring, for the commands that run event loops
+// (serve, relay, bench). Unset, the library's default applies: the
+// environment's TCPKIT_IO_BACKEND, else epoll.
+void add_io_backend_flag(CLI::App& sub, IoBackend& backend);
+// The one log line for a loop that runs on epoll though io_uring was asked
+// for (kernel too old, seccomp, kernel.io_uring_disabled), on stderr:
+// "tcpkit serve: io_uring is unavailable (...): using epoll". Nothing
+// otherwise.
+void report_io_backend_fallback(std::string_view command, const EventLoop& loop);
 // Seconds from a flag as the library's milliseconds.
 std::chrono::milliseconds to_millis(double seconds);
 

@@ -56,6 +56,7 @@ struct RelayFlags {
   int64_t max_conns = 0;
   AccessList access;
   int threads = 0;
+  IoBackend io_backend = IoBackend::kDefault;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
   std::string tls_cert;
@@ -153,11 +154,12 @@ int run_relay(const RelayFlags& f) {
   }
 
   block_stop_signals();
-  auto main_loop = EventLoop::create();
+  auto main_loop = EventLoop::create(f.io_backend);
   if (!main_loop) {
     fmt::print(stderr, "tcpkit relay: cannot start: {}\n", main_loop.error().message());
     return kExitFailure;
   }
+  report_io_backend_fallback("relay", **main_loop);
   EventLoop& loop = **main_loop;
   Logger log(o.log_format);
   auto listening = replace_stale_sockets(o.listen, log);
@@ -233,6 +235,7 @@ Command add_relay_command(CLI::App& app) {
                   "with --to-tls: the server name to send and verify (default: the host in --to)")
       ->needs(to_tls);
   add_timeout_flags(*sub, f->tls_handshake_timeout_s, f->idle_timeout_s, "each side of a pair");
+  add_io_backend_flag(*sub, f->io_backend);
   sub->add_flag("-q,--quiet", f->quiet, "no per-connection log lines");
   sub->add_option("--log-format", f->log_format, "text | json")
       ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))

@@ -32,6 +32,7 @@ enum class ServeMode { ack, echo, discard, chat };
 enum class Framing { raw, line, length };
 
 struct ServeOptions {
+  IoBackend io_backend = IoBackend::kDefault;  // --io-backend
   std::string host = "127.0.0.1";
   uint16_t port = 8888;
   ServeMode mode = ServeMode::ack;

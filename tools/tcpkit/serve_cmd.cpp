@@ -126,11 +126,12 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   }
   block_stop_signals();
 
-  auto main_loop = EventLoop::create();
+  auto main_loop = EventLoop::create(options.io_backend);
   if (!main_loop) {
     fmt::print(stderr, "tcpkit serve: cannot start: {}\n", main_loop.error().message());
     return kExitFailure;
   }
+  report_io_backend_fallback("serve", **main_loop);
   EventLoop& loop = **main_loop;
   ServeApp app(&loop, options, std::move(tls));
   Logger log(options.log_format);
@@ -234,6 +235,7 @@ Command add_serve_command(CLI::App& app) {
                   "file whose first line is the Redis password (AUTH; or set TCPKIT_REDIS_PASSWORD): kept "
                   "out of the command line, which ps shows to everyone")
       ->check(CLI::ExistingFile);
+  add_io_backend_flag(*sub, opts->io_backend);
   sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   sub->add_option("--log-format", (*names)[2], "text | json")

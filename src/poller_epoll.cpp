@@ -1,0 +1,85 @@
+#include "poller_epoll.h"
+
+#include <cassert>
+#include <cerrno>
+
+#include "channel.h"
+#include "sys.h"
+
+namespace tcpkit {
+namespace {
+
+uint32_t to_epoll(unsigned interest) {
+  uint32_t ev = 0;
+  if (interest & event::kReadable) ev |= EPOLLIN | EPOLLPRI | EPOLLRDHUP;
+  if (interest & event::kWritable) ev |= EPOLLOUT;
+  return ev;
+}
+
+// epoll always reports EPOLLERR and EPOLLHUP, wanted or not. A peer's FIN is
+// EPOLLIN|EPOLLRDHUP (read() then returns 0); EPOLLHUP alone means both
+// directions are finished, e.g. after a reset.
+unsigned from_epoll(uint32_t ev) {
+  unsigned mask = 0;
+  if (ev & (EPOLLIN | EPOLLPRI | EPOLLRDHUP)) mask |= event::kReadable;
+  if (ev & EPOLLOUT) mask |= event::kWritable;
+  if (ev & EPOLLHUP) mask |= event::kHangup;
+  if (ev & EPOLLERR) mask |= event::kError;
+  return mask;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Poller>> EpollPoller::create() {
+  auto fd = sys::epoll_create();
+  if (!fd) return fd.error();
+  return std::unique_ptr<Poller>(std::make_unique<EpollPoller>(std::move(*fd)));
+}
+
+EpollPoller::EpollPoller(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), events_(64) {}
+
+void EpollPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
+  ready->clear();
+  int n = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
+                       static_cast<int>(timeout.count()));
+  if (n < 0) {
+    int err = sys::last_errno();
+    if (err == EINTR) return;
+    die("epoll_wait", err);
+  }
+  for (int i = 0; i < n; ++i) {
+    ready->emplace_back(static_cast<Channel*>(events_[i].data.ptr), from_epoll(events_[i].events));
+  }
+  // A full batch hints at more ready descriptors: take more next time.
+  if (static_cast<size_t>(n) == events_.size()) events_.resize(events_.size() * 2);
+}
+
+void EpollPoller::update(Channel* channel) {
+  if (!channel->registered()) {
+    if (channel->interest() == 0) return;
+    control(EPOLL_CTL_ADD, channel);
+    channel->set_registered(true);
+    ++count_;
+    return;
+  }
+  control(EPOLL_CTL_MOD, channel);
+}
+
+void EpollPoller::remove(Channel* channel) {
+  if (!channel->registered()) return;
+  control(EPOLL_CTL_DEL, channel);
+  channel->set_registered(false);
+  --count_;
+}
+
+void EpollPoller::control(int op, Channel* channel) {
+  epoll_event ev{};
+  ev.events = to_epoll(channel->interest());
+  ev.data.ptr = channel;
+  if (::epoll_ctl(epoll_fd_.get(), op, channel->fd(), &ev) < 0) {
+    die(op == EPOLL_CTL_ADD ? "epoll_ctl ADD" : op == EPOLL_CTL_MOD ? "epoll_ctl MOD" : "epoll_ctl DEL",
+        sys::last_errno());
+  }
+}
+
+}  // namespace tcpkit

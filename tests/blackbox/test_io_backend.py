@@ -1,0 +1,68 @@
+"""--io-backend epoll|uring on the commands that run event loops: each
+backend serves, io_uring really is used when asked for, and where a seccomp
+filter forbids io_uring the program says so in one line and runs on epoll."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from conftest import run_tcpkit, tcpkit_path
+from serve_util import ack_round_trip, connect, start_serve
+
+# Starts a program with io_uring_setup forbidden (EPERM) by a seccomp filter,
+# as container runtimes' profiles do; the filter survives the exec.
+SECCOMP_LAUNCHER = r"""
+import ctypes, os, struct, sys
+NR_IO_URING_SETUP = 425  # the same number on every architecture
+insns = [
+    (0x20, 0, 0, 0),                        # load seccomp_data.nr
+    (0x15, 0, 1, NR_IO_URING_SETUP),        # io_uring_setup?
+    (0x06, 0, 0, 0x00050000 | 1),           # return ERRNO(EPERM)
+    (0x06, 0, 0, 0x7FFF0000),               # return ALLOW
+]
+code = b"".join(struct.pack("HBBI", *i) for i in insns)
+buf = ctypes.create_string_buffer(code, len(code))
+prog = struct.pack("HxxxxxxP", len(insns), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                                  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(prog), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def uses_io_uring(pid: int) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd) == "anon_inode:[io_uring]" for fd in fds.iterdir())
+
+
+def test_each_backend_serves(tcpkit_process):
+    for backend, expect_ring in (("epoll", False), ("uring", True)):
+        server, port = start_serve(tcpkit_process, "--io-backend", backend)
+        with connect(port) as client:
+            ack_round_trip(client, b"hello", "收到了你的訊息".encode())
+        assert uses_io_uring(server.pid) == expect_ring, backend
+        assert not any("io_uring" in line for line in server.stderr_lines)
+        server.stop()
+
+
+def test_forbidden_io_uring_falls_back_to_epoll_with_one_line(tcpkit_process):
+    argv = [sys.executable, "-c", SECCOMP_LAUNCHER, str(tcpkit_path()), "serve", "--port", "0",
+            "--threads", "2", "--io-backend", "uring"]
+    server = tcpkit_process(argv=argv)
+    line = server.wait_for_line(r"io_uring is unavailable", stream="stderr")
+    assert line.string == ("tcpkit serve: io_uring is unavailable (io_uring_setup for an event loop: "
+                           "Operation not permitted): using epoll")
+    match = server.wait_for_line(r"listening on .*:(?P<port>\d+)", stream="stdout")
+    with connect(int(match.group("port"))) as client:
+        ack_round_trip(client, b"hello", "收到了你的訊息".encode())
+    assert not uses_io_uring(server.pid)
+    # One line, though the I/O threads' loops were created after it.
+    assert sum("io_uring" in line for line in server.stderr_lines) == 1
+
+
+def test_unknown_backend_is_a_usage_error():
+    result = run_tcpkit("serve", "--io-backend", "kqueue")
+    assert result.returncode == 2
+    assert "kqueue" in result.stderr
