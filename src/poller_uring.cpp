@@ -84,6 +84,8 @@ uint64_t UringPoller::user_data(uint32_t index) const {
 void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   ready->clear();
   arm_queued();
+  // A write recheck is due this iteration: collect what is there, no waiting.
+  if (!recheck_.empty()) timeout = std::chrono::milliseconds(0);
   __kernel_timespec ts{};
   __kernel_timespec* wait_limit = nullptr;
   if (timeout.count() >= 0) {
@@ -107,6 +109,14 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
     ++seen;
   }
   io_uring_cq_advance(&ring_, seen);
+  // Once armed, a write that finds no room is sure to hear of the next: so
+  // the channel tries now, and EAGAIN is the worst it meets.
+  for (auto [index, generation] : recheck_) {
+    const Slot& slot = slots_[index];
+    if (slot.channel == nullptr || slot.generation != generation) continue;
+    if (slot.channel->interest() & event::kWritable) ready->emplace_back(slot.channel, event::kWritable);
+  }
+  recheck_.clear();
 }
 
 // The one place where a completion becomes a channel's event.
@@ -203,6 +213,7 @@ void UringPoller::arm_queued() {
     slot.multishot = slot.peer_closed && !(interest & event::kReadable);
     if (slot.multishot) {
       io_uring_prep_poll_multishot(sqe, slot.channel->fd(), to_poll(interest));
+      if (interest & event::kWritable) recheck_.emplace_back(index, slot.generation);
     } else {
       io_uring_prep_poll_add(sqe, slot.channel->fd(), to_poll(interest));
     }

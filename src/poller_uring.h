@@ -83,6 +83,10 @@ class UringPoller final : public Poller {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::vector<uint32_t> to_arm_;  // slots whose poll is armed with the next wait
+  // Slots (and the generation armed) whose multishot poll waits for room to
+  // write: such a poll is edge-triggered, so the room that came before it was
+  // armed must be looked for once, by a writable event of our own.
+  std::vector<std::pair<uint32_t, uint32_t>> recheck_;
 };
 
 }  // namespace tcpkit

@@ -69,6 +69,7 @@ TEST(EventLoopThread, DestructorStopsTheLoop) {
 }
 
 TEST(EventLoopThreadDeathTest, StartReportsALoopThatCannotBeCreated) {
+  TCPKIT_SKIP_WHERE_DESCRIPTORS_CANNOT_RUN_OUT();
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
@@ -112,6 +113,7 @@ TEST(LoopThreadPool, WithoutThreadsEveryLoopIsTheBaseLoop) {
 // Two descriptors are one loop (epoll + eventfd): the second of two threads
 // cannot have its loop, and the first is stopped again.
 TEST(LoopThreadPoolDeathTest, StartReportsTheLoopThatCouldNotBeCreated) {
+  TCPKIT_SKIP_WHERE_DESCRIPTORS_CANNOT_RUN_OUT();
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {

@@ -137,14 +137,18 @@ TEST_P(PollerTest, ChannelDestroyedByAnEarlierHandlerGetsNoEvent) {
   auto wa = std::make_unique<Watch>(loop_.get(), a.near.get());
   auto wb = std::make_unique<Watch>(loop_.get(), b.near.get());
   int handled = 0;
-  auto destroy_both = [&](unsigned) {
+  // Whichever comes first destroys the other (not itself: its handler is
+  // running and lives in it).
+  wa->on_event = [&](unsigned) {
     ++handled;
-    wa.reset();
     wb.reset();
     loop_->quit();
   };
-  wa->on_event = destroy_both;
-  wb->on_event = destroy_both;
+  wb->on_event = [&](unsigned) {
+    ++handled;
+    wa.reset();
+    loop_->quit();
+  };
   wa->channel.enable_reading();
   wb->channel.enable_reading();
   run();
@@ -171,7 +175,7 @@ TEST_P(PollerTest, StaleCompletionNeverReachesTheNextChannelInItsSlot) {
       ++b_events;
       char buf[16];
       EXPECT_EQ(::read(b.near.get(), buf, sizeof buf), 5) << "an event with nothing to read";
-      wb.reset();
+      wb->channel.disable_all();  // wb itself goes after run(): this handler lives in it
       loop_->quit();
     };
     wb->channel.enable_reading();
