@@ -93,13 +93,18 @@ void RelayApp::on_connection(const TcpConnectionPtr& conn) {
   RelayPair::Hooks hooks;
   hooks.on_connected = [this](const RelayPair& pair) { pair_connected(pair); };
   hooks.on_finished = [this](const std::shared_ptr<RelayPair>& pair) { pair_finished(pair); };
-  auto pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks));
+  ToxicListPtr toxics;
+  {
+    std::lock_guard lock(mutex_);
+    toxics = toxics_;
+  }
+  const uint64_t sequence = relayed_.fetch_add(1, std::memory_order_relaxed);
+  auto pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks), sequence, std::move(toxics));
   conn->set_context(pair);
   {
     std::lock_guard lock(mutex_);
     pairs_.insert(pair);
   }
-  relayed_.fetch_add(1, std::memory_order_relaxed);
   pair->start();
 }
 
@@ -147,11 +152,40 @@ void RelayApp::begin_stop() {
   });
 }
 
+void RelayApp::stop(std::chrono::milliseconds drain, std::function<void()> on_stopped) {
+  if (stopping_.exchange(true)) return;
+  on_stopped_ = std::move(on_stopped);
+  server_.stop(drain, [this] {
+    server_stopped_ = true;
+    maybe_quit();
+  });
+}
+
+void RelayApp::set_toxics(ToxicListPtr toxics) {
+  std::vector<std::shared_ptr<RelayPair>> open;
+  {
+    std::lock_guard lock(mutex_);
+    toxics_ = toxics;
+    open.assign(pairs_.begin(), pairs_.end());
+  }
+  for (const auto& pair : open) pair->loop()->run_in_loop([pair, toxics] { pair->set_toxics(toxics); });
+}
+
+uint64_t RelayApp::open_pairs() {
+  std::lock_guard lock(mutex_);
+  return pairs_.size();
+}
+
 void RelayApp::maybe_quit() {
   if (!server_stopped_ || quitting_) return;
   {
     std::lock_guard lock(mutex_);
     if (!pairs_.empty()) return;
+  }
+  if (on_stopped_) {
+    quitting_ = true;
+    on_stopped_();  // may destroy this app: nothing after it
+    return;
   }
   log_.log("stopped",
            fmt::format("stopped: relayed {} connections, {} bytes up, {} bytes down",
