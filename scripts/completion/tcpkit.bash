@@ -45,6 +45,7 @@ _tcpkit() {
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"
       flags+=" --max-conns --threads -q --quiet --log-format --allow --deny"
       flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --tls-handshake-timeout --idle-timeout"
+      flags+=" --api --config --seed"
       ;;
     port)
       flags+=" --json"
@@ -73,7 +74,7 @@ _tcpkit() {
       COMPREPLY=($(compgen -W "utf-8 gbk gb18030 big5" -- "$cur"))
       return
       ;;
-    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca)
+    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca | --config)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;
