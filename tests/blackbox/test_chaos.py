@@ -194,11 +194,12 @@ def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):
         relay, api = start_chaos(tcpkit_process, "--seed", seed)
-        runs.append(run_scenario(node_client, api, "seeded")["sizes"])
+        runs.append(run_scenario(node_client, api, "seeded")["text"])
         relay.stop()
-    assert sum(runs[0]) == 1000
-    assert runs[0] == runs[1], "the same seed gave different slices"
-    assert runs[0] != runs[2], "another seed gave the same slices"
+    lines = runs[0].split("\n")[:-1]
+    assert len(lines) == 20 and all(line != "a" * 32 and len(line) == 32 for line in lines)
+    assert runs[0] == runs[1], "the same seed corrupted other bytes"
+    assert runs[0] != runs[2], "another seed corrupted the same bytes"
 
 
 # ---- curl, as in toxiproxy's README; flags and config file ---------------------
@@ -267,6 +268,17 @@ def test_api_refuses_hostile_requests(tcpkit_process):
         assert b'"bad request body"' in s.recv(1000)
 
 
+def through(port: int, upstream: socket.socket, data: bytes) -> tuple[socket.socket, socket.socket]:
+    """Connects a client to the relay's `port`, accepts its connection on
+    `upstream` and checks that `data` gets there; answers both sockets."""
+    client = connect(port)
+    server, _ = upstream.accept()
+    client.sendall(data)
+    server.settimeout(scaled(DEFAULT_TIMEOUT))
+    assert server.recv(len(data) + 100) == data
+    return client, server
+
+
 def test_flags_proxy_and_config_file(tcpkit_process, tmp_path):
     upstream = socket.socket()
     upstream.bind(("127.0.0.1", 0))
@@ -284,10 +296,38 @@ def test_flags_proxy_and_config_file(tcpkit_process, tmp_path):
     assert proxies["from_file"]["listen"] == f"127.0.0.1:{listen}"
     relay_port = int(proxies["relay"]["listen"].rsplit(":", 1)[1])
     for port in (listen, relay_port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                client.sendall(b"hello\n")
-                server.settimeout(scaled(DEFAULT_TIMEOUT))
-                assert server.recv(100) == b"hello\n"
+        client, server = through(port, upstream, b"hello\n")
+        client.close()
+        server.close()
     upstream.close()
+
+
+def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
+    relay, api = start_chaos(tcpkit_process, "--threads", "2")
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(4)
+        up = upstream.getsockname()[1]
+        code, proxy = api_call(api, "POST", "/proxies", {"name": "p", "upstream": f"127.0.0.1:{up}"})
+        assert code == 201
+        port = int(proxy["listen"].rsplit(":", 1)[1])
+        code, _ = api_call(api, "POST", "/proxies/p/toxics", {"type": "latency", "attributes": {"latency": 1}})
+        assert code == 200
+        for action in ("disable", "delete"):
+            client, server = through(port, upstream, b"x")
+            with client, server:
+                if action == "disable":
+                    code, body = api_call(api, "POST", "/proxies/p", {"enabled": False})
+                    assert code == 200 and body["enabled"] is False
+                else:
+                    code, _ = api_call(api, "DELETE", "/proxies/p")
+                    assert code == 204
+                got, _ = recv_until_eof(client)
+                assert got == b"", "the relay kept a connection of a disabled or deleted proxy"
+            with pytest.raises(ConnectionRefusedError):
+                connect(port).close()
+            if action == "disable":
+                code, body = api_call(api, "POST", "/proxies/p", {"enabled": True})
+                assert code == 200 and body["listen"] == proxy["listen"]
+        code, body = api_call(api, "GET", "/proxies/p")
+        assert code == 404 and body == {"error": "proxy not found", "status": 404}

@@ -130,7 +130,13 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
               Logger::str("reason", pair->reason()), Logger::num("bytes_up", pair->bytes_up()),
               Logger::num("bytes_down", pair->bytes_down())});
   }
-  if (stopping_.load(std::memory_order_acquire)) loop_->queue_in_loop([this] { maybe_quit(); });
+  // The chaos API destroys a stopped app in the base loop; a pair that
+  // finished on an I/O thread just before must not call into it after.
+  if (stopping_.load(std::memory_order_acquire)) {
+    loop_->queue_in_loop([this, alive = std::weak_ptr<int>(alive_)] {
+      if (alive.lock()) maybe_quit();
+    });
+  }
 }
 
 void RelayApp::begin_stop() {

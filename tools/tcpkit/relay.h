@@ -72,6 +72,8 @@ class RelayApp {
   std::atomic<uint64_t> relayed_{0};
   std::atomic<uint64_t> bytes_up_{0};
   std::atomic<uint64_t> bytes_down_{0};
+  // Expires with the app; functors queued to the base loop check it there.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
 }  // namespace tcpkit::cli

@@ -163,8 +163,10 @@ json toxic_json(const Toxic& t) {
       break;
     }
     case ToxicType::unplug:
-      attrs = {{"after_ms", t.after_ms}, {"after_bytes", t.after_bytes},
-               {"mode", t.unplug_reset ? "reset" : "close"}};
+      attrs = {{"mode", t.unplug_reset ? "reset" : "close"}};
+      // -1 means "not by this measure": left out, as a client leaves it out.
+      if (t.after_ms >= 0) attrs["after_ms"] = t.after_ms;
+      if (t.after_bytes >= 0) attrs["after_bytes"] = t.after_bytes;
       break;
   }
   if (!t.clients.empty()) {
