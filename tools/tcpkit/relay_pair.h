@@ -141,6 +141,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void pass_fin(Flow& flow);
   void toxic_deadline(const PairToxics::Deadline& deadline);
   void end_pair(bool reset, std::string reason);
+  // An RST to a side that is still open.
+  static void reset_side(const Side& side);
 
   const RelayOptions& options_;
   EventLoop* loop_;
