@@ -331,3 +331,10 @@ def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process)
                 assert code == 200 and body["listen"] == proxy["listen"]
         code, body = api_call(api, "GET", "/proxies/p")
         assert code == 404 and body == {"error": "proxy not found", "status": 404}
+
+
+def test_usage_errors_name_the_missing_flags(tcpkit):
+    done = tcpkit("relay")
+    assert done.returncode == 2 and "give --listen and --to, or --api / --config" in done.stderr
+    done = tcpkit("relay", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0")
+    assert done.returncode == 2 and "give both --listen and --to" in done.stderr

@@ -93,18 +93,16 @@ void RelayApp::on_connection(const TcpConnectionPtr& conn) {
   RelayPair::Hooks hooks;
   hooks.on_connected = [this](const RelayPair& pair) { pair_connected(pair); };
   hooks.on_finished = [this](const std::shared_ptr<RelayPair>& pair) { pair_finished(pair); };
-  ToxicListPtr toxics;
-  {
-    std::lock_guard lock(mutex_);
-    toxics = toxics_;
-  }
   const uint64_t sequence = relayed_.fetch_add(1, std::memory_order_relaxed);
-  auto pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks), sequence, std::move(toxics));
-  conn->set_context(pair);
+  std::shared_ptr<RelayPair> pair;
   {
+    // One lock for the snapshot and the registration: set_toxics() either
+    // ran before (the pair starts with its list) or reaches the pair.
     std::lock_guard lock(mutex_);
+    pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks), sequence, toxics_);
     pairs_.insert(pair);
   }
+  conn->set_context(pair);
   pair->start();
 }
 

@@ -110,6 +110,10 @@ int run_relay(const RelayFlags& f) {
   }
   // The chaos server may start with no proxy: then --listen/--to are absent.
   const bool flags_proxy = !f.listen.empty() || !f.to.empty();
+  if (flags_proxy && (f.listen.empty() || f.to.empty())) {
+    fmt::print(stderr, "tcpkit relay: give both --listen and --to (or neither, with --api)\n");
+    return kExitUsage;
+  }
   auto listen = !flags_proxy ? std::optional<std::vector<Endpoint>>(std::vector<Endpoint>{Endpoint()})
                              : resolve_flag(f.listen, "--listen", true, &why);
   auto upstream = !flags_proxy ? listen : listen ? resolve_flag(f.to, "--to", false, &why) : std::nullopt;
