@@ -200,7 +200,7 @@ const scenarios = {
 
   async slicer(upstream) {
     const proxy = await toxiproxy.createProxy({ name: "slice", listen: "127.0.0.1:0", upstream });
-    await proxy.addToxic({ type: "slicer", attributes: { average_size: 100, size_variation: 20, delay: 20000 } });
+    await proxy.addToxic({ type: "slicer", attributes: { average_size: 100, size_variation: 20, delay: 50000 } });
     const sock = await connect(portOf(proxy));
     const reading = readAll(sock, Date.now());
     sock.write("send 2000\n");

@@ -106,8 +106,11 @@ def test_slicer_cuts_average_size_plus_minus_variation(chaos):
     r = chaos("slicer")
     sizes = r["sizes"]
     assert sum(sizes) == 2000 and r["how"] == "end"
-    assert all(80 <= s <= 120 for s in sizes[:-1]), sizes
-    assert len(sizes) >= 2000 // 120
+    # A read holds one slice, or several when the reader was late (a loaded
+    # machine): never a part of one, and mostly exactly one.
+    assert all(s >= 80 for s in sizes[:-1]), sizes
+    assert sum(80 <= s <= 120 for s in sizes) >= 0.75 * len(sizes), sizes
+    assert len(sizes) >= 0.75 * (2000 // 120), sizes
 
 
 def test_limit_data_closes_after_its_bytes(chaos):
@@ -338,3 +341,26 @@ def test_usage_errors_name_the_missing_flags(tcpkit):
     assert done.returncode == 2 and "give --listen and --to, or --api / --config" in done.stderr
     done = tcpkit("relay", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0")
     assert done.returncode == 2 and "give both --listen and --to" in done.stderr
+
+
+def test_regression_proxies_deleted_while_pairs_finish_on_io_threads(tcpkit_process):
+    """A pair finishing on an I/O thread used to touch its proxy's app after
+    the API had deleted it (a crash under load). Bounded churn of create,
+    connect, disable/enable, delete; the relay must answer at the end."""
+    relay, api = start_chaos(tcpkit_process, "--threads", "2")
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(16)
+        up = upstream.getsockname()[1]
+        for i in range(100):
+            code, proxy = api_call(api, "POST", "/proxies", {"name": "p", "upstream": f"127.0.0.1:{up}"})
+            assert code == 201, proxy
+            client, server = through(int(proxy["listen"].rsplit(":", 1)[1]), upstream, b"x")
+            with client, server:
+                if i % 2:
+                    assert api_call(api, "POST", "/proxies/p", {"enabled": False})[0] == 200
+                    assert api_call(api, "POST", "/proxies/p", {"enabled": True})[0] == 200
+                assert api_call(api, "DELETE", "/proxies/p")[0] == 204
+                recv_until_eof(client)
+    assert api_call(api, "GET", "/proxies") == (200, {})
+    assert relay.returncode is None

@@ -116,10 +116,6 @@ void RelayApp::pair_connected(const RelayPair& pair) {
 void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
   bytes_up_.fetch_add(pair->bytes_up(), std::memory_order_relaxed);
   bytes_down_.fetch_add(pair->bytes_down(), std::memory_order_relaxed);
-  {
-    std::lock_guard lock(mutex_);
-    pairs_.erase(pair);
-  }
   if (!options_.quiet) {
     log_.log("disconnect",
              fmt::format("disconnect {}: {} (bytes up {}, down {})", pair->peer(), pair->reason(),
@@ -128,17 +124,32 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
               Logger::str("reason", pair->reason()), Logger::num("bytes_up", pair->bytes_up()),
               Logger::num("bytes_down", pair->bytes_down())});
   }
-  // The chaos API destroys a stopped app in the base loop; a pair that
-  // finished on an I/O thread just before must not call into it after.
-  if (stopping_.load(std::memory_order_acquire)) {
-    loop_->queue_in_loop([this, alive = std::weak_ptr<int>(alive_)] {
+  // Once the last pair leaves the registry, a stopping app may be
+  // destroyed by the base loop at any moment (the chaos API deletes it):
+  // leaving is the last thing done here with `this`, and the check that
+  // follows runs in the base loop, which tells by `alive` whether it still may.
+  // stop() sets stopping_ under the same lock, so either it comes after
+  // (and its own check sees this pair gone) or this pair asks again.
+  EventLoop* base = loop_;
+  std::weak_ptr<int> alive = alive_;
+  bool stopping = false;
+  {
+    std::lock_guard lock(mutex_);
+    pairs_.erase(pair);
+    stopping = stopping_.load(std::memory_order_acquire);
+  }
+  if (stopping) {
+    base->queue_in_loop([this, alive] {
       if (alive.lock()) maybe_quit();
     });
   }
 }
 
 void RelayApp::begin_stop() {
-  if (stopping_.exchange(true)) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_.exchange(true)) return;
+  }
   std::vector<std::shared_ptr<RelayPair>> open;
   {
     std::lock_guard lock(mutex_);
@@ -157,7 +168,10 @@ void RelayApp::begin_stop() {
 }
 
 void RelayApp::stop(std::chrono::milliseconds drain, std::function<void()> on_stopped) {
-  if (stopping_.exchange(true)) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_.exchange(true)) return;
+  }
   on_stopped_ = std::move(on_stopped);
   server_.stop(drain, [this] {
     server_stopped_ = true;
