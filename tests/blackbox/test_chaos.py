@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.error
@@ -303,6 +304,8 @@ def test_flags_proxy_and_config_file(tcpkit_process, tmp_path):
         client.close()
         server.close()
     upstream.close()
+    relay.signal(signal.SIGINT)
+    assert relay.wait() == 0, relay.describe()
 
 
 def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
