@@ -47,6 +47,7 @@ _tcpkit() {
       flags+=" --max-conns --threads -q --quiet --log-format --allow --deny"
       flags+=" --tls-cert --tls-key --to-tls --to-ca --to-insecure --to-sni --unix-mode"
       flags+=" --tls-handshake-timeout --idle-timeout --io-backend"
+      flags+=" --api --config --seed"
       ;;
     port)
       flags+=" --json"
@@ -79,7 +80,7 @@ _tcpkit() {
       COMPREPLY=($(compgen -W "utf-8 gbk gb18030 big5" -- "$cur"))
       return
       ;;
-    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca | --unix)
+    -o | --output | --tls-ca | --tls-cert | --tls-key | --to-ca | --unix | --config)
       COMPREPLY=($(compgen -f -- "$cur"))
       return
       ;;

@@ -125,9 +125,6 @@ def test_client_data_sent_before_upstream_answers_is_kept(tcpkit_process):
             assert (got, how) == (b"early bird\n", None)
 
 
-@pytest.mark.skipif(os.environ.get("TCPKIT_IO_BACKEND") == "uring",
-                    reason="known io_uring backend bug: a relay pair whose client half-closed can stall "
-                           "(about one pair in a hundred under ASan); the epoll copy runs this test")
 def test_many_concurrent_connections_each_byte_exact(tcpkit_process):
     _server, upstream = echo_server(tcpkit_process, "--threads", "2")
     relay, port = start_relay(tcpkit_process, upstream, "--threads", "2", "--quiet")

@@ -94,13 +94,16 @@ void RelayApp::on_connection(const TcpConnectionPtr& conn) {
   RelayPair::Hooks hooks;
   hooks.on_connected = [this](const RelayPair& pair) { pair_connected(pair); };
   hooks.on_finished = [this](const std::shared_ptr<RelayPair>& pair) { pair_finished(pair); };
-  auto pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks));
-  conn->set_context(pair);
+  const uint64_t sequence = relayed_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<RelayPair> pair;
   {
+    // One lock for the snapshot and the registration: set_toxics() either
+    // ran before (the pair starts with its list) or reaches the pair.
     std::lock_guard lock(mutex_);
+    pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks), sequence, toxics_);
     pairs_.insert(pair);
   }
-  relayed_.fetch_add(1, std::memory_order_relaxed);
+  conn->set_context(pair);
   pair->start();
 }
 
@@ -114,10 +117,6 @@ void RelayApp::pair_connected(const RelayPair& pair) {
 void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
   bytes_up_.fetch_add(pair->bytes_up(), std::memory_order_relaxed);
   bytes_down_.fetch_add(pair->bytes_down(), std::memory_order_relaxed);
-  {
-    std::lock_guard lock(mutex_);
-    pairs_.erase(pair);
-  }
   if (!options_.quiet) {
     log_.log("disconnect",
              fmt::format("disconnect {}: {} (bytes up {}, down {})", pair->peer(), pair->reason(),
@@ -126,11 +125,32 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
               Logger::str("reason", pair->reason()), Logger::num("bytes_up", pair->bytes_up()),
               Logger::num("bytes_down", pair->bytes_down())});
   }
-  if (stopping_.load(std::memory_order_acquire)) loop_->queue_in_loop([this] { maybe_quit(); });
+  // Once the last pair leaves the registry, a stopping app may be
+  // destroyed by the base loop at any moment (the chaos API deletes it):
+  // leaving is the last thing done here with `this`, and the check that
+  // follows runs in the base loop, which tells by `alive` whether it still may.
+  // stop() sets stopping_ under the same lock, so either it comes after
+  // (and its own check sees this pair gone) or this pair asks again.
+  EventLoop* base = loop_;
+  std::weak_ptr<int> alive = alive_;
+  bool stopping = false;
+  {
+    std::lock_guard lock(mutex_);
+    pairs_.erase(pair);
+    stopping = stopping_.load(std::memory_order_acquire);
+  }
+  if (stopping) {
+    base->queue_in_loop([this, alive] {
+      if (alive.lock()) maybe_quit();
+    });
+  }
 }
 
 void RelayApp::begin_stop() {
-  if (stopping_.exchange(true)) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_.exchange(true)) return;
+  }
   std::vector<std::shared_ptr<RelayPair>> open;
   {
     std::lock_guard lock(mutex_);
@@ -148,11 +168,43 @@ void RelayApp::begin_stop() {
   });
 }
 
+void RelayApp::stop(std::chrono::milliseconds drain, std::function<void()> on_stopped) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_.exchange(true)) return;
+  }
+  on_stopped_ = std::move(on_stopped);
+  server_.stop(drain, [this] {
+    server_stopped_ = true;
+    maybe_quit();
+  });
+}
+
+void RelayApp::set_toxics(ToxicListPtr toxics) {
+  std::vector<std::shared_ptr<RelayPair>> open;
+  {
+    std::lock_guard lock(mutex_);
+    toxics_ = toxics;
+    open.assign(pairs_.begin(), pairs_.end());
+  }
+  for (const auto& pair : open) pair->loop()->run_in_loop([pair, toxics] { pair->set_toxics(toxics); });
+}
+
+uint64_t RelayApp::open_pairs() {
+  std::lock_guard lock(mutex_);
+  return pairs_.size();
+}
+
 void RelayApp::maybe_quit() {
   if (!server_stopped_ || quitting_) return;
   {
     std::lock_guard lock(mutex_);
     if (!pairs_.empty()) return;
+  }
+  if (on_stopped_) {
+    quitting_ = true;
+    on_stopped_();  // may destroy this app: nothing after it
+    return;
   }
   log_.log("stopped",
            fmt::format("stopped: relayed {} connections, {} bytes up, {} bytes down",

@@ -10,6 +10,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "relay.h"
+#include "relay_chaos.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tls_context.h"
@@ -40,7 +41,15 @@ Either side may be a Unix-domain socket, written unix:PATH (unix:@NAME for a
 Linux abstract socket): --listen unix:/tmp/a.sock --to 127.0.0.1:9000 puts a
 TCP server behind a socket file, and --listen 127.0.0.1:9000 --to
 unix:/run/app.sock reaches a Unix-only server over TCP. --unix-mode 660 sets
-the listening socket file's permissions.)";
+the listening socket file's permissions.
+
+Chaos server: --api HOST:PORT serves toxiproxy's HTTP API (its default port
+is 8474), so toxiproxy's client libraries create proxies and add or remove
+toxics (latency, bandwidth, slow_close, timeout, reset_peer, slicer,
+limit_data, and tcpkit's frame and unplug) on live connections. --config FILE
+starts with the proxies of a toxiproxy -config file; --listen/--to, if given
+too, become the proxy named "relay". --seed N replays every random choice.
+See docs/chaos.md.)";
 
 struct RelayFlags {
   std::string listen;
@@ -68,6 +77,10 @@ struct RelayFlags {
   double tls_handshake_timeout_s = 10;
   double idle_timeout_s = 0;
   unsigned unix_mode = 0;
+  std::string api;
+  std::string config;
+  uint64_t seed = 0;
+  CLI::Option* seed_opt = nullptr;
   CLI::Option* reset_after_opt = nullptr;
   CLI::Option* close_after_opt = nullptr;
 };
@@ -104,8 +117,20 @@ std::optional<std::vector<Endpoint>> resolve_flag(const std::string& text, const
 int run_relay(const RelayFlags& f) {
   RelayOptions o;
   std::string why;
-  auto listen = resolve_flag(f.listen, "--listen", true, &why);
-  auto upstream = listen ? resolve_flag(f.to, "--to", false, &why) : std::nullopt;
+  const bool chaos = !f.api.empty() || !f.config.empty();
+  if (!chaos && (f.listen.empty() || f.to.empty())) {
+    fmt::print(stderr, "tcpkit relay: give --listen and --to, or --api / --config\n");
+    return kExitUsage;
+  }
+  // The chaos server may start with no proxy: then --listen/--to are absent.
+  const bool flags_proxy = !f.listen.empty() || !f.to.empty();
+  if (flags_proxy && (f.listen.empty() || f.to.empty())) {
+    fmt::print(stderr, "tcpkit relay: give both --listen and --to (or neither, with --api)\n");
+    return kExitUsage;
+  }
+  auto listen = !flags_proxy ? std::optional<std::vector<Endpoint>>(std::vector<Endpoint>{Endpoint()})
+                             : resolve_flag(f.listen, "--listen", true, &why);
+  auto upstream = !flags_proxy ? listen : listen ? resolve_flag(f.to, "--to", false, &why) : std::nullopt;
   if (!listen || !upstream) {
     fmt::print(stderr, "tcpkit relay: {}\n", why);
     return kExitUsage;
@@ -130,6 +155,7 @@ int run_relay(const RelayFlags& f) {
   o.handshake_timeout = to_millis(f.tls_handshake_timeout_s);
   o.idle_timeout = to_millis(f.idle_timeout_s);
   o.unix_mode = f.unix_mode;
+  if (f.seed_opt->count() > 0) o.seed = f.seed;
   // Certificates and CAs are read now, so a wrong file is the one clear
   // error and no client meets a relay that cannot finish a handshake.
   if (!f.tls_cert.empty()) {
@@ -152,6 +178,8 @@ int run_relay(const RelayFlags& f) {
     }
     o.upstream_tls = std::make_shared<const TlsContext>(std::move(*context));
   }
+
+  if (chaos) return run_chaos_relay(std::move(o), {f.api, f.config, flags_proxy ? f.listen : ""});
 
   block_stop_signals();
   auto main_loop = EventLoop::create(f.io_backend);
@@ -193,10 +221,14 @@ Command add_relay_command(CLI::App& app) {
                                                             {"json", LogFormat::json}};
 
   sub->add_option("--listen", f->listen,
-                  "HOST:PORT to accept clients on (port 0 picks a free one), or unix:PATH")
-      ->required();
-  sub->add_option("--to", f->to, "HOST:PORT (or unix:PATH) to forward every connection to")->required();
+                  "HOST:PORT to accept clients on (port 0 picks a free one), or unix:PATH");
+  sub->add_option("--to", f->to, "HOST:PORT (or unix:PATH) to forward every connection to");
   add_unix_mode_flag(*sub, f->unix_mode);
+  sub->add_option("--api", f->api,
+                  "serve toxiproxy's HTTP API on HOST:PORT (toxiproxy's is 127.0.0.1:8474)");
+  sub->add_option("--config", f->config, "start with the proxies in this toxiproxy JSON file")
+      ->check(CLI::ExistingFile);
+  f->seed_opt = sub->add_option("--seed", f->seed, "seed every random fault choice, to replay a run");
   sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay")

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct RelayOptions {
   // --to-tls: the relay speaks TLS to the upstream, verifying upstream_name.
   std::shared_ptr<const TlsContext> upstream_tls;
   std::string upstream_name;
+  // --seed: every random choice of the faults (jitter, toxicity, slices)
+  // replays from it; unset, each run differs.
+  std::optional<uint64_t> seed;
 };
 
 }  // namespace tcpkit::cli

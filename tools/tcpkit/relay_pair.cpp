@@ -22,11 +22,11 @@ ConnectionOptions relay_connection_options(const RelayOptions& options) {
   return o;
 }
 
-namespace {
-
-void reset_connection(const TcpConnectionPtr& conn) {
-  if (conn && !conn->disconnected()) conn->abort();
+void RelayPair::reset_side(const Side& side) {
+  if (side && !side->disconnected()) side->abort();
 }
+
+namespace {
 
 // Why one side went down, for the pair's log line.
 std::string describe(const TcpConnection& side) {
@@ -42,20 +42,26 @@ std::string describe(const TcpConnection& side) {
 
 }  // namespace
 
-RelayPair::RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks)
+RelayPair::RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks,
+                     uint64_t sequence, ToxicListPtr toxics)
     : options_(options),
       loop_(client->loop()),
       hooks_(std::move(hooks)),
       peer_(client->peer_endpoint().to_string()),
       upstream_name_(options.upstream_text),
       client_(client),
-      rng_(std::random_device{}()) {}
+      initial_toxics_(std::move(toxics)),
+      rng_(options.seed ? static_cast<std::minstd_rand::result_type>(*options.seed + sequence)
+                        : std::random_device{}()),
+      toxics_(client->peer_endpoint(), sequence, options.seed) {}
 
 // finish() has normally handed the TcpClient to the loop already; when the
 // pair dies unfinished (the program is exiting) the TcpClient stops here.
 RelayPair::~RelayPair() = default;
 
 void RelayPair::start() {
+  set_toxics(initial_toxics_);
+  initial_toxics_.reset();
   ClientOptions co;
   co.connect_timeout = options_.connect_timeout;
   co.connection = relay_connection_options(options_);
@@ -159,7 +165,7 @@ void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, co
   end_forwarding();
   if (!other || other->disconnected()) return;
   if (kind == CloseReason::reset) {
-    reset_connection(other);
+    reset_side(other);
   } else {
     other->force_close();
   }
@@ -167,9 +173,9 @@ void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, co
 
 // ---- forwarding ------------------------------------------------------------
 
-bool RelayPair::shaping() const {
+bool RelayPair::shaping(const Flow& flow) const {
   return options_.delay.count() > 0 || options_.jitter.count() > 0 || options_.rate > 0 ||
-         options_.chunk > 0;
+         options_.chunk > 0 || toxics_.any(flow.stream) || toxics_.has_frames(flow.stream);
 }
 
 void RelayPair::receive(Flow& flow, Buffer& in) {
@@ -177,10 +183,19 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
     in.retrieve_all();
     return;
   }
+  // A timeout toxic: what is sent now is lost, as on a dead link.
+  if (toxics_.holding(flow.stream)) {
+    in.retrieve_all();
+    return;
+  }
   // The plain forwarder's path: no copy into a queue, no timer.
-  if (!shaping() && flow.queue.empty() && *flow.sink) {
+  if (!shaping(flow) && flow.queue.empty() && *flow.sink) {
     forward(flow, in.view());
     in.retrieve_all();
+  } else if (toxics_.has_frames(flow.stream)) {
+    for (auto& piece : toxics_.frames(flow.stream, in.view())) enqueue(flow, piece.data, piece.extra);
+    in.retrieve_all();
+    pump(flow);
   } else {
     enqueue(flow, in.view());
     in.retrieve_all();
@@ -190,8 +205,8 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
 }
 
 // One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
-void RelayPair::enqueue(Flow& flow, std::string_view data) {
-  auto due = std::max(Clock::now() + next_delay(), flow.last_due);  // order is kept, jitter or not
+void RelayPair::enqueue(Flow& flow, std::string_view data, Clock::duration extra) {
+  auto due = std::max(Clock::now() + next_delay(flow) + extra, flow.last_due);  // order is kept, jitter or not
   flow.last_due = due;
   flow.queue.push_back(Chunk{std::string(data), 0, due});
   flow.queued += data.size();
@@ -208,26 +223,48 @@ void RelayPair::pump(Flow& flow) {
       arm_timer(flow, ready);
       break;
     }
-    size_t n = std::min(piece_size(), chunk.data.size() - chunk.offset);
+    size_t n = std::min(piece_size(flow), chunk.data.size() - chunk.offset);
     std::string_view piece(chunk.data.data() + chunk.offset, n);
     chunk.offset += n;
     flow.queued -= n;
     bool last = chunk.offset == chunk.data.size();
-    if (options_.rate > 0) {
-      auto transmit = std::chrono::nanoseconds(n * 1'000'000'000ULL / options_.rate);
+    if (uint64_t bps = rate(flow); bps > 0) {
+      auto transmit = std::chrono::nanoseconds(n * 1'000'000'000ULL / bps);
       flow.not_before = std::max(flow.not_before, now) + transmit;
     }
     // --chunk with --delay: every piece waits its own delay after the last.
-    if (options_.chunk > 0) flow.not_before = std::max(flow.not_before, now + next_delay());
+    if (options_.chunk > 0) flow.not_before = std::max(flow.not_before, now + next_delay(flow));
+    // A slicer toxic's pause between pieces.
+    if (auto pause = toxics_.slice_delay(flow.stream); pause.count() > 0)
+      flow.not_before = std::max(flow.not_before, now + pause);
     forward(flow, piece);
     if (ending_) return;  // a fault fired and cleared the queue
     if (last) flow.queue.pop_front();
   }
-  if (flow.queue.empty() && flow.eof && !flow.shut) {
-    flow.shut = true;
-    sink->shutdown();  // FIN once the sink's output buffer has drained
-  }
+  if (flow.queue.empty() && flow.eof && !flow.shut) pass_fin(flow);
   maybe_resume(flow);
+}
+
+// FIN once the sink's output buffer has drained; a slow_close toxic holds
+// it back for its delay first.
+void RelayPair::pass_fin(Flow& flow) {
+  auto hold = toxics_.slow_close(flow.stream);
+  if (hold.count() > 0 && flow.close_timer == 0) {
+    std::weak_ptr<RelayPair> weak = weak_from_this();
+    bool up = &flow == &up_;
+    flow.close_timer = loop_->run_after(hold, [weak, up] {
+      auto self = weak.lock();
+      if (!self) return;
+      Flow& f = up ? self->up_ : self->down_;
+      if (f.shut || !*f.sink || self->ending_) return;
+      f.shut = true;
+      (*f.sink)->shutdown();
+    });
+    return;
+  }
+  if (hold.count() > 0) return;  // the timer passes it on
+  flow.shut = true;
+  (*flow.sink)->shutdown();
 }
 
 void RelayPair::arm_timer(Flow& flow, Clock::time_point when) {
@@ -250,9 +287,17 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
   uint64_t total = up_.forwarded + down_.forwarded;
   if (limit != kNoLimit)
     data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
+  // limit_data counts one direction, as in toxiproxy.
+  const uint64_t stream_limit = toxics_.limit(flow.stream);
+  if (stream_limit != kNoLimit)
+    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), stream_limit - std::min(stream_limit, flow.forwarded))));
   if (!data.empty()) {
     (*flow.sink)->send(data);
     flow.forwarded += data.size();
+  }
+  if (stream_limit != kNoLimit && flow.forwarded >= stream_limit && !ending_) {
+    end_pair(false, fmt::format("limit_data: {} bytes {}", flow.forwarded, stream_name(flow.stream)));
+    return;
   }
   check_fault();
 }
@@ -280,8 +325,8 @@ void RelayPair::maybe_resume(Flow& flow) {
   if (*flow.source) (*flow.source)->resume_reading();
 }
 
-RelayPair::Clock::duration RelayPair::next_delay() {
-  auto delay = options_.delay;
+RelayPair::Clock::duration RelayPair::next_delay(Flow& flow) {
+  auto delay = options_.delay + toxics_.latency(flow.stream);
   if (options_.jitter.count() > 0) {
     std::uniform_int_distribution<long long> spread(0, options_.jitter.count());
     delay += std::chrono::milliseconds(spread(rng_));
@@ -289,78 +334,19 @@ RelayPair::Clock::duration RelayPair::next_delay() {
   return delay;
 }
 
-size_t RelayPair::piece_size() const {
+uint64_t RelayPair::rate(const Flow& flow) const {
+  uint64_t flag = options_.rate;
+  uint64_t toxic = toxics_.rate(flow.stream);
+  if (flag == 0 || toxic == 0) return std::max(flag, toxic);
+  return std::min(flag, toxic);
+}
+
+size_t RelayPair::piece_size(Flow& flow) {
   size_t piece = options_.chunk > 0 ? options_.chunk : SIZE_MAX;
   // A rate is kept in steps of about 50 ms, not in bursts of a whole read.
-  if (options_.rate > 0) piece = std::min<size_t>(piece, std::max<uint64_t>(1, options_.rate / 20));
+  if (uint64_t bps = rate(flow); bps > 0) piece = std::min<size_t>(piece, std::max<uint64_t>(1, bps / 20));
+  if (size_t slice = toxics_.slice(flow.stream); slice > 0) piece = std::min(piece, slice);
   return piece;
-}
-
-// ---- faults and the end ----------------------------------------------------
-
-uint64_t RelayPair::fault_limit() const {
-  uint64_t limit = kNoLimit;
-  if (options_.reset_after_set) limit = std::min(limit, options_.reset_after);
-  if (options_.close_after_set) limit = std::min(limit, options_.close_after);
-  return limit;
-}
-
-void RelayPair::check_fault() {
-  uint64_t total = up_.forwarded + down_.forwarded;
-  if (ending_ || fault_limit() == kNoLimit || total < fault_limit()) return;
-  if (options_.reset_after_set && total >= options_.reset_after) {
-    set_reason(fmt::format("reset after {} bytes (--reset-after)", total));
-    end_forwarding();
-    reset_connection(client_);
-    reset_connection(upstream_);
-    return;
-  }
-  set_reason(fmt::format("closed after {} bytes (--close-after)", total));
-  end_forwarding();
-  if (client_) client_->shutdown();
-  if (upstream_) upstream_->shutdown();
-  // A peer that never answers our FIN must not hold the pair forever.
-  std::weak_ptr<RelayPair> weak = weak_from_this();
-  linger_timer_ = loop_->run_after(options_.drain_timeout, [weak] {
-    auto self = weak.lock();
-    if (!self) return;
-    self->linger_timer_ = 0;
-    if (self->client_) self->client_->force_close();
-    if (self->upstream_) self->upstream_->force_close();
-  });
-}
-
-// From now on nothing more is forwarded: queues are dropped, and paused
-// sources read again so that a peer still sending is not left blocked.
-void RelayPair::end_forwarding() {
-  ending_ = true;
-  for (Flow* flow : {&up_, &down_}) {
-    if (flow->timer != 0) loop_->cancel(flow->timer);
-    flow->timer = 0;
-    flow->queue.clear();
-    flow->queued = 0;
-    if (!flow->paused) continue;
-    flow->paused = false;
-    if (*flow->source) (*flow->source)->resume_reading();
-  }
-}
-
-void RelayPair::set_reason(std::string reason) {
-  if (reason_.empty()) reason_ = std::move(reason);
-}
-
-void RelayPair::maybe_finish() {
-  if (finished_ || !client_gone_ || upstream_state_ != Upstream::closed) return;
-  finished_ = true;
-  end_forwarding();
-  if (linger_timer_ != 0) loop_->cancel(linger_timer_);
-  linger_timer_ = 0;
-  client_.reset();
-  upstream_.reset();
-  // We may be inside one of the TcpClient's callbacks, which its destructor
-  // would clear while they run: let it go after this event instead.
-  loop_->queue_in_loop([done = std::shared_ptr<TcpClient>(std::move(connector_))] {});
-  if (hooks_.on_finished) hooks_.on_finished(shared_from_this());
 }
 
 }  // namespace tcpkit::cli

@@ -25,11 +25,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <system_error>
 
+#include "pair_toxics.h"
 #include "relay_options.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_client.h"
@@ -51,7 +53,10 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     std::function<void(const std::shared_ptr<RelayPair>&)> on_finished;  // both sides closed
   };
 
-  RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks);
+  // `sequence` numbers the proxy's clients from 0 (seeds toxics);
+  // `toxics` is the proxy's list of toxics at accept time (may be null).
+  RelayPair(const RelayOptions& options, const TcpConnectionPtr& client, Hooks hooks,
+            uint64_t sequence = 0, ToxicListPtr toxics = nullptr);
   ~RelayPair();
   RelayPair(const RelayPair&) = delete;
   RelayPair& operator=(const RelayPair&) = delete;
@@ -67,6 +72,9 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   // The relay is stopping: that, rather than the drain deadline, is why
   // the pair ends. Loop thread.
   void note_stopping() { set_reason("relay stopping"); }
+  // The proxy's toxics changed: they act on this live connection from
+  // now on. Loop thread.
+  void set_toxics(const ToxicListPtr& toxics);
 
   EventLoop* loop() const { return loop_; }
   const std::string& peer() const { return peer_; }
@@ -90,7 +98,7 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   // One end of the pair.
   using Side = TcpConnectionPtr;
   struct Flow {
-    Flow(Side* from, Side* to) : source(from), sink(to) {}
+    Flow(Side* from, Side* to, Stream s) : source(from), sink(to), stream(s) {}
     Side* source;
     Side* sink;
     std::deque<Chunk> queue;
@@ -101,6 +109,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     bool eof = false;     // the source sent FIN
     bool shut = false;    // we passed it on
     bool paused = false;  // we paused the source
+    Stream stream;
+    TimerId close_timer = 0;  // slow_close: the FIN waits for it
     uint64_t forwarded = 0;
   };
 
@@ -110,7 +120,7 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void side_closed(const Side& closed, Side& other, bool other_done, const char* who);
 
   void receive(Flow& flow, Buffer& in);
-  void enqueue(Flow& flow, std::string_view data);
+  void enqueue(Flow& flow, std::string_view data, Clock::duration extra = {});
   void pump(Flow& flow);
   void arm_timer(Flow& flow, Clock::time_point when);
   void forward(Flow& flow, std::string_view data);
@@ -124,9 +134,15 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void end_forwarding();
   void set_reason(std::string reason);
   void maybe_finish();
-  bool shaping() const;
-  Clock::duration next_delay();
-  size_t piece_size() const;
+  bool shaping(const Flow& flow) const;
+  Clock::duration next_delay(Flow& flow);
+  size_t piece_size(Flow& flow);
+  uint64_t rate(const Flow& flow) const;
+  void pass_fin(Flow& flow);
+  void toxic_deadline(const PairToxics::Deadline& deadline);
+  void end_pair(bool reset, std::string reason);
+  // An RST to a side that is still open.
+  static void reset_side(const Side& side);
 
   const RelayOptions& options_;
   EventLoop* loop_;
@@ -138,14 +154,17 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   Side client_;
   Side upstream_;
   std::unique_ptr<TcpClient> connector_;
+  ToxicListPtr initial_toxics_;
   Upstream upstream_state_ = Upstream::connecting;
   bool client_gone_ = false;
   bool ending_ = false;  // a fault fired or a side failed: input is dropped from now on
   bool finished_ = false;
   TimerId linger_timer_ = 0;
-  Flow up_{&client_, &upstream_};    // client -> upstream
-  Flow down_{&upstream_, &client_};  // upstream -> client
+  Flow up_{&client_, &upstream_, Stream::upstream};    // client -> upstream
+  Flow down_{&upstream_, &client_, Stream::downstream};  // upstream -> client
   std::minstd_rand rng_;
+  PairToxics toxics_;
+  std::map<std::string, TimerId> toxic_timers_;  // timeout, reset_peer, unplug
 };
 
 }  // namespace tcpkit::cli

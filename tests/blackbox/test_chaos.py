@@ -1,0 +1,369 @@
+"""Black-box tests of `tcpkit relay --api`: toxiproxy's HTTP API and toxics.
+
+The API is driven the way test suites drive toxiproxy: by its own Node
+client (toxiproxy-node-client from npm, run by chaos_client.js) and by the
+`curl` commands of toxiproxy's README. Each toxic's effect is measured on a
+real loopback connection by the Node script and asserted here, within 10%
+where a number is set (latency, bandwidth). Timing assertions on a shared
+machine are bounds with that tolerance; each scenario has its own deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled
+from serve_util import connect, recv_until_eof
+
+HERE = Path(__file__).resolve().parent
+CLIENT_VERSION = "4.1.0"
+API_RE = r"chaos API on http://(?P<address>\S+)"
+
+
+@pytest.fixture(scope="module")
+def node_client() -> Path:
+    """The npm package, installed once into the build tree (npm's registry
+    is the one network source these tests use; scripts/install-deps puts
+    node and npm in place)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed: run scripts/install-deps")
+    prefix = build_dir() / "npm"
+    package = prefix / "node_modules" / "toxiproxy-node-client"
+    if not (package / "package.json").is_file():
+        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                        "--no-save", f"toxiproxy-node-client@{CLIENT_VERSION}"],
+                       check=True, timeout=180, capture_output=True)
+    return package
+
+
+def start_chaos(tcpkit_process, *args) -> tuple[object, str]:
+    relay = tcpkit_process("relay", "--api", "127.0.0.1:0", *args)
+    match = relay.wait_for_line(API_RE, stream="stdout")
+    return relay, match.group("address")
+
+
+def run_scenario(node_client: Path, api: str, scenario: str, timeout: float = 30) -> dict:
+    env = dict(os.environ, API=api, TOXIPROXY_CLIENT=str(node_client))
+    done = subprocess.run(["node", str(HERE / "chaos_client.js"), scenario], env=env,
+                          capture_output=True, text=True, timeout=scaled(timeout))
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"{scenario}: no output\n{done.stderr}"
+    result = json.loads(lines[-1])
+    assert done.returncode == 0 and "error" not in result, f"{scenario}: {result}\n{done.stderr}"
+    return result
+
+
+@pytest.fixture
+def chaos(tcpkit_process, node_client):
+    relay, api = start_chaos(tcpkit_process)
+    return lambda scenario: run_scenario(node_client, api, scenario)
+
+
+def within(value: float, target: float, tolerance: float = 0.10) -> bool:
+    return abs(value - target) <= tolerance * target
+
+
+# ---- the API, through toxiproxy's client --------------------------------------
+
+def test_node_client_drives_the_api(chaos):
+    r = chaos("api")
+    assert json.loads(r["version"])["version"]
+    assert "409" in r["conflict"]
+    assert "404" in r["missing"]
+    assert r["toxic"] == {"name": "latency_downstream", "type": "latency", "stream": "downstream",
+                          "toxicity": 1, "attributes": {"latency": 5, "jitter": 0}}
+    assert r["updated"]["attributes"]["latency"] == 7
+    assert r["names"] == ["api", "pop"]
+    assert r["enabledAfterDisable"] is False
+    assert r["refused"] == "ECONNREFUSED"
+    assert r["echoed"] == "back again\n"
+    assert r["resetEnabled"] is True
+
+
+def test_latency_within_ten_percent_on_a_live_connection(chaos):
+    r = chaos("latency")
+    assert within(r["withToxic"] - r["base"], 200), r
+    assert r["after"] < 50, r
+    assert r["zero"] < 100, f"toxicity 0 fired: {r}"
+
+
+def test_bandwidth_within_ten_percent(chaos):
+    r = chaos("bandwidth")
+    assert r["bytes"] == 250000
+    assert within(r["bytesPerSecond"], 100 * 1000), r
+
+
+def test_slicer_cuts_average_size_plus_minus_variation(chaos):
+    r = chaos("slicer")
+    sizes = r["sizes"]
+    assert sum(sizes) == 2000 and r["how"] == "end"
+    # A read holds one slice, or several when the reader was late (a loaded
+    # machine): never a part of one, and mostly exactly one.
+    assert all(s >= 80 for s in sizes[:-1]), sizes
+    assert sum(80 <= s <= 120 for s in sizes) >= 0.75 * len(sizes), sizes
+    assert len(sizes) >= 0.75 * (2000 // 120), sizes
+
+
+def test_limit_data_closes_after_its_bytes(chaos):
+    r = chaos("limit_data")
+    assert r["bytes"] == 1000 and r["how"] in ("end", "close"), r
+
+
+def test_timeout_holds_then_closes(chaos):
+    r = chaos("timeout")
+    assert r["heldBytes"] == 0, "timeout 0 let data through"
+    assert r["afterRemove"] == "found\n"
+    assert r["how"] in ("end", "close") and 300 * 0.9 <= r["closedAfterMs"] < 2000, r
+
+
+def test_reset_peer_sends_rst(chaos):
+    r = chaos("reset_peer")
+    assert r["how"] == "ECONNRESET" and 200 * 0.9 <= r["ms"] < 2000, r
+
+
+def test_slow_close_delays_the_fin(chaos):
+    r = chaos("slow_close")
+    assert r["how"] in ("end", "close")
+    assert r["endMs"] - r["dataMs"] >= 300 * 0.9, r
+
+
+# ---- extensions ----------------------------------------------------------------
+
+def test_frame_toxics_drop_duplicate_corrupt_and_delay(chaos):
+    r = chaos("frames")
+    assert r["drop2"] == "a\nc\n"
+    assert r["dup1"] == "a\na\nb\n"
+    assert r["corruptMatch"].startswith("plain\n") and r["corruptMatch"] != "plain\nsecret\n"
+    assert len(r["corruptMatch"]) == 13
+    assert r["delayMs"] >= 300 * 0.9 and r["nextMs"] < 100, r
+    assert r["length"] == "\0\0\0\x03one\0\0\0\x05three"
+
+
+def test_toxics_scoped_to_client_cidrs(chaos):
+    r = chaos("cidr")
+    assert r["outside"] < 100 and within(r["inside"], 300), r
+
+
+def test_unplug_after_bytes_and_after_time(chaos):
+    r = chaos("unplug")
+    # 1000 bytes both ways: the 10 of "send 5000\n" up, 990 down. (Node
+    # reports an RST after data as an end: libuv takes the RDHUP for EOF;
+    # the next test sees the RST with Python.)
+    assert r["bytes"] == 990, r
+    assert r["timedHow"] in ("end", "close") and r["timedMs"] >= 300 * 0.9, r
+
+
+def api_call(api: str, method: str, path: str, body: object = None) -> tuple[int, object]:
+    request = urllib.request.Request(f"http://{api}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=scaled(DEFAULT_TIMEOUT)) as response:
+            text = response.read()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_unplug_resets_after_exactly_its_bytes(tcpkit_process):
+    relay, api = start_chaos(tcpkit_process)
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(1)
+        up = upstream.getsockname()[1]
+        code, proxy = api_call(api, "POST", "/proxies", {"name": "u", "listen": "127.0.0.1:0",
+                                                          "upstream": f"127.0.0.1:{up}"})
+        assert code == 201
+        code, _ = api_call(api, "POST", "/proxies/u/toxics",
+                           {"type": "unplug", "attributes": {"after_bytes": 1000, "mode": "reset"}})
+        assert code == 200
+        with connect(int(proxy["listen"].rsplit(":", 1)[1])) as client:
+            server, _ = upstream.accept()
+            with server:
+                server.sendall(b"x" * 5000)
+                got, how = recv_until_eof(client)
+        assert len(got) == 1000 and how == "reset", f"{len(got)} bytes, then {how!r}"
+
+
+def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
+    runs = []
+    for seed in ("7", "7", "8"):
+        relay, api = start_chaos(tcpkit_process, "--seed", seed)
+        runs.append(run_scenario(node_client, api, "seeded")["text"])
+        relay.stop()
+    lines = runs[0].split("\n")[:-1]
+    assert len(lines) == 20 and all(line != "a" * 32 and len(line) == 32 for line in lines)
+    assert runs[0] == runs[1], "the same seed corrupted other bytes"
+    assert runs[0] != runs[2], "another seed corrupted the same bytes"
+
+
+# ---- curl, as in toxiproxy's README; flags and config file ---------------------
+
+def curl(*args) -> tuple[int, str]:
+    done = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", *args],
+                          capture_output=True, text=True, timeout=scaled(DEFAULT_TIMEOUT))
+    body, _, code = done.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_readme_curl_examples(tcpkit_process):
+    # toxiproxy's own port, as the README has it, unless something holds it.
+    port = 8474 if not _port_taken(8474) else pick_free_port()
+    relay = tcpkit_process("relay", "--api", f"127.0.0.1:{port}")
+    relay.wait_for_line(API_RE, stream="stdout")
+    base = f"localhost:{port}"
+    listen = pick_free_port()
+    code, body = curl("-X", "POST", f"{base}/proxies", "-d",
+                      f'{{"name": "shopify_test_redis_master", "listen": "127.0.0.1:{listen}", '
+                      f'"upstream": "127.0.0.1:6379"}}')
+    assert code == 201 and json.loads(body)["listen"] == f"127.0.0.1:{listen}"
+    code, body = curl("-X", "POST", f"{base}/proxies/shopify_test_redis_master/toxics", "-d",
+                      '{"type":"latency", "attributes":{"latency":1000}}')
+    assert code == 200 and json.loads(body)["name"] == "latency_downstream"
+    code, body = curl("-X", "POST", f"{base}/proxies/shopify_test_redis_master/toxics", "-d",
+                      '{"type":"latency", "attributes":{"latency":1000}}')
+    assert code == 409 and json.loads(body) == {"error": "toxic already exists", "status": 409}
+    code, body = curl(f"{base}/proxies/shopify_test_redis_master/toxics")
+    assert code == 200 and len(json.loads(body)) == 1
+    code, body = curl("-X", "POST", f"{base}/proxies/shopify_test_redis_master", "-d", '{"enabled": false}')
+    assert code == 200 and json.loads(body)["enabled"] is False
+    code, _ = curl("-X", "DELETE", f"{base}/proxies/shopify_test_redis_master/toxics/latency_downstream")
+    assert code == 204
+    code, body = curl("-X", "POST", f"{base}/proxies/shopify_test_redis_master/toxics", "-d",
+                      '{"type":"nonsense"}')
+    assert code == 400 and json.loads(body)["error"] == "invalid toxic type"
+    code, _ = curl("-X", "POST", f"{base}/reset")
+    assert code == 204
+    code, body = curl(f"{base}/proxies/missing")
+    assert code == 404 and json.loads(body) == {"error": "proxy not found", "status": 404}
+    code, body = curl(f"{base}/metrics")
+    assert code == 200 and 'tcpkit_chaos_toxics{proxy="shopify_test_redis_master"} 0' in body
+    code, _ = curl("-X", "DELETE", f"{base}/proxies/shopify_test_redis_master")
+    assert code == 204
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_api_refuses_hostile_requests(tcpkit_process):
+    relay, api = start_chaos(tcpkit_process)
+    code, _ = curl("-H", "Host: attacker.example", f"http://{api}/proxies")
+    assert code == 403, "a rebound DNS name reached the API"
+    host, port = api.rsplit(":", 1)
+    with connect(int(port)) as s:
+        s.sendall(b"POST /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 413")
+    with connect(int(port)) as s:
+        s.sendall(b"GET /proxies HTTP/1.1\r\n" + b"X: " + b"a" * 9000 + b"\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 413")
+    with connect(int(port)) as s:
+        s.sendall(b"POST /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\n{[}")
+        assert b'"bad request body"' in s.recv(1000)
+
+
+def through(port: int, upstream: socket.socket, data: bytes) -> tuple[socket.socket, socket.socket]:
+    """Connects a client to the relay's `port`, accepts its connection on
+    `upstream` and checks that `data` gets there; answers both sockets."""
+    client = connect(port)
+    server, _ = upstream.accept()
+    client.sendall(data)
+    server.settimeout(scaled(DEFAULT_TIMEOUT))
+    assert server.recv(len(data) + 100) == data
+    return client, server
+
+
+def test_flags_proxy_and_config_file(tcpkit_process, tmp_path):
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(4)
+    up = upstream.getsockname()[1]
+    listen = pick_free_port()
+    config = tmp_path / "toxiproxy.json"
+    config.write_text(json.dumps([{"name": "from_file", "listen": f"127.0.0.1:{listen}",
+                                   "upstream": f"127.0.0.1:{up}"}]))
+    relay, api = start_chaos(tcpkit_process, "--config", str(config), "--listen", "127.0.0.1:0",
+                             "--to", f"127.0.0.1:{up}", "--delay", "1")
+    code, body = curl(f"http://{api}/proxies")
+    proxies = json.loads(body)
+    assert code == 200 and sorted(proxies) == ["from_file", "relay"]
+    assert proxies["from_file"]["listen"] == f"127.0.0.1:{listen}"
+    relay_port = int(proxies["relay"]["listen"].rsplit(":", 1)[1])
+    for port in (listen, relay_port):
+        client, server = through(port, upstream, b"hello\n")
+        client.close()
+        server.close()
+    upstream.close()
+    relay.signal(signal.SIGINT)
+    assert relay.wait() == 0, relay.describe()
+
+
+def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
+    relay, api = start_chaos(tcpkit_process, "--threads", "2")
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(4)
+        up = upstream.getsockname()[1]
+        code, proxy = api_call(api, "POST", "/proxies", {"name": "p", "upstream": f"127.0.0.1:{up}"})
+        assert code == 201
+        port = int(proxy["listen"].rsplit(":", 1)[1])
+        code, _ = api_call(api, "POST", "/proxies/p/toxics", {"type": "latency", "attributes": {"latency": 1}})
+        assert code == 200
+        for action in ("disable", "delete"):
+            client, server = through(port, upstream, b"x")
+            with client, server:
+                if action == "disable":
+                    code, body = api_call(api, "POST", "/proxies/p", {"enabled": False})
+                    assert code == 200 and body["enabled"] is False
+                else:
+                    code, _ = api_call(api, "DELETE", "/proxies/p")
+                    assert code == 204
+                got, _ = recv_until_eof(client)
+                assert got == b"", "the relay kept a connection of a disabled or deleted proxy"
+            with pytest.raises(ConnectionRefusedError):
+                connect(port).close()
+            if action == "disable":
+                code, body = api_call(api, "POST", "/proxies/p", {"enabled": True})
+                assert code == 200 and body["listen"] == proxy["listen"]
+        code, body = api_call(api, "GET", "/proxies/p")
+        assert code == 404 and body == {"error": "proxy not found", "status": 404}
+
+
+def test_usage_errors_name_the_missing_flags(tcpkit):
+    done = tcpkit("relay")
+    assert done.returncode == 2 and "give --listen and --to, or --api / --config" in done.stderr
+    done = tcpkit("relay", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0")
+    assert done.returncode == 2 and "give both --listen and --to" in done.stderr
+
+
+def test_regression_proxies_deleted_while_pairs_finish_on_io_threads(tcpkit_process):
+    """A pair finishing on an I/O thread used to touch its proxy's app after
+    the API had deleted it (a crash under load). Bounded churn of create,
+    connect, disable/enable, delete; the relay must answer at the end."""
+    relay, api = start_chaos(tcpkit_process, "--threads", "2")
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(16)
+        up = upstream.getsockname()[1]
+        for i in range(100):
+            code, proxy = api_call(api, "POST", "/proxies", {"name": "p", "upstream": f"127.0.0.1:{up}"})
+            assert code == 201, proxy
+            client, server = through(int(proxy["listen"].rsplit(":", 1)[1]), upstream, b"x")
+            with client, server:
+                if i % 2:
+                    assert api_call(api, "POST", "/proxies/p", {"enabled": False})[0] == 200
+                    assert api_call(api, "POST", "/proxies/p", {"enabled": True})[0] == 200
+                assert api_call(api, "DELETE", "/proxies/p")[0] == 204
+                recv_until_eof(client)
+    assert api_call(api, "GET", "/proxies") == (200, {})
+    assert relay.returncode is None
