@@ -17,6 +17,9 @@ namespace {
 constexpr unsigned kSqEntries = 256;
 constexpr unsigned kCqEntries = 1024;
 constexpr uint64_t kNoAnswer = 0;  // user_data of requests whose completion is ignored
+// A cancellation's user_data: this bit and the user_data of the poll it
+// cancels (generations stay below 2^31, so the bit is free).
+constexpr uint64_t kCancelBit = uint64_t{1} << 63;
 
 unsigned to_poll(unsigned interest) {
   unsigned ev = 0;
@@ -122,11 +125,24 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
 // The one place where a completion becomes a channel's event.
 void UringPoller::complete(const io_uring_cqe& cqe, Ready* ready) {
   if (cqe.user_data == kNoAnswer) return;
+  if (cqe.user_data & kCancelBit) {
+    // A multishot poll whose wake-up is still being handled in the kernel
+    // (its task work waits for our next wait, with DEFER_TASKRUN) refuses
+    // to be cancelled now, and stays armed: it would keep its socket open
+    // after our close(). So it is cancelled again, with the next batch.
+    if (cqe.res == -EALREADY) stale_.push_back(cqe.user_data & ~kCancelBit);
+    return;
+  }
   const auto index = static_cast<uint32_t>(cqe.user_data);
   const auto generation = static_cast<uint32_t>(cqe.user_data >> 32);
   if (index >= slots_.size()) return;
   Slot& slot = slots_[index];
-  if (slot.generation != generation || slot.channel == nullptr) return;  // cancelled or removed
+  if (slot.generation != generation || slot.channel == nullptr) {
+    // Cancelled or removed. A multishot poll that still says "more" escaped
+    // its cancellation: cancel it again.
+    if (cqe.flags & IORING_CQE_F_MORE) stale_.push_back(cqe.user_data);
+    return;
+  }
   const unsigned armed = slot.interest;
   // A one-shot poll is spent once it completes; a multishot one while the
   // kernel says it posts no more (no IORING_CQE_F_MORE).
@@ -204,6 +220,12 @@ void UringPoller::queue_arm(uint32_t index) {
 // A slot queued, then freed and reused before this runs, arms for its new
 // channel: what matters is the slot's state now.
 void UringPoller::arm_queued() {
+  for (uint64_t poll : stale_) {
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_poll_remove(sqe, poll);
+    io_uring_sqe_set_data64(sqe, kCancelBit | poll);
+  }
+  stale_.clear();
   for (uint32_t index : to_arm_) {
     Slot& slot = slots_[index];
     slot.queued = false;
@@ -228,7 +250,7 @@ void UringPoller::cancel(uint32_t index) {
   Slot& slot = slots_[index];
   io_uring_sqe* sqe = next_sqe();
   io_uring_prep_poll_remove(sqe, user_data(index));
-  io_uring_sqe_set_data64(sqe, kNoAnswer);
+  io_uring_sqe_set_data64(sqe, kCancelBit | user_data(index));
   slot.armed = false;
   // The cancelled poll's completion (ECANCELED, or an event that raced the
   // cancellation) carries the old generation and is dropped.
@@ -236,7 +258,8 @@ void UringPoller::cancel(uint32_t index) {
 }
 
 void UringPoller::next_generation(Slot* slot) {
-  if (++slot->generation == 0) slot->generation = 1;
+  // Never 0 (user_data 0 is kNoAnswer), never 2^31 or more (kCancelBit).
+  if (++slot->generation >= (uint32_t{1} << 31)) slot->generation = 1;
 }
 
 io_uring_sqe* UringPoller::next_sqe() {

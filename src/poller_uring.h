@@ -87,6 +87,8 @@ class UringPoller final : public Poller {
   // write: such a poll is edge-triggered, so the room that came before it was
   // armed must be looked for once, by a writable event of our own.
   std::vector<std::pair<uint32_t, uint32_t>> recheck_;
+  // Polls (their user_data) whose cancellation must be tried again.
+  std::vector<uint64_t> stale_;
 };
 
 }  // namespace tcpkit

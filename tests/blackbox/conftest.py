@@ -437,10 +437,3 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     print(f"\n{SANITIZER} sanitizer report(s) in {REPORT_DIR}:\n{describe_reports(reports)}")
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-
-# A known bug of the io_uring backend: a relay pair whose client half-closed
-# can stall (about one pair in a hundred). Tests that relay half-closed
-# connections skip on that backend, saying so; the epoll copy runs them.
-skip_on_uring_half_close_bug = pytest.mark.skipif(
-    os.environ.get("TCPKIT_IO_BACKEND") == "uring",
-    reason="known io_uring backend bug: a relay pair whose client half-closed can stall")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, run_tcpkit, scaled, skip_on_uring_half_close_bug, wait_until
+from conftest import DEFAULT_TIMEOUT, run_tcpkit, scaled, wait_until
 from serve_util import recv_exact, recv_line, recv_until_eof, wait_log
 
 LISTENING_UNIX_RE = r"listening on unix:(?P<path>\S+) \(mode (?P<mode>\w+)"
@@ -142,7 +142,6 @@ def test_connect_unix_with_a_port_is_a_usage_error():
     assert "no PORT" in result.stderr
 
 
-@skip_on_uring_half_close_bug
 def test_relay_unix_to_tcp_is_byte_exact(tcpkit_process, sock_dir):
     upstream = tcpkit_process("serve", "--port", 0, "--mode", "echo")
     port = int(upstream.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)").group(1))
@@ -154,7 +153,6 @@ def test_relay_unix_to_tcp_is_byte_exact(tcpkit_process, sock_dir):
     wait_log(relay, rf"connect unix:{re.escape(path)} \(pid {os.getpid()}, uid \d+\) -> 127\.0\.0\.1:{port}")
 
 
-@skip_on_uring_half_close_bug
 def test_relay_tcp_to_unix_is_byte_exact(tcpkit_process, sock_dir):
     path = str(sock_dir / "upstream.sock")
     start_unix_serve(tcpkit_process, path, "--mode", "echo")
