@@ -289,11 +289,11 @@ def test_tls_over_a_unix_socket_with_python_ssl_and_tcpkit_connect(tcpkit_proces
     server = start_unix_serve(tcpkit_process, path, "--mode", "echo", "--tls-cert", cert, "--tls-key", key)
     context = ssl.create_default_context(cafile=cert)
     with context.wrap_socket(unix_client(path), server_hostname="localhost") as client:
-        payload = os.urandom(256 * 1024)
-        writer = threading.Thread(target=client.sendall, args=(payload,))
-        writer.start()
-        assert recv_exact(client, len(payload)) == payload
-        writer.join()
+        # One thread: an SSL socket is not to be read and written at once.
+        for _ in range(16):
+            piece = os.urandom(16 * 1024)
+            client.sendall(piece)
+            assert recv_exact(client, len(piece)) == piece
     wait_log(server, rf"tls unix:{re.escape(path)} \(pid {os.getpid()}, uid {os.getuid()}\): TLSv1\.3 ")
     result = run_tcpkit("connect", "--unix", path, "--tls", "--tls-ca", cert, "--sni", "localhost",
                         "--send", "over TLS over a Unix socket")
