@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import socket
 import time
 from pathlib import Path
@@ -257,6 +258,26 @@ def test_extra_bytes_from_the_server_are_counted(tmp_path):
     # The 7 zero bytes can never match the letter pattern.
     assert report["errors"]["mismatched_bytes"] >= len(extra), report
     assert "data errors" in result.stderr, result.stderr
+
+
+def test_a_quiet_run_does_not_spin(tmp_path):
+    """Regression: without --live, the main thread's once-a-second tick stayed
+    in the past after the first second, so it slept for nothing and spun for
+    the rest of the run beside the workers (a core's worth of CPU, on the
+    core the client had)."""
+    def read_and_never_answer(conn: socket.socket) -> None:
+        while conn.recv(1024):
+            pass
+
+    with PeerServer(read_and_never_answer) as server:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = run_tcpkit("bench", "127.0.0.1", server.port, "-d", "3", "--format", "json",
+                            timeout=RUN_TIMEOUT)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 1, describe(result)  # no echo came back
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # Idle workers and a sleeping main thread: a spin would cost about 2 s.
+    assert cpu < 1.0, f"bench used {cpu:.2f} s of CPU in a 3 s run with nothing to do"
 
 
 def test_server_closing_mid_run_counts_reset_and_lost_bytes(tmp_path):

@@ -387,11 +387,13 @@ Result<BenchResult> BenchRunner::run() {
   auto next_live = start + std::chrono::seconds(1);
   while (Clock::now() < end) {
     std::this_thread::sleep_until(std::min(end, next_live));
-    if (options_.live && Clock::now() >= next_live) {
-      double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors), connected_now());
-      next_live += std::chrono::seconds(1);
-    }
+    if (Clock::now() < next_live) continue;
+    // The tick moves on with or without --live: a tick left in the past
+    // would turn this sleep into a busy loop beside the workers.
+    next_live += std::chrono::seconds(1);
+    if (!options_.live) continue;
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors), connected_now());
   }
   for (auto& w : workers_) w->measuring = false;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
