@@ -1,4 +1,4 @@
-// Fuzzes the chaos API's request parser (tools/tcpkit/http_request.cpp) and
+// Fuzzes the chaos API's request parser (tools/tcpkit/common/http_request.cpp) and
 // its Host check. Invariants: never crash; a parsed request took no more
 // than it was given, within the limits; the bytes it took parse again to
 // the same request (what follows it cannot change it); a path starts with
@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "fuzz_check.h"
-#include "api_request.h"
+#include "relay/api_request.h"
 
 using tcpkit::cli::ApiParse;
 using tcpkit::cli::ApiRequest;

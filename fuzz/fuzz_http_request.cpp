@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "fuzz_check.h"
-#include "http_request.h"
+#include "common/http_request.h"
 
 using tcpkit::cli::host_allowed;
 using tcpkit::cli::HttpParse;

@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "fuzz_check.h"
-#include "json_writer.h"
-#include "text_escape.h"
+#include "common/json_writer.h"
+#include "common/text_escape.h"
 
 using tcpkit::cli::Json;
 using tcpkit::cli::json_text;

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "fuzz_check.h"
-#include "text_escape.h"
+#include "common/text_escape.h"
 
 using namespace tcpkit::cli;
 

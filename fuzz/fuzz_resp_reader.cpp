@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fuzz_check.h"
-#include "resp.h"
+#include "serve/resp.h"
 
 using tcpkit::cli::RespLimits;
 using tcpkit::cli::RespParse;

@@ -1,4 +1,4 @@
-// Fuzzes the chaos API's toxic parser (tools/tcpkit/toxic.cpp) on any JSON.
+// Fuzzes the chaos API's toxic parser (tools/tcpkit/relay/toxic.cpp) on any JSON.
 // Invariants: never crash or throw; a parsed toxic has a name, a toxicity
 // in [0, 1] and counts that cannot overflow; it writes to JSON that parses
 // back to the same toxic (the API answers with what a client sends again).
@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_check.h"
-#include "toxic.h"
+#include "relay/toxic.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto body = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);

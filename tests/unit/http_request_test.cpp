@@ -1,5 +1,5 @@
 // The metrics server's request parser and its Host check.
-#include "http_request.h"
+#include "common/http_request.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // RespReader: Redis replies through hiredis's reader, with the limits that
 // keep a broken or hostile Redis from costing us memory or CPU.
-#include "resp.h"
+#include "serve/resp.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Log escaping, nick rules and the JSON writer: what outside text becomes
 // on its way to a log line, a terminal or a JSON document.
-#include "json_writer.h"
-#include "text_escape.h"
+#include "common/json_writer.h"
+#include "common/text_escape.h"
 
 #include <gtest/gtest.h>
 

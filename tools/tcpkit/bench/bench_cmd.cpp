@@ -1,0 +1,271 @@
+// `tcpkit bench`: a load generator with the ping-pong method the peers
+// publish, a connection-rate test and a one-way stream; text or JSON report.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "bench/bench_runner.h"
+#include "common/cli_common.h"
+#include "commands.h"
+#include "common/json_writer.h"
+#include "common/logger.h"
+
+namespace tcpkit::cli {
+namespace {
+
+const char* to_string(BenchMode m) {
+  switch (m) {
+    case BenchMode::pingpong: return "pingpong";
+    case BenchMode::connrate: return "connrate";
+    case BenchMode::stream: return "stream";
+  }
+  return "?";
+}
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0) return "unknown";
+  return fmt::format("{} {}", u.sysname, u.release);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+double us(uint64_t nanos) { return static_cast<double>(nanos) / 1000.0; }
+
+struct Figures {
+  double mib_per_s;
+  double msgs_per_s;
+  uint64_t data_errors;
+};
+
+Figures figures_of(const BenchResult& r) {
+  double secs = r.seconds > 0 ? r.seconds : 1;
+  return {static_cast<double>(r.bytes) / (1024.0 * 1024.0) / secs, static_cast<double>(r.messages) / secs,
+          r.mismatched_bytes + r.lost_bytes};
+}
+
+std::string text_report(const BenchOptions& o, const BenchResult& r, const std::string& target) {
+  Figures f = figures_of(r);
+  std::string s = fmt::format("tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s), {:.2f} s\n",
+                              to_string(o.mode), target, o.conns, o.size, o.threads, r.seconds);
+  if (o.mode == BenchMode::connrate) {
+    s += fmt::format("  connections/s  {:.0f}  ({} exchanges)\n", f.msgs_per_s, r.messages);
+    s += "  connect latency (us)";
+  } else {
+    s += fmt::format("  throughput     {:.2f} MiB/s  {:.0f} msg/s  ({} messages)\n", f.mib_per_s, f.msgs_per_s,
+                     r.messages);
+    if (o.mode == BenchMode::pingpong) s += "  round trip (us)";
+  }
+  if (o.mode != BenchMode::stream) {
+    const auto& h = r.latency;
+    s += fmt::format("  p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n", us(h.percentile(50)),
+                     us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()));
+  }
+  s += fmt::format("  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed {}\n",
+                   r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
+  if (o.tls) {
+    s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,
+                     r.tls_error.empty() ? "" : fmt::format(" (first: {})", r.tls_error));
+  }
+  if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
+    s += fmt::format("  only {} of {} connections were up when measuring began\n", r.connected_at_start, o.conns);
+  }
+  return s;
+}
+
+std::string json_report(const BenchOptions& o, const BenchResult& r, const std::string& args) {
+  Figures f = figures_of(r);
+  const auto& h = r.latency;
+  // Rates rounded as the text report shows them; the rest exact.
+  const auto rounded = [](double value, double scale) { return std::round(value * scale) / scale; };
+  Json report = {
+      {"mode", to_string(o.mode)},
+      {"conns", o.conns},
+      {"size", o.size},
+      {"threads", o.threads},
+      {"rate", o.rate},
+      {"duration_s", rounded(r.seconds, 1000)},
+      {"messages", r.messages},
+      {"bytes", r.bytes},
+      {"mib_per_s", rounded(f.mib_per_s, 1000)},
+      {"msgs_per_s", rounded(f.msgs_per_s, 10)},
+      {"connections", r.connections},
+      {"connections_per_s", o.mode == BenchMode::connrate ? rounded(f.msgs_per_s, 10) : 0.0},
+      {"connected_at_start", r.connected_at_start},
+      {"latency_us",
+       {{"p50", rounded(us(h.percentile(50)), 100)},
+        {"p90", rounded(us(h.percentile(90)), 100)},
+        {"p99", rounded(us(h.percentile(99)), 100)},
+        {"p999", rounded(us(h.percentile(99.9)), 100)},
+        {"max", rounded(us(h.max()), 100)}}},
+      {"errors",
+       {{"mismatched_bytes", r.mismatched_bytes},
+        {"lost_bytes", r.lost_bytes},
+        {"refused", r.refused},
+        {"reset", r.reset},
+        {"connect_failed", r.connect_failed},
+        {"tls_failed", r.tls_failed}}},
+      {"tls", o.tls != nullptr},
+      {"host", host_name()},
+      {"kernel", kernel_release()},
+      {"compiler", "g++ " __VERSION__},
+      {"args", args}};
+  return json_text(report) + "\n";
+}
+
+struct BenchFlags {
+  BenchOptions bench;
+  std::string mode = "pingpong";
+  bool tls = false;
+  std::string tls_ca;
+  bool insecure = false;
+  std::string sni;
+  std::string format = "text";
+  std::string output;
+  std::string args;
+  std::string unix_path;  // --unix PATH
+  CLI::Option* port_opt = nullptr;
+};
+
+int run_bench(BenchFlags& flags) {
+  BenchOptions& o = flags.bench;
+  // One target: HOST PORT, HOST = unix:PATH, or --unix PATH.
+  if (!flags.unix_path.empty()) o.host = unix_address(flags.unix_path);
+  const bool unix_target = Endpoint::names_unix_socket(o.host);
+  const bool has_port = flags.port_opt->count() > 0;
+  if (o.host.empty() || unix_target == has_port) {
+    fmt::print(stderr, "tcpkit bench: {}\n",
+               unix_target ? "a Unix socket has no PORT: give unix:PATH (or --unix PATH) alone"
+                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
+  auto targets = unix_target ? Endpoint::resolve(o.host) : Endpoint::resolve(o.host, o.port);
+  if (!targets) {
+    fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host, targets.error().message());
+    return kExitFailure;
+  }
+  const Endpoint target = targets->front();
+  if (flags.tls) {
+    // Read before connecting, so a wrong --tls-ca is the one clear error.
+    auto context = TlsContext::client({flags.tls_ca, !flags.insecure, flags.sni.empty() ? o.host : flags.sni});
+    if (!context) {
+      fmt::print(stderr, "tcpkit bench: --tls-ca: {}\n", context.error().message());
+      return kExitFailure;
+    }
+    o.tls = std::make_shared<const TlsContext>(std::move(*context));
+  }
+  o.live = flags.output.empty() && ::isatty(STDERR_FILENO);
+  BenchRunner runner(o, target);
+  auto run = runner.run();
+  if (!run) {
+    fmt::print(stderr, "tcpkit bench: cannot start: {}\n", run.error().message());
+    return kExitFailure;
+  }
+  const BenchResult& r = *run;
+  std::string report = flags.format == "json" ? json_report(o, r, flags.args) : text_report(o, r, target.to_string());
+  std::FILE* out = stdout;
+  if (!flags.output.empty()) {
+    out = std::fopen(flags.output.c_str(), "w");
+    if (out == nullptr) {
+      fmt::print(stderr, "tcpkit bench: cannot write --output '{}'\n", flags.output);
+      return kExitFailure;
+    }
+  }
+  std::fputs(report.c_str(), out);
+  if (out != stdout) std::fclose(out);
+  if (r.messages == 0 && r.connected_at_start == 0 && r.tls_failed > 0) {
+    fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
+    return kExitFailure;
+  }
+  // connrate has no connect phase: what counts is whether any connection was up.
+  const bool none_up = o.mode == BenchMode::connrate ? r.connections == 0 : r.connected_at_start == 0;
+  if (r.messages == 0 && none_up) {
+    if (o.tls && r.refused + r.connect_failed == 0) {
+      fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
+                 target.to_string());
+    } else {
+      fmt::print(stderr,
+                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
+                 target.to_string(), r.refused, r.connect_failed);
+    }
+    return kExitFailure;
+  }
+  if (r.mismatched_bytes + r.lost_bytes > 0) {
+    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes\n", r.mismatched_bytes,
+               r.lost_bytes);
+    return kExitFailure;
+  }
+  if (r.messages == 0) {
+    // Connected, yet nothing to report: say why the exit status is 1.
+    fmt::print(stderr, "tcpkit bench: {} in {:.2f} s — {}\n",
+               o.mode == BenchMode::stream     ? "no message was written"
+               : o.mode == BenchMode::pingpong ? "no echo came back"
+                                               : "no connection got its byte echoed",
+               r.seconds,
+               o.mode == BenchMode::stream ? "is the server reading?"
+                                           : "is it an echo server (tcpkit serve --mode echo)?");
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Load-test a TCP echo/discard server: pingpong, connrate, stream");
+  auto flags = std::make_shared<BenchFlags>();
+  static const std::map<std::string, BenchMode> kModes{
+      {"pingpong", BenchMode::pingpong}, {"connrate", BenchMode::connrate}, {"stream", BenchMode::stream}};
+  BenchOptions& o = flags->bench;
+  sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
+  flags->port_opt = sub->add_option("PORT", o.port, "server port");
+  add_unix_flag(*sub, flags->unix_path,
+                "load-test the server on this Unix-domain socket instead of HOST PORT");
+  // Names, not numbers: an enum transformer would also take "2" for stream.
+  sub->add_option("--mode", flags->mode,
+                  "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")
+      ->transform(CLI::IsMember({"pingpong", "connrate", "stream"}, CLI::ignore_case))
+      ->capture_default_str();
+  sub->add_option("-c,--conns", o.conns, "connections at once")->check(CLI::Range(1, 1000000))->capture_default_str();
+  sub->add_option("-s,--size", o.size, "message size in bytes")->check(CLI::Range(1, 64 * 1024 * 1024))
+      ->capture_default_str();
+  sub->add_option("-d,--duration", o.duration_s, "seconds to measure")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("-t,--threads", o.threads, "client threads")->check(CLI::Range(1, 256))->capture_default_str();
+  sub->add_option("-r,--rate", o.rate, "messages/s over all connections (open loop); 0: as fast as echoes return")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--format", flags->format, "text | json")->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  sub->add_option("-o,--output", flags->output, "write the report to FILE");
+  auto* tls = sub->add_flag("--tls", flags->tls, "speak TLS (a connection counts once its handshake is done)");
+  auto* tls_ca = sub->add_option("--tls-ca", flags->tls_ca, "with --tls: trust the CA certificates in this PEM file")
+                     ->check(CLI::ExistingFile)
+                     ->needs(tls);
+  sub->add_flag("--insecure", flags->insecure, "with --tls: accept any certificate for any name")
+      ->needs(tls)
+      ->excludes(tls_ca);
+  sub->add_option("--sni", flags->sni, "with --tls: the server name to send and verify (default: HOST)")->needs(tls);
+  add_io_backend_flag(*sub, o.io_backend);
+  return {sub, [flags, sub] {
+            flags->args.clear();
+            for (const auto& opt : sub->get_options()) {
+              if (opt->count() == 0 || opt->get_name() == "--help") continue;
+              flags->args += fmt::format("{}{}={}", flags->args.empty() ? "" : " ", opt->get_name(), opt->as<std::string>());
+            }
+            flags->bench.mode = kModes.at(flags->mode);
+            return run_bench(*flags);
+          }};
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,428 @@
+#include "bench/bench_runner.h"
+
+#include <unistd.h>
+
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "common/cli_common.h"
+#include "tcpkit/buffer.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/event_loop_thread.h"
+#include "tcpkit/tcp_client.h"
+#include "tcpkit/tcp_connection.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A ping-pong connection carries one endless stream whose byte at position
+// p is pattern[p % kPatternPeriod], the pattern repeating with that period;
+// message k is the stream's bytes [k * size, (k + 1) * size). Any piece of
+// the stream is one contiguous run of the pattern buffer, so it is sent and
+// checked in one call, however the kernel splits it; a lost, repeated or
+// reordered piece shows unless its length is a multiple of the period, a
+// prime.
+constexpr size_t kPatternPeriod = 251;
+
+// Messages that end in the stream range (from, to]: how many multiples of
+// `size` it holds.
+uint64_t boundaries_in(uint64_t from, uint64_t to, uint64_t size) { return to / size - from / size; }
+
+uint64_t nanos_between(Clock::time_point a, Clock::time_point b) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+}
+
+size_t count_mismatches(const char* got, const char* want, size_t n) {
+  if (std::memcmp(got, want, n) == 0) return 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += got[i] != want[i];
+  return bad;
+}
+
+}  // namespace
+
+// One connection's state; lives in its worker's loop thread.
+struct Slot {
+  std::unique_ptr<TcpClient> client;
+  TcpConnectionPtr conn;
+  bool ready = false;  // connected, and the TLS handshake done where there is one
+  uint64_t send_pos = 0;  // ping-pong: stream bytes sent so far
+  uint64_t recv_pos = 0;  // ...and received back
+  size_t received = 0;    // connrate: the echo came back
+  std::deque<Clock::time_point> sent_at;  // when each message in flight started
+  Clock::time_point next_send;
+  Clock::time_point connect_started;
+};
+
+struct Worker {
+  explicit Worker(IoBackend backend) : thread(backend) {}
+
+  const BenchOptions* opt = nullptr;
+  Endpoint target;
+  const std::string* pattern = nullptr;
+  int conn_count = 0;
+  EventLoop* loop = nullptr;
+  EventLoopThread thread;
+  std::vector<std::unique_ptr<Slot>> slots;
+  TimerId ticker = 0;
+
+  // Read live by the main thread.
+  std::atomic<uint64_t> messages{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<int> connected{0};
+  std::atomic<bool> measuring{false};
+  std::atomic<bool> stopping{false};
+
+  // Loop thread only; read by the main thread after join().
+  uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0, tls_failed = 0;
+  std::string tls_error;
+  LatencyHistogram latency;
+
+  Result<void> start_thread();
+  void begin();
+  void finish();
+  void start_client(Slot* slot);
+  void on_up(Slot* slot, const TcpConnectionPtr& conn);
+  // Connected, and with --tls the handshake done: the mode's traffic starts.
+  void on_ready(Slot* slot);
+  void handshake_failed(const TcpConnectionPtr& conn);
+  void on_down(Slot* slot, const TcpConnectionPtr& conn);
+  void on_data(Slot* slot, Buffer& in);
+  void on_pingpong_data(Slot* slot, Buffer& in);
+  void on_connrate_data(Slot* slot, Buffer& in);
+  void send_message(Slot* slot);
+  // The next `n` bytes of the stream; messages starting in them started at `when`.
+  void send_stream(Slot* slot, size_t n, Clock::time_point when);
+  void tick();
+  double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
+};
+
+Result<void> Worker::start_thread() {
+  if (auto r = thread.start(); !r) return r;
+  loop = thread.loop();
+  loop->run_in_loop([this] { begin(); });
+  return {};
+}
+
+void Worker::begin() {
+  for (int i = 0; i < conn_count; ++i) {
+    slots.push_back(std::make_unique<Slot>());
+    start_client(slots.back().get());
+  }
+  // Open loop: a 1 ms ticker sends what is due on every connection.
+  if (opt->rate > 0 && opt->mode == BenchMode::pingpong) {
+    ticker = loop->run_every(std::chrono::milliseconds(1), [this] { tick(); });
+  }
+}
+
+void Worker::finish() {
+  stopping = true;
+  if (ticker != 0) loop->cancel(ticker);
+  for (auto& slot : slots) slot->client.reset();
+  slots.clear();
+  loop->quit();
+}
+
+void Worker::start_client(Slot* slot) {
+  ClientOptions co;
+  co.connect_timeout = std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
+  co.connection.high_water_mark = 64 * 1024 * 1024;
+  // The handshake is part of connecting: the same limit bounds both.
+  co.connection.handshake_timeout = co.connect_timeout;
+  co.tls = opt->tls;
+  slot->client = std::make_unique<TcpClient>(loop, target, co);
+  slot->connect_started = Clock::now();
+  slot->client->set_on_connection([this, slot](const TcpConnectionPtr& c) {
+    c->connected() ? on_up(slot, c) : on_down(slot, c);
+  });
+  slot->client->set_on_connect_error([this, slot](const Error& e, std::chrono::milliseconds) {
+    (e.code() == std::errc::connection_refused ? refused : connect_failed)++;
+    errors.fetch_add(1, std::memory_order_relaxed);
+    // connrate keeps trying for the whole run; the others report and stop.
+    if (opt->mode == BenchMode::connrate && !stopping) {
+      loop->queue_in_loop([this, slot] {
+        if (!stopping) start_client(slot);
+      });
+    }
+  });
+  slot->client->set_on_handshake([this, slot](const TcpConnectionPtr&) { on_ready(slot); });
+  slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
+  if (opt->mode == BenchMode::stream) {
+    slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
+      if (!slot->ready) return;  // the TLS handshake's own writes
+      if (measuring.load(std::memory_order_relaxed)) {
+        bytes.fetch_add(opt->size, std::memory_order_relaxed);
+        messages.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!stopping && slot->conn) slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+    });
+  }
+  slot->client->connect();
+}
+
+void Worker::on_data(Slot* slot, Buffer& in) {
+  switch (opt->mode) {
+    case BenchMode::pingpong:
+      on_pingpong_data(slot, in);
+      return;
+    case BenchMode::connrate:
+      on_connrate_data(slot, in);
+      return;
+    case BenchMode::stream:
+      in.retrieve_all();
+      return;
+  }
+}
+
+void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) { slot->conn = conn; }
+
+void Worker::on_ready(Slot* slot) {
+  slot->ready = true;
+  connected.fetch_add(1, std::memory_order_relaxed);
+  connections.fetch_add(1, std::memory_order_relaxed);
+  switch (opt->mode) {
+    case BenchMode::pingpong:
+      slot->next_send = Clock::now();
+      if (opt->rate <= 0) send_message(slot);
+      break;
+    case BenchMode::connrate:
+      if (measuring.load(std::memory_order_relaxed)) latency.record(nanos_between(slot->connect_started, Clock::now()));
+      slot->conn->send(std::string_view("x", 1));
+      break;
+    case BenchMode::stream:
+      slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+      break;
+  }
+}
+
+void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
+  const bool was_ready = slot->ready;
+  if (was_ready) connected.fetch_sub(1, std::memory_order_relaxed);
+  slot->ready = false;
+  slot->conn.reset();
+  if (stopping) return;
+  // Only a TLS connection closes before it is ready: its handshake failed.
+  if (!was_ready) handshake_failed(conn);
+  if (opt->mode == BenchMode::connrate) {
+    // Replace the finished client after this callback has returned.
+    loop->queue_in_loop([this, slot] {
+      if (!stopping) start_client(slot);
+    });
+    if (was_ready && slot->received == 0 && conn->close_reason() != std::errc::operation_canceled) {
+      ++reset;
+      errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    slot->received = 0;
+    return;
+  }
+  if (!was_ready) return;
+  // Mid-run, a close is an error, and whatever was in flight is lost.
+  ++reset;
+  errors.fetch_add(1, std::memory_order_relaxed);
+  lost += slot->send_pos - slot->recv_pos;
+}
+
+void Worker::handshake_failed(const TcpConnectionPtr& conn) {
+  ++tls_failed;
+  errors.fetch_add(1, std::memory_order_relaxed);
+  if (!tls_error.empty()) return;
+  const std::error_code why = conn->close_reason();
+  if (conn->close_kind() == CloseReason::handshake_timeout) {
+    tls_error = fmt::format("TLS handshake with {}: no answer within {:g} s — is it a TLS server?",
+                            target.to_string(), opt->connect_timeout_s);
+    return;
+  }
+  tls_error = fmt::format("TLS handshake with {}: {}", target.to_string(),
+                          why == Errc::peer_closed ? "connection closed" : why.message());
+}
+
+void Worker::send_message(Slot* slot) {
+  send_stream(slot, opt->size, opt->rate > 0 ? slot->next_send : Clock::now());
+}
+
+void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
+  const uint64_t from = slot->send_pos;
+  // A message starts at every multiple of size in [from, from + n).
+  for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0; --k) {
+    slot->sent_at.push_back(when);
+  }
+  slot->send_pos += n;
+  slot->conn->send(std::string_view(pattern->data() + from % kPatternPeriod, n));
+}
+
+// Closed loop (no --rate): every byte that comes back is answered at once by
+// as many new bytes, as a minimal ping-pong client does, so `size` bytes per
+// connection stay in flight even while a message arrives in pieces. One clock
+// read per read from the socket serves both the latencies it completes and
+// the messages it starts.
+void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
+  size_t n = in.readable_bytes();
+  const uint64_t owed = slot->send_pos - slot->recv_pos;
+  if (n > owed) {
+    // Bytes nobody asked for: extra, so wrong.
+    mismatched += n - owed;
+    errors.fetch_add(1, std::memory_order_relaxed);
+    n = static_cast<size_t>(owed);
+  }
+  const char* expected = pattern->data() + slot->recv_pos % kPatternPeriod;
+  if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
+    mismatched += bad;
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  in.retrieve_all();
+  const uint64_t done = boundaries_in(slot->recv_pos, slot->recv_pos + n, opt->size);
+  slot->recv_pos += n;
+  if (n == 0) return;
+  const auto now = Clock::now();
+  const bool counting = measuring.load(std::memory_order_relaxed);
+  for (uint64_t k = 0; k < done; ++k) {
+    if (counting) latency.record(nanos_between(slot->sent_at.front(), now));
+    slot->sent_at.pop_front();
+  }
+  if (counting && done > 0) {
+    messages.fetch_add(done, std::memory_order_relaxed);
+    bytes.fetch_add(done * opt->size, std::memory_order_relaxed);
+  }
+  if (opt->rate <= 0 && !stopping) send_stream(slot, n, now);
+}
+
+void Worker::on_connrate_data(Slot* slot, Buffer& in) {
+  if (in.readable_bytes() == 0) return;
+  if (in.peek()[0] != 'x' || in.readable_bytes() != 1) {
+    mismatched += in.readable_bytes();
+    errors.fetch_add(1, std::memory_order_relaxed);
+  }
+  in.retrieve_all();
+  slot->received = 1;
+  if (measuring.load(std::memory_order_relaxed)) messages.fetch_add(1, std::memory_order_relaxed);
+  if (slot->conn) slot->conn->force_close();
+}
+
+// Open-loop pacing: every connection sends on its own schedule, whether or
+// not earlier replies came back, and latency counts from the scheduled time
+// (so a stalled server cannot hide its stall: no coordinated omission).
+void Worker::tick() {
+  auto now = Clock::now();
+  auto step = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
+  for (auto& slot : slots) {
+    if (!slot->ready) continue;
+    while (slot->next_send <= now) {
+      send_message(slot.get());
+      slot->next_send += step;
+    }
+  }
+}
+
+BenchRunner::BenchRunner(BenchOptions options, Endpoint target) : options_(std::move(options)), target_(target) {}
+
+BenchRunner::~BenchRunner() = default;
+
+Result<BenchResult> BenchRunner::run() {
+  // Periodic: pattern[i] == pattern[i % kPatternPeriod], long enough for a
+  // whole message to start anywhere in the period.
+  std::string pattern(options_.size + kPatternPeriod, '\0');
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const size_t j = i % kPatternPeriod;
+    pattern[i] = static_cast<char>('a' + j % 26 + (j / 26) % 7);
+  }
+
+  int threads = std::max(1, std::min(options_.threads, options_.conns));
+  for (int t = 0; t < threads; ++t) {
+    auto w = std::make_unique<Worker>(options_.io_backend);
+    w->opt = &options_;
+    w->target = target_;
+    w->pattern = &pattern;
+    w->conn_count = options_.conns / threads + (t < options_.conns % threads ? 1 : 0);
+    workers_.push_back(std::move(w));
+  }
+  // Ends the workers whose threads run: their clients close in their loops.
+  auto stop_workers = [this] {
+    for (auto& w : workers_) {
+      Worker* worker = w.get();
+      if (worker->loop != nullptr) worker->loop->run_in_loop([worker] { worker->finish(); });
+    }
+    for (auto& w : workers_) w->thread.stop();
+  };
+  for (auto& w : workers_) {
+    if (auto r = w->start_thread(); !r) {
+      stop_workers();
+      return r.error();
+    }
+  }
+  report_io_backend_fallback("bench", *workers_.front()->loop);
+
+  auto sum = [this](auto member) {
+    uint64_t total = 0;
+    for (auto& w : workers_) total += ((*w).*member).load(std::memory_order_relaxed);
+    return total;
+  };
+  auto connected_now = [this] {
+    int total = 0;
+    for (auto& w : workers_) total += w->connected.load(std::memory_order_relaxed);
+    return total;
+  };
+
+  // Connect phase: wait for every connection (or the timeout) before measuring.
+  BenchResult result;
+  if (options_.mode != BenchMode::connrate) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
+    while (connected_now() < options_.conns && Clock::now() < deadline &&
+           sum(&Worker::errors) < static_cast<uint64_t>(options_.conns)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  result.connected_at_start = connected_now();
+
+  for (auto& w : workers_) w->measuring = true;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.duration_s));
+  auto next_live = start + std::chrono::seconds(1);
+  while (Clock::now() < end) {
+    std::this_thread::sleep_until(std::min(end, next_live));
+    if (Clock::now() < next_live) continue;
+    // The tick moves on with or without --live: a tick left in the past
+    // would turn this sleep into a busy loop beside the workers.
+    next_live += std::chrono::seconds(1);
+    if (!options_.live) continue;
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors), connected_now());
+  }
+  for (auto& w : workers_) w->measuring = false;
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (options_.live) fmt::print(stderr, "\n");
+
+  stop_workers();
+
+  for (auto& w : workers_) {
+    result.messages += w->messages.load();
+    result.bytes += w->bytes.load();
+    result.connections += w->connections.load();
+    result.mismatched_bytes += w->mismatched;
+    result.lost_bytes += w->lost;
+    result.refused += w->refused;
+    result.reset += w->reset;
+    result.connect_failed += w->connect_failed;
+    result.tls_failed += w->tls_failed;
+    if (result.tls_error.empty()) result.tls_error = w->tls_error;
+    result.latency.merge(w->latency);
+  }
+  return result;
+}
+
+void BenchRunner::print_live(double elapsed, uint64_t messages, uint64_t bytes, uint64_t errors, int conns) {
+  double mib = static_cast<double>(bytes) / (1024.0 * 1024.0) / elapsed;
+  double rate = static_cast<double>(messages) / elapsed;
+  fmt::print(stderr, "\r{:6.1f} s  {:10.1f} MiB/s  {:12.0f} msg/s  conns {:6}  errors {:6}", elapsed, mib, rate,
+             conns, errors);
+  std::fflush(stderr);
+}
+
+}  // namespace tcpkit::cli

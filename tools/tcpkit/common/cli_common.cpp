@@ -1,0 +1,168 @@
+#include "common/cli_common.h"
+
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "common/proc_net.h"
+#include "tcpkit/event_loop.h"
+#include "tcpkit/tcp_listener.h"
+
+namespace tcpkit::cli {
+
+std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port,
+                               std::string_view example) {
+  std::string msg = error.message();
+  if (error.code() == std::errc::address_in_use) {
+    std::string holder = describe_port_holder(port);
+    if (!holder.empty()) msg += fmt::format(" — {}", holder);
+    msg += fmt::format(". Stop that server or pick {}; `tcpkit port {}` shows who uses it.", another_port, port);
+  } else if (error.code() == std::errc::permission_denied && port < 1024) {
+    msg += fmt::format(". Ports below 1024 are well-known ports (80 http, 22 ssh...) and need root or "
+                       "CAP_NET_BIND_SERVICE; use a port of 1024 or above, e.g. {}.",
+                       example);
+  } else if (error.code() == std::errc::address_not_available) {
+    msg += ". That address is not on this machine; use 127.0.0.1, 0.0.0.0 or ::.";
+  }
+  return msg;
+}
+
+std::string explain_unix_bind_error(const Error& error, const Endpoint& address) {
+  std::string msg = error.message();
+  if (error.code() == std::errc::address_in_use) {
+    msg += fmt::format(". Stop that server or pick another path; `tcpkit port {}` shows who uses it.",
+                       address.to_string());
+  } else if (error.code() == std::errc::permission_denied) {
+    msg += ". The directory is not writable for you; pick a path in one that is, e.g. /tmp.";
+  }
+  return msg;
+}
+
+Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logger& log) {
+  for (const auto& address : addresses) {
+    auto replaced = TcpListener::remove_stale_socket(address);
+    if (!replaced) return replaced.error();
+    if (!*replaced) continue;
+    log.log("stale-socket",
+            fmt::format("replacing stale socket file {} (no server answers there; its server has gone)",
+                        address.unix_path()),
+            {Logger::str("address", address.to_string())});
+  }
+  return {};
+}
+
+CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what) {
+  return sub.add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
+      ->type_name("PATH");
+}
+
+void add_io_backend_flag(CLI::App& sub, IoBackend& backend) {
+  sub.add_option_function<std::string>(
+         "--io-backend", [&backend](const std::string& name) { backend = *parse_io_backend(name); },
+         "epoll | uring: how event loops wait for I/O (default: $TCPKIT_IO_BACKEND, else epoll; "
+         "uring falls back to epoll where the kernel forbids it)")
+      ->type_name("NAME")
+      ->check(CLI::IsMember({"epoll", "uring"}));
+}
+
+void report_io_backend_fallback(std::string_view command, const EventLoop& loop) {
+  const Error& why = loop.backend_fallback();
+  if (!why.code()) return;
+  fmt::print(stderr, "tcpkit {}: io_uring is unavailable ({}): using epoll\n", command, why.message());
+}
+
+void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {
+  sub.add_option_function<std::string>(
+         "--unix-mode",
+         [&mode](const std::string& text) { mode = static_cast<unsigned>(std::stoul(text, nullptr, 8)); },
+         "permissions of a Unix socket's file, octal (660: owner and group may connect)")
+      ->type_name("MODE")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            const bool octal = !text.empty() && text.size() <= 4 &&
+                               text.find_first_not_of("01234567") == std::string::npos;
+            return octal ? std::string() : "'" + text + "' is not an octal mode like 660 or 0600";
+          },
+          "MODE"));
+}
+
+std::string unix_address(const std::string& path) { return std::string(Endpoint::kUnixPrefix) + path; }
+
+namespace {
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+}  // namespace
+
+void block_stop_signals() {
+  sigset_t set = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void watch_stop_signals(std::function<void()> on_stop) {
+  std::thread([on_stop = std::move(on_stop)] {
+    sigset_t set = stop_signals();
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return;
+    on_stop();
+    if (sigwait(&set, &sig) != 0) return;
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+CLI::Validator cidr_validator() {
+  return CLI::Validator(
+      [](std::string& text) {
+        auto rule = Cidr::parse(text);
+        return rule ? std::string() : rule.error().message();
+      },
+      "CIDR");
+}
+
+void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {
+  const CLI::Validator cidr_text = cidr_validator();
+  sub.add_option_function<std::vector<std::string>>(
+         "--allow", [&access](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) access.allow(*Cidr::parse(text));
+         },
+         verb + " only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed at once")
+      ->check(cidr_text)
+      ->delimiter(',');
+  sub.add_option_function<std::vector<std::string>>(
+         "--deny", [&access](const std::vector<std::string>& rules) {
+           for (const auto& text : rules) access.deny(*Cidr::parse(text));
+         },
+         "refuse clients in this network; repeatable; wins over --allow")
+      ->check(cidr_text)
+      ->delimiter(',');
+}
+
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what) {
+  auto* cert_opt = sub.add_option("--tls-cert", cert, what + "; needs --tls-key")->check(CLI::ExistingFile);
+  auto* key_opt = sub.add_option("--tls-key", key, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  cert_opt->needs(key_opt);
+  key_opt->needs(cert_opt);
+}
+
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom) {
+  sub.add_option("--tls-handshake-timeout", handshake_timeout_s,
+                 "with TLS: seconds " + whom + " has to complete its TLS handshake")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  sub.add_option("--idle-timeout", idle_timeout_s, "close " + whom + " silent this many seconds (0: never)")
+      ->check(CLI::Range(0.0, 1e6));
+}
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
+}
+
+}  // namespace tcpkit::cli

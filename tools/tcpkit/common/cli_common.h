@@ -1,0 +1,92 @@
+// Helpers shared by the long-running commands (serve, relay): the message a
+// user meets when bind() fails, a graceful stop on SIGINT/SIGTERM, and the
+// flags they share (--allow/--deny, --tls-cert/--tls-key, --unix-mode), and
+// the one spelling of a Unix-domain socket every command takes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/logger.h"
+#include "tcpkit/cidr.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/io_backend.h"
+#include "tcpkit/result.h"
+
+namespace CLI {
+class App;
+class Option;
+class Validator;
+}  // namespace CLI
+
+namespace tcpkit {
+class EventLoop;
+}  // namespace tcpkit
+
+namespace tcpkit::cli {
+
+// What the user meets when bind() fails, with a way out. `another_port` and
+// `example` name the command's own flag: "another --port", "--port 8888".
+std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port = "another --port",
+                               std::string_view example = "--port 8888");
+
+// The same for a Unix socket path: names the live holder's pid and the way
+// out, or says why a path that is not a socket is left alone.
+std::string explain_unix_bind_error(const Error& error, const Endpoint& address);
+
+// Before listening: replaces a stale socket file (left by a server that died)
+// at each Unix address and logs that it did; a live server's path or a file
+// that is not a socket is an error for explain_unix_bind_error.
+Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logger& log);
+
+// The one spelling of a Unix-domain socket in an address argument:
+// "unix:PATH", or "unix:@NAME" for a Linux abstract socket.
+constexpr const char* kUnixAddressHelp = "unix:PATH (or unix:@NAME, abstract)";
+// Adds --unix PATH: the Unix socket to use instead of a host and port.
+CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what);
+// Adds --unix-mode MODE (octal, e.g. 660): the socket file's permissions.
+void add_unix_mode_flag(CLI::App& sub, unsigned& mode);
+// "unix:" + PATH for --unix PATH, so every command parses one spelling.
+std::string unix_address(const std::string& path);
+
+// Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread
+// starts, so that every thread inherits the mask and only the watcher below
+// receives the signals.
+void block_stop_signals();
+
+// Waits for SIGINT/SIGTERM on a thread of its own (the signals are blocked
+// everywhere else), so no async-signal-unsafe code runs in a handler. The
+// first signal runs `on_stop` (it should forward to a loop); a second one
+// exits at once: the user does not want to wait for the drain.
+void watch_stop_signals(std::function<void()> on_stop);
+
+// Checks CIDR text ("10.0.0.0/8", "::1") while parsing, so bad text is a
+// usage error (exit 2) that names it.
+CLI::Validator cidr_validator();
+// Adds --allow CIDR and --deny CIDR (repeatable, comma lists) filling
+// `access`; `verb` says what the command does for allowed clients ("serve").
+void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb);
+
+// Adds --tls-cert FILE and --tls-key FILE (each needs the other, both must
+// exist); `what` says what the certificate does for this command.
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what);
+// Adds --tls-handshake-timeout SECONDS and --idle-timeout SECONDS, the
+// connection's own timeouts (ConnectionOptions); `whom` names who is closed.
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom);
+// Adds --io-backend epoll|uring, for the commands that run event loops
+// (serve, relay, bench). Unset, the library's default applies: the
+// environment's TCPKIT_IO_BACKEND, else epoll.
+void add_io_backend_flag(CLI::App& sub, IoBackend& backend);
+// The one log line for a loop that runs on epoll though io_uring was asked
+// for (kernel too old, seccomp, kernel.io_uring_disabled), on stderr:
+// "tcpkit serve: io_uring is unavailable (...): using epoll". Nothing
+// otherwise.
+void report_io_backend_fallback(std::string_view command, const EventLoop& loop);
+// Seconds from a flag as the library's milliseconds.
+std::chrono::milliseconds to_millis(double seconds);
+
+}  // namespace tcpkit::cli

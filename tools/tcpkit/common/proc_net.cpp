@@ -1,0 +1,290 @@
+#include "common/proc_net.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string_view>
+
+#include <fmt/core.h>
+
+namespace tcpkit::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kServicesPath = "/etc/services";
+constexpr const char* kPortRangePath = "/proc/sys/net/ipv4/ip_local_port_range";
+constexpr int kStateListen = 0x0A;
+// /proc/net/unix: __SO_ACCEPTCON in the Flags column marks a listener; St 3
+// is SS_CONNECTED.
+constexpr unsigned long kUnixAcceptCon = 0x10000;
+constexpr unsigned long kUnixConnected = 3;
+
+// The kernel's TCP state numbers (include/net/tcp_states.h), as printed in
+// the "st" column of /proc/net/tcp. NEW_SYN_RECV is a request socket that is
+// half-way through the handshake, which a learner knows as SYN_RECV.
+constexpr std::array<const char*, 13> kStateNames = {
+    "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+    "CLOSE",   "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "SYN_RECV"};
+
+// The tutorial's ports, for machines without /etc/services (minimal
+// containers often lack it).
+constexpr std::array<std::pair<uint16_t, const char*>, 5> kFallbackServices = {
+    {{21, "ftp"}, {22, "ssh"}, {23, "telnet"}, {80, "http"}, {443, "https"}}};
+
+// One row of /proc/net/tcp or /proc/net/tcp6.
+struct TcpRow {
+  std::string local_address;
+  uint16_t local_port = 0;
+  uint16_t remote_port = 0;
+  int state = 0;
+  unsigned long inode = 0;
+};
+
+std::optional<uint32_t> parse_hex32(std::string_view hex) {
+  uint32_t value = 0;
+  auto [end, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), value, 16);
+  if (ec != std::errc{} || end != hex.data() + hex.size()) return std::nullopt;
+  return value;
+}
+
+// The kernel prints an address as 32-bit words with %08X, each word read
+// from memory in host byte order (so 127.0.0.1 is "0100007F" on x86).
+// Copying each parsed word back into memory as-is restores the network-order
+// bytes, whatever the machine's endianness.
+std::optional<std::string> format_host(std::string_view hex) {
+  const bool v6 = hex.size() == 32;
+  if (!v6 && hex.size() != 8) return std::nullopt;
+  std::array<unsigned char, 16> bytes{};
+  for (size_t word = 0; word * 8 < hex.size(); ++word) {
+    auto value = parse_hex32(hex.substr(word * 8, 8));
+    if (!value) return std::nullopt;
+    std::memcpy(bytes.data() + word * 4, &*value, 4);
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  if (!::inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), text, sizeof text)) return std::nullopt;
+  return v6 ? fmt::format("[{}]", text) : std::string(text);
+}
+
+// Splits "0100007F:22B8" into the formatted host and the port.
+bool parse_endpoint(std::string_view field, std::string* host, uint16_t* port) {
+  auto colon = field.find(':');
+  if (colon == std::string_view::npos) return false;
+  auto port_value = parse_hex32(field.substr(colon + 1));
+  if (!port_value || *port_value > 0xFFFF) return false;
+  *port = static_cast<uint16_t>(*port_value);
+  if (!host) return true;
+  auto formatted = format_host(field.substr(0, colon));
+  if (!formatted) return false;
+  *host = *formatted;
+  return true;
+}
+
+// Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode.
+std::optional<TcpRow> parse_row(const std::string& line) {
+  std::istringstream in(line);
+  std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+  TcpRow row;
+  if (!(in >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> row.inode)) {
+    return std::nullopt;
+  }
+  std::string local_host;
+  if (!parse_endpoint(local, &local_host, &row.local_port)) return std::nullopt;
+  if (!parse_endpoint(remote, nullptr, &row.remote_port)) return std::nullopt;
+  auto state_value = parse_hex32(state);
+  if (!state_value) return std::nullopt;
+  row.state = static_cast<int>(*state_value);
+  row.local_address = fmt::format("{}:{}", local_host, row.local_port);
+  return row;
+}
+
+// Both tables; a missing one (IPv6 disabled) is simply empty.
+std::vector<TcpRow> read_tcp_tables() {
+  std::vector<TcpRow> rows;
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      if (auto row = parse_row(line)) rows.push_back(std::move(*row));
+    }
+  }
+  return rows;
+}
+
+std::string state_name(int state) {
+  if (state < 0 || static_cast<size_t>(state) >= kStateNames.size()) return kStateNames[0];
+  return kStateNames[static_cast<size_t>(state)];
+}
+
+std::optional<int> parse_pid(const std::string& name) {
+  int pid = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
+  if (ec != std::errc{} || end != name.data() + name.size()) return std::nullopt;
+  return pid;
+}
+
+std::string read_comm(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/comm", pid));
+  std::string name;
+  std::getline(in, name);
+  return name.empty() ? "?" : name;
+}
+
+// An fd link to a socket reads "socket:[12345]"; returns 12345, or 0.
+unsigned long socket_inode(const fs::path& link) {
+  std::error_code ec;
+  std::string target = fs::read_symlink(link, ec).string();
+  constexpr std::string_view kPrefix = "socket:[";
+  if (ec || !target.starts_with(kPrefix) || !target.ends_with(']')) return 0;
+  unsigned long inode = 0;
+  const char* first = target.data() + kPrefix.size();
+  std::from_chars(first, target.data() + target.size() - 1, inode);
+  return inode;
+}
+
+// Whether process `pid` holds one of `wanted` open; records it as the owner
+// unless a lower pid already does. Unreadable fd folders (another user's
+// process, or one that just exited) are skipped.
+void scan_process_fds(int pid, const std::set<unsigned long>& wanted,
+                      std::map<unsigned long, SocketOwner>& owners) {
+  std::error_code ec;
+  fs::directory_iterator fds(fmt::format("/proc/{}/fd", pid), ec);
+  for (; !ec && fds != fs::directory_iterator(); fds.increment(ec)) {
+    unsigned long inode = socket_inode(fds->path());
+    if (inode == 0 || !wanted.contains(inode)) continue;
+    auto it = owners.find(inode);
+    if (it != owners.end() && it->second.pid < pid) continue;
+    owners[inode] = SocketOwner{pid, read_comm(pid)};
+  }
+}
+
+// Matches socket inodes to processes by walking every /proc/PID/fd.
+std::map<unsigned long, SocketOwner> find_owners(const std::set<unsigned long>& wanted) {
+  std::map<unsigned long, SocketOwner> owners;
+  if (wanted.empty()) return owners;
+  std::error_code ec;
+  fs::directory_iterator procs("/proc", ec);
+  for (; !ec && procs != fs::directory_iterator(); procs.increment(ec)) {
+    if (auto pid = parse_pid(procs->path().filename().string()))
+      scan_process_fds(*pid, wanted, owners);
+  }
+  return owners;
+}
+
+std::optional<std::string> lookup_services_file(std::ifstream& in, uint16_t port) {
+  const std::string wanted = fmt::format("{}/tcp", port);
+  std::string line;
+  while (std::getline(in, line)) {
+    line = line.substr(0, line.find('#'));
+    std::istringstream fields(line);
+    std::string name, port_proto;
+    if (fields >> name >> port_proto && port_proto == wanted) return name;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> lookup_fallback(uint16_t port) {
+  for (const auto& [number, name] : kFallbackServices) {
+    if (number == port) return std::string(name);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<ListeningSocket> find_listeners(uint16_t port) {
+  std::vector<ListeningSocket> listeners;
+  std::set<unsigned long> inodes;
+  for (auto& row : read_tcp_tables()) {
+    if (row.state != kStateListen || row.local_port != port) continue;
+    inodes.insert(row.inode);
+    listeners.push_back(
+        ListeningSocket{std::move(row.local_address), port, row.inode, std::nullopt});
+  }
+  auto owners = find_owners(inodes);
+  for (auto& listener : listeners) {
+    if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
+  }
+  return listeners;
+}
+
+std::map<std::string, int> count_states(uint16_t port) {
+  std::map<std::string, int> counts;
+  for (const auto& row : read_tcp_tables()) {
+    if (row.state == kStateListen) continue;
+    if (row.local_port == port || row.remote_port == port) ++counts[state_name(row.state)];
+  }
+  return counts;
+}
+
+std::optional<std::string> service_name(uint16_t port) {
+  std::ifstream in(kServicesPath);
+  if (!in) return lookup_fallback(port);
+  return lookup_services_file(in, port);
+}
+
+bool services_file_readable() {
+  return static_cast<bool>(std::ifstream(kServicesPath));
+}
+
+std::optional<PortRange> ephemeral_port_range() {
+  std::ifstream in(kPortRangePath);
+  unsigned low = 0, high = 0;
+  if (!(in >> low >> high) || low > high || high > 0xFFFF) return std::nullopt;
+  return PortRange{static_cast<uint16_t>(low), static_cast<uint16_t>(high)};
+}
+
+UnixSocketUsage find_unix_socket(const std::string& path) {
+  UnixSocketUsage usage;
+  std::set<unsigned long> inodes;
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  std::getline(in, line);  // the header
+  // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string num, refcount, protocol, flags, type, state, row_path;
+    unsigned long inode = 0;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode >> row_path)) continue;
+    if (row_path != path) continue;
+    auto flag_bits = parse_hex32(flags);
+    auto state_value = parse_hex32(state);
+    if (flag_bits && (*flag_bits & kUnixAcceptCon) != 0) {
+      inodes.insert(inode);
+      usage.listeners.push_back(ListeningSocket{"unix:" + path, 0, inode, std::nullopt});
+    } else if (state_value && *state_value == kUnixConnected) {
+      ++usage.connections;
+    }
+  }
+  auto owners = find_owners(inodes);
+  for (auto& listener : usage.listeners) {
+    if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
+  }
+  return usage;
+}
+
+std::string describe_port_holder(uint16_t port) {
+  std::string description;
+  for (const auto& listener : find_listeners(port)) {
+    if (!description.empty()) description += "; ";
+    if (listener.owner) {
+      description += fmt::format("pid {} ({}) listens on {}", listener.owner->pid,
+                                 listener.owner->name, listener.address);
+    } else {
+      description +=
+          fmt::format("an unknown process (try as root) listens on {}", listener.address);
+    }
+  }
+  return description;
+}
+
+}  // namespace tcpkit::cli

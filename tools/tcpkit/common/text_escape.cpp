@@ -1,0 +1,136 @@
+#include "common/text_escape.h"
+
+#include <fmt/core.h>
+
+#include <cstdint>
+
+namespace tcpkit::cli {
+namespace {
+
+// Decodes the UTF-8 character at the front of `s`: its code point and
+// length, or length 0 when the bytes there are not a well-formed character.
+struct Decoded {
+  uint32_t code_point = 0;
+  size_t length = 0;
+};
+
+Decoded decode(std::string_view s) {
+  const auto byte = [&s](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return {lead, 1};
+  size_t length = 0;
+  uint32_t cp = 0;
+  uint32_t min = 0;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2, cp = lead & 0x1F, min = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3, cp = lead & 0x0F, min = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4, cp = lead & 0x07, min = 0x10000;
+  } else {
+    return {};
+  }
+  if (s.size() < length) return {};
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0) != 0x80) return {};
+    cp = (cp << 6) | (byte(i) & 0x3F);
+  }
+  // Overlong forms, UTF-16 surrogates and code points past Unicode are
+  // refused as RFC 3629 requires: each is a classic filter bypass.
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return {};
+  return {cp, length};
+}
+
+bool is_control(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+}
+
+// Characters that reorder the text around them on a terminal or in a
+// browser (the "Trojan Source" characters, CVE-2021-42574).
+bool is_bidi_control(uint32_t cp) {
+  return cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+std::string escape(std::string_view text, bool escape_backslash, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes) + 16);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    std::string piece;
+    Decoded d = decode(text.substr(pos));
+    const unsigned char c = static_cast<unsigned char>(text[pos]);
+    if (d.length == 0) {
+      piece = fmt::format("\\x{:02x}", c);
+      d.length = 1;
+    } else if (d.code_point == '\\') {
+      piece = escape_backslash ? "\\\\" : "\\";
+    } else if (d.code_point == '\n') {
+      piece = "\\n";
+    } else if (d.code_point == '\r') {
+      piece = "\\r";
+    } else if (d.code_point == '\t') {
+      piece = "\t";
+    } else if (d.code_point < 0x80 && is_control(d.code_point)) {
+      piece = fmt::format("\\x{:02x}", c);
+    } else if (is_control(d.code_point) || is_bidi_control(d.code_point)) {
+      piece = fmt::format("\\u{:04x}", d.code_point);
+    } else {
+      piece = text.substr(pos, d.length);
+    }
+    if (out.size() + piece.size() > max_bytes) {
+      out += fmt::format("...[{} more bytes]", text.size() - pos);
+      return out;
+    }
+    out += piece;
+    pos += d.length;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string printable(std::string_view text, size_t max_bytes, Backslash backslash) {
+  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  return escape(text, backslash == Backslash::escape, max_bytes);
+}
+
+std::string one_line(std::string_view text) {
+  return escape(text, false, SIZE_MAX);
+}
+
+bool valid_utf8(std::string_view text) {
+  for (size_t pos = 0; pos < text.size();) {
+    Decoded d = decode(text.substr(pos));
+    if (d.length == 0) return false;
+    pos += d.length;
+  }
+  return true;
+}
+
+size_t incomplete_utf8_tail(std::string_view text) {
+  for (size_t i = 1; i <= 3 && i <= text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[text.size() - i]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+    const size_t length = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    return length > i ? i : 0;
+  }
+  return 0;
+}
+
+std::optional<std::string> nick_problem(std::string_view utf8) {
+  if (utf8.empty()) return "a nick cannot be empty";
+  size_t chars = 0;
+  for (size_t pos = 0; pos < utf8.size(); ++chars) {
+    Decoded d = decode(utf8.substr(pos));
+    if (d.length == 0) return "a nick must be valid text in the server's encoding";
+    if (is_control(d.code_point) || is_bidi_control(d.code_point))
+      return "a nick cannot hold control characters";
+    pos += d.length;
+  }
+  if (chars > kMaxNickChars) return fmt::format("a nick is at most {} characters", kMaxNickChars);
+  return std::nullopt;
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,274 @@
+// `tcpkit connect HOST PORT` (or `connect unix:PATH`): the tutorial's client.
+// With --send it connects, sends each text and prints each reply, then
+// closes; without it, it is an interactive session like nc, with text decoded
+// from --encoding and a clear one-line reason when the connection cannot be
+// made. --tls speaks TLS on the connection, verifying the server's
+// certificate unless told not to.
+#include <fmt/core.h>
+#include <openssl/x509_vfy.h>
+
+#include <chrono>
+#include <csignal>
+#include <memory>
+
+#include "common/cli_common.h"
+#include "commands.h"
+#include "connect/session.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/tls_context.h"
+#include "tcpkit/tls_error.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kWaitHelp =
+    "seconds to wait for the peer. Interactive: after stdin ends (and FIN is sent), exit at the "
+    "latest this long later; 0 exits as soon as stdin's data is sent; default: until the peer "
+    "closes. With --send: the longest wait for each reply; 0 sends without waiting; default: "
+    "until the reply arrives or the peer closes";
+
+constexpr const char* kSendHelp =
+    "send TEXT, print the reply, and after the last one close (repeatable, sent in order). "
+    "A reply is what arrives until the peer is quiet for 0.3 s (with --line: one whole line); "
+    "each reply printed is ended with a newline";
+
+std::string validate_port(std::string& text) {
+  auto port = Endpoint::parse_port(text);
+  if (port && *port != 0) return "";
+  return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
+}
+
+std::string validate_host(std::string& text) {
+  if (!text.empty()) return "";
+  return "the host is empty: give a name (localhost), an IPv4 address or an IPv6 address";
+}
+
+std::string validate_encoding(std::string& name) {
+  // Both directions are used: replies are decoded, what is sent is encoded.
+  auto decoder = Transcoder::open(name, "UTF-8");
+  auto encoder = Transcoder::open("UTF-8", name);
+  if (decoder && encoder) return "";
+  return fmt::format("unknown encoding '{}': give a name iconv knows, e.g. utf-8, gbk, big5 "
+                     "(list them with: iconv -l)",
+                     name);
+}
+
+bool is_utf8(const std::string& name) { return Transcoder::canonical_name(name) == "UTF-8"; }
+
+// What the user asked for: HOST, or unix:PATH for --unix PATH.
+std::string target_text(const ConnectOptions& o) {
+  return o.unix_path.empty() ? o.host : unix_address(o.unix_path);
+}
+
+// "127.0.0.1:8888" for a literal (or unix:PATH), "localhost:8888 (tried [::1]:8888, ...)" for a name.
+std::string describe_target(const ConnectOptions& o, uint16_t port,
+                            const std::vector<Endpoint>& addresses) {
+  if (addresses.size() == 1 && (addresses[0].is_unix() || Endpoint::parse(o.host, port))) {
+    return addresses[0].to_string();
+  }
+  std::string host = o.host.find(':') != std::string::npos && o.host.front() != '['
+                         ? "[" + o.host + "]"
+                         : o.host;
+  std::string tried;
+  for (const auto& a : addresses) tried += (tried.empty() ? "" : ", ") + a.to_string();
+  return fmt::format("{}:{} (tried {})", host, port, tried);
+}
+
+std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t port) {
+  const std::string port_arg = o.port_text.empty() ? target_text(o) : std::to_string(port);
+  if (error == std::errc::connection_refused) {
+    return fmt::format("connection refused — is a server running? (try: tcpkit port {})", port_arg);
+  }
+  if (error == std::errc::no_such_file_or_directory) {
+    return fmt::format("no such socket file — is a server running? (try: tcpkit port {})", port_arg);
+  }
+  if (error == std::errc::timed_out) {
+    return fmt::format("timed out after {:g} s (no answer: the host may be down, or a firewall "
+                       "drops the packets)",
+                       o.timeout_s);
+  }
+  return reason_text(error.code());
+}
+
+// Tries each address in the resolver's order within one overall --timeout.
+std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
+  auto addresses = o.port_text.empty() ? Endpoint::resolve(target_text(o)) : Endpoint::resolve(o.host, port);
+  if (!addresses) {
+    const auto& code = addresses.error().code();
+    std::string why = code == Errc::name_not_found
+                          ? "no such host (check the spelling, or give an IP address)"
+                          : reason_text(code);
+    report(fmt::format("cannot resolve '{}': {}", target_text(o), why));
+    return std::nullopt;
+  }
+  const auto deadline = Clock::now() + to_millis(o.timeout_s);
+  Error last(std::make_error_code(std::errc::timed_out), "");
+  for (const auto& address : *addresses) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    auto stream = TcpStream::connect(address, left);
+    if (stream) return std::move(*stream);
+    last = stream.error();
+  }
+  report(fmt::format("cannot connect to {}: {}", describe_target(o, port, *addresses),
+                     connect_reason(last, o, port)));
+  return std::nullopt;
+}
+
+// The name the certificate must carry: --sni, else HOST (an address is
+// checked against the certificate's IP entries and not sent as SNI).
+std::string expected_name(const ConnectOptions& o) {
+  if (!o.sni.empty()) return o.sni;
+  const std::string& host = o.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') return host.substr(1, host.size() - 2);
+  return host;
+}
+
+// What to do about a failed handshake, after the reason.
+std::string handshake_hint(const Error& error, const ConnectOptions& o) {
+  if (error.code().category() != tls_verify_category()) {
+    if (error.code() == Errc::peer_closed || error.code() == std::errc::timed_out) {
+      return " — is the server speaking TLS on this port?";
+    }
+    return "";
+  }
+  const int verdict = error.code().value();
+  if (verdict == X509_V_ERR_HOSTNAME_MISMATCH || verdict == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    return fmt::format(" — the certificate is not for '{}'; pass --sni NAME for the name it "
+                       "carries, or --insecure",
+                       expected_name(o));
+  }
+  return " — pass --tls-ca FILE to trust it, or --insecure";
+}
+
+// Reads --tls-ca before any connection is made, so a wrong file is
+// reported at once.
+std::optional<TlsContext> make_tls_context(const ConnectOptions& o) {
+  auto context = TlsContext::client({o.tls_ca, !o.insecure, expected_name(o)});
+  if (context) return std::move(*context);
+  report(fmt::format("{}: {}", context.error().context(), reason_text(context.error().code())));
+  return std::nullopt;
+}
+
+// Runs the TLS handshake on the connected stream; reports and returns
+// false when that fails.
+bool start_tls(TcpStream& stream, const TlsContext& context, const ConnectOptions& o) {
+  auto done = stream.start_tls(context, {}, to_millis(o.timeout_s));
+  if (done) return true;
+  const Error& error = done.error();
+  report(fmt::format("TLS handshake with {} failed: {}{}", stream.peer_endpoint().to_string(), error.code().message(),
+                     handshake_hint(error, o)));
+  return false;
+}
+
+int run_connect(const ConnectOptions& o) {
+  // The program's own choice (DESIGN.md, decision 6): writing to a closed
+  // stdout must be an EPIPE error to handle, not a signal that kills us.
+  // Sockets never raise SIGPIPE anyway (MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
+
+  // One target: HOST PORT, HOST = unix:PATH, or --unix PATH.
+  const bool unix_target = !o.unix_path.empty() || Endpoint::names_unix_socket(o.host);
+  if (!o.unix_path.empty() && !o.host.empty()) {
+    fmt::print(stderr, "tcpkit connect: give HOST PORT or --unix PATH, not both\n");
+    return kExitUsage;
+  }
+  if (unix_target != o.port_text.empty() || (o.host.empty() && o.unix_path.empty())) {
+    fmt::print(stderr, "tcpkit connect: {}\n",
+               unix_target ? "a Unix socket has no PORT: give unix:PATH alone"
+                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
+  // The validators have accepted the port and the encoding already.
+  const uint16_t port = unix_target ? 0 : *Endpoint::parse_port(o.port_text);
+  std::optional<Transcoder> decoder, encoder;
+  if (!is_utf8(o.encoding)) {
+    decoder.emplace(std::move(*Transcoder::open(o.encoding, "UTF-8")));
+    encoder.emplace(std::move(*Transcoder::open("UTF-8", o.encoding)));
+  }
+
+  std::optional<TlsContext> tls_context;
+  if (o.tls) {
+    tls_context = make_tls_context(o);
+    if (!tls_context) return kExitFailure;
+  }
+  auto stream = connect_to(o, port);
+  if (!stream) return kExitFailure;
+  if (tls_context && !start_tls(*stream, *tls_context, o)) return kExitFailure;
+
+  ReplyPrinter printer(std::move(decoder), o.hex);
+  SessionContext context{o, printer, std::move(encoder), std::nullopt};
+  if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
+  int code = o.sends.empty() ? run_interactive_session(*stream, context)
+                            : run_send_session(*stream, context);
+  stream->close();
+  return code;
+}
+
+}  // namespace
+
+Command add_connect_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "connect", "Connect to a TCP server: send texts and print replies, or talk like nc");
+  auto o = std::make_shared<ConnectOptions>();
+  sub->add_option("HOST", o->host,
+                  "host name, IPv4 or IPv6 address (brackets optional), or a Unix socket: unix:PATH "
+                  "(unix:@NAME for an abstract one), then no PORT")
+      ->check(CLI::Validator(validate_host, "HOST", "host"));
+  sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
+      ->check(CLI::Validator(validate_port, "PORT", "port"));
+  add_unix_flag(*sub, o->unix_path, "connect to this Unix-domain socket instead of HOST PORT");
+  sub->add_option("--send", o->sends, kSendHelp)
+      ->type_name("TEXT")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_option("--encoding", o->encoding,
+                  "text encoding on the wire (any iconv name: utf-8, gbk, big5, ...): replies "
+                  "are shown as UTF-8 and what is sent is converted from UTF-8")
+      ->type_name("NAME")
+      ->capture_default_str()
+      ->check(CLI::Validator(validate_encoding, "NAME", "encoding"));
+  sub->add_option("--timeout", o->timeout_s,
+                  "seconds to wait for the connection to be made (and for the TLS handshake)")
+      ->type_name("SECS")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--wait", o->wait_s, kWaitHelp)->type_name("SECS")->check(CLI::NonNegativeNumber);
+  sub->add_flag("--line", o->line,
+                "line mode: append a newline to each --send text and wait for a whole line as "
+                "its reply; interactively, send stdin a whole line at a time");
+  sub->add_flag("--hex", o->hex,
+                "print what is received as a hex dump like hexdump -C (offset, bytes, ASCII), "
+                "undecoded; each read starts a new row, so the rows show how the data arrived");
+  auto* no_shutdown = sub->add_flag_callback(
+      "--no-shutdown", [o] { o->shutdown_after_eof = false; },
+      "interactive: keep our sending side open after stdin ends (no FIN); exit when the peer "
+      "closes or --wait passes");
+  sub->add_flag("-N", o->nc_shutdown,
+                "interactive: send FIN (shutdown(SHUT_WR)) after stdin ends, as nc -N does; "
+                      "this is already the default, accepted for nc compatibility")
+      ->excludes(no_shutdown);
+  auto* tls = sub->add_flag("--tls", o->tls,
+                            "speak TLS (1.2 or newer) on the connection; the server's certificate "
+                            "must be valid for HOST (or --sni) and signed by a trusted CA");
+  auto* tls_ca = sub->add_option("--tls-ca", o->tls_ca,
+                                 "with --tls: trust the CA certificates in this PEM file (e.g. a "
+                                 "self-signed server's own certificate) instead of the system's")
+                     ->type_name("FILE")
+                     ->needs(tls);
+  sub->add_flag("--insecure", o->insecure,
+                "with --tls: accept any certificate for any name. Still encrypted, but anyone in "
+                "the middle can read along: for testing only")
+      ->needs(tls)
+      ->excludes(tls_ca);
+  sub->add_option("--sni", o->sni,
+                  "with --tls: the server name to send (SNI) and to verify the certificate "
+                  "against; default: HOST")
+      ->type_name("NAME")
+      ->needs(tls);
+  return {sub, [o] { return run_connect(*o); }};
+}
+
+}  // namespace tcpkit::cli

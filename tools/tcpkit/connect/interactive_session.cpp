@@ -1,0 +1,203 @@
+// `tcpkit connect` without --send: an interactive session like nc. One
+// poll() watches stdin and the socket. What stdin gives is queued and sent
+// without blocking, and stdin is read again only when the queue is empty, so
+// a peer that stops reading slows the input down instead of deadlocking a
+// session that must also keep printing what the peer sends. With --tls the
+// stream encrypts; its ciphertext not yet sent counts as queued output.
+#include <fmt/core.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+
+#include "commands.h"
+#include "connect/session.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kReadSize = 64 * 1024;
+constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
+
+class InteractiveSession {
+ public:
+  InteractiveSession(TcpStream& stream, SessionContext& context)
+      : stream_(stream), context_(context), buffer_(kReadSize) {}
+
+  int run();
+
+ private:
+  int poll_timeout() const;
+  bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
+  std::optional<int> on_socket_readable();
+  std::optional<int> on_stdin_readable();
+  void queue_input(std::string_view text);
+  // Appends `text`, converted from UTF-8 to the session's encoding, to output_.
+  void encode(std::string_view text);
+  void queue_end_of_input();
+  std::optional<int> flush_output();
+  std::optional<int> finish_input();
+
+  TcpStream& stream_;
+  SessionContext& context_;
+  std::vector<char> buffer_;
+  // Encoded bytes the stream has not taken yet.
+  std::string output_;
+  // --line: stdin text after its last newline, sent once the line is whole.
+  std::string partial_line_;
+  bool stdin_open_ = true;
+  bool input_finished_ = false;
+  // Set once stdin has ended and --wait is counting.
+  std::optional<Clock::time_point> deadline_;
+};
+
+int InteractiveSession::run() {
+  for (;;) {
+    if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
+    const bool read_stdin = stdin_open_ && !output_queued();
+    pollfd fds[2] = {
+        {stream_.fd(), static_cast<short>(POLLIN | (output_queued() ? POLLOUT : 0)), 0},
+        {read_stdin ? STDIN_FILENO : -1, POLLIN, 0},  // a negative fd is skipped
+    };
+    // Decrypted bytes already waiting: the socket may have nothing more to say.
+    const bool buffered = stream_.has_buffered_input();
+    if (::poll(fds, 2, buffered ? 0 : poll_timeout()) < 0) {
+      if (errno == EINTR) continue;
+      report(fmt::format("poll: {}", reason_text(std::error_code(errno, std::generic_category()))));
+      return kExitFailure;
+    }
+    // The socket first: what the peer said is printed before more input goes out.
+    if (buffered || (fds[0].revents & kReadable)) {
+      if (auto code = on_socket_readable()) return *code;
+    }
+    if (fds[0].revents & POLLOUT) {
+      if (auto code = flush_output()) return *code;
+    }
+    if (fds[1].revents & kReadable) {
+      if (auto code = on_stdin_readable()) return *code;
+    }
+  }
+}
+
+int InteractiveSession::poll_timeout() const {
+  if (!deadline_) return -1;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - Clock::now());
+  return static_cast<int>(std::max<long long>(0, left.count()));
+}
+
+std::optional<int> InteractiveSession::on_socket_readable() {
+  auto n = stream_.recv(buffer_.data(), buffer_.size());
+  if (!n && n.error() == std::errc::resource_unavailable_try_again) return std::nullopt;
+  if (!n) {
+    report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
+                       reason_text(n.error().code())));
+    return kExitFailure;
+  }
+  auto& printer = context_.printer;
+  if (*n > 0) {
+    if (printer.print({buffer_.data(), *n})) return std::nullopt;
+    return stdout_failure(printer.stdout_error());
+  }
+  // On a terminal the notice gets a line of its own; a pipe gets the bytes as sent.
+  bool ok = printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line());
+  if (!ok) return stdout_failure(printer.stdout_error());
+  std::fputs("connection closed by peer\n", stderr);
+  return kExitOk;
+}
+
+std::optional<int> InteractiveSession::on_stdin_readable() {
+  ssize_t n = ::read(STDIN_FILENO, buffer_.data(), buffer_.size());
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return std::nullopt;
+  if (n < 0 && errno != EBADF) {
+    report(fmt::format("cannot read stdin: {}",
+                       reason_text(std::error_code(errno, std::generic_category()))));
+    return kExitFailure;
+  }
+  // A closed stdin (EBADF, e.g. `<&-`) has nothing to send: the same as EOF.
+  if (n <= 0) {
+    stdin_open_ = false;
+    queue_end_of_input();
+  } else {
+    queue_input({buffer_.data(), static_cast<size_t>(n)});
+  }
+  return flush_output();
+}
+
+void InteractiveSession::queue_input(std::string_view text) {
+  if (context_.options.line) {
+    partial_line_.append(text);
+    auto last_newline = partial_line_.rfind('\n');
+    if (last_newline == std::string::npos) return;
+    std::string lines = partial_line_.substr(0, last_newline + 1);
+    partial_line_.erase(0, last_newline + 1);
+    encode(lines);
+    return;
+  }
+  encode(text);
+}
+
+void InteractiveSession::encode(std::string_view text) {
+  if (context_.encoder) {
+    context_.encoder->feed(text, &output_);
+    return;
+  }
+  output_.append(text);
+}
+
+void InteractiveSession::queue_end_of_input() {
+  // The last line may lack its newline; --line promises every line ends with one.
+  if (!partial_line_.empty()) {
+    partial_line_ += '\n';
+    encode(partial_line_);
+    partial_line_.clear();
+  }
+  if (context_.encoder) context_.encoder->finish(&output_);
+}
+
+std::optional<int> InteractiveSession::flush_output() {
+  auto failed = [this](const Error& error) {
+    report(fmt::format("cannot send to {}: {}", stream_.peer_endpoint().to_string(),
+                       reason_text(error.code())));
+    return kExitFailure;
+  };
+  if (auto flushed = stream_.flush_pending(); !flushed) return failed(flushed.error());
+  while (!output_.empty()) {
+    auto n = stream_.send_some(output_);
+    if (!n) return failed(n.error());
+    if (*n == 0) return std::nullopt;  // the kernel is full: wait for POLLOUT
+    output_.erase(0, *n);
+  }
+  if (stream_.has_pending_output()) return std::nullopt;
+  if (!stdin_open_ && !input_finished_) return finish_input();
+  return std::nullopt;
+}
+
+// Stdin has ended and every byte of it is with the kernel: send FIN (the
+// half-close of nc -N; with TLS, close_notify first), then wait for the
+// peer's last words.
+std::optional<int> InteractiveSession::finish_input() {
+  input_finished_ = true;
+  if (context_.options.shutdown_after_eof) {
+    if (auto shut = stream_.shutdown_write(); !shut) {
+      report(fmt::format("cannot half-close the connection to {}: {}",
+                         stream_.peer_endpoint().to_string(), reason_text(shut.error().code())));
+      return kExitFailure;
+    }
+  }
+  if (!context_.wait) return std::nullopt;
+  if (context_.wait->count() == 0) return kExitOk;
+  deadline_ = Clock::now() + *context_.wait;
+  return std::nullopt;
+}
+
+}  // namespace
+
+int run_interactive_session(TcpStream& stream, SessionContext& context) {
+  return InteractiveSession(stream, context).run();
+}
+
+}  // namespace tcpkit::cli

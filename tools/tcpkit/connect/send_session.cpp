@@ -1,0 +1,224 @@
+#include "connect/session.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+
+#include "commands.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Without --line, a reply is "what arrives until the peer pauses": TCP keeps
+// no message boundaries, so a short silence after the first bytes is the
+// best sign that the server has said all it meant to say for now.
+constexpr std::chrono::milliseconds kQuietPeriod{300};
+constexpr size_t kReadSize = 64 * 1024;
+
+// Milliseconds for poll(): -1 without a deadline, never negative with one.
+int poll_timeout(std::optional<Clock::time_point> deadline) {
+  if (!deadline) return -1;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+  return static_cast<int>(std::max<long long>(0, left.count()));
+}
+
+bool passed(std::optional<Clock::time_point> deadline) {
+  return deadline && Clock::now() >= *deadline;
+}
+
+std::string format_seconds(std::chrono::milliseconds ms) {
+  return fmt::format("{:g} s", static_cast<double>(ms.count()) / 1000.0);
+}
+
+// The tutorial's client, one step per call: send a text, receive its reply.
+class SendSession {
+ public:
+  SendSession(TcpStream& stream, SessionContext& context)
+      : stream_(stream), context_(context), buffer_(kReadSize) {}
+
+  int run();
+
+ private:
+  enum class Reply { received, none, peer_closed, failed };
+  enum class Read { data, eof, failed };
+
+  Result<void> send_text(const std::string& text);
+  Reply await_reply();
+  Reply await_quiet(std::optional<Clock::time_point> deadline);
+  Reply await_line(std::optional<Clock::time_point> deadline);
+  // Reads what the stream holds into buffer_, `n` bytes (0 when a TLS
+  // record is still incomplete); eof at the end, failed after a reported error.
+  Read read_some(size_t& n);
+  bool print(std::string_view bytes);
+  Reply peer_closed();
+
+  TcpStream& stream_;
+  SessionContext& context_;
+  std::vector<char> buffer_;
+  // --line: bytes received after the last line printed; they begin the next reply.
+  std::string leftover_;
+  int failure_code_ = kExitFailure;
+};
+
+int SendSession::run() {
+  const auto& texts = context_.options.sends;
+  const bool wait_for_replies = !context_.wait || context_.wait->count() > 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (auto sent = send_text(texts[i]); !sent) {
+      report(fmt::format("cannot send message {} of {} to {}: {}", i + 1, texts.size(),
+                         stream_.peer_endpoint().to_string(), reason_text(sent.error().code())));
+      return kExitFailure;
+    }
+    if (!wait_for_replies) continue;
+    switch (await_reply()) {
+      case Reply::received:
+        break;
+      case Reply::none:
+        report(fmt::format("no reply to message {} within {}", i + 1, format_seconds(*context_.wait)));
+        break;
+      case Reply::peer_closed:
+        if (i + 1 == texts.size()) {
+          std::fputs("connection closed by peer\n", stderr);
+          return kExitOk;
+        }
+        report(fmt::format("connection closed by peer after message {} of {}; the rest were not sent",
+                           i + 1, texts.size()));
+        return kExitFailure;
+      case Reply::failed:
+        return failure_code_;
+    }
+  }
+  // Closing now, as the tutorial's client does: the server reads EOF.
+  return kExitOk;
+}
+
+Result<void> SendSession::send_text(const std::string& text) {
+  std::string payload = text;
+  if (context_.options.line) payload += '\n';
+  if (!context_.encoder) return stream_.send_all(payload);
+  std::string encoded = context_.encoder->feed(payload);
+  encoded += context_.encoder->finish();
+  return stream_.send_all(encoded);
+}
+
+SendSession::Reply SendSession::await_reply() {
+  std::optional<Clock::time_point> deadline;
+  if (context_.wait) deadline = Clock::now() + *context_.wait;
+  Reply reply = context_.options.line ? await_line(deadline) : await_quiet(deadline);
+  if (reply == Reply::received && !context_.printer.end_line()) {
+    failure_code_ = stdout_failure(context_.printer.stdout_error());
+    return Reply::failed;
+  }
+  return reply;
+}
+
+SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> deadline) {
+  bool got_any = false;
+  for (;;) {
+    if (passed(deadline)) return got_any ? Reply::received : Reply::none;
+    int timeout_ms = poll_timeout(deadline);
+    if (got_any && (timeout_ms < 0 || timeout_ms > kQuietPeriod.count())) {
+      timeout_ms = static_cast<int>(kQuietPeriod.count());
+    }
+    int ready = stream_.wait_readable(timeout_ms);
+    if (ready < 0) {
+      report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
+      return Reply::failed;
+    }
+    if (ready == 0) {
+      if (got_any) return Reply::received;
+      continue;  // the deadline check above decides
+    }
+    size_t n = 0;
+    Read read = read_some(n);
+    if (read == Read::failed) return Reply::failed;
+    if (read == Read::eof) return peer_closed();
+    if (n == 0) continue;
+    if (!print({buffer_.data(), n})) return Reply::failed;
+    got_any = true;
+  }
+}
+
+SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> deadline) {
+  for (;;) {
+    if (auto nl = leftover_.find('\n'); nl != std::string::npos) {
+      bool ok = print(std::string_view(leftover_).substr(0, nl + 1));
+      leftover_.erase(0, nl + 1);
+      return ok ? Reply::received : Reply::failed;
+    }
+    if (passed(deadline)) {
+      // A partial line is still the reply the user asked to see.
+      if (leftover_.empty()) return Reply::none;
+      bool ok = print(leftover_);
+      leftover_.clear();
+      return ok ? Reply::received : Reply::failed;
+    }
+    int ready = stream_.wait_readable(poll_timeout(deadline));
+    if (ready < 0) {
+      report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
+      return Reply::failed;
+    }
+    if (ready == 0) continue;
+    size_t n = 0;
+    Read read = read_some(n);
+    if (read == Read::failed) return Reply::failed;
+    if (read == Read::eof) return peer_closed();
+    leftover_.append(buffer_.data(), n);
+  }
+}
+
+SendSession::Read SendSession::read_some(size_t& n) {
+  auto got = stream_.recv(buffer_.data(), buffer_.size());
+  n = got ? *got : 0;
+  if (got) return n > 0 ? Read::data : Read::eof;
+  if (got.error() == std::errc::resource_unavailable_try_again) return Read::data;
+  report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
+                     reason_text(got.error().code())));
+  return Read::failed;
+}
+
+bool SendSession::print(std::string_view bytes) {
+  if (context_.printer.print(bytes)) return true;
+  failure_code_ = stdout_failure(context_.printer.stdout_error());
+  return false;
+}
+
+// Prints what arrived before the FIN, including a partial line.
+SendSession::Reply SendSession::peer_closed() {
+  bool ok = leftover_.empty() || print(leftover_);
+  leftover_.clear();
+  ok = ok && context_.printer.finish() && context_.printer.end_line();
+  if (!ok) {
+    failure_code_ = stdout_failure(context_.printer.stdout_error());
+    return Reply::failed;
+  }
+  return Reply::peer_closed;
+}
+
+}  // namespace
+
+int run_send_session(TcpStream& stream, SessionContext& context) {
+  return SendSession(stream, context).run();
+}
+
+void report(std::string_view message) { fmt::print(stderr, "tcpkit connect: {}\n", message); }
+
+std::string reason_text(const std::error_code& code) {
+  std::string text = code.message();
+  if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  return text;
+}
+
+int stdout_failure(int error) {
+  if (error == EPIPE) return kExitOk;
+  report(fmt::format("cannot write to stdout: {}",
+                     reason_text(std::error_code(error, std::generic_category()))));
+  return kExitFailure;
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,64 @@
+// The two ways `tcpkit connect` talks over a connected stream: the
+// tutorial's client (--send: send each text, print each reply, close) and an
+// interactive session like nc (stdin to the peer, the peer to stdout).
+// Both run on the calling thread with blocking calls and poll(); the command
+// file connects (and runs the TLS handshake) first and hands over the stream.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "tcpkit/tcp_stream.h"
+#include "connect/reply_printer.h"
+#include "tcpkit/transcoder.h"
+
+namespace tcpkit::cli {
+
+struct ConnectOptions {
+  std::string host;
+  std::string port_text;  // empty for a Unix socket
+  std::string unix_path;  // --unix PATH (HOST may also be unix:PATH)
+  std::vector<std::string> sends;
+  std::string encoding = "utf-8";
+  double timeout_s = 10;
+  // Negative: --wait was not given (wait until the peer closes / replies).
+  double wait_s = -1;
+  bool line = false;
+  bool hex = false;
+  bool shutdown_after_eof = true;  // --no-shutdown clears it
+  bool nc_shutdown = false;        // -N: asks for the default, for nc users
+  bool tls = false;
+  std::string tls_ca;   // empty: the system's CAs
+  bool insecure = false;
+  std::string sni;      // empty: HOST
+};
+
+// What a session needs besides the stream: the printer for received bytes,
+// an encoder for what is sent (none for UTF-8), and how long to wait.
+struct SessionContext {
+  const ConnectOptions& options;
+  ReplyPrinter& printer;
+  std::optional<Transcoder> encoder;
+  // --wait as a duration; none when not given.
+  std::optional<std::chrono::milliseconds> wait;
+};
+
+// Sends each --send text in order and prints each reply; returns an exit code.
+int run_send_session(TcpStream& stream, SessionContext& context);
+// Copies stdin to the peer and the peer to stdout until the peer closes or
+// --wait passes after stdin's end; returns an exit code.
+int run_interactive_session(TcpStream& stream, SessionContext& context);
+
+// "tcpkit connect: " + message + newline, on stderr.
+void report(std::string_view message);
+// An error code's text as it reads inside a sentence: "connection refused".
+std::string reason_text(const std::error_code& code);
+// The exit code for a failed stdout: quiet success when the reader went
+// away (EPIPE: `| head -1` took what it wanted), a message otherwise.
+int stdout_failure(int error);
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,267 @@
+// `tcpkit port PORT`: explains a TCP port to someone learning TCP — its
+// service name, which range it is in, who listens on it and how many
+// connections it has in each state — as text, or as JSON with --json.
+// `tcpkit port unix:PATH` (or a PATH with a '/') explains a Unix-domain
+// socket the same way: who listens on it and how many connections are open.
+#include <fmt/core.h>
+
+#include <array>
+#include <charconv>
+#include <memory>
+#include <optional>
+
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "common/json_writer.h"
+#include "common/proc_net.h"
+#include "tcpkit/endpoint.h"
+
+namespace tcpkit::cli {
+namespace {
+
+struct PortOptions {
+  std::string port_text;
+  bool json = false;
+};
+
+// Everything the command says about one port, gathered before printing so
+// the text and JSON forms report the same facts.
+struct PortReport {
+  uint16_t port = 0;
+  std::optional<std::string> service;
+  bool services_file = false;
+  const char* range = "";
+  std::optional<PortRange> ephemeral_range;
+  bool ephemeral = false;
+  std::vector<ListeningSocket> listeners;
+  std::map<std::string, int> states;
+};
+
+// The order a connection's life runs in, so the counts read as a story.
+constexpr std::array<const char*, 11> kStateOrder = {
+    "SYN_SENT",   "SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+    "CLOSE_WAIT", "LAST_ACK", "CLOSING",     "CLOSE",     "UNKNOWN"};
+
+constexpr const char* kTimeWaitNote =
+    "TIME_WAIT: this side closed first, so the kernel keeps the connection's address pair for "
+    "about "
+    "60 s (2*MSL) to let late packets die out; a server restarting on this port still binds at "
+    "once "
+    "because tcpkit sets SO_REUSEADDR by default (without it, bind() fails with the tutorial's "
+    "\"Address already in use\").";
+constexpr const char* kCloseWaitNote =
+    "CLOSE_WAIT: the peer has closed its end (recv() returned 0 bytes) but the local program has "
+    "not "
+    "called close() yet; sockets that stay here mean a program forgets to close them.";
+
+std::optional<uint16_t> parse_port(const std::string& text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<uint16_t>(value);
+}
+
+// "unix:PATH", or a path with a slash in it ("/tmp/a.sock", "./a.sock"):
+// a Unix socket rather than a port number.
+std::optional<std::string> unix_socket_path(const std::string& text) {
+  if (Endpoint::names_unix_socket(text)) return text.substr(Endpoint::kUnixPrefix.size());
+  if (text.find('/') != std::string::npos) return text;
+  return std::nullopt;
+}
+
+std::string validate_port(std::string& text) {
+  if (parse_port(text)) return "";
+  if (auto path = unix_socket_path(text); path && Endpoint::unix_socket(*path)) return "";
+  return fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535 (or a Unix socket: "
+                     "unix:PATH)",
+                     text);
+}
+
+const char* range_name(uint16_t port) {
+  if (port <= 1023) return "well-known";
+  if (port <= 49151) return "registered";
+  return "dynamic";
+}
+
+PortReport gather_report(uint16_t port) {
+  PortReport report;
+  report.port = port;
+  report.service = service_name(port);
+  report.services_file = services_file_readable();
+  report.range = range_name(port);
+  report.ephemeral_range = ephemeral_port_range();
+  report.ephemeral = report.ephemeral_range && port >= report.ephemeral_range->low &&
+                     port <= report.ephemeral_range->high;
+  report.listeners = find_listeners(port);
+  report.states = count_states(port);
+  return report;
+}
+
+std::string range_sentence(const PortReport& r) {
+  if (r.port == 0)
+    return "0 is not a real port: binding to port 0 asks the kernel to pick a free one.";
+  if (r.range == std::string_view("well-known")) {
+    return "well-known (0-1023): kept for standard services; binding one needs root or "
+           "CAP_NET_BIND_SERVICE.";
+  }
+  if (r.range == std::string_view("registered")) {
+    return "registered (1024-49151): ordinary servers use these; any user may bind one.";
+  }
+  return "dynamic/private (49152-65535): never assigned to a service.";
+}
+
+std::string ephemeral_sentence(const PortReport& r) {
+  if (!r.ephemeral_range) return "unknown (/proc/sys/net/ipv4/ip_local_port_range is not readable)";
+  const auto [low, high] = *r.ephemeral_range;
+  if (!r.ephemeral) return fmt::format("no (this machine's ephemeral range is {}-{})", low, high);
+  return fmt::format(
+      "yes, inside {}-{} (ip_local_port_range): the kernel picks clients' local ports from here, "
+      "so an "
+      "outgoing connection may already be using it",
+      low, high);
+}
+
+void print_header(const PortReport& r) {
+  fmt::print("Port {}/tcp\n", r.port);
+  if (r.service && r.services_file) {
+    fmt::print("  service:   {}\n", *r.service);
+  } else if (r.service) {
+    fmt::print("  service:   {} (from tcpkit's built-in table: /etc/services is absent)\n",
+               *r.service);
+  } else if (r.services_file) {
+    fmt::print("  service:   none listed in /etc/services\n");
+  } else {
+    fmt::print(
+        "  service:   unknown (/etc/services is absent; only the tutorial's ports are known)\n");
+  }
+  fmt::print("  range:     {}\n", range_sentence(r));
+  fmt::print("  ephemeral: {}\n", ephemeral_sentence(r));
+}
+
+void print_listeners(const PortReport& r) {
+  if (r.listeners.empty()) {
+    fmt::print("\nnobody is listening on port {}\n", r.port);
+    return;
+  }
+  fmt::print("\nListening (state LISTEN):\n");
+  for (const auto& l : r.listeners) {
+    std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, l.owner->name)
+                                : std::string("unknown (try as root)");
+    fmt::print("  {:<24} {}\n", l.address, owner);
+  }
+}
+
+void print_states(const PortReport& r) {
+  if (r.states.empty()) {
+    fmt::print("\nno connections on port {}\n", r.port);
+    return;
+  }
+  fmt::print(
+      "\nConnections on port {} (a connection between two programs on this machine counts once per "
+      "end):\n",
+      r.port);
+  for (const char* state : kStateOrder) {
+    if (auto it = r.states.find(state); it != r.states.end())
+      fmt::print("  {:<12} {}\n", state, it->second);
+  }
+  if (r.states.contains("TIME_WAIT")) fmt::print("\n{}\n", kTimeWaitNote);
+  if (r.states.contains("CLOSE_WAIT")) fmt::print("\n{}\n", kCloseWaitNote);
+}
+
+Json json_listener(const ListeningSocket& l) {
+  Json process = l.owner ? Json(l.owner->name) : Json(nullptr);
+  Json pid = l.owner ? Json(l.owner->pid) : Json(nullptr);
+  return {{"address", l.address}, {"inode", l.inode}, {"pid", pid}, {"process", process}};
+}
+
+void print_json(const PortReport& r) {
+  Json listeners = Json::array();
+  for (const auto& l : r.listeners) listeners.push_back(json_listener(l));
+  Json states = Json::object();
+  for (const auto& [state, count] : r.states) states[state] = count;
+  Json ephemeral_range = nullptr;
+  if (r.ephemeral_range) ephemeral_range = {r.ephemeral_range->low, r.ephemeral_range->high};
+  Json report = {{"port", r.port},
+                 {"service", r.service ? Json(*r.service) : Json(nullptr)},
+                 {"services_file", r.services_file},
+                 {"range", r.range},
+                 {"ephemeral", r.ephemeral},
+                 {"ephemeral_range", ephemeral_range},
+                 {"listening", !r.listeners.empty()},
+                 {"listeners", listeners},
+                 {"states", states}};
+  fmt::print("{}\n", json_text(report));
+}
+
+// What a socket file at `path` is, for the reader who wonders why a file
+// is there: "a socket file", "no file", "not a socket".
+std::string file_sentence(const std::string& path) {
+  if (path.starts_with("@")) return "none: an abstract socket has no file; it goes with its last socket";
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0) return "no such file";
+  if (!S_ISSOCK(st.st_mode)) return "exists, and is not a socket";
+  return fmt::format("a socket file, mode {:03o} (write permission lets a process connect)",
+                     st.st_mode & 0777);
+}
+
+int run_unix_socket(const std::string& path, bool json) {
+  const std::string address = std::string(Endpoint::kUnixPrefix) + path;
+  const UnixSocketUsage usage = find_unix_socket(path);
+  if (json) {
+    Json listeners = Json::array();
+    for (const auto& l : usage.listeners) listeners.push_back(json_listener(l));
+    const Json report = {{"unix", address},
+                         {"listening", !usage.listeners.empty()},
+                         {"listeners", listeners},
+                         {"connections", usage.connections}};
+    fmt::print("{}\n", json_text(report));
+    return kExitOk;
+  }
+  fmt::print("Unix socket {}\n", address);
+  fmt::print("  file:      {}\n", file_sentence(path));
+  PortReport listening;
+  listening.listeners = usage.listeners;
+  if (usage.listeners.empty()) {
+    fmt::print("\nnobody is listening on {}{}\n", address,
+               file_sentence(path).starts_with("a socket") ? " (the file is stale: its server is gone; "
+                                                             "tcpkit serve replaces it)"
+                                                           : "");
+  } else {
+    print_listeners(listening);
+  }
+  fmt::print("\nConnections open: {}\n", usage.connections);
+  return kExitOk;
+}
+
+int run_port(const PortOptions& options) {
+  if (auto path = unix_socket_path(options.port_text)) return run_unix_socket(*path, options.json);
+  // The validator has already accepted the text, so this parse succeeds.
+  auto report = gather_report(*parse_port(options.port_text));
+  if (options.json) {
+    print_json(report);
+    return kExitOk;
+  }
+  print_header(report);
+  print_listeners(report);
+  print_states(report);
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_port_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "port", "Explain a TCP port: who listens, connection states, service name (or a Unix socket)");
+  auto options = std::make_shared<PortOptions>();
+  sub->add_option("PORT", options->port_text,
+                  "port number, 0 to 65535; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
+      ->required()
+      ->check(CLI::Validator(validate_port, "PORT", "port"));
+  sub->add_flag("--json", options->json, "print the same facts as one JSON object");
+  return {sub, [options] { return run_port(*options); }};
+}
+
+}  // namespace tcpkit::cli

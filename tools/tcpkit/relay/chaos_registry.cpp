@@ -1,0 +1,338 @@
+#include "relay/chaos_registry.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+
+#include "tcpkit/endpoint.h"
+
+namespace tcpkit::cli {
+namespace {
+
+using json = nlohmann::json;
+
+Error api_error(std::errc code, std::string text) {
+  return Error(std::make_error_code(code), std::move(text));
+}
+
+Result<std::vector<Endpoint>> resolve(const std::string& text, bool allow_port_zero) {
+  auto split = Endpoint::split_host_port(text);
+  if (!split) return api_error(std::errc::invalid_argument, fmt::format("{}: {}", text, split.error().message()));
+  if (split->second == 0 && !allow_port_zero)
+    return api_error(std::errc::invalid_argument, fmt::format("{}: port 0 cannot be connected to", text));
+  auto addresses = Endpoint::resolve(split->first, split->second);
+  if (!addresses) return api_error(std::errc::invalid_argument, fmt::format("{}: {}", text, addresses.error().message()));
+  return std::move(*addresses);
+}
+
+// A string field of a proxy body, or "" when absent; false when it is there
+// but not a string.
+bool read_string(const json& body, const char* key, std::string* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_string() || it->get<std::string>().size() > 1024) return false;
+  *out = it->get<std::string>();
+  return true;
+}
+
+// Prometheus label values come from API clients: escape them.
+std::string label(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+ChaosRegistry::ChaosRegistry(EventLoop* loop, RelayOptions base) : loop_(loop), base_(std::move(base)) {}
+
+ChaosRegistry::~ChaosRegistry() = default;
+
+Result<json> ChaosRegistry::add_flags_proxy(const std::string& name, RelayOptions options,
+                                            const std::string& listen) {
+  auto proxy = std::make_unique<Proxy>();
+  proxy->name = name;
+  proxy->listen = listen;
+  proxy->upstream = options.upstream_text;
+  proxy->options = std::move(options);
+  if (auto r = start(*proxy); !r) return r.error();
+  json j = proxy_json(*proxy);
+  proxies_[name] = std::move(proxy);
+  return j;
+}
+
+Result<void> ChaosRegistry::start(Proxy& proxy) {
+  RelayOptions o = proxy.options;
+  // The flags' proxy comes with its addresses resolved (and checked) by
+  // relay_cmd.cpp; the API's are resolved here.
+  if (o.listen.empty() || o.upstream.empty()) {
+    auto listen = resolve(proxy.listen, true);
+    if (!listen) return listen.error();
+    auto upstream = resolve(proxy.upstream, false);
+    if (!upstream) return upstream.error();
+    o.listen = std::move(*listen);
+    o.upstream = std::move(*upstream);
+  }
+  o.upstream_text = proxy.upstream;
+  auto app = std::make_unique<RelayApp>(loop_, std::move(o));
+  if (auto r = app->listen(); !r)
+    return api_error(std::errc::io_error, fmt::format("listen {}: {}", proxy.listen, r.error().message()));
+  if (auto r = app->start(); !r) return api_error(std::errc::io_error, r.error().message());
+  // Port 0 picked a port: clients must find the proxy there from now on,
+  // also after it is disabled and enabled again.
+  auto bound = app->listen_endpoints();
+  if (!bound.empty()) proxy.listen = bound.front().to_string();
+  proxy.app = std::move(app);
+  publish(proxy);
+  return {};
+}
+
+// Toxiproxy closes every connection of a proxy that is disabled, deleted or
+// moved; so does this, at once (no drain). The app is destroyed only after
+// its server's last callback has returned.
+void ChaosRegistry::stop(Proxy& proxy) {
+  if (!proxy.app) return;
+  auto holder = std::make_shared<std::unique_ptr<RelayApp>>(std::move(proxy.app));
+  ++stopping_;
+  (*holder)->stop(std::chrono::milliseconds(0), [this, holder] {
+    loop_->queue_in_loop([this, holder] {
+      holder->reset();
+      retired_one();
+    });
+  });
+}
+
+void ChaosRegistry::retired_one() {
+  if (--stopping_ == 0 && on_all_stopped_) {
+    auto done = std::move(on_all_stopped_);
+    on_all_stopped_ = nullptr;
+    done();
+  }
+}
+
+void ChaosRegistry::publish(Proxy& proxy) {
+  if (proxy.app) proxy.app->set_toxics(std::make_shared<const ToxicList>(proxy.toxics));
+}
+
+Result<ChaosRegistry::Proxy*> ChaosRegistry::find(const std::string& name) {
+  auto it = proxies_.find(name);
+  if (it == proxies_.end()) return api_error(std::errc::no_such_file_or_directory, "proxy not found");
+  return it->second.get();
+}
+
+Result<const ChaosRegistry::Proxy*> ChaosRegistry::find(const std::string& name) const {
+  auto it = proxies_.find(name);
+  if (it == proxies_.end()) return api_error(std::errc::no_such_file_or_directory, "proxy not found");
+  return static_cast<const Proxy*>(it->second.get());
+}
+
+json ChaosRegistry::proxy_json(const Proxy& p) const {
+  json toxics = json::array();
+  for (const auto& t : p.toxics) toxics.push_back(toxic_json(t));
+  return {{"name", p.name}, {"listen", p.listen}, {"upstream", p.upstream}, {"enabled", p.enabled}, {"toxics", toxics}};
+}
+
+json ChaosRegistry::list() const {
+  json all = json::object();
+  for (const auto& [name, p] : proxies_) all[name] = proxy_json(*p);
+  return all;
+}
+
+Result<json> ChaosRegistry::create(const json& body) {
+  if (!body.is_object()) return api_error(std::errc::invalid_argument, "bad request body");
+  auto proxy = std::make_unique<Proxy>();
+  if (!read_string(body, "name", &proxy->name) || !read_string(body, "listen", &proxy->listen) ||
+      !read_string(body, "upstream", &proxy->upstream))
+    return api_error(std::errc::invalid_argument, "bad request body");
+  if (proxy->name.empty() || proxy->upstream.empty())
+    return api_error(std::errc::invalid_argument, "missing required field");
+  if (proxy->listen.empty()) proxy->listen = "127.0.0.1:0";
+  if (proxies_.count(proxy->name)) return api_error(std::errc::file_exists, "proxy already exists");
+  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean()) proxy->enabled = it->get<bool>();
+  proxy->options = base_;
+  if (proxy->enabled) {
+    if (auto r = start(*proxy); !r) return r.error();
+  }
+  json j = proxy_json(*proxy);
+  proxies_[proxy->name] = std::move(proxy);
+  return j;
+}
+
+Result<json> ChaosRegistry::populate(const json& body) {
+  if (!body.is_array() || body.size() > 1000) return api_error(std::errc::invalid_argument, "bad request body");
+  json created = json::array();
+  for (const auto& item : body) {
+    // Toxiproxy replaces a proxy of the same name whose addresses differ.
+    std::string name;
+    if (item.is_object() && read_string(item, "name", &name) && proxies_.count(name)) {
+      const Proxy& old = *proxies_.at(name);
+      std::string listen, upstream;
+      read_string(item, "listen", &listen);
+      read_string(item, "upstream", &upstream);
+      if (old.listen == listen && old.upstream == upstream) {
+        created.push_back(proxy_json(old));
+        continue;
+      }
+      (void)remove(name);
+    }
+    auto r = create(item);
+    if (!r) return r.error();
+    created.push_back(*r);
+  }
+  return json{{"proxies", created}};
+}
+
+Result<json> ChaosRegistry::get(const std::string& name) const {
+  auto p = find(name);
+  if (!p) return p.error();
+  return proxy_json(**p);
+}
+
+Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
+  auto found = find(name);
+  if (!found) return found.error();
+  Proxy& p = **found;
+  if (!body.is_object()) return api_error(std::errc::invalid_argument, "bad request body");
+  std::string listen = p.listen, upstream = p.upstream;
+  if (!read_string(body, "listen", &listen) || !read_string(body, "upstream", &upstream))
+    return api_error(std::errc::invalid_argument, "bad request body");
+  bool enabled = p.enabled;
+  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean()) enabled = it->get<bool>();
+  const bool moved = listen != p.listen || upstream != p.upstream;
+  if (moved || !enabled) stop(p);
+  if (moved) {
+    p.options.listen.clear();
+    p.options.upstream.clear();
+  }
+  p.listen = listen;
+  p.upstream = upstream;
+  p.enabled = enabled;
+  if (enabled && !p.app) {
+    if (auto r = start(p); !r) {
+      p.enabled = false;
+      return r.error();
+    }
+  }
+  return proxy_json(p);
+}
+
+Result<void> ChaosRegistry::remove(const std::string& name) {
+  auto found = find(name);
+  if (!found) return found.error();
+  stop(**found);
+  proxies_.erase(name);
+  return {};
+}
+
+Result<json> ChaosRegistry::toxics(const std::string& proxy) const {
+  auto p = find(proxy);
+  if (!p) return p.error();
+  json list = json::array();
+  for (const auto& t : (*p)->toxics) list.push_back(toxic_json(t));
+  return list;
+}
+
+Result<json> ChaosRegistry::add_toxic(const std::string& proxy, const json& body) {
+  auto found = find(proxy);
+  if (!found) return found.error();
+  Proxy& p = **found;
+  auto toxic = parse_toxic(body);
+  if (!toxic) return toxic.error();
+  auto same = [&](const Toxic& t) { return t.name == toxic->name; };
+  if (std::any_of(p.toxics.begin(), p.toxics.end(), same))
+    return api_error(std::errc::file_exists, "toxic already exists");
+  if (p.toxics.size() >= 64) return api_error(std::errc::invalid_argument, "at most 64 toxics per proxy");
+  p.toxics.push_back(*toxic);
+  publish(p);
+  return toxic_json(*toxic);
+}
+
+Result<json> ChaosRegistry::get_toxic(const std::string& proxy, const std::string& toxic) const {
+  auto p = find(proxy);
+  if (!p) return p.error();
+  for (const auto& t : (*p)->toxics) {
+    if (t.name == toxic) return toxic_json(t);
+  }
+  return api_error(std::errc::no_such_file_or_directory, "toxic not found");
+}
+
+Result<json> ChaosRegistry::update_toxic(const std::string& proxy, const std::string& toxic, const json& body) {
+  auto found = find(proxy);
+  if (!found) return found.error();
+  Proxy& p = **found;
+  for (auto& t : p.toxics) {
+    if (t.name != toxic) continue;
+    // The name and the type stay: an update changes attributes and toxicity.
+    json merged = body.is_object() ? body : json::object();
+    merged["name"] = t.name;
+    merged["type"] = type_name(t.type);
+    auto updated = parse_toxic(merged, &t);
+    if (!updated) return updated.error();
+    t = *updated;
+    publish(p);
+    return toxic_json(t);
+  }
+  return api_error(std::errc::no_such_file_or_directory, "toxic not found");
+}
+
+Result<void> ChaosRegistry::remove_toxic(const std::string& proxy, const std::string& toxic) {
+  auto found = find(proxy);
+  if (!found) return found.error();
+  Proxy& p = **found;
+  auto it = std::find_if(p.toxics.begin(), p.toxics.end(), [&](const Toxic& t) { return t.name == toxic; });
+  if (it == p.toxics.end()) return api_error(std::errc::no_such_file_or_directory, "toxic not found");
+  p.toxics.erase(it);
+  publish(p);
+  return {};
+}
+
+void ChaosRegistry::reset() {
+  for (auto& [name, p] : proxies_) {
+    p->toxics.clear();
+    publish(*p);
+    if (!p->enabled) {
+      p->enabled = true;
+      if (!start(*p)) p->enabled = false;
+    }
+  }
+}
+
+std::string ChaosRegistry::metrics() const {
+  std::string out =
+      "# HELP tcpkit_chaos_proxies Proxies defined.\n# TYPE tcpkit_chaos_proxies gauge\n";
+  out += fmt::format("tcpkit_chaos_proxies {}\n", proxies_.size());
+  out += "# HELP tcpkit_chaos_connections_total Clients accepted by a proxy since it was last enabled.\n"
+         "# TYPE tcpkit_chaos_connections_total counter\n";
+  for (const auto& [name, p] : proxies_)
+    out += fmt::format("tcpkit_chaos_connections_total{{proxy=\"{}\"}} {}\n", label(name), p->app ? p->app->relayed() : 0);
+  out += "# HELP tcpkit_chaos_connections_open Pairs open now.\n# TYPE tcpkit_chaos_connections_open gauge\n";
+  for (const auto& [name, p] : proxies_)
+    out += fmt::format("tcpkit_chaos_connections_open{{proxy=\"{}\"}} {}\n", label(name), p->app ? p->app->open_pairs() : 0);
+  out += "# HELP tcpkit_chaos_bytes_total Bytes forwarded by finished pairs.\n# TYPE tcpkit_chaos_bytes_total counter\n";
+  for (const auto& [name, p] : proxies_) {
+    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"upstream\"}} {}\n", label(name),
+                       p->app ? p->app->bytes_up() : 0);
+    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"downstream\"}} {}\n", label(name),
+                       p->app ? p->app->bytes_down() : 0);
+  }
+  out += "# HELP tcpkit_chaos_toxics Toxics on a proxy.\n# TYPE tcpkit_chaos_toxics gauge\n";
+  for (const auto& [name, p] : proxies_)
+    out += fmt::format("tcpkit_chaos_toxics{{proxy=\"{}\"}} {}\n", label(name), p->toxics.size());
+  return out;
+}
+
+void ChaosRegistry::stop_all(std::function<void()> done) {
+  on_all_stopped_ = std::move(done);
+  ++stopping_;  // held until every stop() below is counted
+  for (auto& [name, p] : proxies_) stop(*p);
+  retired_one();
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,241 @@
+#include "relay/pair_toxics.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "tcpkit/buffer.h"
+#include "tcpkit/length_prefix_codec.h"
+#include "tcpkit/line_codec.h"
+
+namespace tcpkit::cli {
+namespace {
+
+// SplitMix64's finaliser: spreads a few similar inputs (names, sequence
+// numbers) over unrelated seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t name_hash(std::string_view name) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across runs, unlike std::hash
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+bool admits(const Toxic& t, const Endpoint& peer) {
+  if (t.clients.empty()) return true;
+  return std::any_of(t.clients.begin(), t.clients.end(), [&](const Cidr& c) { return c.contains(peer); });
+}
+
+int index(Stream s) {
+  return s == Stream::upstream ? 0 : 1;
+}
+
+// Where the first whole frame in `data` ends (0: none yet; npos: the
+// codec refuses it, so framing is given up for this data).
+size_t frame_end(FrameCodec codec, std::string_view data) {
+  Buffer buf;
+  buf.append(data.data(), data.size());
+  std::string frame;
+  DecodeResult r = codec == FrameCodec::line
+                       ? LineCodec(PairToxics::kMaxFrame).decode(buf, &frame)
+                       : LengthPrefixCodec(PairToxics::kMaxFrame).decode(buf, &frame);
+  if (r == DecodeResult::need_more) return 0;
+  if (r == DecodeResult::too_large) return std::string_view::npos;
+  return data.size() - buf.readable_bytes();
+}
+
+}  // namespace
+
+PairToxics::PairToxics(Endpoint peer, uint64_t sequence, std::optional<uint64_t> seed)
+    : peer_(std::move(peer)),
+      sequence_(sequence),
+      seed_(seed),
+      fallback_seed_(std::random_device{}() * 0x100000001ULL ^ std::random_device{}()) {}
+
+std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
+                                                     std::vector<std::string>* gone) {
+  std::vector<Deadline> started;
+  std::map<std::string, Active> next;
+  for (const Toxic& t : list ? *list : ToxicList{}) {
+    auto old = active_.find(t.name);
+    if (old != active_.end() && old->second.toxic.type == t.type && old->second.toxic.stream == t.stream) {
+      // Updated attributes; the roll made for this connection stands.
+      Active kept = std::move(old->second);
+      kept.toxic = t;
+      next.emplace(t.name, std::move(kept));
+      continue;
+    }
+    uint64_t base = t.seed ? *t.seed : seed_ ? *seed_ : fallback_seed_;
+    Active a{t, std::mt19937_64(mix(base ^ mix(name_hash(t.name)) ^ mix(sequence_ + 1))), false, 0};
+    std::uniform_real_distribution<double> roll(0.0, 1.0);
+    a.fires = admits(t, peer_) && t.toxicity > 0 && (t.toxicity >= 1.0 || roll(a.rng) < t.toxicity);
+    if (a.fires) {
+      using std::chrono::milliseconds;
+      if (t.type == ToxicType::timeout && t.timeout > 0)
+        started.push_back({t.name, t.type, milliseconds(t.timeout), false});
+      if (t.type == ToxicType::reset_peer) started.push_back({t.name, t.type, milliseconds(t.timeout), true});
+      if (t.type == ToxicType::unplug && t.after_ms >= 0)
+        started.push_back({t.name, t.type, milliseconds(t.after_ms), t.unplug_reset});
+    }
+    next.emplace(t.name, std::move(a));
+  }
+  for (const auto& [name, a] : active_) {
+    if (!next.count(name) || next.at(name).toxic.type != a.toxic.type) gone->push_back(name);
+  }
+  active_ = std::move(next);
+  list_ = list;
+  return started;
+}
+
+template <typename F>
+void PairToxics::each(Stream s, ToxicType type, F&& f) {
+  for (auto& [name, a] : active_) {
+    if (a.fires && a.toxic.stream == s && a.toxic.type == type) f(a);
+  }
+}
+template <typename F>
+void PairToxics::each(Stream s, ToxicType type, F&& f) const {
+  for (const auto& [name, a] : active_) {
+    if (a.fires && a.toxic.stream == s && a.toxic.type == type) f(a);
+  }
+}
+
+bool PairToxics::any(Stream s) const {
+  return std::any_of(active_.begin(), active_.end(),
+                     [s](const auto& kv) { return kv.second.fires && kv.second.toxic.stream == s; });
+}
+
+std::chrono::milliseconds PairToxics::latency(Stream s) {
+  int64_t total = 0;
+  each(s, ToxicType::latency, [&](Active& a) {
+    int64_t ms = a.toxic.latency;
+    // Toxiproxy's jitter is symmetric: latency ± jitter, never below zero.
+    if (a.toxic.jitter > 0)
+      ms += std::uniform_int_distribution<int64_t>(-a.toxic.jitter, a.toxic.jitter)(a.rng);
+    total += std::max<int64_t>(0, ms);
+  });
+  return std::chrono::milliseconds(total);
+}
+
+uint64_t PairToxics::rate(Stream s) const {
+  uint64_t rate = 0;
+  each(s, ToxicType::bandwidth, [&](const Active& a) {
+    uint64_t r = static_cast<uint64_t>(a.toxic.rate) * 1000;  // KB/s, toxiproxy's unit
+    if (r > 0 && (rate == 0 || r < rate)) rate = r;
+  });
+  return rate;
+}
+
+size_t PairToxics::slice(Stream s) {
+  size_t size = 0;
+  each(s, ToxicType::slicer, [&](Active& a) {
+    int64_t n = a.toxic.average_size;
+    if (a.toxic.size_variation > 0)
+      n += std::uniform_int_distribution<int64_t>(-a.toxic.size_variation, a.toxic.size_variation)(a.rng);
+    size_t piece = static_cast<size_t>(std::max<int64_t>(1, n));
+    if (size == 0 || piece < size) size = piece;
+  });
+  return size;
+}
+
+std::chrono::microseconds PairToxics::slice_delay(Stream s) const {
+  int64_t us = 0;
+  each(s, ToxicType::slicer, [&](const Active& a) { us = std::max(us, a.toxic.delay); });
+  return std::chrono::microseconds(us);
+}
+
+uint64_t PairToxics::limit(Stream s) const {
+  uint64_t limit = UINT64_MAX;
+  each(s, ToxicType::limit_data, [&](const Active& a) { limit = std::min<uint64_t>(limit, a.toxic.bytes); });
+  return limit;
+}
+
+bool PairToxics::holding(Stream s) const {
+  bool hold = false;
+  each(s, ToxicType::timeout, [&](const Active&) { hold = true; });
+  return hold;
+}
+
+std::chrono::milliseconds PairToxics::slow_close(Stream s) const {
+  int64_t ms = 0;
+  each(s, ToxicType::slow_close, [&](const Active& a) { ms = std::max(ms, a.toxic.delay); });
+  return std::chrono::milliseconds(ms);
+}
+
+std::optional<std::pair<uint64_t, bool>> PairToxics::unplug_bytes() const {
+  std::optional<std::pair<uint64_t, bool>> best;
+  for (const auto& [name, a] : active_) {
+    if (!a.fires || a.toxic.type != ToxicType::unplug || a.toxic.after_bytes < 0) continue;
+    auto n = static_cast<uint64_t>(a.toxic.after_bytes);
+    if (!best || n < best->first) best = std::make_pair(n, a.toxic.unplug_reset);
+  }
+  return best;
+}
+
+bool PairToxics::has_frames(Stream s) const {
+  bool found = false;
+  each(s, ToxicType::frame, [&](const Active&) { found = true; });
+  // A frame cut in half when its toxic went away still has to be sent.
+  return found || !partial_[index(s)].empty();
+}
+
+std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view data) {
+  std::vector<Piece> out;
+  std::string& partial = partial_[index(s)];
+  partial.append(data);
+  // The first frame toxic's codec cuts the stream; every frame toxic of
+  // this direction then sees each whole frame, in list order.
+  std::vector<Active*> toxics;
+  for (const Toxic& t : list_ ? *list_ : ToxicList{}) {
+    auto it = active_.find(t.name);
+    if (it != active_.end() && it->second.fires && t.stream == s && t.type == ToxicType::frame)
+      toxics.push_back(&it->second);
+  }
+  if (toxics.empty()) {
+    out.push_back({std::move(partial), {}});
+    partial.clear();
+    return out;
+  }
+  const FrameCodec codec = toxics.front()->toxic.codec;
+  size_t pos = 0;
+  while (pos < partial.size()) {
+    size_t end = frame_end(codec, std::string_view(partial).substr(pos));
+    if (end == 0) break;
+    if (end == std::string_view::npos) end = partial.size() - pos;  // not framed: as is
+    std::vector<Piece> copies{{partial.substr(pos, end), {}}};
+    pos += end;
+    for (Active* a : toxics) {
+      const Toxic& t = a->toxic;
+      if (copies.empty() || (!t.match.empty() && copies.front().data.find(t.match) == std::string::npos)) continue;
+      ++a->frames_seen;
+      if (t.nth != 0 && a->frames_seen != static_cast<uint64_t>(t.nth)) continue;
+      switch (t.action) {
+        case FrameAction::drop: copies.clear(); break;
+        case FrameAction::duplicate: copies.push_back(copies.front()); break;
+        case FrameAction::delay: copies.front().extra += std::chrono::milliseconds(t.delay); break;
+        case FrameAction::corrupt: {
+          // Flip one payload byte: after a length prefix, before a line end.
+          std::string& f = copies.front().data;
+          size_t first = codec == FrameCodec::length ? LengthPrefixCodec::kHeaderBytes : 0;
+          size_t last = f.size();
+          while (codec == FrameCodec::line && last > first && (f[last - 1] == '\n' || f[last - 1] == '\r')) --last;
+          if (last > first) f[std::uniform_int_distribution<size_t>(first, last - 1)(a->rng)] ^= 0x01;
+          break;
+        }
+      }
+    }
+    for (auto& c : copies) out.push_back(std::move(c));
+  }
+  partial.erase(0, pos);
+  if (partial.size() > kMaxFrame) {
+    out.push_back({std::move(partial), {}});
+    partial.clear();
+  }
+  return out;
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,96 @@
+// PairToxics: the chaos API's toxics as one RelayPair sees them — which of
+// them fire on this connection, and what they do to each direction.
+//
+// Owned by a RelayPair and used only in its loop thread. update() takes the
+// proxy's current list (a snapshot shared by all pairs, never modified) and
+// decides once per toxic whether it fires here: its client CIDRs must hold
+// the client, and a roll against its toxicity must succeed (0 never fires,
+// 1 always). Every random choice a toxic makes (that roll, jitter, slice
+// sizes) comes from its own generator, seeded from the toxic's "seed" or
+// the relay's --seed, its name and the connection's sequence number, so a
+// schedule of faults replays exactly when the same clients connect in the
+// same order.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tcpkit/endpoint.h"
+#include "relay/toxic.h"
+
+namespace tcpkit::cli {
+
+class PairToxics {
+ public:
+  // A piece of data after frame toxics, and how much later than the rest
+  // of its read it is to leave.
+  struct Piece {
+    std::string data;
+    std::chrono::milliseconds extra{0};
+  };
+  // A toxic that acts on the whole connection after a time.
+  struct Deadline {
+    std::string name;
+    ToxicType type;
+    std::chrono::milliseconds after;
+    bool reset;  // RST rather than FIN / close
+  };
+
+  PairToxics(Endpoint peer, uint64_t sequence, std::optional<uint64_t> seed);
+
+  // Applies the proxy's new list; answers the deadlines of toxics that
+  // started firing now (the pair arms a timer for each) and leaves in
+  // `gone` the names of toxics removed since the last call.
+  std::vector<Deadline> update(const ToxicListPtr& list, std::vector<std::string>* gone);
+
+  bool any(Stream s) const;
+  // Extra delay for the next read: latency toxics, jitter included.
+  std::chrono::milliseconds latency(Stream s);
+  uint64_t rate(Stream s) const;  // bytes per second; 0: no bandwidth toxic
+  // The next piece's size and the pause after it (slicer); 0: none.
+  size_t slice(Stream s);
+  std::chrono::microseconds slice_delay(Stream s) const;
+  // limit_data: the most bytes this direction may carry, or UINT64_MAX.
+  uint64_t limit(Stream s) const;
+  // timeout (any value): data in this direction is dropped while it fires.
+  bool holding(Stream s) const;
+  std::chrono::milliseconds slow_close(Stream s) const;
+  // unplug after_bytes: the smallest byte count (both ways), and whether it resets.
+  std::optional<std::pair<uint64_t, bool>> unplug_bytes() const;
+  // Frame toxics fire in this direction, or bytes of a frame still wait.
+  bool has_frames(Stream s) const;
+  // Runs the frame toxics over a read; whole frames come out, a partial one
+  // waits in the direction's buffer for the rest (at most kMaxFrame bytes:
+  // past that the data is passed on untouched, so memory stays bounded).
+  std::vector<Piece> frames(Stream s, std::string_view data);
+
+  static constexpr size_t kMaxFrame = 1024 * 1024;
+
+ private:
+  struct Active {
+    Toxic toxic;
+    std::mt19937_64 rng;
+    bool fires = false;
+    uint64_t frames_seen = 0;  // frame: frames that matched so far
+  };
+  template <typename F>
+  void each(Stream s, ToxicType type, F&& f);
+  template <typename F>
+  void each(Stream s, ToxicType type, F&& f) const;
+
+  const Endpoint peer_;
+  const uint64_t sequence_;
+  const std::optional<uint64_t> seed_;
+  const uint64_t fallback_seed_;
+  ToxicListPtr list_;
+  std::map<std::string, Active> active_;  // by toxic name
+  std::string partial_[2];                // frame bytes waiting, per stream
+};
+
+}  // namespace tcpkit::cli
