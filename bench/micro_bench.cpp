@@ -59,7 +59,8 @@ void BM_LineCodecDecode(benchmark::State& state) {
     in.append(wire);
     while (codec.decode(in, &out) == DecodeResult::frame) benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(wire.size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(wire.size()));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kLines);
 }
 BENCHMARK(BM_LineCodecDecode)->Arg(32)->Arg(1024);
@@ -77,7 +78,8 @@ void BM_LengthPrefixDecode(benchmark::State& state) {
     in.append(wire);
     while (codec.decode(in, &out) == DecodeResult::frame) benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(wire.size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(wire.size()));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kFrames);
 }
 BENCHMARK(BM_LengthPrefixDecode)->Arg(32)->Arg(1024);
@@ -102,7 +104,8 @@ void BM_TranscodeGbkToUtf8(benchmark::State& state) {
     transcoder->feed(*gbk, &out);
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(gbk->size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(gbk->size()));
 }
 BENCHMARK(BM_TranscodeGbkToUtf8);
 
@@ -115,7 +118,8 @@ void BM_ValidateUtf8Mixed(benchmark::State& state) {
     transcoder->feed(text, &out);
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(text.size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(text.size()));
 }
 BENCHMARK(BM_ValidateUtf8Mixed);
 
@@ -128,7 +132,8 @@ void BM_ValidateUtf8Ascii(benchmark::State& state) {
     transcoder->feed(text, &out);
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(text.size()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(text.size()));
 }
 BENCHMARK(BM_ValidateUtf8Ascii);
 

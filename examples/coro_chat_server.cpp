@@ -40,7 +40,8 @@ Task<> member(Stream client) {
   members.insert(client.connection());
   std::printf("%s joined (%zu online)\n", who.c_str(), members.size());
   std::fflush(stdout);
-  (void)co_await client.write_line("welcome " + who + ", " + std::to_string(members.size()) + " online");
+  (void)co_await client.write_line("welcome " + who + ", " + std::to_string(members.size()) +
+                                   " online");
   broadcast(client.connection().get(), "* " + who + " joined");
 
   std::string why = "end of stream";

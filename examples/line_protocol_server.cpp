@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", r.error().message().c_str());
     return 1;
   }
-  std::printf("listening on %s (%s framing)\n", server.listen_endpoints().front().to_string().c_str(),
-              framing.c_str());
+  std::printf("listening on %s (%s framing)\n",
+              server.listen_endpoints().front().to_string().c_str(), framing.c_str());
   std::fflush(stdout);
   loop.run();  // until the process is stopped (Ctrl-C)
   return 0;

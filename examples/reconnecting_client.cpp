@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   options.max_backoff = 2s;
   tcpkit::TcpClient client(&loop, *targets, options);
 
-  int attempt = 0;  // connect attempts since the last success
+  int attempt = 0;   // connect attempts since the last success
   int answered = 0;  // replies received; message answered+1 is the one in flight
   int exit_code = 0;
   const tcpkit::LineCodec codec;
@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
 
   client.set_on_connection([&](const tcpkit::TcpConnectionPtr& conn) {
     if (conn->connected()) {
-      std::printf("connected to %s after %d failed attempts\n", conn->peer_endpoint().to_string().c_str(), attempt);
+      std::printf("connected to %s after %d failed attempts\n",
+                  conn->peer_endpoint().to_string().c_str(), attempt);
       attempt = 0;
       send_next(conn);  // again, if the last connection took its reply with it
     } else if (answered == count) {

@@ -29,8 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ApiRequest again;
   check(parse_api_request(input.substr(0, request.size), kHead, kBody, &again) == ApiParse::done,
         "the request's own bytes do not parse");
-  check(again.method == request.method && again.path == request.path && again.host == request.host &&
-            again.body == request.body && again.size == request.size,
+  check(again.method == request.method && again.path == request.path &&
+            again.host == request.host && again.body == request.body && again.size == request.size,
         "the request's own bytes parse differently");
   return 0;
 }

@@ -12,8 +12,8 @@
 #include <cstring>
 #include <string>
 
-#include "tcpkit/cidr.h"
 #include "fuzz_check.h"
+#include "tcpkit/cidr.h"
 
 using tcpkit::AccessList;
 using tcpkit::Cidr;
@@ -57,8 +57,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(again.ok(), "the canonical text parses");
   check(*again == *rule, "the canonical text is the same rule");
   check(again->to_string() == canonical, "the canonical text is stable");
-  check(rule->prefix_length() >= 0 && rule->prefix_length() <= (rule->family() == AF_INET ? 32 : 128),
-        "the prefix is within its family's range");
+  check(
+      rule->prefix_length() >= 0 && rule->prefix_length() <= (rule->family() == AF_INET ? 32 : 128),
+      "the prefix is within its family's range");
 
   // The network's own address (the text before '/') is inside it.
   auto own = Endpoint::parse(canonical.substr(0, canonical.rfind('/')), 1);

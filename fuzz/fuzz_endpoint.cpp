@@ -10,14 +10,16 @@
 #include <string>
 #include <string_view>
 
-#include "tcpkit/endpoint.h"
 #include "fuzz_check.h"
+#include "tcpkit/endpoint.h"
 
 using tcpkit::Endpoint;
 
 namespace {
 
-bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+bool has_nul(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
 
 // Formatting drops an IPv6 zone ("%lo"), so compare address and port.
 void check_round_trip(const Endpoint& ep) {
@@ -49,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(!hp.error().message().empty(), "errors explain themselves");
   }
   if (auto p = Endpoint::parse_port(text)) {
-    check(std::to_string(*p) == std::to_string(std::strtoul(text.c_str(), nullptr, 10)), "parse_port is decimal");
+    check(std::to_string(*p) == std::to_string(std::strtoul(text.c_str(), nullptr, 10)),
+          "parse_port is decimal");
   }
   return 0;
 }

@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "fuzz_check.h"
 #include "common/http_request.h"
+#include "fuzz_check.h"
 
 using tcpkit::cli::host_allowed;
 using tcpkit::cli::HttpParse;
@@ -24,14 +24,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const HttpParse parsed = parse_http_request(input, 1024, &request);
   if (parsed == HttpParse::done) {
     check(!request.method.empty(), "a parsed request has a method");
-    check(request.path.find_first_of("? \r\n") == std::string::npos, "the path is one token without a query");
+    check(request.path.find_first_of("? \r\n") == std::string::npos,
+          "the path is one token without a query");
     // Bytes after the blank line (a body, a pipelined request) change nothing.
     std::string longer(input);
     longer += "\r\n\r\nGET /other HTTP/1.1\r\nHost: x\r\n\r\n";
     HttpRequest again;
-    check(parse_http_request(longer, 1024, &again) == HttpParse::done, "trailing bytes keep the head parsed");
-    check(again.method == request.method && again.path == request.path && again.host == request.host,
-          "trailing bytes change nothing");
+    check(parse_http_request(longer, 1024, &again) == HttpParse::done,
+          "trailing bytes keep the head parsed");
+    check(
+        again.method == request.method && again.path == request.path && again.host == request.host,
+        "trailing bytes change nothing");
   }
   if (size > 1024 + 4 && parsed != HttpParse::done && parsed != HttpParse::bad) {
     check(parsed == HttpParse::too_large, "over max_bytes without an end is too large");

@@ -6,9 +6,9 @@
 #include <string>
 #include <string_view>
 
-#include "fuzz_check.h"
 #include "common/json_writer.h"
 #include "common/text_escape.h"
+#include "fuzz_check.h"
 
 using tcpkit::cli::Json;
 using tcpkit::cli::json_text;

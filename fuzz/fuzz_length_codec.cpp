@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz_check.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
-#include "fuzz_check.h"
 
 using tcpkit::Buffer;
 using tcpkit::DecodeResult;
@@ -21,7 +21,9 @@ using tcpkit::LengthPrefixCodec;
 namespace {
 
 uint32_t header_at(const std::string& s, size_t at) {
-  auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(s[at + i])); };
+  auto byte = [&](size_t i) {
+    return static_cast<uint32_t>(static_cast<unsigned char>(s[at + i]));
+  };
   return byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
 }
 
@@ -56,13 +58,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const size_t rest = fed.size() - consumed;
       if (got == DecodeResult::need_more) {
         check(buffer.readable_bytes() == before, "need_more consumes nothing");
-        check(rest < 4 || (header_at(fed, consumed) <= max_frame && rest < 4 + header_at(fed, consumed)),
+        check(rest < 4 ||
+                  (header_at(fed, consumed) <= max_frame && rest < 4 + header_at(fed, consumed)),
               "need_more only while the header or payload is incomplete");
         break;
       }
       if (got == DecodeResult::too_large) {
         check(buffer.readable_bytes() == before, "too_large consumes nothing");
-        check(rest >= 4 && header_at(fed, consumed) > max_frame, "too_large only for an oversize header");
+        check(rest >= 4 && header_at(fed, consumed) > max_frame,
+              "too_large only for an oversize header");
         return 0;  // the caller closes the connection
       }
       const uint32_t length = header_at(fed, consumed);
@@ -73,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       consumed += 4 + frame.size();
       check(consumed <= fed.size(), "bytes consumed <= bytes fed");
     }
-    check(consumed + buffer.readable_bytes() == fed.size(), "every byte is consumed or still readable");
+    check(consumed + buffer.readable_bytes() == fed.size(),
+          "every byte is consumed or still readable");
   }
   return 0;
 }

@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz_check.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/line_codec.h"
-#include "fuzz_check.h"
 
 using tcpkit::Buffer;
 using tcpkit::DecodeResult;
@@ -22,7 +22,8 @@ using tcpkit::LineCodec;
 namespace {
 
 // What decode() must do with the unconsumed stream `rest`.
-DecodeResult expected(const std::string& rest, size_t max_line, std::string* line, size_t* consumed) {
+DecodeResult expected(const std::string& rest, size_t max_line, std::string* line,
+                      size_t* consumed) {
   auto eol = rest.find('\n');
   if (eol == std::string::npos) {
     size_t partial = rest.size();
@@ -68,10 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check(line.size() <= max_line, "a line never exceeds max_line");
       check(line.find('\n') == std::string::npos, "a line never contains '\\n'");
       consumed += before - buffer.readable_bytes();
-      check(before - buffer.readable_bytes() == want_consumed, "consumes the line and its terminator");
+      check(before - buffer.readable_bytes() == want_consumed,
+            "consumes the line and its terminator");
       check(consumed <= fed.size(), "bytes consumed <= bytes fed");
     }
-    check(consumed + buffer.readable_bytes() == fed.size(), "every byte is consumed or still readable");
+    check(consumed + buffer.readable_bytes() == fed.size(),
+          "every byte is consumed or still readable");
   }
   return 0;
 }

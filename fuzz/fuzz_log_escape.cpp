@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "fuzz_check.h"
 #include "common/text_escape.h"
+#include "fuzz_check.h"
 
 using namespace tcpkit::cli;
 
@@ -43,7 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_clean(one_line(input));
   // Unescaping printable()'s output gives the input back (when nothing was
   // cut and no line break was dropped): the escapes are unambiguous.
-  if (shown.find("...[") == std::string::npos && (input.empty() || (input.back() != '\n' && input.back() != '\r'))) {
+  if (shown.find("...[") == std::string::npos &&
+      (input.empty() || (input.back() != '\n' && input.back() != '\r'))) {
     std::string back;
     for (size_t i = 0; i < shown.size(); ++i) {
       if (shown[i] != '\\') {

@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "tcpkit/proxy_protocol.h"
 #include "fuzz_check.h"
+#include "tcpkit/proxy_protocol.h"
 
 using tcpkit::parse_proxy_header;
 using tcpkit::ProxyParseStatus;

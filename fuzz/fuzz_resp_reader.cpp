@@ -21,15 +21,16 @@ namespace {
 constexpr RespLimits kLimits{64, 4, 2};
 
 void check_limits(const RespValue& v, int depth) {
-  if (v.type == RespValue::Type::array) check(depth < kLimits.max_depth, "arrays nest no deeper than the limit");
+  if (v.type == RespValue::Type::array)
+    check(depth < kLimits.max_depth, "arrays nest no deeper than the limit");
   check(v.text.size() <= kLimits.max_bulk, "strings honour the limit");
   check(v.elements.size() <= kLimits.max_elements, "arrays honour the limit");
   for (const auto& e : v.elements) check_limits(e, depth + 1);
 }
 
 void flatten(const RespValue& v, std::string* out) {
-  *out += std::to_string(static_cast<int>(v.type)) + ":" + std::to_string(v.text.size()) + ":" + v.text + ":" +
-          std::to_string(v.integer) + "[";
+  *out += std::to_string(static_cast<int>(v.type)) + ":" + std::to_string(v.text.size()) + ":" +
+          v.text + ":" + std::to_string(v.integer) + "[";
   for (const auto& e : v.elements) flatten(e, out);
   *out += "]";
 }
@@ -67,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto whole = read_all(input, input.size() + 1);
   // The buffered-bytes limit may trip at a different point with other splits,
   // so only the replies before any failure must agree.
-  if (!split.second && !whole.second) check(split.first == whole.first, "the split does not change the replies");
+  if (!split.second && !whole.second)
+    check(split.first == whole.first, "the split does not change the replies");
   return 0;
 }

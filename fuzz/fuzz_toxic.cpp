@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!toxic) return 0;
   check(!toxic->name.empty(), "a toxic without a name");
   check(toxic->toxicity >= 0 && toxic->toxicity <= 1, "toxicity out of [0, 1]");
-  check(toxic->latency <= (int64_t{1} << 40) && toxic->rate <= (int64_t{1} << 40), "a count over 2^40");
+  check(toxic->latency <= (int64_t{1} << 40) && toxic->rate <= (int64_t{1} << 40),
+        "a count over 2^40");
   auto written = tcpkit::cli::toxic_json(*toxic);
   auto again = tcpkit::cli::parse_toxic(written);
   check(again.ok(), "a toxic's own JSON does not parse");

@@ -13,8 +13,8 @@
 #include <string>
 #include <string_view>
 
-#include "tcpkit/transcoder.h"
 #include "fuzz_check.h"
+#include "tcpkit/transcoder.h"
 
 using tcpkit::Transcoder;
 
@@ -56,8 +56,11 @@ struct Pair {
   const char* from;
   const char* to;
 };
-constexpr std::array<Pair, 5> kPairs{{{"gbk", "utf-8"}, {"gb18030", "utf-8"}, {"big5", "utf-8"},
-                                      {"utf-8", "utf-8"}, {"utf-8", "gbk"}}};
+constexpr std::array<Pair, 5> kPairs{{{"gbk", "utf-8"},
+                                      {"gb18030", "utf-8"},
+                                      {"big5", "utf-8"},
+                                      {"utf-8", "utf-8"},
+                                      {"utf-8", "gbk"}}};
 
 }  // namespace
 
@@ -79,9 +82,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   split->finish(&out);
   std::string reference = whole->feed(fed);
   reference += whole->finish();
-  if (std::string_view(pair.to) == "utf-8") check(valid_utf8(out), "output to UTF-8 is valid UTF-8");
+  if (std::string_view(pair.to) == "utf-8")
+    check(valid_utf8(out), "output to UTF-8 is valid UTF-8");
   check(out == reference, "splitting the input does not change the output");
-  check(split->invalid_bytes() == whole->invalid_bytes(), "splitting does not change the invalid count");
+  check(split->invalid_bytes() == whole->invalid_bytes(),
+        "splitting does not change the invalid count");
   check(split->pending_bytes() == 0, "finish() leaves nothing held");
   return 0;
 }

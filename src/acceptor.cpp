@@ -10,7 +10,9 @@
 
 namespace tcpkit {
 namespace {
-UniqueFd open_spare() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+UniqueFd open_spare() {
+  return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
 // At most this many accepts per wake-up, so a connection storm cannot
 // starve the connections already served by the same loop.
 constexpr int kMaxAcceptsPerWakeup = 64;
@@ -26,7 +28,9 @@ Acceptor::Acceptor(EventLoop* loop, TcpListener listener)
   channel_->set_handler<&Acceptor::handle_read>(this);
 }
 
-Acceptor::~Acceptor() { stop(); }
+Acceptor::~Acceptor() {
+  stop();
+}
 
 void Acceptor::listen() {
   loop_->assert_in_loop_thread();

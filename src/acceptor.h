@@ -28,15 +28,16 @@ class Acceptor {
   // `local`: the address the client reached, which is the listener's own
   // unless it listens on a wildcard (then the kernel is asked, once per
   // connection).
-  using NewConnection = std::function<void(UniqueFd fd, const Endpoint& peer, const Endpoint& local)>;
+  using NewConnection =
+      std::function<void(UniqueFd fd, const Endpoint& peer, const Endpoint& local)>;
   static constexpr std::chrono::milliseconds kExhaustedBackoff{100};
 
   Acceptor(EventLoop* loop, TcpListener listener);
   ~Acceptor();
 
   void set_on_new_connection(NewConnection cb) { on_new_connection_ = std::move(cb); }
-  void listen();        // start accepting
-  void stop();          // stop accepting and unregister (listener stays bound until destroyed)
+  void listen();  // start accepting
+  void stop();    // stop accepting and unregister (listener stays bound until destroyed)
   Endpoint local_endpoint() const { return listener_.local_endpoint(); }
   // Called each time a connection is refused because descriptors ran out.
   void set_on_exhausted(std::function<void()> cb) { on_exhausted_ = std::move(cb); }

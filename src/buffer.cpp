@@ -34,7 +34,9 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
   return *this;
 }
 
-const char* Buffer::peek() const { return data_ ? data_.get() + reader_index_ : kEmpty; }
+const char* Buffer::peek() const {
+  return data_ ? data_.get() + reader_index_ : kEmpty;
+}
 
 void Buffer::retrieve(size_t n) {
   assert(n <= readable_bytes());
@@ -59,7 +61,9 @@ std::string Buffer::retrieve_as_string(size_t n) {
   return s;
 }
 
-std::string Buffer::retrieve_all_as_string() { return retrieve_as_string(readable_bytes()); }
+std::string Buffer::retrieve_all_as_string() {
+  return retrieve_as_string(readable_bytes());
+}
 
 void Buffer::append(const void* data, size_t n) {
   // An empty append must not allocate: idle connections stay at capacity 0.

@@ -15,10 +15,11 @@ namespace tcpkit {
 // A copy of `table` (an empty table when it is null) whose `member` is
 // `cb`; whoever holds `table` keeps it unchanged.
 template <typename Callback>
-std::shared_ptr<const ConnectionCallbacks> with_callback(const std::shared_ptr<const ConnectionCallbacks>& table,
-                                                         Callback ConnectionCallbacks::*member,
-                                                         std::type_identity_t<Callback> cb) {
-  auto copy = table ? std::make_shared<ConnectionCallbacks>(*table) : std::make_shared<ConnectionCallbacks>();
+std::shared_ptr<const ConnectionCallbacks> with_callback(
+    const std::shared_ptr<const ConnectionCallbacks>& table, Callback ConnectionCallbacks::*member,
+    std::type_identity_t<Callback> cb) {
+  auto copy = table ? std::make_shared<ConnectionCallbacks>(*table)
+                    : std::make_shared<ConnectionCallbacks>();
   (*copy).*member = std::move(cb);
   return copy;
 }

@@ -12,7 +12,9 @@ namespace {
 // ::ffff:0:0/96, the prefix of IPv4-mapped IPv6 addresses (RFC 4291 2.5.5.2).
 constexpr std::array<uint8_t, 12> kMappedPrefix{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-std::string quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+std::string quoted(std::string_view text) {
+  return "'" + std::string(text) + "'";
+}
 
 std::array<uint8_t, 16> mapped_v4(const void* v4_bytes) {
   std::array<uint8_t, 16> out{};
@@ -55,7 +57,8 @@ std::array<uint8_t, 16> peer_bytes(const Endpoint& peer) {
 
 }  // namespace
 
-Cidr::Cidr(const Bytes& network, int prefix, bool v4) : network_(network), prefix_(prefix), v4_(v4) {
+Cidr::Cidr(const Bytes& network, int prefix, bool v4)
+    : network_(network), prefix_(prefix), v4_(v4) {
   clear_host_bits(&network_, prefix_);
 }
 
@@ -74,7 +77,8 @@ Result<Cidr> Cidr::parse(std::string_view text) {
   // inet_pton needs a terminated string, so an embedded NUL would cut the
   // text short and "10.0.0.1\0junk" would pass; anything longer than the
   // longest IPv6 literal is not an address anyway.
-  if (address.empty() || address.size() >= INET6_ADDRSTRLEN || address.find('\0') != std::string_view::npos) {
+  if (address.empty() || address.size() >= INET6_ADDRSTRLEN ||
+      address.find('\0') != std::string_view::npos) {
     return Error(Errc::bad_address, "CIDR " + quoted(text));
   }
   std::string host(address);
@@ -96,9 +100,10 @@ Result<Cidr> Cidr::parse(std::string_view text) {
     const bool digits = std::all_of(prefix_text.begin(), prefix_text.end(),
                                     [](char c) { return c >= '0' && c <= '9'; });
     if (!digits) return Error(Errc::bad_prefix, "CIDR " + quoted(text));
-    auto [end, ec] = std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);
-    if (prefix_text.empty() || ec != std::errc() || end != prefix_text.data() + prefix_text.size() || prefix < 0 ||
-        prefix > max_prefix) {
+    auto [end, ec] =
+        std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);
+    if (prefix_text.empty() || ec != std::errc() ||
+        end != prefix_text.data() + prefix_text.size() || prefix < 0 || prefix > max_prefix) {
       return Error(Errc::bad_prefix, "CIDR " + quoted(text));
     }
   }

@@ -13,10 +13,12 @@ namespace tcpkit {
 
 class ConnectionOwner {
  public:
-  static void set_callbacks(TcpConnection& conn, std::shared_ptr<const ConnectionCallbacks> callbacks) {
+  static void set_callbacks(TcpConnection& conn,
+                            std::shared_ptr<const ConnectionCallbacks> callbacks) {
     conn.set_callbacks(std::move(callbacks));
   }
-  static void established(TcpConnection& conn, const TlsContext* tls = nullptr, std::string_view server_name = {}) {
+  static void established(TcpConnection& conn, const TlsContext* tls = nullptr,
+                          std::string_view server_name = {}) {
     conn.connect_established(tls, server_name);
   }
   static void destroyed(TcpConnection& conn) { conn.connect_destroyed(); }

@@ -7,9 +7,13 @@
 
 namespace tcpkit {
 
-Connector::Connector(EventLoop* loop, std::vector<Endpoint> targets, std::chrono::milliseconds timeout,
-                     RetryPolicy retry)
-    : loop_(loop), targets_(std::move(targets)), timeout_(timeout), retry_(retry), rng_(std::random_device{}()) {}
+Connector::Connector(EventLoop* loop, std::vector<Endpoint> targets,
+                     std::chrono::milliseconds timeout, RetryPolicy retry)
+    : loop_(loop),
+      targets_(std::move(targets)),
+      timeout_(timeout),
+      retry_(retry),
+      rng_(std::random_device{}()) {}
 
 Connector::~Connector() {
   // stop() must have run in the loop; a channel still registered here would
@@ -41,7 +45,8 @@ std::chrono::milliseconds Connector::backoff_for(int attempt) {
   for (int i = 0; i < attempt && base < retry_.max; ++i) base *= 2;
   if (base > retry_.max) base = retry_.max;
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
-  auto delay = std::chrono::milliseconds(static_cast<long long>(static_cast<double>(base.count()) * jitter(rng_)));
+  auto delay = std::chrono::milliseconds(
+      static_cast<long long>(static_cast<double>(base.count()) * jitter(rng_)));
   return std::min(delay, retry_.max);
 }
 

@@ -62,7 +62,9 @@ Acceptor::Acceptor(TcpServer& server) : queue_(std::make_shared<detail::AcceptQu
   });
 }
 
-Acceptor::~Acceptor() { close(); }
+Acceptor::~Acceptor() {
+  close();
+}
 
 void Acceptor::close() {
   queue_->loop->assert_in_loop_thread();
@@ -74,7 +76,9 @@ void Acceptor::close() {
   queue_->loop->queue_in_loop([queue = queue_] { queue->wake(); });
 }
 
-size_t Acceptor::queued() const { return queue_->ready.size(); }
+size_t Acceptor::queued() const {
+  return queue_->ready.size();
+}
 
 Acceptor::AcceptAwaiter Acceptor::accept() {
   queue_->loop->assert_in_loop_thread();
@@ -85,7 +89,9 @@ Acceptor::AcceptAwaiter::~AcceptAwaiter() {
   if (waiting_ && queue_->waiter == waiting_) queue_->waiter = {};
 }
 
-bool Acceptor::AcceptAwaiter::await_ready() const { return queue_->closed || !queue_->ready.empty(); }
+bool Acceptor::AcceptAwaiter::await_ready() const {
+  return queue_->closed || !queue_->ready.empty();
+}
 
 void Acceptor::AcceptAwaiter::await_suspend(std::coroutine_handle<> h) {
   assert(!queue_->waiter && "two tasks accepting from one Acceptor");
@@ -96,7 +102,8 @@ void Acceptor::AcceptAwaiter::await_suspend(std::coroutine_handle<> h) {
 Result<Stream> Acceptor::AcceptAwaiter::await_resume() {
   waiting_ = {};
   if (queue_->ready.empty()) {
-    return Error(std::make_error_code(std::errc::operation_canceled), "accept: the acceptor is closed");
+    return Error(std::make_error_code(std::errc::operation_canceled),
+                 "accept: the acceptor is closed");
   }
   Stream stream = std::move(queue_->ready.front());
   queue_->ready.pop_front();

@@ -77,8 +77,12 @@ void ConnectAwaiter::await_suspend(std::coroutine_handle<> h) {
   client.connect();
 }
 
-ConnectAwaiter connect(const Endpoint& target, const ClientOptions& options) { return ConnectAwaiter(target, options); }
-ConnectAwaiter connect(const Endpoint& target) { return ConnectAwaiter(target, ClientOptions{}); }
+ConnectAwaiter connect(const Endpoint& target, const ClientOptions& options) {
+  return ConnectAwaiter(target, options);
+}
+ConnectAwaiter connect(const Endpoint& target) {
+  return ConnectAwaiter(target, ClientOptions{});
+}
 
 Result<Stream> ConnectAwaiter::await_resume() {
   assert(state_->result && "connect resumed without a result");

@@ -13,7 +13,9 @@ namespace tcpkit::coro {
 namespace detail {
 namespace {
 
-StreamState* state_of(const TcpConnectionPtr& conn) { return conn->context<StreamState>(); }
+StreamState* state_of(const TcpConnectionPtr& conn) {
+  return conn->context<StreamState>();
+}
 
 // Resumes the waiting reader if its operation can now finish; the check
 // does the operation's work (moves the bytes, cuts the line) first.
@@ -133,7 +135,9 @@ Stream& Stream::operator=(Stream&& other) noexcept {
   return *this;
 }
 
-Stream::~Stream() { release(); }
+Stream::~Stream() {
+  release();
+}
 
 // The stream goes; the connection finishes gracefully on its own loop.
 void Stream::release() {
@@ -163,7 +167,9 @@ void Stream::release() {
   });
 }
 
-bool Stream::closed() const { return state_->closed; }
+bool Stream::closed() const {
+  return state_->closed;
+}
 
 void Stream::shutdown() {
   conn_->loop()->assert_in_loop_thread();
@@ -272,7 +278,8 @@ Result<std::optional<std::string>> Stream::CodecOp<Codec>::result(detail::Stream
   if (!detail::ended_cleanly(s)) return s.down_error("read a message from");
   // Only a frame can be left half-read: a partial line was the last line.
   if (s.input.readable_bytes() > 0) {
-    return Error(Errc::peer_closed, "a frame cut short by the end of stream from " + s.conn->peer_endpoint().to_string());
+    return Error(Errc::peer_closed, "a frame cut short by the end of stream from " +
+                                        s.conn->peer_endpoint().to_string());
   }
   return std::optional<std::string>{};
 }
@@ -285,7 +292,9 @@ template struct Stream::CodecOp<LengthPrefixCodec>;
 Stream::WriteAwaiter Stream::write_all(std::string_view data) {
   conn_->loop()->assert_in_loop_thread();
   if (state_->closed) return WriteAwaiter(state_, state_->down_error("write to"));
-  if (state_->shut) return WriteAwaiter(state_, Error(std::make_error_code(std::errc::broken_pipe), "write after shutdown to " + peer_endpoint().to_string()));
+  if (state_->shut)
+    return WriteAwaiter(state_, Error(std::make_error_code(std::errc::broken_pipe),
+                                      "write after shutdown to " + peer_endpoint().to_string()));
   conn_->send(data);
   return WriteAwaiter(state_, {});
 }

@@ -40,7 +40,8 @@ thread_local EventLoop* t_closing_loop = nullptr;
 
 TaskList& task_list(EventLoop* loop) {
   if (auto* ext = loop->extension(&kTaskListKey)) return static_cast<TaskList&>(*ext);
-  return static_cast<TaskList&>(loop->add_extension(&kTaskListKey, std::make_unique<TaskList>(loop)));
+  return static_cast<TaskList&>(
+      loop->add_extension(&kTaskListKey, std::make_unique<TaskList>(loop)));
 }
 
 void start_in_loop(EventLoop* loop, std::coroutine_handle<Promise<void>> frame) {
@@ -74,7 +75,9 @@ TaskList::~TaskList() {
   t_closing_loop = outer;
 }
 
-bool loop_closing(EventLoop* loop) { return t_closing_loop == loop; }
+bool loop_closing(EventLoop* loop) {
+  return t_closing_loop == loop;
+}
 
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
   if (continuation) return continuation;
@@ -96,7 +99,8 @@ void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame) {
   loop->queue_in_loop([loop, pending] { start_in_loop(loop, std::exchange(pending->frame, {})); });
 }
 
-void Deadline::arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting, Expire expire, void* owner) {
+void Deadline::arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting,
+                   Expire expire, void* owner) {
   loop_ = EventLoop::current();
   assert(loop_ != nullptr && "timeout() outside a loop thread");
   timer_ = loop_->run_after(limit, [this, awaiting, expire, owner] {
@@ -114,7 +118,8 @@ void Deadline::cancel() {
 
 Error Deadline::timeout_error(EventLoop::Clock::duration limit) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit).count();
-  return Error(std::make_error_code(std::errc::timed_out), "no result within " + std::to_string(ms) + " ms");
+  return Error(std::make_error_code(std::errc::timed_out),
+               "no result within " + std::to_string(ms) + " ms");
 }
 
 }  // namespace detail

@@ -5,19 +5,21 @@
 #include <netdb.h>
 #include <sys/un.h>
 
-#include <cassert>
 #include <algorithm>
 #include <atomic>
-#include <memory>
+#include <cassert>
 #include <cerrno>
 #include <charconv>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 
 namespace tcpkit {
 namespace {
 
-std::string quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+std::string quoted(std::string_view text) {
+  return "'" + std::string(text) + "'";
+}
 
 // Strips one pair of surrounding brackets: "[::1]" -> "::1".
 std::string_view unbracket(std::string_view host) {
@@ -49,9 +51,13 @@ struct Endpoint::UnixName {
   socklen_t len = 0;
 };
 
-Endpoint::Endpoint() { addr_.v4.sin_family = AF_INET; }
+Endpoint::Endpoint() {
+  addr_.v4.sin_family = AF_INET;
+}
 
-Endpoint::Endpoint(const Endpoint& other) : addr_(other.addr_) { retain(); }
+Endpoint::Endpoint(const Endpoint& other) : addr_(other.addr_) {
+  retain();
+}
 
 Endpoint::Endpoint(Endpoint&& other) noexcept : addr_(other.addr_) {
   other.addr_ = Address{};
@@ -75,7 +81,9 @@ Endpoint& Endpoint::operator=(Endpoint&& other) noexcept {
   return *this;
 }
 
-Endpoint::~Endpoint() { release(); }
+Endpoint::~Endpoint() {
+  release();
+}
 
 const Endpoint::UnixName* Endpoint::unix_name() const {
   if (!is_unix()) return nullptr;
@@ -84,7 +92,9 @@ const Endpoint::UnixName* Endpoint::unix_name() const {
   return name;
 }
 
-void Endpoint::set_unix_name(const UnixName* name) { std::memcpy(addr_.un.name, &name, sizeof name); }
+void Endpoint::set_unix_name(const UnixName* name) {
+  std::memcpy(addr_.un.name, &name, sizeof name);
+}
 
 void Endpoint::retain() const {
   if (const UnixName* name = unix_name()) name->refs.fetch_add(1, std::memory_order_relaxed);
@@ -117,19 +127,22 @@ Endpoint::Endpoint(const sockaddr* addr, socklen_t len) {
 
 Result<Endpoint> Endpoint::unix_socket(std::string_view path) {
   const std::string shown = quoted(std::string(kUnixPrefix) + std::string(path));
-  if (path.empty() || path == "@") return Error(Errc::bad_address, "unix socket " + shown + " (no path)");
+  if (path.empty() || path == "@")
+    return Error(Errc::bad_address, "unix socket " + shown + " (no path)");
   // The kernel reads a path as a C string: an embedded NUL would name
   // another file than the one the user sees.
-  if (path.find('\0') != std::string_view::npos) return Error(Errc::bad_address, "unix socket " + shown);
+  if (path.find('\0') != std::string_view::npos)
+    return Error(Errc::bad_address, "unix socket " + shown);
   const bool abstract = path.front() == '@';
   // A path needs its terminating NUL inside sun_path; an abstract name starts
   // with a NUL instead of '@'. Either way, one byte less than sun_path.
   constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
   const size_t bytes = abstract ? path.size() - 1 : path.size();
   if (bytes > kMax) {
-    return Error::from_errno(ENAMETOOLONG, "unix socket " + shown + " is " + std::to_string(bytes) +
-                                               " bytes long; at most " + std::to_string(kMax) +
-                                               " fit (use a shorter path, e.g. under /tmp or /run)");
+    return Error::from_errno(ENAMETOOLONG,
+                             "unix socket " + shown + " is " + std::to_string(bytes) +
+                                 " bytes long; at most " + std::to_string(kMax) +
+                                 " fit (use a shorter path, e.g. under /tmp or /run)");
   }
   auto name = std::make_unique<UnixName>();
   name->addr.sun_family = AF_UNIX;
@@ -168,11 +181,13 @@ Result<std::pair<std::string, uint16_t>> Endpoint::split_host_port(std::string_v
     }
     host = text.substr(1, close - 1);
     auto rest = text.substr(close + 1);
-    if (rest.empty() || rest.front() != ':') return Error(Errc::missing_port, "address " + quoted(text));
+    if (rest.empty() || rest.front() != ':')
+      return Error(Errc::missing_port, "address " + quoted(text));
     port = rest.substr(1);
   } else {
     auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return Error(Errc::missing_port, "address " + quoted(text));
+    if (colon == std::string_view::npos)
+      return Error(Errc::missing_port, "address " + quoted(text));
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
     // Bare IPv6 ("::1:80") is ambiguous; insist on brackets.
@@ -210,7 +225,8 @@ Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
     v6->sin6_port = htons(port);
     if (!scope.empty()) {
       v6->sin6_scope_id = ::if_nametoindex(scope.c_str());
-      if (v6->sin6_scope_id == 0) return Error(Errc::bad_address, "host " + quoted(host) + " (unknown interface)");
+      if (v6->sin6_scope_id == 0)
+        return Error(Errc::bad_address, "host " + quoted(host) + " (unknown interface)");
     }
     return ep;
   }
@@ -264,9 +280,15 @@ Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view text) {
   return resolve(hp->first, hp->second);
 }
 
-Endpoint Endpoint::loopback_v4(uint16_t port) { return *parse("127.0.0.1", port); }
-Endpoint Endpoint::loopback_v6(uint16_t port) { return *parse("::1", port); }
-Endpoint Endpoint::any_v4(uint16_t port) { return *parse("0.0.0.0", port); }
+Endpoint Endpoint::loopback_v4(uint16_t port) {
+  return *parse("127.0.0.1", port);
+}
+Endpoint Endpoint::loopback_v6(uint16_t port) {
+  return *parse("::1", port);
+}
+Endpoint Endpoint::any_v4(uint16_t port) {
+  return *parse("0.0.0.0", port);
+}
 
 bool Endpoint::is_unspecified() const {
   if (is_v6()) return IN6_IS_ADDR_UNSPECIFIED(&addr_.v6.sin6_addr);
@@ -359,7 +381,8 @@ bool operator==(const Endpoint& a, const Endpoint& b) {
     return a.family() == b.family() && a.sockaddr_len() == b.sockaddr_len() &&
            std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
   }
-  return a.family() == b.family() && std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
+  return a.family() == b.family() &&
+         std::memcmp(a.sockaddr_ptr(), b.sockaddr_ptr(), a.sockaddr_len()) == 0;
 }
 
 }  // namespace tcpkit

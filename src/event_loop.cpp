@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "channel.h"
-#include "tcpkit/buffer.h"
 #include "poller.h"
 #include "sys.h"
+#include "tcpkit/buffer.h"
 #include "timer_queue.h"
 
 namespace tcpkit {
@@ -42,10 +42,12 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(IoBackend backend) {
 
 // Delegates through a Created value: the poller is created first, so a
 // failure names the same call as create()'s.
-EventLoop::EventLoop(IoBackend backend) : EventLoop(value_or_die(Poller::create(resolve_io_backend(backend)))) {}
+EventLoop::EventLoop(IoBackend backend)
+    : EventLoop(value_or_die(Poller::create(resolve_io_backend(backend)))) {}
 
 EventLoop::EventLoop(CreatedPoller created)
-    : EventLoop{std::move(created.poller), std::move(created.fallback), value_or_die(sys::wakeup_eventfd())} {}
+    : EventLoop{std::move(created.poller), std::move(created.fallback),
+                value_or_die(sys::wakeup_eventfd())} {}
 
 EventLoop::EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wakeup_fd)
     : thread_id_(std::this_thread::get_id()),
@@ -77,7 +79,9 @@ EventLoop::~EventLoop() {
   t_loop_in_this_thread = nullptr;
 }
 
-EventLoop* EventLoop::current() { return t_loop_in_this_thread; }
+EventLoop* EventLoop::current() {
+  return t_loop_in_this_thread;
+}
 
 EventLoop::Extension* EventLoop::extension(const void* key) const {
   assert_in_loop_thread();
@@ -96,8 +100,8 @@ EventLoop::Extension& EventLoop::add_extension(const void* key, std::unique_ptr<
 
 void EventLoop::abort_not_in_loop_thread() const {
   std::ostringstream os;
-  os << "tcpkit: EventLoop used from thread " << std::this_thread::get_id() << " but owned by thread "
-     << thread_id_;
+  os << "tcpkit: EventLoop used from thread " << std::this_thread::get_id()
+     << " but owned by thread " << thread_id_;
   std::fprintf(stderr, "%s\n", os.str().c_str());
   std::abort();
 }
@@ -133,7 +137,9 @@ void EventLoop::dispatch_io() {
   }
 }
 
-void EventLoop::run_due_timers() { timers_->run_due(now_); }
+void EventLoop::run_due_timers() {
+  timers_->run_due(now_);
+}
 
 void EventLoop::run_pending_functors() {
   std::vector<Functor> functors;

@@ -6,7 +6,9 @@
 
 namespace tcpkit {
 
-void clear_openssl_errors() { ERR_clear_error(); }
+void clear_openssl_errors() {
+  ERR_clear_error();
+}
 
 bool oldest_openssl_error_is(int lib, int reason) {
   const unsigned long first = ERR_peek_error();

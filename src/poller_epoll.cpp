@@ -77,7 +77,9 @@ void EpollPoller::control(int op, Channel* channel) {
   ev.events = to_epoll(channel->interest());
   ev.data.ptr = channel;
   if (::epoll_ctl(epoll_fd_.get(), op, channel->fd(), &ev) < 0) {
-    die(op == EPOLL_CTL_ADD ? "epoll_ctl ADD" : op == EPOLL_CTL_MOD ? "epoll_ctl MOD" : "epoll_ctl DEL",
+    die(op == EPOLL_CTL_ADD   ? "epoll_ctl ADD"
+        : op == EPOLL_CTL_MOD ? "epoll_ctl MOD"
+                              : "epoll_ctl DEL",
         sys::last_errno());
   }
 }

@@ -117,7 +117,8 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   for (auto [index, generation] : recheck_) {
     const Slot& slot = slots_[index];
     if (slot.channel == nullptr || slot.generation != generation) continue;
-    if (slot.channel->interest() & event::kWritable) ready->emplace_back(slot.channel, event::kWritable);
+    if (slot.channel->interest() & event::kWritable)
+      ready->emplace_back(slot.channel, event::kWritable);
   }
   recheck_.clear();
 }

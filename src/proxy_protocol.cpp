@@ -216,8 +216,10 @@ bool parse_v2_tlvs(std::string_view block, std::vector<ProxyTlv>* tlvs) {
 // The sender may add a CRC32C of the whole header, computed with the
 // checksum's own 4 bytes as zeros; when it is there, it must match.
 // Returns what is wrong, or "" when the header is fine.
-std::string check_v2_crc32c(std::string_view header, std::string_view tlv_block, const std::vector<ProxyTlv>& tlvs) {
-  auto it = std::find_if(tlvs.begin(), tlvs.end(), [](const ProxyTlv& t) { return t.type == kV2TypeCrc32c; });
+std::string check_v2_crc32c(std::string_view header, std::string_view tlv_block,
+                            const std::vector<ProxyTlv>& tlvs) {
+  auto it = std::find_if(tlvs.begin(), tlvs.end(),
+                         [](const ProxyTlv& t) { return t.type == kV2TypeCrc32c; });
   if (it == tlvs.end()) return {};
   if (it->value.size() != 4) return "v2: CRC32C TLV is not 4 bytes";
   // Where that TLV's value sits in the header: walk the block again.
@@ -228,7 +230,8 @@ std::string check_v2_crc32c(std::string_view header, std::string_view tlv_block,
   }
   offset += kV2TlvHeaderSize;
   std::string zeroed(header);
-  const uint32_t sent = (static_cast<uint32_t>(be16(zeroed.data() + offset)) << 16) | be16(zeroed.data() + offset + 2);
+  const uint32_t sent = (static_cast<uint32_t>(be16(zeroed.data() + offset)) << 16) |
+                        be16(zeroed.data() + offset + 2);
   zeroed.replace(offset, 4, 4, '\0');
   if (crc32c(zeroed) != sent) return "v2: CRC32C does not match the header";
   return {};
@@ -275,7 +278,8 @@ ProxyParseResult parse_v2(std::string_view data) {
   }
   std::string_view tlv_block(body + *address_size, length - *address_size);
   if (!parse_v2_tlvs(tlv_block, &r.header.tlvs)) return invalid("v2: TLV runs past the header");
-  if (auto why = check_v2_crc32c(data.substr(0, r.consumed), tlv_block, r.header.tlvs); !why.empty()) {
+  if (auto why = check_v2_crc32c(data.substr(0, r.consumed), tlv_block, r.header.tlvs);
+      !why.empty()) {
     return invalid(std::move(why));
   }
   return r;

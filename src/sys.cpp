@@ -17,11 +17,15 @@
 namespace tcpkit::sys {
 namespace {
 
-ssize_t or_errno(ssize_t rc) { return rc < 0 ? -errno : rc; }
+ssize_t or_errno(ssize_t rc) {
+  return rc < 0 ? -errno : rc;
+}
 
 }  // namespace
 
-int last_errno() { return errno; }
+int last_errno() {
+  return errno;
+}
 
 Result<UniqueFd> epoll_create() {
   int fd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -49,7 +53,8 @@ Result<void> set_int_option(int fd, int level, int option, int value, const char
   return {};
 }
 
-Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout, const char* what) {
+Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout,
+                                const char* what) {
   // A zero timeval means "no timeout" to the kernel, which is what a negative
   // timeout (kNoTimeout) asks for; passed through, it would fail with EDOM.
   if (timeout.count() < 0) timeout = std::chrono::milliseconds(0);
@@ -103,7 +108,9 @@ int connect(int fd, const Endpoint& ep) {
 
 int set_linger_abort(int fd) {
   linger abort_on_close{1, 0};
-  return ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0 ? 0 : -errno;
+  return ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0
+             ? 0
+             : -errno;
 }
 
 int socket_error(int fd) {
@@ -113,15 +120,21 @@ int socket_error(int fd) {
   return err;
 }
 
-ssize_t read(int fd, void* buf, size_t len) { return or_errno(::read(fd, buf, len)); }
-ssize_t readv(int fd, const struct iovec* iov, int count) { return or_errno(::readv(fd, iov, count)); }
+ssize_t read(int fd, void* buf, size_t len) {
+  return or_errno(::read(fd, buf, len));
+}
+ssize_t readv(int fd, const struct iovec* iov, int count) {
+  return or_errno(::readv(fd, iov, count));
+}
 ssize_t send(int fd, const void* buf, size_t len) {
   return or_errno(::send(fd, buf, len, MSG_NOSIGNAL));
 }
 ssize_t send_nonblocking(int fd, const void* buf, size_t len) {
   return or_errno(::send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT));
 }
-int shutdown_write(int fd) { return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0; }
+int shutdown_write(int fd) {
+  return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
+}
 
 int poll_one(int fd, short events, std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
@@ -144,7 +157,8 @@ Endpoint local_endpoint(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
-  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX)
+    return Endpoint();
   return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
@@ -152,7 +166,8 @@ Endpoint peer_endpoint(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return Endpoint();
-  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX) return Endpoint();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX)
+    return Endpoint();
   return Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
@@ -166,13 +181,13 @@ Result<PeerCredentials> peer_credentials(int fd) {
 }
 
 long file_mode(const char* path) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path, &st) < 0) return -errno;
   return static_cast<long>(st.st_mode);
 }
 
 Result<std::pair<dev_t, ino_t>> file_id(const char* path) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path, &st) < 0) return Error::from_errno(errno, std::string("stat ") + path);
   return std::pair<dev_t, ino_t>(st.st_dev, st.st_ino);
 }

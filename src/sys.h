@@ -33,7 +33,8 @@ Result<UniqueFd> wakeup_eventfd();
 Result<UniqueFd> tcp_socket(int family, bool nonblocking, const Endpoint& for_address);
 
 Result<void> set_int_option(int fd, int level, int option, int value, const char* what);
-Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout, const char* what);
+Result<void> set_timeval_option(int fd, int option, std::chrono::milliseconds timeout,
+                                const char* what);
 Result<void> set_nonblocking(int fd, bool on);
 
 Result<void> bind(int fd, const Endpoint& ep);

@@ -41,14 +41,16 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
   impl_->loop = loop;
   impl_->options = std::move(options);
   impl_->connection_options = std::make_shared<const ConnectionOptions>(impl_->options.connection);
-  RetryPolicy retry{impl_->options.retry, impl_->options.initial_backoff, impl_->options.max_backoff};
+  RetryPolicy retry{impl_->options.retry, impl_->options.initial_backoff,
+                    impl_->options.max_backoff};
   impl_->connector =
       std::make_shared<Connector>(loop, std::move(targets), impl_->options.connect_timeout, retry);
   std::weak_ptr<Impl> weak = impl_;
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_close, [weak](const TcpConnectionPtr& c) {
-    c->loop()->queue_in_loop([c] { ConnectionOwner::destroyed(*c); });
-    if (auto impl = weak.lock()) impl->closed(c);
-  });
+  impl_->callbacks = with_callback(
+      impl_->callbacks, &ConnectionCallbacks::on_close, [weak](const TcpConnectionPtr& c) {
+        c->loop()->queue_in_loop([c] { ConnectionOwner::destroyed(*c); });
+        if (auto impl = weak.lock()) impl->closed(c);
+      });
   impl_->connector->set_on_connected([weak](UniqueFd fd, const Endpoint& peer) {
     if (auto impl = weak.lock()) impl->connected(std::move(fd), peer);
   });
@@ -58,27 +60,36 @@ TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptio
   });
 }
 
-TcpClient::~TcpClient() { stop(); }
+TcpClient::~TcpClient() {
+  stop();
+}
 
 void TcpClient::set_on_connection(ConnectionCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_connection, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_connection, std::move(cb));
 }
 void TcpClient::set_on_message(MessageCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_message, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_message, std::move(cb));
 }
 void TcpClient::set_on_write_complete(WriteCompleteCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_write_complete, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_write_complete, std::move(cb));
 }
 void TcpClient::set_on_high_water_mark(HighWaterMarkCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_high_water_mark, std::move(cb));
 }
 void TcpClient::set_on_handshake(ConnectionCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_handshake, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_handshake, std::move(cb));
 }
 void TcpClient::set_on_peer_closed(PeerClosedCallback cb) {
-  impl_->callbacks = with_callback(impl_->callbacks, &ConnectionCallbacks::on_peer_closed, std::move(cb));
+  impl_->callbacks =
+      with_callback(impl_->callbacks, &ConnectionCallbacks::on_peer_closed, std::move(cb));
 }
-void TcpClient::set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds)> cb) {
+void TcpClient::set_on_connect_error(
+    std::function<void(const Error&, std::chrono::milliseconds)> cb) {
   impl_->on_connect_error = std::move(cb);
 }
 
@@ -119,7 +130,8 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
     (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
   }
   Endpoint local = sys::local_endpoint(fd.get());
-  auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer, connection_options);
+  auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer,
+                                              connection_options);
   ConnectionOwner::set_callbacks(*conn, callbacks);
   {
     std::lock_guard lock(mutex);

@@ -13,7 +13,9 @@
 namespace tcpkit {
 namespace {
 
-std::error_code errno_code(int err) { return {err, std::generic_category()}; }
+std::error_code errno_code(int err) {
+  return {err, std::generic_category()};
+}
 
 // What a connection starts with, before its owner hands it a table.
 const std::shared_ptr<const ConnectionCallbacks>& no_callbacks() {
@@ -43,7 +45,9 @@ TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const En
   channel_->set_handler<&TcpConnection::handle_event>(this);
 }
 
-TcpConnection::~TcpConnection() { assert(!channel_->registered()); }
+TcpConnection::~TcpConnection() {
+  assert(!channel_->registered());
+}
 
 void TcpConnection::set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks) {
   auto old = std::exchange(callbacks_, callbacks ? std::move(callbacks) : no_callbacks());
@@ -90,7 +94,8 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
     return;
   }
   // Without a layer the connection is ready for end-to-end traffic now.
-  if (!tls_ && state() == State::connected && callbacks_->on_handshake) callbacks_->on_handshake(self);
+  if (!tls_ && state() == State::connected && callbacks_->on_handshake)
+    callbacks_->on_handshake(self);
 }
 
 void TcpConnection::connect_destroyed() {
@@ -145,7 +150,9 @@ void TcpConnection::handle_event(unsigned mask) {
 // otherwise report the level-triggered hang-up in a busy loop, until
 // resume_reading() registers it again; the reads then reach the data and the
 // EOF. Nothing is left to write: our FIN went out after the output drained.
-void TcpConnection::park_until_resumed() { channel_->remove(); }
+void TcpConnection::park_until_resumed() {
+  channel_->remove();
+}
 
 void TcpConnection::handle_read() {
   // With nothing pending, read into the loop's shared buffer and keep only
@@ -168,7 +175,8 @@ void TcpConnection::handle_read() {
       receive_tls(in);
       return;
     }
-    if (shared && in.readable_bytes() > 0 && callbacks_->on_message) input_.append(in.peek(), in.readable_bytes());
+    if (shared && in.readable_bytes() > 0 && callbacks_->on_message)
+      input_.append(in.peek(), in.readable_bytes());
     if (shared) in.retrieve_all();
     input_.release_if_empty();
     return;
@@ -216,9 +224,13 @@ Result<void> TcpConnection::start_tls(const TlsContext& context, std::string_vie
   return {};
 }
 
-const TlsSession* TcpConnection::tls() const { return tls_ ? &tls_->session : nullptr; }
+const TlsSession* TcpConnection::tls() const {
+  return tls_ ? &tls_->session : nullptr;
+}
 
-size_t TcpConnection::tls_held_bytes() const { return tls_->session.held_bytes(); }
+size_t TcpConnection::tls_held_bytes() const {
+  return tls_->session.held_bytes();
+}
 
 void TcpConnection::receive_tls(Buffer& wire) {
   TlsSession& session = tls_->session;
@@ -250,7 +262,8 @@ void TcpConnection::receive_tls(Buffer& wire) {
     }
   }
   input_.release_if_empty();
-  if (state() != State::disconnected && tls_ && tls_->session.peer_closed() && !peer_closed_) peer_sent_fin();
+  if (state() != State::disconnected && tls_ && tls_->session.peer_closed() && !peer_closed_)
+    peer_sent_fin();
 }
 
 void TcpConnection::flush_tls() {
@@ -270,7 +283,8 @@ void TcpConnection::arm_handshake_timer() {
     auto self = weak.lock();
     if (!self || !self->tls_ || self->state() == State::disconnected) return;
     self->tls_->handshake_timer = 0;
-    if (!self->tls_->session.handshake_done()) self->handle_close(make_error_code(Errc::handshake_timeout));
+    if (!self->tls_->session.handshake_done())
+      self->handle_close(make_error_code(Errc::handshake_timeout));
   });
 }
 
@@ -348,9 +362,8 @@ void TcpConnection::send(std::string&& data) {
     send_in_loop(data.data(), data.size());
     return;
   }
-  loop_->queue_in_loop([self = shared_from_this(), d = std::move(data)] {
-    self->send_in_loop(d.data(), d.size());
-  });
+  loop_->queue_in_loop(
+      [self = shared_from_this(), d = std::move(data)] { self->send_in_loop(d.data(), d.size()); });
 }
 
 void TcpConnection::send(Buffer& data) {
@@ -389,7 +402,8 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   const size_t before = output_bytes();
   output_.append(data + written, len - written);
   if (!channel_->is_writing()) channel_->enable_writing();
-  if (check_mark && before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) {
+  if (check_mark && before < options_->high_water_mark &&
+      output_bytes() >= options_->high_water_mark) {
     check_overflow();
   }
 }
@@ -405,7 +419,8 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
   const size_t before = output_bytes();
   tls_->session.write_plaintext(std::string_view(data, len));
   flush_tls();
-  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark) check_overflow();
+  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark)
+    check_overflow();
 }
 
 void TcpConnection::check_overflow() {
@@ -421,7 +436,9 @@ void TcpConnection::check_overflow() {
     write_shut_ = true;
     output_.retrieve_all();
     channel_->disable_writing();
-    loop_->queue_in_loop([self = shared_from_this()] { self->handle_close(make_error_code(Errc::high_water_mark)); });
+    loop_->queue_in_loop([self = shared_from_this()] {
+      self->handle_close(make_error_code(Errc::high_water_mark));
+    });
     return;
   }
   if (reading_) {
@@ -469,7 +486,9 @@ void TcpConnection::maybe_finish_shutdown() {
   }
 }
 
-void TcpConnection::force_close() { force_close(std::make_error_code(std::errc::operation_canceled)); }
+void TcpConnection::force_close() {
+  force_close(std::make_error_code(std::errc::operation_canceled));
+}
 
 void TcpConnection::force_close(std::error_code reason) {
   loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });

@@ -32,7 +32,8 @@ Result<TcpListener> TcpListener::bind(const Endpoint& address, const ListenOptio
     }
   }
   if (address.is_v6()) {
-    auto r = sys::set_int_option(fd->get(), IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0, "IPV6_V6ONLY");
+    auto r = sys::set_int_option(fd->get(), IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0,
+                                 "IPV6_V6ONLY");
     if (!r) return r.error();
   }
   if (auto r = sys::bind(fd->get(), address); !r) return r.error();

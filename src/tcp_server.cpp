@@ -110,10 +110,12 @@ Result<void> TcpServer::start() {
   if (!options_.reuse_port_per_loop) {
     for (auto& listener : pending_listeners_) {
       auto acceptor = std::make_unique<Acceptor>(loop_, std::move(listener));
-      acceptor->set_on_new_connection([this](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
-        new_connection(state_of(pool_->next_loop()), std::move(fd), peer, local);
-      });
-      acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
+      acceptor->set_on_new_connection(
+          [this](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
+            new_connection(state_of(pool_->next_loop()), std::move(fd), peer, local);
+          });
+      acceptor->set_on_exhausted(
+          [this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
       acceptor->listen();
       base_acceptors_.push_back(std::move(acceptor));
     }
@@ -137,10 +139,12 @@ Result<void> TcpServer::start() {
     state->loop->run_in_loop_and_wait([this, state, &listeners = per_loop[i]] {
       for (auto& listener : listeners) {
         auto acceptor = std::make_unique<Acceptor>(state->loop, std::move(listener));
-        acceptor->set_on_new_connection([this, state](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
-          new_connection(state, std::move(fd), peer, local);
-        });
-        acceptor->set_on_exhausted([this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
+        acceptor->set_on_new_connection(
+            [this, state](UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
+              new_connection(state, std::move(fd), peer, local);
+            });
+        acceptor->set_on_exhausted(
+            [this] { refused_exhausted_.fetch_add(1, std::memory_order_relaxed); });
         acceptor->listen();
         state->acceptors.push_back(std::move(acceptor));
       }
@@ -158,7 +162,8 @@ TcpServer::LoopState* TcpServer::state_of(EventLoop* loop) {
 }
 
 // Runs in the accepting loop: the base loop, or the I/O loop itself.
-void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer, const Endpoint& local) {
+void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& peer,
+                               const Endpoint& local) {
   accepted_.fetch_add(1, std::memory_order_relaxed);
   if (stopping_.load(std::memory_order_acquire)) return;  // fd closes here
   if (accept_filter_ && !accept_filter_(peer)) {
@@ -166,7 +171,8 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     if (on_refused_) on_refused_(peer, make_error_code(Errc::not_allowed));
     return;  // closed before a byte is read or written
   }
-  if (options_.max_connections > 0 && open_.load(std::memory_order_relaxed) >= options_.max_connections) {
+  if (options_.max_connections > 0 &&
+      open_.load(std::memory_order_relaxed) >= options_.max_connections) {
     refused_over_limit_.fetch_add(1, std::memory_order_relaxed);
     if (on_refused_) on_refused_(peer, make_error_code(Errc::too_many_connections));
     return;  // accepted and closed at once: the client sees EOF, not a hang
@@ -180,7 +186,8 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
   }
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-  auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer, connection_options_);
+  auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer,
+                                              connection_options_);
   ConnectionOwner::set_callbacks(*conn, callbacks_);
   state->loop->run_in_loop([state, conn, tls = options_.tls.get()] {
     state->connections.emplace(conn->id(), conn);
@@ -214,7 +221,8 @@ void TcpServer::stop(std::chrono::milliseconds drain_deadline, std::function<voi
     for (auto& state : loop_states_) {
       LoopState* s = state.get();
       s->loop->run_in_loop([s] {
-        for (auto& [id, conn] : s->connections) conn->force_close(make_error_code(std::errc::timed_out));
+        for (auto& [id, conn] : s->connections)
+          conn->force_close(make_error_code(std::errc::timed_out));
       });
     }
   });

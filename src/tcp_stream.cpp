@@ -20,9 +20,9 @@ namespace tcpkit {
 struct TcpStream::TlsLayer {
   explicit TlsLayer(TlsSession s) : session(std::move(s)) {}
   TlsSession session;
-  Buffer plaintext;         // decrypted, not handed out yet
-  std::string pending;      // encrypted, not accepted by the kernel yet (send_some)
-  std::vector<char> wire;   // one read from the socket
+  Buffer plaintext;        // decrypted, not handed out yet
+  std::string pending;     // encrypted, not accepted by the kernel yet (send_some)
+  std::vector<char> wire;  // one read from the socket
   bool eof = false;
 };
 
@@ -50,7 +50,8 @@ Result<TcpStream> TcpStream::connect(const Endpoint& peer, std::chrono::millisec
   return TcpStream(std::move(*fd));
 }
 
-Result<TcpStream> TcpStream::connect(std::string_view host_port, std::chrono::milliseconds timeout) {
+Result<TcpStream> TcpStream::connect(std::string_view host_port,
+                                     std::chrono::milliseconds timeout) {
   auto addresses = Endpoint::resolve(host_port);
   if (!addresses) return addresses.error();
   Error last;
@@ -64,7 +65,9 @@ Result<TcpStream> TcpStream::connect(std::string_view host_port, std::chrono::mi
 
 // Error messages name the peer from the recorded address: after a reset the
 // kernel no longer reports it, and "send to 0.0.0.0:0" would mislead.
-std::string TcpStream::where() const { return peer_.to_string(); }
+std::string TcpStream::where() const {
+  return peer_.to_string();
+}
 
 Result<void> TcpStream::send_all(const void* data, size_t len) {
   if (tls_) return tls_send_all(std::string_view(static_cast<const char*>(data), len));
@@ -87,7 +90,8 @@ Result<size_t> TcpStream::recv(void* buf, size_t len) {
   for (;;) {
     ssize_t n = sys::read(fd_.get(), buf, len);
     if (n == -EINTR) continue;
-    if (n == -EWOULDBLOCK) return Error::from_errno(EAGAIN, "recv from " + where() + " (timed out)");
+    if (n == -EWOULDBLOCK)
+      return Error::from_errno(EAGAIN, "recv from " + where() + " (timed out)");
     if (n < 0) return Error::from_errno(static_cast<int>(-n), "recv from " + where());
     return static_cast<size_t>(n);
   }
@@ -97,7 +101,8 @@ Result<void> TcpStream::recv_exact(void* buf, size_t len) {
   auto* p = static_cast<char*>(buf);
   while (len > 0) {
     auto n = recv(p, len);
-    if (!n && n.error() == std::errc::resource_unavailable_try_again && tls_) continue;  // no data yet
+    if (!n && n.error() == std::errc::resource_unavailable_try_again && tls_)
+      continue;  // no data yet
     if (!n) return n.error();
     if (*n == 0) return Error(Errc::peer_closed, "recv from " + where());
     p += *n;
@@ -132,7 +137,9 @@ Result<void> TcpStream::set_send_timeout(std::chrono::milliseconds timeout) {
   return sys::set_timeval_option(fd_.get(), SO_SNDTIMEO, timeout, "SO_SNDTIMEO");
 }
 
-Endpoint TcpStream::local_endpoint() const { return sys::local_endpoint(fd_.get()); }
+Endpoint TcpStream::local_endpoint() const {
+  return sys::local_endpoint(fd_.get());
+}
 
 // ---- TLS ----------------------------------------------------------------
 
@@ -156,7 +163,8 @@ Result<void> TcpStream::start_tls(const TlsContext& context, std::string_view se
     if (auto sent = send_ciphertext(); !sent) return Error(sent.error().code(), where_to);
     if (tls_->session.handshake_done()) return {};
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    int ready = sys::poll_one(fd_.get(), POLLIN, forever ? kNoTimeout : std::max(left, std::chrono::milliseconds(0)));
+    int ready = sys::poll_one(fd_.get(), POLLIN,
+                              forever ? kNoTimeout : std::max(left, std::chrono::milliseconds(0)));
     if (ready < 0) return Error::from_errno(-ready, where_to);
     if (ready == 0) return Error(std::make_error_code(std::errc::timed_out), where_to);
     auto n = read_ciphertext();
@@ -169,7 +177,9 @@ Result<void> TcpStream::start_tls(const TlsContext& context, std::string_view se
   }
 }
 
-const TlsSession* TcpStream::tls() const { return tls_ ? &tls_->session : nullptr; }
+const TlsSession* TcpStream::tls() const {
+  return tls_ ? &tls_->session : nullptr;
+}
 
 bool TcpStream::has_buffered_input() const {
   return tls_ && (tls_->plaintext.readable_bytes() > 0 || tls_->eof || tls_->session.peer_closed());
@@ -209,7 +219,8 @@ Result<size_t> TcpStream::read_ciphertext() {
   for (;;) {
     ssize_t n = sys::read(fd_.get(), tls_->wire.data(), tls_->wire.size());
     if (n == -EINTR) continue;
-    if (n == -EWOULDBLOCK) return Error::from_errno(EAGAIN, "recv from " + where() + " (timed out)");
+    if (n == -EWOULDBLOCK)
+      return Error::from_errno(EAGAIN, "recv from " + where() + " (timed out)");
     if (n < 0) return Error::from_errno(static_cast<int>(-n), "recv from " + where());
     if (n > 0) tls_->session.feed_ciphertext(tls_->wire.data(), static_cast<size_t>(n));
     return static_cast<size_t>(n);
@@ -245,7 +256,9 @@ Result<size_t> TcpStream::send_some(std::string_view data) {
   }
 }
 
-bool TcpStream::has_pending_output() const { return tls_ && !tls_->pending.empty(); }
+bool TcpStream::has_pending_output() const {
+  return tls_ && !tls_->pending.empty();
+}
 
 Result<void> TcpStream::flush_pending() {
   if (!tls_) return {};

@@ -43,7 +43,8 @@ void TimerQueue::run_due(Clock::time_point now) {
     // An earlier callback of this batch may have cancelled this one.
     if (cancelled_while_running_.count(timer.id)) continue;
     timer.cb();
-    if (timer.interval == Clock::duration::zero() || cancelled_while_running_.count(timer.id)) continue;
+    if (timer.interval == Clock::duration::zero() || cancelled_while_running_.count(timer.id))
+      continue;
     // Schedule from the planned deadline so a repeating timer does not drift,
     // but never into the past after a long stall.
     auto next = key.first + timer.interval;

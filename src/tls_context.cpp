@@ -25,7 +25,9 @@ Result<SSL_CTX*> new_context(const SSL_METHOD* method, const char* role) {
   return ctx;
 }
 
-std::string quoted(const std::string& file) { return "'" + file + "'"; }
+std::string quoted(const std::string& file) {
+  return "'" + file + "'";
+}
 
 }  // namespace
 
@@ -87,6 +89,8 @@ TlsContext& TlsContext::operator=(TlsContext&& other) noexcept {
   return *this;
 }
 
-TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+}
 
 }  // namespace tcpkit

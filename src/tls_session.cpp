@@ -32,7 +32,8 @@ bool is_ip_literal(const std::string& name) {
 // SNI may carry only a DNS name (RFC 6066, section 3), so an address is
 // checked against the certificate's IP entries and not sent.
 Result<void> set_expected_name(SSL* ssl, std::string name, bool verify) {
-  if (name.size() > 2 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']')
+    name = name.substr(1, name.size() - 2);
   const std::string context = "TLS server name '" + name + "'";
   clear_openssl_errors();
   if (is_ip_literal(name)) {
@@ -41,7 +42,8 @@ Result<void> set_expected_name(SSL* ssl, std::string name, bool verify) {
     }
     return {};
   }
-  if (SSL_set_tlsext_host_name(ssl, name.c_str()) != 1) return take_openssl_error(context, kNoMemory);
+  if (SSL_set_tlsext_host_name(ssl, name.c_str()) != 1)
+    return take_openssl_error(context, kNoMemory);
   if (!verify) return {};
   // "*.example.com" matches one whole label, never "w*.example.com" tricks.
   SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -215,7 +217,9 @@ std::string TlsSession::take_ciphertext() {
   return out.retrieve_all_as_string();
 }
 
-bool TlsSession::has_ciphertext() const { return BIO_ctrl_pending(s_->out) > 0; }
+bool TlsSession::has_ciphertext() const {
+  return BIO_ctrl_pending(s_->out) > 0;
+}
 
 void TlsSession::shutdown() {
   s_->shutdown_requested = true;
@@ -227,22 +231,34 @@ void TlsSession::shutdown() {
   if (SSL_shutdown(s_->ssl) < 0) clear_openssl_errors();
 }
 
-bool TlsSession::handshake_done() const { return SSL_is_init_finished(s_->ssl) == 1; }
+bool TlsSession::handshake_done() const {
+  return SSL_is_init_finished(s_->ssl) == 1;
+}
 
-bool TlsSession::peer_closed() const { return (SSL_get_shutdown(s_->ssl) & SSL_RECEIVED_SHUTDOWN) != 0; }
+bool TlsSession::peer_closed() const {
+  return (SSL_get_shutdown(s_->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}
 
-std::string_view TlsSession::protocol_version() const { return SSL_get_version(s_->ssl); }
+std::string_view TlsSession::protocol_version() const {
+  return SSL_get_version(s_->ssl);
+}
 
-std::string_view TlsSession::cipher() const { return SSL_get_cipher_name(s_->ssl); }
+std::string_view TlsSession::cipher() const {
+  return SSL_get_cipher_name(s_->ssl);
+}
 
 std::string_view TlsSession::requested_server_name() const {
   const char* name = SSL_get_servername(s_->ssl, TLSEXT_NAMETYPE_host_name);
   return name != nullptr ? name : "";
 }
 
-bool TlsSession::failed() const { return s_->error.has_value(); }
+bool TlsSession::failed() const {
+  return s_->error.has_value();
+}
 
-size_t TlsSession::held_bytes() const { return s_->held.size(); }
+size_t TlsSession::held_bytes() const {
+  return s_->held.size();
+}
 
 void TlsSession::fail(Error error) {
   if (!s_->error) s_->error = std::move(error);

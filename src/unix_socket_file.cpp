@@ -16,8 +16,9 @@ Result<bool> clear_stale_socket_file(const Endpoint& address) {
   if (mode == -ENOENT) return false;
   if (mode < 0) return Error::from_errno(static_cast<int>(-mode), what);
   if (!S_ISSOCK(static_cast<mode_t>(mode))) {
-    return Error::from_errno(EEXIST, what + " (the path exists and is not a socket; it is left alone: "
-                                            "remove it yourself or pick another path)");
+    return Error::from_errno(EEXIST, what +
+                                         " (the path exists and is not a socket; it is left alone: "
+                                         "remove it yourself or pick another path)");
   }
   auto probe = sys::tcp_socket(AF_UNIX, /*nonblocking=*/true, address);
   if (!probe) return probe.error();
@@ -26,10 +27,12 @@ Result<bool> clear_stale_socket_file(const Endpoint& address) {
   int rc = sys::connect(probe->get(), address);
   if (rc == 0 || rc == -EAGAIN) {
     std::string holder = "a live server";
-    if (auto who = sys::peer_credentials(probe->get())) holder += " (pid " + std::to_string(who->pid) + ")";
+    if (auto who = sys::peer_credentials(probe->get()))
+      holder += " (pid " + std::to_string(who->pid) + ")";
     return Error::from_errno(EADDRINUSE, what + ": " + holder + " listens there");
   }
-  if (rc != -ECONNREFUSED) return Error::from_errno(-rc, what + " (checking the existing socket file)");
+  if (rc != -ECONNREFUSED)
+    return Error::from_errno(-rc, what + " (checking the existing socket file)");
   if (auto r = sys::unlink(path.c_str()); !r) return r.error();
   return true;
 }
@@ -55,7 +58,9 @@ UnixSocketFile& UnixSocketFile::operator=(UnixSocketFile&& other) noexcept {
   return *this;
 }
 
-UnixSocketFile::~UnixSocketFile() { remove(); }
+UnixSocketFile::~UnixSocketFile() {
+  remove();
+}
 
 void UnixSocketFile::remove() {
   if (path_.empty()) return;

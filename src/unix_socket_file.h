@@ -44,7 +44,8 @@ class UnixSocketFile {
   void keep() { path_.clear(); }
 
  private:
-  UnixSocketFile(std::string path, dev_t dev, ino_t ino) : path_(std::move(path)), dev_(dev), ino_(ino) {}
+  UnixSocketFile(std::string path, dev_t dev, ino_t ino)
+      : path_(std::move(path)), dev_(dev), ino_(ino) {}
   void remove();
 
   std::string path_;  // empty once moved from

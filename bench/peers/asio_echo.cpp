@@ -12,11 +12,11 @@
 
 #include <boost/asio.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <algorithm>
 #include <thread>
 #include <vector>
 

@@ -87,7 +87,9 @@ class Stream {
     auto await_resume() { return op_.result(*state_); }
 
    private:
-    static bool ready(void* self, detail::StreamState& s) { return static_cast<ReadAwaiter*>(self)->op_.try_complete(s); }
+    static bool ready(void* self, detail::StreamState& s) {
+      return static_cast<ReadAwaiter*>(self)->op_.try_complete(s);
+    }
     void wait(std::coroutine_handle<> h, bool (*check)(void*, detail::StreamState&), void* self);
     void unhook();
     detail::StreamState* state_;
@@ -147,8 +149,10 @@ class Stream {
   /// output is under its high-water mark (at once, usually).
   class WriteAwaiter {
    public:
-    explicit WriteAwaiter(detail::StreamState* state, Result<void> queued) : state_(state), queued_(std::move(queued)) {}
-    WriteAwaiter(WriteAwaiter&& other) noexcept : state_(other.state_), queued_(std::move(other.queued_)) {}
+    explicit WriteAwaiter(detail::StreamState* state, Result<void> queued)
+        : state_(state), queued_(std::move(queued)) {}
+    WriteAwaiter(WriteAwaiter&& other) noexcept
+        : state_(other.state_), queued_(std::move(other.queued_)) {}
     ~WriteAwaiter();
     bool await_ready() const;
     void await_suspend(std::coroutine_handle<> h);
@@ -196,11 +200,11 @@ namespace detail {
 /// bytes no task has read yet, and the tasks waiting on it. Loop thread.
 struct StreamState {
   Buffer input;
-  bool eof = false;       ///< the peer's FIN arrived
-  bool closed = false;    ///< the connection is down
-  bool paused = false;    ///< we paused reading: kReadAhead bytes wait
-  bool abandoned = false; ///< the Stream is gone; what arrives is dropped
-  bool shut = false;      ///< Stream::shutdown() or close() was called
+  bool eof = false;        ///< the peer's FIN arrived
+  bool closed = false;     ///< the connection is down
+  bool paused = false;     ///< we paused reading: kReadAhead bytes wait
+  bool abandoned = false;  ///< the Stream is gone; what arrives is dropped
+  bool shut = false;       ///< Stream::shutdown() or close() was called
   std::coroutine_handle<> reader;
   bool (*reader_ready)(void*, StreamState&) = nullptr;
   void* reader_op = nullptr;
@@ -217,7 +221,8 @@ struct StreamState {
 }  // namespace detail
 
 template <typename Op>
-void Stream::ReadAwaiter<Op>::wait(std::coroutine_handle<> h, bool (*check)(void*, detail::StreamState&), void* self) {
+void Stream::ReadAwaiter<Op>::wait(std::coroutine_handle<> h,
+                                   bool (*check)(void*, detail::StreamState&), void* self) {
   assert(!state_->reader && "two tasks reading one Stream");
   state_->reader = h;
   state_->reader_ready = check;

@@ -180,7 +180,9 @@ class SleepAwaiter {
   EventLoop* loop_ = nullptr;
   TimerId timer_ = 0;
 };
-inline SleepAwaiter sleep_for(EventLoop::Clock::duration delay) { return SleepAwaiter(delay); }
+inline SleepAwaiter sleep_for(EventLoop::Clock::duration delay) {
+  return SleepAwaiter(delay);
+}
 
 /// Moves the awaiting task to `loop`'s thread: it goes on running there
 /// from `loop`'s queue (at once when it is already there). This is the only
@@ -199,7 +201,9 @@ class ResumeOnAwaiter {
  private:
   EventLoop* loop_;
 };
-inline ResumeOnAwaiter resume_on(EventLoop* loop) { return ResumeOnAwaiter(loop); }
+inline ResumeOnAwaiter resume_on(EventLoop* loop) {
+  return ResumeOnAwaiter(loop);
+}
 
 namespace detail {
 
@@ -231,7 +235,8 @@ class Deadline {
   Deadline& operator=(Deadline&&) = delete;
   ~Deadline() { cancel(); }
   /// Loop thread: starts the timer on the current thread's loop.
-  void arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting, Expire expire, void* owner);
+  void arm(EventLoop::Clock::duration limit, std::coroutine_handle<> awaiting, Expire expire,
+           void* owner);
   void cancel();
   bool expired() const { return expired_; }
   static Error timeout_error(EventLoop::Clock::duration limit);
@@ -246,10 +251,13 @@ class Deadline {
 template <typename R>
 class TimeoutAwaiter {
  public:
-  TimeoutAwaiter(EventLoop::Clock::duration limit, Task<R> child) : limit_(limit), child_(std::move(child)) {}
+  TimeoutAwaiter(EventLoop::Clock::duration limit, Task<R> child)
+      : limit_(limit), child_(std::move(child)) {}
   bool await_ready() const noexcept { return false; }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) {
-    deadline_.arm(limit_, awaiting, [](void* self) { static_cast<TimeoutAwaiter*>(self)->child_.reset(); }, this);
+    deadline_.arm(
+        limit_, awaiting, [](void* self) { static_cast<TimeoutAwaiter*>(self)->child_.reset(); },
+        this);
     child_.handle().promise().continuation = awaiting;
     return child_.handle();
   }
@@ -282,7 +290,8 @@ Task<await_result_t<A>> as_task(A awaitable) {
 template <typename A>
 auto timeout(EventLoop::Clock::duration limit, A awaitable) {
   using R = detail::await_result_t<A>;
-  static_assert(detail::is_result<R>::value, "timeout() needs an awaitable whose result is a Result<T>");
+  static_assert(detail::is_result<R>::value,
+                "timeout() needs an awaitable whose result is a Result<T>");
   if constexpr (std::is_same_v<A, Task<R>>) {
     return detail::TimeoutAwaiter<R>(limit, std::move(awaitable));
   } else {

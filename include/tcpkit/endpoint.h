@@ -131,7 +131,8 @@ class Endpoint {
     sockaddr_in6 v6;
     UnixInline un;
   };
-  static_assert(sizeof(Address) == sizeof(sockaddr_in6), "a Unix endpoint must not grow every connection");
+  static_assert(sizeof(Address) == sizeof(sockaddr_in6),
+                "a Unix endpoint must not grow every connection");
 
   /// The shared path of a named Unix endpoint; null otherwise.
   const UnixName* unix_name() const;

@@ -17,18 +17,18 @@ namespace tcpkit {
 
 /// tcpkit's own error conditions, for failures that have no errno value.
 enum class Errc {
-  bad_address = 1,    ///< not an IPv4/IPv6 literal
-  bad_port,           ///< not a number in 0..65535
-  missing_port,       ///< "host" without ":port"
-  bad_host,           ///< empty or malformed host part
-  name_not_found,     ///< getaddrinfo found nothing
-  peer_closed,        ///< recv() returned 0: the peer sent FIN
-  frame_too_large,    ///< a codec frame over its limit
-  line_too_long,      ///< a line over LineCodec's limit
-  bad_encoding,       ///< an iconv name the system does not know
+  bad_address = 1,  ///< not an IPv4/IPv6 literal
+  bad_port,         ///< not a number in 0..65535
+  missing_port,     ///< "host" without ":port"
+  bad_host,         ///< empty or malformed host part
+  name_not_found,   ///< getaddrinfo found nothing
+  peer_closed,      ///< recv() returned 0: the peer sent FIN
+  frame_too_large,  ///< a codec frame over its limit
+  line_too_long,    ///< a line over LineCodec's limit
+  bad_encoding,     ///< an iconv name the system does not know
   too_many_connections,
   idle_timeout,
-  high_water_mark,    ///< output buffer over the mark with the close policy
+  high_water_mark,  ///< output buffer over the mark with the close policy
   bad_proxy_header,
   bad_prefix,         ///< a CIDR prefix length out of range or not a number
   not_allowed,        ///< the peer's address is refused by an AccessList
@@ -37,7 +37,9 @@ enum class Errc {
 };
 
 const std::error_category& tcpkit_category();
-inline std::error_code make_error_code(Errc e) { return {static_cast<int>(e), tcpkit_category()}; }
+inline std::error_code make_error_code(Errc e) {
+  return {static_cast<int>(e), tcpkit_category()};
+}
 
 class Error {
  public:

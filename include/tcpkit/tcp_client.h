@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "tcpkit/callbacks.h"
-#include "tcpkit/tls_context.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit {
 
@@ -27,7 +27,7 @@ class EventLoop;
 
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{5000};
-  bool retry = false;                                  ///< retry connects and reconnect after a close
+  bool retry = false;  ///< retry connects and reconnect after a close
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{30000};
   bool tcp_nodelay = true;
@@ -59,7 +59,8 @@ class TcpClient {
   /// after on_connection without TLS (ConnectionCallbacks::on_handshake).
   void set_on_handshake(ConnectionCallback cb);
   /// A connect attempt round failed; `retry_in` is negative when no retry follows.
-  void set_on_connect_error(std::function<void(const Error&, std::chrono::milliseconds retry_in)> cb);
+  void set_on_connect_error(
+      std::function<void(const Error&, std::chrono::milliseconds retry_in)> cb);
 
   /// Any thread.
   void connect();

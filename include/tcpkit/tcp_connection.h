@@ -52,7 +52,7 @@ enum class OverflowPolicy {
 struct ConnectionOptions {
   size_t high_water_mark = 4 * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
-  size_t max_read_per_wakeup = 256 * 1024;  ///< fairness: one peer cannot starve others
+  size_t max_read_per_wakeup = 256 * 1024;    ///< fairness: one peer cannot starve others
   std::chrono::milliseconds idle_timeout{0};  ///< 0: none
   /// A layer's handshake (TLS) must finish within this, or the connection
   /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
@@ -94,7 +94,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void resume_reading();
 
   bool connected() const { return state_.load(std::memory_order_acquire) == State::connected; }
-  bool disconnected() const { return state_.load(std::memory_order_acquire) == State::disconnected; }
+  bool disconnected() const {
+    return state_.load(std::memory_order_acquire) == State::disconnected;
+  }
   State state() const { return state_.load(std::memory_order_acquire); }
   /// Why the connection went down: Errc::peer_closed for a clean close,
   /// an errno code (connection_reset...) for errors, or a tcpkit reason.

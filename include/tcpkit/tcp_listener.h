@@ -27,10 +27,10 @@ namespace tcpkit {
 class UnixSocketFile;
 
 struct ListenOptions {
-  bool reuse_addr = true;   ///< bind again at once after a restart
-  bool reuse_port = false;  ///< several sockets share the port (SO_REUSEPORT)
-  bool v6_only = true;      ///< "::" serves IPv6 only; bind 0.0.0.0 too for IPv4
-  bool nonblocking = false; ///< for use on an event loop
+  bool reuse_addr = true;    ///< bind again at once after a restart
+  bool reuse_port = false;   ///< several sockets share the port (SO_REUSEPORT)
+  bool v6_only = true;       ///< "::" serves IPv6 only; bind 0.0.0.0 too for IPv4
+  bool nonblocking = false;  ///< for use on an event loop
   int backlog = SOMAXCONN;
   /// Permissions of a Unix socket's file (e.g. 0660: who may connect); 0
   /// leaves what the umask gives. Set before listen(), so no client can slip

@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "tcpkit/callbacks.h"
-#include "tcpkit/tls_context.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_connection.h"
 #include "tcpkit/tcp_listener.h"
+#include "tcpkit/tls_context.h"
 
 namespace tcpkit {
 
@@ -32,14 +32,14 @@ class EventLoop;
 class LoopThreadPool;
 
 struct ServerOptions {
-  int threads = 0;                  ///< I/O threads; 0 serves everything on the base loop
-  bool reuse_port_per_loop = false; ///< one SO_REUSEPORT listener per loop
-  bool reuse_port = false;          ///< SO_REUSEPORT on the listener (several processes)
-  size_t max_connections = 0;       ///< 0: unlimited; extra clients are accepted and closed
+  int threads = 0;                   ///< I/O threads; 0 serves everything on the base loop
+  bool reuse_port_per_loop = false;  ///< one SO_REUSEPORT listener per loop
+  bool reuse_port = false;           ///< SO_REUSEPORT on the listener (several processes)
+  size_t max_connections = 0;        ///< 0: unlimited; extra clients are accepted and closed
   bool tcp_nodelay = true;
   bool keepalive = true;
-  unsigned unix_mode = 0;           ///< a Unix socket file's permissions (0660...); 0: the umask's
-  ConnectionOptions connection;     ///< high-water mark, overflow policy, read cap, idle timeout
+  unsigned unix_mode = 0;        ///< a Unix socket file's permissions (0660...); 0: the umask's
+  ConnectionOptions connection;  ///< high-water mark, overflow policy, read cap, idle timeout
   /// TLS on every connection (a server context), started before
   /// on_connection; null: plain. Connections that must first read
   /// something in the clear (a PROXY header) call start_tls() themselves.
@@ -47,7 +47,7 @@ struct ServerOptions {
 };
 
 struct ServerStats {
-  uint64_t accepted = 0;            ///< every connection that got through accept()
+  uint64_t accepted = 0;  ///< every connection that got through accept()
   uint64_t open = 0;
   uint64_t refused_over_limit = 0;  ///< over max_connections
   uint64_t refused_exhausted = 0;   ///< descriptors ran out (EMFILE/ENFILE)
@@ -94,7 +94,9 @@ class TcpServer {
   /// (e.g. an AccessList); false closes the socket at once. Set it before
   /// start(); it runs in the accepting loop (with reuse_port_per_loop, in
   /// several threads at once), so it must be safe to call concurrently.
-  void set_accept_filter(std::function<bool(const Endpoint& peer)> filter) { accept_filter_ = std::move(filter); }
+  void set_accept_filter(std::function<bool(const Endpoint& peer)> filter) {
+    accept_filter_ = std::move(filter);
+  }
 
   /// The bound addresses, with real ports after binding port 0.
   std::vector<Endpoint> listen_endpoints() const { return endpoints_; }

@@ -41,7 +41,8 @@ class TcpStream {
   ~TcpStream();
 
   /// Connects within `timeout` (kNoTimeout: the kernel's own, often minutes).
-  static Result<TcpStream> connect(const Endpoint& peer, std::chrono::milliseconds timeout = kNoTimeout);
+  static Result<TcpStream> connect(const Endpoint& peer,
+                                   std::chrono::milliseconds timeout = kNoTimeout);
   /// Resolves "host:port" and tries each address in turn until one answers;
   /// the error of the last attempt is returned when none does.
   static Result<TcpStream> connect(std::string_view host_port,

@@ -68,7 +68,8 @@ TEST(AcceptFilter, RefusedPeerIsClosedBeforeAConnectionExists) {
   const std::string msg = "allowed";
   ASSERT_EQ(::send(friend_fd.get(), msg.data(), msg.size(), 0), static_cast<ssize_t>(msg.size()));
   std::string got(msg.size(), '\0');
-  ASSERT_EQ(::recv(friend_fd.get(), got.data(), got.size(), MSG_WAITALL), static_cast<ssize_t>(msg.size()));
+  ASSERT_EQ(::recv(friend_fd.get(), got.data(), got.size(), MSG_WAITALL),
+            static_cast<ssize_t>(msg.size()));
   EXPECT_EQ(got, msg);
 
   auto stats = h.server().stats();

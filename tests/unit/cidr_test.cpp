@@ -28,15 +28,18 @@ Endpoint peer(const char* host) {
 }  // namespace
 
 TEST(Cidr, ParsesNetworksAndHostsInCanonicalForm) {
-  struct Case { const char* text; const char* canonical; int family; int prefix; };
-  for (auto c : {Case{"10.0.0.0/8", "10.0.0.0/8", AF_INET, 8},
-                 Case{"192.168.1.5", "192.168.1.5/32", AF_INET, 32},
-                 Case{"0.0.0.0/0", "0.0.0.0/0", AF_INET, 0},
-                 Case{"::1/128", "::1/128", AF_INET6, 128},
-                 Case{"::1", "::1/128", AF_INET6, 128},
-                 Case{"[::1]/128", "::1/128", AF_INET6, 128},
-                 Case{"2001:db8::/32", "2001:db8::/32", AF_INET6, 32},
-                 Case{"::/0", "::/0", AF_INET6, 0}}) {
+  struct Case {
+    const char* text;
+    const char* canonical;
+    int family;
+    int prefix;
+  };
+  for (auto c :
+       {Case{"10.0.0.0/8", "10.0.0.0/8", AF_INET, 8},
+        Case{"192.168.1.5", "192.168.1.5/32", AF_INET, 32},
+        Case{"0.0.0.0/0", "0.0.0.0/0", AF_INET, 0}, Case{"::1/128", "::1/128", AF_INET6, 128},
+        Case{"::1", "::1/128", AF_INET6, 128}, Case{"[::1]/128", "::1/128", AF_INET6, 128},
+        Case{"2001:db8::/32", "2001:db8::/32", AF_INET6, 32}, Case{"::/0", "::/0", AF_INET6, 0}}) {
     auto r = Cidr::parse(c.text);
     ASSERT_TRUE(r) << c.text << ": " << r.error().message();
     EXPECT_EQ(r->to_string(), c.canonical) << c.text;
@@ -60,7 +63,10 @@ TEST(Cidr, MappedIpv6RuleIsTheIpv4Rule) {
 }
 
 TEST(Cidr, RejectsBadTextWithErrorsThatNameIt) {
-  struct Case { const char* text; Errc code; };
+  struct Case {
+    const char* text;
+    Errc code;
+  };
   for (auto c : {Case{"", Errc::bad_address}, Case{"/8", Errc::bad_address},
                  Case{"10.0.0/8", Errc::bad_address}, Case{"10.0.0.256", Errc::bad_address},
                  Case{"localhost/8", Errc::bad_address}, Case{"10.0.0.0/8/8", Errc::bad_address},
@@ -71,8 +77,10 @@ TEST(Cidr, RejectsBadTextWithErrorsThatNameIt) {
                  Case{"10.0.0.0/99999999999999999999", Errc::bad_prefix}}) {
     auto r = Cidr::parse(c.text);
     ASSERT_FALSE(r) << "'" << c.text << "' parsed as " << r->to_string();
-    EXPECT_EQ(r.error().code(), tcpkit::make_error_code(c.code)) << c.text << ": " << r.error().message();
-    EXPECT_NE(r.error().message().find("'" + std::string(c.text) + "'"), std::string::npos) << r.error().message();
+    EXPECT_EQ(r.error().code(), tcpkit::make_error_code(c.code))
+        << c.text << ": " << r.error().message();
+    EXPECT_NE(r.error().message().find("'" + std::string(c.text) + "'"), std::string::npos)
+        << r.error().message();
   }
 }
 

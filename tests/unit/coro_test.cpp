@@ -142,12 +142,16 @@ TEST_F(Coro, TooLongLineAndTruncatedFrameAreErrors) {
     auto a = co_await t->acceptor_->accept();
     auto l = co_await a->read_line(lines);
     EXPECT_FALSE(l);
-    if (!l) { EXPECT_EQ(l.error().code(), Errc::line_too_long); }
+    if (!l) {
+      EXPECT_EQ(l.error().code(), Errc::line_too_long);
+    }
     a->close();
     auto b = co_await t->acceptor_->accept();
     auto f = co_await b->read_frame(LengthPrefixCodec(64));
     EXPECT_FALSE(f);
-    if (!f) { EXPECT_EQ(f.error().code(), Errc::peer_closed); }
+    if (!f) {
+      EXPECT_EQ(f.error().code(), Errc::peer_closed);
+    }
     t->loop_->quit();
   }(this));
   peer([a = address_] {
@@ -203,7 +207,9 @@ TEST_F(Coro, ConnectToAClosedPortIsAnError) {
     auto c = co_await connect(Endpoint::loopback_v4(ntohs(sin.sin_port)));
     ::close(fd);
     EXPECT_FALSE(c);
-    if (!c) { EXPECT_EQ(c.error().code(), std::errc::connection_refused) << c.error().message(); }
+    if (!c) {
+      EXPECT_EQ(c.error().code(), std::errc::connection_refused) << c.error().message();
+    }
     t->loop_->quit();
   }(this));
   run();
@@ -228,7 +234,9 @@ TEST_F(Coro, TimeoutCancelsTheReadAndKeepsTheBytesForTheNext) {
     Buffer buf;
     auto first = co_await timeout(50ms, s->read_some(buf));
     EXPECT_FALSE(first);
-    if (!first) { EXPECT_EQ(first.error().code(), std::errc::timed_out); }
+    if (!first) {
+      EXPECT_EQ(first.error().code(), std::errc::timed_out);
+    }
     *timed_out = true;
     auto second = co_await timeout(kWait, s->read_some(buf));
     EXPECT_TRUE(second && *second == 5);
@@ -259,7 +267,9 @@ TEST_F(Coro, PeerResetResumesTheReaderWithAnError) {
     Buffer buf;
     auto n = co_await s->read_some(buf);
     EXPECT_FALSE(n);
-    if (!n) { EXPECT_EQ(n.error().code(), std::errc::connection_reset) << n.error().message(); }
+    if (!n) {
+      EXPECT_EQ(n.error().code(), std::errc::connection_reset) << n.error().message();
+    }
     EXPECT_TRUE(s->closed());
     auto w = co_await s->write_all("after");
     EXPECT_FALSE(w);
@@ -286,9 +296,12 @@ TEST_F(Coro, ForceCloseResumesReaderAndWriterWithAnError) {
     spawn(t->loop_.get(), [](Stream* s, int* resumed) -> Task<> {
       std::string chunk(256 * 1024, 'x');
       Result<void> w;
-      for (int i = 0; i < 1000 && w; ++i) w = co_await s->write_all(chunk);  // past the socket buffers
+      for (int i = 0; i < 1000 && w; ++i)
+        w = co_await s->write_all(chunk);  // past the socket buffers
       EXPECT_FALSE(w);
-      if (!w) { EXPECT_EQ(w.error().code(), std::errc::operation_canceled); }
+      if (!w) {
+        EXPECT_EQ(w.error().code(), std::errc::operation_canceled);
+      }
       ++*resumed;
     }(&**s, resumed));
     Buffer buf;
@@ -321,20 +334,21 @@ TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
   constexpr int kChunks = 1024;  // 32 MiB: far past socket buffers and the mark
   std::atomic<size_t> max_queued{0};
   std::atomic<bool> writer_waited{false};
-  spawn(loop_.get(), [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited) -> Task<> {
-    auto s = co_await t->acceptor_->accept();
-    std::string chunk(kChunk, '\0');
-    for (int i = 0; i < kChunks; ++i) {
-      for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
-      auto before = EventLoop::Clock::now();
-      auto w = co_await s->write_all(chunk);
-      EXPECT_TRUE(w);
-      // The peer reads nothing for its first 200 ms: one write waits that out.
-      if (EventLoop::Clock::now() - before > 100ms) *waited = true;
-      *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
-    }
-    t->loop_->quit();
-  }(this, &max_queued, &writer_waited));
+  spawn(loop_.get(),
+        [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited) -> Task<> {
+          auto s = co_await t->acceptor_->accept();
+          std::string chunk(kChunk, '\0');
+          for (int i = 0; i < kChunks; ++i) {
+            for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
+            auto before = EventLoop::Clock::now();
+            auto w = co_await s->write_all(chunk);
+            EXPECT_TRUE(w);
+            // The peer reads nothing for its first 200 ms: one write waits that out.
+            if (EventLoop::Clock::now() - before > 100ms) *waited = true;
+            *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
+          }
+          t->loop_->quit();
+        }(this, &max_queued, &writer_waited));
   peer([a = address_] {
     auto c = connect_client(a);
     std::this_thread::sleep_for(200ms);  // a slow reader, not synchronisation
@@ -365,7 +379,7 @@ TEST_F(Coro, ServerStopResumesEveryWaitingTask) {
       }
       spawn(t->loop_.get(), [](Stream s, int* finished) -> Task<> {
         Buffer buf;
-        *finished -= 10;  // reading (the stop must find both tasks waiting)
+        *finished -= 10;                     // reading (the stop must find both tasks waiting)
         auto n = co_await s.read_some(buf);  // the stop ends this
         EXPECT_TRUE(!n || *n == 0);
         *finished += 11;
@@ -401,16 +415,16 @@ TEST_F(Coro, DestroyingServerAndLoopWithSuspendedTasksFreesThem) {
     (void)co_await s->read_some(buf);
     (void)co_await s->read_some(buf);
   }(this, alive));
-  spawn(loop_.get(), [](std::shared_ptr<int> /*alive*/) -> Task<> {
-    co_await sleep_for(1h);
-  }(alive));
-  spawn(loop_.get(), [](Coro* t, std::shared_ptr<int> /*alive*/, std::atomic<bool>* connected) -> Task<> {
-    auto c = co_await connect(t->address_);
-    *connected = true;
-    t->loop_->quit();
-    Buffer buf;
-    (void)co_await c->read_some(buf);
-  }(this, alive, &connected));
+  spawn(loop_.get(),
+        [](std::shared_ptr<int> /*alive*/) -> Task<> { co_await sleep_for(1h); }(alive));
+  spawn(loop_.get(),
+        [](Coro* t, std::shared_ptr<int> /*alive*/, std::atomic<bool>* connected) -> Task<> {
+          auto c = co_await connect(t->address_);
+          *connected = true;
+          t->loop_->quit();
+          Buffer buf;
+          (void)co_await c->read_some(buf);
+        }(this, alive, &connected));
   run();
   EXPECT_TRUE(connected.load());
   EXPECT_EQ(alive.use_count(), 4);  // three frames hold it
@@ -425,14 +439,15 @@ TEST_F(Coro, ResumeOnHopsBetweenLoopsOnlyWhenAsked) {
   std::thread::id here = std::this_thread::get_id();
   std::thread::id there;
   std::thread::id back;
-  spawn(loop_.get(), [](Coro* t, EventLoop* other, std::thread::id* there, std::thread::id* back) -> Task<> {
-    co_await resume_on(other);
-    *there = std::this_thread::get_id();
-    co_await sleep_for(1ms);  // on the other loop's timers
-    co_await resume_on(t->loop_.get());
-    *back = std::this_thread::get_id();
-    t->loop_->quit();
-  }(this, other.loop(), &there, &back));
+  spawn(loop_.get(),
+        [](Coro* t, EventLoop* other, std::thread::id* there, std::thread::id* back) -> Task<> {
+          co_await resume_on(other);
+          *there = std::this_thread::get_id();
+          co_await sleep_for(1ms);  // on the other loop's timers
+          co_await resume_on(t->loop_.get());
+          *back = std::this_thread::get_id();
+          t->loop_->quit();
+        }(this, other.loop(), &there, &back));
   run();
   EXPECT_NE(there, here);
   EXPECT_EQ(back, here);

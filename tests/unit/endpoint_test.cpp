@@ -29,14 +29,18 @@ TEST(Endpoint, ParsesBracketedIpv6) {
 }
 
 TEST(Endpoint, RejectsBadInputWithClearErrors) {
-  struct Case { const char* text; Errc code; };
+  struct Case {
+    const char* text;
+    Errc code;
+  };
   for (auto c : {Case{"127.0.0.1:999999", Errc::bad_port}, Case{"1.2.3:80", Errc::bad_address},
                  Case{"[::1", Errc::bad_host}, Case{":80", Errc::bad_host},
                  Case{"127.0.0.1", Errc::missing_port}, Case{"127.0.0.1:", Errc::bad_port},
                  Case{"127.0.0.1:8x", Errc::bad_port}, Case{"::1:80", Errc::bad_host}}) {
     auto ep = Endpoint::parse(c.text);
     ASSERT_FALSE(ep) << c.text;
-    EXPECT_EQ(ep.error().code(), tcpkit::make_error_code(c.code)) << c.text << ": " << ep.error().message();
+    EXPECT_EQ(ep.error().code(), tcpkit::make_error_code(c.code))
+        << c.text << ": " << ep.error().message();
     EXPECT_NE(ep.error().message().find(c.text), std::string::npos) << ep.error().message();
   }
 }
@@ -171,7 +175,8 @@ TEST(Endpoint, RejectsATooLongUnixPathSayingHowLong) {
 TEST(Endpoint, RejectsAnEmptyUnixPathAndAnEmbeddedNul) {
   EXPECT_EQ(Endpoint::parse("unix:").error().code(), Errc::bad_address);
   EXPECT_EQ(Endpoint::parse("unix:@").error().code(), Errc::bad_address);
-  EXPECT_EQ(Endpoint::parse(std::string_view("unix:/tmp/a\0b", 13)).error().code(), Errc::bad_address);
+  EXPECT_EQ(Endpoint::parse(std::string_view("unix:/tmp/a\0b", 13)).error().code(),
+            Errc::bad_address);
 }
 
 TEST(Endpoint, UnixCopiesShareThePathAndCompareByIt) {

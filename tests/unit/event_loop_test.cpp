@@ -50,7 +50,9 @@ TEST(EventLoop, TimersFireInDeadlineOrder) {
   LoopThread t;
   Watched<std::vector<int>> order;
   t.call([&] {
-    auto note = [&](int i) { return [&order, i] { order.update([i](auto& v) { v.push_back(i); }); }; };
+    auto note = [&](int i) {
+      return [&order, i] { order.update([i](auto& v) { v.push_back(i); }); };
+    };
     t.loop()->run_after(60ms, note(3));
     t.loop()->run_after(20ms, note(1));
     t.loop()->run_after(40ms, note(2));
@@ -128,7 +130,8 @@ TEST(EventLoop, RunAfterAndCancelFromAnotherThread) {
   // Called from the test thread: the timer is added by the loop thread.
   TimerId cancelled = t.loop()->run_after(20ms, [&] { cancelled_ran = true; });
   t.loop()->cancel(cancelled);
-  TimerId fired = t.loop()->run_after(40ms, [&] { fired_in_loop.set_value(t.loop()->is_in_loop_thread()); });
+  TimerId fired =
+      t.loop()->run_after(40ms, [&] { fired_in_loop.set_value(t.loop()->is_in_loop_thread()); });
   EXPECT_NE(fired, cancelled);
   auto f = fired_in_loop.get_future();
   ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
@@ -383,7 +386,8 @@ TEST(EventLoopDeathTest, PlainConstructorAbortsWithTheReasonWhenDescriptorsRunOu
         auto held = exhaust_descriptors(0);
         EventLoop loop;
       },
-      "cannot create an event loop: (epoll_create1|io_uring_setup) for an event loop: Too many open files");
+      "cannot create an event loop: (epoll_create1|io_uring_setup) for an event loop: Too many "
+      "open files");
 }
 
 TEST(EventLoop, RunInLoopAndWaitFromAnotherThreadReturnsAfterTheFunctionRan) {

@@ -80,7 +80,8 @@ TEST(EventLoopThreadDeathTest, StartReportsALoopThatCannotBeCreated) {
         std::fprintf(stderr, "[%s]\n", started.error().message().c_str());
         std::_Exit(0);
       },
-      ::testing::ExitedWithCode(0), "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
+      ::testing::ExitedWithCode(0),
+      "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
 }
 
 TEST(LoopThreadPool, HandsOutItsLoopsRoundRobin) {
@@ -125,7 +126,8 @@ TEST(LoopThreadPoolDeathTest, StartReportsTheLoopThatCouldNotBeCreated) {
         std::fprintf(stderr, "[%s]\n", started.error().message().c_str());
         std::_Exit(0);
       },
-      ::testing::ExitedWithCode(0), "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
+      ::testing::ExitedWithCode(0),
+      "\\[(epoll_create1|io_uring_setup) for an event loop: Too many open files\\]");
 }
 
 }  // namespace

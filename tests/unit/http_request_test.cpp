@@ -11,8 +11,10 @@ using namespace std::string_literals;
 
 TEST(HttpRequest, ParsesTheRequestLineAndHost) {
   HttpRequest r;
-  ASSERT_EQ(parse_http_request("GET /metrics?x=1 HTTP/1.1\r\nAccept: */*\r\nhOsT:  127.0.0.1:9100 \r\n\r\n", 8192, &r),
-            HttpParse::done);
+  ASSERT_EQ(
+      parse_http_request(
+          "GET /metrics?x=1 HTTP/1.1\r\nAccept: */*\r\nhOsT:  127.0.0.1:9100 \r\n\r\n", 8192, &r),
+      HttpParse::done);
   EXPECT_EQ(r.method, "GET");
   EXPECT_EQ(r.path, "/metrics");
   ASSERT_TRUE(r.host);
@@ -33,8 +35,8 @@ TEST(HttpRequest, WaitsForTheBlankLineWithinTheLimit) {
 
 TEST(HttpRequest, RefusesBrokenHeads) {
   HttpRequest r;
-  for (const char* head : {"GET /\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / FTP/1\r\n\r\n", "GET / HTTP/1.1x\r\n\r\n",
-                           "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+  for (const char* head : {"GET /\r\n\r\n", "GET  / HTTP/1.1\r\n\r\n", "GET / FTP/1\r\n\r\n",
+                           "GET / HTTP/1.1x\r\n\r\n", "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
                            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"}) {
     EXPECT_EQ(parse_http_request(head, 8192, &r), HttpParse::bad) << head;
   }
@@ -52,13 +54,14 @@ TEST(HttpRequest, TheHeadEndsAtTheFirstBlankLineOfEitherKind) {
 // Regression: no Host check, so DNS rebinding could read /clients.json.
 TEST(HttpRequest, HostMustNameThisServer) {
   const std::vector<std::string> names = {"metrics.internal"};
-  for (const char* ok : {"127.0.0.1", "127.0.0.1:9100", "[::1]:9100", "[::1]", "localhost", "LocalHost:80",
-                         "localhost.", "metrics.internal:9100", "METRICS.INTERNAL", "10.1.2.3:1"}) {
+  for (const char* ok :
+       {"127.0.0.1", "127.0.0.1:9100", "[::1]:9100", "[::1]", "localhost", "LocalHost:80",
+        "localhost.", "metrics.internal:9100", "METRICS.INTERNAL", "10.1.2.3:1"}) {
     EXPECT_TRUE(host_allowed(ok, names)) << ok;
   }
-  for (const char* bad : {"", "evil.example", "evil.example:9100", "localhost.evil.example", "127.0.0.1.nip.io",
-                          "metrics.internal.evil", "[::1", "[::1]x", "127.0.0.1:", "127.0.0.1:abc",
-                          "[evil.example]:80", "localhost:9100:1"}) {
+  for (const char* bad : {"", "evil.example", "evil.example:9100", "localhost.evil.example",
+                          "127.0.0.1.nip.io", "metrics.internal.evil", "[::1", "[::1]x",
+                          "127.0.0.1:", "127.0.0.1:abc", "[evil.example]:80", "localhost:9100:1"}) {
     EXPECT_FALSE(host_allowed(bad, names)) << bad;
   }
   EXPECT_FALSE(host_allowed(std::string_view("localhost\0x", 11), names));

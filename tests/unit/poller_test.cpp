@@ -42,7 +42,9 @@ namespace event = tcpkit::event;
 
 namespace tcpkit {
 // Test names and failure messages read "uring", not "1-byte object <02>".
-void PrintTo(IoBackend backend, std::ostream* os) { *os << to_string(backend); }
+void PrintTo(IoBackend backend, std::ostream* os) {
+  *os << to_string(backend);
+}
 }  // namespace tcpkit
 
 namespace {
@@ -233,7 +235,8 @@ TEST_P(PollerTest, WriterHearsOfRoomAfterThePeerHalfCloses) {
 // close(): a listener's port is free again at once. (An io_uring poll holds
 // a reference to the socket until its cancellation reaches the kernel.)
 TEST_P(PollerTest, RemovedListenerFreesItsPortAtOnce) {
-  auto listener = std::make_unique<UniqueFd>(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  auto listener =
+      std::make_unique<UniqueFd>(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -281,8 +284,11 @@ TEST_P(PollerTest, TimerEndsAnIdleWait) {
   EXPECT_GE(fired - start, 30ms);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::Values(IoBackend::kEpoll, IoBackend::kUring),
-                         [](const auto& info) { return std::string(tcpkit::to_string(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Backends, PollerTest,
+                         ::testing::Values(IoBackend::kEpoll, IoBackend::kUring),
+                         [](const auto& info) {
+                           return std::string(tcpkit::to_string(info.param));
+                         });
 
 TEST(IoBackend, NamesAndParsing) {
   EXPECT_EQ(tcpkit::parse_io_backend("epoll"), IoBackend::kEpoll);

@@ -359,8 +359,9 @@ TEST(ProxyV2, Crc32cIsFilledInAndVerified) {
   const size_t at = header.size() - (3 + 2) - 4;  // the CRC value sits before the last TLV
   zeroed.replace(at, 4, 4, '\0');
   const uint32_t crc = tcpkit::crc32c(zeroed);
-  EXPECT_EQ(r.header.tlvs[1].value, bytes({static_cast<int>(crc >> 24), static_cast<int>((crc >> 16) & 0xff),
-                                           static_cast<int>((crc >> 8) & 0xff), static_cast<int>(crc & 0xff)}));
+  EXPECT_EQ(r.header.tlvs[1].value,
+            bytes({static_cast<int>(crc >> 24), static_cast<int>((crc >> 16) & 0xff),
+                   static_cast<int>((crc >> 8) & 0xff), static_cast<int>(crc & 0xff)}));
 }
 
 TEST(ProxyV2, Crc32cMismatchIsRefused) {
@@ -376,7 +377,8 @@ TEST(ProxyV2, Crc32cMismatchIsRefused) {
 
 TEST(ProxyV2, Crc32cOfTheWrongSizeIsRefused) {
   std::string addresses(12, '\x01');
-  expect_invalid(v2_prefix(0x21, 0x11, 12 + 5) + addresses + bytes({0x03, 0x00, 0x02, 'a', 'b'}), "not 4 bytes");
+  expect_invalid(v2_prefix(0x21, 0x11, 12 + 5) + addresses + bytes({0x03, 0x00, 0x02, 'a', 'b'}),
+                 "not 4 bytes");
 }
 
 }  // namespace

@@ -37,7 +37,9 @@ const std::string& pattern_block() {
   }();
   return block;
 }
-const char* pattern_at(uint64_t offset) { return pattern_block().data() + offset % 251; }
+const char* pattern_at(uint64_t offset) {
+  return pattern_block().data() + offset % 251;
+}
 
 TEST(TcpConnection, EndpointsCountersAndContext) {
   ServerHarness h;
@@ -162,7 +164,8 @@ TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBound
   h.start(options, [&](TcpServer& s) {
     s.set_on_connection(tally.callback());
     s.set_on_message(echo);
-    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
+    s.set_on_high_water_mark(
+        [&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
   });
   auto slow = connect_client(h.address());
   auto slow_conn = tally.wait_last();
@@ -222,7 +225,8 @@ TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
       EXPECT_LE(conn->output_bytes(), kMark);  // dropped, not grown
     });
     s.set_on_message(echo);
-    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
+    s.set_on_high_water_mark(
+        [&](const TcpConnectionPtr&, size_t queued) { high_water.set(queued); });
   });
   auto slow = connect_client(h.address());
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
@@ -290,8 +294,9 @@ TEST(TcpConnection, SendsFromManyThreadsArriveInOrderAndWhole) {
     senders.emplace_back([&, t] {
       for (int seq = 0; seq < kEach; ++seq) {
         size_t len = 1 + (seq * 7 + t * 13) % 300;
-        std::string msg = std::to_string(t) + ":" + std::to_string(seq) + ":" + std::to_string(len) + ":" +
-                          std::string(len, static_cast<char>('a' + t)) + "\n";
+        std::string msg = std::to_string(t) + ":" + std::to_string(seq) + ":" +
+                          std::to_string(len) + ":" + std::string(len, static_cast<char>('a' + t)) +
+                          "\n";
         total += msg.size();
         if (seq % 2) {
           conn->send(std::string_view(msg));
@@ -385,8 +390,10 @@ TEST(TcpConnection, CloseKindsSortTheReasonsAServerCountsAndLogs) {
   EXPECT_EQ(classify_close(std::make_error_code(std::errc::broken_pipe)), CloseReason::reset);
   EXPECT_EQ(classify_close(make_error_code(Errc::high_water_mark)), CloseReason::slow_reader);
   EXPECT_EQ(classify_close(make_error_code(Errc::line_too_long)), CloseReason::message_too_large);
-  EXPECT_EQ(classify_close(make_error_code(Errc::handshake_timeout)), CloseReason::handshake_timeout);
-  EXPECT_EQ(classify_close(std::make_error_code(std::errc::operation_canceled)), CloseReason::closed_locally);
+  EXPECT_EQ(classify_close(make_error_code(Errc::handshake_timeout)),
+            CloseReason::handshake_timeout);
+  EXPECT_EQ(classify_close(std::make_error_code(std::errc::operation_canceled)),
+            CloseReason::closed_locally);
   EXPECT_EQ(classify_close(std::make_error_code(std::errc::host_unreachable)), CloseReason::error);
   EXPECT_EQ(label(CloseReason::slow_reader), "slow reader");
   EXPECT_EQ(describe(CloseReason::slow_reader), "slow reader (output over high-water mark)");
@@ -462,7 +469,9 @@ TEST(TcpConnection, ChangingOneConnectionsCallbacksLeavesTheOthersAlone) {
       conn->set_on_message([prefix = std::string("1:")](const TcpConnectionPtr& c, Buffer& b) {
         std::string t = b.retrieve_all_as_string();
         if (t == "switch") {
-          c->set_on_message([](const TcpConnectionPtr& c2, Buffer& b2) { c2->send("2:" + b2.retrieve_all_as_string()); });
+          c->set_on_message([](const TcpConnectionPtr& c2, Buffer& b2) {
+            c2->send("2:" + b2.retrieve_all_as_string());
+          });
         }
         c->send(prefix + t);
       });

@@ -84,7 +84,8 @@ TEST(TcpServer, FiveHundredConcurrentClientsOnTwoLoopsGetByteExactEchoes) {
         clients.push_back(connect_client(h.address()));
         int id = d * kPerDriver + i;
         std::string msg(100 + (id * 37) % 6000, '\0');
-        for (size_t k = 0; k < msg.size(); ++k) msg[k] = static_cast<char>((id * 131 + k * 7) & 0xff);
+        for (size_t k = 0; k < msg.size(); ++k)
+          msg[k] = static_cast<char>((id * 131 + k * 7) & 0xff);
         messages.push_back(std::move(msg));
       }
       for (int i = 0; i < kPerDriver; ++i) {

@@ -161,14 +161,16 @@ inline std::vector<UniqueFd> exhaust_descriptors(size_t leave_free) {
 // descriptors skip there, saying so.
 #ifdef __SANITIZE_ADDRESS__
 #define TCPKIT_SKIP_WHERE_DESCRIPTORS_CANNOT_RUN_OUT() \
-  GTEST_SKIP() << "under ASan+UBSan: UBSan's vptr check needs a free descriptor, so none may run out"
+  GTEST_SKIP()                                         \
+      << "under ASan+UBSan: UBSan's vptr check needs a free descriptor, so none may run out"
 #else
 #define TCPKIT_SKIP_WHERE_DESCRIPTORS_CANNOT_RUN_OUT() (void)0
 #endif
 
 // ---- blocking clients -----------------------------------------------------
 
-inline TcpStream connect_client(const Endpoint& server, std::chrono::milliseconds recv_timeout = kWait) {
+inline TcpStream connect_client(const Endpoint& server,
+                                std::chrono::milliseconds recv_timeout = kWait) {
   auto s = TcpStream::connect(server, kWait);
   EXPECT_TRUE(s) << s.error().message();
   if (!s) return {};
@@ -231,11 +233,13 @@ class ServerHarness {
     for (EventLoop* loop : server_->io_loops()) {
       bool has_listener = listening && (reuse_port_per_loop_ || loop == base_.loop());
       size_t expected = has_listener ? 1 : 0;
-      EXPECT_TRUE(eventually([&] { return call_in(loop, [loop] { return loop->channel_count(); }) == expected; }))
-          << "a loop still holds connection channels";
+      EXPECT_TRUE(eventually([&] {
+        return call_in(loop, [loop] { return loop->channel_count(); }) == expected;
+      })) << "a loop still holds connection channels";
       if (loop != base_.loop()) {
-        EXPECT_TRUE(eventually([&] { return call_in(loop, [loop] { return loop->timer_count(); }) == 0; }))
-            << "an I/O loop still holds timers";
+        EXPECT_TRUE(eventually([&] {
+          return call_in(loop, [loop] { return loop->timer_count(); }) == 0;
+        })) << "an I/O loop still holds timers";
       }
     }
     base_.call([&] {
@@ -259,7 +263,9 @@ class ServerHarness {
 };
 
 // An echo server's on_message.
-inline void echo(const TcpConnectionPtr& conn, Buffer& in) { conn->send(in); }
+inline void echo(const TcpConnectionPtr& conn, Buffer& in) {
+  conn->send(in);
+}
 
 // Ups, downs and the last connection seen, from the server's callbacks.
 struct Tally {

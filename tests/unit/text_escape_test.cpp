@@ -1,7 +1,7 @@
 // Log escaping, nick rules and the JSON writer: what outside text becomes
 // on its way to a log line, a terminal or a JSON document.
-#include "common/json_writer.h"
 #include "common/text_escape.h"
+#include "common/json_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -17,9 +17,16 @@ TEST(Printable, EscapesControlsAndKeepsText) {
 
 // Regression: DEL, C1 controls and bidi overrides passed through.
 TEST(Printable, EscapesDelC1AndBidiControls) {
-  EXPECT_EQ(printable("a\x7f" "b"), "a\\x7fb");
-  EXPECT_EQ(printable("a\xc2\x85" "b\xc2\x9b" "c"), "a\\u0085b\\u009bc");
-  EXPECT_EQ(printable("abc\xe2\x80\xae" "cba\xe2\x81\xa6!"), "abc\\u202ecba\\u2066!");
+  EXPECT_EQ(printable("a\x7f"
+                      "b"),
+            "a\\x7fb");
+  EXPECT_EQ(printable("a\xc2\x85"
+                      "b\xc2\x9b"
+                      "c"),
+            "a\\u0085b\\u009bc");
+  EXPECT_EQ(printable("abc\xe2\x80\xae"
+                      "cba\xe2\x81\xa6!"),
+            "abc\\u202ecba\\u2066!");
   EXPECT_EQ(printable("\xe2\x80\x8f"), "\\u200f");
 }
 
@@ -31,10 +38,12 @@ TEST(Printable, EscapesTheBackslashSoEscapesAreUnambiguous) {
 }
 
 TEST(Printable, EscapesInvalidUtf8ByteByByte) {
-  EXPECT_EQ(printable("ab\xff" "cd"), "ab\\xffcd");
-  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");          // overlong "/"
+  EXPECT_EQ(printable("ab\xff"
+                      "cd"),
+            "ab\\xffcd");
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");           // overlong "/"
   EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
-  EXPECT_EQ(printable("\xe4\xbd"), "\\xe4\\xbd");          // a cut character
+  EXPECT_EQ(printable("\xe4\xbd"), "\\xe4\\xbd");           // a cut character
 }
 
 // Regression: a megabyte of control bytes became a four-megabyte log line.

@@ -75,14 +75,16 @@ struct Link {
 TEST(TlsContext, MissingCertificateFileIsNamedWithTheSystemReason) {
   auto ctx = TlsContext::server("/nonexistent/x.pem", TestCerts::get().key("server"));
   ASSERT_FALSE(ctx);
-  EXPECT_EQ(ctx.error().message(), "TLS certificate '/nonexistent/x.pem': No such file or directory");
+  EXPECT_EQ(ctx.error().message(),
+            "TLS certificate '/nonexistent/x.pem': No such file or directory");
   EXPECT_TRUE(ctx.error() == std::errc::no_such_file_or_directory);
 }
 
 TEST(TlsContext, MissingKeyFileIsNamed) {
   auto ctx = TlsContext::server(TestCerts::get().cert("server"), "/nonexistent/k.pem");
   ASSERT_FALSE(ctx);
-  EXPECT_EQ(ctx.error().message(), "TLS private key '/nonexistent/k.pem': No such file or directory");
+  EXPECT_EQ(ctx.error().message(),
+            "TLS private key '/nonexistent/k.pem': No such file or directory");
 }
 
 TEST(TlsContext, KeyOfAnotherCertificateIsRefused) {
@@ -90,7 +92,8 @@ TEST(TlsContext, KeyOfAnotherCertificateIsRefused) {
   auto ctx = TlsContext::server(certs.cert("server"), certs.key("other"));
   ASSERT_FALSE(ctx);
   EXPECT_EQ(ctx.error().code().category(), tls_category());
-  EXPECT_NE(ctx.error().message().find("key values mismatch"), std::string::npos) << ctx.error().message();
+  EXPECT_NE(ctx.error().message().find("key values mismatch"), std::string::npos)
+      << ctx.error().message();
 }
 
 TEST(TlsContext, FileThatIsNotPemGivesOpenSslsReason) {
@@ -100,7 +103,8 @@ TEST(TlsContext, FileThatIsNotPemGivesOpenSslsReason) {
   ASSERT_FALSE(ctx);
   EXPECT_EQ(ctx.error().context(), "TLS certificate '" + path + "'");
   EXPECT_EQ(ctx.error().code().category(), tls_category());
-  EXPECT_NE(ctx.error().message().find("no start line"), std::string::npos) << ctx.error().message();
+  EXPECT_NE(ctx.error().message().find("no start line"), std::string::npos)
+      << ctx.error().message();
 }
 
 TEST(TlsContext, MissingCaFileIsNamed) {
@@ -191,7 +195,8 @@ std::optional<Error> client_handshake_error(TlsClientOptions options) {
   if (!link.client_error) {
     EXPECT_EQ(link.server_plain.retrieve_all_as_string(), "secret");
   } else {
-    EXPECT_EQ(link.server_plain.readable_bytes(), 0u) << "nothing may be sent to an unverified server";
+    EXPECT_EQ(link.server_plain.readable_bytes(), 0u)
+        << "nothing may be sent to an unverified server";
     EXPECT_FALSE(link.client.handshake_done());
     EXPECT_TRUE(link.client.failed());
     // The client told the server why, in an alert.
@@ -205,7 +210,8 @@ TEST(TlsSession, CertificateFromAnUntrustedCaFailsWithTheVerifiersReason) {
   ASSERT_TRUE(error);
   EXPECT_EQ(error->message(),
             "TLS handshake with 127.0.0.1:443: certificate verify failed: self-signed certificate");
-  EXPECT_EQ(error->code(), std::error_code(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, tls_verify_category()));
+  EXPECT_EQ(error->code(),
+            std::error_code(X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, tls_verify_category()));
 }
 
 TEST(TlsSession, SelfSignedCertificateFailsAgainstTheSystemCas) {
@@ -217,7 +223,8 @@ TEST(TlsSession, SelfSignedCertificateFailsAgainstTheSystemCas) {
 TEST(TlsSession, HostnameMismatchFails) {
   auto error = client_handshake_error(trusting("www.example.com"));
   ASSERT_TRUE(error);
-  EXPECT_EQ(error->message(), "TLS handshake with 127.0.0.1:443: certificate verify failed: hostname mismatch");
+  EXPECT_EQ(error->message(),
+            "TLS handshake with 127.0.0.1:443: certificate verify failed: hostname mismatch");
 }
 
 TEST(TlsSession, AddressMismatchFailsAndTheCertificatesAddressPasses) {

@@ -50,8 +50,9 @@ class TestCerts {
   void make(const std::string& name, const std::string& cn, const std::string& san) {
     const std::string command =
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
-        " -subj /CN=" + cn + " -addext subjectAltName=" + san + " -keyout " + key(name) +
-        " -out " + cert(name) + " 2>/dev/null";
+        " -subj /CN=" +
+        cn + " -addext subjectAltName=" + san + " -keyout " + key(name) + " -out " + cert(name) +
+        " 2>/dev/null";
     const int rc = std::system(command.c_str());
     if (rc != 0) ADD_FAILURE() << "could not make a test certificate: " << command;
   }

@@ -28,7 +28,9 @@ std::string random_bytes(size_t n, unsigned seed) {
   return s;
 }
 
-std::shared_ptr<const TlsContext> shared(TlsContext ctx) { return std::make_shared<const TlsContext>(std::move(ctx)); }
+std::shared_ptr<const TlsContext> shared(TlsContext ctx) {
+  return std::make_shared<const TlsContext>(std::move(ctx));
+}
 
 // How a connection ended, as its close callback saw it.
 struct Ending {
@@ -38,7 +40,8 @@ struct Ending {
 };
 
 Ending ending_of(const TcpConnectionPtr& conn) {
-  return {conn->close_kind(), conn->close_reason().message(), conn->tls() != nullptr && conn->tls()->peer_closed()};
+  return {conn->close_kind(), conn->close_reason().message(),
+          conn->tls() != nullptr && conn->tls()->peer_closed()};
 }
 
 // A TLS echo server: the library starts TLS on every connection.
@@ -55,7 +58,8 @@ struct EchoServer {
       s.set_on_connection([this](const TcpConnectionPtr& conn) {
         if (!conn->connected()) endings.update([&](auto& v) { v.push_back(ending_of(conn)); });
       });
-      s.set_on_handshake([this](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
+      s.set_on_handshake(
+          [this](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
       s.set_on_message([this](const TcpConnectionPtr& conn, Buffer& in) {
         messages.update([](int& n) { ++n; });
         conn->send(in);
@@ -111,9 +115,10 @@ TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnect
   EchoServer server;
   server.start({}, shared(server_context()));
   ClientSide client;
-  client.start(server.h.address(),
-               tls_client(shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}))),
-               "hello over TLS");
+  client.start(
+      server.h.address(),
+      tls_client(shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}))),
+      "hello over TLS");
   ASSERT_TRUE(client.ready.wait([](bool r) { return r; }));
   ASSERT_TRUE(client.received.wait([](const std::string& s) { return s == "hello over TLS"; }))
       << client.received.get();
@@ -137,10 +142,13 @@ TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnect
   conn->shutdown();
   EXPECT_TRUE(server.peer_closed.wait([](int n) { return n == 1; }));
   ASSERT_TRUE(client.endings.wait([](const auto& v) { return v.size() == 1; }));
-  EXPECT_EQ(client.endings.get()[0].kind, CloseReason::peer_closed) << client.endings.get()[0].reason;
-  EXPECT_TRUE(client.endings.get()[0].tls_peer_closed) << "the server's close_notify did not arrive";
+  EXPECT_EQ(client.endings.get()[0].kind, CloseReason::peer_closed)
+      << client.endings.get()[0].reason;
+  EXPECT_TRUE(client.endings.get()[0].tls_peer_closed)
+      << "the server's close_notify did not arrive";
   ASSERT_TRUE(server.endings.wait([](const auto& v) { return v.size() == 1; }));
-  EXPECT_EQ(server.endings.get()[0].kind, CloseReason::peer_closed) << server.endings.get()[0].reason;
+  EXPECT_EQ(server.endings.get()[0].kind, CloseReason::peer_closed)
+      << server.endings.get()[0].reason;
   conn.reset();
   server.h.finish();
 }
@@ -150,14 +158,16 @@ TEST(TlsTransport, RejectedCertificateIsATypedCloseReasonAndNothingIsSent) {
   server.start({}, shared(server_context()));
   // The system's CAs do not know the test server's self-signed certificate.
   ClientSide client;
-  client.start(server.h.address(), tls_client(shared(client_context({"", true, "localhost"}))), "a secret");
+  client.start(server.h.address(), tls_client(shared(client_context({"", true, "localhost"}))),
+               "a secret");
   ASSERT_TRUE(client.endings.wait([](const auto& v) { return !v.empty(); }));
   EXPECT_EQ(client.endings.get()[0].kind, CloseReason::tls_handshake_failed);
   EXPECT_EQ(client.endings.get()[0].reason, "certificate verify failed: self-signed certificate");
   // The alert tells the server why; its connection closes with that reason.
   ASSERT_TRUE(server.endings.wait([](const auto& v) { return !v.empty(); }));
   EXPECT_EQ(server.endings.get()[0].kind, CloseReason::tls_handshake_failed);
-  EXPECT_NE(server.endings.get()[0].reason.find("alert"), std::string::npos) << server.endings.get()[0].reason;
+  EXPECT_NE(server.endings.get()[0].reason.find("alert"), std::string::npos)
+      << server.endings.get()[0].reason;
   EXPECT_FALSE(client.ready.get());
   EXPECT_EQ(server.messages.get(), 0);
   EXPECT_EQ(server.handshakes.get(), 0);
@@ -201,7 +211,8 @@ TEST(TlsTransport, StartTlsAfterAClearPreambleTakesTheRestOfTheRead) {
     in.retrieve_all();
   });
   client.client->connect();
-  ASSERT_TRUE(client.received.wait([](const std::string& e) { return e == "secret words"; })) << client.received.get();
+  ASSERT_TRUE(client.received.wait([](const std::string& e) { return e == "secret words"; }))
+      << client.received.get();
   EXPECT_EQ(preamble.get(), "CLEAR PREAMBLE\n");
   EXPECT_EQ(plaintext.get(), "secret words");
   client.conn.set(nullptr);
@@ -230,7 +241,8 @@ TEST(TlsTransport, BytesHeldForAPendingHandshakeCountTowardTheHighWaterMark) {
       for (int i = 0; i < 8; ++i) conn->send(chunk);  // 512 KiB, none of it can leave yet
       EXPECT_GE(conn->output_bytes(), 256u * 1024) << "held bytes are not counted";
     });
-    s.set_on_high_water_mark([&](const TcpConnectionPtr&, size_t queued) { queued_at_mark.set(queued); });
+    s.set_on_high_water_mark(
+        [&](const TcpConnectionPtr&, size_t queued) { queued_at_mark.set(queued); });
   });
   // A client that connects and never says hello.
   TcpStream silent = connect_client(h.address());

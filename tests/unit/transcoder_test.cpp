@@ -109,7 +109,11 @@ TEST(Transcoder, GbkRandomSplitsDecodeExactly) {
 
 TEST(Transcoder, InvalidGbkBytesAreEscapedAndCounted) {
   Transcoder t = open_or_die("gbk", "utf-8");
-  const std::string out = feed_and_finish(t, "A\xFF" "B\xFF\xFF" "C" + kGbkMessage.substr(0, 2));
+  const std::string out = feed_and_finish(t,
+                                          "A\xFF"
+                                          "B\xFF\xFF"
+                                          "C" +
+                                              kGbkMessage.substr(0, 2));
   EXPECT_EQ(out, "A\\xFFB\\xFF\\xFFC收");
   EXPECT_EQ(t.invalid_bytes(), 3u);
 }
@@ -133,7 +137,9 @@ TEST(Transcoder, UnrepresentableCharacterIsEscapedByteByByte) {
 
 TEST(Transcoder, NonAsciiTargetDropsInvalidBytes) {
   Transcoder t = open_or_die("utf-8", "UTF-16LE");
-  const std::string out = feed_and_finish(t, "A\xFF" "B");
+  const std::string out = feed_and_finish(t,
+                                          "A\xFF"
+                                          "B");
   EXPECT_EQ(out, std::string("A\0B\0", 4));
   EXPECT_EQ(t.invalid_bytes(), 1u);
 }
@@ -163,8 +169,9 @@ TEST(Transcoder, UnknownEncodingIsAnError) {
 }
 
 TEST(Transcoder, EmptyNamesAndSuffixesAreRefused) {
-  for (auto [from, to] : {std::pair{"", "utf-8"}, std::pair{"utf-8", " "},
-                          std::pair{"utf-8", "ascii//TRANSLIT"}, std::pair{"gbk//IGNORE", "utf-8"}}) {
+  for (auto [from, to] :
+       {std::pair{"", "utf-8"}, std::pair{"utf-8", " "}, std::pair{"utf-8", "ascii//TRANSLIT"},
+        std::pair{"gbk//IGNORE", "utf-8"}}) {
     auto t = Transcoder::open(from, to);
     ASSERT_FALSE(t) << from << " -> " << to;
     EXPECT_EQ(t.error().code(), Errc::bad_encoding);
@@ -238,14 +245,18 @@ TEST(Transcoder, Utf8InvalidSequencesAreEscaped) {
     size_t invalid;
   };
   const Case cases[] = {
-      {"a\x80z", "a\\x80z", 1},                        // lone continuation byte
-      {"\xC0\xAF", "\\xC0\\xAF", 2},                   // overlong '/'
-      {"\xE0\x80\xAF", "\\xE0\\x80\\xAF", 3},          // overlong, 3 bytes
-      {"\xED\xA0\x80", "\\xED\\xA0\\x80", 3},          // UTF-16 surrogate
-      {"\xF4\x90\x80\x80", "\\xF4\\x90\\x80\\x80", 4}, // above U+10FFFF
-      {"\xF5\xFF", "\\xF5\\xFF", 2},                   // never valid
-      {"\xE4\xB8" "A", "\\xE4\\xB8A", 2},              // truncated, then ASCII
-      {"ok\xFE" "ok", "ok\\xFEok", 1},
+      {"a\x80z", "a\\x80z", 1},                         // lone continuation byte
+      {"\xC0\xAF", "\\xC0\\xAF", 2},                    // overlong '/'
+      {"\xE0\x80\xAF", "\\xE0\\x80\\xAF", 3},           // overlong, 3 bytes
+      {"\xED\xA0\x80", "\\xED\\xA0\\x80", 3},           // UTF-16 surrogate
+      {"\xF4\x90\x80\x80", "\\xF4\\x90\\x80\\x80", 4},  // above U+10FFFF
+      {"\xF5\xFF", "\\xF5\\xFF", 2},                    // never valid
+      {"\xE4\xB8"
+       "A",
+       "\\xE4\\xB8A", 2},  // truncated, then ASCII
+      {"ok\xFE"
+       "ok",
+       "ok\\xFEok", 1},
   };
   for (const auto& c : cases) {
     Transcoder t = open_or_die("utf-8", "utf-8");

@@ -14,8 +14,8 @@
 #include "tcpkit/endpoint.h"
 #include "tcpkit/tcp_listener.h"
 #include "tcpkit/tcp_stream.h"
-#include "test_util.h"
 #include "tcpkit/unique_fd.h"
+#include "test_util.h"
 
 using namespace std::chrono_literals;
 using namespace tcpkit;
@@ -35,9 +35,11 @@ class UnixSocket : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Endpoint path_endpoint(const std::string& name) { return *Endpoint::unix_socket((dir_ / name).string()); }
+  Endpoint path_endpoint(const std::string& name) {
+    return *Endpoint::unix_socket((dir_ / name).string());
+  }
   bool is_socket(const std::string& name) {
-    struct stat st{};
+    struct stat st {};
     return ::lstat((dir_ / name).c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
   }
 
@@ -101,7 +103,8 @@ TEST_F(UnixSocket, LivePathIsRefusedNamingThePid) {
   auto second = TcpListener::bind(address);
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code(), std::errc::address_in_use);
-  EXPECT_NE(second.error().message().find(address.unix_path()), std::string::npos) << second.error().message();
+  EXPECT_NE(second.error().message().find(address.unix_path()), std::string::npos)
+      << second.error().message();
   EXPECT_NE(second.error().message().find("pid " + std::to_string(::getpid())), std::string::npos)
       << second.error().message();
   // The first server keeps its file and its clients.
@@ -143,7 +146,8 @@ TEST_F(UnixSocket, NonSocketFileIsRefusedAndKept) {
   auto listener = TcpListener::bind(path_endpoint("data.txt"));
   ASSERT_FALSE(listener);
   EXPECT_EQ(listener.error().code(), std::errc::file_exists);
-  EXPECT_NE(listener.error().message().find("not a socket"), std::string::npos) << listener.error().message();
+  EXPECT_NE(listener.error().message().find("not a socket"), std::string::npos)
+      << listener.error().message();
   std::ifstream in(dir_ / "data.txt");
   std::string content;
   in >> content;
@@ -155,7 +159,7 @@ TEST_F(UnixSocket, ModeSetsTheFilePermissions) {
   options.unix_mode = 0600;
   auto listener = TcpListener::bind(path_endpoint("mode.sock"), options);
   ASSERT_TRUE(listener) << listener.error().message();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::lstat((dir_ / "mode.sock").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
@@ -165,10 +169,13 @@ TEST_F(UnixSocket, ServerEchoesOverAPathAndRemovesItsFileOnStop) {
   Tally tally;
   ServerOptions options;
   options.threads = 2;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message(echo);
-  }, path_endpoint("server.sock"));
+  h.start(
+      options,
+      [&](TcpServer& s) {
+        s.set_on_connection(tally.callback());
+        s.set_on_message(echo);
+      },
+      path_endpoint("server.sock"));
   EXPECT_TRUE(h.address().is_unix());
   {
     auto c = connect_client(h.address());

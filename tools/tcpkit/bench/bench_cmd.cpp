@@ -10,8 +10,8 @@
 #include <map>
 
 #include "bench/bench_runner.h"
-#include "common/cli_common.h"
 #include "commands.h"
+#include "common/cli_common.h"
 #include "common/json_writer.h"
 #include "common/logger.h"
 
@@ -20,9 +20,12 @@ namespace {
 
 const char* to_string(BenchMode m) {
   switch (m) {
-    case BenchMode::pingpong: return "pingpong";
-    case BenchMode::connrate: return "connrate";
-    case BenchMode::stream: return "stream";
+    case BenchMode::pingpong:
+      return "pingpong";
+    case BenchMode::connrate:
+      return "connrate";
+    case BenchMode::stream:
+      return "stream";
   }
   return "?";
 }
@@ -39,7 +42,9 @@ std::string host_name() {
   return buf;
 }
 
-double us(uint64_t nanos) { return static_cast<double>(nanos) / 1000.0; }
+double us(uint64_t nanos) {
+  return static_cast<double>(nanos) / 1000.0;
+}
 
 struct Figures {
   double mib_per_s;
@@ -49,35 +54,40 @@ struct Figures {
 
 Figures figures_of(const BenchResult& r) {
   double secs = r.seconds > 0 ? r.seconds : 1;
-  return {static_cast<double>(r.bytes) / (1024.0 * 1024.0) / secs, static_cast<double>(r.messages) / secs,
-          r.mismatched_bytes + r.lost_bytes};
+  return {static_cast<double>(r.bytes) / (1024.0 * 1024.0) / secs,
+          static_cast<double>(r.messages) / secs, r.mismatched_bytes + r.lost_bytes};
 }
 
 std::string text_report(const BenchOptions& o, const BenchResult& r, const std::string& target) {
   Figures f = figures_of(r);
-  std::string s = fmt::format("tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s), {:.2f} s\n",
-                              to_string(o.mode), target, o.conns, o.size, o.threads, r.seconds);
+  std::string s =
+      fmt::format("tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s), {:.2f} s\n",
+                  to_string(o.mode), target, o.conns, o.size, o.threads, r.seconds);
   if (o.mode == BenchMode::connrate) {
     s += fmt::format("  connections/s  {:.0f}  ({} exchanges)\n", f.msgs_per_s, r.messages);
     s += "  connect latency (us)";
   } else {
-    s += fmt::format("  throughput     {:.2f} MiB/s  {:.0f} msg/s  ({} messages)\n", f.mib_per_s, f.msgs_per_s,
-                     r.messages);
+    s += fmt::format("  throughput     {:.2f} MiB/s  {:.0f} msg/s  ({} messages)\n", f.mib_per_s,
+                     f.msgs_per_s, r.messages);
     if (o.mode == BenchMode::pingpong) s += "  round trip (us)";
   }
   if (o.mode != BenchMode::stream) {
     const auto& h = r.latency;
-    s += fmt::format("  p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n", us(h.percentile(50)),
-                     us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()));
+    s += fmt::format("  p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}\n",
+                     us(h.percentile(50)), us(h.percentile(90)), us(h.percentile(99)),
+                     us(h.percentile(99.9)), us(h.max()));
   }
-  s += fmt::format("  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed {}\n",
-                   r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
+  s += fmt::format(
+      "  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed "
+      "{}\n",
+      r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
   if (o.tls) {
     s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,
                      r.tls_error.empty() ? "" : fmt::format(" (first: {})", r.tls_error));
   }
   if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
-    s += fmt::format("  only {} of {} connections were up when measuring began\n", r.connected_at_start, o.conns);
+    s += fmt::format("  only {} of {} connections were up when measuring began\n",
+                     r.connected_at_start, o.conns);
   }
   return s;
 }
@@ -144,19 +154,22 @@ int run_bench(BenchFlags& flags) {
   const bool has_port = flags.port_opt->count() > 0;
   if (o.host.empty() || unix_target == has_port) {
     fmt::print(stderr, "tcpkit bench: {}\n",
-               unix_target ? "a Unix socket has no PORT: give unix:PATH (or --unix PATH) alone"
-                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+               unix_target
+                   ? "a Unix socket has no PORT: give unix:PATH (or --unix PATH) alone"
+                   : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
     return kExitUsage;
   }
   auto targets = unix_target ? Endpoint::resolve(o.host) : Endpoint::resolve(o.host, o.port);
   if (!targets) {
-    fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host, targets.error().message());
+    fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host,
+               targets.error().message());
     return kExitFailure;
   }
   const Endpoint target = targets->front();
   if (flags.tls) {
     // Read before connecting, so a wrong --tls-ca is the one clear error.
-    auto context = TlsContext::client({flags.tls_ca, !flags.insecure, flags.sni.empty() ? o.host : flags.sni});
+    auto context =
+        TlsContext::client({flags.tls_ca, !flags.insecure, flags.sni.empty() ? o.host : flags.sni});
     if (!context) {
       fmt::print(stderr, "tcpkit bench: --tls-ca: {}\n", context.error().message());
       return kExitFailure;
@@ -171,7 +184,8 @@ int run_bench(BenchFlags& flags) {
     return kExitFailure;
   }
   const BenchResult& r = *run;
-  std::string report = flags.format == "json" ? json_report(o, r, flags.args) : text_report(o, r, target.to_string());
+  std::string report = flags.format == "json" ? json_report(o, r, flags.args)
+                                              : text_report(o, r, target.to_string());
   std::FILE* out = stdout;
   if (!flags.output.empty()) {
     out = std::fopen(flags.output.c_str(), "w");
@@ -187,21 +201,23 @@ int run_bench(BenchFlags& flags) {
     return kExitFailure;
   }
   // connrate has no connect phase: what counts is whether any connection was up.
-  const bool none_up = o.mode == BenchMode::connrate ? r.connections == 0 : r.connected_at_start == 0;
+  const bool none_up =
+      o.mode == BenchMode::connrate ? r.connections == 0 : r.connected_at_start == 0;
   if (r.messages == 0 && none_up) {
     if (o.tls && r.refused + r.connect_failed == 0) {
       fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
                  target.to_string());
     } else {
       fmt::print(stderr,
-                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a server running?\n",
+                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a "
+                 "server running?\n",
                  target.to_string(), r.refused, r.connect_failed);
     }
     return kExitFailure;
   }
   if (r.mismatched_bytes + r.lost_bytes > 0) {
-    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes\n", r.mismatched_bytes,
-               r.lost_bytes);
+    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes\n",
+               r.mismatched_bytes, r.lost_bytes);
     return kExitFailure;
   }
   if (r.messages == 0) {
@@ -221,47 +237,64 @@ int run_bench(BenchFlags& flags) {
 }  // namespace
 
 Command add_bench_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("bench", "Load-test a TCP echo/discard server: pingpong, connrate, stream");
+  auto* sub = app.add_subcommand("bench",
+                                 "Load-test a TCP echo/discard server: pingpong, connrate, stream");
   auto flags = std::make_shared<BenchFlags>();
-  static const std::map<std::string, BenchMode> kModes{
-      {"pingpong", BenchMode::pingpong}, {"connrate", BenchMode::connrate}, {"stream", BenchMode::stream}};
+  static const std::map<std::string, BenchMode> kModes{{"pingpong", BenchMode::pingpong},
+                                                       {"connrate", BenchMode::connrate},
+                                                       {"stream", BenchMode::stream}};
   BenchOptions& o = flags->bench;
   sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
   flags->port_opt = sub->add_option("PORT", o.port, "server port");
   add_unix_flag(*sub, flags->unix_path,
                 "load-test the server on this Unix-domain socket instead of HOST PORT");
   // Names, not numbers: an enum transformer would also take "2" for stream.
-  sub->add_option("--mode", flags->mode,
-                  "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")
+  sub->add_option(
+         "--mode", flags->mode,
+         "pingpong: echo round trips; connrate: connect, 1 byte echoed, close; stream: one-way")
       ->transform(CLI::IsMember({"pingpong", "connrate", "stream"}, CLI::ignore_case))
       ->capture_default_str();
-  sub->add_option("-c,--conns", o.conns, "connections at once")->check(CLI::Range(1, 1000000))->capture_default_str();
-  sub->add_option("-s,--size", o.size, "message size in bytes")->check(CLI::Range(1, 64 * 1024 * 1024))
+  sub->add_option("-c,--conns", o.conns, "connections at once")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  sub->add_option("-d,--duration", o.duration_s, "seconds to measure")->check(CLI::PositiveNumber)
+  sub->add_option("-s,--size", o.size, "message size in bytes")
+      ->check(CLI::Range(1, 64 * 1024 * 1024))
       ->capture_default_str();
-  sub->add_option("-t,--threads", o.threads, "client threads")->check(CLI::Range(1, 256))->capture_default_str();
-  sub->add_option("-r,--rate", o.rate, "messages/s over all connections (open loop); 0: as fast as echoes return")
+  sub->add_option("-d,--duration", o.duration_s, "seconds to measure")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("-t,--threads", o.threads, "client threads")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  sub->add_option("-r,--rate", o.rate,
+                  "messages/s over all connections (open loop); 0: as fast as echoes return")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")->check(CLI::PositiveNumber)
+  sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  sub->add_option("--format", flags->format, "text | json")->check(CLI::IsMember({"text", "json"}))
+  sub->add_option("--format", flags->format, "text | json")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   sub->add_option("-o,--output", flags->output, "write the report to FILE");
-  auto* tls = sub->add_flag("--tls", flags->tls, "speak TLS (a connection counts once its handshake is done)");
-  auto* tls_ca = sub->add_option("--tls-ca", flags->tls_ca, "with --tls: trust the CA certificates in this PEM file")
+  auto* tls = sub->add_flag("--tls", flags->tls,
+                            "speak TLS (a connection counts once its handshake is done)");
+  auto* tls_ca = sub->add_option("--tls-ca", flags->tls_ca,
+                                 "with --tls: trust the CA certificates in this PEM file")
                      ->check(CLI::ExistingFile)
                      ->needs(tls);
   sub->add_flag("--insecure", flags->insecure, "with --tls: accept any certificate for any name")
       ->needs(tls)
       ->excludes(tls_ca);
-  sub->add_option("--sni", flags->sni, "with --tls: the server name to send and verify (default: HOST)")->needs(tls);
+  sub->add_option("--sni", flags->sni,
+                  "with --tls: the server name to send and verify (default: HOST)")
+      ->needs(tls);
   add_io_backend_flag(*sub, o.io_backend);
   return {sub, [flags, sub] {
             flags->args.clear();
             for (const auto& opt : sub->get_options()) {
               if (opt->count() == 0 || opt->get_name() == "--help") continue;
-              flags->args += fmt::format("{}{}={}", flags->args.empty() ? "" : " ", opt->get_name(), opt->as<std::string>());
+              flags->args += fmt::format("{}{}={}", flags->args.empty() ? "" : " ", opt->get_name(),
+                                         opt->as<std::string>());
             }
             flags->bench.mode = kModes.at(flags->mode);
             return run_bench(*flags);

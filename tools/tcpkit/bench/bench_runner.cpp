@@ -32,7 +32,9 @@ constexpr size_t kPatternPeriod = 251;
 
 // Messages that end in the stream range (from, to]: how many multiples of
 // `size` it holds.
-uint64_t boundaries_in(uint64_t from, uint64_t to, uint64_t size) { return to / size - from / size; }
+uint64_t boundaries_in(uint64_t from, uint64_t to, uint64_t size) {
+  return to / size - from / size;
+}
 
 uint64_t nanos_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
@@ -51,7 +53,7 @@ size_t count_mismatches(const char* got, const char* want, size_t n) {
 struct Slot {
   std::unique_ptr<TcpClient> client;
   TcpConnectionPtr conn;
-  bool ready = false;  // connected, and the TLS handshake done where there is one
+  bool ready = false;     // connected, and the TLS handshake done where there is one
   uint64_t send_pos = 0;  // ping-pong: stream bytes sent so far
   uint64_t recv_pos = 0;  // ...and received back
   size_t received = 0;    // connrate: the echo came back
@@ -133,7 +135,8 @@ void Worker::finish() {
 
 void Worker::start_client(Slot* slot) {
   ClientOptions co;
-  co.connect_timeout = std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
+  co.connect_timeout =
+      std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
   co.connection.high_water_mark = 64 * 1024 * 1024;
   // The handshake is part of connecting: the same limit bounds both.
   co.connection.handshake_timeout = co.connect_timeout;
@@ -154,7 +157,8 @@ void Worker::start_client(Slot* slot) {
     }
   });
   slot->client->set_on_handshake([this, slot](const TcpConnectionPtr&) { on_ready(slot); });
-  slot->client->set_on_message([this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
+  slot->client->set_on_message(
+      [this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
   if (opt->mode == BenchMode::stream) {
     slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
       if (!slot->ready) return;  // the TLS handshake's own writes
@@ -162,7 +166,8 @@ void Worker::start_client(Slot* slot) {
         bytes.fetch_add(opt->size, std::memory_order_relaxed);
         messages.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!stopping && slot->conn) slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+      if (!stopping && slot->conn)
+        slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
     });
   }
   slot->client->connect();
@@ -182,7 +187,9 @@ void Worker::on_data(Slot* slot, Buffer& in) {
   }
 }
 
-void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) { slot->conn = conn; }
+void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
+  slot->conn = conn;
+}
 
 void Worker::on_ready(Slot* slot) {
   slot->ready = true;
@@ -194,7 +201,8 @@ void Worker::on_ready(Slot* slot) {
       if (opt->rate <= 0) send_message(slot);
       break;
     case BenchMode::connrate:
-      if (measuring.load(std::memory_order_relaxed)) latency.record(nanos_between(slot->connect_started, Clock::now()));
+      if (measuring.load(std::memory_order_relaxed))
+        latency.record(nanos_between(slot->connect_started, Clock::now()));
       slot->conn->send(std::string_view("x", 1));
       break;
     case BenchMode::stream:
@@ -251,7 +259,8 @@ void Worker::send_message(Slot* slot) {
 void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
   const uint64_t from = slot->send_pos;
   // A message starts at every multiple of size in [from, from + n).
-  for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0; --k) {
+  for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0;
+       --k) {
     slot->sent_at.push_back(when);
   }
   slot->send_pos += n;
@@ -311,7 +320,8 @@ void Worker::on_connrate_data(Slot* slot, Buffer& in) {
 // (so a stalled server cannot hide its stall: no coordinated omission).
 void Worker::tick() {
   auto now = Clock::now();
-  auto step = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
+  auto step =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
   for (auto& slot : slots) {
     if (!slot->ready) continue;
     while (slot->next_send <= now) {
@@ -321,7 +331,8 @@ void Worker::tick() {
   }
 }
 
-BenchRunner::BenchRunner(BenchOptions options, Endpoint target) : options_(std::move(options)), target_(target) {}
+BenchRunner::BenchRunner(BenchOptions options, Endpoint target)
+    : options_(std::move(options)), target_(target) {}
 
 BenchRunner::~BenchRunner() = default;
 
@@ -373,7 +384,8 @@ Result<BenchResult> BenchRunner::run() {
   // Connect phase: wait for every connection (or the timeout) before measuring.
   BenchResult result;
   if (options_.mode != BenchMode::connrate) {
-    auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
+    auto deadline = Clock::now() + std::chrono::milliseconds(
+                                       static_cast<long long>(options_.connect_timeout_s * 1000));
     while (connected_now() < options_.conns && Clock::now() < deadline &&
            sum(&Worker::errors) < static_cast<uint64_t>(options_.conns)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -383,7 +395,8 @@ Result<BenchResult> BenchRunner::run() {
 
   for (auto& w : workers_) w->measuring = true;
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.duration_s));
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(options_.duration_s));
   auto next_live = start + std::chrono::seconds(1);
   while (Clock::now() < end) {
     std::this_thread::sleep_until(std::min(end, next_live));
@@ -393,7 +406,8 @@ Result<BenchResult> BenchRunner::run() {
     next_live += std::chrono::seconds(1);
     if (!options_.live) continue;
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors), connected_now());
+    print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors),
+               connected_now());
   }
   for (auto& w : workers_) w->measuring = false;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -417,11 +431,12 @@ Result<BenchResult> BenchRunner::run() {
   return result;
 }
 
-void BenchRunner::print_live(double elapsed, uint64_t messages, uint64_t bytes, uint64_t errors, int conns) {
+void BenchRunner::print_live(double elapsed, uint64_t messages, uint64_t bytes, uint64_t errors,
+                             int conns) {
   double mib = static_cast<double>(bytes) / (1024.0 * 1024.0) / elapsed;
   double rate = static_cast<double>(messages) / elapsed;
-  fmt::print(stderr, "\r{:6.1f} s  {:10.1f} MiB/s  {:12.0f} msg/s  conns {:6}  errors {:6}", elapsed, mib, rate,
-             conns, errors);
+  fmt::print(stderr, "\r{:6.1f} s  {:10.1f} MiB/s  {:12.0f} msg/s  conns {:6}  errors {:6}",
+             elapsed, mib, rate, conns, errors);
   std::fflush(stderr);
 }
 

@@ -41,19 +41,19 @@ struct BenchOptions {
 };
 
 struct BenchResult {
-  double seconds = 0;            // the measured window
-  uint64_t messages = 0;         // completed round trips (pingpong), exchanges (connrate)
-  uint64_t bytes = 0;            // payload bytes: echoed (pingpong) or sent (stream)
-  uint64_t connections = 0;      // connections established in the window
+  double seconds = 0;        // the measured window
+  uint64_t messages = 0;     // completed round trips (pingpong), exchanges (connrate)
+  uint64_t bytes = 0;        // payload bytes: echoed (pingpong) or sent (stream)
+  uint64_t connections = 0;  // connections established in the window
   uint64_t mismatched_bytes = 0;
   uint64_t lost_bytes = 0;
   uint64_t refused = 0;
   uint64_t reset = 0;
   uint64_t connect_failed = 0;
-  uint64_t tls_failed = 0;   // handshakes that failed
-  std::string tls_error;     // the first one's reason
+  uint64_t tls_failed = 0;  // handshakes that failed
+  std::string tls_error;    // the first one's reason
   int connected_at_start = 0;
-  LatencyHistogram latency;      // round trip (pingpong), connect (connrate)
+  LatencyHistogram latency;  // round trip (pingpong), connect (connrate)
 };
 
 struct Worker;

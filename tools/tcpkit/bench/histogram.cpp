@@ -6,7 +6,7 @@
 
 namespace tcpkit::cli {
 namespace {
-constexpr unsigned kSubBits = 6;                   // 64 buckets per power of two
+constexpr unsigned kSubBits = 6;  // 64 buckets per power of two
 constexpr uint64_t kSubCount = 1ULL << kSubBits;
 constexpr size_t kBucketCount = (64 - kSubBits) * kSubCount + kSubCount;
 }  // namespace

@@ -2,8 +2,8 @@
 
 #include <signal.h>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdlib>
 #include <thread>
@@ -20,11 +20,13 @@ std::string explain_bind_error(const Error& error, uint16_t port, std::string_vi
   if (error.code() == std::errc::address_in_use) {
     std::string holder = describe_port_holder(port);
     if (!holder.empty()) msg += fmt::format(" — {}", holder);
-    msg += fmt::format(". Stop that server or pick {}; `tcpkit port {}` shows who uses it.", another_port, port);
+    msg += fmt::format(". Stop that server or pick {}; `tcpkit port {}` shows who uses it.",
+                       another_port, port);
   } else if (error.code() == std::errc::permission_denied && port < 1024) {
-    msg += fmt::format(". Ports below 1024 are well-known ports (80 http, 22 ssh...) and need root or "
-                       "CAP_NET_BIND_SERVICE; use a port of 1024 or above, e.g. {}.",
-                       example);
+    msg += fmt::format(
+        ". Ports below 1024 are well-known ports (80 http, 22 ssh...) and need root or "
+        "CAP_NET_BIND_SERVICE; use a port of 1024 or above, e.g. {}.",
+        example);
   } else if (error.code() == std::errc::address_not_available) {
     msg += ". That address is not on this machine; use 127.0.0.1, 0.0.0.0 or ::.";
   }
@@ -34,8 +36,9 @@ std::string explain_bind_error(const Error& error, uint16_t port, std::string_vi
 std::string explain_unix_bind_error(const Error& error, const Endpoint& address) {
   std::string msg = error.message();
   if (error.code() == std::errc::address_in_use) {
-    msg += fmt::format(". Stop that server or pick another path; `tcpkit port {}` shows who uses it.",
-                       address.to_string());
+    msg +=
+        fmt::format(". Stop that server or pick another path; `tcpkit port {}` shows who uses it.",
+                    address.to_string());
   } else if (error.code() == std::errc::permission_denied) {
     msg += ". The directory is not writable for you; pick a path in one that is, e.g. /tmp.";
   }
@@ -47,16 +50,18 @@ Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logge
     auto replaced = TcpListener::remove_stale_socket(address);
     if (!replaced) return replaced.error();
     if (!*replaced) continue;
-    log.log("stale-socket",
-            fmt::format("replacing stale socket file {} (no server answers there; its server has gone)",
-                        address.unix_path()),
-            {Logger::str("address", address.to_string())});
+    log.log(
+        "stale-socket",
+        fmt::format("replacing stale socket file {} (no server answers there; its server has gone)",
+                    address.unix_path()),
+        {Logger::str("address", address.to_string())});
   }
   return {};
 }
 
 CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what) {
-  return sub.add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
+  return sub
+      .add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
       ->type_name("PATH");
 }
 
@@ -72,13 +77,16 @@ void add_io_backend_flag(CLI::App& sub, IoBackend& backend) {
 void report_io_backend_fallback(std::string_view command, const EventLoop& loop) {
   const Error& why = loop.backend_fallback();
   if (!why.code()) return;
-  fmt::print(stderr, "tcpkit {}: io_uring is unavailable ({}): using epoll\n", command, why.message());
+  fmt::print(stderr, "tcpkit {}: io_uring is unavailable ({}): using epoll\n", command,
+             why.message());
 }
 
 void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {
   sub.add_option_function<std::string>(
          "--unix-mode",
-         [&mode](const std::string& text) { mode = static_cast<unsigned>(std::stoul(text, nullptr, 8)); },
+         [&mode](const std::string& text) {
+           mode = static_cast<unsigned>(std::stoul(text, nullptr, 8));
+         },
          "permissions of a Unix socket's file, octal (660: owner and group may connect)")
       ->type_name("MODE")
       ->check(CLI::Validator(
@@ -90,7 +98,9 @@ void add_unix_mode_flag(CLI::App& sub, unsigned& mode) {
           "MODE"));
 }
 
-std::string unix_address(const std::string& path) { return std::string(Endpoint::kUnixPrefix) + path; }
+std::string unix_address(const std::string& path) {
+  return std::string(Endpoint::kUnixPrefix) + path;
+}
 
 namespace {
 sigset_t stop_signals() {
@@ -130,14 +140,18 @@ CLI::Validator cidr_validator() {
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {
   const CLI::Validator cidr_text = cidr_validator();
   sub.add_option_function<std::vector<std::string>>(
-         "--allow", [&access](const std::vector<std::string>& rules) {
+         "--allow",
+         [&access](const std::vector<std::string>& rules) {
            for (const auto& text : rules) access.allow(*Cidr::parse(text));
          },
-         verb + " only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed at once")
+         verb +
+             " only clients in this network (10.0.0.0/8, ::1, ...); repeatable; others are closed "
+             "at once")
       ->check(cidr_text)
       ->delimiter(',');
   sub.add_option_function<std::vector<std::string>>(
-         "--deny", [&access](const std::vector<std::string>& rules) {
+         "--deny",
+         [&access](const std::vector<std::string>& rules) {
            for (const auto& text : rules) access.deny(*Cidr::parse(text));
          },
          "refuse clients in this network; repeatable; wins over --allow")
@@ -145,19 +159,24 @@ void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb
       ->delimiter(',');
 }
 
-void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what) {
-  auto* cert_opt = sub.add_option("--tls-cert", cert, what + "; needs --tls-key")->check(CLI::ExistingFile);
-  auto* key_opt = sub.add_option("--tls-key", key, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key,
+                          const std::string& what) {
+  auto* cert_opt =
+      sub.add_option("--tls-cert", cert, what + "; needs --tls-key")->check(CLI::ExistingFile);
+  auto* key_opt = sub.add_option("--tls-key", key, "the PEM private key of --tls-cert")
+                      ->check(CLI::ExistingFile);
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
 }
 
-void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom) {
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s,
+                       const std::string& whom) {
   sub.add_option("--tls-handshake-timeout", handshake_timeout_s,
                  "with TLS: seconds " + whom + " has to complete its TLS handshake")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
-  sub.add_option("--idle-timeout", idle_timeout_s, "close " + whom + " silent this many seconds (0: never)")
+  sub.add_option("--idle-timeout", idle_timeout_s,
+                 "close " + whom + " silent this many seconds (0: never)")
       ->check(CLI::Range(0.0, 1e6));
 }
 

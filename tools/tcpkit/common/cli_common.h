@@ -4,9 +4,9 @@
 // the one spelling of a Unix-domain socket every command takes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +31,8 @@ namespace tcpkit::cli {
 
 // What the user meets when bind() fails, with a way out. `another_port` and
 // `example` name the command's own flag: "another --port", "--port 8888".
-std::string explain_bind_error(const Error& error, uint16_t port, std::string_view another_port = "another --port",
+std::string explain_bind_error(const Error& error, uint16_t port,
+                               std::string_view another_port = "another --port",
                                std::string_view example = "--port 8888");
 
 // The same for a Unix socket path: names the live holder's pid and the way
@@ -73,10 +74,12 @@ void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb
 
 // Adds --tls-cert FILE and --tls-key FILE (each needs the other, both must
 // exist); `what` says what the certificate does for this command.
-void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key, const std::string& what);
+void add_tls_server_flags(CLI::App& sub, std::string& cert, std::string& key,
+                          const std::string& what);
 // Adds --tls-handshake-timeout SECONDS and --idle-timeout SECONDS, the
 // connection's own timeouts (ConnectionOptions); `whom` names who is closed.
-void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s, const std::string& whom);
+void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_timeout_s,
+                       const std::string& whom);
 // Adds --io-backend epoll|uring, for the commands that run event loops
 // (serve, relay, bench). Unset, the library's default applies: the
 // environment's TCPKIT_IO_BACKEND, else epoll.

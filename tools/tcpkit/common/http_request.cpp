@@ -30,7 +30,8 @@ std::string_view trim(std::string_view s) {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -91,7 +92,8 @@ HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpReques
 bool host_allowed(std::string_view host, const std::vector<std::string>& names) {
   // inet_pton() reads C strings: "[::\0junk]" would pass as "::". A Host is
   // printable ASCII without spaces, nothing else.
-  if (!std::all_of(host.begin(), host.end(), [](char c) { return c > 0x20 && c < 0x7f; })) return false;
+  if (!std::all_of(host.begin(), host.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
+    return false;
   std::string_view name = host;
   if (!name.empty() && name.front() == '[') {
     size_t close = name.find(']');

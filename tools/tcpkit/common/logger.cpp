@@ -22,7 +22,8 @@ std::string timestamp_now() {
   return fmt::format("{}.{:03d}", buf, ms);
 }
 
-void Logger::log(std::string_view event, std::string_view text, const std::vector<LogField>& fields) {
+void Logger::log(std::string_view event, std::string_view text,
+                 const std::vector<LogField>& fields) {
   std::string line;
   if (format_ == LogFormat::text) {
     line = fmt::format("{} {}\n", timestamp_now(), one_line(text));

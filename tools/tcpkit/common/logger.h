@@ -36,7 +36,9 @@ class Logger {
   // `text` is the human line; `fields` the same facts for JSON.
   void log(std::string_view event, std::string_view text, const std::vector<LogField>& fields = {});
 
-  static LogField str(std::string key, std::string value) { return {std::move(key), std::move(value), false}; }
+  static LogField str(std::string key, std::string value) {
+    return {std::move(key), std::move(value), false};
+  }
   static LogField num(std::string key, unsigned long long value) {
     return {std::move(key), std::to_string(value), true};
   }

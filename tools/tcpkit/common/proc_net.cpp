@@ -254,7 +254,8 @@ UnixSocketUsage find_unix_socket(const std::string& path) {
     std::istringstream fields(line);
     std::string num, refcount, protocol, flags, type, state, row_path;
     unsigned long inode = 0;
-    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode >> row_path)) continue;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode >> row_path))
+      continue;
     if (row_path != path) continue;
     auto flag_bits = parse_hex32(flags);
     auto state_value = parse_hex32(state);

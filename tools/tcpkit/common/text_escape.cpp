@@ -113,7 +113,10 @@ size_t incomplete_utf8_tail(std::string_view text) {
   for (size_t i = 1; i <= 3 && i <= text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[text.size() - i]);
     if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-    const size_t length = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    const size_t length = (c & 0xE0) == 0xC0   ? 2
+                          : (c & 0xF0) == 0xE0 ? 3
+                          : (c & 0xF8) == 0xF0 ? 4
+                                               : 1;
     return length > i ? i : 0;
   }
   return 0;

@@ -11,8 +11,8 @@
 #include <csignal>
 #include <memory>
 
-#include "common/cli_common.h"
 #include "commands.h"
+#include "common/cli_common.h"
 #include "connect/session.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/tls_context.h"
@@ -50,27 +50,30 @@ std::string validate_encoding(std::string& name) {
   auto decoder = Transcoder::open(name, "UTF-8");
   auto encoder = Transcoder::open("UTF-8", name);
   if (decoder && encoder) return "";
-  return fmt::format("unknown encoding '{}': give a name iconv knows, e.g. utf-8, gbk, big5 "
-                     "(list them with: iconv -l)",
-                     name);
+  return fmt::format(
+      "unknown encoding '{}': give a name iconv knows, e.g. utf-8, gbk, big5 "
+      "(list them with: iconv -l)",
+      name);
 }
 
-bool is_utf8(const std::string& name) { return Transcoder::canonical_name(name) == "UTF-8"; }
+bool is_utf8(const std::string& name) {
+  return Transcoder::canonical_name(name) == "UTF-8";
+}
 
 // What the user asked for: HOST, or unix:PATH for --unix PATH.
 std::string target_text(const ConnectOptions& o) {
   return o.unix_path.empty() ? o.host : unix_address(o.unix_path);
 }
 
-// "127.0.0.1:8888" for a literal (or unix:PATH), "localhost:8888 (tried [::1]:8888, ...)" for a name.
+// "127.0.0.1:8888" for a literal (or unix:PATH), "localhost:8888 (tried [::1]:8888, ...)" for a
+// name.
 std::string describe_target(const ConnectOptions& o, uint16_t port,
                             const std::vector<Endpoint>& addresses) {
   if (addresses.size() == 1 && (addresses[0].is_unix() || Endpoint::parse(o.host, port))) {
     return addresses[0].to_string();
   }
-  std::string host = o.host.find(':') != std::string::npos && o.host.front() != '['
-                         ? "[" + o.host + "]"
-                         : o.host;
+  std::string host =
+      o.host.find(':') != std::string::npos && o.host.front() != '[' ? "[" + o.host + "]" : o.host;
   std::string tried;
   for (const auto& a : addresses) tried += (tried.empty() ? "" : ", ") + a.to_string();
   return fmt::format("{}:{} (tried {})", host, port, tried);
@@ -82,19 +85,22 @@ std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t
     return fmt::format("connection refused — is a server running? (try: tcpkit port {})", port_arg);
   }
   if (error == std::errc::no_such_file_or_directory) {
-    return fmt::format("no such socket file — is a server running? (try: tcpkit port {})", port_arg);
+    return fmt::format("no such socket file — is a server running? (try: tcpkit port {})",
+                       port_arg);
   }
   if (error == std::errc::timed_out) {
-    return fmt::format("timed out after {:g} s (no answer: the host may be down, or a firewall "
-                       "drops the packets)",
-                       o.timeout_s);
+    return fmt::format(
+        "timed out after {:g} s (no answer: the host may be down, or a firewall "
+        "drops the packets)",
+        o.timeout_s);
   }
   return reason_text(error.code());
 }
 
 // Tries each address in the resolver's order within one overall --timeout.
 std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
-  auto addresses = o.port_text.empty() ? Endpoint::resolve(target_text(o)) : Endpoint::resolve(o.host, port);
+  auto addresses =
+      o.port_text.empty() ? Endpoint::resolve(target_text(o)) : Endpoint::resolve(o.host, port);
   if (!addresses) {
     const auto& code = addresses.error().code();
     std::string why = code == Errc::name_not_found
@@ -122,7 +128,8 @@ std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
 std::string expected_name(const ConnectOptions& o) {
   if (!o.sni.empty()) return o.sni;
   const std::string& host = o.host;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') return host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    return host.substr(1, host.size() - 2);
   return host;
 }
 
@@ -136,9 +143,10 @@ std::string handshake_hint(const Error& error, const ConnectOptions& o) {
   }
   const int verdict = error.code().value();
   if (verdict == X509_V_ERR_HOSTNAME_MISMATCH || verdict == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-    return fmt::format(" — the certificate is not for '{}'; pass --sni NAME for the name it "
-                       "carries, or --insecure",
-                       expected_name(o));
+    return fmt::format(
+        " — the certificate is not for '{}'; pass --sni NAME for the name it "
+        "carries, or --insecure",
+        expected_name(o));
   }
   return " — pass --tls-ca FILE to trust it, or --insecure";
 }
@@ -158,8 +166,8 @@ bool start_tls(TcpStream& stream, const TlsContext& context, const ConnectOption
   auto done = stream.start_tls(context, {}, to_millis(o.timeout_s));
   if (done) return true;
   const Error& error = done.error();
-  report(fmt::format("TLS handshake with {} failed: {}{}", stream.peer_endpoint().to_string(), error.code().message(),
-                     handshake_hint(error, o)));
+  report(fmt::format("TLS handshake with {} failed: {}{}", stream.peer_endpoint().to_string(),
+                     error.code().message(), handshake_hint(error, o)));
   return false;
 }
 
@@ -177,8 +185,9 @@ int run_connect(const ConnectOptions& o) {
   }
   if (unix_target != o.port_text.empty() || (o.host.empty() && o.unix_path.empty())) {
     fmt::print(stderr, "tcpkit connect: {}\n",
-               unix_target ? "a Unix socket has no PORT: give unix:PATH alone"
-                           : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+               unix_target
+                   ? "a Unix socket has no PORT: give unix:PATH alone"
+                   : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
     return kExitUsage;
   }
   // The validators have accepted the port and the encoding already.
@@ -202,7 +211,7 @@ int run_connect(const ConnectOptions& o) {
   SessionContext context{o, printer, std::move(encoder), std::nullopt};
   if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
   int code = o.sends.empty() ? run_interactive_session(*stream, context)
-                            : run_send_session(*stream, context);
+                             : run_send_session(*stream, context);
   stream->close();
   return code;
 }
@@ -213,9 +222,10 @@ Command add_connect_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "connect", "Connect to a TCP server: send texts and print replies, or talk like nc");
   auto o = std::make_shared<ConnectOptions>();
-  sub->add_option("HOST", o->host,
-                  "host name, IPv4 or IPv6 address (brackets optional), or a Unix socket: unix:PATH "
-                  "(unix:@NAME for an abstract one), then no PORT")
+  sub->add_option(
+         "HOST", o->host,
+         "host name, IPv4 or IPv6 address (brackets optional), or a Unix socket: unix:PATH "
+         "(unix:@NAME for an abstract one), then no PORT")
       ->check(CLI::Validator(validate_host, "HOST", "host"));
   sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
       ->check(CLI::Validator(validate_port, "PORT", "port"));
@@ -248,7 +258,7 @@ Command add_connect_command(CLI::App& app) {
       "closes or --wait passes");
   sub->add_flag("-N", o->nc_shutdown,
                 "interactive: send FIN (shutdown(SHUT_WR)) after stdin ends, as nc -N does; "
-                      "this is already the default, accepted for nc compatibility")
+                "this is already the default, accepted for nc compatibility")
       ->excludes(no_shutdown);
   auto* tls = sub->add_flag("--tls", o->tls,
                             "speak TLS (1.2 or newer) on the connection; the server's certificate "

@@ -79,15 +79,17 @@ int SendSession::run() {
       case Reply::received:
         break;
       case Reply::none:
-        report(fmt::format("no reply to message {} within {}", i + 1, format_seconds(*context_.wait)));
+        report(
+            fmt::format("no reply to message {} within {}", i + 1, format_seconds(*context_.wait)));
         break;
       case Reply::peer_closed:
         if (i + 1 == texts.size()) {
           std::fputs("connection closed by peer\n", stderr);
           return kExitOk;
         }
-        report(fmt::format("connection closed by peer after message {} of {}; the rest were not sent",
-                           i + 1, texts.size()));
+        report(
+            fmt::format("connection closed by peer after message {} of {}; the rest were not sent",
+                        i + 1, texts.size()));
         return kExitFailure;
       case Reply::failed:
         return failure_code_;
@@ -127,7 +129,8 @@ SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> dea
     }
     int ready = stream_.wait_readable(timeout_ms);
     if (ready < 0) {
-      report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
+      report(
+          fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
       return Reply::failed;
     }
     if (ready == 0) {
@@ -160,7 +163,8 @@ SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> dead
     }
     int ready = stream_.wait_readable(poll_timeout(deadline));
     if (ready < 0) {
-      report(fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
+      report(
+          fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
       return Reply::failed;
     }
     if (ready == 0) continue;
@@ -206,7 +210,9 @@ int run_send_session(TcpStream& stream, SessionContext& context) {
   return SendSession(stream, context).run();
 }
 
-void report(std::string_view message) { fmt::print(stderr, "tcpkit connect: {}\n", message); }
+void report(std::string_view message) {
+  fmt::print(stderr, "tcpkit connect: {}\n", message);
+}
 
 std::string reason_text(const std::error_code& code) {
   std::string text = code.message();

@@ -12,8 +12,8 @@
 #include <system_error>
 #include <vector>
 
-#include "tcpkit/tcp_stream.h"
 #include "connect/reply_printer.h"
+#include "tcpkit/tcp_stream.h"
 #include "tcpkit/transcoder.h"
 
 namespace tcpkit::cli {
@@ -32,9 +32,9 @@ struct ConnectOptions {
   bool shutdown_after_eof = true;  // --no-shutdown clears it
   bool nc_shutdown = false;        // -N: asks for the default, for nc users
   bool tls = false;
-  std::string tls_ca;   // empty: the system's CAs
+  std::string tls_ca;  // empty: the system's CAs
   bool insecure = false;
-  std::string sni;      // empty: HOST
+  std::string sni;  // empty: HOST
 };
 
 // What a session needs besides the stream: the printer for received bytes,

@@ -75,9 +75,10 @@ std::optional<std::string> unix_socket_path(const std::string& text) {
 std::string validate_port(std::string& text) {
   if (parse_port(text)) return "";
   if (auto path = unix_socket_path(text); path && Endpoint::unix_socket(*path)) return "";
-  return fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535 (or a Unix socket: "
-                     "unix:PATH)",
-                     text);
+  return fmt::format(
+      "'{}' is not a TCP port: give a whole number from 0 to 65535 (or a Unix socket: "
+      "unix:PATH)",
+      text);
 }
 
 const char* range_name(uint16_t port) {
@@ -199,8 +200,9 @@ void print_json(const PortReport& r) {
 // What a socket file at `path` is, for the reader who wonders why a file
 // is there: "a socket file", "no file", "not a socket".
 std::string file_sentence(const std::string& path) {
-  if (path.starts_with("@")) return "none: an abstract socket has no file; it goes with its last socket";
-  struct stat st{};
+  if (path.starts_with("@"))
+    return "none: an abstract socket has no file; it goes with its last socket";
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return "no such file";
   if (!S_ISSOCK(st.st_mode)) return "exists, and is not a socket";
   return fmt::format("a socket file, mode {:03o} (write permission lets a process connect)",
@@ -226,9 +228,10 @@ int run_unix_socket(const std::string& path, bool json) {
   listening.listeners = usage.listeners;
   if (usage.listeners.empty()) {
     fmt::print("\nnobody is listening on {}{}\n", address,
-               file_sentence(path).starts_with("a socket") ? " (the file is stale: its server is gone; "
-                                                             "tcpkit serve replaces it)"
-                                                           : "");
+               file_sentence(path).starts_with("a socket")
+                   ? " (the file is stale: its server is gone; "
+                     "tcpkit serve replaces it)"
+                   : "");
   } else {
     print_listeners(listening);
   }
@@ -254,10 +257,12 @@ int run_port(const PortOptions& options) {
 
 Command add_port_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
-      "port", "Explain a TCP port: who listens, connection states, service name (or a Unix socket)");
+      "port",
+      "Explain a TCP port: who listens, connection states, service name (or a Unix socket)");
   auto options = std::make_shared<PortOptions>();
-  sub->add_option("PORT", options->port_text,
-                  "port number, 0 to 65535; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
+  sub->add_option(
+         "PORT", options->port_text,
+         "port number, 0 to 65535; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
       ->required()
       ->check(CLI::Validator(validate_port, "PORT", "port"));
   sub->add_flag("--json", options->json, "print the same facts as one JSON object");

@@ -19,10 +19,10 @@ namespace tcpkit::cli {
 
 struct ApiRequest {
   std::string method;
-  std::string path;   // without the query string
-  std::string host;   // the Host header as sent ("" when missing)
+  std::string path;  // without the query string
+  std::string host;  // the Host header as sent ("" when missing)
   std::string body;
-  size_t size = 0;    // head plus body: what the request took from the input
+  size_t size = 0;  // head plus body: what the request took from the input
 };
 
 enum class ApiParse { need_more, done, bad, too_large };

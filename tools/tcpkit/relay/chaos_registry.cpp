@@ -17,11 +17,16 @@ Error api_error(std::errc code, std::string text) {
 
 Result<std::vector<Endpoint>> resolve(const std::string& text, bool allow_port_zero) {
   auto split = Endpoint::split_host_port(text);
-  if (!split) return api_error(std::errc::invalid_argument, fmt::format("{}: {}", text, split.error().message()));
+  if (!split)
+    return api_error(std::errc::invalid_argument,
+                     fmt::format("{}: {}", text, split.error().message()));
   if (split->second == 0 && !allow_port_zero)
-    return api_error(std::errc::invalid_argument, fmt::format("{}: port 0 cannot be connected to", text));
+    return api_error(std::errc::invalid_argument,
+                     fmt::format("{}: port 0 cannot be connected to", text));
   auto addresses = Endpoint::resolve(split->first, split->second);
-  if (!addresses) return api_error(std::errc::invalid_argument, fmt::format("{}: {}", text, addresses.error().message()));
+  if (!addresses)
+    return api_error(std::errc::invalid_argument,
+                     fmt::format("{}: {}", text, addresses.error().message()));
   return std::move(*addresses);
 }
 
@@ -51,7 +56,8 @@ std::string label(std::string_view value) {
 
 }  // namespace
 
-ChaosRegistry::ChaosRegistry(EventLoop* loop, RelayOptions base) : loop_(loop), base_(std::move(base)) {}
+ChaosRegistry::ChaosRegistry(EventLoop* loop, RelayOptions base)
+    : loop_(loop), base_(std::move(base)) {}
 
 ChaosRegistry::~ChaosRegistry() = default;
 
@@ -83,7 +89,8 @@ Result<void> ChaosRegistry::start(Proxy& proxy) {
   o.upstream_text = proxy.upstream;
   auto app = std::make_unique<RelayApp>(loop_, std::move(o));
   if (auto r = app->listen(); !r)
-    return api_error(std::errc::io_error, fmt::format("listen {}: {}", proxy.listen, r.error().message()));
+    return api_error(std::errc::io_error,
+                     fmt::format("listen {}: {}", proxy.listen, r.error().message()));
   if (auto r = app->start(); !r) return api_error(std::errc::io_error, r.error().message());
   // Port 0 picked a port: clients must find the proxy there from now on,
   // also after it is disabled and enabled again.
@@ -123,20 +130,26 @@ void ChaosRegistry::publish(Proxy& proxy) {
 
 Result<ChaosRegistry::Proxy*> ChaosRegistry::find(const std::string& name) {
   auto it = proxies_.find(name);
-  if (it == proxies_.end()) return api_error(std::errc::no_such_file_or_directory, "proxy not found");
+  if (it == proxies_.end())
+    return api_error(std::errc::no_such_file_or_directory, "proxy not found");
   return it->second.get();
 }
 
 Result<const ChaosRegistry::Proxy*> ChaosRegistry::find(const std::string& name) const {
   auto it = proxies_.find(name);
-  if (it == proxies_.end()) return api_error(std::errc::no_such_file_or_directory, "proxy not found");
+  if (it == proxies_.end())
+    return api_error(std::errc::no_such_file_or_directory, "proxy not found");
   return static_cast<const Proxy*>(it->second.get());
 }
 
 json ChaosRegistry::proxy_json(const Proxy& p) const {
   json toxics = json::array();
   for (const auto& t : p.toxics) toxics.push_back(toxic_json(t));
-  return {{"name", p.name}, {"listen", p.listen}, {"upstream", p.upstream}, {"enabled", p.enabled}, {"toxics", toxics}};
+  return {{"name", p.name},
+          {"listen", p.listen},
+          {"upstream", p.upstream},
+          {"enabled", p.enabled},
+          {"toxics", toxics}};
 }
 
 json ChaosRegistry::list() const {
@@ -155,7 +168,8 @@ Result<json> ChaosRegistry::create(const json& body) {
     return api_error(std::errc::invalid_argument, "missing required field");
   if (proxy->listen.empty()) proxy->listen = "127.0.0.1:0";
   if (proxies_.count(proxy->name)) return api_error(std::errc::file_exists, "proxy already exists");
-  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean()) proxy->enabled = it->get<bool>();
+  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean())
+    proxy->enabled = it->get<bool>();
   proxy->options = base_;
   if (proxy->enabled) {
     if (auto r = start(*proxy); !r) return r.error();
@@ -166,7 +180,8 @@ Result<json> ChaosRegistry::create(const json& body) {
 }
 
 Result<json> ChaosRegistry::populate(const json& body) {
-  if (!body.is_array() || body.size() > 1000) return api_error(std::errc::invalid_argument, "bad request body");
+  if (!body.is_array() || body.size() > 1000)
+    return api_error(std::errc::invalid_argument, "bad request body");
   json created = json::array();
   for (const auto& item : body) {
     // Toxiproxy replaces a proxy of the same name whose addresses differ.
@@ -204,7 +219,8 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   if (!read_string(body, "listen", &listen) || !read_string(body, "upstream", &upstream))
     return api_error(std::errc::invalid_argument, "bad request body");
   bool enabled = p.enabled;
-  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean()) enabled = it->get<bool>();
+  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean())
+    enabled = it->get<bool>();
   const bool moved = listen != p.listen || upstream != p.upstream;
   if (moved || !enabled) stop(p);
   if (moved) {
@@ -248,7 +264,8 @@ Result<json> ChaosRegistry::add_toxic(const std::string& proxy, const json& body
   auto same = [&](const Toxic& t) { return t.name == toxic->name; };
   if (std::any_of(p.toxics.begin(), p.toxics.end(), same))
     return api_error(std::errc::file_exists, "toxic already exists");
-  if (p.toxics.size() >= 64) return api_error(std::errc::invalid_argument, "at most 64 toxics per proxy");
+  if (p.toxics.size() >= 64)
+    return api_error(std::errc::invalid_argument, "at most 64 toxics per proxy");
   p.toxics.push_back(*toxic);
   publish(p);
   return toxic_json(*toxic);
@@ -263,7 +280,8 @@ Result<json> ChaosRegistry::get_toxic(const std::string& proxy, const std::strin
   return api_error(std::errc::no_such_file_or_directory, "toxic not found");
 }
 
-Result<json> ChaosRegistry::update_toxic(const std::string& proxy, const std::string& toxic, const json& body) {
+Result<json> ChaosRegistry::update_toxic(const std::string& proxy, const std::string& toxic,
+                                         const json& body) {
   auto found = find(proxy);
   if (!found) return found.error();
   Proxy& p = **found;
@@ -286,8 +304,10 @@ Result<void> ChaosRegistry::remove_toxic(const std::string& proxy, const std::st
   auto found = find(proxy);
   if (!found) return found.error();
   Proxy& p = **found;
-  auto it = std::find_if(p.toxics.begin(), p.toxics.end(), [&](const Toxic& t) { return t.name == toxic; });
-  if (it == p.toxics.end()) return api_error(std::errc::no_such_file_or_directory, "toxic not found");
+  auto it = std::find_if(p.toxics.begin(), p.toxics.end(),
+                         [&](const Toxic& t) { return t.name == toxic; });
+  if (it == p.toxics.end())
+    return api_error(std::errc::no_such_file_or_directory, "toxic not found");
   p.toxics.erase(it);
   publish(p);
   return {};
@@ -308,19 +328,27 @@ std::string ChaosRegistry::metrics() const {
   std::string out =
       "# HELP tcpkit_chaos_proxies Proxies defined.\n# TYPE tcpkit_chaos_proxies gauge\n";
   out += fmt::format("tcpkit_chaos_proxies {}\n", proxies_.size());
-  out += "# HELP tcpkit_chaos_connections_total Clients accepted by a proxy since it was last enabled.\n"
-         "# TYPE tcpkit_chaos_connections_total counter\n";
+  out +=
+      "# HELP tcpkit_chaos_connections_total Clients accepted by a proxy since it was last "
+      "enabled.\n"
+      "# TYPE tcpkit_chaos_connections_total counter\n";
   for (const auto& [name, p] : proxies_)
-    out += fmt::format("tcpkit_chaos_connections_total{{proxy=\"{}\"}} {}\n", label(name), p->app ? p->app->relayed() : 0);
-  out += "# HELP tcpkit_chaos_connections_open Pairs open now.\n# TYPE tcpkit_chaos_connections_open gauge\n";
+    out += fmt::format("tcpkit_chaos_connections_total{{proxy=\"{}\"}} {}\n", label(name),
+                       p->app ? p->app->relayed() : 0);
+  out +=
+      "# HELP tcpkit_chaos_connections_open Pairs open now.\n# TYPE tcpkit_chaos_connections_open "
+      "gauge\n";
   for (const auto& [name, p] : proxies_)
-    out += fmt::format("tcpkit_chaos_connections_open{{proxy=\"{}\"}} {}\n", label(name), p->app ? p->app->open_pairs() : 0);
-  out += "# HELP tcpkit_chaos_bytes_total Bytes forwarded by finished pairs.\n# TYPE tcpkit_chaos_bytes_total counter\n";
+    out += fmt::format("tcpkit_chaos_connections_open{{proxy=\"{}\"}} {}\n", label(name),
+                       p->app ? p->app->open_pairs() : 0);
+  out +=
+      "# HELP tcpkit_chaos_bytes_total Bytes forwarded by finished pairs.\n# TYPE "
+      "tcpkit_chaos_bytes_total counter\n";
   for (const auto& [name, p] : proxies_) {
-    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"upstream\"}} {}\n", label(name),
-                       p->app ? p->app->bytes_up() : 0);
-    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"downstream\"}} {}\n", label(name),
-                       p->app ? p->app->bytes_down() : 0);
+    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"upstream\"}} {}\n",
+                       label(name), p->app ? p->app->bytes_up() : 0);
+    out += fmt::format("tcpkit_chaos_bytes_total{{proxy=\"{}\",direction=\"downstream\"}} {}\n",
+                       label(name), p->app ? p->app->bytes_down() : 0);
   }
   out += "# HELP tcpkit_chaos_toxics Toxics on a proxy.\n# TYPE tcpkit_chaos_toxics gauge\n";
   for (const auto& [name, p] : proxies_)

@@ -21,9 +21,9 @@
 
 #include "relay/relay_app.h"
 #include "relay/relay_options.h"
+#include "relay/toxic.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
-#include "relay/toxic.h"
 
 namespace tcpkit::cli {
 
@@ -37,7 +37,8 @@ class ChaosRegistry {
 
   // The proxy given by --listen/--to: its fixed faults (--delay...) stay in
   // its options; the API sees it under `name` and may add toxics to it.
-  Result<json> add_flags_proxy(const std::string& name, RelayOptions options, const std::string& listen);
+  Result<json> add_flags_proxy(const std::string& name, RelayOptions options,
+                               const std::string& listen);
 
   json list() const;
   Result<json> create(const json& body);

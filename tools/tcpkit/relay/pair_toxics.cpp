@@ -27,7 +27,8 @@ uint64_t name_hash(std::string_view name) {
 
 bool admits(const Toxic& t, const Endpoint& peer) {
   if (t.clients.empty()) return true;
-  return std::any_of(t.clients.begin(), t.clients.end(), [&](const Cidr& c) { return c.contains(peer); });
+  return std::any_of(t.clients.begin(), t.clients.end(),
+                     [&](const Cidr& c) { return c.contains(peer); });
 }
 
 int index(Stream s) {
@@ -62,7 +63,8 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
   std::map<std::string, Active> next;
   for (const Toxic& t : list ? *list : ToxicList{}) {
     auto old = active_.find(t.name);
-    if (old != active_.end() && old->second.toxic.type == t.type && old->second.toxic.stream == t.stream) {
+    if (old != active_.end() && old->second.toxic.type == t.type &&
+        old->second.toxic.stream == t.stream) {
       // Updated attributes; the roll made for this connection stands.
       Active kept = std::move(old->second);
       kept.toxic = t;
@@ -77,7 +79,8 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
       using std::chrono::milliseconds;
       if (t.type == ToxicType::timeout && t.timeout > 0)
         started.push_back({t.name, t.type, milliseconds(t.timeout), false});
-      if (t.type == ToxicType::reset_peer) started.push_back({t.name, t.type, milliseconds(t.timeout), true});
+      if (t.type == ToxicType::reset_peer)
+        started.push_back({t.name, t.type, milliseconds(t.timeout), true});
       if (t.type == ToxicType::unplug && t.after_ms >= 0)
         started.push_back({t.name, t.type, milliseconds(t.after_ms), t.unplug_reset});
     }
@@ -105,8 +108,9 @@ void PairToxics::each(Stream s, ToxicType type, F&& f) const {
 }
 
 bool PairToxics::any(Stream s) const {
-  return std::any_of(active_.begin(), active_.end(),
-                     [s](const auto& kv) { return kv.second.fires && kv.second.toxic.stream == s; });
+  return std::any_of(active_.begin(), active_.end(), [s](const auto& kv) {
+    return kv.second.fires && kv.second.toxic.stream == s;
+  });
 }
 
 std::chrono::milliseconds PairToxics::latency(Stream s) {
@@ -135,7 +139,8 @@ size_t PairToxics::slice(Stream s) {
   each(s, ToxicType::slicer, [&](Active& a) {
     int64_t n = a.toxic.average_size;
     if (a.toxic.size_variation > 0)
-      n += std::uniform_int_distribution<int64_t>(-a.toxic.size_variation, a.toxic.size_variation)(a.rng);
+      n += std::uniform_int_distribution<int64_t>(-a.toxic.size_variation,
+                                                  a.toxic.size_variation)(a.rng);
     size_t piece = static_cast<size_t>(std::max<int64_t>(1, n));
     if (size == 0 || piece < size) size = piece;
   });
@@ -150,7 +155,8 @@ std::chrono::microseconds PairToxics::slice_delay(Stream s) const {
 
 uint64_t PairToxics::limit(Stream s) const {
   uint64_t limit = UINT64_MAX;
-  each(s, ToxicType::limit_data, [&](const Active& a) { limit = std::min<uint64_t>(limit, a.toxic.bytes); });
+  each(s, ToxicType::limit_data,
+       [&](const Active& a) { limit = std::min<uint64_t>(limit, a.toxic.bytes); });
   return limit;
 }
 
@@ -210,20 +216,31 @@ std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view dat
     pos += end;
     for (Active* a : toxics) {
       const Toxic& t = a->toxic;
-      if (copies.empty() || (!t.match.empty() && copies.front().data.find(t.match) == std::string::npos)) continue;
+      if (copies.empty() ||
+          (!t.match.empty() && copies.front().data.find(t.match) == std::string::npos))
+        continue;
       ++a->frames_seen;
       if (t.nth != 0 && a->frames_seen != static_cast<uint64_t>(t.nth)) continue;
       switch (t.action) {
-        case FrameAction::drop: copies.clear(); break;
-        case FrameAction::duplicate: copies.push_back(copies.front()); break;
-        case FrameAction::delay: copies.front().extra += std::chrono::milliseconds(t.delay); break;
+        case FrameAction::drop:
+          copies.clear();
+          break;
+        case FrameAction::duplicate:
+          copies.push_back(copies.front());
+          break;
+        case FrameAction::delay:
+          copies.front().extra += std::chrono::milliseconds(t.delay);
+          break;
         case FrameAction::corrupt: {
           // Flip one payload byte: after a length prefix, before a line end.
           std::string& f = copies.front().data;
           size_t first = codec == FrameCodec::length ? LengthPrefixCodec::kHeaderBytes : 0;
           size_t last = f.size();
-          while (codec == FrameCodec::line && last > first && (f[last - 1] == '\n' || f[last - 1] == '\r')) --last;
-          if (last > first) f[std::uniform_int_distribution<size_t>(first, last - 1)(a->rng)] ^= 0x01;
+          while (codec == FrameCodec::line && last > first &&
+                 (f[last - 1] == '\n' || f[last - 1] == '\r'))
+            --last;
+          if (last > first)
+            f[std::uniform_int_distribution<size_t>(first, last - 1)(a->rng)] ^= 0x01;
           break;
         }
       }

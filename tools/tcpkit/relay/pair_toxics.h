@@ -21,8 +21,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tcpkit/endpoint.h"
 #include "relay/toxic.h"
+#include "tcpkit/endpoint.h"
 
 namespace tcpkit::cli {
 

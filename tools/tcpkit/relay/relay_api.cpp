@@ -24,16 +24,26 @@ ServerOptions api_server_options() {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    default: return "Internal Server Error";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    default:
+      return "Internal Server Error";
   }
 }
 
@@ -121,7 +131,8 @@ void RelayApiServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   if (parsed == ApiParse::too_large) return respond(conn, error_reply(413, "request too large"));
   if (parsed == ApiParse::bad) return respond(conn, error_reply(400, "malformed request"));
   if (!host_is_safe(request.host))
-    return respond(conn, error_reply(403, "Host must be an IP address or localhost (DNS rebinding)"));
+    return respond(conn,
+                   error_reply(403, "Host must be an IP address or localhost (DNS rebinding)"));
   respond(conn, handle(request));
 }
 

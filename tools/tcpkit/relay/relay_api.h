@@ -21,8 +21,8 @@
 #include <string_view>
 #include <vector>
 
-#include "relay/chaos_registry.h"
 #include "relay/api_request.h"
+#include "relay/chaos_registry.h"
 #include "tcpkit/tcp_server.h"
 
 namespace tcpkit::cli {

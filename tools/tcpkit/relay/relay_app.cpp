@@ -49,7 +49,8 @@ RelayApp::RelayApp(EventLoop* loop, RelayOptions options)
     if (auto* pair = pair_of(c)) pair->client_write_complete();
   });
   if (!options_.access.empty()) {
-    server_.set_accept_filter([this](const Endpoint& peer) { return options_.access.permits(peer); });
+    server_.set_accept_filter(
+        [this](const Endpoint& peer) { return options_.access.permits(peer); });
   }
   server_.set_on_refused([this](const Endpoint& peer, std::error_code why) {
     if (options_.quiet) return;
@@ -75,13 +76,16 @@ Result<void> RelayApp::start() {
   // "TLS -> TLS" when both ends are encrypted: the relay sees the plaintext.
   const char* from = options_.client_tls ? "TLS" : "TCP";
   const char* to = options_.upstream_tls ? "TLS" : "TCP";
-  const std::string tls_note = options_.client_tls || options_.upstream_tls ? fmt::format(" ({} -> {})", from, to) : "";
+  const std::string tls_note =
+      options_.client_tls || options_.upstream_tls ? fmt::format(" ({} -> {})", from, to) : "";
   for (const auto& ep : server_.listen_endpoints()) {
-    log_.log("listening",
-             fmt::format("listening on {}, forwarding to {}{}", ep.to_string(), options_.upstream_text, tls_note),
-             {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text),
-              Logger::str("client_tls", options_.client_tls ? "on" : "off"),
-              Logger::str("upstream_tls", options_.upstream_tls ? "on" : "off")});
+    log_.log(
+        "listening",
+        fmt::format("listening on {}, forwarding to {}{}", ep.to_string(), options_.upstream_text,
+                    tls_note),
+        {Logger::str("address", ep.to_string()), Logger::str("upstream", options_.upstream_text),
+         Logger::str("client_tls", options_.client_tls ? "on" : "off"),
+         Logger::str("upstream_tls", options_.upstream_tls ? "on" : "off")});
   }
   return {};
 }
@@ -187,7 +191,8 @@ void RelayApp::set_toxics(ToxicListPtr toxics) {
     toxics_ = toxics;
     open.assign(pairs_.begin(), pairs_.end());
   }
-  for (const auto& pair : open) pair->loop()->run_in_loop([pair, toxics] { pair->set_toxics(toxics); });
+  for (const auto& pair : open)
+    pair->loop()->run_in_loop([pair, toxics] { pair->set_toxics(toxics); });
 }
 
 uint64_t RelayApp::open_pairs() {

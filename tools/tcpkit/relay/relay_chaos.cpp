@@ -5,9 +5,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "relay/chaos_registry.h"
-#include "common/cli_common.h"
 #include "commands.h"
+#include "common/cli_common.h"
+#include "relay/chaos_registry.h"
 #include "relay/relay_api.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
@@ -20,16 +20,20 @@ constexpr size_t kMaxConfigBytes = 1024 * 1024;
 // The proxies of a toxiproxy -config file (a JSON list), or why not.
 Result<nlohmann::json> read_config(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Error(std::make_error_code(std::errc::no_such_file_or_directory), "--config " + path);
+  if (!in)
+    return Error(std::make_error_code(std::errc::no_such_file_or_directory), "--config " + path);
   std::string text(kMaxConfigBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
   if (text.size() > kMaxConfigBytes)
-    return Error(std::make_error_code(std::errc::file_too_large), "--config " + path + ": over 1 MiB");
+    return Error(std::make_error_code(std::errc::file_too_large),
+                 "--config " + path + ": over 1 MiB");
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_array())
-    return Error(std::make_error_code(std::errc::invalid_argument),
-                 "--config " + path + ": not a JSON list of proxies ([{\"name\": ..., \"listen\": ..., \"upstream\": ...}])");
+    return Error(
+        std::make_error_code(std::errc::invalid_argument),
+        "--config " + path +
+            ": not a JSON list of proxies ([{\"name\": ..., \"listen\": ..., \"upstream\": ...}])");
   return j;
 }
 
@@ -65,15 +69,17 @@ int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
   RelayApiServer api(&loop, registry);
   if (!flags.api.empty()) {
     auto split = Endpoint::split_host_port(flags.api);
-    auto address = split ? Endpoint::resolve(split->first, split->second) : Result<std::vector<Endpoint>>(split.error());
+    auto address = split ? Endpoint::resolve(split->first, split->second)
+                         : Result<std::vector<Endpoint>>(split.error());
     if (!address) {
-      fmt::print(stderr, "tcpkit relay: --api '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8474)\n", flags.api,
-                 address.error().message());
+      fmt::print(stderr, "tcpkit relay: --api '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8474)\n",
+                 flags.api, address.error().message());
       return kExitUsage;
     }
     if (auto r = api.listen(address->front()); !r) {
       fmt::print(stderr, "tcpkit relay: --api: {}\n",
-                 explain_bind_error(r.error(), split->second, "another port for --api", "--api 127.0.0.1:8475"));
+                 explain_bind_error(r.error(), split->second, "another port for --api",
+                                    "--api 127.0.0.1:8475"));
       return kExitFailure;
     }
     if (auto r = api.start(); !r) {

@@ -7,8 +7,8 @@
 #include <map>
 #include <optional>
 
-#include "common/cli_common.h"
 #include "commands.h"
+#include "common/cli_common.h"
 #include "relay/relay_app.h"
 #include "relay/relay_chaos.h"
 #include "tcpkit/endpoint.h"
@@ -97,8 +97,9 @@ std::optional<std::vector<Endpoint>> resolve_flag(const std::string& text, const
   }
   auto split = Endpoint::split_host_port(text);
   if (!split) {
-    *why = fmt::format("{} '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080, or unix:PATH)", flag,
-                       text, split.error().message());
+    *why =
+        fmt::format("{} '{}': {} (give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080, or unix:PATH)",
+                    flag, text, split.error().message());
     return std::nullopt;
   }
   if (split->second == 0 && !allow_port_zero) {
@@ -128,9 +129,12 @@ int run_relay(const RelayFlags& f) {
     fmt::print(stderr, "tcpkit relay: give both --listen and --to (or neither, with --api)\n");
     return kExitUsage;
   }
-  auto listen = !flags_proxy ? std::optional<std::vector<Endpoint>>(std::vector<Endpoint>{Endpoint()})
-                             : resolve_flag(f.listen, "--listen", true, &why);
-  auto upstream = !flags_proxy ? listen : listen ? resolve_flag(f.to, "--to", false, &why) : std::nullopt;
+  auto listen = !flags_proxy
+                    ? std::optional<std::vector<Endpoint>>(std::vector<Endpoint>{Endpoint()})
+                    : resolve_flag(f.listen, "--listen", true, &why);
+  auto upstream = !flags_proxy ? listen
+                  : listen     ? resolve_flag(f.to, "--to", false, &why)
+                               : std::nullopt;
   if (!listen || !upstream) {
     fmt::print(stderr, "tcpkit relay: {}\n", why);
     return kExitUsage;
@@ -196,9 +200,10 @@ int run_relay(const RelayFlags& f) {
   if (listening) listening = app.listen();
   if (!listening) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
-               first.is_unix() ? explain_unix_bind_error(listening.error(), first)
-                               : explain_bind_error(listening.error(), listen_port,
-                                                    "another port for --listen", "--listen 127.0.0.1:8888"));
+               first.is_unix()
+                   ? explain_unix_bind_error(listening.error(), first)
+                   : explain_bind_error(listening.error(), listen_port, "another port for --listen",
+                                        "--listen 127.0.0.1:8888"));
     return kExitFailure;
   }
   if (auto r = app.start(); !r) {
@@ -228,7 +233,8 @@ Command add_relay_command(CLI::App& app) {
                   "serve toxiproxy's HTTP API on HOST:PORT (toxiproxy's is 127.0.0.1:8474)");
   sub->add_option("--config", f->config, "start with the proxies in this toxiproxy JSON file")
       ->check(CLI::ExistingFile);
-  f->seed_opt = sub->add_option("--seed", f->seed, "seed every random fault choice, to replay a run");
+  f->seed_opt =
+      sub->add_option("--seed", f->seed, "seed every random fault choice, to replay a run");
   sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay")
@@ -251,16 +257,20 @@ Command add_relay_command(CLI::App& app) {
   sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
-  add_tls_server_flags(*sub, f->tls_cert, f->tls_key,
-                       "clients speak TLS to the relay, which presents this PEM certificate (chain)");
-  auto* to_tls = sub->add_flag("--to-tls", f->to_tls, "speak TLS to --to, verifying its certificate");
-  auto* to_ca = sub->add_option("--to-ca", f->to_ca,
-                                "with --to-tls: trust the CA certificates in this PEM file (default: the "
-                                "system's)")
-                    ->check(CLI::ExistingFile)
-                    ->needs(to_tls);
-  sub->add_flag("--to-insecure", f->to_insecure,
-                "with --to-tls: accept any certificate for any name (encrypted, but not authenticated)")
+  add_tls_server_flags(
+      *sub, f->tls_cert, f->tls_key,
+      "clients speak TLS to the relay, which presents this PEM certificate (chain)");
+  auto* to_tls =
+      sub->add_flag("--to-tls", f->to_tls, "speak TLS to --to, verifying its certificate");
+  auto* to_ca =
+      sub->add_option("--to-ca", f->to_ca,
+                      "with --to-tls: trust the CA certificates in this PEM file (default: the "
+                      "system's)")
+          ->check(CLI::ExistingFile)
+          ->needs(to_tls);
+  sub->add_flag(
+         "--to-insecure", f->to_insecure,
+         "with --to-tls: accept any certificate for any name (encrypted, but not authenticated)")
       ->needs(to_tls)
       ->excludes(to_ca);
   sub->add_option("--to-sni", f->to_sni,

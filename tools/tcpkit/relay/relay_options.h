@@ -30,11 +30,12 @@ struct RelayOptions {
   bool close_after_set = false;
   uint64_t close_after = 0;
   size_t max_conns = 0;  // 0: unlimited
-  AccessList access;     // --allow / --deny; refused clients are closed before anything is forwarded
+  AccessList access;  // --allow / --deny; refused clients are closed before anything is forwarded
   int threads = 0;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
-  unsigned unix_mode = 0;  // --unix-mode: a Unix --listen socket file's permissions (0: the umask's)
+  unsigned unix_mode =
+      0;  // --unix-mode: a Unix --listen socket file's permissions (0: the umask's)
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds drain_timeout{2000};
   // --idle-timeout: a side silent this long ends its pair (0: never).

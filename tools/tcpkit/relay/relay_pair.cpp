@@ -33,10 +33,14 @@ std::string describe(const TcpConnection& side) {
   const std::error_code code = side.close_reason();
   switch (side.close_kind()) {
     case CloseReason::tls_handshake_failed:
-    case CloseReason::tls_error: return fmt::format("{} ({})", label(side.close_kind()), code.message());
-    case CloseReason::closed_locally: return "closed by the relay";
-    case CloseReason::error: return code.message();
-    default: return std::string(describe(side.close_kind()));
+    case CloseReason::tls_error:
+      return fmt::format("{} ({})", label(side.close_kind()), code.message());
+    case CloseReason::closed_locally:
+      return "closed by the relay";
+    case CloseReason::error:
+      return code.message();
+    default:
+      return std::string(describe(side.close_kind()));
   }
 }
 
@@ -193,7 +197,8 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
     forward(flow, in.view());
     in.retrieve_all();
   } else if (toxics_.has_frames(flow.stream)) {
-    for (auto& piece : toxics_.frames(flow.stream, in.view())) enqueue(flow, piece.data, piece.extra);
+    for (auto& piece : toxics_.frames(flow.stream, in.view()))
+      enqueue(flow, piece.data, piece.extra);
     in.retrieve_all();
     pump(flow);
   } else {
@@ -206,7 +211,8 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
 
 // One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
 void RelayPair::enqueue(Flow& flow, std::string_view data, Clock::duration extra) {
-  auto due = std::max(Clock::now() + next_delay(flow) + extra, flow.last_due);  // order is kept, jitter or not
+  auto due = std::max(Clock::now() + next_delay(flow) + extra,
+                      flow.last_due);  // order is kept, jitter or not
   flow.last_due = due;
   flow.queue.push_back(Chunk{std::string(data), 0, due});
   flow.queued += data.size();
@@ -290,13 +296,15 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
   // limit_data counts one direction, as in toxiproxy.
   const uint64_t stream_limit = toxics_.limit(flow.stream);
   if (stream_limit != kNoLimit)
-    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), stream_limit - std::min(stream_limit, flow.forwarded))));
+    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(
+                              data.size(), stream_limit - std::min(stream_limit, flow.forwarded))));
   if (!data.empty()) {
     (*flow.sink)->send(data);
     flow.forwarded += data.size();
   }
   if (stream_limit != kNoLimit && flow.forwarded >= stream_limit && !ending_) {
-    end_pair(false, fmt::format("limit_data: {} bytes {}", flow.forwarded, stream_name(flow.stream)));
+    end_pair(false,
+             fmt::format("limit_data: {} bytes {}", flow.forwarded, stream_name(flow.stream)));
     return;
   }
   check_fault();
@@ -344,7 +352,8 @@ uint64_t RelayPair::rate(const Flow& flow) const {
 size_t RelayPair::piece_size(Flow& flow) {
   size_t piece = options_.chunk > 0 ? options_.chunk : SIZE_MAX;
   // A rate is kept in steps of about 50 ms, not in bursts of a whole read.
-  if (uint64_t bps = rate(flow); bps > 0) piece = std::min<size_t>(piece, std::max<uint64_t>(1, bps / 20));
+  if (uint64_t bps = rate(flow); bps > 0)
+    piece = std::min<size_t>(piece, std::max<uint64_t>(1, bps / 20));
   if (size_t slice = toxics_.slice(flow.stream); slice > 0) piece = std::min(piece, slice);
   return piece;
 }

@@ -160,7 +160,7 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   bool ending_ = false;  // a fault fired or a side failed: input is dropped from now on
   bool finished_ = false;
   TimerId linger_timer_ = 0;
-  Flow up_{&client_, &upstream_, Stream::upstream};    // client -> upstream
+  Flow up_{&client_, &upstream_, Stream::upstream};      // client -> upstream
   Flow down_{&upstream_, &client_, Stream::downstream};  // upstream -> client
   std::minstd_rand rng_;
   PairToxics toxics_;

@@ -59,8 +59,8 @@ void RelayPair::set_toxics(const ToxicListPtr& toxics) {
 void RelayPair::toxic_deadline(const PairToxics::Deadline& deadline) {
   toxic_timers_.erase(deadline.name);
   if (ending_) return;
-  end_pair(deadline.reset, fmt::format("{} toxic '{}' after {} ms", type_name(deadline.type), deadline.name,
-                                       deadline.after.count()));
+  end_pair(deadline.reset, fmt::format("{} toxic '{}' after {} ms", type_name(deadline.type),
+                                       deadline.name, deadline.after.count()));
 }
 
 // A fault ends the pair: both sides reset (RST), or closed cleanly (FIN)

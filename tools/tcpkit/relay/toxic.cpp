@@ -43,11 +43,16 @@ bool read_count(const json& attrs, const char* key, int64_t* out, std::string* w
 
 bool read_attributes(const json& attrs, Toxic* t, std::string* why) {
   static constexpr std::pair<const char*, int64_t Toxic::*> kCounts[] = {
-      {"latency", &Toxic::latency}, {"jitter", &Toxic::jitter},
-      {"rate", &Toxic::rate},       {"delay", &Toxic::delay},
-      {"timeout", &Toxic::timeout}, {"average_size", &Toxic::average_size},
-      {"size_variation", &Toxic::size_variation}, {"bytes", &Toxic::bytes},
-      {"nth", &Toxic::nth},         {"after_ms", &Toxic::after_ms},
+      {"latency", &Toxic::latency},
+      {"jitter", &Toxic::jitter},
+      {"rate", &Toxic::rate},
+      {"delay", &Toxic::delay},
+      {"timeout", &Toxic::timeout},
+      {"average_size", &Toxic::average_size},
+      {"size_variation", &Toxic::size_variation},
+      {"bytes", &Toxic::bytes},
+      {"nth", &Toxic::nth},
+      {"after_ms", &Toxic::after_ms},
       {"after_bytes", &Toxic::after_bytes}};
   for (const auto& [key, field] : kCounts) {
     if (!read_count(attrs, key, &(t->*field), why)) return false;
@@ -57,16 +62,24 @@ bool read_attributes(const json& attrs, Toxic* t, std::string* why) {
     t->seed = it->get<uint64_t>();
   }
   if (auto it = attrs.find("codec"); it != attrs.end()) {
-    if (*it == "line") t->codec = FrameCodec::line;
-    else if (*it == "length") t->codec = FrameCodec::length;
-    else return *why = "attribute codec must be \"line\" or \"length\"", false;
+    if (*it == "line")
+      t->codec = FrameCodec::line;
+    else if (*it == "length")
+      t->codec = FrameCodec::length;
+    else
+      return *why = "attribute codec must be \"line\" or \"length\"", false;
   }
   if (auto it = attrs.find("action"); it != attrs.end()) {
-    if (*it == "drop") t->action = FrameAction::drop;
-    else if (*it == "duplicate") t->action = FrameAction::duplicate;
-    else if (*it == "corrupt") t->action = FrameAction::corrupt;
-    else if (*it == "delay") t->action = FrameAction::delay;
-    else return *why = "attribute action must be drop, duplicate, corrupt or delay", false;
+    if (*it == "drop")
+      t->action = FrameAction::drop;
+    else if (*it == "duplicate")
+      t->action = FrameAction::duplicate;
+    else if (*it == "corrupt")
+      t->action = FrameAction::corrupt;
+    else if (*it == "delay")
+      t->action = FrameAction::delay;
+    else
+      return *why = "attribute action must be drop, duplicate, corrupt or delay", false;
   }
   if (auto it = attrs.find("match"); it != attrs.end()) {
     if (!it->is_string() || it->get<std::string>().size() > 1024)
@@ -74,11 +87,13 @@ bool read_attributes(const json& attrs, Toxic* t, std::string* why) {
     t->match = it->get<std::string>();
   }
   if (auto it = attrs.find("mode"); it != attrs.end()) {
-    if (*it != "reset" && *it != "close") return *why = "attribute mode must be reset or close", false;
+    if (*it != "reset" && *it != "close")
+      return *why = "attribute mode must be reset or close", false;
     t->unplug_reset = *it == "reset";
   }
   if (auto it = attrs.find("clients"); it != attrs.end()) {
-    if (!it->is_array() || it->size() > 64) return *why = "attribute clients must be a list of at most 64 CIDRs", false;
+    if (!it->is_array() || it->size() > 64)
+      return *why = "attribute clients must be a list of at most 64 CIDRs", false;
     t->clients.clear();
     for (const auto& item : *it) {
       auto cidr = item.is_string() ? Cidr::parse(item.get<std::string>()) : Result<Cidr>(bad(""));
@@ -118,9 +133,12 @@ Result<Toxic> parse_toxic(const json& body, const Toxic* base) {
     return bad("invalid toxic type");
   }
   if (auto it = body.find("stream"); it != body.end() && !it->is_null() && *it != "") {
-    if (*it == "upstream") t.stream = Stream::upstream;
-    else if (*it == "downstream") t.stream = Stream::downstream;
-    else return bad("stream was invalid, can be either upstream or downstream");
+    if (*it == "upstream")
+      t.stream = Stream::upstream;
+    else if (*it == "downstream")
+      t.stream = Stream::downstream;
+    else
+      return bad("stream was invalid, can be either upstream or downstream");
   }
   if (auto it = body.find("toxicity"); it != body.end() && !it->is_null()) {
     if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 1)
@@ -144,15 +162,27 @@ Result<Toxic> parse_toxic(const json& body, const Toxic* base) {
 json toxic_json(const Toxic& t) {
   json attrs = json::object();
   switch (t.type) {
-    case ToxicType::latency: attrs = {{"latency", t.latency}, {"jitter", t.jitter}}; break;
-    case ToxicType::bandwidth: attrs = {{"rate", t.rate}}; break;
-    case ToxicType::slow_close: attrs = {{"delay", t.delay}}; break;
-    case ToxicType::timeout:
-    case ToxicType::reset_peer: attrs = {{"timeout", t.timeout}}; break;
-    case ToxicType::slicer:
-      attrs = {{"average_size", t.average_size}, {"size_variation", t.size_variation}, {"delay", t.delay}};
+    case ToxicType::latency:
+      attrs = {{"latency", t.latency}, {"jitter", t.jitter}};
       break;
-    case ToxicType::limit_data: attrs = {{"bytes", t.bytes}}; break;
+    case ToxicType::bandwidth:
+      attrs = {{"rate", t.rate}};
+      break;
+    case ToxicType::slow_close:
+      attrs = {{"delay", t.delay}};
+      break;
+    case ToxicType::timeout:
+    case ToxicType::reset_peer:
+      attrs = {{"timeout", t.timeout}};
+      break;
+    case ToxicType::slicer:
+      attrs = {{"average_size", t.average_size},
+               {"size_variation", t.size_variation},
+               {"delay", t.delay}};
+      break;
+    case ToxicType::limit_data:
+      attrs = {{"bytes", t.bytes}};
+      break;
     case ToxicType::frame: {
       static const char* kActions[] = {"drop", "duplicate", "corrupt", "delay"};
       attrs = {{"codec", t.codec == FrameCodec::line ? "line" : "length"},

@@ -11,8 +11,8 @@
 #include <optional>
 #include <random>
 
-#include "serve/resp.h"
 #include "common/text_escape.h"
+#include "serve/resp.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_connection.h"
@@ -27,7 +27,7 @@ struct ChatCluster::Link {
   const Role role;
   TcpClient client;
   std::unique_ptr<RespReader> reader;  // fresh for each connection
-  bool unreachable_logged = false;  // one "cannot reach" line per outage, not one per retry
+  bool unreachable_logged = false;     // one "cannot reach" line per outage, not one per retry
 };
 
 namespace {
@@ -180,8 +180,8 @@ void ChatCluster::on_message(Link& link, const TcpConnectionPtr& conn, Buffer& i
     if (r == RespParse::bad) {
       const std::string why = printable(link.reader->error());
       log_.log("cluster",
-               fmt::format("cluster: redis {} sent a malformed reply: {} ({}); reconnecting", label_, why,
-                           link.name()),
+               fmt::format("cluster: redis {} sent a malformed reply: {} ({}); reconnecting",
+                           label_, why, link.name()),
                {Logger::str("redis", label_), Logger::str("role", link.name()),
                 Logger::str("state", "protocol error"), Logger::str("reason", why)});
       link.reader.reset();
@@ -209,7 +209,8 @@ void ChatCluster::on_reply(Link& link, const RespValue& reply) {
   if (e[0].text == "message" && e.size() == 3) {
     on_pubsub_message(e[2].text);
   } else if (e[0].text == "subscribe" && e.size() == 3) {
-    log_.log("cluster", fmt::format("cluster: subscribed to {} on redis {}", printable(e[1].text), label_),
+    log_.log("cluster",
+             fmt::format("cluster: subscribed to {} on redis {}", printable(e[1].text), label_),
              {Logger::str("redis", label_), Logger::str("channel", e[1].text),
               Logger::str("state", "subscribed")});
   }
@@ -221,21 +222,23 @@ void ChatCluster::on_pubsub_message(std::string_view payload) {
   if (payload.substr(0, newline) == instance_id_) return;
   if (payload.size() > max_payload_) {
     log_.log("cluster",
-             fmt::format("cluster: dropped a relayed line of {} bytes from redis {} (over --max-message)",
-                         payload.size(), label_),
-             {Logger::str("redis", label_), Logger::str("state", "dropped"), Logger::str("reason", "too large"),
-              Logger::num("bytes", payload.size())});
+             fmt::format(
+                 "cluster: dropped a relayed line of {} bytes from redis {} (over --max-message)",
+                 payload.size(), label_),
+             {Logger::str("redis", label_), Logger::str("state", "dropped"),
+              Logger::str("reason", "too large"), Logger::num("bytes", payload.size())});
     return;
   }
   std::string_view line = payload.substr(newline + 1);
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (line.empty()) return;
   if (line.find_first_of("\r\n") != std::string_view::npos) {
-    log_.log("cluster",
-             fmt::format("cluster: dropped a relayed line from redis {} with a line break inside: {}", label_,
-                         printable(line, 200)),
-             {Logger::str("redis", label_), Logger::str("state", "dropped"),
-              Logger::str("reason", "line break inside")});
+    log_.log(
+        "cluster",
+        fmt::format("cluster: dropped a relayed line from redis {} with a line break inside: {}",
+                    label_, printable(line, 200)),
+        {Logger::str("redis", label_), Logger::str("state", "dropped"),
+         Logger::str("reason", "line break inside")});
     return;
   }
   deliver_(std::string(line) + '\n');
@@ -265,10 +268,12 @@ std::optional<std::string> percent_decode(std::string_view text) {
 std::string redacted(std::string_view url) {
   size_t at = url.find('@');
   size_t scheme_end = url.find("://");
-  if (at == std::string_view::npos || scheme_end == std::string_view::npos || at < scheme_end) return std::string(url);
+  if (at == std::string_view::npos || scheme_end == std::string_view::npos || at < scheme_end)
+    return std::string(url);
   std::string_view userinfo = url.substr(scheme_end + 3, at - scheme_end - 3);
   size_t colon = userinfo.find(':');
-  std::string user(colon == std::string_view::npos ? std::string_view() : userinfo.substr(0, colon));
+  std::string user(colon == std::string_view::npos ? std::string_view()
+                                                   : userinfo.substr(0, colon));
   return fmt::format("{}{}:***{}", url.substr(0, scheme_end + 3), user, url.substr(at));
 }
 
@@ -284,7 +289,8 @@ Result<std::pair<std::string, uint16_t>> parse_redis_url(std::string_view url) {
   // database suffix changes nothing and is accepted.
   std::string_view authority = rest.substr(0, rest.find('/'));
   // USER:PASSWORD@ is redis_auth()'s business.
-  if (size_t at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos)
+    authority.remove_prefix(at + 1);
   if (authority.empty()) return Error(Errc::bad_host, context);
   const bool bracketed = authority.front() == '[';
   const size_t colons = std::count(authority.begin(), authority.end(), ':');
@@ -316,9 +322,12 @@ Result<RedisAuth> redis_auth(std::string_view url, const std::string& auth_file)
     std::string_view userinfo = authority.substr(0, at);
     size_t colon = userinfo.find(':');
     auto user = percent_decode(userinfo.substr(0, colon));
-    auto password = percent_decode(colon == std::string_view::npos ? "" : userinfo.substr(colon + 1));
+    auto password =
+        percent_decode(colon == std::string_view::npos ? "" : userinfo.substr(colon + 1));
     if (!user || !password)
-      return Error(Errc::bad_address, fmt::format("--cluster '{}' (bad %-escape in the user or password)", redacted(url)));
+      return Error(
+          Errc::bad_address,
+          fmt::format("--cluster '{}' (bad %-escape in the user or password)", redacted(url)));
     auth.user = std::move(*user);
     auth.password = std::move(*password);
   }
@@ -332,7 +341,9 @@ Result<RedisAuth> redis_auth(std::string_view url, const std::string& auth_file)
     std::getline(in, auth.password);
     if (!auth.password.empty() && auth.password.back() == '\r') auth.password.pop_back();
     if (auth.password.empty())
-      return Error(Errc::bad_address, fmt::format("--cluster-auth-file '{}' (the first line, the password, is empty)", auth_file));
+      return Error(Errc::bad_address,
+                   fmt::format("--cluster-auth-file '{}' (the first line, the password, is empty)",
+                               auth_file));
     return auth;
   }
   if (const char* env = std::getenv("TCPKIT_REDIS_PASSWORD"); env != nullptr) auth.password = env;

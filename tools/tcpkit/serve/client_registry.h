@@ -56,7 +56,7 @@ class ClientRegistry {
     std::chrono::system_clock::time_point since;
   };
   mutable std::mutex mutex_;
-  std::map<uint64_t, Entry> open_;  // by connection id, which grows: oldest first
+  std::map<uint64_t, Entry> open_;               // by connection id, which grows: oldest first
   std::map<uint64_t, std::string> named_peers_;  // set_peer(): clients behind a PROXY header
   uint64_t closed_bytes_received_ = 0;
   uint64_t closed_bytes_sent_ = 0;

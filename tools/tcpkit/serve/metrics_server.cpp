@@ -43,7 +43,8 @@ const char* reason_phrase(int status) {
 
 }  // namespace
 
-MetricsServer::MetricsServer(EventLoop* loop, MetricsHandlers handlers, std::vector<std::string> host_names)
+MetricsServer::MetricsServer(EventLoop* loop, MetricsHandlers handlers,
+                             std::vector<std::string> host_names)
     : loop_(loop),
       handlers_(std::move(handlers)),
       host_names_(std::move(host_names)),
@@ -66,13 +67,15 @@ void MetricsServer::on_connection(const TcpConnectionPtr& conn) {
   arm_deadline(conn, open, kRequestTimeout);
 }
 
-void MetricsServer::arm_deadline(const TcpConnectionPtr& conn, Open& open, std::chrono::milliseconds timeout) {
+void MetricsServer::arm_deadline(const TcpConnectionPtr& conn, Open& open,
+                                 std::chrono::milliseconds timeout) {
   if (open.deadline != 0) loop_->cancel(open.deadline);
   std::weak_ptr<TcpConnection> weak = conn;
   const uint64_t id = conn->id();
   open.deadline = loop_->run_after(timeout, [this, weak, id] {
     if (auto it = open_.find(id); it != open_.end()) it->second.deadline = 0;
-    if (TcpConnectionPtr c = weak.lock()) c->force_close(std::make_error_code(std::errc::timed_out));
+    if (TcpConnectionPtr c = weak.lock())
+      c->force_close(std::make_error_code(std::errc::timed_out));
   });
 }
 
@@ -80,7 +83,8 @@ void MetricsServer::arm_deadline(const TcpConnectionPtr& conn, Open& open, std::
 // its request at once, so the oldest waiting one is the likeliest to be
 // stalling. When every one has been answered, the oldest reader goes.
 void MetricsServer::evict_one() {
-  auto victim = std::find_if(open_.begin(), open_.end(), [](const auto& entry) { return !entry.second.answered; });
+  auto victim = std::find_if(open_.begin(), open_.end(),
+                             [](const auto& entry) { return !entry.second.answered; });
   if (victim == open_.end()) victim = open_.begin();
   if (victim == open_.end()) return;
   TcpConnectionPtr conn = victim->second.conn.lock();

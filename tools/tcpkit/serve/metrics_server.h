@@ -51,7 +51,8 @@ class MetricsServer {
 
   // `host_names`: the names a Host field may carry besides IP literals and
   // localhost (the host of --metrics when it is a name).
-  MetricsServer(EventLoop* loop, MetricsHandlers handlers, std::vector<std::string> host_names = {});
+  MetricsServer(EventLoop* loop, MetricsHandlers handlers,
+                std::vector<std::string> host_names = {});
 
   Result<void> listen(const Endpoint& address);
   void start();

@@ -20,7 +20,9 @@ std::string resp_command(std::initializer_list<std::string_view> args) {
 // root's vectors, sized once by create_array(), so their addresses hold.
 // Returning null makes hiredis stop with an error; `limit` says which.
 struct RespBuilder {
-  static RespReader& owner(const redisReadTask* task) { return *static_cast<RespReader*>(task->privdata); }
+  static RespReader& owner(const redisReadTask* task) {
+    return *static_cast<RespReader*>(task->privdata);
+  }
 
   static void* refuse(const redisReadTask* task, std::string why) {
     RespReader& r = owner(task);
@@ -42,7 +44,8 @@ struct RespBuilder {
 
   static void* create_string(const redisReadTask* task, char* str, size_t len) {
     const RespLimits& limits = owner(task).limits_;
-    if (len > limits.max_bulk) return refuse(task, fmt::format("a string of {} bytes (limit {})", len, limits.max_bulk));
+    if (len > limits.max_bulk)
+      return refuse(task, fmt::format("a string of {} bytes (limit {})", len, limits.max_bulk));
     RespValue* v = place(task);
     v->type = task->type == REDIS_REPLY_ERROR    ? RespValue::Type::error
               : task->type == REDIS_REPLY_STATUS ? RespValue::Type::simple
@@ -54,7 +57,8 @@ struct RespBuilder {
   static void* create_array(const redisReadTask* task, int elements) {
     const RespLimits& limits = owner(task).limits_;
     if (elements < 0 || static_cast<size_t>(elements) > limits.max_elements)
-      return refuse(task, fmt::format("an array of {} elements (limit {})", elements, limits.max_elements));
+      return refuse(
+          task, fmt::format("an array of {} elements (limit {})", elements, limits.max_elements));
     if (depth(task) >= limits.max_depth)
       return refuse(task, fmt::format("arrays nested deeper than {}", limits.max_depth));
     RespValue* v = place(task);
@@ -130,8 +134,8 @@ RespParse RespReader::next(RespValue* out) {
     // A line without its CRLF (a status, a length) counts the same way.
     if (reader_->len - reader_->pos > limits_.max_bulk + kHeaderSlack) {
       failed_ = true;
-      error_ = fmt::format("a string over {} bytes (limit {})", reader_->len - reader_->pos - kHeaderSlack,
-                           limits_.max_bulk);
+      error_ = fmt::format("a string over {} bytes (limit {})",
+                           reader_->len - reader_->pos - kHeaderSlack, limits_.max_bulk);
       return RespParse::bad;
     }
     return RespParse::need_more;

@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <optional>
 
-#include "serve/chat_cluster.h"
 #include "common/cli_common.h"
+#include "common/text_escape.h"
+#include "serve/chat_cluster.h"
 #include "serve/chat_room.h"
 #include "serve/metrics_server.h"
-#include "common/text_escape.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
 #include "tcpkit/line_codec.h"
@@ -22,19 +22,26 @@ namespace tcpkit::cli {
 
 const char* to_string(ServeMode mode) {
   switch (mode) {
-    case ServeMode::ack: return "ack";
-    case ServeMode::echo: return "echo";
-    case ServeMode::discard: return "discard";
-    case ServeMode::chat: return "chat";
+    case ServeMode::ack:
+      return "ack";
+    case ServeMode::echo:
+      return "echo";
+    case ServeMode::discard:
+      return "discard";
+    case ServeMode::chat:
+      return "chat";
   }
   return "?";
 }
 
 const char* to_string(Framing framing) {
   switch (framing) {
-    case Framing::raw: return "raw";
-    case Framing::line: return "line";
-    case Framing::length: return "length";
+    case Framing::raw:
+      return "raw";
+    case Framing::line:
+      return "line";
+    case Framing::length:
+      return "length";
   }
   return "?";
 }
@@ -80,7 +87,8 @@ ServerOptions server_options(const ServeOptions& o, const std::shared_ptr<const 
   // A chat member that does not read is dropped, so one slow client cannot
   // hold everybody's lines in memory. Elsewhere the producer is the peer
   // itself, so pausing its reads bounds memory without losing bytes.
-  so.connection.overflow = o.mode == ServeMode::chat ? OverflowPolicy::close : OverflowPolicy::pause_reading;
+  so.connection.overflow =
+      o.mode == ServeMode::chat ? OverflowPolicy::close : OverflowPolicy::pause_reading;
   so.connection.idle_timeout = to_millis(o.idle_timeout_s);
   return so;
 }
@@ -104,7 +112,8 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
   // Behind a proxy the accepted peer is the proxy itself: the access list is
   // checked against the real client once its PROXY header is in.
   if (!options_.access.empty() && !options_.proxy_protocol) {
-    server_.set_accept_filter([this](const Endpoint& peer) { return options_.access.permits(peer); });
+    server_.set_accept_filter(
+        [this](const Endpoint& peer) { return options_.access.permits(peer); });
   }
   server_.set_on_refused([this](const Endpoint& peer, std::error_code why) {
     if (why == Errc::too_many_connections) {
@@ -114,9 +123,12 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
     }
     if (!log_connections()) return;
     auto clients = static_cast<unsigned long long>(clients_.load());
-    std::string reason = why == Errc::not_allowed ? "refused: not allowed" : "refused: too many connections";
-    log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer.to_string(), reason, clients),
-             {Logger::str("peer", peer.to_string()), Logger::str("reason", reason), Logger::num("clients", clients)});
+    std::string reason =
+        why == Errc::not_allowed ? "refused: not allowed" : "refused: too many connections";
+    log_.log("disconnect",
+             fmt::format("disconnect {}: {} (clients: {})", peer.to_string(), reason, clients),
+             {Logger::str("peer", peer.to_string()), Logger::str("reason", reason),
+              Logger::num("clients", clients)});
   });
   MessageCallback handler;
   switch (options_.mode) {
@@ -178,28 +190,31 @@ Result<void> ServeApp::listen_metrics(const std::vector<Endpoint>& addresses) {
 
 void ServeApp::join_cluster(std::string label, std::vector<Endpoint> redis, RedisAuth auth) {
   if (!room_) return;
-  cluster_ = std::make_unique<ChatCluster>(loop_, std::move(label), std::move(redis), std::move(auth),
-                                           options_.max_message, log_,
-                                           [this](std::string_view line) { broadcast_chat(line, nullptr); });
+  cluster_ = std::make_unique<ChatCluster>(
+      loop_, std::move(label), std::move(redis), std::move(auth), options_.max_message, log_,
+      [this](std::string_view line) { broadcast_chat(line, nullptr); });
 }
 
 Result<void> ServeApp::start() {
   if (auto started = server_.start(); !started) return started;
-  const std::string tls_note = tls_ ? fmt::format(" with TLS (certificate {})", options_.tls_cert) : "";
+  const std::string tls_note =
+      tls_ ? fmt::format(" with TLS (certificate {})", options_.tls_cert) : "";
   for (const auto& ep : server_.listen_endpoints()) {
     log_.log("listening",
              fmt::format("listening on {} (mode {}, framing {}, encoding {}){}", ep.to_string(),
-                         to_string(options_.mode), to_string(options_.framing), options_.encoding, tls_note),
+                         to_string(options_.mode), to_string(options_.framing), options_.encoding,
+                         tls_note),
              {Logger::str("address", ep.to_string()), Logger::str("mode", to_string(options_.mode)),
-              Logger::str("framing", to_string(options_.framing)), Logger::str("encoding", options_.encoding),
-              Logger::str("tls", tls_ ? "on" : "off")});
+              Logger::str("framing", to_string(options_.framing)),
+              Logger::str("encoding", options_.encoding), Logger::str("tls", tls_ ? "on" : "off")});
   }
   if (metrics_server_) {
     metrics_server_->start();
     for (const auto& ep : metrics_server_->listen_endpoints()) {
-      log_.log("metrics",
-               fmt::format("metrics on http://{0}/metrics, status page http://{0}/", ep.to_string()),
-               {Logger::str("address", ep.to_string())});
+      log_.log(
+          "metrics",
+          fmt::format("metrics on http://{0}/metrics, status page http://{0}/", ep.to_string()),
+          {Logger::str("address", ep.to_string())});
     }
   }
   if (cluster_) cluster_->start();
@@ -216,7 +231,8 @@ void ServeApp::begin_stop() {
     uint64_t in = bytes_in_.load();
     uint64_t out = bytes_out_.load();
     log_.log("stopped",
-             fmt::format("stopped: served {} connections, {} bytes in, {} bytes out", served_.load(), in, out),
+             fmt::format("stopped: served {} connections, {} bytes in, {} bytes out",
+                         served_.load(), in, out),
              {Logger::num("connections", served_.load()), Logger::num("bytes_in", in),
               Logger::num("bytes_out", out)});
     if (cluster_) cluster_->stop();
@@ -254,7 +270,8 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   bytes_in_.fetch_add(conn->bytes_received(), std::memory_order_relaxed);
   bytes_out_.fetch_add(conn->bytes_sent(), std::memory_order_relaxed);
   if (tracks_clients()) registry_.remove(conn);
-  if (Session* session = conn->context<Session>(); session != nullptr && session->proxy_timer != 0) {
+  if (Session* session = conn->context<Session>();
+      session != nullptr && session->proxy_timer != 0) {
     conn->loop()->cancel(session->proxy_timer);
     session->proxy_timer = 0;
   }
@@ -268,7 +285,8 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   if (!log_connections()) return;
   const std::string peer = peer_name(conn);
   log_.log("disconnect", fmt::format("disconnect {}: {} (clients: {})", peer, reason, clients),
-           {Logger::str("peer", peer), Logger::str("reason", reason), Logger::num("clients", static_cast<unsigned long long>(clients))});
+           {Logger::str("peer", peer), Logger::str("reason", reason),
+            Logger::num("clients", static_cast<unsigned long long>(clients))});
 }
 
 void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
@@ -301,14 +319,17 @@ void ServeApp::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
 }
 
-void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session, std::string_view message) {
+void ServeApp::handle_message(const TcpConnectionPtr& conn, Session* session,
+                              std::string_view message) {
   if (logs_messages() && conn->tls() != nullptr) {
     // What travels encrypted is not written to a log in the clear.
     std::string peer = peer_name(conn);
-    log_.log("message", fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
+    log_.log("message",
+             fmt::format("message from {}: {} bytes (TLS: text not logged)", peer, message.size()),
              {Logger::str("peer", peer), Logger::num("bytes", message.size())});
   } else if (logs_messages()) {
-    const size_t invalid_before = session != nullptr && session->decoder ? session->decoder->invalid_bytes() : 0;
+    const size_t invalid_before =
+        session != nullptr && session->decoder ? session->decoder->invalid_bytes() : 0;
     std::string text = log_text(session, message);
     std::string peer = peer_name(conn);
     // A decoder that escaped bytes of this message wrote "\xHH" into the
@@ -398,11 +419,13 @@ void ServeApp::count_disconnect(const TcpConnectionPtr& conn) {
 }
 
 bool ServeApp::stopped_by_us(CloseReason kind) const {
-  return stopping_.load() && (kind == CloseReason::closed_locally || kind == CloseReason::timed_out);
+  return stopping_.load() &&
+         (kind == CloseReason::closed_locally || kind == CloseReason::timed_out);
 }
 
 std::string ServeApp::clients_json() const {
-  constexpr size_t kMaxRows = 1000;  // a status page, not an export: the count says if there are more
+  constexpr size_t kMaxRows =
+      1000;  // a status page, not an export: the count says if there are more
   auto name_of = [this](const TcpConnectionPtr& conn) -> std::string {
     if (!room_) return "";
     std::string name = room_->name_of(conn);
@@ -558,8 +581,8 @@ bool ServeApp::pass_proxy_header(const TcpConnectionPtr& conn, Buffer& in) {
   return in.readable_bytes() > 0;
 }
 
-void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string label,
-                      std::string note) {
+void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error_code code,
+                      std::string label, std::string note) {
   session.rejected = true;
   session.proxy_pending = false;
   session.close_label = std::move(label);
@@ -567,8 +590,10 @@ void ServeApp::reject(const TcpConnectionPtr& conn, Session& session, std::error
   conn->force_close(code);
 }
 
-void ServeApp::refuse(const TcpConnectionPtr& conn, Session& session, std::string label, std::string_view why) {
-  reject(conn, session, make_error_code(Errc::not_allowed), std::move(label), fmt::format("refused: {}", why));
+void ServeApp::refuse(const TcpConnectionPtr& conn, Session& session, std::string label,
+                      std::string_view why) {
+  reject(conn, session, make_error_code(Errc::not_allowed), std::move(label),
+         fmt::format("refused: {}", why));
   session.refusal = true;
 }
 
@@ -586,11 +611,14 @@ std::string ServeApp::close_text(const TcpConnectionPtr& conn) const {
   if (stopped_by_us(kind)) return "server stopping";
   switch (kind) {
     case CloseReason::tls_handshake_failed:
-    case CloseReason::tls_error: return fmt::format("{} ({})", label(kind), code.message());
+    case CloseReason::tls_error:
+      return fmt::format("{} ({})", label(kind), code.message());
     case CloseReason::handshake_timeout:
       return fmt::format("{} ({:g} s)", label(kind), options_.tls_handshake_timeout_s);
-    case CloseReason::error: return code.message();
-    default: return std::string(describe(kind));
+    case CloseReason::error:
+      return code.message();
+    default:
+      return std::string(describe(kind));
   }
 }
 

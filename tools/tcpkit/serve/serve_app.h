@@ -14,16 +14,16 @@
 #include <string>
 #include <vector>
 
-#include "serve/client_registry.h"
-#include "serve/chat_cluster.h"
 #include "common/logger.h"
+#include "serve/chat_cluster.h"
+#include "serve/client_registry.h"
 #include "serve/serve_metrics.h"
 #include "tcpkit/cidr.h"
+#include "tcpkit/close_reason.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
 #include "tcpkit/tcp_server.h"
-#include "tcpkit/close_reason.h"
 #include "tcpkit/tls_context.h"
 
 namespace tcpkit::cli {
@@ -51,7 +51,7 @@ struct ServeOptions {
   std::string metrics;  // --metrics HOST:PORT: HTTP status page and Prometheus metrics ("" off)
   std::string cluster;  // --cluster redis://HOST:PORT: chat across instances ("" off)
   std::string cluster_auth_file;  // --cluster-auth-file: the Redis password's first line
-  AccessList access;  // --allow / --deny; refused peers are closed before any data
+  AccessList access;              // --allow / --deny; refused peers are closed before any data
   // --proxy-protocol: every connection starts with a PROXY v1/v2 header from
   // a load balancer, and the client it names is the peer everywhere (log,
   // --allow/--deny, chat names). Only --trusted-proxy peers may send one.
@@ -121,10 +121,11 @@ class ServeApp {
   void admit(const TcpConnectionPtr& conn, Session* session, int64_t clients);
   // Closes a connection on our initiative; `label` counts it in the metrics,
   // `note` is what its log line says.
-  void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code, std::string label,
-              std::string note);
+  void reject(const TcpConnectionPtr& conn, Session& session, std::error_code code,
+              std::string label, std::string note);
   // The same for a client refused before it is served ("refused: WHY").
-  void refuse(const TcpConnectionPtr& conn, Session& session, std::string label, std::string_view why);
+  void refuse(const TcpConnectionPtr& conn, Session& session, std::string label,
+              std::string_view why);
   // The client's address as the log shows it: from the PROXY header if any.
   std::string peer_name(const TcpConnectionPtr& conn);
   std::string close_text(const TcpConnectionPtr& conn) const;

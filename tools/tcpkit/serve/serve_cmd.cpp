@@ -6,9 +6,9 @@
 #include <map>
 #include <optional>
 
-#include "serve/chat_cluster.h"
-#include "common/cli_common.h"
 #include "commands.h"
+#include "common/cli_common.h"
+#include "serve/chat_cluster.h"
 #include "serve/serve_app.h"
 #include "tcpkit/cidr.h"
 #include "tcpkit/endpoint.h"
@@ -45,7 +45,8 @@ are logged with their credentials, e.g. connect unix:/tmp/a.sock (pid 1234,
 uid 0).)";
 
 // --unix PATH, or --host unix:PATH; otherwise --host and --port.
-Result<std::vector<Endpoint>> serve_addresses(const ServeOptions& options, const std::string& unix_path) {
+Result<std::vector<Endpoint>> serve_addresses(const ServeOptions& options,
+                                              const std::string& unix_path) {
   if (!unix_path.empty()) return Endpoint::resolve(unix_address(unix_path));
   if (Endpoint::names_unix_socket(options.host)) return Endpoint::resolve(options.host);
   return Endpoint::resolve(options.host, options.port);
@@ -59,15 +60,18 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     return kExitUsage;
   }
   if (auto t = Transcoder::open(options.encoding, "utf-8"); !t) {
-    fmt::print(stderr, "tcpkit serve: --encoding: {} (try utf-8, gbk, gb18030, big5; `iconv -l` lists all)\n",
-               t.error().message());
+    fmt::print(
+        stderr,
+        "tcpkit serve: --encoding: {} (try utf-8, gbk, gb18030, big5; `iconv -l` lists all)\n",
+        t.error().message());
     return kExitUsage;
   }
   std::vector<Endpoint> metrics_addresses;
   if (!options.metrics.empty()) {
     auto resolved = Endpoint::resolve(options.metrics);
     if (!resolved) {
-      fmt::print(stderr, "tcpkit serve: bad --metrics '{}': {} (expected HOST:PORT, e.g. 127.0.0.1:9100)\n",
+      fmt::print(stderr,
+                 "tcpkit serve: bad --metrics '{}': {} (expected HOST:PORT, e.g. 127.0.0.1:9100)\n",
                  options.metrics, resolved.error().message());
       return kExitUsage;
     }
@@ -78,7 +82,9 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   RedisAuth redis_auth_value;
   if (!options.cluster.empty()) {
     if (options.mode != ServeMode::chat) {
-      fmt::print(stderr, "tcpkit serve: --cluster relays chat lines between instances; it needs --mode chat\n");
+      fmt::print(
+          stderr,
+          "tcpkit serve: --cluster relays chat lines between instances; it needs --mode chat\n");
       return kExitUsage;
     }
     auto url = parse_redis_url(options.cluster);
@@ -88,7 +94,8 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     }
     auto resolved = Endpoint::resolve(url->first, url->second);
     if (!resolved) {
-      fmt::print(stderr, "tcpkit serve: --cluster: cannot resolve '{}': {}\n", url->first, resolved.error().message());
+      fmt::print(stderr, "tcpkit serve: --cluster: cannot resolve '{}': {}\n", url->first,
+                 resolved.error().message());
       return kExitUsage;
     }
     auto auth = redis_auth(options.cluster, options.cluster_auth_file);
@@ -99,14 +106,17 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     redis_auth_value = std::move(*auth);
     redis = std::move(*resolved);
     const bool v6 = url->first.find(':') != std::string::npos;
-    redis_label = v6 ? fmt::format("[{}]:{}", url->first, url->second) : fmt::format("{}:{}", url->first, url->second);
+    redis_label = v6 ? fmt::format("[{}]:{}", url->first, url->second)
+                     : fmt::format("{}:{}", url->first, url->second);
   }
   // A PROXY header accepted from anyone lets any client claim any address,
   // so the two flags only make sense together.
   if (options.proxy_protocol && options.trusted_proxies.empty()) {
     fmt::print(stderr,
-               "tcpkit serve: --proxy-protocol needs --trusted-proxy CIDR (the load balancer's address, e.g. "
-               "--trusted-proxy 127.0.0.1/32); a header from anyone else would let clients fake their address\n");
+               "tcpkit serve: --proxy-protocol needs --trusted-proxy CIDR (the load balancer's "
+               "address, e.g. "
+               "--trusted-proxy 127.0.0.1/32); a header from anyone else would let clients fake "
+               "their address\n");
     return kExitUsage;
   }
   if (!options.proxy_protocol && !options.trusted_proxies.empty()) {
@@ -146,11 +156,12 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   }
   if (auto r = app.listen_metrics(metrics_addresses); !r) {
     fmt::print(stderr, "tcpkit serve: cannot serve --metrics: {}\n",
-               explain_bind_error(r.error(), metrics_addresses.front().port(), "another --metrics port",
-                                  "--metrics 127.0.0.1:9100"));
+               explain_bind_error(r.error(), metrics_addresses.front().port(),
+                                  "another --metrics port", "--metrics 127.0.0.1:9100"));
     return kExitFailure;
   }
-  if (!redis.empty()) app.join_cluster(std::move(redis_label), std::move(redis), std::move(redis_auth_value));
+  if (!redis.empty())
+    app.join_cluster(std::move(redis_label), std::move(redis), std::move(redis_auth_value));
   if (auto r = app.start(); !r) {
     fmt::print(stderr, "tcpkit serve: cannot start: {}\n", r.error().message());
     return kExitFailure;
@@ -163,24 +174,31 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
 }  // namespace
 
 Command add_serve_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("serve", "Serve TCP clients: ack (the tutorial's server), echo, discard, chat");
+  auto* sub = app.add_subcommand(
+      "serve", "Serve TCP clients: ack (the tutorial's server), echo, discard, chat");
   sub->description(kServeHelp);
   auto opts = std::make_shared<ServeOptions>();
   auto unix_path = std::make_shared<std::string>();
   // Names, not numbers: CLI11's enum transformers would also take "3" for chat.
-  static const std::map<std::string, ServeMode> kModes{
-      {"ack", ServeMode::ack}, {"echo", ServeMode::echo}, {"discard", ServeMode::discard}, {"chat", ServeMode::chat}};
+  static const std::map<std::string, ServeMode> kModes{{"ack", ServeMode::ack},
+                                                       {"echo", ServeMode::echo},
+                                                       {"discard", ServeMode::discard},
+                                                       {"chat", ServeMode::chat}};
   static const std::map<std::string, Framing> kFramings{
       {"raw", Framing::raw}, {"line", Framing::line}, {"length", Framing::length}};
-  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text}, {"json", LogFormat::json}};
-  auto names = std::make_shared<std::array<std::string, 3>>(std::array<std::string, 3>{"ack", "raw", "text"});
+  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text},
+                                                            {"json", LogFormat::json}};
+  auto names = std::make_shared<std::array<std::string, 3>>(
+      std::array<std::string, 3>{"ack", "raw", "text"});
 
-  sub->add_option("--host", opts->host,
-                  "address or name to listen on (0.0.0.0 or :: serve every interface), or unix:PATH")
+  sub->add_option(
+         "--host", opts->host,
+         "address or name to listen on (0.0.0.0 or :: serve every interface), or unix:PATH")
       ->capture_default_str();
-  auto* port =
-      sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")->capture_default_str();
-  add_unix_flag(*sub, *unix_path, "serve this Unix-domain socket instead of a TCP port")->excludes(port);
+  auto* port = sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")
+                   ->capture_default_str();
+  add_unix_flag(*sub, *unix_path, "serve this Unix-domain socket instead of a TCP port")
+      ->excludes(port);
   add_unix_mode_flag(*sub, opts->unix_mode);
   sub->add_option("-m,--mode", (*names)[0], "ack | echo | discard | chat")
       ->check(CLI::IsMember({"ack", "echo", "discard", "chat"}))
@@ -189,54 +207,67 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--framing", (*names)[1], "raw (each read is a message) | line | length")
       ->check(CLI::IsMember({"raw", "line", "length"}))
       ->capture_default_str();
-  sub->add_option("--encoding", opts->encoding, "text encoding on the wire: utf-8, gbk, gb18030, big5, ...")
+  sub->add_option("--encoding", opts->encoding,
+                  "text encoding on the wire: utf-8, gbk, gb18030, big5, ...")
       ->capture_default_str();
-  sub->add_option("--max-message", opts->max_message, "largest line or frame in bytes; larger closes that client")
+  sub->add_option("--max-message", opts->max_message,
+                  "largest line or frame in bytes; larger closes that client")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("-t,--threads", opts->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
-  sub->add_option("--max-conns", opts->max_conns, "most clients at once (0: no limit); extra ones are closed")
+  sub->add_option("--max-conns", opts->max_conns,
+                  "most clients at once (0: no limit); extra ones are closed")
       ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
-  sub->add_option("--high-water-mark", opts->high_water_mark, "bytes queued for one client before it counts as slow")
+  sub->add_option("--high-water-mark", opts->high_water_mark,
+                  "bytes queued for one client before it counts as slow")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  sub->add_option("--drain-timeout", opts->drain_timeout_s, "seconds to let clients finish on SIGINT/SIGTERM")
+  sub->add_option("--drain-timeout", opts->drain_timeout_s,
+                  "seconds to let clients finish on SIGINT/SIGTERM")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   add_access_flags(*sub, opts->access, "serve");
   const CLI::Validator cidr_text = cidr_validator();
-  sub->add_flag("--proxy-protocol", opts->proxy_protocol,
-                "every connection starts with a PROXY v1/v2 header (HAProxy send-proxy, AWS NLB); its client "
-                "address is used in the log, --allow/--deny and chat names");
+  sub->add_flag(
+      "--proxy-protocol", opts->proxy_protocol,
+      "every connection starts with a PROXY v1/v2 header (HAProxy send-proxy, AWS NLB); its client "
+      "address is used in the log, --allow/--deny and chat names");
   sub->add_option_function<std::vector<std::string>>(
-         "--trusted-proxy", [opts](const std::vector<std::string>& nets) {
+         "--trusted-proxy",
+         [opts](const std::vector<std::string>& nets) {
            for (const auto& text : nets) opts->trusted_proxies.push_back(*Cidr::parse(text));
          },
-         "with --proxy-protocol: a network the load balancer connects from; repeatable; others are closed")
+         "with --proxy-protocol: a network the load balancer connects from; repeatable; others are "
+         "closed")
       ->check(cidr_text)
       ->delimiter(',');
   sub->add_option("--proxy-timeout", opts->proxy_timeout_s,
-                  "seconds a trusted proxy has to send the whole PROXY header (the spec asks for at least 3)")
+                  "seconds a trusted proxy has to send the whole PROXY header (the spec asks for "
+                  "at least 3)")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
-  add_tls_server_flags(*sub, opts->tls_cert, opts->tls_key,
-                       "serve TLS with this PEM certificate (chain). Message text is then never logged, only "
-                       "its size");
+  add_tls_server_flags(
+      *sub, opts->tls_cert, opts->tls_key,
+      "serve TLS with this PEM certificate (chain). Message text is then never logged, only "
+      "its size");
   add_timeout_flags(*sub, opts->tls_handshake_timeout_s, opts->idle_timeout_s, "a client");
   sub->add_option("--metrics", opts->metrics,
                   "HOST:PORT for HTTP: Prometheus metrics at /metrics, a live client list at /");
-  sub->add_option("--cluster", opts->cluster,
-                  "redis://[[USER]:PASSWORD@]HOST:PORT: chat mode relays lines through Redis pub/sub to other "
-                  "instances");
-  sub->add_option("--cluster-auth-file", opts->cluster_auth_file,
-                  "file whose first line is the Redis password (AUTH; or set TCPKIT_REDIS_PASSWORD): kept "
-                  "out of the command line, which ps shows to everyone")
+  sub->add_option(
+      "--cluster", opts->cluster,
+      "redis://[[USER]:PASSWORD@]HOST:PORT: chat mode relays lines through Redis pub/sub to other "
+      "instances");
+  sub->add_option(
+         "--cluster-auth-file", opts->cluster_auth_file,
+         "file whose first line is the Redis password (AUTH; or set TCPKIT_REDIS_PASSWORD): kept "
+         "out of the command line, which ps shows to everyone")
       ->check(CLI::ExistingFile);
   add_io_backend_flag(*sub, opts->io_backend);
-  sub->add_flag("--reuse-port", opts->reuse_port, "SO_REUSEPORT: several processes may serve this port");
+  sub->add_flag("--reuse-port", opts->reuse_port,
+                "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   sub->add_option("--log-format", (*names)[2], "text | json")
       ->check(CLI::IsMember({"text", "json"}))
