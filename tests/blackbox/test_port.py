@@ -4,6 +4,7 @@ with Python's socket module (like the tutorial's server)."""
 
 import json
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -41,10 +42,20 @@ def wait_for_states(port: int, expected: dict) -> dict:
 
 @pytest.fixture
 def listener():
-    """A listening socket on a kernel-picked loopback port, as in the tutorial:
-    socket -> bind -> listen."""
+    """A listening socket on a loopback port, as in the tutorial:
+    socket -> bind -> listen. The port lies below the kernel's ephemeral range
+    (ip_local_port_range), so that no other test's client connection, made
+    while this one counts connections on the port, can have it as its own end."""
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        try:
+            server.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+    else:
+        server.bind(("127.0.0.1", 0))
     server.listen(8)
     yield server, server.getsockname()[1]
     server.close()
