@@ -40,12 +40,11 @@ EpollPoller::EpollPoller(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), ev
 
 void EpollPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   ready->clear();
-  int n = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
-                       static_cast<int>(timeout.count()));
+  int n = sys::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
+                          static_cast<int>(timeout.count()));
   if (n < 0) {
-    int err = sys::last_errno();
-    if (err == EINTR) return;
-    die("epoll_wait", err);
+    if (n == -EINTR) return;
+    die("epoll_wait", -n);
   }
   for (int i = 0; i < n; ++i) {
     ready->emplace_back(static_cast<Channel*>(events_[i].data.ptr), from_epoll(events_[i].events));

@@ -17,6 +17,8 @@
 #include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
 
+struct epoll_event;
+
 namespace tcpkit::sys {
 
 // errno of the last failed call, for wrappers that return a plain number.
@@ -62,6 +64,8 @@ ssize_t readv(int fd, const struct iovec* iov, int count);
 ssize_t send(int fd, const void* buf, size_t len);
 /// The same without blocking on a blocking socket (MSG_DONTWAIT): -EAGAIN when full.
 ssize_t send_nonblocking(int fd, const void* buf, size_t len);
+// epoll_wait(): the number of ready events, or -errno.
+int epoll_wait(int epoll_fd, ::epoll_event* events, int max_events, int timeout_ms);
 int shutdown_write(int fd);
 
 // poll() one descriptor for `events` with a timeout (negative: forever).

@@ -80,7 +80,6 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
   loop_->assert_in_loop_thread();
   assert(state() == State::connecting);
   state_.store(State::connected, std::memory_order_release);
-  channel_->tie(shared_from_this());
   channel_->enable_reading();
   reading_ = true;
   last_active_ = loop_->now();
@@ -122,12 +121,18 @@ void TcpConnection::connect_destroyed() {
 // ---- events ---------------------------------------------------------------
 
 void TcpConnection::handle_event(unsigned mask) {
+  // A handler may drop the last outside reference (a close erases the
+  // connection from its server): `self` keeps the connection alive until
+  // this returns, and is the pointer on_message gets. (The channel is not
+  // tied for this: that would take a second reference per event.)
+  const TcpConnectionPtr self = weak_from_this().lock();
+  if (!self) return;
   if (mask & event::kError) {
     int err = sys::socket_error(fd_.get());
     handle_close(errno_code(err != 0 ? err : ECONNRESET));
     return;
   }
-  if (mask & event::kReadable) handle_read();
+  if (mask & event::kReadable) handle_read(self);
   if (state() == State::disconnected) return;
   if (mask & event::kWritable) handle_write();
   if (state() == State::disconnected) return;
@@ -154,7 +159,7 @@ void TcpConnection::park_until_resumed() {
   channel_->remove();
 }
 
-void TcpConnection::handle_read() {
+void TcpConnection::handle_read(const TcpConnectionPtr& self) {
   // With nothing pending, read into the loop's shared buffer and keep only
   // what on_message leaves behind: no allocation per message, and no memory
   // held by a connection between messages. With TLS every byte read goes to
@@ -169,7 +174,7 @@ void TcpConnection::handle_read() {
       receive_tls(in);
       return;
     }
-    if (callbacks_->on_message) callbacks_->on_message(shared_from_this(), in);
+    if (callbacks_->on_message) callbacks_->on_message(self, in);
     if (tls_ && in.readable_bytes() > 0) {
       // on_message started TLS: what it left is the layer's first bytes.
       receive_tls(in);

@@ -179,7 +179,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
 
   void handle_event(unsigned mask);
   struct TlsLayer;
-  void handle_read();
+  void handle_read(const TcpConnectionPtr& self);
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);
   /// Moves the TLS layer's output to the socket.
