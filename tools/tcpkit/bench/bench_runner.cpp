@@ -40,6 +40,12 @@ uint64_t nanos_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
 }
 
+// A counter that only its worker's thread writes and the main thread reads:
+// a plain load and store, no locked read-modify-write per message.
+void add(std::atomic<uint64_t>& counter, uint64_t n) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 size_t count_mismatches(const char* got, const char* want, size_t n) {
   if (std::memcmp(got, want, n) == 0) return 0;
   size_t bad = 0;
@@ -163,8 +169,8 @@ void Worker::start_client(Slot* slot) {
     slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
       if (!slot->ready) return;  // the TLS handshake's own writes
       if (measuring.load(std::memory_order_relaxed)) {
-        bytes.fetch_add(opt->size, std::memory_order_relaxed);
-        messages.fetch_add(1, std::memory_order_relaxed);
+        add(bytes, opt->size);
+        add(messages, 1);
       }
       if (!stopping && slot->conn)
         slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
@@ -269,9 +275,11 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
 
 // Closed loop (no --rate): every byte that comes back is answered at once by
 // as many new bytes, as a minimal ping-pong client does, so `size` bytes per
-// connection stay in flight even while a message arrives in pieces. One clock
-// read per read from the socket serves both the latencies it completes and
-// the messages it starts.
+// connection stay in flight even while a message arrives in pieces. The
+// loop's wake-up time serves as "now" for the latencies a read completes and
+// the messages it starts: no clock read per message (the loop reads the
+// clock once per wake-up), and a reply is timed from when the loop woke to
+// it, not from when its turn in the batch came.
 void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
   size_t n = in.readable_bytes();
   const uint64_t owed = slot->send_pos - slot->recv_pos;
@@ -290,15 +298,15 @@ void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
   const uint64_t done = boundaries_in(slot->recv_pos, slot->recv_pos + n, opt->size);
   slot->recv_pos += n;
   if (n == 0) return;
-  const auto now = Clock::now();
+  const auto now = loop->now();
   const bool counting = measuring.load(std::memory_order_relaxed);
   for (uint64_t k = 0; k < done; ++k) {
     if (counting) latency.record(nanos_between(slot->sent_at.front(), now));
     slot->sent_at.pop_front();
   }
   if (counting && done > 0) {
-    messages.fetch_add(done, std::memory_order_relaxed);
-    bytes.fetch_add(done * opt->size, std::memory_order_relaxed);
+    add(messages, done);
+    add(bytes, done * opt->size);
   }
   if (opt->rate <= 0 && !stopping) send_stream(slot, n, now);
 }
@@ -311,7 +319,7 @@ void Worker::on_connrate_data(Slot* slot, Buffer& in) {
   }
   in.retrieve_all();
   slot->received = 1;
-  if (measuring.load(std::memory_order_relaxed)) messages.fetch_add(1, std::memory_order_relaxed);
+  if (measuring.load(std::memory_order_relaxed)) add(messages, 1);
   if (slot->conn) slot->conn->force_close();
 }
 
