@@ -115,7 +115,10 @@ void EventLoop::run() {
   assert_in_loop_thread();
   running_.store(true, std::memory_order_release);
   while (!quit_.load(std::memory_order_acquire)) {
-    poller_->poll(timers_->time_until_next(Clock::now()), &ready_);
+    // No clock read for the wait when no timer is set.
+    const auto wait = timers_->size() == 0 ? std::chrono::milliseconds(-1)
+                                           : timers_->time_until_next(Clock::now());
+    poller_->poll(wait, &ready_);
     now_ = Clock::now();
     dispatch_io();
     run_due_timers();
@@ -142,10 +145,15 @@ void EventLoop::run_due_timers() {
 }
 
 void EventLoop::run_pending_functors() {
+  // Most iterations have nothing queued: they take no lock. A functor queued
+  // while this reads false comes with a wake-up (queue_in_loop), or was
+  // queued by this thread after this point, and runs in the next iteration.
+  if (!has_pending_.load(std::memory_order_acquire)) return;
   std::vector<Functor> functors;
   {
     std::lock_guard lock(mutex_);
     functors.swap(pending_);
+    has_pending_.store(false, std::memory_order_relaxed);
   }
   running_functors_.store(true, std::memory_order_release);
   for (auto& f : functors) f();
@@ -207,6 +215,7 @@ void EventLoop::queue_in_loop(Functor f) {
   // go to a closed, or already reused, descriptor.
   std::lock_guard lock(mutex_);
   pending_.push_back(std::move(f));
+  has_pending_.store(true, std::memory_order_release);
   // From the loop thread a wake-up is only needed while functors run: the
   // new one would otherwise wait for the next I/O event.
   if (!is_in_loop_thread() || running_functors_.load(std::memory_order_acquire)) wake_up();

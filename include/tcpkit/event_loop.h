@@ -156,7 +156,8 @@ class EventLoop {
   std::vector<std::pair<const void*, std::unique_ptr<Extension>>> extensions_;
 
   std::mutex mutex_;
-  std::vector<Functor> pending_;  ///< guarded by mutex_
+  std::vector<Functor> pending_;          ///< guarded by mutex_
+  std::atomic<bool> has_pending_{false};  ///< pending_ is not empty; written under mutex_
   std::atomic<bool> running_functors_{false};
 };
 
