@@ -1,4 +1,4 @@
-// The metrics server's request parser and its Host check.
+// The HTTP request parser of the metrics server and the chaos API, and the Host check.
 #include "common/http_request.h"
 
 #include <gtest/gtest.h>
@@ -68,4 +68,44 @@ TEST(HttpRequest, HostMustNameThisServer) {
   // Found by fuzz_http_request: inet_pton() stopped at the NUL and saw "::".
   EXPECT_FALSE(host_allowed("[::\0\0junk]"s, names));
   EXPECT_FALSE(host_allowed("127.0.0.1\0.evil"s, names));
+}
+
+// The chaos API's requests carry a JSON body: Content-Length bytes, within
+// the limit the server gives, never a chunked one.
+TEST(HttpRequest, ReadsAContentLengthBodyWithinItsLimit) {
+  HttpRequest r;
+  const std::string request =
+      "POST /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\n";
+  EXPECT_EQ(parse_http_request(request + "{}", 8192, &r, 64), HttpParse::need_more);
+  ASSERT_EQ(parse_http_request(request + "{  }next", 8192, &r, 64), HttpParse::done);
+  EXPECT_EQ(r.body, "{  }");
+  EXPECT_EQ(r.size, request.size() + 4);
+  EXPECT_EQ(parse_http_request(request + "{  }", 8192, &r, 3), HttpParse::body_too_large);
+  EXPECT_EQ(parse_http_request(request + "{  }", 8192, &r), HttpParse::body_too_large);
+}
+
+TEST(HttpRequest, RefusesWhatCouldSmuggleARequest) {
+  HttpRequest r;
+  for (const char* head : {
+           "POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 4x\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+           "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+           "GET http://example.com/ HTTP/1.1\r\n\r\n",
+       }) {
+    EXPECT_EQ(parse_http_request(std::string(head) + "abcd", 8192, &r, 64), HttpParse::bad) << head;
+  }
+  // The same length twice is one length.
+  EXPECT_EQ(
+      parse_http_request("POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 4\r\n\r\nabcd",
+                         8192, &r, 64),
+      HttpParse::done);
+}
+
+TEST(HttpRequest, TheHeadLimitCountsTheBlankLine) {
+  HttpRequest r;
+  const std::string head = "GET / HTTP/1.1\r\n\r\n";  // 18 bytes
+  EXPECT_EQ(parse_http_request(head, head.size(), &r), HttpParse::done);
+  EXPECT_EQ(parse_http_request(head, head.size() - 1, &r), HttpParse::too_large);
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 namespace tcpkit::cli {
 namespace {
@@ -40,8 +41,14 @@ bool all_digits(std::string_view s) {
          std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// The body's length, and whether one was given.
+struct BodyLength {
+  bool given = false;
+  size_t bytes = 0;
+};
+
 // Reads the field lines between the request line and the blank line.
-bool parse_fields(std::string_view fields, HttpRequest* out) {
+bool parse_fields(std::string_view fields, HttpRequest* out, BodyLength* length) {
   while (!fields.empty()) {
     size_t eol = fields.find('\n');
     std::string_view line = fields.substr(0, eol);
@@ -50,23 +57,39 @@ bool parse_fields(std::string_view fields, HttpRequest* out) {
     if (line.empty()) continue;
     size_t colon = line.find(':');
     if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) return false;
-    if (!iequals(line.substr(0, colon), "host")) continue;
+    const std::string_view name = line.substr(0, colon);
+    const std::string_view value = trim(line.substr(colon + 1));
+    if (iequals(name, "transfer-encoding")) return false;
+    if (iequals(name, "content-length")) {
+      size_t n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || value.empty() ||
+          (length->given && n != length->bytes))
+        return false;
+      *length = {true, n};
+      continue;
+    }
+    if (!iequals(name, "host")) continue;
     if (out->host) return false;
-    out->host = std::string(trim(line.substr(colon + 1)));
+    out->host = std::string(value);
   }
   return true;
 }
 
 }  // namespace
 
-HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpRequest* out) {
+HttpParse parse_http_request(std::string_view data, size_t max_head, HttpRequest* out,
+                             size_t max_body) {
   // Bare LF line ends are accepted, as RFC 9112 section 2.2 allows. The head
   // ends at the first blank line of either kind: a later CRLF CRLF must not
   // pull what follows (a body, a second request) into the head.
-  const size_t end = std::min(data.find("\r\n\r\n"), data.find("\n\n"));
+  const size_t crlf = data.find("\r\n\r\n");
+  const size_t lf = data.find("\n\n");
+  const size_t end = std::min(crlf, lf);
   if (end == std::string_view::npos)
-    return data.size() > max_bytes ? HttpParse::too_large : HttpParse::need_more;
-  if (end > max_bytes) return HttpParse::too_large;
+    return data.size() > max_head ? HttpParse::too_large : HttpParse::need_more;
+  const size_t head_size = end + (end == lf ? 2 : 4);  // with its blank line
+  if (head_size > max_head) return HttpParse::too_large;
   std::string_view head = data.substr(0, end);
   size_t first_eol = head.find('\n');
   std::string_view line = head.substr(0, first_eol);
@@ -79,12 +102,19 @@ HttpParse parse_http_request(std::string_view data, size_t max_bytes, HttpReques
   std::string_view method = line.substr(0, sp1);
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method) || !is_token(target) || !is_version(version)) return HttpParse::bad;
+  if (!is_token(method) || !is_token(target) || target.front() != '/' || !is_version(version))
+    return HttpParse::bad;
   HttpRequest request;
   request.method = std::string(method);
   request.path = std::string(target.substr(0, target.find('?')));
-  if (first_eol != std::string_view::npos && !parse_fields(head.substr(first_eol + 1), &request))
+  BodyLength length;
+  if (first_eol != std::string_view::npos &&
+      !parse_fields(head.substr(first_eol + 1), &request, &length))
     return HttpParse::bad;
+  if (length.bytes > max_body) return HttpParse::body_too_large;
+  if (data.size() - head_size < length.bytes) return HttpParse::need_more;
+  request.body = std::string(data.substr(head_size, length.bytes));
+  request.size = head_size + length.bytes;
   *out = std::move(request);
   return HttpParse::done;
 }
@@ -119,6 +149,35 @@ bool host_allowed(std::string_view host, const std::vector<std::string>& names) 
     if (!a.empty() && a.back() == '.') a.remove_suffix(1);
     return !a.empty() && iequals(name, a);
   });
+}
+
+const char* http_reason_phrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 421:
+      return "Misdirected Request";
+    case 431:
+      return "Request Header Fields Too Large";
+    default:
+      return "Internal Server Error";
+  }
 }
 
 }  // namespace tcpkit::cli

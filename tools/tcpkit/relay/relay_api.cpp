@@ -22,31 +22,6 @@ ServerOptions api_server_options() {
   return o;
 }
 
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Content Too Large";
-    default:
-      return "Internal Server Error";
-  }
-}
-
 RelayApiServer::Reply error_reply(int status, std::string_view text) {
   return {status, json{{"error", text}, {"status", status}}.dump()};
 }
@@ -124,19 +99,21 @@ void RelayApiServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
     in.retrieve_all();
     return;
   }
-  ApiRequest request;
-  ApiParse parsed = parse_api_request(in.view(), kMaxHead, kMaxBody, &request);
-  if (parsed == ApiParse::need_more) return;
+  HttpRequest request;
+  HttpParse parsed = parse_http_request(in.view(), kMaxHead, &request, kMaxBody);
+  if (parsed == HttpParse::need_more) return;
   in.retrieve_all();  // one request per connection; anything after it is dropped
-  if (parsed == ApiParse::too_large) return respond(conn, error_reply(413, "request too large"));
-  if (parsed == ApiParse::bad) return respond(conn, error_reply(400, "malformed request"));
-  if (!host_is_safe(request.host))
+  if (parsed == HttpParse::too_large || parsed == HttpParse::body_too_large)
+    return respond(conn, error_reply(413, "request too large"));
+  if (parsed == HttpParse::bad) return respond(conn, error_reply(400, "malformed request"));
+  // No Host at all is refused too: every client of the API sends one.
+  if (!request.host || !host_allowed(*request.host, {}))
     return respond(conn,
                    error_reply(403, "Host must be an IP address or localhost (DNS rebinding)"));
   respond(conn, handle(request));
 }
 
-RelayApiServer::Reply RelayApiServer::handle(const ApiRequest& r) {
+RelayApiServer::Reply RelayApiServer::handle(const HttpRequest& r) {
   const auto parts = split_path(r.path);
   const std::string& m = r.method;
   const bool update = m == "POST" || m == "PATCH";
@@ -181,7 +158,7 @@ void RelayApiServer::respond(const TcpConnectionPtr& conn, const Reply& reply) {
   std::string response = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
       "Connection: close\r\n\r\n",
-      reply.status, reason_phrase(reply.status), reply.content_type, reply.body.size());
+      reply.status, http_reason_phrase(reply.status), reply.content_type, reply.body.size());
   response += reply.body;
   conn->send(std::move(response));
   conn->shutdown();

@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "relay/api_request.h"
+#include "common/http_request.h"
 #include "relay/chaos_registry.h"
 #include "tcpkit/tcp_server.h"
 
@@ -46,7 +46,7 @@ class RelayApiServer {
     std::string content_type = "application/json";
   };
   // The API's answer to one parsed request (no I/O).
-  Reply handle(const ApiRequest& request);
+  Reply handle(const HttpRequest& request);
 
  private:
   void on_connection(const TcpConnectionPtr& conn);

@@ -23,24 +23,6 @@ ServerOptions metrics_server_options() {
   return o;
 }
 
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 421:
-      return "Misdirected Request";
-    case 431:
-      return "Request Header Fields Too Large";
-  }
-  return "Error";
-}
-
 }  // namespace
 
 MetricsServer::MetricsServer(EventLoop* loop, MetricsHandlers handlers,
@@ -118,7 +100,7 @@ void MetricsServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
   HttpRequest request;
   HttpParse parsed = parse_http_request(std::string_view(in.peek(), in.readable_bytes()),
-                                        kMaxHeaderBytes, &request);
+                                        kMaxHeaderBytes, &request, kMaxHeaderBytes);
   if (parsed == HttpParse::need_more) return;
   in.retrieve_all();
   // Answered: the head's deadline gives way to one for reading the answer.
@@ -128,6 +110,10 @@ void MetricsServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
   if (parsed == HttpParse::too_large) {
     respond(conn, 431, "text/plain; charset=utf-8", "request header over 8 KiB\n");
+    return;
+  }
+  if (parsed == HttpParse::body_too_large) {
+    respond(conn, 413, "text/plain; charset=utf-8", "request body over 8 KiB\n");
     return;
   }
   if (parsed == HttpParse::bad) {
@@ -164,7 +150,7 @@ void MetricsServer::respond(const TcpConnectionPtr& conn, int status, std::strin
   std::string response = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n"
       "X-Content-Type-Options: nosniff\r\nConnection: close\r\n{}\r\n",
-      status, reason_phrase(status), content_type, body.size(), extra_headers);
+      status, http_reason_phrase(status), content_type, body.size(), extra_headers);
   response += body;
   conn->send(std::move(response));
   conn->shutdown();
