@@ -19,20 +19,19 @@ void ClientRegistry::set_peer(const TcpConnectionPtr& conn, std::string peer) {
   if (open_.count(conn->id()) != 0) named_peers_[conn->id()] = std::move(peer);
 }
 
-void ClientRegistry::remove(const TcpConnectionPtr& conn) {
+void ClientRegistry::remove(const TcpConnectionPtr& conn, ServeCounters& totals) {
   std::lock_guard lock(mutex_);
   if (open_.erase(conn->id()) == 0) return;
   named_peers_.erase(conn->id());
-  closed_bytes_received_ += conn->bytes_received();
-  closed_bytes_sent_ += conn->bytes_sent();
+  totals.count_closed_bytes(conn->bytes_received(), conn->bytes_sent());
 }
 
-TrafficSnapshot ClientRegistry::traffic() const {
+TrafficSnapshot ClientRegistry::traffic(const ServeCounters& totals) const {
   std::lock_guard lock(mutex_);
   TrafficSnapshot t;
-  t.open = open_.size();
-  t.bytes_received = closed_bytes_received_;
-  t.bytes_sent = closed_bytes_sent_;
+  t.open = totals.open();
+  t.bytes_received = totals.closed_bytes_received();
+  t.bytes_sent = totals.closed_bytes_sent();
   for (const auto& [id, entry] : open_) {
     t.bytes_received += entry.conn->bytes_received();
     t.bytes_sent += entry.conn->bytes_sent();

@@ -1,7 +1,9 @@
 // ClientRegistry: the clients `tcpkit serve` has open right now, for the
 // metrics byte totals and the live status page.
 //
-// Owned by ServeApp; I/O loops add and remove their connections, the metrics
+// Owned by ServeObserver, only with --metrics; it keeps no counters of its
+// own: the closed connections' bytes are folded into ServeCounters under its
+// lock. I/O loops add and remove their connections, the metrics
 // server (base loop) reads snapshots, so everything is under one mutex —
 // taken once per connect and disconnect, never per message. Byte counts are
 // read from the connections themselves (TcpConnection's counters may be read
@@ -36,12 +38,14 @@ class ClientRegistry {
   // The client's address when it is not the socket's peer (a PROXY header
   // named the real client); otherwise the socket's peer is shown.
   void set_peer(const TcpConnectionPtr& conn, std::string peer);
-  // Folds the connection's final byte counts into the totals of closed ones.
-  void remove(const TcpConnectionPtr& conn);
+  // Folds the connection's final byte counts into `totals`, under the lock
+  // that traffic() reads them under.
+  void remove(const TcpConnectionPtr& conn, ServeCounters& totals);
 
-  // Open count and byte totals; closed and open connections are summed under
-  // one lock, so a connection closing meanwhile is counted exactly once.
-  TrafficSnapshot traffic() const;
+  // Open count (from `totals`) and byte totals; closed and open connections
+  // are summed under one lock, so a connection closing meanwhile is counted
+  // exactly once.
+  TrafficSnapshot traffic(const ServeCounters& totals) const;
   // At most `limit` clients, oldest first; `name_of` supplies chat names and
   // is called without the lock held.
   std::vector<ClientInfo> clients(
@@ -58,8 +62,6 @@ class ClientRegistry {
   mutable std::mutex mutex_;
   std::map<uint64_t, Entry> open_;               // by connection id, which grows: oldest first
   std::map<uint64_t, std::string> named_peers_;  // set_peer(): clients behind a PROXY header
-  uint64_t closed_bytes_received_ = 0;
-  uint64_t closed_bytes_sent_ = 0;
 };
 
 // {"open": N, "clients": [{"peer": ..., "name": ..., "since": ..., ...}]};

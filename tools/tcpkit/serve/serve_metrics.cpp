@@ -51,14 +51,13 @@ std::string prometheus_label_escape(std::string_view value) {
   return out;
 }
 
-ServeMetrics::ServeMetrics(std::string mode)
-    : mode_(std::move(mode)),
-      disconnects_({"peer closed", "connection reset", "idle timeout", "message too large",
+ServeCounters::ServeCounters()
+    : disconnects_({"peer closed", "connection reset", "idle timeout", "message too large",
                     "slow reader", "server stopping"}),
       errors_({"connection reset", "message too large", "slow reader"}),
       refused_({"too many connections", "not allowed", "untrusted proxy"}) {}
 
-void ServeMetrics::count_disconnect(std::string_view reason, bool error) {
+void ServeCounters::count_disconnect(std::string_view reason, bool error) {
   disconnects_.add(reason);
   if (error) errors_.add(reason);
 }
@@ -68,7 +67,7 @@ namespace {
 // Appends one metric family: its HELP and TYPE lines, then its samples.
 class Exposition {
  public:
-  explicit Exposition(std::string mode) : mode_(prometheus_label_escape(mode)) {}
+  explicit Exposition(std::string_view mode) : mode_(prometheus_label_escape(mode)) {}
 
   void family(std::string_view name, std::string_view type, std::string_view help) {
     out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -91,28 +90,29 @@ class Exposition {
 
 }  // namespace
 
-std::string ServeMetrics::render(const TrafficSnapshot& traffic) const {
-  Exposition e(mode_);
+std::string render_metrics(std::string_view mode, const ServeCounters& counters,
+                           const TrafficSnapshot& traffic) {
+  Exposition e(mode);
   e.family("tcpkit_connections_open", "gauge", "Clients connected now.");
   e.sample("tcpkit_connections_open", traffic.open);
   e.family("tcpkit_connections_total", "counter", "Clients accepted and served since start.");
-  e.sample("tcpkit_connections_total", connections_.load(std::memory_order_relaxed));
+  e.sample("tcpkit_connections_total", counters.connections());
   e.family("tcpkit_bytes_received_total", "counter", "Bytes read from clients.");
   e.sample("tcpkit_bytes_received_total", traffic.bytes_received);
   e.family("tcpkit_bytes_sent_total", "counter", "Bytes written to clients.");
   e.sample("tcpkit_bytes_sent_total", traffic.bytes_sent);
   e.family("tcpkit_messages_received_total", "counter",
            "Messages read from clients (lines, frames, or reads in raw framing).");
-  e.sample("tcpkit_messages_received_total", messages_in_.load(std::memory_order_relaxed));
+  e.sample("tcpkit_messages_received_total", counters.messages_received());
   e.family("tcpkit_messages_sent_total", "counter",
            "Messages queued to clients (replies, chat lines, echoes).");
-  e.sample("tcpkit_messages_sent_total", messages_out_.load(std::memory_order_relaxed));
+  e.sample("tcpkit_messages_sent_total", counters.messages_sent());
   e.family("tcpkit_disconnects_total", "counter", "Clients gone, by reason.");
-  e.labeled("tcpkit_disconnects_total", "reason", disconnects_);
+  e.labeled("tcpkit_disconnects_total", "reason", counters.disconnects());
   e.family("tcpkit_errors_total", "counter", "Clients lost to an error, by reason.");
-  e.labeled("tcpkit_errors_total", "reason", errors_);
+  e.labeled("tcpkit_errors_total", "reason", counters.errors());
   e.family("tcpkit_refused_total", "counter", "Clients accepted and closed at once, by reason.");
-  e.labeled("tcpkit_refused_total", "reason", refused_);
+  e.labeled("tcpkit_refused_total", "reason", counters.refused());
   return e.take();
 }
 

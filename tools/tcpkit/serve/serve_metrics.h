@@ -1,13 +1,13 @@
-// ServeMetrics: the counters of `tcpkit serve`, written out in Prometheus'
-// text exposition format (version 0.0.4) for `--metrics`.
+// ServeCounters: the counters of `tcpkit serve`, and render_metrics(), which
+// writes them out in Prometheus' text exposition format (version 0.0.4) for
+// `--metrics`.
 //
-// Owned by ServeApp. Every I/O loop counts into it at once: plain counters
-// are relaxed atomics (one uncontended add per event, no ordering needed:
-// a scrape only has to see each count eventually). Counters split by a
-// reason label keep their well-known reasons in a fixed atomic array and
-// only unexpected ones (an unusual errno) in a map under a mutex.
+// Counters split by a reason label keep their well-known reasons in a fixed
+// atomic array and only unexpected ones (an unusual errno) in a map under a
+// mutex.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -38,20 +38,37 @@ class LabeledCounter {
   std::map<std::string, uint64_t, std::less<>> others_;  // guarded by mutex_
 };
 
-// What only the list of open connections knows: how many there are and how
-// many bytes moved, closed connections included (see ClientRegistry).
+// The traffic of `tcpkit serve`, as a scrape shows it: the clients open now
+// and the bytes moved, open connections included (see ClientRegistry).
 struct TrafficSnapshot {
   uint64_t open = 0;
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
 };
 
-class ServeMetrics {
+// The one set of counters of `tcpkit serve`: the log lines, the metrics and
+// the status page all read them (ServeObserver counts into them).
+//
+// Every I/O loop counts at once: plain counters are relaxed atomics (one
+// uncontended add per event, no ordering needed: a scrape only has to see
+// each count eventually); the open count is sequentially consistent, so
+// that each connect and disconnect line carries its own count.
+class ServeCounters {
  public:
-  // `mode` ("ack", "chat", ...) becomes the `mode` label of every sample.
-  explicit ServeMetrics(std::string mode);
+  ServeCounters();
 
-  void count_connection() { connections_.fetch_add(1, std::memory_order_relaxed); }
+  // A client accepted and served; returns how many are open now.
+  int64_t count_connection() {
+    connections_.fetch_add(1, std::memory_order_relaxed);
+    return open_.fetch_add(1) + 1;
+  }
+  // A served client gone; returns how many are still open.
+  int64_t count_close() { return open_.fetch_sub(1) - 1; }
+  // A closed connection's final byte totals.
+  void count_closed_bytes(uint64_t received, uint64_t sent) {
+    closed_bytes_received_.fetch_add(received, std::memory_order_relaxed);
+    closed_bytes_sent_.fetch_add(sent, std::memory_order_relaxed);
+  }
   void count_messages_received(uint64_t n = 1) {
     messages_in_.fetch_add(n, std::memory_order_relaxed);
   }
@@ -63,18 +80,34 @@ class ServeMetrics {
   void count_disconnect(std::string_view reason, bool error);
   void count_refused(std::string_view reason) { refused_.add(reason); }
 
-  // The whole exposition: every family with its # HELP and # TYPE lines.
-  std::string render(const TrafficSnapshot& traffic) const;
+  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  uint64_t open() const { return static_cast<uint64_t>(std::max<int64_t>(open_.load(), 0)); }
+  uint64_t closed_bytes_received() const {
+    return closed_bytes_received_.load(std::memory_order_relaxed);
+  }
+  uint64_t closed_bytes_sent() const { return closed_bytes_sent_.load(std::memory_order_relaxed); }
+  uint64_t messages_received() const { return messages_in_.load(std::memory_order_relaxed); }
+  uint64_t messages_sent() const { return messages_out_.load(std::memory_order_relaxed); }
+  const LabeledCounter& disconnects() const { return disconnects_; }
+  const LabeledCounter& errors() const { return errors_; }
+  const LabeledCounter& refused() const { return refused_; }
 
  private:
-  const std::string mode_;
   std::atomic<uint64_t> connections_{0};
+  std::atomic<int64_t> open_{0};
+  std::atomic<uint64_t> closed_bytes_received_{0};
+  std::atomic<uint64_t> closed_bytes_sent_{0};
   std::atomic<uint64_t> messages_in_{0};
   std::atomic<uint64_t> messages_out_{0};
   LabeledCounter disconnects_;
   LabeledCounter errors_;
   LabeledCounter refused_;
 };
+
+// The whole exposition: every family with its # HELP and # TYPE lines;
+// `mode` ("ack", "chat", ...) becomes the `mode` label of every sample.
+std::string render_metrics(std::string_view mode, const ServeCounters& counters,
+                           const TrafficSnapshot& traffic);
 
 // Escapes a label value as the text format requires: \\, \" and \n.
 std::string prometheus_label_escape(std::string_view value);

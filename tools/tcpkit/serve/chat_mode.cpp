@@ -1,0 +1,113 @@
+#include "serve/chat_mode.h"
+
+#include <fmt/core.h>
+
+#include "common/text_escape.h"
+#include "serve/serve_observer.h"
+#include "tcpkit/buffer.h"
+#include "tcpkit/line_codec.h"
+#include "tcpkit/result.h"
+#include "tcpkit/tcp_connection.h"
+#include "tcpkit/transcoder.h"
+
+namespace tcpkit::cli {
+
+ChatMode::ChatMode(const ServeOptions& options, ServeObserver& observer)
+    : encoding_(options.encoding), max_message_(options.max_message), observer_(observer) {}
+
+ChatMode::~ChatMode() = default;
+
+MessageCallback ChatMode::message_callback() {
+  return [this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); };
+}
+
+void ChatMode::admitted(const TcpConnectionPtr& conn) {
+  const std::string peer = observer_.peer_name(conn);
+  size_t online = room_.join(conn, peer);
+  broadcast(fmt::format("* {} joined ({} online)\n", peer, online), conn);
+}
+
+void ChatMode::closed(const TcpConnectionPtr& conn) {
+  std::string name = room_.leave(conn);
+  if (!name.empty()) broadcast(fmt::format("* {} left\n", name), conn);
+}
+
+std::string ChatMode::client_name(const TcpConnectionPtr& conn) const {
+  std::string name = room_.name_of(conn);
+  if (encoding_ == "utf-8") return name;
+  // Names are kept in the wire encoding; JSON wants UTF-8.
+  auto utf8 = Transcoder::convert(encoding_, "utf-8", name);
+  return utf8 ? *utf8 : name;
+}
+
+void ChatMode::join_cluster(EventLoop* loop, std::string label, std::vector<Endpoint> redis,
+                            RedisAuth auth) {
+  cluster_ = std::make_unique<ChatCluster>(
+      loop, std::move(label), std::move(redis), std::move(auth), max_message_, observer_.log(),
+      [this](std::string_view line) { broadcast(line, nullptr); });
+}
+
+void ChatMode::start_cluster() {
+  if (cluster_) cluster_->start();
+}
+
+void ChatMode::stop_cluster() {
+  if (cluster_) cluster_->stop();
+}
+
+void ChatMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
+  const LineCodec codec(max_message_);
+  std::string line;
+  DecodeResult result = DecodeResult::need_more;
+  for (;;) {
+    result = codec.decode(in, &line);
+    if (result != DecodeResult::frame) break;
+    observer_.message_received();
+    handle_line(conn, line);
+  }
+  if (result == DecodeResult::too_large) {
+    in.retrieve_all();
+    conn->force_close(make_error_code(Errc::frame_too_large));
+  }
+}
+
+void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  constexpr std::string_view kNick = "/nick ";
+  if (line.substr(0, kNick.size()) == kNick) {
+    std::string name(line.substr(kNick.size()));
+    if (auto problem = check_nick(name)) {
+      // Only the one who asked hears why; the room never sees the name.
+      auto reply =
+          Transcoder::convert("utf-8", encoding_, fmt::format("* nick refused: {}\n", *problem));
+      conn->send(reply ? *reply : fmt::format("* nick refused: {}\n", *problem));
+      return;
+    }
+    std::string old = room_.rename(conn, name);
+    broadcast(fmt::format("* {} is now known as {}\n", old, name), conn);
+    return;
+  }
+  std::string text = fmt::format("<{}> {}\n", room_.name_of(conn), line);
+  broadcast(text, conn);
+  if (cluster_) cluster_->publish(text);
+}
+
+// Nicks are kept and broadcast in the wire encoding, so they are judged in
+// UTF-8 after a conversion that must not have needed a single escape.
+std::optional<std::string> ChatMode::check_nick(std::string_view wire) const {
+  std::string utf8(wire);
+  if (Transcoder::canonical_name(encoding_) != "UTF-8") {
+    auto decoder = Transcoder::open(encoding_, "utf-8");
+    if (!decoder) return "the server cannot read its own encoding";
+    utf8 = decoder->feed(wire);
+    utf8 += decoder->finish();
+    if (decoder->invalid_bytes() > 0) return "a nick must be valid text in the server's encoding";
+  }
+  return nick_problem(utf8);
+}
+
+void ChatMode::broadcast(std::string_view line, const TcpConnectionPtr& except) {
+  observer_.message_sent(room_.broadcast(line, except));
+}
+
+}  // namespace tcpkit::cli

@@ -1,0 +1,55 @@
+// ChatMode: `serve --mode chat`, a line-based room. Every line goes to every
+// other member, /nick NAME renames; with --cluster, lines travel through
+// Redis to the members of other instances too. Names and lines are kept and
+// sent in the wire encoding.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "serve/chat_cluster.h"
+#include "serve/chat_room.h"
+#include "serve/mode_handler.h"
+#include "serve/serve_options.h"
+#include "tcpkit/endpoint.h"
+#include "tcpkit/event_loop.h"
+
+namespace tcpkit::cli {
+
+class ChatMode final : public ModeHandler {
+ public:
+  ChatMode(const ServeOptions& options, ServeObserver& observer);
+  ~ChatMode() override;
+
+  MessageCallback message_callback() override;
+  void admitted(const TcpConnectionPtr& conn) override;
+  void closed(const TcpConnectionPtr& conn) override;
+  std::string client_name(const TcpConnectionPtr& conn) const override;
+
+  // Relays lines through the Redis at `redis` (named `label` in the log) to
+  // other instances; before start_cluster().
+  void join_cluster(EventLoop* loop, std::string label, std::vector<Endpoint> redis,
+                    RedisAuth auth);
+  void start_cluster();
+  void stop_cluster();
+
+ private:
+  void on_message(const TcpConnectionPtr& conn, Buffer& in);
+  void handle_line(const TcpConnectionPtr& conn, std::string_view line);
+  // Why a /nick (in the wire encoding) is refused, or nullopt.
+  std::optional<std::string> check_nick(std::string_view wire) const;
+  // Sends to the local members and counts the lines for the metrics.
+  void broadcast(std::string_view line, const TcpConnectionPtr& except);
+
+  const std::string encoding_;
+  const size_t max_message_;
+  ServeObserver& observer_;
+  ChatRoom room_;
+  // Declared after the room it delivers to, so it is destroyed first.
+  std::unique_ptr<ChatCluster> cluster_;
+};
+
+}  // namespace tcpkit::cli
