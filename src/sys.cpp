@@ -147,7 +147,7 @@ int shutdown_write(int fd) {
   return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
 }
 
-int poll_one(int fd, short events, std::chrono::milliseconds timeout) {
+int poll(struct ::pollfd* fds, size_t count, std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const bool forever = timeout.count() < 0;
   const auto deadline = Clock::now() + timeout;
@@ -157,11 +157,15 @@ int poll_one(int fd, short events, std::chrono::milliseconds timeout) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       wait_ms = static_cast<int>(std::max<long long>(0, left.count()));
     }
-    pollfd p{fd, events, 0};
-    int rc = ::poll(&p, 1, wait_ms);
+    int rc = ::poll(fds, count, wait_ms);
     if (rc >= 0) return rc;
     if (errno != EINTR) return -errno;
   }
+}
+
+int poll_one(int fd, short events, std::chrono::milliseconds timeout) {
+  pollfd p{fd, events, 0};
+  return sys::poll(&p, 1, timeout);
 }
 
 Endpoint local_endpoint(int fd) {

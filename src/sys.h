@@ -18,6 +18,7 @@
 #include "tcpkit/unique_fd.h"
 
 struct epoll_event;
+struct pollfd;
 
 namespace tcpkit::sys {
 
@@ -68,8 +69,10 @@ ssize_t send_nonblocking(int fd, const void* buf, size_t len);
 int epoll_wait(int epoll_fd, ::epoll_event* events, int max_events, int timeout_ms);
 int shutdown_write(int fd);
 
-// poll() one descriptor for `events` with a timeout (negative: forever).
-// Returns >0 when ready, 0 on timeout, -errno on failure. Retries EINTR.
+// poll() `count` descriptors with a timeout (negative: forever), retrying
+// EINTR within it. Returns how many are ready, 0 on timeout, -errno on failure.
+int poll(struct ::pollfd* fds, size_t count, std::chrono::milliseconds timeout);
+// The same for one descriptor and `events`.
 int poll_one(int fd, short events, std::chrono::milliseconds timeout);
 
 Endpoint local_endpoint(int fd);

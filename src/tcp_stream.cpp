@@ -185,6 +185,25 @@ bool TcpStream::has_buffered_input() const {
   return tls_ && (tls_->plaintext.readable_bytes() > 0 || tls_->eof || tls_->session.peer_closed());
 }
 
+Result<TcpStream::Ready> TcpStream::wait(std::chrono::milliseconds timeout, bool writable,
+                                         int other_fd) {
+  constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
+  // Decrypted bytes already waiting: the socket may have nothing more to
+  // say, so look without waiting.
+  const bool buffered = has_buffered_input();
+  pollfd fds[2] = {
+      {fd_.get(), static_cast<short>(POLLIN | (writable ? POLLOUT : 0)), 0},
+      {other_fd, POLLIN, 0},  // a negative descriptor is skipped
+  };
+  int rc = sys::poll(fds, other_fd >= 0 ? 2 : 1, buffered ? std::chrono::milliseconds(0) : timeout);
+  if (rc < 0) return Error::from_errno(-rc, "poll");
+  Ready ready;
+  ready.readable = buffered || (fds[0].revents & kReadable) != 0;
+  ready.writable = (fds[0].revents & (POLLOUT | POLLERR)) != 0;
+  ready.other = other_fd >= 0 && (fds[1].revents & kReadable) != 0;
+  return ready;
+}
+
 int TcpStream::wait_readable(int timeout_ms) {
   if (has_buffered_input()) return 1;
   return sys::poll_one(fd_.get(), POLLIN, std::chrono::milliseconds(timeout_ms));

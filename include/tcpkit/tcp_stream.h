@@ -83,6 +83,17 @@ class TcpStream {
   /// fd() alone is not the whole truth: has_buffered_input() says so.
   int wait_readable(int timeout_ms);
   bool has_buffered_input() const;
+  /// What wait() found ready; all false after its timeout.
+  struct Ready {
+    bool readable = false;  ///< recv() has something to say, buffered TLS bytes included
+    bool writable = false;  ///< send_some() can take more (only when asked for)
+    bool other = false;     ///< `other_fd` is readable, at its end, or failed
+  };
+  /// Waits for this stream and one more descriptor at once, such as stdin
+  /// for a client that copies it to the peer as nc does: readable, and
+  /// writable when `writable`; `other_fd` < 0 waits for the stream alone.
+  /// Retries EINTR within `timeout` (kNoTimeout: none); the Error is poll()'s.
+  Result<Ready> wait(std::chrono::milliseconds timeout, bool writable = false, int other_fd = -1);
   /// Non-blocking: takes what the kernel accepts now (with TLS: all of
   /// `data` once earlier ciphertext is out) and returns how much it took.
   Result<size_t> send_some(std::string_view data);

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -398,4 +399,41 @@ TEST(TcpStream, RecvTimeoutCanBeClearedWithNoTimeout) {
   ASSERT_EQ(::getsockopt(p.client.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, &len), 0);
   EXPECT_EQ(tv.tv_sec, 0);
   EXPECT_EQ(tv.tv_usec, 0);
+}
+
+// The wait of a client that copies stdin to the peer (tcpkit connect, as nc):
+// the stream and one more descriptor at once, each reported for itself.
+TEST(TcpStream, WaitWatchesTheStreamAndAnotherDescriptor) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  Pair p = connect_pair(*listener);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  tcpkit::UniqueFd read_end(pipe_fds[0]);
+  tcpkit::UniqueFd write_end(pipe_fds[1]);
+
+  auto quiet = p.client.wait(std::chrono::milliseconds(50), false, read_end.get());
+  ASSERT_TRUE(quiet) << quiet.error().message();
+  EXPECT_FALSE(quiet->readable || quiet->writable || quiet->other);
+
+  auto room = p.client.wait(kWait, /*writable=*/true, read_end.get());
+  ASSERT_TRUE(room) << room.error().message();
+  EXPECT_TRUE(room->writable);
+  EXPECT_FALSE(room->readable || room->other);
+
+  ASSERT_EQ(::write(write_end.get(), "x", 1), 1);
+  auto input = p.client.wait(kWait, false, read_end.get());
+  ASSERT_TRUE(input) << input.error().message();
+  EXPECT_TRUE(input->other);
+  EXPECT_FALSE(input->readable);
+
+  ASSERT_TRUE(p.server.send_all("reply"));
+  auto both = p.client.wait(kWait, false, read_end.get());
+  ASSERT_TRUE(both) << both.error().message();
+  EXPECT_TRUE(both->readable && both->other);
+  // Without another descriptor only the stream counts.
+  auto alone = p.client.wait(kWait);
+  ASSERT_TRUE(alone) << alone.error().message();
+  EXPECT_TRUE(alone->readable);
+  EXPECT_FALSE(alone->other);
 }

@@ -1,11 +1,10 @@
 // `tcpkit connect` without --send: an interactive session like nc. One
-// poll() watches stdin and the socket. What stdin gives is queued and sent
+// wait (TcpStream::wait) watches stdin and the socket. What stdin gives is queued and sent
 // without blocking, and stdin is read again only when the queue is empty, so
 // a peer that stops reading slows the input down instead of deadlocking a
 // session that must also keep printing what the peer sends. With --tls the
 // stream encrypts; its ciphertext not yet sent counts as queued output.
 #include <fmt/core.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,7 +20,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kReadSize = 64 * 1024;
-constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
 
 class InteractiveSession {
  public:
@@ -31,7 +29,7 @@ class InteractiveSession {
   int run();
 
  private:
-  int poll_timeout() const;
+  std::chrono::milliseconds poll_timeout() const;
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
   std::optional<int> on_stdin_readable();
@@ -59,34 +57,28 @@ int InteractiveSession::run() {
   for (;;) {
     if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
     const bool read_stdin = stdin_open_ && !output_queued();
-    pollfd fds[2] = {
-        {stream_.fd(), static_cast<short>(POLLIN | (output_queued() ? POLLOUT : 0)), 0},
-        {read_stdin ? STDIN_FILENO : -1, POLLIN, 0},  // a negative fd is skipped
-    };
-    // Decrypted bytes already waiting: the socket may have nothing more to say.
-    const bool buffered = stream_.has_buffered_input();
-    if (::poll(fds, 2, buffered ? 0 : poll_timeout()) < 0) {
-      if (errno == EINTR) continue;
-      report(fmt::format("poll: {}", reason_text(std::error_code(errno, std::generic_category()))));
+    auto ready = stream_.wait(poll_timeout(), output_queued(), read_stdin ? STDIN_FILENO : -1);
+    if (!ready) {
+      report(fmt::format("poll: {}", reason_text(ready.error().code())));
       return kExitFailure;
     }
     // The socket first: what the peer said is printed before more input goes out.
-    if (buffered || (fds[0].revents & kReadable)) {
+    if (ready->readable) {
       if (auto code = on_socket_readable()) return *code;
     }
-    if (fds[0].revents & POLLOUT) {
+    if (ready->writable) {
       if (auto code = flush_output()) return *code;
     }
-    if (fds[1].revents & kReadable) {
+    if (ready->other) {
       if (auto code = on_stdin_readable()) return *code;
     }
   }
 }
 
-int InteractiveSession::poll_timeout() const {
-  if (!deadline_) return -1;
+std::chrono::milliseconds InteractiveSession::poll_timeout() const {
+  if (!deadline_) return TcpStream::kNoTimeout;
   auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - Clock::now());
-  return static_cast<int>(std::max<long long>(0, left.count()));
+  return std::max(left, std::chrono::milliseconds(0));
 }
 
 std::optional<int> InteractiveSession::on_socket_readable() {

@@ -1,7 +1,7 @@
 // The two ways `tcpkit connect` talks over a connected stream: the
 // tutorial's client (--send: send each text, print each reply, close) and an
 // interactive session like nc (stdin to the peer, the peer to stdout).
-// Both run on the calling thread with blocking calls and poll(); the command
+// Both run on the calling thread with blocking calls and waits; the command
 // file connects (and runs the TLS handshake) first and hands over the stream.
 #pragma once
 
