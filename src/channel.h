@@ -20,6 +20,16 @@ constexpr unsigned kReadable = 1;  // data, or EOF, to read
 constexpr unsigned kWritable = 2;  // room in the send buffer
 constexpr unsigned kHangup = 4;    // both directions are finished (or reset)
 constexpr unsigned kError = 8;     // a pending socket error (read it with SO_ERROR)
+// Only for a channel that receives (set_receives(), the io_uring backend):
+// the backend has read for it. kData: bytes are in the backend's buffer
+// detail(mask) (EventLoop::received()); kFailed: the read failed with the
+// errno detail(mask).
+constexpr unsigned kData = 16;
+constexpr unsigned kFailed = 32;
+constexpr unsigned kDetailShift = 16;
+constexpr unsigned detail(unsigned mask) {
+  return mask >> kDetailShift;
+}
 }  // namespace event
 
 class Channel {
@@ -66,6 +76,11 @@ class Channel {
   // The Poller's bookkeeping: whether the backend knows this descriptor,
   // and where the io_uring backend keeps it (its slot table, poller_uring.h).
   bool registered() const { return registered_; }
+  // Whether the owner takes bytes that the backend has read for it (kData)
+  // instead of reading itself when told kReadable. Backends that cannot
+  // read (epoll) report readiness either way.
+  bool receives() const { return receives_; }
+  void set_receives(bool on) { receives_ = on; }
   void set_registered(bool on) { registered_ = on; }
   uint32_t slot() const { return slot_; }
   void set_slot(uint32_t slot) { slot_ = slot; }
@@ -78,6 +93,7 @@ class Channel {
   unsigned interest_ = 0;
   bool registered_ = false;
   bool tied_ = false;
+  bool receives_ = false;
   uint32_t slot_ = 0;  // fills the padding before tie_: no bytes per connection
   std::weak_ptr<void> tie_;
   void (*handler_)(void* owner, unsigned mask) = nullptr;

@@ -137,6 +137,8 @@ void EventLoop::run() {
 void EventLoop::dispatch_io() {
   for (auto [channel, mask] : ready_) {
     if (channel != nullptr) channel->handle_event(mask);  // null: removed meanwhile
+    // The bytes were copied or dropped: their buffer goes back to the kernel.
+    if (mask & event::kData) poller_->release(event::detail(mask));
   }
 }
 
@@ -276,6 +278,10 @@ void EventLoop::remove_channel(Channel* channel) {
   for (auto& entry : ready_) {
     if (entry.first == channel) entry.first = nullptr;
   }
+}
+
+std::string_view EventLoop::received(unsigned buffer) const {
+  return poller_->received(buffer);
 }
 
 void EventLoop::wake_up() {

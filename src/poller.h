@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -51,6 +52,11 @@ class Poller {
   virtual void update(Channel* channel) = 0;
   virtual void remove(Channel* channel) = 0;
   size_t channel_count() const { return count_; }
+  // A kData event's bytes (event::detail(mask) names the buffer), valid
+  // until release(); each kData event's buffer is released once, after its
+  // channel was told, or instead of telling it. Only backends that receive.
+  virtual std::string_view received(unsigned /*buffer*/) const { return {}; }
+  virtual void release(unsigned /*buffer*/) {}
 
  protected:
   // A backend call that cannot fail in a correct program failed: say which,

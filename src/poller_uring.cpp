@@ -1,8 +1,11 @@
 #include "poller_uring.h"
 
 #include <poll.h>
+#include <sys/mman.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 #include "channel.h"
 
@@ -20,6 +23,15 @@ constexpr uint64_t kNoAnswer = 0;  // user_data of requests whose completion is 
 // A cancellation's user_data: this bit and the user_data of the poll it
 // cancels (generations stay below 2^31, so the bit is free).
 constexpr uint64_t kCancelBit = uint64_t{1} << 63;
+// A multishot receive's user_data: this bit, the receive's sequence number
+// (below 2^30) and the slot; a poll's generation stays below 2^30 too.
+constexpr uint64_t kRecvBit = uint64_t{1} << 62;
+constexpr uint32_t kSequenceLimit = uint32_t{1} << 30;
+// The provided buffers of one loop: 256 of 16 KiB (4 MiB of address space,
+// touched only as far as the bytes received reach).
+constexpr unsigned kBuffers = 256;  // a power of two, as the ring needs
+constexpr unsigned kBufferSize = 16 * 1024;
+constexpr uint16_t kBufferGroup = 0;
 
 unsigned to_poll(unsigned interest) {
   unsigned ev = 0;
@@ -71,13 +83,63 @@ Result<std::unique_ptr<Poller>> UringPoller::create() {
   if (!(params.features & IORING_FEAT_NODROP) || !(params.features & IORING_FEAT_EXT_ARG)) {
     return Error::from_errno(ENOSYS, "io_uring for an event loop (needs Linux 5.11)");
   }
+  const char* receive = std::getenv("TCPKIT_URING_RECEIVE");
+  const bool wanted = receive == nullptr || std::strcmp(receive, "0") != 0;
+  if (wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_buffers();
   return std::unique_ptr<Poller>(std::move(poller));
 }
 
 UringPoller::~UringPoller() {
   // Cancels whatever polls are still armed (channels of a loop destroyed
-  // with them, which the tests would report) and unmaps the rings.
+  // with them, which the tests would report) and unmaps the rings; then the
+  // buffer ring, which the kernel no longer uses.
   if (initialized_) io_uring_queue_exit(&ring_);
+  if (buffer_ring_ != nullptr) ::munmap(buffer_ring_, buffer_ring_bytes_);
+}
+
+// Registers the provided-buffer ring; without it (a kernel before 5.19,
+// ENOMEM) channels read after readable polls, as on epoll.
+bool UringPoller::set_up_buffers() {
+  buffer_ring_bytes_ = kBuffers * sizeof(io_uring_buf);
+  void* mem = ::mmap(nullptr, buffer_ring_bytes_, PROT_READ | PROT_WRITE,
+                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (mem == MAP_FAILED) return false;
+  buffer_ring_ = static_cast<io_uring_buf_ring*>(mem);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uintptr_t>(mem);
+  reg.ring_entries = kBuffers;
+  reg.bgid = kBufferGroup;
+  if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {
+    ::munmap(buffer_ring_, buffer_ring_bytes_);
+    buffer_ring_ = nullptr;
+    return false;
+  }
+  // Not value-initialized: pages the kernel never writes to stay unmapped.
+  buffers_.reset(new char[size_t{kBuffers} * kBufferSize]);
+  lengths_.assign(kBuffers, 0);
+  io_uring_buf_ring_init(buffer_ring_);
+  for (unsigned id = 0; id < kBuffers; ++id) release(id);
+  io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(released_));
+  released_ = 0;
+  receive_ = true;
+  return true;
+}
+
+std::string_view UringPoller::received(unsigned buffer) const {
+  return {buffers_.get() + size_t{buffer} * kBufferSize, lengths_[buffer]};
+}
+
+// Back into the ring; the tail moves (and the kernel sees them) before the
+// next wait.
+void UringPoller::release(unsigned buffer) {
+  io_uring_buf_ring_add(buffer_ring_, buffers_.get() + size_t{buffer} * kBufferSize, kBufferSize,
+                        static_cast<unsigned short>(buffer), io_uring_buf_ring_mask(kBuffers),
+                        static_cast<int>(released_));
+  ++released_;
+}
+
+bool UringPoller::receiving(const Slot& slot) const {
+  return receive_ && slot.channel->receives();
 }
 
 uint64_t UringPoller::user_data(uint32_t index) const {
@@ -86,6 +148,10 @@ uint64_t UringPoller::user_data(uint32_t index) const {
 
 void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   ready->clear();
+  if (released_ > 0) {
+    io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(released_));
+    released_ = 0;
+  }
   arm_queued();
   // A write recheck is due this iteration: collect what is there, no waiting.
   if (!recheck_.empty()) timeout = std::chrono::milliseconds(0);
@@ -132,6 +198,10 @@ void UringPoller::complete(const io_uring_cqe& cqe, Ready* ready) {
     // to be cancelled now, and stays armed: it would keep its socket open
     // after our close(). So it is cancelled again, with the next batch.
     if (cqe.res == -EALREADY) stale_.push_back(cqe.user_data & ~kCancelBit);
+    return;
+  }
+  if (cqe.user_data & kRecvBit) {
+    complete_receive(cqe, ready);
     return;
   }
   const auto index = static_cast<uint32_t>(cqe.user_data);
@@ -182,9 +252,13 @@ void UringPoller::update(Channel* channel) {
     return;
   }
   const uint32_t index = channel->slot();
+  Slot& slot = slots_[index];
+  if (receiving(slot)) {
+    queue_arm(index);  // arm_queued() sorts out the receive and the poll
+    return;
+  }
   // An armed poll with another interest is cancelled and armed anew: the
   // new one checks readiness when armed, so nothing is missed in between.
-  Slot& slot = slots_[index];
   if (slot.armed && slot.interest == channel->interest()) return;
   if (slot.armed) cancel(index);
   queue_arm(index);
@@ -199,6 +273,9 @@ void UringPoller::remove(Channel* channel) {
   } else {
     next_generation(&slot);
   }
+  if (slot.recv_armed) cancel_receive(index);
+  // What the slot's receives still complete is no longer this channel's.
+  slot.first_seq = slot.recv_seq + 1;
   slot.channel = nullptr;
   free_slots_.push_back(index);
   channel->set_registered(false);
@@ -221,30 +298,118 @@ void UringPoller::queue_arm(uint32_t index) {
 // A slot queued, then freed and reused before this runs, arms for its new
 // channel: what matters is the slot's state now.
 void UringPoller::arm_queued() {
-  for (uint64_t poll : stale_) {
+  for (uint64_t request : stale_) {
     io_uring_sqe* sqe = next_sqe();
-    io_uring_prep_poll_remove(sqe, poll);
-    io_uring_sqe_set_data64(sqe, kCancelBit | poll);
+    if (request & kRecvBit) {
+      io_uring_prep_cancel64(sqe, request, 0);
+    } else {
+      io_uring_prep_poll_remove(sqe, request);
+    }
+    io_uring_sqe_set_data64(sqe, kCancelBit | request);
   }
   stale_.clear();
   for (uint32_t index : to_arm_) {
     Slot& slot = slots_[index];
     slot.queued = false;
-    if (slot.channel == nullptr || slot.armed) continue;
+    if (slot.channel == nullptr) continue;
     const unsigned interest = slot.channel->interest();
-    io_uring_sqe* sqe = next_sqe();
-    slot.multishot = slot.peer_closed && !(interest & event::kReadable);
-    if (slot.multishot) {
-      io_uring_prep_poll_multishot(sqe, slot.channel->fd(), to_poll(interest));
-      if (interest & event::kWritable) recheck_.emplace_back(index, slot.generation);
-    } else {
-      io_uring_prep_poll_add(sqe, slot.channel->fd(), to_poll(interest));
+    if (!receiving(slot)) {
+      if (!slot.armed) arm_poll(index, interest);
+      continue;
     }
-    io_uring_sqe_set_data64(sqe, user_data(index));
-    slot.interest = static_cast<unsigned char>(interest);
-    slot.armed = true;
+    // A receive while reading, which reports the socket's errors too; a
+    // poll to wait for room to write, or for errors while not reading.
+    const bool reading = (interest & event::kReadable) != 0;
+    if (reading && !slot.recv_armed) arm_receive(index);
+    if (!reading && slot.recv_armed) cancel_receive(index);
+    const unsigned writing = interest & event::kWritable;
+    const bool polling = writing != 0 || !reading;
+    if (slot.armed && (!polling || slot.interest != writing)) cancel(index);
+    if (!slot.armed && polling) arm_poll(index, writing);
   }
   to_arm_.clear();
+}
+
+void UringPoller::arm_poll(uint32_t index, unsigned interest) {
+  Slot& slot = slots_[index];
+  io_uring_sqe* sqe = next_sqe();
+  slot.multishot = slot.peer_closed && !(interest & event::kReadable);
+  if (slot.multishot) {
+    io_uring_prep_poll_multishot(sqe, slot.channel->fd(), to_poll(interest));
+    if (interest & event::kWritable) recheck_.emplace_back(index, slot.generation);
+  } else {
+    io_uring_prep_poll_add(sqe, slot.channel->fd(), to_poll(interest));
+  }
+  io_uring_sqe_set_data64(sqe, user_data(index));
+  slot.interest = static_cast<unsigned char>(interest);
+  slot.armed = true;
+}
+
+void UringPoller::arm_receive(uint32_t index) {
+  Slot& slot = slots_[index];
+  if (++slot.recv_seq >= kSequenceLimit) slot.recv_seq = 1;  // 2^30 receives: wraps
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_recv_multishot(sqe, slot.channel->fd(), nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufferGroup;
+  io_uring_sqe_set_data64(sqe, kRecvBit | (uint64_t{slot.recv_seq} << 32) | index);
+  slot.recv_armed = true;
+}
+
+void UringPoller::cancel_receive(uint32_t index) {
+  Slot& slot = slots_[index];
+  const uint64_t request = kRecvBit | (uint64_t{slot.recv_seq} << 32) | index;
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_cancel64(sqe, request, 0);
+  io_uring_sqe_set_data64(sqe, kCancelBit | request);
+  slot.recv_armed = false;
+}
+
+// A receive's completion: bytes in a buffer, the end of the stream (0), or
+// a failure (ENOBUFS: the buffers ran out for now; ECANCELED: ours).
+void UringPoller::complete_receive(const io_uring_cqe& cqe, Ready* ready) {
+  const auto index = static_cast<uint32_t>(cqe.user_data);
+  const auto seq = static_cast<uint32_t>(cqe.user_data >> 32) & (kSequenceLimit - 1);
+  const bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
+  const unsigned buffer = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
+  Slot* slot = index < slots_.size() ? &slots_[index] : nullptr;
+  // This registration's receive, armed or cancelled (a wrapped sequence
+  // after 2^30 receives in one slot is not told apart: harmless, the
+  // stale completions of a slot come within one iteration).
+  const bool ours = slot != nullptr && slot->channel != nullptr && seq >= slot->first_seq &&
+                    seq <= slot->recv_seq;
+  const bool spent = !(cqe.flags & IORING_CQE_F_MORE);
+  if (slot != nullptr && spent && seq == slot->recv_seq) slot->recv_armed = false;
+  if (!ours) {
+    if (has_buffer) release(buffer);
+    return;
+  }
+  Channel* channel = slot->channel;
+  const bool reading = (channel->interest() & event::kReadable) != 0;
+  if (cqe.res > 0 && has_buffer) {
+    lengths_[buffer] = static_cast<uint32_t>(cqe.res);
+    ready->emplace_back(channel, event::kData | (buffer << event::kDetailShift));
+    // The kernel stops a multishot receive now and then; one more is armed
+    // while the channel reads.
+    if (spent && seq == slot->recv_seq) queue_arm(index);
+    return;
+  }
+  if (has_buffer) release(buffer);
+  if (cqe.res == 0) {
+    // The peer's FIN: the channel's own read finds it. Not reading: the
+    // receive armed when reading resumes finds it again.
+    if (reading) ready->emplace_back(channel, event::kReadable);
+    return;
+  }
+  if (cqe.res == -ENOBUFS) {
+    if (seq == slot->recv_seq) queue_arm(index);  // the buffers come back before the next wait
+    return;
+  }
+  if (cqe.res == -ECANCELED) return;
+  if (reading) {
+    ready->emplace_back(channel,
+                        event::kFailed | (static_cast<unsigned>(-cqe.res) << event::kDetailShift));
+  }
 }
 
 void UringPoller::cancel(uint32_t index) {
@@ -259,8 +424,8 @@ void UringPoller::cancel(uint32_t index) {
 }
 
 void UringPoller::next_generation(Slot* slot) {
-  // Never 0 (user_data 0 is kNoAnswer), never 2^31 or more (kCancelBit).
-  if (++slot->generation >= (uint32_t{1} << 31)) slot->generation = 1;
+  // Never 0 (user_data 0 is kNoAnswer), never 2^30 or more (kRecvBit, kCancelBit).
+  if (++slot->generation >= kSequenceLimit) slot->generation = 1;
 }
 
 io_uring_sqe* UringPoller::next_sqe() {

@@ -1,11 +1,12 @@
 // UringPoller: the io_uring backend (poller.h). Internal, loop thread only.
 //
-// Readiness, not completion: each registered channel has one poll request
-// (IORING_OP_POLL_ADD) in the kernel, even with no interest (epoll, too,
-// reports errors and hang-ups to a channel that asks for nothing), so every
-// Channel, and everything built on channels, works exactly as on epoll.
-// All requests made during one loop iteration go to the kernel with the
-// next wait, in one io_uring_enter().
+// Readiness for most channels: each registered channel has one poll
+// request (IORING_OP_POLL_ADD) in the kernel, even with no interest (epoll,
+// too, reports errors and hang-ups to a channel that asks for nothing), so
+// every Channel, and everything built on channels, works as on epoll.
+// Completion for the reads of connections: see "Receiving" below. All
+// requests made during one loop iteration go to the kernel with the next
+// wait, in one io_uring_enter().
 //
 // Why one-shot polls, re-armed after each event, and not multishot ones
 // (IORING_POLL_ADD_MULTI): a multishot poll posts a completion only when the
@@ -26,6 +27,22 @@
 // edge-triggered, which suits writing: a channel waits for room only after a
 // write found none.
 //
+// Receiving: for a channel that receives (a TcpConnection) and wants to
+// read, the ring holds a multishot receive instead of a readable poll. The
+// kernel reads into buffers of one provided-buffer ring per loop, picking a
+// buffer per completion, and the completion hands the bytes over (kData):
+// no readiness event, no read() system call per message. A poll is then
+// armed only while the channel waits to write. Bytes that arrive after the
+// channel stopped reading (the receive's cancellation is on its way) are
+// still the channel's: the kernel took them from the socket. So a receive's
+// completions are delivered as long as the channel's registration lasts,
+// whatever its interest; its end (EOF) is reported as kReadable while the
+// channel reads (the read that follows finds it) and found again by the
+// receive armed when reading resumes. Used where the ring has DEFER_TASKRUN
+// (completions come only inside our io_uring_enter, so none arrives after
+// a cancellation went in) and the kernel takes a buffer ring (5.19);
+// TCPKIT_URING_RECEIVE=0 turns it off, for comparisons.
+//
 // Lifetimes: a completion names its channel through user_data = (generation
 // << 32 | slot), an index into slots_, never a pointer. A slot's generation
 // changes whenever its poll request is cancelled or its channel removed, so
@@ -37,6 +54,9 @@
 #include <liburing.h>
 
 #include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
 
 #include "poller.h"
 
@@ -58,6 +78,9 @@ class UringPoller final : public Poller {
   void update(Channel* channel) override;
   void remove(Channel* channel) override;
 
+  std::string_view received(unsigned buffer) const override;
+  void release(unsigned buffer) override;
+
  private:
   struct Slot {
     Channel* channel = nullptr;  // null while the slot is free
@@ -67,9 +90,19 @@ class UringPoller final : public Poller {
     bool queued = false;         // in to_arm_
     bool peer_closed = false;    // POLLRDHUP seen while not reading: see complete()
     bool multishot = false;      // the armed poll is a multishot one
+    bool recv_armed = false;     // a multishot receive (recv_seq) is in the kernel
+    uint32_t recv_seq = 0;       // the last receive armed for this slot
+    uint32_t first_seq = 1;      // the first receive of the slot's current channel
   };
 
   uint64_t user_data(uint32_t index) const;
+  bool set_up_buffers();
+  void complete_receive(const io_uring_cqe& cqe, Ready* ready);
+  void arm_receive(uint32_t index);
+  void cancel_receive(uint32_t index);
+  void arm_poll(uint32_t index, unsigned interest);
+  // The slot's channel reads through a multishot receive.
+  bool receiving(const Slot& slot) const;
   void complete(const io_uring_cqe& cqe, Ready* ready);
   void queue_arm(uint32_t index);
   void arm_queued();
@@ -89,6 +122,14 @@ class UringPoller final : public Poller {
   std::vector<std::pair<uint32_t, uint32_t>> recheck_;
   // Polls (their user_data) whose cancellation must be tried again.
   std::vector<uint64_t> stale_;
+
+  // The provided-buffer ring: kBuffers buffers of kBufferSize bytes.
+  bool receive_ = false;
+  io_uring_buf_ring* buffer_ring_ = nullptr;
+  size_t buffer_ring_bytes_ = 0;
+  std::unique_ptr<char[]> buffers_;
+  std::vector<uint32_t> lengths_;  // of each buffer's bytes, while a kData event holds it
+  unsigned released_ = 0;          // buffers given back since the ring's tail last moved
 };
 
 }  // namespace tcpkit

@@ -43,6 +43,7 @@ TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const En
       options_(std::move(options)),
       callbacks_(no_callbacks()) {
   channel_->set_handler<&TcpConnection::handle_event>(this);
+  channel_->set_receives(true);
 }
 
 TcpConnection::~TcpConnection() {
@@ -127,12 +128,22 @@ void TcpConnection::handle_event(unsigned mask) {
   // tied for this: that would take a second reference per event.)
   const TcpConnectionPtr self = weak_from_this().lock();
   if (!self) return;
+  if (mask & event::kData) {
+    handle_data(self, loop_->received(event::detail(mask)));
+    return;
+  }
+  if (mask & event::kFailed) {
+    handle_close(errno_code(static_cast<int>(event::detail(mask))));
+    return;
+  }
   if (mask & event::kError) {
     int err = sys::socket_error(fd_.get());
     handle_close(errno_code(err != 0 ? err : ECONNRESET));
     return;
   }
-  if (mask & event::kReadable) handle_read(self);
+  // Not after the end was read: the io_uring backend may report the FIN
+  // behind bytes that carried the end already (a TLS close_notify).
+  if ((mask & event::kReadable) && reading_) handle_read(self);
   if (state() == State::disconnected) return;
   if (mask & event::kWritable) handle_write();
   if (state() == State::disconnected) return;
@@ -170,20 +181,7 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self) {
   if (n > 0) {
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
-    if (tls_) {
-      receive_tls(in);
-      return;
-    }
-    if (callbacks_->on_message) callbacks_->on_message(self, in);
-    if (tls_ && in.readable_bytes() > 0) {
-      // on_message started TLS: what it left is the layer's first bytes.
-      receive_tls(in);
-      return;
-    }
-    if (shared && in.readable_bytes() > 0 && callbacks_->on_message)
-      input_.append(in.peek(), in.readable_bytes());
-    if (shared) in.retrieve_all();
-    input_.release_if_empty();
+    deliver(self, in, shared);
     return;
   }
   if (n == -EAGAIN || n == -EINTR) return;
@@ -194,6 +192,71 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self) {
   // recv() returned 0: the peer sent FIN (with TLS, perhaps without its
   // close_notify: a truncation we report as a close all the same).
   peer_sent_fin();
+}
+
+// What was read, in `in` (the loop's shared buffer when `shared`, else
+// input_), to the TLS layer or on_message; input_ keeps what is left.
+void TcpConnection::deliver(const TcpConnectionPtr& self, Buffer& in, bool shared) {
+  if (tls_) {
+    receive_tls(in);
+    return;
+  }
+  if (callbacks_->on_message) callbacks_->on_message(self, in);
+  if (tls_ && in.readable_bytes() > 0) {
+    // on_message started TLS: what it left is the layer's first bytes.
+    receive_tls(in);
+    return;
+  }
+  if (shared && in.readable_bytes() > 0 && callbacks_->on_message)
+    input_.append(in.peek(), in.readable_bytes());
+  if (shared) in.retrieve_all();
+  input_.release_if_empty();
+}
+
+// Bytes that the io_uring backend received for this connection (a kData
+// event): the same path as bytes read after a readable event.
+void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view data) {
+  bytes_in_.fetch_add(data.size(), std::memory_order_relaxed);
+  last_active_ = loop_->now();
+  if (!reading_) {
+    // Received before the receive's cancellation reached the kernel: the
+    // bytes are out of the socket, so they wait here, in order, until
+    // reading resumes (deliver_held_input()).
+    if (tls_) {
+      tls_->session.feed_ciphertext(data.data(), data.size());
+    } else {
+      input_.append(data.data(), data.size());
+    }
+    held_input_ = true;
+    return;
+  }
+  const bool shared = tls_ || input_.readable_bytes() == 0;
+  Buffer& in = shared ? loop_->shared_read_buffer() : input_;
+  in.append(data.data(), data.size());
+  deliver(self, in, shared);
+}
+
+// Reading resumed: what handle_data() held goes to on_message, as a read
+// would have brought it. Queued: resume_reading() may run inside another
+// connection's callback.
+void TcpConnection::deliver_held_input() {
+  if (!held_input_) return;
+  held_input_ = false;
+  loop_->queue_in_loop([self = shared_from_this()] {
+    if (self->state() == State::disconnected) return;
+    if (!self->reading_) {
+      self->held_input_ = true;  // paused again meanwhile
+      return;
+    }
+    if (self->tls_) {
+      Buffer nothing_new;
+      self->receive_tls(nothing_new);
+      return;
+    }
+    if (self->input_.readable_bytes() == 0) return;
+    if (self->callbacks_->on_message) self->callbacks_->on_message(self, self->input_);
+    self->input_.release_if_empty();
+  });
 }
 
 // The peer will send no more: recv() returned 0, or TLS close_notify came.
@@ -309,6 +372,7 @@ void TcpConnection::handle_write() {
     if (!peer_closed_) {
       reading_ = true;
       channel_->enable_reading();
+      deliver_held_input();
     }
   }
   if (output_.readable_bytes() > 0) return;
@@ -524,6 +588,7 @@ void TcpConnection::resume_reading() {
     self->reading_ = true;
     self->paused_by_overflow_ = false;
     self->channel_->enable_reading();
+    self->deliver_held_input();
   });
 }
 

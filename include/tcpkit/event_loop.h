@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -125,6 +126,9 @@ class EventLoop {
   /// loop. A connection reads into it, hands it to on_message, and keeps only
   /// the unconsumed tail, so an idle connection holds no buffer.
   Buffer& shared_read_buffer() { return *shared_read_buffer_; }
+  /// For TcpConnection: the bytes of a kData event (channel.h), which the
+  /// io_uring backend read for it.
+  std::string_view received(unsigned buffer) const;
   /// For Channel: registers, changes or removes its interest with the poller.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);

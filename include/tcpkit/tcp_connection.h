@@ -180,6 +180,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void handle_event(unsigned mask);
   struct TlsLayer;
   void handle_read(const TcpConnectionPtr& self);
+  void handle_data(const TcpConnectionPtr& self, std::string_view data);
+  void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
+  void deliver_held_input();
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);
   /// Moves the TLS layer's output to the socket.
@@ -211,6 +214,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool paused_by_overflow_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
+  bool held_input_ = false;  ///< handle_data() kept bytes while not reading
   const std::shared_ptr<const ConnectionOptions> options_;
   CloseReason close_kind_ = CloseReason::none;
   std::error_code close_reason_;
