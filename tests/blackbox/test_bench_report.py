@@ -1,0 +1,112 @@
+"""bench/run-all's report checks, without measuring anything: the check that
+keeps figures out of the hand-written notes (or makes them match the tables),
+the parsing of `strace -c` summaries, and medians that are measured values.
+
+The numbers in docs/benchmarks.md must all come from the generator: a number
+in the hand-written part (bench/benchmarks-notes.md, copied between markers)
+that no generated table holds fails `bench/run-all`, and `bench/run-all
+--check FILE` checks a written document.
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(os.environ.get("TCPKIT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+RUN_ALL = SOURCE / "bench" / "run-all"
+
+
+@pytest.fixture(scope="module")
+def gen():
+    loader = importlib.machinery.SourceFileLoader("bench_run_all", str(RUN_ALL))
+    spec = importlib.util.spec_from_loader("bench_run_all", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def document(gen, tables, hand):
+    return f"# Benchmarks\n\n{tables}\n\n{gen.NOTES_BEGIN}\n\n{hand}\n\n{gen.NOTES_END}\n\n## Notes\n"
+
+
+TABLES = """| server | msgs/s | server CPU µs/msg |
+|---|---:|---:|
+| **tcpkit (uring)** | 113,737 | 8.76 |
+| epoll (C) | 111,969 | 8.75 |
+
+* **tcpkit (uring)** used 1.00× the server CPU per message of the bare epoll server at 100 × 16 B.
+"""
+
+
+def test_numbers_that_the_tables_hold_pass(gen):
+    hand = "At 100 × 16 B tcpkit spent 8.76 µs per message against 8.75, and reached 113,737 messages/s."
+    assert gen.check_document(document(gen, TABLES, hand)) == []
+
+
+def test_a_number_that_no_table_holds_is_reported(gen):
+    hand = "tcpkit spent 12.9 against 10.9 µs at 100 × 16 B, 5–35% more."
+    assert gen.check_document(document(gen, TABLES, hand)) == ["12.9", "10.9", "5", "35"]
+
+
+def test_thousands_separators_and_trailing_zeros_do_not_matter(gen):
+    hand = "113737 messages/s, 8.760 µs"
+    assert gen.check_document(document(gen, TABLES, hand)) == []
+
+
+def test_code_comments_and_link_targets_are_not_figures(gen):
+    hand = ("Run `tcpkit bench --conns 50 --size 4096` or\n\n```\nbench/scale.sh 16\n```\n\n"
+            "see [the guide](https://example.com/v2/3) <!-- 42 -->; x86_64, io_uring, IPv6 and C++20 "
+            "carry no figure.")
+    assert gen.check_document(document(gen, TABLES, hand)) == []
+
+
+def test_numbers_in_the_generated_part_are_not_checked(gen):
+    assert gen.check_document(document(gen, TABLES + "\n0.43 KiB\n", "No figures here.")) == []
+
+
+def test_the_committed_notes_hold_no_figures(gen):
+    notes = (SOURCE / "bench" / "benchmarks-notes.md").read_text()
+    assert gen.numbers_in(gen.strip_unchecked(notes)) == []
+
+
+def test_check_option(gen, tmp_path):
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(document(gen, TABLES, "8.76 against 8.75 µs"))
+    bad.write_text(document(gen, TABLES, "second lowest at 51.9 µs"))
+    assert subprocess.run([sys.executable, str(RUN_ALL), "--check", str(good)], timeout=60).returncode == 0
+    out = subprocess.run([sys.executable, str(RUN_ALL), "--check", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "51.9" in out.stdout
+
+
+def test_strace_summary(gen):
+    text = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 55.10    0.120000           2     50000           read
+ 40.00    0.090000           1     50000           sendto
+  4.90    0.010000           1      6000       120 epoll_wait
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.220000           2    106000       120 total
+"""
+    assert gen.parse_strace_summary(text) == {"read": 50000, "sendto": 50000, "epoll_wait": 6000}
+
+
+def test_the_median_is_a_measured_run(gen):
+    runs = [{"msgs_per_s": 3.0}, None, {"msgs_per_s": 1.0}, {"msgs_per_s": 2.0}]
+    assert gen.median_run(runs)["msgs_per_s"] == 2.0
+    assert gen.median_value([{"x": 5}, {"x": 1}, {"x": 9}], "x") == 5
+    assert gen.REPEAT % 2 == 1
+
+
+def test_targets_name_the_worst_cell(gen):
+    row = gen.target_row("t", "tcpkit (epoll)", [("a", 0.9, []), ("b", 0.97, [0.9, 0.97, 1.01])], 0.95, True)
+    assert row[2] == "0.90×" and row[3] == "**missed**" and "worst: a" in row[4]
+    row = gen.target_row("t", "tcpkit (epoll)", [("a", 0.93, [0.91, 0.93, 0.96])], 0.92, False)
+    assert row[3] == "**missed**" and "within this machine's noise" in row[4]
+    row = gen.target_row("t", "tcpkit (epoll)", [("a", 0.5, []), ("b", 0.8, [])], 1.0, False)
+    assert row[2] == "0.80×" and row[3] == "**met**"
