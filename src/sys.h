@@ -81,6 +81,9 @@ long file_mode(const char* path);
 // The device and inode of `path`, to recognise our own socket file later.
 Result<std::pair<dev_t, ino_t>> file_id(const char* path);
 Result<void> unlink(const char* path);
+// Unlinks `path` only while it is still the file (dev, ino): 0, -ESTALE when
+// another file took the path, or -errno. Never throws (for destructors).
+int unlink_if_same(const char* path, dev_t dev, ino_t ino) noexcept;
 Result<void> chmod(const char* path, unsigned mode);
 
 }  // namespace tcpkit::sys

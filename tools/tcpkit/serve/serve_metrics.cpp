@@ -68,7 +68,7 @@ namespace {
 // Appends one metric family: its HELP and TYPE lines, then its samples.
 class Exposition {
  public:
-  explicit Exposition(std::string mode) : mode_(prometheus_label_escape(mode)) {}
+  explicit Exposition(std::string_view mode) : mode_(prometheus_label_escape(mode)) {}
 
   void family(std::string_view name, std::string_view type, std::string_view help) {
     out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
