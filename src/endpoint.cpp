@@ -35,8 +35,8 @@ const std::error_category& gai_category() {
     const char* name() const noexcept override { return "getaddrinfo"; }
     std::string message(int ev) const override { return ::gai_strerror(ev); }
   };
-  static const GaiCategory category;
-  return category;
+  static const GaiCategory kCategory;
+  return kCategory;
 }
 
 constexpr socklen_t kUnixPathOffset = offsetof(sockaddr_un, sun_path);
@@ -88,12 +88,13 @@ Endpoint::~Endpoint() {
 const Endpoint::UnixName* Endpoint::unix_name() const {
   if (!is_unix()) return nullptr;
   const UnixName* name = nullptr;
-  std::memcpy(&name, addr_.un.name, sizeof name);
+  // un.name is sizeof(void*) bytes: the pointer's bytes, exactly.
+  std::memcpy(&name, addr_.un.name, sizeof addr_.un.name);
   return name;
 }
 
 void Endpoint::set_unix_name(const UnixName* name) {
-  std::memcpy(addr_.un.name, &name, sizeof name);
+  std::memcpy(addr_.un.name, &name, sizeof addr_.un.name);
 }
 
 void Endpoint::retain() const {

@@ -314,7 +314,7 @@ std::string encode_proxy_v1(const Endpoint& source, const Endpoint& destination)
 
 uint32_t crc32c(std::string_view data) {
   // Castagnoli's polynomial, bit-reversed; one table lookup per byte.
-  static const auto table = [] {
+  static const auto kTable = [] {
     std::array<uint32_t, 256> t{};
     for (uint32_t i = 0; i < 256; ++i) {
       uint32_t c = i;
@@ -324,7 +324,7 @@ uint32_t crc32c(std::string_view data) {
     return t;
   }();
   uint32_t crc = 0xFFFFFFFFu;
-  for (unsigned char byte : data) crc = table[(crc ^ byte) & 0xff] ^ (crc >> 8);
+  for (unsigned char byte : data) crc = kTable[(crc ^ byte) & 0xff] ^ (crc >> 8);
   return crc ^ 0xFFFFFFFFu;
 }
 

@@ -50,8 +50,8 @@ class TcpkitCategory : public std::error_category {
 }  // namespace
 
 const std::error_category& tcpkit_category() {
-  static const TcpkitCategory category;
-  return category;
+  static const TcpkitCategory kCategory;
+  return kCategory;
 }
 
 }  // namespace tcpkit

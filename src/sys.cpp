@@ -207,6 +207,13 @@ Result<std::pair<dev_t, ino_t>> file_id(const char* path) {
   return std::pair<dev_t, ino_t>(st.st_dev, st.st_ino);
 }
 
+int unlink_if_same(const char* path, dev_t dev, ino_t ino) noexcept {
+  struct stat st {};
+  if (::lstat(path, &st) < 0) return -errno;
+  if (st.st_dev != dev || st.st_ino != ino) return -ESTALE;
+  return ::unlink(path) < 0 ? -errno : 0;
+}
+
 Result<void> unlink(const char* path) {
   if (::unlink(path) < 0) return Error::from_errno(errno, std::string("unlink ") + path);
   return {};

@@ -1,10 +1,16 @@
 // sys: thin wrappers over the socket and event system calls.
 //
-// Internal (not installed). Every system call that sets errno goes through
-// here, and each wrapper turns a failure into a Result or a negative errno
-// value right at the call, so no caller can read a stale errno later. (The
-// one other reader of errno is transcoder.cpp: iconv is a library call that
-// reports through errno, and it is read there at once, the same way.)
+// Internal (not installed). The library's socket and file system calls go
+// through here, and each wrapper turns a failure into a Result or a negative
+// errno value right at the call, so no caller can read a stale errno later.
+// The other readers of errno in src/ read it at once, the same way:
+// poller_epoll.cpp (epoll_wait and epoll_ctl on the hot path, through
+// last_errno()) and transcoder.cpp (iconv, a library call that reports
+// through errno). A few calls whose failure is not looked at stay direct:
+// close in unique_fd.cpp, the eventfd write in event_loop.cpp, the spare
+// descriptor's open in acceptor.cpp. liburing (poller_uring.cpp) returns
+// -errno itself. The program (tools/) does not use this header and reads
+// errno after its own poll/read calls.
 #pragma once
 
 #include <sys/types.h>
@@ -88,6 +94,9 @@ long file_mode(const char* path);
 // The device and inode of `path`, to recognise our own socket file later.
 Result<std::pair<dev_t, ino_t>> file_id(const char* path);
 Result<void> unlink(const char* path);
+// Unlinks `path` only while it is still the file (dev, ino): 0, -ESTALE when
+// another file took the path, or -errno. Never throws (for destructors).
+int unlink_if_same(const char* path, dev_t dev, ino_t ino) noexcept;
 Result<void> chmod(const char* path, unsigned mode);
 
 }  // namespace tcpkit::sys

@@ -19,8 +19,8 @@ std::error_code errno_code(int err) {
 
 // What a connection starts with, before its owner hands it a table.
 const std::shared_ptr<const ConnectionCallbacks>& no_callbacks() {
-  static const auto empty = std::make_shared<const ConnectionCallbacks>();
-  return empty;
+  static const auto kEmpty = std::make_shared<const ConnectionCallbacks>();
+  return kEmpty;
 }
 
 }  // namespace
@@ -51,7 +51,8 @@ TcpConnection::~TcpConnection() {
 }
 
 void TcpConnection::set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks) {
-  auto old = std::exchange(callbacks_, callbacks ? std::move(callbacks) : no_callbacks());
+  if (!callbacks) callbacks = no_callbacks();
+  auto old = std::exchange(callbacks_, std::move(callbacks));
   // A callback that changes callbacks may be running from the old table;
   // when this connection was its only holder, it is freed after the
   // current event instead of under the running callback's feet.

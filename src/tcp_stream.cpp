@@ -146,7 +146,7 @@ Endpoint TcpStream::local_endpoint() const {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kReadSize = size_t{64} * 1024;
 const std::error_code kNothingYet = std::make_error_code(std::errc::resource_unavailable_try_again);
 
 }  // namespace

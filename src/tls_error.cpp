@@ -32,13 +32,13 @@ class TlsVerifyCategory : public std::error_category {
 }  // namespace
 
 const std::error_category& tls_category() {
-  static const TlsCategory category;
-  return category;
+  static const TlsCategory kCategory;
+  return kCategory;
 }
 
 const std::error_category& tls_verify_category() {
-  static const TlsVerifyCategory category;
-  return category;
+  static const TlsVerifyCategory kCategory;
+  return kCategory;
 }
 
 }  // namespace tcpkit

@@ -17,7 +17,7 @@ namespace tcpkit {
 namespace {
 
 // The most one SSL_read_ex() is offered at a time: one full TLS record.
-constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kReadChunk = size_t{16} * 1024;
 
 const std::error_code kNoMemory = std::make_error_code(std::errc::not_enough_memory);
 // For a failure OpenSSL left no reason for (the peer ended the handshake).

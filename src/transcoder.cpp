@@ -14,6 +14,9 @@
 namespace tcpkit {
 namespace {
 
+// iconv_open's failure value, (iconv_t)-1 by its specification: the integer
+// turned pointer is the API's, not a pointer this code forges.
+// NOLINTNEXTLINE(performance-no-int-to-ptr)
 const iconv_t kNoIconv = reinterpret_cast<iconv_t>(-1);
 constexpr size_t kIconvFailed = static_cast<size_t>(-1);
 
@@ -26,20 +29,18 @@ int utf8_sequence(const unsigned char* p, size_t avail) {
   int length = 0;
   unsigned char lo = 0x80;
   unsigned char hi = 0xBF;
-  if (lead < 0xC2) {
-    return 0;  // a continuation byte, or an overlong 2-byte lead
-  } else if (lead < 0xE0) {
+  // A continuation byte, an overlong 2-byte lead, or a lead above U+10FFFF.
+  if (lead < 0xC2 || lead >= 0xF5) return 0;
+  if (lead < 0xE0) {
     length = 2;
   } else if (lead < 0xF0) {
     length = 3;
     if (lead == 0xE0) lo = 0xA0;  // overlong
     if (lead == 0xED) hi = 0x9F;  // UTF-16 surrogates
-  } else if (lead < 0xF5) {
+  } else {
     length = 4;
     if (lead == 0xF0) lo = 0x90;  // overlong
     if (lead == 0xF4) hi = 0x8F;  // above U+10FFFF
-  } else {
-    return 0;
   }
   for (int k = 1; k < length; ++k) {
     if (static_cast<size_t>(k) >= avail) return -1;

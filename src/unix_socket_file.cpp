@@ -62,10 +62,9 @@ UnixSocketFile::~UnixSocketFile() {
   remove();
 }
 
-void UnixSocketFile::remove() {
+void UnixSocketFile::remove() noexcept {
   if (path_.empty()) return;
-  auto id = sys::file_id(path_.c_str());
-  if (id && id->first == dev_ && id->second == ino_) (void)sys::unlink(path_.c_str());
+  (void)sys::unlink_if_same(path_.c_str(), dev_, ino_);
   path_.clear();
 }
 

@@ -46,7 +46,7 @@ class UnixSocketFile {
  private:
   UnixSocketFile(std::string path, dev_t dev, ino_t ino)
       : path_(std::move(path)), dev_(dev), ino_(ino) {}
-  void remove();
+  void remove() noexcept;
 
   std::string path_;  // empty once moved from
   dev_t dev_ = 0;

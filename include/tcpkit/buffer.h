@@ -41,7 +41,7 @@ class Buffer {
   /// The first allocation holds at least this many bytes after the prepend area.
   static constexpr size_t kInitialSize = 1024;
   /// The stack buffer read_fd() reads into beyond the writable region.
-  static constexpr size_t kExtraReadBytes = 64 * 1024;
+  static constexpr size_t kExtraReadBytes = size_t{64} * 1024;
 
   /// Allocates nothing.
   Buffer() = default;

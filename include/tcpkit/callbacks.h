@@ -1,8 +1,10 @@
 /// \file
 /// The callback types of a connection, shared by TcpServer, TcpClient and
-/// TcpConnection. Callbacks that belong to one class only (TcpServer's
-/// set_on_refused, TcpClient's connect-error callback, TlsConnection's own)
-/// are declared with that class.
+/// TcpConnection; TLS reports through the same table (on_handshake).
+/// Callbacks that belong to one class only are declared with that class:
+/// TcpServer's set_on_refused, set_accept_filter and stop()'s on_stopped,
+/// TcpClient's set_on_connect_error, EventLoop's Functor. The coroutine API
+/// (coro.h) awaits instead; its one callback is serve()'s handler coroutine.
 ///
 /// Callbacks run in the loop thread that owns the connection. They receive
 /// the connection as a shared pointer, which they may keep (e.g. in a chat
@@ -36,7 +38,7 @@ using PeerClosedCallback = std::function<void(const TcpConnectionPtr&)>;
 
 /// Every callback of one connection. TcpServer and TcpClient build one table
 /// and share it, immutable, among all their connections (one pointer each
-/// instead of six std::function copies); a connection whose callbacks change
+/// instead of seven std::function copies); a connection whose callbacks change
 /// (TcpConnection::set_on_message, say) gets a copy of its
 /// own first, so the change reaches that connection only.
 struct ConnectionCallbacks {

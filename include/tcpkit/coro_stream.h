@@ -53,7 +53,7 @@ Stream make_stream(const TcpConnectionPtr& conn, std::shared_ptr<void> keep);
 class Stream {
  public:
   /// Bytes kept for a task that is not reading before the stream pauses reading.
-  static constexpr size_t kReadAhead = 256 * 1024;
+  static constexpr size_t kReadAhead = size_t{256} * 1024;
 
   Stream() = default;
   /// Loop thread of `conn`: takes over a connected connection's callbacks

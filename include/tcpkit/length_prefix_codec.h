@@ -26,7 +26,7 @@ namespace tcpkit {
 class LengthPrefixCodec {
  public:
   static constexpr size_t kHeaderBytes = 4;
-  static constexpr size_t kDefaultMaxFrame = 1024 * 1024;
+  static constexpr size_t kDefaultMaxFrame = size_t{1024} * 1024;
 
   /// max_frame: the largest payload accepted, in bytes.
   explicit LengthPrefixCodec(size_t max_frame = kDefaultMaxFrame) : max_frame_(max_frame) {}

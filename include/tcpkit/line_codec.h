@@ -19,7 +19,7 @@ namespace tcpkit {
 
 class LineCodec {
  public:
-  static constexpr size_t kDefaultMaxLine = 64 * 1024;
+  static constexpr size_t kDefaultMaxLine = size_t{64} * 1024;
 
   /// max_line: the longest line accepted, in bytes, not counting "\n"/"\r\n".
   explicit LineCodec(size_t max_line = kDefaultMaxLine) : max_line_(max_line) {}

@@ -50,10 +50,10 @@ enum class OverflowPolicy {
 };
 
 struct ConnectionOptions {
-  size_t high_water_mark = 4 * 1024 * 1024;
+  size_t high_water_mark = size_t{4} * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
-  size_t max_read_per_wakeup = 256 * 1024;    ///< fairness: one peer cannot starve others
-  std::chrono::milliseconds idle_timeout{0};  ///< 0: none
+  size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
+  std::chrono::milliseconds idle_timeout{0};        ///< 0: none
   /// A layer's handshake (TLS) must finish within this, or the connection
   /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
   /// if any, still applies).

@@ -4,9 +4,14 @@
 
 #include <fmt/core.h>
 
+#include <cstdio>
+#include <exception>
+
 #include "commands.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"tcpkit: a TCP toolkit — serve, connect, bench, relay and explain ports"};
   app.set_version_flag("-V,--version", std::string("tcpkit ") + TCPKIT_VERSION);
   app.require_subcommand(1);
@@ -20,4 +25,17 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   return tcpkit::cli::run_selected(app);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // An exception that reaches here (std::bad_alloc, say) is a runtime
+  // failure with a message, not an abort.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tcpkit: %s\n", e.what());
+    return 1;
+  }
 }

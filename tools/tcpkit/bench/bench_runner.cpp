@@ -143,7 +143,7 @@ void Worker::start_client(Slot* slot) {
   ClientOptions co;
   co.connect_timeout =
       std::chrono::milliseconds(static_cast<long long>(opt->connect_timeout_s * 1000));
-  co.connection.high_water_mark = 64 * 1024 * 1024;
+  co.connection.high_water_mark = size_t{64} * 1024 * 1024;
   // The handshake is part of connecting: the same limit bounds both.
   co.connection.handshake_timeout = co.connect_timeout;
   co.tls = opt->tls;
@@ -340,7 +340,7 @@ void Worker::tick() {
 }
 
 BenchRunner::BenchRunner(BenchOptions options, Endpoint target)
-    : options_(std::move(options)), target_(target) {}
+    : options_(std::move(options)), target_(std::move(target)) {}
 
 BenchRunner::~BenchRunner() = default;
 

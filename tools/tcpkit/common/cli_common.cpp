@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
@@ -181,7 +182,7 @@ void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_
 }
 
 std::chrono::milliseconds to_millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0 + 0.5));
+  return std::chrono::milliseconds(std::llround(seconds * 1000.0));
 }
 
 }  // namespace tcpkit::cli

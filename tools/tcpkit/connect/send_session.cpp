@@ -18,7 +18,7 @@ using Clock = std::chrono::steady_clock;
 // no message boundaries, so a short silence after the first bytes is the
 // best sign that the server has said all it meant to say for now.
 constexpr std::chrono::milliseconds kQuietPeriod{300};
-constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kReadSize = size_t{64} * 1024;
 
 // Milliseconds for poll(): -1 without a deadline, never negative with one.
 int poll_timeout(std::optional<Clock::time_point> deadline) {

@@ -70,7 +70,7 @@ class PairToxics {
   // past that the data is passed on untouched, so memory stays bounded).
   std::vector<Piece> frames(Stream s, std::string_view data);
 
-  static constexpr size_t kMaxFrame = 1024 * 1024;
+  static constexpr size_t kMaxFrame = size_t{1024} * 1024;
 
  private:
   struct Active {

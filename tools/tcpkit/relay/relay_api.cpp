@@ -18,7 +18,7 @@ ServerOptions api_server_options() {
   o.threads = 0;  // the base loop, beside the registry it calls
   o.max_connections = 64;
   o.connection.idle_timeout = RelayApiServer::kRequestDeadline;
-  o.connection.high_water_mark = 16 * 1024 * 1024;
+  o.connection.high_water_mark = size_t{16} * 1024 * 1024;
   return o;
 }
 

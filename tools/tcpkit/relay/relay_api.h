@@ -29,8 +29,8 @@ namespace tcpkit::cli {
 
 class RelayApiServer {
  public:
-  static constexpr size_t kMaxHead = 8 * 1024;
-  static constexpr size_t kMaxBody = 1024 * 1024;
+  static constexpr size_t kMaxHead = size_t{8} * 1024;
+  static constexpr size_t kMaxBody = size_t{1024} * 1024;
   static constexpr std::chrono::seconds kRequestDeadline{10};
 
   RelayApiServer(EventLoop* loop, ChaosRegistry& registry);

@@ -184,7 +184,7 @@ void RelayApp::stop(std::chrono::milliseconds drain, std::function<void()> on_st
   });
 }
 
-void RelayApp::set_toxics(ToxicListPtr toxics) {
+void RelayApp::set_toxics(const ToxicListPtr& toxics) {
   std::vector<std::shared_ptr<RelayPair>> open;
   {
     std::lock_guard lock(mutex_);

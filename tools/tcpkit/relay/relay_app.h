@@ -43,7 +43,7 @@ class RelayApp {
   // uses this for one proxy among several.
   void stop(std::chrono::milliseconds drain, std::function<void()> on_stopped);
   // Any thread: the toxics for pairs from now on, and for live ones.
-  void set_toxics(ToxicListPtr toxics);
+  void set_toxics(const ToxicListPtr& toxics);
 
   std::vector<Endpoint> listen_endpoints() const { return server_.listen_endpoints(); }
   const RelayOptions& options() const { return options_; }

@@ -15,7 +15,7 @@
 namespace tcpkit::cli {
 namespace {
 
-constexpr size_t kMaxConfigBytes = 1024 * 1024;
+constexpr size_t kMaxConfigBytes = size_t{1024} * 1024;
 
 // The proxies of a toxiproxy -config file (a JSON list), or why not.
 Result<nlohmann::json> read_config(const std::string& path) {

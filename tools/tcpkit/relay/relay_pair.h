@@ -45,8 +45,8 @@ ConnectionOptions relay_connection_options(const RelayOptions& options);
 class RelayPair : public std::enable_shared_from_this<RelayPair> {
  public:
   // Above this many bytes waiting for one side, the other side is paused.
-  static constexpr size_t kHighWater = 1024 * 1024;
-  static constexpr size_t kLowWater = 256 * 1024;
+  static constexpr size_t kHighWater = size_t{1024} * 1024;
+  static constexpr size_t kLowWater = size_t{256} * 1024;
 
   struct Hooks {
     std::function<void(const RelayPair&)> on_connected;                  // upstream is up

@@ -184,7 +184,7 @@ json toxic_json(const Toxic& t) {
       attrs = {{"bytes", t.bytes}};
       break;
     case ToxicType::frame: {
-      static const char* kActions[] = {"drop", "duplicate", "corrupt", "delay"};
+      static constexpr const char* kActions[] = {"drop", "duplicate", "corrupt", "delay"};
       attrs = {{"codec", t.codec == FrameCodec::line ? "line" : "length"},
                {"action", kActions[static_cast<int>(t.action)]},
                {"nth", t.nth},

@@ -44,7 +44,7 @@ ClientOptions redis_client_options() {
   // A Redis that stops reading would otherwise collect every line in our
   // memory; dropping the link makes the client reconnect afresh.
   o.connection.overflow = OverflowPolicy::close;
-  o.connection.high_water_mark = 16 * 1024 * 1024;
+  o.connection.high_water_mark = size_t{16} * 1024 * 1024;
   return o;
 }
 

@@ -19,7 +19,7 @@ ServerOptions metrics_server_options() {
   // MetricsServer evicts at kMaxConnections itself; this is the backstop for
   // a burst that arrives before the evicted ones are gone.
   o.max_connections = 2 * MetricsServer::kMaxConnections;
-  o.connection.high_water_mark = 16 * 1024 * 1024;
+  o.connection.high_water_mark = size_t{16} * 1024 * 1024;
   return o;
 }
 

@@ -44,7 +44,7 @@ struct MetricsHandlers {
 
 class MetricsServer {
  public:
-  static constexpr size_t kMaxHeaderBytes = 8 * 1024;
+  static constexpr size_t kMaxHeaderBytes = size_t{8} * 1024;
   static constexpr size_t kMaxConnections = 64;
   static constexpr std::chrono::seconds kRequestTimeout{5};
   static constexpr std::chrono::seconds kResponseTimeout{10};

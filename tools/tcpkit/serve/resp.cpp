@@ -86,9 +86,10 @@ struct RespBuilder {
 
 namespace {
 
-redisReplyObjectFunctions kBuilder = {RespBuilder::create_string, RespBuilder::create_array,
-                                      RespBuilder::create_integer, RespBuilder::create_nil,
-                                      RespBuilder::free_object};
+// hiredis takes these through a non-const pointer, but only reads them.
+const redisReplyObjectFunctions kBuilder = {RespBuilder::create_string, RespBuilder::create_array,
+                                            RespBuilder::create_integer, RespBuilder::create_nil,
+                                            RespBuilder::free_object};
 
 // Room for the type byte, a length line and CRLFs around the largest string.
 constexpr size_t kHeaderSlack = 64;
@@ -96,7 +97,8 @@ constexpr size_t kHeaderSlack = 64;
 }  // namespace
 
 RespReader::RespReader(RespLimits limits)
-    : limits_(limits), reader_(redisReaderCreateWithFunctions(&kBuilder)) {
+    : limits_(limits),
+      reader_(redisReaderCreateWithFunctions(const_cast<redisReplyObjectFunctions*>(&kBuilder))) {
   if (reader_ == nullptr) {
     failed_ = true;
     error_ = "out of memory";

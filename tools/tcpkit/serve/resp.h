@@ -37,9 +37,9 @@ struct RespValue {
 std::string resp_command(std::initializer_list<std::string_view> args);
 
 struct RespLimits {
-  size_t max_bulk = 512 * 1024;  // bytes in one bulk, simple or error string
-  size_t max_elements = 16;      // pub/sub pushes have 3 or 4
-  int max_depth = 2;             // an array inside an array, no deeper
+  size_t max_bulk = size_t{512} * 1024;  // bytes in one bulk, simple or error string
+  size_t max_elements = 16;              // pub/sub pushes have 3 or 4
+  int max_depth = 2;                     // an array inside an array, no deeper
 };
 
 enum class RespParse { need_more, value, bad };

@@ -24,14 +24,14 @@ struct ServeOptions {
   std::string reply = "收到了你的訊息";
   Framing framing = Framing::raw;
   std::string encoding = "utf-8";
-  size_t max_message = 1024 * 1024;
+  size_t max_message = size_t{1024} * 1024;
   int threads = 0;
   size_t max_conns = 0;
   double idle_timeout_s = 0;
   bool reuse_port = false;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
-  size_t high_water_mark = 1024 * 1024;
+  size_t high_water_mark = size_t{1024} * 1024;
   double drain_timeout_s = 5;
   std::string metrics;  // --metrics HOST:PORT: HTTP status page and Prometheus metrics ("" off)
   std::string cluster;  // --cluster redis://HOST:PORT: chat across instances ("" off)
