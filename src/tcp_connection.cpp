@@ -172,6 +172,9 @@ void TcpConnection::park_until_resumed() {
 }
 
 void TcpConnection::handle_read(const TcpConnectionPtr& self) {
+  // Bytes received while paused go before what this read finds (the FIN).
+  take_held_input(self);
+  if (state() == State::disconnected || !reading_) return;
   // With nothing pending, read into the loop's shared buffer and keep only
   // what on_message leaves behind: no allocation per message, and no memory
   // held by a connection between messages. With TLS every byte read goes to
@@ -231,6 +234,8 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
     held_input_ = true;
     return;
   }
+  // Held bytes come first (in input_, or in the TLS layer), and go with these.
+  held_input_ = false;
   const bool shared = tls_ || input_.readable_bytes() == 0;
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
   in.append(data.data(), data.size());
@@ -238,26 +243,25 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
 }
 
 // Reading resumed: what handle_data() held goes to on_message, as a read
-// would have brought it. Queued: resume_reading() may run inside another
-// connection's callback.
+// would have brought it, before anything that comes after it (the next
+// bytes, the end of the stream: take_held_input()). Queued as well:
+// resume_reading() may run inside another connection's callback.
 void TcpConnection::deliver_held_input() {
   if (!held_input_) return;
+  loop_->queue_in_loop([self = shared_from_this()] { self->take_held_input(self); });
+}
+
+void TcpConnection::take_held_input(const TcpConnectionPtr& self) {
+  if (!held_input_ || !reading_ || state() == State::disconnected) return;
   held_input_ = false;
-  loop_->queue_in_loop([self = shared_from_this()] {
-    if (self->state() == State::disconnected) return;
-    if (!self->reading_) {
-      self->held_input_ = true;  // paused again meanwhile
-      return;
-    }
-    if (self->tls_) {
-      Buffer nothing_new;
-      self->receive_tls(nothing_new);
-      return;
-    }
-    if (self->input_.readable_bytes() == 0) return;
-    if (self->callbacks_->on_message) self->callbacks_->on_message(self, self->input_);
-    self->input_.release_if_empty();
-  });
+  if (tls_) {
+    Buffer nothing_new;
+    receive_tls(nothing_new);
+    return;
+  }
+  if (input_.readable_bytes() == 0) return;
+  if (callbacks_->on_message) callbacks_->on_message(self, input_);
+  input_.release_if_empty();
 }
 
 // The peer will send no more: recv() returned 0, or TLS close_notify came.

@@ -183,6 +183,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void handle_data(const TcpConnectionPtr& self, std::string_view data);
   void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
   void deliver_held_input();
+  void take_held_input(const TcpConnectionPtr& self);
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);
   /// Moves the TLS layer's output to the socket.

@@ -273,7 +273,9 @@ def ephemeral_range() -> range:
 
 def port_map(block: Block) -> dict[str, str]:
     """Each documentation port the block uses, mapped to itself when it is free
-    and otherwise to a free replacement outside the ephemeral range."""
+    and otherwise to a free replacement of as many digits outside the
+    ephemeral range (the copy of this file that runs on io_uring uses the
+    same ports at the same time)."""
     wanted = sorted({int(p) for step in block.steps for p in re.findall(r"\b(9[01]\d\d)\b", step.command)
                      if int(p) in DOC_PORTS})
     ephemeral = ephemeral_range()
@@ -282,7 +284,11 @@ def port_map(block: Block) -> dict[str, str]:
     for port in wanted:
         chosen = port
         if sockets_on(port):
-            candidates = [p for p in range(20000, 30000) if p not in ephemeral and p not in taken]
+            # As many digits as the original: the program pads its address
+            # columns, so a longer port would shift the expected text.
+            digits = len(str(port))
+            candidates = [p for p in range(max(1024, 10 ** (digits - 1)), 10 ** digits)
+                          if p not in ephemeral and p not in taken and p not in DOC_PORTS]
             random.shuffle(candidates)
             chosen = next((p for p in candidates if sockets_on(p) == 0), None)
             assert chosen is not None, f"no free port to stand in for {port}"
