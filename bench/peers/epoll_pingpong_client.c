@@ -1,13 +1,17 @@
 /* The yardstick client for bench/run-all: a minimal single-threaded epoll
  * ping-pong client, Asio's ping-pong method. Each of CONNS connections sends
  * SIZE bytes once, then writes back every byte it reads, so SIZE bytes per
- * connection stay in flight until the time is up. Throughput counts the bytes
+ * connection stay in flight until the time is up. Every byte read is checked
+ * against what was sent (a memcmp per read, two where the read spans the end
+ * of a message: what comes back is the first message over and over), so
+ * that the yardstick does the work a trustworthy load generator must do. Throughput counts the bytes
  * the client read during DURATION seconds (one direction, as Asio's and
  * muduo's ping-pong clients count); messages are those bytes / SIZE.
  * `tcpkit bench --mode pingpong` must match or beat it against the same server.
  *
  * Usage: epoll_pingpong_client HOST PORT CONNS SIZE DURATION
- *          prints {"msgs_per_s":..,"mib_per_s":..,"conns":..,"size":..,"duration_s":..}
+ *          prints {"msgs_per_s":..,"mib_per_s":..,"conns":..,"size":..,"duration_s":..,
+ *          "closed_early":..,"mismatched_bytes":..}; exit status 1 on either
  *        epoll_pingpong_client --hold HOST PORT CONNS
  *          opens CONNS idle connections, prints "ready N", holds them until
  *          stdin closes or SIGTERM arrives (for the memory-per-connection test)
@@ -34,10 +38,11 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-enum { kBufferSize = 64 * 1024, kMaxEvents = 1024, kSourceAddresses = 16 };
+enum { kBufferSize = 64 * 1024, kMaxEvents = 1024, kSourceAddresses = 16, kPeriod = 251 };
 
 typedef struct conn {
   int fd;
+  unsigned long long recv_pos; /* stream bytes read so far */
   char* pending;
   size_t pending_len;
   size_t pending_off;
@@ -46,6 +51,24 @@ typedef struct conn {
 static int epfd;
 static char buffer[kBufferSize];
 static unsigned long long bytes_read;
+static unsigned long long mismatched;
+/* The first message (byte i is i % kPeriod, a prime, so messages of other
+ * sizes differ); byte q of every connection's stream is message[q % size]. */
+static char* message;
+static size_t message_size;
+
+static void check(const char* got, size_t n, unsigned long long pos) {
+  while (n > 0) {
+    const size_t off = (size_t)(pos % message_size);
+    const size_t len = n < message_size - off ? n : message_size - off;
+    if (memcmp(got, message + off, len) != 0) {
+      for (size_t i = 0; i < len; ++i) mismatched += got[i] != message[off + i];
+    }
+    got += len;
+    n -= len;
+    pos += len;
+  }
+}
 
 static double now_s(void) {
   struct timespec ts;
@@ -110,6 +133,8 @@ static int on_event(conn* c, unsigned events) {
   if (n == 0) return -1;
   if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
   bytes_read += (unsigned long long)n;
+  check(buffer, (size_t)n, c->recv_pos);
+  c->recv_pos += (unsigned long long)n;
   return send_or_queue(c, buffer, (size_t)n);
 }
 
@@ -160,8 +185,9 @@ int main(int argc, char** argv) {
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
   conn* all = calloc((size_t)conns, sizeof(conn));
-  char* message = malloc(size);
-  memset(message, 'x', size);
+  message = malloc(size);
+  message_size = size;
+  for (size_t i = 0; i < size; ++i) message[i] = (char)(i % kPeriod);
   for (int i = 0; i < conns; ++i) {
     all[i].fd = connect_one(&server, i);
     if (all[i].fd < 0) {
@@ -194,8 +220,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < conns; ++i)
     if (all[i].fd >= 0) close(all[i].fd);
   printf("{\"msgs_per_s\":%.1f,\"mib_per_s\":%.2f,\"conns\":%d,\"size\":%zu,\"duration_s\":%.3f,"
-         "\"closed_early\":%d}\n",
+         "\"closed_early\":%d,\"mismatched_bytes\":%llu}\n",
          (double)bytes_read / (double)size / elapsed,
-         (double)bytes_read / elapsed / (1024.0 * 1024.0), conns, size, elapsed, conns - alive);
-  return alive == conns ? 0 : 1;
+         (double)bytes_read / elapsed / (1024.0 * 1024.0), conns, size, elapsed, conns - alive,
+         mismatched);
+  return alive == conns && mismatched == 0 ? 0 : 1;
 }
