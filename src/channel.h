@@ -26,6 +26,9 @@ constexpr unsigned kError = 8;     // a pending socket error (read it with SO_ER
 // errno detail(mask).
 constexpr unsigned kData = 16;
 constexpr unsigned kFailed = 32;
+// With kData: more of this channel's bytes follow in the same batch, so the
+// owner may keep these until the last (one on_message for the lot).
+constexpr unsigned kMore = 64;
 constexpr unsigned kDetailShift = 16;
 constexpr unsigned detail(unsigned mask) {
   return mask >> kDetailShift;

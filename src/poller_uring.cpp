@@ -178,6 +178,7 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
     ++seen;
   }
   io_uring_cq_advance(&ring_, seen);
+  if (receive_) mark_more(ready);
   // Once armed, a write that finds no room is sure to hear of the next: so
   // the channel tries now, and EAGAIN is the worst it meets.
   for (auto [index, generation] : recheck_) {
@@ -229,6 +230,22 @@ void UringPoller::complete(const io_uring_cqe& cqe, Ready* ready) {
     ready->emplace_back(slot.channel, mask);
   } else if (!(armed & event::kReadable)) {
     slot.peer_closed = true;  // re-armed as a multishot poll (the header says why)
+  }
+}
+
+// A message larger than a buffer arrives as several completions: each but
+// a channel's last in this batch says kMore, so that the connection hands
+// the whole to on_message once (and the echo goes out in one send).
+void UringPoller::mark_more(Ready* ready) {
+  ++batch_;
+  for (auto it = ready->rbegin(); it != ready->rend(); ++it) {
+    if (!(it->second & event::kData)) continue;
+    Slot& slot = slots_[it->first->slot()];
+    if (slot.batch == batch_) {
+      it->second |= event::kMore;
+    } else {
+      slot.batch = batch_;
+    }
   }
 }
 
@@ -402,7 +419,11 @@ void UringPoller::complete_receive(const io_uring_cqe& cqe, Ready* ready) {
     return;
   }
   if (cqe.res == -ENOBUFS) {
-    if (seq == slot->recv_seq) queue_arm(index);  // the buffers come back before the next wait
+    // The buffers ran out in this batch (many connections, large messages):
+    // the channel reads for itself this time, and the receive armed again
+    // with the next wait finds the buffers back.
+    if (seq == slot->recv_seq) queue_arm(index);
+    if (reading) ready->emplace_back(channel, event::kReadable);
     return;
   }
   if (cqe.res == -ECANCELED) return;

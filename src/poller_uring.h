@@ -93,11 +93,13 @@ class UringPoller final : public Poller {
     bool recv_armed = false;     // a multishot receive (recv_seq) is in the kernel
     uint32_t recv_seq = 0;       // the last receive armed for this slot
     uint32_t first_seq = 1;      // the first receive of the slot's current channel
+    uint32_t batch = 0;          // the last batch in which this slot received bytes
   };
 
   uint64_t user_data(uint32_t index) const;
   bool set_up_buffers();
   void complete_receive(const io_uring_cqe& cqe, Ready* ready);
+  void mark_more(Ready* ready);
   void arm_receive(uint32_t index);
   void cancel_receive(uint32_t index);
   void arm_poll(uint32_t index, unsigned interest);
@@ -130,6 +132,7 @@ class UringPoller final : public Poller {
   std::unique_ptr<char[]> buffers_;
   std::vector<uint32_t> lengths_;  // of each buffer's bytes, while a kData event holds it
   unsigned released_ = 0;          // buffers given back since the ring's tail last moved
+  uint32_t batch_ = 0;             // counts the waits, for Slot::batch
 };
 
 }  // namespace tcpkit

@@ -130,7 +130,7 @@ void TcpConnection::handle_event(unsigned mask) {
   const TcpConnectionPtr self = weak_from_this().lock();
   if (!self) return;
   if (mask & event::kData) {
-    handle_data(self, loop_->received(event::detail(mask)));
+    handle_data(self, loop_->received(event::detail(mask)), (mask & event::kMore) != 0);
     return;
   }
   if (mask & event::kFailed) {
@@ -219,9 +219,17 @@ void TcpConnection::deliver(const TcpConnectionPtr& self, Buffer& in, bool share
 
 // Bytes that the io_uring backend received for this connection (a kData
 // event): the same path as bytes read after a readable event.
-void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view data) {
+void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view data, bool more) {
   bytes_in_.fetch_add(data.size(), std::memory_order_relaxed);
   last_active_ = loop_->now();
+  if (more && reading_ && !tls_ &&
+      input_.readable_bytes() + data.size() < options_->max_read_per_wakeup) {
+    // More of this read follows in the batch: gathered, up to what one read
+    // may take (fairness, and the high-water mark's bound), and delivered
+    // with the last.
+    input_.append(data.data(), data.size());
+    return;
+  }
   if (!reading_) {
     // Received before the receive's cancellation reached the kernel: the
     // bytes are out of the socket, so they wait here, in order, until
