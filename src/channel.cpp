@@ -27,6 +27,12 @@ void Channel::update(unsigned interest) {
   loop_->update_channel(this);
 }
 
+void Channel::set_receives(bool on) {
+  if (on == receives_) return;
+  receives_ = on;
+  if (registered_) loop_->update_channel(this);
+}
+
 void Channel::remove() {
   interest_ = 0;
   loop_->remove_channel(this);

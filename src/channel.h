@@ -7,6 +7,7 @@
 // the small mask below, translated in one place per backend (Poller).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <type_traits>
@@ -33,6 +34,10 @@ constexpr unsigned kDetailShift = 16;
 constexpr unsigned detail(unsigned mask) {
   return mask >> kDetailShift;
 }
+// A read of at least this many bytes says the peer sends in bulk: reading
+// it in one read() into the loop's buffer copies once, where the backend's
+// buffers take it in pieces and copy twice (TcpConnection switches).
+constexpr size_t kBulkRead = 16 * 1024;
 }  // namespace event
 
 class Channel {
@@ -83,7 +88,8 @@ class Channel {
   // instead of reading itself when told kReadable. Backends that cannot
   // read (epoll) report readiness either way.
   bool receives() const { return receives_; }
-  void set_receives(bool on) { receives_ = on; }
+  // Changes it; a registered channel's backend hears of it at once.
+  void set_receives(bool on);
   void set_registered(bool on) { registered_ = on; }
   uint32_t slot() const { return slot_; }
   void set_slot(uint32_t slot) { slot_ = slot; }

@@ -30,7 +30,7 @@ constexpr uint32_t kSequenceLimit = uint32_t{1} << 30;
 // The provided buffers of one loop: 256 of 16 KiB (4 MiB of address space,
 // touched only as far as the bytes received reach).
 constexpr unsigned kBuffers = 256;  // a power of two, as the ring needs
-constexpr unsigned kBufferSize = 16 * 1024;
+constexpr unsigned kBufferSize = event::kBulkRead;
 constexpr uint16_t kBufferGroup = 0;
 
 unsigned to_poll(unsigned interest) {
@@ -331,6 +331,10 @@ void UringPoller::arm_queued() {
     if (slot.channel == nullptr) continue;
     const unsigned interest = slot.channel->interest();
     if (!receiving(slot)) {
+      // Also where the channel stopped receiving: its receive goes (what it
+      // already read still arrives), a poll with the full interest comes.
+      if (slot.recv_armed) cancel_receive(index);
+      if (slot.armed && slot.interest != interest) cancel(index);
       if (!slot.armed) arm_poll(index, interest);
       continue;
     }

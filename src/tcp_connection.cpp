@@ -183,6 +183,8 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self) {
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
   ssize_t n = in.read_fd(fd_.get(), options_->max_read_per_wakeup);
   if (n > 0) {
+    // Small reads again: back to the backend's receive, where it has one.
+    if (static_cast<size_t>(n) < event::kBulkRead) channel_->set_receives(true);
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
     deliver(self, in, shared);
@@ -222,6 +224,8 @@ void TcpConnection::deliver(const TcpConnectionPtr& self, Buffer& in, bool share
 void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view data, bool more) {
   bytes_in_.fetch_add(data.size(), std::memory_order_relaxed);
   last_active_ = loop_->now();
+  // A full buffer: the peer sends in bulk, which reads copy once (handle_read).
+  if (data.size() >= event::kBulkRead) channel_->set_receives(false);
   if (more && reading_ && !tls_ &&
       input_.readable_bytes() + data.size() < options_->max_read_per_wakeup) {
     // More of this read follows in the batch: gathered, up to what one read
