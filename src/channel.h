@@ -37,7 +37,7 @@ constexpr unsigned detail(unsigned mask) {
 // A read of at least this many bytes says the peer sends in bulk: reading
 // it in one read() into the loop's buffer copies once, where the backend's
 // buffers take it in pieces and copy twice (TcpConnection switches).
-constexpr size_t kBulkRead = 16 * 1024;
+constexpr size_t kBulkRead = size_t{16} * 1024;
 }  // namespace event
 
 class Channel {
