@@ -27,8 +27,7 @@ void Channel::update(unsigned interest) {
   loop_->update_channel(this);
 }
 
-void Channel::set_receives(bool on) {
-  if (on == receives_) return;
+void Channel::change_receives(bool on) {
   receives_ = on;
   if (registered_) loop_->update_channel(this);
 }

@@ -89,13 +89,16 @@ class Channel {
   // read (epoll) report readiness either way.
   bool receives() const { return receives_; }
   // Changes it; a registered channel's backend hears of it at once.
-  void set_receives(bool on);
+  void set_receives(bool on) {
+    if (on != receives_) change_receives(on);  // inline: every read asks
+  }
   void set_registered(bool on) { registered_ = on; }
   uint32_t slot() const { return slot_; }
   void set_slot(uint32_t slot) { slot_ = slot; }
 
  private:
   void update(unsigned interest);
+  void change_receives(bool on);
 
   EventLoop* loop_;
   const int fd_;

@@ -38,6 +38,33 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 RSS_BOUNDS_APPLY = not SANITIZER
 
 
+def push_until_stalled(hogs: list[socket.socket], cap: int, limit_s: float) -> tuple[list[int], bool]:
+    """Clients that never read: each non-blocking socket in `hogs` sends 64 KiB
+    chunks until none could send anything for a whole second (the server
+    stopped reading them and the kernel buffers filled), a socket stopping at
+    `cap` bytes. Returns the bytes each pushed, and whether that ended within
+    `limit_s` seconds."""
+    pushed = [0] * len(hogs)
+    chunk = b"x" * 65536
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(hogs):
+        sel.register(s, selectors.EVENT_WRITE, i)
+    last_progress = time.monotonic()
+    deadline = last_progress + limit_s
+    while time.monotonic() - last_progress < 1.0 and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            i = key.data
+            if pushed[i] >= cap:
+                continue
+            try:
+                pushed[i] += hogs[i].send(chunk)
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                pass
+    sel.close()
+    return pushed, time.monotonic() < deadline
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process (VmRSS in /proc/PID/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

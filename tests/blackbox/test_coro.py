@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import selectors
 import socket
 import struct
 import subprocess
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, TcpkitProcess, wait_until
-from hostile_util import RSS_BOUNDS_APPLY, echo_load, open_fds, raise_nofile, rss_bytes
+from hostile_util import RSS_BOUNDS_APPLY, echo_load, open_fds, push_until_stalled, raise_nofile, rss_bytes
 from test_examples import LISTENING, REPLY, connect, example, start  # noqa: F401  (start is a fixture)
 from test_examples_reactor import LineReader
 
@@ -95,23 +94,9 @@ def test_coro_echo_server_never_reading_clients_cannot_grow_its_memory(start):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.setblocking(False)
             hogs.append(s)
-        pushed = [0] * len(hogs)
         cap = 256 * MiB
-        chunk = b"x" * 65536
-        sel = selectors.DefaultSelector()
-        for i, s in enumerate(hogs):
-            sel.register(s, selectors.EVENT_WRITE, i)
-        last_progress = time.monotonic()
-        deadline = time.monotonic() + 40
-        while time.monotonic() - last_progress < 1.0 and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.2):
-                try:
-                    pushed[key.data] += hogs[key.data].send(chunk)
-                    last_progress = time.monotonic()
-                except BlockingIOError:
-                    pass
-        sel.close()
-        assert time.monotonic() < deadline, "the hogs could still send when the time ran out"
+        pushed, in_time = push_until_stalled(hogs, cap, 40)
+        assert in_time, "the hogs could still send when the time ran out"
         assert max(pushed) < cap, f"the server kept reading: {max(pushed)} bytes from one hog"
         grown = rss_bytes(server.pid) - base_rss
         # Per hog: the output up to the mark (4 MiB), the stream's read-ahead

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import selectors
 import socket
 import struct
 import threading
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from conftest import SANITIZER, tcpkit_path, wait_until
-from hostile_util import (RSS_BOUNDS_APPLY, SOAK, cpu_seconds, describe_fds, echo_load, loopback_sources,
+from hostile_util import (RSS_BOUNDS_APPLY, SOAK, cpu_seconds, push_until_stalled, describe_fds, echo_load, loopback_sources,
                           open_fds, raise_nofile, rss_bytes)
 from serve_util import DEFAULT_REPLY, LISTENING_RE, ack_round_trip, connect, count_lines, frame, peer_name, \
     recv_exact, recv_frame, recv_line, recv_until_eof, start_serve, wait_log
@@ -57,27 +56,9 @@ def test_never_reading_clients_cannot_grow_server_memory(tcpkit_process):
             s = connect(port, rcvbuf=4096)
             s.setblocking(False)
             hogs.append(s)
-        pushed = [0] * conns
-        chunk = b"x" * 65536
         cap = 256 * MiB  # the server must stop reading long before this
-        sel = selectors.DefaultSelector()
-        for i, s in enumerate(hogs):
-            sel.register(s, selectors.EVENT_WRITE, i)
-        last_progress = time.monotonic()
-        deadline = time.monotonic() + (120 if SOAK else 40)
-        # Push until no hog could send anything for a whole second.
-        while time.monotonic() - last_progress < 1.0 and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.2):
-                i = key.data
-                if pushed[i] >= cap:
-                    continue
-                try:
-                    pushed[i] += hogs[i].send(chunk)
-                    last_progress = time.monotonic()
-                except BlockingIOError:
-                    pass
-        sel.close()
-        assert time.monotonic() < deadline, "the hogs could still send when the time ran out"
+        pushed, in_time = push_until_stalled(hogs, cap, 120 if SOAK else 40)
+        assert in_time, "the hogs could still send when the time ran out"
         assert max(pushed) < cap, f"the server kept reading: {max(pushed)} bytes from one hog"
         grown = rss_bytes(server.pid) - base_rss
         bound = conns * 2 * (hwm + read_cap) + 4 * MiB
