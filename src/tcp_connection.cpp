@@ -226,11 +226,17 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
   last_active_ = loop_->now();
   // A full buffer: the peer sends in bulk, which reads copy once (handle_read).
   if (data.size() >= event::kBulkRead) channel_->set_receives(false);
+  if (reading_ && !tls_ && input_.readable_bytes() > 0 &&
+      input_.readable_bytes() + data.size() > options_->max_read_per_wakeup) {
+    // What was gathered goes first: one delivery brings no more than one
+    // read may take (fairness, and the high-water mark's bound).
+    if (callbacks_->on_message) callbacks_->on_message(self, input_);
+    input_.release_if_empty();
+    if (state() == State::disconnected) return;
+  }
   if (more && reading_ && !tls_ &&
-      input_.readable_bytes() + data.size() < options_->max_read_per_wakeup) {
-    // More of this read follows in the batch: gathered, up to what one read
-    // may take (fairness, and the high-water mark's bound), and delivered
-    // with the last.
+      input_.readable_bytes() + data.size() <= options_->max_read_per_wakeup) {
+    // More of this read follows in the batch: gathered, delivered with the last.
     input_.append(data.data(), data.size());
     return;
   }
