@@ -9,8 +9,10 @@ teardown whatever happened."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,55 @@ def test_tcp_client_resolves_localhost():
         received, result = run_client_against(listener, "localhost", "by name")
     assert received == b"by name"
     assert result.returncode == 0, result.stderr
+
+
+def test_tcp_client_reads_a_reply_split_in_two_until_the_server_closes():
+    # TCP may deliver one reply in two reads: the client keeps reading while
+    # more follows, so it prints the whole reply, not its first piece.
+    with python_server() as listener:
+        port = listener.getsockname()[1]
+        client = subprocess.Popen([example("tcp_client"), "127.0.0.1", str(port), "hi"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(DEFAULT_TIMEOUT)
+                assert recv_exact(conn, 2) == b"hi"
+                conn.sendall(b"first half, ")
+                time.sleep(0.1)
+                conn.sendall(b"second half")
+            out, err = client.communicate(timeout=DEFAULT_TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+    assert client.returncode == 0, err
+    assert out.decode() == f"received from 127.0.0.1:{port}: first half, second half\n"
+
+
+def test_tcp_client_lets_a_server_that_replies_and_closes_close_first():
+    # The tutorial's TIME_WAIT lesson needs the server to be the side that
+    # closes first: a server slow to close after its reply (descheduled, say)
+    # must not find the client gone already.
+    with python_server() as listener:
+        port = listener.getsockname()[1]
+        client = subprocess.Popen([example("tcp_client"), "127.0.0.1", str(port), "hi"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(DEFAULT_TIMEOUT)
+                assert recv_exact(conn, 2) == b"hi"
+                conn.sendall(REPLY)
+                readable, _, _ = select.select([conn], [], [], 0.15)
+                assert not readable, "the client closed before the server did"
+            out, err = client.communicate(timeout=DEFAULT_TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+    assert client.returncode == 0, err
+    assert out.decode() == f"received from 127.0.0.1:{port}: 收到了你的訊息\n"
 
 
 def test_tcp_client_reports_connection_refused_with_the_address():
