@@ -69,8 +69,7 @@ int main(int argc, char** argv) {
     if (*n == 0) break;  // the server closed its end
     reply.append(chunk, *n);
   } while (stream->wait_readable(300) > 0);
-  std::printf("received from %s: %s\n", stream->peer_endpoint().to_string().c_str(),
-              reply.c_str());
+  std::printf("received from %s: %s\n", stream->peer_endpoint().to_string().c_str(), reply.c_str());
 
   // Step 4, "關閉tcp套接字" (close the socket): the destructor closes it; the
   // explicit call only shows where the step happens.
