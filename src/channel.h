@@ -30,6 +30,10 @@ constexpr unsigned kFailed = 32;
 // With kData: more of this channel's bytes follow in the same batch, so the
 // owner may keep these until the last (one on_message for the lot).
 constexpr unsigned kMore = 64;
+// Only for a channel whose owner hands bytes to the backend to send
+// (EventLoop::send_for(), the io_uring backend): detail(mask) of them left
+// for the peer. A send that fails is kFailed.
+constexpr unsigned kSent = 128;
 constexpr unsigned kDetailShift = 16;
 constexpr unsigned detail(unsigned mask) {
   return mask >> kDetailShift;
@@ -38,6 +42,9 @@ constexpr unsigned detail(unsigned mask) {
 // it in one read() into the loop's buffer copies once, where the backend's
 // buffers take it in pieces and copy twice (TcpConnection switches).
 constexpr size_t kBulkRead = size_t{16} * 1024;
+// The most bytes one backend send carries (a kSent's detail holds them).
+constexpr size_t kSendMax = size_t{16} * 1024;
+static_assert(kSendMax < (size_t{1} << (32 - kDetailShift)));
 }  // namespace event
 
 class Channel {

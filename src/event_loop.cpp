@@ -284,6 +284,10 @@ std::string_view EventLoop::received(unsigned buffer) const {
   return poller_->received(buffer);
 }
 
+size_t EventLoop::send_for(Channel* channel, const char* data, size_t len) {
+  return poller_->send(channel, data, len);
+}
+
 void EventLoop::wake_up() {
   uint64_t one = 1;
   // A full counter (EAGAIN) already means "wake up"; nothing else can fail.

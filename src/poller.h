@@ -57,6 +57,15 @@ class Poller {
   // channel was told, or instead of telling it. Only backends that receive.
   virtual std::string_view received(unsigned /*buffer*/) const { return {}; }
   virtual void release(unsigned /*buffer*/) {}
+  // Takes up to `len` bytes of a registered channel's output, to be sent
+  // with the next wait (copied: `data` may go at once), and returns how many
+  // it took: 0 where it cannot (epoll, no free buffer, more than
+  // event::kSendMax for a new send, an earlier send of the channel's still
+  // on its way). Taken bytes are reported as kSent events as they leave, or
+  // as one kFailed with the send's errno. What a channel removed has handed
+  // over is still sent, as a send() before close() would have; what the
+  // socket does not take at once then is dropped.
+  virtual size_t send(Channel* /*channel*/, const char* /*data*/, size_t /*len*/) { return 0; }
 
  protected:
   // A backend call that cannot fail in a correct program failed: say which,

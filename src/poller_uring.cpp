@@ -2,8 +2,11 @@
 
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -35,6 +38,16 @@ constexpr uint32_t kSequenceLimit = uint32_t{1} << 30;
 constexpr unsigned kBuffers = 128;  // a power of two, as the ring needs
 constexpr unsigned kBufferSize = event::kBulkRead;
 constexpr uint16_t kBufferGroup = 0;
+// A send's user_data: this bit and the send buffer's number. A buffer is
+// reused only after its request's last completion, so no sequence is needed.
+constexpr uint64_t kSendBit = uint64_t{1} << 61;
+// 256 send buffers of 16 KiB (4 MiB of address space per loop, touched only
+// as far as the writes of one iteration reach: the most recently freed
+// buffer is reused first). An iteration with more small writes than that
+// sends the rest with send(), as on epoll.
+constexpr unsigned kSends = 256;
+constexpr uint16_t kNoSend = 0xFFFF;
+constexpr uint32_t kNoOwner = UINT32_MAX;
 
 unsigned to_poll(unsigned interest) {
   unsigned ev = 0;
@@ -89,6 +102,9 @@ Result<std::unique_ptr<Poller>> UringPoller::create() {
   const char* receive = std::getenv("TCPKIT_URING_RECEIVE");
   const bool wanted = receive == nullptr || std::strcmp(receive, "0") != 0;
   if (wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_buffers();
+  const char* send = std::getenv("TCPKIT_URING_SEND");
+  const bool send_wanted = send == nullptr || std::strcmp(send, "0") != 0;
+  if (send_wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_sends();
   return std::unique_ptr<Poller>(std::move(poller));
 }
 
@@ -128,6 +144,86 @@ bool UringPoller::set_up_buffers() {
   return true;
 }
 
+// Under DEFER_TASKRUN, as receiving: a cancelled send's completion then
+// comes only inside our own io_uring_enter().
+bool UringPoller::set_up_sends() {
+  // Not value-initialized: pages never written stay unmapped.
+  send_memory_.reset(new char[size_t{kSends} * event::kSendMax]);
+  sends_.assign(kSends, Send{});
+  free_sends_.clear();
+  for (unsigned id = kSends; id-- > 0;) free_sends_.push_back(static_cast<uint16_t>(id));
+  return true;
+}
+
+char* UringPoller::send_buffer(unsigned id) const {
+  return send_memory_.get() + size_t{id} * event::kSendMax;
+}
+
+size_t UringPoller::send(Channel* channel, const char* data, size_t len) {
+  if (!send_memory_ || !channel->registered() || len == 0) return 0;
+  Slot& slot = slots_[channel->slot()];
+  uint16_t id = slot.send;
+  if (id == kNoSend) {
+    if (free_sends_.empty() || len > event::kSendMax) return 0;
+    id = free_sends_.back();
+    free_sends_.pop_back();
+    sends_[id] = Send{channel->slot(), 0, 0, false};
+    slot.send = id;
+    to_send_.push_back(id);
+  } else if (sends_[id].submitted) {
+    return 0;
+  }
+  Send& request = sends_[id];
+  const size_t n = std::min(len, event::kSendMax - request.length);
+  std::memcpy(send_buffer(id) + request.length, data, n);
+  request.length += static_cast<uint32_t>(n);
+  return n;
+}
+
+void UringPoller::submit_send(uint16_t id) {
+  Send& request = sends_[id];
+  io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_send(sqe, slots_[request.owner].channel->fd(), send_buffer(id) + request.sent,
+                     request.length - request.sent, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, kSendBit | id);
+  request.submitted = true;
+}
+
+void UringPoller::free_send(uint16_t id) {
+  if (sends_[id].owner != kNoOwner) slots_[sends_[id].owner].send = kNoSend;
+  sends_[id].owner = kNoOwner;
+  free_sends_.push_back(id);
+}
+
+// What the socket took (the rest goes again with the next wait), or the
+// send's failure.
+void UringPoller::complete_send(const io_uring_cqe& cqe, Ready* ready) {
+  const auto id = static_cast<uint16_t>(cqe.user_data);
+  if (id >= sends_.size()) return;
+  Send& request = sends_[id];
+  if (request.owner == kNoOwner) {  // its channel is gone
+    free_sends_.push_back(id);
+    return;
+  }
+  Channel* channel = slots_[request.owner].channel;
+  if (cqe.res > 0) {
+    request.sent += static_cast<uint32_t>(cqe.res);
+    ready->emplace_back(channel,
+                        event::kSent | (static_cast<unsigned>(cqe.res) << event::kDetailShift));
+    if (request.sent < request.length) {
+      request.submitted = false;  // more may join it before it goes again
+      to_send_.push_back(id);
+    } else {
+      free_send(id);
+    }
+    return;
+  }
+  free_send(id);
+  const int err = cqe.res < 0 ? -cqe.res : EPIPE;
+  ready->emplace_back(channel,
+                      event::kFailed | (static_cast<unsigned>(err) << event::kDetailShift));
+}
+
 std::string_view UringPoller::received(unsigned buffer) const {
   return {buffers_.get() + size_t{buffer} * kBufferSize, lengths_[buffer]};
 }
@@ -156,6 +252,10 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
     released_ = 0;
   }
   arm_queued();
+  for (uint16_t id : to_send_) {
+    if (!sends_[id].submitted && sends_[id].owner != kNoOwner) submit_send(id);
+  }
+  to_send_.clear();
   // A write recheck is due this iteration: collect what is there, no waiting.
   if (!recheck_.empty()) timeout = std::chrono::milliseconds(0);
   __kernel_timespec ts{};
@@ -206,6 +306,10 @@ void UringPoller::complete(const io_uring_cqe& cqe, Ready* ready) {
   }
   if (cqe.user_data & kRecvBit) {
     complete_receive(cqe, ready);
+    return;
+  }
+  if (cqe.user_data & kSendBit) {
+    complete_send(cqe, ready);
     return;
   }
   const auto index = static_cast<uint32_t>(cqe.user_data);
@@ -294,6 +398,18 @@ void UringPoller::remove(Channel* channel) {
     next_generation(&slot);
   }
   if (slot.recv_armed) cancel_receive(index);
+  if (slot.send != kNoSend) {
+    // The bytes handed over go now, as a send() before close() would have
+    // sent them; what the socket cannot take at once is dropped with the
+    // cancellation behind them. The buffer is freed by the last completion.
+    const uint16_t id = slot.send;
+    if (!sends_[id].submitted) submit_send(id);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_cancel64(sqe, kSendBit | id, 0);
+    io_uring_sqe_set_data64(sqe, kNoAnswer);
+    sends_[id].owner = kNoOwner;
+    slot.send = kNoSend;
+  }
   // What the slot's receives still complete is no longer this channel's.
   slot.first_seq = slot.recv_seq + 1;
   slot.channel = nullptr;

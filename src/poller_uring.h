@@ -48,6 +48,21 @@
 // but cost a second copy, which does not pay for bulk (one make bench: 1.6x
 // the CPU per message at 100 x 64 KiB before the switch).
 //
+// Sending: a connection hands its small writes (up to event::kSendMax) to
+// the poller instead of calling send() (Poller::send); the poller copies
+// them into one of its send buffers and submits one IORING_OP_SEND per
+// connection with the next wait, so an iteration's echoes, the receives'
+// re-arms and the wait are one io_uring_enter(). Later writes of the same
+// iteration join the same buffer. A connection has at most one send on its
+// way, and queues behind it what comes next (TcpConnection::write_wire()),
+// which keeps its bytes in order. Larger writes, and writes that find no
+// free buffer, are sent by the connection itself, as on epoll. A send
+// completes with what the socket took; the rest is submitted again. The
+// kernel reads a send's buffer until its completion, so the buffer stays
+// the poller's, not the connection's: a connection removed with a send on
+// its way leaves it to the poller, which cancels it and frees the buffer
+// when the last completion comes. TCPKIT_URING_SEND=0 turns sending off.
+//
 // Lifetimes: a completion names its channel through user_data = (generation
 // << 32 | slot), an index into slots_, never a pointer. A slot's generation
 // changes whenever its poll request is cancelled or its channel removed, so
@@ -85,6 +100,7 @@ class UringPoller final : public Poller {
 
   std::string_view received(unsigned buffer) const override;
   void release(unsigned buffer) override;
+  size_t send(Channel* channel, const char* data, size_t len) override;
 
  private:
   struct Slot {
@@ -99,6 +115,14 @@ class UringPoller final : public Poller {
     uint32_t recv_seq = 0;       // the last receive armed for this slot
     uint32_t first_seq = 1;      // the first receive of the slot's current channel
     uint32_t batch = 0;          // the last batch in which this slot received bytes
+    uint16_t send = 0xFFFF;      // the channel's send buffer (kNoSend: none)
+  };
+  // One send buffer's request: whose, how many bytes, how many of them left.
+  struct Send {
+    uint32_t owner = 0;  // the slot, or kNoOwner once its channel is removed
+    uint32_t length = 0;
+    uint32_t sent = 0;
+    bool submitted = false;  // on its way: no more bytes join it
   };
 
   uint64_t user_data(uint32_t index) const;
@@ -114,6 +138,11 @@ class UringPoller final : public Poller {
   void queue_arm(uint32_t index);
   void arm_queued();
   void cancel(uint32_t index);
+  bool set_up_sends();
+  char* send_buffer(unsigned id) const;
+  void submit_send(uint16_t id);
+  void complete_send(const io_uring_cqe& cqe, Ready* ready);
+  void free_send(uint16_t id);
   static void next_generation(Slot* slot);
   io_uring_sqe* next_sqe();
   void submit();
@@ -138,6 +167,12 @@ class UringPoller final : public Poller {
   std::vector<uint32_t> lengths_;  // of each buffer's bytes, while a kData event holds it
   unsigned released_ = 0;          // buffers given back since the ring's tail last moved
   uint32_t batch_ = 0;             // counts the waits, for Slot::batch
+
+  // The send buffers: kSends of event::kSendMax bytes.
+  std::unique_ptr<char[]> send_memory_;
+  std::vector<Send> sends_;
+  std::vector<uint16_t> free_sends_;
+  std::vector<uint16_t> to_send_;  // submitted with the next wait
 };
 
 }  // namespace tcpkit

@@ -133,6 +133,10 @@ void TcpConnection::handle_event(unsigned mask) {
     handle_data(self, loop_->received(event::detail(mask)), (mask & event::kMore) != 0);
     return;
   }
+  if (mask & event::kSent) {
+    handle_sent(event::detail(mask));
+    return;
+  }
   if (mask & event::kFailed) {
     handle_close(errno_code(static_cast<int>(event::detail(mask))));
     return;
@@ -342,7 +346,7 @@ void TcpConnection::receive_tls(Buffer& wire) {
     tls_->handshake_timer = 0;
     if (callbacks_->on_handshake) callbacks_->on_handshake(self);
     // shutdown() during the handshake waited for it (shutdown_in_loop).
-    if (state() == State::disconnecting) shutdown_in_loop();
+    if (shutdown_asked_) shutdown_in_loop();
     if (state() == State::disconnected) return;
   }
   if (input_.readable_bytes() > 0) {
@@ -390,7 +394,36 @@ void TcpConnection::handle_write() {
   output_.retrieve(static_cast<size_t>(n));
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   last_active_ = loop_->now();
-  if (paused_by_overflow_ && output_bytes() < options_->high_water_mark / 2) {
+  if (output_.readable_bytes() == 0) channel_->disable_writing();
+  after_send();
+}
+
+// The backend sent `n` of the bytes handed to it (write_wire()). Once all
+// of them are out, what queued up behind them follows.
+void TcpConnection::handle_sent(size_t n) {
+  sending_ = static_cast<uint16_t>(sending_ - n);
+  bytes_out_.fetch_add(n, std::memory_order_relaxed);
+  last_active_ = loop_->now();
+  if (sending_ == 0 && output_.readable_bytes() > 0) hand_over_output();
+  after_send();
+}
+
+// output_'s turn: to the backend again if it takes it, else by send() once
+// the socket has room.
+void TcpConnection::hand_over_output() {
+  const size_t taken = loop_->send_for(channel_.get(), output_.peek(), output_.readable_bytes());
+  if (taken == 0) {
+    channel_->enable_writing();
+    return;
+  }
+  output_.retrieve(taken);
+  sending_ = static_cast<uint16_t>(taken);
+}
+
+// Bytes left: reading resumes below half the high-water mark; once nothing
+// is left, the write is complete and a pending shutdown goes ahead.
+void TcpConnection::after_send() {
+  if (paused_by_overflow_ && queued_bytes() < options_->high_water_mark / 2) {
     paused_by_overflow_ = false;
     if (!peer_closed_) {
       reading_ = true;
@@ -398,15 +431,14 @@ void TcpConnection::handle_write() {
       deliver_held_input();
     }
   }
-  if (output_.readable_bytes() > 0) return;
-  channel_->disable_writing();
+  if (channel_->is_writing() || sending_ > 0) return;
   output_.release_if_empty();
   if (callbacks_->on_write_complete && output_bytes() == 0) {
     loop_->queue_in_loop([self = shared_from_this()] {
       if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
     });
   }
-  if (state() == State::disconnecting) shutdown_in_loop();
+  if (shutdown_asked_) shutdown_in_loop();
 }
 
 // Closing always happens from an I/O event, a timer or a queued functor,
@@ -472,7 +504,14 @@ void TcpConnection::send(Buffer& data) {
 // bytes stay behind. The TLS path checks the mark itself, around the layer.
 void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   size_t written = 0;
+  const size_t before = queued_bytes();
   if (!channel_->is_writing() && output_.readable_bytes() == 0) {
+    // The io_uring backend takes small writes to send with the loop's next
+    // wait, one system call for every connection's (it copies them).
+    written = loop_->send_for(channel_.get(), data, len);
+    sending_ = static_cast<uint16_t>(sending_ + written);
+  }
+  if (sending_ == 0 && !channel_->is_writing() && output_.readable_bytes() == 0) {
     ssize_t n = sys::send(fd_.get(), data, len);
     if (n >= 0) {
       written = static_cast<size_t>(n);
@@ -490,12 +529,13 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
       return;
     }
   }
-  if (written == len) return;
-  const size_t before = output_bytes();
-  output_.append(data + written, len - written);
-  if (!channel_->is_writing()) channel_->enable_writing();
+  if (written < len) {
+    output_.append(data + written, len - written);
+    // Behind the backend's send, output_ waits for it (handle_sent()).
+    if (!channel_->is_writing() && sending_ == 0) channel_->enable_writing();
+  }
   if (check_mark && before < options_->high_water_mark &&
-      output_bytes() >= options_->high_water_mark) {
+      queued_bytes() >= options_->high_water_mark) {
     check_overflow();
   }
 }
@@ -508,15 +548,15 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
     write_wire(data, len, /*check_mark=*/true);
     return;
   }
-  const size_t before = output_bytes();
+  const size_t before = queued_bytes();
   tls_->session.write_plaintext(std::string_view(data, len));
   flush_tls();
-  if (before < options_->high_water_mark && output_bytes() >= options_->high_water_mark)
+  if (before < options_->high_water_mark && queued_bytes() >= options_->high_water_mark)
     check_overflow();
 }
 
 void TcpConnection::check_overflow() {
-  size_t queued = output_bytes();
+  size_t queued = queued_bytes();
   if (callbacks_->on_high_water_mark) {
     loop_->queue_in_loop([self = shared_from_this(), queued] {
       if (self->callbacks_->on_high_water_mark) self->callbacks_->on_high_water_mark(self, queued);
@@ -551,6 +591,10 @@ void TcpConnection::shutdown() {
 void TcpConnection::shutdown_in_loop() {
   loop_->assert_in_loop_thread();
   if (state() == State::disconnected || write_shut_) return;
+  // From here on, draining the output finishes the shutdown. Not from the
+  // state that shutdown() sets: another thread sets it at once, while sends
+  // it queued before are still on their way to this thread.
+  shutdown_asked_ = true;
   if (tls_) {
     // A FIN now would cut the handshake short and lose the held writes;
     // receive_tls() comes back here once the handshake is done.
@@ -558,7 +602,7 @@ void TcpConnection::shutdown_in_loop() {
     tls_->session.shutdown();  // close_notify, once
     flush_tls();
   }
-  if (channel_->is_writing()) return;  // handle_write() calls again once drained
+  if (channel_->is_writing() || sending_ > 0) return;  // after_send() calls again once drained
   write_shut_ = true;
   // After the peer's FIN, with nothing left to send, the close() that
   // follows sends our FIN as well as shutdown() would: save the call.
@@ -573,7 +617,7 @@ void TcpConnection::shutdown_in_loop() {
 }
 
 void TcpConnection::maybe_finish_shutdown() {
-  if (write_shut_ && peer_closed_ && output_.readable_bytes() == 0) {
+  if (write_shut_ && peer_closed_ && output_.readable_bytes() == 0 && sending_ == 0) {
     handle_close(make_error_code(Errc::peer_closed));
   }
 }

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -129,6 +130,10 @@ class EventLoop {
   /// For TcpConnection: the bytes of a kData event (channel.h), which the
   /// io_uring backend read for it.
   std::string_view received(unsigned buffer) const;
+  /// For TcpConnection: hands up to `len` bytes to the backend, to be sent
+  /// with the loop's next wait (kSent events); how many it took, 0 where it
+  /// does not send (epoll).
+  size_t send_for(Channel* channel, const char* data, size_t len);
   /// For Channel: registers, changes or removes its interest with the poller.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);

@@ -129,7 +129,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Loop thread: what is queued for sending at every layer (bytes held for
   /// a handshake, bytes waiting for the socket), and what was read but not
   /// consumed.
-  size_t output_bytes() const { return output_.readable_bytes() + (tls_ ? tls_held_bytes() : 0); }
+  size_t output_bytes() const {
+    return output_.readable_bytes() + sending_ + (tls_ ? tls_held_bytes() : 0);
+  }
   size_t input_bytes() const { return input_.readable_bytes(); }
   /// The mark output_bytes() is held under (ConnectionOptions::high_water_mark):
   /// a writer that waits for the output to drain waits once it is passed.
@@ -196,6 +198,13 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   size_t tls_held_bytes() const;
   void park_until_resumed();
   void handle_write();
+  void handle_sent(size_t n);
+  /// output_bytes() less what the backend is sending: the bytes the
+  /// high-water mark holds, the same on every backend (the backend's are
+  /// on their way, as bytes a send() took are).
+  size_t queued_bytes() const { return output_bytes() - sending_; }
+  void hand_over_output();
+  void after_send();
   void handle_close(std::error_code reason);
   void send_in_loop(const char* data, size_t len);
   void shutdown_in_loop();
@@ -215,7 +224,12 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool paused_by_overflow_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
-  bool held_input_ = false;  ///< handle_data() kept bytes while not reading
+  bool held_input_ = false;      ///< handle_data() kept bytes while not reading
+  bool shutdown_asked_ = false;  ///< shutdown_in_loop() ran: our FIN follows the output
+  /// Bytes the backend sends for us (EventLoop::send_for, at most
+  /// event::kSendMax), ahead of output_: while there are any, output_ waits
+  /// for them and the channel does not wait to write.
+  uint16_t sending_ = 0;
   const std::shared_ptr<const ConnectionOptions> options_;
   CloseReason close_kind_ = CloseReason::none;
   std::error_code close_reason_;

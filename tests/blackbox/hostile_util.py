@@ -37,6 +37,16 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 # assert them; `make test` (no sanitizer) does.
 RSS_BOUNDS_APPLY = not SANITIZER
 
+# What an event loop of the io_uring backend may touch on its own, whatever
+# the number of connections: its ring of provided receive buffers (128 of 16
+# KiB, filled ahead of connections that pause) and its send buffers (16 KiB
+# each, one per connection with a send on its way). A bound on a server's
+# growth adds it once per loop; epoll loops hold no such buffers.
+def loop_buffers_bound(connections: int) -> int:
+    if os.environ.get("TCPKIT_IO_BACKEND") != "uring":
+        return 0
+    return 128 * 16 * 1024 + connections * 16 * 1024
+
 
 def push_until_stalled(hogs: list[socket.socket], cap: int, limit_s: float) -> tuple[list[int], bool]:
     """Clients that never read: each non-blocking socket in `hogs` sends 64 KiB

@@ -1,16 +1,22 @@
 """--io-backend epoll|uring on the commands that run event loops: each
-backend serves, io_uring really is used when asked for, and where a seccomp
-filter forbids io_uring the program says so in one line and runs on epoll."""
+backend serves, io_uring really is used when asked for (and sends an echo's
+bytes through the ring, not with a send() each), and where a seccomp filter
+forbids io_uring the program says so in one line and runs on epoll."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import SANITIZER, run_tcpkit, tcpkit_path
+from conftest import DEFAULT_TIMEOUT, SANITIZER, run_tcpkit, scaled, tcpkit_path
 from serve_util import ack_round_trip, connect, start_serve
 
 # Starts a program with io_uring_setup forbidden (EPERM) by a seccomp filter,
@@ -77,3 +83,54 @@ def test_unknown_backend_is_a_usage_error():
     result = run_tcpkit("serve", "--io-backend", "kqueue")
     assert result.returncode == 2
     assert "kqueue" in result.stderr
+
+
+def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
+    """`strace -c -f` on `tcpkit serve --mode echo --io-backend BACKEND`
+    while one client makes `rounds` 16-byte round trips: the server's calls
+    of sendto, sendmsg, epoll_wait (and its p-variants) and io_uring_enter."""
+    server, port = start_serve(tcpkit_process, "--mode", "echo", "--quiet", "--io-backend", backend)
+    if any("io_uring is unavailable" in line for line in server.stderr_lines):
+        pytest.skip(f"io_uring is unavailable here: {server.stderr_lines[0]}")
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=sendto,sendmsg,epoll_wait,epoll_pwait,epoll_pwait2,io_uring_enter", "-o", out.name,
+                                   "-p", str(server.pid)], stderr=subprocess.PIPE, text=True)
+        try:
+            # strace says "attached" on stderr once it holds every thread
+            # ("Process N attached", or "... attached with M threads").
+            line = tracer.stderr.readline()
+            if "attached" not in line:
+                pytest.skip(f"strace cannot attach here (ptrace forbidden?): {line.strip()}")
+            with connect(port, nodelay=True) as client:
+                for i in range(rounds):
+                    message = f"{i:015d}\n".encode()
+                    client.sendall(message)
+                    got = b""
+                    while len(got) < len(message):
+                        chunk = client.recv(64)
+                        assert chunk, "the server closed"
+                        got += chunk
+                    assert got == message
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=scaled(DEFAULT_TIMEOUT))
+        summary = out.read()
+    server.stop()
+    calls = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
+                                                                summary, re.M)}
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-deps "
+                    "installs it): it counts the server's system calls")
+def test_uring_sends_echoes_through_the_ring(tcpkit_process):
+    # epoll: one send() per echo; io_uring: the echoes go as ring requests
+    # with the loop's wait, so the server makes (almost) no send() at all.
+    # The waits are counted too: they show that strace saw the server.
+    rounds = 200
+    epoll = server_calls(tcpkit_process, "epoll", rounds)
+    assert sum(n for call, n in epoll.items() if call.startswith("epoll")) > 0, epoll
+    assert epoll.get("sendto", 0) + epoll.get("sendmsg", 0) >= rounds, epoll
+    uring = server_calls(tcpkit_process, "uring", rounds)
+    assert uring.get("io_uring_enter", 0) > 0, uring
+    assert uring.get("sendto", 0) + uring.get("sendmsg", 0) < rounds / 10, uring
