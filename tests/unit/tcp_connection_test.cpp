@@ -363,6 +363,30 @@ TEST(TcpConnection, ForceCloseFromAnotherThread) {
   h.finish();
 }
 
+// A reply and then force_close(), in one callback ("server full", a
+// protocol error): the reply still reaches the peer, as a send() before
+// close() would deliver it. On io_uring the reply is still in the loop's
+// send buffer when the close comes, and goes to the kernel with the close.
+TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArrive) {
+  ServerHarness h;
+  Tally tally;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      conn->send("bye: " + in.retrieve_all_as_string());
+      conn->send(std::string(3000, 'x'));
+      conn->force_close();
+    });
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("hi"));
+  EXPECT_EQ(read_to_eof(c), "bye: hi" + std::string(3000, 'x'));
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::operation_canceled);
+  tally.forget();
+  h.finish();
+}
+
 // abort() is the library's RST: the program never sets SO_LINGER itself.
 TEST(TcpConnection, AbortSendsAResetAndDropsQueuedOutput) {
   ServerHarness h;
