@@ -92,8 +92,10 @@ int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& list
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
-  int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
-  if (fd < 0) return -errno;
+  // Through syscall(), as the reads and sends below: one per connection.
+  const long rc = ::syscall(SYS_accept4, listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
+  if (rc < 0) return -errno;
+  const int fd = static_cast<int>(rc);
   if (peer == nullptr) return fd;
   *peer = Endpoint(reinterpret_cast<sockaddr*>(&ss), len);
   if (ss.ss_family != AF_UNIX) return fd;

@@ -65,8 +65,11 @@ int64_t ServeObserver::connected(const TcpConnectionPtr& conn) {
 void ServeObserver::admitted(const TcpConnectionPtr& conn, int64_t clients) {
   const ServeSession* session = conn->context<ServeSession>();
   const bool proxied = session != nullptr && session->client;
+  const bool listed_by_name = proxied && tracks_clients_;
+  // A name is text to format: only when somebody reads it (not with --quiet).
+  if (!listed_by_name && !logs_connections()) return;
   const std::string peer = peer_name(conn);
-  if (proxied && tracks_clients_) registry_.set_peer(conn, peer);
+  if (listed_by_name) registry_.set_peer(conn, peer);
   if (!logs_connections()) return;
   auto count = static_cast<unsigned long long>(clients);
   if (proxied) {
