@@ -34,6 +34,10 @@ constexpr unsigned kMore = 64;
 // (EventLoop::send_for(), the io_uring backend): detail(mask) of them left
 // for the peer. A send that fails is kFailed.
 constexpr unsigned kSent = 128;
+// With kReadable, for a channel that receives: the backend's receive found
+// the end of the stream, so the owner's read would return 0 (it need not
+// make it).
+constexpr unsigned kEnd = 256;
 constexpr unsigned kDetailShift = 16;
 constexpr unsigned detail(unsigned mask) {
   return mask >> kDetailShift;

@@ -536,9 +536,10 @@ void UringPoller::complete_receive(const io_uring_cqe& cqe, Ready* ready) {
   }
   if (has_buffer) release(buffer);
   if (cqe.res == 0) {
-    // The peer's FIN: the channel's own read finds it. Not reading: the
-    // receive armed when reading resumes finds it again.
-    if (reading) ready->emplace_back(channel, event::kReadable);
+    // The peer's FIN, after every byte before it (completions come in
+    // order): told as such, so the channel makes no read to find it. Not
+    // reading: the receive armed when reading resumes finds it again.
+    if (reading) ready->emplace_back(channel, event::kReadable | event::kEnd);
     return;
   }
   if (cqe.res == -ENOBUFS) {

@@ -36,8 +36,8 @@
 // channel stopped reading (the receive's cancellation is on its way) are
 // still the channel's: the kernel took them from the socket. So a receive's
 // completions are delivered as long as the channel's registration lasts,
-// whatever its interest; its end (EOF) is reported as kReadable while the
-// channel reads (the read that follows finds it) and found again by the
+// whatever its interest; its end (EOF) is reported as kReadable|kEnd while
+// the channel reads (no read needed to find it) and found again by the
 // receive armed when reading resumes. Used where the ring has DEFER_TASKRUN
 // (completions come only inside our io_uring_enter, so none arrives after
 // a cancellation went in) and the kernel takes a buffer ring (5.19);

@@ -148,7 +148,7 @@ void TcpConnection::handle_event(unsigned mask) {
   }
   // Not after the end was read: the io_uring backend may report the FIN
   // behind bytes that carried the end already (a TLS close_notify).
-  if ((mask & event::kReadable) && reading_) handle_read(self);
+  if ((mask & event::kReadable) && reading_) handle_read(self, (mask & event::kEnd) != 0);
   if (state() == State::disconnected) return;
   if (mask & event::kWritable) handle_write();
   if (state() == State::disconnected) return;
@@ -175,10 +175,14 @@ void TcpConnection::park_until_resumed() {
   channel_->remove();
 }
 
-void TcpConnection::handle_read(const TcpConnectionPtr& self) {
+void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   // Bytes received while paused go before what this read finds (the FIN).
   take_held_input(self);
   if (state() == State::disconnected || !reading_) return;
+  if (at_end) {  // the backend's receive read the FIN: no read() to find it again
+    peer_sent_fin();
+    return;
+  }
   // With nothing pending, read into the loop's shared buffer and keep only
   // what on_message leaves behind: no allocation per message, and no memory
   // held by a connection between messages. With TLS every byte read goes to

@@ -181,7 +181,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
 
   void handle_event(unsigned mask);
   struct TlsLayer;
-  void handle_read(const TcpConnectionPtr& self);
+  void handle_read(const TcpConnectionPtr& self, bool at_end = false);
   void handle_data(const TcpConnectionPtr& self, std::string_view data, bool more);
   void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
   void deliver_held_input();

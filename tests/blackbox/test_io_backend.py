@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,12 +89,12 @@ def test_unknown_backend_is_a_usage_error():
 def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
     """`strace -c -f` on `tcpkit serve --mode echo --io-backend BACKEND`
     while one client makes `rounds` 16-byte round trips: the server's calls
-    of sendto, sendmsg, epoll_wait (and its p-variants) and io_uring_enter."""
+    that send, read and wait."""
     server, port = start_serve(tcpkit_process, "--mode", "echo", "--quiet", "--io-backend", backend)
     if any("io_uring is unavailable" in line for line in server.stderr_lines):
         pytest.skip(f"io_uring is unavailable here: {server.stderr_lines[0]}")
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        tracer = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=sendto,sendmsg,epoll_wait,epoll_pwait,epoll_pwait2,io_uring_enter", "-o", out.name,
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=sendto,sendmsg,read,readv,recvfrom,recvmsg,epoll_wait,epoll_pwait,epoll_pwait2,io_uring_enter", "-o", out.name,
                                    "-p", str(server.pid)], stderr=subprocess.PIPE, text=True)
         try:
             # strace says "attached" on stderr once it holds every thread
@@ -111,6 +112,10 @@ def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
                         assert chunk, "the server closed"
                         got += chunk
                     assert got == message
+                # The end: our FIN, and the server's answering FIN once it
+                # has seen ours, so its reading of the end is traced too.
+                client.shutdown(socket.SHUT_WR)
+                assert client.recv(64) == b""
         finally:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(timeout=scaled(DEFAULT_TIMEOUT))
@@ -123,14 +128,23 @@ def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-deps "
                     "installs it): it counts the server's system calls")
-def test_uring_sends_echoes_through_the_ring(tcpkit_process):
-    # epoll: one send() per echo; io_uring: the echoes go as ring requests
-    # with the loop's wait, so the server makes (almost) no send() at all.
-    # The waits are counted too: they show that strace saw the server.
+def test_uring_sends_and_receives_echoes_through_the_ring(tcpkit_process):
+    # epoll: a read and a send() per echo, and a read that finds the end;
+    # io_uring: the echoes and the end arrive and leave as ring requests
+    # with the loop's wait, so the server makes (almost) no read or send
+    # call at all (no read at all, one connection's small messages fit the
+    # ring's buffers). The waits are counted too: they show that strace saw the
+    # server.
     rounds = 200
+
+    def calls(counts, *names):
+        return sum(counts.get(name, 0) for name in names)
     epoll = server_calls(tcpkit_process, "epoll", rounds)
-    assert sum(n for call, n in epoll.items() if call.startswith("epoll")) > 0, epoll
-    assert epoll.get("sendto", 0) + epoll.get("sendmsg", 0) >= rounds, epoll
+    assert calls(epoll, "epoll_wait", "epoll_pwait", "epoll_pwait2") > 0, epoll
+    assert calls(epoll, "sendto", "sendmsg") >= rounds, epoll
+    assert calls(epoll, "read", "readv", "recvfrom", "recvmsg") >= rounds + 1, epoll
     uring = server_calls(tcpkit_process, "uring", rounds)
     assert uring.get("io_uring_enter", 0) > 0, uring
-    assert uring.get("sendto", 0) + uring.get("sendmsg", 0) < rounds / 10, uring
+    assert calls(uring, "sendto", "sendmsg") < rounds / 10, uring
+    # Not even for the end: the receive's completion says so itself.
+    assert calls(uring, "read", "readv", "recvfrom", "recvmsg") == 0, uring
