@@ -191,8 +191,19 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
   ssize_t n = in.read_fd(fd_.get(), options_->max_read_per_wakeup);
   if (n > 0) {
-    // Small reads again: back to the backend's receive, where it has one.
-    if (static_cast<size_t>(n) < event::kBulkRead) channel_->set_receives(true);
+    // Small reads again: back to the backend's receive, where it has one;
+    // after several in a row, not at the short tail of every large message
+    // (each switch cancels one request and arms another, and the first
+    // piece of the next large message would come through the buffers).
+    // A bulk read here (the backend's buffers ran out) says the same as a
+    // full buffer in handle_data(): this peer sends in bulk.
+    if (static_cast<size_t>(n) >= event::kBulkRead) {
+      small_reads_ = 0;
+      channel_->set_receives(false);
+    } else if (!channel_->receives() && ++small_reads_ >= kSmallReadsToReceive) {
+      small_reads_ = 0;
+      channel_->set_receives(true);
+    }
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
     deliver(self, in, shared);

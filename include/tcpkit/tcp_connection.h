@@ -232,6 +232,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   uint16_t sending_ = 0;
   const std::shared_ptr<const ConnectionOptions> options_;
   CloseReason close_kind_ = CloseReason::none;
+  /// Reads in a row smaller than a bulk read (handle_read()), in the padding
+  /// after close_kind_.
+  uint8_t small_reads_ = 0;
+  static constexpr uint8_t kSmallReadsToReceive = 4;
   std::error_code close_reason_;
   /// Null for a plain connection: one pointer is all TLS costs it.
   std::unique_ptr<TlsLayer> tls_;

@@ -86,11 +86,12 @@ def test_unknown_backend_is_a_usage_error():
     assert "kqueue" in result.stderr
 
 
-def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
+def server_calls(tcpkit_process, backend: str, rounds: int, env: dict | None = None) -> dict[str, int]:
     """`strace -c -f` on `tcpkit serve --mode echo --io-backend BACKEND`
     while one client makes `rounds` 16-byte round trips: the server's calls
     that send, read and wait."""
-    server, port = start_serve(tcpkit_process, "--mode", "echo", "--quiet", "--io-backend", backend)
+    server, port = start_serve(tcpkit_process, "--mode", "echo", "--quiet", "--io-backend", backend,
+                               env={**os.environ, **(env or {})})
     if any("io_uring is unavailable" in line for line in server.stderr_lines):
         pytest.skip(f"io_uring is unavailable here: {server.stderr_lines[0]}")
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
@@ -128,13 +129,13 @@ def server_calls(tcpkit_process, backend: str, rounds: int) -> dict[str, int]:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-deps "
                     "installs it): it counts the server's system calls")
-def test_uring_sends_and_receives_echoes_through_the_ring(tcpkit_process):
-    # epoll: a read and a send() per echo, and a read that finds the end;
-    # io_uring: the echoes and the end arrive and leave as ring requests
-    # with the loop's wait, so the server makes (almost) no read or send
-    # call at all (no read at all, one connection's small messages fit the
-    # ring's buffers). The waits are counted too: they show that strace saw the
-    # server.
+def test_uring_receives_echoes_through_the_ring_and_sends_there_when_asked(tcpkit_process):
+    # epoll: a read and a send() per echo, and a read that finds the end.
+    # io_uring: the echoes and the end arrive as the ring's completions, so
+    # the server makes no read call at all (one connection's small messages
+    # fit the ring's buffers); with TCPKIT_URING_SEND=1 (off by default) the
+    # echoes leave as ring requests too, with no send() each. The waits are
+    # counted too: they show that strace saw the server.
     rounds = 200
 
     def calls(counts, *names):
@@ -145,6 +146,10 @@ def test_uring_sends_and_receives_echoes_through_the_ring(tcpkit_process):
     assert calls(epoll, "read", "readv", "recvfrom", "recvmsg") >= rounds + 1, epoll
     uring = server_calls(tcpkit_process, "uring", rounds)
     assert uring.get("io_uring_enter", 0) > 0, uring
-    assert calls(uring, "sendto", "sendmsg") < rounds / 10, uring
+    assert calls(uring, "sendto", "sendmsg") >= rounds, uring
     # Not even for the end: the receive's completion says so itself.
     assert calls(uring, "read", "readv", "recvfrom", "recvmsg") == 0, uring
+    ring_sends = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": "1"})
+    assert ring_sends.get("io_uring_enter", 0) > 0, ring_sends
+    assert calls(ring_sends, "sendto", "sendmsg") < rounds / 10, ring_sends
+    assert calls(ring_sends, "read", "readv", "recvfrom", "recvmsg") == 0, ring_sends
