@@ -15,6 +15,22 @@
 #include <algorithm>
 #include <cerrno>
 
+// Descriptors are opened and closed through syscall() where that saves
+// libc's thread-cancellation toggling (accept(), close()), except under
+// ThreadSanitizer: it learns of a descriptor's life only through libc's
+// calls, and without them takes a reused number for a race between the
+// threads that used it.
+#if defined(__SANITIZE_THREAD__)
+#define TCPKIT_SYS_LIBC_DESCRIPTORS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TCPKIT_SYS_LIBC_DESCRIPTORS 1
+#endif
+#endif
+#ifndef TCPKIT_SYS_LIBC_DESCRIPTORS
+#define TCPKIT_SYS_LIBC_DESCRIPTORS 0
+#endif
+
 namespace tcpkit::sys {
 namespace {
 
@@ -93,7 +109,11 @@ int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& list
   socklen_t len = sizeof ss;
   int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
   // Through syscall(), as the reads and sends below: one per connection.
+#if TCPKIT_SYS_LIBC_DESCRIPTORS
+  const long rc = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
+#else
   const long rc = ::syscall(SYS_accept4, listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, flags);
+#endif
   if (rc < 0) return -errno;
   const int fd = static_cast<int>(rc);
   if (peer == nullptr) return fd;
@@ -102,6 +122,14 @@ int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& list
   if (peer->unix_path().empty()) *peer = listening_on;
   if (auto who = peer_credentials(fd)) *peer = peer->with_credentials(*who);
   return fd;
+}
+
+void close(int fd) {
+#if TCPKIT_SYS_LIBC_DESCRIPTORS
+  ::close(fd);
+#else
+  ::syscall(SYS_close, fd);
+#endif
 }
 
 int connect(int fd, const Endpoint& ep) {

@@ -54,6 +54,8 @@ Result<void> listen(int fd, int backlog, const Endpoint& ep);
 // rarely binds a name, so it is named by `listening_on` (sharing its path
 // block, no copy) and carries its credentials.
 int accept(int listen_fd, Endpoint* peer, bool nonblocking, const Endpoint& listening_on);
+// Closes a descriptor (not retried on EINTR: see UniqueFd::reset).
+void close(int fd);
 
 // A non-blocking connect: 0 when connected at once, -EINPROGRESS while the
 // handshake runs, another -errno on failure.
