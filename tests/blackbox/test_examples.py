@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -195,7 +196,17 @@ def python_server(host: str = "127.0.0.1") -> socket.socket:
     return listener
 
 
-def run_client_against(listener: socket.socket, host: str, message: str) -> tuple[bytes, subprocess.CompletedProcess]:
+def reply_and_see_the_client_close(conn: socket.socket) -> None:
+    conn.sendall(REPLY)
+    # The client closes after reading the reply: we see EOF.
+    assert conn.recv(1024) == b""
+
+
+def run_client_against(listener: socket.socket, host: str, message: str,
+                       serve: Callable[[socket.socket], None] = reply_and_see_the_client_close
+                       ) -> tuple[bytes, subprocess.CompletedProcess]:
+    """Runs tcp_client against `listener`: reads its message, then `serve`
+    answers on the accepted socket, which closes after it."""
     port = listener.getsockname()[1]
     client = subprocess.Popen([example("tcp_client"), host, str(port), message],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -204,9 +215,7 @@ def run_client_against(listener: socket.socket, host: str, message: str) -> tupl
         with conn:
             conn.settimeout(DEFAULT_TIMEOUT)
             received = recv_exact(conn, len(message.encode()))
-            conn.sendall(REPLY)
-            # The client closes after reading the reply: we see EOF.
-            assert conn.recv(1024) == b""
+            serve(conn)
         out, err = client.communicate(timeout=DEFAULT_TIMEOUT)
     finally:
         if client.poll() is None:
@@ -245,50 +254,34 @@ def test_tcp_client_resolves_localhost():
 def test_tcp_client_reads_a_reply_split_in_two_until_the_server_closes():
     # TCP may deliver one reply in two reads: the client keeps reading while
     # more follows, so it prints the whole reply, not its first piece.
+    def reply_in_two_pieces(conn: socket.socket) -> None:
+        conn.sendall(b"first half, ")
+        time.sleep(0.1)
+        conn.sendall(b"second half")
+
     with python_server() as listener:
+        received, result = run_client_against(listener, "127.0.0.1", "hi", reply_in_two_pieces)
         port = listener.getsockname()[1]
-        client = subprocess.Popen([example("tcp_client"), "127.0.0.1", str(port), "hi"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(DEFAULT_TIMEOUT)
-                assert recv_exact(conn, 2) == b"hi"
-                conn.sendall(b"first half, ")
-                time.sleep(0.1)
-                conn.sendall(b"second half")
-            out, err = client.communicate(timeout=DEFAULT_TIMEOUT)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.communicate()
-    assert client.returncode == 0, err
-    assert out.decode() == f"received from 127.0.0.1:{port}: first half, second half\n"
+    assert received == b"hi"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"received from 127.0.0.1:{port}: first half, second half\n"
 
 
 def test_tcp_client_lets_a_server_that_replies_and_closes_close_first():
     # The tutorial's TIME_WAIT lesson needs the server to be the side that
     # closes first: a server slow to close after its reply (descheduled, say)
     # must not find the client gone already.
+    def reply_and_close_late(conn: socket.socket) -> None:
+        conn.sendall(REPLY)
+        readable, _, _ = select.select([conn], [], [], 0.15)
+        assert not readable, "the client closed before the server did"
+
     with python_server() as listener:
+        received, result = run_client_against(listener, "127.0.0.1", "hi", reply_and_close_late)
         port = listener.getsockname()[1]
-        client = subprocess.Popen([example("tcp_client"), "127.0.0.1", str(port), "hi"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(DEFAULT_TIMEOUT)
-                assert recv_exact(conn, 2) == b"hi"
-                conn.sendall(REPLY)
-                readable, _, _ = select.select([conn], [], [], 0.15)
-                assert not readable, "the client closed before the server did"
-            out, err = client.communicate(timeout=DEFAULT_TIMEOUT)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.communicate()
-    assert client.returncode == 0, err
-    assert out.decode() == f"received from 127.0.0.1:{port}: 收到了你的訊息\n"
+    assert received == b"hi"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"received from 127.0.0.1:{port}: 收到了你的訊息\n"
 
 
 def test_tcp_client_reports_connection_refused_with_the_address():
