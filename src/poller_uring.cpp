@@ -148,13 +148,12 @@ bool UringPoller::set_up_buffers() {
 
 // Under DEFER_TASKRUN, as receiving: a cancelled send's completion then
 // comes only inside our own io_uring_enter().
-bool UringPoller::set_up_sends() {
+void UringPoller::set_up_sends() {
   // Not value-initialized: pages never written stay unmapped.
   send_memory_.reset(new char[size_t{kSends} * event::kSendMax]);
   sends_.assign(kSends, Send{});
   free_sends_.clear();
   for (unsigned id = kSends; id-- > 0;) free_sends_.push_back(static_cast<uint16_t>(id));
-  return true;
 }
 
 char* UringPoller::send_buffer(unsigned id) const {
@@ -204,7 +203,7 @@ void UringPoller::complete_send(const io_uring_cqe& cqe, Ready* ready) {
   if (id >= sends_.size()) return;
   Send& request = sends_[id];
   if (request.owner == kNoOwner) {  // its channel is gone
-    free_sends_.push_back(id);
+    free_send(id);
     return;
   }
   Channel* channel = slots_[request.owner].channel;

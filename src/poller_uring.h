@@ -145,7 +145,7 @@ class UringPoller final : public Poller {
   void queue_arm(uint32_t index);
   void arm_queued();
   void cancel(uint32_t index);
-  bool set_up_sends();
+  void set_up_sends();
   char* send_buffer(unsigned id) const;
   void submit_send(uint16_t id);
   void complete_send(const io_uring_cqe& cqe, Ready* ready);

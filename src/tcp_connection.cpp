@@ -521,27 +521,28 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   size_t written = 0;
   const size_t before = queued_bytes();
   if (!channel_->is_writing() && output_.readable_bytes() == 0) {
-    // The io_uring backend takes small writes to send with the loop's next
-    // wait, one system call for every connection's (it copies them).
+    // The io_uring backend with TCPKIT_URING_SEND=1 takes small writes to
+    // send with the loop's next wait (it copies them); else send() now,
+    // unless bytes the backend holds must go first.
     written = loop_->send_for(channel_.get(), data, len);
     sending_ = static_cast<uint16_t>(sending_ + written);
-  }
-  if (sending_ == 0 && !channel_->is_writing() && output_.readable_bytes() == 0) {
-    ssize_t n = sys::send(fd_.get(), data, len);
-    if (n >= 0) {
-      written = static_cast<size_t>(n);
-      bytes_out_.fetch_add(written, std::memory_order_relaxed);
-      if (written == len && callbacks_->on_write_complete && output_bytes() == 0) {
-        loop_->queue_in_loop([self = shared_from_this()] {
-          if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
-        });
+    if (sending_ == 0) {
+      ssize_t n = sys::send(fd_.get(), data, len);
+      if (n >= 0) {
+        written = static_cast<size_t>(n);
+        bytes_out_.fetch_add(written, std::memory_order_relaxed);
+        if (written == len && callbacks_->on_write_complete && output_bytes() == 0) {
+          loop_->queue_in_loop([self = shared_from_this()] {
+            if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
+          });
+        }
+      } else if (n != -EAGAIN && n != -EINTR) {
+        // EPIPE, ECONNRESET...: the reason surfaces through the close callback.
+        auto reason = errno_code(static_cast<int>(-n));
+        write_shut_ = true;
+        loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+        return;
       }
-    } else if (n != -EAGAIN && n != -EINTR) {
-      // EPIPE, ECONNRESET...: the reason surfaces through the close callback.
-      auto reason = errno_code(static_cast<int>(-n));
-      write_shut_ = true;
-      loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
-      return;
     }
   }
   if (written < len) {
