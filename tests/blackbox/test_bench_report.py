@@ -110,3 +110,35 @@ def test_targets_name_the_worst_cell(gen):
     assert row[3] == "**missed**" and "within this machine's noise" in row[4]
     row = gen.target_row("t", "tcpkit (epoll)", [("a", 0.5, []), ("b", 0.8, [])], 1.0, False)
     assert row[2] == "0.80×" and row[3] == "**met**"
+
+
+def test_a_missed_cpu_target_says_whether_the_kernel_alone_misses_it(gen):
+    race = gen.Race("msgs_per_s")
+    race.runs[("tcpkit (uring)", 100, 16)] = [{"server_user_ticks": 4, "server_sys_ticks": 76}, None,
+                                              {"server_user_ticks": 1, "server_sys_ticks": 19}]
+    share = gen.kernel_share(race, "tcpkit (uring)", [(100, 16)])
+    assert share == pytest.approx(0.95)
+    # Too few ticks to tell: no reason rather than a made-up one.
+    assert gen.kernel_share(race, "tcpkit (uring)", [(1, 16)]) is None
+    reason = gen.kernel_reason(share, 1.0, 0.92, "the bare epoll server's")
+    assert "95%" in reason and "0.95×" in reason and "even with no time in its own code" in reason
+    reason = gen.kernel_reason(0.5, 1.0, 0.92, "the bare epoll server's")
+    assert "0.50×" in reason and "tcpkit's own code that stands between" in reason
+    assert gen.kernel_reason(None, 1.0, 0.92, "x") == ""
+    # The reason goes with a missed target only.
+    assert "why: k" in gen.target_row("t", "s", [("a", 1.0, [])], 0.92, False, reason="; why: k")[4]
+    assert "why: k" not in gen.target_row("t", "s", [("a", 0.9, [])], 0.92, False, reason="; why: k")[4]
+
+
+def test_a_trailing_client_is_explained_by_its_user_and_system_time(gen):
+    race = gen.Race("msgs_per_s")
+    run = lambda rate, user, system: {"msgs_per_s": rate, "client_user_us_per_msg": user,  # noqa: E731
+                                      "client_sys_us_per_msg": system}
+    race.runs[("tcpkit-uring", 100, 16)] = [run(100.0, 0.5, 3.0)]
+    race.runs[("minimal", 100, 16)] = [run(100.0, 0.1, 3.0)]
+    race.runs[("tcpkit-uring", 1000, 4096)] = [run(90.0, 0.4, 4.5)]
+    race.runs[("minimal", 1000, 4096)] = [run(100.0, 0.2, 4.0)]
+    reason = gen.client_reason(race, "tcpkit-uring", [(100, 16), (1000, 4096)])
+    assert "at 1,000 × 4096 B" in reason
+    assert "0.40 µs of user and 4.50 µs of system" in reason and "0.20 and 4.00" in reason
+    assert "+0.20 µs" in reason and "+0.50 µs" in reason
