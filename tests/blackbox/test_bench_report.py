@@ -142,3 +142,25 @@ def test_a_trailing_client_is_explained_by_its_user_and_system_time(gen):
     assert "at 1,000 × 4096 B" in reason
     assert "0.40 µs of user and 4.50 µs of system" in reason and "0.20 and 4.00" in reason
     assert "+0.20 µs" in reason and "+0.50 µs" in reason
+
+
+def test_a_missed_throughput_target_says_whether_the_peer_paid_with_cpu(gen):
+    class Server:
+        def __init__(self, name):
+            self.name = name
+
+    servers = [Server("tcpkit (uring)"), Server("libevent"), Server("asio")]
+    race = gen.Race("msgs_per_s")
+    run = lambda rate, cpu: {"msgs_per_s": rate, "cpu_us_per_msg": cpu}  # noqa: E731
+    race.runs[("tcpkit (uring)", 1, 65536)] = [run(90.0, 36.0)]
+    race.runs[("libevent", 1, 65536)] = [run(100.0, 75.0)]
+    race.runs[("asio", 1, 65536)] = [run(80.0, 40.0)]
+    race.runs[("tcpkit (uring)", 10, 16)] = [run(80.0, 4.0)]
+    race.runs[("libevent", 10, 16)] = [run(70.0, 5.0)]
+    race.runs[("asio", 10, 16)] = [run(100.0, 3.5)]
+    reason = gen.throughput_reason(race, "tcpkit (uring)", servers, [(1, 65536), (10, 16)], 0.95)
+    assert "1 × 65536 B: libevent 75.00 against 36.00 µs" in reason and "buys messages/s with CPU" in reason
+    assert "no more server CPU per message (10 × 16 B: asio 3.50 against 4.00 µs)" in reason
+    race.runs[("tcpkit (uring)", 10, 16)] = [run(100.0, 4.0)]
+    reason = gen.throughput_reason(race, "tcpkit (uring)", servers, [(10, 16)], 0.95)
+    assert reason == ""
