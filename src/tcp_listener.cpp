@@ -1,6 +1,7 @@
 #include "tcpkit/tcp_listener.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 
 #include <cerrno>
@@ -36,6 +37,16 @@ Result<TcpListener> TcpListener::bind(const Endpoint& address, const ListenOptio
                                  "IPV6_V6ONLY");
     if (!r) return r.error();
   }
+  if (options.tcp_nodelay) {
+    if (auto r = sys::set_int_option(fd->get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"); !r) {
+      return r.error();
+    }
+  }
+  if (options.keepalive) {
+    if (auto r = sys::set_int_option(fd->get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"); !r) {
+      return r.error();
+    }
+  }
   if (auto r = sys::bind(fd->get(), address); !r) return r.error();
   if (auto r = sys::listen(fd->get(), options.backlog, address); !r) return r.error();
   TcpListener listener;
@@ -45,10 +56,10 @@ Result<TcpListener> TcpListener::bind(const Endpoint& address, const ListenOptio
 }
 
 // No socket options here: SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY are
-// about ports. The file takes their place: a stale one is cleared first,
-// permissions are set between bind() and listen() (connects are refused
-// until listen, so no client meets the umask's permissions), and the file
-// goes with the listener.
+// about ports, TCP_NODELAY and SO_KEEPALIVE about TCP. The file takes their
+// place: a stale one is cleared first, permissions are set between bind()
+// and listen() (connects are refused until listen, so no client meets the
+// umask's permissions), and the file goes with the listener.
 Result<TcpListener> TcpListener::bind_unix(const Endpoint& address, const ListenOptions& options) {
   if (auto cleared = clear_stale_socket_file(address); !cleared) return cleared.error();
   auto fd = sys::tcp_socket(AF_UNIX, options.nonblocking, address);

@@ -1,14 +1,10 @@
 #include "tcpkit/tcp_server.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-
 #include <cassert>
 
 #include "acceptor.h"
 #include "callback_table.h"
 #include "connection_owner.h"
-#include "sys.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/loop_thread_pool.h"
 
@@ -22,10 +18,23 @@ struct TcpServer::LoopState {
 
 namespace {
 
-// Binds one more SO_REUSEPORT listener on each of `endpoints` (ports known).
-Result<std::vector<TcpListener>> bind_reuse_port_listeners(const std::vector<Endpoint>& endpoints) {
+// How the server's listening sockets are bound. The TCP options every
+// connection gets go on the listener, from which accepted sockets inherit
+// them: no setsockopt() per connection.
+ListenOptions listen_options(const ServerOptions& options) {
   ListenOptions lo;
   lo.nonblocking = true;
+  lo.reuse_port = options.reuse_port || options.reuse_port_per_loop;
+  lo.unix_mode = options.unix_mode;
+  lo.tcp_nodelay = options.tcp_nodelay;
+  lo.keepalive = options.keepalive;
+  return lo;
+}
+
+// Binds one more SO_REUSEPORT listener on each of `endpoints` (ports known).
+Result<std::vector<TcpListener>> bind_reuse_port_listeners(const std::vector<Endpoint>& endpoints,
+                                                           const ServerOptions& options) {
+  ListenOptions lo = listen_options(options);
   lo.reuse_port = true;
   std::vector<TcpListener> listeners;
   for (const auto& endpoint : endpoints) {
@@ -88,11 +97,7 @@ void TcpServer::set_on_peer_closed(PeerClosedCallback cb) {
 Result<void> TcpServer::listen(const Endpoint& address) {
   loop_->assert_in_loop_thread();
   assert(!started_);
-  ListenOptions lo;
-  lo.nonblocking = true;
-  lo.reuse_port = options_.reuse_port || options_.reuse_port_per_loop;
-  lo.unix_mode = options_.unix_mode;
-  auto listener = TcpListener::bind(address, lo);
+  auto listener = TcpListener::bind(address, listen_options(options_));
   if (!listener) return listener.error();
   endpoints_.push_back(listener->local_endpoint());
   pending_listeners_.push_back(std::move(*listener));
@@ -130,7 +135,7 @@ Result<void> TcpServer::start() {
   per_loop.push_back(std::move(pending_listeners_));
   pending_listeners_.clear();
   for (size_t i = 1; i < loop_states_.size(); ++i) {
-    auto listeners = bind_reuse_port_listeners(endpoints_);
+    auto listeners = bind_reuse_port_listeners(endpoints_, options_);
     if (!listeners) return listeners.error();
     per_loop.push_back(std::move(*listeners));
   }
@@ -178,13 +183,7 @@ void TcpServer::new_connection(LoopState* state, UniqueFd fd, const Endpoint& pe
     return;  // accepted and closed at once: the client sees EOF, not a hang
   }
   open_.fetch_add(1, std::memory_order_relaxed);
-  // TCP options mean nothing on a Unix socket (TCP_NODELAY fails there).
-  if (options_.tcp_nodelay && !local.is_unix()) {
-    (void)sys::set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
-  }
-  if (options_.keepalive && !local.is_unix()) {
-    (void)sys::set_int_option(fd.get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
-  }
+  // TCP_NODELAY and SO_KEEPALIVE came with the socket, from its listener.
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_shared<TcpConnection>(state->loop, id, std::move(fd), local, peer,
                                               connection_options_);

@@ -36,6 +36,12 @@ struct ListenOptions {
   /// leaves what the umask gives. Set before listen(), so no client can slip
   /// in under looser permissions.
   unsigned unix_mode = 0;
+  /// TCP_NODELAY and SO_KEEPALIVE on the listening socket, which every
+  /// connection accepted from it inherits (Linux copies a listener's socket
+  /// options to the sockets it accepts): set once here, not with two system
+  /// calls per connection. Ignored for a Unix socket, where they mean nothing.
+  bool tcp_nodelay = false;
+  bool keepalive = false;
 };
 
 struct Accepted {

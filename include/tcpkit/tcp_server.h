@@ -36,10 +36,10 @@ struct ServerOptions {
   bool reuse_port_per_loop = false;  ///< one SO_REUSEPORT listener per loop
   bool reuse_port = false;           ///< SO_REUSEPORT on the listener (several processes)
   size_t max_connections = 0;        ///< 0: unlimited; extra clients are accepted and closed
-  bool tcp_nodelay = true;
-  bool keepalive = true;
-  unsigned unix_mode = 0;        ///< a Unix socket file's permissions (0660...); 0: the umask's
-  ConnectionOptions connection;  ///< high-water mark, overflow policy, read cap, idle timeout
+  bool tcp_nodelay = true;           ///< on the listener, inherited by every accepted connection
+  bool keepalive = true;             ///< likewise (SO_KEEPALIVE)
+  unsigned unix_mode = 0;            ///< a Unix socket file's permissions (0660...); 0: the umask's
+  ConnectionOptions connection;      ///< high-water mark, overflow policy, read cap, idle timeout
   /// TLS on every connection (a server context), started before
   /// on_connection; null: plain. Connections that must first read
   /// something in the clear (a PROXY header) call start_tls() themselves.

@@ -5,7 +5,10 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -438,6 +441,47 @@ TEST(TcpServer, LocalEndpointIsTheAddressTheClientReached) {
       EXPECT_EQ(locals.get().at(0), client->peer_endpoint());
     }
     h.finish();
+  }
+}
+
+// TCP_NODELAY and SO_KEEPALIVE are set on the listening sockets and come to
+// each accepted connection from there, on every loop's listener too.
+TEST(TcpServer, AcceptedConnectionsHaveNoDelayAndKeepaliveAsConfigured) {
+  const auto option = [](int fd, int level, int name) {
+    int value = -1;
+    socklen_t len = sizeof value;
+    EXPECT_EQ(::getsockopt(fd, level, name, &value, &len), 0);
+    return value != 0;
+  };
+  for (const bool on : {true, false}) {
+    for (const bool per_loop : {false, true}) {
+      ServerHarness h;
+      h.set_reuse_port_per_loop(per_loop);
+      ServerOptions options;
+      options.threads = 2;
+      options.reuse_port_per_loop = per_loop;
+      options.tcp_nodelay = on;
+      options.keepalive = on;
+      Watched<std::vector<std::pair<bool, bool>>> seen;
+      h.start(options, [&](TcpServer& s) {
+        s.set_on_connection([&](const TcpConnectionPtr& c) {
+          if (!c->connected()) return;
+          const bool nodelay = option(c->fd(), IPPROTO_TCP, TCP_NODELAY);
+          const bool keepalive = option(c->fd(), SOL_SOCKET, SO_KEEPALIVE);
+          seen.update([&](auto& v) { v.emplace_back(nodelay, keepalive); });
+        });
+      });
+      {
+        std::vector<TcpStream> clients;
+        for (int i = 0; i < 8; ++i) clients.push_back(connect_client(h.address()));
+        ASSERT_TRUE(seen.wait([](const auto& v) { return v.size() == 8; }));
+      }
+      for (auto [nodelay, keepalive] : seen.get()) {
+        EXPECT_EQ(nodelay, on) << "per_loop " << per_loop;
+        EXPECT_EQ(keepalive, on) << "per_loop " << per_loop;
+      }
+      h.finish();
+    }
   }
 }
 
