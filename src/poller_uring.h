@@ -16,7 +16,12 @@
 // most max_read_per_wakeup bytes per event and the acceptor a bounded batch,
 // and expect to hear again about what they left. A one-shot poll checks
 // readiness when it is armed, which is exactly level triggering; the re-arm
-// costs one submission entry, not a system call.
+// costs one submission entry, not a system call. Measured: a multishot poll
+// for a connection reading in bulk, the connection saying when a read took
+// all it asked for, saved about 3% of the server's CPU at 1000 x 64 KiB and
+// nothing at 10 or 100 connections; and a FIN queued behind bytes that a
+// short read drained came with no wake-up of its own and was never reported
+// (TcpConnection.ABurstLargerThanTheReadCapArrivesWholeAndThenItsEnd).
 //
 // One exception: the kernel adds POLLRDHUP to every poll's mask (with
 // POLLERR and POLLHUP), so after a peer's FIN every poll of that socket

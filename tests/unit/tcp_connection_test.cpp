@@ -204,6 +204,38 @@ TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBound
   h.finish();
 }
 
+// A connection reads at most max_read_per_wakeup per event. A burst far
+// larger, sent at once and followed by the peer's FIN and nothing else,
+// still arrives whole, and then the end: what a read leaves behind, bytes
+// or the FIN queued behind them, is reported again without a new wake-up
+// (level-triggered readiness; an edge-triggered multishot poll lost the FIN
+// once a short read had drained the bytes).
+TEST(TcpConnection, ABurstLargerThanTheReadCapArrivesWholeAndThenItsEnd) {
+  constexpr size_t kRead = 32 * 1024;  // a full read is a bulk read: polls, not the ring
+  constexpr size_t kBurst = 4 * 1024 * 1024;
+  ServerHarness h;
+  Tally tally;
+  Watched<size_t> got{0};
+  ServerOptions options;
+  options.connection.max_read_per_wakeup = kRead;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+      const size_t n = in.readable_bytes();
+      in.retrieve_all();
+      got.update([n](size_t& total) { total += n; });
+    });
+  });
+  auto client = connect_client(h.address());
+  ASSERT_TRUE(client.send_all(std::string(kBurst, 'b')));
+  ASSERT_TRUE(client.shutdown_write());
+  EXPECT_TRUE(got.wait([](size_t n) { return n == kBurst; })) << got.get() << " of " << kBurst;
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  client.close();
+  h.finish();
+}
+
 TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
   constexpr size_t kMark = 256 * 1024;
   ServerHarness h;
