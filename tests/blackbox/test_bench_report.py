@@ -158,9 +158,15 @@ def test_a_missed_throughput_target_says_whether_the_peer_paid_with_cpu(gen):
     race.runs[("tcpkit (uring)", 10, 16)] = [run(80.0, 4.0)]
     race.runs[("libevent", 10, 16)] = [run(70.0, 5.0)]
     race.runs[("asio", 10, 16)] = [run(100.0, 3.5)]
-    reason = gen.throughput_reason(race, "tcpkit (uring)", servers, [(1, 65536), (10, 16)], 0.95)
+    race.runs[("tcpkit (uring)", 100, 16)] = [run(90.0, 4.0)]
+    race.runs[("libevent", 100, 16)] = [run(70.0, 5.0)]
+    race.runs[("asio", 100, 16)] = [run(100.0, 4.1)]
+    cells = [(1, 65536), (10, 16), (100, 16)]
+    reason = gen.throughput_reason(race, "tcpkit (uring)", servers, cells, 0.95)
     assert "1 × 65536 B: libevent 75.00 against 36.00 µs" in reason and "buys messages/s with CPU" in reason
-    assert "no more server CPU per message (10 × 16 B: asio 3.50 against 4.00 µs)" in reason
+    assert "less server CPU per message (10 × 16 B: asio 3.50 against 4.00 µs)" in reason
+    # Within CPU_CLEARLY_MORE of tcpkit's: about as much, not "bought with CPU".
+    assert "about as much server CPU per message (100 × 16 B: asio 4.10 against 4.00 µs)" in reason
     race.runs[("tcpkit (uring)", 10, 16)] = [run(100.0, 4.0)]
     reason = gen.throughput_reason(race, "tcpkit (uring)", servers, [(10, 16)], 0.95)
     assert reason == ""
