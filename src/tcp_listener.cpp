@@ -19,16 +19,25 @@ Result<TcpListener> TcpListener::bind(const Endpoint& address, const ListenOptio
   if (address.is_unix()) return bind_unix(address, options);
   auto fd = sys::tcp_socket(address.family(), options.nonblocking, address);
   if (!fd) return fd.error();
-  // SO_REUSEADDR lets a restarted server bind while connections of its
-  // previous life wait out TIME_WAIT (2 x MSL, 60 s on Linux). It does not
-  // let two live listeners share a port: that takes SO_REUSEPORT.
-  if (options.reuse_addr) {
-    if (auto r = sys::set_int_option(fd->get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !r) {
-      return r.error();
-    }
-  }
-  if (options.reuse_port) {
-    if (auto r = sys::set_int_option(fd->get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT"); !r) {
+  // The options that are on or off. SO_REUSEADDR lets a restarted server
+  // bind while connections of its previous life wait out TIME_WAIT (2 x MSL,
+  // 60 s on Linux). It does not let two live listeners share a port: that
+  // takes SO_REUSEPORT. TCP_NODELAY and SO_KEEPALIVE go to every accepted
+  // socket from here.
+  const struct {
+    bool on;
+    int level;
+    int name;
+    const char* what;
+  } flags[] = {
+      {options.reuse_addr, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR"},
+      {options.reuse_port, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT"},
+      {options.tcp_nodelay, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY"},
+      {options.keepalive, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE"},
+  };
+  for (const auto& flag : flags) {
+    if (!flag.on) continue;
+    if (auto r = sys::set_int_option(fd->get(), flag.level, flag.name, 1, flag.what); !r) {
       return r.error();
     }
   }
@@ -36,16 +45,6 @@ Result<TcpListener> TcpListener::bind(const Endpoint& address, const ListenOptio
     auto r = sys::set_int_option(fd->get(), IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0,
                                  "IPV6_V6ONLY");
     if (!r) return r.error();
-  }
-  if (options.tcp_nodelay) {
-    if (auto r = sys::set_int_option(fd->get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"); !r) {
-      return r.error();
-    }
-  }
-  if (options.keepalive) {
-    if (auto r = sys::set_int_option(fd->get(), SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"); !r) {
-      return r.error();
-    }
   }
   if (auto r = sys::bind(fd->get(), address); !r) return r.error();
   if (auto r = sys::listen(fd->get(), options.backlog, address); !r) return r.error();
