@@ -2,6 +2,8 @@
 // Buffer append/retrieve, both codecs' decode, and the Transcoder's GBK ->
 // UTF-8 and UTF-8 validation throughput. Results go to docs/benchmarks.md.
 #include <benchmark/benchmark.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -44,6 +46,37 @@ void BM_BufferStreaming(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 1000);
 }
 BENCHMARK(BM_BufferStreaming);
+
+// A message written into a Unix socket pair and read back with read_fd(),
+// as a connection reads. Second argument 1: the buffer has room for the
+// whole read cap, so read_fd() makes one read(); 0: it has less, so a
+// readv() with the 64 KiB stack buffer behind it (what a read into a small
+// buffer costs). The difference is the kernel's iovec import.
+void BM_BufferReadFd(benchmark::State& state) {
+  const auto size = static_cast<size_t>(state.range(0));
+  const bool room = state.range(1) != 0;
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  const std::string message(size, 'r');
+  const size_t cap = 256 * 1024;
+  Buffer buf;
+  buf.ensure_writable(room ? cap : size);
+  for (auto _ : state) {
+    if (::write(fds[0], message.data(), size) != static_cast<ssize_t>(size)) {
+      state.SkipWithError("write failed");
+      break;
+    }
+    benchmark::DoNotOptimize(buf.read_fd(fds[1], cap));
+    buf.retrieve_all();
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_BufferReadFd)->Args({16, 1})->Args({16, 0})->Args({4096, 1})->Args({4096, 0});
 
 // Decoding a batch of lines of `range(0)` bytes from one buffer.
 void BM_LineCodecDecode(benchmark::State& state) {

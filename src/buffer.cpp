@@ -151,10 +151,18 @@ void Buffer::append_u32_be(uint32_t value) {
 ssize_t Buffer::read_fd(int fd, size_t max_bytes) {
   // A zero-length readv() returns 0, which the caller would take for EOF.
   assert(max_bytes > 0);
+  const size_t direct = std::min(writable_bytes(), max_bytes);
+  // Room for all that this call may read (the loop's shared read buffer
+  // keeps that much): one read() straight in, as a minimal loop does, with
+  // no iovec array for the kernel to copy in.
+  if (direct == max_bytes) {
+    const ssize_t n = sys::read(fd, begin_write(), direct);
+    if (n > 0) writer_index_ += static_cast<size_t>(n);
+    return n;
+  }
   // The extra buffer lives on the loop thread's stack: 64 KiB of it costs
   // nothing per connection, unlike giving every Buffer 64 KiB up front.
   char extra[kExtraReadBytes];
-  const size_t direct = std::min(writable_bytes(), max_bytes);
   const size_t spill = std::min(sizeof extra, max_bytes - direct);
   iovec vec[2];
   vec[0].iov_base = begin_write();

@@ -23,6 +23,9 @@ const std::shared_ptr<const ConnectionCallbacks>& no_callbacks() {
   return kEmpty;
 }
 
+// How large a read cap the loop's shared read buffer makes room for.
+constexpr size_t kSharedReadRoom = size_t{1} << 20;
+
 }  // namespace
 
 // The TLS layer of a connection that has one.
@@ -189,7 +192,12 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   // the layer at once, so the shared buffer always fits.
   const bool shared = tls_ || input_.readable_bytes() == 0;
   Buffer& in = shared ? loop_->shared_read_buffer() : input_;
-  ssize_t n = in.read_fd(fd_.get(), options_->max_read_per_wakeup);
+  const size_t cap = options_->max_read_per_wakeup;
+  // The shared buffer gets room for a whole read once (its pages are
+  // touched only as reads reach them), so each read is one read() into it
+  // (Buffer::read_fd) and not a readv() that spills over.
+  if (shared && in.writable_bytes() < cap && cap <= kSharedReadRoom) in.ensure_writable(cap);
+  ssize_t n = in.read_fd(fd_.get(), cap);
   if (n > 0) {
     // Small reads again: back to the backend's receive, where it has one;
     // after several in a row, not at the short tail of every large message

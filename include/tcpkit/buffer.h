@@ -92,7 +92,8 @@ class Buffer {
   /// readv() takes whatever the kernel has (up to the writable space + 64 KiB)
   /// without an ioctl(FIONREAD) and without keeping a large buffer for every
   /// idle connection (muduo's technique). Reads at most max_bytes (> 0), which
-  /// lets a loop cap the work one connection gets per wake-up. Returns the
+  /// lets a loop cap the work one connection gets per wake-up; where the
+  /// writable region holds max_bytes, one read() into it. Returns the
   /// byte count, 0 at end of stream, or -errno (e.g. -EAGAIN).
   ssize_t read_fd(int fd, size_t max_bytes = SIZE_MAX);
 
