@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <new>
 #include <utility>
 
 #include "sys.h"
@@ -32,6 +33,10 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
   reader_index_ = std::exchange(other.reader_index_, 0);
   writer_index_ = std::exchange(other.writer_index_, 0);
   return *this;
+}
+
+void Buffer::Free::operator()(char* p) const noexcept {
+  ::operator delete[](p, std::align_val_t{kAlignment});
 }
 
 const char* Buffer::peek() const {
@@ -118,7 +123,9 @@ void Buffer::make_space(size_t n) {
 void Buffer::reallocate(size_t new_capacity, size_t front) {
   const size_t readable = readable_bytes();
   assert(front + readable <= new_capacity);
-  auto fresh = std::make_unique_for_overwrite<char[]>(new_capacity);
+  // Not value-initialized: pages that nothing writes to stay unmapped.
+  std::unique_ptr<char[], Free> fresh(
+      static_cast<char*>(::operator new[](new_capacity, std::align_val_t{kAlignment})));
   if (readable > 0) std::memcpy(fresh.get() + front, peek(), readable);
   data_ = std::move(fresh);
   capacity_ = new_capacity;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "channel.h"
 
@@ -72,6 +73,12 @@ unsigned from_poll(int res) {
   return mask;
 }
 
+constexpr std::align_val_t kPage{4096};
+
+char* page_aligned(size_t bytes) {
+  return static_cast<char*>(::operator new[](bytes, kPage));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Poller>> UringPoller::create() {
@@ -118,6 +125,10 @@ UringPoller::~UringPoller() {
   if (buffer_ring_ != nullptr) ::munmap(buffer_ring_, buffer_ring_bytes_);
 }
 
+void UringPoller::PageFree::operator()(char* p) const noexcept {
+  ::operator delete[](p, kPage);
+}
+
 // Registers the provided-buffer ring; without it (a kernel before 5.19,
 // ENOMEM) channels read after readable polls, as on epoll.
 bool UringPoller::set_up_buffers() {
@@ -136,7 +147,7 @@ bool UringPoller::set_up_buffers() {
     return false;
   }
   // Not value-initialized: pages the kernel never writes to stay unmapped.
-  buffers_.reset(new char[size_t{kBuffers} * kBufferSize]);
+  buffers_.reset(page_aligned(size_t{kBuffers} * kBufferSize));
   lengths_.assign(kBuffers, 0);
   io_uring_buf_ring_init(buffer_ring_);
   for (unsigned id = 0; id < kBuffers; ++id) release(id);
@@ -150,7 +161,7 @@ bool UringPoller::set_up_buffers() {
 // comes only inside our own io_uring_enter().
 void UringPoller::set_up_sends() {
   // Not value-initialized: pages never written stay unmapped.
-  send_memory_.reset(new char[size_t{kSends} * event::kSendMax]);
+  send_memory_.reset(page_aligned(size_t{kSends} * event::kSendMax));
   sends_.assign(kSends, Send{});
   free_sends_.clear();
   for (unsigned id = kSends; id-- > 0;) free_sends_.push_back(static_cast<uint16_t>(id));
