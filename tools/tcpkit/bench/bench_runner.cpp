@@ -30,6 +30,41 @@ using Clock = std::chrono::steady_clock;
 // prime.
 constexpr size_t kPatternPeriod = 251;
 
+// The pattern, laid out so that a run of the stream can be had at an
+// address with any offset within a cache line: the period repeats
+// kLine times beyond a message, and since it is prime to kLine, the stream's
+// position p sits at p % period + j * period for every j < kLine, one for
+// each offset. A check compares against the copy at the received bytes'
+// own offset, so that memcmp reads both sides alike (about a sixth less
+// memcmp time per message at 100 x 64 KiB than with any offset, perf);
+// sends start on a line.
+class Pattern {
+ public:
+  explicit Pattern(size_t size) : bytes_(size + kPatternPeriod * kLine, '\0') {
+    for (size_t i = 0; i < bytes_.size(); ++i) {
+      const size_t j = i % kPatternPeriod;
+      bytes_[i] = static_cast<char>('a' + j % 26 + (j / 26) % 7);
+    }
+  }
+  // The stream's bytes from position `pos` on, at an address whose offset
+  // in its cache line is that of `like`.
+  const char* at(uint64_t pos, const void* like = nullptr) const {
+    const char* first = bytes_.data() + pos % kPatternPeriod;
+    const size_t have = reinterpret_cast<uintptr_t>(first) % kLine;
+    const size_t want = reinterpret_cast<uintptr_t>(like) % kLine;
+    // (have + j * period) % kLine == want; kInverse * period % kLine == 1.
+    const size_t j = (want + kLine - have) % kLine * kInverse % kLine;
+    return first + j * kPatternPeriod;
+  }
+
+ private:
+  static constexpr size_t kLine = 64;
+  static constexpr size_t kInverse = 51;
+  static_assert(kInverse * kPatternPeriod % kLine == 1);
+
+  std::string bytes_;
+};
+
 // Messages that end in the stream range (from, to]: how many multiples of
 // `size` it holds.
 uint64_t boundaries_in(uint64_t from, uint64_t to, uint64_t size) {
@@ -97,7 +132,7 @@ struct Worker {
 
   const BenchOptions* opt = nullptr;
   Endpoint target;
-  const std::string* pattern = nullptr;
+  const Pattern* pattern = nullptr;
   int conn_count = 0;
   EventLoop* loop = nullptr;
   EventLoopThread thread;
@@ -196,8 +231,7 @@ void Worker::start_client(Slot* slot) {
         add(bytes, opt->size);
         add(messages, 1);
       }
-      if (!stopping && slot->conn)
-        slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+      if (!stopping && slot->conn) slot->conn->send(std::string_view(pattern->at(0), opt->size));
     });
   }
   slot->client->connect();
@@ -236,7 +270,7 @@ void Worker::on_ready(Slot* slot) {
       slot->conn->send(std::string_view("x", 1));
       break;
     case BenchMode::stream:
-      slot->conn->send(std::string_view(*pattern).substr(0, opt->size));
+      slot->conn->send(std::string_view(pattern->at(0), opt->size));
       break;
   }
 }
@@ -294,7 +328,7 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
     slot->sent_at.push(when);
   }
   slot->send_pos += n;
-  slot->conn->send(std::string_view(pattern->data() + from % kPatternPeriod, n));
+  slot->conn->send(std::string_view(pattern->at(from), n));
 }
 
 // Closed loop (no --rate): every byte that comes back is answered at once by
@@ -313,7 +347,7 @@ void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
     errors.fetch_add(1, std::memory_order_relaxed);
     n = static_cast<size_t>(owed);
   }
-  const char* expected = pattern->data() + slot->recv_pos % kPatternPeriod;
+  const char* expected = pattern->at(slot->recv_pos, in.peek());
   if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
     mismatched += bad;
     errors.fetch_add(1, std::memory_order_relaxed);
@@ -369,13 +403,7 @@ BenchRunner::BenchRunner(BenchOptions options, Endpoint target)
 BenchRunner::~BenchRunner() = default;
 
 Result<BenchResult> BenchRunner::run() {
-  // Periodic: pattern[i] == pattern[i % kPatternPeriod], long enough for a
-  // whole message to start anywhere in the period.
-  std::string pattern(options_.size + kPatternPeriod, '\0');
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    const size_t j = i % kPatternPeriod;
-    pattern[i] = static_cast<char>('a' + j % 26 + (j / 26) % 7);
-  }
+  const Pattern pattern(options_.size);
 
   int threads = std::max(1, std::min(options_.threads, options_.conns));
   for (int t = 0; t < threads; ++t) {
