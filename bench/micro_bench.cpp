@@ -76,7 +76,12 @@ void BM_BufferReadFd(benchmark::State& state) {
   ::close(fds[1]);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
-BENCHMARK(BM_BufferReadFd)->Args({16, 1})->Args({16, 0})->Args({4096, 1})->Args({4096, 0})->Args({65536, 1});
+BENCHMARK(BM_BufferReadFd)
+    ->Args({16, 1})
+    ->Args({16, 0})
+    ->Args({4096, 1})
+    ->Args({4096, 0})
+    ->Args({65536, 1});
 
 // Decoding a batch of lines of `range(0)` bytes from one buffer.
 void BM_LineCodecDecode(benchmark::State& state) {
