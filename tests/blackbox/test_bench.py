@@ -2,8 +2,9 @@
 
 Every test runs the program against a real server: `tcpkit serve` in echo
 or discard mode (plain or TLS), or a Python PeerServer that misbehaves on
-purpose (corrupts a byte, sends bytes nobody asked for, closes mid-run), and
-reads the JSON report (`--format json --output FILE`) or the text report.
+purpose (corrupts a byte, sends bytes nobody asked for, holds replies back
+and sends them in bursts, closes mid-run), and reads the JSON report
+(`--format json --output FILE`) or the text report.
 
 Runs are short (0.5 s). Nothing here asserts a throughput or latency figure
 beyond "more than zero" and the ordering of the percentiles, and the one
@@ -246,6 +247,45 @@ def test_corrupted_echo_is_a_data_error(tmp_path):
     assert report["errors"]["lost_bytes"] == 0
     assert report["messages"] > 0
     assert "tcpkit bench: data errors: 1 mismatched and 0 lost bytes" in result.stderr, result.stderr
+
+
+def test_replies_held_back_and_sent_in_one_piece_are_checked_whole(tmp_path):
+    # An open loop keeps sending while a server that echoes in bursts holds
+    # the replies: one read then brings back thousands of messages at once,
+    # far more than one message's length of pattern, and every byte of it
+    # must be checked against the right place in the stream (no error, and
+    # no read past the pattern: this crashed the bench once).
+    bursts = []
+
+    def echo_in_bursts(conn: socket.socket) -> None:
+        held = b""
+        burst_at = time.monotonic() + 0.2
+        conn.settimeout(0.05)
+        try:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    held += data
+                except socket.timeout:
+                    pass
+                if time.monotonic() >= burst_at and held:
+                    conn.sendall(held)
+                    bursts.append(len(held))
+                    held = b""
+                    burst_at = time.monotonic() + 0.2
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
+    with PeerServer(echo_in_bursts) as server:
+        result, report = bench_json(tmp_path, server.port, "-s", "16", "-r", "40000")
+        server.wait()
+    # The case under test happened: a burst of more than a thousand messages.
+    assert bursts and max(bursts) > 16 * 1000, bursts
+    assert result.returncode == 0, describe(result)
+    assert report["messages"] > 0, report
+    assert_no_errors(report)
 
 
 def test_extra_bytes_from_the_server_are_counted(tmp_path):

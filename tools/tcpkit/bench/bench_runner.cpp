@@ -40,14 +40,14 @@ constexpr size_t kPatternPeriod = 251;
 // sends start on a line.
 class Pattern {
  public:
-  explicit Pattern(size_t size) : bytes_(size + kPatternPeriod * kLine, '\0') {
+  explicit Pattern(size_t size) : run_(size), bytes_(size + kPatternPeriod * kLine, '\0') {
     for (size_t i = 0; i < bytes_.size(); ++i) {
       const size_t j = i % kPatternPeriod;
       bytes_[i] = static_cast<char>('a' + j % 26 + (j / 26) % 7);
     }
   }
   // The stream's bytes from position `pos` on, at an address whose offset
-  // in its cache line is that of `like`.
+  // in its cache line is that of `like`; run() of them, at least.
   const char* at(uint64_t pos, const void* like = nullptr) const {
     const char* first = bytes_.data() + pos % kPatternPeriod;
     const size_t have = reinterpret_cast<uintptr_t>(first) % kLine;
@@ -56,12 +56,16 @@ class Pattern {
     const size_t j = (want + kLine - have) % kLine * kInverse % kLine;
     return first + j * kPatternPeriod;
   }
+  // One message: a longer piece (several messages read at once, in an open
+  // loop) is checked a message's length at a time.
+  size_t run() const { return run_; }
 
  private:
   static constexpr size_t kLine = 64;
   static constexpr size_t kInverse = 51;
   static_assert(kInverse * kPatternPeriod % kLine == 1);
 
+  size_t run_;
   std::string bytes_;
 };
 
@@ -328,7 +332,11 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
     slot->sent_at.push(when);
   }
   slot->send_pos += n;
-  slot->conn->send(std::string_view(pattern->at(from), n));
+  for (size_t done = 0; done < n;) {
+    const size_t len = std::min(n - done, pattern->run());
+    slot->conn->send(std::string_view(pattern->at(from + done), len));
+    done += len;
+  }
 }
 
 // Closed loop (no --rate): every byte that comes back is answered at once by
@@ -347,8 +355,14 @@ void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
     errors.fetch_add(1, std::memory_order_relaxed);
     n = static_cast<size_t>(owed);
   }
-  const char* expected = pattern->at(slot->recv_pos, in.peek());
-  if (size_t bad = count_mismatches(in.peek(), expected, n); bad != 0) {
+  size_t bad = 0;
+  for (size_t done = 0; done < n;) {
+    const char* got = in.peek() + done;
+    const size_t len = std::min(n - done, pattern->run());
+    bad += count_mismatches(got, pattern->at(slot->recv_pos + done, got), len);
+    done += len;
+  }
+  if (bad != 0) {
     mismatched += bad;
     errors.fetch_add(1, std::memory_order_relaxed);
   }
