@@ -4,6 +4,7 @@
 
 #include <fmt/core.h>
 
+#include <cassert>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -332,11 +333,10 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
     slot->sent_at.push(when);
   }
   slot->send_pos += n;
-  for (size_t done = 0; done < n;) {
-    const size_t len = std::min(n - done, pattern->run());
-    slot->conn->send(std::string_view(pattern->at(from + done), len));
-    done += len;
-  }
+  // At most one message: a whole one, or (closed loop) the answer to what
+  // came back of the one in flight.
+  assert(n <= pattern->run());
+  slot->conn->send(std::string_view(pattern->at(from), n));
 }
 
 // Closed loop (no --rate): every byte that comes back is answered at once by
