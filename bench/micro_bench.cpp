@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tcpkit/buffer.h"
+#include "tcpkit/event_loop.h"
 #include "tcpkit/length_prefix_codec.h"
 #include "tcpkit/line_codec.h"
 #include "tcpkit/transcoder.h"
@@ -16,6 +17,8 @@ namespace {
 
 using tcpkit::Buffer;
 using tcpkit::DecodeResult;
+using tcpkit::EventLoop;
+using tcpkit::IoBackend;
 using tcpkit::LengthPrefixCodec;
 using tcpkit::LineCodec;
 using tcpkit::Transcoder;
@@ -82,6 +85,23 @@ BENCHMARK(BM_BufferReadFd)
     ->Args({4096, 1})
     ->Args({4096, 0})
     ->Args({65536, 1});
+
+// One loop iteration that must not wait: a timer is due, so the loop polls
+// with a zero timeout, runs the timer and returns. What a loop pays when it
+// only collects what is there (a due timer, a write recheck, busy polling).
+// Argument: 0 epoll, 1 io_uring.
+void BM_LoopPollWithoutWaiting(benchmark::State& state) {
+  EventLoop loop(state.range(0) == 0 ? IoBackend::kEpoll : IoBackend::kUring);
+  if (state.range(0) == 1 && loop.backend() != IoBackend::kUring) {
+    state.SkipWithError("io_uring unavailable here");
+    return;
+  }
+  for (auto _ : state) {
+    loop.run_after(std::chrono::nanoseconds(0), [&loop] { loop.quit(); });
+    loop.run();
+  }
+}
+BENCHMARK(BM_LoopPollWithoutWaiting)->Arg(0)->Arg(1);
 
 // Decoding a batch of lines of `range(0)` bytes from one buffer.
 void BM_LineCodecDecode(benchmark::State& state) {

@@ -279,9 +279,14 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   }
   // One io_uring_enter(): submits this iteration's requests and waits for a
   // completion or the timeout (IORING_ENTER_EXT_ARG carries it, no timeout
-  // request needed).
+  // request needed). With no time to wait it asks for no wait at all: a
+  // zero timeout still goes through the kernel's timed wait, which took
+  // 24 us here against 0.26 us for collecting what is there
+  // (BM_LoopPollWithoutWaiting).
   io_uring_cqe* first = nullptr;
-  int r = io_uring_submit_and_wait_timeout(&ring_, &first, 1, wait_limit, nullptr);
+  int r = timeout.count() == 0
+              ? io_uring_submit_and_get_events(&ring_)
+              : io_uring_submit_and_wait_timeout(&ring_, &first, 1, wait_limit, nullptr);
   // ETIME: the timer is due. EINTR: a signal. EBUSY, EAGAIN: completions are
   // waiting in the kernel's overflow list; reaping below makes room.
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) die("io_uring_enter", -r);
