@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <condition_variable>
 #include <cstdio>
@@ -118,7 +119,7 @@ void EventLoop::run() {
     // No clock read for the wait when no timer is set.
     const auto wait = timers_->size() == 0 ? std::chrono::milliseconds(-1)
                                            : timers_->time_until_next(Clock::now());
-    poller_->poll(wait, &ready_);
+    wait_for_events(wait);
     now_ = Clock::now();
     dispatch_io();
     run_due_timers();
@@ -132,6 +133,32 @@ void EventLoop::run() {
   for (int round = 0; round < 16 && has_pending_functors(); ++round) run_pending_functors();
   quit_.store(false, std::memory_order_release);
   running_.store(false, std::memory_order_release);
+}
+
+// Phase 1. With busy polling, polls that do not sleep come first, until
+// one finds an event or the spin is over; the time spent in the empty ones
+// is counted as idle. The sleep that follows is shortened by the spin's
+// whole milliseconds: a timer is late by less than a millisecond at most.
+void EventLoop::wait_for_events(std::chrono::milliseconds timeout) {
+  if (busy_poll_.count() == 0 || timeout.count() == 0) {
+    poller_->poll(timeout, &ready_);
+    return;
+  }
+  const auto start = Clock::now();
+  const auto until = start + busy_poll_;
+  auto now = start;
+  do {
+    poller_->poll(std::chrono::milliseconds(0), &ready_);
+    now = Clock::now();
+  } while (ready_.empty() && now < until);
+  busy_poll_idle_ += now - start;
+  if (!ready_.empty()) return;
+  if (timeout.count() > 0) {
+    timeout =
+        std::max(std::chrono::milliseconds(0),
+                 timeout - std::chrono::duration_cast<std::chrono::milliseconds>(now - start));
+  }
+  poller_->poll(timeout, &ready_);
 }
 
 void EventLoop::dispatch_io() {

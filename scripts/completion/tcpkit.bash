@@ -40,7 +40,7 @@ _tcpkit() {
       ;;
     bench)
       flags+=" --mode -c --conns -s --size -d --duration -t --threads -r --rate --connect-timeout"
-      flags+=" --format -o --output --tls --tls-ca --insecure --sni --unix --io-backend"
+      flags+=" --format -o --output --tls --tls-ca --insecure --sni --unix --io-backend --busy-poll"
       ;;
     relay)
       flags+=" --listen --to --delay --jitter --rate --chunk --reset-after --close-after"

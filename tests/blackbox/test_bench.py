@@ -35,7 +35,7 @@ RUN_TIMEOUT = 30
 
 REPORT_FIELDS = {"mode", "conns", "size", "threads", "rate", "duration_s", "messages", "bytes", "mib_per_s",
                  "msgs_per_s", "connections", "connections_per_s", "connected_at_start", "latency_us", "errors",
-                 "tls", "host", "kernel", "compiler", "args"}
+                 "tls", "busy_poll_us", "busy_poll_idle_s", "host", "kernel", "compiler", "args"}
 ERROR_FIELDS = {"mismatched_bytes", "lost_bytes", "refused", "reset", "connect_failed", "tls_failed"}
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
 
@@ -320,6 +320,48 @@ def test_a_quiet_run_does_not_spin(tmp_path):
     assert cpu < 1.0, f"bench used {cpu:.2f} s of CPU in a 3 s run with nothing to do"
 
 
+def test_busy_poll_round_trips_intact_and_reports_the_idle_spin(tcpkit_process, tmp_path):
+    port = echo_server(tcpkit_process)
+    result, report = bench_json(tmp_path, port, "-c", "2", "-s", "100", "--busy-poll", "200")
+    assert result.returncode == 0, describe(result)
+    assert report["messages"] > 0 and report["bytes"] == report["messages"] * 100
+    assert_no_errors(report)
+    assert report["busy_poll_us"] == 200
+    # Some spin found nothing (at least while connecting), and the spin
+    # cannot have taken longer than the run.
+    assert 0 < report["busy_poll_idle_s"] < report["duration_s"] + 5, report
+    text = bench(port, "-c", "1", "-s", "16", "--busy-poll", "50")
+    assert text.returncode == 0, describe(text)
+    assert re.search(r"^  busy poll      50 us before each sleep; [\d.]+ s spent spinning idle$", text.stdout,
+                     re.M), text.stdout
+
+
+def test_without_busy_poll_nothing_spins(tcpkit_process, tmp_path):
+    port = echo_server(tcpkit_process)
+    result, report = bench_json(tmp_path, port, "-s", "16")
+    assert result.returncode == 0, describe(result)
+    assert (report["busy_poll_us"], report["busy_poll_idle_s"]) == (0, 0)
+    assert "busy poll" not in bench(port, "-s", "16").stdout
+
+
+def test_a_busy_polling_run_with_nothing_to_do_still_sleeps(tmp_path):
+    """Busy polling spins before each sleep, not instead of it: a client whose
+    server never answers spins for a millisecond and then sleeps."""
+    def read_and_never_answer(conn: socket.socket) -> None:
+        while conn.recv(1024):
+            pass
+
+    with PeerServer(read_and_never_answer) as server:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = run_tcpkit("bench", "127.0.0.1", server.port, "-d", "3", "--busy-poll", "1000", "--format", "json",
+                            timeout=RUN_TIMEOUT)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 1, describe(result)  # no echo came back
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # A spin that never ended would cost about 3 s.
+    assert cpu < 1.0, f"bench used {cpu:.2f} s of CPU in a 3 s run with nothing to do"
+
+
 def test_server_closing_mid_run_counts_reset_and_lost_bytes(tmp_path):
     size, half = 200, 100
 
@@ -391,12 +433,16 @@ def test_a_server_that_does_not_echo_is_a_clear_error(tcpkit_process, tmp_path, 
     (["127.0.0.1", "1", "--threads", "0"], "--threads"),
     (["127.0.0.1", "1", "--duration", "0"], "--duration"),
     (["127.0.0.1", "1", "--format", "xml"], "--format"),
+    (["127.0.0.1", "1", "--busy-poll", "-1"], "--busy-poll"),
+    (["127.0.0.1", "1", "--busy-poll", "1000001"], "--busy-poll"),
+    (["127.0.0.1", "1", "--busy-poll", "fast"], "--busy-poll"),
     (["127.0.0.1"], "PORT"),
     (["127.0.0.1", "1", "--tls-ca", "CERT"], "--tls"),
     (["127.0.0.1", "1", "--insecure"], "--tls"),
     (["127.0.0.1", "1", "--sni", "example.com"], "--tls"),
     (["127.0.0.1", "1", "--tls", "--insecure", "--tls-ca", "CERT"], "--insecure"),
-], ids=["bad-mode", "conns-0", "size-0", "threads-0", "duration-0", "bad-format", "missing-port",
+], ids=["bad-mode", "conns-0", "size-0", "threads-0", "duration-0", "bad-format",
+        "busy-poll-negative", "busy-poll-over-a-second", "busy-poll-not-a-number", "missing-port",
         "tls-ca-without-tls", "insecure-without-tls", "sni-without-tls", "insecure-with-tls-ca"])
 def test_usage_errors_exit_2(cert, args, needle):
     args = [cert[0] if a == "CERT" else a for a in args]
@@ -412,7 +458,7 @@ def test_help_lists_the_options():
     result = run_tcpkit("bench", "--help")
     assert result.returncode == 0, describe(result)
     for option in ("--mode", "--conns", "--size", "--duration", "--threads", "--rate", "--connect-timeout",
-                   "--format", "--output", "--tls", "--tls-ca", "--insecure", "--sni"):
+                   "--format", "--output", "--tls", "--tls-ca", "--insecure", "--sni", "--busy-poll"):
         assert option in result.stdout, option
 
 

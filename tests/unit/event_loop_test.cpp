@@ -325,6 +325,64 @@ TEST(EventLoop, QuitFromInsideTheLoop) {
   th.join();
 }
 
+// Busy polling changes how the loop waits, not what it does: timers fire in
+// order and no earlier than their delay, functors from other threads run,
+// and quit() ends it.
+TEST(EventLoop, BusyPollingLoopRunsTimersAndFunctorsAndQuits) {
+  std::promise<EventLoop*> ready;
+  std::promise<void> returned;
+  Watched<std::vector<int>> order;
+  EventLoop::Clock::duration late_timer_after{};
+  std::thread th([&] {
+    EventLoop loop;
+    loop.set_busy_poll(500us);
+    const auto start = EventLoop::Clock::now();
+    loop.run_after(30ms, [&] {
+      late_timer_after = EventLoop::Clock::now() - start;
+      order.update([](auto& v) { v.push_back(2); });
+    });
+    loop.run_after(5ms, [&] { order.update([](auto& v) { v.push_back(1); }); });
+    ready.set_value(&loop);
+    loop.run();
+    returned.set_value();
+  });
+  EventLoop* loop = ready.get_future().get();
+  ASSERT_TRUE(order.wait([](auto& v) { return v.size() == 2; }));
+  std::promise<void> ran;
+  loop->queue_in_loop([&] { ran.set_value(); });
+  ASSERT_EQ(ran.get_future().wait_for(kWait), std::future_status::ready);
+  loop->quit();
+  EXPECT_EQ(returned.get_future().wait_for(kWait), std::future_status::ready);
+  th.join();
+  EXPECT_EQ(order.get(), (std::vector<int>{1, 2}));
+  EXPECT_GE(late_timer_after, 30ms);
+}
+
+// The loop spins for at most its busy-poll time before each sleep, and
+// counts the spinning as idle: with a 1 ms spin and a timer 100 ms away, it
+// spins for about a millisecond and then sleeps (far less than the 100 ms
+// as idle), and a loop without busy polling counts none.
+TEST(EventLoop, BusyPollSpinsOnlyUntilItSleepsAndCountsTheSpinAsIdle) {
+  for (const auto spin : {0us, 1000us}) {
+    EventLoop::Clock::duration idle{};
+    std::thread th([&] {
+      EventLoop loop;
+      loop.set_busy_poll(spin);
+      EXPECT_EQ(loop.busy_poll(), spin);
+      loop.run_after(100ms, [&] { loop.quit(); });
+      loop.run();
+      idle = loop.busy_poll_idle();
+    });
+    th.join();
+    if (spin.count() == 0) {
+      EXPECT_EQ(idle.count(), 0);
+    } else {
+      EXPECT_GE(idle, spin);
+      EXPECT_LT(idle, 50ms);
+    }
+  }
+}
+
 TEST(EventLoopDeathTest, AssertInLoopThreadAbortsFromAnotherThread) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(

@@ -85,6 +85,10 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
     s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,
                      r.tls_error.empty() ? "" : fmt::format(" (first: {})", r.tls_error));
   }
+  if (o.busy_poll_us > 0) {
+    s += fmt::format("  busy poll      {} us before each sleep; {:.2f} s spent spinning idle\n",
+                     o.busy_poll_us, r.busy_poll_idle_s);
+  }
   if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
     s += fmt::format("  only {} of {} connections were up when measuring began\n",
                      r.connected_at_start, o.conns);
@@ -125,6 +129,8 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
         {"connect_failed", r.connect_failed},
         {"tls_failed", r.tls_failed}}},
       {"tls", o.tls != nullptr},
+      {"busy_poll_us", o.busy_poll_us},
+      {"busy_poll_idle_s", rounded(r.busy_poll_idle_s, 1000)},
       {"host", host_name()},
       {"kernel", kernel_release()},
       {"compiler", "g++ " __VERSION__},
@@ -288,6 +294,11 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--sni", flags->sni,
                   "with --tls: the server name to send and verify (default: HOST)")
       ->needs(tls);
+  sub->add_option("--busy-poll", o.busy_poll_us,
+                  "microseconds each client thread looks for events without sleeping before it "
+                  "sleeps: quicker to answer, but the thread keeps its core busy; 0: sleep at once")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
   add_io_backend_flag(*sub, o.io_backend);
   return {sub, [flags, sub] {
             flags->args.clear();

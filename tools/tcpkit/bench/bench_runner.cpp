@@ -157,6 +157,7 @@ struct Worker {
   uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0, tls_failed = 0;
   std::string tls_error;
   LatencyHistogram latency;
+  EventLoop::Clock::duration busy_poll_idle{};
 
   Result<void> start_thread();
   void begin();
@@ -185,6 +186,7 @@ Result<void> Worker::start_thread() {
 }
 
 void Worker::begin() {
+  loop->set_busy_poll(std::chrono::microseconds(opt->busy_poll_us));
   for (int i = 0; i < conn_count; ++i) {
     slots.push_back(std::make_unique<Slot>());
     start_client(slots.back().get());
@@ -200,6 +202,7 @@ void Worker::finish() {
   if (ticker != 0) loop->cancel(ticker);
   for (auto& slot : slots) slot->client.reset();
   slots.clear();
+  busy_poll_idle = loop->busy_poll_idle();
   loop->quit();
 }
 
@@ -501,6 +504,7 @@ Result<BenchResult> BenchRunner::run() {
     result.tls_failed += w->tls_failed;
     if (result.tls_error.empty()) result.tls_error = w->tls_error;
     result.latency.merge(w->latency);
+    result.busy_poll_idle_s += std::chrono::duration<double>(w->busy_poll_idle).count();
   }
   return result;
 }

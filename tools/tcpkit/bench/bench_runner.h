@@ -35,6 +35,9 @@ struct BenchOptions {
   double connect_timeout_s = 5;
   bool live = false;
   IoBackend io_backend = IoBackend::kDefault;  // the client threads' loops
+  // --busy-poll: each client loop looks for events without sleeping for up
+  // to this long before it sleeps (EventLoop::set_busy_poll); 0: no spin.
+  int busy_poll_us = 0;
   // --tls: every connection speaks TLS; a connection counts as up once its
   // handshake is done (so connrate measures connect + handshake).
   std::shared_ptr<const TlsContext> tls;
@@ -54,6 +57,10 @@ struct BenchResult {
   std::string tls_error;    // the first one's reason
   int connected_at_start = 0;
   LatencyHistogram latency;  // round trip (pingpong), connect (connrate)
+  // With --busy-poll: the seconds the client loops spun without finding an
+  // event, over the whole run (connecting included), summed over threads:
+  // the part of the client's CPU time that did no work.
+  double busy_poll_idle_s = 0;
 };
 
 struct Worker;
