@@ -300,22 +300,28 @@ def test_extra_bytes_from_the_server_are_counted(tmp_path):
     assert "data errors" in result.stderr, result.stderr
 
 
-def test_a_quiet_run_does_not_spin(tmp_path):
-    """Regression: without --live, the main thread's once-a-second tick stayed
-    in the past after the first second, so it slept for nothing and spun for
-    the rest of the run beside the workers (a core's worth of CPU, on the
-    core the client had)."""
+def cpu_of_a_run_with_nothing_to_do(*args) -> float:
+    """CPU seconds of a 3 s `tcpkit bench ARGS` against a server that reads
+    and never answers."""
     def read_and_never_answer(conn: socket.socket) -> None:
         while conn.recv(1024):
             pass
 
     with PeerServer(read_and_never_answer) as server:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = run_tcpkit("bench", "127.0.0.1", server.port, "-d", "3", "--format", "json",
+        result = run_tcpkit("bench", "127.0.0.1", server.port, "-d", "3", "--format", "json", *args,
                             timeout=RUN_TIMEOUT)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 1, describe(result)  # no echo came back
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def test_a_quiet_run_does_not_spin(tmp_path):
+    """Regression: without --live, the main thread's once-a-second tick stayed
+    in the past after the first second, so it slept for nothing and spun for
+    the rest of the run beside the workers (a core's worth of CPU, on the
+    core the client had)."""
+    cpu = cpu_of_a_run_with_nothing_to_do()
     # Idle workers and a sleeping main thread: a spin would cost about 2 s.
     assert cpu < 1.0, f"bench used {cpu:.2f} s of CPU in a 3 s run with nothing to do"
 
@@ -347,17 +353,7 @@ def test_without_busy_poll_nothing_spins(tcpkit_process, tmp_path):
 def test_a_busy_polling_run_with_nothing_to_do_still_sleeps(tmp_path):
     """Busy polling spins before each sleep, not instead of it: a client whose
     server never answers spins for a millisecond and then sleeps."""
-    def read_and_never_answer(conn: socket.socket) -> None:
-        while conn.recv(1024):
-            pass
-
-    with PeerServer(read_and_never_answer) as server:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = run_tcpkit("bench", "127.0.0.1", server.port, "-d", "3", "--busy-poll", "1000", "--format", "json",
-                            timeout=RUN_TIMEOUT)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert result.returncode == 1, describe(result)  # no echo came back
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = cpu_of_a_run_with_nothing_to_do("--busy-poll", "1000")
     # A spin that never ended would cost about 3 s.
     assert cpu < 1.0, f"bench used {cpu:.2f} s of CPU in a 3 s run with nothing to do"
 
