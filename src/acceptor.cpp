@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "sys.h"
 #include "tcpkit/event_loop.h"
 

@@ -1,4 +1,4 @@
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 
 #include "tcpkit/event_loop.h"
 

@@ -2,7 +2,7 @@
 
 #include <cerrno>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "sys.h"
 
 namespace tcpkit {

@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "poller.h"
 #include "sys.h"
 #include "tcpkit/buffer.h"

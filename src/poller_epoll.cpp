@@ -3,7 +3,7 @@
 #include <cassert>
 #include <cerrno>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "sys.h"
 
 namespace tcpkit {

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <new>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 
 namespace tcpkit {
 namespace {

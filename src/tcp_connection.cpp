@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "callback_table.h"
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "sys.h"
 #include "tcpkit/tls_context.h"
 #include "tcpkit/tls_session.h"

@@ -25,7 +25,7 @@
 #include <thread>
 #include <utility>
 
-#include "channel.h"
+#include "tcpkit/detail/channel.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/io_backend.h"
 #include "tcpkit/unique_fd.h"
