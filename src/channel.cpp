@@ -4,22 +4,6 @@
 
 namespace tcpkit {
 
-void Channel::tie(const std::shared_ptr<void>& owner) {
-  tie_ = owner;
-  tied_ = true;
-}
-
-void Channel::handle_event(unsigned mask) {
-  if (!tied_) {
-    handler_(owner_, mask);
-    return;
-  }
-  // The handler may drop the last outside reference to the owner (a close
-  // erases the connection from its server); keep it alive until we return.
-  std::shared_ptr<void> guard = tie_.lock();
-  if (guard) handler_(owner_, mask);
-}
-
 void Channel::update(unsigned interest) {
   // No backend call for no change (closing disables what EOF already did).
   if (interest == interest_ && (registered() || interest == 0)) return;

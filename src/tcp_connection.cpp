@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "callback_table.h"
-#include "tcpkit/detail/channel.h"
 #include "sys.h"
 #include "tcpkit/tls_context.h"
 #include "tcpkit/tls_session.h"
@@ -43,19 +42,19 @@ struct TcpConnection::TlsLayer {
 TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
                              const Endpoint& peer, std::shared_ptr<const ConnectionOptions> options)
     : loop_(loop),
-      id_(id),
-      channel_(std::make_unique<Channel>(loop, fd.get())),
+      channel_(loop, fd.get()),
       fd_(std::move(fd)),
-      local_(local),
-      peer_(peer),
       options_(std::move(options)),
-      callbacks_(no_callbacks()) {
-  channel_->set_handler<&TcpConnection::handle_event>(this);
-  channel_->set_receives(true);
+      callbacks_(no_callbacks()),
+      id_(id),
+      local_(local),
+      peer_(peer) {
+  channel_.set_handler<&TcpConnection::handle_event>(this);
+  channel_.set_receives(true);
 }
 
 TcpConnection::~TcpConnection() {
-  assert(!channel_->registered());
+  assert(!channel_.registered());
 }
 
 void TcpConnection::set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks) {
@@ -90,7 +89,7 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
   loop_->assert_in_loop_thread();
   assert(state() == State::connecting);
   state_.store(State::connected, std::memory_order_release);
-  channel_->enable_reading();
+  channel_.enable_reading();
   reading_ = true;
   last_active_ = loop_->now();
   if (options_->idle_timeout.count() > 0) arm_idle_timer(options_->idle_timeout);
@@ -113,12 +112,12 @@ void TcpConnection::connect_destroyed() {
     // The owner tears the connection down without an I/O event (server stop).
     state_.store(State::disconnected, std::memory_order_release);
     close_reason_ = std::make_error_code(std::errc::operation_canceled);
-    channel_->disable_all();
+    channel_.disable_all();
     if (idle_timer_ != 0) loop_->cancel(idle_timer_);
     if (tls_ && tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
     if (callbacks_->on_connection) callbacks_->on_connection(shared_from_this());
   }
-  channel_->remove();
+  channel_.remove();
   // Users may keep a closed connection for a while; its TLS state is of no
   // more use, and is the larger part of it.
   tls_.reset();
@@ -180,7 +179,7 @@ void TcpConnection::handle_event(unsigned mask) {
 // resume_reading() registers it again; the reads then reach the data and the
 // EOF. Nothing is left to write: our FIN went out after the output drained.
 void TcpConnection::park_until_resumed() {
-  channel_->remove();
+  channel_.remove();
 }
 
 void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
@@ -222,10 +221,10 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
     // full buffer in handle_data(): this peer sends in bulk.
     if (static_cast<size_t>(n) >= event::kBulkRead) {
       small_reads_ = 0;
-      channel_->set_receives(false);
-    } else if (!channel_->receives() && ++small_reads_ >= kSmallReadsToReceive) {
+      channel_.set_receives(false);
+    } else if (!channel_.receives() && ++small_reads_ >= kSmallReadsToReceive) {
       small_reads_ = 0;
-      channel_->set_receives(true);
+      channel_.set_receives(true);
     }
     bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     last_active_ = loop_->now();
@@ -267,7 +266,7 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
   bytes_in_.fetch_add(data.size(), std::memory_order_relaxed);
   last_active_ = loop_->now();
   // A full buffer: the peer sends in bulk, which reads copy once (handle_read).
-  if (data.size() >= event::kBulkRead) channel_->set_receives(false);
+  if (data.size() >= event::kBulkRead) channel_.set_receives(false);
   if (reading_ && !tls_ && input_.readable_bytes() > 0 &&
       input_.readable_bytes() + data.size() > options_->max_read_per_wakeup) {
     // What was gathered goes first: one delivery brings no more than one
@@ -332,7 +331,7 @@ void TcpConnection::peer_sent_fin() {
   // close unregisters the socket; otherwise stop reading and stay.
   const bool closing_now =
       !callbacks_->on_peer_closed && output_bytes() == 0 && state() == State::connected && !tls_;
-  if (!closing_now) channel_->disable_reading();
+  if (!closing_now) channel_.disable_reading();
   if (callbacks_->on_peer_closed) {
     callbacks_->on_peer_closed(shared_from_this());
   } else {
@@ -401,7 +400,7 @@ void TcpConnection::receive_tls(Buffer& wire) {
 
 void TcpConnection::flush_tls() {
   if (!tls_->session.has_ciphertext()) return;
-  if (channel_->is_writing() || output_.readable_bytes() > 0) {
+  if (channel_.is_writing() || output_.readable_bytes() > 0) {
     tls_->session.take_ciphertext(output_);
     return;
   }
@@ -422,7 +421,7 @@ void TcpConnection::arm_handshake_timer() {
 }
 
 void TcpConnection::handle_write() {
-  if (!channel_->is_writing()) return;
+  if (!channel_.is_writing()) return;
   ssize_t n = sys::send(fd_.get(), output_.peek(), output_.readable_bytes());
   if (n == -EAGAIN || n == -EINTR) return;
   if (n < 0) {
@@ -432,7 +431,7 @@ void TcpConnection::handle_write() {
   output_.retrieve(static_cast<size_t>(n));
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   last_active_ = loop_->now();
-  if (output_.readable_bytes() == 0) channel_->disable_writing();
+  if (output_.readable_bytes() == 0) channel_.disable_writing();
   after_send();
 }
 
@@ -449,9 +448,9 @@ void TcpConnection::handle_sent(size_t n) {
 // output_'s turn: to the backend again if it takes it, else by send() once
 // the socket has room.
 void TcpConnection::hand_over_output() {
-  const size_t taken = loop_->send_for(channel_.get(), output_.peek(), output_.readable_bytes());
+  const size_t taken = loop_->send_for(&channel_, output_.peek(), output_.readable_bytes());
   if (taken == 0) {
-    channel_->enable_writing();
+    channel_.enable_writing();
     return;
   }
   output_.retrieve(taken);
@@ -465,11 +464,11 @@ void TcpConnection::after_send() {
     paused_by_overflow_ = false;
     if (!peer_closed_) {
       reading_ = true;
-      channel_->enable_reading();
+      channel_.enable_reading();
       deliver_held_input();
     }
   }
-  if (channel_->is_writing() || sending_ > 0) return;
+  if (channel_.is_writing() || sending_ > 0) return;
   output_.release_if_empty();
   if (callbacks_->on_write_complete && output_bytes() == 0) {
     loop_->queue_in_loop([self = shared_from_this()] {
@@ -502,7 +501,7 @@ void TcpConnection::handle_close(std::error_code reason) {
   }
   // Out of epoll now (one epoll_ctl, not a MOD now and a DEL later); the
   // socket itself closes in connect_destroyed(), after this event.
-  channel_->remove();
+  channel_.remove();
   if (idle_timer_ != 0) loop_->cancel(idle_timer_);
   TcpConnectionPtr guard = shared_from_this();
   if (callbacks_->on_connection) callbacks_->on_connection(guard);
@@ -543,11 +542,11 @@ void TcpConnection::send(Buffer& data) {
 void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   size_t written = 0;
   const size_t before = queued_bytes();
-  if (!channel_->is_writing() && output_.readable_bytes() == 0) {
+  if (!channel_.is_writing() && output_.readable_bytes() == 0) {
     // The io_uring backend with TCPKIT_URING_SEND=1 takes small writes to
     // send with the loop's next wait (it copies them); else send() now,
     // unless bytes the backend holds must go first.
-    written = loop_->send_for(channel_.get(), data, len);
+    written = loop_->send_for(&channel_, data, len);
     sending_ = static_cast<uint16_t>(sending_ + written);
     if (sending_ == 0) {
       ssize_t n = sys::send(fd_.get(), data, len);
@@ -571,7 +570,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   if (written < len) {
     output_.append(data + written, len - written);
     // Behind the backend's send, output_ waits for it (handle_sent()).
-    if (!channel_->is_writing() && sending_ == 0) channel_->enable_writing();
+    if (!channel_.is_writing() && sending_ == 0) channel_.enable_writing();
   }
   if (check_mark && before < options_->high_water_mark &&
       queued_bytes() >= options_->high_water_mark) {
@@ -606,7 +605,7 @@ void TcpConnection::check_overflow() {
     // the user keeps sending before the close runs.
     write_shut_ = true;
     output_.retrieve_all();
-    channel_->disable_writing();
+    channel_.disable_writing();
     loop_->queue_in_loop([self = shared_from_this()] {
       self->handle_close(make_error_code(Errc::high_water_mark));
     });
@@ -615,7 +614,7 @@ void TcpConnection::check_overflow() {
   if (reading_) {
     reading_ = false;
     paused_by_overflow_ = true;
-    channel_->disable_reading();
+    channel_.disable_reading();
   }
 }
 
@@ -641,7 +640,7 @@ void TcpConnection::shutdown_in_loop() {
     tls_->session.shutdown();  // close_notify, once
     flush_tls();
   }
-  if (channel_->is_writing() || sending_ > 0) return;  // after_send() calls again once drained
+  if (channel_.is_writing() || sending_ > 0) return;  // after_send() calls again once drained
   write_shut_ = true;
   // After the peer's FIN, with nothing left to send, the close() that
   // follows sends our FIN as well as shutdown() would: save the call.
@@ -684,7 +683,7 @@ void TcpConnection::pause_reading() {
   loop_->run_in_loop([self = shared_from_this()] {
     if (!self->reading_ || self->state() == State::disconnected) return;
     self->reading_ = false;
-    self->channel_->disable_reading();
+    self->channel_.disable_reading();
   });
 }
 
@@ -693,7 +692,7 @@ void TcpConnection::resume_reading() {
     if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected) return;
     self->reading_ = true;
     self->paused_by_overflow_ = false;
-    self->channel_->enable_reading();
+    self->channel_.enable_reading();
     self->deliver_held_input();
   });
 }

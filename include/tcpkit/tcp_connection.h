@@ -32,6 +32,7 @@
 #include "tcpkit/buffer.h"
 #include "tcpkit/callbacks.h"
 #include "tcpkit/close_reason.h"
+#include "tcpkit/detail/channel.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
@@ -39,7 +40,6 @@
 
 namespace tcpkit {
 
-class Channel;
 class TlsContext;
 class TlsSession;
 
@@ -212,31 +212,34 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void check_overflow();
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
 
-  /// Ordered to leave no padding: a server keeps one per client.
+  /// What every message touches comes first, so that it spans as few cache
+  /// lines as the fields allow (with a thousand connections, each event
+  /// finds its connection out of the cache, and every line is a miss); what
+  /// only opening and closing touch comes last. Ordered to leave no padding:
+  /// a server keeps one per client.
   EventLoop* loop_;
-  const uint64_t id_;
-  std::unique_ptr<Channel> channel_;
+  /// Held here, not behind a pointer: one allocation and one cache line
+  /// less per connection.
+  Channel channel_;
   UniqueFd fd_;
   std::atomic<State> state_{State::connecting};
-  const Endpoint local_;
-  const Endpoint peer_;
   bool reading_ = false;
   bool paused_by_overflow_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
   bool held_input_ = false;      ///< handle_data() kept bytes while not reading
   bool shutdown_asked_ = false;  ///< shutdown_in_loop() ran: our FIN follows the output
+  /// Reads in a row smaller than a bulk read (handle_read()).
+  uint8_t small_reads_ = 0;
+  static constexpr uint8_t kSmallReadsToReceive = 4;
+  CloseReason close_kind_ = CloseReason::none;
   /// Bytes the backend sends for us (EventLoop::send_for, at most
   /// event::kSendMax), ahead of output_: while there are any, output_ waits
   /// for them and the channel does not wait to write.
   uint16_t sending_ = 0;
   const std::shared_ptr<const ConnectionOptions> options_;
-  CloseReason close_kind_ = CloseReason::none;
-  /// Reads in a row smaller than a bulk read (handle_read()), in the padding
-  /// after close_kind_.
-  uint8_t small_reads_ = 0;
-  static constexpr uint8_t kSmallReadsToReceive = 4;
-  std::error_code close_reason_;
+  /// Never null; shared with the other connections of the same owner.
+  std::shared_ptr<const ConnectionCallbacks> callbacks_;
   /// Null for a plain connection: one pointer is all TLS costs it.
   std::unique_ptr<TlsLayer> tls_;
   Buffer input_;
@@ -245,13 +248,15 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
   EventLoop::Clock::time_point last_active_;
+  const uint64_t id_;
   TimerId idle_timer_ = 0;
+  std::error_code close_reason_;
+  const Endpoint local_;
+  const Endpoint peer_;
   /// The user's state, and its type: a shared_ptr fits here whole, where
   /// std::any would allocate a holder for it.
   std::shared_ptr<void> context_;
   const std::type_info* context_type_ = nullptr;
-  /// Never null; shared with the other connections of the same owner.
-  std::shared_ptr<const ConnectionCallbacks> callbacks_;
 };
 
 }  // namespace tcpkit

@@ -1,6 +1,7 @@
 // Channel: one descriptor's interest set and event handler on one EventLoop.
 //
-// Internal. A Channel borrows its descriptor (the owner, a TcpConnection or
+// Internal (a detail header because TcpConnection holds its channel by
+// value). A Channel borrows its descriptor (the owner, a TcpConnection or
 // Acceptor, holds the UniqueFd) and belongs to exactly one loop; every method
 // must run in that loop's thread. The owner must call disable_all() and
 // remove() before destroying it. The backend's events reach the handler as
@@ -9,7 +10,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <type_traits>
 
 namespace tcpkit {
@@ -72,11 +72,9 @@ class Channel {
       }
     };
   }
-  // Ties the channel to its owner so that the owner cannot be destroyed
-  // while one of its events is being handled.
-  void tie(const std::shared_ptr<void>& owner);
-
-  void handle_event(unsigned mask);
+  // The owner must outlive the call; TcpConnection keeps itself alive
+  // for the length of its handler.
+  void handle_event(unsigned mask) { handler_(owner_, mask); }
 
   void enable_reading() { update(interest_ | event::kReadable); }
   void disable_reading() { update(interest_ & ~event::kReadable); }
@@ -115,10 +113,8 @@ class Channel {
   const int fd_;
   unsigned interest_ = 0;
   bool registered_ = false;
-  bool tied_ = false;
   bool receives_ = false;
-  uint32_t slot_ = 0;  // fills the padding before tie_: no bytes per connection
-  std::weak_ptr<void> tie_;
+  uint32_t slot_ = 0;
   void (*handler_)(void* owner, unsigned mask) = nullptr;
   void* owner_ = nullptr;
 };
