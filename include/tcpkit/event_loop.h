@@ -140,8 +140,6 @@ class EventLoop {
   /// loop. A connection reads into it, hands it to on_message, and keeps only
   /// the unconsumed tail, so an idle connection holds no buffer.
   Buffer& shared_read_buffer() { return *shared_read_buffer_; }
-  /// For TcpConnection: how many events the current iteration handles.
-  size_t ready_count() const { return ready_.size(); }
   /// For TcpConnection: the bytes of a kData event (channel.h), which the
   /// io_uring backend read for it.
   std::string_view received(unsigned buffer) const;

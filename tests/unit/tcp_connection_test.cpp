@@ -236,52 +236,6 @@ TEST(TcpConnection, ABurstLargerThanTheReadCapArrivesWholeAndThenItsEnd) {
   h.finish();
 }
 
-// A connection alone in its loop's iteration hands on what it has read in
-// pieces of at most 16 KiB (the rest is read on the next iteration), so
-// that an echo can send the first part back while the rest waits: with a
-// peer that answers at once, both sides work at the same time. The bytes
-// arrive whole and in order all the same. On io_uring the pieces are only
-// checked for being whole: a connection there often receives through the
-// ring, whose completions of one batch are merged into one piece; the rule
-// is for the reads a connection makes itself.
-TEST(TcpConnection, ALoneConnectionHandsOnABurstInPiecesAsItReadsThem) {
-  constexpr size_t kBurst = 1024 * 1024;
-  constexpr size_t kAloneRead = 16 * 1024;
-  ServerHarness h;
-  Watched<std::vector<size_t>> pieces;
-  std::string received;
-  IoBackend backend = IoBackend::kDefault;
-  h.start(ServerOptions{}, [&](TcpServer& s) {
-    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
-      backend = conn->loop()->backend();
-      received.append(in.peek(), in.readable_bytes());
-      const size_t n = in.readable_bytes();
-      in.retrieve_all();
-      pieces.update([n](auto& v) { v.push_back(n); });
-    });
-  });
-  std::string burst(kBurst, '\0');
-  for (size_t i = 0; i < burst.size(); ++i) burst[i] = pattern_at(i)[0];
-  auto client = connect_client(h.address());
-  ASSERT_TRUE(client.send_all(burst));
-  auto total = [](const std::vector<size_t>& v) {
-    size_t sum = 0;
-    for (size_t n : v) sum += n;
-    return sum;
-  };
-  ASSERT_TRUE(pieces.wait([&](auto& v) { return total(v) == kBurst; })) << total(pieces.get());
-  // Most of the burst came in pieces of an alone read at most (before, in
-  // pieces of up to the read cap, 256 KiB).
-  size_t in_small_pieces = 0;
-  for (size_t n : pieces.get()) in_small_pieces += n <= kAloneRead ? n : 0;
-  if (backend == IoBackend::kEpoll) {
-    EXPECT_GE(in_small_pieces, kBurst / 2);
-  }
-  EXPECT_TRUE(received == burst);  // whole and in order (written before `pieces`)
-  client.close();
-  h.finish();
-}
-
 TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
   constexpr size_t kMark = 256 * 1024;
   ServerHarness h;
