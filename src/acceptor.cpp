@@ -4,8 +4,8 @@
 
 #include <cerrno>
 
-#include "tcpkit/detail/channel.h"
 #include "sys.h"
+#include "tcpkit/detail/channel.h"
 #include "tcpkit/event_loop.h"
 
 namespace tcpkit {

@@ -2,8 +2,8 @@
 
 #include <cerrno>
 
-#include "tcpkit/detail/channel.h"
 #include "sys.h"
+#include "tcpkit/detail/channel.h"
 
 namespace tcpkit {
 namespace {

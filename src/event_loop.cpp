@@ -9,10 +9,10 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "tcpkit/detail/channel.h"
 #include "poller.h"
 #include "sys.h"
 #include "tcpkit/buffer.h"
+#include "tcpkit/detail/channel.h"
 #include "timer_queue.h"
 
 namespace tcpkit {

@@ -3,8 +3,8 @@
 #include <cassert>
 #include <cerrno>
 
-#include "tcpkit/detail/channel.h"
 #include "sys.h"
+#include "tcpkit/detail/channel.h"
 
 namespace tcpkit {
 namespace {
