@@ -195,9 +195,10 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   // in its loop's iteration. Reading such a one in pieces (so that an echo
   // sends the first back while the peer is still sending the rest) doubled
   // one bulk connection's echo rate against a busy-polling client on one
-  // machine, and on another cost twice the CPU per message and a fifth of
-  // the rate against a client that sleeps between reads: each piece wakes
-  // it (bench/cpu-per-cell 1 65536). Whole reads cost the least on both.
+  // machine, and on another cost twice the CPU per message and about a
+  // fifth of the rate against a client that sleeps between reads: each
+  // piece wakes it (bench/cpu-per-cell 1 65536). Whole reads cost the
+  // least CPU on both.
   const size_t cap = options_->max_read_per_wakeup;
   // The shared buffer gets room for a whole read once (its pages are
   // touched only as reads reach them), so each read is one read() into it
