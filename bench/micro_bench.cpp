@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/event_loop.h"
@@ -49,6 +50,33 @@ void BM_BufferStreaming(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 1000);
 }
 BENCHMARK(BM_BufferStreaming);
+
+// A connection's output under backpressure: a backlog that grows by 64 KiB
+// appends, drains and is released, again and again; with /8, eight such
+// backlogs growing side by side. From Buffer::kMapFrom up the storage is a
+// mapping, reused from those released before (Buffer::kMaxKeptBytes).
+void BM_BufferBacklog(benchmark::State& state) {
+  const std::string chunk(size_t{64} * 1024, 'z');
+  const auto backlog = static_cast<size_t>(state.range(0));
+  std::vector<Buffer> buffers(static_cast<size_t>(state.range(1)));
+  for (auto _ : state) {
+    for (size_t held = 0; held < backlog; held += chunk.size()) {
+      for (Buffer& b : buffers) b.append(chunk);
+    }
+    for (Buffer& b : buffers) {
+      benchmark::DoNotOptimize(b.peek());
+      b.retrieve_all();
+      b.release_if_empty();
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * backlog * buffers.size()));
+}
+BENCHMARK(BM_BufferBacklog)
+    ->Args({256 * 1024, 1})
+    ->Args({1024 * 1024, 1})
+    ->Args({4096 * 1024, 1})
+    ->Args({1024 * 1024, 8})
+    ->Args({4096 * 1024, 8});
 
 // A message written into a Unix socket pair and read back with read_fd(),
 // as a connection reads. Second argument 1: the buffer has room for the

@@ -1,11 +1,15 @@
 #include "tcpkit/buffer.h"
 
 #include <arpa/inet.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <utility>
 
@@ -18,29 +22,145 @@ namespace {
 // it to memcpy/memchr (which must not be given a null pointer, even for 0 bytes).
 constexpr char kEmpty[1] = {};
 
+bool is_mapping(size_t capacity) {
+  return capacity >= Buffer::kMapFrom;
+}
+
+size_t page_size() {
+  static const auto kPage = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  return kPage;
+}
+
+// What storage for `wanted` bytes holds: a mapping uses its last page whole.
+size_t usable_capacity(size_t wanted) {
+  if (!is_mapping(wanted)) return wanted;
+  const size_t page = page_size();
+  return (wanted + page - 1) / page * page;
+}
+
+char* map_pages(size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return static_cast<char*>(p);
+}
+
+char* remap_pages(char* p, size_t old_size, size_t new_size) {
+  void* moved = ::mremap(p, old_size, new_size, MREMAP_MAYMOVE);
+  if (moved == MAP_FAILED) throw std::bad_alloc();
+  return static_cast<char*>(moved);
+}
+
+// Mappings released by buffers, kept for the next large ones: a connection
+// whose backlog forms and drains again and again reuses pages that are
+// already there, where fresh ones would each cost a page fault, dearer than
+// copying the page (bench/micro_bench.cpp, BM_BufferBacklog). The process
+// keeps at most kMaxKept of them, Buffer::kMaxKeptBytes in all.
+class KeptMappings {
+ public:
+  struct Mapping {
+    char* pages = nullptr;
+    size_t size = 0;
+  };
+
+  // Never destroyed: buffers in static objects may be freed after it would be.
+  static KeptMappings& instance() {
+    static auto* kept = new KeptMappings;
+    return *kept;
+  }
+
+  // The smallest kept mapping of `size` bytes or more, else the largest
+  // one; none when nothing is kept.
+  Mapping take(size_t size) {
+    std::lock_guard lock(mutex_);
+    if (count_ == 0) return {};
+    size_t fitting = count_;
+    size_t largest = 0;
+    for (size_t i = 0; i < count_; ++i) {
+      if (kept_[i].size >= size && (fitting == count_ || kept_[i].size < kept_[fitting].size))
+        fitting = i;
+      if (kept_[i].size > kept_[largest].size) largest = i;
+    }
+    const size_t chosen = fitting < count_ ? fitting : largest;
+    const Mapping m = kept_[chosen];
+    kept_[chosen] = kept_[--count_];
+    bytes_ -= m.size;
+    return m;
+  }
+
+  // Keeps a released mapping if there is room; false when the caller must
+  // unmap it.
+  bool keep(char* pages, size_t size) {
+    std::lock_guard lock(mutex_);
+    if (count_ == kMaxKept || bytes_ + size > Buffer::kMaxKeptBytes) return false;
+    kept_[count_++] = {pages, size};
+    bytes_ += size;
+    return true;
+  }
+
+ private:
+  static constexpr size_t kMaxKept = 8;
+  std::mutex mutex_;
+  std::array<Mapping, kMaxKept> kept_{};
+  size_t count_ = 0;
+  size_t bytes_ = 0;
+};
+
+// Storage of at least `capacity` bytes (a usable_capacity()); a kept
+// mapping may hold more, unless `exact`. Updates `capacity` to what the
+// storage holds. Not zeroed: pages that nothing writes to stay unbacked.
+// Throws std::bad_alloc, as new does.
+char* allocate(size_t& capacity, bool exact) {
+  if (!is_mapping(capacity))
+    return static_cast<char*>(::operator new[](capacity, std::align_val_t{Buffer::kAlignment}));
+  if (!exact) {
+    auto m = KeptMappings::instance().take(capacity);
+    if (m.size >= capacity) {
+      capacity = m.size;
+      return m.pages;
+    }
+    if (m.pages != nullptr) {
+      // Smaller: grown, and the pages it had stay.
+      void* grown = ::mremap(m.pages, m.size, capacity, MREMAP_MAYMOVE);
+      if (grown != MAP_FAILED) return static_cast<char*>(grown);
+      ::munmap(m.pages, m.size);
+    }
+  }
+  return map_pages(capacity);
+}
+
+void deallocate(char* p, size_t capacity) noexcept {
+  if (p == nullptr) return;
+  if (!is_mapping(capacity)) {
+    ::operator delete[](p, std::align_val_t{Buffer::kAlignment});
+    return;
+  }
+  if (!KeptMappings::instance().keep(p, capacity)) ::munmap(p, capacity);
+}
+
 }  // namespace
 
+Buffer::~Buffer() {
+  deallocate(data_, capacity_);
+}
+
 Buffer::Buffer(Buffer&& other) noexcept
-    : data_(std::move(other.data_)),
+    : data_(std::exchange(other.data_, nullptr)),
       capacity_(std::exchange(other.capacity_, 0)),
       reader_index_(std::exchange(other.reader_index_, 0)),
       writer_index_(std::exchange(other.writer_index_, 0)) {}
 
 Buffer& Buffer::operator=(Buffer&& other) noexcept {
   if (this == &other) return *this;
-  data_ = std::move(other.data_);
+  deallocate(data_, capacity_);
+  data_ = std::exchange(other.data_, nullptr);
   capacity_ = std::exchange(other.capacity_, 0);
   reader_index_ = std::exchange(other.reader_index_, 0);
   writer_index_ = std::exchange(other.writer_index_, 0);
   return *this;
 }
 
-void Buffer::Free::operator()(char* p) const noexcept {
-  ::operator delete[](p, std::align_val_t{kAlignment});
-}
-
 const char* Buffer::peek() const {
-  return data_ ? data_.get() + reader_index_ : kEmpty;
+  return data_ ? data_ + reader_index_ : kEmpty;
 }
 
 void Buffer::retrieve(size_t n) {
@@ -87,7 +207,7 @@ void Buffer::prepend(const void* data, size_t n) {
     reallocate(front + readable_bytes() + std::max(writable_bytes(), kInitialSize), front);
   }
   reader_index_ -= n;
-  std::memcpy(data_.get() + reader_index_, data, n);
+  std::memcpy(data_ + reader_index_, data, n);
 }
 
 void Buffer::has_written(size_t n) {
@@ -110,7 +230,7 @@ void Buffer::make_space(size_t n) {
   // Consumed bytes at the front plus the free tail are enough: slide the data
   // back to the cheap-prepend mark instead of growing (muduo's makeSpace).
   if (writable_bytes() + prependable_bytes() >= n + kCheapPrepend) {
-    std::memmove(data_.get() + kCheapPrepend, peek(), readable);
+    std::memmove(data_ + kCheapPrepend, peek(), readable);
     reader_index_ = kCheapPrepend;
     writer_index_ = kCheapPrepend + readable;
     return;
@@ -123,11 +243,19 @@ void Buffer::make_space(size_t n) {
 void Buffer::reallocate(size_t new_capacity, size_t front) {
   const size_t readable = readable_bytes();
   assert(front + readable <= new_capacity);
-  // Not value-initialized: pages that nothing writes to stay unmapped.
-  std::unique_ptr<char[], Free> fresh(
-      static_cast<char*>(::operator new[](new_capacity, std::align_val_t{kAlignment})));
-  if (readable > 0) std::memcpy(fresh.get() + front, peek(), readable);
-  data_ = std::move(fresh);
+  const bool shrinking = new_capacity < capacity_;
+  new_capacity = usable_capacity(new_capacity);
+  // A mapping that changes size with its bytes already where they belong
+  // keeps its pages: if it must move, the kernel moves them without a copy.
+  if (is_mapping(capacity_) && is_mapping(new_capacity) && reader_index_ == front) {
+    data_ = remap_pages(data_, capacity_, new_capacity);
+    capacity_ = new_capacity;
+    return;
+  }
+  char* fresh = allocate(new_capacity, shrinking);
+  if (readable > 0) std::memcpy(fresh + front, peek(), readable);
+  deallocate(data_, capacity_);
+  data_ = fresh;
   capacity_ = new_capacity;
   reader_index_ = front;
   writer_index_ = front + readable;
@@ -190,7 +318,7 @@ ssize_t Buffer::read_fd(int fd, size_t max_bytes) {
 
 void Buffer::release_if_empty() {
   if (readable_bytes() > 0) return;
-  data_.reset();
+  deallocate(std::exchange(data_, nullptr), capacity_);
   capacity_ = 0;
   reader_index_ = 0;
   writer_index_ = 0;

@@ -22,13 +22,21 @@
 /// allocates on the first append or read, and release_if_empty() gives the
 /// storage back, so a server with many quiet connections holds ~0 bytes of
 /// buffer per connection between messages.
+///
+/// Large storage (kMapFrom bytes and up) is a mapping of its own rather than
+/// a block of the heap: it grows without a copy (mremap), so growth leaves
+/// no freed blocks behind. Heap blocks that doubling buffers free stay in the
+/// process and fragment, so a server's resident memory with backlogged peers
+/// would depend on the order in which their buffers grew. A released mapping
+/// goes back to the system, except that the process keeps up to
+/// kMaxKeptBytes of them for the next large buffers, whose pages are then
+/// already there (a page fault costs more than copying the page).
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -47,6 +55,11 @@ class Buffer {
   static constexpr size_t kInitialSize = 1024;
   /// The stack buffer read_fd() reads into beyond the writable region.
   static constexpr size_t kExtraReadBytes = size_t{64} * 1024;
+  /// Storage of this many bytes or more is its own anonymous mapping, its
+  /// capacity rounded up to whole pages.
+  static constexpr size_t kMapFrom = size_t{256} * 1024;
+  /// Released mappings that the process keeps for reuse, in bytes at most.
+  static constexpr size_t kMaxKeptBytes = size_t{16} * 1024 * 1024;
 
   /// Allocates nothing.
   Buffer() = default;
@@ -54,7 +67,7 @@ class Buffer {
   Buffer& operator=(Buffer&& other) noexcept;
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() = default;
+  ~Buffer();
 
   size_t readable_bytes() const { return writer_index_ - reader_index_; }
   size_t writable_bytes() const { return capacity_ - writer_index_; }
@@ -79,7 +92,7 @@ class Buffer {
 
   /// Direct writes: ensure_writable(n), write up to n bytes at begin_write(),
   /// then has_written(count). begin_write() is null while capacity() is 0.
-  char* begin_write() { return data_.get() + writer_index_; }
+  char* begin_write() { return data_ + writer_index_; }
   void has_written(size_t n);
   /// Makes writable_bytes() >= n, by moving the data to the front when that
   /// frees enough room and by growing the storage only when it does not.
@@ -114,10 +127,9 @@ class Buffer {
   void reallocate(size_t new_capacity, size_t front);
   void make_space(size_t n);
 
-  struct Free {
-    void operator()(char* p) const noexcept;
-  };
-  std::unique_ptr<char[], Free> data_;
+  /// Owned; allocated and freed by buffer.cpp's allocate()/deallocate(),
+  /// which tell a heap block from a mapping by the capacity.
+  char* data_ = nullptr;
   size_t capacity_ = 0;
   size_t reader_index_ = 0;
   size_t writer_index_ = 0;

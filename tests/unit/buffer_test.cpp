@@ -5,9 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -279,6 +282,105 @@ TEST(Buffer, MoveLeavesSourceEmpty) {
   c = std::move(b);
   EXPECT_EQ(c.view(), "moved");
   EXPECT_EQ(b.capacity(), 0u);  // NOLINT(bugprone-use-after-move)
+}
+
+// Storage from kMapFrom bytes up is a mapping of its own: it grows in place
+// or moves without losing a byte, whether the data sits at the front or was
+// partly consumed, and shrinks, moves and frees like heap storage.
+TEST(Buffer, LargeStorageKeepsEveryByteAcrossGrowthShrinkAndMove) {
+  const std::string data = pattern(3 * Buffer::kMapFrom + 12345);
+  Buffer buf;
+  size_t appended = 0;
+  size_t consumed = 0;
+  for (size_t step = 4096 + 77; appended < data.size(); step = step * 3 / 2) {
+    const size_t n = std::min(step, data.size() - appended);
+    buf.append(data.data() + appended, n);
+    appended += n;
+    if (appended > Buffer::kMapFrom && consumed == 0) {
+      buf.retrieve(1000);  // the next growth copies from a consumed front
+      consumed = 1000;
+    }
+  }
+  ASSERT_GE(buf.capacity(), Buffer::kMapFrom);
+  EXPECT_EQ(buf.capacity() % static_cast<size_t>(::sysconf(_SC_PAGESIZE)), 0u)
+      << "a mapping's capacity is whole pages";
+  EXPECT_EQ(buf.view(), std::string_view(data).substr(consumed));
+
+  buf.prepend("head", 4);
+  EXPECT_EQ(buf.retrieve_as_string(4), "head");
+  // Shrinks: first to a smaller mapping, then to heap storage.
+  buf.retrieve(data.size() - consumed - Buffer::kMapFrom - 10);
+  buf.shrink_to_fit_readable();
+  EXPECT_EQ(buf.view(), std::string_view(data).substr(data.size() - Buffer::kMapFrom - 10));
+  buf.retrieve(Buffer::kMapFrom);
+  buf.shrink_to_fit_readable();
+  EXPECT_EQ(buf.capacity(), Buffer::kCheapPrepend + 10);
+  EXPECT_EQ(buf.view(), std::string_view(data).substr(data.size() - 10));
+
+  Buffer big;
+  big.append(data);
+  Buffer moved(std::move(big));
+  EXPECT_EQ(moved.view(), data);
+  Buffer target;
+  target.append(data);  // a mapping that the assignment frees
+  target = std::move(moved);
+  EXPECT_EQ(target.view(), data);
+  target.retrieve_all();
+  target.release_if_empty();
+  EXPECT_EQ(target.capacity(), 0u);
+}
+
+namespace {
+
+size_t resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long size = 0;
+  unsigned long resident = 0;
+  const int got = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+}  // namespace
+
+// Buffers that grow side by side, each at its own pace (the outputs of
+// peers that stopped reading), hold about what they hold: growth leaves no
+// freed storage behind to stay resident, whatever the allocator did before
+// (here: a large block freed first, after which the heap keeps what is
+// freed). Releasing them gives back all but what the process keeps for reuse.
+TEST(Buffer, ResidentMemoryFollowsWhatGrowingBuffersHold) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "under a sanitizer, its allocator decides what stays resident";
+#endif
+  {
+    Buffer earlier;
+    earlier.append(pattern(size_t{8} * 1024 * 1024));
+  }
+  constexpr size_t kBuffers = 8;
+  constexpr size_t kEach = size_t{4} * 1024 * 1024;
+  const size_t before = resident_bytes();
+  ASSERT_GT(before, 0u) << "no /proc/self/statm";
+  {
+    std::vector<Buffer> buffers(kBuffers);
+    std::vector<std::string> chunks;
+    for (size_t i = 0; i < kBuffers; ++i) chunks.push_back(pattern(16 * 1024 * (i + 1) + 1000 * i));
+    for (bool growing = true; growing;) {
+      growing = false;
+      for (size_t i = 0; i < kBuffers; ++i) {
+        if (buffers[i].readable_bytes() >= kEach) continue;
+        buffers[i].append(chunks[i]);
+        growing = true;
+      }
+    }
+    size_t live = 0;
+    for (const Buffer& b : buffers) live += b.readable_bytes();
+    const size_t grown = resident_bytes() - before;
+    EXPECT_LT(grown, live + live / 8) << "resident " << grown << " bytes for " << live << " held";
+  }
+  const size_t after = resident_bytes();
+  EXPECT_LT(after, before + Buffer::kMaxKeptBytes + size_t{2} * 1024 * 1024)
+      << "released buffers stayed resident";
 }
 
 TEST(Buffer, ReadFdIntoEmptyBufferAllocatesOnlyWhatArrived) {
