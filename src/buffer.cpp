@@ -44,10 +44,11 @@ char* map_pages(size_t size) {
   return static_cast<char*>(p);
 }
 
-char* remap_pages(char* p, size_t old_size, size_t new_size) {
+// The mapping resized, its pages kept (moved if it must move); null when
+// the kernel refuses, the old mapping then still there.
+char* remap_pages(char* p, size_t old_size, size_t new_size) noexcept {
   void* moved = ::mremap(p, old_size, new_size, MREMAP_MAYMOVE);
-  if (moved == MAP_FAILED) throw std::bad_alloc();
-  return static_cast<char*>(moved);
+  return moved == MAP_FAILED ? nullptr : static_cast<char*>(moved);
 }
 
 // Mappings released by buffers, kept for the next large ones: a connection
@@ -120,8 +121,7 @@ char* allocate(size_t& capacity, bool exact) {
     }
     if (m.pages != nullptr) {
       // Smaller: grown, and the pages it had stay.
-      void* grown = ::mremap(m.pages, m.size, capacity, MREMAP_MAYMOVE);
-      if (grown != MAP_FAILED) return static_cast<char*>(grown);
+      if (char* grown = remap_pages(m.pages, m.size, capacity)) return grown;
       ::munmap(m.pages, m.size);
     }
   }
@@ -248,7 +248,9 @@ void Buffer::reallocate(size_t new_capacity, size_t front) {
   // A mapping that changes size with its bytes already where they belong
   // keeps its pages: if it must move, the kernel moves them without a copy.
   if (is_mapping(capacity_) && is_mapping(new_capacity) && reader_index_ == front) {
-    data_ = remap_pages(data_, capacity_, new_capacity);
+    char* resized = remap_pages(data_, capacity_, new_capacity);
+    if (resized == nullptr) throw std::bad_alloc();
+    data_ = resized;
     capacity_ = new_capacity;
     return;
   }
