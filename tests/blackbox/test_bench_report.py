@@ -173,3 +173,41 @@ def test_a_missed_throughput_target_says_whether_the_peer_paid_with_cpu(gen):
     race.runs[("tcpkit (uring)", 10, 16)] = [run(100.0, 4.0)]
     reason = gen.throughput_reason(race, "tcpkit (uring)", servers, [(10, 16)], 0.95)
     assert reason == ""
+
+
+def test_the_fixed_load_is_a_share_of_the_bare_server_and_one_message_per_tick(gen):
+    race = gen.Race("msgs_per_s")
+    race.runs[(gen.EPOLL_C, 100, 16)] = [{"msgs_per_s": 120000.0}, {"msgs_per_s": 100000.0},
+                                         {"msgs_per_s": 110000.0}]
+    race.runs[(gen.EPOLL_C, 10, 16)] = [{"msgs_per_s": 110000.0}]
+    # 40% of the median run, rounded to hundreds...
+    assert gen.fixed_rate(race, 100, 16) == pytest.approx(gen.FIXED_LOAD_SHARE * 110000.0, abs=50)
+    # ...but no more than one message per connection per millisecond tick.
+    assert gen.fixed_rate(race, 10, 16) == 10 * gen.FIXED_TICKS_PER_S
+    assert gen.fixed_rate(race, 1000, 16) is None  # no closed-loop figure to start from
+
+
+def test_the_cpu_target_uses_the_fixed_load_where_there_is_one(gen):
+    class Server:
+        def __init__(self, name):
+            self.name = name
+
+    servers = [Server(gen.TK_URING), Server(gen.EPOLL_C)]
+    one = gen.Race("msgs_per_s")
+    fixed = gen.Race("cpu_us_per_msg")
+    # Closed loop both fill their core: the same CPU per message.
+    one.runs[(gen.TK_URING, 100, 16)] = [{"msgs_per_s": 100.0, "cpu_us_per_msg": 8.0}]
+    one.runs[(gen.EPOLL_C, 100, 16)] = [{"msgs_per_s": 100.0, "cpu_us_per_msg": 8.0}]
+    fixed.runs[(gen.TK_URING, 100, 16)] = [{"cpu_us_per_msg": 6.0}]
+    fixed.runs[(gen.EPOLL_C, 100, 16)] = [{"cpu_us_per_msg": 7.5}]
+    rows = gen.targets(one, fixed, servers, gen.Race("x"), gen.Race("x"), {}, [])
+    row = next(r for r in rows if r[0].startswith("server CPU per message") and "fixed load" in r[0])
+    assert row[2] == "0.80×" and row[3] == "**met**" and "6.00 against 7.50 µs" in row[4]
+    # Without a fixed-load run the closed-loop figures decide.
+    rows = gen.targets(one, gen.Race("cpu_us_per_msg"), servers, gen.Race("x"), gen.Race("x"), {}, [])
+    row = next(r for r in rows if r[0].startswith("server CPU per message ≤ 0.92"))
+    assert "fixed load" not in row[0] and row[2] == "1.00×" and row[3] == "**missed**"
+    gen.FIXED_RATES[(100, 16)] = 44000.0
+    table = "\n".join(gen.fixed_section(fixed))
+    assert "| offered msgs/s | 44,000 |" in table
+    assert "| **tcpkit (uring)** | 6.00 (0.80×) |" in table and "| epoll (C) | 7.50 (1.00×) |" in table
