@@ -66,14 +66,16 @@
 // kernel reads a send's buffer until its completion, so the buffer stays
 // the poller's, not the connection's: a connection removed with a send on
 // its way leaves it to the poller, which cancels it and frees the buffer
-// when the last completion comes. Off unless TCPKIT_URING_SEND=1: it
-// makes no send() per message, but measured (bench/cpu-per-cell, one make
-// bench) it costs the server as much CPU as the send() calls it saves, and
-// more with messages of a few KiB (the copy), so it does not pay for its
-// extra state. An echo's send completes at once, inside the same
-// io_uring_enter(), and its completion then wakes the loop for one more
-// iteration; io_uring's own work per request is about what the system call
-// costs.
+// when the last completion comes. Off unless TCPKIT_URING_SEND=1, a
+// trade measured both ways (bench/cpu-per-cell, with and without --rate):
+// offered a fixed load that it can take, the server spends clearly less
+// CPU per small message with it, as it makes no send() per message; but a
+// client that keeps every connection busy gets fewer messages per second
+// from it, because an iteration's replies leave only with the next wait,
+// after the whole batch, where a send() each lets the first replies go
+// while the rest are still being read. An echo's send completes at once,
+// inside the same io_uring_enter(), and its completion then wakes the loop
+// for one more iteration.
 //
 // Lifetimes: a completion names its channel through user_data = (generation
 // << 32 | slot), an index into slots_, never a pointer. A slot's generation
