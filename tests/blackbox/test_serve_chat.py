@@ -163,6 +163,70 @@ def test_chat_slow_reader_is_dropped_and_nobody_else_loses_a_line(tcpkit_process
     assert server.wait(timeout=10) == 0
 
 
+def test_chat_members_joining_at_once_hear_of_exactly_the_joins_after_their_own(tcpkit_process):
+    """Twelve members join at once on three I/O loops. Each join is counted in
+    the same step that picks who hears of it, so the counts are 1 to 12, each
+    member hears of exactly the joins counted after its own, and nobody hears
+    of a join that happened before it (as "* X joined (1 online)" would be)."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--threads", "3")
+    total = 12
+    members: list = [None] * total
+    start = threading.Barrier(total)
+    errors = []
+
+    def join(i: int) -> None:
+        try:
+            start.wait(timeout=10)
+            members[i] = ChatClient(port)
+        except BaseException as e:
+            errors.append(e)
+
+    joiners = [threading.Thread(target=join, args=(i,), daemon=True) for i in range(total)]
+    for t in joiners:
+        t.start()
+    for t in joiners:
+        t.join(timeout=30)
+    assert not errors, errors
+    # "connect" is logged once the member is in the room.
+    wait_until(lambda: count_lines(server, r"connect \S+ \(clients: \d+\)") == total,
+               message="every join logged")
+
+    notice = re.compile(r"^\* (\S+) joined \((\d+) online\)$")
+    heard: dict = {m.name: set() for m in members}
+    # member -> the count every notice of its join gave; the first member's
+    # join is told to nobody, so it is the one never seen here
+    counts: dict = {}
+
+    def expected(member: ChatClient) -> set:
+        mine = counts.get(member.name, 1)
+        return {(name, n) for name, n in counts.items() if n > mine}
+
+    def read_some() -> bool:
+        for m in members:
+            m.sock.settimeout(0.02)
+            try:
+                m.buffer += m.sock.recv(65536)
+            except socket.timeout:
+                pass
+            while b"\n" in m.buffer:
+                line, _, rest = bytes(m.buffer).partition(b"\n")
+                m.buffer = bytearray(rest)
+                match = notice.match(line.decode())
+                assert match, f"{m.name} got {line!r}"
+                name, n = match.group(1), int(match.group(2))
+                assert counts.setdefault(name, n) == n, f"{name} announced as {n} and {counts[name]}"
+                heard[m.name].add((name, n))
+        return len(counts) == total - 1 and all(heard[m.name] >= expected(m) for m in members)
+
+    wait_until(read_some, message="every member heard of every later join")
+    assert sorted(counts.values()) == list(range(2, total + 1)), counts
+    for m in members:
+        assert heard[m.name] == expected(m), (m.name, counts.get(m.name, 1))
+    for m in members:
+        m.close()
+    server.wait_for_line(r"\(clients: 0\)$", timeout=10)
+
+
 def test_chat_across_io_threads_every_line_reaches_every_other_member(tcpkit_process):
     """With --threads 3 the members live on different I/O loops, and every
     broadcast crosses loops. Six members talk at once: each gets every other

@@ -23,13 +23,15 @@ MessageCallback ChatMode::message_callback() {
 
 void ChatMode::admitted(const TcpConnectionPtr& conn) {
   const std::string peer = observer_.peer_name(conn);
-  size_t online = room_.join(conn, peer);
-  broadcast(fmt::format("* {} joined ({} online)\n", peer, online), conn);
+  const std::vector<TcpConnectionPtr> before = room_.join(conn, peer);
+  observer_.message_sent(
+      ChatRoom::send_to(before, fmt::format("* {} joined ({} online)\n", peer, before.size() + 1)));
 }
 
 void ChatMode::closed(const TcpConnectionPtr& conn) {
-  std::string name = room_.leave(conn);
-  if (!name.empty()) broadcast(fmt::format("* {} left\n", name), conn);
+  ChatRoom::Departure gone = room_.leave(conn);
+  if (gone.name.empty()) return;
+  observer_.message_sent(ChatRoom::send_to(gone.others, fmt::format("* {} left\n", gone.name)));
 }
 
 std::string ChatMode::client_name(const TcpConnectionPtr& conn) const {

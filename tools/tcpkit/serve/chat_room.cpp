@@ -6,19 +6,21 @@
 
 namespace tcpkit::cli {
 
-size_t ChatRoom::join(const TcpConnectionPtr& conn, std::string name) {
+std::vector<TcpConnectionPtr> ChatRoom::join(const TcpConnectionPtr& conn, std::string name) {
   std::lock_guard lock(mutex_);
+  std::vector<TcpConnectionPtr> before = members_except(conn);
   members_[conn->id()] = Member{conn, std::move(name)};
-  return members_.size();
+  return before;
 }
 
-std::string ChatRoom::leave(const TcpConnectionPtr& conn) {
+ChatRoom::Departure ChatRoom::leave(const TcpConnectionPtr& conn) {
   std::lock_guard lock(mutex_);
   auto it = members_.find(conn->id());
-  if (it == members_.end()) return "";
-  std::string name = std::move(it->second.name);
+  if (it == members_.end()) return {};
+  Departure gone{std::move(it->second.name), {}};
   members_.erase(it);
-  return name;
+  gone.others = members_except(nullptr);
+  return gone;
 }
 
 std::string ChatRoom::rename(const TcpConnectionPtr& conn, std::string name) {
@@ -39,15 +41,25 @@ size_t ChatRoom::broadcast(std::string_view line, const TcpConnectionPtr& except
   std::vector<TcpConnectionPtr> targets;
   {
     std::lock_guard lock(mutex_);
-    targets.reserve(members_.size());
-    for (const auto& [id, m] : members_) {
-      if (m.conn != except) targets.push_back(m.conn);
-    }
+    targets = members_except(except);
   }
+  return send_to(targets, line);
+}
+
+size_t ChatRoom::send_to(const std::vector<TcpConnectionPtr>& targets, std::string_view line) {
   // A slow member is dropped by its own high-water mark (close policy);
   // everybody else keeps receiving.
   for (const auto& conn : targets) conn->send(line);
   return targets.size();
+}
+
+std::vector<TcpConnectionPtr> ChatRoom::members_except(const TcpConnectionPtr& except) const {
+  std::vector<TcpConnectionPtr> targets;
+  targets.reserve(members_.size());
+  for (const auto& [id, m] : members_) {
+    if (m.conn != except) targets.push_back(m.conn);
+  }
+  return targets;
 }
 
 }  // namespace tcpkit::cli

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tcpkit/callbacks.h"
 
@@ -18,18 +19,30 @@ namespace tcpkit::cli {
 
 class ChatRoom {
  public:
-  // Adds a member under `name`; returns how many are online now.
-  size_t join(const TcpConnectionPtr& conn, std::string name);
-  // Removes a member; returns its last name ("" if it was not a member).
-  std::string leave(const TcpConnectionPtr& conn);
+  // Adds a member under `name`; returns the members who were there before
+  // it, read in the same step, so that the notice of this join reaches
+  // exactly them: nobody who joins a moment later hears of an earlier join.
+  std::vector<TcpConnectionPtr> join(const TcpConnectionPtr& conn, std::string name);
+  // Removes a member; returns its last name ("" if it was not a member) and
+  // the members left behind, read in the same step.
+  struct Departure {
+    std::string name;
+    std::vector<TcpConnectionPtr> others;
+  };
+  Departure leave(const TcpConnectionPtr& conn);
   // Renames a member; returns the old name.
   std::string rename(const TcpConnectionPtr& conn, std::string name);
   std::string name_of(const TcpConnectionPtr& conn) const;
   // Sends `line` (which ends in "\n") to every member but `except` (may be
   // null); returns to how many.
   size_t broadcast(std::string_view line, const TcpConnectionPtr& except);
+  // Sends `line` to each of `targets`; returns to how many.
+  static size_t send_to(const std::vector<TcpConnectionPtr>& targets, std::string_view line);
 
  private:
+  // Every member but `except`; the caller holds mutex_.
+  std::vector<TcpConnectionPtr> members_except(const TcpConnectionPtr& except) const;
+
   struct Member {
     TcpConnectionPtr conn;
     std::string name;

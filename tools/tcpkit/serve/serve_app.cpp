@@ -189,9 +189,11 @@ void ServeApp::on_connection(const TcpConnectionPtr& conn) {
   admit(conn, clients);
 }
 
+// The mode first, then the log line: once "connect" is logged the
+// connection is in the chat room, as "disconnect" is logged after it left.
 void ServeApp::admit(const TcpConnectionPtr& conn, int64_t clients) {
-  observer_.admitted(conn, clients);
   mode_->admitted(conn);
+  observer_.admitted(conn, clients);
 }
 
 bool ServeApp::after_proxy_header(const TcpConnectionPtr& conn) {
