@@ -111,9 +111,15 @@ Result<std::unique_ptr<Poller>> UringPoller::create() {
   if (wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_buffers();
   // Sending through the ring is off unless asked for: it saves CPU at a
   // given load but costs messages/s at saturation (poller_uring.h).
+  // TCPKIT_URING_SEND=idle: only while the loop has time to spare.
   const char* send = std::getenv("TCPKIT_URING_SEND");
-  const bool send_wanted = send != nullptr && std::strcmp(send, "1") == 0;
-  if (send_wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_sends();
+  const bool always = send != nullptr && std::strcmp(send, "1") == 0;
+  const bool when_idle = send != nullptr && std::strcmp(send, "idle") == 0;
+  if ((always || when_idle) && (params.flags & IORING_SETUP_DEFER_TASKRUN)) {
+    poller->set_up_sends();
+    poller->sends_follow_load_ = when_idle;
+    poller->ring_sends_now_ = always;
+  }
   return std::unique_ptr<Poller>(std::move(poller));
 }
 
@@ -176,7 +182,7 @@ size_t UringPoller::send(Channel* channel, const char* data, size_t len) {
   Slot& slot = slots_[channel->slot()];
   uint16_t id = slot.send;
   if (id == kNoSend) {
-    if (free_sends_.empty() || len > event::kSendMax) return 0;
+    if (!ring_sends_now_ || free_sends_.empty() || len > event::kSendMax) return 0;
     id = free_sends_.back();
     free_sends_.pop_back();
     sends_[id] = Send{channel->slot(), 0, 0, false};
@@ -284,9 +290,19 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   // 24 us here against 0.26 us for collecting what is there
   // (BM_LoopPollWithoutWaiting).
   io_uring_cqe* first = nullptr;
-  int r = timeout.count() == 0
-              ? io_uring_submit_and_get_events(&ring_)
-              : io_uring_submit_and_wait_timeout(&ring_, &first, 1, wait_limit, nullptr);
+  int r = 0;
+  if (timeout.count() == 0) {
+    r = io_uring_submit_and_get_events(&ring_);
+    if (sends_follow_load_) ring_sends_now_ = false;
+  } else if (!sends_follow_load_) {
+    r = io_uring_submit_and_wait_timeout(&ring_, &first, 1, wait_limit, nullptr);
+  } else {
+    // A loop that waited has time to spare: its next replies go with the
+    // next wait. One that found work waiting sends them at once.
+    const auto before = std::chrono::steady_clock::now();
+    r = io_uring_submit_and_wait_timeout(&ring_, &first, 1, wait_limit, nullptr);
+    ring_sends_now_ = std::chrono::steady_clock::now() - before > kSpareTime;
+  }
   // ETIME: the timer is due. EINTR: a signal. EBUSY, EAGAIN: completions are
   // waiting in the kernel's overflow list; reaping below makes room.
   if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) die("io_uring_enter", -r);

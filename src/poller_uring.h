@@ -75,7 +75,11 @@
 // after the whole batch, where a send() each lets the first replies go
 // while the rest are still being read. An echo's send completes at once,
 // inside the same io_uring_enter(), and its completion then wakes the loop
-// for one more iteration.
+// for one more iteration. TCPKIT_URING_SEND=idle takes the middle way:
+// ring sends after a wait that lasted (the loop has time to spare, and a
+// fixed load is what it serves), send() after one that found completions
+// waiting (a saturated loop, whose first replies should not wait for the
+// batch). A connection with a send on its way queues behind it either way.
 //
 // Lifetimes: a completion names its channel through user_data = (generation
 // << 32 | slot), an index into slots_, never a pointer. A slot's generation
@@ -87,6 +91,7 @@
 
 #include <liburing.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -192,6 +197,11 @@ class UringPoller final : public Poller {
   std::vector<Send> sends_;
   std::vector<uint16_t> free_sends_;
   std::vector<uint16_t> to_send_;  // submitted with the next wait
+  bool ring_sends_now_ = false;    // send() takes new writes
+  // TCPKIT_URING_SEND=idle: ring_sends_now_ after a wait longer than
+  // kSpareTime, not after one that found completions waiting.
+  bool sends_follow_load_ = false;
+  static constexpr std::chrono::microseconds kSpareTime{20};
 };
 
 }  // namespace tcpkit

@@ -153,3 +153,7 @@ def test_uring_receives_echoes_through_the_ring_and_sends_there_when_asked(tcpki
     assert ring_sends.get("io_uring_enter", 0) > 0, ring_sends
     assert calls(ring_sends, "sendto", "sendmsg") < rounds / 10, ring_sends
     assert calls(ring_sends, "read", "readv", "recvfrom", "recvmsg") == 0, ring_sends
+    # TCPKIT_URING_SEND=idle: through the ring after a wait (every echo here,
+    # as the client waits for each), by send() when work was waiting.
+    idle_sends = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": "idle"})
+    assert calls(idle_sends, "sendto", "sendmsg") < rounds / 2, idle_sends
