@@ -161,8 +161,30 @@ void EventLoop::wait_for_events(std::chrono::milliseconds timeout) {
   poller_->poll(timeout, &ready_);
 }
 
+// A channel lives inside its owner (a connection holds its own), so the
+// lines around it hold the owner's hot fields: with a thousand connections
+// each event finds them out of the cache, and the loads of the next events
+// can overlap with this one's work if they are asked for early. A prefetch
+// never faults, whatever the lines belong to.
+// (bench/cpu-per-cell 1000 16 --rate 40000, epoll: 1.16x -> 1.05x the bare
+// epoll server's CPU per message.)
+namespace {
+constexpr size_t kPrefetchAhead = 2;
+
+void prefetch_around(const Channel* channel) {
+  const char* at = reinterpret_cast<const char*>(channel);
+  constexpr ptrdiff_t kLine = 64;
+  for (ptrdiff_t line = -1; line < 4; ++line) __builtin_prefetch(at + line * kLine);
+}
+}  // namespace
+
 void EventLoop::dispatch_io() {
-  for (auto [channel, mask] : ready_) {
+  const size_t count = ready_.size();
+  for (size_t i = 0; i < count; ++i) {
+    if (i + kPrefetchAhead < count && ready_[i + kPrefetchAhead].first != nullptr) {
+      prefetch_around(ready_[i + kPrefetchAhead].first);
+    }
+    auto [channel, mask] = ready_[i];
     if (channel != nullptr) channel->handle_event(mask);  // null: removed meanwhile
     // The bytes were copied or dropped: their buffer goes back to the kernel.
     if (mask & event::kData) poller_->release(event::detail(mask));
