@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -328,6 +329,36 @@ TEST(Buffer, LargeStorageKeepsEveryByteAcrossGrowthShrinkAndMove) {
   target.retrieve_all();
   target.release_if_empty();
   EXPECT_EQ(target.capacity(), 0u);
+}
+
+// Large buffers that grow on two threads at once, with nothing ordering
+// the threads (two loops whose only link is a socket the kernel fills, as
+// io_uring does), each keep their own bytes. A growth that moves a mapping
+// frees its old address range, and the other thread's next mapping may land
+// there: the race detector must learn of both, or it reads the other
+// thread's old writes as a race on the new storage.
+TEST(Buffer, LargeBuffersGrowingOnTwoThreadsAtOnceKeepTheirOwnBytes) {
+  constexpr int kRounds = 24;
+  constexpr size_t kChunk = size_t{64} * 1024;
+  constexpr size_t kLargest = size_t{8} * 1024 * 1024;
+  auto grow_and_check = [](char fill, size_t* mismatches) {
+    const std::string chunk(kChunk, fill);
+    for (int round = 0; round < kRounds; ++round) {
+      Buffer buf;
+      while (buf.readable_bytes() < kLargest) buf.append(chunk);
+      const std::string_view v = buf.view();
+      *mismatches += static_cast<size_t>(
+          std::count_if(v.begin(), v.end(), [fill](char c) { return c != fill; }));
+    }
+  };
+  size_t mismatches_a = 0;
+  size_t mismatches_b = 0;
+  std::thread a(grow_and_check, 'a', &mismatches_a);
+  std::thread b(grow_and_check, 'b', &mismatches_b);
+  a.join();
+  b.join();
+  EXPECT_EQ(mismatches_a, 0u);
+  EXPECT_EQ(mismatches_b, 0u);
 }
 
 namespace {
