@@ -15,23 +15,6 @@
 
 #include "sys.h"
 
-// ThreadSanitizer learns of a mapping's life only through mmap and munmap;
-// it does not see mremap. A mapping that mremap moved would leave its old
-// range's history behind, and the next mapping another thread gets there
-// would inherit it: that thread's first writes would read as a race with
-// the writes of a buffer long gone. Under it, a resize is a fresh mapping,
-// a copy and an munmap (slower, the same bytes).
-#if defined(__SANITIZE_THREAD__)
-#define TCPKIT_BUFFER_REMAP_BY_COPY 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TCPKIT_BUFFER_REMAP_BY_COPY 1
-#endif
-#endif
-#ifndef TCPKIT_BUFFER_REMAP_BY_COPY
-#define TCPKIT_BUFFER_REMAP_BY_COPY 0
-#endif
-
 namespace tcpkit {
 namespace {
 
@@ -55,22 +38,34 @@ size_t usable_capacity(size_t wanted) {
   return (wanted + page - 1) / page * page;
 }
 
-char* map_pages(size_t size) {
+// A fresh anonymous mapping of `size` bytes; null when the kernel refuses.
+char* try_map_pages(size_t size) noexcept {
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  return static_cast<char*>(p);
+  return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+}
+
+char* map_pages(size_t size) {
+  char* p = try_map_pages(size);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
 }
 
 // The mapping resized, its pages kept (moved if it must move); null when
 // the kernel refuses, the old mapping then still there.
+//
+// ThreadSanitizer learns of a mapping's life only through mmap and munmap;
+// it does not see mremap. A mapping that mremap moved would leave its old
+// range's history behind, and the next mapping another thread gets there
+// would inherit it: that thread's first writes would read as a race with
+// the writes of a buffer long gone. Under it, a resize is a fresh mapping,
+// a copy and an munmap (slower, the same bytes).
 char* remap_pages(char* p, size_t old_size, size_t new_size) noexcept {
-#if TCPKIT_BUFFER_REMAP_BY_COPY
-  void* fresh =
-      ::mmap(nullptr, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (fresh == MAP_FAILED) return nullptr;
+#if TCPKIT_THREAD_SANITIZER
+  char* fresh = try_map_pages(new_size);
+  if (fresh == nullptr) return nullptr;
   std::memcpy(fresh, p, std::min(old_size, new_size));
   ::munmap(p, old_size);
-  return static_cast<char*>(fresh);
+  return fresh;
 #else
   void* moved = ::mremap(p, old_size, new_size, MREMAP_MAYMOVE);
   return moved == MAP_FAILED ? nullptr : static_cast<char*>(moved);

@@ -20,16 +20,7 @@
 // ThreadSanitizer: it learns of a descriptor's life only through libc's
 // calls, and without them takes a reused number for a race between the
 // threads that used it.
-#if defined(__SANITIZE_THREAD__)
-#define TCPKIT_SYS_LIBC_DESCRIPTORS 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TCPKIT_SYS_LIBC_DESCRIPTORS 1
-#endif
-#endif
-#ifndef TCPKIT_SYS_LIBC_DESCRIPTORS
-#define TCPKIT_SYS_LIBC_DESCRIPTORS 0
-#endif
+#define TCPKIT_SYS_LIBC_DESCRIPTORS TCPKIT_THREAD_SANITIZER
 
 namespace tcpkit::sys {
 namespace {

@@ -15,6 +15,20 @@
 
 #include <sys/types.h>
 
+// 1 when built under ThreadSanitizer (GCC's macro, or clang's feature test).
+// It learns of descriptors and mappings only through libc's calls, which
+// some wrappers here bypass otherwise (sys.cpp, buffer.cpp say where).
+#if defined(__SANITIZE_THREAD__)
+#define TCPKIT_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TCPKIT_THREAD_SANITIZER 1
+#endif
+#endif
+#ifndef TCPKIT_THREAD_SANITIZER
+#define TCPKIT_THREAD_SANITIZER 0
+#endif
+
 #include <chrono>
 #include <cstddef>
 #include <utility>
