@@ -182,12 +182,13 @@ struct Worker {
   void on_ready(Slot* slot);
   void handshake_failed(const TcpConnectionPtr& conn);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
-  void on_data(Slot* slot, Buffer& in);
-  void on_pingpong_data(Slot* slot, Buffer& in);
+  void on_data(Slot* slot, TcpConnection& conn, Buffer& in);
+  void on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
   void send_message(Slot* slot);
-  // The next `n` bytes of the stream; messages starting in them started at `when`.
-  void send_stream(Slot* slot, size_t n, Clock::time_point when);
+  // The next `n` bytes of the stream, on `conn` (the slot's); messages
+  // starting in them started at `when`.
+  void send_stream(Slot* slot, TcpConnection& conn, size_t n, Clock::time_point when);
   void tick();
   double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
 };
@@ -245,7 +246,7 @@ void Worker::start_client(Slot* slot) {
   });
   slot->client->set_on_handshake([this, slot](const TcpConnectionPtr&) { on_ready(slot); });
   slot->client->set_on_message(
-      [this, slot](const TcpConnectionPtr&, Buffer& in) { on_data(slot, in); });
+      [this, slot](const TcpConnectionPtr& c, Buffer& in) { on_data(slot, *c, in); });
   if (opt->mode == BenchMode::stream) {
     slot->client->set_on_write_complete([this, slot](const TcpConnectionPtr&) {
       if (!slot->ready) return;  // the TLS handshake's own writes
@@ -259,10 +260,10 @@ void Worker::start_client(Slot* slot) {
   slot->client->connect();
 }
 
-void Worker::on_data(Slot* slot, Buffer& in) {
+void Worker::on_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   switch (opt->mode) {
     case BenchMode::pingpong:
-      on_pingpong_data(slot, in);
+      on_pingpong_data(slot, conn, in);
       return;
     case BenchMode::connrate:
       on_connrate_data(slot, in);
@@ -339,10 +340,10 @@ void Worker::handshake_failed(const TcpConnectionPtr& conn) {
 }
 
 void Worker::send_message(Slot* slot) {
-  send_stream(slot, opt->size, opt->rate > 0 ? slot->next_send : Clock::now());
+  send_stream(slot, *slot->conn, opt->size, opt->rate > 0 ? slot->next_send : Clock::now());
 }
 
-void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
+void Worker::send_stream(Slot* slot, TcpConnection& conn, size_t n, Clock::time_point when) {
   const uint64_t from = slot->send_pos;
   // A message starts at every multiple of size in [from, from + n).
   for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0;
@@ -353,7 +354,7 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
   // At most one message: a whole one, or (closed loop) the answer to what
   // came back of the one in flight.
   assert(n <= pattern->run());
-  slot->conn->send(std::string_view(pattern->at(from), n));
+  conn.send(std::string_view(pattern->at(from), n));
 }
 
 // Closed loop (no --rate): every byte that comes back is answered at once by
@@ -363,7 +364,7 @@ void Worker::send_stream(Slot* slot, size_t n, Clock::time_point when) {
 // the messages it starts: no clock read per message (the loop reads the
 // clock once per wake-up), and a reply is timed from when the loop woke to
 // it, not from when its turn in the batch came.
-void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
+void Worker::on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   size_t n = in.readable_bytes();
   const uint64_t owed = slot->send_pos - slot->recv_pos;
   if (n > owed) {
@@ -397,7 +398,7 @@ void Worker::on_pingpong_data(Slot* slot, Buffer& in) {
     add(messages, done);
     add(bytes, done * opt->size);
   }
-  if (opt->rate <= 0 && !stopping) send_stream(slot, n, now);
+  if (opt->rate <= 0 && !stopping) send_stream(slot, conn, n, now);
 }
 
 void Worker::on_connrate_data(Slot* slot, Buffer& in) {
