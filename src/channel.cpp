@@ -13,7 +13,7 @@ void Channel::update(unsigned interest) {
 
 void Channel::change_receives(bool on) {
   receives_ = on;
-  if (registered_) loop_->update_channel(this);
+  if (registered_) loop_->channel_receives_changed(this);
 }
 
 void Channel::remove() {

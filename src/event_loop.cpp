@@ -318,6 +318,11 @@ void EventLoop::update_channel(Channel* channel) {
   poller_->update(channel);
 }
 
+void EventLoop::channel_receives_changed(Channel* channel) {
+  assert_in_loop_thread();
+  poller_->receives_changed(channel);
+}
+
 void EventLoop::remove_channel(Channel* channel) {
   assert_in_loop_thread();
   poller_->remove(channel);

@@ -51,6 +51,11 @@ class Poller {
   // kernel holds no reference to its descriptor: the owner may close it.
   virtual void update(Channel* channel) = 0;
   virtual void remove(Channel* channel) = 0;
+  // A registered channel's receives() changed. A backend that reads for
+  // its channels switches between reading and reporting readiness; one
+  // that only reports readiness (epoll) has nothing to change, and makes no
+  // system call for it.
+  virtual void receives_changed(Channel* /*channel*/) {}
   size_t channel_count() const { return count_; }
   // A kData event's bytes (event::detail(mask) names the buffer), valid
   // until release(); each kData event's buffer is released once, after its

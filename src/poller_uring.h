@@ -116,6 +116,7 @@ class UringPoller final : public Poller {
   void poll(std::chrono::milliseconds timeout, Ready* ready) override;
   void update(Channel* channel) override;
   void remove(Channel* channel) override;
+  void receives_changed(Channel* channel) override { update(channel); }
 
   std::string_view received(unsigned buffer) const override;
   void release(unsigned buffer) override;

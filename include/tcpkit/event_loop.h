@@ -150,6 +150,9 @@ class EventLoop {
   /// For Channel: registers, changes or removes its interest with the poller.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);
+  /// For Channel: whether the backend reads for it (Channel::receives())
+  /// changed; only a backend that receives does anything about it.
+  void channel_receives_changed(Channel* channel);
 
   explicit EventLoop(CreatedPoller created);
   EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wakeup_fd);

@@ -319,20 +319,25 @@ TEST(IoBackend, EnvironmentChoosesTheDefault) {
   }
 }
 
-// In a child process: forbids io_uring_setup, as container runtimes' seccomp
-// profiles do, then creates a loop asked for io_uring. Exits 0 and prints the
-// fallback's reason when the loop runs, on epoll.
-[[noreturn]] void create_loop_where_io_uring_is_forbidden() {
-  // io_uring_setup fails with EPERM; every other call is allowed.
+// In a child process only (a seccomp filter cannot be removed again): the
+// system call `nr` fails with EPERM from now on; every other is allowed.
+void forbid_system_call(unsigned nr) {
   sock_filter filter[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) std::_Exit(2);
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) std::_Exit(3);
+}
+
+// In a child process: forbids io_uring_setup, as container runtimes' seccomp
+// profiles do, then creates a loop asked for io_uring. Exits 0 and prints the
+// fallback's reason when the loop runs, on epoll.
+[[noreturn]] void create_loop_where_io_uring_is_forbidden() {
+  forbid_system_call(__NR_io_uring_setup);
   auto loop = EventLoop::create(IoBackend::kUring);
   if (!loop || (*loop)->backend() != IoBackend::kEpoll) std::_Exit(1);
   // The fallback loop works: a timer runs on it.
@@ -354,6 +359,38 @@ TEST(IoBackendDeathTest, FallsBackToEpollWhereSeccompForbidsIoUring) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(create_loop_where_io_uring_is_forbidden(), ::testing::ExitedWithCode(0),
               "\\[io_uring_setup for an event loop: Operation not permitted\\]");
+}
+
+// In a child process: an epoll loop watches a socket; then epoll_ctl is
+// forbidden, and the channel switches between receiving and not, as a
+// connection does when its reads change between bulk and small ones. epoll
+// cannot receive, so a switch must cost no epoll_ctl (one that fails aborts
+// the process, and one that succeeds is a system call for nothing), and
+// readiness is still reported after the switches. Exits 0 then.
+[[noreturn]] void switch_receiving_where_epoll_ctl_is_forbidden() {
+  auto created = EventLoop::create(IoBackend::kEpoll);
+  if (!created) std::_Exit(1);
+  EventLoop* loop = created->get();
+  auto [near, far] = socket_pair();
+  Watch watch(loop, near.get());
+  bool heard = false;
+  watch.on_event = [&](unsigned mask) {
+    heard = (mask & event::kReadable) != 0;
+    loop->quit();
+  };
+  watch.channel.enable_reading();
+  loop->run_after(kWait, [loop] { loop->quit(); });
+  forbid_system_call(__NR_epoll_ctl);
+  for (int i = 0; i < 8; ++i) watch.channel.set_receives(i % 2 == 0);
+  if (::write(far.get(), "x", 1) != 1) std::_Exit(5);
+  loop->run();
+  // No destructors: removing the channel would need epoll_ctl.
+  std::_Exit(heard ? 0 : 4);
+}
+
+TEST(PollerDeathTest, EpollSwitchesReceivingWithoutASystemCall) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(switch_receiving_where_epoll_ctl_is_forbidden(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
