@@ -1,7 +1,9 @@
 #include "tcpkit/tcp_connection.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <limits>
 #include <utility>
 
 #include "callback_table.h"
@@ -39,6 +41,8 @@ TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const En
     : loop_(loop),
       channel_(loop, fd.get()),
       fd_(std::move(fd)),
+      read_cap_(static_cast<uint32_t>(
+          std::min<size_t>(options->max_read_per_wakeup, std::numeric_limits<uint32_t>::max()))),
       options_(std::move(options)),
       callbacks_(no_callbacks()),
       id_(id),
@@ -207,7 +211,7 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   // fifth of the rate against a client that sleeps between reads: each
   // piece wakes it (bench/cpu-per-cell 1 65536). Whole reads cost the
   // least CPU on both.
-  const size_t cap = options_->max_read_per_wakeup;
+  const size_t cap = read_cap_;
   // The shared buffer gets room for a whole read once (its pages are
   // touched only as reads reach them), so each read is one read() into it
   // (Buffer::read_fd) and not a readv() that spills over.
@@ -269,15 +273,14 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
   // A full buffer: the peer sends in bulk, which reads copy once (handle_read).
   if (data.size() >= event::kBulkRead) channel_.set_receives(false);
   if (reading_ && !tls_ && input_.readable_bytes() > 0 &&
-      input_.readable_bytes() + data.size() > options_->max_read_per_wakeup) {
+      input_.readable_bytes() + data.size() > read_cap_) {
     // What was gathered goes first: one delivery brings no more than one
     // read may take (fairness, and the high-water mark's bound).
     if (callbacks_->on_message) callbacks_->on_message(self, input_);
     input_.release_if_empty();
     if (state() == State::disconnected) return;
   }
-  if (more && reading_ && !tls_ &&
-      input_.readable_bytes() + data.size() <= options_->max_read_per_wakeup) {
+  if (more && reading_ && !tls_ && input_.readable_bytes() + data.size() <= read_cap_) {
     // More of this read follows in the batch: gathered, delivered with the last.
     input_.append(data.data(), data.size());
     return;

@@ -216,7 +216,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// lines as the fields allow (with a thousand connections, each event
   /// finds its connection out of the cache, and every line is a miss); what
   /// only opening and closing touch comes last. Within that order, as little
-  /// padding as the fields allow (six bytes after sending_, which nothing
+  /// padding as the fields allow (two bytes after sending_, which nothing
   /// that small at the back could fill): a server keeps one per client.
   EventLoop* loop_;
   /// Held here, not behind a pointer: one allocation and one cache line
@@ -238,6 +238,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// event::kSendMax), ahead of output_: while there are any, output_ waits
   /// for them and the channel does not wait to write.
   uint16_t sending_ = 0;
+  /// options_->max_read_per_wakeup, held here because every read asks and
+  /// a client's options are its own, out of the cache with many clients on
+  /// a loop. 32 bits hold every cap that matters: one read() moves less
+  /// than 2 GiB.
+  const uint32_t read_cap_;
   const std::shared_ptr<const ConnectionOptions> options_;
   /// Never null; shared with the other connections of the same owner.
   std::shared_ptr<const ConnectionCallbacks> callbacks_;
