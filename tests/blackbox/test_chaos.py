@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -270,6 +271,34 @@ def test_api_refuses_hostile_requests(tcpkit_process):
     with connect(int(port)) as s:
         s.sendall(b"POST /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\n{[}")
         assert b'"bad request body"' in s.recv(1000)
+
+
+def test_regression_api_cuts_off_a_request_trickled_past_its_deadline(tcpkit_process):
+    # A request must arrive whole within the API's deadline (10 s of the
+    # connection's start). A byte every second keeps the idle timeout from
+    # firing, so only the deadline can end this one; its timer used to be
+    # cancelled as soon as it was set, and the trickle went on for ever.
+    relay, api = start_chaos(tcpkit_process)
+    host, port = api.rsplit(":", 1)
+    start = time.monotonic()
+    with connect(int(port), timeout=1) as s:
+        request = b"GET /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100
+        closed_after = None
+        for byte in request:
+            if time.monotonic() - start > 30:
+                break
+            try:
+                s.sendall(bytes([byte]))
+                if s.recv(100) == b"":
+                    closed_after = time.monotonic() - start
+                    break
+            except socket.timeout:
+                pass  # still open: the next byte in a second
+            except OSError:
+                closed_after = time.monotonic() - start
+                break
+    assert closed_after is not None, "a request trickled for 30 s was never cut off"
+    assert 9 <= closed_after <= 20, f"cut off after {closed_after:.1f} s, not at the 10 s deadline"
 
 
 def through(port: int, upstream: socket.socket, data: bytes) -> tuple[socket.socket, socket.socket]:

@@ -56,11 +56,17 @@ std::vector<std::string> split_path(std::string_view path) {
   return parts;
 }
 
-// One connection's request deadline, cancelled when it closes.
+// One connection's request deadline, cancelled when it closes. Not
+// copyable: a copy's end would cancel the timer that the original still
+// stands for.
 struct Deadline {
+  Deadline(EventLoop* l, TimerId t) : loop(l), timer(t) {}
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+  ~Deadline() { loop->cancel(timer); }
+
   EventLoop* loop;
   TimerId timer;
-  ~Deadline() { loop->cancel(timer); }
 };
 
 }  // namespace
@@ -91,7 +97,7 @@ void RelayApiServer::on_connection(const TcpConnectionPtr& conn) {
   TimerId timer = loop_->run_after(kRequestDeadline, [weak] {
     if (auto c = weak.lock()) c->force_close();
   });
-  conn->set_context(std::make_shared<Deadline>(Deadline{loop_, timer}));
+  conn->set_context(std::make_shared<Deadline>(loop_, timer));
 }
 
 void RelayApiServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
