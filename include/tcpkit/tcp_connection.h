@@ -22,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -145,12 +146,22 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
 
   /// A typed slot for the user's per-connection state (loop thread). Any
   /// movable type fits; context<T>() is null when the slot holds another type.
+  /// Each event on the connection asks for the state's first cache line as
+  /// it starts, so that a callback finds it loaded: with many connections it
+  /// would be out of the cache (a type aligned to a cache line fits one).
   template <typename T>
   T& set_context(T value) {
-    auto holder = std::make_shared<T>(std::move(value));
-    context_ = holder;
+    return share_context(std::make_shared<T>(std::move(value)));
+  }
+  /// The same slot holding an object the caller shares: context<T>() is
+  /// that object itself, not a copy of the pointer to it.
+  template <typename T>
+  T& share_context(std::shared_ptr<T> object) {
+    assert(object && "share_context(nullptr)");
+    T& state = *object;
+    context_ = std::move(object);
     context_type_ = &typeid(T);
-    return *holder;
+    return state;
   }
   template <typename T>
   T* context() {
@@ -246,6 +257,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   const std::shared_ptr<const ConnectionOptions> options_;
   /// Never null; shared with the other connections of the same owner.
   std::shared_ptr<const ConnectionCallbacks> callbacks_;
+  /// The user's state, and its type: a shared_ptr fits here whole, where
+  /// std::any would allocate a holder for it. Among the fields every event
+  /// reads: handle_event() asks for the state's line through it.
+  std::shared_ptr<void> context_;
+  const std::type_info* context_type_ = nullptr;
   /// Null for a plain connection: one pointer is all TLS costs it.
   std::unique_ptr<TlsLayer> tls_;
   Buffer input_;
@@ -259,10 +275,6 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   std::error_code close_reason_;
   const Endpoint local_;
   const Endpoint peer_;
-  /// The user's state, and its type: a shared_ptr fits here whole, where
-  /// std::any would allocate a holder for it.
-  std::shared_ptr<void> context_;
-  const std::type_info* context_type_ = nullptr;
 };
 
 }  // namespace tcpkit

@@ -74,6 +74,49 @@ TEST(TcpConnection, EndpointsCountersAndContext) {
   h.finish();
 }
 
+// A shared context is the caller's object itself: what the callbacks change
+// through context<T>() the owner sees, and the connection keeps it alive
+// until the context is replaced (or the connection goes).
+TEST(TcpConnection, SharedContextIsTheCallersObject) {
+  ServerHarness h;
+  Tally tally;
+  auto shared = std::make_shared<std::string>("shared:");
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      if (conn->connected()) {
+        std::string& state = conn->share_context(shared);
+        EXPECT_EQ(&state, shared.get());
+      }
+      cb(conn);
+    });
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      EXPECT_EQ(conn->context<std::shared_ptr<std::string>>(), nullptr);
+      auto* state = conn->context<std::string>();
+      ASSERT_NE(state, nullptr);
+      *state += in.retrieve_all_as_string();
+      conn->send(*state);
+    });
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("ab"));
+  EXPECT_EQ(recv_n(c, 9), "shared:ab");
+  auto conn = tally.wait_last();
+  h.base().call([&] {
+    EXPECT_EQ(*shared, "shared:ab");
+    EXPECT_EQ(shared.use_count(), 2);  // ours and the connection's
+    conn->set_context(7);
+    EXPECT_EQ(shared.use_count(), 1);
+    EXPECT_EQ(conn->context<std::string>(), nullptr);
+    ASSERT_NE(conn->context<int>(), nullptr);
+    EXPECT_EQ(*conn->context<int>(), 7);
+  });
+  tally.forget();
+  conn.reset();
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
 TEST(TcpConnection, RepliesQueuedAfterPeerFinAreDeliveredBeforeOurFin) {
   ServerHarness h;
   Tally tally;

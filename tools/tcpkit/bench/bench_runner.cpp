@@ -132,13 +132,18 @@ class StartTimes {
 
 }  // namespace
 
-// One connection's state; lives in its worker's loop thread. What every
-// ping-pong reply touches comes first, in one cache line.
-struct alignas(64) Slot {
-  uint64_t send_pos = 0;  // ping-pong: stream bytes sent so far
+// What every ping-pong reply touches, in one cache line: the connection's
+// context (TcpConnection::set_context), whose line each event on it asks
+// for as it starts, so that the reply finds it loaded.
+struct alignas(64) Flight {
+  uint64_t send_pos = 0;  // stream bytes sent so far
   uint64_t recv_pos = 0;  // ...and received back
   StartTimes sent_at;     // when each message in flight started
-  bool ready = false;     // connected, and the TLS handshake done where there is one
+};
+
+// One client's state; lives in its worker's loop thread.
+struct Slot {
+  bool ready = false;  // connected, and the TLS handshake done where there is one
   TcpConnectionPtr conn;
   std::unique_ptr<TcpClient> client;
   size_t received = 0;  // connrate: the echo came back
@@ -183,12 +188,12 @@ struct Worker {
   void handshake_failed(const TcpConnectionPtr& conn);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
   void on_data(Slot* slot, TcpConnection& conn, Buffer& in);
-  void on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in);
+  void on_pingpong_data(TcpConnection& conn, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
   void send_message(Slot* slot);
-  // The next `n` bytes of the stream, on `conn` (the slot's); messages
-  // starting in them started at `when`.
-  void send_stream(Slot* slot, TcpConnection& conn, size_t n, Clock::time_point when);
+  // The next `n` bytes of `conn`'s stream (`flight` is its context);
+  // messages starting in them started at `when`.
+  void send_stream(Flight& flight, TcpConnection& conn, size_t n, Clock::time_point when);
   void tick();
   double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
 };
@@ -263,7 +268,7 @@ void Worker::start_client(Slot* slot) {
 void Worker::on_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   switch (opt->mode) {
     case BenchMode::pingpong:
-      on_pingpong_data(slot, conn, in);
+      on_pingpong_data(conn, in);
       return;
     case BenchMode::connrate:
       on_connrate_data(slot, in);
@@ -276,6 +281,7 @@ void Worker::on_data(Slot* slot, TcpConnection& conn, Buffer& in) {
 
 void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
   slot->conn = conn;
+  if (opt->mode == BenchMode::pingpong) conn->set_context(Flight{});
 }
 
 void Worker::on_ready(Slot* slot) {
@@ -322,7 +328,7 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   // Mid-run, a close is an error, and whatever was in flight is lost.
   ++reset;
   errors.fetch_add(1, std::memory_order_relaxed);
-  lost += slot->send_pos - slot->recv_pos;
+  if (const Flight* flight = conn->context<Flight>()) lost += flight->send_pos - flight->recv_pos;
 }
 
 void Worker::handshake_failed(const TcpConnectionPtr& conn) {
@@ -340,17 +346,19 @@ void Worker::handshake_failed(const TcpConnectionPtr& conn) {
 }
 
 void Worker::send_message(Slot* slot) {
-  send_stream(slot, *slot->conn, opt->size, opt->rate > 0 ? slot->next_send : Clock::now());
+  TcpConnection& conn = *slot->conn;
+  send_stream(*conn.context<Flight>(), conn, opt->size,
+              opt->rate > 0 ? slot->next_send : Clock::now());
 }
 
-void Worker::send_stream(Slot* slot, TcpConnection& conn, size_t n, Clock::time_point when) {
-  const uint64_t from = slot->send_pos;
+void Worker::send_stream(Flight& flight, TcpConnection& conn, size_t n, Clock::time_point when) {
+  const uint64_t from = flight.send_pos;
   // A message starts at every multiple of size in [from, from + n).
   for (uint64_t k = boundaries_in(from + opt->size - 1, from + n + opt->size - 1, opt->size); k > 0;
        --k) {
-    slot->sent_at.push(when);
+    flight.sent_at.push(when);
   }
-  slot->send_pos += n;
+  flight.send_pos += n;
   // At most one message: a whole one, or (closed loop) the answer to what
   // came back of the one in flight.
   assert(n <= pattern->run());
@@ -364,9 +372,10 @@ void Worker::send_stream(Slot* slot, TcpConnection& conn, size_t n, Clock::time_
 // the messages it starts: no clock read per message (the loop reads the
 // clock once per wake-up), and a reply is timed from when the loop woke to
 // it, not from when its turn in the batch came.
-void Worker::on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in) {
+void Worker::on_pingpong_data(TcpConnection& conn, Buffer& in) {
+  Flight& flight = *conn.context<Flight>();
   size_t n = in.readable_bytes();
-  const uint64_t owed = slot->send_pos - slot->recv_pos;
+  const uint64_t owed = flight.send_pos - flight.recv_pos;
   if (n > owed) {
     // Bytes nobody asked for: extra, so wrong.
     mismatched += n - owed;
@@ -377,7 +386,7 @@ void Worker::on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   for (size_t done = 0; done < n;) {
     const char* got = in.peek() + done;
     const size_t len = std::min(n - done, pattern->run());
-    bad += count_mismatches(got, pattern->at(slot->recv_pos + done, got), len);
+    bad += count_mismatches(got, pattern->at(flight.recv_pos + done, got), len);
     done += len;
   }
   if (bad != 0) {
@@ -385,20 +394,20 @@ void Worker::on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in) {
     errors.fetch_add(1, std::memory_order_relaxed);
   }
   in.retrieve_all();
-  const uint64_t done = boundaries_in(slot->recv_pos, slot->recv_pos + n, opt->size);
-  slot->recv_pos += n;
+  const uint64_t done = boundaries_in(flight.recv_pos, flight.recv_pos + n, opt->size);
+  flight.recv_pos += n;
   if (n == 0) return;
   const auto now = loop->now();
   const bool counting = measuring.load(std::memory_order_relaxed);
   for (uint64_t k = 0; k < done; ++k) {
-    if (counting) latency.record(nanos_between(slot->sent_at.front(), now));
-    slot->sent_at.pop();
+    if (counting) latency.record(nanos_between(flight.sent_at.front(), now));
+    flight.sent_at.pop();
   }
   if (counting && done > 0) {
     add(messages, done);
     add(bytes, done * opt->size);
   }
-  if (opt->rate <= 0 && !stopping) send_stream(slot, conn, n, now);
+  if (opt->rate <= 0 && !stopping) send_stream(flight, conn, n, now);
 }
 
 void Worker::on_connrate_data(Slot* slot, Buffer& in) {

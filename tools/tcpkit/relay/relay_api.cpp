@@ -97,7 +97,7 @@ void RelayApiServer::on_connection(const TcpConnectionPtr& conn) {
   TimerId timer = loop_->run_after(kRequestDeadline, [weak] {
     if (auto c = weak.lock()) c->force_close();
   });
-  conn->set_context(std::make_shared<Deadline>(loop_, timer));
+  conn->share_context(std::make_shared<Deadline>(loop_, timer));
 }
 
 void RelayApiServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {

@@ -21,10 +21,9 @@ ServerOptions server_options(const RelayOptions& o) {
   return so;
 }
 
-// The pair a client connection belongs to (its context slot), or null.
+// The pair a client connection belongs to (its context), or null.
 RelayPair* pair_of(const TcpConnectionPtr& conn) {
-  auto* slot = conn->context<std::shared_ptr<RelayPair>>();
-  return slot ? slot->get() : nullptr;
+  return conn->context<RelayPair>();
 }
 
 }  // namespace
@@ -107,7 +106,7 @@ void RelayApp::on_connection(const TcpConnectionPtr& conn) {
     pair = std::make_shared<RelayPair>(options_, conn, std::move(hooks), sequence, toxics_);
     pairs_.insert(pair);
   }
-  conn->set_context(pair);
+  conn->share_context(pair);
   pair->start();
 }
 
