@@ -211,3 +211,27 @@ def test_the_cpu_target_uses_the_fixed_load_where_there_is_one(gen):
     table = "\n".join(gen.fixed_section(fixed))
     assert "| offered msgs/s | 44,000 |" in table
     assert "| **tcpkit (uring)** | 6.00 (0.80×) |" in table and "| epoll (C) | 7.50 (1.00×) |" in table
+
+
+def test_a_host_that_steals_cpu_time_makes_a_run_not_quiet(gen, monkeypatch):
+    # A load average near zero says nothing of the host: a hypervisor that
+    # runs other guests on these cores shows only in /proc/stat's steal
+    # field, and delays every wake-up the benchmark measures.
+    monkeypatch.setattr(gen, "CORES", 2)
+    monkeypatch.setitem(gen.LOAD, "samples", [0.1, 1.6, 1.2])
+    monkeypatch.setitem(gen.LOAD, "ticks", [(1000, 10), (2000, 240)])
+    steal = gen.steal_share()
+    assert steal == pytest.approx(0.23)
+    assert "not quiet" in gen.load_text(steal) and "23%" in gen.load_text(steal)
+    assert "23.0% of the CPU time" in gen.steal_text(steal) and "noisy" in gen.steal_text(steal)
+    monkeypatch.setitem(gen.LOAD, "ticks", [(1000, 10), (2000, 11)])
+    steal = gen.steal_share()
+    assert gen.load_text(steal).startswith("0.10 before the run, 0.05 per core: quiet")
+    assert "little enough" in gen.steal_text(steal)
+
+
+def test_cpu_ticks_reads_the_steal_field(gen):
+    ticks = gen.cpu_ticks()
+    assert ticks is not None, "no cpu line in /proc/stat"
+    total, steal = ticks
+    assert 0 <= steal <= total and total > 0
