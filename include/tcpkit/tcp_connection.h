@@ -153,8 +153,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   T& set_context(T value) {
     return share_context(std::make_shared<T>(std::move(value)));
   }
-  /// The same slot holding an object the caller shares: context<T>() is
-  /// that object itself, not a copy of the pointer to it.
+  /// The same slot holding an object (not null) that the caller shares:
+  /// context<T>() is that object itself, not a copy of the pointer to it.
   template <typename T>
   T& share_context(std::shared_ptr<T> object) {
     assert(object && "share_context(nullptr)");

@@ -96,7 +96,7 @@ size_t count_mismatches(const char* got, const char* want, size_t n) {
 // When each message in flight started, oldest first: a ring that holds
 // two in the object itself, as many as a ping-pong connection ever has in
 // flight, and moves to the heap for open-loop runs (--rate), which may
-// hold many. Inline, they share their connection's cache line: with a
+// hold many. Inline, they share their connection's Flight line: with a
 // thousand connections, each event finds its connection's state out of
 // the cache, and every line costs a miss.
 class StartTimes {
