@@ -18,6 +18,7 @@ report from any process a test started fails that test.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import re
@@ -138,6 +139,9 @@ class TcpkitProcess:
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
+        # Lines that a wait for the other stream took off the queue: the
+        # next wait for their own stream still sees them, in order.
+        self._held: collections.deque = collections.deque()
         self._open_streams = 0
         self._threads: list[threading.Thread] = []
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -168,11 +172,21 @@ class TcpkitProcess:
     def wait_for_line(self, pattern: str, timeout: float = DEFAULT_TIMEOUT,
                       stream: str = "any") -> re.Match:
         """Waits for the next line (on "stdout", "stderr" or "any") matching
-        the regex `pattern` and returns its match. Lines read while waiting
-        are consumed; they stay in stdout_lines / stderr_lines."""
+        the regex `pattern` and returns its match. Lines of that stream read
+        while waiting are consumed; they stay in stdout_lines / stderr_lines.
+        Lines of the other stream are kept for the next wait on it: the two
+        streams are read by two threads, so a line printed later on one may
+        reach the queue before a line printed earlier on the other."""
         regex = re.compile(pattern)
         timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
+        for held in list(self._held):
+            name, line = held
+            if stream in ("any", name):
+                self._held.remove(held)
+                match = regex.search(line)
+                if match:
+                    return match
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._open_streams == 0:
@@ -188,6 +202,8 @@ class TcpkitProcess:
                 match = regex.search(line)
                 if match:
                     return match
+            else:
+                self._held.append((name, line))
         why = "the process closed its output" if self._open_streams == 0 else f"{timeout}s passed"
         raise AssertionError(f"no line matching {pattern!r} on {stream} ({why})\n{self.describe()}")
 
