@@ -334,9 +334,12 @@ TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
   constexpr int kChunks = 1024;  // 32 MiB: far past socket buffers and the mark
   std::atomic<size_t> max_queued{0};
   std::atomic<bool> writer_waited{false};
+  std::atomic<bool> writing{false};
   spawn(loop_.get(),
-        [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited) -> Task<> {
+        [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited,
+           std::atomic<bool>* writing) -> Task<> {
           auto s = co_await t->acceptor_->accept();
+          *writing = true;
           std::string chunk(kChunk, '\0');
           for (int i = 0; i < kChunks; ++i) {
             for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
@@ -348,10 +351,14 @@ TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
             *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
           }
           t->loop_->quit();
-        }(this, &max_queued, &writer_waited));
-  peer([a = address_] {
+        }(this, &max_queued, &writer_waited, &writing));
+  peer([a = address_, &writing] {
     auto c = connect_client(a);
-    std::this_thread::sleep_for(200ms);  // a slow reader, not synchronisation
+    // A slow reader: nothing for 200 ms once the writer has begun (counted
+    // from then, not from the connect, which the accept may follow late on
+    // a loaded machine).
+    while (!writing) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(200ms);
     std::string got = recv_n(c, kChunk * kChunks);
     for (int i = 0; i < kChunks; ++i) {
       for (size_t j = 0; j < kChunk; j += 4093) {
