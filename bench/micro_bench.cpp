@@ -232,12 +232,18 @@ BENCHMARK(BM_SendLoopback)
 // by one thread, into a destination `range(0)` bytes past a page start.
 // The kernel copies to user space with `rep movsb` on CPUs that have fast
 // short string moves, and some of them copy many times slower when the
-// destination lies a few bytes past the source's offset within a page: the
-// socket's data starts where the sender's copy put it, page-aligned here,
-// so offset 8 shows the cost and 0 and 64 show its absence. Why a
-// connection's buffers and the loop's shared read buffer are aligned.
+// destination lies a few bytes past the source's offset within a page. The
+// socket's data starts where the sender's copy put it in the kernel's page:
+// `range(1)` bytes past where the sender's previous bytes ended, for the
+// sender sends that many (read apart) just before. With none, the data is
+// page-aligned, offset 8 shows the cost and 0 and 64 its absence; after 53
+// (what a 64 KiB message leaves beyond one full segment of loopback's
+// 65483-byte MSS) offset 64 lies 11 bytes past the source and pays it, and
+// the middle of a page pays it after neither. Why a connection's buffers are
+// aligned and the loop's shared read buffer reads into a page's middle.
 void BM_ReadLoopbackAtOffset(benchmark::State& state) {
   const auto offset = static_cast<size_t>(state.range(0));
+  const auto lead = static_cast<size_t>(state.range(1));
   constexpr size_t kSize = 64 * 1024;
   constexpr size_t kPage = 4096;
   const auto [sender, receiver] = loopback_pair();
@@ -257,7 +263,12 @@ void BM_ReadLoopbackAtOffset(benchmark::State& state) {
   };
   const char* from = page_after(out.data());
   char* to = page_after(in.data()) + offset;
+  std::vector<char> scratch(lead + 1);
   for (auto _ : state) {
+    if (lead > 0 && ::send(sender, from, lead, MSG_NOSIGNAL) != static_cast<ssize_t>(lead)) {
+      state.SkipWithError("send failed");
+      break;
+    }
     for (size_t sent = 0; sent < kSize;) {
       const ssize_t n = ::send(sender, from + sent, kSize - sent, MSG_NOSIGNAL);
       if (n <= 0) {
@@ -265,6 +276,14 @@ void BM_ReadLoopbackAtOffset(benchmark::State& state) {
         break;
       }
       sent += static_cast<size_t>(n);
+    }
+    for (size_t got = 0; got < lead;) {
+      const ssize_t n = ::read(receiver, scratch.data() + got, lead - got);
+      if (n <= 0) {
+        state.SkipWithError("read failed");
+        break;
+      }
+      got += static_cast<size_t>(n);
     }
     for (size_t got = 0; got < kSize;) {
       const ssize_t n = ::read(receiver, to + got, kSize - got);
@@ -279,7 +298,14 @@ void BM_ReadLoopbackAtOffset(benchmark::State& state) {
   ::close(receiver);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kSize));
 }
-BENCHMARK(BM_ReadLoopbackAtOffset)->Arg(0)->Arg(8)->Arg(64);
+BENCHMARK(BM_ReadLoopbackAtOffset)
+    ->Args({0, 0})
+    ->Args({8, 0})
+    ->Args({64, 0})
+    ->Args({2048, 0})
+    ->Args({0, 53})
+    ->Args({64, 53})
+    ->Args({2048, 53});
 
 // One loop iteration that must not wait: a timer is due, so the loop polls
 // with a zero timeout, runs the timer and returns. What a loop pays when it

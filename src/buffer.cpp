@@ -242,6 +242,17 @@ void Buffer::ensure_writable(size_t n) {
   assert(writable_bytes() >= n);
 }
 
+void Buffer::reset_to_page_offset(size_t page_offset, size_t n) {
+  assert(readable_bytes() == 0 && page_offset < kCopyPage);
+  const auto index = [&] {
+    const auto at = reinterpret_cast<uintptr_t>(data_ + kCheapPrepend) % kCopyPage;
+    return kCheapPrepend + (page_offset + kCopyPage - at) % kCopyPage;
+  };
+  if (data_ == nullptr || capacity_ < index() + n)
+    reallocate(kCheapPrepend + kCopyPage + n, kCheapPrepend);
+  reader_index_ = writer_index_ = index();
+}
+
 void Buffer::make_space(size_t n) {
   const size_t readable = readable_bytes();
   if (!data_) {

@@ -97,6 +97,17 @@ class Buffer {
   /// Makes writable_bytes() >= n, by moving the data to the front when that
   /// frees enough room and by growing the storage only when it does not.
   void ensure_writable(size_t n);
+  /// Empty buffers only: the next bytes go at the first address past the
+  /// cheap prepend area whose offset within a kCopyPage-byte page is
+  /// `page_offset`, with writable_bytes() >= n from there (the storage grows
+  /// when it must). For a reader that picks where the kernel copies to: some
+  /// CPUs copy many times slower when the destination lies a few bytes past
+  /// the source's offset within a page (bench/micro_bench.cpp,
+  /// BM_ReadLoopbackAtOffset).
+  void reset_to_page_offset(size_t page_offset, size_t n);
+  /// The page that reset_to_page_offset() counts in: a copy's source and
+  /// destination alias when they agree in the low 12 address bits.
+  static constexpr size_t kCopyPage = 4096;
 
   /// The first "\r\n" / '\n' among the readable bytes, or null.
   const char* find_crlf() const;

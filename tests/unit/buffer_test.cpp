@@ -414,6 +414,35 @@ TEST(Buffer, ResidentMemoryFollowsWhatGrowingBuffersHold) {
       << "released buffers stayed resident";
 }
 
+// The next bytes go at the page offset asked for, past the prepend area,
+// with the room asked for, whatever the storage was: none, a heap block
+// (aligned only to a line), a mapping; and the bytes written there read back.
+TEST(Buffer, ResetToPageOffsetPlacesTheNextBytes) {
+  const auto page_offset = [](const char* p) {
+    return reinterpret_cast<uintptr_t>(p) % Buffer::kCopyPage;
+  };
+  for (size_t want : {size_t{0}, size_t{64}, size_t{2048}, Buffer::kCopyPage - 1}) {
+    for (size_t room : {size_t{16}, size_t{4096}, Buffer::kMapFrom}) {
+      for (bool allocated : {false, true}) {
+        Buffer buf;
+        if (allocated) {
+          buf.append(std::string(3000, 'x'));
+          buf.retrieve_all();
+        }
+        buf.reset_to_page_offset(want, room);
+        SCOPED_TRACE("offset " + std::to_string(want) + ", room " + std::to_string(room));
+        EXPECT_EQ(buf.readable_bytes(), 0U);
+        EXPECT_GE(buf.writable_bytes(), room);
+        EXPECT_GE(buf.prependable_bytes(), Buffer::kCheapPrepend);
+        EXPECT_EQ(page_offset(buf.begin_write()), want);
+        buf.append("abc");
+        EXPECT_EQ(buf.view(), "abc");
+        EXPECT_EQ(page_offset(buf.peek()), want);
+      }
+    }
+  }
+}
+
 TEST(Buffer, ReadFdIntoEmptyBufferAllocatesOnlyWhatArrived) {
   auto pair = make_socket_pair();
   write_all(pair.writer.get(), "hello");

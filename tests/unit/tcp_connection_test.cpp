@@ -279,6 +279,41 @@ TEST(TcpConnection, ABurstLargerThanTheReadCapArrivesWholeAndThenItsEnd) {
   h.finish();
 }
 
+// A bulk read lands in the middle of a page of the loop's shared buffer,
+// not a line past a page start, where the kernel's copy of a bulk sender's
+// bytes can run many times slower (kSharedReadPageOffset). On io_uring the
+// first bytes come through the ring's buffers, and the connection reads for
+// itself once one fills: by the next burst at the latest.
+TEST(TcpConnection, BulkReadsLandInTheMiddleOfAPage) {
+  constexpr size_t kBurst = 1024 * 1024;
+  constexpr int kBursts = 4;
+  ServerHarness h;
+  Tally tally;
+  Watched<size_t> got{0};
+  Watched<size_t> mid_page{0};
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+      const size_t n = in.readable_bytes();
+      const bool mid =
+          reinterpret_cast<uintptr_t>(in.peek()) % Buffer::kCopyPage == Buffer::kCopyPage / 2;
+      in.retrieve_all();
+      if (mid) mid_page.update([](size_t& count) { ++count; });
+      got.update([n](size_t& total) { total += n; });
+    });
+  });
+  auto client = connect_client(h.address());
+  for (size_t sent = kBurst; sent <= kBursts * kBurst && mid_page.get() == 0; sent += kBurst) {
+    ASSERT_TRUE(client.send_all(std::string(kBurst, 'b')));
+    ASSERT_TRUE(got.wait([sent](size_t n) { return n == sent; })) << got.get() << " of " << sent;
+  }
+  EXPECT_GT(mid_page.get(), 0U) << "no read in " << kBursts
+                                << " bursts landed in the middle of a page";
+  client.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
 TEST(TcpConnection, SlowReaderIsDroppedWithHighWaterMarkUnderTheClosePolicy) {
   constexpr size_t kMark = 256 * 1024;
   ServerHarness h;
