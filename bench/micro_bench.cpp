@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
@@ -306,6 +307,17 @@ BENCHMARK(BM_ReadLoopbackAtOffset)
     ->Args({0, 53})
     ->Args({64, 53})
     ->Args({2048, 53});
+
+// The cheapest system call's entry and exit (getppid, made directly so that
+// no library keeps its result): the floor under every read, send and wait,
+// and a gauge of the host. On this virtual machine a getppid loop took
+// 76 ns a call on a quiet day and 170-240 ns on one when the host was busy,
+// with no steal time to show for it, and everything else slowed down with
+// it: compare this figure between runs before comparing their others.
+void BM_SystemCall(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(::syscall(SYS_getppid));
+}
+BENCHMARK(BM_SystemCall);
 
 // One loop iteration that must not wait: a timer is due, so the loop polls
 // with a zero timeout, runs the timer and returns. What a loop pays when it
