@@ -264,7 +264,16 @@ void BM_ReadLoopbackAtOffset(benchmark::State& state) {
   };
   const char* from = page_after(out.data());
   char* to = page_after(in.data()) + offset;
-  std::vector<char> scratch(lead + 1);
+  std::vector<char> scratch(lead);
+  // Exactly n bytes from the receiver into dst; false on an error or EOF.
+  const auto read_exactly = [receiver = receiver](char* dst, size_t n) {
+    for (size_t got = 0; got < n;) {
+      const ssize_t r = ::read(receiver, dst + got, n - got);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  };
   for (auto _ : state) {
     if (lead > 0 && ::send(sender, from, lead, MSG_NOSIGNAL) != static_cast<ssize_t>(lead)) {
       state.SkipWithError("send failed");
@@ -278,21 +287,9 @@ void BM_ReadLoopbackAtOffset(benchmark::State& state) {
       }
       sent += static_cast<size_t>(n);
     }
-    for (size_t got = 0; got < lead;) {
-      const ssize_t n = ::read(receiver, scratch.data() + got, lead - got);
-      if (n <= 0) {
-        state.SkipWithError("read failed");
-        break;
-      }
-      got += static_cast<size_t>(n);
-    }
-    for (size_t got = 0; got < kSize;) {
-      const ssize_t n = ::read(receiver, to + got, kSize - got);
-      if (n <= 0) {
-        state.SkipWithError("read failed");
-        break;
-      }
-      got += static_cast<size_t>(n);
+    if (!read_exactly(scratch.data(), lead) || !read_exactly(to, kSize)) {
+      state.SkipWithError("read failed");
+      break;
     }
   }
   ::close(sender);
