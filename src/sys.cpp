@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -158,6 +160,39 @@ ssize_t send(int fd, const void* buf, size_t len) {
 }
 ssize_t send_nonblocking(int fd, const void* buf, size_t len) {
   return or_errno(::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT, nullptr, 0));
+}
+int make_pipe(UniqueFd* read_end, UniqueFd* write_end) {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
+  *read_end = UniqueFd(fds[0]);
+  *write_end = UniqueFd(fds[1]);
+  return 0;
+}
+ssize_t splice_from_socket(int socket, int pipe_write_end, size_t len) {
+  return or_errno(::syscall(SYS_splice, socket, nullptr, pipe_write_end, nullptr, len,
+                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK));
+}
+ssize_t splice_to_socket(int pipe_read_end, int socket, size_t len) {
+  sigset_t sigpipe;
+  sigset_t old;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &sigpipe, &old);
+  // A SIGPIPE that was pending already (blocked by the caller) is not ours to take.
+  bool pending_before = false;
+  if (sigismember(&old, SIGPIPE) == 1) {
+    sigset_t pending;
+    pending_before = ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  }
+  const ssize_t n = or_errno(::syscall(SYS_splice, pipe_read_end, nullptr, socket, nullptr, len,
+                                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK));
+  if (n == -EPIPE && !pending_before) {
+    const timespec now{};
+    while (::sigtimedwait(&sigpipe, nullptr, &now) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return n;
 }
 int epoll_wait(int epoll_fd, struct epoll_event* events, int max_events, int timeout_ms) {
   // epoll_pwait with no signal mask: the call every architecture has.

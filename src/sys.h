@@ -87,6 +87,15 @@ ssize_t readv(int fd, const struct iovec* iov, int count);
 ssize_t send(int fd, const void* buf, size_t len);
 /// The same without blocking on a blocking socket (MSG_DONTWAIT): -EAGAIN when full.
 ssize_t send_nonblocking(int fd, const void* buf, size_t len);
+// A pipe for splice(), both ends non-blocking and close-on-exec: 0 or -errno.
+int make_pipe(UniqueFd* read_end, UniqueFd* write_end);
+// splice() without blocking, up to `len` bytes: the byte count, 0 at the
+// end of the stream, or -errno. From a socket into a pipe; from a pipe into
+// a socket, where a peer that is gone yields -EPIPE and never SIGPIPE
+// (splice() takes no MSG_NOSIGNAL: the signal is held for the call, and
+// taken back when the call raised it).
+ssize_t splice_from_socket(int socket, int pipe_write_end, size_t len);
+ssize_t splice_to_socket(int pipe_read_end, int socket, size_t len);
 // epoll_wait(): the number of ready events, or -errno.
 int epoll_wait(int epoll_fd, ::epoll_event* events, int max_events, int timeout_ms);
 int shutdown_write(int fd);

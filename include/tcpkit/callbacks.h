@@ -27,6 +27,10 @@ using ConnectionCallback = std::function<void(const TcpConnectionPtr&)>;
 /// Bytes arrived. Consume what forms whole messages and leave the rest in
 /// the buffer: it is kept for the next call.
 using MessageCallback = std::function<void(const TcpConnectionPtr&, Buffer&)>;
+/// A connection that echoes (TcpConnection::start_echo()) sent back `bytes`
+/// more of what it received; `in_kernel`: they moved from socket to socket
+/// inside the kernel, never copied to this process.
+using EchoCallback = std::function<void(const TcpConnectionPtr&, size_t bytes, bool in_kernel)>;
 /// The output buffer drained to empty.
 using WriteCompleteCallback = std::function<void(const TcpConnectionPtr&)>;
 /// The output buffer grew past the high-water mark; `queued` is its size.

@@ -123,6 +123,20 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// failed handshake closes the connection with the TLS library's reason.
   /// Send before the handshake is done: the bytes are held, and counted.
   Result<void> start_tls(const TlsContext& context, std::string_view server_name = {});
+  /// Loop thread: from now on the connection sends back every byte it
+  /// receives, itself, in order; on_message hears no more of them, and
+  /// on_echo (if set) hears of each read sent back. Bytes that the current
+  /// on_message leaves in its buffer, or that earlier calls left, go back
+  /// first. A peer that sends in bulk is echoed inside the kernel: splice()
+  /// moves its bytes from the socket into a pipe and from the pipe back
+  /// into the socket, never copied into this process and out again (the
+  /// two copies an echo costs otherwise). Sends of the user's own still
+  /// take their turn behind what is being echoed; backpressure, half-close
+  /// and the close reason work as with on_message. Not over TLS, whose
+  /// bytes must be decrypted: an error (EOPNOTSUPP) then, and nothing changes.
+  Result<void> start_echo(EchoCallback on_echo = {});
+  /// Loop thread: start_echo() was called.
+  bool echoing() const { return echo_ != nullptr; }
   /// Loop thread: the TLS layer (version, cipher, SNI), or null without one
   /// and once the connection is torn down.
   const TlsSession* tls() const;
@@ -131,7 +145,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// a handshake, bytes waiting for the socket), and what was read but not
   /// consumed.
   size_t output_bytes() const {
-    return output_.readable_bytes() + sending_ + (tls_ ? tls_held_bytes() : 0);
+    return output_.readable_bytes() + sending_ + piped_ + (tls_ ? tls_held_bytes() : 0);
   }
   size_t input_bytes() const { return input_.readable_bytes(); }
   /// The mark output_bytes() is held under (ConnectionOptions::high_water_mark):
@@ -192,10 +206,18 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
 
   void handle_event(unsigned mask);
   struct TlsLayer;
+  struct Echo;
   void handle_read(const TcpConnectionPtr& self, bool at_end = false);
   void handle_data(const TcpConnectionPtr& self, std::string_view data, bool more);
   void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
   void deliver_held_input();
+  /// Bytes for the user: on_message, or the echo (start_echo()).
+  void to_user(const TcpConnectionPtr& self, Buffer& in);
+  void echo_bytes(const TcpConnectionPtr& self, Buffer& in);
+  /// A bulk read of an echoing connection: into its pipe and back out.
+  void splice_echo(const TcpConnectionPtr& self);
+  /// The pipe's bytes to the socket: false when the connection closed.
+  bool drain_pipe();
   void take_held_input(const TcpConnectionPtr& self);
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);
@@ -264,6 +286,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   const std::type_info* context_type_ = nullptr;
   /// Null for a plain connection: one pointer is all TLS costs it.
   std::unique_ptr<TlsLayer> tls_;
+  /// Null unless start_echo() was called; piped_: bytes in its pipe, on
+  /// their way back to the peer, ahead of output_.
+  std::unique_ptr<Echo> echo_;
+  uint32_t piped_ = 0;
   Buffer input_;
   Buffer output_;
   /// Written by the loop thread only; atomic so that other threads may read them.

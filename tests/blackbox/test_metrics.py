@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -239,6 +240,29 @@ def test_echo_mode_counts_reads_and_labels_mode(tcpkit_process):
         assert m.get("tcpkit_messages_sent_total") == 1
         assert m.get("tcpkit_bytes_received_total") == 4
         assert m.get("tcpkit_bytes_sent_total") == 4
+
+
+def test_echo_mode_counts_every_byte_of_a_bulk_echo(tcpkit_process):
+    # A bulk peer is echoed inside the kernel (splice): its bytes never reach
+    # the mode, and are counted all the same, bytes exactly, reads as messages.
+    server, port, mport = start_with_metrics(tcpkit_process, "--mode", "echo")
+    payload = bytes(i % 251 for i in range(4 << 20))
+    with connect(port, timeout=20) as client:
+        sender = threading.Thread(target=client.sendall, args=(payload,))
+        sender.start()
+        assert recv_exact(client, len(payload), timeout=20) == payload
+        sender.join(timeout=20)
+        client.sendall(b"tail")
+        assert recv_exact(client, 4) == b"tail"
+    wait_until(lambda: scrape(mport, "echo").get("tcpkit_connections_open") == 0,
+               message="the client to be gone")
+    m = scrape(mport, "echo")
+    assert m.get("tcpkit_bytes_received_total") == len(payload) + 4
+    assert m.get("tcpkit_bytes_sent_total") == len(payload) + 4
+    # At least one message per 256 KiB read, the most one read takes.
+    reads = m.get("tcpkit_messages_received_total")
+    assert len(payload) // (256 << 10) < reads <= len(payload) + 1
+    assert m.get("tcpkit_messages_sent_total") == reads
 
 
 def test_http_errors_and_headers(tcpkit_process):

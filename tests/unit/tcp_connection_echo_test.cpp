@@ -1,0 +1,217 @@
+// TcpConnection::start_echo(): a connection that sends back what it
+// receives by itself, a bulk peer's bytes inside the kernel (splice()
+// through a pipe), seen through a server on loopback: every byte back in
+// order, under backpressure, with what on_message left first, and the end
+// of the stream after the last byte.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "sys.h"
+#include "tcpkit/tcp_connection.h"
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+// Byte i of a stream is i % 251 (a prime, so that shifted chunks differ).
+std::string pattern(size_t offset, size_t n) {
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<char>((offset + i) % 251);
+  return out;
+}
+
+// What the server's echoes reported.
+struct Echoed {
+  Watched<size_t> total{0};
+  Watched<size_t> in_kernel{0};
+  EchoCallback callback() {
+    return [this](const TcpConnectionPtr&, size_t n, bool kernel) {
+      total.update([n](size_t& t) { t += n; });
+      if (kernel) in_kernel.update([n](size_t& t) { t += n; });
+    };
+  }
+};
+
+// An echo server whose connections echo by themselves from the start;
+// on_message, which should never hear of a byte, counts what it hears.
+void start_kernel_echo(ServerHarness& h, Tally& tally, Echoed& echoed, Watched<size_t>& seen,
+                       ServerOptions options = {}) {
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& c) {
+      if (c->connected()) {
+        auto started = c->start_echo(echoed.callback());
+        EXPECT_TRUE(started) << started.error().message();
+        EXPECT_TRUE(c->echoing());
+      }
+      cb(c);
+    });
+    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+      const size_t n = in.readable_bytes();
+      in.retrieve_all();
+      seen.update([n](size_t& t) { t += n; });
+    });
+  });
+}
+
+// Sends `total` bytes of the pattern from another thread, in chunks of
+// `chunk`, while this one reads them back after `read_after`; true when
+// every byte came back in order.
+::testing::AssertionResult round_trip(TcpStream& client, size_t total, size_t chunk,
+                                      std::chrono::milliseconds read_after) {
+  std::thread sender([&] {
+    for (size_t sent = 0; sent < total; sent += chunk) {
+      auto r = client.send_all(pattern(sent, std::min(chunk, total - sent)));
+      if (!r) return;
+    }
+  });
+  std::this_thread::sleep_for(read_after);
+  std::string got(total, '\0');
+  auto r = client.recv_exact(got.data(), total);
+  sender.join();
+  if (!r) return ::testing::AssertionFailure() << "reading the echo: " << r.error().message();
+  const std::string want = pattern(0, total);
+  if (got != want) {
+    const auto at = std::mismatch(got.begin(), got.end(), want.begin()).first - got.begin();
+    return ::testing::AssertionFailure() << "the echo differs from byte " << at << " of " << total;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(TcpConnectionEcho, BulkBytesGoBackInsideTheKernelInOrder) {
+  constexpr size_t kTotal = 8 * 1024 * 1024;
+  ServerHarness h;
+  Tally tally;
+  Echoed echoed;
+  Watched<size_t> seen{0};
+  start_kernel_echo(h, tally, echoed, seen);
+  auto client = connect_client(h.address());
+  EXPECT_TRUE(round_trip(client, kTotal, 64 * 1024, 0ms));
+  EXPECT_TRUE(echoed.total.wait([](size_t n) { return n == kTotal; })) << echoed.total.get();
+  // Most of a bulk peer's bytes never enter the process: the first read of
+  // each run of bulk reads copies, the ones after it splice.
+  EXPECT_GT(echoed.in_kernel.get(), kTotal / 2);
+  EXPECT_EQ(seen.get(), 0U) << "on_message heard of echoed bytes";
+  // The end of the stream follows the last byte back.
+  ASSERT_TRUE(client.shutdown_write());
+  EXPECT_EQ(read_to_eof(client), "");
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  tally.forget();
+  h.finish();
+}
+
+TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
+  // The socket stops taking the echo: bytes wait in the pipe, the reads
+  // behind them go the copying way, and the high-water mark pauses reading
+  // until the client reads again.
+  constexpr size_t kTotal = 16 * 1024 * 1024;
+  ServerHarness h;
+  Tally tally;
+  Echoed echoed;
+  Watched<size_t> seen{0};
+  Watched<size_t> most_queued{0};
+  ServerOptions options;
+  options.connection.high_water_mark = 256 * 1024;
+  start_kernel_echo(h, tally, echoed, seen, options);
+  auto client = connect_client(h.address());
+  auto conn = tally.wait_last();
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done.load()) {
+      const size_t queued = call_in(conn->loop(), [&] { return conn->output_bytes(); });
+      most_queued.update([queued](size_t& m) { m = std::max(m, queued); });
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  EXPECT_TRUE(round_trip(client, kTotal, 200 * 1000, 300ms));
+  done.store(true);
+  watcher.join();
+  EXPECT_TRUE(echoed.total.wait([](size_t n) { return n == kTotal; })) << echoed.total.get();
+  EXPECT_GT(most_queued.get(), 0U) << "the echo never waited for the client";
+  // Bounded: the mark plus what one read brings and one pipe holds.
+  EXPECT_LE(most_queued.get(), options.connection.high_water_mark +
+                                   options.connection.max_read_per_wakeup + 64 * 1024);
+  EXPECT_EQ(seen.get(), 0U);
+  conn.reset();
+  client.close();
+  tally.forget();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
+TEST(TcpConnectionEcho, WhatOnMessageLeftGoesBackFirst) {
+  ServerHarness h;
+  Tally tally;
+  Echoed echoed;
+  Watched<int> messages{0};
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    // The first message stays in the buffer (a header not yet whole, say);
+    // the second starts the echo, which sends both back, then the rest.
+    s.set_on_message([&](const TcpConnectionPtr& c, Buffer&) {
+      messages.update([](int& n) { ++n; });
+      if (messages.get() < 2) return;
+      auto started = c->start_echo(echoed.callback());
+      EXPECT_TRUE(started) << started.error().message();
+    });
+  });
+  auto client = connect_client(h.address());
+  ASSERT_TRUE(client.send_all("hello "));
+  ASSERT_TRUE(messages.wait([](int n) { return n == 1; }));
+  ASSERT_TRUE(client.send_all("world "));
+  EXPECT_EQ(recv_n(client, 12), "hello world ");
+  ASSERT_TRUE(client.send_all("and more"));
+  EXPECT_EQ(recv_n(client, 8), "and more");
+  EXPECT_EQ(messages.get(), 2);
+  EXPECT_TRUE(echoed.total.wait([](size_t n) { return n == 20; })) << echoed.total.get();
+  EXPECT_EQ(echoed.in_kernel.get(), 0U) << "small messages went through the pipe";
+  client.close();
+  tally.forget();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  h.finish();
+}
+
+TEST(TcpConnectionEcho, SplicingIntoASocketWhosePeerIsGoneFailsWithoutSigpipe) {
+  // splice() takes no MSG_NOSIGNAL; with SIGPIPE's default action this
+  // process would die here.
+  ASSERT_EQ(::signal(SIGPIPE, SIG_DFL), SIG_DFL) << "the test needs SIGPIPE's default action";
+  UniqueFd pipe_read;
+  UniqueFd pipe_write;
+  ASSERT_EQ(sys::make_pipe(&pipe_read, &pipe_write), 0);
+  ASSERT_EQ(::write(pipe_write.get(), "x", 1), 1);
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  UniqueFd ours(pair[0]);
+  ::close(pair[1]);
+  EXPECT_EQ(sys::splice_to_socket(pipe_read.get(), ours.get(), 1), -EPIPE);
+  sigset_t pending;
+  ASSERT_EQ(::sigpending(&pending), 0);
+  EXPECT_EQ(sigismember(&pending, SIGPIPE), 0) << "a SIGPIPE was left pending";
+  // A SIGPIPE the caller holds blocked and pending stays the caller's.
+  sigset_t only_sigpipe;
+  sigset_t old;
+  sigemptyset(&only_sigpipe);
+  sigaddset(&only_sigpipe, SIGPIPE);
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &only_sigpipe, &old), 0);
+  ASSERT_EQ(::raise(SIGPIPE), 0);
+  EXPECT_EQ(sys::splice_to_socket(pipe_read.get(), ours.get(), 1), -EPIPE);
+  ASSERT_EQ(::sigpending(&pending), 0);
+  EXPECT_EQ(sigismember(&pending, SIGPIPE), 1) << "the caller's pending SIGPIPE was taken";
+  const timespec now{};
+  EXPECT_EQ(::sigtimedwait(&only_sigpipe, nullptr, &now), SIGPIPE);
+  ASSERT_EQ(::pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
+}
+
+}  // namespace
