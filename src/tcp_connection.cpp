@@ -438,12 +438,23 @@ void TcpConnection::splice_echo(const TcpConnectionPtr& self) {
   last_active_ = loop_->now();
   piped_ = static_cast<uint32_t>(n);
   if (!drain_pipe()) return;
+  if (echo.on_echo) echo.on_echo(self, static_cast<size_t>(n), /*in_kernel=*/true);
+  if (state() == State::disconnected) return;
   if (piped_ > 0) {
     channel_.enable_writing();
-  } else {
-    after_send();
+    return;
   }
-  if (echo.on_echo) echo.on_echo(self, static_cast<size_t>(n), /*in_kernel=*/true);
+  release_idle_pipe();
+  after_send();
+}
+
+// A connection back to small reads gives its pipe back once it is empty:
+// two descriptors and the kernel's pipe, which a server with many clients
+// would otherwise hold for each one that ever sent in bulk.
+void TcpConnection::release_idle_pipe() {
+  if (piped_ > 0 || !channel_.receives()) return;
+  echo_->pipe_read.reset();
+  echo_->pipe_write.reset();
 }
 
 bool TcpConnection::drain_pipe() {
@@ -562,6 +573,7 @@ void TcpConnection::handle_write() {
   // The echo's pipe first: its bytes were received before output_'s.
   if (piped_ > 0) {
     if (!drain_pipe() || piped_ > 0) return;
+    release_idle_pipe();
     if (output_.readable_bytes() == 0) {
       channel_.disable_writing();
       after_send();

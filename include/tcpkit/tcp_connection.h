@@ -218,6 +218,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void splice_echo(const TcpConnectionPtr& self);
   /// The pipe's bytes to the socket: false when the connection closed.
   bool drain_pipe();
+  void release_idle_pipe();
   void take_held_input(const TcpConnectionPtr& self);
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);

@@ -5,10 +5,12 @@
 // of the stream after the last byte.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -41,26 +43,51 @@ struct Echoed {
   }
 };
 
-// An echo server whose connections echo by themselves from the start;
-// on_message, which should never hear of a byte, counts what it hears.
-void start_kernel_echo(ServerHarness& h, Tally& tally, Echoed& echoed, Watched<size_t>& seen,
-                       ServerOptions options = {}) {
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& c) {
-      if (c->connected()) {
-        auto started = c->start_echo(echoed.callback());
-        EXPECT_TRUE(started) << started.error().message();
-        EXPECT_TRUE(c->echoing());
-      }
-      cb(c);
+// An echo server on one loop whose connections echo by themselves from
+// the start, one client, and its connection on the server; on_message,
+// which should never hear of a byte, counts what it hears (`seen`).
+struct KernelEcho {
+  ServerHarness h;
+  Tally tally;
+  Echoed echoed;
+  Watched<size_t> seen{0};
+  TcpStream client;
+  TcpConnectionPtr conn;
+
+  explicit KernelEcho(ServerOptions options = {}) {
+    options.threads = 1;
+    h.start(options, [&](TcpServer& s) {
+      s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& c) {
+        if (c->connected()) {
+          auto started = c->start_echo(echoed.callback());
+          EXPECT_TRUE(started) << started.error().message();
+          EXPECT_TRUE(c->echoing());
+        }
+        cb(c);
+      });
+      s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+        const size_t n = in.readable_bytes();
+        in.retrieve_all();
+        seen.update([n](size_t& t) { t += n; });
+      });
     });
-    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
-      const size_t n = in.readable_bytes();
-      in.retrieve_all();
-      seen.update([n](size_t& t) { t += n; });
-    });
-  });
+    client = connect_client(h.address());
+    conn = tally.wait_last();
+  }
+
+  // The client closes; the server must be left with nothing.
+  void finish() {
+    conn.reset();
+    client.close();
+    tally.forget();
+    ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+    h.finish();
+  }
+};
+
+void expect_echo(TcpStream& s, const std::string& msg) {
+  ASSERT_TRUE(s.send_all(msg));
+  EXPECT_EQ(recv_n(s, msg.size()), msg);
 }
 
 // Sends `total` bytes of the pattern from another thread, in chunks of
@@ -89,25 +116,19 @@ void start_kernel_echo(ServerHarness& h, Tally& tally, Echoed& echoed, Watched<s
 
 TEST(TcpConnectionEcho, BulkBytesGoBackInsideTheKernelInOrder) {
   constexpr size_t kTotal = 8 * 1024 * 1024;
-  ServerHarness h;
-  Tally tally;
-  Echoed echoed;
-  Watched<size_t> seen{0};
-  start_kernel_echo(h, tally, echoed, seen);
-  auto client = connect_client(h.address());
-  EXPECT_TRUE(round_trip(client, kTotal, 64 * 1024, 0ms));
-  EXPECT_TRUE(echoed.total.wait([](size_t n) { return n == kTotal; })) << echoed.total.get();
+  KernelEcho e;
+  EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; })) << e.echoed.total.get();
   // Most of a bulk peer's bytes never enter the process: the first read of
   // each run of bulk reads copies, the ones after it splice.
-  EXPECT_GT(echoed.in_kernel.get(), kTotal / 2);
-  EXPECT_EQ(seen.get(), 0U) << "on_message heard of echoed bytes";
+  EXPECT_GT(e.echoed.in_kernel.get(), kTotal / 2);
+  EXPECT_EQ(e.seen.get(), 0U) << "on_message heard of echoed bytes";
   // The end of the stream follows the last byte back.
-  ASSERT_TRUE(client.shutdown_write());
-  EXPECT_EQ(read_to_eof(client), "");
-  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
-  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
-  tally.forget();
-  h.finish();
+  ASSERT_TRUE(e.client.shutdown_write());
+  EXPECT_EQ(read_to_eof(e.client), "");
+  ASSERT_TRUE(e.tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(e.tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  e.finish();
 }
 
 TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
@@ -115,38 +136,28 @@ TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
   // behind them go the copying way, and the high-water mark pauses reading
   // until the client reads again.
   constexpr size_t kTotal = 16 * 1024 * 1024;
-  ServerHarness h;
-  Tally tally;
-  Echoed echoed;
-  Watched<size_t> seen{0};
-  Watched<size_t> most_queued{0};
   ServerOptions options;
   options.connection.high_water_mark = 256 * 1024;
-  start_kernel_echo(h, tally, echoed, seen, options);
-  auto client = connect_client(h.address());
-  auto conn = tally.wait_last();
+  KernelEcho e(options);
+  Watched<size_t> most_queued{0};
   std::atomic<bool> done{false};
   std::thread watcher([&] {
     while (!done.load()) {
-      const size_t queued = call_in(conn->loop(), [&] { return conn->output_bytes(); });
+      const size_t queued = call_in(e.conn->loop(), [&] { return e.conn->output_bytes(); });
       most_queued.update([queued](size_t& m) { m = std::max(m, queued); });
       std::this_thread::sleep_for(5ms);
     }
   });
-  EXPECT_TRUE(round_trip(client, kTotal, 200 * 1000, 300ms));
+  EXPECT_TRUE(round_trip(e.client, kTotal, 200 * 1000, 300ms));
   done.store(true);
   watcher.join();
-  EXPECT_TRUE(echoed.total.wait([](size_t n) { return n == kTotal; })) << echoed.total.get();
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; })) << e.echoed.total.get();
   EXPECT_GT(most_queued.get(), 0U) << "the echo never waited for the client";
   // Bounded: the mark plus what one read brings and one pipe holds.
   EXPECT_LE(most_queued.get(), options.connection.high_water_mark +
                                    options.connection.max_read_per_wakeup + 64 * 1024);
-  EXPECT_EQ(seen.get(), 0U);
-  conn.reset();
-  client.close();
-  tally.forget();
-  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
-  h.finish();
+  EXPECT_EQ(e.seen.get(), 0U);
+  e.finish();
 }
 
 TEST(TcpConnectionEcho, WhatOnMessageLeftGoesBackFirst) {
@@ -183,6 +194,27 @@ TEST(TcpConnectionEcho, WhatOnMessageLeftGoesBackFirst) {
   h.finish();
 }
 
+size_t open_descriptors() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+    ++n;
+  return n;
+}
+
+TEST(TcpConnectionEcho, AConnectionBackToSmallMessagesGivesItsPipeBack) {
+  KernelEcho e;
+  const size_t without_pipe = open_descriptors();
+  EXPECT_TRUE(round_trip(e.client, 1024 * 1024, 64 * 1024, 0ms));
+  EXPECT_TRUE(e.echoed.in_kernel.wait([](size_t n) { return n > 0; }));
+  EXPECT_EQ(open_descriptors(), without_pipe + 2) << "a bulk peer's echo holds one pipe";
+  for (int i = 0; i < 8; ++i) expect_echo(e.client, "small " + std::to_string(i));
+  EXPECT_EQ(open_descriptors(), without_pipe) << "the pipe outlived the bulk";
+  // A bulk peer again gets one again.
+  EXPECT_TRUE(round_trip(e.client, 1024 * 1024, 64 * 1024, 0ms));
+  EXPECT_EQ(open_descriptors(), without_pipe + 2);
+  e.finish();
+}
+
 TEST(TcpConnectionEcho, SplicingIntoASocketWhosePeerIsGoneFailsWithoutSigpipe) {
   // splice() takes no MSG_NOSIGNAL; with SIGPIPE's default action this
   // process would die here.
@@ -212,6 +244,23 @@ TEST(TcpConnectionEcho, SplicingIntoASocketWhosePeerIsGoneFailsWithoutSigpipe) {
   const timespec now{};
   EXPECT_EQ(::sigtimedwait(&only_sigpipe, nullptr, &now), SIGPIPE);
   ASSERT_EQ(::pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
+}
+
+// Last in this file: it lowers the descriptor limit, and restores it.
+TEST(TcpConnectionEcho, WithNoDescriptorForAPipeTheEchoCopies) {
+  TCPKIT_SKIP_WHERE_DESCRIPTORS_CANNOT_RUN_OUT();
+  constexpr size_t kTotal = 2 * 1024 * 1024;
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  KernelEcho e;
+  {
+    auto held = exhaust_descriptors(0);
+    EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &before), 0);
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; })) << e.echoed.total.get();
+  EXPECT_EQ(e.echoed.in_kernel.get(), 0U) << "a pipe was made with no descriptor free";
+  e.finish();
 }
 
 }  // namespace
