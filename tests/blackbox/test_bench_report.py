@@ -112,19 +112,29 @@ def test_targets_name_the_worst_cell(gen):
     assert row[2] == "0.80×" and row[3] == "**met**"
 
 
-def test_a_missed_cpu_target_says_whether_the_kernel_alone_misses_it(gen):
+def test_a_missed_cpu_target_says_which_part_of_the_cpu_differs(gen):
     race = gen.Race("msgs_per_s")
-    race.runs[("tcpkit (uring)", 100, 16)] = [{"server_user_ticks": 4, "server_sys_ticks": 76}, None,
-                                              {"server_user_ticks": 1, "server_sys_ticks": 19}]
-    share = gen.kernel_share(race, "tcpkit (uring)", [(100, 16)])
-    assert share == pytest.approx(0.95)
+    # tcpkit: 10 µs per message, 20% of it in its own code; the reference:
+    # 8 µs, 10% of it. Its own code +1.2 µs, the kernel +0.8 µs.
+    race.runs[("tcpkit (uring)", 100, 16)] = [
+        {"cpu_us_per_msg": 10.0, "server_user_ticks": 8, "server_sys_ticks": 32}, None,
+        {"cpu_us_per_msg": 10.0, "server_user_ticks": 2, "server_sys_ticks": 8}]
+    race.runs[("epoll (C)", 100, 16)] = [
+        {"cpu_us_per_msg": 8.0, "server_user_ticks": 4, "server_sys_ticks": 36}]
+    assert gen.cpu_split(race, "tcpkit (uring)", 100, 16) == (pytest.approx(2.0), pytest.approx(8.0))
+    reason = gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (100, 16))
+    assert "2.00 µs per message in its own code and 8.00 in the kernel" in reason
+    assert "epoll (C) 0.80 and 7.20" in reason
+    assert "its own code +1.20 µs, the kernel +0.80 µs" in reason and "is tcpkit's own code" in reason
+    race.runs[("epoll (C)", 100, 16)] = [
+        {"cpu_us_per_msg": 8.0, "server_user_ticks": 10, "server_sys_ticks": 30}]
+    assert "is the kernel's work" in gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (100, 16))
     # Too few ticks to tell: no reason rather than a made-up one.
-    assert gen.kernel_share(race, "tcpkit (uring)", [(1, 16)]) is None
-    reason = gen.kernel_reason(share, 1.0, 0.92, "the bare epoll server's")
-    assert "95%" in reason and "0.95×" in reason and "even with no time in its own code" in reason
-    reason = gen.kernel_reason(0.5, 1.0, 0.92, "the bare epoll server's")
-    assert "0.50×" in reason and "tcpkit's own code that stands between" in reason
-    assert gen.kernel_reason(None, 1.0, 0.92, "x") == ""
+    race.runs[("epoll (C)", 1, 16)] = [{"cpu_us_per_msg": 8.0, "server_user_ticks": 1, "server_sys_ticks": 9}]
+    race.runs[("tcpkit (uring)", 1, 16)] = race.runs[("tcpkit (uring)", 100, 16)]
+    assert gen.cpu_split(race, "epoll (C)", 1, 16) is None
+    assert gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (1, 16)) == ""
+    assert gen.split_reason(race, "tcpkit (uring)", None, None) == ""
     # The reason goes with a missed target only.
     assert "why: k" in gen.target_row("t", "s", [("a", 1.0, [])], 0.92, False, reason="; why: k")[4]
     assert "why: k" not in gen.target_row("t", "s", [("a", 0.9, [])], 0.92, False, reason="; why: k")[4]
