@@ -794,8 +794,13 @@ void TcpConnection::shutdown_in_loop() {
   shutdown_asked_ = true;
   if (tls_) {
     // A FIN now would cut the handshake short and lose the held writes;
-    // receive_tls() comes back here once the handshake is done.
-    if (!tls_->session.handshake_done() && !tls_->session.failed()) return;
+    // receive_tls() comes back here once the handshake is done. Unless the
+    // peer hung up: then no handshake can finish (it takes both sides'
+    // messages), and nothing held can ever be sent.
+    if (!tls_->session.handshake_done() && !tls_->session.failed()) {
+      if (peer_closed_) handle_close(make_error_code(Errc::peer_closed));
+      return;
+    }
     tls_->session.shutdown();  // close_notify, once
     flush_tls();
   }

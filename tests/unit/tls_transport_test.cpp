@@ -153,6 +153,39 @@ TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnect
   server.h.finish();
 }
 
+// A client that connects and hangs up before any handshake (a port scan,
+// a health check that only connects) is closed, not held open: its
+// handshake can no longer finish, whether or not the server listens for the
+// peer's FIN (EchoServer shuts down from on_peer_closed).
+TEST(TlsTransport, APeerThatHangsUpBeforeTheHandshakeIsClosed) {
+  EchoServer listening;
+  listening.start({}, shared(server_context()));
+  ServerHarness deaf;
+  Watched<std::vector<Ending>> deaf_endings;
+  ServerOptions options;
+  options.tls = shared(server_context());
+  deaf.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& c) {
+      if (!c->connected()) deaf_endings.update([&](auto& v) { v.push_back(ending_of(c)); });
+    });
+  });
+  // A half-close: the client waits for the server's end.
+  auto half = connect_client(listening.h.address());
+  ASSERT_TRUE(half.shutdown_write());
+  EXPECT_EQ(read_to_eof(half), "");
+  ASSERT_TRUE(listening.endings.wait([](const auto& v) { return v.size() == 1; }));
+  EXPECT_EQ(listening.endings.get()[0].kind, CloseReason::peer_closed)
+      << listening.endings.get()[0].reason;
+  // A whole close.
+  auto whole = connect_client(deaf.address());
+  whole.close();
+  ASSERT_TRUE(deaf_endings.wait([](const auto& v) { return v.size() == 1; }));
+  EXPECT_EQ(deaf_endings.get()[0].kind, CloseReason::peer_closed) << deaf_endings.get()[0].reason;
+  EXPECT_EQ(listening.handshakes.get(), 0);
+  listening.h.finish();
+  deaf.finish();
+}
+
 TEST(TlsTransport, RejectedCertificateIsATypedCloseReasonAndNothingIsSent) {
   EchoServer server;
   server.start({}, shared(server_context()));
