@@ -17,6 +17,7 @@
 #include "sys.h"
 #include "tcpkit/tcp_connection.h"
 #include "test_util.h"
+#include "tls_test_util.h"
 
 using namespace std::chrono_literals;
 using namespace tcpkit;
@@ -213,6 +214,45 @@ TEST(TcpConnectionEcho, AConnectionBackToSmallMessagesGivesItsPipeBack) {
   EXPECT_TRUE(round_trip(e.client, 1024 * 1024, 64 * 1024, 0ms));
   EXPECT_EQ(open_descriptors(), without_pipe + 2);
   e.finish();
+}
+
+TEST(TcpConnectionEcho, TlsAndTheEchoRefuseEachOther) {
+  // A TLS connection's bytes must be decrypted, so it cannot echo them as
+  // they come; and an echoing connection cannot start TLS. Either way the
+  // call fails and leaves the connection as it was.
+  auto context = std::make_shared<const TlsContext>(server_context());
+  Watched<int> checked{0};
+  ServerHarness h;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& c) {
+      if (!c->connected()) return;
+      if (checked.get() == 0) {
+        ASSERT_TRUE(c->start_tls(*context));
+        auto echo = c->start_echo();
+        ASSERT_FALSE(echo);
+        EXPECT_EQ(echo.error().code(), std::errc::operation_not_supported);
+        EXPECT_FALSE(c->echoing());
+      } else {
+        ASSERT_TRUE(c->start_echo());
+        auto tls = c->start_tls(*context);
+        ASSERT_FALSE(tls);
+        EXPECT_EQ(tls.error().code(), std::errc::operation_not_supported);
+        EXPECT_EQ(c->tls(), nullptr);
+      }
+      checked.update([](int& n) { ++n; });
+    });
+  });
+  auto with_tls = connect_client(h.address());
+  ASSERT_TRUE(checked.wait([](int n) { return n == 1; }));
+  auto echoing = connect_client(h.address());
+  ASSERT_TRUE(checked.wait([](int n) { return n == 2; }));
+  expect_echo(echoing, "still plain, still echoed");
+  echoing.close();
+  ASSERT_TRUE(eventually([&] { return h.server().open_connections() == 1; })) << "echoing stays";
+  with_tls.close();
+  h.finish();
 }
 
 TEST(TcpConnectionEcho, SplicingIntoASocketWhosePeerIsGoneFailsWithoutSigpipe) {
