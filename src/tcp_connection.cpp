@@ -255,21 +255,7 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   }
   ssize_t n = in.read_fd(fd_.get(), cap);
   if (n > 0) {
-    // Small reads again: back to the backend's receive, where it has one;
-    // after several in a row, not at the short tail of every large message
-    // (each switch cancels one request and arms another, and the first
-    // piece of the next large message would come through the buffers).
-    // A bulk read here (the backend's buffers ran out) says the same as a
-    // full buffer in handle_data(): this peer sends in bulk.
-    if (static_cast<size_t>(n) >= event::kBulkRead) {
-      small_reads_ = 0;
-      channel_.set_receives(false);
-    } else if (!channel_.receives() && ++small_reads_ >= kSmallReadsToReceive) {
-      small_reads_ = 0;
-      channel_.set_receives(true);
-    }
-    bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-    last_active_ = loop_->now();
+    count_read(static_cast<size_t>(n));
     deliver(self, in, shared);
     return;
   }
@@ -281,6 +267,25 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
   // recv() returned 0: the peer sent FIN (with TLS, perhaps without its
   // close_notify: a truncation we report as a close all the same).
   peer_sent_fin();
+}
+
+// A read of `n` bytes by the connection itself (read() or splice()).
+// Small reads again: back to the backend's receive, where it has one (and
+// for an echo, to the copying way); after several in a row, not at the
+// short tail of every large message (each switch cancels one request and
+// arms another, and the first piece of the next large message would come
+// through the buffers). A bulk read here (the backend's buffers ran out)
+// says the same as a full buffer in handle_data(): this peer sends in bulk.
+void TcpConnection::count_read(size_t n) {
+  if (n >= event::kBulkRead) {
+    small_reads_ = 0;
+    channel_.set_receives(false);
+  } else if (!channel_.receives() && ++small_reads_ >= kSmallReadsToReceive) {
+    small_reads_ = 0;
+    channel_.set_receives(true);
+  }
+  bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  last_active_ = loop_->now();
 }
 
 // What was read, in `in` (the loop's shared buffer when `shared`, else
@@ -426,16 +431,8 @@ void TcpConnection::splice_echo(const TcpConnectionPtr& self) {
     peer_sent_fin();
     return;
   }
-  // Small reads again: back to the copying way (the backend's receive,
-  // where it has one), as handle_read() does.
-  if (static_cast<size_t>(n) >= event::kBulkRead) {
-    small_reads_ = 0;
-  } else if (++small_reads_ >= kSmallReadsToReceive) {
-    small_reads_ = 0;
-    channel_.set_receives(true);
-  }
-  bytes_in_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-  last_active_ = loop_->now();
+  // Small reads again switch back to the copying way (count_read()).
+  count_read(static_cast<size_t>(n));
   piped_ = static_cast<uint32_t>(n);
   if (!drain_pipe()) return;
   if (echo.on_echo) echo.on_echo(self, static_cast<size_t>(n), /*in_kernel=*/true);

@@ -208,6 +208,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   struct TlsLayer;
   struct Echo;
   void handle_read(const TcpConnectionPtr& self, bool at_end = false);
+  /// A read's size and counters: bulk or small, bytes in, the time.
+  void count_read(size_t n);
   void handle_data(const TcpConnectionPtr& self, std::string_view data, bool more);
   void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
   void deliver_held_input();
