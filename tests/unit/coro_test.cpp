@@ -335,30 +335,35 @@ TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
   std::atomic<size_t> max_queued{0};
   std::atomic<bool> writer_waited{false};
   std::atomic<bool> writing{false};
+  std::atomic<bool> reading{false};
   spawn(loop_.get(),
         [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited,
-           std::atomic<bool>* writing) -> Task<> {
+           std::atomic<bool>* writing, std::atomic<bool>* reading) -> Task<> {
           auto s = co_await t->acceptor_->accept();
           *writing = true;
           std::string chunk(kChunk, '\0');
           for (int i = 0; i < kChunks; ++i) {
             for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
-            auto before = EventLoop::Clock::now();
+            bool reader_had_begun = *reading;
             auto w = co_await s->write_all(chunk);
             EXPECT_TRUE(w);
-            // The peer reads nothing for its first 200 ms: one write waits that out.
-            if (EventLoop::Clock::now() - before > 100ms) *waited = true;
+            // The peer reads nothing for its first 200 ms. A write that began
+            // before the peer read anything and ended after is one that waited
+            // for the reader. (Not a wall-clock bound: on a loaded machine the
+            // writer can spend most of the 200 ms filling the socket buffers.)
+            if (!reader_had_begun && *reading) *waited = true;
             *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
           }
           t->loop_->quit();
-        }(this, &max_queued, &writer_waited, &writing));
-  peer([a = address_, &writing] {
+        }(this, &max_queued, &writer_waited, &writing, &reading));
+  peer([a = address_, &writing, &reading] {
     auto c = connect_client(a);
     // A slow reader: nothing for 200 ms once the writer has begun (counted
     // from then, not from the connect, which the accept may follow late on
     // a loaded machine).
     while (!writing) std::this_thread::sleep_for(1ms);
     std::this_thread::sleep_for(200ms);
+    reading = true;
     std::string got = recv_n(c, kChunk * kChunks);
     for (int i = 0; i < kChunks; ++i) {
       for (size_t j = 0; j < kChunk; j += 4093) {
