@@ -120,9 +120,13 @@ TEST(TcpConnectionEcho, BulkBytesGoBackInsideTheKernelInOrder) {
   KernelEcho e;
   EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
   EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; })) << e.echoed.total.get();
-  // Most of a bulk peer's bytes never enter the process: the first read of
-  // each run of bulk reads copies, the ones after it splice.
-  EXPECT_GT(e.echoed.in_kernel.get(), kTotal / 2);
+  // A bulk peer's bytes go back inside the kernel: the first read of each
+  // run of bulk reads copies, the ones after it splice, and short reads
+  // between (the sender a little behind) switch back to copying. How many
+  // runs there are depends on the machine's timing: on one, more than half
+  // of the bytes went through the pipe on every backend; on another, 45-50%
+  // on io_uring. Without the splice none do.
+  EXPECT_GT(e.echoed.in_kernel.get(), kTotal / 8);
   EXPECT_EQ(e.seen.get(), 0U) << "on_message heard of echoed bytes";
   // The end of the stream follows the last byte back.
   ASSERT_TRUE(e.client.shutdown_write());
