@@ -180,7 +180,10 @@ class EventLoop {
   std::atomic<TimerId> next_timer_id_{1};
   UniqueFd wakeup_fd_;
   std::unique_ptr<Channel> wakeup_channel_;
+  /// This iteration's events; entries from undelivered_ on are still to be
+  /// dispatched, and the list is empty outside dispatch_io().
   std::vector<std::pair<Channel*, unsigned>> ready_;
+  size_t undelivered_ = 0;
   std::vector<std::pair<const void*, std::unique_ptr<Extension>>> extensions_;
 
   std::mutex mutex_;
