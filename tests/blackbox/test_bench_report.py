@@ -121,7 +121,7 @@ def test_a_missed_cpu_target_says_which_part_of_the_cpu_differs(gen):
         {"cpu_us_per_msg": 10.0, "server_user_ticks": 2, "server_sys_ticks": 8}]
     race.runs[("epoll (C)", 100, 16)] = [
         {"cpu_us_per_msg": 8.0, "server_user_ticks": 4, "server_sys_ticks": 36}]
-    assert gen.cpu_split(race, "tcpkit (uring)", 100, 16) == (pytest.approx(2.0), pytest.approx(8.0))
+    assert gen.cpu_split(race, "tcpkit (uring)", (100, 16)) == (pytest.approx(2.0), pytest.approx(8.0), 1)
     reason = gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (100, 16))
     assert "2.00 µs per message in its own code and 8.00 in the kernel" in reason
     assert "epoll (C) 0.80 and 7.20" in reason
@@ -132,8 +132,16 @@ def test_a_missed_cpu_target_says_which_part_of_the_cpu_differs(gen):
     # Too few ticks to tell: no reason rather than a made-up one.
     race.runs[("epoll (C)", 1, 16)] = [{"cpu_us_per_msg": 8.0, "server_user_ticks": 1, "server_sys_ticks": 9}]
     race.runs[("tcpkit (uring)", 1, 16)] = race.runs[("tcpkit (uring)", 100, 16)]
-    assert gen.cpu_split(race, "epoll (C)", 1, 16) is None
+    assert gen.cpu_split(race, "epoll (C)", (1, 16)) is None
     assert gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (1, 16)) == ""
+    # ... unless the cells where the target is missed hold enough between
+    # them: their ticks split the worst cell's CPU, and the reason says so.
+    # epoll (C): 11 user of 50 ticks over both cells, 22% of 8 µs: 1.76 and 6.24.
+    assert gen.cpu_split(race, "epoll (C)", (1, 16), pool=[(1, 16), (100, 16)]) == (
+        pytest.approx(1.76), pytest.approx(6.24), 2)
+    reason = gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (1, 16), pool=[(1, 16), (100, 16)])
+    assert "epoll (C) 1.76 and 6.24" in reason and "of the 2 cells where it is missed" in reason
+    assert gen.split_reason(race, "tcpkit (uring)", "epoll (C)", (1, 16), pool=[(1, 16)]) == ""
     assert gen.split_reason(race, "tcpkit (uring)", None, None) == ""
     # The reason goes with a missed target only.
     assert "why: k" in gen.target_row("t", "s", [("a", 1.0, [])], 0.92, False, reason="; why: k")[4]
