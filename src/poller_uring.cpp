@@ -109,13 +109,14 @@ Result<std::unique_ptr<Poller>> UringPoller::create() {
   const char* receive = std::getenv("TCPKIT_URING_RECEIVE");
   const bool wanted = receive == nullptr || std::strcmp(receive, "0") != 0;
   if (wanted && (params.flags & IORING_SETUP_DEFER_TASKRUN)) poller->set_up_buffers();
-  // Sending through the ring is off unless asked for: it saves CPU at a
-  // given load but costs messages/s at saturation (poller_uring.h).
-  // TCPKIT_URING_SEND=idle: only while the loop has time to spare.
+  // Small writes go through the ring after a wait that found the loop with
+  // time to spare, and by send() while work keeps arriving (poller_uring.h).
+  // TCPKIT_URING_SEND=1: through the ring always; =0: by send() always.
   const char* send = std::getenv("TCPKIT_URING_SEND");
+  const bool never = send != nullptr && std::strcmp(send, "0") == 0;
   const bool always = send != nullptr && std::strcmp(send, "1") == 0;
-  const bool when_idle = send != nullptr && std::strcmp(send, "idle") == 0;
-  if ((always || when_idle) && (params.flags & IORING_SETUP_DEFER_TASKRUN)) {
+  const bool when_idle = !never && !always;
+  if (!never && (params.flags & IORING_SETUP_DEFER_TASKRUN)) {
     poller->set_up_sends();
     poller->sends_follow_load_ = when_idle;
     poller->ring_sends_now_ = always;

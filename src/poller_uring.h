@@ -66,20 +66,26 @@
 // kernel reads a send's buffer until its completion, so the buffer stays
 // the poller's, not the connection's: a connection removed with a send on
 // its way leaves it to the poller, which cancels it and frees the buffer
-// when the last completion comes. Off unless TCPKIT_URING_SEND=1, a
-// trade measured both ways (bench/cpu-per-cell, with and without --rate):
-// offered a fixed load that it can take, the server spends clearly less
-// CPU per small message with it, as it makes no send() per message; but a
-// client that keeps every connection busy gets fewer messages per second
-// from it, because an iteration's replies leave only with the next wait,
-// after the whole batch, where a send() each lets the first replies go
-// while the rest are still being read. An echo's send completes at once,
-// inside the same io_uring_enter(), and its completion then wakes the loop
-// for one more iteration. TCPKIT_URING_SEND=idle takes the middle way:
-// ring sends after a wait that lasted (the loop has time to spare, and a
-// fixed load is what it serves), send() after one that found completions
-// waiting (a saturated loop, whose first replies should not wait for the
-// batch). A connection with a send on its way queues behind it either way.
+// when the last completion comes.
+//
+// When: after a wait that lasted (the loop has time to spare, as under a
+// load it can take), small writes go through the ring; after a wait that
+// found completions waiting (a saturated loop), by send(), so that the
+// first replies of a batch do not wait for the whole batch to be read.
+// Sending through the ring always (TCPKIT_URING_SEND=1) saves the most
+// system calls, but an echo's send then completes inside the same
+// io_uring_enter() and its completion wakes the loop for one more
+// iteration: with one connection that costs more than the send() it saves.
+// TCPKIT_URING_SEND=0 sends by send() always. Measured with
+// bench/cpu-per-cell, closed loop and with --rate, on a machine whose
+// system calls cost about 1 us (BM_SystemCall): the policy here spent
+// 0.53-0.82x the bare epoll server's CPU per message with 10 to 1,000
+// connections of 16 B and 4 KiB, against 0.73-0.95x with send() always,
+// and moved 4-40% more messages per second closed loop; with one
+// connection it is level with send() always, where the ring always is not.
+// An earlier machine, whose system calls cost a tenth of that, measured
+// ring sends always as fewer messages per second at saturation. A
+// connection with a send on its way queues behind it either way.
 //
 // Lifetimes: a completion names its channel through user_data = (generation
 // << 32 | slot), an index into slots_, never a pointer. A slot's generation
@@ -198,9 +204,10 @@ class UringPoller final : public Poller {
   std::vector<Send> sends_;
   std::vector<uint16_t> free_sends_;
   std::vector<uint16_t> to_send_;  // submitted with the next wait
-  bool ring_sends_now_ = false;    // send() takes new writes
-  // TCPKIT_URING_SEND=idle: ring_sends_now_ after a wait longer than
-  // kSpareTime, not after one that found completions waiting.
+  bool ring_sends_now_ = false;    // the ring takes new small writes
+  // The default (not TCPKIT_URING_SEND=1 or 0): ring_sends_now_ after a
+  // wait longer than kSpareTime, not after one that found completions
+  // waiting.
   bool sends_follow_load_ = false;
   static constexpr std::chrono::microseconds kSpareTime{20};
 };

@@ -698,8 +698,8 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
   size_t written = 0;
   const size_t before = queued_bytes();
   if (!channel_.is_writing() && output_.readable_bytes() == 0) {
-    // The io_uring backend with TCPKIT_URING_SEND=1 takes small writes to
-    // send with the loop's next wait (it copies them); else send() now,
+    // The io_uring backend may take a small write to send with the loop's
+    // next wait (it copies it; poller_uring.h says when); else send() now,
     // unless bytes the backend holds must go first.
     written = loop_->send_for(&channel_, data, len);
     sending_ = static_cast<uint16_t>(sending_ + written);

@@ -89,9 +89,10 @@ def test_unknown_backend_is_a_usage_error():
 def server_calls(tcpkit_process, backend: str, rounds: int, env: dict | None = None) -> dict[str, int]:
     """`strace -c -f` on `tcpkit serve --mode echo --io-backend BACKEND`
     while one client makes `rounds` 16-byte round trips: the server's calls
-    that send, read and wait."""
+    that send, read and wait. A variable set to None in env is unset."""
+    merged = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     server, port = start_serve(tcpkit_process, "--mode", "echo", "--quiet", "--io-backend", backend,
-                               env={**os.environ, **(env or {})})
+                               env=merged)
     if any("io_uring is unavailable" in line for line in server.stderr_lines):
         pytest.skip(f"io_uring is unavailable here: {server.stderr_lines[0]}")
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
@@ -129,13 +130,15 @@ def server_calls(tcpkit_process, backend: str, rounds: int, env: dict | None = N
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-deps "
                     "installs it): it counts the server's system calls")
-def test_uring_receives_echoes_through_the_ring_and_sends_there_when_asked(tcpkit_process):
+def test_uring_receives_echoes_through_the_ring_and_sends_there_when_idle(tcpkit_process):
     # epoll: a read and a send() per echo, and a read that finds the end.
     # io_uring: the echoes and the end arrive as the ring's completions, so
     # the server makes no read call at all (one connection's small messages
-    # fit the ring's buffers); with TCPKIT_URING_SEND=1 (off by default) the
-    # echoes leave as ring requests too, with no send() each. The waits are
-    # counted too: they show that strace saw the server.
+    # fit the ring's buffers). Its echoes leave as ring requests too, with no
+    # send() each, after a wait that found the loop idle: every echo here,
+    # as the client waits for each. TCPKIT_URING_SEND=1 sends through the
+    # ring always, =0 by send() always. The waits are counted too: they show
+    # that strace saw the server.
     rounds = 200
 
     def calls(counts, *names):
@@ -144,16 +147,15 @@ def test_uring_receives_echoes_through_the_ring_and_sends_there_when_asked(tcpki
     assert calls(epoll, "epoll_wait", "epoll_pwait", "epoll_pwait2") > 0, epoll
     assert calls(epoll, "sendto", "sendmsg") >= rounds, epoll
     assert calls(epoll, "read", "readv", "recvfrom", "recvmsg") >= rounds + 1, epoll
-    uring = server_calls(tcpkit_process, "uring", rounds)
-    assert uring.get("io_uring_enter", 0) > 0, uring
-    assert calls(uring, "sendto", "sendmsg") >= rounds, uring
+    plain = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": "0"})
+    assert plain.get("io_uring_enter", 0) > 0, plain
+    assert calls(plain, "sendto", "sendmsg") >= rounds, plain
     # Not even for the end: the receive's completion says so itself.
-    assert calls(uring, "read", "readv", "recvfrom", "recvmsg") == 0, uring
+    assert calls(plain, "read", "readv", "recvfrom", "recvmsg") == 0, plain
     ring_sends = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": "1"})
     assert ring_sends.get("io_uring_enter", 0) > 0, ring_sends
     assert calls(ring_sends, "sendto", "sendmsg") < rounds / 10, ring_sends
     assert calls(ring_sends, "read", "readv", "recvfrom", "recvmsg") == 0, ring_sends
-    # TCPKIT_URING_SEND=idle: through the ring after a wait (every echo here,
-    # as the client waits for each), by send() when work was waiting.
-    idle_sends = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": "idle"})
+    idle_sends = server_calls(tcpkit_process, "uring", rounds, env={"TCPKIT_URING_SEND": None})
     assert calls(idle_sends, "sendto", "sendmsg") < rounds / 2, idle_sends
+    assert calls(idle_sends, "read", "readv", "recvfrom", "recvmsg") == 0, idle_sends
