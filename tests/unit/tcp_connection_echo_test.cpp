@@ -200,22 +200,28 @@ TEST(TcpConnectionEcho, WhatOnMessageLeftGoesBackFirst) {
   h.finish();
 }
 
-size_t open_descriptors() {
+// The pipe ends this process holds: descriptors whose link reads
+// "pipe:[...]". Not every descriptor: a sanitizer's runtime may open a file
+// for a moment (it did under ASan, one more during a bulk echo).
+size_t open_pipe_ends() {
   size_t n = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
-    ++n;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const auto target = std::filesystem::read_symlink(entry.path(), ec);
+    if (!ec && target.native().rfind("pipe:", 0) == 0) ++n;
+  }
   return n;
 }
 
-// The most descriptors this process held while `during` ran, sampled
-// without pause from another thread.
+// The most pipe ends this process held while `during` ran, sampled without
+// pause from another thread.
 template <typename F>
-size_t most_descriptors_while(F during) {
+size_t most_pipe_ends_while(F during) {
   std::atomic<bool> done{false};
-  std::atomic<size_t> most{open_descriptors()};
+  std::atomic<size_t> most{open_pipe_ends()};
   std::thread sampler([&] {
     while (!done) {
-      const size_t n = open_descriptors();
+      const size_t n = open_pipe_ends();
       if (n > most) most = n;
     }
   });
@@ -227,22 +233,21 @@ size_t most_descriptors_while(F during) {
 
 TEST(TcpConnectionEcho, AConnectionBackToSmallMessagesGivesItsPipeBack) {
   KernelEcho e;
-  const size_t without_pipe = open_descriptors();
-  // While the peer sends in bulk the echo holds one pipe (two descriptors).
-  // Once the bulk is over the pipe may already be back: the sender's last
-  // bytes can come in short reads, so the count is taken during the bulk.
+  const size_t without_pipe = open_pipe_ends();
+  // While the peer sends in bulk the echo holds a pipe (two ends). Once the
+  // bulk is over the pipe may already be back (the sender's last bytes can
+  // come in short reads), so the count is taken during the bulk. It is a
+  // lower bound only: a sample that reads the directory while the pipe is
+  // given back and made again can count both (seen under ASan); that no
+  // pipe stays behind is checked once the bulk is over.
   constexpr size_t kBulk = 8 * 1024 * 1024;
-  EXPECT_EQ(
-      most_descriptors_while([&] { EXPECT_TRUE(round_trip(e.client, kBulk, 64 * 1024, 0ms)); }),
-      without_pipe + 2)
-      << "a bulk peer's echo holds one pipe";
+  auto bulk = [&] { EXPECT_TRUE(round_trip(e.client, kBulk, 64 * 1024, 0ms)); };
+  EXPECT_GE(most_pipe_ends_while(bulk), without_pipe + 2) << "a bulk peer's echo holds a pipe";
   EXPECT_TRUE(e.echoed.in_kernel.wait([](size_t n) { return n > 0; }));
   for (int i = 0; i < 8; ++i) expect_echo(e.client, "small " + std::to_string(i));
-  EXPECT_EQ(open_descriptors(), without_pipe) << "the pipe outlived the bulk";
+  EXPECT_EQ(open_pipe_ends(), without_pipe) << "the pipe outlived the bulk";
   // A bulk peer again gets one again.
-  EXPECT_EQ(
-      most_descriptors_while([&] { EXPECT_TRUE(round_trip(e.client, kBulk, 64 * 1024, 0ms)); }),
-      without_pipe + 2);
+  EXPECT_GE(most_pipe_ends_while(bulk), without_pipe + 2);
   e.finish();
 }
 
