@@ -205,14 +205,17 @@ void EventLoop::run_pending_functors() {
   // while this reads false comes with a wake-up (queue_in_loop), or was
   // queued by this thread after this point, and runs in the next iteration.
   if (!has_pending_.load(std::memory_order_acquire)) return;
-  std::vector<Functor> functors;
+  // The two vectors trade places and keep their storage: a loop that queues
+  // work every iteration (a close queues its connection's destruction)
+  // allocates nothing for the queue once both have grown.
   {
     std::lock_guard lock(mutex_);
-    functors.swap(pending_);
+    running_batch_.swap(pending_);
     has_pending_.store(false, std::memory_order_relaxed);
   }
   running_functors_.store(true, std::memory_order_release);
-  for (auto& f : functors) f();
+  for (auto& f : running_batch_) f();
+  running_batch_.clear();
   running_functors_.store(false, std::memory_order_release);
 }
 
@@ -234,14 +237,6 @@ void EventLoop::quit() {
   std::lock_guard lock(mutex_);
   quit_.store(true, std::memory_order_release);
   wake_up();
-}
-
-void EventLoop::run_in_loop(Functor f) {
-  if (is_in_loop_thread()) {
-    f();
-    return;
-  }
-  queue_in_loop(std::move(f));
 }
 
 void EventLoop::run_in_loop_and_wait(const Functor& f) {

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tcpkit/io_backend.h"
@@ -64,7 +65,17 @@ class EventLoop {
   void quit();
 
   /// Any thread. Runs `f` now when called in the loop thread, otherwise queues it.
-  void run_in_loop(Functor f);
+  /// Run at once, `f` is never wrapped in a Functor: a lambda that captures
+  /// more than a Functor holds inline (a connection and two pointers, as a
+  /// server's accept hands one over) costs no allocation.
+  template <typename F>
+  void run_in_loop(F&& f) {
+    if (is_in_loop_thread()) {
+      std::forward<F>(f)();
+      return;
+    }
+    queue_in_loop(Functor(std::forward<F>(f)));
+  }
   /// Any thread. Always queues `f` to run after the current I/O phase.
   void queue_in_loop(Functor f);
   /// Any thread. Runs `f` in the loop thread and returns once it has run:
@@ -188,6 +199,7 @@ class EventLoop {
 
   std::mutex mutex_;
   std::vector<Functor> pending_;          ///< guarded by mutex_
+  std::vector<Functor> running_batch_;    ///< what run_pending_functors() runs; loop thread only
   std::atomic<bool> has_pending_{false};  ///< pending_ is not empty; written under mutex_
   std::atomic<bool> running_functors_{false};
 };

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -246,6 +247,22 @@ TEST(EventLoop, FunctorQueuedFromAFunctorRunsPromptly) {
   std::promise<void> inner;
   t.loop()->queue_in_loop([&] { t.loop()->queue_in_loop([&] { inner.set_value(); }); });
   EXPECT_EQ(inner.get_future().wait_for(kWait), std::future_status::ready);
+}
+
+// The loop keeps the storage of the functors it ran for the next batch, not
+// the functors: what one captured (a connection, in a queued close) is
+// released once the batch has run, before the loop sleeps again.
+TEST(EventLoop, AFunctorsCapturesAreReleasedOnceItRan) {
+  LoopThread t;
+  auto held = std::make_shared<int>(7);
+  std::weak_ptr<int> watch = held;
+  std::promise<void> ran;
+  t.loop()->queue_in_loop([held = std::move(held), &ran] { ran.set_value(); });
+  ASSERT_EQ(ran.get_future().wait_for(kWait), std::future_status::ready);
+  // The next batch runs after the first one has been cleared.
+  bool expired = false;
+  t.call([&] { expired = watch.expired(); });
+  EXPECT_TRUE(expired) << "a functor that ran still holds what it captured";
 }
 
 TEST(EventLoop, FunctorQueuedFromATimerRunsPromptly) {

@@ -105,6 +105,22 @@ TEST(CloseOutcome, TheConnectionsOwnReason) {
   EXPECT_EQ(handshake.text, "TLS handshake timeout (2.5 s)");
 }
 
+TEST(CloseOutcome, WithoutTextTheLabelAndKindStay) {
+  // --quiet: no log line reads the words, so none are formatted; the
+  // metrics' label and the error count are the same as with them.
+  auto handshake = close_outcome(CloseReason::handshake_timeout,
+                                 make_error_code(Errc::handshake_timeout), false, nullptr, 2.5,
+                                 /*with_text=*/false);
+  EXPECT_EQ(handshake.label, "TLS handshake timeout");
+  EXPECT_TRUE(handshake.text.empty());
+  EXPECT_TRUE(handshake.error);
+  auto reset = close_outcome(CloseReason::reset, std::make_error_code(std::errc::connection_reset),
+                             false, nullptr, 10, /*with_text=*/false);
+  EXPECT_EQ(reset.label, "connection reset");
+  EXPECT_TRUE(reset.text.empty());
+  EXPECT_TRUE(reset.error);
+}
+
 TEST(CloseOutcome, ADrainingServerClosedIt) {
   const auto code = std::make_error_code(std::errc::operation_canceled);
   EXPECT_EQ(close_outcome(CloseReason::closed_locally, code, true, nullptr, 10).label,

@@ -13,7 +13,8 @@ namespace tcpkit::cli {
 // The metrics label of a close: the connection's typed reason, or ours when
 // we closed it; the log line's words start with the same label.
 CloseOutcome close_outcome(CloseReason kind, std::error_code code, bool stopping,
-                           const ServeSession* session, double handshake_timeout_s) {
+                           const ServeSession* session, double handshake_timeout_s,
+                           bool with_text) {
   CloseOutcome out;
   if (session != nullptr && session->rejected) {
     // Closed by us before it was served (an untrusted proxy, a client the
@@ -36,6 +37,7 @@ CloseOutcome close_outcome(CloseReason kind, std::error_code code, bool stopping
   }
   out.label = std::string(label(kind));
   out.error = is_error(kind);
+  if (!with_text) return out;
   switch (kind) {
     case CloseReason::tls_handshake_failed:
     case CloseReason::tls_error:
@@ -136,9 +138,9 @@ void ServeObserver::closed(const TcpConnectionPtr& conn) {
   } else {
     counters_.count_closed_bytes(conn->bytes_received(), conn->bytes_sent());
   }
-  const CloseOutcome outcome =
-      close_outcome(conn->close_kind(), conn->close_reason(), stopping_.load(),
-                    conn->context<ServeSession>(), options_.tls_handshake_timeout_s);
+  const CloseOutcome outcome = close_outcome(conn->close_kind(), conn->close_reason(),
+                                             stopping_.load(), conn->context<ServeSession>(),
+                                             options_.tls_handshake_timeout_s, logs_connections());
   if (outcome.refusal) {
     counters_.count_refused(outcome.label);
   } else {
