@@ -32,14 +32,14 @@ std::chrono::milliseconds TimerQueue::time_until_next(Clock::time_point now) con
 }
 
 void TimerQueue::run_due(Clock::time_point now) {
-  // Most iterations of a busy loop find nothing due: they touch nothing more.
-  if (by_deadline_.empty() || by_deadline_.begin()->first.first > now) return;
   std::vector<std::pair<Key, Timer>> due;
   while (!by_deadline_.empty() && by_deadline_.begin()->first.first <= now) {
     auto node = by_deadline_.extract(by_deadline_.begin());
     by_id_.erase(node.key().second);
     due.emplace_back(node.key(), std::move(node.mapped()));
   }
+  // Most iterations of a busy loop find nothing due: they touch nothing more.
+  if (due.empty()) return;
   running_ = true;
   for (auto& [key, timer] : due) {
     // An earlier callback of this batch may have cancelled this one.

@@ -40,8 +40,9 @@ struct CloseOutcome {
 // The outcome of a close: ours when we closed it (`session` says why), the
 // server's drain while `stopping`, else the connection's typed reason.
 // `handshake_timeout_s` is what the log line of a handshake timeout names.
-// Without `with_text` the log's words are left empty: with --quiet nobody
-// reads them, and a connection's close formats nothing.
+// Without `with_text` the log's words of a close by the connection's own
+// reason are left empty: with --quiet nobody reads them, and such a close
+// formats nothing.
 CloseOutcome close_outcome(CloseReason kind, std::error_code code, bool stopping,
                            const ServeSession* session, double handshake_timeout_s,
                            bool with_text = true);
