@@ -6,6 +6,7 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -307,12 +308,27 @@ BENCHMARK(BM_ReadLoopbackAtOffset)
 
 // The cheapest system call's entry and exit (getppid, made directly so that
 // no library keeps its result): the floor under every read, send and wait,
-// and a gauge of the host. On this virtual machine a getppid loop took
-// 76 ns a call on a quiet day and 170-240 ns on one when the host was busy,
-// with no steal time to show for it, and everything else slowed down with
-// it: compare this figure between runs before comparing their others.
+// and a gauge of the host. On the virtual machines this ran on, a call took
+// from 76 ns on a quiet day to 170-240 ns on a busy one, with no steal time
+// to show for it, and about 0.95 us on a host that sends every system call
+// through the hypervisor; everything else slowed down with it: compare this
+// figure between runs before comparing their others. user_share: the part
+// of it that the thread's user time counts (getrusage). On such a host
+// about half of each call is counted as user time, so a process's user
+// time is not all its own code (bench/run-all's Machine table shows both).
 void BM_SystemCall(benchmark::State& state) {
+  rusage before{};
+  ::getrusage(RUSAGE_THREAD, &before);
   for (auto _ : state) benchmark::DoNotOptimize(::syscall(SYS_getppid));
+  rusage after{};
+  ::getrusage(RUSAGE_THREAD, &after);
+  auto seconds = [](const timeval& a, const timeval& b) {
+    return static_cast<double>(b.tv_sec - a.tv_sec) +
+           static_cast<double>(b.tv_usec - a.tv_usec) / 1e6;
+  };
+  const double user = seconds(before.ru_utime, after.ru_utime);
+  const double system = seconds(before.ru_stime, after.ru_stime);
+  state.counters["user_share"] = user + system > 0 ? user / (user + system) : 0.0;
 }
 BENCHMARK(BM_SystemCall);
 

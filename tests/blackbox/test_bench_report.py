@@ -253,3 +253,38 @@ def test_cpu_ticks_reads_the_steal_field(gen):
     assert ticks is not None, "no cpu line in /proc/stat"
     total, steal = ticks
     assert 0 <= steal <= total and total > 0
+
+
+def test_a_missed_cpu_target_with_the_bare_servers_system_calls_says_it_needs_fewer(gen, monkeypatch):
+    class Server:
+        def __init__(self, name):
+            self.name = name
+
+    servers = [Server(gen.TK_EPOLL), Server(gen.TK_URING), Server(gen.EPOLL_C)]
+    fixed = gen.Race("cpu_us_per_msg")
+    for name, cpu in ((gen.TK_EPOLL, 8.3), (gen.TK_URING, 6.5), (gen.EPOLL_C, 7.9)):
+        fixed.runs[(name, 100, 16)] = [{"cpu_us_per_msg": cpu}]
+    syscalls = {(gen.TK_EPOLL, "pingpong"): {"total": 2.12}, (gen.TK_URING, "pingpong"): {"total": 0.08},
+                (gen.EPOLL_C, "pingpong"): {"total": 2.10}}
+    monkeypatch.setitem(gen.SYSCALL, "ns", 950.0)
+    monkeypatch.setitem(gen.SYSCALL, "user_share", 0.48)
+    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls)
+    cpu_rows = {r[1]: r for r in rows if r[0].startswith("server CPU per message ≤ 0.92")}
+    epoll = cpu_rows[gen.TK_EPOLL]
+    assert epoll[3] == "**missed**"
+    # No tick split here (no ticks recorded), so the counts are the reason given.
+    assert "; why: it makes 2.12 system calls per message to the bare server's 2.10" in epoll[4]
+    assert "0.95 µs here (Machine)" in epoll[4] and "fewer system calls per message" in epoll[4]
+    # A backend with fewer calls meets it and gets no such reason.
+    assert cpu_rows[gen.TK_URING][3] == "**met**" and "system calls" not in cpu_rows[gen.TK_URING][4]
+    # A miss with far fewer calls than the bare server is not put down to them.
+    syscalls[(gen.TK_EPOLL, "pingpong")] = {"total": 1.5}
+    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls)
+    epoll = next(r for r in rows if r[1] == gen.TK_EPOLL and r[0].startswith("server CPU per message ≤ 0.92"))
+    assert epoll[3] == "**missed**" and "system calls" not in epoll[4]
+
+
+def test_the_machine_table_gives_the_system_calls_cost_and_its_user_share(gen):
+    text = gen.system_call_text({"ns": 953.0, "user_share": 0.47})
+    assert text.startswith("0.95 µs per `getppid`") and "47% of it counted as the process's user time" in text
+    assert gen.system_call_text({}).startswith("not measured")
