@@ -259,13 +259,13 @@ void EventLoop::run_in_loop_and_wait(const Functor& f) {
   cv.wait(lock, [&] { return done; });
 }
 
-void EventLoop::queue_in_loop(Functor f) {
+void EventLoop::queue_task(detail::Task task) {
   // The wake-up is written under mutex_ too, as in quit(): the loop can take
-  // `f` only after the lock is released, and `f` may end the loop (its owner
-  // then destroys it and closes the eventfd). A write after the unlock could
-  // go to a closed, or already reused, descriptor.
+  // `task` only after the lock is released, and `task` may end the loop (its
+  // owner then destroys it and closes the eventfd). A write after the unlock
+  // could go to a closed, or already reused, descriptor.
   std::lock_guard lock(mutex_);
-  pending_.push_back(std::move(f));
+  pending_.push_back(std::move(task));
   has_pending_.store(true, std::memory_order_release);
   // From the loop thread a wake-up is only needed while functors run: the
   // new one would otherwise wait for the next I/O event.

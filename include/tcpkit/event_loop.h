@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "tcpkit/detail/task.h"
 #include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
 #include "tcpkit/unique_fd.h"
@@ -74,10 +75,16 @@ class EventLoop {
       std::forward<F>(f)();
       return;
     }
-    queue_in_loop(Functor(std::forward<F>(f)));
+    queue_in_loop(std::forward<F>(f));
   }
-  /// Any thread. Always queues `f` to run after the current I/O phase.
-  void queue_in_loop(Functor f);
+  /// Any thread. Always queues `f` (any callable: a lambda, a Functor, one
+  /// that can only be moved) to run after the current I/O phase. What `f`
+  /// captures stays in the queue's entry, with no allocation, up to
+  /// detail::Task::kInline bytes (a connection's shared_ptr and a string).
+  template <typename F>
+  void queue_in_loop(F&& f) {
+    queue_task(detail::Task(std::forward<F>(f)));
+  }
   /// Any thread. Runs `f` in the loop thread and returns once it has run:
   /// inline when called in the loop thread, otherwise queued while the
   /// caller blocks. The loop must be running (or about to run): a loop that
@@ -169,6 +176,7 @@ class EventLoop {
   EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wakeup_fd);
   [[noreturn]] void abort_not_in_loop_thread() const;
   TimerId add_timer(Clock::duration delay, Clock::duration interval, Functor f);
+  void queue_task(detail::Task task);
   void wake_up();
   void drain_wakeup_fd(unsigned mask);
   void wait_for_events(std::chrono::milliseconds timeout);
@@ -198,9 +206,9 @@ class EventLoop {
   std::vector<std::pair<const void*, std::unique_ptr<Extension>>> extensions_;
 
   std::mutex mutex_;
-  std::vector<Functor> pending_;          ///< guarded by mutex_
-  std::vector<Functor> running_batch_;    ///< what run_pending_functors() runs; loop thread only
-  std::atomic<bool> has_pending_{false};  ///< pending_ is not empty; written under mutex_
+  std::vector<detail::Task> pending_;        ///< guarded by mutex_
+  std::vector<detail::Task> running_batch_;  ///< what run_pending_functors() runs; loop thread only
+  std::atomic<bool> has_pending_{false};     ///< pending_ is not empty; written under mutex_
   std::atomic<bool> running_functors_{false};
 };
 
