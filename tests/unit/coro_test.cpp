@@ -334,38 +334,42 @@ TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
   constexpr int kChunks = 1024;  // 32 MiB: far past socket buffers and the mark
   std::atomic<size_t> max_queued{0};
   std::atomic<bool> writer_waited{false};
-  std::atomic<bool> writing{false};
+  std::atomic<bool> backed_up{false};
   std::atomic<bool> reading{false};
   spawn(loop_.get(),
         [](Coro* t, std::atomic<size_t>* max_queued, std::atomic<bool>* waited,
-           std::atomic<bool>* writing, std::atomic<bool>* reading) -> Task<> {
+           std::atomic<bool>* backed_up, std::atomic<bool>* reading) -> Task<> {
           auto s = co_await t->acceptor_->accept();
-          *writing = true;
           std::string chunk(kChunk, '\0');
           for (int i = 0; i < kChunks; ++i) {
             for (size_t j = 0; j < kChunk; ++j) chunk[j] = static_cast<char>('a' + (i + j) % 26);
             bool reader_had_begun = *reading;
             auto w = co_await s->write_all(chunk);
             EXPECT_TRUE(w);
-            // The peer reads nothing for its first 200 ms. A write that began
-            // before the peer read anything and ended after is one that waited
-            // for the reader. (Not a wall-clock bound: on a loaded machine the
-            // writer can spend most of the 200 ms filling the socket buffers.)
+            // The peer reads nothing until the socket's buffers are full (bytes
+            // stay queued here) and 200 ms more. A write that began before the
+            // peer read anything and ended after is one that waited for the
+            // reader. (Not a wall-clock bound: under TSan on a loaded machine
+            // filling the buffers took longer than any fixed delay.)
             if (!reader_had_begun && *reading) *waited = true;
             *max_queued = std::max(max_queued->load(), s->connection()->output_bytes());
+            if (s->connection()->output_bytes() > 0) *backed_up = true;
           }
           // write_all() returns below the mark, not once all is out: the
           // loop keeps running until the rest has left, or the peer would
           // wait for bytes a stopped loop never sends.
           while (s->connection()->output_bytes() > 0) co_await sleep_for(1ms);
           t->loop_->quit();
-        }(this, &max_queued, &writer_waited, &writing, &reading));
-  peer([a = address_, &writing, &reading] {
+        }(this, &max_queued, &writer_waited, &backed_up, &reading));
+  peer([a = address_, &backed_up, &reading] {
     auto c = connect_client(a);
-    // A slow reader: nothing for 200 ms once the writer has begun (counted
-    // from then, not from the connect, which the accept may follow late on
-    // a loaded machine).
-    while (!writing) std::this_thread::sleep_for(1ms);
+    // A slow reader: nothing until the writer's bytes back up behind the
+    // full socket buffers, and for 200 ms more, in which the writer reaches
+    // the mark and waits. Bounded: a writer that never backs up fails below.
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (!backed_up && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(1ms);
+    }
     std::this_thread::sleep_for(200ms);
     reading = true;
     std::string got = recv_n(c, kChunk * kChunks);
