@@ -255,7 +255,7 @@ def test_cpu_ticks_reads_the_steal_field(gen):
     assert 0 <= steal <= total and total > 0
 
 
-def test_a_missed_cpu_target_with_the_bare_servers_system_calls_says_it_needs_fewer(gen, monkeypatch):
+def test_a_missed_cpu_target_with_the_bare_servers_system_calls_says_it_needs_fewer(gen):
     class Server:
         def __init__(self, name):
             self.name = name
@@ -266,20 +266,23 @@ def test_a_missed_cpu_target_with_the_bare_servers_system_calls_says_it_needs_fe
         fixed.runs[(name, 100, 16)] = [{"cpu_us_per_msg": cpu}]
     syscalls = {(gen.TK_EPOLL, "pingpong"): {"total": 2.12}, (gen.TK_URING, "pingpong"): {"total": 0.08},
                 (gen.EPOLL_C, "pingpong"): {"total": 2.10}}
-    monkeypatch.setitem(gen.SYSCALL, "ns", 950.0)
-    monkeypatch.setitem(gen.SYSCALL, "user_share", 0.48)
-    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls)
+    cost = {"ns": 950.0, "user_share": 0.48}
+    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls, cost)
     cpu_rows = {r[1]: r for r in rows if r[0].startswith("server CPU per message ≤ 0.92")}
     epoll = cpu_rows[gen.TK_EPOLL]
     assert epoll[3] == "**missed**"
     # No tick split here (no ticks recorded), so the counts are the reason given.
     assert "; why: it makes 2.12 system calls per message to the bare server's 2.10" in epoll[4]
     assert "0.95 µs here (Machine)" in epoll[4] and "fewer system calls per message" in epoll[4]
+    # Without a measured cost the counts still say it, with no cost per call.
+    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls)
+    bare = next(r for r in rows if r[1] == gen.TK_EPOLL and r[0].startswith("server CPU per message ≤ 0.92"))
+    assert "2.12 system calls per message" in bare[4] and "(Machine)" not in bare[4]
     # A backend with fewer calls meets it and gets no such reason.
     assert cpu_rows[gen.TK_URING][3] == "**met**" and "system calls" not in cpu_rows[gen.TK_URING][4]
     # A miss with far fewer calls than the bare server is not put down to them.
     syscalls[(gen.TK_EPOLL, "pingpong")] = {"total": 1.5}
-    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls)
+    rows = gen.targets(gen.Race("msgs_per_s"), fixed, servers, gen.Race("x"), gen.Race("x"), {}, [], syscalls, cost)
     epoll = next(r for r in rows if r[1] == gen.TK_EPOLL and r[0].startswith("server CPU per message ≤ 0.92"))
     assert epoll[3] == "**missed**" and "system calls" not in epoll[4]
 
