@@ -17,10 +17,10 @@
 
 namespace tcpkit::cli {
 
-struct RelayOptions {
-  std::vector<Endpoint> listen;    // every address --listen named
-  std::vector<Endpoint> upstream;  // every address --to named, tried in order
-  std::string upstream_text;       // --to as typed, for the log
+// The faults the flags set (--delay, --jitter, --rate, --chunk,
+// --reset-after, --close-after): with --api they belong to the proxy the
+// flags make, not to those the API creates.
+struct RelayFaults {
   std::chrono::milliseconds delay{0};
   std::chrono::milliseconds jitter{0};
   uint64_t rate = 0;  // bytes per second per direction; 0: unlimited
@@ -29,6 +29,13 @@ struct RelayOptions {
   uint64_t reset_after = 0;
   bool close_after_set = false;
   uint64_t close_after = 0;
+};
+
+struct RelayOptions {
+  std::vector<Endpoint> listen;    // every address --listen named
+  std::vector<Endpoint> upstream;  // every address --to named, tried in order
+  std::string upstream_text;       // --to as typed, for the log
+  RelayFaults faults;
   size_t max_conns = 0;  // 0: unlimited
   AccessList access;  // --allow / --deny; refused clients are closed before anything is forwarded
   int threads = 0;

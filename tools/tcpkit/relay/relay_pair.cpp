@@ -178,8 +178,9 @@ void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, co
 // ---- forwarding ------------------------------------------------------------
 
 bool RelayPair::shaping(const Flow& flow) const {
-  return options_.delay.count() > 0 || options_.jitter.count() > 0 || options_.rate > 0 ||
-         options_.chunk > 0 || toxics_.any(flow.stream) || toxics_.has_frames(flow.stream);
+  return options_.faults.delay.count() > 0 || options_.faults.jitter.count() > 0 ||
+         options_.faults.rate > 0 || options_.faults.chunk > 0 || toxics_.any(flow.stream) ||
+         toxics_.has_frames(flow.stream);
 }
 
 void RelayPair::receive(Flow& flow, Buffer& in) {
@@ -239,7 +240,8 @@ void RelayPair::pump(Flow& flow) {
       flow.not_before = std::max(flow.not_before, now) + transmit;
     }
     // --chunk with --delay: every piece waits its own delay after the last.
-    if (options_.chunk > 0) flow.not_before = std::max(flow.not_before, now + next_delay(flow));
+    if (options_.faults.chunk > 0)
+      flow.not_before = std::max(flow.not_before, now + next_delay(flow));
     // A slicer toxic's pause between pieces.
     if (auto pause = toxics_.slice_delay(flow.stream); pause.count() > 0)
       flow.not_before = std::max(flow.not_before, now + pause);
@@ -334,23 +336,23 @@ void RelayPair::maybe_resume(Flow& flow) {
 }
 
 RelayPair::Clock::duration RelayPair::next_delay(Flow& flow) {
-  auto delay = options_.delay + toxics_.latency(flow.stream);
-  if (options_.jitter.count() > 0) {
-    std::uniform_int_distribution<long long> spread(0, options_.jitter.count());
+  auto delay = options_.faults.delay + toxics_.latency(flow.stream);
+  if (options_.faults.jitter.count() > 0) {
+    std::uniform_int_distribution<long long> spread(0, options_.faults.jitter.count());
     delay += std::chrono::milliseconds(spread(rng_));
   }
   return delay;
 }
 
 uint64_t RelayPair::rate(const Flow& flow) const {
-  uint64_t flag = options_.rate;
+  uint64_t flag = options_.faults.rate;
   uint64_t toxic = toxics_.rate(flow.stream);
   if (flag == 0 || toxic == 0) return std::max(flag, toxic);
   return std::min(flag, toxic);
 }
 
 size_t RelayPair::piece_size(Flow& flow) {
-  size_t piece = options_.chunk > 0 ? options_.chunk : SIZE_MAX;
+  size_t piece = options_.faults.chunk > 0 ? options_.faults.chunk : SIZE_MAX;
   // A rate is kept in steps of about 50 ms, not in bursts of a whole read.
   if (uint64_t bps = rate(flow); bps > 0)
     piece = std::min<size_t>(piece, std::max<uint64_t>(1, bps / 20));

@@ -12,8 +12,8 @@ namespace tcpkit::cli {
 uint64_t RelayPair::fault_limit() const {
   uint64_t limit = kNoLimit;
   if (auto unplug = toxics_.unplug_bytes()) limit = unplug->first;
-  if (options_.reset_after_set) limit = std::min(limit, options_.reset_after);
-  if (options_.close_after_set) limit = std::min(limit, options_.close_after);
+  if (options_.faults.reset_after_set) limit = std::min(limit, options_.faults.reset_after);
+  if (options_.faults.close_after_set) limit = std::min(limit, options_.faults.close_after);
   return limit;
 }
 
@@ -25,7 +25,7 @@ void RelayPair::check_fault() {
     return;
   }
   if (fault_limit() == kNoLimit || total < fault_limit()) return;
-  if (options_.reset_after_set && total >= options_.reset_after) {
+  if (options_.faults.reset_after_set && total >= options_.faults.reset_after) {
     end_pair(true, fmt::format("reset after {} bytes (--reset-after)", total));
     return;
   }
