@@ -80,6 +80,18 @@ def test_forbidden_io_uring_falls_back_to_epoll_with_one_line(tcpkit_process):
     assert sum("io_uring" in line for line in server.stderr_lines) == 1
 
 
+def test_regression_the_chaos_relay_runs_on_the_backend_its_flag_names(tcpkit_process):
+    # With --api (or --config) the relay ignored --io-backend: its loop was
+    # created with the default, so only TCPKIT_IO_BACKEND chose. The flag
+    # wins over the variable, as it does for every other command.
+    for backend, other, expect_ring in (("uring", "epoll", True), ("epoll", "uring", False)):
+        env = dict(os.environ, TCPKIT_IO_BACKEND=other)
+        relay = tcpkit_process("relay", "--api", "127.0.0.1:0", "--io-backend", backend, env=env)
+        relay.wait_for_line(r"chaos API on http://", stream="stdout")
+        assert uses_io_uring(relay.pid) == expect_ring, backend
+        relay.stop()
+
+
 def test_unknown_backend_is_a_usage_error():
     result = run_tcpkit("serve", "--io-backend", "kqueue")
     assert result.returncode == 2

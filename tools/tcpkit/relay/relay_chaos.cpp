@@ -41,11 +41,12 @@ Result<nlohmann::json> read_config(const std::string& path) {
 
 int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
   block_stop_signals();
-  auto main_loop = EventLoop::create();
+  auto main_loop = EventLoop::create(flags.io_backend);
   if (!main_loop) {
     fmt::print(stderr, "tcpkit relay: cannot start: {}\n", main_loop.error().message());
     return kExitFailure;
   }
+  report_io_backend_fallback("relay", **main_loop);
   EventLoop& loop = **main_loop;
   RelayOptions shared = base;
   shared.listen.clear();

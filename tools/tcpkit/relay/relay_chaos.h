@@ -6,6 +6,7 @@
 #include <string>
 
 #include "relay/relay_options.h"
+#include "tcpkit/io_backend.h"
 
 namespace tcpkit::cli {
 
@@ -13,6 +14,7 @@ struct ChaosFlags {
   std::string api;     // HOST:PORT, or "" for no API
   std::string config;  // a toxiproxy -config file, or ""
   std::string listen;  // --listen as typed when --listen/--to make a proxy, else ""
+  IoBackend io_backend = IoBackend::kDefault;  // --io-backend: every proxy's loops
 };
 
 // `base` holds every flag's value; with `flags.listen` set, its listen and

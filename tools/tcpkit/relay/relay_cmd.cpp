@@ -183,7 +183,10 @@ int run_relay(const RelayFlags& f) {
     o.upstream_tls = std::make_shared<const TlsContext>(std::move(*context));
   }
 
-  if (chaos) return run_chaos_relay(std::move(o), {f.api, f.config, flags_proxy ? f.listen : ""});
+  if (chaos) {
+    return run_chaos_relay(std::move(o),
+                           {f.api, f.config, flags_proxy ? f.listen : "", f.io_backend});
+  }
 
   block_stop_signals();
   auto main_loop = EventLoop::create(f.io_backend);
