@@ -337,6 +337,44 @@ def test_flags_proxy_and_config_file(tcpkit_process, tmp_path):
     assert relay.wait() == 0, relay.describe()
 
 
+def test_regression_flag_faults_stay_with_the_flags_proxy(tcpkit_process):
+    # The flags' faults were copied into every proxy the API created, where
+    # GET showed no toxic and /reset could not remove them: a proxy made
+    # beside `--delay 2000 --close-after 100` held every read for 2 s and
+    # closed after 100 bytes.
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(4)
+    up = upstream.getsockname()[1]
+    relay, api = start_chaos(tcpkit_process, "--listen", "127.0.0.1:0", "--to", f"127.0.0.1:{up}",
+                             "--delay", "2000", "--close-after", "100")
+    code, proxy = api_call(api, "POST", "/proxies", {"name": "plain", "listen": "127.0.0.1:0",
+                                                      "upstream": f"127.0.0.1:{up}"})
+    assert code == 201 and proxy["toxics"] == []
+    data = bytes(range(256)) * 16
+    started = time.monotonic()
+    client, server = through(int(proxy["listen"].rsplit(":", 1)[1]), upstream, data[:200])
+    with client, server:
+        server.sendall(data)
+        client.settimeout(scaled(DEFAULT_TIMEOUT))
+        got = b""
+        while len(got) < len(data):
+            chunk = client.recv(65536)
+            assert chunk, f"closed after {len(got)} bytes"
+            got += chunk
+        assert got == data
+    assert time.monotonic() - started < 1.5, "the API's proxy held the data for the flags' --delay"
+    # The flags proxy keeps them: it closes after 100 bytes.
+    _, proxies = api_call(api, "GET", "/proxies")
+    with connect(int(proxies["relay"]["listen"].rsplit(":", 1)[1])) as client:
+        server, _ = upstream.accept()
+        with server:
+            server.sendall(data)
+            got, how = recv_until_eof(client)
+    assert len(got) == 100 and how is None, f"{len(got)} bytes, then {how!r}"
+    upstream.close()
+
+
 def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
     relay, api = start_chaos(tcpkit_process, "--threads", "2")
     with socket.socket() as upstream:

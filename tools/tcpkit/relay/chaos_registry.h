@@ -31,7 +31,8 @@ class ChaosRegistry {
  public:
   using json = nlohmann::json;
 
-  // `base` carries what every proxy shares (threads, log, timeouts, seed).
+  // `base` carries what every proxy shares (threads, log, timeouts, seed),
+  // and no faults: those of the flags are the flags proxy's alone.
   ChaosRegistry(EventLoop* loop, RelayOptions base);
   ~ChaosRegistry();
 

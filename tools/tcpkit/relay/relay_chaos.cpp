@@ -48,9 +48,12 @@ int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
   }
   report_io_backend_fallback("relay", **main_loop);
   EventLoop& loop = **main_loop;
+  // What the API's proxies share: not the flags' addresses, nor their
+  // faults, which are the flags proxy's own (docs/chaos.md).
   RelayOptions shared = base;
   shared.listen.clear();
   shared.upstream.clear();
+  shared.faults = {};
   ChaosRegistry registry(&loop, shared);
   if (!flags.listen.empty()) {
     if (auto r = registry.add_flags_proxy("relay", std::move(base), flags.listen); !r) {
