@@ -437,9 +437,12 @@ def test_a_server_that_does_not_echo_is_a_clear_error(tcpkit_process, tmp_path, 
     (["127.0.0.1", "1", "--insecure"], "--tls"),
     (["127.0.0.1", "1", "--sni", "example.com"], "--tls"),
     (["127.0.0.1", "1", "--tls", "--insecure", "--tls-ca", "CERT"], "--insecure"),
+    (["127.0.0.1", "1", "--rate", "nan"], "--rate: 'nan' is not a finite number"),
+    (["127.0.0.1", "1", "--duration", "nan"], "--duration: 'nan' is not a finite number"),
 ], ids=["bad-mode", "conns-0", "size-0", "threads-0", "duration-0", "bad-format",
         "busy-poll-negative", "busy-poll-over-a-second", "busy-poll-not-a-number", "missing-port",
-        "tls-ca-without-tls", "insecure-without-tls", "sni-without-tls", "insecure-with-tls-ca"])
+        "tls-ca-without-tls", "insecure-without-tls", "sni-without-tls", "insecure-with-tls-ca",
+        "rate-nan", "duration-nan"])
 def test_usage_errors_exit_2(cert, args, needle):
     args = [cert[0] if a == "CERT" else a for a in args]
     started = time.monotonic()

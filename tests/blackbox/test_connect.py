@@ -368,6 +368,13 @@ def test_bad_port_is_a_usage_error(port):
     assert f"'{port}' is not a port" in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--wait", "--timeout"])
+def test_regression_a_nan_wait_is_a_usage_error(flag):
+    result = run_tcpkit("connect", "127.0.0.1", 80, flag, "nan")
+    assert result.returncode == 2
+    assert f"{flag}: 'nan' is not a finite number" in result.stderr
+
+
 def test_unknown_encoding_is_a_usage_error_naming_it():
     result = run_tcpkit("connect", "127.0.0.1", 80, "--encoding", "no-such-enc")
     assert result.returncode == 2

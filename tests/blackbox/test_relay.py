@@ -401,6 +401,24 @@ def test_usage_errors_exit_2(tcpkit, args):
     assert result.stderr.strip()
 
 
+@pytest.mark.parametrize("flag, value, says", [
+    # Past 2^63 ns from now a deadline wrapped around: the delay vanished.
+    ("--delay", "10000000000000", "10000000000000 is too large (give 0 to 1099511627776)"),
+    ("--jitter", "99999999999999999999999", "is too large"),
+    ("--chunk", "99999999999999999999999", "is too large"),
+    ("--rate", "5ms", "'5ms' is not a whole number"),
+    ("--delay", "abc", "'abc' is not a whole number"),
+    ("--seed", "-1", "'-1' is not a whole number"),
+    ("--max-conns", "20000000", "is too large (give 0 to 10000000)"),
+    ("--idle-timeout", "nan", "'nan' is not a finite number"),
+    ("--tls-handshake-timeout", "nan", "'nan' is not a finite number"),
+])
+def test_regression_numbers_out_of_reach_are_usage_errors_that_say_why(tcpkit, flag, value, says):
+    result = tcpkit("relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:80", flag, value)
+    assert result.returncode == 2, result.stderr
+    assert f"{flag}: " in result.stderr and says in result.stderr, result.stderr
+
+
 def test_bind_failure_exits_1_with_a_clear_message(tcpkit):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -781,6 +781,16 @@ def test_unknown_encoding_is_a_usage_error(tcpkit_bin):
     assert "klingon-8" in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--proxy-timeout", "--idle-timeout", "--drain-timeout",
+                                  "--tls-handshake-timeout"])
+def test_regression_a_nan_timeout_is_a_usage_error(tcpkit_bin, flag):
+    # "nan" passed every range check (each comparison with it is false):
+    # --proxy-timeout nan then closed every client at once.
+    result = run_tcpkit("serve", "--port", 0, flag, "nan")
+    assert result.returncode == 2, result
+    assert f"{flag}: 'nan' is not a finite number" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("flags", [
     ["--mode", "bogus"],
     ["--port", "70000"],

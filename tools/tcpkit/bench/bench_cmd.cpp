@@ -268,15 +268,18 @@ Command add_bench_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-d,--duration", o.duration_s, "seconds to measure")
       ->check(CLI::PositiveNumber)
+      ->check(finite_number())
       ->capture_default_str();
   sub->add_option("-t,--threads", o.threads, "client threads")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   sub->add_option("-r,--rate", o.rate,
                   "messages/s over all connections (open loop); 0: as fast as echoes return")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->check(finite_number());
   sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")
       ->check(CLI::PositiveNumber)
+      ->check(finite_number())
       ->capture_default_str();
   sub->add_option("--format", flags->format, "text | json")
       ->check(CLI::IsMember({"text", "json"}))

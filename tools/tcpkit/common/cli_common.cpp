@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <thread>
@@ -138,6 +139,34 @@ CLI::Validator cidr_validator() {
       "CIDR");
 }
 
+CLI::Validator finite_number() {
+  return CLI::Validator(
+      [](std::string& text) {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(value))
+          return fmt::format("'{}' is not a finite number", text);
+        return std::string();
+      },
+      "");
+}
+
+CLI::Validator whole_number(uint64_t max) {
+  return CLI::Validator(
+      [max](std::string& text) {
+        uint64_t value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (text.empty() || stop != end ||
+            (error != std::errc() && error != std::errc::result_out_of_range))
+          return fmt::format("'{}' is not a whole number (give 0 to {})", text, max);
+        if (error == std::errc::result_out_of_range || value > max)
+          return fmt::format("{} is too large (give 0 to {})", text, max);
+        return std::string();
+      },
+      "");
+}
+
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {
   const CLI::Validator cidr_text = cidr_validator();
   sub.add_option_function<std::vector<std::string>>(
@@ -175,10 +204,12 @@ void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_
   sub.add_option("--tls-handshake-timeout", handshake_timeout_s,
                  "with TLS: seconds " + whom + " has to complete its TLS handshake")
       ->check(CLI::Range(0.1, 3600.0))
+      ->check(finite_number())
       ->capture_default_str();
   sub.add_option("--idle-timeout", idle_timeout_s,
                  "close " + whom + " silent this many seconds (0: never)")
-      ->check(CLI::Range(0.0, 1e6));
+      ->check(CLI::Range(0.0, 1e6))
+      ->check(finite_number());
 }
 
 std::chrono::milliseconds to_millis(double seconds) {

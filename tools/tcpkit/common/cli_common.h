@@ -68,6 +68,15 @@ void watch_stop_signals(std::function<void()> on_stop);
 // Checks CIDR text ("10.0.0.0/8", "::1") while parsing, so bad text is a
 // usage error (exit 2) that names it.
 CLI::Validator cidr_validator();
+
+// For a flag that takes a real number (seconds, a rate): refuses "nan",
+// which passes every range check (each comparison with it is false), and
+// "inf". Chained after the flag's range check.
+CLI::Validator finite_number();
+// For a flag that counts (milliseconds, bytes, a seed): digits only, from
+// 0 to `max`, so that "-1", "abc" and a number past `max` are usage errors
+// that say which, instead of wrapping around or overflowing a later sum.
+CLI::Validator whole_number(uint64_t max);
 // Adds --allow CIDR and --deny CIDR (repeatable, comma lists) filling
 // `access`; `verb` says what the command does for allowed clients ("serve").
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb);

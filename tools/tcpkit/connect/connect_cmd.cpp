@@ -244,8 +244,12 @@ Command add_connect_command(CLI::App& app) {
                   "seconds to wait for the connection to be made (and for the TLS handshake)")
       ->type_name("SECS")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--wait", o->wait_s, kWaitHelp)->type_name("SECS")->check(CLI::NonNegativeNumber);
+      ->check(CLI::PositiveNumber)
+      ->check(finite_number());
+  sub->add_option("--wait", o->wait_s, kWaitHelp)
+      ->type_name("SECS")
+      ->check(CLI::NonNegativeNumber)
+      ->check(finite_number());
   sub->add_flag("--line", o->line,
                 "line mode: append a newline to each --send text and wait for a whole line as "
                 "its reply; interactively, send stdin a whole line at a time");

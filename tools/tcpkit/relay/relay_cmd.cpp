@@ -51,11 +51,15 @@ starts with the proxies of a toxiproxy -config file; --listen/--to, if given
 too, become the proxy named "relay". --seed N replays every random choice.
 See docs/chaos.md.)";
 
+// The largest fault the flags take: 2^40 ms (about 35 years, the API's
+// toxics' bound) and 2^62 bytes, so that no deadline or byte sum overflows.
+constexpr uint64_t kMaxFaultMs = uint64_t{1} << 40;
+constexpr uint64_t kMaxFaultBytes = uint64_t{1} << 62;
+
 struct RelayFlags {
   std::string listen;
   std::string to;
-  // Signed, so that "-5" reaches the NonNegativeNumber check instead of
-  // wrapping around into a huge unsigned value.
+  // Signed, as whole_number() keeps them under 2^62: no wrapping around.
   int64_t delay_ms = 0;
   int64_t jitter_ms = 0;
   int64_t rate = 0;
@@ -237,24 +241,25 @@ Command add_relay_command(CLI::App& app) {
   sub->add_option("--config", f->config, "start with the proxies in this toxiproxy JSON file")
       ->check(CLI::ExistingFile);
   f->seed_opt =
-      sub->add_option("--seed", f->seed, "seed every random fault choice, to replay a run");
+      sub->add_option("--seed", f->seed, "seed every random fault choice, to replay a run")
+          ->check(whole_number(UINT64_MAX));
   sub->add_option("--delay", f->delay_ms, "delay every chunk by MS milliseconds")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(kMaxFaultMs));
   sub->add_option("--jitter", f->jitter_ms, "add a uniform random 0..MS milliseconds to each delay")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(kMaxFaultMs));
   sub->add_option("--rate", f->rate, "at most BYTES_PER_SEC per direction (0: unlimited)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(kMaxFaultBytes));
   sub->add_option("--chunk", f->chunk, "split data into writes of at most BYTES (0: as read)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(kMaxFaultBytes));
   f->reset_after_opt = sub->add_option("--reset-after", f->reset_after,
                                        "reset (RST) both sides after BYTES through the pair")
-                           ->check(CLI::NonNegativeNumber);
+                           ->check(whole_number(kMaxFaultBytes));
   f->close_after_opt = sub->add_option("--close-after", f->close_after,
                                        "close (FIN) both sides after BYTES through the pair")
-                           ->check(CLI::NonNegativeNumber);
+                           ->check(whole_number(kMaxFaultBytes));
   sub->add_option("--max-conns", f->max_conns,
                   "most pairs at once (0: no limit); extra clients are closed")
-      ->check(CLI::NonNegativeNumber)
+      ->check(whole_number(10000000))
       ->capture_default_str();
   add_access_flags(*sub, f->access, "relay");
   sub->add_option("--threads", f->threads, "I/O threads (0: everything on one thread)")
