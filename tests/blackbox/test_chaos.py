@@ -375,6 +375,42 @@ def test_regression_flag_faults_stay_with_the_flags_proxy(tcpkit_process):
     upstream.close()
 
 
+def test_regression_populate_checks_every_entry_before_it_changes_anything(tcpkit_process):
+    # /populate created the entries before a bad one and left them
+    # listening, let a second entry of the same name replace the first, and
+    # its errors did not say which field or entry.
+    relay, api = start_chaos(tcpkit_process)
+    good = {"name": "first", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}
+    code, body = api_call(api, "POST", "/populate", [good, {"name": "second"}])
+    assert code == 400 and body["error"] == "missing required field: upstream at proxy 2", body
+    code, body = api_call(api, "POST", "/populate", [good, {"listen": "127.0.0.1:0", "upstream": "x:1"}])
+    assert code == 400 and body["error"] == "missing required field: name at proxy 2", body
+    code, body = api_call(api, "POST", "/populate", [good, dict(good, upstream="127.0.0.1:10")])
+    assert code == 400 and body["error"] == 'duplicate proxy name "first"', body
+    code, body = api_call(api, "POST", "/populate", [good, dict(good, name="x", enabled="false")])
+    assert code == 400 and body["error"].startswith("bad request body: enabled must be true or false")
+    assert api_call(api, "GET", "/proxies") == (200, {})
+    # A listen that fails takes back what the list had created.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, body = api_call(api, "POST", "/populate", [good, dict(good, name="b", listen=busy)])
+        assert code == 500 and busy in body["error"], body
+    assert api_call(api, "GET", "/proxies") == (200, {})
+    code, body = api_call(api, "POST", "/populate", [good])
+    assert code == 201 and [p["name"] for p in body["proxies"]] == ["first"]
+    # A non-boolean enabled is refused, as toxiproxy's decoder refuses it.
+    for value in ("false", 0):
+        code, body = api_call(api, "POST", "/proxies/first", {"enabled": value})
+        assert code == 400 and "enabled must be true or false" in body["error"], body
+    code, body = api_call(api, "POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:9", "enabled": 1})
+    assert code == 400, body
+    assert api_call(api, "GET", "/proxies/first")[1]["enabled"] is True
+    code, body = api_call(api, "POST", "/proxies", {"name": "n"})
+    assert code == 400 and body["error"] == "missing required field: upstream", body
+
+
 def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
     relay, api = start_chaos(tcpkit_process, "--threads", "2")
     with socket.socket() as upstream:

@@ -84,6 +84,19 @@ TEST(HttpRequest, ReadsAContentLengthBodyWithinItsLimit) {
   EXPECT_EQ(parse_http_request(request + "{  }", 8192, &r), HttpParse::body_too_large);
 }
 
+// Regression: a length past what size_t holds was answered as a malformed
+// request (400), where any other length over the limit gets 413.
+TEST(HttpRequest, ALengthTooLargeForANumberIsABodyTooLarge) {
+  HttpRequest r;
+  EXPECT_EQ(parse_http_request("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: "
+                               "99999999999999999999999\r\n\r\n",
+                               8192, &r, 1 << 20),
+            HttpParse::body_too_large);
+  EXPECT_EQ(parse_http_request("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 9x\r\n\r\n", 8192,
+                               &r, 1 << 20),
+            HttpParse::bad);
+}
+
 TEST(HttpRequest, RefusesWhatCouldSmuggleARequest) {
   HttpRequest r;
   for (const char* head : {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdint>
 
 namespace tcpkit::cli {
 namespace {
@@ -63,7 +64,10 @@ bool parse_fields(std::string_view fields, HttpRequest* out, BodyLength* length)
     if (iequals(name, "content-length")) {
       size_t n = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (ec != std::errc() || end != value.data() + value.size() || value.empty() ||
+      // Digits past what size_t holds: a body too large (413), not a bad one.
+      if (ec == std::errc::result_out_of_range) n = SIZE_MAX;
+      if ((ec != std::errc() && ec != std::errc::result_out_of_range) ||
+          end != value.data() + value.size() || value.empty() ||
           (length->given && n != length->bytes))
         return false;
       *length = {true, n};

@@ -158,18 +158,40 @@ json ChaosRegistry::list() const {
   return all;
 }
 
+// A proxy body's fields, checked, as toxiproxy checks them: `where` ends
+// the messages (" at proxy 2" in a populate list).
+Result<ChaosRegistry::Spec> ChaosRegistry::read_spec(const json& body, const std::string& where) {
+  Spec spec;
+  if (!body.is_object() || !read_string(body, "name", &spec.name) ||
+      !read_string(body, "listen", &spec.listen) || !read_string(body, "upstream", &spec.upstream))
+    return api_error(std::errc::invalid_argument, "bad request body" + where);
+  if (auto it = body.find("enabled"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean())
+      return api_error(std::errc::invalid_argument,
+                       "bad request body: enabled must be true or false" + where);
+    spec.enabled = it->get<bool>();
+  }
+  if (spec.name.empty())
+    return api_error(std::errc::invalid_argument, "missing required field: name" + where);
+  if (spec.upstream.empty())
+    return api_error(std::errc::invalid_argument, "missing required field: upstream" + where);
+  if (spec.listen.empty()) spec.listen = "127.0.0.1:0";
+  return spec;
+}
+
 Result<json> ChaosRegistry::create(const json& body) {
-  if (!body.is_object()) return api_error(std::errc::invalid_argument, "bad request body");
+  auto spec = read_spec(body, "");
+  if (!spec) return spec.error();
+  if (proxies_.count(spec->name)) return api_error(std::errc::file_exists, "proxy already exists");
+  return add(*spec);
+}
+
+Result<json> ChaosRegistry::add(const Spec& spec) {
   auto proxy = std::make_unique<Proxy>();
-  if (!read_string(body, "name", &proxy->name) || !read_string(body, "listen", &proxy->listen) ||
-      !read_string(body, "upstream", &proxy->upstream))
-    return api_error(std::errc::invalid_argument, "bad request body");
-  if (proxy->name.empty() || proxy->upstream.empty())
-    return api_error(std::errc::invalid_argument, "missing required field");
-  if (proxy->listen.empty()) proxy->listen = "127.0.0.1:0";
-  if (proxies_.count(proxy->name)) return api_error(std::errc::file_exists, "proxy already exists");
-  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean())
-    proxy->enabled = it->get<bool>();
+  proxy->name = spec.name;
+  proxy->listen = spec.listen;
+  proxy->upstream = spec.upstream;
+  proxy->enabled = spec.enabled;
   proxy->options = base_;
   if (proxy->enabled) {
     if (auto r = start(*proxy); !r) return r.error();
@@ -179,26 +201,47 @@ Result<json> ChaosRegistry::create(const json& body) {
   return j;
 }
 
+// Every entry is checked (fields, names, the enabled ones' addresses)
+// before anything changes; if a listen then fails, the proxies this list
+// created are removed again, so a failed request leaves no half of itself.
 Result<json> ChaosRegistry::populate(const json& body) {
   if (!body.is_array() || body.size() > 1000)
     return api_error(std::errc::invalid_argument, "bad request body");
-  json created = json::array();
+  std::vector<Spec> specs;
   for (const auto& item : body) {
+    const std::string where = fmt::format(" at proxy {}", specs.size() + 1);
+    auto spec = read_spec(item, where);
+    if (!spec) return spec.error();
+    for (const Spec& earlier : specs) {
+      if (earlier.name == spec->name)
+        return api_error(std::errc::invalid_argument,
+                         fmt::format("duplicate proxy name \"{}\"", spec->name));
+    }
+    if (spec->enabled) {
+      auto listen = resolve(spec->listen, true);
+      auto upstream = listen ? resolve(spec->upstream, false) : listen;
+      if (!upstream)
+        return api_error(std::errc::invalid_argument, upstream.error().context() + where);
+    }
+    specs.push_back(std::move(*spec));
+  }
+  json created = json::array();
+  std::vector<std::string> added;
+  for (const Spec& spec : specs) {
     // Toxiproxy replaces a proxy of the same name whose addresses differ.
-    std::string name;
-    if (item.is_object() && read_string(item, "name", &name) && proxies_.count(name)) {
-      const Proxy& old = *proxies_.at(name);
-      std::string listen, upstream;
-      read_string(item, "listen", &listen);
-      read_string(item, "upstream", &upstream);
-      if (old.listen == listen && old.upstream == upstream) {
-        created.push_back(proxy_json(old));
+    if (auto it = proxies_.find(spec.name); it != proxies_.end()) {
+      if (it->second->listen == spec.listen && it->second->upstream == spec.upstream) {
+        created.push_back(proxy_json(*it->second));
         continue;
       }
-      (void)remove(name);
+      (void)remove(spec.name);
     }
-    auto r = create(item);
-    if (!r) return r.error();
+    auto r = add(spec);
+    if (!r) {
+      for (const auto& name : added) (void)remove(name);
+      return r.error();
+    }
+    added.push_back(spec.name);
     created.push_back(*r);
   }
   return json{{"proxies", created}};
@@ -219,8 +262,12 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   if (!read_string(body, "listen", &listen) || !read_string(body, "upstream", &upstream))
     return api_error(std::errc::invalid_argument, "bad request body");
   bool enabled = p.enabled;
-  if (auto it = body.find("enabled"); it != body.end() && it->is_boolean())
+  if (auto it = body.find("enabled"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean())
+      return api_error(std::errc::invalid_argument,
+                       "bad request body: enabled must be true or false");
     enabled = it->get<bool>();
+  }
   const bool moved = listen != p.listen || upstream != p.upstream;
   if (moved || !enabled) stop(p);
   if (moved) {

@@ -69,6 +69,15 @@ class ChaosRegistry {
     std::unique_ptr<RelayApp> app;
   };
 
+  struct Spec {  // a proxy as a request body gives it
+    std::string name;
+    std::string listen;
+    std::string upstream;
+    bool enabled = true;
+  };
+
+  static Result<Spec> read_spec(const json& body, const std::string& where);
+  Result<json> add(const Spec& spec);
   Result<void> start(Proxy& proxy);
   void stop(Proxy& proxy);
   void publish(Proxy& proxy);
