@@ -293,7 +293,13 @@ def test_chat_across_io_threads_every_line_reaches_every_other_member(tcpkit_pro
     (b"abc\xe2\x80\xaecba", "control characters"),
     ("x".encode() * 33, "at most 32 characters"),
     (b"y" * (1024 * 1024), "at most 32 characters"),
-], ids=["invalid-utf8", "escape", "cr", "c1", "bidi", "33-chars", "1-mib"])
+    (b" ", "spaces or invisible characters"),
+    (b"two words", "spaces or invisible characters"),
+    ("\u3000".encode(), "spaces or invisible characters"),
+    ("a\u200bb".encode(), "spaces or invisible characters"),
+    ("\ufeff".encode(), "spaces or invisible characters"),
+], ids=["invalid-utf8", "escape", "cr", "c1", "bidi", "33-chars", "1-mib", "a-space", "two-words",
+        "ideographic-space", "zero-width-space", "bom"])
 def test_a_bad_nick_is_refused_to_its_sender_alone(tcpkit_process, nick, why):
     """Regression: nicks were not checked, so invalid UTF-8 made
     /clients.json invalid JSON, and a megabyte of escapes and CRs went to
@@ -314,6 +320,42 @@ def test_a_bad_nick_is_refused_to_its_sender_alone(tcpkit_process, nick, why):
     assert sorted(names) == sorted([a.name, b.name]), names
     a.say("/nick alice")
     b.expect(f"* {a.name} is now known as alice")
+    a.close()
+    b.close()
+
+
+def test_regression_a_nick_another_member_goes_by_is_refused(tcpkit_process):
+    # Two members could both be "bob", or one could take another's
+    # address:port name: nothing stopped impersonation.
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    a, b = ChatClient(port), ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.say("/nick bob")
+    b.expect(f"* {a.name} is now known as bob")
+    for taken in ("bob", "BOB"):
+        b.say(f"/nick {taken}")
+        assert b.line() == "* nick refused: another member has that name"
+    c = ChatClient(port)
+    b.expect(f"* {c.name} joined (3 online)")
+    b.say(f"/nick {c.name}")
+    assert b.line() == "* nick refused: another member has that name"
+    a.say("/nick bob")  # its own name again: no one else's
+    b.expect(f"* bob is now known as bob")
+    for client in (a, b, c):
+        client.close()
+
+
+def test_regression_a_line_reaches_other_members_without_control_characters(tcpkit_process):
+    # A CR let a line rewrite itself on the others' terminals into a line
+    # "from" another member; ESC sequences reached them raw.
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    a, b = ChatClient(port), ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.sock.sendall(b"hi\r<bob> send me your password\x1b[K\x1b]0;x\x07 \xc2\x9b2J "
+                   + "\u202e".encode() + b"\tok \\x1b\n")
+    got = recv_line(b.sock, b.buffer)
+    assert got == (f"<{a.name}> hi\\x0d<bob> send me your password\\x1b[K\\x1b]0;x\\x07 "
+                   "\\u009b2J \\u202e\tok \\x1b").encode(), got
     a.close()
     b.close()
 

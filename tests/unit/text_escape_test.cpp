@@ -86,6 +86,32 @@ TEST(Nick, RulesAreUtf8NoControlsAtMost32Characters) {
   EXPECT_TRUE(nick_problem("a\xe2\x80\xae"));
 }
 
+// Regression: a blank or invisible nick read as no nick, or as another.
+TEST(Nick, NoSpacesOrCharactersThatShowNothing) {
+  EXPECT_TRUE(nick_problem(" "));
+  EXPECT_TRUE(nick_problem("a b"));
+  EXPECT_TRUE(nick_problem("\xe3\x80\x80"));   // U+3000
+  EXPECT_TRUE(nick_problem("a\xe2\x80\x8b"));  // U+200B
+  EXPECT_TRUE(
+      nick_problem("\xef\xbb\xbf"
+                   "alice"));              // U+FEFF
+  EXPECT_TRUE(nick_problem("a\xc2\xa0"));  // U+00A0
+  EXPECT_FALSE(nick_problem("小明_2"));
+}
+
+// Regression: chat lines carried CR and ESC sequences to every terminal.
+TEST(ChatText, ControlsEscapedTheRestAsTyped) {
+  EXPECT_EQ(chat_text("hi\r<bob> x\x1b[K\x7f", true), "hi\\x0d<bob> x\\x1b[K\\x7f");
+  EXPECT_EQ(chat_text("\xc2\x9b"
+                      "2J \xe2\x80\xae"
+                      "a\tb",
+                      true),
+            "\\u009b2J \\u202ea\tb");
+  EXPECT_EQ(chat_text("back\\slash \xff \xe4\xbd\xa0", true), "back\\slash \xff \xe4\xbd\xa0");
+  // A legacy encoding: single bytes only; GBK's 0x81 0x40 stays whole.
+  EXPECT_EQ(chat_text("\x81\x40\x1b\x9b", false), "\x81\x40\\x1b\x9b");
+}
+
 // Regression: JSON log lines passed invalid UTF-8 through.
 TEST(JsonWriter, AnyBytesInValidJsonOut) {
   Json doc = {{"name", "a\xff\"\\\x01\n"}, {"n", 3}};

@@ -52,6 +52,15 @@ bool is_bidi_control(uint32_t cp) {
          (cp >= 0x2066 && cp <= 0x2069);
 }
 
+// Spaces and characters that show nothing: a nick of them, or with them,
+// reads as another nick or as none.
+bool is_space_or_invisible(uint32_t cp) {
+  return cp == 0x20 || cp == 0xA0 || cp == 0xAD || cp == 0x034F || cp == 0x115F || cp == 0x1160 ||
+         cp == 0x1680 || cp == 0x180E || (cp >= 0x2000 && cp <= 0x200F) ||
+         (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 ||
+         cp == 0x3164 || cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xFFF9 && cp <= 0xFFFB);
+}
+
 std::string escape(std::string_view text, bool escape_backslash, size_t max_bytes) {
   std::string out;
   out.reserve(std::min(text.size(), max_bytes) + 16);
@@ -130,10 +139,32 @@ std::optional<std::string> nick_problem(std::string_view utf8) {
     if (d.length == 0) return "a nick must be valid text in the server's encoding";
     if (is_control(d.code_point) || is_bidi_control(d.code_point))
       return "a nick cannot hold control characters";
+    if (is_space_or_invisible(d.code_point))
+      return "a nick cannot hold spaces or invisible characters";
     pos += d.length;
   }
   if (chars > kMaxNickChars) return fmt::format("a nick is at most {} characters", kMaxNickChars);
   return std::nullopt;
+}
+
+std::string chat_text(std::string_view text, bool utf8) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    const auto c = static_cast<unsigned char>(text[pos]);
+    Decoded d = utf8 ? decode(text.substr(pos)) : Decoded{c, 1};
+    if (d.length == 0) d = {0xFFFD, 1};  // an invalid byte: no control, passes
+    if (d.code_point < 0x80 && is_control(d.code_point) && d.code_point != '\t') {
+      out += fmt::format("\\x{:02x}", c);
+    } else if (utf8 && d.code_point >= 0x80 &&
+               (is_control(d.code_point) || is_bidi_control(d.code_point))) {
+      out += fmt::format("\\u{:04x}", d.code_point);
+    } else {
+      out.append(text.substr(pos, d.length));
+    }
+    pos += d.length;
+  }
+  return out;
 }
 
 }  // namespace tcpkit::cli

@@ -51,8 +51,17 @@ size_t incomplete_utf8_tail(std::string_view text);
 
 // Why `utf8` cannot be a chat nick, or nullopt when it can: it must be
 // valid UTF-8 of 1 to kMaxNickChars characters with no control characters
-// (C0, DEL, C1) and no bidi controls.
+// (C0, DEL, C1), no bidi controls, and no spaces or characters that show
+// nothing (no-break and ideographic spaces, zero-width ones, BOM).
 constexpr size_t kMaxNickChars = 32;
 std::optional<std::string> nick_problem(std::string_view utf8);
+
+// A chat line's text (no line break) as other members' terminals get it:
+// C0 controls but tab, and DEL, become "\xNN"; with `utf8`, C1 and bidi
+// controls become "\uNNNN". All else, invalid bytes and backslashes too,
+// passes as typed: the line is for people to read. Without `utf8` (a
+// legacy wire encoding: GBK, Big5...) only single bytes are looked at, which
+// in those encodings are never part of a wider character when under 0x20.
+std::string chat_text(std::string_view text, bool utf8);
 
 }  // namespace tcpkit::cli

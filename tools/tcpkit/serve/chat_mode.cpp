@@ -13,7 +13,10 @@
 namespace tcpkit::cli {
 
 ChatMode::ChatMode(const ServeOptions& options, ServeObserver& observer)
-    : encoding_(options.encoding), max_message_(options.max_message), observer_(observer) {}
+    : encoding_(options.encoding),
+      utf8_(Transcoder::canonical_name(options.encoding) == "UTF-8"),
+      max_message_(options.max_message),
+      observer_(observer) {}
 
 ChatMode::~ChatMode() = default;
 
@@ -44,9 +47,15 @@ std::string ChatMode::client_name(const TcpConnectionPtr& conn) const {
 
 void ChatMode::join_cluster(EventLoop* loop, std::string label, std::vector<Endpoint> redis,
                             RedisAuth auth) {
-  cluster_ = std::make_unique<ChatCluster>(
-      loop, std::move(label), std::move(redis), std::move(auth), max_message_, observer_.log(),
-      [this](std::string_view line) { broadcast(line, nullptr); });
+  cluster_ =
+      std::make_unique<ChatCluster>(loop, std::move(label), std::move(redis), std::move(auth),
+                                    max_message_, observer_.log(), [this](std::string_view line) {
+                                      // From Redis, so from outside: held to what a member's line
+                                      // may carry.
+                                      if (!line.empty() && line.back() == '\n')
+                                        line.remove_suffix(1);
+                                      broadcast(chat_text(line, utf8_) + "\n", nullptr);
+                                    });
 }
 
 void ChatMode::start_cluster() {
@@ -79,19 +88,30 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
   if (line.substr(0, kNick.size()) == kNick) {
     std::string name(line.substr(kNick.size()));
     if (auto problem = check_nick(name)) {
-      // Only the one who asked hears why; the room never sees the name.
-      auto reply =
-          Transcoder::convert("utf-8", encoding_, fmt::format("* nick refused: {}\n", *problem));
-      conn->send(reply ? *reply : fmt::format("* nick refused: {}\n", *problem));
+      refuse_nick(conn, *problem);
       return;
     }
-    std::string old = room_.rename(conn, name);
-    broadcast(fmt::format("* {} is now known as {}\n", old, name), conn);
+    auto old = room_.rename(conn, name);
+    if (!old) {
+      refuse_nick(conn, "another member has that name");
+      return;
+    }
+    broadcast(fmt::format("* {} is now known as {}\n", *old, name), conn);
     return;
   }
-  std::string text = fmt::format("<{}> {}\n", room_.name_of(conn), line);
+  // What reaches other members' terminals carries no control characters:
+  // a CR or an ESC sequence in a line could rewrite what they see (and
+  // show a line under another member's name).
+  std::string text = fmt::format("<{}> {}\n", room_.name_of(conn), chat_text(line, utf8_));
   broadcast(text, conn);
   if (cluster_) cluster_->publish(text);
+}
+
+// Only the one who asked hears why; the room never sees the name.
+void ChatMode::refuse_nick(const TcpConnectionPtr& conn, std::string_view why) const {
+  const std::string text = fmt::format("* nick refused: {}\n", why);
+  auto reply = Transcoder::convert("utf-8", encoding_, text);
+  conn->send(reply ? *reply : text);
 }
 
 // Nicks are kept and broadcast in the wire encoding, so they are judged in

@@ -41,10 +41,12 @@ class ChatMode final : public ModeHandler {
   void handle_line(const TcpConnectionPtr& conn, std::string_view line);
   // Why a /nick (in the wire encoding) is refused, or nullopt.
   std::optional<std::string> check_nick(std::string_view wire) const;
+  void refuse_nick(const TcpConnectionPtr& conn, std::string_view why) const;
   // Sends to the local members and counts the lines for the metrics.
   void broadcast(std::string_view line, const TcpConnectionPtr& except);
 
   const std::string encoding_;
+  const bool utf8_;  // the wire encoding is UTF-8
   const size_t max_message_;
   ServeObserver& observer_;
   ChatRoom room_;

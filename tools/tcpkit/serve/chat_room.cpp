@@ -1,10 +1,23 @@
 #include "serve/chat_room.h"
 
+#include <algorithm>
+#include <cctype>
 #include <vector>
 
 #include "tcpkit/tcp_connection.h"
 
 namespace tcpkit::cli {
+namespace {
+
+// Names that differ only in ASCII case are one name, as on IRC.
+bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
 
 std::vector<TcpConnectionPtr> ChatRoom::join(const TcpConnectionPtr& conn, std::string name) {
   std::lock_guard lock(mutex_);
@@ -23,10 +36,13 @@ ChatRoom::Departure ChatRoom::leave(const TcpConnectionPtr& conn) {
   return gone;
 }
 
-std::string ChatRoom::rename(const TcpConnectionPtr& conn, std::string name) {
+std::optional<std::string> ChatRoom::rename(const TcpConnectionPtr& conn, std::string name) {
   std::lock_guard lock(mutex_);
   auto it = members_.find(conn->id());
-  if (it == members_.end()) return "";
+  if (it == members_.end()) return std::string();
+  for (const auto& [id, member] : members_) {
+    if (id != conn->id() && same_name(member.name, name)) return std::nullopt;
+  }
   std::swap(it->second.name, name);
   return name;
 }

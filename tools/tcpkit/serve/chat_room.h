@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,8 +31,10 @@ class ChatRoom {
     std::vector<TcpConnectionPtr> others;
   };
   Departure leave(const TcpConnectionPtr& conn);
-  // Renames a member; returns the old name.
-  std::string rename(const TcpConnectionPtr& conn, std::string name);
+  // Renames a member; returns the old name, or nullopt (and renames
+  // nothing) when another member goes by `name` (ASCII case ignored), be it
+  // a nick or the address:port a member starts with.
+  std::optional<std::string> rename(const TcpConnectionPtr& conn, std::string name);
   std::string name_of(const TcpConnectionPtr& conn) const;
   // Sends `line` (which ends in "\n") to every member but `except` (may be
   // null); returns to how many.
