@@ -781,6 +781,35 @@ def test_unknown_encoding_is_a_usage_error(tcpkit_bin):
     assert "klingon-8" in result.stderr
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--port", ""], "--port: '' is not a whole number"),
+    (["--host", "unix:/tmp/tcpkit-never.sock", "--port", "9000"], "--port does not apply to --host unix:"),
+    (["--unix", "/tmp/tcpkit-never.sock", "--host", "127.0.0.2"], "--host excludes --unix"),
+    (["--port", "0", "--unix-mode", "600"], "--unix-mode sets a Unix socket file's permissions"),
+    (["--unix", "@tcpkit-never", "--unix-mode", "600"], "unix:@tcpkit-never has no file"),
+    (["--unix", "/tmp/tcpkit-never.sock", "--allow", "127.0.0.1"], "--allow/--deny judge IP addresses"),
+], ids=["empty-port", "port-with-unix-host", "host-with-unix", "unix-mode-on-tcp", "unix-mode-abstract",
+        "allow-on-unix"])
+def test_regression_flags_that_cannot_apply_are_usage_errors(tcpkit_bin, flags, says):
+    # Each was taken silently: an empty --port picked a free port, the port
+    # or host beside a Unix socket was ignored, and --allow on a Unix socket
+    # started a server that refused every client.
+    result = run_tcpkit("serve", *flags)
+    assert result.returncode == 2, result
+    assert says in result.stderr, result.stderr
+    assert not os.path.exists("/tmp/tcpkit-never.sock")
+
+
+def test_regression_metrics_on_the_servers_own_port_says_so(tcpkit_bin):
+    # It named this very process as the one holding the port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_tcpkit("serve", "--port", port, "--metrics", f"127.0.0.1:{port}")
+    assert result.returncode == 1, result
+    assert f"port {port} is the one this server listens on for clients" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("flag", ["--proxy-timeout", "--idle-timeout", "--drain-timeout",
                                   "--tls-handshake-timeout"])
 def test_regression_a_nan_timeout_is_a_usage_error(tcpkit_bin, flag):

@@ -59,6 +59,21 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
                unix_path.empty() ? options.host : unix_path, addresses.error().message());
     return kExitUsage;
   }
+  const Endpoint& where = addresses->front();
+  if (options.unix_mode != 0 && (!where.is_unix() || where.is_abstract())) {
+    fmt::print(stderr,
+               "tcpkit serve: --unix-mode sets a Unix socket file's permissions; {} has no file\n",
+               where.to_string());
+    return kExitUsage;
+  }
+  // Rules on IP addresses would refuse every client of a Unix socket.
+  if (where.is_unix() && !options.access.empty()) {
+    fmt::print(stderr,
+               "tcpkit serve: --allow/--deny judge IP addresses; the clients of {} have none "
+               "(use --unix-mode to say who may connect)\n",
+               where.to_string());
+    return kExitUsage;
+  }
   if (auto t = Transcoder::open(options.encoding, "utf-8"); !t) {
     fmt::print(
         stderr,
@@ -155,9 +170,15 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     return kExitFailure;
   }
   if (auto r = app.listen_metrics(metrics_addresses); !r) {
+    const uint16_t metrics_port = metrics_addresses.front().port();
+    // This server holds that port itself: the other would blame its own pid.
+    const bool ours = !where.is_unix() && metrics_port != 0 && where.port() == metrics_port;
     fmt::print(stderr, "tcpkit serve: cannot serve --metrics: {}\n",
-               explain_bind_error(r.error(), metrics_addresses.front().port(),
-                                  "another --metrics port", "--metrics 127.0.0.1:9100"));
+               ours ? fmt::format("port {} is the one this server listens on for clients; give "
+                                  "--metrics another port (e.g. --metrics 127.0.0.1:9100)",
+                                  metrics_port)
+                    : explain_bind_error(r.error(), metrics_port, "another --metrics port",
+                                         "--metrics 127.0.0.1:9100"));
     return kExitFailure;
   }
   if (!redis.empty())
@@ -191,14 +212,18 @@ Command add_serve_command(CLI::App& app) {
   auto names = std::make_shared<std::array<std::string, 3>>(
       std::array<std::string, 3>{"ack", "raw", "text"});
 
-  sub->add_option(
-         "--host", opts->host,
-         "address or name to listen on (0.0.0.0 or :: serve every interface), or unix:PATH")
-      ->capture_default_str();
+  auto* host =
+      sub->add_option("--host", opts->host,
+                      "address or name to listen on (0.0.0.0 or :: serve every interface), or "
+                      "unix:PATH")
+          ->capture_default_str();
+  // Digits only: an empty --port (an unset $PORT) must not pick a free port.
   auto* port = sub->add_option("-p,--port", opts->port, "TCP port (0 picks a free one)")
+                   ->check(whole_number(65535))
                    ->capture_default_str();
   add_unix_flag(*sub, *unix_path, "serve this Unix-domain socket instead of a TCP port")
-      ->excludes(port);
+      ->excludes(port)
+      ->excludes(host);
   add_unix_mode_flag(*sub, opts->unix_mode);
   sub->add_option("-m,--mode", (*names)[0], "ack | echo | discard | chat")
       ->check(CLI::IsMember({"ack", "echo", "discard", "chat"}))
@@ -274,7 +299,11 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--log-format", (*names)[2], "text | json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  return {sub, [opts, names, unix_path] {
+  return {sub, [opts, names, unix_path, port] {
+            if (port->count() > 0 && Endpoint::names_unix_socket(opts->host)) {
+              fmt::print(stderr, "tcpkit serve: --port does not apply to --host {}\n", opts->host);
+              return kExitUsage;
+            }
             opts->mode = kModes.at((*names)[0]);
             opts->framing = kFramings.at((*names)[1]);
             opts->log_format = kLogFormats.at((*names)[2]);
