@@ -866,6 +866,35 @@ def test_without_reuse_port_the_second_server_fails(tcpkit_process):
 
 # --- log escaping (design decision 10) --------------------------------------------------------
 
+@pytest.mark.parametrize("encoding, messages, logged", [
+    ("gbk", [b"abc\x81", b"\x40def", b"\xa1", b"\xa1x"], ["abc\\x81", "@def", "\\xA1", "\\xA1x"]),
+    ("utf-8", [b"abc\xe4", b"\xbd\xa0def"], ["abc\\xe4", "\\xbd\\xa0def"]),
+], ids=["gbk", "utf-8"])
+def test_regression_each_framed_message_is_decoded_on_its_own(tcpkit_process, encoding, messages,
+                                                                logged):
+    # A lead byte left at the end of one line was joined with the start of
+    # the next ("abc" then "丂def"): lines are whole messages.
+    server, port = start_serve(tcpkit_process, "--framing", "line", "--encoding", encoding,
+                               "--reply", "ok")
+    with connect(port, nodelay=True) as client:
+        me = peer_name(client)
+        for message, want in zip(messages, logged):
+            client.sendall(message + b"\n")
+            assert recv_exact(client, 3) == b"ok\n"
+            match = server.wait_for_line(esc(f"message from {me}: ") + "(.*)$")
+            assert match.group(1) == want, (message, match.group(1))
+
+
+def test_regression_a_typed_escape_is_told_from_a_decoders_in_gbk(tcpkit_process):
+    # With an invalid byte in a GBK message the log kept backslashes as
+    # typed, so "\x1b" typed after it read like an escaped ESC.
+    server, port = start_serve(tcpkit_process, "--encoding", "gbk")
+    with connect(port) as client:
+        ack_round_trip(client, b"\xff\\x1b[2J " + "乗".encode("gbk"), REPLY.decode().encode("gbk"))
+        match = server.wait_for_line(esc(f"message from {peer_name(client)}: ") + "(.*)$")
+    assert match.group(1) == r"\xFF\\x1b[2J 乗", match.group(1)
+
+
 def test_del_c1_bidi_and_backslashes_are_logged_escaped(tcpkit_process):
     """Regression: DEL, C1 controls and bidi overrides reached the log raw,
     and an escape could not be told from the same text typed literally."""

@@ -65,23 +65,39 @@ void AckMode::handle_message(const TcpConnectionPtr& conn, ServeSession* session
   if (logs_messages_ && conn->tls() != nullptr) {
     observer_.encrypted_message(conn, message.size());
   } else if (logs_messages_) {
-    const size_t invalid_before =
-        session != nullptr && session->decoder ? session->decoder->invalid_bytes() : 0;
-    std::string text = log_text(session, message);
-    // A decoder that escaped bytes of this message wrote "\xHH" into the
-    // text itself; doubling every backslash would garble those, so that
-    // message keeps its backslashes as they are.
-    const bool decoder_escaped = session != nullptr && session->decoder &&
-                                 session->decoder->invalid_bytes() != invalid_before;
-    observer_.message(conn, printable(text, kMaxPrintableBytes,
-                                      decoder_escaped ? Backslash::keep : Backslash::escape));
+    std::string text = log_text(session, message, framing_ != Framing::raw);
+    // A decoder's text has its backslashes doubled already (log_text), and
+    // "\xHH" escapes of its own that must stay as they are.
+    const bool decoded = session != nullptr && session->decoder;
+    observer_.message(
+        conn, printable(text, kMaxPrintableBytes, decoded ? Backslash::keep : Backslash::escape));
   }
   send_framed(conn, encoded_reply_);
 }
 
-std::string AckMode::log_text(ServeSession* session, std::string_view message) {
+std::string AckMode::log_text(ServeSession* session, std::string_view message, bool whole) {
   if (session == nullptr) return std::string(message);
-  if (session->decoder) return session->decoder->feed(message);
+  if (session->decoder) {
+    // The decoder writes an invalid byte as the text "\xHH", which a client
+    // could type too. So a backslash the client sent is doubled: the message
+    // goes in up to each 0x5C byte, and where that byte came out as a
+    // backslash (in an ASCII-compatible encoding it never leads a
+    // character; as a trail byte it completes one) one more is written.
+    std::string text;
+    Transcoder& decoder = *session->decoder;
+    for (size_t at = 0; at < message.size();) {
+      const size_t slash = message.find('\\', at);
+      const size_t next = slash == std::string_view::npos ? message.size() : slash + 1;
+      decoder.feed(message.substr(at, next - at), &text);
+      if (slash != std::string_view::npos && !text.empty() && text.back() == '\\') text += '\\';
+      at = next;
+    }
+    if (whole) decoder.finish(&text);
+    return text;
+  }
+  // UTF-8: printable() escapes what is invalid, a framed message's cut-off
+  // tail too.
+  if (whole) return std::string(message);
   std::string text = std::move(session->utf8_tail);
   text += message;
   session->utf8_tail = text.substr(text.size() - incomplete_utf8_tail(text));

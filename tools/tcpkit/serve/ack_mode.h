@@ -25,8 +25,10 @@ class AckMode final : public ModeHandler {
   void on_message(const TcpConnectionPtr& conn, Buffer& in);
   void handle_message(const TcpConnectionPtr& conn, ServeSession* session,
                       std::string_view message);
-  // A message as UTF-8 for the log, a character split across reads joined.
-  std::string log_text(ServeSession* session, std::string_view message);
+  // The message as UTF-8 for the log. `whole`: a framed message, decoded on
+  // its own (nothing held for the next one); raw reads carry a character
+  // split between them over.
+  std::string log_text(ServeSession* session, std::string_view message, bool whole);
   void send_framed(const TcpConnectionPtr& conn, std::string_view payload);
 
   const Framing framing_;
