@@ -314,6 +314,32 @@ def test_chat_names_are_the_real_clients(tcpkit_process):
     alice.close()
 
 
+def test_regression_a_health_check_is_no_chat_member(tcpkit_process):
+    # The documented HAProxy check (LOCAL, "ping", expect any reply) got no
+    # reply in an empty room, so the instance was marked down, and members
+    # saw it join, speak and leave every 2 s.
+    server, port = start_serve(tcpkit_process, "--mode", "chat", *TRUST_LOCALHOST)
+    with connect(port) as check:
+        check.sendall(proxy_v2_local() + b"ping\n")
+        assert recv_line(check, bytearray()) == b"* ok"
+    alice = connect(port)
+    a_buf = bytearray()
+    try:
+        alice.sendall(proxy_v1("192.0.2.10", 1010))
+        wait_log(server, r"connect 192\.0\.2\.10:1010 via ")
+        with connect(port) as check:
+            check.sendall(proxy_v2_local() + b"ping\n")
+            assert recv_line(check, bytearray()) == b"* ok"
+        bob = connect(port)
+        with bob:
+            bob.sendall(proxy_v1("192.0.2.20", 2020) + b"hi\n")
+            # The first thing alice hears is bob: nothing of the check.
+            assert recv_line(alice, a_buf) == b"* 192.0.2.20:2020 joined (2 online)"
+            assert recv_line(alice, a_buf) == b"<192.0.2.20:2020> hi"
+    finally:
+        alice.close()
+
+
 def test_many_proxied_clients_on_threads(tcpkit_process):
     """Headers and timers on several I/O loops at once."""
     server, port = start_serve(tcpkit_process, *TRUST_LOCALHOST, "--threads", "3", "--framing", "line")

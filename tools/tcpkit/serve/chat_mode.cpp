@@ -4,6 +4,7 @@
 
 #include "common/text_escape.h"
 #include "serve/serve_observer.h"
+#include "serve/serve_session.h"
 #include "tcpkit/buffer.h"
 #include "tcpkit/line_codec.h"
 #include "tcpkit/result.h"
@@ -24,7 +25,19 @@ MessageCallback ChatMode::message_callback() {
   return [this](const TcpConnectionPtr& c, Buffer& in) { on_message(c, in); };
 }
 
+namespace {
+
+// The balancer's health check (PROXY v2 LOCAL) is no member: it joins and
+// leaves every few seconds, and the room must not hear of it.
+bool health_check(const TcpConnectionPtr& conn) {
+  const auto* session = conn->context<ServeSession>();
+  return session != nullptr && session->health_check;
+}
+
+}  // namespace
+
 void ChatMode::admitted(const TcpConnectionPtr& conn) {
+  if (health_check(conn)) return;
   const std::string peer = observer_.peer_name(conn);
   const std::vector<TcpConnectionPtr> before = room_.join(conn, peer);
   observer_.message_sent(
@@ -83,6 +96,13 @@ void ChatMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
 }
 
 void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) {
+  if (health_check(conn)) {
+    // Any line is answered, so that "send ping, expect a reply" passes
+    // also in an empty room; nobody else hears it.
+    conn->send(std::string_view("* ok\n"));
+    observer_.message_sent();
+    return;
+  }
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {

@@ -70,6 +70,7 @@ bool ProxyStage::pass(const TcpConnectionPtr& conn, Buffer& in) {
   // rules would let a denied client in through any such header, so they
   // judge the one address known, the proxy's.
   session->client = parsed.header.source;
+  session->health_check = parsed.header.local;
   const bool judged = session->client || !parsed.header.local;
   const Endpoint& judged_peer = session->client ? *session->client : conn->peer_endpoint();
   if (judged && !options_.access.permits(judged_peer)) {

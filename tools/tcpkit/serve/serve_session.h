@@ -31,6 +31,7 @@ struct ServeSession {
   bool proxy_pending = false;
   TimerId proxy_timer = 0;
   std::optional<Endpoint> client;  // the real client, when a PROXY header named one
+  bool health_check = false;       // a v2 LOCAL header: the balancer checking on us
   // Closed on our initiative (a refusal, a bad PROXY header): what still
   // arrives is ignored, and these say why, for the log and the metrics.
   bool rejected = false;
