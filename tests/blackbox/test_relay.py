@@ -419,6 +419,18 @@ def test_regression_numbers_out_of_reach_are_usage_errors_that_say_why(tcpkit, f
     assert f"{flag}: " in result.stderr and says in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("listen, flags, says", [
+    ("127.0.0.1:0", ["--unix-mode", "600"], "--unix-mode sets a Unix socket file's permissions"),
+    ("unix:/tmp/tcpkit-relay-never.sock", ["--allow", "127.0.0.1"], "--allow/--deny judge IP addresses"),
+], ids=["unix-mode-on-tcp", "allow-on-unix"])
+def test_regression_listen_flags_that_cannot_apply_are_usage_errors(tcpkit, listen, flags, says):
+    # Taken silently: --unix-mode did nothing, and --allow made a relay
+    # that refused every client of its Unix socket.
+    result = tcpkit("relay", "--listen", listen, "--to", "127.0.0.1:80", *flags)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr, result.stderr
+
+
 def test_bind_failure_exits_1_with_a_clear_message(tcpkit):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

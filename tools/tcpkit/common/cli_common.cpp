@@ -139,6 +139,21 @@ CLI::Validator cidr_validator() {
       "CIDR");
 }
 
+std::string listen_flags_conflict(const Endpoint& where, unsigned unix_mode,
+                                  const AccessList& access) {
+  if (unix_mode != 0 && (!where.is_unix() || where.is_abstract())) {
+    return fmt::format("--unix-mode sets a Unix socket file's permissions; {} has no file",
+                       where.to_string());
+  }
+  if (where.is_unix() && !access.empty()) {
+    return fmt::format(
+        "--allow/--deny judge IP addresses; the clients of {} have none (use --unix-mode to say "
+        "who may connect)",
+        where.to_string());
+  }
+  return "";
+}
+
 CLI::Validator finite_number() {
   return CLI::Validator(
       [](std::string& text) {

@@ -65,6 +65,13 @@ void block_stop_signals();
 // exits at once: the user does not want to wait for the drain.
 void watch_stop_signals(std::function<void()> on_stop);
 
+// Why --unix-mode or --allow/--deny cannot apply where a command listens
+// (`where`), or "": --unix-mode needs a socket file (not a TCP port, not
+// an abstract name), and rules on IP addresses would refuse every client
+// of a Unix socket.
+std::string listen_flags_conflict(const Endpoint& where, unsigned unix_mode,
+                                  const AccessList& access);
+
 // Checks CIDR text ("10.0.0.0/8", "::1") while parsing, so bad text is a
 // usage error (exit 2) that names it.
 CLI::Validator cidr_validator();

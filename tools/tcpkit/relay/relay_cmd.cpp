@@ -143,6 +143,12 @@ int run_relay(const RelayFlags& f) {
     fmt::print(stderr, "tcpkit relay: {}\n", why);
     return kExitUsage;
   }
+  if (flags_proxy) {
+    if (auto why = listen_flags_conflict(listen->front(), f.unix_mode, f.access); !why.empty()) {
+      fmt::print(stderr, "tcpkit relay: {}\n", why);
+      return kExitUsage;
+    }
+  }
   const uint16_t listen_port = listen->front().port();
   o.listen = std::move(*listen);
   o.upstream = std::move(*upstream);

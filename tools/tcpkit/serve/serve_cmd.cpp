@@ -60,18 +60,8 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     return kExitUsage;
   }
   const Endpoint& where = addresses->front();
-  if (options.unix_mode != 0 && (!where.is_unix() || where.is_abstract())) {
-    fmt::print(stderr,
-               "tcpkit serve: --unix-mode sets a Unix socket file's permissions; {} has no file\n",
-               where.to_string());
-    return kExitUsage;
-  }
-  // Rules on IP addresses would refuse every client of a Unix socket.
-  if (where.is_unix() && !options.access.empty()) {
-    fmt::print(stderr,
-               "tcpkit serve: --allow/--deny judge IP addresses; the clients of {} have none "
-               "(use --unix-mode to say who may connect)\n",
-               where.to_string());
+  if (auto why = listen_flags_conflict(where, options.unix_mode, options.access); !why.empty()) {
+    fmt::print(stderr, "tcpkit serve: {}\n", why);
     return kExitUsage;
   }
   if (auto t = Transcoder::open(options.encoding, "utf-8"); !t) {
