@@ -86,6 +86,15 @@ TEST(Nick, RulesAreUtf8NoControlsAtMost32Characters) {
   EXPECT_TRUE(nick_problem("a\xe2\x80\xae"));
 }
 
+// Regression: U+2028 and U+2029 reached text logs raw, a line break to some
+// log viewers.
+TEST(Printable, LineAndParagraphSeparatorsAreEscaped) {
+  EXPECT_EQ(printable("a\xe2\x80\xa8"
+                      "b\xe2\x80\xa9"
+                      "c"),
+            "a\\u2028b\\u2029c");
+}
+
 // Regression: a blank or invisible nick read as no nick, or as another.
 TEST(Nick, NoSpacesOrCharactersThatShowNothing) {
   EXPECT_TRUE(nick_problem(" "));

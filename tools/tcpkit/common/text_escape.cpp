@@ -52,6 +52,12 @@ bool is_bidi_control(uint32_t cp) {
          (cp >= 0x2066 && cp <= 0x2069);
 }
 
+// Unicode's own line and paragraph separators: a line break to some log
+// viewers and to JavaScript, so a way to forge a log line there.
+bool is_line_separator(uint32_t cp) {
+  return cp == 0x2028 || cp == 0x2029;
+}
+
 // Spaces and characters that show nothing: a nick of them, or with them,
 // reads as another nick or as none.
 bool is_space_or_invisible(uint32_t cp) {
@@ -82,7 +88,8 @@ std::string escape(std::string_view text, bool escape_backslash, size_t max_byte
       piece = "\t";
     } else if (d.code_point < 0x80 && is_control(d.code_point)) {
       piece = fmt::format("\\x{:02x}", c);
-    } else if (is_control(d.code_point) || is_bidi_control(d.code_point)) {
+    } else if (is_control(d.code_point) || is_bidi_control(d.code_point) ||
+               is_line_separator(d.code_point)) {
       piece = fmt::format("\\u{:04x}", d.code_point);
     } else {
       piece = text.substr(pos, d.length);

@@ -24,9 +24,10 @@ constexpr size_t kMaxPrintableBytes = 4096;
 
 // One outside field for a text log: drops a single trailing line break, then
 // writes "\\" for a backslash, "\n", "\r", "\xNN" for the other C0 controls,
-// DEL and each byte of invalid UTF-8, "\uNNNN" for C1 controls and bidi
-// controls (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069); a tab and
-// all other valid UTF-8 pass. Output past `max_bytes` is cut at a character
+// DEL and each byte of invalid UTF-8, "\uNNNN" for C1 controls, bidi
+// controls (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069) and the
+// line and paragraph separators (U+2028, U+2029); a tab and all other valid
+// UTF-8 pass. Output past `max_bytes` is cut at a character
 // and ends in "...[N more bytes]", N counting the input bytes left out.
 //
 // Backslash::keep is for text that holds escapes already: a transcoder's
