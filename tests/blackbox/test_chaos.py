@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled
-from serve_util import connect, recv_until_eof
+from serve_util import connect, recv_exact, recv_until_eof
 
 HERE = Path(__file__).resolve().parent
 CLIENT_VERSION = "4.1.0"
@@ -356,13 +356,7 @@ def test_regression_flag_faults_stay_with_the_flags_proxy(tcpkit_process):
     client, server = through(int(proxy["listen"].rsplit(":", 1)[1]), upstream, data[:200])
     with client, server:
         server.sendall(data)
-        client.settimeout(scaled(DEFAULT_TIMEOUT))
-        got = b""
-        while len(got) < len(data):
-            chunk = client.recv(65536)
-            assert chunk, f"closed after {len(got)} bytes"
-            got += chunk
-        assert got == data
+        assert recv_exact(client, len(data)) == data
     assert time.monotonic() - started < 1.5, "the API's proxy held the data for the flags' --delay"
     # The flags proxy keeps them: it closes after 100 bytes.
     _, proxies = api_call(api, "GET", "/proxies")
