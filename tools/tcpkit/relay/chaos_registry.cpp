@@ -40,6 +40,18 @@ bool read_string(const json& body, const char* key, std::string* out) {
   return true;
 }
 
+// The "enabled" field into *out when it is there; false when it is there
+// but not a boolean (toxiproxy's decoder refuses "false" and 0 too).
+bool read_enabled(const json& body, bool* out) {
+  auto it = body.find("enabled");
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_boolean()) return false;
+  *out = it->get<bool>();
+  return true;
+}
+
+constexpr const char* kNotABoolean = "bad request body: enabled must be true or false";
+
 // Prometheus label values come from API clients: escape them.
 std::string label(std::string_view value) {
   std::string out;
@@ -165,12 +177,8 @@ Result<ChaosRegistry::Spec> ChaosRegistry::read_spec(const json& body, const std
   if (!body.is_object() || !read_string(body, "name", &spec.name) ||
       !read_string(body, "listen", &spec.listen) || !read_string(body, "upstream", &spec.upstream))
     return api_error(std::errc::invalid_argument, "bad request body" + where);
-  if (auto it = body.find("enabled"); it != body.end() && !it->is_null()) {
-    if (!it->is_boolean())
-      return api_error(std::errc::invalid_argument,
-                       "bad request body: enabled must be true or false" + where);
-    spec.enabled = it->get<bool>();
-  }
+  if (!read_enabled(body, &spec.enabled))
+    return api_error(std::errc::invalid_argument, std::string(kNotABoolean) + where);
   if (spec.name.empty())
     return api_error(std::errc::invalid_argument, "missing required field: name" + where);
   if (spec.upstream.empty())
@@ -262,12 +270,7 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   if (!read_string(body, "listen", &listen) || !read_string(body, "upstream", &upstream))
     return api_error(std::errc::invalid_argument, "bad request body");
   bool enabled = p.enabled;
-  if (auto it = body.find("enabled"); it != body.end() && !it->is_null()) {
-    if (!it->is_boolean())
-      return api_error(std::errc::invalid_argument,
-                       "bad request body: enabled must be true or false");
-    enabled = it->get<bool>();
-  }
+  if (!read_enabled(body, &enabled)) return api_error(std::errc::invalid_argument, kNotABoolean);
   const bool moved = listen != p.listen || upstream != p.upstream;
   if (moved || !enabled) stop(p);
   if (moved) {

@@ -11,6 +11,7 @@
 #include "common/cli_common.h"
 #include "relay/relay_app.h"
 #include "relay/relay_chaos.h"
+#include "relay/toxic.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tls_context.h"
@@ -51,9 +52,9 @@ starts with the proxies of a toxiproxy -config file; --listen/--to, if given
 too, become the proxy named "relay". --seed N replays every random choice.
 See docs/chaos.md.)";
 
-// The largest fault the flags take: 2^40 ms (about 35 years, the API's
-// toxics' bound) and 2^62 bytes, so that no deadline or byte sum overflows.
-constexpr uint64_t kMaxFaultMs = uint64_t{1} << 40;
+// The largest fault the flags take: the API's toxics' bound in ms (about 35
+// years) and 2^62 bytes, so that no deadline or byte sum overflows.
+constexpr uint64_t kMaxFaultMs = kMaxToxicCount;
 constexpr uint64_t kMaxFaultBytes = uint64_t{1} << 62;
 
 struct RelayFlags {

@@ -32,8 +32,7 @@ Error bad(std::string text) {
 bool read_count(const json& attrs, const char* key, int64_t* out, std::string* why) {
   auto it = attrs.find(key);
   if (it == attrs.end() || it->is_null()) return true;
-  constexpr int64_t kMax = int64_t{1} << 40;
-  if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > kMax) {
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > kMaxToxicCount) {
     *why = std::string("attribute ") + key + " must be a whole number from 0 to 2^40";
     return false;
   }

@@ -21,6 +21,10 @@
 
 namespace tcpkit::cli {
 
+// The largest count a toxic attribute takes (milliseconds, bytes): 2^40,
+// far from any overflow of a deadline or a byte sum.
+constexpr int64_t kMaxToxicCount = int64_t{1} << 40;
+
 enum class ToxicType {
   latency,     // latency, jitter (ms)
   bandwidth,   // rate (KB/s)
