@@ -100,6 +100,12 @@ std::string Transcoder::canonical_name(std::string_view name) {
   return upper;
 }
 
+bool Transcoder::ascii_compatible(std::string_view name) {
+  const std::string canonical = canonical_name(name);
+  if (canonical.empty() || canonical.find('/') != std::string::npos) return false;
+  return is_ascii_compatible(canonical);
+}
+
 Result<Transcoder> Transcoder::open(std::string_view from, std::string_view to) {
   std::string from_name = canonical_name(from);
   std::string to_name = canonical_name(to);

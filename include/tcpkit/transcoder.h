@@ -44,6 +44,12 @@ class Transcoder {
   /// The spelling open() uses: trimmed, upper case, "UTF8" -> "UTF-8".
   static std::string canonical_name(std::string_view name);
 
+  /// Whether `name` writes every ASCII character as that one byte (UTF-8,
+  /// GBK, GB18030, Big5, Latin-1: yes; UTF-16, UTF-32, EBCDIC: no). Only
+  /// then does a 0x0A byte always mean a newline, so text in it can be split
+  /// into lines before it is decoded. False for a name iconv does not know.
+  static bool ascii_compatible(std::string_view name);
+
   Transcoder(Transcoder&& other) noexcept;
   Transcoder& operator=(Transcoder&& other) noexcept;
   Transcoder(const Transcoder&) = delete;

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -149,6 +150,32 @@ def test_client_address_reaches_the_log(tcpkit_process, haproxy_bin, tmp_path, s
     # HAProxy's own address shows up only for its health checks.
     assert find_line(server, r"message from 127\.0\.0\.1:\d+: (hello|world)$") is None
     assert find_line(server, r"bad PROXY header|untrusted") is None
+
+
+def test_regression_a_unix_socket_backend_trusts_its_file_permissions(tcpkit_process, haproxy_bin, tmp_path):
+    """HAProxy in front of `serve --unix` (server ... unix@PATH send-proxy-v2):
+    there is no proxy address to trust, so the socket file's permissions are
+    the trust and --trusted-proxy is not needed. It used to be required, and
+    impossible to satisfy: every connection was refused as untrusted."""
+    frontend = pick_free_port()
+    sock_dir = Path(tempfile.mkdtemp(prefix="tcpkit-haproxy-", dir="/tmp"))  # sun_path is short
+    try:
+        path = sock_dir / "chat.sock"
+        server = tcpkit_process("serve", "--unix", str(path), "--unix-mode", "600", "--framing", "line",
+                                "--proxy-protocol", "--allow", f"{CLIENT_SOURCE}/32")
+        server.wait_for_line(r"listening on unix:", stream="stdout")
+        config = haproxy_config(frontend, [0]).replace("127.0.0.1:0 ", f"unix@{path} ")
+        assert f"unix@{path} send-proxy-v2" in config, config
+        start_haproxy(tcpkit_process, haproxy_bin, tmp_path, config, frontend)
+        with client_via(frontend) as client:
+            me = peer_name(client)
+            buffer = bytearray()
+            client.sendall(b"hello\n")
+            assert recv_line(client, buffer) == REPLY
+        wait_log(server, rf"message from {re.escape(me)}: hello$")
+        assert find_line(server, r"untrusted|bad PROXY header") is None
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def test_health_checks_are_answered_local_headers(tcpkit_process, haproxy_bin, tmp_path):

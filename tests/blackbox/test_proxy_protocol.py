@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import socket
 import struct
+import tempfile
 import time
 
 import pytest
@@ -93,6 +95,40 @@ def test_proxy_flags_are_checked(flags, needle):
     result = run_tcpkit("serve", "--port", 0, *flags)
     assert result.returncode == 2, result
     assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("where, flags, needle", [
+    ("unix:{dir}/s.sock", ("--trusted-proxy", "127.0.0.1/32"), "--trusted-proxy names IP networks"),
+    ("unix:@tcpkit-proxy-test-{pid}", (), "abstract socket has no permissions"),
+])
+def test_proxy_flags_on_a_unix_socket_are_checked(where, flags, needle):
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
+        host = where.format(dir=short, pid=os.getpid())
+        result = run_tcpkit("serve", "--host", host, "--proxy-protocol", *flags)
+    assert result.returncode == 2, result
+    assert needle in result.stderr, result.stderr
+
+
+def test_regression_a_unix_socket_needs_no_trusted_proxy(tcpkit_process):
+    """On a Unix socket file the proxy is whoever its permissions let connect:
+    the header's client is served and judged by --allow. --proxy-protocol
+    there used to demand --trusted-proxy, which no Unix peer can match."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
+        path = os.path.join(short, "s.sock")
+        server = tcpkit_process("serve", "--unix", path, "--proxy-protocol", "--allow", "198.51.100.0/24")
+        server.wait_for_line(r"listening on unix:", stream="stdout")
+        for client, served in (("198.51.100.5", True), ("203.0.113.1", False)):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as proxy:
+                proxy.settimeout(10)
+                proxy.connect(path)
+                proxy.sendall(proxy_v1(client, 5) + b"hello")
+                if served:
+                    assert recv_exact(proxy, len(REPLY)) == REPLY
+                else:
+                    assert recv_until_eof(proxy)[0] == b""
+        wait_log(server, r"message from 198\.51\.100\.5:5: hello$")
+        wait_log(server, r"disconnect 203\.0\.113\.1:5: refused: not allowed")
+        assert find_line(server, r"untrusted") is None
 
 
 def test_help_lists_the_proxy_flags():

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import ipv6_loopback_available, run_tcpkit, wait_until
+from conftest import ipv6_loopback_available, run_tcpkit, tcpkit_path, wait_until
 from serve_util import (DEFAULT_REPLY, LISTENING_RE, STAMP, STAMP_RE, ack_round_trip,
                         assert_closed_by_server, connect, count_lines, find_line, frame,
                         message_lines, own_process_name, peer_name, recv_exact, recv_frame,
@@ -917,3 +917,51 @@ def test_a_huge_message_of_controls_is_cut_with_a_marker(tcpkit_process):
     assert len(shown) < 4200, len(shown)
     left_out = 1024 * 1024 - 1024  # 4096 bytes of log show 1024 escaped bytes
     assert shown.endswith(f"...[{left_out} more bytes]"), shown[-60:]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--encoding", "utf-16", "--framing", "line"], "--encoding utf-16 does not write a newline as the one byte"),
+    (["--mode", "chat", "--encoding", "UTF-16LE"], "chat needs an encoding that keeps ASCII as it is"),
+    (["--encoding", "gbk", "--reply", "ok 😀"], "--reply: '😀' (character 4) has no form in GBK"),
+    (["--encoding", "big5", "--reply", "\u202e"], "--reply: '\\u202e' (character 1) has no form in BIG5"),
+], ids=["utf16-lines", "utf16-chat", "emoji-in-gbk", "bidi-in-big5"])
+def test_regression_text_the_encoding_cannot_carry_is_a_usage_error(tcpkit_bin, flags, says):
+    # UTF-16 lines were cut at every 0x0A byte, half of other characters;
+    # a reply character the wire encoding lacks went out as "\xHH" text.
+    result = run_tcpkit("serve", "--port", "0", *flags)
+    assert result.returncode == 2, result
+    assert says in result.stderr, result.stderr
+
+
+def test_regression_a_reply_that_is_not_utf8_is_a_usage_error(tcpkit_bin):
+    result = subprocess.run([str(tcpkit_path()), "serve", "--port", "0", "--reply", b"ok\xff"],
+                            capture_output=True, timeout=30)
+    assert result.returncode == 2, result
+    assert b"--reply is not UTF-8: byte 3 is 0xFF" in result.stderr, result.stderr
+
+
+def test_utf16_is_served_with_length_framing(tcpkit_process):
+    """What the usage error suggests works: UTF-16 text framed by length,
+    logged decoded and answered in UTF-16."""
+    server, port = start_serve(tcpkit_process, "--encoding", "utf-16le", "--framing", "length")
+    with connect(port) as client:
+        client.sendall(frame("你好\n".encode("utf-16le")))
+        assert recv_frame(client) == DEFAULT_REPLY.encode("utf-16le")
+        server.wait_for_line(esc(f"message from {peer_name(client)}: 你好") + "$")
+
+
+@pytest.mark.parametrize("encoding, held, shown", [
+    ("utf-8", "你".encode()[:2], r"\xe4\xbd"),
+    ("gbk", "你".encode("gbk")[:1], r"\xC4"),
+])
+def test_regression_a_character_cut_off_by_the_close_is_logged(tcpkit_process, encoding, held, shown):
+    # Raw framing holds the start of a character for the next read; when the
+    # client closed instead, those bytes were never logged.
+    server, port = start_serve(tcpkit_process, "--encoding", encoding)
+    with connect(port, nodelay=True) as client:
+        me = peer_name(client)
+        ack_round_trip(client, b"ab" + held, DEFAULT_REPLY.encode(encoding))
+        server.wait_for_line(esc(f"message from {me}: ab") + "$")
+    server.wait_for_line(esc(f"disconnect {me}: peer closed"))
+    lines = [line for line in server.stdout_lines if me in line]
+    assert "disconnect" in lines[-1] and lines[-2].endswith(f": {shown}"), lines

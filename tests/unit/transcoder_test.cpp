@@ -193,6 +193,20 @@ TEST(Transcoder, NamesAreCaseInsensitive) {
   EXPECT_EQ(t.to(), "UTF-8");
 }
 
+TEST(Transcoder, AsciiCompatibleNamesKeepNewlineAsOneByte) {
+  for (const char* name : {"utf8", "UTF-8", "gbk", "gb18030", "big5", "latin1"}) {
+    EXPECT_TRUE(Transcoder::ascii_compatible(name)) << name;
+  }
+  // In UTF-16 and UTF-32 a 0x0A byte is half of some other character;
+  // EBCDIC writes '\n' as another byte altogether.
+  for (const char* name : {"utf-16", "UTF-16LE", "utf-16be", "utf-32", "ucs-2", "ebcdic-us"}) {
+    EXPECT_FALSE(Transcoder::ascii_compatible(name)) << name;
+  }
+  for (const char* name : {"", "no-such-encoding", "utf-8//TRANSLIT"}) {
+    EXPECT_FALSE(Transcoder::ascii_compatible(name)) << name;
+  }
+}
+
 TEST(Transcoder, Utf8PassThroughKeepsValidText) {
   Transcoder t = open_or_die("utf8", "UTF-8");
   const std::string text = "plain ascii, 中文, Ελληνικά, emoji 😀 and U+10FFFF \xF4\x8F\xBF\xBF";

@@ -140,12 +140,12 @@ CLI::Validator cidr_validator() {
 }
 
 std::string listen_flags_conflict(const Endpoint& where, unsigned unix_mode,
-                                  const AccessList& access) {
+                                  const AccessList& access, bool proxy_protocol) {
   if (unix_mode != 0 && (!where.is_unix() || where.is_abstract())) {
     return fmt::format("--unix-mode sets a Unix socket file's permissions; {} has no file",
                        where.to_string());
   }
-  if (where.is_unix() && !access.empty()) {
+  if (where.is_unix() && !access.empty() && !proxy_protocol) {
     return fmt::format(
         "--allow/--deny judge IP addresses; the clients of {} have none (use --unix-mode to say "
         "who may connect)",

@@ -68,9 +68,10 @@ void watch_stop_signals(std::function<void()> on_stop);
 // Why --unix-mode or --allow/--deny cannot apply where a command listens
 // (`where`), or "": --unix-mode needs a socket file (not a TCP port, not
 // an abstract name), and rules on IP addresses would refuse every client
-// of a Unix socket.
+// of a Unix socket, unless a PROXY header (`proxy_protocol`) names each
+// client's address.
 std::string listen_flags_conflict(const Endpoint& where, unsigned unix_mode,
-                                  const AccessList& access);
+                                  const AccessList& access, bool proxy_protocol = false);
 
 // Checks CIDR text ("10.0.0.0/8", "::1") while parsing, so bad text is a
 // usage error (exit 2) that names it.

@@ -116,11 +116,15 @@ std::string one_line(std::string_view text) {
   return escape(text, false, SIZE_MAX);
 }
 
+size_t utf8_character_length(std::string_view text) {
+  return text.empty() ? 0 : decode(text).length;
+}
+
 bool valid_utf8(std::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
-    Decoded d = decode(text.substr(pos));
-    if (d.length == 0) return false;
-    pos += d.length;
+    const size_t length = utf8_character_length(text.substr(pos));
+    if (length == 0) return false;
+    pos += length;
   }
   return true;
 }

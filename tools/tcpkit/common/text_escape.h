@@ -42,6 +42,10 @@ std::string printable(std::string_view text, size_t max_bytes = kMaxPrintableByt
 // truncation, and no trailing line break dropped.
 std::string one_line(std::string_view text);
 
+// The bytes of the well-formed UTF-8 character that starts `text` (1 to
+// 4), or 0 when it does not start with one.
+size_t utf8_character_length(std::string_view text);
+
 // True when `text` is well-formed UTF-8 (no overlongs, no surrogates, nothing
 // above U+10FFFF).
 bool valid_utf8(std::string_view text);

@@ -1,5 +1,8 @@
 #include "serve/ack_mode.h"
 
+#include <string>
+#include <utility>
+
 #include "common/text_escape.h"
 #include "serve/serve_observer.h"
 #include "serve/serve_session.h"
@@ -18,8 +21,8 @@ AckMode::AckMode(const ServeOptions& options, ServeObserver& observer)
       encoding_(options.encoding),
       logs_messages_(!options.quiet),
       observer_(observer) {
-  // serve_cmd validated the encoding, so converting the reply cannot fail
-  // on the name; unconvertible characters come out escaped.
+  // serve_cmd checked the encoding, and that it can write every character
+  // of the reply.
   auto reply = Transcoder::convert("utf-8", encoding_, options.reply);
   encoded_reply_ = reply ? *reply : options.reply;
 }
@@ -32,6 +35,24 @@ void AckMode::open_session(ServeSession& session) {
   if (!logs_messages_ || Transcoder::canonical_name(encoding_) == "UTF-8") return;
   auto decoder = Transcoder::open(encoding_, "utf-8");
   if (decoder) session.decoder.emplace(std::move(*decoder));
+}
+
+void AckMode::closed(const TcpConnectionPtr& conn) {
+  // A raw read that ended inside a character held its start for the next
+  // read; none came. What was held goes to the log, escaped as the bytes of
+  // an incomplete character it turned out to be, so no byte goes unlogged.
+  ServeSession* session = conn->context<ServeSession>();
+  if (framing_ != Framing::raw || session == nullptr) return;
+  std::string held;
+  if (session->decoder) {
+    session->decoder->finish(&held);
+  } else {
+    held = std::exchange(session->utf8_tail, std::string());
+  }
+  if (held.empty()) return;
+  const bool decoded = session->decoder.has_value();
+  observer_.message(
+      conn, printable(held, kMaxPrintableBytes, decoded ? Backslash::keep : Backslash::escape));
 }
 
 void AckMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {

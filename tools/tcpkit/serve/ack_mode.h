@@ -20,6 +20,8 @@ class AckMode final : public ModeHandler {
   // A logging server keeps each connection's decoder in its session.
   bool keeps_session() const override { return logs_messages_; }
   void open_session(ServeSession& session) override;
+  // Logs the start of a character that a raw read held back for the rest.
+  void closed(const TcpConnectionPtr& conn) override;
 
  private:
   void on_message(const TcpConnectionPtr& conn, Buffer& in);

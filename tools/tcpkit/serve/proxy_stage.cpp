@@ -18,9 +18,12 @@ ProxyStage::ProxyStage(const ServeOptions& options, HeaderCallback on_header)
     : options_(options), on_header_(std::move(on_header)) {}
 
 void ProxyStage::begin(const TcpConnectionPtr& conn, ServeSession& session) {
-  // A header from anyone else would let any client claim any address.
+  // A header from anyone else would let any client claim any address. On
+  // a Unix socket file, its permissions have let only the proxy connect
+  // (serve_cmd refuses an abstract socket, which has none).
   const Endpoint& proxy = conn->peer_endpoint();
-  const bool trusted = std::any_of(options_.trusted_proxies.begin(), options_.trusted_proxies.end(),
+  const bool trusted = proxy.is_unix() ||
+                       std::any_of(options_.trusted_proxies.begin(), options_.trusted_proxies.end(),
                                    [&proxy](const Cidr& net) { return net.contains(proxy); });
   if (!trusted) {
     refuse(conn, session, "untrusted proxy", "untrusted proxy (not in --trusted-proxy)");

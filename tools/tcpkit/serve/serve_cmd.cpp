@@ -5,9 +5,11 @@
 #include <array>
 #include <map>
 #include <optional>
+#include <string_view>
 
 #include "commands.h"
 #include "common/cli_common.h"
+#include "common/text_escape.h"
 #include "serve/chat_cluster.h"
 #include "serve/serve_app.h"
 #include "tcpkit/cidr.h"
@@ -52,6 +54,35 @@ Result<std::vector<Endpoint>> serve_addresses(const ServeOptions& options,
   return Endpoint::resolve(options.host, options.port);
 }
 
+// Why ack mode's --reply cannot go out as it is in --encoding, or "": it is
+// not UTF-8 (as the command line is taken to be), or a character of it has
+// no form in the wire encoding (an emoji in GBK), which would go out as the
+// text of an escape.
+std::string reply_encoding_error(const ServeOptions& options) {
+  if (options.mode != ServeMode::ack) return "";
+  auto encoder = Transcoder::open("utf-8", options.encoding);
+  if (!encoder) return "";  // the --encoding check says why
+  const std::string_view reply = options.reply;
+  size_t character = 1;
+  for (size_t at = 0; at < reply.size(); ++character) {
+    const size_t length = utf8_character_length(reply.substr(at));
+    if (length == 0) {
+      return fmt::format("--reply is not UTF-8: byte {} is 0x{:02X}", at + 1,
+                         static_cast<unsigned char>(reply[at]));
+    }
+    const std::string_view one = reply.substr(at, length);
+    encoder->feed(one);
+    encoder->finish();
+    if (encoder->invalid_bytes() > 0) {
+      return fmt::format(
+          "--reply: '{}' (character {}) has no form in {}; give a reply {} can write",
+          printable(one), character, encoder->to(), encoder->to());
+    }
+    at += length;
+  }
+  return "";
+}
+
 int run_serve(const ServeOptions& options, const std::string& unix_path) {
   auto addresses = serve_addresses(options, unix_path);
   if (!addresses) {
@@ -60,7 +91,9 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     return kExitUsage;
   }
   const Endpoint& where = addresses->front();
-  if (auto why = listen_flags_conflict(where, options.unix_mode, options.access); !why.empty()) {
+  if (auto why =
+          listen_flags_conflict(where, options.unix_mode, options.access, options.proxy_protocol);
+      !why.empty()) {
     fmt::print(stderr, "tcpkit serve: {}\n", why);
     return kExitUsage;
   }
@@ -69,6 +102,24 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
         stderr,
         "tcpkit serve: --encoding: {} (try utf-8, gbk, gb18030, big5; `iconv -l` lists all)\n",
         t.error().message());
+    return kExitUsage;
+  }
+  // Lines are cut at 0x0A bytes before they are decoded; in UTF-16 that
+  // byte is half of other characters, and its newline is two bytes.
+  const bool reads_text = options.mode == ServeMode::ack || options.mode == ServeMode::chat;
+  if (reads_text && options.framing == Framing::line &&
+      !Transcoder::ascii_compatible(options.encoding)) {
+    fmt::print(stderr,
+               "tcpkit serve: --encoding {} does not write a newline as the one byte 0x0A, so its "
+               "text cannot be cut into lines; {}\n",
+               options.encoding,
+               options.mode == ServeMode::chat
+                   ? "chat needs an encoding that keeps ASCII as it is (utf-8, gbk, gb18030, big5)"
+                   : "use --framing length or raw, or an encoding that keeps ASCII as it is");
+    return kExitUsage;
+  }
+  if (auto why = reply_encoding_error(options); !why.empty()) {
+    fmt::print(stderr, "tcpkit serve: {}\n", why);
     return kExitUsage;
   }
   std::vector<Endpoint> metrics_addresses;
@@ -115,8 +166,26 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
                      : fmt::format("{}:{}", url->first, url->second);
   }
   // A PROXY header accepted from anyone lets any client claim any address,
-  // so the two flags only make sense together.
-  if (options.proxy_protocol && options.trusted_proxies.empty()) {
+  // so the two flags only make sense together. On a Unix socket file the
+  // proxies are whoever its permissions (--unix-mode) let connect; an
+  // abstract socket has no permissions, so anyone on the host could.
+  if (options.proxy_protocol && where.is_unix()) {
+    if (where.is_abstract()) {
+      fmt::print(stderr,
+                 "tcpkit serve: --proxy-protocol on {}: an abstract socket has no permissions, so "
+                 "anyone on this host could claim any client address; serve a socket file "
+                 "(--unix PATH) and let only the proxy in with --unix-mode\n",
+                 where.to_string());
+      return kExitUsage;
+    }
+    if (!options.trusted_proxies.empty()) {
+      fmt::print(stderr,
+                 "tcpkit serve: --trusted-proxy names IP networks; on the Unix socket {} the "
+                 "trusted proxies are whoever the file's permissions let connect (--unix-mode)\n",
+                 where.to_string());
+      return kExitUsage;
+    }
+  } else if (options.proxy_protocol && options.trusted_proxies.empty()) {
     fmt::print(stderr,
                "tcpkit serve: --proxy-protocol needs --trusted-proxy CIDR (the load balancer's "
                "address, e.g. "
@@ -250,14 +319,16 @@ Command add_serve_command(CLI::App& app) {
   sub->add_flag(
       "--proxy-protocol", opts->proxy_protocol,
       "every connection starts with a PROXY v1/v2 header (HAProxy send-proxy, AWS NLB); its client "
-      "address is used in the log, --allow/--deny and chat names");
+      "address is used in the log, --allow/--deny and chat names. On a Unix socket file, whoever "
+      "its permissions let connect is trusted to send it");
   sub->add_option_function<std::vector<std::string>>(
          "--trusted-proxy",
          [opts](const std::vector<std::string>& nets) {
            for (const auto& text : nets) opts->trusted_proxies.push_back(*Cidr::parse(text));
          },
-         "with --proxy-protocol: a network the load balancer connects from; repeatable; others are "
-         "closed")
+         "with --proxy-protocol on TCP: a network the load balancer connects from; repeatable; "
+         "others "
+         "are closed")
       ->check(cidr_text)
       ->delimiter(',');
   sub->add_option("--proxy-timeout", opts->proxy_timeout_s,
