@@ -42,6 +42,8 @@ class TcpkitCategory : public std::error_category {
         return "TLS handshake timeout";
       case Errc::aborted:
         return "connection aborted (reset sent)";
+      case Errc::tls_truncated:
+        return "the peer closed without TLS close_notify: what it sent may be cut short";
     }
     return "unknown tcpkit error";
   }

@@ -216,6 +216,7 @@ Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
     if (!n) return n.error();
     if (*n == 0) {
       t.eof = true;
+      if (!t.session.peer_closed()) return Error(Errc::tls_truncated, "recv from " + where());
     } else {
       auto read = t.session.read_plaintext(t.plaintext);
       // Post-handshake messages may need an answer (a key update).

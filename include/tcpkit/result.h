@@ -34,6 +34,7 @@ enum class Errc {
   not_allowed,        ///< the peer's address is refused by an AccessList
   handshake_timeout,  ///< a TLS handshake did not finish within its timeout
   aborted,            ///< closed on our side with an RST (TcpConnection::abort)
+  tls_truncated,      ///< TLS: the peer's FIN came without its close_notify
 };
 
 const std::error_category& tcpkit_category();

@@ -58,7 +58,9 @@ class TcpStream {
   /// is reported as std::errc::resource_unavailable_try_again. With TLS
   /// one call makes one read from the socket, and when that brought no data
   /// (part of a record, a session ticket) it returns the same error: call
-  /// again, or wait_readable() first.
+  /// again, or wait_readable() first. A TLS peer ends with close_notify
+  /// before its FIN; a FIN without one is Errc::tls_truncated, since an
+  /// attacker on the path can cut the stream there (RFC 8446, 6.1).
   Result<size_t> recv(void* buf, size_t len);
   /// Receives exactly `len` bytes; EOF before that is Errc::peer_closed.
   Result<void> recv_exact(void* buf, size_t len);

@@ -375,6 +375,27 @@ def test_regression_a_nan_wait_is_a_usage_error(flag):
     assert f"{flag}: 'nan' is not a finite number" in result.stderr
 
 
+@pytest.mark.parametrize("command, flag, value, says", [
+    ("connect", "--timeout", "1e10", "1e10 is out of range (give 0.001 to 1000000 seconds)"),
+    ("connect", "--wait", "1e300", "1e300 is out of range (give 0 to 1000000 seconds)"),
+    ("connect", "--wait", "0.0004", "0.0004 is less than a millisecond"),
+    ("connect", "--timeout", "0", "0 is out of range (give 0.001 to 1000000 seconds)"),
+    ("bench", "--duration", "1e10", "1e10 is out of range (give 0.001 to 1000000 seconds)"),
+    ("bench", "--connect-timeout", "0.0001", "0.0001 is out of range"),
+    ("serve", "--drain-timeout", "2e6", "2e6 is out of range (give 0 to 1000000 seconds)"),
+])
+def test_regression_seconds_that_overflow_or_round_to_zero_are_usage_errors(command, flag, value, says):
+    # --timeout 1e10 overflowed the deadline and "timed out" at once without
+    # trying; --wait 1e10 dropped the reply; --wait 0.0004 rounded to 0 ms,
+    # which means "don't wait"; bench -d 1e10 measured nothing; and the range
+    # errors printed a 309-digit upper bound.
+    where = ["127.0.0.1", "9"] if command != "serve" else ["--port", "0"]
+    result = run_tcpkit(command, *where, flag, value)
+    assert result.returncode == 2, result
+    assert f"{flag}: {says}" in result.stderr, result.stderr
+    assert "179769" not in result.stderr
+
+
 def test_unknown_encoding_is_a_usage_error_naming_it():
     result = run_tcpkit("connect", "127.0.0.1", 80, "--encoding", "no-such-enc")
     assert result.returncode == 2

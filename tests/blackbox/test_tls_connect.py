@@ -216,6 +216,53 @@ def test_sni_is_the_host_name_or_the_flag(cert, host, sni, sent):
     assert server.names == [sent]
 
 
+class CuttingTlsServer(PeerServer):
+    """Sends "first\n", then ends the stream with close_notify (`notify`) or
+    with a bare FIN, as an attacker on the path can cut any stream; then
+    waits for the client to close."""
+
+    def __init__(self, cert, notify: bool):
+        self.notify = notify
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*cert)
+        super().__init__(self.serve)
+
+    def serve(self, conn):
+        tls = self.context.wrap_socket(conn, server_side=True)
+        tls.sendall(b"first\n")
+        if self.notify:
+            raw = tls.unwrap()  # close_notify, then the plain socket
+            raw.shutdown(socket.SHUT_WR)
+        else:
+            tls.shutdown(socket.SHUT_WR)  # Python's SSLSocket.shutdown sends no close_notify
+            raw = tls
+        raw.settimeout(scaled(DEFAULT_TIMEOUT))
+        try:
+            while raw.recv(4096):  # to the client's FIN: unread bytes would make close() a reset
+                pass
+        except OSError:
+            pass
+        raw.close()
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare-fin"])
+def test_regression_a_stream_cut_without_close_notify_is_an_error(cert, notify):
+    # A FIN without close_notify was taken as the server's orderly end
+    # (exit 0), so a cut-off reply looked complete; openssl s_client says
+    # "unexpected eof while reading" there.
+    with CuttingTlsServer(cert, notify) as server:
+        with TcpkitProcess("connect", "--tls", "--tls-ca", cert[0], "localhost", server.port) as client:
+            assert client.wait() == (0 if notify else 1), client.describe()
+        server.wait()
+    assert client.stdout_lines[:1] == ["first"], client.describe()
+    stderr = "\n".join(client.stderr_lines)
+    if notify:
+        assert "connection closed by peer" in stderr, client.describe()
+    else:
+        assert (f"connection to 127.0.0.1:{server.port} lost: the peer closed without TLS close_notify: "
+                "what it sent may be cut short") in stderr, client.describe()
+
+
 # --- other failures ------------------------------------------------------------------------------
 
 def test_server_that_does_not_speak_tls_fails_the_handshake():

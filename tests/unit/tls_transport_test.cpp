@@ -3,12 +3,16 @@
 // the layer (bytes held for a handshake count toward the high-water mark).
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tcp_listener.h"
 #include "tcpkit/tcp_stream.h"
 #include "tcpkit/tls_context.h"
 #include "tcpkit/tls_session.h"
@@ -319,6 +323,40 @@ TEST(TlsTransport, BlockingStreamSpeaksTlsThroughTheSameCalls) {
   EXPECT_TRUE(server.peer_closed.wait([](int n) { return n == 1; }));
   stream.close();
   server.h.finish();
+}
+
+// A FIN without close_notify is what an attacker on the path can make of
+// any stream: recv() used to report it as the peer's orderly end.
+TEST(TlsTransport, RegressionBlockingStreamReportsAFinWithoutCloseNotifyAsTruncation) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  const TlsContext server_ctx = server_context();
+  std::thread server([&] {
+    auto accepted = listener->accept(kWait);
+    ASSERT_TRUE(accepted) << accepted.error().message();
+    TcpStream& peer = accepted->stream;
+    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+    ASSERT_TRUE(peer.send_all("partial"));
+    ::shutdown(peer.fd(), SHUT_WR);  // the FIN alone, under the TLS layer
+    char byte = 0;
+    (void)::recv(peer.fd(), &byte, 1, 0);  // until the client has read and closed
+  });
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  TcpStream stream = connect_client(listener->local_endpoint());
+  ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+  EXPECT_EQ(recv_n(stream, 7), "partial");
+  char buf[64];
+  Result<size_t> n = size_t{0};
+  do {
+    n = stream.recv(buf, sizeof buf);
+  } while (!n && n.error() == std::errc::resource_unavailable_try_again);
+  ASSERT_FALSE(n) << "got " << *n << " bytes: a truncation read as the end";
+  EXPECT_EQ(n.error().code(), Errc::tls_truncated);
+  EXPECT_EQ(n.error().message(),
+            "recv from " + listener->local_endpoint().to_string() +
+                ": the peer closed without TLS close_notify: what it sent may be cut short");
+  stream.close();
+  server.join();
 }
 
 TEST(TlsTransport, BlockingStreamReportsARejectedCertificate) {

@@ -267,8 +267,7 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 64 * 1024 * 1024))
       ->capture_default_str();
   sub->add_option("-d,--duration", o.duration_s, "seconds to measure")
-      ->check(CLI::PositiveNumber)
-      ->check(finite_number())
+      ->check(seconds(0.001))
       ->capture_default_str();
   sub->add_option("-t,--threads", o.threads, "client threads")
       ->check(CLI::Range(1, 256))
@@ -278,8 +277,7 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->check(finite_number());
   sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")
-      ->check(CLI::PositiveNumber)
-      ->check(finite_number())
+      ->check(seconds(0.001))
       ->capture_default_str();
   sub->add_option("--format", flags->format, "text | json")
       ->check(CLI::IsMember({"text", "json"}))

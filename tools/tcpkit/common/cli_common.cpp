@@ -166,6 +166,27 @@ CLI::Validator finite_number() {
       "");
 }
 
+CLI::Validator seconds(double min, double max) {
+  return CLI::Validator(
+      [min, max](std::string& text) {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(value))
+          return fmt::format("'{}' is not a finite number of seconds", text);
+        if (value < min || value > max)
+          return fmt::format("{} is out of range (give {} to {} seconds)", text, min, max);
+        // Timers count whole milliseconds: less than half of one would be
+        // 0, which means "no time at all" or "no limit".
+        if (value != 0 && value < 0.0005)
+          return fmt::format(
+              "{} is less than a millisecond, the timers' unit (give 0 or at "
+              "least 0.001)",
+              text);
+        return std::string();
+      },
+      "");
+}
+
 CLI::Validator whole_number(uint64_t max) {
   return CLI::Validator(
       [max](std::string& text) {
@@ -218,13 +239,11 @@ void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_
                        const std::string& whom) {
   sub.add_option("--tls-handshake-timeout", handshake_timeout_s,
                  "with TLS: seconds " + whom + " has to complete its TLS handshake")
-      ->check(CLI::Range(0.1, 3600.0))
-      ->check(finite_number())
+      ->check(seconds(0.1, 3600))
       ->capture_default_str();
   sub.add_option("--idle-timeout", idle_timeout_s,
                  "close " + whom + " silent this many seconds (0: never)")
-      ->check(CLI::Range(0.0, 1e6))
-      ->check(finite_number());
+      ->check(seconds(0, kMaxSeconds));
 }
 
 std::chrono::milliseconds to_millis(double seconds) {

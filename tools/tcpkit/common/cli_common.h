@@ -81,6 +81,13 @@ CLI::Validator cidr_validator();
 // which passes every range check (each comparison with it is false), and
 // "inf". Chained after the flag's range check.
 CLI::Validator finite_number();
+
+// For a flag in seconds: a finite number from `min` to `max`, and 0 or at
+// least a millisecond (what timers count in), so that no value rounds to
+// 0 ms or overflows a deadline. Messages are plain ("2e6 is out of range
+// (give 0 to 1000000 seconds)").
+constexpr double kMaxSeconds = 1e6;  // 11.6 days: the longest wait a flag takes
+CLI::Validator seconds(double min, double max = kMaxSeconds);
 // For a flag that counts (milliseconds, bytes, a seed): digits only, from
 // 0 to `max`, so that "-1", "abc" and a number past `max` are usage errors
 // that say which, instead of wrapping around or overflowing a later sum.

@@ -244,12 +244,8 @@ Command add_connect_command(CLI::App& app) {
                   "seconds to wait for the connection to be made (and for the TLS handshake)")
       ->type_name("SECS")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber)
-      ->check(finite_number());
-  sub->add_option("--wait", o->wait_s, kWaitHelp)
-      ->type_name("SECS")
-      ->check(CLI::NonNegativeNumber)
-      ->check(finite_number());
+      ->check(seconds(0.001));
+  sub->add_option("--wait", o->wait_s, kWaitHelp)->type_name("SECS")->check(seconds(0));
   sub->add_flag("--line", o->line,
                 "line mode: append a newline to each --send text and wait for a whole line as "
                 "its reply; interactively, send stdin a whole line at a time");
@@ -264,9 +260,11 @@ Command add_connect_command(CLI::App& app) {
                 "interactive: send FIN (shutdown(SHUT_WR)) after stdin ends, as nc -N does; "
                 "this is already the default, accepted for nc compatibility")
       ->excludes(no_shutdown);
-  auto* tls = sub->add_flag("--tls", o->tls,
-                            "speak TLS (1.2 or newer) on the connection; the server's certificate "
-                            "must be valid for HOST (or --sni) and signed by a trusted CA");
+  auto* tls = sub->add_flag(
+      "--tls", o->tls,
+      "speak TLS (1.2 or newer) on the connection; the server's certificate "
+      "must be valid for HOST (or --sni) and signed by a trusted CA. A server's FIN without "
+      "TLS close_notify is an error (exit 1): the stream may be cut short");
   auto* tls_ca = sub->add_option("--tls-ca", o->tls_ca,
                                  "with --tls: trust the CA certificates in this PEM file (e.g. a "
                                  "self-signed server's own certificate) instead of the system's")

@@ -311,8 +311,7 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--drain-timeout", opts->drain_timeout_s,
                   "seconds to let clients finish on SIGINT/SIGTERM")
-      ->check(CLI::Range(0.0, 1e6))
-      ->check(finite_number())
+      ->check(seconds(0))
       ->capture_default_str();
   add_access_flags(*sub, opts->access, "serve");
   const CLI::Validator cidr_text = cidr_validator();
@@ -334,8 +333,7 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--proxy-timeout", opts->proxy_timeout_s,
                   "seconds a trusted proxy has to send the whole PROXY header (the spec asks for "
                   "at least 3)")
-      ->check(CLI::Range(0.1, 3600.0))
-      ->check(finite_number())
+      ->check(seconds(0.1, 3600))
       ->capture_default_str();
   add_tls_server_flags(
       *sub, opts->tls_cert, opts->tls_key,
