@@ -276,6 +276,20 @@ def test_server_that_does_not_speak_tls_fails_the_handshake():
     assert result.stderr.startswith(
         f"tcpkit connect: TLS handshake with 127.0.0.1:{server.port} failed: "), result.stderr
     assert result.stderr.count("\n") == 1
+    # A regression: answers that are no TLS record got no hint, only OpenSSL's words.
+    assert result.stderr.endswith(" — is the server speaking TLS on this port?\n"), result.stderr
+
+
+def test_regression_a_ca_file_that_does_not_sign_the_certificate_is_named(cert, tmp_path):
+    # The hint was "pass --tls-ca FILE to trust it" to a user who had.
+    other_ca, _ = make_cert(tmp_path)
+    with s_server(cert, "-quiet") as peer:
+        result = run_tcpkit("connect", "--tls", "--tls-ca", other_ca, "127.0.0.1", peer.port, "--send", "x")
+        peer.proc.kill()
+        peer.finish()
+    assert result.returncode == 1
+    assert result.stderr.endswith(f" — no CA in {other_ca} signed it; give the CA that did, or --insecure\n"), \
+        result.stderr
 
 
 def test_missing_ca_file_is_named_before_connecting():

@@ -5,6 +5,8 @@
 // made. --tls speaks TLS on the connection, verifying the server's
 // certificate unless told not to.
 #include <fmt/core.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
 #include <chrono>
@@ -135,10 +137,17 @@ std::string expected_name(const ConnectOptions& o) {
 
 // What to do about a failed handshake, after the reason.
 std::string handshake_hint(const Error& error, const ConnectOptions& o) {
+  constexpr const char* kNotTls = " — is the server speaking TLS on this port?";
+  if (error.code().category() == tls_category()) {
+    // What a plaintext server's first bytes look like as a TLS record.
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(error.code().value()));
+    const bool plaintext =
+        reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_UNEXPECTED_MESSAGE ||
+        reason == SSL_R_PACKET_LENGTH_TOO_LONG || reason == SSL_R_RECORD_LENGTH_MISMATCH;
+    return plaintext ? kNotTls : "";
+  }
   if (error.code().category() != tls_verify_category()) {
-    if (error.code() == Errc::peer_closed || error.code() == std::errc::timed_out) {
-      return " — is the server speaking TLS on this port?";
-    }
+    if (error.code() == Errc::peer_closed || error.code() == std::errc::timed_out) return kNotTls;
     return "";
   }
   const int verdict = error.code().value();
@@ -147,6 +156,13 @@ std::string handshake_hint(const Error& error, const ConnectOptions& o) {
         " — the certificate is not for '{}'; pass --sni NAME for the name it "
         "carries, or --insecure",
         expected_name(o));
+  }
+  if (verdict == X509_V_ERR_CERT_HAS_EXPIRED || verdict == X509_V_ERR_CERT_NOT_YET_VALID) {
+    return " — check the certificate's dates and this machine's clock (--insecure skips the "
+           "check)";
+  }
+  if (!o.tls_ca.empty()) {
+    return fmt::format(" — no CA in {} signed it; give the CA that did, or --insecure", o.tls_ca);
   }
   return " — pass --tls-ca FILE to trust it, or --insecure";
 }
@@ -167,7 +183,7 @@ bool start_tls(TcpStream& stream, const TlsContext& context, const ConnectOption
   if (done) return true;
   const Error& error = done.error();
   report(fmt::format("TLS handshake with {} failed: {}{}", stream.peer_endpoint().to_string(),
-                     error.code().message(), handshake_hint(error, o)));
+                     reason_text(error.code()), handshake_hint(error, o)));
   return false;
 }
 
