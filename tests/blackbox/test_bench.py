@@ -15,15 +15,19 @@ messages, never more.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
+import signal
 import socket
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PeerServer, pick_free_port, run_tcpkit
+from conftest import PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path
 from serve_util import recv_exact, start_serve
 from tls_util import make_cert
 
@@ -33,8 +37,9 @@ DURATION = "0.5"
 # A whole run: connect phase + DURATION + teardown, with room for a busy machine.
 RUN_TIMEOUT = 30
 
-REPORT_FIELDS = {"mode", "conns", "size", "threads", "rate", "duration_s", "messages", "bytes", "mib_per_s",
-                 "msgs_per_s", "connections", "connections_per_s", "connected_at_start", "latency_us", "errors",
+REPORT_FIELDS = {"mode", "conns", "size", "threads", "threads_requested", "rate", "missed_sends", "duration_s",
+                 "messages", "bytes", "mib_per_s", "msgs_per_s", "connections", "connections_per_s",
+                 "connected_at_start", "latency_us", "errors", "first_mismatch", "connect_error", "close_error",
                  "tls", "busy_poll_us", "busy_poll_idle_s", "host", "kernel", "compiler", "args"}
 ERROR_FIELDS = {"mismatched_bytes", "lost_bytes", "refused", "reset", "connect_failed", "tls_failed"}
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
@@ -110,6 +115,8 @@ def test_pingpong_json_report_has_every_field(tcpkit_process, tmp_path):
     assert report["msgs_per_s"] > 0 and report["mib_per_s"] > 0
     assert report["connections"] == 1 and report["connected_at_start"] == 1
     assert report["connections_per_s"] == 0  # only connrate reports a connection rate
+    assert report["threads_requested"] == 1 and report["missed_sends"] == 0
+    assert (report["first_mismatch"], report["connect_error"], report["close_error"]) == (None, None, None)
     assert 0.5 <= report["duration_s"] < 5
     latency = [report["latency_us"][p] for p in PERCENTILES]
     assert 0 < latency[0], latency
@@ -570,3 +577,286 @@ def test_connrate_threads_against_a_threaded_echo_server(tcpkit_process, tmp_pat
     assert report["messages"] > 0
     assert report["connections"] >= report["messages"]
     assert report["errors"]["connect_failed"] == 0
+
+
+# ---- regressions: pacing, memory, reports, diagnoses ------------------------------------------
+
+
+def pattern_byte(pos: int) -> int:
+    """The byte at position `pos` of a ping-pong connection's stream."""
+    j = pos % 251
+    return ord("a") + j % 26 + (j // 26) % 7
+
+
+def run_measured(*args, timeout: float = RUN_TIMEOUT, **popen):
+    """Runs `tcpkit ARGS...`; returns (exit status, stdout, stderr, seconds,
+    peak resident memory in MiB) of that one process."""
+    started = time.monotonic()
+    proc = subprocess.Popen([str(tcpkit_path()), *map(str, args)], stdout=popen.pop("stdout", subprocess.PIPE),
+                            stderr=subprocess.PIPE, text=True, **popen)
+    out, err = [], []
+    readers = [threading.Thread(target=lambda f, into: into.append(f.read()), args=(f, into), daemon=True)
+               for f, into in ((proc.stdout, out), (proc.stderr, err)) if f is not None]
+    for reader in readers:
+        reader.start()
+    deadline = started + scaled(timeout)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise TimeoutError(f"tcpkit {' '.join(map(str, args))} ran past {timeout} s")
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join(5)
+    return proc.returncode, "".join(out), "".join(err), elapsed, usage.ru_maxrss / 1024
+
+
+class NeverReads:
+    """A server that accepts and never reads: whatever the client sends
+    stays queued, first in the kernel, then in the client."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.server = PeerServer(lambda conn: self.release.wait(scaled(RUN_TIMEOUT)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.__exit__(*exc)
+
+
+@pytest.mark.parametrize("rate", ["3e9", "1e-300", "1e300", "100000001", "0.0009"])
+def test_regression_rate_out_of_range_is_a_usage_error(rate):
+    """Regression: an extreme --rate made the pacing interval 0 ns (or
+    overflow), and the ticker stepped through it forever, its memory growing."""
+    started = time.monotonic()
+    result = run_tcpkit("bench", "127.0.0.1", "1", "-d", DURATION, "-r", rate, timeout=RUN_TIMEOUT)
+    assert result.returncode == 2, describe(result)
+    assert f"--rate: '{rate}' is out of range" in result.stderr, result.stderr
+    assert "from 0.001 to 1e+08 messages per second" in result.stderr, result.stderr
+    assert time.monotonic() - started < 3, "a usage error should not run the benchmark"
+
+
+@pytest.mark.parametrize("size, rate", [(65536, 20000), (1, 100000000)], ids=["big-messages", "fastest-rate"])
+def test_regression_open_loop_against_a_server_that_never_reads_is_bounded(tmp_path, size, rate):
+    """Regression: with --rate, every message due was queued whether or not
+    the server read: against one that never reads, `-d 3 -s 65536 -r 20000`
+    ran 10.9 s and grew to 1.9 GB, and a rate of one message every 10 ns
+    stepped through each tick message by message. Now a connection's room
+    is bounded, the messages due meanwhile are counted as missed, and the
+    run ends on time."""
+    out = tmp_path / "report.json"
+    with NeverReads() as server:
+        status, stdout, stderr, seconds, peak_mib = run_measured(
+            "bench", "127.0.0.1", server.server.port, "-d", "1", "-s", size, "-r", rate, "--format", "json",
+            "-o", out)
+    report = json.loads(out.read_text())
+    assert status == 1, stderr  # no echo came back
+    assert report["missed_sends"] > 0, report
+    assert "the server fell behind" in stderr and "not sent" in stderr, stderr
+    # Connect (at once) + 1 s + teardown; the overrun was about 8 s.
+    assert seconds < 1 + scaled(3), f"a 1 s run took {seconds:.1f} s"
+    # 1 MiB unsent at most plus the kernel's buffers; it was gigabytes.
+    assert peak_mib < 150, f"peak memory {peak_mib:.0f} MiB"
+
+
+def test_regression_open_loop_reports_no_missed_sends_when_the_server_keeps_up(tcpkit_process, tmp_path):
+    port = echo_server(tcpkit_process)
+    result, report = bench_json(tmp_path, port, "-s", "16", "-r", "100")
+    assert result.returncode == 0, describe(result)
+    assert report["missed_sends"] == 0 and report["messages"] > 0, report
+    text = bench(port, "-s", "16", "-r", "100")
+    assert re.search(r"^  open loop      100 msg/s asked; 0 due not sent", text.stdout, re.M), text.stdout
+
+
+@pytest.mark.parametrize("mode", ["stream", "connrate"])
+def test_regression_rate_outside_pingpong_is_a_usage_error(mode):
+    """Regression: --rate was ignored by stream and connrate, and the JSON
+    report still carried it."""
+    result = run_tcpkit("bench", "127.0.0.1", "1", "-d", DURATION, "--mode", mode, "-r", "10",
+                        timeout=RUN_TIMEOUT)
+    assert result.returncode == 2, describe(result)
+    assert f"--rate paces pingpong only; --mode {mode}" in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_regression_report_to_a_full_device_fails(tcpkit_process):
+    """Regression: a report that could not be written (disk full) was lost
+    and the exit status was 0."""
+    port = echo_server(tcpkit_process)
+    result = bench(port, "-s", "16", "-o", "/dev/full")
+    assert result.returncode == 1, describe(result)
+    assert "cannot write the report to --output '/dev/full': No space left on device" in result.stderr
+    with open("/dev/full", "w") as full:
+        status, _out, stderr, _s, _m = run_measured("bench", "127.0.0.1", port, "-d", DURATION, "-s", "16",
+                                                    stdout=full)
+    assert status == 1, stderr
+    assert "cannot write the report to standard output: No space left on device" in stderr, stderr
+
+
+def test_regression_output_in_a_missing_directory_fails_before_the_run(tmp_path):
+    """Regression: --output was opened only after the whole run, and its
+    failure gave no reason."""
+    missing = tmp_path / "no-such-dir" / "report.json"
+    started = time.monotonic()
+    result = run_tcpkit("bench", "127.0.0.1", pick_free_port(), "-d", "5", "-o", missing, timeout=RUN_TIMEOUT)
+    assert result.returncode == 1, describe(result)
+    assert f"cannot write --output '{missing}': No such file or directory" in result.stderr, result.stderr
+    assert time.monotonic() - started < 3, "the 5 s run should not have started"
+
+
+def test_regression_stream_connection_closed_mid_run_fails(tmp_path):
+    """Regression: in stream mode a connection the server reset mid-run was
+    counted, yet the exit status was 0 (pingpong's was 1)."""
+    def read_then_reset(conn: socket.socket) -> None:
+        received = 0
+        while received < 100_000:
+            received += len(conn.recv(65536))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+
+    with PeerServer(read_then_reset) as server:
+        result, report = bench_json(tmp_path, server.port, "--mode", "stream")
+        server.wait()
+    assert result.returncode == 1, describe(result)
+    assert report["errors"]["reset"] == 1, report
+    assert report["close_error"], report
+    assert "1 of 1 connection(s) closed mid-run (the first: " in result.stderr, result.stderr
+
+
+def test_regression_server_closing_at_once_is_not_no_connection(tmp_path):
+    """Regression: connections that were up and were closed by the server
+    before measuring began were reported as "no connection ... succeeded
+    (refused 0, failed 0) — is a server running?"."""
+    def echo_once_and_close(conn: socket.socket) -> None:
+        conn.sendall(recv_exact(conn, 100))
+
+    with PeerServer(echo_once_and_close) as server:
+        result, report = bench_json(tmp_path, server.port, "-s", "100")
+        server.wait()
+    assert result.returncode == 1, describe(result)
+    assert "no connection" not in result.stderr, result.stderr
+    assert report["connections"] == 1 and report["errors"]["reset"] == 1, report
+    assert "1 of 1 connection(s) closed mid-run (the first: " in result.stderr, result.stderr
+
+
+def test_regression_first_mismatch_names_connection_offset_and_bytes(tmp_path):
+    """Regression: a data error said how many bytes were wrong, never where."""
+    offset = 10_000
+    seen = 0
+
+    def corrupt_one(data: bytes) -> bytes:
+        nonlocal seen
+        if seen <= offset < seen + len(data):
+            data = data[:offset - seen] + bytes([data[offset - seen] ^ 0x20]) + data[offset - seen + 1:]
+        seen += len(data)
+        return data
+
+    def echo(conn: socket.socket) -> None:
+        try:
+            while data := conn.recv(65536):
+                conn.sendall(corrupt_one(data))
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
+    with PeerServer(echo) as server:
+        result, report = bench_json(tmp_path, server.port, "-s", "100")
+        server.wait()
+    want = pattern_byte(offset)
+    assert result.returncode == 1, describe(result)
+    assert report["first_mismatch"] == {"connection": 0, "offset": offset, "expected": want, "got": want ^ 0x20,
+                                        "shift": 0}, report
+    assert (f"first mismatch: connection 0, stream byte {offset}: expected 0x{want:02x} '{chr(want)}', "
+            f"got 0x{want ^ 0x20:02x} '{chr(want ^ 0x20)}'") in result.stderr, result.stderr
+
+
+def test_regression_a_dropped_byte_is_reported_as_missing(tmp_path):
+    """Regression: a server that dropped a byte showed only as thousands of
+    mismatched bytes and 0 lost."""
+    dropped_at = []
+
+    def echo_but_drop_one(conn: socket.socket) -> None:
+        total = 0
+        try:
+            while data := conn.recv(65536):
+                if not dropped_at and total >= 5000 and len(data) > 200:
+                    dropped_at.append(total)
+                    conn.sendall(data[1:])
+                else:
+                    conn.sendall(data)
+                total += len(data)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
+    with PeerServer(echo_but_drop_one) as server:
+        result, report = bench_json(tmp_path, server.port, "-s", "4096")
+        server.wait()
+    assert result.returncode == 1, describe(result)
+    assert dropped_at, "the server never dropped a byte"
+    mismatch = report["first_mismatch"]
+    assert (mismatch["connection"], mismatch["offset"], mismatch["shift"]) == (0, dropped_at[0], 1), report
+    assert "1 byte(s) missing" in result.stderr, result.stderr
+
+
+def test_regression_extra_bytes_name_where_they_came(tmp_path):
+    with PeerServer(lambda conn: echo_until_closed(conn, lambda data: data + b"Z")) as server:
+        result, report = bench_json(tmp_path, server.port, "-s", "100")
+        server.wait()
+    assert result.returncode == 1, describe(result)
+    assert report["first_mismatch"] == {"connection": 0, "offset": 100, "expected": None, "got": ord("Z"),
+                                        "shift": 0}, report
+    assert "stream byte 100: got 0x5a 'Z', beyond what was sent" in result.stderr, result.stderr
+
+
+def test_regression_report_shows_the_threads_used(tcpkit_process, tmp_path):
+    """Regression: the report showed --threads as asked, though no more
+    threads than connections run."""
+    port = echo_server(tcpkit_process)
+    result, report = bench_json(tmp_path, port, "-c", "3", "-t", "8", "-s", "32")
+    assert result.returncode == 0, describe(result)
+    assert (report["threads"], report["threads_requested"]) == (3, 8), report
+    text = bench(port, "-c", "3", "-t", "8", "-s", "32")
+    assert "3 connection(s), 32 byte(s), 3 thread(s) (of 8 asked: one per connection at most)," in text.stdout
+
+
+def test_regression_connect_phase_ends_when_every_connection_has_settled(tcpkit_process, tmp_path):
+    """Regression: when some connects failed, the connect phase waited the
+    whole --connect-timeout, and the report never said why they failed.
+    Here the client runs out of file descriptors part way."""
+    port = echo_server(tcpkit_process)
+    out = tmp_path / "report.json"
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    status, _stdout, stderr, seconds, _m = run_measured(
+        "bench", "127.0.0.1", port, "-d", DURATION, "-c", "100", "-s", "16", "--connect-timeout", "20",
+        "--format", "json", "-o", out, preexec_fn=few_fds)
+    report = json.loads(out.read_text())
+    assert report["errors"]["connect_failed"] > 0 and report["connected_at_start"] > 0, report
+    assert report["connect_error"] == "Too many open files", report
+    assert seconds < scaled(10), f"the run waited {seconds:.1f} s: the connect timeout"
+    assert status == 0, stderr
+
+
+@pytest.mark.parametrize("port, needle", [("0", "'0' is not a port to connect to"),
+                                          ("70000", "'70000' is not a port to connect to: give a whole number "
+                                                    "from 1 to 65535")])
+def test_regression_port_out_of_range_is_a_usage_error(port, needle):
+    result = run_tcpkit("bench", "127.0.0.1", port, "-d", DURATION, timeout=RUN_TIMEOUT)
+    assert result.returncode == 2, describe(result)
+    assert needle in result.stderr, result.stderr
+    assert "not expected" not in result.stderr
+
+
+def test_regression_connrate_text_report_names_the_one_byte_sent(tcpkit_process):
+    port = echo_server(tcpkit_process)
+    result = bench(port, "--mode", "connrate")
+    assert result.returncode == 0, describe(result)
+    assert f"tcpkit bench connrate 127.0.0.1:{port}: 1 connection(s), 1 byte(s), 1 thread(s)," in result.stdout

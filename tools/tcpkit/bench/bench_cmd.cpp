@@ -5,8 +5,10 @@
 
 #include <fmt/core.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 #include "bench/bench_runner.h"
@@ -58,11 +60,41 @@ Figures figures_of(const BenchResult& r) {
           static_cast<double>(r.messages) / secs, r.mismatched_bytes + r.lost_bytes};
 }
 
+// A byte as a reader can tell it: its value, and the character if printable.
+std::string byte_text(int byte) {
+  if (byte >= 0x20 && byte < 0x7f)
+    return fmt::format("0x{:02x} '{}'", byte, static_cast<char>(byte));
+  return fmt::format("0x{:02x}", byte);
+}
+
+std::string mismatch_text(const Mismatch& m) {
+  std::string s = fmt::format("connection {}, stream byte {}: ", m.connection, m.offset);
+  if (m.expected < 0) return s + fmt::format("got {}, beyond what was sent", byte_text(m.got));
+  s += fmt::format("expected {}, got {}", byte_text(m.expected), byte_text(m.got));
+  if (m.shift > 0) {
+    s += fmt::format(
+        "; from there on the stream continues {} byte(s) further on: {} byte(s) missing", m.shift,
+        m.shift);
+  } else if (m.shift < 0) {
+    s += fmt::format("; from there on the stream resumes {} byte(s) back: {} byte(s) repeated",
+                     -m.shift, -m.shift);
+  }
+  return s;
+}
+
+// What connrate sends per connection, whatever --size says.
+size_t message_size(const BenchOptions& o) {
+  return o.mode == BenchMode::connrate ? 1 : o.size;
+}
+
 std::string text_report(const BenchOptions& o, const BenchResult& r, const std::string& target) {
   Figures f = figures_of(r);
-  std::string s =
-      fmt::format("tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s), {:.2f} s\n",
-                  to_string(o.mode), target, o.conns, o.size, o.threads, r.seconds);
+  const std::string clamped =
+      r.threads < o.threads ? fmt::format(" (of {} asked: one per connection at most)", o.threads)
+                            : "";
+  std::string s = fmt::format(
+      "tcpkit bench {} {}: {} connection(s), {} byte(s), {} thread(s){}, {:.2f} s\n",
+      to_string(o.mode), target, o.conns, message_size(o), r.threads, clamped, r.seconds);
   if (o.mode == BenchMode::connrate) {
     s += fmt::format("  connections/s  {:.0f}  ({} exchanges)\n", f.msgs_per_s, r.messages);
     s += "  connect latency (us)";
@@ -81,6 +113,15 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
       "  errors         mismatched bytes {}, lost bytes {}, refused {}, reset {}, connect failed "
       "{}\n",
       r.mismatched_bytes, r.lost_bytes, r.refused, r.reset, r.connect_failed);
+  if (r.first_mismatch) s += fmt::format("  first mismatch {}\n", mismatch_text(*r.first_mismatch));
+  if (!r.connect_error.empty())
+    s += fmt::format("  connect error  {} (the first)\n", r.connect_error);
+  if (!r.close_error.empty()) s += fmt::format("  reset          {} (the first)\n", r.close_error);
+  if (o.rate > 0) {
+    s +=
+        fmt::format("  open loop      {:g} msg/s asked; {} due not sent (the server fell behind)\n",
+                    o.rate, r.missed_sends);
+  }
   if (o.tls) {
     s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,
                      r.tls_error.empty() ? "" : fmt::format(" (first: {})", r.tls_error));
@@ -96,6 +137,15 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
   return s;
 }
 
+Json mismatch_json(const std::optional<Mismatch>& m) {
+  if (!m) return nullptr;
+  return {{"connection", m->connection},
+          {"offset", m->offset},
+          {"expected", m->expected < 0 ? Json(nullptr) : Json(m->expected)},
+          {"got", m->got},
+          {"shift", m->shift}};
+}
+
 std::string json_report(const BenchOptions& o, const BenchResult& r, const std::string& args) {
   Figures f = figures_of(r);
   const auto& h = r.latency;
@@ -105,8 +155,10 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
       {"mode", to_string(o.mode)},
       {"conns", o.conns},
       {"size", o.size},
-      {"threads", o.threads},
+      {"threads", r.threads},
+      {"threads_requested", o.threads},
       {"rate", o.rate},
+      {"missed_sends", r.missed_sends},
       {"duration_s", rounded(r.seconds, 1000)},
       {"messages", r.messages},
       {"bytes", r.bytes},
@@ -128,6 +180,9 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
         {"reset", r.reset},
         {"connect_failed", r.connect_failed},
         {"tls_failed", r.tls_failed}}},
+      {"first_mismatch", mismatch_json(r.first_mismatch)},
+      {"connect_error", r.connect_error.empty() ? Json(nullptr) : Json(r.connect_error)},
+      {"close_error", r.close_error.empty() ? Json(nullptr) : Json(r.close_error)},
       {"tls", o.tls != nullptr},
       {"busy_poll_us", o.busy_poll_us},
       {"busy_poll_idle_s", rounded(r.busy_poll_idle_s, 1000)},
@@ -149,8 +204,34 @@ struct BenchFlags {
   std::string output;
   std::string args;
   std::string unix_path;  // --unix PATH
+  std::string port_text;  // PORT, checked by validate_port
   CLI::Option* port_opt = nullptr;
 };
+
+std::string validate_port(std::string& text) {
+  auto port = Endpoint::parse_port(text);
+  if (port && *port != 0) return "";
+  return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
+}
+
+// After finite_number: 0 (the closed loop) or a rate in [kMinRate, kMaxRate].
+std::string validate_rate(std::string& text) {
+  const double rate = std::strtod(text.c_str(), nullptr);
+  if (rate == 0 || (rate >= kMinRate && rate <= kMaxRate)) return "";
+  return fmt::format(
+      "'{}' is out of range: give 0 (the closed loop) or from {:g} to {:g} messages per second",
+      text, kMinRate, kMaxRate);
+}
+
+// Writes the whole report and closes `out`; the reason when any of it failed.
+std::string write_report(std::FILE* out, const std::string& report) {
+  const bool wrote = std::fwrite(report.data(), 1, report.size(), out) == report.size() &&
+                     std::fflush(out) == 0 && std::ferror(out) == 0;
+  const int error = errno;
+  const bool closed = out == stdout || std::fclose(out) == 0;
+  if (wrote && closed) return "";
+  return std::strerror(wrote ? errno : error);
+}
 
 int run_bench(BenchFlags& flags) {
   BenchOptions& o = flags.bench;
@@ -158,11 +239,19 @@ int run_bench(BenchFlags& flags) {
   if (!flags.unix_path.empty()) o.host = unix_address(flags.unix_path);
   const bool unix_target = Endpoint::names_unix_socket(o.host);
   const bool has_port = flags.port_opt->count() > 0;
+  if (has_port) o.port = *Endpoint::parse_port(flags.port_text);
   if (o.host.empty() || unix_target == has_port) {
     fmt::print(stderr, "tcpkit bench: {}\n",
                unix_target
                    ? "a Unix socket has no PORT: give unix:PATH (or --unix PATH) alone"
                    : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
+  if (o.rate > 0 && o.mode != BenchMode::pingpong) {
+    fmt::print(stderr,
+               "tcpkit bench: --rate paces pingpong only; --mode {} sends as fast as it can "
+               "(leave --rate out)\n",
+               to_string(o.mode));
     return kExitUsage;
   }
   auto targets = unix_target ? Endpoint::resolve(o.host) : Endpoint::resolve(o.host, o.port);
@@ -182,50 +271,75 @@ int run_bench(BenchFlags& flags) {
     }
     o.tls = std::make_shared<const TlsContext>(std::move(*context));
   }
+  // The report's file is opened before the run, so that a path that cannot
+  // be written fails at once rather than after the whole run.
+  std::FILE* out = stdout;
+  if (!flags.output.empty()) {
+    out = std::fopen(flags.output.c_str(), "w");
+    if (out == nullptr) {
+      fmt::print(stderr, "tcpkit bench: cannot write --output '{}': {}\n", flags.output,
+                 std::strerror(errno));
+      return kExitFailure;
+    }
+  }
   o.live = flags.output.empty() && ::isatty(STDERR_FILENO);
   BenchRunner runner(o, target);
   auto run = runner.run();
   if (!run) {
     fmt::print(stderr, "tcpkit bench: cannot start: {}\n", run.error().message());
+    if (out != stdout) std::fclose(out);
     return kExitFailure;
   }
   const BenchResult& r = *run;
   std::string report = flags.format == "json" ? json_report(o, r, flags.args)
                                               : text_report(o, r, target.to_string());
-  std::FILE* out = stdout;
-  if (!flags.output.empty()) {
-    out = std::fopen(flags.output.c_str(), "w");
-    if (out == nullptr) {
-      fmt::print(stderr, "tcpkit bench: cannot write --output '{}'\n", flags.output);
-      return kExitFailure;
-    }
+  if (const std::string why = write_report(out, report); !why.empty()) {
+    fmt::print(stderr, "tcpkit bench: cannot write the report to {}: {}\n",
+               flags.output.empty() ? std::string("standard output")
+                                    : fmt::format("--output '{}'", flags.output),
+               why);
+    return kExitFailure;
   }
-  std::fputs(report.c_str(), out);
-  if (out != stdout) std::fclose(out);
-  if (r.messages == 0 && r.connected_at_start == 0 && r.tls_failed > 0) {
+  if (r.missed_sends > 0) {
+    fmt::print(stderr,
+               "tcpkit bench: the server fell behind: {} message(s) due were not sent (each "
+               "connection holds at most {} MiB unsent and {} messages unanswered)\n",
+               r.missed_sends, kMaxUnsentBytes >> 20, kMaxInFlight);
+  }
+  if (r.connections == 0 && r.tls_failed > 0) {
     fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
     return kExitFailure;
   }
-  // connrate has no connect phase: what counts is whether any connection was up.
-  const bool none_up =
-      o.mode == BenchMode::connrate ? r.connections == 0 : r.connected_at_start == 0;
-  if (r.messages == 0 && none_up) {
+  // Whether any connection was ever up, during the connect phase or after.
+  if (r.connections == 0) {
     if (o.tls && r.refused + r.connect_failed == 0) {
       fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
                  target.to_string());
     } else {
       fmt::print(stderr,
-                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}) — is a "
+                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}{}) — is a "
                  "server running?\n",
-                 target.to_string(), r.refused, r.connect_failed);
+                 target.to_string(), r.refused, r.connect_failed,
+                 r.connect_error.empty() ? "" : fmt::format("; first: {}", r.connect_error));
     }
     return kExitFailure;
   }
+  bool failed = false;
   if (r.mismatched_bytes + r.lost_bytes > 0) {
-    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes\n",
-               r.mismatched_bytes, r.lost_bytes);
-    return kExitFailure;
+    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes{}\n",
+               r.mismatched_bytes, r.lost_bytes,
+               r.first_mismatch
+                   ? fmt::format(" (first mismatch: {})", mismatch_text(*r.first_mismatch))
+                   : "");
+    failed = true;
   }
+  // connrate closes every connection itself; the others keep theirs open.
+  if (o.mode != BenchMode::connrate && r.reset > 0) {
+    fmt::print(stderr, "tcpkit bench: {} of {} connection(s) closed mid-run (the first: {})\n",
+               r.reset, o.conns, r.close_error);
+    failed = true;
+  }
+  if (failed) return kExitFailure;
   if (r.messages == 0) {
     // Connected, yet nothing to report: say why the exit status is 1.
     fmt::print(stderr, "tcpkit bench: {} in {:.2f} s — {}\n",
@@ -251,7 +365,8 @@ Command add_bench_command(CLI::App& app) {
                                                        {"stream", BenchMode::stream}};
   BenchOptions& o = flags->bench;
   sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
-  flags->port_opt = sub->add_option("PORT", o.port, "server port");
+  flags->port_opt = sub->add_option("PORT", flags->port_text, "server port, 1 to 65535")
+                        ->check(CLI::Validator(validate_port, "PORT", "port"));
   add_unix_flag(*sub, flags->unix_path,
                 "load-test the server on this Unix-domain socket instead of HOST PORT");
   // Names, not numbers: an enum transformer would also take "2" for stream.
@@ -273,7 +388,10 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   sub->add_option("-r,--rate", o.rate,
-                  "messages/s over all connections (open loop); 0: as fast as echoes return")
+                  "pingpong: messages/s over all connections (open loop, 0.001 to 1e8): each "
+                  "connection sends on its own schedule and latency counts from it; while a "
+                  "connection holds 1 MiB unsent or 65536 messages unanswered, the messages due "
+                  "are not sent and are reported as missed; 0: as fast as echoes return")
       ->check(CLI::NonNegativeNumber)
       ->check(finite_number());
   sub->add_option("--connect-timeout", o.connect_timeout_s, "seconds")
@@ -301,6 +419,8 @@ Command add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   add_io_backend_flag(*sub, o.io_backend);
+  // After --rate's own checks, which say what is not a number.
+  sub->get_option("--rate")->check(CLI::Validator(validate_rate, "RATE", "rate"));
   return {sub, [flags, sub] {
             flags->args.clear();
             for (const auto& opt : sub->get_options()) {

@@ -4,8 +4,10 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -57,6 +59,9 @@ class Pattern {
     const size_t j = (want + kLine - have) % kLine * kInverse % kLine;
     return first + j * kPatternPeriod;
   }
+  // The stream's byte at position `pos`.
+  char byte(uint64_t pos) const { return bytes_[pos % kPatternPeriod]; }
+  static constexpr size_t period() { return kPatternPeriod; }
   // One message: a longer piece (several messages read at once, in an open
   // loop) is checked a message's length at a time.
   size_t run() const { return run_; }
@@ -93,6 +98,32 @@ size_t count_mismatches(const char* got, const char* want, size_t n) {
   return bad;
 }
 
+// Where `got` (the received bytes from stream position `pos` on, of which
+// the first differs from the stream) went wrong. A server that drops or
+// repeats bytes shifts everything after them: when the rest of the piece
+// is the stream from some other place on, the shift says by how much. The
+// pattern repeats every period bytes, so a shift is known modulo the
+// period, and only a long enough run tells (any 96 bytes of the pattern
+// occur once in a period; 128 are asked for).
+Mismatch describe_mismatch(const Pattern& pattern, uint64_t pos, const char* got, size_t n) {
+  Mismatch m;
+  m.offset = pos;
+  m.expected = static_cast<unsigned char>(pattern.byte(pos));
+  m.got = static_cast<unsigned char>(got[0]);
+  constexpr size_t kRun = 128;
+  if (n < kRun) return m;
+  const int period = static_cast<int>(Pattern::period());
+  for (int d = 1; d < period; ++d) {
+    bool same = true;
+    for (size_t i = 0; i < kRun && same; ++i) same = got[i] == pattern.byte(pos + d + i);
+    if (same) {
+      m.shift = d <= period / 2 ? d : d - period;
+      break;
+    }
+  }
+  return m;
+}
+
 // When each message in flight started, oldest first: a ring that holds
 // two in the object itself, as many as a ping-pong connection ever has in
 // flight, and moves to the heap for open-loop runs (--rate), which may
@@ -107,6 +138,7 @@ class StartTimes {
     ++size_;
   }
   Clock::time_point front() const { return data()[head_]; }
+  uint32_t size() const { return size_; }
   void pop() {
     head_ = (head_ + 1) & (capacity_ - 1);
     --size_;
@@ -143,11 +175,15 @@ struct alignas(64) Flight {
 
 // One client's state; lives in its worker's loop thread.
 struct Slot {
+  int index = 0;       // the connection's number over all threads
   bool ready = false;  // connected, and the TLS handshake done where there is one
   TcpConnectionPtr conn;
   std::unique_ptr<TcpClient> client;
   size_t received = 0;  // connrate: the echo came back
-  Clock::time_point next_send;
+  // Open loop: message k of this connection is due at paced_from + k
+  // intervals; `paced` of them are done (sent, or missed).
+  Clock::time_point paced_from;
+  uint64_t paced = 0;
   Clock::time_point connect_started;
 };
 
@@ -158,6 +194,7 @@ struct Worker {
   Endpoint target;
   const Pattern* pattern = nullptr;
   int conn_count = 0;
+  int first_index = 0;  // the number of this worker's first connection
   EventLoop* loop = nullptr;
   EventLoopThread thread;
   std::vector<std::unique_ptr<Slot>> slots;
@@ -169,12 +206,17 @@ struct Worker {
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<int> connected{0};
+  // Connections that are up or have failed to come up, each counted once:
+  // the connect phase ends when they are all settled.
+  std::atomic<int> settled{0};
   std::atomic<bool> measuring{false};
   std::atomic<bool> stopping{false};
 
   // Loop thread only; read by the main thread after join().
   uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0, tls_failed = 0;
-  std::string tls_error;
+  uint64_t missed = 0;
+  std::string tls_error, connect_error, close_error;
+  std::optional<Mismatch> first_mismatch;
   LatencyHistogram latency;
   EventLoop::Clock::duration busy_poll_idle{};
 
@@ -188,14 +230,20 @@ struct Worker {
   void handshake_failed(const TcpConnectionPtr& conn);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
   void on_data(Slot* slot, TcpConnection& conn, Buffer& in);
-  void on_pingpong_data(TcpConnection& conn, Buffer& in);
+  void on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in);
   void on_connrate_data(Slot* slot, Buffer& in);
-  void send_message(Slot* slot);
+  void send_message(Slot* slot, Clock::time_point when);
+  // Open loop: how many more messages `slot` may take now.
+  uint64_t room(const Slot* slot) const;
+  // Open loop: messages `slot->paced` on, `count` of them, in one send.
+  void send_due(Slot* slot, uint64_t count, double step_ns);
+  void note_mismatch(const Slot* slot, const Mismatch& m);
   // The next `n` bytes of `conn`'s stream (`flight` is its context);
   // messages starting in them started at `when`.
   void send_stream(Flight& flight, TcpConnection& conn, size_t n, Clock::time_point when);
   void tick();
-  double interval_s() const { return static_cast<double>(opt->conns) / opt->rate; }
+  // Open loop: nanoseconds between two messages of one connection.
+  double interval_ns() const { return 1e9 * static_cast<double>(opt->conns) / opt->rate; }
 };
 
 Result<void> Worker::start_thread() {
@@ -209,6 +257,7 @@ void Worker::begin() {
   loop->set_busy_poll(std::chrono::microseconds(opt->busy_poll_us));
   for (int i = 0; i < conn_count; ++i) {
     slots.push_back(std::make_unique<Slot>());
+    slots.back()->index = first_index + i;
     start_client(slots.back().get());
   }
   // Open loop: a 1 ms ticker sends what is due on every connection.
@@ -241,7 +290,11 @@ void Worker::start_client(Slot* slot) {
   });
   slot->client->set_on_connect_error([this, slot](const Error& e, std::chrono::milliseconds) {
     (e.code() == std::errc::connection_refused ? refused : connect_failed)++;
+    // A refusal says why by its count; any other failure's reason is kept.
+    if (e.code() != std::errc::connection_refused && connect_error.empty())
+      connect_error = e.code().message();
     errors.fetch_add(1, std::memory_order_relaxed);
+    settled.fetch_add(1, std::memory_order_relaxed);
     // connrate keeps trying for the whole run; the others report and stop.
     if (opt->mode == BenchMode::connrate && !stopping) {
       loop->queue_in_loop([this, slot] {
@@ -268,7 +321,7 @@ void Worker::start_client(Slot* slot) {
 void Worker::on_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   switch (opt->mode) {
     case BenchMode::pingpong:
-      on_pingpong_data(conn, in);
+      on_pingpong_data(slot, conn, in);
       return;
     case BenchMode::connrate:
       on_connrate_data(slot, in);
@@ -287,11 +340,13 @@ void Worker::on_up(Slot* slot, const TcpConnectionPtr& conn) {
 void Worker::on_ready(Slot* slot) {
   slot->ready = true;
   connected.fetch_add(1, std::memory_order_relaxed);
+  settled.fetch_add(1, std::memory_order_relaxed);
   connections.fetch_add(1, std::memory_order_relaxed);
   switch (opt->mode) {
     case BenchMode::pingpong:
-      slot->next_send = Clock::now();
-      if (opt->rate <= 0) send_message(slot);
+      slot->paced_from = Clock::now();
+      slot->paced = 0;
+      if (opt->rate <= 0) send_message(slot, Clock::now());
       break;
     case BenchMode::connrate:
       if (measuring.load(std::memory_order_relaxed))
@@ -311,7 +366,10 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   slot->conn.reset();
   if (stopping) return;
   // Only a TLS connection closes before it is ready: its handshake failed.
-  if (!was_ready) handshake_failed(conn);
+  if (!was_ready) {
+    if (opt->mode != BenchMode::connrate) settled.fetch_add(1, std::memory_order_relaxed);
+    handshake_failed(conn);
+  }
   if (opt->mode == BenchMode::connrate) {
     // Replace the finished client after this callback has returned.
     loop->queue_in_loop([this, slot] {
@@ -327,6 +385,10 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   if (!was_ready) return;
   // Mid-run, a close is an error, and whatever was in flight is lost.
   ++reset;
+  if (close_error.empty()) {
+    const std::error_code why = conn->close_reason();
+    close_error = why == Errc::peer_closed ? "closed by the server" : why.message();
+  }
   errors.fetch_add(1, std::memory_order_relaxed);
   if (const Flight* flight = conn->context<Flight>()) lost += flight->send_pos - flight->recv_pos;
 }
@@ -345,10 +407,51 @@ void Worker::handshake_failed(const TcpConnectionPtr& conn) {
                           why == Errc::peer_closed ? "connection closed" : why.message());
 }
 
-void Worker::send_message(Slot* slot) {
+void Worker::send_message(Slot* slot, Clock::time_point when) {
   TcpConnection& conn = *slot->conn;
-  send_stream(*conn.context<Flight>(), conn, opt->size,
-              opt->rate > 0 ? slot->next_send : Clock::now());
+  send_stream(*conn.context<Flight>(), conn, opt->size, when);
+}
+
+uint64_t Worker::room(const Slot* slot) const {
+  TcpConnection& conn = *slot->conn;
+  const size_t unsent = conn.output_bytes();
+  const uint32_t in_flight = conn.context<Flight>()->sent_at.size();
+  if (unsent >= kMaxUnsentBytes || in_flight >= kMaxInFlight) return 0;
+  // Whole messages until the unsent bytes reach the bound: the last may pass it.
+  const uint64_t by_bytes = (kMaxUnsentBytes - unsent + opt->size - 1) / opt->size;
+  return std::min<uint64_t>(by_bytes, kMaxInFlight - in_flight);
+}
+
+// Small messages due together go out in one send: one write for the
+// batch, not a system call each (on loopback each write also runs the
+// receiver's side of TCP), so that a tick's work stays short however many
+// are due.
+void Worker::send_due(Slot* slot, uint64_t count, double step_ns) {
+  auto due_at = [&](uint64_t k) {
+    // Message k > 0 is due at k * step_ns, at most the time elapsed: finite.
+    const double at_ns = k == 0 ? 0 : static_cast<double>(k) * step_ns;
+    return slot->paced_from + std::chrono::nanoseconds(std::llround(at_ns));
+  };
+  if (count == 1) {
+    send_message(slot, due_at(slot->paced++));
+    return;
+  }
+  TcpConnection& conn = *slot->conn;
+  Flight& flight = *conn.context<Flight>();
+  std::string batch;
+  batch.reserve(count * opt->size);
+  for (uint64_t i = 0; i < count; ++i) {
+    flight.sent_at.push(due_at(slot->paced++));
+    batch.append(pattern->at(flight.send_pos), opt->size);
+    flight.send_pos += opt->size;
+  }
+  conn.send(std::move(batch));
+}
+
+void Worker::note_mismatch(const Slot* slot, const Mismatch& m) {
+  if (first_mismatch) return;
+  first_mismatch = m;
+  first_mismatch->connection = slot->index;
 }
 
 void Worker::send_stream(Flight& flight, TcpConnection& conn, size_t n, Clock::time_point when) {
@@ -372,22 +475,35 @@ void Worker::send_stream(Flight& flight, TcpConnection& conn, size_t n, Clock::t
 // the messages it starts: no clock read per message (the loop reads the
 // clock once per wake-up), and a reply is timed from when the loop woke to
 // it, not from when its turn in the batch came.
-void Worker::on_pingpong_data(TcpConnection& conn, Buffer& in) {
+void Worker::on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in) {
   Flight& flight = *conn.context<Flight>();
   size_t n = in.readable_bytes();
   const uint64_t owed = flight.send_pos - flight.recv_pos;
+  size_t bad = 0;
+  for (size_t done = 0; done < std::min<uint64_t>(n, owed);) {
+    const char* got = in.peek() + done;
+    const size_t len =
+        std::min(static_cast<size_t>(owed) - done, std::min(n - done, pattern->run()));
+    const size_t wrong = count_mismatches(got, pattern->at(flight.recv_pos + done, got), len);
+    if (wrong != 0 && !first_mismatch) {
+      const size_t at = static_cast<size_t>(
+          std::mismatch(got, got + len, pattern->at(flight.recv_pos + done, got)).first - got);
+      note_mismatch(slot, describe_mismatch(*pattern, flight.recv_pos + done + at, got + at,
+                                            std::min<uint64_t>(n, owed) - done - at));
+    }
+    bad += wrong;
+    done += len;
+  }
   if (n > owed) {
     // Bytes nobody asked for: extra, so wrong.
-    mismatched += n - owed;
-    errors.fetch_add(1, std::memory_order_relaxed);
+    if (!first_mismatch) {
+      Mismatch m;
+      m.offset = flight.send_pos;
+      m.got = static_cast<unsigned char>(in.peek()[owed]);
+      note_mismatch(slot, m);
+    }
+    bad += n - owed;
     n = static_cast<size_t>(owed);
-  }
-  size_t bad = 0;
-  for (size_t done = 0; done < n;) {
-    const char* got = in.peek() + done;
-    const size_t len = std::min(n - done, pattern->run());
-    bad += count_mismatches(got, pattern->at(flight.recv_pos + done, got), len);
-    done += len;
   }
   if (bad != 0) {
     mismatched += bad;
@@ -413,6 +529,13 @@ void Worker::on_pingpong_data(TcpConnection& conn, Buffer& in) {
 void Worker::on_connrate_data(Slot* slot, Buffer& in) {
   if (in.readable_bytes() == 0) return;
   if (in.peek()[0] != 'x' || in.readable_bytes() != 1) {
+    if (!first_mismatch) {
+      Mismatch m;
+      m.offset = in.peek()[0] != 'x' ? 0 : 1;
+      m.expected = in.peek()[0] != 'x' ? 'x' : -1;
+      m.got = static_cast<unsigned char>(in.peek()[m.offset]);
+      note_mismatch(slot, m);
+    }
     mismatched += in.readable_bytes();
     errors.fetch_add(1, std::memory_order_relaxed);
   }
@@ -425,15 +548,31 @@ void Worker::on_connrate_data(Slot* slot, Buffer& in) {
 // Open-loop pacing: every connection sends on its own schedule, whether or
 // not earlier replies came back, and latency counts from the scheduled time
 // (so a stalled server cannot hide its stall: no coordinated omission).
+// What is due is counted, not stepped to: the count is bounded whatever the
+// interval (a fraction of a nanosecond, or longer than any run). A server
+// that falls behind fills the connection's room (room()); the messages
+// due meanwhile are not sent, and count as missed, so the client's memory
+// stays bounded and the sent ones keep their own scheduled times.
 void Worker::tick() {
-  auto now = Clock::now();
-  auto step =
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s()));
-  for (auto& slot : slots) {
-    if (!slot->ready) continue;
-    while (slot->next_send <= now) {
-      send_message(slot.get());
-      slot->next_send += step;
+  const auto now = Clock::now();
+  const double step_ns = interval_ns();
+  const bool counting = measuring.load(std::memory_order_relaxed);
+  for (auto& owned : slots) {
+    Slot* slot = owned.get();
+    if (!slot->ready || now < slot->paced_from) continue;
+    const double elapsed_ns =
+        std::chrono::duration<double, std::nano>(now - slot->paced_from).count();
+    // Messages due by now, the one at paced_from included; capped far
+    // beyond any run so that the conversion cannot overflow.
+    double due_count = std::floor(elapsed_ns / step_ns) + 1;
+    if (!(due_count < 1e18)) due_count = 1e18;
+    const uint64_t due = static_cast<uint64_t>(due_count);
+    if (slot->paced >= due) continue;
+    const uint64_t sendable = std::min(due - slot->paced, room(slot));
+    if (sendable > 0) send_due(slot, sendable, step_ns);
+    if (slot->paced < due) {
+      if (counting) missed += due - slot->paced;
+      slot->paced = due;
     }
   }
 }
@@ -447,12 +586,15 @@ Result<BenchResult> BenchRunner::run() {
   const Pattern pattern(options_.size);
 
   int threads = std::max(1, std::min(options_.threads, options_.conns));
+  int first_index = 0;
   for (int t = 0; t < threads; ++t) {
     auto w = std::make_unique<Worker>(options_.io_backend);
     w->opt = &options_;
     w->target = target_;
     w->pattern = &pattern;
     w->conn_count = options_.conns / threads + (t < options_.conns % threads ? 1 : 0);
+    w->first_index = first_index;
+    first_index += w->conn_count;
     workers_.push_back(std::move(w));
   }
   // Ends the workers whose threads run: their clients close in their loops.
@@ -481,14 +623,20 @@ Result<BenchResult> BenchRunner::run() {
     for (auto& w : workers_) total += w->connected.load(std::memory_order_relaxed);
     return total;
   };
+  auto settled_now = [this] {
+    int total = 0;
+    for (auto& w : workers_) total += w->settled.load(std::memory_order_relaxed);
+    return total;
+  };
 
-  // Connect phase: wait for every connection (or the timeout) before measuring.
+  // Connect phase: wait until every connection is up or has failed (or
+  // the timeout) before measuring.
   BenchResult result;
+  result.threads = threads;
   if (options_.mode != BenchMode::connrate) {
     auto deadline = Clock::now() + std::chrono::milliseconds(
                                        static_cast<long long>(options_.connect_timeout_s * 1000));
-    while (connected_now() < options_.conns && Clock::now() < deadline &&
-           sum(&Worker::errors) < static_cast<uint64_t>(options_.conns)) {
+    while (settled_now() < options_.conns && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
@@ -526,7 +674,11 @@ Result<BenchResult> BenchRunner::run() {
     result.reset += w->reset;
     result.connect_failed += w->connect_failed;
     result.tls_failed += w->tls_failed;
+    result.missed_sends += w->missed;
     if (result.tls_error.empty()) result.tls_error = w->tls_error;
+    if (result.connect_error.empty()) result.connect_error = w->connect_error;
+    if (result.close_error.empty()) result.close_error = w->close_error;
+    if (!result.first_mismatch) result.first_mismatch = w->first_mismatch;
     result.latency.merge(w->latency);
     result.busy_poll_idle_s += std::chrono::duration<double>(w->busy_poll_idle).count();
   }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,19 @@
 namespace tcpkit::cli {
 
 enum class BenchMode { pingpong, connrate, stream };
+
+// --rate's range, messages per second over all connections (0 is the
+// closed loop): below it a connection would wait longer than any run, above
+// it no client on one machine keeps up.
+constexpr double kMinRate = 0.001;
+constexpr double kMaxRate = 1e8;
+
+// Open loop: a message due on a connection is not sent (it counts as
+// missed) while the connection holds this many bytes unsent, or this many
+// messages sent and not yet echoed. A server that falls behind then costs
+// the client bounded memory, whatever the rate and the duration.
+constexpr size_t kMaxUnsentBytes = size_t{1} << 20;
+constexpr uint32_t kMaxInFlight = uint32_t{1} << 16;
 
 struct BenchOptions {
   std::string host;
@@ -43,6 +57,18 @@ struct BenchOptions {
   std::shared_ptr<const TlsContext> tls;
 };
 
+// The first byte that was not what the stream holds.
+struct Mismatch {
+  int connection = 0;   // which connection, counted from 0
+  uint64_t offset = 0;  // the byte's position in that connection's stream
+  int expected = -1;    // the stream's byte there; -1: none was owed (an extra byte)
+  int got = 0;
+  // The received bytes from there on are the stream's `shift` bytes further
+  // on (shift > 0: that many bytes missing) or back (< 0: repeated), modulo
+  // the pattern's period; 0: no such shift was found.
+  int shift = 0;
+};
+
 struct BenchResult {
   double seconds = 0;        // the measured window
   uint64_t messages = 0;     // completed round trips (pingpong), exchanges (connrate)
@@ -56,7 +82,12 @@ struct BenchResult {
   uint64_t tls_failed = 0;  // handshakes that failed
   std::string tls_error;    // the first one's reason
   int connected_at_start = 0;
-  LatencyHistogram latency;  // round trip (pingpong), connect (connrate)
+  int threads = 0;            // client threads used: --threads, at most one per connection
+  uint64_t missed_sends = 0;  // open loop: messages due that were not sent (server behind)
+  std::optional<Mismatch> first_mismatch;
+  std::string connect_error;  // why the first connect that failed failed
+  std::string close_error;    // why the first connection closed mid-run
+  LatencyHistogram latency;   // round trip (pingpong), connect (connrate)
   // With --busy-poll: the seconds the client loops spun without finding an
   // event, over the whole run (connecting included), summed over threads:
   // the part of the client's CPU time that did no work.
