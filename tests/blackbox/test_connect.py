@@ -477,3 +477,71 @@ def test_send_to_nc_listener():
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello from nc\n"
     assert nc_out == b"hello from tcpkit\n"
+
+
+# --- hostile peers: bounded memory (DESIGN.md, decision 10) -----------------------------------
+
+def flood_without_newline(sent: dict, limit_mib: int = 64):
+    """A peer that answers with megabytes of one line that never ends;
+    `sent` gets the bytes it managed to send before tcpkit gave up."""
+    def handler(conn):
+        conn.recv(1024)
+        chunk = b"A" * 65536
+        sent["bytes"] = 0
+        try:
+            for _ in range(limit_mib * 16):
+                conn.sendall(chunk)
+                sent["bytes"] += len(chunk)
+        except OSError:
+            pass  # tcpkit closed the connection, as it should
+    return handler
+
+
+def test_regression_line_reply_without_newline_stops_at_max_line():
+    sent = {}
+    with PeerServer(flood_without_newline(sent)) as server:
+        started = time.monotonic()
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--line", "--send", "hi",
+                            timeout=30)
+        elapsed = time.monotonic() - started
+        server.wait(30)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert "sent a line over 1048576 bytes (--max-line)" in result.stderr
+    # It stopped after about the limit, not at the end of the flood.
+    assert sent["bytes"] < 32 * 1024 * 1024
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize("reply,code", [(b"0123456789\n", 0), (b"0123456789\r\n", 0),
+                                        (b"01234567890\n", 1)])
+def test_regression_max_line_counts_the_bytes_before_the_newline(reply, code):
+    def line_reply(conn):
+        conn.recv(1024)
+        conn.sendall(reply)
+        recv_until_eof(conn)
+
+    with PeerServer(line_reply) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--line", "--max-line", "10",
+                            "--send", "hi")
+        server.wait()
+    assert result.returncode == code, result.stderr
+    if code:
+        assert "over 10 bytes (--max-line)" in result.stderr
+    else:
+        assert result.stdout.rstrip("\r\n") == "0123456789"
+
+
+def test_regression_line_stdin_without_newline_stops_at_max_line():
+    got = {}
+
+    def capture(conn):
+        got["data"] = recv_until_eof(conn)
+
+    with PeerServer(capture) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--line", "--max-line", "1000",
+                            input="short line\n" + "x" * 4 * 1024 * 1024)
+        server.wait()
+    assert result.returncode == 1, result.stderr
+    assert "a line of stdin is over 1000 bytes (--max-line); it was not sent" in result.stderr
+    assert b"x" * 1001 not in got["data"]

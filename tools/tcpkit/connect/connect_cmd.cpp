@@ -265,6 +265,12 @@ Command add_connect_command(CLI::App& app) {
   sub->add_flag("--line", o->line,
                 "line mode: append a newline to each --send text and wait for a whole line as "
                 "its reply; interactively, send stdin a whole line at a time");
+  sub->add_option("--max-line", o->max_line,
+                  "with --line: the longest line in bytes, from the peer or from stdin; a longer "
+                  "one ends the session with an error (memory stays bounded)")
+      ->type_name("BYTES")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--hex", o->hex,
                 "print what is received as a hex dump like hexdump -C (offset, bytes, ASCII), "
                 "undecoded; each read starts a new row, so the rows show how the data arrived");

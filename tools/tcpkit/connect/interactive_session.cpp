@@ -33,7 +33,10 @@ class InteractiveSession {
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
   std::optional<int> on_stdin_readable();
-  void queue_input(std::string_view text);
+  // Queues `text` for sending; with --line, whole lines only. An exit code
+  // when a line is over --max-line.
+  std::optional<int> queue_input(std::string_view text);
+  int line_too_long() const;
   // Appends `text`, converted from UTF-8 to the session's encoding, to output_.
   void encode(std::string_view text);
   void queue_end_of_input();
@@ -113,23 +116,46 @@ std::optional<int> InteractiveSession::on_stdin_readable() {
   if (n <= 0) {
     stdin_open_ = false;
     queue_end_of_input();
-  } else {
-    queue_input({buffer_.data(), static_cast<size_t>(n)});
+  } else if (auto code = queue_input({buffer_.data(), static_cast<size_t>(n)})) {
+    return code;
   }
   return flush_output();
 }
 
-void InteractiveSession::queue_input(std::string_view text) {
-  if (context_.options.line) {
-    partial_line_.append(text);
-    auto last_newline = partial_line_.rfind('\n');
-    if (last_newline == std::string::npos) return;
-    std::string lines = partial_line_.substr(0, last_newline + 1);
-    partial_line_.erase(0, last_newline + 1);
-    encode(lines);
-    return;
+std::optional<int> InteractiveSession::queue_input(std::string_view text) {
+  if (!context_.options.line) {
+    encode(text);
+    return std::nullopt;
   }
-  encode(text);
+  // Only the new bytes are scanned, so a long line costs linear time; each
+  // line is checked against --max-line so the held part stays bounded.
+  const size_t max_line = context_.options.max_line;
+  size_t line_start = 0;  // in text; the line began in partial_line_
+  size_t last_end = std::string_view::npos;
+  for (size_t nl = text.find('\n'); nl != std::string_view::npos; nl = text.find('\n', nl + 1)) {
+    size_t held = line_start == 0 ? partial_line_.size() : 0;
+    if (held + line_length(text.substr(line_start), nl - line_start) > max_line) {
+      return line_too_long();
+    }
+    line_start = nl + 1;
+    last_end = nl;
+  }
+  if (last_end != std::string_view::npos) {
+    partial_line_.append(text.substr(0, last_end + 1));
+    encode(partial_line_);
+    partial_line_.assign(text.substr(last_end + 1));
+  } else {
+    partial_line_.append(text);
+  }
+  if (line_length(partial_line_, partial_line_.size()) > max_line) return line_too_long();
+  return std::nullopt;
+}
+
+// Holding a line of stdin that never ends would need unbounded memory.
+int InteractiveSession::line_too_long() const {
+  report(fmt::format("a line of stdin is over {} bytes (--max-line); it was not sent",
+                     context_.options.max_line));
+  return kExitFailure;
 }
 
 void InteractiveSession::encode(std::string_view text) {

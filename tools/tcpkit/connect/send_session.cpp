@@ -56,12 +56,15 @@ class SendSession {
   Read read_some(size_t& n);
   bool print(std::string_view bytes);
   Reply peer_closed();
+  Reply line_too_long();
 
   TcpStream& stream_;
   SessionContext& context_;
   std::vector<char> buffer_;
   // --line: bytes received after the last line printed; they begin the next reply.
   std::string leftover_;
+  // How much of leftover_ is known to hold no newline: each byte is scanned once.
+  size_t scanned_ = 0;
   int failure_code_ = kExitFailure;
 };
 
@@ -148,14 +151,20 @@ SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> dea
 }
 
 SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> deadline) {
+  const size_t max_line = context_.options.max_line;
   for (;;) {
-    if (auto nl = leftover_.find('\n'); nl != std::string::npos) {
+    if (auto nl = leftover_.find('\n', scanned_); nl != std::string::npos) {
+      scanned_ = 0;  // what follows the newline has not been looked at yet
+      if (line_length(leftover_, nl) > max_line) return line_too_long();
       bool ok = print(std::string_view(leftover_).substr(0, nl + 1));
       leftover_.erase(0, nl + 1);
       return ok ? Reply::received : Reply::failed;
     }
+    scanned_ = leftover_.size();
+    if (line_length(leftover_, leftover_.size()) > max_line) return line_too_long();
     if (passed(deadline)) {
       // A partial line is still the reply the user asked to see.
+      scanned_ = 0;
       if (leftover_.empty()) return Reply::none;
       bool ok = print(leftover_);
       leftover_.clear();
@@ -196,12 +205,21 @@ bool SendSession::print(std::string_view bytes) {
 SendSession::Reply SendSession::peer_closed() {
   bool ok = leftover_.empty() || print(leftover_);
   leftover_.clear();
+  scanned_ = 0;
   ok = ok && context_.printer.finish() && context_.printer.end_line();
   if (!ok) {
     failure_code_ = stdout_failure(context_.printer.stdout_error());
     return Reply::failed;
   }
   return Reply::peer_closed;
+}
+
+// A peer that never ends its line would otherwise make us hold all it sends.
+SendSession::Reply SendSession::line_too_long() {
+  report(fmt::format("{} sent a line over {} bytes (--max-line); closing the connection",
+                     stream_.peer_endpoint().to_string(), context_.options.max_line));
+  failure_code_ = kExitFailure;
+  return Reply::failed;
 }
 
 }  // namespace
@@ -218,6 +236,13 @@ std::string reason_text(const std::error_code& code) {
   std::string text = code.message();
   if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
   return text;
+}
+
+size_t line_length(std::string_view text, size_t end) {
+  if (end > 0 && end < text.size() && text[end] == '\n' && text[end - 1] == '\r') return end - 1;
+  // An unfinished line's last '\r' may be the first half of "\r\n".
+  if (end > 0 && end == text.size() && text[end - 1] == '\r') return end - 1;
+  return end;
 }
 
 int stdout_failure(int error) {

@@ -28,6 +28,10 @@ struct ConnectOptions {
   // Negative: --wait was not given (wait until the peer closes / replies).
   double wait_s = -1;
   bool line = false;
+  // --line: the longest line (bytes before its newline) held while waiting
+  // for the newline, from the peer and from stdin; a longer one ends the
+  // session (DESIGN.md, decision 10: bounded memory). serve's --max-message default.
+  size_t max_line = size_t{1024} * 1024;
   bool hex = false;
   bool shutdown_after_eof = true;  // --no-shutdown clears it
   bool nc_shutdown = false;        // -N: asks for the default, for nc users
@@ -57,6 +61,10 @@ int run_interactive_session(TcpStream& stream, SessionContext& context);
 void report(std::string_view message);
 // An error code's text as it reads inside a sentence: "connection refused".
 std::string reason_text(const std::error_code& code);
+// The length of a line that ends (or, unfinished, stops) at `end` in `text`:
+// the bytes before `end`, less a '\r' of a "\r\n" just before it.
+size_t line_length(std::string_view text, size_t end);
+
 // The exit code for a failed stdout: quiet success when the reader went
 // away (EPIPE: `| head -1` took what it wanted), a message otherwise.
 int stdout_failure(int error);
