@@ -203,6 +203,63 @@ def test_interactive_round_trip_while_stdin_stays_open():
     assert client.stderr_lines == ["connection closed by peer"]
 
 
+
+def test_regression_peer_fin_does_not_drop_the_rest_of_stdin():
+    got = {}
+    first_line = threading.Event()
+
+    def banner_then_read(conn):
+        conn.sendall(b"banner\n")
+        conn.shutdown(socket.SHUT_WR)  # finished sending, still reading
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+            if b"\n" in data:
+                first_line.set()
+        got["data"] = data
+
+    with PeerServer(banner_then_read) as server, \
+            TcpkitProcess("connect", "127.0.0.1", server.port, stdin=True) as client:
+        client.wait_for_line(r"^banner$", stream="stdout")
+        client.wait_for_line(r"closed by peer for sending \(FIN\); still sending stdin",
+                             stream="stderr")
+        client.send("one\n")
+        assert first_line.wait(DEFAULT_TIMEOUT)
+        client.send("two\n")  # after a pause: the session must still be sending
+        client.close_stdin()
+        assert client.wait() == 0, client.describe()
+        server.wait()
+    assert got["data"] == b"one\ntwo\n"
+
+
+def test_regression_a_reset_after_the_peers_fin_is_reported():
+    import struct
+    first_line = threading.Event()
+
+    def banner_then_reset(conn):
+        conn.sendall(b"banner\n")
+        conn.shutdown(socket.SHUT_WR)
+        data = b""
+        while b"\n" not in data:
+            data += conn.recv(4096)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first_line.set()  # the handler's return closes conn: an RST
+
+    with PeerServer(banner_then_reset) as server, \
+            TcpkitProcess("connect", "127.0.0.1", server.port, stdin=True) as client:
+        client.wait_for_line(r"^banner$", stream="stdout")
+        client.send("one\n")
+        assert first_line.wait(DEFAULT_TIMEOUT)
+        server.wait()
+        try:
+            client.send("two\n")
+        except BrokenPipeError:
+            pass  # tcpkit already saw the reset and exited
+        assert client.wait() == 1, client.describe()
+    assert any(re.search(rf"(lost|cannot send to 127\.0\.0\.1:{server.port}): "
+                         r".*(reset|broken pipe)", line) for line in client.stderr_lines), \
+        client.describe()
+
 def test_interactive_gbk_encodes_stdin():
     got = {}
 

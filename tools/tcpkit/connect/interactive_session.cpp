@@ -4,7 +4,11 @@
 // a peer that stops reading slows the input down instead of deadlocking a
 // session that must also keep printing what the peer sends. With --tls the
 // stream encrypts; its ciphertext not yet sent counts as queued output.
+// The peer's FIN ends only its direction: like nc -N, the session goes on
+// sending stdin until it ends, then sends its own FIN and exits.
 #include <fmt/core.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +36,9 @@ class InteractiveSession {
   std::chrono::milliseconds poll_timeout() const;
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
+  std::optional<int> on_peer_finished();
+  std::optional<int> wait_after_peer_finished();
+  int connection_lost(int error) const;
   std::optional<int> on_stdin_readable();
   // Queues `text` for sending; with --line, whole lines only. An exit code
   // when a line is over --max-line.
@@ -52,6 +59,8 @@ class InteractiveSession {
   std::string partial_line_;
   bool stdin_open_ = true;
   bool input_finished_ = false;
+  // The peer has sent its FIN: nothing more to read, stdin still to send.
+  bool peer_finished_ = false;
   // Set once stdin has ended and --wait is counting.
   std::optional<Clock::time_point> deadline_;
 };
@@ -59,6 +68,10 @@ class InteractiveSession {
 int InteractiveSession::run() {
   for (;;) {
     if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
+    if (peer_finished_) {
+      if (auto code = wait_after_peer_finished()) return *code;
+      continue;
+    }
     const bool read_stdin = stdin_open_ && !output_queued();
     auto ready = stream_.wait(poll_timeout(), output_queued(), read_stdin ? STDIN_FILENO : -1);
     if (!ready) {
@@ -97,11 +110,56 @@ std::optional<int> InteractiveSession::on_socket_readable() {
     if (printer.print({buffer_.data(), *n})) return std::nullopt;
     return stdout_failure(printer.stdout_error());
   }
+  return on_peer_finished();
+}
+
+// The peer's FIN: it has said all it will say, but it may still be reading
+// (a server that answers and then shuts down its side). Dropping the rest
+// of stdin here would lose data silently, so it is still sent.
+std::optional<int> InteractiveSession::on_peer_finished() {
+  auto& printer = context_.printer;
   // On a terminal the notice gets a line of its own; a pipe gets the bytes as sent.
   bool ok = printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line());
   if (!ok) return stdout_failure(printer.stdout_error());
-  std::fputs("connection closed by peer\n", stderr);
-  return kExitOk;
+  if (input_finished_) {
+    std::fputs("connection closed by peer\n", stderr);
+    return kExitOk;
+  }
+  std::fputs("connection closed by peer for sending (FIN); still sending stdin until it ends\n",
+             stderr);
+  peer_finished_ = true;
+  return std::nullopt;
+}
+
+// After the FIN the socket stays readable (recv() says 0 again and again),
+// so TcpStream::wait() would spin: poll only for stdin and, with output
+// queued, for room to send. An error or hangup on the socket (the peer
+// reset the connection) ends the session even with nothing queued.
+std::optional<int> InteractiveSession::wait_after_peer_finished() {
+  const bool queued = output_queued();
+  const bool read_stdin = stdin_open_ && !queued;
+  pollfd fds[2] = {{stream_.fd(), static_cast<short>(queued ? POLLOUT : 0), 0},
+                   {read_stdin ? STDIN_FILENO : -1, POLLIN, 0}};
+  if (::poll(fds, 2, -1) < 0) {
+    if (errno == EINTR) return std::nullopt;
+    report(fmt::format("poll: {}", reason_text(std::error_code(errno, std::generic_category()))));
+    return kExitFailure;
+  }
+  if (queued && (fds[0].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) return flush_output();
+  if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    ::getsockopt(stream_.fd(), SOL_SOCKET, SO_ERROR, &error, &length);
+    return connection_lost(error != 0 ? error : ECONNRESET);
+  }
+  if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0) return on_stdin_readable();
+  return std::nullopt;
+}
+
+int InteractiveSession::connection_lost(int error) const {
+  report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
+                     reason_text(std::error_code(error, std::generic_category()))));
+  return kExitFailure;
 }
 
 std::optional<int> InteractiveSession::on_stdin_readable() {
@@ -206,6 +264,8 @@ std::optional<int> InteractiveSession::finish_input() {
       return kExitFailure;
     }
   }
+  // The peer has finished too: nothing is left to wait for.
+  if (peer_finished_) return kExitOk;
   if (!context_.wait) return std::nullopt;
   if (context_.wait->count() == 0) return kExitOk;
   deadline_ = Clock::now() + *context_.wait;

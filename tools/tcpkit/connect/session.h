@@ -53,8 +53,9 @@ struct SessionContext {
 
 // Sends each --send text in order and prints each reply; returns an exit code.
 int run_send_session(TcpStream& stream, SessionContext& context);
-// Copies stdin to the peer and the peer to stdout until the peer closes or
-// --wait passes after stdin's end; returns an exit code.
+// Copies stdin to the peer and the peer to stdout until both directions have
+// ended (stdin's end, then our FIN; the peer's FIN, in either order) or --wait
+// passes after stdin's end; returns an exit code.
 int run_interactive_session(TcpStream& stream, SessionContext& context);
 
 // "tcpkit connect: " + message + newline, on stderr.
