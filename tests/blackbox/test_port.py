@@ -169,3 +169,82 @@ def test_missing_port_is_a_usage_error():
     result = run_tcpkit("port")
     assert result.returncode == 2
     assert "PORT" in result.stderr
+
+
+# --- Unix sockets: the path as the kernel shows it ----------------------------------------------
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: a socket path holds at most 107 bytes."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="tk-port-", dir="/tmp") as name:
+        yield Path(name)
+
+
+def unix_listener(bind_to) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(bind_to)
+    listener.listen(4)
+    return listener
+
+
+def unix_report(target: str) -> str:
+    result = run_tcpkit("port", target)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", ["a b.sock", "two  spaces .sock"])
+def test_regression_a_unix_path_with_spaces_is_found(short_dir, name):
+    path = str(short_dir / name)
+    with unix_listener(path):
+        out = unix_report(f"unix:{path}")
+        assert f"pid {os.getpid()} ({own_process_name()})" in out, out
+        assert "stale" not in out and "nobody" not in out, out
+        facts = json.loads(run_tcpkit("port", f"unix:{path}", "--json").stdout)
+        assert facts["listening"] is True
+        assert [l["pid"] for l in facts["listeners"]] == [os.getpid()]
+
+
+def test_regression_an_abstract_name_with_spaces_is_found():
+    name = f"tcpkit port test {random.randrange(1 << 30)}"
+    with unix_listener("\0" + name):
+        out = unix_report(f"unix:@{name}")
+        assert f"pid {os.getpid()} ({own_process_name()})" in out, out
+        assert "nobody" not in out, out
+
+
+def test_regression_a_unix_path_bound_under_another_spelling_is_the_same_file(short_dir):
+    path = short_dir / "spelled.sock"
+    with unix_listener("/" + str(path)):  # the kernel shows "//tmp/...": the same file
+        for target in (f"unix:{path}", f"unix:{short_dir}/./spelled.sock"):
+            out = unix_report(target)
+            assert f"pid {os.getpid()} ({own_process_name()})" in out, out
+            assert "stale" not in out, out
+
+
+def test_regression_a_relative_bind_is_live_not_stale(short_dir):
+    import subprocess
+    import sys
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket, sys, time\n"
+         "s = socket.socket(socket.AF_UNIX); s.bind('rel.sock'); s.listen(4)\n"
+         "print('ready', flush=True); sys.stdin.read()\n"],
+        cwd=short_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        out = unix_report(f"unix:{short_dir}/rel.sock")
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    assert "stale" not in out, out
+    assert f"a server is listening on unix:{short_dir}/rel.sock (connect() succeeds)" in out, out
+
+
+def test_a_unix_socket_file_whose_server_is_gone_is_stale(short_dir):
+    path = str(short_dir / "gone.sock")
+    unix_listener(path).close()  # the file stays behind
+    out = unix_report(f"unix:{path}")
+    assert f"nobody is listening on unix:{path} (the file is stale" in out, out
+    assert json.loads(run_tcpkit("port", f"unix:{path}", "--json").stdout)["listening"] is False

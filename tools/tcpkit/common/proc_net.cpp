@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <charconv>
@@ -199,6 +200,37 @@ std::optional<std::string> lookup_fallback(uint16_t port) {
   return std::nullopt;
 }
 
+// Whether a /proc/net/unix path names the socket file the user gave. The
+// kernel shows the path as bound ("./a.sock", "//tmp/a.sock", a path through
+// a symbolic link), so besides the same text, an absolute path that is the
+// same file (device and inode) matches too. Each path is looked up once.
+class UnixPathMatcher {
+ public:
+  explicit UnixPathMatcher(const std::string& path) : path_(path) {
+    struct stat st {};
+    if (!path.starts_with('@') && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      identity_ = {st.st_dev, st.st_ino};
+    }
+  }
+
+  bool operator()(const std::string& row_path) {
+    if (row_path == path_) return true;
+    if (!identity_ || !row_path.starts_with('/')) return false;
+    auto [it, added] = seen_.try_emplace(row_path, false);
+    if (added) {
+      struct stat st {};
+      it->second = ::stat(row_path.c_str(), &st) == 0 && identity_->first == st.st_dev &&
+                   identity_->second == st.st_ino;
+    }
+    return it->second;
+  }
+
+ private:
+  const std::string& path_;
+  std::optional<std::pair<dev_t, ino_t>> identity_;
+  std::map<std::string, bool> seen_;
+};
+
 }  // namespace
 
 std::vector<ListeningSocket> find_listeners(uint16_t port) {
@@ -246,22 +278,26 @@ std::optional<PortRange> ephemeral_port_range() {
 UnixSocketUsage find_unix_socket(const std::string& path) {
   UnixSocketUsage usage;
   std::set<unsigned long> inodes;
+  UnixPathMatcher matches(path);
   std::ifstream in("/proc/net/unix");
   std::string line;
   std::getline(in, line);  // the header
-  // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+  // Columns: Num RefCount Protocol Flags Type St Inode [Path]. The path is
+  // the rest of the line after one space: it may hold spaces itself.
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     std::string num, refcount, protocol, flags, type, state, row_path;
     unsigned long inode = 0;
-    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode >> row_path))
-      continue;
-    if (row_path != path) continue;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode)) continue;
+    std::getline(fields, row_path);
+    if (row_path.empty() || row_path.front() != ' ') continue;  // an unnamed socket
+    row_path.erase(0, 1);
+    if (!matches(row_path)) continue;
     auto flag_bits = parse_hex32(flags);
     auto state_value = parse_hex32(state);
     if (flag_bits && (*flag_bits & kUnixAcceptCon) != 0) {
       inodes.insert(inode);
-      usage.listeners.push_back(ListeningSocket{"unix:" + path, 0, inode, std::nullopt});
+      usage.listeners.push_back(ListeningSocket{"unix:" + row_path, 0, inode, std::nullopt});
     } else if (state_value && *state_value == kUnixConnected) {
       ++usage.connections;
     }

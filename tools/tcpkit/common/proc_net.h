@@ -67,7 +67,10 @@ struct UnixSocketUsage {
   std::vector<ListeningSocket> listeners;  // address "unix:PATH", port 0
   int connections = 0;
 };
-// `path` as bound: "/tmp/a.sock", or "@name" for an abstract socket.
+// `path`: "/tmp/a.sock", or "@name" for an abstract socket. A row matches
+// when it holds the same text or, for an absolute path in the table, the
+// same socket file (device and inode), however the server spelled it; a
+// listener's address is "unix:" + the path as the server bound it.
 UnixSocketUsage find_unix_socket(const std::string& path);
 
 // One line for an error message: "pid 1234 (python3) listens on

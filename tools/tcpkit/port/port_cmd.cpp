@@ -15,7 +15,9 @@
 #include "commands.h"
 #include "common/json_writer.h"
 #include "common/proc_net.h"
+#include "common/text_escape.h"
 #include "tcpkit/endpoint.h"
+#include "tcpkit/tcp_stream.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -209,14 +211,67 @@ std::string file_sentence(const std::string& path) {
                      st.st_mode & 0777);
 }
 
+// What connect() says about a socket /proc/net/unix shows no listener for.
+// The table holds the path as the server spelled it (relative to its own
+// directory, say), so a miss there proves nothing: only a refused
+// connection shows that the file is stale.
+enum class Probe { accepted, refused, absent, unknown };
+struct ProbeResult {
+  Probe probe = Probe::absent;
+  std::string reason;  // for unknown: why connect() failed
+};
+
+ProbeResult probe_unix_socket(const std::string& path) {
+  const bool abstract = path.starts_with("@");
+  struct stat st {};
+  if (!abstract && (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode))) return {};
+  auto endpoint = Endpoint::unix_socket(path);
+  if (!endpoint) return {Probe::unknown, endpoint.error().code().message()};
+  auto stream = TcpStream::connect(*endpoint, std::chrono::seconds(1));
+  if (stream) return {Probe::accepted, ""};
+  if (stream.error() == std::errc::connection_refused) return {Probe::refused, ""};
+  if (stream.error() == std::errc::no_such_file_or_directory) return {};
+  return {Probe::unknown, stream.error().code().message()};
+}
+
+void print_unix_nobody(const std::string& path, const std::string& address,
+                       const ProbeResult& probe) {
+  switch (probe.probe) {
+    case Probe::accepted:
+      fmt::print(
+          "\na server is listening on {} (connect() succeeds), but /proc/net/unix does not "
+          "list it under this name (it was bound under another spelling, e.g. a relative "
+          "path), so its process is unknown\n",
+          address);
+      return;
+    case Probe::refused:
+      fmt::print("\nnobody is listening on {}{}\n", address,
+                 path.starts_with("@") ? ""
+                                       : " (the file is stale: its server is gone; "
+                                         "tcpkit serve replaces it)");
+      return;
+    case Probe::absent:
+      fmt::print("\nnobody is listening on {}\n", address);
+      return;
+    case Probe::unknown:
+      fmt::print(
+          "\nno listener on {} in /proc/net/unix, and connect() cannot tell whether one is "
+          "there: {}\n",
+          address, printable(probe.reason));
+      return;
+  }
+}
+
 int run_unix_socket(const std::string& path, bool json) {
   const std::string address = std::string(Endpoint::kUnixPrefix) + path;
   const UnixSocketUsage usage = find_unix_socket(path);
+  ProbeResult probe{Probe::accepted, ""};
+  if (usage.listeners.empty()) probe = probe_unix_socket(path);
   if (json) {
     Json listeners = Json::array();
     for (const auto& l : usage.listeners) listeners.push_back(json_listener(l));
     const Json report = {{"unix", address},
-                         {"listening", !usage.listeners.empty()},
+                         {"listening", probe.probe == Probe::accepted},
                          {"listeners", listeners},
                          {"connections", usage.connections}};
     fmt::print("{}\n", json_text(report));
@@ -227,11 +282,7 @@ int run_unix_socket(const std::string& path, bool json) {
   PortReport listening;
   listening.listeners = usage.listeners;
   if (usage.listeners.empty()) {
-    fmt::print("\nnobody is listening on {}{}\n", address,
-               file_sentence(path).starts_with("a socket")
-                   ? " (the file is stale: its server is gone; "
-                     "tcpkit serve replaces it)"
-                   : "");
+    print_unix_nobody(path, address, probe);
   } else {
     print_listeners(listening);
   }
