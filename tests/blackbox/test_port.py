@@ -248,3 +248,34 @@ def test_a_unix_socket_file_whose_server_is_gone_is_stale(short_dir):
     out = unix_report(f"unix:{path}")
     assert f"nobody is listening on unix:{path} (the file is stale" in out, out
     assert json.loads(run_tcpkit("port", f"unix:{path}", "--json").stdout)["listening"] is False
+
+
+# --- process names are outside text (DESIGN.md, decision 10) ------------------------------------
+
+EVIL_NAME = b"\x1b[1A\x1b[2Ksshd"
+
+
+def test_regression_a_process_name_with_escapes_is_printed_escaped():
+    import subprocess
+    import sys
+    port = pick_free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import ctypes, socket, sys\n"
+         f"ctypes.CDLL(None).prctl(15, {EVIL_NAME!r}, 0, 0, 0)  # PR_SET_NAME\n"
+         "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(4)\n"
+         "print('ready', flush=True); sys.stdin.read()\n", str(port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        assert Path(f"/proc/{server.pid}/comm").read_bytes().rstrip(b"\n") == EVIL_NAME
+        text = port_text(port)
+        in_use = run_tcpkit("serve", "--host", "127.0.0.1", "--port", port)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    assert "\x1b" not in text, repr(text)
+    assert f"pid {server.pid} (\\x1b[1A\\x1b[2Ksshd)" in text, text
+    assert in_use.returncode == 1, in_use
+    assert "\x1b" not in in_use.stderr, repr(in_use.stderr)
+    assert f"pid {server.pid} (\\x1b[1A\\x1b[2Ksshd)" in in_use.stderr, in_use.stderr

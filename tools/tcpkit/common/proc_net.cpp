@@ -15,6 +15,8 @@
 
 #include <fmt/core.h>
 
+#include "common/text_escape.h"
+
 namespace tcpkit::cli {
 namespace {
 
@@ -133,11 +135,14 @@ std::optional<int> parse_pid(const std::string& name) {
   return pid;
 }
 
+// Any process names itself (prctl(PR_SET_NAME)), so its name is outside
+// text: escaped here, before `tcpkit port` or serve's "Address already in
+// use" message prints it, so ESC sequences cannot rewrite the terminal.
 std::string read_comm(int pid) {
   std::ifstream in(fmt::format("/proc/{}/comm", pid));
   std::string name;
   std::getline(in, name);
-  return name.empty() ? "?" : name;
+  return name.empty() ? "?" : printable(name);
 }
 
 // An fd link to a socket reads "socket:[12345]"; returns 12345, or 0.

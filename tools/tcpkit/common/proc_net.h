@@ -16,7 +16,8 @@
 
 namespace tcpkit::cli {
 
-// A process holding a socket open: its pid and its name from /proc/PID/comm.
+// A process holding a socket open: its pid and its name from /proc/PID/comm,
+// escaped with printable() (a process names itself: outside text).
 struct SocketOwner {
   int pid;
   std::string name;
