@@ -453,6 +453,14 @@ def test_regression_seconds_that_overflow_or_round_to_zero_are_usage_errors(comm
     assert "179769" not in result.stderr
 
 
+@pytest.mark.parametrize("args", [["unix:"], ["unix:@"], ["--unix", "@"], ["--unix", ""]])
+def test_regression_a_missing_unix_socket_path_is_a_usage_error(args):
+    result = run_tcpkit("connect", *args, "--send", "hi")
+    assert result.returncode == 2, result
+    assert "the socket path is missing" in result.stderr, result.stderr
+    assert "not an IPv4 or IPv6 address" not in result.stderr
+
+
 def test_unknown_encoding_is_a_usage_error_naming_it():
     result = run_tcpkit("connect", "127.0.0.1", 80, "--encoding", "no-such-enc")
     assert result.returncode == 2

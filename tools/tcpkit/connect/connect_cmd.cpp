@@ -42,9 +42,28 @@ std::string validate_port(std::string& text) {
   return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
 }
 
+// "" and "@" name no socket: without this they reached the resolver as a
+// host and failed at run time ("not an IPv4 or IPv6 address", exit 1).
+bool missing_unix_path(std::string_view path) {
+  return path.empty() || path == "@";
+}
+
 std::string validate_host(std::string& text) {
-  if (!text.empty()) return "";
-  return "the host is empty: give a name (localhost), an IPv4 address or an IPv6 address";
+  if (text.empty()) {
+    return "the host is empty: give a name (localhost), an IPv4 address or an IPv6 address";
+  }
+  if (Endpoint::names_unix_socket(text) &&
+      missing_unix_path(std::string_view(text).substr(Endpoint::kUnixPrefix.size()))) {
+    return fmt::format(
+        "the socket path is missing in '{}': give unix:PATH (unix:@NAME for an abstract socket)",
+        text);
+  }
+  return "";
+}
+
+std::string validate_unix_path(std::string& text) {
+  if (!missing_unix_path(text)) return "";
+  return "the socket path is missing: give --unix PATH (@NAME for an abstract socket)";
 }
 
 std::string validate_encoding(std::string& name) {
@@ -245,7 +264,8 @@ Command add_connect_command(CLI::App& app) {
       ->check(CLI::Validator(validate_host, "HOST", "host"));
   sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
       ->check(CLI::Validator(validate_port, "PORT", "port"));
-  add_unix_flag(*sub, o->unix_path, "connect to this Unix-domain socket instead of HOST PORT");
+  add_unix_flag(*sub, o->unix_path, "connect to this Unix-domain socket instead of HOST PORT")
+      ->check(CLI::Validator(validate_unix_path, "PATH", "unix path"));
   sub->add_option("--send", o->sends, kSendHelp)
       ->type_name("TEXT")
       ->expected(1)
