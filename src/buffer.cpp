@@ -26,6 +26,19 @@ bool is_mapping(size_t capacity) {
   return capacity >= Buffer::kMapFrom;
 }
 
+// The most storage a Buffer asks for. Neither new nor mmap gives more than
+// PTRDIFF_MAX bytes, and below it the sums that size storage cannot wrap:
+// rounding up to a page, or doubling a capacity.
+constexpr size_t kMaxStorage = PTRDIFF_MAX;
+
+// a + b for a size of storage. A sum past kMaxStorage (or one that wraps
+// around SIZE_MAX) is storage no allocator can give: std::bad_alloc, as new
+// throws for it, before the buffer changes.
+size_t storage_sum(size_t a, size_t b) {
+  if (a > kMaxStorage || b > kMaxStorage - a) throw std::bad_alloc();
+  return a + b;
+}
+
 size_t page_size() {
   static const auto kPage = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   return kPage;
@@ -33,6 +46,7 @@ size_t page_size() {
 
 // What storage for `wanted` bytes holds: a mapping uses its last page whole.
 size_t usable_capacity(size_t wanted) {
+  if (wanted > kMaxStorage) throw std::bad_alloc();
   if (!is_mapping(wanted)) return wanted;
   const size_t page = page_size();
   return (wanted + page - 1) / page * page;
@@ -224,8 +238,9 @@ void Buffer::prepend(const void* data, size_t n) {
   if (n > prependable_bytes()) {
     // Rare (the cheap area covers headers); keep the cheap area in front of
     // the new bytes and some room behind the data.
-    const size_t front = kCheapPrepend + n;
-    reallocate(front + readable_bytes() + std::max(writable_bytes(), kInitialSize), front);
+    const size_t front = storage_sum(kCheapPrepend, n);
+    reallocate(storage_sum(front + readable_bytes(), std::max(writable_bytes(), kInitialSize)),
+               front);
   }
   reader_index_ -= n;
   std::memcpy(data_ + reader_index_, data, n);
@@ -248,27 +263,31 @@ void Buffer::reset_to_page_offset(size_t page_offset, size_t n) {
     const auto at = reinterpret_cast<uintptr_t>(data_ + kCheapPrepend) % kCopyPage;
     return kCheapPrepend + (page_offset + kCopyPage - at) % kCopyPage;
   };
-  if (data_ == nullptr || capacity_ < index() + n)
-    reallocate(kCheapPrepend + kCopyPage + n, kCheapPrepend);
+  if (data_ == nullptr || capacity_ < storage_sum(index(), n))
+    reallocate(storage_sum(kCheapPrepend + kCopyPage, n), kCheapPrepend);
   reader_index_ = writer_index_ = index();
 }
 
 void Buffer::make_space(size_t n) {
   const size_t readable = readable_bytes();
+  // Checked before anything moves, so that a size no storage can hold leaves
+  // the buffer as it was.
+  const size_t needed = storage_sum(kCheapPrepend + readable, n);
   if (!data_) {
-    reallocate(kCheapPrepend + std::max(n, kInitialSize), kCheapPrepend);
+    reallocate(std::max(needed, kCheapPrepend + kInitialSize), kCheapPrepend);
     return;
   }
-  // Consumed bytes at the front plus the free tail are enough: slide the data
-  // back to the cheap-prepend mark instead of growing (muduo's makeSpace).
-  if (writable_bytes() + prependable_bytes() >= n + kCheapPrepend) {
+  // Consumed bytes at the front plus the free tail are enough (the storage
+  // holds the cheap-prepend area, the data and n more): slide the data back
+  // to the cheap-prepend mark instead of growing (muduo's makeSpace).
+  if (capacity_ >= needed) {
     std::memmove(data_ + kCheapPrepend, peek(), readable);
     reader_index_ = kCheapPrepend;
     writer_index_ = kCheapPrepend + readable;
     return;
   }
-  // Doubling keeps a stream of small appends amortised O(1) per byte.
-  const size_t needed = kCheapPrepend + readable + n;
+  // Doubling keeps a stream of small appends amortised O(1) per byte; a
+  // capacity is at most kMaxStorage, so twice it does not wrap.
   reallocate(std::max(needed, capacity_ * 2), kCheapPrepend);
 }
 

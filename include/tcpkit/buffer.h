@@ -96,6 +96,9 @@ class Buffer {
   void has_written(size_t n);
   /// Makes writable_bytes() >= n, by moving the data to the front when that
   /// frees enough room and by growing the storage only when it does not.
+  /// Like new, it throws std::bad_alloc when the storage cannot be had; so
+  /// does any call here that would need storage of more than PTRDIFF_MAX
+  /// bytes in all, and the buffer is then unchanged.
   void ensure_writable(size_t n);
   /// Empty buffers only: the next bytes go at the first address past the
   /// cheap prepend area whose offset within a kCopyPage-byte page is

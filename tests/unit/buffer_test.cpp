@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -526,4 +528,35 @@ TEST(Buffer, ReadFdReportsEofAndErrors) {
   pair.writer.reset();
   EXPECT_EQ(buf.read_fd(pair.reader.get()), 0);
   EXPECT_EQ(buf.read_fd(-1), -EBADF);
+}
+
+// Regression: a size near SIZE_MAX wrapped in the sums that size the storage
+// (kCheapPrepend + n, readable + n, page rounding), so ensure_writable()
+// returned with a 55-byte block while writable_bytes() claimed 2^64 bytes,
+// and the next append wrote past the block. A size no allocator can give is
+// an allocation failure, as from new, and leaves the buffer as it was.
+TEST(Buffer, SizesThatWrapAreAnAllocationFailure) {
+  const size_t huge[] = {SIZE_MAX, SIZE_MAX - 8, SIZE_MAX - Buffer::kCheapPrepend,
+                         SIZE_MAX - Buffer::kCheapPrepend - Buffer::kInitialSize, SIZE_MAX / 2 + 1};
+  for (const size_t n : huge) {
+    Buffer empty;
+    EXPECT_THROW(empty.ensure_writable(n), std::bad_alloc) << n;
+    EXPECT_EQ(empty.capacity(), 0u) << n;
+    EXPECT_EQ(empty.writable_bytes(), 0u) << n;
+
+    Buffer buf;
+    buf.append("abcdef");
+    buf.retrieve(2);  // consumed bytes at the front: the slide path is tried first
+    const size_t capacity = buf.capacity();
+    EXPECT_THROW(buf.ensure_writable(n), std::bad_alloc) << n;
+    EXPECT_THROW(buf.append(buf.peek(), n), std::bad_alloc) << n;
+    EXPECT_THROW(buf.prepend(buf.peek(), n), std::bad_alloc) << n;
+    EXPECT_EQ(buf.view(), "cdef") << n;
+    EXPECT_EQ(buf.capacity(), capacity) << n;
+    EXPECT_LE(buf.writable_bytes(), capacity) << n;
+
+    Buffer page;
+    EXPECT_THROW(page.reset_to_page_offset(0, n), std::bad_alloc) << n;
+    EXPECT_EQ(page.capacity(), 0u) << n;
+  }
 }
