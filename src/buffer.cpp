@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <array>
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -37,6 +39,22 @@ constexpr size_t kMaxStorage = PTRDIFF_MAX;
 size_t storage_sum(size_t a, size_t b) {
   if (a > kMaxStorage || b > kMaxStorage - a) throw std::bad_alloc();
   return a + b;
+}
+
+// Misuse of a Buffer (DESIGN.md, decision 1): a call that would read past
+// the readable bytes (stale or foreign memory) or count bytes written past
+// the writable ones (so that the next append writes past the storage).
+// Checked in every build, not only where assert() is on: one compare per
+// call, and the message names the call and both sizes.
+[[noreturn]] [[gnu::cold]] void abort_past_limit(const char* function, size_t size,
+                                                 const char* limit_name, size_t limit) {
+  std::fprintf(stderr, "tcpkit: Buffer::%s: size %zu is past %s = %zu\n", function, size,
+               limit_name, limit);
+  std::abort();
+}
+
+void require_size(const char* function, size_t size, const char* limit_name, size_t limit) {
+  if (size > limit) abort_past_limit(function, size, limit_name, limit);
 }
 
 size_t page_size() {
@@ -199,7 +217,7 @@ const char* Buffer::peek() const {
 }
 
 void Buffer::retrieve(size_t n) {
-  assert(n <= readable_bytes());
+  require_size("retrieve", n, "readable_bytes()", readable_bytes());
   if (n < readable_bytes()) {
     reader_index_ += n;
     return;
@@ -215,7 +233,7 @@ void Buffer::retrieve_all() {
 }
 
 std::string Buffer::retrieve_as_string(size_t n) {
-  assert(n <= readable_bytes());
+  require_size("retrieve_as_string", n, "readable_bytes()", readable_bytes());
   std::string s(peek(), n);
   retrieve(n);
   return s;
@@ -247,7 +265,7 @@ void Buffer::prepend(const void* data, size_t n) {
 }
 
 void Buffer::has_written(size_t n) {
-  assert(n <= writable_bytes());
+  require_size("has_written", n, "writable_bytes()", writable_bytes());
   writer_index_ += n;
 }
 
@@ -325,7 +343,7 @@ const char* Buffer::find_eol() const {
 }
 
 uint32_t Buffer::peek_u32_be() const {
-  assert(readable_bytes() >= sizeof(uint32_t));
+  require_size("peek_u32_be", sizeof(uint32_t), "readable_bytes()", readable_bytes());
   uint32_t be = 0;
   std::memcpy(&be, peek(), sizeof be);
   return ntohl(be);

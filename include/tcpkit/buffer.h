@@ -78,7 +78,10 @@ class Buffer {
   const char* peek() const;
   std::string_view view() const { return {peek(), readable_bytes()}; }
 
-  /// Consumes n readable bytes (n <= readable_bytes()).
+  /// Consumes n readable bytes. Misuse aborts in every build, with a message
+  /// naming the call and the sizes: retrieve(n) or retrieve_as_string(n) with
+  /// n > readable_bytes(), has_written(n) with n > writable_bytes(), and
+  /// peek_u32_be() with fewer than 4 readable bytes.
   void retrieve(size_t n);
   void retrieve_all();
   std::string retrieve_as_string(size_t n);
@@ -117,7 +120,7 @@ class Buffer {
   const char* find_eol() const;
 
   /// Network byte order (big-endian) integers, for length prefixes.
-  uint32_t peek_u32_be() const;  ///< needs readable_bytes() >= 4
+  uint32_t peek_u32_be() const;  ///< needs readable_bytes() >= 4 (else aborts)
   void append_u32_be(uint32_t value);
 
   /// Reads from fd into the writable region plus a 64 KiB stack buffer, so one

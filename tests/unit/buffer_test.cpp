@@ -560,3 +560,67 @@ TEST(Buffer, SizesThatWrapAreAnAllocationFailure) {
     EXPECT_EQ(page.capacity(), 0u) << n;
   }
 }
+
+// Regression: these preconditions were assert()s, gone from release builds,
+// where retrieve_as_string() past the readable bytes read past them (out of
+// the heap block), has_written() past the writable bytes let the next append
+// write past the storage, and peek_u32_be() read stale bytes. Misuse aborts
+// in every build, naming the call and the sizes.
+TEST(BufferDeathTest, ReadsPastTheReadableBytesAbortInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Buffer buf;
+        buf.append("abcde");
+        (void)buf.retrieve_as_string(100);
+      },
+      "tcpkit: Buffer::retrieve_as_string: size 100 is past readable_bytes\\(\\) = 5");
+  EXPECT_DEATH(
+      {
+        Buffer buf;
+        buf.append("abcde");
+        buf.retrieve(6);
+      },
+      "tcpkit: Buffer::retrieve: size 6 is past readable_bytes\\(\\) = 5");
+  EXPECT_DEATH(
+      {
+        Buffer buf;
+        buf.append("ab");
+        (void)buf.peek_u32_be();
+      },
+      "tcpkit: Buffer::peek_u32_be: size 4 is past readable_bytes\\(\\) = 2");
+  EXPECT_DEATH(
+      {
+        Buffer empty;
+        (void)empty.peek_u32_be();
+      },
+      "tcpkit: Buffer::peek_u32_be: size 4 is past readable_bytes\\(\\) = 0");
+}
+
+TEST(BufferDeathTest, HasWrittenPastTheWritableBytesAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Buffer buf;
+        buf.ensure_writable(10);
+        buf.has_written(buf.writable_bytes() + 1);
+      },
+      "tcpkit: Buffer::has_written: size [0-9]+ is past writable_bytes\\(\\) = [0-9]+");
+  EXPECT_DEATH(
+      {
+        Buffer empty;
+        empty.has_written(1);
+      },
+      "tcpkit: Buffer::has_written: size 1 is past writable_bytes\\(\\) = 0");
+}
+
+TEST(Buffer, PreconditionsAtTheirLimitsHold) {
+  Buffer buf;
+  buf.append("abcdef");
+  EXPECT_EQ(buf.retrieve_as_string(6), "abcdef");
+  buf.append_u32_be(7);
+  EXPECT_EQ(buf.peek_u32_be(), 7u);
+  buf.retrieve(4);
+  buf.has_written(buf.writable_bytes());
+  EXPECT_EQ(buf.writable_bytes(), 0u);
+}
