@@ -26,12 +26,16 @@ namespace {
 // ServerOptions::threads = 0 every callback runs on the base loop.
 std::set<tcpkit::TcpConnectionPtr> members;
 
-// Sends `line` to every member except `from` (null: to everybody).
+// Sends `line` to every member except `from` (null: to everybody). A line
+// holding '\n' would be two lines to them: encode() refuses it.
 void broadcast(const tcpkit::TcpConnection* from, const std::string& line) {
   for (const auto& member : members) {
     if (member.get() == from) continue;
     tcpkit::Buffer out;
-    tcpkit::LineCodec::encode(line, out);
+    if (auto encoded = tcpkit::LineCodec::encode(line, out); !encoded) {
+      std::fprintf(stderr, "not sent: %s\n", encoded.error().message().c_str());
+      return;
+    }
     member->send(out);
   }
 }

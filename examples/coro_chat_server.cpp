@@ -25,11 +25,15 @@ namespace {
 // The members of the room; only the loop thread touches it.
 std::set<TcpConnectionPtr> members;
 
+// A line holding '\n' would be two lines to the others: encode() refuses it.
 void broadcast(const TcpConnection* from, const std::string& line) {
   for (const auto& member : members) {
     if (member.get() == from) continue;
     Buffer out;
-    LineCodec::encode(line, out);
+    if (auto encoded = LineCodec::encode(line, out); !encoded) {
+      std::fprintf(stderr, "not sent: %s\n", encoded.error().message().c_str());
+      return;
+    }
     member->send(out);
   }
 }

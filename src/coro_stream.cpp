@@ -307,7 +307,8 @@ Stream::WriteAwaiter Stream::write_all(Buffer& data) {
 
 Stream::WriteAwaiter Stream::write_line(std::string_view line) {
   Buffer out;
-  LineCodec::encode(line, out);
+  if (auto encoded = LineCodec::encode(line, out); !encoded)
+    return WriteAwaiter(state_, encoded.error());
   return write_all(out);
 }
 

@@ -1,9 +1,10 @@
 #include "tcpkit/line_codec.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <system_error>
 
 namespace tcpkit {
 
@@ -30,11 +31,18 @@ DecodeResult LineCodec::decode(Buffer& in, std::string* line) const {
   return DecodeResult::frame;
 }
 
-void LineCodec::encode(std::string_view line, Buffer& out) {
-  assert(line.find('\n') == std::string_view::npos);
+Result<void> LineCodec::encode(std::string_view line, Buffer& out) {
+  // Lines are often text from outside: a '\n' in one would put a second
+  // line, of the sender's choosing, on the wire.
+  if (const size_t at = line.find('\n'); at != std::string_view::npos) {
+    return Error(std::make_error_code(std::errc::invalid_argument),
+                 "line to encode (" + std::to_string(line.size()) +
+                     " bytes) holds a '\\n' at byte " + std::to_string(at));
+  }
   out.ensure_writable(line.size() + 1);
   out.append(line);
   out.append("\n", 1);
+  return {};
 }
 
 Error LineCodec::too_large_error() const {

@@ -171,7 +171,9 @@ class Stream {
   WriteAwaiter write_all(std::string_view data);
   /// Moves the readable bytes of `data` out, as write_all(view) would send them.
   WriteAwaiter write_all(Buffer& data);
-  /// Writes `line` + "\n" / a length-prefixed `frame`.
+  /// Writes `line` + "\n" / a length-prefixed `frame`. A line holding '\n'
+  /// is refused as LineCodec::encode() refuses it: nothing is sent, and the
+  /// result is that error.
   WriteAwaiter write_line(std::string_view line);
   WriteAwaiter write_frame(std::string_view frame);
 

@@ -35,8 +35,12 @@ class LineCodec {
   /// line costs O(max_line) per read, bounded by the limit.
   DecodeResult decode(Buffer& in, std::string* line) const;
 
-  /// Appends line + "\n". The line must not itself contain '\n'.
-  static void encode(std::string_view line, Buffer& out);
+  /// Appends line + "\n". A line holding '\n' would be two lines on the
+  /// wire (one of them chosen by whoever wrote the text), so it is refused:
+  /// std::errc::invalid_argument, naming where the '\n' is, and nothing is
+  /// written. A '\r' is content, but one at the end of `line` reads back as
+  /// part of the "\r\n" terminator, so decode() drops it.
+  [[nodiscard]] static Result<void> encode(std::string_view line, Buffer& out);
 
   size_t max_line() const { return max_line_; }
   /// Errc::line_too_long, naming the limit, for the close callback.

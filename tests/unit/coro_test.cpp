@@ -194,6 +194,40 @@ TEST_F(Coro, ConnectAndTalkToTheServerOnTheSameLoop) {
   run();
 }
 
+// write_line() refuses what LineCodec::encode() refuses: a line holding
+// '\n', which would reach the peer as two lines. Nothing is sent: the
+// server's first line is the one after it.
+TEST_F(Coro, WriteLineRefusesALineHoldingANewlineAndSendsNothing) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    LineCodec lines;
+    while (auto line = co_await s->read_line(lines)) {
+      if (!*line) break;
+      EXPECT_TRUE(co_await s->write_line("re: " + **line));
+    }
+  }(this));
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto c = co_await connect(t->address_);
+    EXPECT_TRUE(c) << c.error().message();
+    if (!c) co_return t->loop_->quit();
+    auto refused = co_await c->write_line("two\ninjected");
+    EXPECT_FALSE(refused);
+    if (!refused) {
+      EXPECT_EQ(refused.error().code(), std::errc::invalid_argument);
+    }
+    EXPECT_TRUE(co_await c->write_line("ping"));
+    LineCodec lines;
+    auto reply = co_await c->read_line(lines);
+    EXPECT_TRUE(reply && *reply && **reply == "re: ping");
+    c->shutdown();
+    auto end = co_await c->read_line(lines);
+    EXPECT_TRUE(end && !*end);
+    t->loop_->quit();
+  }(this));
+  run();
+}
+
 TEST_F(Coro, ConnectToAClosedPortIsAnError) {
   spawn(loop_.get(), [](Coro* t) -> Task<> {
     // Bound but not listening: nothing can take the port meanwhile.

@@ -1,6 +1,8 @@
 #include "tcpkit/line_codec.h"
 
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -176,13 +178,32 @@ TEST(LineCodec, LongLineFarBeyondLimitIsTooLarge) {
 
 TEST(LineCodec, EncodeAppendsNewline) {
   Buffer out;
-  LineCodec::encode("hello", out);
-  LineCodec::encode("", out);
+  EXPECT_TRUE(LineCodec::encode("hello", out));
+  EXPECT_TRUE(LineCodec::encode("", out));
   EXPECT_EQ(out.view(), "hello\n\n");
   LineCodec codec;
   std::vector<std::string> lines;
   drain(codec, out, &lines);
   EXPECT_EQ(lines, (std::vector<std::string>{"hello", ""}));
+}
+
+// Regression: a payload holding '\n' was written as it was (the check was an
+// assert(), gone from release builds), so one encode() put two lines on the
+// wire: text from a peer could inject a line of its own choosing. It is
+// refused as a value, with nothing written; '\r' is content and passes.
+TEST(LineCodec, EncodeRefusesALineHoldingANewlineAndWritesNothing) {
+  Buffer out;
+  out.append("before\n");
+  for (const std::string_view payload : {"a\nb", "\n", "trailing\n", "\ninjected: yes"}) {
+    const auto result = LineCodec::encode(payload, out);
+    ASSERT_FALSE(result) << "encoded " << payload;
+    EXPECT_EQ(result.error().code(), std::errc::invalid_argument);
+    EXPECT_NE(result.error().message().find("'\\n'"), std::string::npos)
+        << result.error().message();
+    EXPECT_EQ(out.view(), "before\n") << "nothing written for " << payload;
+  }
+  EXPECT_TRUE(LineCodec::encode("a\rb", out));
+  EXPECT_EQ(out.view(), "before\na\rb\n");
 }
 
 TEST(LineCodec, TooLargeErrorNamesTheLimit) {
