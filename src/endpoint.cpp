@@ -41,6 +41,11 @@ const std::error_category& gai_category() {
 
 constexpr socklen_t kUnixPathOffset = offsetof(sockaddr_un, sun_path);
 
+// Why "[1.2.3.4]:80" is refused: brackets mark an IPv6 literal (RFC 3986's
+// IP-literal), never an IPv4 address or a name.
+constexpr std::string_view kBracketsAreForIpv6 =
+    " (brackets hold an IPv6 address only; write an IPv4 address or a name without them)";
+
 }  // namespace
 
 // Immutable once built, except for the count, so copies in any thread may
@@ -51,6 +56,12 @@ struct Endpoint::UnixName {
   socklen_t len = 0;
 };
 
+Endpoint::Address Endpoint::zeroed_address() {
+  Address a;
+  std::memset(&a, 0, sizeof a);
+  return a;
+}
+
 Endpoint::Endpoint() {
   addr_.v4.sin_family = AF_INET;
 }
@@ -60,7 +71,7 @@ Endpoint::Endpoint(const Endpoint& other) : addr_(other.addr_) {
 }
 
 Endpoint::Endpoint(Endpoint&& other) noexcept : addr_(other.addr_) {
-  other.addr_ = Address{};
+  other.addr_ = zeroed_address();
   other.addr_.v4.sin_family = AF_INET;
 }
 
@@ -76,7 +87,7 @@ Endpoint& Endpoint::operator=(Endpoint&& other) noexcept {
   if (this == &other) return *this;
   release();
   addr_ = other.addr_;
-  other.addr_ = Address{};
+  other.addr_ = zeroed_address();
   other.addr_.v4.sin_family = AF_INET;
   return *this;
 }
@@ -157,7 +168,7 @@ Result<Endpoint> Endpoint::unix_socket(std::string_view path) {
     name->len = static_cast<socklen_t>(kUnixPathOffset + bytes + 1);
   }
   Endpoint ep;
-  ep.addr_ = Address{};
+  ep.addr_ = zeroed_address();
   ep.addr_.un.family = AF_UNIX;
   ep.set_unix_name(name.release());
   return ep;
@@ -181,6 +192,9 @@ Result<std::pair<std::string, uint16_t>> Endpoint::split_host_port(std::string_v
       return Error(Errc::bad_host, "address " + quoted(text) + " (no closing ']')");
     }
     host = text.substr(1, close - 1);
+    // Every IPv6 address has a ':'; without one, this is IPv4 or a name.
+    if (!host.empty() && host.find(':') == std::string_view::npos)
+      return Error(Errc::bad_address, "address " + quoted(text) + std::string(kBracketsAreForIpv6));
     auto rest = text.substr(close + 1);
     if (rest.empty() || rest.front() != ':')
       return Error(Errc::missing_port, "address " + quoted(text));
@@ -203,50 +217,75 @@ Result<std::pair<std::string, uint16_t>> Endpoint::split_host_port(std::string_v
 }
 
 Result<Endpoint> Endpoint::parse(std::string_view host, uint16_t port) {
-  std::string h(unbracket(host));
-  if (h.empty()) return Error(Errc::bad_host, "host ''");
-  // inet_pton and if_nametoindex read C strings: an embedded NUL would cut
-  // the text short and let "10.0.0.1\0junk" through as 10.0.0.1.
-  if (h.find('\0') != std::string::npos) return Error(Errc::bad_address, "host " + quoted(host));
-  Endpoint ep;
-  auto* v4 = &ep.addr_.v4;
-  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    return ep;
-  }
-  auto* v6 = &ep.addr_.v6;
-  std::string scope;
-  if (auto pct = h.find('%'); pct != std::string::npos) {
-    scope = h.substr(pct + 1);
-    h.resize(pct);
-  }
-  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    if (!scope.empty()) {
-      v6->sin6_scope_id = ::if_nametoindex(scope.c_str());
-      if (v6->sin6_scope_id == 0)
-        return Error(Errc::bad_address, "host " + quoted(host) + " (unknown interface)");
-    }
-    return ep;
-  }
-  return Error(Errc::bad_address, "host " + quoted(host));
+  const std::string_view inner = unbracket(host);
+  auto ep = parse_literal(inner, inner.size() != host.size(), port);
+  if (!ep) return Error(ep.error().code(), "host " + quoted(host) + ep.error().context());
+  return ep;
 }
 
 Result<Endpoint> Endpoint::parse(std::string_view text) {
   if (names_unix_socket(text)) return unix_socket(text.substr(kUnixPrefix.size()));
   auto hp = split_host_port(text);
   if (!hp) return hp.error();
-  auto ep = parse(hp->first, hp->second);
-  if (!ep) return Error(ep.error().code(), "address " + quoted(text));
+  // split_host_port() took the brackets off (and refused them around text
+  // with no ':'), so say whether there were any.
+  auto ep = parse_literal(hp->first, text.front() == '[', hp->second);
+  if (!ep) return Error(ep.error().code(), "address " + quoted(text) + ep.error().context());
+  return ep;
+}
+
+Result<Endpoint> Endpoint::parse_literal(std::string_view host, bool bracketed, uint16_t port) {
+  if (host.empty()) return Error(Errc::bad_host, "");
+  // inet_pton and if_nametoindex read C strings: an embedded NUL would cut
+  // the text short and let "10.0.0.1\0junk" through as 10.0.0.1.
+  if (host.find('\0') != std::string_view::npos) return Error(Errc::bad_address, "");
+  std::string h(host);
+  Endpoint ep;
+  auto* v4 = &ep.addr_.v4;
+  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+    if (bracketed) return Error(Errc::bad_address, std::string(kBracketsAreForIpv6));
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return ep;
+  }
+  auto* v6 = &ep.addr_.v6;
+  std::optional<std::string> zone;
+  if (auto pct = h.find('%'); pct != std::string::npos) {
+    zone = h.substr(pct + 1);
+    h.resize(pct);
+  }
+  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) != 1) return Error(Errc::bad_address, "");
+  v6->sin6_family = AF_INET6;
+  v6->sin6_port = htons(port);
+  if (!zone) return ep;
+  // RFC 4007's zone: an interface name ("%eth0") or index ("%2"). A name is
+  // tried first, as getaddrinfo does, so an interface named "2" is found.
+  if (zone->empty()) return Error(Errc::bad_address, " (empty zone after '%')");
+  uint32_t index = ::if_nametoindex(zone->c_str());
+  if (index == 0) {
+    const char* first = zone->data();
+    const char* last = first + zone->size();
+    // Digits only: from_chars takes no sign, space or prefix for an unsigned.
+    auto [end, ec] = std::from_chars(first, last, index);
+    if (ec != std::errc() || end != last) {
+      return Error(Errc::bad_address, " (zone " + quoted(*zone) +
+                                          " is no interface, nor an interface index from 0 to " +
+                                          std::to_string(UINT32_MAX) + ")");
+    }
+  }
+  v6->sin6_scope_id = index;
   return ep;
 }
 
 Result<std::vector<Endpoint>> Endpoint::resolve(std::string_view host, uint16_t port) {
   // Literals never touch the resolver: fast and deterministic.
-  if (auto literal = parse(host, port)) return std::vector<Endpoint>{*literal};
+  auto literal = parse(host, port);
+  if (literal) return std::vector<Endpoint>{*literal};
   std::string h(unbracket(host));
+  // A name has no brackets, ':' or '%': such text is a literal, and the
+  // literal's error says what is wrong with it (getaddrinfo would take
+  // "[1.2.3.4]" for 1.2.3.4, and say only "not found" for "::1%").
+  if (h.size() != host.size() || h.find_first_of(":%") != std::string::npos) return literal.error();
   if (h.empty()) return Error(Errc::bad_host, "resolve ''");
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -343,12 +382,19 @@ void Endpoint::set_port(uint16_t port) {
 std::string Endpoint::host() const {
   if (is_unix()) return unix_path();
   char buf[INET6_ADDRSTRLEN] = {};
-  if (is_v6()) {
-    ::inet_ntop(AF_INET6, &addr_.v6.sin6_addr, buf, sizeof buf);
-  } else {
+  if (!is_v6()) {
     ::inet_ntop(AF_INET, &addr_.v4.sin_addr, buf, sizeof buf);
+    return buf;
   }
-  return buf;
+  ::inet_ntop(AF_INET6, &addr_.v6.sin6_addr, buf, sizeof buf);
+  std::string text = buf;
+  const uint32_t zone = addr_.v6.sin6_scope_id;
+  if (zone == 0) return text;
+  // The zone as parse() reads it back: the interface's name, or the index
+  // itself when no interface has it (gone, or in another network namespace).
+  char name[IF_NAMESIZE] = {};
+  if (::if_indextoname(zone, name) != nullptr) return text + "%" + name;
+  return text + "%" + std::to_string(zone);
 }
 
 std::string Endpoint::to_string() const {

@@ -307,8 +307,15 @@ ProxyParseResult parse_proxy_header(std::string_view data) {
 
 std::string encode_proxy_v1(const Endpoint& source, const Endpoint& destination) {
   assert(source.family() == destination.family());
-  return "PROXY " + std::string(source.is_v6() ? "TCP6 " : "TCP4 ") + source.host() + " " +
-         destination.host() + " " + std::to_string(source.port()) + " " +
+  // v1 addresses are plain inet_pton() text, with no room for an IPv6 zone
+  // ("%eth0"), which host() adds: a receiver would refuse the line. The zone
+  // names an interface of this host only, meaningless to the receiver.
+  const auto address = [](const Endpoint& ep) {
+    std::string host = ep.host();
+    return host.substr(0, host.find('%'));
+  };
+  return "PROXY " + std::string(source.is_v6() ? "TCP6 " : "TCP4 ") + address(source) + " " +
+         address(destination) + " " + std::to_string(source.port()) + " " +
          std::to_string(destination.port()) + "\r\n";
 }
 

@@ -53,8 +53,10 @@ class Endpoint {
   /// into a block of its own). Other families are asserted against.
   explicit Endpoint(const sockaddr* addr, socklen_t len);
 
-  /// Numeric literals only: "127.0.0.1:8888", "[::1]:8888", "[fe80::1%lo]:80",
-  /// and Unix sockets: "unix:/tmp/a.sock", "unix:@name" (abstract).
+  /// Numeric literals only: "127.0.0.1:8888", "[::1]:8888", and Unix
+  /// sockets: "unix:/tmp/a.sock", "unix:@name" (abstract). An IPv6 zone is an
+  /// interface name or index: "[fe80::1%lo]:80", "[fe80::1%1]:80". Brackets
+  /// hold IPv6 only ("[1.2.3.4]:80" is refused), and so is an empty zone.
   static Result<Endpoint> parse(std::string_view text);
   /// A Unix-domain socket: a file system path ("/tmp/a.sock", "./a.sock") or,
   /// with a leading '@', a Linux abstract name ("@tcpkit", never a file).
@@ -64,11 +66,13 @@ class Endpoint {
   static bool names_unix_socket(std::string_view text) {
     return text.substr(0, kUnixPrefix.size()) == kUnixPrefix;
   }
-  /// A numeric host ("::1", "10.0.0.1"; brackets optional) plus a port.
+  /// A numeric host ("::1", "10.0.0.1", "fe80::1%eth0"; brackets optional
+  /// around IPv6, refused around IPv4) plus a port.
   static Result<Endpoint> parse(std::string_view host, uint16_t port);
   /// Parses a port number "0".."65535" with a clear error for anything else.
   static Result<uint16_t> parse_port(std::string_view text);
-  /// Splits "host:port" / "[v6]:port" without interpreting the host.
+  /// Splits "host:port" / "[v6]:port" without interpreting the host, except
+  /// that what brackets hold must look like IPv6 (have a ':').
   static Result<std::pair<std::string, uint16_t>> split_host_port(std::string_view text);
 
   /// Names or literals, via getaddrinfo; IPv4 and IPv6 results, in the
@@ -99,9 +103,12 @@ class Endpoint {
   bool is_unspecified() const;
   uint16_t port() const;
   void set_port(uint16_t port);
-  /// The address alone: "127.0.0.1", "::1"; a Unix socket's unix_path().
+  /// The address alone: "127.0.0.1", "::1", "fe80::1%eth0" (an IPv6 zone as
+  /// its interface's name, or as the index when no interface has it), which
+  /// parse(host, port) reads back; a Unix socket's unix_path().
   std::string host() const;
-  /// "127.0.0.1:8888", "[::1]:8888", "unix:/tmp/a.sock", "unix:@name"; a Unix
+  /// "127.0.0.1:8888", "[::1]:8888", "[fe80::1%eth0]:80", "unix:/tmp/a.sock",
+  /// "unix:@name", which parse() reads back to an equal Endpoint; a Unix
   /// peer with credentials adds them: "unix:/tmp/a.sock (pid 1234, uid 0)".
   std::string to_string() const;
 
@@ -134,13 +141,23 @@ class Endpoint {
   static_assert(sizeof(Address) == sizeof(sockaddr_in6),
                 "a Unix endpoint must not grow every connection");
 
+  /// parse()'s work on an unbracketed host, numeric only; `bracketed` says
+  /// whether the text had brackets. An error's context is only the reason
+  /// ("" or " (...)"), for the caller to put after the text it was given.
+  static Result<Endpoint> parse_literal(std::string_view host, bool bracketed, uint16_t port);
+
+  /// All 28 bytes zero. `Address{}` initialises the first member (a 16-byte
+  /// sockaddr) only, and clang leaves the other bytes as it finds them: a
+  /// stray sin6_scope_id under an IPv6 address, a stray path pointer under
+  /// an unnamed Unix socket.
+  static Address zeroed_address();
   /// The shared path of a named Unix endpoint; null otherwise.
   const UnixName* unix_name() const;
   void set_unix_name(const UnixName* name);
   void retain() const;
   void release();
 
-  Address addr_{};
+  Address addr_ = zeroed_address();
 };
 
 }  // namespace tcpkit

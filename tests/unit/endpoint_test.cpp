@@ -6,10 +6,20 @@
 #include <sys/un.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <string>
 
 using tcpkit::Endpoint;
 using tcpkit::Errc;
+
+namespace {
+
+uint32_t scope_id_of(const Endpoint& ep) {
+  return reinterpret_cast<const sockaddr_in6*>(ep.sockaddr_ptr())->sin6_scope_id;
+}
+
+}  // namespace
 
 TEST(Endpoint, ParsesIpv4) {
   auto ep = Endpoint::parse("127.0.0.1:8888");
@@ -85,7 +95,7 @@ TEST(Endpoint, RoundTripsIpv6WithScopeIdThroughSockaddr) {
   Endpoint ep(reinterpret_cast<const sockaddr*>(&ss), sizeof(sockaddr_in6));
   EXPECT_TRUE(ep.is_v6());
   EXPECT_EQ(ep.port(), 8443);
-  EXPECT_EQ(ep.host(), "fe80::1");
+  EXPECT_EQ(ep.host(), "fe80::1%lo");
   ASSERT_EQ(ep.sockaddr_len(), sizeof(sockaddr_in6));
   EXPECT_EQ(std::memcmp(ep.sockaddr_ptr(), in6, sizeof(sockaddr_in6)), 0);
   auto parsed = Endpoint::parse("[fe80::1%lo]:8443");
@@ -94,6 +104,119 @@ TEST(Endpoint, RoundTripsIpv6WithScopeIdThroughSockaddr) {
   EXPECT_EQ(reinterpret_cast<const sockaddr_in6*>(parsed->sockaddr_ptr())->sin6_scope_id, lo);
   // The scope is part of the address: the same address without it differs.
   EXPECT_FALSE(*Endpoint::parse("[fe80::1]:8443") == ep);
+}
+
+// Fills stack that the next call's frame will reuse.
+[[gnu::noinline]] void dirty_the_stack() {
+  volatile unsigned char junk[8192];
+  for (auto& b : junk) b = 0xA5;
+}
+
+// Regression (found by fuzz/fuzz_endpoint, in a clang build): the bytes of
+// an Endpoint past the first 16, where sockaddr_in6 keeps sin6_scope_id,
+// were left as the stack had them, so "[::1]:80" could parse with a stray
+// zone: unequal to itself, and to_string() showed it.
+TEST(Endpoint, ParsedIpv6HasNoZoneUnlessTheTextNamesOne) {
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  in6.sin6_port = htons(80);
+  in6.sin6_addr = in6addr_loopback;
+  const Endpoint expected(reinterpret_cast<const sockaddr*>(&in6), sizeof in6);
+  for (int i = 0; i < 10; ++i) {
+    dirty_the_stack();
+    auto ep = Endpoint::parse("[::1]:80");
+    ASSERT_TRUE(ep) << ep.error().message();
+    EXPECT_EQ(scope_id_of(*ep), 0u);
+    EXPECT_EQ(*ep, expected);
+    EXPECT_EQ(ep->to_string(), "[::1]:80");
+    dirty_the_stack();
+    EXPECT_EQ(scope_id_of(*Endpoint::parse("::1", 80)), 0u);
+  }
+}
+
+// Regression: to_string() dropped the IPv6 zone, so "[fe80::1%lo]:80" came
+// back as "[fe80::1]:80", which parses to another address. The zone is
+// written as the interface's name, or as its number when no interface has
+// that index, and either parses back to the same endpoint.
+TEST(Endpoint, FormatsTheIpv6ZoneAndParsesItBack) {
+  auto ep = Endpoint::parse("[fe80::1%lo]:80");
+  ASSERT_TRUE(ep) << ep.error().message();
+  EXPECT_EQ(ep->host(), "fe80::1%lo");
+  EXPECT_EQ(ep->to_string(), "[fe80::1%lo]:80");
+  auto again = Endpoint::parse(ep->to_string());
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(*again, *ep);
+  auto from_host = Endpoint::parse(ep->host(), ep->port());
+  ASSERT_TRUE(from_host) << from_host.error().message();
+  EXPECT_EQ(*from_host, *ep);
+
+  // No interface has this index: the number itself.
+  auto numbered = Endpoint::parse("[fe80::1%4000000000]:443");
+  ASSERT_TRUE(numbered) << numbered.error().message();
+  EXPECT_EQ(scope_id_of(*numbered), 4000000000u);
+  EXPECT_EQ(numbered->to_string(), "[fe80::1%4000000000]:443");
+  EXPECT_EQ(*Endpoint::parse(numbered->to_string()), *numbered);
+
+  // No zone, nothing added.
+  EXPECT_EQ(Endpoint::parse("[fe80::1]:80")->to_string(), "[fe80::1]:80");
+}
+
+// Regression: a numeric zone ("%1", RFC 4007's form) was looked up only as
+// an interface name and refused.
+TEST(Endpoint, AcceptsANumericZone) {
+  const unsigned lo = ::if_nametoindex("lo");
+  ASSERT_NE(lo, 0u);
+  const std::string zone = std::to_string(lo);
+  auto ep = Endpoint::parse("[fe80::1%" + zone + "]:80");
+  ASSERT_TRUE(ep) << ep.error().message();
+  EXPECT_EQ(scope_id_of(*ep), lo);
+  EXPECT_EQ(*ep, *Endpoint::parse("[fe80::1%lo]:80"));
+  EXPECT_EQ(ep->to_string(), "[fe80::1%lo]:80") << "written back as the interface's name";
+  auto bare = Endpoint::parse("fe80::1%" + zone, 80);
+  ASSERT_TRUE(bare) << bare.error().message();
+  EXPECT_EQ(*bare, *ep);
+  auto largest = Endpoint::parse("fe80::1%4294967295", 80);
+  ASSERT_TRUE(largest) << largest.error().message();
+  EXPECT_EQ(scope_id_of(*largest), 4294967295u);
+  // Neither an interface nor a 32-bit number.
+  for (const char* text :
+       {"fe80::1%4294967296", "fe80::1%-1", "fe80::1%+1", "fe80::1%1x", "fe80::1%no-such-if0"}) {
+    auto refused = Endpoint::parse(text, 80);
+    ASSERT_FALSE(refused) << text << " parsed as " << refused->to_string();
+    EXPECT_EQ(refused.error().code(), tcpkit::make_error_code(Errc::bad_address)) << text;
+    EXPECT_NE(refused.error().message().find("interface"), std::string::npos)
+        << refused.error().message();
+  }
+}
+
+// Regression: "[::1%]:80" (an empty zone) parsed as [::1]:80, and
+// "[1.2.3.4]:80" as 1.2.3.4:80, though brackets hold an IPv6 address only.
+// Both are refused, saying why, by either parse() and by resolve().
+TEST(Endpoint, RefusesAnEmptyZoneAndBracketedIpv4) {
+  struct Case {
+    const char* text;
+    const char* why;
+  };
+  for (auto c : {Case{"[::1%]:80", "empty zone"}, Case{"[fe80::1%]:80", "empty zone"},
+                 Case{"[1.2.3.4]:80", "brackets hold an IPv6 address"},
+                 Case{"[0.0.0.0]:0", "brackets hold an IPv6 address"}}) {
+    auto ep = Endpoint::parse(c.text);
+    ASSERT_FALSE(ep) << c.text << " parsed as " << ep->to_string();
+    EXPECT_EQ(ep.error().code(), tcpkit::make_error_code(Errc::bad_address)) << c.text;
+    EXPECT_NE(ep.error().message().find(c.text), std::string::npos) << ep.error().message();
+    EXPECT_NE(ep.error().message().find(c.why), std::string::npos) << ep.error().message();
+    auto resolved = Endpoint::resolve(c.text);
+    EXPECT_FALSE(resolved) << c.text << " resolved";
+  }
+  for (const char* host : {"::1%", "[::1%]", "[1.2.3.4]"}) {
+    auto ep = Endpoint::parse(host, 80);
+    ASSERT_FALSE(ep) << host << " parsed as " << ep->to_string();
+    EXPECT_EQ(ep.error().code(), tcpkit::make_error_code(Errc::bad_address)) << host;
+    EXPECT_FALSE(Endpoint::resolve(host, 80)) << host << " resolved";
+  }
+  // Brackets stay optional around IPv6, and IPv4 without them is fine.
+  EXPECT_TRUE(Endpoint::parse("[::1]", 80));
+  EXPECT_TRUE(Endpoint::parse("1.2.3.4", 80));
 }
 
 TEST(Endpoint, RoundTripsIpv4ThroughSockaddrAndCopies) {

@@ -183,6 +183,10 @@ TEST(ProxyV1, EncoderRoundTrips) {
   auto line6 = encode_proxy_v1(ep("[2001:db8::7]:1"), ep("[::1]:2"));
   auto r6 = expect_done(line6, line6.size());
   EXPECT_EQ(r6.header.source, ep("[2001:db8::7]:1"));
+  // An IPv6 zone, which Endpoint::host() writes, has no place in a v1 line.
+  auto zoned = encode_proxy_v1(ep("[fe80::7%lo]:1"), ep("[fe80::1%lo]:2"));
+  EXPECT_EQ(zoned, "PROXY TCP6 fe80::7 fe80::1 1 2\r\n");
+  EXPECT_EQ(expect_done(zoned, zoned.size()).header.source, ep("[fe80::7]:1"));
 }
 
 // ---------------------------------------------------------------- v2
