@@ -3,6 +3,7 @@
 dumps, and the one-line errors for refused, unresolvable and silent peers.
 The other side is the tutorial's Python server (socket module), socat or nc."""
 
+import os
 import re
 import shutil
 import socket
@@ -230,6 +231,30 @@ def test_regression_peer_fin_does_not_drop_the_rest_of_stdin():
         assert client.wait() == 0, client.describe()
         server.wait()
     assert got["data"] == b"one\ntwo\n"
+
+
+def test_at_a_terminal_the_peers_fin_ends_the_session():
+    """Typed input goes to a person's conversation with the server: when the
+    server closes, the session ends (exit 0), as it always did, instead of
+    waiting at a prompt for input that can go nowhere."""
+    import pty
+
+    def banner_then_close(conn):
+        conn.sendall(b"bye\n")
+
+    master, slave = pty.openpty()
+    try:
+        with PeerServer(banner_then_close) as server:
+            proc = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port)],
+                                    stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = proc.communicate(timeout=DEFAULT_TIMEOUT)
+            server.wait()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err
+    assert out == b"bye\n"
+    assert err.decode().strip() == "connection closed by peer", err
 
 
 def test_regression_a_reset_after_the_peers_fin_is_reported():

@@ -118,9 +118,10 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
     s += fmt::format("  connect error  {} (the first)\n", r.connect_error);
   if (!r.close_error.empty()) s += fmt::format("  reset          {} (the first)\n", r.close_error);
   if (o.rate > 0) {
-    s +=
-        fmt::format("  open loop      {:g} msg/s asked; {} due not sent (the server fell behind)\n",
-                    o.rate, r.missed_sends);
+    s += fmt::format("  open loop      {:g} msg/s asked; {}\n", o.rate,
+                     r.missed_sends == 0
+                         ? "every message sent when due"
+                         : fmt::format("{} due not sent (the server fell behind)", r.missed_sends));
   }
   if (o.tls) {
     s += fmt::format("  tls            handshakes failed {}{}\n", r.tls_failed,

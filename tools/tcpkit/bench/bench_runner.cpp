@@ -422,18 +422,21 @@ uint64_t Worker::room(const Slot* slot) const {
   return std::min<uint64_t>(by_bytes, kMaxInFlight - in_flight);
 }
 
-// Small messages due together go out in one send: one write for the
-// batch, not a system call each (on loopback each write also runs the
-// receiver's side of TCP), so that a tick's work stays short however many
-// are due.
+// The few messages a tick finds due on a connection at a sane rate go out
+// one send each, as independent requests would, so that a server meets the
+// same writes it would from separate clients. More than kSeparateSends
+// (an extreme rate, or a catch-up after a stall) go out in one write, not a
+// system call each (on loopback each write also runs the receiver's side of
+// TCP), so that a tick's work stays short however many are due.
 void Worker::send_due(Slot* slot, uint64_t count, double step_ns) {
+  constexpr uint64_t kSeparateSends = 16;
   auto due_at = [&](uint64_t k) {
     // Message k > 0 is due at k * step_ns, at most the time elapsed: finite.
     const double at_ns = k == 0 ? 0 : static_cast<double>(k) * step_ns;
     return slot->paced_from + std::chrono::nanoseconds(std::llround(at_ns));
   };
-  if (count == 1) {
-    send_message(slot, due_at(slot->paced++));
+  if (count <= kSeparateSends) {
+    for (uint64_t i = 0; i < count; ++i) send_message(slot, due_at(slot->paced++));
     return;
   }
   TcpConnection& conn = *slot->conn;

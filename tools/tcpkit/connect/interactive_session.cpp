@@ -115,13 +115,16 @@ std::optional<int> InteractiveSession::on_socket_readable() {
 
 // The peer's FIN: it has said all it will say, but it may still be reading
 // (a server that answers and then shuts down its side). Dropping the rest
-// of stdin here would lose data silently, so it is still sent.
+// of piped stdin here would lose data silently, so it is still sent. A
+// person at a terminal is talking to the server, not feeding it: the
+// session ends there as it always did (a server that closed for good would
+// otherwise leave them waiting at a prompt that goes nowhere).
 std::optional<int> InteractiveSession::on_peer_finished() {
   auto& printer = context_.printer;
   // On a terminal the notice gets a line of its own; a pipe gets the bytes as sent.
   bool ok = printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line());
   if (!ok) return stdout_failure(printer.stdout_error());
-  if (input_finished_) {
+  if (input_finished_ || ::isatty(STDIN_FILENO)) {
     std::fputs("connection closed by peer\n", stderr);
     return kExitOk;
   }
