@@ -38,8 +38,8 @@ class LineCodec {
   /// Appends line + "\n". A line holding '\n' would be two lines on the
   /// wire (one of them chosen by whoever wrote the text), so it is refused:
   /// std::errc::invalid_argument, naming where the '\n' is, and nothing is
-  /// written. A '\r' is content, but one at the end of `line` reads back as
-  /// part of the "\r\n" terminator, so decode() drops it.
+  /// written. A '\\r' is content, but one at the end of `line` reads back as
+  /// part of the "\\r\\n" terminator, so decode() drops it.
   [[nodiscard]] static Result<void> encode(std::string_view line, Buffer& out);
 
   size_t max_line() const { return max_line_; }

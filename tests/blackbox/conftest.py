@@ -215,7 +215,10 @@ class TcpkitProcess:
 
     def close_stdin(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the process has exited: text a failed send() left buffered has no reader
 
     def signal(self, signum: int) -> None:
         if self.proc.poll() is None:
