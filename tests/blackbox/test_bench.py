@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path
+from conftest import SANITIZER, PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path
 from serve_util import recv_exact, start_serve
 from tls_util import make_cert
 
@@ -825,6 +825,9 @@ def test_regression_report_shows_the_threads_used(tcpkit_process, tmp_path):
     assert "3 connection(s), 32 byte(s), 3 thread(s) (of 8 asked: one per connection at most)," in text.stdout
 
 
+@pytest.mark.skipif(SANITIZER == "address", reason=(
+    "UBSan's vptr check probes memory through a pipe(); with every descriptor in use pipe() fails "
+    "and it reports a false 'invalid vptr' on the first virtual call (std::error_category) and halts"))
 def test_regression_connect_phase_ends_when_every_connection_has_settled(tcpkit_process, tmp_path):
     """Regression: when some connects failed, the connect phase waited the
     whole --connect-timeout, and the report never said why they failed.
