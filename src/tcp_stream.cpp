@@ -86,7 +86,12 @@ Result<void> TcpStream::send_raw(const char* p, size_t len) {
 }
 
 Result<size_t> TcpStream::recv(void* buf, size_t len) {
-  if (tls_) return tls_recv(buf, len);
+  auto n = tls_ ? tls_recv(buf, len) : plain_recv(buf, len);
+  if (n && *n == 0 && len > 0) input_ended_ = true;
+  return n;
+}
+
+Result<size_t> TcpStream::plain_recv(void* buf, size_t len) {
   for (;;) {
     ssize_t n = sys::read(fd_.get(), buf, len);
     if (n == -EINTR) continue;
@@ -190,18 +195,30 @@ Result<TcpStream::Ready> TcpStream::wait(std::chrono::milliseconds timeout, bool
   constexpr short kReadable = POLLIN | POLLHUP | POLLERR | POLLNVAL;
   // Decrypted bytes already waiting: the socket may have nothing more to
   // say, so look without waiting.
-  const bool buffered = has_buffered_input();
+  const bool buffered = !input_ended_ && has_buffered_input();
+  // After the end of input the socket stays readable (recv() says 0 again
+  // and again): poll() then reports only what it always reports, an error
+  // or a hangup.
+  const short read_events = input_ended_ ? 0 : POLLIN;
   pollfd fds[2] = {
-      {fd_.get(), static_cast<short>(POLLIN | (writable ? POLLOUT : 0)), 0},
+      {fd_.get(), static_cast<short>(read_events | (writable ? POLLOUT : 0)), 0},
       {other_fd, POLLIN, 0},  // a negative descriptor is skipped
   };
   int rc = sys::poll(fds, other_fd >= 0 ? 2 : 1, buffered ? std::chrono::milliseconds(0) : timeout);
   if (rc < 0) return Error::from_errno(-rc, "poll");
+  const short revents = fds[0].revents;
   Ready ready;
-  ready.readable = buffered || (fds[0].revents & kReadable) != 0;
-  ready.writable = (fds[0].revents & (POLLOUT | POLLERR)) != 0;
+  ready.readable = buffered || (!input_ended_ && (revents & kReadable) != 0);
+  ready.writable = (revents & (POLLOUT | POLLERR)) != 0;
   ready.other = other_fd >= 0 && (fds[1].revents & kReadable) != 0;
+  ready.hangup = input_ended_ && (revents & (POLLHUP | POLLERR | POLLNVAL)) != 0;
   return ready;
+}
+
+std::error_code TcpStream::pending_error() {
+  const int error = sys::socket_error(fd_.get());
+  if (error == 0) return {};
+  return {error, std::generic_category()};
 }
 
 int TcpStream::wait_readable(int timeout_ms) {

@@ -90,12 +90,25 @@ class TcpStream {
     bool readable = false;  ///< recv() has something to say, buffered TLS bytes included
     bool writable = false;  ///< send_some() can take more (only when asked for)
     bool other = false;     ///< `other_fd` is readable, at its end, or failed
+    /// After the end of input: the connection can carry nothing more either
+    /// way (reset, or both directions closed); pending_error() says whether
+    /// it failed.
+    bool hangup = false;
   };
   /// Waits for this stream and one more descriptor at once, such as stdin
   /// for a client that copies it to the peer as nc does: readable, and
   /// writable when `writable`; `other_fd` < 0 waits for the stream alone.
+  /// Once recv() has returned the end of input (0), the stream is no longer
+  /// watched for reading, so that a peer that has finished but still reads
+  /// (the half-close of nc -N) does not wake the wait again and again; a
+  /// reset after that is reported as `hangup`.
   /// Retries EINTR within `timeout` (kNoTimeout: none); the Error is poll()'s.
   Result<Ready> wait(std::chrono::milliseconds timeout, bool writable = false, int other_fd = -1);
+  /// True once recv() has returned the end of input.
+  bool input_ended() const { return input_ended_; }
+  /// The error a failed connection holds and has not reported through a
+  /// call yet (SO_ERROR, which reading clears); empty when there is none.
+  std::error_code pending_error();
   /// Non-blocking: takes what the kernel accepts now (with TLS: all of
   /// `data` once earlier ciphertext is out) and returns how much it took.
   Result<size_t> send_some(std::string_view data);
@@ -129,6 +142,7 @@ class TcpStream {
   /// Every byte to the socket, blocking.
   Result<void> send_raw(const char* data, size_t len);
   Result<void> tls_send_all(std::string_view data);
+  Result<size_t> plain_recv(void* buf, size_t len);
   Result<size_t> tls_recv(void* buf, size_t len);
   /// One read from the socket into the TLS layer; 0 at EOF.
   Result<size_t> read_ciphertext();
@@ -138,6 +152,7 @@ class TcpStream {
   UniqueFd fd_;
   Endpoint peer_;
   std::unique_ptr<TlsLayer> tls_;  ///< null: plain TCP
+  bool input_ended_ = false;       ///< recv() has returned the end of input
 };
 
 }  // namespace tcpkit

@@ -437,3 +437,46 @@ TEST(TcpStream, WaitWatchesTheStreamAndAnotherDescriptor) {
   EXPECT_TRUE(alone->readable);
   EXPECT_FALSE(alone->other);
 }
+
+// Regression: after the peer's FIN, wait() reported the stream readable
+// forever (recv() says 0 again and again), so a client still sending stdin
+// to a peer that had finished (the half-close of nc -N) had to poll the
+// socket itself. Now the end of input is reported once, and a reset after
+// it is a hangup with its error.
+TEST(TcpStream, RegressionWaitStopsReportingTheEndOfInputAndReportsALaterReset) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  Pair p = connect_pair(*listener);
+  ASSERT_TRUE(p.server.shutdown_write());
+  auto end = p.client.wait(kWait);
+  ASSERT_TRUE(end) << end.error().message();
+  EXPECT_TRUE(end->readable);
+  EXPECT_FALSE(p.client.input_ended());
+  EXPECT_EQ(read_to_eof(p.client), "");
+  EXPECT_TRUE(p.client.input_ended());
+
+  auto quiet = p.client.wait(std::chrono::milliseconds(50), /*writable=*/false);
+  ASSERT_TRUE(quiet) << quiet.error().message();
+  EXPECT_FALSE(quiet->readable || quiet->hangup) << "the end of input was reported again";
+  // The client can still send, and the peer still reads.
+  auto room = p.client.wait(kWait, /*writable=*/true);
+  ASSERT_TRUE(room) << room.error().message();
+  EXPECT_TRUE(room->writable);
+  EXPECT_FALSE(room->readable || room->hangup);
+  ASSERT_TRUE(p.client.send_all("still here"));
+  EXPECT_EQ(recv_exact_string(p.server, 10), "still here");
+  EXPECT_FALSE(p.client.pending_error());
+
+  linger hard{1, 0};  // close() sends RST
+  ASSERT_EQ(::setsockopt(p.server.fd(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard), 0);
+  p.server.close();
+  auto reset = p.client.wait(kWait);
+  ASSERT_TRUE(reset) << reset.error().message();
+  EXPECT_TRUE(reset->hangup);
+  EXPECT_FALSE(reset->readable);
+  // Linux names a reset that comes after the peer's FIN EPIPE, not ECONNRESET.
+  const std::error_code error = p.client.pending_error();
+  EXPECT_TRUE(error == std::errc::broken_pipe || error == std::errc::connection_reset)
+      << error.message();
+  EXPECT_FALSE(p.client.pending_error()) << "reading the error clears it";
+}

@@ -321,6 +321,11 @@ TEST(TlsTransport, BlockingStreamSpeaksTlsThroughTheSameCalls) {
   ASSERT_TRUE(stream.shutdown_write());  // close_notify, then FIN
   EXPECT_EQ(read_to_eof(stream), "");
   EXPECT_TRUE(server.peer_closed.wait([](int n) { return n == 1; }));
+  // The end was reported once: wait() does not wake for it again (it used
+  // to, at once and forever, for the TLS layer's end).
+  auto after = stream.wait(std::chrono::milliseconds(50));
+  ASSERT_TRUE(after) << after.error().message();
+  EXPECT_FALSE(after->readable);
   stream.close();
   server.h.finish();
 }

@@ -7,8 +7,6 @@
 // The peer's FIN ends only its direction: like nc -N, the session goes on
 // sending stdin until it ends, then sends its own FIN and exits.
 #include <fmt/core.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,8 +35,7 @@ class InteractiveSession {
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
   std::optional<int> on_peer_finished();
-  std::optional<int> wait_after_peer_finished();
-  int connection_lost(int error) const;
+  int connection_lost(std::error_code error) const;
   std::optional<int> on_stdin_readable();
   // Queues `text` for sending; with --line, whole lines only. An exit code
   // when a line is over --max-line.
@@ -68,16 +65,15 @@ class InteractiveSession {
 int InteractiveSession::run() {
   for (;;) {
     if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
-    if (peer_finished_) {
-      if (auto code = wait_after_peer_finished()) return *code;
-      continue;
-    }
     const bool read_stdin = stdin_open_ && !output_queued();
     auto ready = stream_.wait(poll_timeout(), output_queued(), read_stdin ? STDIN_FILENO : -1);
     if (!ready) {
       report(fmt::format("poll: {}", reason_text(ready.error().code())));
       return kExitFailure;
     }
+    // After the peer's FIN the stream is no longer watched for reading:
+    // a hangup then is the peer resetting the connection.
+    if (ready->hangup) return connection_lost(stream_.pending_error());
     // The socket first: what the peer said is printed before more input goes out.
     if (ready->readable) {
       if (auto code = on_socket_readable()) return *code;
@@ -134,34 +130,11 @@ std::optional<int> InteractiveSession::on_peer_finished() {
   return std::nullopt;
 }
 
-// After the FIN the socket stays readable (recv() says 0 again and again),
-// so TcpStream::wait() would spin: poll only for stdin and, with output
-// queued, for room to send. An error or hangup on the socket (the peer
-// reset the connection) ends the session even with nothing queued.
-std::optional<int> InteractiveSession::wait_after_peer_finished() {
-  const bool queued = output_queued();
-  const bool read_stdin = stdin_open_ && !queued;
-  pollfd fds[2] = {{stream_.fd(), static_cast<short>(queued ? POLLOUT : 0), 0},
-                   {read_stdin ? STDIN_FILENO : -1, POLLIN, 0}};
-  if (::poll(fds, 2, -1) < 0) {
-    if (errno == EINTR) return std::nullopt;
-    report(fmt::format("poll: {}", reason_text(std::error_code(errno, std::generic_category()))));
-    return kExitFailure;
-  }
-  if (queued && (fds[0].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) return flush_output();
-  if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
-    int error = 0;
-    socklen_t length = sizeof error;
-    ::getsockopt(stream_.fd(), SOL_SOCKET, SO_ERROR, &error, &length);
-    return connection_lost(error != 0 ? error : ECONNRESET);
-  }
-  if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0) return on_stdin_readable();
-  return std::nullopt;
-}
-
-int InteractiveSession::connection_lost(int error) const {
+// A hangup whose error a failed send already took reads as the reset it was.
+int InteractiveSession::connection_lost(std::error_code error) const {
+  if (!error) error = std::make_error_code(std::errc::connection_reset);
   report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
-                     reason_text(std::error_code(error, std::generic_category()))));
+                     reason_text(error)));
   return kExitFailure;
 }
 
