@@ -279,3 +279,31 @@ def test_regression_a_process_name_with_escapes_is_printed_escaped():
     assert in_use.returncode == 1, in_use
     assert "\x1b" not in in_use.stderr, repr(in_use.stderr)
     assert f"pid {server.pid} (\\x1b[1A\\x1b[2Ksshd)" in in_use.stderr, in_use.stderr
+
+
+# Regression: "80/tcp", as /etc/services and ss write a port, was taken for
+# a Unix socket path (it holds a '/') and reported as a missing file.
+@pytest.mark.parametrize("text", [
+    "80/tcp", "80/TCP", "http", "http/tcp",
+    pytest.param("www", marks=pytest.mark.skipif(
+        not Path("/etc/services").exists(),
+        reason="no /etc/services: the built-in table has no aliases such as www")),
+])
+def test_regression_a_port_with_its_protocol_or_a_service_name_is_the_tcp_port(text):
+    facts = json.loads(run_tcpkit("port", "--json", text).stdout)
+    assert facts["port"] == 80, facts
+    assert facts["service"] == "http"
+
+
+@pytest.mark.parametrize("text", ["53/udp", "domain/udp"])
+def test_a_udp_port_is_a_usage_error_that_says_so(text):
+    result = run_tcpkit("port", text)
+    assert result.returncode == 2, result.stdout
+    assert "UDP port" in result.stderr and "tcp" in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_an_unknown_service_name_is_a_usage_error():
+    result = run_tcpkit("port", "no-such-service")
+    assert result.returncode == 2
+    assert "service name" in result.stderr and "0 to 65535" in result.stderr, result.stderr

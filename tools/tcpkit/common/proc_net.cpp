@@ -198,6 +198,27 @@ std::optional<std::string> lookup_services_file(std::ifstream& in, uint16_t port
   return std::nullopt;
 }
 
+// The TCP port of the service `name` or one of its aliases
+// ("http 80/tcp www"), as getservbyname() finds it.
+std::optional<uint16_t> lookup_services_file(std::ifstream& in, std::string_view name) {
+  std::string line;
+  while (std::getline(in, line)) {
+    line = line.substr(0, line.find('#'));
+    std::istringstream fields(line);
+    std::string service, port_proto;
+    if (!(fields >> service >> port_proto) || !port_proto.ends_with("/tcp")) continue;
+    bool named = service == name;
+    for (std::string alias; !named && fields >> alias;) named = alias == name;
+    unsigned port = 0;
+    auto [end, ec] =
+        std::from_chars(port_proto.data(), port_proto.data() + port_proto.size(), port);
+    if (named && ec == std::errc{} && *end == '/' && port <= 0xFFFF) {
+      return static_cast<uint16_t>(port);
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> lookup_fallback(uint16_t port) {
   for (const auto& [number, name] : kFallbackServices) {
     if (number == port) return std::string(name);
@@ -267,6 +288,15 @@ std::optional<std::string> service_name(uint16_t port) {
   std::ifstream in(kServicesPath);
   if (!in) return lookup_fallback(port);
   return lookup_services_file(in, port);
+}
+
+std::optional<uint16_t> service_port(std::string_view name) {
+  std::ifstream in(kServicesPath);
+  if (in) return lookup_services_file(in, name);
+  for (const auto& [number, service] : kFallbackServices) {
+    if (name == service) return number;
+  }
+  return std::nullopt;
 }
 
 bool services_file_readable() {

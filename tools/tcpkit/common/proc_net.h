@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tcpkit::cli {
@@ -53,6 +54,10 @@ std::map<std::string, int> count_states(uint16_t port);
 // from a small built-in table of the tutorial's ports when that file is
 // missing; empty when the port has no name.
 std::optional<std::string> service_name(uint16_t port);
+
+// The other way round: the TCP port of a service name or alias ("http",
+// "www": 80), from the same file or table; empty when no service has it.
+std::optional<uint16_t> service_port(std::string_view name);
 
 // Whether /etc/services could be read; service_name() falls back otherwise.
 bool services_file_readable();

@@ -5,10 +5,13 @@
 // socket the same way: who listens on it and how many connections are open.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include <sys/stat.h>
 
@@ -57,7 +60,7 @@ constexpr const char* kCloseWaitNote =
     "not "
     "called close() yet; sockets that stay here mean a program forgets to close them.";
 
-std::optional<uint16_t> parse_port(const std::string& text) {
+std::optional<uint16_t> parse_number(std::string_view text) {
   unsigned value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535) {
@@ -66,21 +69,62 @@ std::optional<uint16_t> parse_port(const std::string& text) {
   return static_cast<uint16_t>(value);
 }
 
+// "80/tcp", "http/udp": a port with its protocol, as /etc/services and ss
+// write it (not a path, though it holds a '/'). Empty when `text` has none.
+std::string_view protocol_of(std::string_view text) {
+  const size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || text.find('/', slash + 1) != text.npos) {
+    return {};
+  }
+  const std::string_view protocol = text.substr(slash + 1);
+  for (std::string_view known : {"tcp", "udp"}) {
+    if (std::equal(
+            protocol.begin(), protocol.end(), known.begin(), known.end(),
+            [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
+      return known;
+    }
+  }
+  return {};
+}
+
+// What PORT names: a number; a service from /etc/services ("http", or an
+// alias such as "www"); either with "/tcp". The error says why not.
+struct PortArgument {
+  std::optional<uint16_t> port;
+  std::string error;
+};
+
+PortArgument parse_port(std::string_view text) {
+  const std::string_view protocol = protocol_of(text);
+  const std::string_view name = protocol.empty() ? text : text.substr(0, text.find('/'));
+  if (protocol == "udp") {
+    return {std::nullopt,
+            fmt::format("'{}' is a UDP port: tcpkit port explains TCP ports (give {}/tcp or {})",
+                        printable(text), printable(name), printable(name))};
+  }
+  if (auto number = parse_number(name)) return {number, ""};
+  if (auto named = service_port(name)) return {named, ""};
+  return {std::nullopt,
+          fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535, a service name "
+                      "from /etc/services (http), or a Unix socket: unix:PATH",
+                      printable(text))};
+}
+
 // "unix:PATH", or a path with a slash in it ("/tmp/a.sock", "./a.sock"):
 // a Unix socket rather than a port number.
 std::optional<std::string> unix_socket_path(const std::string& text) {
   if (Endpoint::names_unix_socket(text)) return text.substr(Endpoint::kUnixPrefix.size());
-  if (text.find('/') != std::string::npos) return text;
+  if (text.find('/') != std::string::npos && protocol_of(text).empty()) return text;
   return std::nullopt;
 }
 
 std::string validate_port(std::string& text) {
-  if (parse_port(text)) return "";
-  if (auto path = unix_socket_path(text); path && Endpoint::unix_socket(*path)) return "";
-  return fmt::format(
-      "'{}' is not a TCP port: give a whole number from 0 to 65535 (or a Unix socket: "
-      "unix:PATH)",
-      text);
+  if (auto path = unix_socket_path(text)) {
+    if (Endpoint::unix_socket(*path)) return "";
+    return fmt::format("'{}' is not a Unix socket path: {}", printable(text),
+                       Endpoint::unix_socket(*path).error().message());
+  }
+  return parse_port(text).error;
 }
 
 const char* range_name(uint16_t port) {
@@ -293,7 +337,7 @@ int run_unix_socket(const std::string& path, bool json) {
 int run_port(const PortOptions& options) {
   if (auto path = unix_socket_path(options.port_text)) return run_unix_socket(*path, options.json);
   // The validator has already accepted the text, so this parse succeeds.
-  auto report = gather_report(*parse_port(options.port_text));
+  auto report = gather_report(*parse_port(options.port_text).port);
   if (options.json) {
     print_json(report);
     return kExitOk;
@@ -313,7 +357,8 @@ Command add_port_command(CLI::App& app) {
   auto options = std::make_shared<PortOptions>();
   sub->add_option(
          "PORT", options->port_text,
-         "port number, 0 to 65535; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
+         "port number, 0 to 65535, or a service name from /etc/services (http), either with or "
+         "without /tcp; or a Unix socket: unix:PATH (unix:@NAME), or a PATH with a '/'")
       ->required()
       ->check(CLI::Validator(validate_port, "PORT", "port"));
   sub->add_flag("--json", options->json, "print the same facts as one JSON object");
