@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled
+from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, tcpkit_path
 from serve_util import connect, recv_exact, recv_until_eof
 
 HERE = Path(__file__).resolve().parent
@@ -464,3 +464,34 @@ def test_regression_proxies_deleted_while_pairs_finish_on_io_threads(tcpkit_proc
                 recv_until_eof(client)
     assert api_call(api, "GET", "/proxies") == (200, {})
     assert relay.returncode is None
+
+
+def strace_works() -> bool:
+    if shutil.which("strace") is None:
+        return False
+    return subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not strace_works(),
+                    reason="counting name lookups needs strace, and ptrace allowed")
+def test_regression_populate_looks_each_name_up_once(tcpkit_process, tmp_path):
+    # /populate resolved every enabled proxy's addresses to check the whole
+    # list, then again to start each proxy: twice the lookups, and a name
+    # whose answer changed in between started on an address never checked.
+    # Each lookup of a name reads /etc/hosts once.
+    trace = tmp_path / "trace"
+    relay = tcpkit_process(argv=["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(trace),
+                                 str(tcpkit_path()), "relay", "--api", "127.0.0.1:0"])
+    api = relay.wait_for_line(API_RE, stream="stdout").group("address")
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        proxy = {"name": "a", "listen": "localhost:0",
+                 "upstream": f"localhost:{upstream.getsockname()[1]}"}
+        code, body = api_call(api, "POST", "/populate", [proxy])
+        assert code == 201, body
+    # The relay is strace's child: stopping it lets strace finish the trace.
+    child = subprocess.run(["pgrep", "-P", str(relay.proc.pid)], capture_output=True, text=True)
+    os.kill(int(child.stdout.split()[0]), signal.SIGTERM)
+    assert relay.proc.wait(timeout=scaled(DEFAULT_TIMEOUT)) == 0
+    lookups = trace.read_text().count('"/etc/hosts"')
+    assert lookups == 2, f"/etc/hosts was read {lookups} times for two names"

@@ -86,11 +86,16 @@ Result<json> ChaosRegistry::add_flags_proxy(const std::string& name, RelayOption
   return j;
 }
 
-Result<void> ChaosRegistry::start(Proxy& proxy) {
+Result<void> ChaosRegistry::start(Proxy& proxy, const Spec* spec) {
   RelayOptions o = proxy.options;
   // The flags' proxy comes with its addresses resolved (and checked) by
-  // relay_cmd.cpp; the API's are resolved here.
-  if (o.listen.empty() || o.upstream.empty()) {
+  // relay_cmd.cpp, and so does a proxy of a populate list; the API's
+  // others are resolved here.
+  if ((o.listen.empty() || o.upstream.empty()) && spec && !spec->listen_addresses.empty() &&
+      !spec->upstream_addresses.empty()) {
+    o.listen = spec->listen_addresses;
+    o.upstream = spec->upstream_addresses;
+  } else if (o.listen.empty() || o.upstream.empty()) {
     auto listen = resolve(proxy.listen, true);
     if (!listen) return listen.error();
     auto upstream = resolve(proxy.upstream, false);
@@ -202,7 +207,7 @@ Result<json> ChaosRegistry::add(const Spec& spec) {
   proxy->enabled = spec.enabled;
   proxy->options = base_;
   if (proxy->enabled) {
-    if (auto r = start(*proxy); !r) return r.error();
+    if (auto r = start(*proxy, &spec); !r) return r.error();
   }
   json j = proxy_json(*proxy);
   proxies_[proxy->name] = std::move(proxy);
@@ -230,6 +235,8 @@ Result<json> ChaosRegistry::populate(const json& body) {
       auto upstream = listen ? resolve(spec->upstream, false) : listen;
       if (!upstream)
         return api_error(std::errc::invalid_argument, upstream.error().context() + where);
+      spec->listen_addresses = std::move(*listen);
+      spec->upstream_addresses = std::move(*upstream);
     }
     specs.push_back(std::move(*spec));
   }

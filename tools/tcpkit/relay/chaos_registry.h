@@ -74,11 +74,16 @@ class ChaosRegistry {
     std::string listen;
     std::string upstream;
     bool enabled = true;
+    // The addresses, once checked (a populate list checks them all first):
+    // the proxy starts on these, not on a second lookup of the names.
+    std::vector<Endpoint> listen_addresses;
+    std::vector<Endpoint> upstream_addresses;
   };
 
   static Result<Spec> read_spec(const json& body, const std::string& where);
   Result<json> add(const Spec& spec);
-  Result<void> start(Proxy& proxy);
+  /// Starts the proxy's relay, on `spec`'s addresses when it has them.
+  Result<void> start(Proxy& proxy, const Spec* spec = nullptr);
   void stop(Proxy& proxy);
   void publish(Proxy& proxy);
   Result<Proxy*> find(const std::string& name);
