@@ -117,7 +117,7 @@ void EventLoop::run() {
   running_.store(true, std::memory_order_release);
   while (!quit_.load(std::memory_order_acquire)) {
     // No clock read for the wait when no timer is set.
-    const auto wait = timers_->size() == 0 ? std::chrono::milliseconds(-1)
+    const auto wait = timers_->size() == 0 ? std::chrono::microseconds(-1)
                                            : timers_->time_until_next(Clock::now());
     wait_for_events(wait);
     now_ = Clock::now();
@@ -137,9 +137,8 @@ void EventLoop::run() {
 
 // Phase 1. With busy polling, polls that do not sleep come first, until
 // one finds an event or the spin is over; the time spent in the empty ones
-// is counted as idle. The sleep that follows is shortened by the spin's
-// whole milliseconds: a timer is late by less than a millisecond at most.
-void EventLoop::wait_for_events(std::chrono::milliseconds timeout) {
+// is counted as idle. The sleep that follows is shortened by the spin.
+void EventLoop::wait_for_events(std::chrono::microseconds timeout) {
   if (busy_poll_.count() == 0 || timeout.count() == 0) {
     poller_->poll(timeout, &ready_);
     return;
@@ -148,15 +147,15 @@ void EventLoop::wait_for_events(std::chrono::milliseconds timeout) {
   const auto until = start + busy_poll_;
   auto now = start;
   do {
-    poller_->poll(std::chrono::milliseconds(0), &ready_);
+    poller_->poll(std::chrono::microseconds(0), &ready_);
     now = Clock::now();
   } while (ready_.empty() && now < until);
   busy_poll_idle_ += now - start;
   if (!ready_.empty()) return;
   if (timeout.count() > 0) {
     timeout =
-        std::max(std::chrono::milliseconds(0),
-                 timeout - std::chrono::duration_cast<std::chrono::milliseconds>(now - start));
+        std::max(std::chrono::microseconds(0),
+                 timeout - std::chrono::duration_cast<std::chrono::microseconds>(now - start));
   }
   poller_->poll(timeout, &ready_);
 }

@@ -44,8 +44,10 @@ class Poller {
 
   virtual ~Poller() = default;
   virtual IoBackend backend() const = 0;
-  // Waits up to `timeout` (negative: no limit) and fills `ready`.
-  virtual void poll(std::chrono::milliseconds timeout, Ready* ready) = 0;
+  // Waits up to `timeout` (negative: no limit) and fills `ready`. The
+  // timeout is as fine as a timer's deadline: a loop whose next timer is
+  // 200 us away does not sleep a whole millisecond.
+  virtual void poll(std::chrono::microseconds timeout, Ready* ready) = 0;
   // Registers the channel, changes its interest, or removes it. After
   // remove() no event of this registration reaches the channel, and the
   // kernel holds no reference to its descriptor: the owner may close it.

@@ -1,7 +1,10 @@
 #include "poller_epoll.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <ctime>
+#include <limits>
 
 #include "sys.h"
 #include "tcpkit/detail/channel.h"
@@ -38,10 +41,9 @@ Result<std::unique_ptr<Poller>> EpollPoller::create() {
 
 EpollPoller::EpollPoller(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), events_(64) {}
 
-void EpollPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
+void EpollPoller::poll(std::chrono::microseconds timeout, Ready* ready) {
   ready->clear();
-  int n = sys::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
-                          static_cast<int>(timeout.count()));
+  int n = wait(timeout);
   if (n < 0) {
     if (n == -EINTR) return;
     die("epoll_wait", -n);
@@ -51,6 +53,27 @@ void EpollPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   }
   // A full batch hints at more ready descriptors: take more next time.
   if (static_cast<size_t>(n) == events_.size()) events_.resize(events_.size() * 2);
+}
+
+// epoll_wait counts whole milliseconds. A wait with a finer deadline (a
+// timer 300 us away) goes through epoll_pwait2, which takes a timespec;
+// where the kernel lacks it (before 5.11) or a filter forbids it, the wait
+// is rounded up to the next millisecond, as it always was.
+int EpollPoller::wait(std::chrono::microseconds timeout) {
+  const int max_events = static_cast<int>(events_.size());
+  const auto us = timeout.count();
+  if (us > 0 && us % 1000 != 0 && fine_waits_) {
+    const timespec ts{static_cast<time_t>(us / 1'000'000),
+                      static_cast<long>(us % 1'000'000) * 1000};
+    const int n = sys::epoll_pwait2(epoll_fd_.get(), events_.data(), max_events, &ts);
+    if (n != -ENOSYS && n != -EPERM) return n;
+    fine_waits_ = false;
+  }
+  constexpr std::chrono::milliseconds::rep kLongest = std::numeric_limits<int>::max();
+  const auto ms =
+      us < 0 ? -1
+             : std::min(std::chrono::ceil<std::chrono::milliseconds>(timeout).count(), kLongest);
+  return sys::epoll_wait(epoll_fd_.get(), events_.data(), max_events, static_cast<int>(ms));
 }
 
 void EpollPoller::update(Channel* channel) {

@@ -15,15 +15,18 @@ class EpollPoller final : public Poller {
   explicit EpollPoller(UniqueFd epoll_fd);
 
   IoBackend backend() const override { return IoBackend::kEpoll; }
-  void poll(std::chrono::milliseconds timeout, Ready* ready) override;
+  void poll(std::chrono::microseconds timeout, Ready* ready) override;
   void update(Channel* channel) override;
   void remove(Channel* channel) override;
 
  private:
   void control(int op, Channel* channel);
+  // One wait; the number of events, or -errno.
+  int wait(std::chrono::microseconds timeout);
 
   UniqueFd epoll_fd_;
   std::vector<epoll_event> events_;
+  bool fine_waits_ = true;  ///< epoll_pwait2 works here (Linux 5.11, not forbidden)
 };
 
 }  // namespace tcpkit

@@ -264,7 +264,7 @@ uint64_t UringPoller::user_data(uint32_t index) const {
   return (uint64_t{slots_[index].generation} << 32) | index;
 }
 
-void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
+void UringPoller::poll(std::chrono::microseconds timeout, Ready* ready) {
   ready->clear();
   if (released_ > 0) {
     io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(released_));
@@ -276,12 +276,12 @@ void UringPoller::poll(std::chrono::milliseconds timeout, Ready* ready) {
   }
   to_send_.clear();
   // A write recheck is due this iteration: collect what is there, no waiting.
-  if (!recheck_.empty()) timeout = std::chrono::milliseconds(0);
+  if (!recheck_.empty()) timeout = std::chrono::microseconds(0);
   __kernel_timespec ts{};
   __kernel_timespec* wait_limit = nullptr;
   if (timeout.count() >= 0) {
-    ts.tv_sec = timeout.count() / 1000;
-    ts.tv_nsec = (timeout.count() % 1000) * 1'000'000;
+    ts.tv_sec = timeout.count() / 1'000'000;
+    ts.tv_nsec = (timeout.count() % 1'000'000) * 1000;
     wait_limit = &ts;
   }
   // One io_uring_enter(): submits this iteration's requests and waits for a

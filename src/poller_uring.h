@@ -119,7 +119,7 @@ class UringPoller final : public Poller {
   UringPoller& operator=(const UringPoller&) = delete;
 
   IoBackend backend() const override { return IoBackend::kUring; }
-  void poll(std::chrono::milliseconds timeout, Ready* ready) override;
+  void poll(std::chrono::microseconds timeout, Ready* ready) override;
   void update(Channel* channel) override;
   void remove(Channel* channel) override;
   void receives_changed(Channel* channel) override { update(channel); }

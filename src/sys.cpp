@@ -199,6 +199,16 @@ int epoll_wait(int epoll_fd, struct epoll_event* events, int max_events, int tim
   const long rc = ::syscall(SYS_epoll_pwait, epoll_fd, events, max_events, timeout_ms, nullptr, 0);
   return rc < 0 ? -errno : static_cast<int>(rc);
 }
+int epoll_pwait2(int epoll_fd, struct epoll_event* events, int max_events,
+                 const struct timespec* timeout) {
+#ifdef SYS_epoll_pwait2
+  const long rc = ::syscall(SYS_epoll_pwait2, epoll_fd, events, max_events, timeout, nullptr, 0);
+  return rc < 0 ? -errno : static_cast<int>(rc);
+#else
+  (void)epoll_fd, (void)events, (void)max_events, (void)timeout;
+  return -ENOSYS;
+#endif
+}
 int shutdown_write(int fd) {
   return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
 }

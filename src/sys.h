@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <ctime>
 #include <utility>
 
 #include "tcpkit/endpoint.h"
@@ -98,6 +99,9 @@ ssize_t splice_from_socket(int socket, int pipe_write_end, size_t len);
 ssize_t splice_to_socket(int pipe_read_end, int socket, size_t len);
 // epoll_wait(): the number of ready events, or -errno.
 int epoll_wait(int epoll_fd, ::epoll_event* events, int max_events, int timeout_ms);
+// epoll_pwait2() (Linux 5.11): the same with a timespec timeout; -ENOSYS
+// where the kernel or the headers lack it.
+int epoll_pwait2(int epoll_fd, ::epoll_event* events, int max_events, const ::timespec* timeout);
 int shutdown_write(int fd);
 
 // poll() `count` descriptors with a timeout (negative: forever), retrying

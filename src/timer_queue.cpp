@@ -22,13 +22,12 @@ bool TimerQueue::cancel(uint64_t id) {
   return false;
 }
 
-std::chrono::milliseconds TimerQueue::time_until_next(Clock::time_point now) const {
-  if (by_deadline_.empty()) return std::chrono::milliseconds(-1);
+std::chrono::microseconds TimerQueue::time_until_next(Clock::time_point now) const {
+  if (by_deadline_.empty()) return std::chrono::microseconds(-1);
   auto left = by_deadline_.begin()->first.first - now;
-  if (left <= Clock::duration::zero()) return std::chrono::milliseconds(0);
+  if (left <= Clock::duration::zero()) return std::chrono::microseconds(0);
   // Round up: waking a little late is harmless, waking early just spins.
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left);
-  return ms;
+  return std::chrono::ceil<std::chrono::microseconds>(left);
 }
 
 void TimerQueue::run_due(Clock::time_point now) {

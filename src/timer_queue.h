@@ -27,7 +27,7 @@ class TimerQueue {
   // queued (ran already, is running now, or was never added).
   bool cancel(uint64_t id);
   // How long the loop may sleep: until the earliest deadline, or -1 (no timers).
-  std::chrono::milliseconds time_until_next(Clock::time_point now) const;
+  std::chrono::microseconds time_until_next(Clock::time_point now) const;
   // Runs every timer due at `now`; repeating ones are scheduled again.
   void run_due(Clock::time_point now);
   size_t size() const { return by_id_.size(); }

@@ -10,6 +10,7 @@ machine are bounds with that tolerance; each scenario has its own deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,24 +176,54 @@ def api_call(api: str, method: str, path: str, body: object = None) -> tuple[int
         return e.code, json.loads(e.read())
 
 
-def test_unplug_resets_after_exactly_its_bytes(tcpkit_process):
-    relay, api = start_chaos(tcpkit_process)
+@contextlib.contextmanager
+def proxy_with_toxic(api: str, name: str, toxic: dict):
+    """An upstream listener and a proxy in front of it with one toxic:
+    yields the listener and the proxy's port."""
     with socket.socket() as upstream:
         upstream.bind(("127.0.0.1", 0))
         upstream.listen(1)
         up = upstream.getsockname()[1]
-        code, proxy = api_call(api, "POST", "/proxies", {"name": "u", "listen": "127.0.0.1:0",
+        code, proxy = api_call(api, "POST", "/proxies", {"name": name, "listen": "127.0.0.1:0",
                                                           "upstream": f"127.0.0.1:{up}"})
-        assert code == 201
-        code, _ = api_call(api, "POST", "/proxies/u/toxics",
-                           {"type": "unplug", "attributes": {"after_bytes": 1000, "mode": "reset"}})
-        assert code == 200
-        with connect(int(proxy["listen"].rsplit(":", 1)[1])) as client:
+        assert code == 201, proxy
+        code, body = api_call(api, "POST", f"/proxies/{name}/toxics", toxic)
+        assert code == 200, body
+        yield upstream, int(proxy["listen"].rsplit(":", 1)[1])
+
+
+def test_unplug_resets_after_exactly_its_bytes(tcpkit_process):
+    relay, api = start_chaos(tcpkit_process)
+    unplug = {"type": "unplug", "attributes": {"after_bytes": 1000, "mode": "reset"}}
+    with proxy_with_toxic(api, "u", unplug) as (upstream, port):
+        with connect(port) as client:
             server, _ = upstream.accept()
             with server:
                 server.sendall(b"x" * 5000)
                 got, how = recv_until_eof(client)
         assert len(got) == 1000 and how == "reset", f"{len(got)} bytes, then {how!r}"
+
+
+def test_regression_a_slicer_delay_below_a_millisecond_is_kept(tcpkit_process):
+    # toxiproxy's slicer delay is in microseconds, but the loop slept in
+    # whole milliseconds: 1000 pieces 20 us apart took over a second.
+    relay, api = start_chaos(tcpkit_process)
+    pieces, delay_us = 1000, 20
+    slicer = {"type": "slicer",
+              "attributes": {"average_size": 1, "size_variation": 0, "delay": delay_us}}
+    with proxy_with_toxic(api, "s", slicer) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                started = time.monotonic()
+                server.sendall(b"x" * pieces)
+                server.shutdown(socket.SHUT_WR)
+                got, how = recv_until_eof(client)
+                took = time.monotonic() - started
+    assert got == b"x" * pieces and how is None, f"{len(got)} bytes, then {how!r}"
+    assert took >= pieces * delay_us / 1e6, f"{took:.3f} s: the pauses were not kept"
+    # A millisecond per pause would be 1 s; the bound leaves room for a slow build.
+    assert took < 0.6, f"{took:.3f} s for {pieces} pauses of {delay_us} us"
 
 
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):

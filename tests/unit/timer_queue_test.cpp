@@ -17,7 +17,7 @@ const Clock::time_point kT0 = Clock::now();
 
 TEST(TimerQueue, EmptyQueueSleepsWithoutLimit) {
   TimerQueue q;
-  EXPECT_EQ(q.time_until_next(kT0), -1ms);
+  EXPECT_EQ(q.time_until_next(kT0), -1us);
   EXPECT_EQ(q.size(), 0u);
   q.run_due(kT0 + 1h);  // nothing to do, nothing breaks
 }
@@ -42,10 +42,15 @@ TEST(TimerQueue, RunsDueTimersInDeadlineOrder) {
   EXPECT_EQ(q.size(), 0u);
 }
 
-TEST(TimerQueue, TimeUntilNextRoundsUpAndNeverGoesNegative) {
+// Regression: the wait was rounded up to whole milliseconds, so a timer
+// 100 us away (a relay's slicer pausing between pieces) fired a millisecond
+// late, every time.
+TEST(TimerQueue, TimeUntilNextRoundsUpToMicrosecondsAndNeverGoesNegative) {
   TimerQueue q;
   q.add(1, kT0 + 10ms + 100us, 0ms, [] {});
-  EXPECT_EQ(q.time_until_next(kT0), 11ms);
+  EXPECT_EQ(q.time_until_next(kT0), 10100us);
+  EXPECT_EQ(q.time_until_next(kT0 + 10ms), 100us);
+  EXPECT_EQ(q.time_until_next(kT0 + 10ms + 99999ns), 1us);
   EXPECT_EQ(q.time_until_next(kT0 + 10ms + 100us), 0ms);
   EXPECT_EQ(q.time_until_next(kT0 + 1s), 0ms);
 }
@@ -96,7 +101,7 @@ TEST(TimerQueue, RepeatingTimerCancelsItselfFromItsCallback) {
   for (int i = 1; i <= 6; ++i) q.run_due(kT0 + i * 10ms);
   EXPECT_EQ(runs, 3);
   EXPECT_EQ(q.size(), 0u);
-  EXPECT_EQ(q.time_until_next(kT0 + 1s), -1ms);
+  EXPECT_EQ(q.time_until_next(kT0 + 1s), -1us);
 }
 
 TEST(TimerQueue, CallbackCancelsALaterTimerOfTheSameBatch) {
