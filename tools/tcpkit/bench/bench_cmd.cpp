@@ -205,15 +205,9 @@ struct BenchFlags {
   std::string output;
   std::string args;
   std::string unix_path;  // --unix PATH
-  std::string port_text;  // PORT, checked by validate_port
+  std::string port_text;  // PORT, checked by port_to_connect_to()
   CLI::Option* port_opt = nullptr;
 };
-
-std::string validate_port(std::string& text) {
-  auto port = Endpoint::parse_port(text);
-  if (port && *port != 0) return "";
-  return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
-}
 
 // After finite_number: 0 (the closed loop) or a rate in [kMinRate, kMaxRate].
 std::string validate_rate(std::string& text) {
@@ -367,7 +361,7 @@ Command add_bench_command(CLI::App& app) {
   BenchOptions& o = flags->bench;
   sub->add_option("HOST", o.host, "server address or name, or unix:PATH (then no PORT)");
   flags->port_opt = sub->add_option("PORT", flags->port_text, "server port, 1 to 65535")
-                        ->check(CLI::Validator(validate_port, "PORT", "port"));
+                        ->check(port_to_connect_to());
   add_unix_flag(*sub, flags->unix_path,
                 "load-test the server on this Unix-domain socket instead of HOST PORT");
   // Names, not numbers: an enum transformer would also take "2" for stream.

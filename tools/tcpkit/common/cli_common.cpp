@@ -203,6 +203,17 @@ CLI::Validator whole_number(uint64_t max) {
       "");
 }
 
+CLI::Validator port_to_connect_to() {
+  return CLI::Validator(
+      [](std::string& text) {
+        auto port = Endpoint::parse_port(text);
+        if (port && *port != 0) return std::string();
+        return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535",
+                           text);
+      },
+      "PORT", "port");
+}
+
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {
   const CLI::Validator cidr_text = cidr_validator();
   sub.add_option_function<std::vector<std::string>>(

@@ -92,6 +92,10 @@ CLI::Validator seconds(double min, double max = kMaxSeconds);
 // 0 to `max`, so that "-1", "abc" and a number past `max` are usage errors
 // that say which, instead of wrapping around or overflowing a later sum.
 CLI::Validator whole_number(uint64_t max);
+// For the PORT of a server to connect to (connect, bench): a whole number
+// from 1 to 65535; 0, which only a listener may ask for, is refused too
+// ("'0' is not a port to connect to: give a whole number from 1 to 65535").
+CLI::Validator port_to_connect_to();
 // Adds --allow CIDR and --deny CIDR (repeatable, comma lists) filling
 // `access`; `verb` says what the command does for allowed clients ("serve").
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb);

@@ -36,12 +36,6 @@ constexpr const char* kSendHelp =
     "A reply is what arrives until the peer is quiet for 0.3 s (with --line: one whole line); "
     "each reply printed is ended with a newline";
 
-std::string validate_port(std::string& text) {
-  auto port = Endpoint::parse_port(text);
-  if (port && *port != 0) return "";
-  return fmt::format("'{}' is not a port to connect to: give a whole number from 1 to 65535", text);
-}
-
 // "" and "@" name no socket: without this they reached the resolver as a
 // host and failed at run time ("not an IPv4 or IPv6 address", exit 1).
 bool missing_unix_path(std::string_view path) {
@@ -262,8 +256,7 @@ Command add_connect_command(CLI::App& app) {
          "host name, IPv4 or IPv6 address (brackets optional), or a Unix socket: unix:PATH "
          "(unix:@NAME for an abstract one), then no PORT")
       ->check(CLI::Validator(validate_host, "HOST", "host"));
-  sub->add_option("PORT", o->port_text, "port number, 1 to 65535")
-      ->check(CLI::Validator(validate_port, "PORT", "port"));
+  sub->add_option("PORT", o->port_text, "port number, 1 to 65535")->check(port_to_connect_to());
   add_unix_flag(*sub, o->unix_path, "connect to this Unix-domain socket instead of HOST PORT")
       ->check(CLI::Validator(validate_unix_path, "PATH", "unix path"));
   sub->add_option("--send", o->sends, kSendHelp)
