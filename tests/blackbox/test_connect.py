@@ -162,6 +162,51 @@ def test_invalid_bytes_in_the_encoding_are_escaped_not_fatal():
     assert result.stdout == "ok \\xFF\n"
 
 
+@pytest.mark.parametrize("sends, says", [
+    (["ok 😀"], "tcpkit connect: --send: '😀' (character 4) has no form in GBK; give a text GBK can write"),
+    (["你好", "ok 😀"], "tcpkit connect: --send #2: '😀' (character 4) has no form in GBK"),
+], ids=["one-send", "the-second-of-two"])
+def test_regression_a_send_text_the_encoding_cannot_carry_is_a_usage_error(sends, says):
+    # A character the wire encoding lacks went out, silently, as the text of
+    # its escape ("ok \xF0\x9F\x98\x80"). Now every text is checked before
+    # connecting: the server is never reached and nothing is sent.
+    server = TutorialServer()
+    try:
+        args = [arg for text in sends for arg in ("--send", text)]
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "gbk", *args)
+    finally:
+        server.close()
+    assert result.returncode == 2, result
+    assert says in result.stderr, result.stderr
+    assert server.accepted == 0 and server.received == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
+def test_regression_a_send_text_that_is_not_utf8_is_a_usage_error(encoding):
+    server = TutorialServer()
+    try:
+        result = subprocess.run([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port),
+                                 "--encoding", encoding, "--send", b"ok\xff"],
+                                capture_output=True, timeout=scaled(DEFAULT_TIMEOUT))
+    finally:
+        server.close()
+    assert result.returncode == 2, result
+    assert b"tcpkit connect: --send is not UTF-8: byte 3 is 0xFF" in result.stderr, result.stderr
+    assert server.accepted == 0 and server.received == []
+
+
+def test_send_texts_gbk_can_write_pass_the_check_and_go_out_in_gbk():
+    texts = ["你好，服务器", "ASCII, “引号” and ①", "再见"]
+    with TutorialServer(reply=TUTORIAL_REPLY.encode("gbk")) as server:
+        args = [arg for text in texts for arg in ("--send", text)]
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "gbk", *args)
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(TUTORIAL_REPLY + "\n")
+    assert b"".join(server.received) == "".join(texts).encode("gbk")
+
+
 # --- interactive sessions ---------------------------------------------------------------------
 
 def test_stdin_eof_half_closes_and_the_final_reply_is_printed():

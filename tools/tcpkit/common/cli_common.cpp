@@ -11,8 +11,10 @@
 #include <thread>
 
 #include "common/proc_net.h"
+#include "common/text_escape.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/tcp_listener.h"
+#include "tcpkit/transcoder.h"
 
 namespace tcpkit::cli {
 
@@ -212,6 +214,29 @@ CLI::Validator port_to_connect_to() {
                            text);
       },
       "PORT", "port");
+}
+
+std::string encoding_error(std::string_view flag, std::string_view text, std::string_view encoding,
+                           std::string_view what) {
+  auto encoder = Transcoder::open("utf-8", encoding);
+  if (!encoder) return "";
+  size_t character = 1;
+  for (size_t at = 0; at < text.size(); ++character) {
+    const size_t length = utf8_character_length(text.substr(at));
+    if (length == 0) {
+      return fmt::format("{} is not UTF-8: byte {} is 0x{:02X}", flag, at + 1,
+                         static_cast<unsigned char>(text[at]));
+    }
+    const std::string_view one = text.substr(at, length);
+    encoder->feed(one);
+    encoder->finish();
+    if (encoder->invalid_bytes() > 0) {
+      return fmt::format("{}: '{}' (character {}) has no form in {}; give {} {} can write", flag,
+                         printable(one), character, encoder->to(), what, encoder->to());
+    }
+    at += length;
+  }
+  return "";
 }
 
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {

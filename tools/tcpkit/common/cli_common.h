@@ -96,6 +96,15 @@ CLI::Validator whole_number(uint64_t max);
 // from 1 to 65535; 0, which only a listener may ask for, is refused too
 // ("'0' is not a port to connect to: give a whole number from 1 to 65535").
 CLI::Validator port_to_connect_to();
+
+// Why `text`, given on the command line for `flag` ("--reply", "--send #2"),
+// cannot go out as it is in the wire `encoding`, or "": it is not UTF-8 (as
+// the command line is taken to be), or one of its characters has no form in
+// `encoding` (an emoji in GBK), which the transcoder would send as the text
+// of an escape. `what` is what to give instead ("a reply"). An encoding
+// iconv does not know gives "": the flag that names it says why.
+std::string encoding_error(std::string_view flag, std::string_view text, std::string_view encoding,
+                           std::string_view what);
 // Adds --allow CIDR and --deny CIDR (repeatable, comma lists) filling
 // `access`; `verb` says what the command does for allowed clients ("serve").
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb);

@@ -75,6 +75,19 @@ bool is_utf8(const std::string& name) {
   return Transcoder::canonical_name(name) == "UTF-8";
 }
 
+// Why a --send text cannot go out as it is in --encoding, or "" (see
+// encoding_error()); with more than one --send, "--send #2" says which.
+// Checked before connecting, so that nothing is sent when any text is bad:
+// a character the encoding lacks used to go out, silently, as the text of
+// its escape ("\xF0\x9F...").
+std::string send_encoding_error(const ConnectOptions& o) {
+  for (size_t i = 0; i < o.sends.size(); ++i) {
+    const std::string flag = o.sends.size() == 1 ? "--send" : fmt::format("--send #{}", i + 1);
+    if (auto why = encoding_error(flag, o.sends[i], o.encoding, "a text"); !why.empty()) return why;
+  }
+  return "";
+}
+
 // What the user asked for: HOST, or unix:PATH for --unix PATH.
 std::string target_text(const ConnectOptions& o) {
   return o.unix_path.empty() ? o.host : unix_address(o.unix_path);
@@ -217,6 +230,10 @@ int run_connect(const ConnectOptions& o) {
                unix_target
                    ? "a Unix socket has no PORT: give unix:PATH alone"
                    : "HOST and PORT are required (or a Unix socket: unix:PATH, --unix PATH)");
+    return kExitUsage;
+  }
+  if (auto why = send_encoding_error(o); !why.empty()) {
+    fmt::print(stderr, "tcpkit connect: {}\n", why);
     return kExitUsage;
   }
   // The validators have accepted the port and the encoding already.

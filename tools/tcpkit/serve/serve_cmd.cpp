@@ -9,7 +9,6 @@
 
 #include "commands.h"
 #include "common/cli_common.h"
-#include "common/text_escape.h"
 #include "serve/chat_cluster.h"
 #include "serve/serve_app.h"
 #include "tcpkit/cidr.h"
@@ -54,33 +53,11 @@ Result<std::vector<Endpoint>> serve_addresses(const ServeOptions& options,
   return Endpoint::resolve(options.host, options.port);
 }
 
-// Why ack mode's --reply cannot go out as it is in --encoding, or "": it is
-// not UTF-8 (as the command line is taken to be), or a character of it has
-// no form in the wire encoding (an emoji in GBK), which would go out as the
-// text of an escape.
+// Why ack mode's --reply cannot go out as it is in --encoding, or "" (see
+// encoding_error()).
 std::string reply_encoding_error(const ServeOptions& options) {
   if (options.mode != ServeMode::ack) return "";
-  auto encoder = Transcoder::open("utf-8", options.encoding);
-  if (!encoder) return "";  // the --encoding check says why
-  const std::string_view reply = options.reply;
-  size_t character = 1;
-  for (size_t at = 0; at < reply.size(); ++character) {
-    const size_t length = utf8_character_length(reply.substr(at));
-    if (length == 0) {
-      return fmt::format("--reply is not UTF-8: byte {} is 0x{:02X}", at + 1,
-                         static_cast<unsigned char>(reply[at]));
-    }
-    const std::string_view one = reply.substr(at, length);
-    encoder->feed(one);
-    encoder->finish();
-    if (encoder->invalid_bytes() > 0) {
-      return fmt::format(
-          "--reply: '{}' (character {}) has no form in {}; give a reply {} can write",
-          printable(one), character, encoder->to(), encoder->to());
-    }
-    at += length;
-  }
-  return "";
+  return encoding_error("--reply", options.reply, options.encoding, "a reply");
 }
 
 int run_serve(const ServeOptions& options, const std::string& unix_path) {
