@@ -67,6 +67,17 @@ class Coro : public ::testing::Test {
   std::vector<std::thread> peers_;
 };
 
+// The line tests' server: takes one connection and answers each line with
+// "re: " and the line, until the client's FIN.
+Task<> answer_each_line(coro::Acceptor& acceptor) {
+  auto s = co_await acceptor.accept();
+  LineCodec lines;
+  while (auto line = co_await s->read_line(lines)) {
+    if (!*line) break;
+    EXPECT_TRUE(co_await s->write_line("re: " + **line));
+  }
+}
+
 TEST_F(Coro, EchoUntilThePeerClosesReadsZeroBytes) {
   start_server();
   std::string seen;
@@ -170,14 +181,7 @@ TEST_F(Coro, TooLongLineAndTruncatedFrameAreErrors) {
 
 TEST_F(Coro, ConnectAndTalkToTheServerOnTheSameLoop) {
   start_server();
-  spawn(loop_.get(), [](Coro* t) -> Task<> {
-    auto s = co_await t->acceptor_->accept();
-    LineCodec lines;
-    while (auto line = co_await s->read_line(lines)) {
-      if (!*line) break;
-      EXPECT_TRUE(co_await s->write_line("re: " + **line));
-    }
-  }(this));
+  spawn(loop_.get(), answer_each_line(*acceptor_));
   spawn(loop_.get(), [](Coro* t) -> Task<> {
     auto c = co_await connect(t->address_);
     EXPECT_TRUE(c) << c.error().message();
@@ -199,14 +203,7 @@ TEST_F(Coro, ConnectAndTalkToTheServerOnTheSameLoop) {
 // server's first line is the one after it.
 TEST_F(Coro, WriteLineRefusesALineHoldingANewlineAndSendsNothing) {
   start_server();
-  spawn(loop_.get(), [](Coro* t) -> Task<> {
-    auto s = co_await t->acceptor_->accept();
-    LineCodec lines;
-    while (auto line = co_await s->read_line(lines)) {
-      if (!*line) break;
-      EXPECT_TRUE(co_await s->write_line("re: " + **line));
-    }
-  }(this));
+  spawn(loop_.get(), answer_each_line(*acceptor_));
   spawn(loop_.get(), [](Coro* t) -> Task<> {
     auto c = co_await connect(t->address_);
     EXPECT_TRUE(c) << c.error().message();
