@@ -55,14 +55,17 @@ void EpollPoller::poll(std::chrono::microseconds timeout, Ready* ready) {
   if (static_cast<size_t>(n) == events_.size()) events_.resize(events_.size() * 2);
 }
 
-// epoll_wait counts whole milliseconds. A wait with a finer deadline (a
-// timer 300 us away) goes through epoll_pwait2, which takes a timespec;
+// epoll_wait counts whole milliseconds. A short wait with a finer deadline
+// (a timer 300 us away) goes through epoll_pwait2, which takes a timespec;
 // where the kernel lacks it (before 5.11) or a filter forbids it, the wait
-// is rounded up to the next millisecond, as it always was.
+// is rounded up to the next millisecond, as it always was. Longer waits
+// (a server's idle timeouts) keep epoll_wait: a millisecond late is
+// nothing to them.
 int EpollPoller::wait(std::chrono::microseconds timeout) {
+  constexpr std::chrono::microseconds kFineBelow = std::chrono::milliseconds(10);
   const int max_events = static_cast<int>(events_.size());
   const auto us = timeout.count();
-  if (us > 0 && us % 1000 != 0 && fine_waits_) {
+  if (us > 0 && timeout < kFineBelow && us % 1000 != 0 && fine_waits_) {
     const timespec ts{static_cast<time_t>(us / 1'000'000),
                       static_cast<long>(us % 1'000'000) * 1000};
     const int n = sys::epoll_pwait2(epoll_fd_.get(), events_.data(), max_events, &ts);

@@ -99,8 +99,9 @@ class EventLoop {
 
   /// Timers; owner thread or any thread (forwarded). Ids are unique per loop.
   /// A timer fires no earlier than its deadline, and as soon after it as
-  /// the loop wakes: the wait is as fine as a microsecond (epoll_pwait2 on
-  /// Linux 5.11 or later, else rounded up to the next millisecond).
+  /// the loop wakes: a wait under 10 ms is as fine as a microsecond
+  /// (epoll_pwait2 on Linux 5.11 or later, io_uring), a longer one may end
+  /// up to a millisecond late.
   TimerId run_after(Clock::duration delay, Functor f);
   TimerId run_every(Clock::duration interval, Functor f);
   void cancel(TimerId id);
