@@ -226,6 +226,30 @@ def test_regression_a_slicer_delay_below_a_millisecond_is_kept(tcpkit_process):
     assert took < 0.6, f"{took:.3f} s for {pieces} pauses of {delay_us} us"
 
 
+@pytest.mark.parametrize("stream", ["upstream", "downstream"])
+def test_regression_a_frame_toxic_passes_an_unfinished_last_frame_before_the_fin(
+        tcpkit_process, stream):
+    # A frame toxic held the bytes after the last newline until the rest of
+    # their frame came; at the FIN they were dropped ("TAIL" never reached
+    # the server, and the server's whole reply never reached the client),
+    # although the toxic (the 5th frame) never fired.
+    relay, api = start_chaos(tcpkit_process)
+    frame = {"type": "frame", "stream": stream,
+             "attributes": {"codec": "line", "action": "drop", "nth": 5}}
+    with proxy_with_toxic(api, "f", frame) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                client.sendall(b"one\ntwo\nTAIL")
+                client.shutdown(socket.SHUT_WR)
+                got, how = recv_until_eof(server)
+                assert (got, how) == (b"one\ntwo\nTAIL", None)
+                server.sendall(b"reply\nwithout a newline")
+                server.shutdown(socket.SHUT_WR)
+                got, how = recv_until_eof(client)
+                assert (got, how) == (b"reply\nwithout a newline", None)
+
+
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):

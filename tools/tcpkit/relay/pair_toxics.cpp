@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
@@ -187,6 +188,10 @@ bool PairToxics::has_frames(Stream s) const {
   each(s, ToxicType::frame, [&](const Active&) { found = true; });
   // A frame cut in half when its toxic went away still has to be sent.
   return found || !partial_[index(s)].empty();
+}
+
+std::string PairToxics::take_partial(Stream s) {
+  return std::exchange(partial_[index(s)], std::string());
 }
 
 std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view data) {

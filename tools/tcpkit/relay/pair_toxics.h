@@ -69,6 +69,9 @@ class PairToxics {
   // waits in the direction's buffer for the rest (at most kMaxFrame bytes:
   // past that the data is passed on untouched, so memory stays bounded).
   std::vector<Piece> frames(Stream s, std::string_view data);
+  // At the end of the stream: the bytes of a frame that never finished,
+  // which go out as they are (no toxic picks a frame that is not whole).
+  std::string take_partial(Stream s);
 
   static constexpr size_t kMaxFrame = size_t{1024} * 1024;
 

@@ -315,6 +315,9 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
 void RelayPair::source_eof(Flow& flow) {
   flow.eof = true;
   if (first_fin_.empty()) first_fin_ = &flow == &up_ ? "client" : "upstream";
+  // A frame toxic holds the bytes after the last whole frame: they are
+  // the stream's last, and go before the FIN.
+  if (std::string rest = toxics_.take_partial(flow.stream); !rest.empty()) enqueue(flow, rest);
   pump(flow);  // passes the FIN on once everything before it is out
 }
 
