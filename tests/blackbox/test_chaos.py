@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, tcpkit_path
-from serve_util import connect, recv_exact, recv_until_eof
+from serve_util import connect, recv_exact, recv_until_eof, start_serve
 
 HERE = Path(__file__).resolve().parent
 CLIENT_VERSION = "4.1.0"
@@ -248,6 +248,32 @@ def test_regression_a_frame_toxic_passes_an_unfinished_last_frame_before_the_fin
                 server.shutdown(socket.SHUT_WR)
                 got, how = recv_until_eof(client)
                 assert (got, how) == (b"reply\nwithout a newline", None)
+
+
+def test_regression_a_refused_proxy_update_changes_nothing(tcpkit_process, tmp_path):
+    # An update whose new address was refused (400) had already stopped the
+    # proxy and stored the address: it was left disabled, pointing nowhere.
+    # And a proxy listening on a Unix socket could not be updated at all:
+    # its unix: address was not understood, so every update disabled it.
+    echo, echo_port = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
+    path = tmp_path / "r.sock"
+    relay, api = start_chaos(tcpkit_process, "--listen", f"unix:{path}", "--to",
+                             f"127.0.0.1:{echo_port}")
+    code, body = api_call(api, "POST", "/proxies/relay", {"upstream": "127.0.0.1:0"})
+    assert code == 400 and "port 0" in body["error"], body
+    code, proxy = api_call(api, "GET", "/proxies/relay")
+    assert proxy["enabled"] is True and proxy["upstream"] == f"127.0.0.1:{echo_port}", proxy
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+        client.sendall(b"still here")
+        assert recv_exact(client, 10) == b"still here"
+    # Moving the upstream of a Unix-socket proxy works.
+    code, proxy = api_call(api, "POST", "/proxies/relay", {"upstream": f"localhost:{echo_port}"})
+    assert code == 200 and proxy["enabled"] is True, proxy
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+        client.sendall(b"moved")
+        assert recv_exact(client, 5) == b"moved"
 
 
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):

@@ -15,7 +15,15 @@ Error api_error(std::errc code, std::string text) {
   return Error(std::make_error_code(code), std::move(text));
 }
 
+// HOST:PORT, or unix:PATH as --listen and --to take it.
 Result<std::vector<Endpoint>> resolve(const std::string& text, bool allow_port_zero) {
+  if (Endpoint::names_unix_socket(text)) {
+    auto unix_socket = Endpoint::unix_socket(text.substr(Endpoint::kUnixPrefix.size()));
+    if (!unix_socket)
+      return api_error(std::errc::invalid_argument,
+                       fmt::format("{}: {}", text, unix_socket.error().message()));
+    return std::vector<Endpoint>{std::move(*unix_socket)};
+  }
   auto split = Endpoint::split_host_port(text);
   if (!split)
     return api_error(std::errc::invalid_argument,
@@ -279,6 +287,17 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   bool enabled = p.enabled;
   if (!read_enabled(body, &enabled)) return api_error(std::errc::invalid_argument, kNotABoolean);
   const bool moved = listen != p.listen || upstream != p.upstream;
+  // New addresses are checked before anything changes: a refused request
+  // leaves the proxy as it was, running.
+  Spec checked{p.name, listen, upstream, enabled, {}, {}};
+  if (moved) {
+    auto listen_addresses = resolve(listen, true);
+    if (!listen_addresses) return listen_addresses.error();
+    auto upstream_addresses = resolve(upstream, false);
+    if (!upstream_addresses) return upstream_addresses.error();
+    checked.listen_addresses = std::move(*listen_addresses);
+    checked.upstream_addresses = std::move(*upstream_addresses);
+  }
   if (moved || !enabled) stop(p);
   if (moved) {
     p.options.listen.clear();
@@ -288,7 +307,7 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   p.upstream = upstream;
   p.enabled = enabled;
   if (enabled && !p.app) {
-    if (auto r = start(p); !r) {
+    if (auto r = start(p, moved ? &checked : nullptr); !r) {
       p.enabled = false;
       return r.error();
     }
