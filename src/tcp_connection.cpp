@@ -625,11 +625,7 @@ void TcpConnection::after_send() {
   }
   if (channel_.is_writing() || sending_ > 0) return;
   output_.release_if_empty();
-  if (callbacks_->on_write_complete && output_bytes() == 0) {
-    loop_->queue_in_loop([self = shared_from_this()] {
-      if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
-    });
-  }
+  if (callbacks_->on_write_complete && output_bytes() == 0) queue_write_complete();
   if (shutdown_asked_) shutdown_in_loop();
 }
 
@@ -691,6 +687,18 @@ void TcpConnection::send(Buffer& data) {
   send(data.retrieve_all_as_string());
 }
 
+// The output has drained: on_write_complete runs from the loop's queue,
+// once for all the writes that drain before it runs (a relay cutting a
+// stream into 1-byte pieces queued a task per piece: 35 MB per connection).
+void TcpConnection::queue_write_complete() {
+  if (write_complete_queued_) return;
+  write_complete_queued_ = true;
+  loop_->queue_in_loop([self = shared_from_this()] {
+    self->write_complete_queued_ = false;
+    if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
+  });
+}
+
 // The plain path of send_in_loop(), as it was before TLS moved inside the
 // connection: one send() when nothing is queued, the mark checked only when
 // bytes stay behind. The TLS path checks the mark itself, around the layer.
@@ -709,9 +717,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
         written = static_cast<size_t>(n);
         bytes_out_.fetch_add(written, std::memory_order_relaxed);
         if (written == len && callbacks_->on_write_complete && output_bytes() == 0) {
-          loop_->queue_in_loop([self = shared_from_this()] {
-            if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
-          });
+          queue_write_complete();
         }
       } else if (n != -EAGAIN && n != -EINTR) {
         // EPIPE, ECONNRESET...: the reason surfaces through the close callback.

@@ -31,7 +31,8 @@ using MessageCallback = std::function<void(const TcpConnectionPtr&, Buffer&)>;
 /// more of what it received; `in_kernel`: they moved from socket to socket
 /// inside the kernel, never copied to this process.
 using EchoCallback = std::function<void(const TcpConnectionPtr&, size_t bytes, bool in_kernel)>;
-/// The output buffer drained to empty.
+/// The output buffer drained to empty; the sends that drain before the
+/// call runs share one call.
 using WriteCompleteCallback = std::function<void(const TcpConnectionPtr&)>;
 /// The output buffer grew past the high-water mark; `queued` is its size.
 using HighWaterMarkCallback = std::function<void(const TcpConnectionPtr&, size_t queued)>;

@@ -230,6 +230,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Writes to the socket now if nothing is queued, else queues (and, with
   /// `check_mark`, applies the high-water mark).
   void write_wire(const char* data, size_t len, bool check_mark);
+  void queue_write_complete();
   void arm_handshake_timer();
   size_t tls_held_bytes() const;
   void park_until_resumed();
@@ -266,6 +267,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool write_shut_ = false;
   bool held_input_ = false;      ///< handle_data() kept bytes while not reading
   bool shutdown_asked_ = false;  ///< shutdown_in_loop() ran: our FIN follows the output
+  /// An on_write_complete call is queued: the writes that drain meanwhile
+  /// share it, so a million small sends queue one task, not a million.
+  bool write_complete_queued_ = false;
   /// Reads in a row smaller than a bulk read (handle_read()).
   uint8_t small_reads_ = 0;
   static constexpr uint8_t kSmallReadsToReceive = 4;

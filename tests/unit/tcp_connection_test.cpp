@@ -582,6 +582,41 @@ TEST(TcpConnection, WriteCompleteFiresOnceTheOutputDrains) {
   h.finish();
 }
 
+// Regression: every send that the kernel took whole queued its own
+// on_write_complete task, so a relay cutting a stream into 1-byte pieces
+// queued a task per byte (35 MB per connection). The writes that drain
+// before the call runs now share it.
+TEST(TcpConnection, RegressionWritesThatDrainTogetherShareOneWriteComplete) {
+  ServerHarness h;
+  Tally tally;
+  Watched<int> completes{0};
+  constexpr int kPieces = 64;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      for (int i = 0; i < kPieces; ++i) conn->send(std::string_view("p"));
+    });
+    s.set_on_write_complete(
+        [&](const TcpConnectionPtr&) { completes.update([](int& n) { ++n; }); });
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("x"));
+  EXPECT_EQ(recv_n(c, kPieces), std::string(kPieces, 'p'));
+  EXPECT_TRUE(completes.wait([](int n) { return n >= 1; }));
+  // The loop has run its queue by the time it answers the next message.
+  ASSERT_TRUE(c.send_all("y"));
+  EXPECT_EQ(recv_n(c, kPieces), std::string(kPieces, 'p'));
+  EXPECT_TRUE(completes.wait([](int n) { return n >= 2; }));
+  EXPECT_EQ(completes.get(), 2) << "one call per message's writes, not one per write";
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  tally.forget();
+  h.finish();
+}
+
 // Every connection of a server starts with the server's one callback table;
 // a connection that changes its own callback gets a copy, so its neighbours
 // keep the server's. The second change replaces the connection's own table
