@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -554,24 +555,34 @@ TEST(TcpConnection, PauseAndResumeReadingFromAnotherThread) {
   h.finish();
 }
 
+// A one-thread server that answers each message with `answer` and counts
+// its on_write_complete calls, each made with the output drained.
+void start_counting_write_completes(ServerHarness& h, Tally& tally, Watched<int>& completes,
+                                    std::function<void(const TcpConnectionPtr&)> answer) {
+  ServerOptions options;
+  options.threads = 1;
+  Tally* up_down = &tally;
+  Watched<int>* count = &completes;
+  h.start(options, [up_down, count, answer](TcpServer& s) {
+    s.set_on_connection(up_down->callback());
+    s.set_on_message([answer](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      answer(conn);
+    });
+    s.set_on_write_complete([count](const TcpConnectionPtr& conn) {
+      EXPECT_EQ(conn->output_bytes(), 0u);
+      count->update([](int& n) { ++n; });
+    });
+  });
+}
+
 TEST(TcpConnection, WriteCompleteFiresOnceTheOutputDrains) {
   ServerHarness h;
   Tally tally;
   Watched<int> completes{0};
   const std::string big(1024 * 1024, 'w');
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
-      in.retrieve_all();
-      conn->send(big);
-    });
-    s.set_on_write_complete([&](const TcpConnectionPtr& conn) {
-      EXPECT_EQ(conn->output_bytes(), 0u);
-      completes.update([](int& n) { ++n; });
-    });
-  });
+  start_counting_write_completes(h, tally, completes,
+                                 [&big](const TcpConnectionPtr& conn) { conn->send(big); });
   auto c = connect_client(h.address());
   ASSERT_TRUE(c.send_all("x"));
   EXPECT_EQ(recv_n(c, big.size()).size(), big.size());
@@ -591,16 +602,8 @@ TEST(TcpConnection, RegressionWritesThatDrainTogetherShareOneWriteComplete) {
   Tally tally;
   Watched<int> completes{0};
   constexpr int kPieces = 64;
-  ServerOptions options;
-  options.threads = 1;
-  h.start(options, [&](TcpServer& s) {
-    s.set_on_connection(tally.callback());
-    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
-      in.retrieve_all();
-      for (int i = 0; i < kPieces; ++i) conn->send(std::string_view("p"));
-    });
-    s.set_on_write_complete(
-        [&](const TcpConnectionPtr&) { completes.update([](int& n) { ++n; }); });
+  start_counting_write_completes(h, tally, completes, [](const TcpConnectionPtr& conn) {
+    for (int i = 0; i < kPieces; ++i) conn->send(std::string_view("p"));
   });
   auto c = connect_client(h.address());
   ASSERT_TRUE(c.send_all("x"));
