@@ -276,6 +276,40 @@ def test_regression_a_refused_proxy_update_changes_nothing(tcpkit_process, tmp_p
         assert recv_exact(client, 5) == b"moved"
 
 
+def test_regression_a_proxy_named_with_a_space_or_slash_can_be_reached(tcpkit_process):
+    # The API took such names but never decoded the path, so "/proxies/a%20b"
+    # was not found: the proxy could not be read, changed or deleted.
+    relay, api = start_chaos(tcpkit_process)
+    for name, path in [("a b", "a%20b"), ("x/y", "x%2Fy"), ("中", "%E4%B8%AD")]:
+        code, _ = api_call(api, "POST", "/proxies", {"name": name, "listen": "127.0.0.1:0",
+                                                     "upstream": "127.0.0.1:9"})
+        assert code == 201
+        code, proxy = api_call(api, "GET", f"/proxies/{path}")
+        assert code == 200 and proxy["name"] == name, proxy
+        code, toxic = api_call(api, "POST", f"/proxies/{path}/toxics",
+                               {"name": "slow down", "type": "latency"})
+        assert code == 200, toxic
+        assert api_call(api, "GET", f"/proxies/{path}/toxics/slow%20down")[0] == 200
+        assert api_call(api, "DELETE", f"/proxies/{path}")[0] == 204
+    assert api_call(api, "GET", "/proxies") == (200, {})
+    code, body = api_call(api, "GET", "/proxies/a%2")
+    assert code == 400 and "malformed request path" in body["error"], body
+
+
+def test_names_with_control_characters_are_refused(tcpkit_process):
+    # A name with CR LF would forge lines in logs and in /metrics.
+    relay, api = start_chaos(tcpkit_process)
+    code, body = api_call(api, "POST", "/proxies", {"name": "c\r\nforged 1", "listen": "127.0.0.1:0",
+                                                    "upstream": "127.0.0.1:9"})
+    assert code == 400 and "control characters" in body["error"], body
+    code, _ = api_call(api, "POST", "/proxies", {"name": "p", "listen": "127.0.0.1:0",
+                                                 "upstream": "127.0.0.1:9"})
+    assert code == 201
+    code, body = api_call(api, "POST", "/proxies/p/toxics", {"name": "t\x1b[2J", "type": "latency"})
+    assert code == 400 and "control characters" in body["error"], body
+    assert api_call(api, "GET", "/proxies/p/toxics") == (200, [])
+
+
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):

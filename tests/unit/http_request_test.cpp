@@ -7,6 +7,7 @@ using tcpkit::cli::host_allowed;
 using tcpkit::cli::HttpParse;
 using tcpkit::cli::HttpRequest;
 using tcpkit::cli::parse_http_request;
+using tcpkit::cli::percent_decode;
 using namespace std::string_literals;
 
 TEST(HttpRequest, ParsesTheRequestLineAndHost) {
@@ -121,4 +122,16 @@ TEST(HttpRequest, TheHeadLimitCountsTheBlankLine) {
   const std::string head = "GET / HTTP/1.1\r\n\r\n";  // 18 bytes
   EXPECT_EQ(parse_http_request(head, head.size(), &r), HttpParse::done);
   EXPECT_EQ(parse_http_request(head, head.size() - 1, &r), HttpParse::too_large);
+}
+
+TEST(HttpRequest, PercentDecodeDecodesEscapesAndRefusesBrokenOnes) {
+  EXPECT_EQ(percent_decode("a%20b"), "a b");
+  EXPECT_EQ(percent_decode("x%2Fy%2f"), "x/y/");
+  EXPECT_EQ(percent_decode("%E4%B8%AD"), "中");
+  EXPECT_EQ(percent_decode("plain"), "plain");
+  EXPECT_EQ(percent_decode("%00"), "\0"s);
+  EXPECT_EQ(percent_decode(""), "");
+  for (const char* broken : {"%", "%2", "a%zz", "%2G", "%%"}) {
+    EXPECT_EQ(percent_decode(broken), std::nullopt) << broken;
+  }
 }

@@ -50,6 +50,11 @@ HttpParse parse_http_request(std::string_view data, size_t max_head, HttpRequest
 // when it is a name). Compared case-insensitively, a trailing dot ignored.
 bool host_allowed(std::string_view host, const std::vector<std::string>& names);
 
+// A path segment with its %XX escapes decoded (RFC 3986 section 2.1), as a
+// router does before it compares names: "a%20b" is "a b", "x%2Fy" is "x/y".
+// nullopt when a '%' is not followed by two hex digits.
+std::optional<std::string> percent_decode(std::string_view text);
+
 // The reason phrase of a status the program answers with ("Not Found").
 const char* http_reason_phrase(int status);
 

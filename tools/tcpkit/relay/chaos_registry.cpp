@@ -194,6 +194,8 @@ Result<ChaosRegistry::Spec> ChaosRegistry::read_spec(const json& body, const std
     return api_error(std::errc::invalid_argument, std::string(kNotABoolean) + where);
   if (spec.name.empty())
     return api_error(std::errc::invalid_argument, "missing required field: name" + where);
+  if (auto why = name_problem(spec.name); !why.empty())
+    return api_error(std::errc::invalid_argument, why + where);
   if (spec.upstream.empty())
     return api_error(std::errc::invalid_argument, "missing required field: upstream" + where);
   if (spec.listen.empty()) spec.listen = "127.0.0.1:0";

@@ -45,12 +45,16 @@ RelayApiServer::Reply reply(const Result<void>& r) {
   return {204, ""};
 }
 
-std::vector<std::string> split_path(std::string_view path) {
+// The path's segments, each decoded ("/proxies/a%20b": "proxies", "a b"),
+// as toxiproxy's router decodes them; nullopt for a broken escape.
+std::optional<std::vector<std::string>> split_path(std::string_view path) {
   std::vector<std::string> parts;
   while (!path.empty()) {
     path.remove_prefix(1);  // the '/'
     size_t slash = path.find('/');
-    parts.emplace_back(path.substr(0, slash));
+    auto part = percent_decode(path.substr(0, slash));
+    if (!part) return std::nullopt;
+    parts.push_back(std::move(*part));
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
   }
   return parts;
@@ -120,7 +124,9 @@ void RelayApiServer::on_message(const TcpConnectionPtr& conn, Buffer& in) {
 }
 
 RelayApiServer::Reply RelayApiServer::handle(const HttpRequest& r) {
-  const auto parts = split_path(r.path);
+  const auto split = split_path(r.path);
+  if (!split) return error_reply(400, "malformed request path: a '%' without two hex digits");
+  const std::vector<std::string>& parts = *split;
   const std::string& m = r.method;
   const bool update = m == "POST" || m == "PATCH";
   json body;

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text_escape.h"
+
 #include <array>
 #include <utility>
 
@@ -105,6 +107,14 @@ bool read_attributes(const json& attrs, Toxic* t, std::string* why) {
 
 }  // namespace
 
+std::string name_problem(std::string_view name) {
+  if (!valid_utf8(name)) return "name must be UTF-8";
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7F) return "name must not hold control characters";
+  }
+  return "";
+}
+
 const char* type_name(ToxicType type) {
   for (const auto& [t, name] : kTypes) {
     if (t == type) return name;
@@ -147,6 +157,7 @@ Result<Toxic> parse_toxic(const json& body, const Toxic* base) {
   if (auto it = body.find("name"); it != body.end() && !it->is_null()) {
     if (!it->is_string() || it->get<std::string>().size() > 256) return bad("bad request body");
     t.name = it->get<std::string>();
+    if (auto why = name_problem(t.name); !why.empty()) return bad(why);
   }
   if (t.name.empty()) t.name = std::string(type_name(t.type)) + "_" + stream_name(t.stream);
   if (auto it = body.find("attributes"); it != body.end() && !it->is_null()) {

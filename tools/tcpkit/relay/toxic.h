@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -71,6 +72,11 @@ struct Toxic {
 
 using ToxicList = std::vector<Toxic>;
 using ToxicListPtr = std::shared_ptr<const ToxicList>;
+
+// Why `name` cannot name a proxy or a toxic, or "": names travel in URL
+// paths, logs and metrics labels, so they are UTF-8 without control
+// characters (a name holding "\r\n" could forge lines in all three).
+std::string name_problem(std::string_view name);
 
 const char* type_name(ToxicType type);
 const char* stream_name(Stream stream);
