@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,12 @@ def server_calls(tcpkit_process, backend: str, rounds: int, env: dict | None = N
                 pytest.skip(f"strace cannot attach here (ptrace forbidden?): {line.strip()}")
             with connect(port, nodelay=True) as client:
                 for i in range(rounds):
+                    # A pause between round trips: the server, slowed by
+                    # strace, is back in its wait before the next message
+                    # comes, so every round finds it idle, as the counts
+                    # below expect (without it, a server slower than this
+                    # client found each message already waiting).
+                    time.sleep(0.001)
                     message = f"{i:015d}\n".encode()
                     client.sendall(message)
                     got = b""
