@@ -310,6 +310,29 @@ def test_names_with_control_characters_are_refused(tcpkit_process):
     assert api_call(api, "GET", "/proxies/p/toxics") == (200, [])
 
 
+def test_regression_an_updated_toxic_restarts_its_timer_on_open_connections(tcpkit_process):
+    # toxiproxy restarts an updated toxic on live connections; the relay
+    # kept the old timer: a timeout toxic of 0 (hold for ever) updated to
+    # 200 ms left an open connection silent for good, and a reset_peer of
+    # 100 s updated to 100 ms sent no RST. The new time counts from the update.
+    relay, api = start_chaos(tcpkit_process)
+    cases = [("POST", {"type": "timeout", "attributes": {"timeout": 0}}, 200, None),
+             ("PATCH", {"type": "reset_peer", "attributes": {"timeout": 100000}}, 100, "reset")]
+    for i, (verb, toxic, ms, ending) in enumerate(cases):
+        with proxy_with_toxic(api, f"p{i}", toxic) as (upstream, port):
+            with connect(port) as client:
+                server, _ = upstream.accept()  # the pair is up, with the toxic
+                with server:
+                    started = time.monotonic()
+                    code, body = api_call(api, verb, f"/proxies/p{i}/toxics/{toxic['type']}_downstream",
+                                          {"attributes": {"timeout": ms}})
+                    assert code == 200 and body["attributes"]["timeout"] == ms, body
+                    got, how = recv_until_eof(client, timeout=3)
+                    took = time.monotonic() - started
+            assert got == b"" and how == ending, f"{toxic['type']}: {len(got)} bytes, then {how!r}"
+            assert took >= ms / 1000 * 0.9, f"{toxic['type']} ended {took:.3f} s after the update"
+
+
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):

@@ -372,6 +372,7 @@ Result<json> ChaosRegistry::update_toxic(const std::string& proxy, const std::st
     auto updated = parse_toxic(merged, &t);
     if (!updated) return updated.error();
     t = *updated;
+    ++t.revision;  // live connections restart it
     publish(p);
     return toxic_json(t);
   }

@@ -32,6 +32,17 @@ bool admits(const Toxic& t, const Endpoint& peer) {
                      [&](const Cidr& c) { return c.contains(peer); });
 }
 
+// What of a firing toxic acts on the whole connection after a time.
+void add_deadline(const Toxic& t, std::vector<PairToxics::Deadline>* out) {
+  using std::chrono::milliseconds;
+  if (t.type == ToxicType::timeout && t.timeout > 0)
+    out->push_back({t.name, t.type, milliseconds(t.timeout), false});
+  if (t.type == ToxicType::reset_peer)
+    out->push_back({t.name, t.type, milliseconds(t.timeout), true});
+  if (t.type == ToxicType::unplug && t.after_ms >= 0)
+    out->push_back({t.name, t.type, milliseconds(t.after_ms), t.unplug_reset});
+}
+
 int index(Stream s) {
   return s == Stream::upstream ? 0 : 1;
 }
@@ -59,16 +70,21 @@ PairToxics::PairToxics(Endpoint peer, uint64_t sequence, std::optional<uint64_t>
       fallback_seed_(std::random_device{}() * 0x100000001ULL ^ std::random_device{}()) {}
 
 std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
-                                                     std::vector<std::string>* gone) {
+                                                     std::vector<std::string>* stopped) {
   std::vector<Deadline> started;
   std::map<std::string, Active> next;
   for (const Toxic& t : list ? *list : ToxicList{}) {
     auto old = active_.find(t.name);
     if (old != active_.end() && old->second.toxic.type == t.type &&
         old->second.toxic.stream == t.stream) {
-      // Updated attributes; the roll made for this connection stands.
+      // Updated attributes; the roll made for this connection stands. An
+      // update through the API restarts the toxic: its old timer ends, and
+      // the new attributes' one counts from now.
       Active kept = std::move(old->second);
+      const bool restarted = kept.toxic.revision != t.revision;
       kept.toxic = t;
+      if (restarted) stopped->push_back(t.name);
+      if (restarted && kept.fires) add_deadline(t, &started);
       next.emplace(t.name, std::move(kept));
       continue;
     }
@@ -76,19 +92,11 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
     Active a{t, std::mt19937_64(mix(base ^ mix(name_hash(t.name)) ^ mix(sequence_ + 1))), false, 0};
     std::uniform_real_distribution<double> roll(0.0, 1.0);
     a.fires = admits(t, peer_) && t.toxicity > 0 && (t.toxicity >= 1.0 || roll(a.rng) < t.toxicity);
-    if (a.fires) {
-      using std::chrono::milliseconds;
-      if (t.type == ToxicType::timeout && t.timeout > 0)
-        started.push_back({t.name, t.type, milliseconds(t.timeout), false});
-      if (t.type == ToxicType::reset_peer)
-        started.push_back({t.name, t.type, milliseconds(t.timeout), true});
-      if (t.type == ToxicType::unplug && t.after_ms >= 0)
-        started.push_back({t.name, t.type, milliseconds(t.after_ms), t.unplug_reset});
-    }
+    if (a.fires) add_deadline(t, &started);
     next.emplace(t.name, std::move(a));
   }
   for (const auto& [name, a] : active_) {
-    if (!next.count(name) || next.at(name).toxic.type != a.toxic.type) gone->push_back(name);
+    if (!next.count(name) || next.at(name).toxic.type != a.toxic.type) stopped->push_back(name);
   }
   active_ = std::move(next);
   list_ = list;

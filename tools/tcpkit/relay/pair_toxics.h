@@ -46,8 +46,11 @@ class PairToxics {
 
   // Applies the proxy's new list; answers the deadlines of toxics that
   // started firing now (the pair arms a timer for each) and leaves in
-  // `gone` the names of toxics removed since the last call.
-  std::vector<Deadline> update(const ToxicListPtr& list, std::vector<std::string>* gone);
+  // `stopped` the names whose timers end: toxics removed since the last
+  // call, and toxics updated since (an update restarts the toxic, as in
+  // toxiproxy, so their deadlines are among those answered, counted from
+  // now).
+  std::vector<Deadline> update(const ToxicListPtr& list, std::vector<std::string>* stopped);
 
   bool any(Stream s) const;
   // Extra delay for the next read: latency toxics, jitter included.

@@ -33,11 +33,13 @@ void RelayPair::check_fault() {
 }
 
 // The toxics changed: timers of removed toxics stop, those of new ones
-// start, and queued data is looked at again (a bandwidth toxic may be gone).
+// start, those of updated ones start again (toxiproxy restarts an updated
+// toxic on live connections), and queued data is looked at again (a
+// bandwidth toxic may be gone).
 void RelayPair::set_toxics(const ToxicListPtr& toxics) {
-  std::vector<std::string> gone;
-  auto started = toxics_.update(toxics, &gone);
-  for (const auto& name : gone) {
+  std::vector<std::string> stopped;
+  auto started = toxics_.update(toxics, &stopped);
+  for (const auto& name : stopped) {
     auto it = toxic_timers_.find(name);
     if (it == toxic_timers_.end()) continue;
     loop_->cancel(it->second);

@@ -68,6 +68,9 @@ struct Toxic {
   bool unplug_reset = true;   // unplug: RST (true) or FIN
   std::vector<Cidr> clients;  // only clients in these ranges (empty: all)
   std::optional<uint64_t> seed;
+  // Counts the API's updates of this toxic: a live connection that sees it
+  // change restarts the toxic, as toxiproxy does (its timers count anew).
+  uint64_t revision = 0;
 };
 
 using ToxicList = std::vector<Toxic>;
