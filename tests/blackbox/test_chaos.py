@@ -333,6 +333,30 @@ def test_regression_an_updated_toxic_restarts_its_timer_on_open_connections(tcpk
             assert took >= ms / 1000 * 0.9, f"{toxic['type']} ended {took:.3f} s after the update"
 
 
+def test_regression_delays_that_sum_past_int64_nanoseconds_still_hold_the_data(tcpkit_process):
+    # Each toxic's delay is at most 2^40 ms, but nine latency toxics (or
+    # nine frame delays) summed to more nanoseconds than an int64 holds:
+    # the deadline wrapped into the past and the data passed at once. The
+    # sum is now capped at 2^40 ms (about 35 years).
+    relay, api = start_chaos(tcpkit_process)
+    longest = 1 << 40
+    latency = {"type": "latency", "attributes": {"latency": longest}}
+    frame = {"type": "frame", "attributes": {"codec": "line", "action": "delay", "delay": longest}}
+    for kind, toxic in (("latency", latency), ("frame", frame)):
+        with proxy_with_toxic(api, kind, dict(toxic, name="t0")) as (upstream, port):
+            for i in range(1, 9):
+                code, body = api_call(api, "POST", f"/proxies/{kind}/toxics", dict(toxic, name=f"t{i}"))
+                assert code == 200, body
+            with connect(port) as client:
+                server, _ = upstream.accept()
+                with server:
+                    server.sendall(b"hello\n")
+                    client.settimeout(0.5)
+                    with pytest.raises(socket.timeout, match="timed out"):
+                        got = client.recv(100)
+                        pytest.fail(f"{kind}: nine delays of 2^40 ms let {got!r} through")
+
+
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):

@@ -211,9 +211,11 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
 }
 
 // One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
-void RelayPair::enqueue(Flow& flow, std::string_view data, Clock::duration extra) {
-  auto due = std::max(Clock::now() + next_delay(flow) + extra,
-                      flow.last_due);  // order is kept, jitter or not
+void RelayPair::enqueue(Flow& flow, std::string_view data, std::chrono::milliseconds extra) {
+  // Both are capped at kMaxDelay (a frame's `extra` sums its toxics' delays):
+  // their sum is then small enough for the clock's nanoseconds.
+  auto wait = std::min(next_delay(flow) + std::min(extra, kMaxDelay), kMaxDelay);
+  auto due = std::max(Clock::now() + wait, flow.last_due);  // order is kept, jitter or not
   flow.last_due = due;
   flow.queue.push_back(Chunk{std::string(data), 0, due});
   flow.queued += data.size();
@@ -338,13 +340,16 @@ void RelayPair::maybe_resume(Flow& flow) {
   if (*flow.source) (*flow.source)->resume_reading();
 }
 
-RelayPair::Clock::duration RelayPair::next_delay(Flow& flow) {
+std::chrono::milliseconds RelayPair::next_delay(Flow& flow) {
+  // At most about 2^47 ms (64 latency toxics of 2^40 ms, with jitter, and
+  // the flags'): no overflow in milliseconds, but past the clock's int64
+  // nanoseconds (2^63 ns is about 2^43 ms), so the sum is capped.
   auto delay = options_.faults.delay + toxics_.latency(flow.stream);
   if (options_.faults.jitter.count() > 0) {
     std::uniform_int_distribution<long long> spread(0, options_.faults.jitter.count());
     delay += std::chrono::milliseconds(spread(rng_));
   }
-  return delay;
+  return std::min(delay, kMaxDelay);
 }
 
 uint64_t RelayPair::rate(const Flow& flow) const {

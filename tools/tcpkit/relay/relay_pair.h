@@ -89,6 +89,9 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   enum class Upstream { connecting, connected, closed };
 
   static constexpr uint64_t kNoLimit = UINT64_MAX;
+  // The longest any data waits: delays add up (64 toxics of 2^40 ms each),
+  // and their sum in the clock's nanoseconds must not overflow.
+  static constexpr std::chrono::milliseconds kMaxDelay{kMaxToxicCount};
 
   struct Chunk {
     std::string data;
@@ -120,7 +123,7 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void side_closed(const Side& closed, Side& other, bool other_done, const char* who);
 
   void receive(Flow& flow, Buffer& in);
-  void enqueue(Flow& flow, std::string_view data, Clock::duration extra = {});
+  void enqueue(Flow& flow, std::string_view data, std::chrono::milliseconds extra = {});
   void pump(Flow& flow);
   void arm_timer(Flow& flow, Clock::time_point when);
   void forward(Flow& flow, std::string_view data);
@@ -135,7 +138,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void set_reason(std::string reason);
   void maybe_finish();
   bool shaping(const Flow& flow) const;
-  Clock::duration next_delay(Flow& flow);
+  // The next read's wait: --delay, --jitter and latency toxics, at most kMaxDelay.
+  std::chrono::milliseconds next_delay(Flow& flow);
   size_t piece_size(Flow& flow);
   uint64_t rate(const Flow& flow) const;
   void pass_fin(Flow& flow);
