@@ -567,6 +567,30 @@ def test_regression_populate_checks_every_entry_before_it_changes_anything(tcpki
     assert code == 400 and body["error"] == "missing required field: upstream", body
 
 
+def test_regression_a_toxic_update_that_is_not_an_object_is_refused(tcpkit_process):
+    # An update whose body was not a JSON object ([1, 2]) was taken for an
+    # empty one: 200, and nothing changed. toxiproxy answers 400.
+    relay, api = start_chaos(tcpkit_process)
+    with proxy_with_toxic(api, "p", {"type": "latency", "attributes": {"latency": 5}}):
+        for verb in ("POST", "PATCH"):
+            for body in ([1, 2], "latency", 7):
+                code, reply = api_call(api, verb, "/proxies/p/toxics/latency_downstream", body)
+                assert code == 400 and reply["error"] == "bad request body", (verb, body, reply)
+        code, toxic = api_call(api, "GET", "/proxies/p/toxics/latency_downstream")
+        assert code == 200 and toxic["attributes"]["latency"] == 5, toxic
+
+
+def test_regression_populate_names_its_limit(tcpkit_process):
+    # A list of more than 1000 proxies was answered "bad request body", as
+    # if it were not JSON.
+    relay, api = start_chaos(tcpkit_process)
+    entry = {"name": "x", "upstream": "127.0.0.1:9"}
+    for body in ([entry] * 1001, {"proxies": [entry] * 1001}):
+        code, reply = api_call(api, "POST", "/populate", body)
+        assert code == 400 and reply["error"] == "more than 1000 proxies in one request", reply
+    assert api_call(api, "GET", "/proxies") == (200, {})
+
+
 def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
     relay, api = start_chaos(tcpkit_process, "--threads", "2")
     with socket.socket() as upstream:

@@ -60,6 +60,9 @@ bool read_enabled(const json& body, bool* out) {
 
 constexpr const char* kNotABoolean = "bad request body: enabled must be true or false";
 
+// The most proxies one /populate (or --config) may hold.
+constexpr size_t kMaxPopulate = 1000;
+
 // Prometheus label values come from API clients: escape them.
 std::string label(std::string_view value) {
   std::string out;
@@ -228,8 +231,10 @@ Result<json> ChaosRegistry::add(const Spec& spec) {
 // before anything changes; if a listen then fails, the proxies this list
 // created are removed again, so a failed request leaves no half of itself.
 Result<json> ChaosRegistry::populate(const json& body) {
-  if (!body.is_array() || body.size() > 1000)
-    return api_error(std::errc::invalid_argument, "bad request body");
+  if (!body.is_array()) return api_error(std::errc::invalid_argument, "bad request body");
+  if (body.size() > kMaxPopulate)
+    return api_error(std::errc::invalid_argument,
+                     fmt::format("more than {} proxies in one request", kMaxPopulate));
   std::vector<Spec> specs;
   for (const auto& item : body) {
     const std::string where = fmt::format(" at proxy {}", specs.size() + 1);
@@ -365,8 +370,10 @@ Result<json> ChaosRegistry::update_toxic(const std::string& proxy, const std::st
   Proxy& p = **found;
   for (auto& t : p.toxics) {
     if (t.name != toxic) continue;
+    // As toxiproxy: a body that is not an object is refused, not ignored.
+    if (!body.is_object()) return api_error(std::errc::invalid_argument, "bad request body");
     // The name and the type stay: an update changes attributes and toxicity.
-    json merged = body.is_object() ? body : json::object();
+    json merged = body;
     merged["name"] = t.name;
     merged["type"] = type_name(t.type);
     auto updated = parse_toxic(merged, &t);
