@@ -591,6 +591,38 @@ def test_regression_populate_names_its_limit(tcpkit_process):
     assert api_call(api, "GET", "/proxies") == (200, {})
 
 
+def test_regression_config_file_errors_name_the_file_and_are_usage_errors(tcpkit, tmp_path):
+    # A bad entry of --config printed the API's text ("missing required
+    # field: upstream at proxy 1") without naming the file, and exited 1 as
+    # for a failure of the machine; so did a file that is not a JSON list.
+    config = tmp_path / "proxies.json"
+    good = {"name": "x", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}
+    cases = [([{"name": "x"}], "missing required field: upstream at proxy 1"),
+             ([1], "bad request body at proxy 1"),
+             ([good, good], 'duplicate proxy name "x"'),
+             ({"name": "x"}, "not a JSON list of proxies")]
+    for content, message in cases:
+        config.write_text(json.dumps(content))
+        done = tcpkit("relay", "--config", config, timeout=5)
+        assert done.returncode == 2, (content, done.returncode, done.stderr)
+        assert f"tcpkit relay: --config {config}: {message}" in done.stderr, done.stderr
+    missing = tmp_path / "missing.json"
+    done = tcpkit("relay", "--config", missing, timeout=5)
+    assert done.returncode == 2 and str(missing) in done.stderr, done.stderr
+
+
+def test_regression_a_config_proxy_named_relay_clashes_with_listen_and_to(tcpkit, tmp_path):
+    # --listen/--to make the proxy "relay"; a --config entry of that name
+    # silently replaced it.
+    config = tmp_path / "proxies.json"
+    config.write_text(json.dumps([{"name": "relay", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}]))
+    done = tcpkit("relay", "--config", config, "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9",
+                  timeout=5)
+    assert done.returncode == 2, done.stderr
+    assert f"tcpkit relay: --config {config}: proxy 1 is named \"relay\"" in done.stderr, done.stderr
+    assert "--listen/--to" in done.stderr, done.stderr
+
+
 def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process):
     relay, api = start_chaos(tcpkit_process, "--threads", "2")
     with socket.socket() as upstream:
