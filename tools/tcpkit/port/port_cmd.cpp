@@ -120,9 +120,10 @@ std::optional<std::string> unix_socket_path(const std::string& text) {
 
 std::string validate_port(std::string& text) {
   if (auto path = unix_socket_path(text)) {
-    if (Endpoint::unix_socket(*path)) return "";
+    auto socket = Endpoint::unix_socket(*path);
+    if (socket) return "";
     return fmt::format("'{}' is not a Unix socket path: {}", printable(text),
-                       Endpoint::unix_socket(*path).error().message());
+                       socket.error().message());
   }
   return parse_port(text).error;
 }

@@ -102,17 +102,14 @@ Result<void> ChaosRegistry::start(Proxy& proxy, const Spec* spec) {
   // The flags' proxy comes with its addresses resolved (and checked) by
   // relay_cmd.cpp, and so does a proxy of a populate list; the API's
   // others are resolved here.
-  if ((o.listen.empty() || o.upstream.empty()) && spec && !spec->listen_addresses.empty() &&
-      !spec->upstream_addresses.empty()) {
+  if (o.listen.empty() || o.upstream.empty()) {
+    Spec resolved;
+    if (!spec || spec->listen_addresses.empty() || spec->upstream_addresses.empty()) {
+      if (auto r = resolve_addresses(proxy.listen, proxy.upstream, &resolved); !r) return r;
+      spec = &resolved;
+    }
     o.listen = spec->listen_addresses;
     o.upstream = spec->upstream_addresses;
-  } else if (o.listen.empty() || o.upstream.empty()) {
-    auto listen = resolve(proxy.listen, true);
-    if (!listen) return listen.error();
-    auto upstream = resolve(proxy.upstream, false);
-    if (!upstream) return upstream.error();
-    o.listen = std::move(*listen);
-    o.upstream = std::move(*upstream);
   }
   o.upstream_text = proxy.upstream;
   auto app = std::make_unique<RelayApp>(loop_, std::move(o));
@@ -205,6 +202,19 @@ Result<ChaosRegistry::Spec> ChaosRegistry::read_spec(const json& body, const std
   return spec;
 }
 
+// `listen` and `upstream` resolved into `spec`'s addresses, or the first
+// that cannot be.
+Result<void> ChaosRegistry::resolve_addresses(const std::string& listen,
+                                              const std::string& upstream, Spec* spec) {
+  auto listen_addresses = resolve(listen, true);
+  if (!listen_addresses) return listen_addresses.error();
+  auto upstream_addresses = resolve(upstream, false);
+  if (!upstream_addresses) return upstream_addresses.error();
+  spec->listen_addresses = std::move(*listen_addresses);
+  spec->upstream_addresses = std::move(*upstream_addresses);
+  return {};
+}
+
 Result<json> ChaosRegistry::create(const json& body) {
   auto spec = read_spec(body, "");
   if (!spec) return spec.error();
@@ -246,12 +256,8 @@ Result<json> ChaosRegistry::populate(const json& body) {
                          fmt::format("duplicate proxy name \"{}\"", spec->name));
     }
     if (spec->enabled) {
-      auto listen = resolve(spec->listen, true);
-      auto upstream = listen ? resolve(spec->upstream, false) : listen;
-      if (!upstream)
-        return api_error(std::errc::invalid_argument, upstream.error().context() + where);
-      spec->listen_addresses = std::move(*listen);
-      spec->upstream_addresses = std::move(*upstream);
+      if (auto r = resolve_addresses(spec->listen, spec->upstream, &*spec); !r)
+        return api_error(std::errc::invalid_argument, r.error().context() + where);
     }
     specs.push_back(std::move(*spec));
   }
@@ -296,14 +302,9 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   const bool moved = listen != p.listen || upstream != p.upstream;
   // New addresses are checked before anything changes: a refused request
   // leaves the proxy as it was, running.
-  Spec checked{p.name, listen, upstream, enabled, {}, {}};
+  Spec checked;
   if (moved) {
-    auto listen_addresses = resolve(listen, true);
-    if (!listen_addresses) return listen_addresses.error();
-    auto upstream_addresses = resolve(upstream, false);
-    if (!upstream_addresses) return upstream_addresses.error();
-    checked.listen_addresses = std::move(*listen_addresses);
-    checked.upstream_addresses = std::move(*upstream_addresses);
+    if (auto r = resolve_addresses(listen, upstream, &checked); !r) return r.error();
   }
   if (moved || !enabled) stop(p);
   if (moved) {

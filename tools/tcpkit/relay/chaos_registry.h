@@ -81,6 +81,10 @@ class ChaosRegistry {
   };
 
   static Result<Spec> read_spec(const json& body, const std::string& where);
+  /// `listen` and `upstream` resolved into `spec`'s addresses, or the first
+  /// that cannot be.
+  static Result<void> resolve_addresses(const std::string& listen, const std::string& upstream,
+                                        Spec* spec);
   Result<json> add(const Spec& spec);
   /// Starts the proxy's relay, on `spec`'s addresses when it has them.
   Result<void> start(Proxy& proxy, const Spec* spec = nullptr);
