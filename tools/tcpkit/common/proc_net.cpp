@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <vector>
 
 #include <fmt/core.h>
 
@@ -186,42 +188,50 @@ std::map<unsigned long, SocketOwner> find_owners(const std::set<unsigned long>& 
   return owners;
 }
 
-std::optional<std::string> lookup_services_file(std::ifstream& in, uint16_t port) {
-  const std::string wanted = fmt::format("{}/tcp", port);
-  std::string line;
-  while (std::getline(in, line)) {
-    line = line.substr(0, line.find('#'));
-    std::istringstream fields(line);
-    std::string name, port_proto;
-    if (fields >> name >> port_proto && port_proto == wanted) return name;
+// One TCP service of /etc/services: "http 80/tcp www # WorldWideWeb HTTP".
+struct Service {
+  std::string name;
+  uint16_t port = 0;
+  std::vector<std::string> aliases;
+
+  bool named(std::string_view text) const {
+    return name == text || std::find(aliases.begin(), aliases.end(), text) != aliases.end();
   }
-  return std::nullopt;
+};
+
+// A line of /etc/services that names a TCP port, or nothing (a comment,
+// another protocol, a malformed line).
+std::optional<Service> parse_service(std::string_view line) {
+  std::istringstream fields{std::string(line.substr(0, line.find('#')))};
+  Service service;
+  std::string port_proto;
+  if (!(fields >> service.name >> port_proto) || !port_proto.ends_with("/tcp")) {
+    return std::nullopt;
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_proto.data(), port_proto.data() + port_proto.size(), port);
+  if (ec != std::errc{} || *end != '/' || port > 0xFFFF) return std::nullopt;
+  service.port = static_cast<uint16_t>(port);
+  for (std::string alias; fields >> alias;) service.aliases.push_back(std::move(alias));
+  return service;
 }
 
-// The TCP port of the service `name` or one of its aliases
-// ("http 80/tcp www"), as getservbyname() finds it.
-std::optional<uint16_t> lookup_services_file(std::ifstream& in, std::string_view name) {
-  std::string line;
-  while (std::getline(in, line)) {
-    line = line.substr(0, line.find('#'));
-    std::istringstream fields(line);
-    std::string service, port_proto;
-    if (!(fields >> service >> port_proto) || !port_proto.ends_with("/tcp")) continue;
-    bool named = service == name;
-    for (std::string alias; !named && fields >> alias;) named = alias == name;
-    unsigned port = 0;
-    auto [end, ec] =
-        std::from_chars(port_proto.data(), port_proto.data() + port_proto.size(), port);
-    if (named && ec == std::errc{} && *end == '/' && port <= 0xFFFF) {
-      return static_cast<uint16_t>(port);
+// The first TCP service that `wanted` accepts, in the order getservbyname()
+// and getservbyport() search: /etc/services, or the tutorial's ports where
+// that file cannot be read.
+template <typename Predicate>
+std::optional<Service> find_service(Predicate wanted) {
+  std::ifstream in(kServicesPath);
+  if (!in) {
+    for (const auto& [number, name] : kFallbackServices) {
+      Service service{name, number, {}};
+      if (wanted(service)) return service;
     }
+    return std::nullopt;
   }
-  return std::nullopt;
-}
-
-std::optional<std::string> lookup_fallback(uint16_t port) {
-  for (const auto& [number, name] : kFallbackServices) {
-    if (number == port) return std::string(name);
+  for (std::string line; std::getline(in, line);) {
+    auto service = parse_service(line);
+    if (service && wanted(*service)) return service;
   }
   return std::nullopt;
 }
@@ -285,18 +295,15 @@ std::map<std::string, int> count_states(uint16_t port) {
 }
 
 std::optional<std::string> service_name(uint16_t port) {
-  std::ifstream in(kServicesPath);
-  if (!in) return lookup_fallback(port);
-  return lookup_services_file(in, port);
+  auto service = find_service([port](const Service& s) { return s.port == port; });
+  if (!service) return std::nullopt;
+  return std::move(service->name);
 }
 
 std::optional<uint16_t> service_port(std::string_view name) {
-  std::ifstream in(kServicesPath);
-  if (in) return lookup_services_file(in, name);
-  for (const auto& [number, service] : kFallbackServices) {
-    if (name == service) return number;
-  }
-  return std::nullopt;
+  auto service = find_service([name](const Service& s) { return s.named(name); });
+  if (!service) return std::nullopt;
+  return service->port;
 }
 
 bool services_file_readable() {
