@@ -22,6 +22,7 @@ import collections
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +93,13 @@ def run_tcpkit(*args, timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = N
     """Runs `tcpkit ARGS...` to completion; stdout and stderr are text."""
     return subprocess.run([str(tcpkit_path()), *map(str, args)], input=input, capture_output=True,
                           text=True, timeout=scaled(timeout), env=env)
+
+
+def strace_works() -> bool:
+    """Whether strace is installed and may trace here (ptrace allowed)."""
+    if shutil.which("strace") is None:
+        return False
+    return subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode == 0
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT,

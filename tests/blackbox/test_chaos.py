@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, tcpkit_path
+from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, strace_works, tcpkit_path
 from serve_util import connect, recv_exact, recv_until_eof, start_serve
 
 HERE = Path(__file__).resolve().parent
@@ -683,12 +683,6 @@ def test_regression_proxies_deleted_while_pairs_finish_on_io_threads(tcpkit_proc
                 recv_until_eof(client)
     assert api_call(api, "GET", "/proxies") == (200, {})
     assert relay.returncode is None
-
-
-def strace_works() -> bool:
-    if shutil.which("strace") is None:
-        return False
-    return subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode == 0
 
 
 @pytest.mark.skipif(not strace_works(),

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -14,7 +15,8 @@ import time
 import pytest
 
 from conftest import (DEFAULT_TIMEOUT, PeerServer, TcpkitProcess, ipv6_loopback_available,
-                      pick_free_port, run_tcpkit, scaled, tcpkit_path, wait_for_listener, wait_for_port)
+                      pick_free_port, run_tcpkit, scaled, strace_works, tcpkit_path, wait_for_listener,
+                      wait_for_port)
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -478,6 +480,32 @@ def test_refused_port_is_one_line_and_exit_1():
     assert result.stderr.splitlines() == [
         f"tcpkit connect: cannot connect to 127.0.0.1:{port}: connection refused — "
         f"is a server running? (try: tcpkit port {port})"]
+
+
+@pytest.mark.skipif(not strace_works(),
+                    reason="holding connect() back until the reset needs strace, and ptrace allowed")
+def test_regression_a_reset_right_after_accept_says_the_server_reset_it():
+    # A server that accepts and resets at once (SO_LINGER 0) completes the
+    # handshake, so the reset is not a refusal; the message said only
+    # "cannot connect ...: connection reset by peer". strace holds connect()
+    # back until the reset has come, so the error is connect's every time.
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    asan_options = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"]))
+    delay_us = int(scaled(0.3) * 1e6)
+    with PeerServer(reset) as server:
+        result = subprocess.run(
+            ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=connect",
+             "-e", f"inject=connect:delay_exit={delay_us}", str(tcpkit_path()), "connect",
+             "127.0.0.1", str(server.port), "--send", "hi"],
+            capture_output=True, text=True, timeout=scaled(DEFAULT_TIMEOUT),
+            env={**os.environ, "ASAN_OPTIONS": asan_options})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tcpkit connect: cannot connect to 127.0.0.1:{server.port}: connection reset by peer — "
+        "the server took the connection and reset it before a byte was exchanged (it may turn "
+        "this client away, or have stopped listening)"]
 
 
 def test_unresolvable_host_is_one_line_and_exit_1():

@@ -116,6 +116,13 @@ std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t
     return fmt::format("no such socket file — is a server running? (try: tcpkit port {})",
                        port_arg);
   }
+  if (error == std::errc::connection_reset) {
+    // The handshake was done (a refusal is ECONNREFUSED), then the reset
+    // came before the first byte: a server that turns clients away with
+    // SO_LINGER 0, or a listener closed with this connection still queued.
+    return "connection reset by peer — the server took the connection and reset it before a "
+           "byte was exchanged (it may turn this client away, or have stopped listening)";
+  }
   if (error == std::errc::timed_out) {
     return fmt::format(
         "timed out after {:g} s (no answer: the host may be down, or a firewall "
