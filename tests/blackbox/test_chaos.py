@@ -358,6 +358,38 @@ def test_regression_delays_that_sum_past_int64_nanoseconds_still_hold_the_data(t
                         pytest.fail(f"{kind}: nine delays of 2^40 ms let {got!r} through")
 
 
+def test_regression_an_updated_toxic_rolls_again_against_its_new_toxicity(tcpkit_process):
+    # toxiproxy rolls against a toxic's toxicity whenever it restarts it,
+    # updates included; the relay kept each open connection's first roll,
+    # so a reset_peer of toxicity 0 updated to 1 never reset a connection
+    # already open (and one of toxicity 1 updated to 0 still fired).
+    relay, api = start_chaos(tcpkit_process)
+    toxic = {"type": "reset_peer", "toxicity": 0, "attributes": {"timeout": 50}}
+    with proxy_with_toxic(api, "p", toxic) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()  # the pair is up, with the toxic not firing
+            with server:
+                server.sendall(b"before")
+                assert recv_exact(client, 6) == b"before"
+                code, body = api_call(api, "POST", "/proxies/p/toxics/reset_peer_downstream",
+                                      {"toxicity": 1})
+                assert code == 200 and body["toxicity"] == 1, body
+                got, how = recv_until_eof(client, timeout=3)
+        assert got == b"" and how == "reset", f"{len(got)} bytes, then {how!r}"
+        code, body = api_call(api, "POST", "/proxies/p/toxics/reset_peer_downstream",
+                              {"attributes": {"timeout": 100000}})
+        assert code == 200, body
+        with connect(port) as client:
+            server, _ = upstream.accept()  # the toxic fires here, after 100 s
+            with server:
+                code, body = api_call(api, "POST", "/proxies/p/toxics/reset_peer_downstream",
+                                      {"toxicity": 0, "attributes": {"timeout": 50}})
+                assert code == 200 and body["toxicity"] == 0, body
+                time.sleep(scaled(0.3))  # six times the toxic's time: no reset came
+                server.sendall(b"after")
+                assert recv_exact(client, 5) == b"after"
+
+
 def test_seed_replays_the_same_fault_schedule(tcpkit_process, node_client):
     runs = []
     for seed in ("7", "7", "8"):

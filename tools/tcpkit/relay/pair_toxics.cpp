@@ -32,6 +32,14 @@ bool admits(const Toxic& t, const Endpoint& peer) {
                      [&](const Cidr& c) { return c.contains(peer); });
 }
 
+// Whether `t` fires on the connection from `peer`: its CIDRs hold the client
+// and a roll against its toxicity succeeds (0 never fires, 1 always, with no
+// roll taken from `rng`).
+bool fires_for(const Toxic& t, const Endpoint& peer, std::mt19937_64& rng) {
+  if (!admits(t, peer) || !(t.toxicity > 0)) return false;
+  return t.toxicity >= 1.0 || std::uniform_real_distribution<double>(0.0, 1.0)(rng) < t.toxicity;
+}
+
 // What of a firing toxic acts on the whole connection after a time.
 void add_deadline(const Toxic& t, std::vector<PairToxics::Deadline>* out) {
   using std::chrono::milliseconds;
@@ -77,21 +85,24 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
     auto old = active_.find(t.name);
     if (old != active_.end() && old->second.toxic.type == t.type &&
         old->second.toxic.stream == t.stream) {
-      // Updated attributes; the roll made for this connection stands. An
-      // update through the API restarts the toxic: its old timer ends, and
-      // the new attributes' one counts from now.
+      // An update through the API restarts the toxic, as toxiproxy does:
+      // its old timer ends, it rolls again against the new toxicity and
+      // client CIDRs (from the generator where the first roll came from, so
+      // a seeded run replays), and a new timer counts from now.
       Active kept = std::move(old->second);
       const bool restarted = kept.toxic.revision != t.revision;
       kept.toxic = t;
-      if (restarted) stopped->push_back(t.name);
-      if (restarted && kept.fires) add_deadline(t, &started);
+      if (restarted) {
+        stopped->push_back(t.name);
+        kept.fires = fires_for(t, peer_, kept.rng);
+        if (kept.fires) add_deadline(t, &started);
+      }
       next.emplace(t.name, std::move(kept));
       continue;
     }
     uint64_t base = t.seed ? *t.seed : seed_ ? *seed_ : fallback_seed_;
     Active a{t, std::mt19937_64(mix(base ^ mix(name_hash(t.name)) ^ mix(sequence_ + 1))), false, 0};
-    std::uniform_real_distribution<double> roll(0.0, 1.0);
-    a.fires = admits(t, peer_) && t.toxicity > 0 && (t.toxicity >= 1.0 || roll(a.rng) < t.toxicity);
+    a.fires = fires_for(t, peer_, a.rng);
     if (a.fires) add_deadline(t, &started);
     next.emplace(t.name, std::move(a));
   }

@@ -3,11 +3,11 @@
 //
 // Owned by a RelayPair and used only in its loop thread. update() takes the
 // proxy's current list (a snapshot shared by all pairs, never modified) and
-// decides once per toxic whether it fires here: its client CIDRs must hold
-// the client, and a roll against its toxicity must succeed (0 never fires,
-// 1 always). Every random choice a toxic makes (that roll, jitter, slice
-// sizes) comes from its own generator, seeded from the toxic's "seed" or
-// the relay's --seed, its name and the connection's sequence number, so a
+// decides per toxic whether it fires here, when it first sees the toxic and
+// again when an update restarts it: its client CIDRs must hold the client,
+// and a roll against its toxicity must succeed (0 never fires, 1 always). Every random choice a
+// toxic makes (that roll, jitter, slice sizes) comes from its own generator, seeded from the
+// toxic's "seed" or the relay's --seed, its name and the connection's sequence number, so a
 // schedule of faults replays exactly when the same clients connect in the
 // same order.
 #pragma once
