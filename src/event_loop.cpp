@@ -274,7 +274,7 @@ void EventLoop::queue_task(detail::Task task) {
 TimerId EventLoop::add_timer(Clock::duration delay, Clock::duration interval, Functor f) {
   TimerId id = next_timer_id_.fetch_add(1, std::memory_order_relaxed);
   auto add = [this, id, delay, interval, f = std::move(f)]() mutable {
-    timers_->add(id, Clock::now() + delay, interval, std::move(f));
+    timers_->add(id, detail::saturating_deadline(Clock::now(), delay), interval, std::move(f));
   };
   run_in_loop(std::move(add));
   return id;
@@ -284,8 +284,13 @@ TimerId EventLoop::run_after(Clock::duration delay, Functor f) {
   return add_timer(delay, Clock::duration::zero(), std::move(f));
 }
 
+// Checked in every build: a repeating timer of no interval would run on
+// every turn of the loop.
 TimerId EventLoop::run_every(Clock::duration interval, Functor f) {
-  assert(interval > Clock::duration::zero());
+  if (interval <= Clock::duration::zero()) {
+    std::fprintf(stderr, "tcpkit: EventLoop::run_every() needs an interval above zero\n");
+    std::abort();
+  }
   return add_timer(interval, interval, std::move(f));
 }
 

@@ -8,6 +8,7 @@
 
 #include "callback_table.h"
 #include "sys.h"
+#include "tcpkit/detail/saturate.h"
 #include "tcpkit/tls_context.h"
 #include "tcpkit/tls_session.h"
 
@@ -114,7 +115,7 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
   channel_.enable_reading();
   reading_ = true;
   last_active_ = loop_->now();
-  if (options_->idle_timeout.count() > 0) arm_idle_timer(options_->idle_timeout);
+  if (options_->idle_timeout.count() > 0) arm_idle_timer(idle_limit());
   Result<void> layered;
   if (tls != nullptr) layered = start_tls(*tls, server_name);
   auto self = shared_from_this();
@@ -617,7 +618,7 @@ void TcpConnection::hand_over_output() {
 void TcpConnection::after_send() {
   if (paused_by_overflow_ && queued_bytes() < options_->high_water_mark / 2) {
     paused_by_overflow_ = false;
-    if (!peer_closed_) {
+    if (!peer_closed_ && !paused_by_user_) {
       reading_ = true;
       channel_.enable_reading();
       deliver_held_input();
@@ -849,7 +850,9 @@ void TcpConnection::abort() {
 
 void TcpConnection::pause_reading() {
   loop_->run_in_loop([self = shared_from_this()] {
-    if (!self->reading_ || self->state() == State::disconnected) return;
+    if (self->state() == State::disconnected) return;
+    self->paused_by_user_ = true;
+    if (!self->reading_) return;
     self->reading_ = false;
     self->channel_.disable_reading();
   });
@@ -857,6 +860,7 @@ void TcpConnection::pause_reading() {
 
 void TcpConnection::resume_reading() {
   loop_->run_in_loop([self = shared_from_this()] {
+    self->paused_by_user_ = false;
     if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected) return;
     self->reading_ = true;
     self->paused_by_overflow_ = false;
@@ -867,6 +871,13 @@ void TcpConnection::resume_reading() {
 
 // ---- idle timeout ---------------------------------------------------------
 
+// The idle timeout in the loop clock's nanoseconds: milliseconds::max()
+// (never) does not fit, and a plain conversion wraps it into the past.
+std::chrono::steady_clock::duration TcpConnection::idle_limit() const {
+  return detail::saturating_duration_cast<std::chrono::steady_clock::duration>(
+      options_->idle_timeout);
+}
+
 // One timer per connection, re-armed lazily: activity only stamps
 // last_active_, and the timer, when it fires early, sleeps for the rest.
 void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
@@ -875,11 +886,11 @@ void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
     auto self = weak.lock();
     if (!self || self->state() == State::disconnected) return;
     auto idle = self->loop_->now() - self->last_active_;
-    if (idle >= self->options_->idle_timeout) {
+    if (idle >= self->idle_limit()) {
       self->handle_close(make_error_code(Errc::idle_timeout));
       return;
     }
-    self->arm_idle_timer(self->options_->idle_timeout - idle);
+    self->arm_idle_timer(self->idle_limit() - idle);
   });
 }
 

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "tcpkit/detail/saturate.h"
+
 namespace tcpkit {
 
 void TimerQueue::add(uint64_t id, Clock::time_point when, Clock::duration interval, Callback cb) {
@@ -48,8 +50,8 @@ void TimerQueue::run_due(Clock::time_point now) {
       continue;
     // Schedule from the planned deadline so a repeating timer does not drift,
     // but never into the past after a long stall.
-    auto next = key.first + timer.interval;
-    if (next <= now) next = now + timer.interval;
+    auto next = detail::saturating_deadline(key.first, timer.interval);
+    if (next <= now) next = detail::saturating_deadline(now, timer.interval);
     by_deadline_.emplace(Key{next, timer.id}, std::move(timer));
     by_id_.emplace(key.second, next);
   }

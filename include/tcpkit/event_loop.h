@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "tcpkit/detail/saturate.h"
 #include "tcpkit/detail/task.h"
 #include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
@@ -101,9 +102,23 @@ class EventLoop {
   /// A timer fires no earlier than its deadline, and as soon after it as
   /// the loop wakes: a wait under 10 ms is as fine as a microsecond
   /// (epoll_pwait2 on Linux 5.11 or later, io_uring), a longer one may end
-  /// up to a millisecond late.
+  /// up to a millisecond late. A delay at or below zero fires at the next
+  /// turn of the loop; one longer than the clock can count
+  /// (std::chrono::hours::max()) never fires, rather than wrapping into the
+  /// past. run_every()'s interval must be above zero (a zero or negative
+  /// one aborts, in every build).
   TimerId run_after(Clock::duration delay, Functor f);
   TimerId run_every(Clock::duration interval, Functor f);
+  /// Any other duration saturates into the clock's (a plain conversion of
+  /// milliseconds::max() to nanoseconds wraps below zero).
+  template <typename Rep, typename Period>
+  TimerId run_after(std::chrono::duration<Rep, Period> delay, Functor f) {
+    return run_after(detail::saturating_duration_cast<Clock::duration>(delay), std::move(f));
+  }
+  template <typename Rep, typename Period>
+  TimerId run_every(std::chrono::duration<Rep, Period> interval, Functor f) {
+    return run_every(detail::saturating_duration_cast<Clock::duration>(interval), std::move(f));
+  }
   void cancel(TimerId id);
 
   bool is_in_loop_thread() const { return thread_id_ == std::this_thread::get_id(); }

@@ -90,7 +90,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// ECONNRESET (reason: Errc::aborted).
   void abort();
   /// Any thread. Stops/starts reading from the peer (e.g. while a proxy's
-  /// other side is slow).
+  /// other side is slow). A pause holds until resume_reading(), also when
+  /// it comes while the overflow policy has paused reading: the output
+  /// draining below half the mark then leaves reading off.
   void pause_reading();
   void resume_reading();
 
@@ -248,6 +250,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void maybe_finish_shutdown();
   void check_overflow();
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
+  std::chrono::steady_clock::duration idle_limit() const;
 
   /// What every message touches comes first, so that it spans as few cache
   /// lines as the fields allow (with a thousand connections, each event
@@ -263,6 +266,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   std::atomic<State> state_{State::connecting};
   bool reading_ = false;
   bool paused_by_overflow_ = false;
+  /// pause_reading() asked, and no resume_reading() since: the overflow's
+  /// own resume leaves reading off.
+  bool paused_by_user_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
   bool held_input_ = false;      ///< handle_data() kept bytes while not reading

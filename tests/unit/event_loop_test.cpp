@@ -74,6 +74,34 @@ TEST(EventLoop, TimerFiresNoEarlierThanItsDelay) {
   expect_empty(t);
 }
 
+// Regression: the deadline was now + delay, which wraps for a delay the
+// clock cannot count: Clock::duration::max() came out in the past, and the
+// wait until it, wrapped again, put the loop to sleep past every other
+// timer. Such a delay means never.
+TEST(EventLoop, ADelayTooLongForTheClockNeverFiresAndHoldsNoOtherTimerBack) {
+  LoopThread t;
+  std::atomic<int> never{0};
+  std::promise<void> soon;
+  t.call([&] {
+    t.loop()->run_after(EventLoop::Clock::duration::max(), [&] { ++never; });
+    t.loop()->run_after(std::chrono::hours::max(), [&] { ++never; });
+    t.loop()->run_after(std::chrono::duration<double>(1e300), [&] { ++never; });
+    t.loop()->run_every(std::chrono::milliseconds::max(), [&] { ++never; });
+    t.loop()->run_after(20ms, [&] { soon.set_value(); });
+  });
+  ASSERT_EQ(soon.get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(never.load(), 0);
+  t.call([&] { EXPECT_EQ(t.loop()->timer_count(), 4u); });
+}
+
+TEST(EventLoop, ADelayBelowZeroFiresAtOnce) {
+  LoopThread t;
+  std::promise<void> fired;
+  t.loop()->run_after(std::chrono::hours::min(), [&] { fired.set_value(); });
+  ASSERT_EQ(fired.get_future().wait_for(kWait), std::future_status::ready);
+  expect_empty(t);
+}
+
 TEST(EventLoop, CancelledTimerDoesNotFire) {
   LoopThread t;
   std::atomic<bool> cancelled_ran{false};
@@ -408,6 +436,15 @@ TEST(EventLoopDeathTest, AssertInLoopThreadAbortsFromAnotherThread) {
         std::thread([&] { loop.assert_in_loop_thread(); }).join();
       },
       "EventLoop used from thread");
+}
+
+// Regression: only an assert checked the interval; a release build ran a
+// zero interval once and a negative one on every turn of the loop.
+TEST(EventLoopDeathTest, RunEveryWithoutAPositiveIntervalAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EventLoop loop;
+  EXPECT_DEATH(loop.run_every(0ms, [] {}), "run_every\\(\\) needs an interval above zero");
+  EXPECT_DEATH(loop.run_every(-1s, [] {}), "run_every\\(\\) needs an interval above zero");
 }
 
 TEST(EventLoopDeathTest, TimerCountFromAnotherThreadAborts) {

@@ -66,4 +66,47 @@ TEST(TcpConnectionPause, PeerFinWhilePausedAfterOurFinWaitsForResume) {
   h.finish();
 }
 
+// Regression: a pause_reading() that came while the overflow policy had
+// already paused reading was dropped, and the output draining below half
+// the mark turned reading back on behind the user's back: a proxy pausing
+// one side from on_high_water_mark got its peer's bytes anyway.
+TEST(TcpConnectionPause, AUserPauseDuringAnOverflowPauseHoldsAfterTheOutputDrains) {
+  constexpr size_t kMark = 64 * 1024;
+  constexpr size_t kReply = size_t{32} << 20;  // more than loopback's socket buffers hold
+  ServerHarness h;
+  Watched<TcpConnectionPtr> last;
+  Watched<std::string> received;
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.high_water_mark = kMark;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& conn) {
+      if (!conn->connected()) return;
+      conn->send(std::string(kReply, 'z'));  // the client does not read yet: overflow
+    });
+    s.set_on_high_water_mark([&](const TcpConnectionPtr& conn, size_t) {
+      conn->pause_reading();  // reading is already off; this pause must hold
+      last.set(conn);
+    });
+    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+      std::string data = in.retrieve_all_as_string();
+      received.update([&](std::string& r) { r += data; });
+    });
+  });
+  auto client = connect_client(h.address());
+  ASSERT_TRUE(last.wait([](const TcpConnectionPtr& c) { return c != nullptr; }));
+  TcpConnectionPtr conn = last.get();
+  ASSERT_TRUE(client.send_all("after the pause"));
+  EXPECT_EQ(recv_n(client, kReply).size(), kReply);  // the output drains
+  // A bounded wait for something that must not happen: the drain resuming.
+  EXPECT_FALSE(received.wait([](const std::string& r) { return !r.empty(); }, 300ms));
+
+  conn->resume_reading();
+  ASSERT_TRUE(received.wait([](const std::string& r) { return r == "after the pause"; }));
+  last.set(nullptr);
+  conn.reset();
+  client.close();
+  h.finish();
+}
+
 }  // namespace

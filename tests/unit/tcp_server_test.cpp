@@ -205,6 +205,28 @@ TEST(TcpServer, IdleConnectionIsClosedWithIdleTimeout) {
   h.finish();
 }
 
+// Regression: milliseconds::max() ("never") became a negative time in the
+// loop clock's nanoseconds, so every connection was closed at once as idle.
+TEST(TcpServer, AnIdleTimeoutTooLongForTheClockNeverCloses) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.idle_timeout = std::chrono::milliseconds::max();
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto client = connect_client(h.address());
+  expect_echo(client, "ping");
+  std::this_thread::sleep_for(50ms);
+  expect_echo(client, "still here");
+  client.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_NE(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
+  h.finish();
+}
+
 TEST(TcpServer, StopDeliversQueuedRepliesThenClosesAndCallsOnStopped) {
   ServerHarness h;
   Tally tally;
