@@ -29,6 +29,7 @@ Acceptor::Acceptor(EventLoop* loop, TcpListener listener)
 }
 
 Acceptor::~Acceptor() {
+  if (destroyed_ != nullptr) *destroyed_ = true;  // from inside handle_read()
   stop();
 }
 
@@ -46,16 +47,28 @@ void Acceptor::stop() {
   channel_->remove();
 }
 
+// A callback may stop or destroy this acceptor: on_connection runs inside
+// it when the server has no I/O threads (or one listener per loop), and a
+// server may be stopped or destroyed from there. The flag on the stack tells
+// the loop below, which then returns without touching a member.
 void Acceptor::handle_read() {
+  bool destroyed = false;
+  destroyed_ = &destroyed;
+  accept_batch(destroyed);
+  if (!destroyed) destroyed_ = nullptr;
+}
+
+void Acceptor::accept_batch(const bool& destroyed) {
   for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
     Endpoint peer;
     int fd = sys::accept(listener_.fd(), &peer, /*nonblocking=*/true, listening_on_);
     if (fd >= 0) {
-      if (on_new_connection_) {
-        on_new_connection_(UniqueFd(fd), peer, wildcard_ ? sys::local_endpoint(fd) : listening_on_);
-      } else {
+      if (!on_new_connection_) {
         UniqueFd discard(fd);
+        continue;
       }
+      on_new_connection_(UniqueFd(fd), peer, wildcard_ ? sys::local_endpoint(fd) : listening_on_);
+      if (destroyed || stopped_) return;
       continue;
     }
     if (fd == -EMFILE || fd == -ENFILE) {

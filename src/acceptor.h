@@ -44,6 +44,7 @@ class Acceptor {
 
  private:
   void handle_read();
+  void accept_batch(const bool& destroyed);
   void recover_from_exhaustion();
 
   EventLoop* loop_;
@@ -55,6 +56,8 @@ class Acceptor {
   std::function<void()> on_exhausted_;
   uint64_t backoff_timer_ = 0;
   bool stopped_ = false;
+  // While handle_read() runs: its flag, which the destructor sets.
+  bool* destroyed_ = nullptr;
   bool wildcard_ = false;
 };
 

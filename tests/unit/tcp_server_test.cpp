@@ -347,6 +347,62 @@ TEST(TcpServer, StopFromACallbackWhileAClientConnectsInTheSameBatch) {
   h.finish(/*listening=*/false);
 }
 
+// Regression: without I/O threads on_connection runs inside the listener's
+// accept loop, and stop() from there freed the acceptor that loop went on
+// reading (use after free under ASan), in both listener modes.
+TEST(TcpServer, StopFromOnConnectionWithoutIoThreads) {
+  for (bool per_loop : {false, true}) {
+    SCOPED_TRACE(per_loop ? "reuse_port_per_loop" : "one listener");
+    ServerHarness h;
+    h.set_reuse_port_per_loop(per_loop);
+    ServerOptions options;  // threads = 0
+    options.reuse_port_per_loop = per_loop;
+    Tally tally;
+    Watched<bool> stopped{false};
+    h.start(options, [&](TcpServer& s) {
+      s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+        cb(conn);
+        if (conn->connected()) h.server().stop(1s, [&] { stopped.set(true); });
+      });
+    });
+    auto c = connect_client(h.address());
+    EXPECT_EQ(read_to_eof(c), "");  // the server's FIN after stop()
+    c.close();
+    ASSERT_TRUE(stopped.wait([](bool s) { return s; }));
+    EXPECT_EQ(tally.up.get(), 1);
+    h.finish(/*listening=*/false);
+  }
+}
+
+// Regression: the same for a server destroyed from its own on_connection.
+TEST(TcpServer, DestroyFromOnConnectionWithoutIoThreads) {
+  LoopThread base;
+  std::unique_ptr<TcpServer> server;
+  Watched<int> downs{0};
+  Endpoint address;
+  base.call([&] {
+    server = std::make_unique<TcpServer>(base.loop(), ServerOptions{});
+    server->set_on_connection([&](const TcpConnectionPtr& conn) {
+      if (conn->connected()) {
+        server.reset();  // reports this connection down, from inside the call
+        return;
+      }
+      downs.update([](int& n) { ++n; });
+    });
+    ASSERT_TRUE(server->listen(Endpoint::loopback_v4(0)));
+    ASSERT_TRUE(server->start());
+    address = server->listen_endpoints().at(0);
+  });
+  auto c = connect_client(address);
+  EXPECT_EQ(read_to_eof(c), "");
+  ASSERT_TRUE(downs.wait([](int n) { return n == 1; }));
+  base.call([&] {
+    EXPECT_EQ(server, nullptr);
+    EXPECT_EQ(base.loop()->channel_count(), 0u);
+    EXPECT_EQ(base.loop()->timer_count(), 0u);
+  });
+}
+
 // Descriptors of this process, the highest open one included.
 int highest_open_fd() {
   int highest = -1;
