@@ -70,7 +70,9 @@ void Acceptor::close() {
   queue_->loop->assert_in_loop_thread();
   if (queue_->closed) return;
   queue_->closed = true;
-  for (auto& stream : queue_->ready) stream.close();
+  // Not Stream::close(), which belongs to the connection's loop: with I/O
+  // threads the queued streams live on theirs, and this is the base loop.
+  for (auto& stream : queue_->ready) stream.connection()->force_close();
   queue_->ready.clear();
   // Not from here, which may be a destructor: from the loop's queue.
   queue_->loop->queue_in_loop([queue = queue_] { queue->wake(); });

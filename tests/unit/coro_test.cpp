@@ -56,6 +56,16 @@ class Coro : public ::testing::Test {
     peers_.emplace_back(std::move(f));
   }
 
+  // Two clients that connect, send nothing and wait for the server's FIN.
+  void two_peers_until_closed() {
+    peer([a = address_] {
+      auto c1 = connect_client(a);
+      auto c2 = connect_client(a);
+      EXPECT_EQ(read_to_eof(c1), "");
+      EXPECT_EQ(read_to_eof(c2), "");
+    });
+  }
+
   void TearDown() override {
     for (auto& t : peers_) t.join();
   }
@@ -444,12 +454,7 @@ TEST_F(Coro, ServerStopResumesEveryWaitingTask) {
     while (*finished < 2 || !*accept_failed) co_await sleep_for(1ms);
     t->loop_->quit();
   }(this, &finished, &accept_failed));
-  peer([a = address_] {
-    auto c1 = connect_client(a);
-    auto c2 = connect_client(a);
-    EXPECT_EQ(read_to_eof(c1), "");
-    EXPECT_EQ(read_to_eof(c2), "");
-  });
+  two_peers_until_closed();
   run();
   EXPECT_EQ(finished, 2);
   EXPECT_TRUE(accept_failed);
@@ -502,6 +507,29 @@ TEST_F(Coro, ResumeOnHopsBetweenLoopsOnlyWhenAsked) {
   run();
   EXPECT_NE(there, here);
   EXPECT_EQ(back, here);
+}
+
+// Regression: close() closed the queued streams with Stream::close(), which
+// belongs to the connection's loop: with I/O threads it aborted ("EventLoop
+// used from thread ..."). The queued connections are closed, and accept()
+// reports the close.
+TEST_F(Coro, CloseWithConnectionsQueuedOnIoLoopsClosesThem) {
+  ServerOptions options;
+  options.threads = 2;
+  start_server(options);
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    while (t->acceptor_->queued() < 2) co_await sleep_for(1ms);
+    t->acceptor_->close();
+    EXPECT_EQ(t->acceptor_->queued(), 0u);
+    auto s = co_await t->acceptor_->accept();
+    EXPECT_FALSE(s);
+    if (!s) {
+      EXPECT_EQ(s.error().code(), std::errc::operation_canceled);
+    }
+    t->loop_->quit();
+  }(this));
+  two_peers_until_closed();
+  run();
 }
 
 TEST_F(Coro, SpawnFromAnotherThreadRunsOnTheLoop) {
