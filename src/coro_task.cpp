@@ -75,17 +75,31 @@ TaskList::~TaskList() {
   t_closing_loop = outer;
 }
 
+namespace {
+// Loop thread of the task's owner: the ended task leaves the list and goes.
+void end_spawned(PromiseBase* p, std::coroutine_handle<> frame) {
+  p->owner->unlink(p);
+  frame.destroy();
+}
+}  // namespace
+
 bool loop_closing(EventLoop* loop) {
   return t_closing_loop == loop;
 }
 
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
   if (continuation) return continuation;
-  if (owner != nullptr) {
-    // A spawned task ended: nobody waits for its (void) result.
-    owner->unlink(this);
-    self.destroy();
+  if (owner == nullptr) return std::noop_coroutine();
+  // A spawned task ended: nobody waits for its (void) result. Its list
+  // belongs to the loop that spawned it; a task that hopped away with
+  // resume_on() and ended there leaves the list from that loop's queue
+  // (suspended at its end until then; a loop destroyed first destroys it
+  // with the rest of its list).
+  if (!owner->loop->is_in_loop_thread()) {
+    owner->loop->queue_in_loop([p = this, self] { end_spawned(p, self); });
+    return std::noop_coroutine();
   }
+  end_spawned(this, self);
   return std::noop_coroutine();
 }
 

@@ -188,7 +188,8 @@ inline SleepAwaiter sleep_for(EventLoop::Clock::duration delay) {
 /// from `loop`'s queue (at once when it is already there). This is the only
 /// way a task changes threads. The task stays owned by the loop that it was
 /// spawned on, so both loops must outlive it (hop back, or end the task,
-/// before either goes away).
+/// before either goes away). A task that ends on another loop is freed by
+/// the loop it was spawned on, from that loop's queue.
 class ResumeOnAwaiter {
  public:
   explicit ResumeOnAwaiter(EventLoop* loop) : loop_(loop) {}

@@ -10,9 +10,11 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "test_util.h"
 
@@ -530,6 +532,43 @@ TEST_F(Coro, CloseWithConnectionsQueuedOnIoLoopsClosesThem) {
   }(this));
   two_peers_until_closed();
   run();
+}
+
+// Calls `on_gone` when the coroutine frame that holds it (as a parameter) is
+// freed, which is after the task's body has ended.
+struct OnFrameGone {
+  explicit OnFrameGone(std::function<void()> f) : on_gone(std::move(f)) {}
+  OnFrameGone(OnFrameGone&& other) noexcept : on_gone(std::exchange(other.on_gone, nullptr)) {}
+  ~OnFrameGone() {
+    if (on_gone) on_gone();
+  }
+  std::function<void()> on_gone;
+};
+
+// Regression: a spawned task that hopped to another loop with resume_on()
+// and ended there left its own loop's task list from that other thread,
+// racing the spawns and ends of the loop's thread (TSan: a data race in
+// TaskList; ASan: the list corrupted). Its own loop frees it now.
+TEST_F(Coro, ATaskThatEndsOnAnotherLoopIsFreedByItsOwn) {
+  LoopThread other;
+  constexpr int kEach = 2000;
+  const std::thread::id here = std::this_thread::get_id();
+  std::atomic<int> freed_here{0};
+  std::atomic<int> freed_elsewhere{0};
+  auto on_gone = [&] {
+    (std::this_thread::get_id() == here ? freed_here : freed_elsewhere)++;
+    if (freed_here + freed_elsewhere == 2 * kEach) loop_->quit();
+  };
+  for (int i = 0; i < kEach; ++i) {
+    // Ends on `other` while this thread goes on spawning and ending tasks.
+    spawn(loop_.get(), [](EventLoop* other, OnFrameGone) -> Task<> {
+      co_await resume_on(other);
+    }(other.loop(), OnFrameGone(on_gone)));
+    spawn(loop_.get(), [](OnFrameGone) -> Task<> { co_return; }(OnFrameGone(on_gone)));
+  }
+  run();
+  EXPECT_EQ(freed_here.load(), 2 * kEach);
+  EXPECT_EQ(freed_elsewhere.load(), 0);
 }
 
 TEST_F(Coro, SpawnFromAnotherThreadRunsOnTheLoop) {
