@@ -35,6 +35,14 @@ void wake_writer(StreamState& s) {
   std::exchange(s.writer, {}).resume();
 }
 
+// Nobody reads (or what is read waits for more than is here): stop taking
+// bytes from the socket once enough wait, so the peer feels it.
+void pause_if_full(StreamState& s) {
+  if (s.reader || s.paused || s.closed || s.input.readable_bytes() < Stream::kReadAhead) return;
+  s.paused = true;
+  s.conn->pause_reading();
+}
+
 bool ended_cleanly(const StreamState& s) {
   return s.eof || (s.closed && s.conn->close_reason() == Errc::peer_closed);
 }
@@ -58,12 +66,7 @@ void on_stream_message(const TcpConnectionPtr& conn, Buffer& in) {
   s->input.append(in.peek(), in.readable_bytes());
   in.retrieve_all();
   wake_reader(*s);
-  // Nobody reads (or what is read waits for more than is here): stop taking
-  // bytes from the socket once enough wait, so the peer feels it.
-  if (!s->reader && !s->paused && !s->closed && s->input.readable_bytes() >= Stream::kReadAhead) {
-    s->paused = true;
-    conn->pause_reading();
-  }
+  pause_if_full(*s);
 }
 
 void on_stream_peer_closed(const TcpConnectionPtr& conn) {
@@ -246,6 +249,15 @@ bool Stream::ExactOp::try_complete(detail::StreamState& s) {
 Result<size_t> Stream::ExactOp::result(detail::StreamState& s) {
   if (got == len || detail::ended_cleanly(s)) return got;
   return s.down_error("read from");
+}
+
+// The bytes went to the caller as they came (a large read holds no more
+// than kReadAhead in the stream); a read cancelled part-way (a timeout)
+// returns them, or the stream would lose them and its framing with them.
+void Stream::ExactOp::give_back(detail::StreamState& s) {
+  if (got == 0 || s.abandoned) return;
+  s.input.prepend(dst, std::exchange(got, 0));
+  detail::pause_if_full(s);
 }
 
 template <typename Codec>

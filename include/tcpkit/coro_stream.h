@@ -22,6 +22,13 @@
 /// reads again. write_all() waits while the connection's output is over its
 /// high-water mark, until it drains.
 ///
+/// Cancellation (timeout(), or destroying the task that waits) loses no
+/// byte: read_some(), read_line() and read_frame() take bytes from the
+/// stream only when they complete, and a read_exact() cancelled part-way
+/// puts the bytes it had taken back at the front of the stream, for the
+/// next read. write_all() queues its bytes when called: a timeout on it
+/// stops the wait for the drain, and the bytes still go.
+///
 /// The stream keeps its state in the connection's context slot
 /// (TcpConnection::set_context): a connection used through a Stream leaves
 /// that slot to it.
@@ -112,6 +119,8 @@ class Stream {
     size_t got = 0;
     bool try_complete(detail::StreamState& s);
     Result<size_t> result(detail::StreamState& s);
+    /// Cancelled before it completed: the bytes taken go back to the stream.
+    void give_back(detail::StreamState& s);
   };
   /// One message through a codec (LineCodec or LengthPrefixCodec).
   template <typename Codec>
@@ -133,7 +142,10 @@ class Stream {
   /// The same into `out`: at most out.size() bytes.
   ReadAwaiter<SomeOp> read_some(std::span<char> out);
   /// Exactly out.size() bytes; fewer only at end of stream (the count says
-  /// how many arrived). Loop thread.
+  /// how many arrived). The bytes move into `out` as they arrive, so a
+  /// large read holds no more than kReadAhead in the stream; cancelled
+  /// before all came, it puts those it took back in front of the stream
+  /// (and `out`'s contents are unspecified). Loop thread.
   ReadAwaiter<ExactOp> read_exact(std::span<char> out);
   /// One line through `codec` (without "\n" or "\r\n"), or std::nullopt at
   /// end of stream; a last line without a newline is still a line. A line
@@ -240,11 +252,13 @@ template <typename Op>
 void Stream::ReadAwaiter<Op>::unhook() {
   if (!waiting_) return;
   waiting_ = false;
-  if (state_->reader_op == this) {
-    state_->reader = {};
-    state_->reader_ready = nullptr;
-    state_->reader_op = nullptr;
-  }
+  // Not the stream's reader any more: it completed, and what it read is the
+  // caller's. Still the reader: it is cancelled, and gives back what it took.
+  if (state_->reader_op != this) return;
+  state_->reader = {};
+  state_->reader_ready = nullptr;
+  state_->reader_op = nullptr;
+  if constexpr (requires { op_.give_back(*state_); }) op_.give_back(*state_);
 }
 
 }  // namespace tcpkit::coro

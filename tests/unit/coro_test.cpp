@@ -303,6 +303,46 @@ TEST_F(Coro, TimeoutCancelsTheReadAndKeepsTheBytesForTheNext) {
   EXPECT_EQ(loop_->timer_count(), 0u);
 }
 
+// Regression: a read_exact() cancelled by its timeout had moved the bytes
+// that had come into the caller's buffer and dropped them, so the stream
+// lost them and its framing. They go back to the front of the stream now;
+// a timed-out read_line() takes nothing either.
+TEST_F(Coro, TimeoutOnReadExactPutsThePartialBytesBack) {
+  start_server();
+  Watched<int> step{0};
+  spawn(loop_.get(), [](Coro* t, Watched<int>* step) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    char buf[8];
+    auto two = co_await s->read_exact(std::span<char>(buf, 2));
+    EXPECT_TRUE(two && *two == 2);  // "12"; "34" waits in the stream
+    auto cut = co_await timeout(20ms, s->read_exact(std::span<char>(buf, 8)));
+    EXPECT_FALSE(cut);
+    step->set(1);
+    auto six = co_await timeout(kWait, s->read_exact(std::span<char>(buf, 6)));
+    EXPECT_TRUE(six && *six == 6);
+    EXPECT_EQ(std::string(buf, six ? *six : 0), "345678");
+    LineCodec lines;
+    auto no_line = co_await timeout(20ms, s->read_line(lines));
+    EXPECT_FALSE(no_line);
+    step->set(2);
+    auto line = co_await timeout(kWait, s->read_line(lines));
+    EXPECT_TRUE(line && *line && **line == "abc");
+    t->loop_->quit();
+  }(this, &step));
+  peer([a = address_, &step] {
+    auto c = connect_client(a);
+    EXPECT_TRUE(c.send_all("1234"));
+    EXPECT_TRUE(step.wait([](int n) { return n == 1; }));
+    EXPECT_TRUE(c.send_all("5678ab"));
+    EXPECT_TRUE(step.wait([](int n) { return n == 2; }));
+    EXPECT_TRUE(c.send_all("c\n"));
+    EXPECT_TRUE(c.shutdown_write());
+    EXPECT_EQ(read_to_eof(c), "");
+  });
+  run();
+  EXPECT_EQ(loop_->timer_count(), 0u);
+}
+
 TEST_F(Coro, PeerResetResumesTheReaderWithAnError) {
   start_server();
   spawn(loop_.get(), [](Coro* t) -> Task<> {
