@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -373,7 +374,9 @@ void BM_LengthPrefixDecode(benchmark::State& state) {
   const std::string payload(static_cast<size_t>(state.range(0)), 'p');
   constexpr int kFrames = 64;
   Buffer encoded;
-  for (int i = 0; i < kFrames; ++i) LengthPrefixCodec::encode(payload, encoded);
+  for (int i = 0; i < kFrames; ++i) {
+    if (!LengthPrefixCodec::encode(payload, encoded)) std::abort();
+  }
   const std::string wire(encoded.view());
   const LengthPrefixCodec codec;
   Buffer in;

@@ -38,7 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     std::string payload = in.ConsumeRandomLengthString(max_frame);
     Buffer out;
-    LengthPrefixCodec::encode(payload, out);
+    check(static_cast<bool>(LengthPrefixCodec::encode(payload, out)),
+          "a payload within the limit encodes");
     std::string frame;
     check(codec.decode(out, &frame) == DecodeResult::frame, "an encoded frame decodes");
     check(frame == payload && out.readable_bytes() == 0, "encode/decode round trip is lossless");

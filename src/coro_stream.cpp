@@ -307,6 +307,12 @@ Stream::WriteAwaiter Stream::write_all(std::string_view data) {
   if (state_->shut)
     return WriteAwaiter(state_, Error(std::make_error_code(std::errc::broken_pipe),
                                       "write after shutdown to " + peer_endpoint().to_string()));
+  // Closed by force_close() or abort(), with the close itself still queued:
+  // the bytes would go nowhere.
+  if (!conn_->can_send())
+    return WriteAwaiter(
+        state_, Error(std::make_error_code(std::errc::operation_canceled),
+                      "write to " + peer_endpoint().to_string() + ": the connection is closing"));
   conn_->send(data);
   return WriteAwaiter(state_, {});
 }
@@ -326,7 +332,8 @@ Stream::WriteAwaiter Stream::write_line(std::string_view line) {
 
 Stream::WriteAwaiter Stream::write_frame(std::string_view frame) {
   Buffer out;
-  LengthPrefixCodec::encode(frame, out);
+  if (auto encoded = LengthPrefixCodec::encode(frame, out); !encoded)
+    return WriteAwaiter(state_, encoded.error());
   return write_all(out);
 }
 

@@ -16,12 +16,17 @@ DecodeResult LengthPrefixCodec::decode(Buffer& in, std::string* frame) const {
   return DecodeResult::frame;
 }
 
-void LengthPrefixCodec::encode(std::string_view payload, Buffer& out) {
-  assert(payload.size() <= std::numeric_limits<uint32_t>::max());
+Result<void> LengthPrefixCodec::encode(std::string_view payload, Buffer& out) {
+  if (payload.size() > std::numeric_limits<uint32_t>::max()) {
+    return Error(Errc::frame_too_large, "frame of " + std::to_string(payload.size()) +
+                                            " bytes: the 4-byte header counts at most " +
+                                            std::to_string(std::numeric_limits<uint32_t>::max()));
+  }
   // One reservation for header and payload, so the append never grows twice.
   out.ensure_writable(kHeaderBytes + payload.size());
   out.append_u32_be(static_cast<uint32_t>(payload.size()));
   out.append(payload);
+  return {};
 }
 
 Error LengthPrefixCodec::too_large_error() const {

@@ -696,6 +696,9 @@ void TcpConnection::queue_write_complete() {
   write_complete_queued_ = true;
   loop_->queue_in_loop([self = shared_from_this()] {
     self->write_complete_queued_ = false;
+    // A send() after the drain, before this ran, queued more: its own
+    // drain calls again.
+    if (self->output_bytes() != 0) return;
     if (self->callbacks_->on_write_complete) self->callbacks_->on_write_complete(self);
   });
 }
@@ -743,7 +746,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
 void TcpConnection::send_in_loop(const char* data, size_t len) {
   loop_->assert_in_loop_thread();
   // After a close, or after our FIN, bytes can no longer reach the peer.
-  if (state() == State::disconnected || write_shut_) return;
+  if (!can_send()) return;
   if (!tls_) {
     write_wire(data, len, /*check_mark=*/true);
     return;
@@ -763,12 +766,9 @@ void TcpConnection::check_overflow() {
     });
   }
   if (options_->overflow == OverflowPolicy::close) {
-    // Drop what is queued and refuse more: memory stays bounded even while
-    // the user keeps sending before the close runs.
-    write_shut_ = true;
-    output_.retrieve_all();
-    piped_ = 0;
-    channel_.disable_writing();
+    // Memory stays bounded even while the user keeps sending before the
+    // close runs.
+    drop_output();
     loop_->queue_in_loop([self = shared_from_this()] {
       self->handle_close(make_error_code(Errc::high_water_mark));
     });
@@ -833,11 +833,25 @@ void TcpConnection::force_close() {
   force_close(std::make_error_code(std::errc::operation_canceled));
 }
 
+// Drops what is queued and refuses more, for a close that is on its way.
+void TcpConnection::drop_output() {
+  write_shut_ = true;
+  output_.retrieve_all();
+  piped_ = 0;
+  channel_.disable_writing();
+}
+
+// In the loop's thread, a close drops the output at once, so that a send()
+// after it in the same callback sends nothing; the close itself is queued
+// (see handle_close()). From another thread, the sends queued after it run
+// after the close.
 void TcpConnection::force_close(std::error_code reason) {
+  if (loop_->is_in_loop_thread() && state() != State::disconnected) drop_output();
   loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
 }
 
 void TcpConnection::abort() {
+  if (loop_->is_in_loop_thread() && state() != State::disconnected) drop_output();
   loop_->queue_in_loop([self = shared_from_this()] {
     if (self->state() == State::disconnected) return;
     // SO_LINGER {on, 0 s} turns close() into an abort: the kernel drops

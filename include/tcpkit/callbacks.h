@@ -32,7 +32,9 @@ using MessageCallback = std::function<void(const TcpConnectionPtr&, Buffer&)>;
 /// inside the kernel, never copied to this process.
 using EchoCallback = std::function<void(const TcpConnectionPtr&, size_t bytes, bool in_kernel)>;
 /// The output buffer drained to empty; the sends that drain before the
-/// call runs share one call.
+/// call runs share one call, and it is not made while output sent after
+/// the drain still waits (its own drain makes it): when it runs, the
+/// output is empty.
 using WriteCompleteCallback = std::function<void(const TcpConnectionPtr&)>;
 /// The output buffer grew past the high-water mark; `queued` is its size.
 using HighWaterMarkCallback = std::function<void(const TcpConnectionPtr&, size_t queued)>;

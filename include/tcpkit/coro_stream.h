@@ -183,9 +183,10 @@ class Stream {
   WriteAwaiter write_all(std::string_view data);
   /// Moves the readable bytes of `data` out, as write_all(view) would send them.
   WriteAwaiter write_all(Buffer& data);
-  /// Writes `line` + "\n" / a length-prefixed `frame`. A line holding '\n'
-  /// is refused as LineCodec::encode() refuses it: nothing is sent, and the
-  /// result is that error.
+  /// Writes `line` + "\n" / a length-prefixed `frame`. A line holding '\n',
+  /// or a frame of 4 GiB or more, is refused as LineCodec::encode() and
+  /// LengthPrefixCodec::encode() refuse it: nothing is sent, and the result
+  /// is that error.
   WriteAwaiter write_line(std::string_view line);
   WriteAwaiter write_frame(std::string_view frame);
 

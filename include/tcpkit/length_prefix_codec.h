@@ -39,8 +39,11 @@ class LengthPrefixCodec {
   /// the caller should close the connection with too_large_error().
   DecodeResult decode(Buffer& in, std::string* frame) const;
 
-  /// Appends the header and the payload (payload.size() must fit in 32 bits).
-  static void encode(std::string_view payload, Buffer& out);
+  /// Appends the header and the payload. A payload of 4 GiB or more does
+  /// not fit the 32-bit header, and a truncated header would let its tail
+  /// be read as frames of the sender's choosing: it is refused
+  /// (Errc::frame_too_large), and nothing is written.
+  [[nodiscard]] static Result<void> encode(std::string_view payload, Buffer& out);
 
   size_t max_frame() const { return max_frame_; }
   /// Errc::frame_too_large, naming the limit, for the close callback.

@@ -83,6 +83,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// peer has closed too.
   void shutdown();
   /// Any thread. Closes now, dropping queued output (reason: operation_canceled).
+  /// From the loop's thread nothing sent after it goes out (what the kernel
+  /// took before it still does); the close callback runs from the loop's
+  /// queue, never inside this call.
   void force_close();
   void force_close(std::error_code reason);
   /// Any thread. Closes now with a TCP RST instead of a FIN (SO_LINGER 0):
@@ -108,6 +111,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   CloseReason close_kind() const { return close_kind_; }
   bool peer_half_closed() const { return peer_closed_; }
   bool is_reading() const { return reading_; }
+  /// Loop thread. Whether bytes sent now can still reach the peer: false
+  /// once our FIN has gone, a close is on its way (force_close(), abort(),
+  /// the close overflow policy) or the connection has closed. send() drops
+  /// what it is given then.
+  bool can_send() const { return !write_shut_ && !disconnected(); }
 
   uint64_t id() const { return id_; }
   EventLoop* loop() const { return loop_; }
@@ -249,6 +257,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void shutdown_in_loop();
   void maybe_finish_shutdown();
   void check_overflow();
+  void drop_output();
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
   std::chrono::steady_clock::duration idle_limit() const;
 

@@ -148,7 +148,7 @@ TEST_F(Coro, ReadExactLineAndFrame) {
   peer([a = address_] {
     auto c = connect_client(a);
     Buffer frame;
-    LengthPrefixCodec::encode("frame!", frame);
+    ASSERT_TRUE(LengthPrefixCodec::encode("frame!", frame));
     // Split where no read could expect: across the line, inside the header.
     std::string all = "abcdone\ntwo\r\n" + std::string(frame.view()) + "tail";
     for (size_t i = 0; i < all.size(); i += 3) EXPECT_TRUE(c.send_all(all.substr(i, 3)));
@@ -183,7 +183,7 @@ TEST_F(Coro, TooLongLineAndTruncatedFrameAreErrors) {
     EXPECT_EQ(read_to_eof(c), "");
     auto d = connect_client(a);
     Buffer frame;
-    LengthPrefixCodec::encode("cut short", frame);
+    ASSERT_TRUE(LengthPrefixCodec::encode("cut short", frame));
     EXPECT_TRUE(d.send_all(frame.view().substr(0, 7)));
     EXPECT_TRUE(d.shutdown_write());
     EXPECT_EQ(read_to_eof(d), "");
@@ -407,6 +407,32 @@ TEST_F(Coro, ForceCloseResumesReaderAndWriterWithAnError) {
   run();
   EXPECT_EQ(resumed, 2);
   stream->reset();
+}
+
+// A write after force_close(), before the queued close has run, fails at
+// once: the connection drops the bytes, and the task must not think them
+// sent (nor, writing in a loop, spin without ever waiting).
+TEST_F(Coro, AWriteAfterForceCloseFailsAtOnce) {
+  start_server();
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    auto accepted = co_await t->acceptor_->accept();
+    EXPECT_TRUE(accepted);
+    if (accepted) {
+      Stream s = std::move(*accepted);
+      s.connection()->force_close();
+      auto w = co_await s.write_all("after the close");
+      EXPECT_FALSE(w);
+      if (!w) {
+        EXPECT_EQ(w.error().code(), std::errc::operation_canceled);
+      }
+    }
+    t->loop_->quit();
+  }(this));
+  peer([a = address_] {
+    auto c = connect_client(a);
+    EXPECT_EQ(read_to_eof(c), "");
+  });
+  run();
 }
 
 TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {

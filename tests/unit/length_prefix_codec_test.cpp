@@ -1,5 +1,9 @@
 #include "tcpkit/length_prefix_codec.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -31,16 +35,36 @@ std::string header(uint32_t length) {
 
 TEST(LengthPrefixCodec, EncodeWritesBigEndianHeader) {
   Buffer out;
-  LengthPrefixCodec::encode("hello", out);
+  ASSERT_TRUE(LengthPrefixCodec::encode("hello", out));
   EXPECT_EQ(out.view(), header(5) + "hello");
   EXPECT_EQ(out.view().substr(0, 4), std::string_view("\0\0\0\5", 4));
+}
+
+// Regression: only an assert checked the size, so a release build wrote a
+// payload of 4 GiB + 8 bytes under a header announcing 8: the payload's
+// tail became frames of the sender's choosing. The pages are reserved, not
+// touched: encode() refuses before it reads a byte.
+TEST(LengthPrefixCodec, EncodeRefusesAPayloadTheHeaderCannotCountAndWritesNothing) {
+  const size_t size = size_t{std::numeric_limits<uint32_t>::max()} + 9;
+  void* pages =
+      ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(pages, MAP_FAILED);
+  Buffer out;
+  auto encoded =
+      LengthPrefixCodec::encode(std::string_view(static_cast<const char*>(pages), size), out);
+  ::munmap(pages, size);
+  ASSERT_FALSE(encoded);
+  EXPECT_EQ(encoded.error().code(), Errc::frame_too_large);
+  EXPECT_NE(encoded.error().message().find("4294967304 bytes"), std::string::npos)
+      << encoded.error().message();
+  EXPECT_EQ(out.readable_bytes(), 0u);
 }
 
 TEST(LengthPrefixCodec, RoundTrip) {
   LengthPrefixCodec codec;
   Buffer buf;
-  LengthPrefixCodec::encode("one", buf);
-  LengthPrefixCodec::encode(std::string(3000, 'z'), buf);
+  ASSERT_TRUE(LengthPrefixCodec::encode("one", buf));
+  ASSERT_TRUE(LengthPrefixCodec::encode(std::string(3000, 'z'), buf));
   std::vector<std::string> frames;
   EXPECT_EQ(drain(codec, buf, &frames), DecodeResult::need_more);
   ASSERT_EQ(frames.size(), 2u);
@@ -64,7 +88,7 @@ TEST(LengthPrefixCodec, BinaryPayloadWithNulsSurvives) {
   LengthPrefixCodec codec;
   Buffer buf;
   const std::string payload("\0\n\r\xff\0", 5);
-  LengthPrefixCodec::encode(payload, buf);
+  ASSERT_TRUE(LengthPrefixCodec::encode(payload, buf));
   std::string frame;
   ASSERT_EQ(codec.decode(buf, &frame), DecodeResult::frame);
   EXPECT_EQ(frame, payload);
@@ -74,7 +98,7 @@ TEST(LengthPrefixCodec, FramesSplitByteByByte) {
   LengthPrefixCodec codec;
   Buffer wire;
   const std::vector<std::string> sent = {"alpha", "", "a somewhat longer frame", "z"};
-  for (const auto& s : sent) LengthPrefixCodec::encode(s, wire);
+  for (const auto& s : sent) ASSERT_TRUE(LengthPrefixCodec::encode(s, wire));
   const std::string bytes(wire.view());
 
   Buffer in;
@@ -109,7 +133,7 @@ TEST(LengthPrefixCodec, ManyFramesInOneAppend) {
   std::vector<std::string> sent;
   for (int i = 0; i < 1000; ++i) {
     sent.push_back(std::string(static_cast<size_t>(i % 37), static_cast<char>('a' + i % 26)));
-    LengthPrefixCodec::encode(sent.back(), wire);
+    ASSERT_TRUE(LengthPrefixCodec::encode(sent.back(), wire));
   }
   wire.append(header(100) + "partial");
   std::vector<std::string> frames;
@@ -121,7 +145,7 @@ TEST(LengthPrefixCodec, ManyFramesInOneAppend) {
 TEST(LengthPrefixCodec, FrameOfExactlyMaxSizeIsAccepted) {
   LengthPrefixCodec codec(16);
   Buffer in;
-  LengthPrefixCodec::encode(std::string(16, 'm'), in);
+  ASSERT_TRUE(LengthPrefixCodec::encode(std::string(16, 'm'), in));
   std::string frame;
   ASSERT_EQ(codec.decode(in, &frame), DecodeResult::frame);
   EXPECT_EQ(frame.size(), 16u);
@@ -150,7 +174,7 @@ TEST(LengthPrefixCodec, HugeLengthIsRejectedWithDefaultLimit) {
 TEST(LengthPrefixCodec, GoodFramesBeforeAnOversizeOneAreDelivered) {
   LengthPrefixCodec codec(8);
   Buffer in;
-  LengthPrefixCodec::encode("ok", in);
+  ASSERT_TRUE(LengthPrefixCodec::encode("ok", in));
   in.append(header(9));
   std::vector<std::string> frames;
   EXPECT_EQ(drain(codec, in, &frames), DecodeResult::too_large);

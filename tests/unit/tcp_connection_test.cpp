@@ -478,7 +478,10 @@ TEST(TcpConnection, ForceCloseFromAnotherThread) {
 // protocol error): the reply still reaches the peer, as a send() before
 // close() would deliver it. On io_uring the reply is still in the loop's
 // send buffer when the close comes, and goes to the kernel with the close.
-TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArrive) {
+// Regression, second half: force_close() queued the close and nothing
+// else, so a send() after it in the same callback still went out before
+// the FIN.
+TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArriveAndNoneAfterIt) {
   ServerHarness h;
   Tally tally;
   h.start({}, [&](TcpServer& s) {
@@ -487,6 +490,9 @@ TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArrive) {
       conn->send("bye: " + in.retrieve_all_as_string());
       conn->send(std::string(3000, 'x'));
       conn->force_close();
+      EXPECT_FALSE(conn->can_send());
+      conn->send(std::string_view("after the close"));
+      conn->shutdown();
     });
   });
   auto c = connect_client(h.address());
@@ -614,6 +620,28 @@ TEST(TcpConnection, RegressionWritesThatDrainTogetherShareOneWriteComplete) {
   EXPECT_EQ(recv_n(c, kPieces), std::string(kPieces, 'p'));
   EXPECT_TRUE(completes.wait([](int n) { return n >= 2; }));
   EXPECT_EQ(completes.get(), 2) << "one call per message's writes, not one per write";
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  tally.forget();
+  h.finish();
+}
+
+// Regression: a small send drained at once and queued the call; a large
+// send right after it in the same callback left bytes queued, and the call
+// still ran, with 29 MiB waiting (epoll). It now waits for that drain.
+TEST(TcpConnection, RegressionWriteCompleteWaitsForOutputSentAfterTheDrain) {
+  ServerHarness h;
+  Tally tally;
+  Watched<int> completes{0};
+  const std::string big(size_t{32} << 20, 'b');  // more than loopback's socket buffers hold
+  start_counting_write_completes(h, tally, completes, [&big](const TcpConnectionPtr& conn) {
+    conn->send(std::string_view("a"));
+    conn->send(big);
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("x"));
+  EXPECT_EQ(recv_n(c, 1 + big.size()).size(), 1 + big.size());
+  EXPECT_TRUE(completes.wait([](int n) { return n >= 1; }));
   c.close();
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
   tally.forget();

@@ -139,9 +139,10 @@ void AckMode::send_framed(const TcpConnectionPtr& conn, std::string_view payload
       return;
     }
     case Framing::length: {
+      // A reply is at most --max-frame bytes, far below the 4 GiB the
+      // header can count; one that was not would be refused, not cut.
       Buffer out;
-      LengthPrefixCodec::encode(payload, out);
-      conn->send(out.view());
+      if (LengthPrefixCodec::encode(payload, out)) conn->send(out.view());
       return;
     }
   }
