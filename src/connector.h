@@ -42,8 +42,10 @@ class Connector : public std::enable_shared_from_this<Connector> {
   void set_on_failed(Failed cb) { on_failed_ = std::move(cb); }
 
   // Loop thread. start() begins with the first address and a fresh back-off.
+  // active(): an attempt, or the wait before a retry, is under way.
   void start();
   void stop();
+  bool active() const { return active_; }
   // The back-off delay for attempt `n` (0-based), jitter included.
   std::chrono::milliseconds backoff_for(int attempt);
 

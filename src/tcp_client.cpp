@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 
 #include <mutex>
+#include <utility>
 
 #include "callback_table.h"
 #include "connection_owner.h"
@@ -20,8 +21,9 @@ struct TcpClient::Impl : std::enable_shared_from_this<TcpClient::Impl> {
   ClientOptions options;
   std::shared_ptr<const ConnectionOptions> connection_options;  // options.connection, shared
   std::shared_ptr<Connector> connector;
-  bool reconnect = false;  // loop thread
-  int reconnects = 0;      // loop thread: back-off rounds since the last success
+  bool reconnect = false;       // loop thread
+  int reconnects = 0;           // loop thread: back-off rounds since the last success
+  TimerId reconnect_timer = 0;  // loop thread: the reconnect that waits, or 0
   uint64_t next_id = 1;
 
   mutable std::mutex mutex;
@@ -31,9 +33,12 @@ struct TcpClient::Impl : std::enable_shared_from_this<TcpClient::Impl> {
   std::shared_ptr<const ConnectionCallbacks> callbacks;
   std::function<void(const Error&, std::chrono::milliseconds)> on_connect_error;
 
+  void connect_in_loop();
   void connected(UniqueFd fd, const Endpoint& peer);
   void closed(const TcpConnectionPtr& conn);
   void stop_in_loop();
+  void cancel_reconnect();
+  void close_quietly(const TcpConnectionPtr& conn);
 };
 
 TcpClient::TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptions options)
@@ -94,11 +99,7 @@ void TcpClient::set_on_connect_error(
 }
 
 void TcpClient::connect() {
-  impl_->loop->run_in_loop([impl = impl_] {
-    impl->reconnect = impl->options.retry;
-    impl->reconnects = 0;
-    impl->connector->start();
-  });
+  impl_->loop->run_in_loop([impl = impl_] { impl->connect_in_loop(); });
 }
 
 void TcpClient::disconnect() {
@@ -124,6 +125,17 @@ TcpConnectionPtr TcpClient::connection() const {
   return impl_->connection;
 }
 
+// A second attempt would replace the live connection, or the one it is
+// about to make: connect() starts one only when there is neither. A
+// reconnect that waits after a lost connection starts now instead.
+void TcpClient::Impl::connect_in_loop() {
+  if (connection || connector->active()) return;
+  cancel_reconnect();
+  reconnect = options.retry;
+  reconnects = 0;
+  connector->start();
+}
+
 void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
   // TCP_NODELAY fails on a Unix socket, where there is no Nagle to turn off.
   if (options.tcp_nodelay && !peer.is_unix()) {
@@ -133,10 +145,14 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
   auto conn = std::make_shared<TcpConnection>(loop, next_id++, std::move(fd), local, peer,
                                               connection_options);
   ConnectionOwner::set_callbacks(*conn, callbacks);
+  TcpConnectionPtr previous;
   {
     std::lock_guard lock(mutex);
-    connection = conn;
+    previous = std::exchange(connection, conn);
   }
+  // connect_in_loop() lets no attempt start beside a connection; were one
+  // to, the connection it replaces must still leave the loop properly.
+  if (previous) close_quietly(previous);
   reconnects = 0;
   ConnectionOwner::established(*conn, options.tls.get(), options.tls_server_name);
 }
@@ -150,26 +166,47 @@ void TcpClient::Impl::closed(const TcpConnectionPtr& conn) {
   // Reconnect after a jittered delay, growing while the server stays away.
   auto delay = connector->backoff_for(reconnects++);
   std::weak_ptr<Impl> weak = weak_from_this();
-  loop->run_after(delay, [weak] {
+  reconnect_timer = loop->run_after(delay, [weak] {
     auto impl = weak.lock();
-    if (impl && impl->reconnect) impl->connector->start();
+    if (!impl) return;
+    impl->reconnect_timer = 0;
+    if (impl->reconnect) impl->connector->start();
   });
 }
 
 void TcpClient::Impl::stop_in_loop() {
   reconnect = false;
+  cancel_reconnect();
   connector->stop();
   TcpConnectionPtr conn;
   {
     std::lock_guard lock(mutex);
     conn = std::move(connection);
   }
-  if (!conn) return;
-  // No user callback may run once stop() has returned; the close hook
-  // stays, to destroy the connection.
+  if (conn) close_quietly(conn);
+}
+
+// A reconnect left waiting would start a second connection beside the one
+// a later connect() makes.
+void TcpClient::Impl::cancel_reconnect() {
+  if (reconnect_timer != 0) loop->cancel(reconnect_timer);
+  reconnect_timer = 0;
+}
+
+// No user callback may run once stop() has returned; the close hook stays,
+// to destroy the connection. A loop that is no longer running (a client
+// destroyed after run() returned, before its loop) would never run a queued
+// close, and its destructor would free the queued, still registered
+// connection: there the connection is torn down at once, as a server's
+// destructor does.
+void TcpClient::Impl::close_quietly(const TcpConnectionPtr& conn) {
   auto closing = std::make_shared<ConnectionCallbacks>();
   closing->on_close = callbacks->on_close;
   ConnectionOwner::set_callbacks(*conn, std::move(closing));
+  if (!loop->is_running()) {
+    ConnectionOwner::destroyed(*conn);
+    return;
+  }
   conn->force_close();
 }
 

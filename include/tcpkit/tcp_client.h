@@ -62,12 +62,19 @@ class TcpClient {
   void set_on_connect_error(
       std::function<void(const Error&, std::chrono::milliseconds retry_in)> cb);
 
-  /// Any thread.
+  /// Any thread. Starts connecting, unless a connection is open (also one
+  /// half-closed by disconnect()) or an attempt, or its retry back-off, is
+  /// under way: then it does nothing, for the client owns at most one
+  /// connection; stop() first to start afresh. A reconnect that waits after a
+  /// lost connection starts at once, with a fresh back-off.
   void connect();
   /// Any thread. Half-closes the current connection; no reconnect afterwards.
   void disconnect();
-  /// Any thread. Stops connecting and retrying, closes the connection, and
-  /// waits until the loop is done with this client.
+  /// Any thread. Stops connecting and retrying (a reconnect that waits is
+  /// cancelled), closes the connection, and waits until the loop is done with
+  /// this client. Called in the loop's thread while the loop is not running
+  /// (a client destroyed after run() returned), it closes the connection at
+  /// once, without the loop.
   void stop();
 
   /// Any thread: the live connection, or null.

@@ -1,0 +1,170 @@
+// TcpClient's lifetime: one connection at a time, whatever the order of
+// connect(), stop(), a lost connection's reconnect and the client's own
+// destruction. The server and the client share one loop in the test's
+// thread, as in the plainest client program.
+#include "tcpkit/tcp_client.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tcpkit/event_loop.h"
+#include "tcpkit/tcp_connection.h"
+#include "tcpkit/tcp_server.h"
+#include "test_util.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+using namespace tcpkit::test;
+
+namespace {
+
+// A server on the test's loop that counts what it sees.
+class TcpClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<TcpServer>(&loop_);
+    server_->set_on_connection([this](const TcpConnectionPtr& conn) {
+      if (!conn->connected()) {
+        ++server_closes_;
+        if (on_server_close_) on_server_close_();
+        return;
+      }
+      server_connections_.push_back(conn);
+      if (on_accept_) on_accept_(conn);
+    });
+    auto listening = server_->listen(Endpoint::loopback_v4(0));
+    ASSERT_TRUE(listening) << listening.error().message();
+    auto started = server_->start();
+    ASSERT_TRUE(started) << started.error().message();
+    address_ = server_->listen_endpoints().at(0);
+  }
+
+  // Every test destroys its clients first; then the loop must hold nothing.
+  void TearDown() override {
+    server_connections_.clear();
+    server_.reset();
+    EXPECT_EQ(loop_.channel_count(), 0u);
+  }
+
+  // Runs the loop until a callback quits it; still running after kWait, the
+  // test fails.
+  void run() {
+    TimerId guard = loop_.run_after(kWait, [this] {
+      ADD_FAILURE() << "the loop was not quit within " << kWait.count() << " ms";
+      loop_.quit();
+    });
+    loop_.run();
+    loop_.cancel(guard);
+  }
+
+  void quit_after(std::chrono::milliseconds delay) {
+    loop_.run_after(delay, [this] { loop_.quit(); });
+  }
+
+  EventLoop loop_;
+  std::unique_ptr<TcpServer> server_;
+  Endpoint address_;
+  std::vector<TcpConnectionPtr> server_connections_;
+  int server_closes_ = 0;
+  std::function<void(const TcpConnectionPtr&)> on_accept_;
+  std::function<void()> on_server_close_;
+};
+
+// Regression: with retry on, a lost connection schedules a reconnect; a
+// stop(); connect() before it fired left it scheduled, and it then made a
+// second connection beside the new one, whose replacement freed the live,
+// still registered connection (an assertion in Debug; in Release a
+// use-after-free on io_uring at its next data).
+TEST_F(TcpClientTest, RestartBeforeAWaitingReconnectKeepsOneConnection) {
+  on_accept_ = [this](const TcpConnectionPtr& conn) {
+    if (server_connections_.size() == 1) conn->force_close();
+  };
+  ClientOptions options;
+  options.retry = true;
+  options.initial_backoff = 20ms;
+  options.max_backoff = 20ms;
+  TcpClient client(&loop_, address_, options);
+  int ups = 0;
+  int downs = 0;
+  std::string received;
+  client.set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) {
+      // Queued: the reconnect is scheduled after this callback.
+      if (++downs == 1)
+        loop_.queue_in_loop([&] {
+          client.stop();
+          client.connect();
+        });
+      return;
+    }
+    // Well past the at most 20 ms the stale reconnect would wait.
+    if (++ups == 2) quit_after(150ms);
+  });
+  client.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+    received.append(in.view());
+    in.retrieve_all();
+    loop_.quit();
+  });
+  client.connect();
+  run();
+  EXPECT_EQ(ups, 2);
+  EXPECT_EQ(downs, 1);
+  EXPECT_EQ(server_->stats().accepted, 2u);
+  EXPECT_EQ(server_->open_connections(), 1u);
+
+  // The connection the client holds is the one that works.
+  auto conn = client.connection();
+  ASSERT_TRUE(conn && conn->connected());
+  server_connections_.back()->send("ping");
+  run();
+  EXPECT_EQ(received, "ping");
+}
+
+// Regression: connect() while connected, or while connecting, started a
+// second attempt, which dropped the first attempt or replaced (and freed)
+// the live connection.
+TEST_F(TcpClientTest, ConnectWhileConnectingOrConnectedKeepsTheOneConnection) {
+  TcpClient client(&loop_, address_);
+  int ups = 0;
+  std::weak_ptr<TcpConnection> first;
+  client.set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) return;
+    if (++ups > 1) return;
+    first = conn;
+    client.connect();
+    quit_after(100ms);
+  });
+  client.connect();
+  client.connect();
+  run();
+  EXPECT_EQ(ups, 1);
+  EXPECT_EQ(server_->stats().accepted, 1u);
+  EXPECT_EQ(client.connection().get(), first.lock().get());
+}
+
+// Regression: a client destroyed after its loop's run() returned (the
+// plainest program: get a reply, quit, return from main) queued its
+// connection's close on a loop that never ran it; the loop's destructor
+// then freed the still registered connection (an assertion in Debug).
+TEST_F(TcpClientTest, DestroyedAfterItsLoopReturnedClosesItsConnectionAtOnce) {
+  on_accept_ = [](const TcpConnectionPtr& conn) { conn->send("hi\n"); };
+  auto client = std::make_unique<TcpClient>(&loop_, address_);
+  client->set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+    in.retrieve_all();
+    loop_.quit();
+  });
+  client->connect();
+  run();
+  ASSERT_EQ(loop_.channel_count(), 3u);  // the listener and both ends
+  client.reset();
+  EXPECT_EQ(loop_.channel_count(), 2u);
+  // The server sees the close as soon as the loop runs again.
+  on_server_close_ = [this] { loop_.quit(); };
+  run();
+  EXPECT_EQ(server_closes_, 1);
+}
+
+}  // namespace
