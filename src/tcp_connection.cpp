@@ -83,10 +83,12 @@ TcpConnection::~TcpConnection() {
 void TcpConnection::set_callbacks(std::shared_ptr<const ConnectionCallbacks> callbacks) {
   if (!callbacks) callbacks = no_callbacks();
   auto old = std::exchange(callbacks_, std::move(callbacks));
-  // A callback that changes callbacks may be running from the old table;
-  // when this connection was its only holder, it is freed after the
-  // current event instead of under the running callback's feet.
-  if (old.use_count() == 1) loop_->queue_in_loop([old = std::move(old)] {});
+  // A callback that changes callbacks may be running from the old table,
+  // so it is freed after the current event instead of under the running
+  // callback's feet. That the table has other holders proves nothing: a
+  // TcpClient destroyed in its own on_message drops its one at once. The
+  // empty table a connection starts with runs nothing, and stays.
+  if (old != no_callbacks()) loop_->queue_in_loop([old = std::move(old)] {});
 }
 
 void TcpConnection::set_on_connection(ConnectionCallback cb) {

@@ -5,9 +5,10 @@
 /// The user owns the client; it runs on one loop. connect(), disconnect(),
 /// stop() and the destructor are safe from any thread: they forward to the
 /// loop, and the destructor (and stop) wait until the loop has let go, so no
-/// callback runs after they return — also in the middle of a retry. When
-/// retrying, failed connects and lost connections are retried after a capped
-/// exponential back-off with random jitter.
+/// callback runs after they return — also in the middle of a retry. The
+/// client may be destroyed in one of its own callbacks (on_message included).
+/// When retrying, failed connects and lost connections are retried after a
+/// capped exponential back-off with random jitter.
 #pragma once
 
 #include <chrono>

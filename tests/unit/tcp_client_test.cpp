@@ -167,4 +167,30 @@ TEST_F(TcpClientTest, DestroyedAfterItsLoopReturnedClosesItsConnectionAtOnce) {
   EXPECT_EQ(server_closes_, 1);
 }
 
+// Regression: a client destroyed in its own on_message freed the table
+// that held the running callback (stop() swapped the connection's table,
+// and the client's own reference went with the client): the rest of the
+// callback read freed memory (ASan: heap-use-after-free).
+TEST_F(TcpClientTest, DestroyedInItsOwnOnMessage) {
+  on_accept_ = [](const TcpConnectionPtr& conn) { conn->send("hello"); };
+  on_server_close_ = [this] { loop_.quit(); };
+  auto client = std::make_unique<TcpClient>(&loop_, address_);
+  int client_closes = 0;
+  std::string received;
+  client->set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) ++client_closes;
+  });
+  client->set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+    client.reset();
+    // Reads what the callback captured, after the client is gone.
+    received.append(in.view());
+    in.retrieve_all();
+  });
+  client->connect();
+  run();
+  EXPECT_EQ(received, "hello");
+  EXPECT_EQ(client_closes, 0);  // no callback after the destructor returned
+  EXPECT_EQ(server_closes_, 1);
+}
+
 }  // namespace
