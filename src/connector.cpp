@@ -35,6 +35,15 @@ Connector::~Connector() {
 void Connector::start() {
   loop_->assert_in_loop_thread();
   stop();
+  if (targets_.empty()) {
+    // What a name that resolved to nothing leaves; a retry could only fail
+    // the same way.
+    if (on_failed_) {
+      on_failed_(Error(Errc::name_not_found, "connect with no target address"),
+                 std::chrono::milliseconds(-1));
+    }
+    return;
+  }
   active_ = true;
   target_index_ = 0;
   failed_rounds_ = 0;

@@ -41,8 +41,9 @@ class Connector : public std::enable_shared_from_this<Connector> {
   void set_on_connected(Connected cb) { on_connected_ = std::move(cb); }
   void set_on_failed(Failed cb) { on_failed_ = std::move(cb); }
 
-  // Loop thread. start() begins with the first address and a fresh back-off.
-  // active(): an attempt, or the wait before a retry, is under way.
+  // Loop thread. start() begins with the first address and a fresh back-off;
+  // with no address at all it fails at once (Errc::name_not_found), with no
+  // retry. active(): an attempt, or the wait before a retry, is under way.
   void start();
   void stop();
   bool active() const { return active_; }

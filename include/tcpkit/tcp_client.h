@@ -43,6 +43,9 @@ struct ClientOptions {
 class TcpClient {
  public:
   /// `targets` are tried in order (e.g. every address a name resolved to).
+  /// An empty list (a name that resolved to nothing) is no error here:
+  /// connect() reports it through on_connect_error, as Errc::name_not_found
+  /// with no retry.
   TcpClient(EventLoop* loop, std::vector<Endpoint> targets, ClientOptions options = {});
   TcpClient(EventLoop* loop, const Endpoint& target, ClientOptions options = {})
       : TcpClient(loop, std::vector<Endpoint>{target}, std::move(options)) {}

@@ -193,4 +193,31 @@ TEST_F(TcpClientTest, DestroyedInItsOwnOnMessage) {
   EXPECT_EQ(server_closes_, 1);
 }
 
+// Regression: an empty target list (a name that resolved to nothing) read
+// targets_[0] out of bounds. connect() reports it instead, once, with no
+// retry, whatever the options.
+TEST_F(TcpClientTest, AnEmptyTargetListFailsThroughOnConnectError) {
+  for (bool retry : {false, true}) {
+    ClientOptions options;
+    options.retry = retry;
+    TcpClient client(&loop_, std::vector<Endpoint>{}, options);
+    std::vector<Error> errors;
+    std::vector<std::chrono::milliseconds> retries;
+    client.set_on_connect_error([&](const Error& error, std::chrono::milliseconds retry_in) {
+      errors.push_back(error);
+      retries.push_back(retry_in);
+    });
+    client.connect();
+    quit_after(0ms);  // a report queued by connect() would come first
+    run();
+    ASSERT_EQ(errors.size(), 1u) << "retry " << retry;
+    EXPECT_EQ(errors[0].code(), make_error_code(Errc::name_not_found));
+    EXPECT_NE(errors[0].message().find("no target address"), std::string::npos)
+        << errors[0].message();
+    EXPECT_LT(retries[0].count(), 0);
+    EXPECT_EQ(client.connection(), nullptr);
+    EXPECT_EQ(loop_.timer_count(), 0u);
+  }
+}
+
 }  // namespace
