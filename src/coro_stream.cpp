@@ -1,6 +1,8 @@
 #include "tcpkit/coro_stream.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -99,6 +101,11 @@ void on_stream_down(const TcpConnectionPtr& conn) {
     wake_reader(*st);
     wake_writer(*st);  // re-read: the reader's task may have ended the writer's
   });
+}
+
+void abort_second_task(const char* doing) {
+  std::fprintf(stderr, "tcpkit: two tasks %s one coro::Stream at once\n", doing);
+  std::abort();
 }
 
 void attach_stream_state(const TcpConnectionPtr& conn) {
@@ -347,7 +354,7 @@ bool Stream::WriteAwaiter::await_ready() const {
 }
 
 void Stream::WriteAwaiter::await_suspend(std::coroutine_handle<> h) {
-  assert(!state_->writer && "two tasks writing one Stream");
+  if (state_->writer) detail::abort_second_task("writing");
   state_->writer = h;
   waiting_ = h;
 }

@@ -266,9 +266,13 @@ void EventLoop::queue_task(detail::Task task) {
   std::lock_guard lock(mutex_);
   pending_.push_back(std::move(task));
   has_pending_.store(true, std::memory_order_release);
-  // From the loop thread a wake-up is only needed while functors run: the
-  // new one would otherwise wait for the next I/O event.
-  if (!is_in_loop_thread() || running_functors_.load(std::memory_order_acquire)) wake_up();
+  // From the loop thread a wake-up is only needed while functors run, or
+  // before run(), which sleeps first: the new one would otherwise wait for
+  // the next I/O event.
+  if (!is_in_loop_thread() || running_functors_.load(std::memory_order_acquire) ||
+      !running_.load(std::memory_order_acquire)) {
+    wake_up();
+  }
 }
 
 TimerId EventLoop::add_timer(Clock::duration delay, Clock::duration interval, Functor f) {

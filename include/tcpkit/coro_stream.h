@@ -6,7 +6,8 @@
 /// is the connection's business) from an Acceptor or connect(). It belongs
 /// to the connection's loop: every call and every await is made in that
 /// loop's thread, by one task at a time for reading and one for writing (a
-/// second concurrent reader or writer is misuse, and asserts). Moving a
+/// second concurrent reader or writer is misuse, and aborts with a message
+/// in every build). Moving a
 /// Stream to a task on another loop is fine as long as only the
 /// connection's loop uses it: spawn the task there.
 ///
@@ -233,12 +234,17 @@ struct StreamState {
   Error down_error(const char* what) const;
 };
 
+/// A second task reading (or writing) one Stream while the first waits:
+/// misuse, which would leave one of them waiting for ever. Prints what and
+/// aborts, in every build.
+[[noreturn]] void abort_second_task(const char* doing);
+
 }  // namespace detail
 
 template <typename Op>
 void Stream::ReadAwaiter<Op>::wait(std::coroutine_handle<> h,
                                    bool (*check)(void*, detail::StreamState&), void* self) {
-  assert(!state_->reader && "two tasks reading one Stream");
+  if (state_->reader) detail::abort_second_task("reading");
   state_->reader = h;
   state_->reader_ready = check;
   state_->reader_op = self;

@@ -119,6 +119,10 @@ class EventLoop {
   TimerId run_every(std::chrono::duration<Rep, Period> interval, Functor f) {
     return run_every(detail::saturating_duration_cast<Clock::duration>(interval), std::move(f));
   }
+  /// In the loop's thread, a timer cancelled before it runs never runs.
+  /// From another thread the cancel is queued, and timers that are due
+  /// run before queued work: one due by the time the loop takes the
+  /// cancel may run once (cancel from the loop's thread where that matters).
   void cancel(TimerId id);
 
   bool is_in_loop_thread() const { return thread_id_ == std::this_thread::get_id(); }

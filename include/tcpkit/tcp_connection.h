@@ -6,6 +6,10 @@
 /// users). It lives in one loop's thread. send(), shutdown(), force_close(),
 /// pause_reading() and resume_reading() are safe from any thread; they
 /// forward to an *_in_loop twin. Everything else belongs to the loop thread.
+/// Every call, from any thread, uses the connection's loop: a pointer kept
+/// past the connection's close (a chat room's member list) may be called
+/// only while that loop exists. A server's I/O loops go with the server, so
+/// drop such pointers before the server (or the TcpClient's loop) goes.
 ///
 /// A connection carries bytes over its socket (TCP or Unix-domain), and may
 /// carry a layer on top: start_tls() puts TLS inside the connection, after

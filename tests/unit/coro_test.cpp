@@ -435,6 +435,31 @@ TEST_F(Coro, AWriteAfterForceCloseFailsAtOnce) {
   run();
 }
 
+// Regression: only an assert caught a second reader, so a release build
+// let it replace the first, which then waited for ever.
+TEST_F(Coro, ASecondTaskReadingOneStreamAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        start_server();
+        auto stream = std::make_shared<std::optional<Stream>>();
+        spawn(loop_.get(), [](Coro* t, std::shared_ptr<std::optional<Stream>> s) -> Task<> {
+          auto accepted = co_await t->acceptor_->accept();
+          if (!accepted) co_return;
+          s->emplace(std::move(*accepted));
+          for (int reader = 0; reader < 2; ++reader) {
+            spawn(t->loop_.get(), [](Stream* s) -> Task<> {
+              Buffer buf;
+              (void)co_await s->read_some(buf);
+            }(&**s));
+          }
+        }(this, stream));
+        auto client = connect_client(address_);
+        run();
+      },
+      "two tasks reading one coro::Stream at once");
+}
+
 TEST_F(Coro, WriteAllWaitsForASlowReaderAndLosesNothing) {
   ServerOptions options;
   options.connection.high_water_mark = 64 * 1024;

@@ -301,6 +301,27 @@ TEST(EventLoop, FunctorQueuedFromATimerRunsPromptly) {
   expect_empty(t);
 }
 
+// Regression: work queued from the loop's own thread before run() did not
+// wake it, and run() sleeps first: it waited for the next I/O event or
+// timer (here the 5 s guard), with no I/O at all for ever.
+TEST(EventLoop, WorkQueuedBeforeRunRunsWithoutWaitingForAnEvent) {
+  EventLoop loop;
+  bool ran = false;
+  bool guard_fired = false;
+  loop.queue_in_loop([&] {
+    ran = true;
+    loop.quit();
+  });
+  const auto guard = loop.run_after(kWait, [&] {
+    guard_fired = true;
+    loop.quit();
+  });
+  loop.run();
+  loop.cancel(guard);
+  EXPECT_TRUE(ran);
+  EXPECT_FALSE(guard_fired) << "the queued work waited for the guard timer";
+}
+
 TEST(EventLoop, QuitFromAnotherThreadStopsRun) {
   std::promise<EventLoop*> ready;
   std::promise<void> returned;
