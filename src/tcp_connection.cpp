@@ -136,7 +136,7 @@ void TcpConnection::connect_destroyed() {
   if (state() != State::disconnected) {
     // The owner tears the connection down without an I/O event (server stop).
     state_.store(State::disconnected, std::memory_order_release);
-    close_reason_ = std::make_error_code(std::errc::operation_canceled);
+    if (!close_reason_) close_reason_ = std::make_error_code(std::errc::operation_canceled);
     channel_.disable_all();
     if (idle_timer_ != 0) loop_->cancel(idle_timer_);
     if (tls_ && tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
@@ -204,7 +204,16 @@ void TcpConnection::handle_event(unsigned mask) {
       park_until_resumed();
       return;
     }
-    handle_close(peer_closed_ ? make_error_code(Errc::peer_closed) : errno_code(ECONNRESET));
+    // Output still waiting has nowhere to go: the peer is gone, not just
+    // done sending (a Unix socket's peer that closed; on io_uring the echo
+    // of its last bytes may still wait for the ring while the hang-up comes).
+    if (!peer_closed_) {
+      handle_close(errno_code(ECONNRESET));
+    } else if (output_bytes() > 0) {
+      handle_close(errno_code(EPIPE));
+    } else {
+      handle_close(make_error_code(Errc::peer_closed));
+    }
   }
 }
 
@@ -442,6 +451,7 @@ void TcpConnection::splice_echo(const TcpConnectionPtr& self) {
   if (state() == State::disconnected) return;
   if (piped_ > 0) {
     channel_.enable_writing();
+    hold_under_mark(0);  // the output was empty before this read
     return;
   }
   release_idle_pipe();
@@ -639,6 +649,10 @@ void TcpConnection::handle_close(std::error_code reason) {
   loop_->assert_in_loop_thread();
   if (state() == State::disconnected) return;
   state_.store(State::disconnected, std::memory_order_release);
+  // A close decided earlier (close_soon()) keeps its reason: the peer's
+  // FIN, handled in between, finishes a connection with nothing left to
+  // send as if it closed cleanly.
+  if (close_reason_) reason = close_reason_;
   if (tls_) {
     // A TLS peer may close its socket as soon as its close_notify is out
     // (TLS 1.3 allows it), so our answering close_notify can meet a closed
@@ -727,9 +741,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
         }
       } else if (n != -EAGAIN && n != -EINTR) {
         // EPIPE, ECONNRESET...: the reason surfaces through the close callback.
-        auto reason = errno_code(static_cast<int>(-n));
-        write_shut_ = true;
-        loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+        close_soon(errno_code(static_cast<int>(-n)));
         return;
       }
     }
@@ -739,10 +751,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
     // Behind the backend's send, output_ waits for it (handle_sent()).
     if (!channel_.is_writing() && sending_ == 0) channel_.enable_writing();
   }
-  if (check_mark && before < options_->high_water_mark &&
-      queued_bytes() >= options_->high_water_mark) {
-    check_overflow();
-  }
+  if (check_mark) hold_under_mark(before);
 }
 
 void TcpConnection::send_in_loop(const char* data, size_t len) {
@@ -756,8 +765,22 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
   const size_t before = queued_bytes();
   tls_->session.write_plaintext(std::string_view(data, len));
   flush_tls();
-  if (before < options_->high_water_mark && queued_bytes() >= options_->high_water_mark)
+  hold_under_mark(before);
+}
+
+// The output is at or over the mark after a write that found `before`
+// queued: on the way up the user hears of it and the overflow policy acts;
+// while it stays up, reading stays paused. Checking the crossing alone let
+// a connection whose echo pipe already held the mark's worth read on
+// without limit, every write finding the output over the mark already.
+void TcpConnection::hold_under_mark(size_t before) {
+  const size_t mark = options_->high_water_mark;
+  if (queued_bytes() < mark) return;
+  if (before < mark) {
     check_overflow();
+  } else if (options_->overflow == OverflowPolicy::pause_reading) {
+    pause_for_overflow();
+  }
 }
 
 void TcpConnection::check_overflow() {
@@ -770,17 +793,18 @@ void TcpConnection::check_overflow() {
   if (options_->overflow == OverflowPolicy::close) {
     // Memory stays bounded even while the user keeps sending before the
     // close runs.
-    drop_output();
-    loop_->queue_in_loop([self = shared_from_this()] {
-      self->handle_close(make_error_code(Errc::high_water_mark));
-    });
+    close_soon(make_error_code(Errc::high_water_mark));
     return;
   }
-  if (reading_) {
-    reading_ = false;
-    paused_by_overflow_ = true;
-    channel_.disable_reading();
-  }
+  pause_for_overflow();
+}
+
+// Reading stops until the output drains below half the mark (after_send()).
+void TcpConnection::pause_for_overflow() {
+  if (!reading_) return;
+  reading_ = false;
+  paused_by_overflow_ = true;
+  channel_.disable_reading();
 }
 
 // ---- closing --------------------------------------------------------------
@@ -843,17 +867,31 @@ void TcpConnection::drop_output() {
   channel_.disable_writing();
 }
 
+// A close decided in the loop's thread, which runs from the loop's queue
+// (see handle_close()): nothing more goes out, and `reason` stands even if
+// the peer's FIN, handled first, finishes the connection.
+void TcpConnection::close_soon(std::error_code reason) {
+  drop_output();
+  if (!close_reason_) close_reason_ = reason;
+  loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+}
+
 // In the loop's thread, a close drops the output at once, so that a send()
-// after it in the same callback sends nothing; the close itself is queued
-// (see handle_close()). From another thread, the sends queued after it run
-// after the close.
+// after it in the same callback sends nothing. From another thread, the
+// sends queued after it run after the close.
 void TcpConnection::force_close(std::error_code reason) {
-  if (loop_->is_in_loop_thread() && state() != State::disconnected) drop_output();
+  if (loop_->is_in_loop_thread() && state() != State::disconnected) {
+    close_soon(reason);
+    return;
+  }
   loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
 }
 
 void TcpConnection::abort() {
-  if (loop_->is_in_loop_thread() && state() != State::disconnected) drop_output();
+  if (loop_->is_in_loop_thread() && state() != State::disconnected) {
+    drop_output();
+    if (!close_reason_) close_reason_ = make_error_code(Errc::aborted);
+  }
   loop_->queue_in_loop([self = shared_from_this()] {
     if (self->state() == State::disconnected) return;
     // SO_LINGER {on, 0 s} turns close() into an abort: the kernel drops

@@ -110,6 +110,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   State state() const { return state_.load(std::memory_order_acquire); }
   /// Why the connection went down: Errc::peer_closed for a clean close,
   /// an errno code (connection_reset...) for errors, or a tcpkit reason.
+  /// Set once the close is decided, which may come a moment before the
+  /// close callback; the first reason decided is the one that stands.
   std::error_code close_reason() const { return close_reason_; }
   /// The same, sorted into the outcomes a server counts and logs.
   CloseReason close_kind() const { return close_kind_; }
@@ -260,8 +262,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void send_in_loop(const char* data, size_t len);
   void shutdown_in_loop();
   void maybe_finish_shutdown();
+  void hold_under_mark(size_t before);
   void check_overflow();
+  void pause_for_overflow();
   void drop_output();
+  void close_soon(std::error_code reason);
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
   std::chrono::steady_clock::duration idle_limit() const;
 

@@ -137,13 +137,13 @@ TEST(TcpConnectionEcho, BulkBytesGoBackInsideTheKernelInOrder) {
   e.finish();
 }
 
-TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
-  // The socket stops taking the echo: bytes wait in the pipe, the reads
-  // behind them go the copying way, and the high-water mark pauses reading
-  // until the client reads again.
+// The socket stops taking the echo: bytes wait in the pipe, the reads
+// behind them go the copying way, and the high-water mark `mark` pauses
+// reading until the client reads again.
+void expect_a_slow_reader_held_under(size_t mark) {
   constexpr size_t kTotal = 16 * 1024 * 1024;
   ServerOptions options;
-  options.connection.high_water_mark = 256 * 1024;
+  options.connection.high_water_mark = mark;
   KernelEcho e(options);
   Watched<size_t> most_queued{0};
   std::atomic<bool> done{false};
@@ -164,6 +164,20 @@ TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
                                    options.connection.max_read_per_wakeup + 64 * 1024);
   EXPECT_EQ(e.seen.get(), 0U);
   e.finish();
+}
+
+TEST(TcpConnectionEcho, ASlowReaderGetsEveryByteInOrderUnderTheHighWaterMark) {
+  expect_a_slow_reader_held_under(256 * 1024);
+}
+
+// Regression: the mark was checked only where a write crossed it. A pipe
+// left holding the mark's worth (a mark of 64 KiB or less) was never
+// checked, and every copying read behind it found the output over the mark
+// already: reading never paused, and the queue grew without bound (400 MiB
+// in a second with `tcpkit serve -m echo --high-water-mark 4096`).
+TEST(TcpConnectionEcho, AMarkNoMoreThanThePipeHoldsStillBoundsTheEcho) {
+  expect_a_slow_reader_held_under(16 * 1024);
+  expect_a_slow_reader_held_under(64 * 1024);
 }
 
 TEST(TcpConnectionEcho, WhatOnMessageLeftGoesBackFirst) {

@@ -504,6 +504,34 @@ TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArriveAndNoneAfterIt) {
   h.finish();
 }
 
+// Regression: on io_uring a receive brings the bytes and the peer's FIN in
+// one go. A close decided on the bytes (a message too large) was queued,
+// and the FIN, handled first, finished the connection as a clean close:
+// the log and the counters said "peer closed".
+TEST(TcpConnection, ACloseDecidedOnTheBytesKeepsItsReasonWhenTheirFinFollows) {
+  ServerHarness h;
+  Tally tally;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      conn->force_close(make_error_code(Errc::frame_too_large));
+    });
+  });
+  for (int round = 0; round < 3; ++round) {
+    auto c = connect_client(h.address());
+    ASSERT_TRUE(c.send_all(std::string(1000, 'x')));
+    ASSERT_TRUE(c.shutdown_write());
+    EXPECT_EQ(read_to_eof(c), "");
+  }
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 3; }));
+  for (const auto& reason : tally.reasons.get()) {
+    EXPECT_EQ(reason, make_error_code(Errc::frame_too_large)) << reason.message();
+  }
+  tally.forget();
+  h.finish();
+}
+
 // abort() is the library's RST: the program never sets SO_LINGER itself.
 TEST(TcpConnection, AbortSendsAResetAndDropsQueuedOutput) {
   ServerHarness h;

@@ -197,4 +197,43 @@ TEST_F(UnixSocket, ServerEchoesOverAPathAndRemovesItsFileOnStop) {
   h.finish(/*listening=*/false);
 }
 
+// Regression: a Unix client sent and closed at once. On io_uring the echo
+// waited for the ring while the hang-up came, and the hang-up closed the
+// connection as a clean close: "peer closed", with the echo lost (epoll's
+// send() failed with EPIPE: connection reset). Output that can no longer
+// go anywhere is not a clean close: a connection that closed cleanly sent
+// its whole echo (which the client's kernel took, before the close).
+TEST_F(UnixSocket, APeerGoneWithItsEchoUnsentIsNoCleanClose) {
+  constexpr size_t kMessage = 5000;
+  constexpr int kClients = 16;
+  ServerHarness h;
+  Watched<std::vector<std::pair<std::error_code, uint64_t>>> closes;
+  ServerOptions options;
+  options.threads = 1;
+  h.start(
+      options,
+      [&](TcpServer& s) {
+        s.set_on_connection([&](const TcpConnectionPtr& conn) {
+          if (conn->disconnected()) {
+            closes.update(
+                [&](auto& v) { v.emplace_back(conn->close_reason(), conn->bytes_sent()); });
+          }
+        });
+        s.set_on_message(echo);
+      },
+      path_endpoint("gone.sock"));
+  for (int i = 0; i < kClients; ++i) {
+    auto c = connect_client(h.address());
+    ASSERT_TRUE(c.send_all(std::string(kMessage, 'g')));
+    c.close();
+  }
+  ASSERT_TRUE(closes.wait([](const auto& v) { return v.size() == kClients; }));
+  for (const auto& [reason, sent] : closes.get()) {
+    if (reason == make_error_code(Errc::peer_closed)) {
+      EXPECT_EQ(sent, kMessage) << "a lost echo counted as a clean close";
+    }
+  }
+  h.finish();
+}
+
 }  // namespace
