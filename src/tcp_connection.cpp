@@ -527,21 +527,18 @@ void TcpConnection::receive_tls(Buffer& wire) {
   session.feed_ciphertext(wire.peek(), wire.readable_bytes());
   wire.retrieve_all();
   const bool was_done = session.handshake_done();
+  // On a failure input_ still holds what authenticated before the bad
+  // record: it reaches on_message before the close, as the bytes a TCP peer
+  // sent before its reset do.
   auto read = session.read_plaintext(input_);
   flush_tls();  // handshake replies, held writes, or the alert of a failure
-  if (!read) {
-    // The alert that tells the peer why is on its way; nothing else will be.
-    input_.retrieve_all();
-    handle_close(read.error().code());
-    return;
-  }
   auto self = shared_from_this();
   if (!was_done && session.handshake_done()) {
     if (tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
     tls_->handshake_timer = 0;
     if (callbacks_->on_handshake) callbacks_->on_handshake(self);
     // shutdown() during the handshake waited for it (shutdown_in_loop).
-    if (shutdown_asked_) shutdown_in_loop();
+    if (shutdown_asked_ && read) shutdown_in_loop();
     if (state() == State::disconnected) return;
   }
   if (input_.readable_bytes() > 0) {
@@ -550,6 +547,12 @@ void TcpConnection::receive_tls(Buffer& wire) {
     } else {
       input_.retrieve_all();
     }
+  }
+  if (!read) {
+    // The alert that tells the peer why is on its way; nothing else will be.
+    input_.retrieve_all();
+    handle_close(read.error().code());
+    return;
   }
   input_.release_if_empty();
   if (state() != State::disconnected && tls_ && tls_->session.peer_closed() && !peer_closed_)

@@ -104,6 +104,10 @@ struct TlsSession::State {
   std::string held;
   bool shutdown_requested = false;
   bool shutdown_sent = false;
+  // Kept apart from SSL_is_init_finished(), which turns false again when a
+  // fatal alert is sent (OpenSSL's state machine re-enters its error state):
+  // a forged record after the handshake is no handshake failure.
+  bool handshake_finished = false;
   std::optional<Error> error;
 };
 
@@ -173,6 +177,7 @@ Error TlsSession::handshake_error() {
 }
 
 void TlsSession::finish_handshake() {
+  s_->handshake_finished = true;
   std::string held = std::exchange(s_->held, {});
   encrypt(held);
   if (s_->shutdown_requested) shutdown();
@@ -232,7 +237,7 @@ void TlsSession::shutdown() {
 }
 
 bool TlsSession::handshake_done() const {
-  return SSL_is_init_finished(s_->ssl) == 1;
+  return s_->handshake_finished;
 }
 
 bool TlsSession::peer_closed() const {

@@ -54,7 +54,9 @@ class TlsSession {
   /// `out`. Ok when it merely needs more ciphertext. An Error (the
   /// certificate was rejected, the peer is not speaking TLS, a record was
   /// forged) is final: the session stays failed, take_ciphertext() holds the
-  /// alert that tells the peer, and the connection should be closed.
+  /// alert that tells the peer, and the connection should be closed. `out`
+  /// still holds what the records before the bad one carried: they
+  /// authenticated, so they are the peer's data.
   Result<void> read_plaintext(Buffer& out);
 
   /// Encrypts `data`, or holds it while the handshake runs. Ignored after
@@ -70,6 +72,7 @@ class TlsSession {
   /// still pending). Sending FIN afterwards is the caller's choice.
   void shutdown();
 
+  /// The handshake completed; still true after a later failure.
   bool handshake_done() const;
   /// The peer sent close_notify: it will send no more data.
   bool peer_closed() const;

@@ -14,6 +14,7 @@ import random
 import re
 import select
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ import pytest
 from conftest import DEFAULT_TIMEOUT, scaled, run_tcpkit
 from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, recv_until_eof, start_serve, \
     wait_log
-from tls_util import make_cert, plaintext_client_until_closed, tls_connect
+from tls_util import client_context, make_cert, plaintext_client_until_closed, tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
 TIMEOUT = scaled(DEFAULT_TIMEOUT)
@@ -204,6 +205,34 @@ def test_client_that_rejects_the_certificate_is_logged(tcpkit_process, cert, tmp
     # The client's alert names its reason: our certificate is from an unknown CA.
     wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS handshake failed \(.*unknown ca.*\)")
     assert count_lines(server, r"message from") == 0
+
+
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+def test_data_before_a_forged_record_is_served_and_the_close_is_a_tls_error(tcpkit_process, cert, backend):
+    """After the handshake one send carries a good record and a forged one:
+    the good record's bytes reach the server, and the close is logged as a
+    TLS error. It was logged as a failed handshake, and the bytes dropped."""
+    server, port = serve_tls(tcpkit_process, cert, "--io-backend", backend)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(cert[0]).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with connect(port) as raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                data = raw.recv(65536)
+                assert data, "the server closed during the handshake"
+                incoming.write(data)
+        raw.sendall(outgoing.read())
+        wait_log(server, r"tls 127\.0\.0\.1:\d+: TLSv1\.3 ")
+        tls.write(os.urandom(1000))
+        # An application-data record header, then 16 bytes no key made.
+        raw.sendall(outgoing.read() + b"\x17\x03\x03\x00\x10" + os.urandom(16))
+        wait_log(server, r"message from 127\.0\.0\.1:\d+: 1000 bytes \(TLS: text not logged\)")
+        wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS error \(.*bad record mac.*\) \(clients: 0\)")
+    assert count_lines(server, r"TLS handshake failed") == 0
 
 
 # --- flags -----------------------------------------------------------------------------------

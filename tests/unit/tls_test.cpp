@@ -64,10 +64,28 @@ struct Link {
     return true;
   }
 
+  // A record of `plaintext` from the client, with one bit flipped.
+  std::string forged_record(std::string_view plaintext) {
+    client.write_plaintext(plaintext);
+    std::string record = client.take_ciphertext();
+    EXPECT_GT(record.size(), 20u);
+    if (record.size() > 20) record[record.size() - 5] ^= 0x01;
+    return record;
+  }
+
   TlsSession server;
   TlsSession client;
   Buffer server_plain, client_plain;
   std::optional<Error> server_error, client_error;
+};
+
+// A Link whose handshake is done, with the contexts it was made from.
+struct Handshaken {
+  Handshaken() { link.pump(); }
+
+  TlsContext server_ctx = server_context();
+  TlsContext client_ctx = client_context(trusting());
+  Link link{server_ctx, client_ctx};
 };
 
 // ---- contexts ---------------------------------------------------------------------------------
@@ -297,19 +315,31 @@ TEST(TlsSession, PlainHttpPeerIsRejectedForGood) {
 }
 
 TEST(TlsSession, TamperedRecordIsAnError) {
-  auto server_ctx = server_context();
-  auto client_ctx = client_context(trusting());
-  Link link(server_ctx, client_ctx);
-  link.pump();
-  link.client.write_plaintext("pay 10 euros");
-  std::string record = link.client.take_ciphertext();
-  ASSERT_GT(record.size(), 20u);
-  record[record.size() - 5] ^= 0x01;
-  link.server.feed_ciphertext(record);
+  Handshaken handshaken;
+  Link& link = handshaken.link;
+  link.server.feed_ciphertext(link.forged_record("pay 10 euros"));
   auto read = link.server.read_plaintext(link.server_plain);
   ASSERT_FALSE(read);
   EXPECT_EQ(read.error().context(), "TLS session with 127.0.0.1:50000");
   EXPECT_EQ(link.server_plain.readable_bytes(), 0u);
+}
+
+// The records before a forged one authenticated: read_plaintext() fails but
+// leaves their plaintext in `out`. The handshake stays done, though OpenSSL's
+// SSL_is_init_finished() turns false once the fatal alert is sent: a
+// connection took the failure for a failed handshake.
+TEST(TlsSession, RegressionRecordsBeforeAForgedOneAreReadAndTheHandshakeStaysDone) {
+  Handshaken handshaken;
+  Link& link = handshaken.link;
+  link.client.write_plaintext("pay 10 euros");
+  const std::string good = link.client.take_ciphertext();
+  link.server.feed_ciphertext(good + link.forged_record("pay 1000 euros"));
+  auto read = link.server.read_plaintext(link.server_plain);
+  ASSERT_FALSE(read);
+  EXPECT_EQ(link.server_plain.view(), "pay 10 euros");
+  EXPECT_TRUE(link.server.failed());
+  EXPECT_TRUE(link.server.handshake_done());
+  EXPECT_TRUE(link.server.has_ciphertext()) << "no alert for the client";
 }
 
 }  // namespace

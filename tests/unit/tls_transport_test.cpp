@@ -54,6 +54,7 @@ struct EchoServer {
   Watched<int> handshakes{0};
   Watched<int> peer_closed{0};
   Watched<std::vector<Ending>> endings;
+  Watched<std::string> received;
   ServerHarness h;
 
   void start(ServerOptions options, std::shared_ptr<const TlsContext> tls) {
@@ -66,6 +67,7 @@ struct EchoServer {
           [this](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
       s.set_on_message([this](const TcpConnectionPtr& conn, Buffer& in) {
         messages.update([](int& n) { ++n; });
+        received.update([&](std::string& r) { r.append(in.view()); });
         conn->send(in);
       });
       s.set_on_peer_closed([this](const TcpConnectionPtr& conn) {
@@ -113,6 +115,26 @@ ClientOptions tls_client(std::shared_ptr<const TlsContext> tls) {
   ClientOptions o;
   o.tls = std::move(tls);
   return o;
+}
+
+// A client that speaks TLS by hand, a TlsSession over a plain TcpStream, so
+// that it can send what a well-behaved client never would. Returns once its
+// last handshake message is sent.
+Result<TlsSession> handshake_by_hand(TcpStream& stream, const TlsContext& ctx) {
+  auto session = TlsSession::create(ctx, stream.peer_endpoint().to_string());
+  if (!session) return session.error();
+  Buffer plain;
+  while (!session->handshake_done()) {
+    if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
+    char buf[4096];
+    auto n = stream.recv(buf, sizeof buf);
+    if (!n) return n.error();
+    if (*n == 0) return Error(Errc::peer_closed, "handshake by hand");
+    session->feed_ciphertext(buf, *n);
+    if (auto read = session->read_plaintext(plain); !read) return read.error();
+  }
+  if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
+  return session;
 }
 
 TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnectionApi) {
@@ -303,6 +325,34 @@ TEST(TlsTransport, AHandshakeThatNeverFinishesClosesAtTheHandshakeTimeout) {
   auto n = silent.recv(&byte, 1);
   ASSERT_TRUE(n) << n.error().message();
   EXPECT_EQ(*n, 0u);
+  server.h.finish();
+}
+
+// A good record and a forged one in one read: the good one authenticated,
+// so its plaintext reaches on_message before the close, and the close is a
+// TLS error, not a failed handshake (the handshake had finished). The
+// plaintext was dropped, and the close counted as "TLS handshake failed".
+TEST(TlsTransport, RegressionDataBeforeAForgedRecordIsDeliveredAndTheCloseIsATlsError) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  TcpStream stream = connect_client(server.h.address());
+  auto session = handshake_by_hand(stream, ctx);
+  ASSERT_TRUE(session) << session.error().message();
+  ASSERT_TRUE(server.handshakes.wait([](int n) { return n == 1; }));
+  const std::string payload = random_bytes(5000, 11);
+  session->write_plaintext(payload);
+  std::string wire = session->take_ciphertext();
+  // An application-data record header, then 16 bytes no key made.
+  wire += std::string("\x17\x03\x03\x00\x10", 5) + random_bytes(16, 12);
+  ASSERT_TRUE(stream.send_all(wire));
+  ASSERT_TRUE(server.endings.wait([](const auto& v) { return !v.empty(); }));
+  const Ending ending = server.endings.get()[0];
+  EXPECT_EQ(ending.kind, CloseReason::tls_error) << label(ending.kind) << ": " << ending.reason;
+  EXPECT_NE(ending.reason.find("bad record mac"), std::string::npos) << ending.reason;
+  EXPECT_TRUE(server.received.get() == payload)
+      << server.received.get().size() << " of " << payload.size() << " bytes reached on_message";
+  stream.close();
   server.h.finish();
 }
 
