@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "sys.h"
@@ -24,6 +25,9 @@ struct TcpStream::TlsLayer {
   std::string pending;     // encrypted, not accepted by the kernel yet (send_some)
   std::vector<char> wire;  // one read from the socket
   bool eof = false;
+  /// The layer failed after `plaintext` had authenticated: the error
+  /// comes once the plaintext has been handed out.
+  std::optional<Error> failed;
 };
 
 TcpStream::TcpStream() = default;
@@ -228,6 +232,7 @@ int TcpStream::wait_readable(int timeout_ms) {
 
 Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
   TlsLayer& t = *tls_;
+  if (t.plaintext.readable_bytes() == 0 && t.failed) return *t.failed;
   if (t.plaintext.readable_bytes() == 0 && !t.eof && !t.session.peer_closed()) {
     auto n = read_ciphertext();
     if (!n) return n.error();
@@ -236,9 +241,12 @@ Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
       if (!t.session.peer_closed()) return Error(Errc::tls_truncated, "recv from " + where());
     } else {
       auto read = t.session.read_plaintext(t.plaintext);
-      // Post-handshake messages may need an answer (a key update).
-      if (auto sent = send_ciphertext(); !sent) return sent.error();
-      if (!read) return read.error();
+      // Post-handshake messages may need an answer (a key update), or
+      // carry the alert of a failure.
+      if (auto sent = send_ciphertext(); !sent && read) return sent.error();
+      // Records before a bad one authenticated: theirs first, then the error.
+      if (!read && t.plaintext.readable_bytes() == 0) return read.error();
+      if (!read) t.failed = read.error();
     }
   }
   if (t.plaintext.readable_bytes() > 0) {

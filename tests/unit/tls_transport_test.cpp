@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 
+#include <future>
 #include <random>
 #include <string>
 #include <thread>
@@ -410,6 +411,43 @@ TEST(TlsTransport, RegressionBlockingStreamReportsAFinWithoutCloseNotifyAsTrunca
   EXPECT_EQ(n.error().message(),
             "recv from " + listener->local_endpoint().to_string() +
                 ": the peer closed without TLS close_notify: what it sent may be cut short");
+  stream.close();
+  server.join();
+}
+
+// The blocking layer, likewise: a good record and a forged one in one
+// read. recv() returned the error first, and the good record's bytes only
+// on the call after, which then waited on the socket for the error again.
+TEST(TlsTransport, RegressionBlockingStreamReadsDataBeforeAForgedRecordThenTheError) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  const TlsContext server_ctx = server_context();
+  const std::string payload = random_bytes(1000, 21);
+  std::promise<void> both_sent;
+  std::thread server([&] {
+    auto accepted = listener->accept(kWait);
+    ASSERT_TRUE(accepted) << accepted.error().message();
+    TcpStream& peer = accepted->stream;
+    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+    ASSERT_TRUE(peer.send_all(payload));
+    // An application-data record header, then 16 bytes no key made.
+    const std::string forged = std::string("\x17\x03\x03\x00\x10", 5) + random_bytes(16, 22);
+    ASSERT_EQ(::send(peer.fd(), forged.data(), forged.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(forged.size()));
+    both_sent.set_value();
+    char byte = 0;
+    (void)::recv(peer.fd(), &byte, 1, 0);  // until the client has read and closed
+  });
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  TcpStream stream = connect_client(listener->local_endpoint());
+  ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+  ASSERT_EQ(both_sent.get_future().wait_for(kWait), std::future_status::ready);
+  std::this_thread::sleep_for(20ms);  // both in the socket: one read takes them
+  EXPECT_TRUE(recv_n(stream, payload.size()) == payload);
+  char buf[64];
+  auto n = stream.recv(buf, sizeof buf);
+  ASSERT_FALSE(n) << "got " << *n << " bytes after the forged record";
+  EXPECT_NE(n.error().message().find("bad record mac"), std::string::npos) << n.error().message();
   stream.close();
   server.join();
 }
