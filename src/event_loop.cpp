@@ -354,6 +354,10 @@ size_t EventLoop::send_for(Channel* channel, const char* data, size_t len) {
   return poller_->send(channel, data, len);
 }
 
+std::string_view EventLoop::take_back_for(Channel* channel) {
+  return poller_->take_back(channel);
+}
+
 void EventLoop::wake_up() {
   uint64_t one = 1;
   // A full counter (EAGAIN) already means "wake up"; nothing else can fail.

@@ -64,15 +64,21 @@ class Poller {
   // channel was told, or instead of telling it. Only backends that receive.
   virtual std::string_view received(unsigned /*buffer*/) const { return {}; }
   virtual void release(unsigned /*buffer*/) {}
-  // Takes up to `len` bytes of a registered channel's output, to be sent
-  // with the next wait (copied: `data` may go at once), and returns how many
-  // it took: 0 where it cannot (epoll, no free buffer, more than
-  // event::kSendMax for a new send, an earlier send of the channel's still
-  // on its way). Taken bytes are reported as kSent events as they leave, or
-  // as one kFailed with the send's errno. What a channel removed has handed
-  // over is still sent, as a send() before close() would have; what the
-  // socket does not take at once then is dropped.
+  // Takes all `len` bytes of a registered channel's output, to be sent
+  // with the next wait (copied: `data` may go at once), or none: returns
+  // `len` or 0. None where it cannot: epoll, no free buffer, more than
+  // event::kSendMax for a new send or than the room left in the channel's
+  // buffer, an earlier send of the channel's still on its way. Taken bytes
+  // are reported as kSent events as they leave, or as one kFailed with the
+  // send's errno. What a channel removed has handed over is still sent, as
+  // a send() before close() would have; what the socket does not take at
+  // once then is dropped.
   virtual size_t send(Channel* /*channel*/, const char* /*data*/, size_t /*len*/) { return 0; }
+  // Gives back what the channel handed over and is not on its way yet (its
+  // buffer waiting for the next wait), no longer to be sent or reported:
+  // the channel sends it itself, ahead of what it writes next. Valid until
+  // the next send(); empty where nothing waits.
+  virtual std::string_view take_back(Channel* /*channel*/) { return {}; }
 
  protected:
   // A backend call that cannot fail in a correct program failed: say which,

@@ -189,14 +189,25 @@ size_t UringPoller::send(Channel* channel, const char* data, size_t len) {
     sends_[id] = Send{channel->slot(), 0, 0, false};
     slot.send = id;
     to_send_.push_back(id);
-  } else if (sends_[id].submitted) {
+  } else if (sends_[id].submitted || len > event::kSendMax - sends_[id].length) {
     return 0;
   }
   Send& request = sends_[id];
-  const size_t n = std::min(len, event::kSendMax - request.length);
-  std::memcpy(send_buffer(id) + request.length, data, n);
-  request.length += static_cast<uint32_t>(n);
-  return n;
+  std::memcpy(send_buffer(id) + request.length, data, len);
+  request.length += static_cast<uint32_t>(len);
+  return len;
+}
+
+// The buffer goes back to the free list with its bytes, which stay there
+// until the next send() takes a buffer: the caller sends them before that.
+std::string_view UringPoller::take_back(Channel* channel) {
+  if (!send_memory_ || !channel->registered()) return {};
+  const uint16_t id = slots_[channel->slot()].send;
+  if (id == kNoSend || sends_[id].submitted) return {};
+  const Send& request = sends_[id];
+  const std::string_view held(send_buffer(id) + request.sent, request.length - request.sent);
+  free_send(id);  // poll() skips its entry in to_send_: it has no owner
+  return held;
 }
 
 void UringPoller::submit_send(uint16_t id) {

@@ -58,15 +58,20 @@
 // them into one of its send buffers and submits one IORING_OP_SEND per
 // connection with the next wait, so an iteration's echoes, the receives'
 // re-arms and the wait are one io_uring_enter(). Later writes of the same
-// iteration join the same buffer. A connection has at most one send on its
-// way, and queues behind it what comes next (TcpConnection::write_wire()),
-// which keeps its bytes in order. Larger writes, and writes that find no
-// free buffer, are sent by the connection itself, as on epoll. A send
-// completes with what the socket took; the rest is submitted again. The
-// kernel reads a send's buffer until its completion, so the buffer stays
-// the poller's, not the connection's: a connection removed with a send on
-// its way leaves it to the poller, which cancels it and frees the buffer
-// when the last completion comes.
+// iteration join the same buffer; one it has no room for takes the
+// buffer's bytes back (take_back()), and the connection sends them and it
+// by one send() at once. So whatever an iteration writes, a connection's
+// bytes are in the kernel or in its one buffer, which goes to the kernel
+// even when the connection closes (remove()): a close drops only what the
+// socket refused, as on epoll, not replies queued behind the buffer. A
+// connection has at most one send on its way, and queues behind it what
+// comes next (TcpConnection::write_wire()), which keeps its bytes in order.
+// Larger writes, and writes that find no free buffer, are sent by the
+// connection itself, as on epoll. A send completes with what the socket
+// took; the rest is submitted again. The kernel reads a send's buffer until
+// its completion, so the buffer stays the poller's, not the connection's: a
+// connection removed with a send on its way leaves it to the poller, which
+// cancels it and frees the buffer when the last completion comes.
 //
 // When: after a wait that lasted (the loop has time to spare, as under a
 // load it can take), small writes go through the ring; after a wait that
@@ -127,6 +132,7 @@ class UringPoller final : public Poller {
   std::string_view received(unsigned buffer) const override;
   void release(unsigned buffer) override;
   size_t send(Channel* channel, const char* data, size_t len) override;
+  std::string_view take_back(Channel* channel) override;
 
  private:
   struct Slot {

@@ -158,6 +158,12 @@ ssize_t readv(int fd, const struct iovec* iov, int count) {
 ssize_t send(int fd, const void* buf, size_t len) {
   return or_errno(::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0));
 }
+ssize_t sendv(int fd, const struct iovec* iov, int count) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(count);
+  return or_errno(::syscall(SYS_sendmsg, fd, &msg, MSG_NOSIGNAL));
+}
 ssize_t send_nonblocking(int fd, const void* buf, size_t len) {
   return or_errno(::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT, nullptr, 0));
 }

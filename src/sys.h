@@ -86,6 +86,8 @@ int set_linger_abort(int fd);
 ssize_t read(int fd, void* buf, size_t len);
 ssize_t readv(int fd, const struct iovec* iov, int count);
 ssize_t send(int fd, const void* buf, size_t len);
+/// send() of several pieces in order, in one call (sendmsg()).
+ssize_t sendv(int fd, const struct iovec* iov, int count);
 /// The same without blocking on a blocking socket (MSG_DONTWAIT): -EAGAIN when full.
 ssize_t send_nonblocking(int fd, const void* buf, size_t len);
 // A pipe for splice(), both ends non-blocking and close-on-exec: 0 or -errno.

@@ -1,5 +1,7 @@
 #include "tcpkit/tcp_connection.h"
 
+#include <sys/uio.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
@@ -734,8 +736,17 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
     // unless bytes the backend holds must go first.
     written = loop_->send_for(&channel_, data, len);
     sending_ = static_cast<uint16_t>(sending_ + written);
-    if (sending_ == 0) {
-      ssize_t n = sys::send(fd_.get(), data, len);
+    // A write the backend's buffer has no room for: the bytes waiting there
+    // come back and go ahead of it, by one send() now, as on epoll. Queued
+    // behind the buffer, it would be dropped by a force_close() that on
+    // epoll comes after it reached the kernel (poller_uring.h, "Sending").
+    std::string_view held;
+    if (written < len && sending_ > 0) {
+      held = loop_->take_back_for(&channel_);
+      sending_ = static_cast<uint16_t>(sending_ - held.size());
+    }
+    if (sending_ == 0 || !held.empty()) {
+      ssize_t n = send_after(held, data, len);
       if (n >= 0) {
         written = static_cast<size_t>(n);
         bytes_out_.fetch_add(written, std::memory_order_relaxed);
@@ -755,6 +766,20 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
     if (!channel_.is_writing() && sending_ == 0) channel_.enable_writing();
   }
   if (check_mark) hold_under_mark(before);
+}
+
+// send() of `data` behind `held`, bytes the backend gave back, in one call:
+// how many of `data`'s bytes the socket took, or -errno. What it did not
+// take of `held` waits in output_, ahead of the rest of `data`.
+ssize_t TcpConnection::send_after(std::string_view held, const char* data, size_t len) {
+  if (held.empty()) return sys::send(fd_.get(), data, len);
+  const iovec pieces[2] = {{const_cast<char*>(held.data()), held.size()},
+                           {const_cast<char*>(data), len}};
+  const ssize_t n = sys::sendv(fd_.get(), pieces, 2);
+  const size_t took = n > 0 ? std::min(static_cast<size_t>(n), held.size()) : 0;
+  bytes_out_.fetch_add(took, std::memory_order_relaxed);
+  output_.append(held.data() + took, held.size() - took);
+  return n < 0 ? n : n - static_cast<ssize_t>(took);
 }
 
 void TcpConnection::send_in_loop(const char* data, size_t len) {

@@ -184,10 +184,13 @@ class EventLoop {
   /// For TcpConnection: the bytes of a kData event (channel.h), which the
   /// io_uring backend read for it.
   std::string_view received(unsigned buffer) const;
-  /// For TcpConnection: hands up to `len` bytes to the backend, to be sent
-  /// with the loop's next wait (kSent events); how many it took, 0 where it
-  /// does not send (epoll).
+  /// For TcpConnection: hands `len` bytes to the backend, to be sent with
+  /// the loop's next wait (kSent events); how many it took, all or none, 0
+  /// where it does not send (epoll).
   size_t send_for(Channel* channel, const char* data, size_t len);
+  /// For TcpConnection: what it handed over and the backend has not begun
+  /// to send, given back for it to send first (Poller::take_back()).
+  std::string_view take_back_for(Channel* channel);
   /// For Channel: registers, changes or removes its interest with the poller.
   void update_channel(Channel* channel);
   void remove_channel(Channel* channel);

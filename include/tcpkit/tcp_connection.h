@@ -246,6 +246,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Writes to the socket now if nothing is queued, else queues (and, with
   /// `check_mark`, applies the high-water mark).
   void write_wire(const char* data, size_t len, bool check_mark);
+  ssize_t send_after(std::string_view held, const char* data, size_t len);
   void queue_write_complete();
   void arm_handshake_timer();
   size_t tls_held_bytes() const;
@@ -300,7 +301,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   CloseReason close_kind_ = CloseReason::none;
   /// Bytes the backend sends for us (EventLoop::send_for, at most
   /// event::kSendMax), ahead of output_: while there are any, output_ waits
-  /// for them and the channel does not wait to write.
+  /// for them and the channel does not wait to write. A write they leave no
+  /// room for takes back those not yet on their way (write_wire()).
   uint16_t sending_ = 0;
   /// options_->max_read_per_wakeup, held here because every read asks and
   /// a client's options are its own, out of the cache with many clients on

@@ -510,6 +510,28 @@ def test_max_message_line_framing_closes_only_that_connection(tcpkit_process):
         bad.close()
 
 
+@pytest.mark.parametrize("backend, ring_sends", [("epoll", None), ("uring", None), ("uring", "1")])
+def test_max_message_still_delivers_every_reply_written_before_it(tcpkit_process, backend,
+                                                                   ring_sends):
+    """2000 lines and then one over --max-message, in one send: the server
+    answers each line, then closes; every answer arrives before the EOF, on
+    both backends. Regression: on io_uring only the first 16 KiB of them
+    did (the loop's send buffer), the last one cut."""
+    env = dict(os.environ)
+    if ring_sends is not None:
+        env["TCPKIT_URING_SEND"] = ring_sends  # 1: small writes through the ring always
+    server, port = start_serve(tcpkit_process, "-m", "ack", "--framing", "line",
+                               "--max-message", "1024", "--reply", "ok" * 10,
+                               "--io-backend", backend, "-q", env=env)
+    with connect(port) as client:
+        client.sendall(b"hi\n" * 2000 + b"x" * 5000 + b"\n")
+        data, how = recv_until_eof(client)
+    assert how is None
+    replies = data.count(b"\n")
+    assert replies == 2000, f"{replies} of 2000 replies ({len(data)} bytes), then the EOF"
+    assert data == (b"ok" * 10 + b"\n") * 2000
+
+
 def test_max_message_unterminated_line_over_limit(tcpkit_process):
     """A line that grows past the limit without ever ending is too large
     too: the server must not buffer it forever."""

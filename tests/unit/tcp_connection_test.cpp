@@ -532,6 +532,42 @@ TEST(TcpConnection, ACloseDecidedOnTheBytesKeepsItsReasonWhenTheirFinFollows) {
   h.finish();
 }
 
+// Many small replies in one callback, more than one of the io_uring
+// backend's send buffers holds (event::kSendMax), then force_close(): every
+// reply reaches the peer before the FIN, as on epoll, where each went to the
+// kernel with its own send(). Regression: on io_uring the first 16 KiB sat
+// in the loop's send buffer, the rest queued behind it in the output, and
+// the close dropped that queue: the peer got 16384 bytes, the last reply cut.
+TEST(TcpConnection, ManySmallRepliesThenForceCloseAllArriveBeforeTheEnd) {
+  constexpr int kReplies = 2000;
+  const std::string reply = "reply 0123456789abc\n";  // 20 bytes: 40,000 in all
+  std::string expected;
+  for (int i = 0; i < kReplies; ++i) expected += reply;
+  ServerHarness h;
+  Tally tally;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([&reply](const TcpConnectionPtr& conn, Buffer& in) {
+      in.retrieve_all();
+      for (int i = 0; i < kReplies; ++i) conn->send(std::string_view(reply));
+      conn->force_close();
+    });
+  });
+  auto c = connect_client(h.address());
+  // Not synchronisation (the test holds however long it waits): a loop
+  // that waited this long has time to spare, and the default policy sends
+  // the replies through the ring too, as uring-send.* does always.
+  std::this_thread::sleep_for(2ms);
+  ASSERT_TRUE(c.send_all("go"));
+  const std::string got = read_to_eof(c);
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected) << "the bytes differ from the replies sent";
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), std::errc::operation_canceled);
+  tally.forget();
+  h.finish();
+}
+
 // abort() is the library's RST: the program never sets SO_LINGER itself.
 TEST(TcpConnection, AbortSendsAResetAndDropsQueuedOutput) {
   ServerHarness h;
