@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "tcpkit/detail/saturate.h"
 #include "tcpkit/event_loop.h"
 #include "tcpkit/result.h"
 
@@ -180,8 +181,11 @@ class SleepAwaiter {
   EventLoop* loop_ = nullptr;
   TimerId timer_ = 0;
 };
-inline SleepAwaiter sleep_for(EventLoop::Clock::duration delay) {
-  return SleepAwaiter(delay);
+/// Any duration; one longer than the loop's clock can count
+/// (std::chrono::hours::max()) sleeps for ever, as EventLoop::run_after() does.
+template <typename Rep, typename Period>
+SleepAwaiter sleep_for(std::chrono::duration<Rep, Period> delay) {
+  return SleepAwaiter(tcpkit::detail::saturating_duration_cast<EventLoop::Clock::duration>(delay));
 }
 
 /// Moves the awaiting task to `loop`'s thread: it goes on running there
@@ -288,15 +292,18 @@ Task<await_result_t<A>> as_task(A awaitable) {
 /// its connection or timer) before the awaiting task resumes; bytes it had
 /// not consumed stay in the stream for the next read. Loop thread of the
 /// task; the timer runs on the current thread's loop.
-template <typename A>
-auto timeout(EventLoop::Clock::duration limit, A awaitable) {
+/// A limit longer than the clock can count never expires.
+template <typename Rep, typename Period, typename A>
+auto timeout(std::chrono::duration<Rep, Period> limit, A awaitable) {
   using R = detail::await_result_t<A>;
   static_assert(detail::is_result<R>::value,
                 "timeout() needs an awaitable whose result is a Result<T>");
+  const auto clock_limit =
+      tcpkit::detail::saturating_duration_cast<EventLoop::Clock::duration>(limit);
   if constexpr (std::is_same_v<A, Task<R>>) {
-    return detail::TimeoutAwaiter<R>(limit, std::move(awaitable));
+    return detail::TimeoutAwaiter<R>(clock_limit, std::move(awaitable));
   } else {
-    return detail::TimeoutAwaiter<R>(limit, detail::as_task(std::move(awaitable)));
+    return detail::TimeoutAwaiter<R>(clock_limit, detail::as_task(std::move(awaitable)));
   }
 }
 

@@ -303,6 +303,29 @@ TEST_F(Coro, TimeoutCancelsTheReadAndKeepsTheBytesForTheNext) {
   EXPECT_EQ(loop_->timer_count(), 0u);
 }
 
+// Regression: sleep_for() and timeout() took the clock's nanoseconds, so
+// std::chrono::hours::max() wrapped below zero on the way in: a sleep for
+// ever ended at once, and a limit of for ever expired at once.
+TEST_F(Coro, DurationsTooLongForTheClockMeanNever) {
+  bool woke = false;
+  spawn(loop_.get(), [](Coro* t, bool* woke) -> Task<> {
+    auto slept = co_await timeout(20ms, [](bool* woke) -> Task<Result<void>> {
+      co_await sleep_for(std::chrono::hours::max());
+      *woke = true;
+      co_return Result<void>{};
+    }(woke));
+    EXPECT_FALSE(slept) << "a sleep for ever ended";
+    auto finished = co_await timeout(std::chrono::hours::max(), []() -> Task<Result<void>> {
+      co_await sleep_for(5ms);
+      co_return Result<void>{};
+    }());
+    EXPECT_TRUE(finished) << "a limit of for ever expired";
+    t->loop_->quit();
+  }(this, &woke));
+  run();
+  EXPECT_FALSE(woke);
+}
+
 // Regression: a read_exact() cancelled by its timeout had moved the bytes
 // that had come into the caller's buffer and dropped them, so the stream
 // lost them and its framing. They go back to the front of the stream now;
