@@ -394,6 +394,8 @@ def test_json_log_lines(tcpkit_process):
     ["--listen", "127.0.0.1:0", "--to", "127.0.0.1:80", "--reset-after", "-1"],
     ["--listen", "127.0.0.1:0", "--to", "127.0.0.1:80", "--chunk", "lots"],
     ["--listen", "127.0.0.1:0", "--to", "127.0.0.1:80", "--log-format", "xml"],
+    # Regression: an enum option took the enum's numbers too (1 was json).
+    ["--listen", "127.0.0.1:0", "--to", "127.0.0.1:80", "--log-format", "1"],
 ])
 def test_usage_errors_exit_2(tcpkit, args):
     result = tcpkit("relay", *args)

@@ -78,6 +78,18 @@ void add_io_backend_flag(CLI::App& sub, IoBackend& backend) {
       ->check(CLI::IsMember({"epoll", "uring"}));
 }
 
+void add_log_format_flag(CLI::App& sub, LogFormat& format) {
+  sub.add_option_function<std::string>(
+         "--log-format",
+         [&format](const std::string& name) {
+           format = name == "json" ? LogFormat::json : LogFormat::text;
+         },
+         "text | json")
+      ->type_name("TEXT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->default_str("text");
+}
+
 void report_io_backend_fallback(std::string_view command, const EventLoop& loop) {
   const Error& why = loop.backend_fallback();
   if (!why.code()) return;

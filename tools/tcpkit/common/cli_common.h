@@ -121,6 +121,8 @@ void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_
 // (serve, relay, bench). Unset, the library's default applies: the
 // environment's TCPKIT_IO_BACKEND, else epoll.
 void add_io_backend_flag(CLI::App& sub, IoBackend& backend);
+// --log-format text|json, spelled the same by every command that logs.
+void add_log_format_flag(CLI::App& sub, LogFormat& format);
 // The one log line for a loop that runs on epoll though io_uring was asked
 // for (kernel too old, seccomp, kernel.io_uring_disabled), on stderr:
 // "tcpkit serve: io_uring is unavailable (...): using epoll". Nothing

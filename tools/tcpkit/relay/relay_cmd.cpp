@@ -236,9 +236,6 @@ Command add_relay_command(CLI::App& app) {
       "relay", "Forward TCP connections, optionally injecting delay, rate limits and faults");
   sub->description(kRelayHelp);
   auto f = std::make_shared<RelayFlags>();
-  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text},
-                                                            {"json", LogFormat::json}};
-
   sub->add_option("--listen", f->listen,
                   "HOST:PORT to accept clients on (port 0 picks a free one), or unix:PATH");
   sub->add_option("--to", f->to, "HOST:PORT (or unix:PATH) to forward every connection to");
@@ -294,9 +291,7 @@ Command add_relay_command(CLI::App& app) {
   add_timeout_flags(*sub, f->tls_handshake_timeout_s, f->idle_timeout_s, "each side of a pair");
   add_io_backend_flag(*sub, f->io_backend);
   sub->add_flag("-q,--quiet", f->quiet, "no per-connection log lines");
-  sub->add_option("--log-format", f->log_format, "text | json")
-      ->transform(CLI::CheckedTransformer(kLogFormats, CLI::ignore_case))
-      ->default_str("text");
+  add_log_format_flag(*sub, f->log_format);
   return {sub, [f] { return run_relay(*f); }};
 }
 

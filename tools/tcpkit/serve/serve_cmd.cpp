@@ -243,10 +243,8 @@ Command add_serve_command(CLI::App& app) {
                                                        {"chat", ServeMode::chat}};
   static const std::map<std::string, Framing> kFramings{
       {"raw", Framing::raw}, {"line", Framing::line}, {"length", Framing::length}};
-  static const std::map<std::string, LogFormat> kLogFormats{{"text", LogFormat::text},
-                                                            {"json", LogFormat::json}};
-  auto names = std::make_shared<std::array<std::string, 3>>(
-      std::array<std::string, 3>{"ack", "raw", "text"});
+  auto names =
+      std::make_shared<std::array<std::string, 2>>(std::array<std::string, 2>{"ack", "raw"});
 
   auto* host =
       sub->add_option("--host", opts->host,
@@ -332,9 +330,7 @@ Command add_serve_command(CLI::App& app) {
   sub->add_flag("--reuse-port", opts->reuse_port,
                 "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
-  sub->add_option("--log-format", (*names)[2], "text | json")
-      ->check(CLI::IsMember({"text", "json"}))
-      ->capture_default_str();
+  add_log_format_flag(*sub, opts->log_format);
   return {sub, [opts, names, unix_path, port] {
             if (port->count() > 0 && Endpoint::names_unix_socket(opts->host)) {
               fmt::print(stderr, "tcpkit serve: --port does not apply to --host {}\n", opts->host);
@@ -342,7 +338,6 @@ Command add_serve_command(CLI::App& app) {
             }
             opts->mode = kModes.at((*names)[0]);
             opts->framing = kFramings.at((*names)[1]);
-            opts->log_format = kLogFormats.at((*names)[2]);
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;
             return run_serve(*opts, *unix_path);
           }};
