@@ -64,8 +64,9 @@ void use_codec(tcpkit::TcpServer& server, Codec codec) {
       }
       bool quit = false;
       tcpkit::Buffer reply;
-      // LineCodec refuses a line holding '\n'; an answer never has one, since
-      // a request line cannot.
+      // Each codec refuses what it cannot frame (a line holding '\n', a
+      // frame of 4 GiB); an answer is neither, since a request line cannot
+      // hold a '\n' and answers are short.
       static_cast<void>(Codec::encode(answer(request, &quit), reply));
       conn->send(reply);
       if (quit) {
