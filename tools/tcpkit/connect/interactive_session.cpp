@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 
 #include "commands.h"
 #include "connect/session.h"
@@ -58,6 +59,8 @@ class InteractiveSession {
   bool input_finished_ = false;
   // The peer has sent its FIN: nothing more to read, stdin still to send.
   bool peer_finished_ = false;
+  // The last wait found stdin readable too, not read yet.
+  bool stdin_ready_ = false;
   // Set once stdin has ended and --wait is counting.
   std::optional<Clock::time_point> deadline_;
 };
@@ -75,13 +78,14 @@ int InteractiveSession::run() {
     // a hangup then is the peer resetting the connection.
     if (ready->hangup) return connection_lost(stream_.pending_error());
     // The socket first: what the peer said is printed before more input goes out.
+    stdin_ready_ = ready->other;
     if (ready->readable) {
       if (auto code = on_socket_readable()) return *code;
     }
     if (ready->writable) {
       if (auto code = flush_output()) return *code;
     }
-    if (ready->other) {
+    if (std::exchange(stdin_ready_, false)) {
       if (auto code = on_stdin_readable()) return *code;
     }
   }
@@ -120,6 +124,11 @@ std::optional<int> InteractiveSession::on_peer_finished() {
   // On a terminal the notice gets a line of its own; a pipe gets the bytes as sent.
   bool ok = printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line());
   if (!ok) return stdout_failure(printer.stdout_error());
+  // The same wait found stdin ready: its end may be there already (the
+  // FIN and the end of piped input came together), which decides the notice.
+  if (std::exchange(stdin_ready_, false)) {
+    if (auto code = on_stdin_readable()) return *code;
+  }
   if (input_finished_ || ::isatty(STDIN_FILENO)) {
     std::fputs("connection closed by peer\n", stderr);
     return kExitOk;
