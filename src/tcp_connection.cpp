@@ -895,12 +895,16 @@ void TcpConnection::drop_output() {
   channel_.disable_writing();
 }
 
-// A close decided in the loop's thread, which runs from the loop's queue
-// (see handle_close()): nothing more goes out, and `reason` stands even if
-// the peer's FIN, handled first, finishes the connection.
-void TcpConnection::close_soon(std::error_code reason) {
+// A close decided in the loop's thread, to run from the loop's queue (see
+// handle_close()): nothing more goes out, and `reason` stands even if the
+// peer's FIN, handled first, finishes the connection.
+void TcpConnection::decide_close(std::error_code reason) {
   drop_output();
   if (!close_reason_) close_reason_ = reason;
+}
+
+void TcpConnection::close_soon(std::error_code reason) {
+  decide_close(reason);
   loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
 }
 
@@ -917,8 +921,7 @@ void TcpConnection::force_close(std::error_code reason) {
 
 void TcpConnection::abort() {
   if (loop_->is_in_loop_thread() && state() != State::disconnected) {
-    drop_output();
-    if (!close_reason_) close_reason_ = make_error_code(Errc::aborted);
+    decide_close(make_error_code(Errc::aborted));
   }
   loop_->queue_in_loop([self = shared_from_this()] {
     if (self->state() == State::disconnected) return;

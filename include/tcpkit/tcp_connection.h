@@ -267,6 +267,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void check_overflow();
   void pause_for_overflow();
   void drop_output();
+  void decide_close(std::error_code reason);
   void close_soon(std::error_code reason);
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
   std::chrono::steady_clock::duration idle_limit() const;
