@@ -8,13 +8,12 @@
 #include <algorithm>
 #include <array>
 #include <cassert>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
 #include <utility>
 
+#include "fatal.h"
 #include "sys.h"
 
 namespace tcpkit {
@@ -46,15 +45,9 @@ size_t storage_sum(size_t a, size_t b) {
 // the writable ones (so that the next append writes past the storage).
 // Checked in every build, not only where assert() is on: one compare per
 // call, and the message names the call and both sizes.
-[[noreturn]] [[gnu::cold]] void abort_past_limit(const char* function, size_t size,
-                                                 const char* limit_name, size_t limit) {
-  std::fprintf(stderr, "tcpkit: Buffer::%s: size %zu is past %s = %zu\n", function, size,
-               limit_name, limit);
-  std::abort();
-}
-
 void require_size(const char* function, size_t size, const char* limit_name, size_t limit) {
-  if (size > limit) abort_past_limit(function, size, limit_name, limit);
+  if (size > limit)
+    detail::fatal("Buffer::%s: size %zu is past %s = %zu", function, size, limit_name, limit);
 }
 
 size_t page_size() {

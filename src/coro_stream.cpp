@@ -1,14 +1,13 @@
 #include "tcpkit/coro_stream.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 
 #include "connection_owner.h"
 #include "coro_stream_hooks.h"
+#include "fatal.h"
 #include "tcpkit/coro_task.h"
 
 namespace tcpkit::coro {
@@ -104,8 +103,7 @@ void on_stream_down(const TcpConnectionPtr& conn) {
 }
 
 void abort_second_task(const char* doing) {
-  std::fprintf(stderr, "tcpkit: two tasks %s one coro::Stream at once\n", doing);
-  std::abort();
+  tcpkit::detail::fatal("two tasks %s one coro::Stream at once", doing);
 }
 
 void attach_stream_state(const TcpConnectionPtr& conn) {

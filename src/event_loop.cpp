@@ -5,10 +5,9 @@
 #include <algorithm>
 #include <cassert>
 #include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
 #include <sstream>
 
+#include "fatal.h"
 #include "poller.h"
 #include "sys.h"
 #include "tcpkit/buffer.h"
@@ -22,10 +21,7 @@ thread_local EventLoop* t_loop_in_this_thread = nullptr;
 // For the plain constructor, which has no way to return an error.
 template <typename T>
 T value_or_die(Result<T> r) {
-  if (!r) {
-    std::fprintf(stderr, "tcpkit: cannot create an event loop: %s\n", r.error().message().c_str());
-    std::abort();
-  }
+  if (!r) detail::fatal("cannot create an event loop: %s", r.error().message().c_str());
   return std::move(r).value();
 }
 
@@ -59,10 +55,8 @@ EventLoop::EventLoop(std::unique_ptr<Poller> poller, Error fallback, UniqueFd wa
       timers_(std::make_unique<TimerQueue>()),
       shared_read_buffer_(std::make_unique<Buffer>()),
       wakeup_fd_(std::move(wakeup_fd)) {
-  if (t_loop_in_this_thread != nullptr) {
-    std::fprintf(stderr, "tcpkit: a second EventLoop was created in one thread\n");
-    std::abort();
-  }
+  if (t_loop_in_this_thread != nullptr)
+    detail::fatal("a second EventLoop was created in one thread");
   t_loop_in_this_thread = this;
   wakeup_channel_ = std::make_unique<Channel>(this, wakeup_fd_.get());
   wakeup_channel_->set_handler<&EventLoop::drain_wakeup_fd>(this);
@@ -101,10 +95,9 @@ EventLoop::Extension& EventLoop::add_extension(const void* key, std::unique_ptr<
 
 void EventLoop::abort_not_in_loop_thread() const {
   std::ostringstream os;
-  os << "tcpkit: EventLoop used from thread " << std::this_thread::get_id()
-     << " but owned by thread " << thread_id_;
-  std::fprintf(stderr, "%s\n", os.str().c_str());
-  std::abort();
+  os << "EventLoop used from thread " << std::this_thread::get_id() << " but owned by thread "
+     << thread_id_;
+  detail::fatal("%s", os.str().c_str());
 }
 
 // The loop body, phase by phase:
@@ -291,10 +284,8 @@ TimerId EventLoop::run_after(Clock::duration delay, Functor f) {
 // Checked in every build: a repeating timer of no interval would run on
 // every turn of the loop.
 TimerId EventLoop::run_every(Clock::duration interval, Functor f) {
-  if (interval <= Clock::duration::zero()) {
-    std::fprintf(stderr, "tcpkit: EventLoop::run_every() needs an interval above zero\n");
-    std::abort();
-  }
+  if (interval <= Clock::duration::zero())
+    detail::fatal("EventLoop::run_every() needs an interval above zero");
   return add_timer(interval, interval, std::move(f));
 }
 

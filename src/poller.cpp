@@ -1,10 +1,9 @@
 #include "poller.h"
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
+#include "fatal.h"
 #include "poller_epoll.h"
 #include "poller_uring.h"
 
@@ -39,8 +38,7 @@ Result<CreatedPoller> Poller::create(IoBackend backend) {
 }
 
 void Poller::die(const char* what, int err) {
-  std::fprintf(stderr, "tcpkit: %s: %s\n", what, std::strerror(err));
-  std::abort();
+  detail::fatal("%s: %s", what, std::strerror(err));
 }
 
 }  // namespace tcpkit
