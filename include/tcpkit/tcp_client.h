@@ -78,7 +78,10 @@ class TcpClient {
   /// cancelled), closes the connection, and waits until the loop is done with
   /// this client. Called in the loop's thread while the loop is not running
   /// (a client destroyed after run() returned), it closes the connection at
-  /// once, without the loop.
+  /// once, without the loop. Called in another thread while the loop is not
+  /// running, it queues the close for the loop's next run(), and a loop destroyed
+  /// without running again would free a connection still registered in it:
+  /// destroy a client in its loop's thread, or before its loop stops.
   void stop();
 
   /// Any thread: the live connection, or null.
