@@ -148,6 +148,52 @@ def test_a_missed_cpu_target_says_which_part_of_the_cpu_differs(gen):
     assert "why: k" not in gen.target_row("t", "s", [("a", 0.9, [])], 0.92, False, reason="; why: k")[4]
 
 
+def test_a_profile_splits_the_cpu_where_there_is_one(gen, monkeypatch):
+    race = gen.Race("cpu_us_per_msg")
+    # utime/stime would say: tcpkit 2.00 of its 10 µs in its own code, epoll (C) 0.80 of 8.
+    race.runs[("tcpkit (epoll)", 100, 16)] = [{"cpu_us_per_msg": 10.0, "server_user_ticks": 8,
+                                               "server_sys_ticks": 32}]
+    race.runs[("epoll (C)", 100, 16)] = [{"cpu_us_per_msg": 8.0, "server_user_ticks": 4, "server_sys_ticks": 36}]
+    monkeypatch.setattr(gen, "PROFILES", {})
+    fallback = gen.split_reason(race, "tcpkit (epoll)", "epoll (C)", (100, 16), profile="fixed")
+    assert "(utime/stime over the repetitions, no profile)" in fallback and "2.00 µs per message" in fallback
+    # The profiles: 5% of tcpkit's samples and 2.5% of the reference's in user space.
+    gen.PROFILES[("tcpkit (epoll)", "fixed", (100, 16))] = {"user": 50, "kernel": 950}
+    gen.PROFILES[("epoll (C)", "fixed", (100, 16))] = {"user": 25, "kernel": 975}
+    reason = gen.split_reason(race, "tcpkit (epoll)", "epoll (C)", (100, 16), profile="fixed")
+    assert "a profile of both servers at 100 × 16 B" in reason and "1,000 and 1,000 samples" in reason
+    assert "0.50 µs per message of tcpkit's in user space" in reason and "and 9.50 in the kernel" in reason
+    assert "epoll (C)'s 0.20 and 7.80" in reason
+    assert "user space +0.30 µs, the kernel +1.70 µs" in reason and "is the kernel's work" in reason
+    # A profile of another kind of load does not count, nor one of too few samples.
+    assert "no profile" in gen.split_reason(race, "tcpkit (epoll)", "epoll (C)", (100, 16), profile="closed")
+    gen.PROFILES[("epoll (C)", "fixed", (100, 16))] = {"user": 5, "kernel": gen.PROFILE_MIN_SAMPLES - 10}
+    assert "no profile" in gen.split_reason(race, "tcpkit (epoll)", "epoll (C)", (100, 16), profile="fixed")
+
+
+def test_perf_samples_splits_user_space_from_the_kernel(gen, monkeypatch):
+    report = ("         18644  [kernel.kallsyms]   \n             1  [vdso]              \n"
+              "           404  libc.so.6           \n           728  tcpkit              \n\n")
+    monkeypatch.setattr(gen, "run", lambda argv, timeout: (0, report, ""))
+    assert gen.perf_samples("x.data") == {"user": 1133, "kernel": 18644}
+    monkeypatch.setattr(gen, "run", lambda argv, timeout: (1, "", "failed to open x.data"))
+    assert gen.perf_samples("x.data") is None
+
+
+def test_a_trailing_client_is_explained_by_its_profile_where_there_is_one(gen, monkeypatch):
+    race = gen.Race("msgs_per_s")
+    run = lambda rate, cpu: {"msgs_per_s": rate, "client_cpu_us_per_msg": cpu,  # noqa: E731
+                             "client_user_us_per_msg": cpu / 2, "client_sys_us_per_msg": cpu / 2}
+    race.runs[("tcpkit-epoll", 1000, 4096)] = [run(90.0, 4.0)]
+    race.runs[("minimal", 1000, 4096)] = [run(100.0, 3.6)]
+    monkeypatch.setattr(gen, "PROFILES", {("tcpkit-epoll", "client", (1000, 4096)): {"user": 100, "kernel": 900},
+                                          ("minimal", "client", (1000, 4096)): {"user": 50, "kernel": 950}})
+    reason = gen.client_reason(race, "tcpkit-epoll", [(1000, 4096)])
+    assert "a profile of both clients at 1,000 × 4096 B" in reason
+    assert "0.40 µs per message of its CPU in user space" in reason and "and 3.60 in the kernel" in reason
+    assert "the minimal client's 0.18 and 3.42" in reason and "+0.22 µs" in reason and "+0.18 µs" in reason
+
+
 def test_a_trailing_client_is_explained_by_its_user_and_system_time(gen):
     race = gen.Race("msgs_per_s")
     run = lambda rate, user, system: {"msgs_per_s": rate, "client_user_us_per_msg": user,  # noqa: E731
