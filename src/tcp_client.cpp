@@ -120,6 +120,10 @@ void TcpClient::stop() {
   impl->loop->run_in_loop_and_wait([impl] { impl->stop_in_loop(); });
 }
 
+void TcpClient::reset_backoff() {
+  impl_->loop->run_in_loop([impl = impl_] { impl->reconnects = 0; });
+}
+
 TcpConnectionPtr TcpClient::connection() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->connection;
@@ -153,7 +157,7 @@ void TcpClient::Impl::connected(UniqueFd fd, const Endpoint& peer) {
   // connect_in_loop() lets no attempt start beside a connection; were one
   // to, the connection it replaces must still leave the loop properly.
   if (previous) close_quietly(previous);
-  reconnects = 0;
+  if (options.reset_backoff_on_connect) reconnects = 0;
   ConnectionOwner::established(*conn, options.tls.get(), options.tls_server_name);
 }
 

@@ -31,6 +31,12 @@ struct ClientOptions {
   bool retry = false;  ///< retry connects and reconnect after a close
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{30000};
+  /// With retry: whether a connection, once made, ends the back-off, so that
+  /// the reconnect after it waits about initial_backoff again. Set it false
+  /// for a peer that may accept and then fail at once (a port that is not
+  /// the protocol's server, a refused login): the back-off then grows on
+  /// every loss until reset_backoff() says a connection has proved itself.
+  bool reset_backoff_on_connect = true;
   bool tcp_nodelay = true;
   ConnectionOptions connection;
   /// TLS on the connection (a client context), started before
@@ -86,6 +92,10 @@ class TcpClient {
 
   /// Any thread: the live connection, or null.
   TcpConnectionPtr connection() const;
+
+  /// Any thread. The next reconnect waits about initial_backoff again (see
+  /// ClientOptions::reset_backoff_on_connect).
+  void reset_backoff();
 
  private:
   struct Impl;

@@ -123,6 +123,34 @@ TEST_F(TcpClientTest, RestartBeforeAWaitingReconnectKeepsOneConnection) {
   EXPECT_EQ(received, "ping");
 }
 
+// A peer that accepts and closes at once (a port that is not the protocol's
+// server) is retried with a back-off that grows, when a made connection
+// does not end it: each of the first four reconnects waits at least half of
+// 60, 120, 240 and 480 ms (the jitter's floor), 450 ms in all; had each
+// connection reset the back-off, the four would take at most 4 x 90 ms.
+TEST_F(TcpClientTest, WithoutResetOnConnectTheBackoffGrowsOverLostConnections) {
+  on_accept_ = [](const TcpConnectionPtr& conn) { conn->force_close(); };
+  ClientOptions options;
+  options.retry = true;
+  options.initial_backoff = 60ms;
+  options.max_backoff = 10s;
+  options.reset_backoff_on_connect = false;
+  TcpClient client(&loop_, address_, options);
+  std::vector<std::chrono::steady_clock::time_point> ups;
+  client.set_on_connection([&](const TcpConnectionPtr& conn) {
+    if (!conn->connected()) return;
+    ups.push_back(std::chrono::steady_clock::now());
+    if (ups.size() == 5) {
+      client.stop();
+      loop_.quit();
+    }
+  });
+  client.connect();
+  run();
+  ASSERT_EQ(ups.size(), 5u);
+  EXPECT_GE(ups.back() - ups.front(), 450ms);
+}
+
 // Regression: connect() while connected, or while connecting, started a
 // second attempt, which dropped the first attempt or replaced (and freed)
 // the live connection.
