@@ -13,13 +13,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import pick_free_port, wait_for_port, wait_until
-from serve_util import ChatClient, count_lines, find_line, start_serve, wait_log
+from serve_util import ChatClient, connect, count_lines, find_line, peer_name, recv_line, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -154,16 +155,22 @@ def test_redis_outage_keeps_local_chat_and_recovers(tcpkit_process, redis_server
         client.close()
 
 
+def local_chat_works(server, port: int):
+    """Two members of the instance's room hear each other; returns them."""
+    alice = ChatClient(port)
+    wait_log(server, rf"connect {re.escape(alice.name)} ")
+    carol = ChatClient(port)
+    alice.expect(f"* {carol.name} joined (2 online)")
+    carol.say("local works")
+    alice.expect(f"<{carol.name}> local works")
+    return alice, carol
+
+
 def test_starts_without_redis_and_joins_later(tcpkit_process, redis_server):
     redis_port = pick_free_port()
     a, port_a = start_instance(tcpkit_process, redis_port)
     wait_log(a, rf"cluster: cannot reach redis 127\.0\.0\.1:{redis_port}: Connection refused")
-    alice = ChatClient(port_a)
-    wait_log(a, rf"connect {re.escape(alice.name)} ")
-    carol = ChatClient(port_a)
-    alice.expect(f"* {carol.name} joined (2 online)")
-    carol.say("local works")
-    alice.expect(f"<{carol.name}> local works")
+    alice, carol = local_chat_works(a, port_a)
 
     redis_server(redis_port)
     b, port_b = start_instance(tcpkit_process, redis_port)
@@ -256,17 +263,28 @@ def test_a_wrong_password_is_logged_without_the_password(tcpkit_process, redis_s
     assert not any(PASSWORD in line for line in a.stdout_lines)
 
 
+def joined_with_a_member(tcpkit_process, redis_server):
+    """A fresh Redis, one instance joined to it and one member of its room."""
+    redis = redis_server()
+    server, port = start_instance(tcpkit_process, redis.port)
+    wait_joined(server, redis.port)
+    member = ChatClient(port)
+    wait_log(server, rf"connect {re.escape(member.name)} ")
+    return redis, server, member
+
+
+def publish(redis, *payloads: bytes) -> None:
+    """PUBLISHes each payload on the chat's channel, as anyone who can reach Redis may."""
+    for payload in payloads:
+        redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", payload)
+
+
 def test_a_relayed_line_with_a_line_break_inside_is_dropped(tcpkit_process, redis_server):
     """Regression: a payload holding newlines became several chat lines, so
     whoever could PUBLISH showed members lines nobody typed."""
-    redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port)
-    wait_joined(a, redis.port)
-    alice = ChatClient(port_a)
-    wait_log(a, rf"connect {re.escape(alice.name)} ")
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<mallory> hi\n<admin> forged\n")
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<mallory> over\rwritten\n")
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<bob> a real line\n")
+    redis, a, alice = joined_with_a_member(tcpkit_process, redis_server)
+    publish(redis, b"other\n<mallory> hi\n<admin> forged\n", b"other\n<mallory> over\rwritten\n",
+            b"other\n<bob> a real line\n")
     alice.expect("<bob> a real line")
     # The log is read by another thread than alice's socket: wait for it.
     dropped = r"cluster: dropped a relayed line from redis .* with a line break inside"
@@ -287,8 +305,10 @@ def test_an_oversized_publish_is_dropped_and_nobody_is_disconnected(tcpkit_proce
     wait_log(a, rf"connect {re.escape(alice.name)} ")
     bob = ChatClient(port_a)
     alice.expect(f"* {bob.name} joined (2 online)")
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<bob> " + b"y" * 5000 + b"\n")
-    wait_log(a, r"cluster: dropped a relayed line of 5\d{3} bytes from redis .* \(over --max-message\)")
+    # A line of --max-message bytes is at most four times as long in UTF-8
+    # (each invalid byte escaped as "\xHH"): 16 KiB and some here.
+    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<bob> " + b"y" * 20000 + b"\n")
+    wait_log(a, r"cluster: dropped a relayed line of 20\d{3} bytes from redis .* \(over --max-message\)")
     redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<big> " + b"x" * (24 * 1024 * 1024) + b"\n")
     wait_log(a, r"cluster: redis .* sent a malformed reply: a string over \d+ bytes")
     # The subscriber reconnected (the publisher never left).
@@ -299,3 +319,189 @@ def test_an_oversized_publish_is_dropped_and_nobody_is_disconnected(tcpkit_proce
     assert find_line(a, r"slow reader") is None
     alice.close()
     bob.close()
+
+
+def test_a_line_of_control_bytes_crosses_and_costs_no_link(tcpkit_process, redis_server):
+    """Regression: lines were published already escaped, four times as long
+    for control bytes (ESC became "\\x1b"), so a line within --max-message
+    overflowed every subscriber's reply limit: all instances dropped their
+    subscription, and lines said meanwhile were lost."""
+    redis = redis_server()
+    a, port_a = start_instance(tcpkit_process, redis.port, "--max-message", "1000")
+    b, port_b = start_instance(tcpkit_process, redis.port, "--max-message", "1000")
+    wait_joined(a, redis.port)
+    wait_joined(b, redis.port)
+    alice, bob = ChatClient(port_a), ChatClient(port_b)
+    wait_log(a, rf"connect {re.escape(alice.name)} ")
+    wait_log(b, rf"connect {re.escape(bob.name)} ")
+    alice.sock.sendall(b"\x1b" * 999 + b"\n")
+    alice.say("right after")
+    bob.expect(f"<{alice.name}> " + "\\x1b" * 999, f"<{alice.name}> right after")
+    for server in (a, b):
+        assert find_line(server, r"malformed|lost redis") is None, server.describe()
+    alice.close()
+    bob.close()
+
+
+def test_instances_of_different_encodings_share_a_room(tcpkit_process, redis_server):
+    """Regression: lines crossed as the sender's bytes, so a GBK instance's
+    members saw a UTF-8 instance's lines as mojibake and the other way round."""
+    redis = redis_server()
+    a, port_a = start_instance(tcpkit_process, redis.port, "--encoding", "gbk")
+    b, port_b = start_instance(tcpkit_process, redis.port)
+    wait_joined(a, redis.port)
+    wait_joined(b, redis.port)
+    alice, bob = connect(port_a), ChatClient(port_b)
+    wait_log(b, rf"connect {re.escape(bob.name)} ")
+    alice_name = peer_name(alice)
+    wait_log(a, rf"connect {re.escape(alice_name)} ")
+    alice.sendall("你好 from GBK\n".encode("gbk"))
+    bob.expect(f"<{alice_name}> 你好 from GBK")
+    bob.say("世界 from UTF-8")
+    buffer = bytearray()
+    assert recv_line(alice, buffer) == f"<{bob.name}> 世界 from UTF-8".encode("gbk")
+    # A character GBK lacks is escaped on the way, not passed as raw bytes.
+    bob.say("😀")
+    assert recv_line(alice, buffer) == f"<{bob.name}> \\xF0\\x9F\\x98\\x80".encode("gbk")
+    alice.close()
+    bob.close()
+
+
+def test_only_chat_lines_are_relayed(tcpkit_process, redis_server):
+    """Regression: whoever could PUBLISH could show members server notices
+    ("* server restarting, reconnect to ...") that no instance wrote."""
+    redis, a, alice = joined_with_a_member(tcpkit_process, redis_server)
+    publish(redis, b"other\n* server restarting, reconnect to evil", b"other\n<bad nick> spaces in the nick",
+            b"other\n<\x1b[2Jx> a control in the nick", b"other\n<bob> a real \x1b line")
+    alice.expect("<bob> a real \\x1b line")
+    wait_until(lambda: count_lines(a, r"cluster: dropped a relayed line from redis ") >= 3)
+    assert find_line(a, r"dropped a relayed line .* that is not \"<NICK> TEXT\": \* server restarting")
+    assert count_lines(a, r"dropped a relayed line .* under a bad nick") == 2
+    alice.close()
+
+
+def test_a_refused_password_is_logged_once_and_retried(tcpkit_process, redis_server):
+    """Regression: with a wrong password the links counted as joined, and
+    every chat line logged Redis's NOAUTH once more, for ever; nothing was
+    relayed, and nothing retried."""
+    redis = redis_server(None, "--requirepass", PASSWORD)
+    a, port_a = start_instance(tcpkit_process, redis.port, url=f"redis://:wrong@127.0.0.1:{redis.port}")
+    wait_log(a, rf"cluster: redis 127\.0\.0\.1:{redis.port} answered: WRONGPASS.* \(publisher\)")
+    wait_log(a, rf"cluster: redis 127\.0\.0\.1:{redis.port} answered: WRONGPASS.* \(subscriber\)")
+    alice = ChatClient(port_a)
+    wait_log(a, rf"connect {re.escape(alice.name)} ")
+    bob = ChatClient(port_a)
+    alice.expect(f"* {bob.name} joined (2 online)")
+    for i in range(20):
+        alice.say(f"line {i}")
+        bob.expect(f"<{alice.name}> line {i}")
+    # One line per link said so, not one per chat line.
+    assert count_lines(a, r"answered: ") == 2, a.describe()
+    assert find_line(a, r"connected to redis") is None
+    # The links retry: once Redis takes the password, the instance joins.
+    assert redis_command(redis.port, b"CONFIG", b"SET", b"requirepass", b"wrong",
+                         password=PASSWORD.encode()).endswith(b"+OK\r\n")
+    wait_joined(a, redis.port)
+    alice.close()
+    bob.close()
+
+
+def serve_not_redis(kind: str):
+    """A listener on a free loopback port that is not Redis: "echo" sends
+    back what it reads, "http" answers everything with an HTTP error."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    accepted = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            accepted.append(conn)
+            if kind == "http":  # as an HTTP server does: read the request, answer, close
+                try:
+                    conn.recv(65536)
+                except socket.timeout:
+                    pass
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                conn.close()
+                continue
+            conn.settimeout(0.05)
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    def echo(conn):
+        while not stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close():
+        stop.set()
+        thread.join()
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    return listener.getsockname()[1], accepted, close
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("http", r"sent a malformed reply"),
+    ("echo", r"answered an array of \d starting with \"(SUBSCRIBE|PING)\", as Redis would not: is it Redis\?"),
+])
+def test_a_port_that_is_not_redis_is_named_once_and_backed_off(tcpkit_process, kind, said):
+    """Regression: an HTTP server on the --cluster port was reconnected to
+    ten times a second with three log lines each, and an echo server
+    counted as a joined Redis that relayed nothing, silently."""
+    port, accepted, close = serve_not_redis(kind)
+    try:
+        a, port_a = start_instance(tcpkit_process, port)
+        wait_until(lambda: count_lines(a, said) >= 2, message=a.describe())
+        time.sleep(2)
+        # Back-off that grows from 0.1 s: a handful of connections in 2 s, not 40.
+        assert len(accepted) <= 12, len(accepted)
+        assert count_lines(a, said) == 2, a.describe()
+        assert find_line(a, r"connected to redis") is None
+        for member in local_chat_works(a, port_a):
+            member.close()
+    finally:
+        close()
+
+
+def test_a_redis_that_stops_answering_is_dropped(tcpkit_process, redis_server):
+    """Regression: a Redis stopped with SIGSTOP (hung) kept both links
+    "connected": the lines published meanwhile arrived whenever it woke,
+    and a reconnect to it was logged as connected."""
+    redis = redis_server()
+    a, port_a = start_instance(tcpkit_process, redis.port)
+    wait_joined(a, redis.port)
+    alice = ChatClient(port_a)
+    wait_log(a, rf"connect {re.escape(alice.name)} ")
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.say("while redis hangs")
+        # The idle subscriber's PING and the publisher's PUBLISH go unanswered.
+        for role in ("subscriber", "publisher"):
+            wait_log(a, rf"cluster: redis 127\.0\.0\.1:{redis.port} stopped answering \(5 s without a reply\) "
+                        rf"\({role}\)", timeout=20)
+        time.sleep(1.5)
+        # Reconnects reach the kernel's backlog, not Redis: no "connected" line.
+        assert count_lines(a, r"cluster: connected to redis .* \(publisher\)") == 1
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    wait_joined(a, redis.port, times=2)
+    wait_log(a, r"cluster: 1 local lines were not relayed while redis was away")
+    alice.close()

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <optional>
 #include <random>
@@ -19,15 +20,28 @@
 
 namespace tcpkit::cli {
 
+using Clock = EventLoop::Clock;
+
 struct ChatCluster::Link {
   Link(Role r, EventLoop* loop, std::vector<Endpoint> targets, const ClientOptions& options)
       : role(r), client(loop, std::move(targets), options) {}
   const char* name() const { return role == Role::subscriber ? "subscriber" : "publisher"; }
 
+  struct Pending {
+    Request request;
+    Clock::time_point sent;
+  };
+
   const Role role;
   TcpClient client;
-  std::unique_ptr<RespReader> reader;  // fresh for each connection
-  bool unreachable_logged = false;     // one "cannot reach" line per outage, not one per retry
+  // For the connection at hand (reset by each new one):
+  std::unique_ptr<RespReader> reader;
+  std::deque<Pending> pending;  // requests sent and not yet answered, oldest first
+  bool ready = false;           // Redis answered as Redis: the link may be used
+  Clock::time_point last_ping{};
+  // One log line per outage, not one per retry: set by the first line that
+  // says the link does not work, cleared when it works again.
+  bool trouble_logged = false;
 };
 
 namespace {
@@ -41,6 +55,9 @@ ClientOptions redis_client_options() {
   // thundering herd.
   o.initial_backoff = std::chrono::milliseconds(100);
   o.max_backoff = std::chrono::seconds(2);
+  // A connection is not yet a working link (a port that is not Redis, a
+  // refused password): ready() ends the back-off.
+  o.reset_backoff_on_connect = false;
   // A Redis that stops reading would otherwise collect every line in our
   // memory; dropping the link makes the client reconnect afresh.
   o.connection.overflow = OverflowPolicy::close;
@@ -61,14 +78,40 @@ std::string describe(std::error_code reason) {
   return reason.message();
 }
 
+bool is_array_of(const RespValue& reply, std::string_view kind) {
+  return reply.type == RespValue::Type::array && !reply.elements.empty() &&
+         reply.elements[0].text == kind;
+}
+
+// What a reply that Redis would not give was, for the log.
+std::string summary(const RespValue& reply) {
+  switch (reply.type) {
+    case RespValue::Type::simple:
+    case RespValue::Type::error:
+    case RespValue::Type::bulk:
+      return fmt::format("\"{}\"", printable(reply.text, 40));
+    case RespValue::Type::integer:
+      return std::to_string(reply.integer);
+    case RespValue::Type::nil:
+      return "nil";
+    case RespValue::Type::array:
+      return reply.elements.empty()
+                 ? "an empty array"
+                 : fmt::format("an array of {} starting with {}", reply.elements.size(),
+                               summary(reply.elements[0]));
+  }
+  return "a reply";
+}
+
 }  // namespace
 
 ChatCluster::ChatCluster(EventLoop* loop, std::string label, std::vector<Endpoint> targets,
                          RedisAuth auth, size_t max_message, Logger& log, DeliverCallback deliver)
-    : label_(std::move(label)),
+    : loop_(loop),
+      label_(std::move(label)),
       instance_id_(make_instance_id()),
       auth_(std::move(auth)),
-      max_payload_(max_message + kPayloadOverhead),
+      max_payload_(kUtf8Growth * max_message + kPayloadOverhead),
       log_(log),
       deliver_(std::move(deliver)),
       subscriber_(std::make_unique<Link>(Role::subscriber, loop, targets, redis_client_options())),
@@ -98,30 +141,43 @@ void ChatCluster::start() {
             Logger::str("instance", instance_id_)});
   subscriber_->client.connect();
   publisher_->client.connect();
+  watch_timer_ = loop_->run_every(std::chrono::seconds(1), [this] { watch(); });
 }
 
 void ChatCluster::stop() {
   subscriber_->client.stop();
   publisher_->client.stop();
+  if (watch_timer_ != 0) {
+    loop_->cancel(watch_timer_);
+    watch_timer_ = 0;
+  }
 }
 
-void ChatCluster::publish(std::string_view line) {
+void ChatCluster::publish(std::string_view nick, std::string_view text) {
+  std::string payload = fmt::format("{}\n<{}> {}", instance_id_, nick, text);
+  loop_->queue_in_loop(
+      [this, alive = std::weak_ptr<const bool>(alive_), payload = std::move(payload)] {
+        if (!alive.expired()) publish_in_loop(payload);
+      });
+}
+
+void ChatCluster::publish_in_loop(const std::string& payload) {
   TcpConnectionPtr conn = publisher_->client.connection();
-  if (!conn || !conn->connected()) {
-    unrelayed_.fetch_add(1, std::memory_order_relaxed);
+  if (!publisher_->ready || !conn || !conn->connected()) {
+    ++unrelayed_;
     return;
   }
-  std::string payload;
-  payload.reserve(instance_id_.size() + 1 + line.size());
-  payload += instance_id_;
-  payload += '\n';
-  payload += line;
-  conn->send(resp_command({"PUBLISH", kChannel, payload}));
+  send(*publisher_, *conn, Request::publish, resp_command({"PUBLISH", kChannel, payload}));
+}
+
+void ChatCluster::send(Link& link, TcpConnection& conn, Request request,
+                       const std::string& command) {
+  link.pending.push_back({request, loop_->now()});
+  conn.send(command);
 }
 
 void ChatCluster::on_connection(Link& link, const TcpConnectionPtr& conn) {
   if (conn->connected()) {
-    link.unreachable_logged = false;
     // A relayed payload is one bulk string; three of them, or a channel
     // name, is the most a pub/sub push holds. Twice the payload lets an
     // oversized one be read and dropped with a log line instead of costing
@@ -129,24 +185,31 @@ void ChatCluster::on_connection(Link& link, const TcpConnectionPtr& conn) {
     RespLimits limits;
     limits.max_bulk = 2 * max_payload_;
     link.reader = std::make_unique<RespReader>(limits);
+    link.pending.clear();
+    link.ready = false;
     // AUTH goes first; Redis answers commands in order, so what follows it
     // is judged with the credentials.
     if (!auth_.empty()) {
-      conn->send(auth_.user.empty() ? resp_command({"AUTH", auth_.password})
-                                    : resp_command({"AUTH", auth_.user, auth_.password}));
+      send(link, *conn, Request::auth,
+           auth_.user.empty() ? resp_command({"AUTH", auth_.password})
+                              : resp_command({"AUTH", auth_.user, auth_.password}));
     }
-    log_.log("cluster", fmt::format("cluster: connected to redis {} ({})", label_, link.name()),
-             {Logger::str("redis", label_), Logger::str("role", link.name()),
-              Logger::str("state", "connected")});
     if (link.role == Role::subscriber) {
-      conn->send(resp_command({"SUBSCRIBE", kChannel}));
-    } else if (uint64_t lost = unrelayed_.exchange(0, std::memory_order_relaxed); lost > 0) {
-      log_.log("cluster",
-               fmt::format("cluster: {} local lines were not relayed while redis was away", lost),
-               {Logger::str("redis", label_), Logger::num("unrelayed", lost)});
+      send(link, *conn, Request::subscribe, resp_command({"SUBSCRIBE", kChannel}));
+    } else {
+      send(link, *conn, Request::ping, resp_command({"PING"}));
     }
     return;
   }
+  // Lines handed to a link that went away may never have been relayed.
+  unrelayed_ += static_cast<uint64_t>(
+      std::count_if(link.pending.begin(), link.pending.end(),
+                    [](const Link::Pending& p) { return p.request == Request::publish; }));
+  link.pending.clear();
+  link.ready = false;
+  link.reader.reset();
+  if (link.trouble_logged) return;  // the line that dropped it said why
+  link.trouble_logged = true;
   std::string why = describe(conn->close_reason());
   log_.log("cluster",
            fmt::format("cluster: lost redis {}: {} ({}); local chat goes on, reconnecting", label_,
@@ -157,13 +220,63 @@ void ChatCluster::on_connection(Link& link, const TcpConnectionPtr& conn) {
 
 void ChatCluster::on_connect_error(Link& link, const Error& error,
                                    std::chrono::milliseconds /*retry_in*/) {
-  if (link.unreachable_logged) return;
-  link.unreachable_logged = true;
+  if (link.trouble_logged) return;
+  link.trouble_logged = true;
   log_.log("cluster",
            fmt::format("cluster: cannot reach redis {}: {} ({}); local chat goes on, retrying",
                        label_, error.code().message(), link.name()),
            {Logger::str("redis", label_), Logger::str("role", link.name()),
             Logger::str("state", "unreachable"), Logger::str("reason", error.code().message())});
+}
+
+void ChatCluster::fail(Link& link, const TcpConnectionPtr& conn, const std::string& what) {
+  if (!link.trouble_logged) {
+    link.trouble_logged = true;
+    log_.log("cluster",
+             fmt::format("cluster: redis {} {} ({}); local chat goes on, reconnecting", label_,
+                         what, link.name()),
+             {Logger::str("redis", label_), Logger::str("role", link.name()),
+              Logger::str("state", "failed"), Logger::str("reason", what)});
+  }
+  link.reader.reset();
+  link.ready = false;
+  conn->force_close(std::make_error_code(std::errc::protocol_error));
+}
+
+void ChatCluster::ready(Link& link) {
+  link.ready = true;
+  link.trouble_logged = false;
+  link.client.reset_backoff();
+  log_.log("cluster", fmt::format("cluster: connected to redis {} ({})", label_, link.name()),
+           {Logger::str("redis", label_), Logger::str("role", link.name()),
+            Logger::str("state", "connected")});
+  if (link.role == Role::subscriber) {
+    log_.log("cluster", fmt::format("cluster: subscribed to {} on redis {}", kChannel, label_),
+             {Logger::str("redis", label_), Logger::str("channel", std::string(kChannel)),
+              Logger::str("state", "subscribed")});
+  } else if (uint64_t lost = std::exchange(unrelayed_, 0); lost > 0) {
+    log_.log("cluster",
+             fmt::format("cluster: {} local lines were not relayed while redis was away", lost),
+             {Logger::str("redis", label_), Logger::num("unrelayed", lost)});
+  }
+}
+
+void ChatCluster::watch() {
+  const Clock::time_point now = loop_->now();
+  for (Link* link : {subscriber_.get(), publisher_.get()}) {
+    TcpConnectionPtr conn = link->client.connection();
+    if (!conn || !conn->connected() || !link->reader) continue;
+    if (!link->pending.empty() && now - link->pending.front().sent >= kReplyTimeout) {
+      const auto waited = kReplyTimeout.count();
+      fail(*link, conn,
+           link->ready ? fmt::format("stopped answering ({} s without a reply)", waited)
+                       : fmt::format("did not answer within {} s: is it Redis?", waited));
+    } else if (link->ready && link->role == Role::subscriber && link->pending.empty() &&
+               now - link->last_ping >= kPingInterval) {
+      link->last_ping = now;
+      send(*link, *conn, Request::ping, resp_command({"PING"}));
+    }
+  }
 }
 
 void ChatCluster::on_message(Link& link, const TcpConnectionPtr& conn, Buffer& in) {
@@ -173,53 +286,95 @@ void ChatCluster::on_message(Link& link, const TcpConnectionPtr& conn, Buffer& i
   }
   link.reader->feed(in.view());
   in.retrieve_all();
-  for (;;) {
+  while (link.reader) {
     RespValue reply;
     RespParse r = link.reader->next(&reply);
     if (r == RespParse::need_more) return;
     if (r == RespParse::bad) {
-      const std::string why = printable(link.reader->error());
-      log_.log("cluster",
-               fmt::format("cluster: redis {} sent a malformed reply: {} ({}); reconnecting",
-                           label_, why, link.name()),
-               {Logger::str("redis", label_), Logger::str("role", link.name()),
-                Logger::str("state", "protocol error"), Logger::str("reason", why)});
-      link.reader.reset();
-      conn->force_close(std::make_error_code(std::errc::protocol_error));
+      fail(link, conn, "sent a malformed reply: " + printable(link.reader->error()));
       return;
     }
-    on_reply(link, reply);
+    on_reply(link, conn, reply);
   }
 }
 
-void ChatCluster::on_reply(Link& link, const RespValue& reply) {
+void ChatCluster::on_reply(Link& link, const TcpConnectionPtr& conn, const RespValue& reply) {
+  // A line on the subscription answers no request.
+  if (link.role == Role::subscriber && link.ready && is_array_of(reply, "message")) {
+    if (reply.elements.size() == 3) on_pubsub_message(reply.elements[2].text);
+    return;
+  }
+  if (link.pending.empty()) {
+    fail(link, conn, "sent " + summary(reply) + ", which answers nothing we asked");
+    return;
+  }
+  const Request request = link.pending.front().request;
+  link.pending.pop_front();
+  on_answer(link, conn, request, reply);
+}
+
+void ChatCluster::on_answer(Link& link, const TcpConnectionPtr& conn, Request request,
+                            const RespValue& reply) {
   if (reply.type == RespValue::Type::error) {
-    const std::string text = printable(reply.text);
-    log_.log("cluster",
-             fmt::format("cluster: redis {} answered: {} ({})", label_, text, link.name()),
-             {Logger::str("redis", label_), Logger::str("role", link.name()),
-              Logger::str("error", text)});
+    if (request != Request::publish) {
+      fail(link, conn, "answered: " + printable(reply.text));
+      return;
+    }
+    // One refused line is lost; the link is Redis's and stays.
+    ++unrelayed_;
+    if (!std::exchange(publish_refused_, true)) {
+      const std::string text = printable(reply.text);
+      log_.log("cluster",
+               fmt::format("cluster: redis {} answered: {} (publisher); lines are not relayed "
+                           "while it refuses them",
+                           label_, text),
+               {Logger::str("redis", label_), Logger::str("role", link.name()),
+                Logger::str("error", text)});
+    }
     return;
   }
-  // The publisher's replies are subscriber counts; nothing to do with them.
-  if (link.role != Role::subscriber || reply.type != RespValue::Type::array ||
-      reply.elements.empty())
-    return;
-  const auto& e = reply.elements;
-  if (e[0].text == "message" && e.size() == 3) {
-    on_pubsub_message(e[2].text);
-  } else if (e[0].text == "subscribe" && e.size() == 3) {
-    log_.log("cluster",
-             fmt::format("cluster: subscribed to {} on redis {}", printable(e[1].text), label_),
-             {Logger::str("redis", label_), Logger::str("channel", e[1].text),
-              Logger::str("state", "subscribed")});
+  bool as_redis = false;
+  switch (request) {
+    case Request::auth:
+      as_redis = reply.type == RespValue::Type::simple && reply.text == "OK";
+      break;
+    case Request::ping:
+      // Subscribed, Redis answers a PING with ["pong", ""].
+      as_redis = link.role == Role::subscriber
+                     ? is_array_of(reply, "pong")
+                     : reply.type == RespValue::Type::simple && reply.text == "PONG";
+      if (as_redis && !link.ready) ready(link);
+      break;
+    case Request::subscribe:
+      as_redis = is_array_of(reply, "subscribe") && reply.elements.size() == 3 &&
+                 reply.elements[1].text == kChannel;
+      if (as_redis) ready(link);
+      break;
+    case Request::publish:
+      as_redis = reply.type == RespValue::Type::integer;
+      if (as_redis && std::exchange(publish_refused_, false)) {
+        log_.log("cluster",
+                 fmt::format("cluster: redis {} accepts lines again; {} were not relayed", label_,
+                             std::exchange(unrelayed_, 0)),
+                 {Logger::str("redis", label_), Logger::str("state", "accepting")});
+      }
+      break;
   }
+  if (!as_redis)
+    fail(link, conn, "answered " + summary(reply) + ", as Redis would not: is it Redis?");
 }
 
 void ChatCluster::on_pubsub_message(std::string_view payload) {
   size_t newline = payload.find('\n');
   if (newline == std::string_view::npos) return;  // not from a tcpkit instance
-  if (payload.substr(0, newline) == instance_id_) return;
+  const std::string_view instance = payload.substr(0, newline);
+  if (instance == instance_id_) return;
+  auto drop = [&](std::string_view reason, std::string_view what) {
+    log_.log("cluster",
+             fmt::format("cluster: dropped a relayed line from redis {} {}", label_, what),
+             {Logger::str("redis", label_), Logger::str("state", "dropped"),
+              Logger::str("reason", std::string(reason))});
+  };
   if (payload.size() > max_payload_) {
     log_.log("cluster",
              fmt::format(
@@ -233,15 +388,23 @@ void ChatCluster::on_pubsub_message(std::string_view payload) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (line.empty()) return;
   if (line.find_first_of("\r\n") != std::string_view::npos) {
-    log_.log(
-        "cluster",
-        fmt::format("cluster: dropped a relayed line from redis {} with a line break inside: {}",
-                    label_, printable(line, 200)),
-        {Logger::str("redis", label_), Logger::str("state", "dropped"),
-         Logger::str("reason", "line break inside")});
+    drop("line break inside", "with a line break inside: " + printable(line, 200));
     return;
   }
-  deliver_(std::string(line) + '\n');
+  // "<NICK> TEXT", a nick holding no space: the first "> " ends it.
+  const size_t end = line.find("> ");
+  if (line.front() != '<' || end == std::string_view::npos) {
+    drop("not a chat line", "that is not \"<NICK> TEXT\": " + printable(line, 200));
+    return;
+  }
+  const std::string_view nick = line.substr(1, end - 1);
+  const std::string_view text = line.substr(end + 2);
+  if (auto problem = nick_problem(nick)) {
+    drop("bad nick", fmt::format("under a bad nick ({}): {}", *problem, printable(line, 200)));
+    return;
+  }
+  if (text.empty()) return;
+  deliver_(nick, text, instance);
 }
 
 namespace {

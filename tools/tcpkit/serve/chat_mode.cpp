@@ -60,15 +60,25 @@ std::string ChatMode::client_name(const TcpConnectionPtr& conn) const {
 
 void ChatMode::join_cluster(EventLoop* loop, std::string label, std::vector<Endpoint> redis,
                             RedisAuth auth) {
-  cluster_ =
-      std::make_unique<ChatCluster>(loop, std::move(label), std::move(redis), std::move(auth),
-                                    max_message_, observer_.log(), [this](std::string_view line) {
-                                      // From Redis, so from outside: held to what a member's line
-                                      // may carry.
-                                      if (!line.empty() && line.back() == '\n')
-                                        line.remove_suffix(1);
-                                      broadcast(chat_text(line, utf8_) + "\n", nullptr);
-                                    });
+  cluster_ = std::make_unique<ChatCluster>(
+      loop, std::move(label), std::move(redis), std::move(auth), max_message_, observer_.log(),
+      [this](std::string_view nick, std::string_view text, std::string_view /*instance*/) {
+        // From Redis, so from outside: held to what a member's line may carry.
+        broadcast(fmt::format("<{}> {}\n", from_utf8(nick), chat_text(from_utf8(text), utf8_)),
+                  nullptr);
+      });
+}
+
+// Lines travel between instances in UTF-8, whatever each one's encoding;
+// invalid bytes are escaped on the way, as "\xHH".
+std::string ChatMode::to_utf8(std::string_view wire) const {
+  auto utf8 = Transcoder::convert(encoding_, "utf-8", wire);
+  return utf8 ? *utf8 : std::string(wire);
+}
+
+std::string ChatMode::from_utf8(std::string_view utf8) const {
+  auto wire = Transcoder::convert("utf-8", encoding_, utf8);
+  return wire ? *wire : std::string(utf8);
 }
 
 void ChatMode::start_cluster() {
@@ -122,9 +132,9 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
   // What reaches other members' terminals carries no control characters:
   // a CR or an ESC sequence in a line could rewrite what they see (and
   // show a line under another member's name).
-  std::string text = fmt::format("<{}> {}\n", room_.name_of(conn), chat_text(line, utf8_));
-  broadcast(text, conn);
-  if (cluster_) cluster_->publish(text);
+  const std::string name = room_.name_of(conn);
+  broadcast(fmt::format("<{}> {}\n", name, chat_text(line, utf8_)), conn);
+  if (cluster_) cluster_->publish(to_utf8(name), to_utf8(line));
 }
 
 // Only the one who asked hears why; the room never sees the name.

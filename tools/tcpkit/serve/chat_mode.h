@@ -42,6 +42,9 @@ class ChatMode final : public ModeHandler {
   // Why a /nick (in the wire encoding) is refused, or nullopt.
   std::optional<std::string> check_nick(std::string_view wire) const;
   void refuse_nick(const TcpConnectionPtr& conn, std::string_view why) const;
+  // Text between the wire encoding and the cluster's UTF-8.
+  std::string to_utf8(std::string_view wire) const;
+  std::string from_utf8(std::string_view utf8) const;
   // Sends to the local members and counts the lines for the metrics.
   void broadcast(std::string_view line, const TcpConnectionPtr& except);
 
