@@ -505,3 +505,42 @@ def test_a_redis_that_stops_answering_is_dropped(tcpkit_process, redis_server):
     wait_joined(a, redis.port, times=2)
     wait_log(a, r"cluster: 1 local lines were not relayed while redis was away")
     alice.close()
+
+
+def instance_tag(server) -> str:
+    """The six hex digits that mark an instance's lines under a name held elsewhere."""
+    match = wait_log(server, r"cluster: joining chat through redis .* as instance \d+-([0-9a-f]{6})")
+    return match.group(1)
+
+
+def test_a_name_is_held_across_instances(tcpkit_process, redis_server):
+    """Regression: names were unique per instance only, so a member of B
+    could take the name of a member of A and speak as them: A's members saw
+    the line under their friend's name, and that member under their own."""
+    redis = redis_server()
+    a, port_a = start_instance(tcpkit_process, redis.port)
+    b, port_b = start_instance(tcpkit_process, redis.port)
+    wait_joined(a, redis.port)
+    wait_joined(b, redis.port)
+    alice, dave = local_chat_works(a, port_a)
+    mallory = ChatClient(port_b)
+    wait_log(b, rf"connect {re.escape(mallory.name)} ")
+    alice.say("/nick alice")
+    dave.expect(f"* {alice.name} is now known as alice")
+    alice.say("hi all")
+    dave.expect("<alice> hi all")
+    mallory.expect("<alice> hi all")
+    # B heard alice speak from A: the name is held.
+    mallory.say("/nick ALICE")
+    mallory.expect("* nick refused: another member has that name")
+    # dave has not spoken, so B cannot know his name is held; a line under
+    # it shows on A with B's mark, never as dave's own.
+    dave.say("/nick dave")
+    alice.expect(f"* {dave.name} is now known as dave")
+    mallory.say("/nick dave")
+    mallory.say("I am dave")
+    tag = instance_tag(b)
+    alice.expect(f"<dave@{tag}> I am dave")
+    dave.expect(f"<dave@{tag}> I am dave")
+    for client in (alice, dave, mallory):
+        client.close()

@@ -62,10 +62,11 @@ void ChatMode::join_cluster(EventLoop* loop, std::string label, std::vector<Endp
                             RedisAuth auth) {
   cluster_ = std::make_unique<ChatCluster>(
       loop, std::move(label), std::move(redis), std::move(auth), max_message_, observer_.log(),
-      [this](std::string_view nick, std::string_view text, std::string_view /*instance*/) {
-        // From Redis, so from outside: held to what a member's line may carry.
-        broadcast(fmt::format("<{}> {}\n", from_utf8(nick), chat_text(from_utf8(text), utf8_)),
-                  nullptr);
+      [this](std::string_view nick, std::string_view text, std::string_view instance) {
+        // From Redis, so from outside: held to what a member's line may
+        // carry, and shown under a name nobody else holds.
+        const std::string name = room_.relayed_name(from_utf8(nick), instance);
+        broadcast(fmt::format("<{}> {}\n", name, chat_text(from_utf8(text), utf8_)), nullptr);
       });
 }
 

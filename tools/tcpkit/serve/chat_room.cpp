@@ -1,5 +1,7 @@
 #include "serve/chat_room.h"
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <cctype>
 #include <vector>
@@ -10,11 +12,21 @@ namespace tcpkit::cli {
 namespace {
 
 // Names that differ only in ASCII case are one name, as on IRC.
+std::string folded(std::string_view name) {
+  std::string out(name);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
 bool same_name(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
+  return a.size() == b.size() && folded(a) == folded(b);
+}
+
+// "1234-0123456789abcdef" (pid, random) -> "012345": enough to tell the
+// instances of one room apart.
+std::string_view instance_tag(std::string_view instance) {
+  const size_t dash = instance.find('-');
+  return instance.substr(dash == std::string_view::npos ? 0 : dash + 1, 6);
 }
 
 }  // namespace
@@ -43,8 +55,32 @@ std::optional<std::string> ChatRoom::rename(const TcpConnectionPtr& conn, std::s
   for (const auto& [id, member] : members_) {
     if (id != conn->id() && same_name(member.name, name)) return std::nullopt;
   }
+  if (held_elsewhere(name, "", std::chrono::steady_clock::now())) return std::nullopt;
   std::swap(it->second.name, name);
   return name;
+}
+
+std::string ChatRoom::relayed_name(std::string name, std::string_view instance) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  const bool held_here = std::any_of(members_.begin(), members_.end(),
+                                     [&](const auto& m) { return same_name(m.second.name, name); });
+  if (held_here || held_elsewhere(name, instance, now))
+    return fmt::format("{}@{}", name, instance_tag(instance));
+  if (remote_names_.size() >= kMaxRemoteNames) {
+    std::erase_if(remote_names_,
+                  [&](const auto& r) { return now - r.second.last_used >= kRemoteNameTtl; });
+  }
+  if (remote_names_.size() < kMaxRemoteNames || remote_names_.count(folded(name)) != 0)
+    remote_names_[folded(name)] = RemoteName{std::string(instance), now};
+  return name;
+}
+
+bool ChatRoom::held_elsewhere(std::string_view name, std::string_view instance,
+                              std::chrono::steady_clock::time_point now) const {
+  auto it = remote_names_.find(folded(name));
+  return it != remote_names_.end() && it->second.instance != instance &&
+         now - it->second.last_used < kRemoteNameTtl;
 }
 
 std::string ChatRoom::name_of(const TcpConnectionPtr& conn) const {

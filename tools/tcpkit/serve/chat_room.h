@@ -6,12 +6,14 @@
 // while sending.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "tcpkit/callbacks.h"
@@ -33,8 +35,16 @@ class ChatRoom {
   Departure leave(const TcpConnectionPtr& conn);
   // Renames a member; returns the old name, or nullopt (and renames
   // nothing) when another member goes by `name` (ASCII case ignored), be it
-  // a nick or the address:port a member starts with.
+  // a nick or the address:port a member starts with, or a member of another
+  // instance used it lately (relayed_name()).
   std::optional<std::string> rename(const TcpConnectionPtr& conn, std::string name);
+  // With --cluster: the name to show for a line relayed from `instance`
+  // under `name`. It is `name`, remembered as that instance's for
+  // kRemoteNameTtl; or "name@TAG" (TAG from the instance's id) when a local
+  // member goes by it or another instance used it within that time, so that
+  // nobody's line shows under a name someone else holds.
+  std::string relayed_name(std::string name, std::string_view instance);
+  static constexpr std::chrono::minutes kRemoteNameTtl{10};
   std::string name_of(const TcpConnectionPtr& conn) const;
   // Sends `line` (which ends in "\n") to every member but `except` (may be
   // null); returns to how many.
@@ -46,12 +56,24 @@ class ChatRoom {
   // Every member but `except`; the caller holds mutex_.
   std::vector<TcpConnectionPtr> members_except(const TcpConnectionPtr& except) const;
 
+  // Whether a member of another instance than `instance` ("" for this one)
+  // used `name` within kRemoteNameTtl; the caller holds mutex_.
+  bool held_elsewhere(std::string_view name, std::string_view instance,
+                      std::chrono::steady_clock::time_point now) const;
+
   struct Member {
     TcpConnectionPtr conn;
     std::string name;
   };
+  struct RemoteName {
+    std::string instance;
+    std::chrono::steady_clock::time_point last_used;
+  };
+  static constexpr size_t kMaxRemoteNames = 4096;
   mutable std::mutex mutex_;
   std::map<uint64_t, Member> members_;  // by connection id
+  // Names heard from other instances, by their ASCII lower case.
+  std::unordered_map<std::string, RemoteName> remote_names_;
 };
 
 }  // namespace tcpkit::cli
