@@ -11,8 +11,20 @@ using namespace tcpkit::cli;
 using namespace std::string_literals;
 
 TEST(Printable, EscapesControlsAndKeepsText) {
-  EXPECT_EQ(printable("héllo 你好\tok\n"), "héllo 你好\tok");
+  EXPECT_EQ(printable("héllo 你好\tok"), "héllo 你好\tok");
   EXPECT_EQ(printable("a\r\nb\x1b[31m\x00"s), "a\\r\\nb\\x1b[31m\\x00");
+}
+
+// Regression: printable() dropped a trailing line break, which a message's
+// log line need not show, from every field it escaped: a TLS server name
+// "localhost\n" was logged as "localhost". Only a message drops its own.
+TEST(Printable, ShowsATrailingLineBreakThatAMessageAloneDrops) {
+  EXPECT_EQ(printable("localhost\n"), "localhost\\n");
+  EXPECT_EQ(printable("x\r\n"), "x\\r\\n");
+  EXPECT_EQ(without_line_break("hello\r\n"), "hello");
+  EXPECT_EQ(without_line_break("hello\n"), "hello");
+  EXPECT_EQ(without_line_break("a\nb\n\n"), "a\nb\n");
+  EXPECT_EQ(without_line_break("hello"), "hello");
 }
 
 // Regression: DEL, C1 controls and bidi overrides passed through.

@@ -107,9 +107,13 @@ std::string escape(std::string_view text, bool escape_backslash, size_t max_byte
 }  // namespace
 
 std::string printable(std::string_view text, size_t max_bytes, Backslash backslash) {
+  return escape(text, backslash == Backslash::escape, max_bytes);
+}
+
+std::string_view without_line_break(std::string_view text) {
   if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
   if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-  return escape(text, backslash == Backslash::escape, max_bytes);
+  return text;
 }
 
 std::string one_line(std::string_view text) {

@@ -22,19 +22,21 @@ namespace tcpkit::cli {
 // control bytes must not become a four-megabyte log line.
 constexpr size_t kMaxPrintableBytes = 4096;
 
-// One outside field for a text log: drops a single trailing line break, then
-// writes "\\" for a backslash, "\n", "\r", "\xNN" for the other C0 controls,
-// DEL and each byte of invalid UTF-8, "\uNNNN" for C1 controls, bidi
-// controls (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069) and the
-// line and paragraph separators (U+2028, U+2029); a tab and all other valid
-// UTF-8 pass. Output past `max_bytes` is cut at a character
-// and ends in "...[N more bytes]", N counting the input bytes left out.
+// One outside field for a text log: writes "\\" for a backslash, "\n", "\r", "\xNN" for the other
+// C0 controls, DEL and each byte of invalid UTF-8, "\uNNNN" for C1 controls, bidi controls (U+200E,
+// U+200F, U+061C, U+202A-U+202E, U+2066-U+2069) and the line and paragraph separators (U+2028,
+// U+2029); a tab and all other valid UTF-8 pass. Output past `max_bytes` is cut at a character and
+// ends in "...[N more bytes]", N counting the input bytes left out.
 //
 // Backslash::keep is for text that holds escapes already: a transcoder's
 // "\xHH" for bytes invalid in a non-UTF-8 wire encoding.
 enum class Backslash { escape, keep };
 std::string printable(std::string_view text, size_t max_bytes = kMaxPrintableBytes,
                       Backslash backslash = Backslash::escape);
+
+// A message without the one "\n" or "\r\n" that ends it, which its log line
+// need not show; any other line break stays, for printable() to escape.
+std::string_view without_line_break(std::string_view text);
 
 // The logger's safety net for a whole text line that its callers composed:
 // the same escapes as printable() except that a backslash stays as it is

@@ -51,8 +51,8 @@ void AckMode::closed(const TcpConnectionPtr& conn) {
   }
   if (held.empty()) return;
   const bool decoded = session->decoder.has_value();
-  observer_.message(
-      conn, printable(held, kMaxPrintableBytes, decoded ? Backslash::keep : Backslash::escape));
+  observer_.message(conn, printable(without_line_break(held), kMaxPrintableBytes,
+                                    decoded ? Backslash::keep : Backslash::escape));
 }
 
 void AckMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
@@ -90,8 +90,8 @@ void AckMode::handle_message(const TcpConnectionPtr& conn, ServeSession* session
     // A decoder's text has its backslashes doubled already (log_text), and
     // "\xHH" escapes of its own that must stay as they are.
     const bool decoded = session != nullptr && session->decoder;
-    observer_.message(
-        conn, printable(text, kMaxPrintableBytes, decoded ? Backslash::keep : Backslash::escape));
+    observer_.message(conn, printable(without_line_break(text), kMaxPrintableBytes,
+                                      decoded ? Backslash::keep : Backslash::escape));
   }
   send_framed(conn, encoded_reply_);
 }
