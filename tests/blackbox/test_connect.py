@@ -348,6 +348,38 @@ def test_interactive_gbk_encodes_stdin():
     assert result.stdout == "好的"
 
 
+@pytest.mark.parametrize("line_mode", [[], ["--line"]], ids=["bytes", "line"])
+@pytest.mark.parametrize("stdin, says", [
+    ("ok 你好\nhi 😀 there\nnever sent\n".encode(), "stdin line 2: '😀' has no form in GBK (byte 4 of the line)"),
+    (b"ok\nbad \xff\xfe\nnever sent\n", "stdin line 2: byte 0xFF is not UTF-8 (byte 5 of the line)"),
+    ("ok\ncut short \u4e16".encode()[:-1], "stdin line 2: byte 0xE4 is not UTF-8 (byte 11 of the line)"),
+], ids=["emoji", "invalid-utf8", "cut-at-eof"])
+def test_regression_interactive_stdin_the_encoding_cannot_carry_is_refused(line_mode, stdin, says):
+    # A character the wire encoding lacks, and bytes that are not UTF-8, went
+    # out silently as the text of their escapes ("hi \xF0\x9F\x98\x80"),
+    # exit status 0. As with --send, that text is not sent: the lines before
+    # it are, its line and the rest of stdin are not, and the status is 1.
+    got = {}
+
+    def capture(conn):
+        got["data"] = recv_until_eof(conn)
+
+    with PeerServer(capture) as server:
+        result = subprocess.run([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port),
+                                 "--encoding", "gbk", *line_mode], input=stdin,
+                                capture_output=True, timeout=scaled(DEFAULT_TIMEOUT))
+        server.wait()
+    assert result.returncode == 1, result
+    stderr = result.stderr.decode()
+    assert f"tcpkit connect: {says}; that line and the rest of stdin were not sent" in stderr, stderr
+    sent = "ok 你好\n" if "你好" in stdin.decode(errors="replace") else "ok\n"
+    if not line_mode and says.startswith("stdin line 2: byte 0xE4"):
+        # Without --line stdin goes out as it is read: only the end of
+        # input shows the last character cut short, after its line's start went.
+        sent += "cut short "
+    assert got["data"] == sent.encode("gbk"), got
+
+
 def test_wait_bounds_the_time_after_stdin_eof():
     release = threading.Event()
 

@@ -6,6 +6,8 @@
 // stream encrypts; its ciphertext not yet sent counts as queued output.
 // The peer's FIN ends only its direction: like nc -N, the session goes on
 // sending stdin until it ends, then sends its own FIN and exits.
+// With a wire encoding other than UTF-8, stdin must be UTF-8 that the
+// encoding can write, as a --send text must (see refuse_input()).
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <utility>
 
 #include "commands.h"
+#include "common/text_escape.h"
 #include "connect/session.h"
 
 namespace tcpkit::cli {
@@ -27,7 +30,11 @@ constexpr size_t kReadSize = size_t{64} * 1024;
 class InteractiveSession {
  public:
   InteractiveSession(TcpStream& stream, SessionContext& context)
-      : stream_(stream), context_(context), buffer_(kReadSize) {}
+      : stream_(stream), context_(context), buffer_(kReadSize) {
+    if (!context_.encoder) return;
+    if (auto checker = Transcoder::open("UTF-8", context_.options.encoding))
+      checker_.emplace(std::move(*checker));
+  }
 
   int run();
 
@@ -42,8 +49,13 @@ class InteractiveSession {
   // when a line is over --max-line.
   std::optional<int> queue_input(std::string_view text);
   int line_too_long() const;
-  // Appends `text`, converted from UTF-8 to the session's encoding, to output_.
-  void encode(std::string_view text);
+  // Appends `text`, converted from UTF-8 to the session's encoding, to
+  // output_; holds the start of a character that the next read completes,
+  // unless `at_end`. Text the encoding cannot carry is refused instead.
+  void encode(std::string_view text, bool at_end = false);
+  // `text` (whole characters) holds bytes that are not UTF-8 or a character
+  // the encoding lacks: sends the lines before it, reports, and ends the input.
+  void refuse_input(std::string_view text);
   void queue_end_of_input();
   std::optional<int> flush_output();
   std::optional<int> finish_input();
@@ -55,6 +67,17 @@ class InteractiveSession {
   std::string output_;
   // --line: stdin text after its last newline, sent once the line is whole.
   std::string partial_line_;
+  // With an encoder: fed what the encoder is about to get, to find text it
+  // could only send as the text of an escape before anything of it is sent.
+  std::optional<Transcoder> checker_;
+  // The start of a UTF-8 character whose rest the next read brings.
+  std::string held_;
+  // Encoded so far: stdin's newlines, and the bytes of the line after the last one.
+  size_t lines_encoded_ = 0;
+  size_t line_bytes_encoded_ = 0;
+  // Stdin held text that could not be encoded: exit 1 once the lines
+  // before it are sent.
+  bool input_refused_ = false;
   bool stdin_open_ = true;
   bool input_finished_ = false;
   // The peer has sent its FIN: nothing more to read, stdin still to send.
@@ -129,6 +152,13 @@ std::optional<int> InteractiveSession::on_peer_finished() {
   if (std::exchange(stdin_ready_, false)) {
     if (auto code = on_stdin_readable()) return *code;
   }
+  // Stdin was refused and is no longer read: the lines before the refused
+  // one are still on their way, then the session ends with its failure.
+  if (input_refused_) {
+    if (!output_queued()) return kExitFailure;
+    peer_finished_ = true;
+    return std::nullopt;
+  }
   if (input_finished_ || ::isatty(STDIN_FILENO)) {
     std::fputs("connection closed by peer\n", stderr);
     return kExitOk;
@@ -186,6 +216,7 @@ std::optional<int> InteractiveSession::queue_input(std::string_view text) {
   if (last_end != std::string_view::npos) {
     partial_line_.append(text.substr(0, last_end + 1));
     encode(partial_line_);
+    if (input_refused_) return std::nullopt;
     partial_line_.assign(text.substr(last_end + 1));
   } else {
     partial_line_.append(text);
@@ -201,22 +232,95 @@ int InteractiveSession::line_too_long() const {
   return kExitFailure;
 }
 
-void InteractiveSession::encode(std::string_view text) {
-  if (context_.encoder) {
-    context_.encoder->feed(text, &output_);
+void InteractiveSession::encode(std::string_view text, bool at_end) {
+  if (!context_.encoder) {
+    output_.append(text);
     return;
   }
-  output_.append(text);
+  // The checker and the encoder get whole characters, so that a bad one is
+  // found in the text that holds it.
+  std::string whole = std::exchange(held_, {});
+  whole.append(text);
+  if (!at_end) {
+    held_ = whole.substr(whole.size() - incomplete_utf8_tail(whole));
+    whole.resize(whole.size() - held_.size());
+  }
+  // A character that stdin's end cut short would stay held in the checker.
+  if (at_end && incomplete_utf8_tail(whole) > 0) {
+    refuse_input(whole);
+    return;
+  }
+  if (checker_) {
+    const size_t before = checker_->invalid_bytes();
+    checker_->feed(whole);
+    if (checker_->invalid_bytes() != before) {
+      refuse_input(whole);
+      return;
+    }
+  }
+  context_.encoder->feed(whole, &output_);
+  const size_t last_newline = whole.rfind('\n');
+  if (last_newline == std::string::npos) {
+    line_bytes_encoded_ += whole.size();
+    return;
+  }
+  lines_encoded_ += static_cast<size_t>(std::count(whole.begin(), whole.end(), '\n'));
+  line_bytes_encoded_ = whole.size() - last_newline - 1;
+}
+
+// What the transcoder cannot write it would send as the text of its escape
+// ("\xF0\x9F\x98\x80"), which the peer cannot tell from text typed so. As
+// with --send, such text is not sent: the lines before it go out, its line
+// and the rest of stdin do not (without --line, a part of the line that an
+// earlier read brought has gone out already), and the exit status is 1.
+void InteractiveSession::refuse_input(std::string_view text) {
+  auto probe = Transcoder::open("UTF-8", context_.options.encoding);
+  size_t at = 0;
+  std::string what;
+  while (at < text.size()) {
+    const size_t length = utf8_character_length(text.substr(at));
+    if (length == 0) {
+      what = fmt::format("byte 0x{:02X} is not UTF-8", static_cast<unsigned char>(text[at]));
+      break;
+    }
+    if (probe) {
+      const size_t before = probe->invalid_bytes();
+      probe->feed(text.substr(at, length));
+      probe->finish();
+      if (probe->invalid_bytes() != before) {
+        what = fmt::format("'{}' has no form in {}", printable(text.substr(at, length)),
+                           context_.encoder->to());
+        break;
+      }
+    }
+    at += length;
+  }
+  if (what.empty()) what = fmt::format("text has no form in {}", context_.encoder->to());
+  const std::string_view before = text.substr(0, at);
+  const size_t newline = before.rfind('\n');
+  const size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
+  const size_t line =
+      lines_encoded_ + static_cast<size_t>(std::count(before.begin(), before.end(), '\n')) + 1;
+  const size_t byte = (line_start == 0 ? line_bytes_encoded_ : 0) + (at - line_start) + 1;
+  context_.encoder->feed(text.substr(0, line_start), &output_);
+  context_.encoder->finish(&output_);
+  report(
+      fmt::format("stdin line {}: {} (byte {} of the line); that line and the rest of stdin "
+                  "were not sent",
+                  line, what, byte));
+  input_refused_ = true;
+  stdin_open_ = false;
+  partial_line_.clear();
+  held_.clear();
 }
 
 void InteractiveSession::queue_end_of_input() {
   // The last line may lack its newline; --line promises every line ends with one.
-  if (!partial_line_.empty()) {
-    partial_line_ += '\n';
-    encode(partial_line_);
-    partial_line_.clear();
-  }
-  if (context_.encoder) context_.encoder->finish(&output_);
+  std::string last = std::exchange(partial_line_, {});
+  if (!last.empty()) last += '\n';
+  // A character that stdin's end cut short is refused here.
+  encode(last, /*at_end=*/true);
+  if (context_.encoder && !input_refused_) context_.encoder->finish(&output_);
 }
 
 std::optional<int> InteractiveSession::flush_output() {
@@ -233,6 +337,7 @@ std::optional<int> InteractiveSession::flush_output() {
     output_.erase(0, *n);
   }
   if (stream_.has_pending_output()) return std::nullopt;
+  if (input_refused_) return kExitFailure;
   if (!stdin_open_ && !input_finished_) return finish_input();
   return std::nullopt;
 }
