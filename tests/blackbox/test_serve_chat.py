@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import wait_until
+from conftest import run_tcpkit, wait_until
 from serve_util import ChatClient, count_lines, find_line, recv_line, recv_until_eof, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
@@ -371,3 +371,29 @@ def test_a_gbk_nick_is_checked_after_conversion(tcpkit_process):
     assert recv_line(a.sock, a.buffer).decode("gbk").startswith("* nick refused: ")
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("encoding", ["iso-2022-jp", "ISO-2022-JP-2", "iso-2022-jp-3", "iso-2022-cn",
+                                      "iso-2022-cn-ext", "iso-2022-kr", "utf-7"])
+def test_regression_an_encoding_with_shift_states_is_refused_by_chat(encoding):
+    # ISO-2022-JP was accepted: its ESC bytes were escaped as control
+    # characters, so every line with a kanji reached the others mangled;
+    # and a line cannot start in the state the line before it ended in.
+    result = run_tcpkit("serve", "--port", "0", "--mode", "chat", "--encoding", encoding)
+    assert result.returncode == 2, result
+    assert f"tcpkit serve: --encoding {encoding} " in result.stderr, result.stderr
+    assert "chat needs an encoding that keeps ASCII as it is" in result.stderr, result.stderr
+
+
+def test_chat_takes_multibyte_encodings_without_shift_states(tcpkit_process):
+    for encoding in ("shift_jis", "euc-jp", "euc-kr", "gb18030", "big5"):
+        server, port = start_serve(tcpkit_process, "--mode", "chat", "--encoding", encoding)
+        a, b = ChatClient(port), ChatClient(port)
+        a.expect(f"* {b.name} joined (2 online)")
+        text = "日本" if encoding in ("shift_jis", "euc-jp") else "中" if encoding != "euc-kr" else "한"
+        a.sock.sendall(text.encode(encoding) + b"\n")
+        assert recv_line(b.sock, b.buffer).decode(encoding) == f"<{a.name}> {text}"
+        a.close()
+        b.close()
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
