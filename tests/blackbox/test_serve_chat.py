@@ -397,3 +397,19 @@ def test_chat_takes_multibyte_encodings_without_shift_states(tcpkit_process):
         b.close()
         server.signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
+
+
+def test_regression_a_member_closed_for_a_long_line_is_told_why(tcpkit_process):
+    # The member over --max-message was closed with no word: its client
+    # saw the connection end and could not tell why.
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--max-message", "1024",
+                               "--encoding", "gbk")
+    a, b = ChatClient(port), ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.sock.sendall(b"x" * 2000 + b"\n")
+    assert recv_line(a.sock, a.buffer).decode("gbk") == "* line over --max-message (1024 bytes); closing"
+    server.wait_for_line(esc(f"disconnect {a.name}: message too large (clients: 1)"))
+    b.expect(f"* {a.name} left")
+    b.expect_silence()
+    a.close()
+    b.close()

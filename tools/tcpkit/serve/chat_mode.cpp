@@ -102,6 +102,12 @@ void ChatMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
   if (result == DecodeResult::too_large) {
     in.retrieve_all();
+    // The member hears why; what the kernel took before the close still goes.
+    const std::string text =
+        fmt::format("* line over --max-message ({} bytes); closing\n", max_message_);
+    auto notice = Transcoder::convert("utf-8", encoding_, text);
+    conn->send(notice ? *notice : text);
+    observer_.message_sent();
     conn->force_close(make_error_code(Errc::frame_too_large));
   }
 }
