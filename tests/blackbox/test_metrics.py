@@ -304,6 +304,8 @@ def test_clients_json_lists_peers_names_and_bytes(tcpkit_process):
     a.sendall(b"/nick alice\n")
     renamed = recv_line(b, b_buf) + b"\n"
     assert renamed == f"* {peer_name(a)} is now known as alice\n".encode()
+    confirmed = recv_line(a, a_buf) + b"\n"
+    assert confirmed == b"* you are now known as alice\n"
 
     status, headers, body = get_url(mport, "/clients.json")
     assert status == 200 and headers["Content-Type"] == "application/json"
@@ -314,7 +316,7 @@ def test_clients_json_lists_peers_names_and_bytes(tcpkit_process):
     assert rows[peer_name(a)]["name"] == "alice"
     assert rows[peer_name(b)]["name"] == peer_name(b)
     assert rows[peer_name(a)]["bytes_in"] == len(b"/nick alice\n")
-    assert rows[peer_name(a)]["bytes_out"] == len(joined)
+    assert rows[peer_name(a)]["bytes_out"] == len(joined) + len(confirmed)
     assert rows[peer_name(b)]["bytes_in"] == 0
     assert rows[peer_name(b)]["bytes_out"] == len(renamed)
     for row in rows.values():
@@ -322,7 +324,7 @@ def test_clients_json_lists_peers_names_and_bytes(tcpkit_process):
         assert abs((datetime.utcnow() - since).total_seconds()) < 60
     m = scrape(mport, "chat")
     assert m.get("tcpkit_messages_received_total") == 1
-    assert m.get("tcpkit_messages_sent_total") == 2  # the join and the rename notice
+    assert m.get("tcpkit_messages_sent_total") == 3  # the join, the rename's notice and confirmation
     a.close()
     b.close()
 

@@ -3,7 +3,8 @@
 Every line one client sends goes to every other client as `<NAME> TEXT`;
 NAME is the sender's address:port until it sets one with `/nick NAME`.
 Others are told `* NAME joined (N online)`, `* NAME left` and
-`* OLD is now known as NEW`. A client that does not read is dropped once its
+`* OLD is now known as NEW`; the member who renamed itself, `* you are now
+known as NEW`. A client that does not read is dropped once its
 queue passes the high-water mark, and nobody else loses a line.
 """
 
@@ -54,6 +55,7 @@ def test_chat_three_clients_nick_join_leave(tcpkit_process):
     c.expect(f"<{b.name}> hello back")
 
     a.say("/nick alice")
+    a.expect("* you are now known as alice")
     b.expect(f"* {a.name} is now known as alice")
     c.expect(f"* {a.name} is now known as alice")
     a.say("hi from alice")
@@ -72,7 +74,7 @@ def test_chat_three_clients_nick_join_leave(tcpkit_process):
 
     c.say("bye")
     a.expect(f"<{c.name}> bye")
-    # a got nothing of its own: no echo of its lines, no notice of its nick
+    # a got nothing of its own but its nick's confirmation: no echo of its lines
     a.expect_silence()
 
     a.close()
@@ -367,6 +369,7 @@ def test_a_gbk_nick_is_checked_after_conversion(tcpkit_process):
     a.expect(f"* {b.name} joined (2 online)")
     a.sock.sendall(b"/nick " + "小明".encode("gbk") + b"\n")
     assert recv_line(b.sock, b.buffer).decode("gbk") == f"* {a.name} is now known as 小明"
+    assert recv_line(a.sock, a.buffer).decode("gbk") == "* you are now known as 小明"
     a.sock.sendall(b"/nick \x81\x20x\n")  # a GBK lead byte without its trail byte
     assert recv_line(a.sock, a.buffer).decode("gbk").startswith("* nick refused: ")
     a.close()
@@ -413,3 +416,12 @@ def test_regression_a_member_closed_for_a_long_line_is_told_why(tcpkit_process):
     b.expect_silence()
     a.close()
     b.close()
+
+
+def test_regression_a_nick_is_confirmed_to_the_member_who_asked(tcpkit_process):
+    # Only the others heard of a rename, so a client waiting for a reply
+    # to "/nick NAME" (connect --line --send without --wait) waited forever.
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    result = run_tcpkit("connect", "127.0.0.1", port, "--line", "--send", "/nick alice", timeout=20)
+    assert result.returncode == 0, result
+    assert result.stdout == "* you are now known as alice\n", result

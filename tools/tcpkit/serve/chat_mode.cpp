@@ -133,6 +133,10 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
       refuse_nick(conn, "another member has that name");
       return;
     }
+    // The one who asked hears it too: a client that waits for a reply
+    // (connect --line --send "/nick NAME") gets one.
+    conn->send(fmt::format("* you are now known as {}\n", name));
+    observer_.message_sent();
     broadcast(fmt::format("* {} is now known as {}\n", *old, name), conn);
     return;
   }
