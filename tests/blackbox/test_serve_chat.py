@@ -425,3 +425,16 @@ def test_regression_a_nick_is_confirmed_to_the_member_who_asked(tcpkit_process):
     result = run_tcpkit("connect", "127.0.0.1", port, "--line", "--send", "/nick alice", timeout=20)
     assert result.returncode == 0, result
     assert result.stdout == "* you are now known as alice\n", result
+
+
+def test_regression_empty_lines_are_not_broadcast(tcpkit_process):
+    # A bare newline reached every member as "<name> ": 10,000 of them
+    # became 190 kB for each member.
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    a, b = ChatClient(port), ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    a.sock.sendall(b"\n" * 1000 + b"\r\n" * 1000 + b"after the empty lines\n")
+    b.expect(f"<{a.name}> after the empty lines")
+    b.expect_silence()
+    a.close()
+    b.close()

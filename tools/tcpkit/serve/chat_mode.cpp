@@ -121,6 +121,9 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
     return;
   }
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  // An empty line says nothing (IRC drops it too): broadcast, every bare
+  // newline cost each member a whole "<name> " line.
+  if (line.empty()) return;
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {
     std::string name(line.substr(kNick.size()));
