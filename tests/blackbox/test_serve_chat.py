@@ -340,7 +340,7 @@ def test_regression_a_nick_another_member_goes_by_is_refused(tcpkit_process):
     c = ChatClient(port)
     b.expect(f"* {c.name} joined (3 online)")
     b.say(f"/nick {c.name}")
-    assert b.line() == "* nick refused: another member has that name"
+    assert b.line().startswith("* nick refused: a nick cannot look like an address")
     a.say("/nick bob")  # its own name again: no one else's
     b.expect(f"* bob is now known as bob")
     for client in (a, b, c):
@@ -436,5 +436,22 @@ def test_regression_empty_lines_are_not_broadcast(tcpkit_process):
     a.sock.sendall(b"\n" * 1000 + b"\r\n" * 1000 + b"after the empty lines\n")
     b.expect(f"<{a.name}> after the empty lines")
     b.expect_silence()
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("nick", ["127.0.0.1:{port}", "[::1]:5000", "unix:/tmp/chat.sock"])
+def test_regression_a_nick_shaped_like_an_address_is_refused(tcpkit_process, nick):
+    # "/nick 127.0.0.1:9599" was taken; a member who later connected from
+    # that address joined under the same name, and two members showed as one.
+    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    a, b = ChatClient(port), ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    nick = nick.format(port=int(b.name.rsplit(":", 1)[1]) + 1)
+    a.say(f"/nick {nick}")
+    assert a.line() == ("* nick refused: a nick cannot look like an address (HOST:PORT or "
+                        "unix:PATH), which members without a nick go by")
+    a.say("still unnamed")
+    b.expect(f"<{a.name}> still unnamed")
     a.close()
     b.close()

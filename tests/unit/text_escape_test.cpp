@@ -98,6 +98,19 @@ TEST(Nick, RulesAreUtf8NoControlsAtMost32Characters) {
   EXPECT_TRUE(nick_problem("a\xe2\x80\xae"));
 }
 
+// Regression: "/nick 127.0.0.1:9599" was taken, and a member who later
+// connected from that address joined under the same name.
+TEST(Nick, AddressShapedNicksAreRefused) {
+  for (const char* nick : {"127.0.0.1:9599", "[::1]:5000", "[fe80::1%eth0]:22", "localhost:80",
+                           "x:0", "unix:/tmp/chat.sock", "UNIX:(unnamed)", "unix:"}) {
+    auto why = nick_problem(nick);
+    ASSERT_TRUE(why) << nick;
+    EXPECT_NE(why->find("cannot look like an address"), std::string::npos) << *why;
+  }
+  for (const char* nick : {"bob:", "a:b", "12:30pm", "unixfan", "port80", "::"})
+    EXPECT_FALSE(nick_problem(nick)) << nick;
+}
+
 // Regression: U+2028 and U+2029 reached text logs raw, a line break to some
 // log viewers.
 TEST(Printable, LineAndParagraphSeparatorsAreEscaped) {

@@ -67,6 +67,24 @@ bool is_space_or_invisible(uint32_t cp) {
          cp == 0x3164 || cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xFFF9 && cp <= 0xFFFB);
 }
 
+// The shape of the name a chat member goes by until it takes a nick: its
+// address, "HOST:PORT" ("127.0.0.1:41172", "[::1]:5000") or "unix:PATH".
+// Any text ending in ':' and digits counts, whether or not it parses: what
+// matters is that no member's address can ever be a nick.
+bool looks_like_address(std::string_view text) {
+  const size_t colon = text.rfind(':');
+  if (colon != std::string_view::npos && colon + 1 < text.size() &&
+      text.find_first_not_of("0123456789", colon + 1) == std::string_view::npos)
+    return true;
+  constexpr std::string_view kUnix = "unix:";
+  if (text.size() < kUnix.size()) return false;
+  for (size_t i = 0; i < kUnix.size(); ++i) {
+    const char c = text[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kUnix[i]) return false;
+  }
+  return true;
+}
+
 std::string escape(std::string_view text, bool escape_backslash, size_t max_bytes) {
   std::string out;
   out.reserve(std::min(text.size(), max_bytes) + 16);
@@ -159,6 +177,10 @@ std::optional<std::string> nick_problem(std::string_view utf8) {
     pos += d.length;
   }
   if (chars > kMaxNickChars) return fmt::format("a nick is at most {} characters", kMaxNickChars);
+  // A member who connects later from that address would go by the same name.
+  if (looks_like_address(utf8))
+    return "a nick cannot look like an address (HOST:PORT or unix:PATH), which members without "
+           "a nick go by";
   return std::nullopt;
 }
 
