@@ -455,3 +455,17 @@ def test_regression_a_nick_shaped_like_an_address_is_refused(tcpkit_process, nic
     b.expect(f"<{a.name}> still unnamed")
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("framing", ["length", "raw"])
+def test_regression_chat_with_another_framing_is_a_usage_error(framing):
+    # --framing length was taken and silently served as lines.
+    result = run_tcpkit("serve", "--port", "0", "--mode", "chat", "--framing", framing)
+    assert result.returncode == 2, result
+    assert (f"tcpkit serve: --mode chat is line-based: --framing {framing} does not apply"
+            in result.stderr), result.stderr
+
+
+def test_chat_takes_framing_line_given_or_not(tcpkit_process):
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--framing", "line")
+    assert "(mode chat, framing line," in server.stdout_lines[0], server.stdout_lines[0]

@@ -299,9 +299,10 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::IsMember({"ack", "echo", "discard", "chat"}))
       ->capture_default_str();
   sub->add_option("--reply", opts->reply, "ack mode's reply text")->capture_default_str();
-  sub->add_option("--framing", (*names)[1], "raw (each read is a message) | line | length")
-      ->check(CLI::IsMember({"raw", "line", "length"}))
-      ->capture_default_str();
+  auto* framing =
+      sub->add_option("--framing", (*names)[1], "raw (each read is a message) | line | length")
+          ->check(CLI::IsMember({"raw", "line", "length"}))
+          ->capture_default_str();
   sub->add_option("--encoding", opts->encoding,
                   "text encoding on the wire: utf-8, gbk, gb18030, big5, ...")
       ->capture_default_str();
@@ -367,13 +368,22 @@ Command add_serve_command(CLI::App& app) {
                 "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   add_log_format_flag(*sub, opts->log_format);
-  return {sub, [opts, names, unix_path, port] {
+  return {sub, [opts, names, unix_path, port, framing] {
             if (port->count() > 0 && Endpoint::names_unix_socket(opts->host)) {
               fmt::print(stderr, "tcpkit serve: --port does not apply to --host {}\n", opts->host);
               return kExitUsage;
             }
             opts->mode = kModes.at((*names)[0]);
             opts->framing = kFramings.at((*names)[1]);
+            // Chat is made of lines; another framing asked for would be ignored.
+            if (opts->mode == ServeMode::chat && framing->count() > 0 &&
+                opts->framing != Framing::line) {
+              fmt::print(stderr,
+                         "tcpkit serve: --mode chat is line-based: --framing {} does not apply "
+                         "(leave --framing out, or give --framing line)\n",
+                         (*names)[1]);
+              return kExitUsage;
+            }
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;
             return run_serve(*opts, *unix_path);
           }};
