@@ -210,9 +210,12 @@ void TcpServer::stop(std::chrono::milliseconds drain_deadline, std::function<voi
   base_acceptors_.clear();
   for (auto& state : loop_states_) {
     LoopState* s = state.get();
-    s->loop->run_in_loop([s] {
+    s->loop->run_in_loop([s, draining = on_draining_] {
       s->acceptors.clear();
-      for (auto& [id, conn] : s->connections) conn->shutdown();
+      for (auto& [id, conn] : s->connections) {
+        if (draining) draining(conn);
+        conn->shutdown();
+      }
     });
   }
   drain_timer_ = loop_->run_after(drain_deadline, [this] {

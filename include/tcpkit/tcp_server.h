@@ -72,6 +72,7 @@ class TcpServer {
   /// Stops accepting, shuts every connection down (FIN after its output
   /// drains), and force-closes what is still open after `drain_deadline`.
   /// `on_stopped` runs in the base loop once every connection is gone.
+  /// The on_draining callback, if set, runs for each connection first.
   void stop(std::chrono::milliseconds drain_deadline, std::function<void()> on_stopped = {});
 
   /// Connections accepted from then on get these (all of them share one
@@ -84,6 +85,10 @@ class TcpServer {
   /// A connection is ready for traffic: after its TLS handshake, or right
   /// after on_connection without TLS (ConnectionCallbacks::on_handshake).
   void set_on_handshake(ConnectionCallback cb);
+  /// stop() is about to shut `conn` down: runs in the connection's loop, just
+  /// before its shutdown(), so that what it sends (a goodbye) goes out
+  /// before the FIN. Set it before stop().
+  void set_on_draining(ConnectionCallback cb) { on_draining_ = std::move(cb); }
   /// A client was accepted and closed at once: over max_connections
   /// (Errc::too_many_connections) or refused by the accept filter
   /// (Errc::not_allowed); runs in the accepting loop.
@@ -128,6 +133,7 @@ class TcpServer {
   bool started_ = false;
   std::atomic<bool> stopping_{false};
   std::function<void()> on_stopped_;
+  ConnectionCallback on_draining_;
   uint64_t drain_timer_ = 0;
   /// Expires with the server; checked (in the base loop) by queued functors.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);

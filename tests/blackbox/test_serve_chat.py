@@ -469,3 +469,28 @@ def test_regression_chat_with_another_framing_is_a_usage_error(framing):
 def test_chat_takes_framing_line_given_or_not(tcpkit_process):
     server, port = start_serve(tcpkit_process, "--mode", "chat", "--framing", "line")
     assert "(mode chat, framing line," in server.stdout_lines[0], server.stdout_lines[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_regression_members_hear_that_the_server_is_shutting_down(tcpkit_process, signum):
+    # On SIGINT/SIGTERM every member got a bare FIN: its client could not
+    # tell a server going away from a network fault.
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--threads", "2",
+                               "--encoding", "gbk")
+    a = ChatClient(port)
+    server.wait_for_line(esc(f"connect {a.name} (clients: 1)"))
+    b = ChatClient(port)
+    a.expect(f"* {b.name} joined (2 online)")
+    b.say("/nick bob")
+    b.expect("* you are now known as bob")
+    a.expect(f"* {b.name} is now known as bob")
+    server.signal(signum)
+    # Both read to the end before either closes: a member that left first
+    # might be announced to the other before its own goodbye.
+    for member in (a, b):
+        rest, how = recv_until_eof(member.sock)
+        assert (bytes(member.buffer) + rest).decode("gbk") == "* server shutting down\n"
+        assert how is None
+    a.close()
+    b.close()
+    assert server.wait(timeout=10) == 0

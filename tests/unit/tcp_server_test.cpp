@@ -264,6 +264,39 @@ TEST(TcpServer, StopDeliversQueuedRepliesThenClosesAndCallsOnStopped) {
   h.finish(/*listening=*/false);
 }
 
+// A server's goodbye (chat: "* server shutting down") goes out before the
+// FIN that stop() sends, on every loop.
+TEST(TcpServer, StopRunsOnDrainingForEachConnectionBeforeItsFin) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 2;
+  std::atomic<int> drained{0};
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message([](const TcpConnectionPtr& conn, Buffer& in) { conn->send(in); });
+    s.set_on_draining([&](const TcpConnectionPtr& conn) {
+      EXPECT_TRUE(conn->loop()->is_in_loop_thread());
+      EXPECT_TRUE(conn->connected());
+      conn->send(std::string_view("bye\n"));
+      drained.fetch_add(1);
+    });
+  });
+  auto c1 = connect_client(h.address());
+  auto c2 = connect_client(h.address());
+  expect_echo(c1, "x");
+  expect_echo(c2, "y");
+  Watched<bool> stopped{false};
+  h.base().call([&] { h.server().stop(5s, [&] { stopped.set(true); }); });
+  EXPECT_EQ(read_to_eof(c1), "bye\n");
+  EXPECT_EQ(read_to_eof(c2), "bye\n");
+  EXPECT_EQ(drained.load(), 2);
+  c1.close();
+  c2.close();
+  ASSERT_TRUE(stopped.wait([](bool s) { return s; }));
+  h.finish(/*listening=*/false);
+}
+
 TEST(TcpServer, StopForceClosesConnectionsStillOpenAfterTheDeadline) {
   ServerHarness h;
   Tally tally;

@@ -44,6 +44,17 @@ void ChatMode::admitted(const TcpConnectionPtr& conn) {
       ChatRoom::send_to(before, fmt::format("* {} joined ({} online)\n", peer, before.size() + 1)));
 }
 
+// The server is stopping and the member's side closes next: it hears why
+// instead of a bare FIN.
+void ChatMode::draining(const TcpConnectionPtr& conn) {
+  draining_.store(true, std::memory_order_relaxed);
+  if (room_.name_of(conn).empty()) return;  // no member (yet): a health check, a PROXY header
+  const std::string text = "* server shutting down\n";
+  auto notice = Transcoder::convert("utf-8", encoding_, text);
+  conn->send(notice ? *notice : text);
+  observer_.message_sent();
+}
+
 void ChatMode::closed(const TcpConnectionPtr& conn) {
   ChatRoom::Departure gone = room_.leave(conn);
   if (gone.name.empty()) return;
@@ -120,6 +131,9 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
     observer_.message_sent();
     return;
   }
+  // The server is draining: members are shut down (FIN) one by one and can
+  // no longer hear what is said.
+  if (draining_.load(std::memory_order_relaxed)) return;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   // An empty line says nothing (IRC drops it too): broadcast, every bare
   // newline cost each member a whole "<name> " line.

@@ -4,6 +4,7 @@
 // sent in the wire encoding.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@ class ChatMode final : public ModeHandler {
 
   MessageCallback message_callback() override;
   void admitted(const TcpConnectionPtr& conn) override;
+  void draining(const TcpConnectionPtr& conn) override;
   void closed(const TcpConnectionPtr& conn) override;
   std::string client_name(const TcpConnectionPtr& conn) const override;
 
@@ -53,6 +55,8 @@ class ChatMode final : public ModeHandler {
   const size_t max_message_;
   ServeObserver& observer_;
   ChatRoom room_;
+  // The server has begun to stop: lines are no longer passed on.
+  std::atomic<bool> draining_{false};
   // Declared after the room it delivers to, so it is destroyed first.
   std::unique_ptr<ChatCluster> cluster_;
 };

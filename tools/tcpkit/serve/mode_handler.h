@@ -32,6 +32,9 @@ class ModeHandler {
   virtual void open_session(ServeSession& /*session*/) {}
   // The client's address is known and it is to be served (chat: it joins).
   virtual void admitted(const TcpConnectionPtr& /*conn*/) {}
+  // The server is stopping: the connection is shut down (FIN) right after
+  // this, in its loop (chat: the member is told).
+  virtual void draining(const TcpConnectionPtr& /*conn*/) {}
   // The connection is gone (chat: it leaves).
   virtual void closed(const TcpConnectionPtr& /*conn*/) {}
   // The client's name on the status page, in UTF-8; "" outside chat.

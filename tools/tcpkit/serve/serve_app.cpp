@@ -55,6 +55,7 @@ ServeApp::ServeApp(EventLoop* loop, ServeOptions options, std::optional<TlsConte
       server_(loop, server_options(options_, tls_.get())) {
   mode_ = make_mode();  // in the body: it sets chat_, declared after mode_
   server_.set_on_connection([this](const TcpConnectionPtr& c) { on_connection(c); });
+  server_.set_on_draining([this](const TcpConnectionPtr& c) { mode_->draining(c); });
   if (tls_) server_.set_on_handshake([this](const TcpConnectionPtr& c) { observer_.handshake(c); });
   server_.set_on_refused(
       [this](const Endpoint& peer, std::error_code why) { observer_.refused(peer, why); });
