@@ -154,3 +154,18 @@ TEST(JsonWriter, AnyBytesInValidJsonOut) {
   EXPECT_TRUE(valid_utf8(text));
   EXPECT_EQ(Json::parse(text)["name"], "a\xef\xbf\xbd\"\\\x01\n");
 }
+
+// A line relayed through --cluster goes by its member's name: a nick, or the
+// address a member without one goes by, which no nick may look like and
+// which may be longer than a nick (an IPv6 address, a socket path).
+TEST(Nick, AMemberOfAnotherInstanceMayGoByItsAddress) {
+  EXPECT_EQ(member_name_problem("alice"), std::nullopt);
+  EXPECT_EQ(member_name_problem("127.0.0.1:41172"), std::nullopt);
+  EXPECT_EQ(member_name_problem("[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535"), std::nullopt);
+  EXPECT_EQ(member_name_problem("unix:/run/tcpkit/a-rather-long-socket-name.sock"), std::nullopt);
+  EXPECT_NE(nick_problem("127.0.0.1:41172"), std::nullopt);
+  EXPECT_NE(member_name_problem("bad nick"), std::nullopt);
+  EXPECT_NE(member_name_problem("1.2.3.4\x1b[2J:80"), std::nullopt);
+  EXPECT_NE(member_name_problem("unix:/" + std::string(kMaxAddressNameBytes, 'x')), std::nullopt);
+  EXPECT_NE(member_name_problem(std::string(kMaxNickChars + 1, 'a')), std::nullopt);
+}

@@ -164,10 +164,13 @@ size_t incomplete_utf8_tail(std::string_view text) {
   return 0;
 }
 
-std::optional<std::string> nick_problem(std::string_view utf8) {
+namespace {
+
+// The characters of a name: what nick_problem() and member_name_problem()
+// share; counts them into *chars.
+std::optional<std::string> name_characters_problem(std::string_view utf8, size_t* chars) {
   if (utf8.empty()) return "a nick cannot be empty";
-  size_t chars = 0;
-  for (size_t pos = 0; pos < utf8.size(); ++chars) {
+  for (size_t pos = 0; pos < utf8.size(); ++*chars) {
     Decoded d = decode(utf8.substr(pos));
     if (d.length == 0) return "a nick must be valid text in the server's encoding";
     if (is_control(d.code_point) || is_bidi_control(d.code_point))
@@ -176,6 +179,23 @@ std::optional<std::string> nick_problem(std::string_view utf8) {
       return "a nick cannot hold spaces or invisible characters";
     pos += d.length;
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> member_name_problem(std::string_view utf8) {
+  if (!looks_like_address(utf8)) return nick_problem(utf8);
+  size_t chars = 0;
+  if (auto problem = name_characters_problem(utf8, &chars)) return problem;
+  if (utf8.size() > kMaxAddressNameBytes)
+    return fmt::format("an address is at most {} bytes", kMaxAddressNameBytes);
+  return std::nullopt;
+}
+
+std::optional<std::string> nick_problem(std::string_view utf8) {
+  size_t chars = 0;
+  if (auto problem = name_characters_problem(utf8, &chars)) return problem;
   if (chars > kMaxNickChars) return fmt::format("a nick is at most {} characters", kMaxNickChars);
   // A member who connects later from that address would go by the same name.
   if (looks_like_address(utf8))

@@ -65,6 +65,13 @@ size_t incomplete_utf8_tail(std::string_view text);
 constexpr size_t kMaxNickChars = 32;
 std::optional<std::string> nick_problem(std::string_view utf8);
 
+// Why `utf8` cannot be the name of a member of another instance (a line
+// relayed through --cluster), or nullopt: a nick, or the address a member
+// without one goes by (the character rules of a nick, up to
+// kMaxAddressNameBytes: an IPv6 address or a socket path is longer).
+constexpr size_t kMaxAddressNameBytes = 128;
+std::optional<std::string> member_name_problem(std::string_view utf8);
+
 // A chat line's text (no line break) as other members' terminals get it:
 // C0 controls but tab, and DEL, become "\xNN"; with `utf8`, C1 and bidi
 // controls become "\uNNNN". All else, invalid bytes and backslashes too,

@@ -399,7 +399,7 @@ void ChatCluster::on_pubsub_message(std::string_view payload) {
   }
   const std::string_view nick = line.substr(1, end - 1);
   const std::string_view text = line.substr(end + 2);
-  if (auto problem = nick_problem(nick)) {
+  if (auto problem = member_name_problem(nick)) {
     drop("bad nick", fmt::format("under a bad nick ({}): {}", *problem, printable(line, 200)));
     return;
   }
