@@ -120,13 +120,27 @@ Result<void> TcpStream::recv_exact(void* buf, size_t len) {
   return {};
 }
 
+// After the peer's clean close (its close_notify) the peer may have closed
+// its socket too, as TLS 1.3 allows: our close_notify then meets a reset,
+// and shutdown() finds the connection gone. That is the end both sides
+// meant, not a failure (the reactor's rule too: TcpConnection::handle_close).
 Result<void> TcpStream::shutdown_write() {
+  const bool peer_done = tls_ && tls_->session.peer_closed();
+  auto gone = [peer_done](const std::error_code& code) {
+    return peer_done && (code == std::errc::broken_pipe || code == std::errc::connection_reset ||
+                         code == std::errc::not_connected);
+  };
   if (tls_) {
     tls_->session.shutdown();  // close_notify before the FIN
-    if (auto sent = send_ciphertext(); !sent) return sent;
+    if (auto sent = send_ciphertext(); !sent) {
+      if (gone(sent.error().code())) return {};
+      return sent;
+    }
   }
   if (int rc = sys::shutdown_write(fd_.get()); rc < 0) {
-    return Error::from_errno(-rc, "shutdown " + where());
+    auto failed = Error::from_errno(-rc, "shutdown " + where());
+    if (gone(failed.code())) return {};
+    return failed;
   }
   return {};
 }

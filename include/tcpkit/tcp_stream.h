@@ -66,7 +66,9 @@ class TcpStream {
   Result<void> recv_exact(void* buf, size_t len);
 
   /// Half-close: sends FIN (after TLS close_notify); we can still receive
-  /// what the peer sends.
+  /// what the peer sends. After a TLS peer's close_notify, a socket that the
+  /// peer has closed as well (our close_notify met a reset, or shutdown()
+  /// finds the connection gone) is no error: both sides ended cleanly.
   Result<void> shutdown_write();
 
   /// TLS over this connected stream, in the role of `context` (a client

@@ -415,6 +415,42 @@ TEST(TlsTransport, RegressionBlockingStreamReportsAFinWithoutCloseNotifyAsTrunca
   server.join();
 }
 
+// A server that ends cleanly (close_notify, FIN, close) before the client
+// has finished: the client's close_notify then meets a closed socket, whose
+// reset made shutdown_write() fail with ENOTCONN (tcpkit connect exited 1
+// where plain TCP exits 0). The peer's clean close makes it no error.
+TEST(TlsTransport, RegressionHalfCloseAfterThePeersCleanCloseIsNoError) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  const TlsContext server_ctx = server_context();
+  std::thread server([&] {
+    auto accepted = listener->accept(kWait);
+    ASSERT_TRUE(accepted) << accepted.error().message();
+    TcpStream& peer = accepted->stream;
+    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+    ASSERT_TRUE(peer.send_all("bye"));
+    peer.close();  // close_notify, FIN, and the socket is gone
+  });
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  TcpStream stream = connect_client(listener->local_endpoint());
+  ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+  server.join();
+  std::string got;
+  char buf[64];
+  for (;;) {
+    auto n = stream.recv(buf, sizeof buf);
+    if (!n && n.error() == std::errc::resource_unavailable_try_again) continue;
+    ASSERT_TRUE(n) << n.error().message();
+    if (*n == 0) break;
+    got.append(buf, *n);
+  }
+  EXPECT_EQ(got, "bye");
+  ASSERT_TRUE(stream.tls()->peer_closed());
+  auto shut = stream.shutdown_write();
+  EXPECT_TRUE(shut) << shut.error().message();
+  stream.close();
+}
+
 // The blocking layer, likewise: a good record and a forged one in one
 // read. recv() returned the error first, and the good record's bytes only
 // on the call after, which then waited on the socket for the error again.
