@@ -136,7 +136,9 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
 void TcpConnection::connect_destroyed() {
   loop_->assert_in_loop_thread();
   if (state() != State::disconnected) {
-    // The owner tears the connection down without an I/O event (server stop).
+    // The owner tears the connection down without an I/O event (server
+    // stop): a close this side decides, so TLS says close_notify.
+    send_close_notify();
     state_.store(State::disconnected, std::memory_order_release);
     if (!close_reason_) close_reason_ = std::make_error_code(std::errc::operation_canceled);
     channel_.disable_all();
@@ -754,7 +756,9 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
           queue_write_complete();
         }
       } else if (n != -EAGAIN && n != -EINTR) {
-        // EPIPE, ECONNRESET...: the reason surfaces through the close callback.
+        // EPIPE, ECONNRESET...: the reason surfaces through the close
+        // callback; nothing more can reach the peer (no close_notify).
+        write_shut_ = true;
         close_soon(errno_code(static_cast<int>(-n)));
         return;
       }
@@ -895,12 +899,30 @@ void TcpConnection::drop_output() {
   channel_.disable_writing();
 }
 
-// A close decided in the loop's thread, to run from the loop's queue (see
-// handle_close()): nothing more goes out, and `reason` stands even if the
-// peer's FIN, handled first, finishes the connection.
+// A close decided in the loop's thread: nothing more goes out (but TLS's
+// close_notify), and `reason` stands even if the peer's FIN, handled
+// first, finishes the connection.
 void TcpConnection::decide_close(std::error_code reason) {
-  drop_output();
   if (!close_reason_) close_reason_ = reason;
+  send_close_notify();
+  drop_output();
+}
+
+// A close that this side decides ends TLS with close_notify, so that the
+// peer can tell it from a cut (RFC 8446, 6.1; without it `tcpkit connect`
+// reports a possible truncation attack, openssl "unexpected eof"). Best
+// effort and never blocking: one write of a few bytes to the non-blocking
+// socket, behind what the kernel or the backend has taken. Only where the
+// wire stands between records, with no output left unsent: what the close
+// drops may end mid-record, and an alert behind a cut record would read to
+// the peer as a forged one. A failed write closes as any failed send does.
+void TcpConnection::send_close_notify() {
+  if (!tls_ || write_shut_ || state() == State::disconnected) return;
+  const TlsSession& session = tls_->session;
+  if (!session.handshake_done() || session.failed()) return;
+  if (channel_.is_writing() || output_.readable_bytes() > 0) return;
+  tls_->session.shutdown();  // a no-op once sent
+  flush_tls();
 }
 
 void TcpConnection::close_soon(std::error_code reason) {
@@ -916,12 +938,20 @@ void TcpConnection::force_close(std::error_code reason) {
     close_soon(reason);
     return;
   }
-  loop_->queue_in_loop([self = shared_from_this(), reason] { self->handle_close(reason); });
+  loop_->queue_in_loop([self = shared_from_this(), reason] { self->close_now(reason); });
 }
 
+void TcpConnection::close_now(std::error_code reason) {
+  if (state() == State::disconnected) return;
+  decide_close(reason);
+  handle_close(reason);
+}
+
+// No close_notify: an abort is abrupt on TLS as on TCP.
 void TcpConnection::abort() {
   if (loop_->is_in_loop_thread() && state() != State::disconnected) {
-    decide_close(make_error_code(Errc::aborted));
+    drop_output();
+    if (!close_reason_) close_reason_ = make_error_code(Errc::aborted);
   }
   loop_->queue_in_loop([self = shared_from_this()] {
     if (self->state() == State::disconnected) return;
@@ -972,7 +1002,7 @@ void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
     if (!self || self->state() == State::disconnected) return;
     auto idle = self->loop_->now() - self->last_active_;
     if (idle >= self->idle_limit()) {
-      self->handle_close(make_error_code(Errc::idle_timeout));
+      self->close_now(make_error_code(Errc::idle_timeout));
       return;
     }
     self->arm_idle_timer(self->idle_limit() - idle);

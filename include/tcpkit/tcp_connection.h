@@ -84,17 +84,25 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void send(const char* data) { send(std::string_view(data)); }
   void send(Buffer& data);  ///< moves the readable bytes out of `data`
   /// Any thread. FIN after the output drains; the connection closes once the
-  /// peer has closed too.
+  /// peer has closed too. With TLS: close_notify after the output, then FIN.
   void shutdown();
   /// Any thread. Closes now, dropping queued output (reason: operation_canceled).
   /// From the loop's thread nothing sent after it goes out (what the kernel
   /// took before it still does); the close callback runs from the loop's
-  /// queue, never inside this call.
+  /// queue, never inside this call. With TLS (handshake done): close_notify,
+  /// then FIN, so that the peer reads a clean end rather than a possible
+  /// truncation; best effort, one non-blocking write, and only when no
+  /// output is dropped (what is dropped may end mid-record: the peer then
+  /// sees the FIN alone, the cut it is). The same goes for the closes the
+  /// library decides: the idle timeout, the close overflow policy (whose
+  /// output is over the mark, so it is a bare FIN in practice), and a
+  /// server's stop.
   void force_close();
   void force_close(std::error_code reason);
   /// Any thread. Closes now with a TCP RST instead of a FIN (SO_LINGER 0):
   /// queued output is dropped and the peer's next call fails with
-  /// ECONNRESET (reason: Errc::aborted).
+  /// ECONNRESET (reason: Errc::aborted). With TLS too: no close_notify, the
+  /// end is abrupt on purpose (a TLS peer reports the reset).
   void abort();
   /// Any thread. Stops/starts reading from the peer (e.g. while a proxy's
   /// other side is slow). A pause holds until resume_reading(), also when
@@ -268,7 +276,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void pause_for_overflow();
   void drop_output();
   void decide_close(std::error_code reason);
+  void send_close_notify();
   void close_soon(std::error_code reason);
+  /// decide_close() and handle_close() at once, from the loop's queue or a timer.
+  void close_now(std::error_code reason);
   void arm_idle_timer(std::chrono::steady_clock::duration delay);
   std::chrono::steady_clock::duration idle_limit() const;
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import DEFAULT_TIMEOUT, scaled, pick_free_port, run_tcpkit, wait_for_listener
 from serve_util import connect, recv_exact, start_serve, wait_log
 from test_relay import RELAY_LISTENING_RE
-from tls_util import make_cert, plaintext_client_until_closed, tls_connect
+from tls_util import make_cert, plaintext_client_until_closed, read_to_tls_end, tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
 TIMEOUT = scaled(DEFAULT_TIMEOUT)
@@ -105,6 +105,18 @@ def test_plain_client_fails_the_handshake_and_others_are_served(tcpkit_process, 
         wait_log(relay, r"disconnect 127\.0\.0\.1:\d+: client: TLS handshake failed \(.+\)")
         good.sendall(b"still served")
         assert recv_exact(good, 12) == b"still served"
+
+
+def test_regression_idle_timeout_ends_the_client_with_close_notify(tcpkit_process, cert):
+    """The relay's idle timeout ends a TLS client with close_notify, not a
+    FIN alone that the client must take for a possible truncation."""
+    _, upstream = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
+    relay, port = start_relay(tcpkit_process, f"127.0.0.1:{upstream}", "--tls-cert", cert[0],
+                              "--tls-key", cert[1], "--idle-timeout", "0.5")
+    with tls_connect(port, cert[0], suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"echo me")
+        assert read_to_tls_end(sock) == (b"echo me", "close_notify")
+    wait_log(relay, r"disconnect 127\.0\.0\.1:\d+: .*idle timeout")
 
 
 # --- TLS to the upstream ---------------------------------------------------------------------

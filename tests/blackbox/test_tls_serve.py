@@ -24,7 +24,7 @@ import pytest
 from conftest import DEFAULT_TIMEOUT, scaled, run_tcpkit, wait_until
 from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, recv_until_eof, start_serve, \
     wait_log
-from tls_util import client_context, make_cert, plaintext_client_until_closed, tls_connect
+from tls_util import client_context, make_cert, plaintext_client_until_closed, read_to_tls_end, tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
 TIMEOUT = scaled(DEFAULT_TIMEOUT)
@@ -237,6 +237,27 @@ def test_data_before_a_forged_record_is_served_and_the_close_is_a_tls_error(tcpk
         wait_log(server, r"message from 127\.0\.0\.1:\d+: 1000 bytes \(TLS: text not logged\)")
         wait_log(server, r"disconnect 127\.0\.0\.1:\d+: TLS error \(.*bad record mac.*\) \(clients: 0\)")
     assert count_lines(server, r"TLS handshake failed") == 0
+
+
+def test_regression_idle_timeout_and_message_too_large_end_with_close_notify(tcpkit_process, cert):
+    """Closes the server decides end TLS with close_notify, so that the
+    client reads a clean end. They were a FIN alone, which a TLS client must
+    take for a possible truncation (tcpkit connect exited 1, openssl said
+    "unexpected eof"). Both backends: ctest runs this module on each."""
+    server, port = serve_tls(tcpkit_process, cert, "--framing", "line", "--reply", "ok",
+                             "--max-message", "100", "--idle-timeout", "0.5")
+    with tls_connect(port, cert[0], suppress_ragged_eofs=False) as idle:
+        assert read_to_tls_end(idle) == (b"", "close_notify")
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: idle timeout")
+    with tls_connect(port, cert[0], suppress_ragged_eofs=False) as big:
+        big.sendall(b"a\n" + b"x" * 300 + b"\n")
+        assert read_to_tls_end(big) == (b"ok\n", "close_notify")
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: message too large")
+    # tcpkit's own client reads it as the server's end, not as a cut.
+    result = run_tcpkit("connect", "--tls", "--tls-ca", cert[0], "localhost", port, "--wait", "5",
+                        input="a\n" + "x" * 300 + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "close_notify" not in result.stderr
 
 
 # --- flags -----------------------------------------------------------------------------------

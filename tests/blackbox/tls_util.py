@@ -40,13 +40,37 @@ def client_context(ca_file: str) -> ssl.SSLContext:
 
 
 def tls_connect(port: int, ca_file: str, server_name: str = "localhost",
-                timeout: float = TIMEOUT, preamble: bytes = b"") -> ssl.SSLSocket:
+                timeout: float = TIMEOUT, preamble: bytes = b"",
+                suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
     """Connects to 127.0.0.1:port, sends `preamble` in the clear (a PROXY
-    header), then completes a verified TLS handshake."""
+    header), then completes a verified TLS handshake. With
+    suppress_ragged_eofs=False a FIN without close_notify raises
+    ssl.SSLEOFError instead of reading as the end."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     if preamble:
         raw.sendall(preamble)
-    return client_context(ca_file).wrap_socket(raw, server_hostname=server_name)
+    context = client_context(ca_file)
+    if not suppress_ragged_eofs:
+        # Some Python versions (3.10, 3.11.2) ask OpenSSL to ignore an
+        # unexpected EOF by default, and the error never comes.
+        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    return context.wrap_socket(raw, server_hostname=server_name, suppress_ragged_eofs=suppress_ragged_eofs)
+
+
+def read_to_tls_end(tls: ssl.SSLSocket) -> tuple[bytes, str]:
+    """Reads until the peer's end: (the bytes, "close_notify" for a clean TLS
+    end or "FIN without close_notify" for a cut). `tls` must come from
+    tls_connect(..., suppress_ragged_eofs=False)."""
+    data = bytearray()
+    try:
+        while chunk := tls.recv(65536):
+            data += chunk
+    except ssl.SSLError as error:
+        # SSLEOFError, or (Python 3.11.2) a plain SSLError with OpenSSL's reason.
+        if isinstance(error, ssl.SSLEOFError) or error.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return bytes(data), "FIN without close_notify"
+        raise
+    return bytes(data), "close_notify"
 
 
 def plaintext_client_until_closed(port: int, timeout: float = TIMEOUT) -> None:

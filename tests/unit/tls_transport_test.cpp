@@ -451,6 +451,63 @@ TEST(TlsTransport, RegressionHalfCloseAfterThePeersCleanCloseIsNoError) {
   stream.close();
 }
 
+// How a blocking TLS stream ends: 0 after the peer's close_notify, else the
+// error (Errc::tls_truncated for a FIN alone).
+Result<size_t> end_of(TcpStream& stream) {
+  char buf[256];
+  for (;;) {
+    auto n = stream.recv(buf, sizeof buf);
+    if (!n && n.error() == std::errc::resource_unavailable_try_again) continue;
+    if (!n || *n == 0) return n;
+  }
+}
+
+// A close that the server decides ends TLS with close_notify: force_close()
+// in the loop's thread (serve's "message too large") and from another
+// thread, the idle timeout. They sent a FIN alone, which a TLS client must
+// report as a possible truncation (tcpkit connect did, and exited 1).
+// abort() stays abrupt.
+TEST(TlsTransport, RegressionACloseThisSideDecidesSendsCloseNotify) {
+  ServerHarness h;
+  ServerOptions options;
+  options.tls = shared(server_context());
+  options.connection.idle_timeout = 500ms;
+  Watched<TcpConnectionPtr> kept;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      const std::string what = in.retrieve_all_as_string();
+      conn->send("reply to " + what);
+      if (what == "force_close") conn->force_close();
+      if (what == "abort") conn->abort();
+      if (what == "from_a_thread") kept.set(conn);
+      // "idle": the idle timeout closes it.
+    });
+  });
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  for (const std::string what : {"force_close", "from_a_thread", "idle", "abort"}) {
+    SCOPED_TRACE(what);
+    TcpStream stream = connect_client(h.address());
+    ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+    ASSERT_TRUE(stream.send_all(what));
+    if (what == "abort") {
+      auto end = end_of(stream);
+      EXPECT_FALSE(end && *end == 0) << "an abort read as a clean end";
+      continue;
+    }
+    EXPECT_EQ(recv_n(stream, 9 + what.size()), "reply to " + what);
+    if (what == "from_a_thread") {
+      ASSERT_TRUE(kept.wait([](const TcpConnectionPtr& c) { return c != nullptr; }));
+      kept.get()->force_close();
+    }
+    auto end = end_of(stream);
+    ASSERT_TRUE(end) << end.error().message();
+    EXPECT_EQ(*end, 0u);
+    EXPECT_TRUE(stream.tls()->peer_closed());
+  }
+  kept.set(nullptr);
+  h.finish();
+}
+
 // The blocking layer, likewise: a good record and a forged one in one
 // read. recv() returned the error first, and the good record's bytes only
 // on the call after, which then waited on the socket for the error again.
