@@ -44,6 +44,14 @@ class TcpkitCategory : public std::error_category {
         return "connection aborted (reset sent)";
       case Errc::tls_truncated:
         return "the peer closed without TLS close_notify: what it sent may be cut short";
+      case Errc::tls_key_encrypted:
+        return "the key is encrypted, and tcpkit takes no passphrase (decrypt it first: "
+               "openssl pkey -in KEY -out KEY.plain)";
+      case Errc::tls_key_not_pem:
+        return "not a PEM private key (a DER key, or a certificate?)";
+      case Errc::tls_key_mismatch:
+        return "the key does not match the first certificate in the certificate file (the "
+               "server's own certificate comes first, then its chain)";
     }
     return "unknown tcpkit error";
   }

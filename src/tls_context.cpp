@@ -1,6 +1,9 @@
 #include "tcpkit/tls_context.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <utility>
 
@@ -29,6 +32,37 @@ std::string quoted(const std::string& file) {
   return "'" + file + "'";
 }
 
+// OpenSSL's default for an encrypted key is to ask for its passphrase on
+// the terminal, which blocks a server at its start (and prints a prompt
+// into a log without one). tcpkit takes no passphrase: this callback
+// refuses, and records in `userdata` (a bool, when set) that one was wanted.
+int refuse_passphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* userdata) {
+  if (userdata != nullptr) *static_cast<bool*>(userdata) = true;
+  return 0;
+}
+
+// Why the key in `key_file` could not be used, in the words of its usual
+// causes; other failures (a missing file) keep OpenSSL's oldest reason.
+Error key_error(const std::string& key_file, const std::string& cert_file, bool wanted_passphrase) {
+  const std::string what = "TLS private key " + quoted(key_file);
+  Errc cause{};
+  if (wanted_passphrase) {
+    cause = Errc::tls_key_encrypted;
+  } else if (oldest_openssl_error_is(ERR_LIB_X509, X509_R_KEY_VALUES_MISMATCH)) {
+    cause = Errc::tls_key_mismatch;
+  } else if (oldest_openssl_error_is(ERR_LIB_OSSL_DECODER, ERR_R_UNSUPPORTED) ||
+             oldest_openssl_error_is(ERR_LIB_PEM, PEM_R_NO_START_LINE)) {
+    cause = Errc::tls_key_not_pem;
+  } else {
+    return take_openssl_error(what, kNoMemory);
+  }
+  clear_openssl_errors();
+  if (cause == Errc::tls_key_mismatch) {
+    return Error(cause, what + " and certificate file " + quoted(cert_file));
+  }
+  return Error(cause, what);
+}
+
 }  // namespace
 
 Result<TlsContext> TlsContext::server(const std::string& cert_file, const std::string& key_file) {
@@ -38,17 +72,17 @@ Result<TlsContext> TlsContext::server(const std::string& cert_file, const std::s
   TlsContext context(*made, true);
   SSL_CTX* ctx = context.ctx_;
 
+  SSL_CTX_set_default_passwd_cb(ctx, refuse_passphrase);
   clear_openssl_errors();
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
     return take_openssl_error("TLS certificate " + quoted(cert_file), kNoMemory);
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return take_openssl_error("TLS private key " + quoted(key_file), kNoMemory);
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    return take_openssl_error(
-        "TLS private key " + quoted(key_file) + " and certificate " + quoted(cert_file), kNoMemory);
-  }
+  bool wanted_passphrase = false;
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, &wanted_passphrase);
+  const bool key_loaded = SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) == 1;
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, nullptr);
+  if (!key_loaded) return key_error(key_file, cert_file, wanted_passphrase);
+  if (SSL_CTX_check_private_key(ctx) != 1) return key_error(key_file, cert_file, false);
   return context;
 }
 

@@ -35,6 +35,9 @@ enum class Errc {
   handshake_timeout,  ///< a TLS handshake did not finish within its timeout
   aborted,            ///< closed on our side with an RST (TcpConnection::abort)
   tls_truncated,      ///< TLS: the peer's FIN came without its close_notify
+  tls_key_encrypted,  ///< TLS: a private key that needs a passphrase (none is asked for)
+  tls_key_not_pem,    ///< TLS: a private key file that holds no PEM private key
+  tls_key_mismatch,   ///< TLS: the key is not the first certificate's
 };
 
 const std::error_category& tcpkit_category();
