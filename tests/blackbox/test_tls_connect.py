@@ -7,10 +7,12 @@ The certificate is made per test module with the openssl program:
 self-signed, for localhost and 127.0.0.1."""
 
 import os
+import shutil
 import select
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -306,3 +308,37 @@ def test_tls_options_need_tls(flag):
     result = run_tcpkit("connect", *flag, "127.0.0.1", "1", "--send", "x")
     assert result.returncode == 2
     assert "--tls" in result.stderr
+
+
+def test_regression_over_a_unix_socket_the_name_is_localhost_for_connect_bench_and_relay(
+        cert, tcpkit_process, request):
+    """A Unix socket's path is no host name: connect and bench sent
+    "unix:/path" (or the path) as SNI and checked the certificate against
+    it, failing with a hostname mismatch, while relay --to-tls used
+    "localhost". All three check "localhost" now, unless --sni names another."""
+    crt, key = cert
+    # sun_path holds 107 bytes: pytest's tmp_path can be longer than that.
+    sock_dir = tempfile.mkdtemp(prefix="tcpkit-tls-unix-", dir="/tmp")
+    request.addfinalizer(lambda: shutil.rmtree(sock_dir, ignore_errors=True))
+    path = os.path.join(sock_dir, "tls.sock")
+    server = tcpkit_process("serve", "--unix", path, "--mode", "echo", "--tls-cert", crt, "--tls-key", key)
+    server.wait_for_line(r"listening on unix:", stream="stdout")
+    for target in (["unix:" + path], ["--unix", path]):
+        result = run_tcpkit("connect", "--tls", "--tls-ca", crt, *target, "--send", "hi")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "hi\n"
+    result = run_tcpkit("bench", "--tls", "--tls-ca", crt, "--unix", path, "--conns", "2", "--duration", "0.3",
+                        timeout=DEFAULT_TIMEOUT * 2)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "handshakes failed 0" in result.stdout
+    relay = tcpkit_process("relay", "--listen", "127.0.0.1:0", "--to", "unix:" + path, "--to-tls",
+                           "--to-ca", crt)
+    port = int(relay.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)", stream="stdout").group(1))
+    result = run_tcpkit("connect", "127.0.0.1", port, "--send", "via relay")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "via relay\n"
+    # --sni still names another: the certificate is not for it.
+    result = run_tcpkit("connect", "--tls", "--tls-ca", crt, "unix:" + path, "--sni", "other.example",
+                        "--send", "hi")
+    assert result.returncode == 1
+    assert "other.example" in result.stderr

@@ -259,7 +259,7 @@ int run_bench(BenchFlags& flags) {
   if (flags.tls) {
     // Read before connecting, so a wrong --tls-ca is the one clear error.
     auto context =
-        TlsContext::client({flags.tls_ca, !flags.insecure, flags.sni.empty() ? o.host : flags.sni});
+        TlsContext::client({flags.tls_ca, !flags.insecure, tls_server_name(o.host, flags.sni)});
     if (!context) {
       fmt::print(stderr, "tcpkit bench: --tls-ca: {}\n", context.error().message());
       return kExitFailure;

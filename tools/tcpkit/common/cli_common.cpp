@@ -118,6 +118,15 @@ std::string unix_address(const std::string& path) {
   return std::string(Endpoint::kUnixPrefix) + path;
 }
 
+std::string tls_server_name(std::string_view host, std::string_view flag) {
+  if (!flag.empty()) return std::string(flag);
+  if (Endpoint::names_unix_socket(host)) return "localhost";
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    return std::string(host.substr(1, host.size() - 2));
+  }
+  return std::string(host);
+}
+
 namespace {
 sigset_t stop_signals() {
   sigset_t set;

@@ -54,6 +54,13 @@ void add_unix_mode_flag(CLI::App& sub, unsigned& mode);
 // "unix:" + PATH for --unix PATH, so every command parses one spelling.
 std::string unix_address(const std::string& path);
 
+// The name a TLS client checks the server's certificate against, and sends
+// as SNI unless it is an address: `flag` (--sni, --to-sni) when given, else
+// `host` ("[::1]" without its brackets). A Unix socket's path is no host
+// name (SNI carries DNS names only, RFC 6066): "localhost" stands for it.
+// One rule for connect, bench and relay.
+std::string tls_server_name(std::string_view host, std::string_view flag);
+
 // Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread
 // starts, so that every thread inherits the mask and only the watcher below
 // receives the signals.

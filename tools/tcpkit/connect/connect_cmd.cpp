@@ -158,14 +158,11 @@ std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
   return std::nullopt;
 }
 
-// The name the certificate must carry: --sni, else HOST (an address is
-// checked against the certificate's IP entries and not sent as SNI).
+// The name the certificate must carry: --sni, else HOST, "localhost" for a
+// Unix socket (an address is checked against the certificate's IP entries
+// and not sent as SNI).
 std::string expected_name(const ConnectOptions& o) {
-  if (!o.sni.empty()) return o.sni;
-  const std::string& host = o.host;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    return host.substr(1, host.size() - 2);
-  return host;
+  return tls_server_name(o.host, o.sni);
 }
 
 // What to do about a failed handshake, after the reason.

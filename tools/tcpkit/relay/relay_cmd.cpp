@@ -182,10 +182,9 @@ int run_relay(const RelayFlags& f) {
     o.client_tls = std::make_shared<const TlsContext>(std::move(*context));
   }
   if (f.to_tls) {
-    // A Unix path is no host name: without --to-sni, expect "localhost".
-    std::string host =
-        Endpoint::names_unix_socket(f.to) ? "localhost" : Endpoint::split_host_port(f.to)->first;
-    o.upstream_name = f.to_sni.empty() ? host : f.to_sni;
+    const std::string host =
+        Endpoint::names_unix_socket(f.to) ? f.to : Endpoint::split_host_port(f.to)->first;
+    o.upstream_name = tls_server_name(host, f.to_sni);
     auto context = TlsContext::client({f.to_ca, !f.to_insecure, o.upstream_name});
     if (!context) {
       fmt::print(stderr, "tcpkit relay: --to-ca: {}\n", context.error().message());
