@@ -290,7 +290,8 @@ def test_regression_a_ca_file_that_does_not_sign_the_certificate_is_named(cert, 
         peer.proc.kill()
         peer.finish()
     assert result.returncode == 1
-    assert result.stderr.endswith(f" — no CA in {other_ca} signed it; give the CA that did, or --insecure\n"), \
+    assert result.stderr.endswith(f" — no CA in {other_ca} signed it, or the server did not send its intermediate "
+                                  "certificates; give the CA that did, or --insecure\n"), \
         result.stderr
 
 

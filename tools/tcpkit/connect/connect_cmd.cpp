@@ -192,7 +192,12 @@ std::string handshake_hint(const Error& error, const ConnectOptions& o) {
            "check)";
   }
   if (!o.tls_ca.empty()) {
-    return fmt::format(" — no CA in {} signed it; give the CA that did, or --insecure", o.tls_ca);
+    // Or the chain is cut: a server that leaves out its intermediate
+    // certificates reads the same ("unable to get local issuer certificate").
+    return fmt::format(
+        " — no CA in {} signed it, or the server did not send its intermediate certificates; "
+        "give the CA that did, or --insecure",
+        o.tls_ca);
   }
   return " — pass --tls-ca FILE to trust it, or --insecure";
 }
