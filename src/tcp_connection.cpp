@@ -900,11 +900,11 @@ void TcpConnection::drop_output() {
 }
 
 // A close decided in the loop's thread: nothing more goes out (but TLS's
-// close_notify), and `reason` stands even if the peer's FIN, handled
-// first, finishes the connection.
-void TcpConnection::decide_close(std::error_code reason) {
+// close_notify, unless `close_notify` is false), and `reason` stands even
+// if the peer's FIN, handled first, finishes the connection.
+void TcpConnection::decide_close(std::error_code reason, bool close_notify) {
   if (!close_reason_) close_reason_ = reason;
-  send_close_notify();
+  if (close_notify) send_close_notify();
   drop_output();
 }
 
@@ -950,8 +950,7 @@ void TcpConnection::close_now(std::error_code reason) {
 // No close_notify: an abort is abrupt on TLS as on TCP.
 void TcpConnection::abort() {
   if (loop_->is_in_loop_thread() && state() != State::disconnected) {
-    drop_output();
-    if (!close_reason_) close_reason_ = make_error_code(Errc::aborted);
+    decide_close(make_error_code(Errc::aborted), /*close_notify=*/false);
   }
   loop_->queue_in_loop([self = shared_from_this()] {
     if (self->state() == State::disconnected) return;

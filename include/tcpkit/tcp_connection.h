@@ -275,7 +275,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void check_overflow();
   void pause_for_overflow();
   void drop_output();
-  void decide_close(std::error_code reason);
+  void decide_close(std::error_code reason, bool close_notify = true);
   void send_close_notify();
   void close_soon(std::error_code reason);
   /// decide_close() and handle_close() at once, from the loop's queue or a timer.
