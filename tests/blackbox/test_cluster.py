@@ -77,12 +77,18 @@ def wait_joined(server, redis_port: int, times: int = 1) -> None:
                timeout=15, message=f"instance to join redis :{redis_port} ({times}x)\n{server.describe()}")
 
 
-def test_lines_cross_instances_once(tcpkit_process, redis_server):
-    redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port)
-    b, port_b = start_instance(tcpkit_process, redis.port)
+def two_joined(tcpkit_process, redis, args_a=(), args_b=()):
+    """Two instances joined to one Redis: (a, port_a, b, port_b)."""
+    a, port_a = start_instance(tcpkit_process, redis.port, *args_a)
+    b, port_b = start_instance(tcpkit_process, redis.port, *args_b)
     wait_joined(a, redis.port)
     wait_joined(b, redis.port)
+    return a, port_a, b, port_b
+
+
+def test_lines_cross_instances_once(tcpkit_process, redis_server):
+    redis = redis_server()
+    a, port_a, b, port_b = two_joined(tcpkit_process, redis)
 
     alice = ChatClient(port_a)
     wait_log(a, rf"connect {re.escape(alice.name)} ")
@@ -110,10 +116,7 @@ def test_lines_cross_instances_once(tcpkit_process, redis_server):
 
 def test_redis_outage_keeps_local_chat_and_recovers(tcpkit_process, redis_server):
     redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port)
-    b, port_b = start_instance(tcpkit_process, redis.port)
-    wait_joined(a, redis.port)
-    wait_joined(b, redis.port)
+    a, port_a, b, port_b = two_joined(tcpkit_process, redis)
     alice = ChatClient(port_a)
     wait_log(a, rf"connect {re.escape(alice.name)} ")
     carol = ChatClient(port_a)
@@ -327,10 +330,7 @@ def test_a_line_of_control_bytes_crosses_and_costs_no_link(tcpkit_process, redis
     overflowed every subscriber's reply limit: all instances dropped their
     subscription, and lines said meanwhile were lost."""
     redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port, "--max-message", "1000")
-    b, port_b = start_instance(tcpkit_process, redis.port, "--max-message", "1000")
-    wait_joined(a, redis.port)
-    wait_joined(b, redis.port)
+    a, port_a, b, port_b = two_joined(tcpkit_process, redis, ("--max-message", "1000"), ("--max-message", "1000"))
     alice, bob = ChatClient(port_a), ChatClient(port_b)
     wait_log(a, rf"connect {re.escape(alice.name)} ")
     wait_log(b, rf"connect {re.escape(bob.name)} ")
@@ -347,10 +347,7 @@ def test_instances_of_different_encodings_share_a_room(tcpkit_process, redis_ser
     """Regression: lines crossed as the sender's bytes, so a GBK instance's
     members saw a UTF-8 instance's lines as mojibake and the other way round."""
     redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port, "--encoding", "gbk")
-    b, port_b = start_instance(tcpkit_process, redis.port)
-    wait_joined(a, redis.port)
-    wait_joined(b, redis.port)
+    a, port_a, b, port_b = two_joined(tcpkit_process, redis, ("--encoding", "gbk"))
     alice, bob = connect(port_a), ChatClient(port_b)
     wait_log(b, rf"connect {re.escape(bob.name)} ")
     alice_name = peer_name(alice)
@@ -518,10 +515,7 @@ def test_a_name_is_held_across_instances(tcpkit_process, redis_server):
     could take the name of a member of A and speak as them: A's members saw
     the line under their friend's name, and that member under their own."""
     redis = redis_server()
-    a, port_a = start_instance(tcpkit_process, redis.port)
-    b, port_b = start_instance(tcpkit_process, redis.port)
-    wait_joined(a, redis.port)
-    wait_joined(b, redis.port)
+    a, port_a, b, port_b = two_joined(tcpkit_process, redis)
     mallory = ChatClient(port_b)
     wait_log(b, rf"connect {re.escape(mallory.name)} ")
     alice, dave = local_chat_works(a, port_a)

@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 
+#include <functional>
 #include <future>
 #include <random>
 #include <string>
@@ -381,17 +382,26 @@ TEST(TlsTransport, BlockingStreamSpeaksTlsThroughTheSameCalls) {
   server.h.finish();
 }
 
+// A blocking TLS server of one connection, on a thread: accepts from
+// `listener`, completes the handshake, then hands the stream to `serve`.
+std::thread serve_one_tls(TcpListener& listener, const TlsContext& ctx,
+                          std::function<void(TcpStream&)> serve) {
+  return std::thread([&listener, &ctx, serve = std::move(serve)] {
+    auto accepted = listener.accept(kWait);
+    ASSERT_TRUE(accepted) << accepted.error().message();
+    TcpStream& peer = accepted->stream;
+    ASSERT_TRUE(peer.start_tls(ctx, {}, 5s));
+    serve(peer);
+  });
+}
+
 // A FIN without close_notify is what an attacker on the path can make of
 // any stream: recv() used to report it as the peer's orderly end.
 TEST(TlsTransport, RegressionBlockingStreamReportsAFinWithoutCloseNotifyAsTruncation) {
   auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
   ASSERT_TRUE(listener) << listener.error().message();
   const TlsContext server_ctx = server_context();
-  std::thread server([&] {
-    auto accepted = listener->accept(kWait);
-    ASSERT_TRUE(accepted) << accepted.error().message();
-    TcpStream& peer = accepted->stream;
-    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+  std::thread server = serve_one_tls(*listener, server_ctx, [&](TcpStream& peer) {
     ASSERT_TRUE(peer.send_all("partial"));
     ::shutdown(peer.fd(), SHUT_WR);  // the FIN alone, under the TLS layer
     char byte = 0;
@@ -423,11 +433,7 @@ TEST(TlsTransport, RegressionHalfCloseAfterThePeersCleanCloseIsNoError) {
   auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
   ASSERT_TRUE(listener) << listener.error().message();
   const TlsContext server_ctx = server_context();
-  std::thread server([&] {
-    auto accepted = listener->accept(kWait);
-    ASSERT_TRUE(accepted) << accepted.error().message();
-    TcpStream& peer = accepted->stream;
-    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+  std::thread server = serve_one_tls(*listener, server_ctx, [&](TcpStream& peer) {
     ASSERT_TRUE(peer.send_all("bye"));
     peer.close();  // close_notify, FIN, and the socket is gone
   });
@@ -517,11 +523,7 @@ TEST(TlsTransport, RegressionBlockingStreamReadsDataBeforeAForgedRecordThenTheEr
   const TlsContext server_ctx = server_context();
   const std::string payload = random_bytes(1000, 21);
   std::promise<void> both_sent;
-  std::thread server([&] {
-    auto accepted = listener->accept(kWait);
-    ASSERT_TRUE(accepted) << accepted.error().message();
-    TcpStream& peer = accepted->stream;
-    ASSERT_TRUE(peer.start_tls(server_ctx, {}, 5s));
+  std::thread server = serve_one_tls(*listener, server_ctx, [&](TcpStream& peer) {
     ASSERT_TRUE(peer.send_all(payload));
     // An application-data record header, then 16 bytes no key made.
     const std::string forged = std::string("\x17\x03\x03\x00\x10", 5) + random_bytes(16, 22);
