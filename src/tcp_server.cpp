@@ -111,6 +111,8 @@ Result<void> TcpServer::start() {
   started_ = true;
   for (auto* io_loop : pool_->loops()) {
     loop_states_.push_back(std::make_unique<LoopState>(LoopState{io_loop, {}, {}}));
+    if (options_.busy_poll.count() > 0)
+      io_loop->run_in_loop([io_loop, spin = options_.busy_poll] { io_loop->set_busy_poll(spin); });
   }
   if (!options_.reuse_port_per_loop) {
     for (auto& listener : pending_listeners_) {

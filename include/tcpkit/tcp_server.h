@@ -39,7 +39,11 @@ struct ServerOptions {
   bool tcp_nodelay = true;           ///< on the listener, inherited by every accepted connection
   bool keepalive = true;             ///< likewise (SO_KEEPALIVE)
   unsigned unix_mode = 0;            ///< a Unix socket file's permissions (0660...); 0: the umask's
-  ConnectionOptions connection;      ///< high-water mark, overflow policy, read cap, idle timeout
+  /// Every loop that serves connections (the I/O threads', or the base loop
+  /// when there are none) busy-polls for this long before it sleeps
+  /// (EventLoop::set_busy_poll): each loop then keeps its core busy. 0: off.
+  std::chrono::microseconds busy_poll{0};
+  ConnectionOptions connection;  ///< high-water mark, overflow policy, read cap, idle timeout
   /// TLS on every connection (a server context), started before
   /// on_connection; null: plain. Connections that must first read
   /// something in the clear (a PROXY header) call start_tls() themselves.

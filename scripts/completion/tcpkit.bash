@@ -30,7 +30,7 @@ _tcpkit() {
     serve)
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
-      flags+=" --io-backend"
+      flags+=" --io-backend --busy-poll"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
       flags+=" --cluster --cluster-auth-file --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;

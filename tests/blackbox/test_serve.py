@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import ipv6_loopback_available, run_tcpkit, tcpkit_path, wait_until
+from hostile_util import cpu_seconds
 from serve_util import (DEFAULT_REPLY, LISTENING_RE, STAMP, STAMP_RE, ack_round_trip,
                         assert_closed_by_server, connect, count_lines, find_line, frame,
                         message_lines, own_process_name, peer_name, recv_exact, recv_frame,
@@ -850,6 +851,9 @@ def test_regression_a_nan_timeout_is_a_usage_error(tcpkit_bin, flag):
     ["--framing", "bogus"],
     ["--log-format", "xml"],
     ["--idle-timeout", "-1"],
+    ["--busy-poll", "-1"],
+    ["--busy-poll", "2000000"],
+    ["--busy-poll", "soon"],
     ["--no-such-flag"],
 ])
 def test_bad_flags_are_usage_errors(tcpkit_bin, flags):
@@ -857,6 +861,34 @@ def test_bad_flags_are_usage_errors(tcpkit_bin, flags):
         run_tcpkit("serve", *flags)
     assert result.returncode == 2, result
     assert result.stderr.strip(), "a usage error should say what is wrong"
+
+
+@pytest.mark.parametrize("backend, threads", [("epoll", "0"), ("uring", "0"), ("epoll", "2")])
+def test_busy_poll_echoes_every_byte_and_sleeps_when_idle(tcpkit_process, backend, threads):
+    """--busy-poll: the loops spin before they sleep, and echo as ever
+    (two clients, 1 MiB each, byte-exact); once traffic stops they sleep
+    again, so an idle server uses next to no CPU."""
+    server, port = start_serve(tcpkit_process, "--mode", "echo", "--busy-poll", "1000", "-q",
+                               "--io-backend", backend, "--threads", threads)
+    payload = os.urandom(1 << 20)
+    clients = [connect(port) for _ in range(2)]
+    try:
+        for client in clients:
+            client.sendall(payload[:1000])
+            assert recv_exact(client, 1000) == payload[:1000]
+        for client in clients:
+            sender = threading.Thread(target=client.sendall, args=(payload,), daemon=True)
+            sender.start()
+            assert recv_exact(client, len(payload)) == payload
+            sender.join(timeout=10)
+        time.sleep(0.2)  # the last spin ends within a millisecond
+        before = cpu_seconds(server.pid)
+        time.sleep(1.0)
+        idle = cpu_seconds(server.pid) - before
+        assert idle < 0.2, f"{idle:.2f} s of CPU in 1 s without traffic: the loop kept spinning"
+    finally:
+        for client in clients:
+            client.close()
 
 
 # --------------------------------------------------------------------------

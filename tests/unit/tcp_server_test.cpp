@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -131,6 +132,39 @@ TEST(TcpServer, ReusePortPerLoopServesOnEveryLoop) {
   }
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 20; }));
   h.finish();
+}
+
+// ServerOptions::busy_poll reaches every loop that serves connections: the
+// base loop alone, or each I/O thread's.
+TEST(TcpServer, BusyPollIsSetOnEveryLoopThatServes) {
+  for (int threads : {0, 2}) {
+    SCOPED_TRACE(threads);
+    ServerHarness h;
+    ServerOptions options;
+    options.threads = threads;
+    options.busy_poll = 200us;
+    std::mutex mutex;
+    std::set<EventLoop*> loops;
+    std::vector<std::chrono::microseconds> spins;
+    h.start(options, [&](TcpServer& s) {
+      s.set_on_connection([&](const TcpConnectionPtr& c) {
+        if (!c->connected()) return;
+        std::lock_guard lock(mutex);
+        loops.insert(c->loop());
+        spins.push_back(c->loop()->busy_poll());
+      });
+      s.set_on_message(echo);
+    });
+    {
+      std::vector<TcpStream> clients;
+      for (int i = 0; i < 4; ++i) clients.push_back(connect_client(h.address()));
+      for (int i = 0; i < 4; ++i) expect_echo(clients[i], "client " + std::to_string(i));
+    }
+    h.finish();
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(loops.size(), threads == 0 ? 1u : 2u);
+    EXPECT_EQ(spins, std::vector<std::chrono::microseconds>(4, 200us));
+  }
 }
 
 TEST(TcpServer, ListenOnAPortInUseFailsWithAddressInUse) {

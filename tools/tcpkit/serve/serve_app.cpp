@@ -23,6 +23,7 @@ ServerOptions server_options(const ServeOptions& o, const TlsStage* tls) {
   // never finish one (a slowloris of TLS) cannot pile up.
   so.connection.handshake_timeout = to_millis(o.tls_handshake_timeout_s);
   so.threads = o.threads;
+  so.busy_poll = std::chrono::microseconds(o.busy_poll_us);
   so.reuse_port = o.reuse_port;
   so.max_connections = o.max_conns;
   so.unix_mode = o.unix_mode;

@@ -364,6 +364,12 @@ Command add_serve_command(CLI::App& app) {
          "out of the command line, which ps shows to everyone")
       ->check(CLI::ExistingFile);
   add_io_backend_flag(*sub, opts->io_backend);
+  sub->add_option("--busy-poll", opts->busy_poll_us,
+                  "microseconds each I/O loop looks for events without sleeping before it sleeps: "
+                  "clients that send at once are served without a wake-up, but the loop keeps its "
+                  "core busy meanwhile; 0: sleep at once")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
   sub->add_flag("--reuse-port", opts->reuse_port,
                 "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");

@@ -18,6 +18,7 @@ enum class Framing { raw, line, length };
 
 struct ServeOptions {
   IoBackend io_backend = IoBackend::kDefault;  // --io-backend
+  int busy_poll_us = 0;                        // --busy-poll: microseconds each loop spins
   std::string host = "127.0.0.1";
   uint16_t port = 8888;
   ServeMode mode = ServeMode::ack;
