@@ -18,6 +18,7 @@ import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -742,6 +743,31 @@ def test_second_signal_exits_at_once(tcpkit_process, signum):
         assert code in (0, 128 + signum, -signum), code
     finally:
         hog.close()
+
+
+def user_threads(pid: int) -> list[str]:
+    """The names of a process's threads, less the kernel's io_uring workers."""
+    names = [(Path(f"/proc/{pid}/task") / t / "comm").read_text().strip()
+             for t in os.listdir(f"/proc/{pid}/task")]
+    return [n for n in names if not n.startswith("iou-")]
+
+
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_regression_serve_runs_no_thread_beyond_its_loops(tcpkit_process, backend, threads):
+    """Signals reach the main loop as events (SignalSet), so `serve` has a
+    thread per I/O loop and no other: one thread in all without --threads.
+    A thread of its own waiting for signals made every system call take the
+    kernel's shared-descriptor-table path. The signals still stop it."""
+    server, port = start_serve(tcpkit_process, "--mode", "echo", "--io-backend", backend,
+                               "--threads", str(threads))
+    with connect(port) as client:
+        client.sendall(b"ping")
+        assert recv_exact(client, 4) == b"ping"
+        names = user_threads(server.pid)
+        assert len(names) == 1 + threads, names
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0
 
 
 def test_restart_on_same_port_after_server_closed_live_connections(tcpkit_process):

@@ -8,7 +8,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
-#include <thread>
 
 #include "common/proc_net.h"
 #include "common/text_escape.h"
@@ -127,30 +126,26 @@ std::string tls_server_name(std::string_view host, std::string_view flag) {
   return std::string(host);
 }
 
-namespace {
-sigset_t stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  return set;
-}
-}  // namespace
-
 void block_stop_signals() {
-  sigset_t set = stop_signals();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  SignalSet::block({SIGINT, SIGTERM});
 }
 
-void watch_stop_signals(std::function<void()> on_stop) {
-  std::thread([on_stop = std::move(on_stop)] {
-    sigset_t set = stop_signals();
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) return;
-    on_stop();
-    if (sigwait(&set, &sig) != 0) return;
-    std::_Exit(128 + sig);
-  }).detach();
+Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
+                                                      std::function<void()> on_stop) {
+  return SignalSet::create(&loop, {SIGINT, SIGTERM},
+                           [on_stop = std::move(on_stop), stopping = false](int signo) mutable {
+                             // Both came before the loop read either.
+                             if (stopping) std::_Exit(128 + signo);
+                             stopping = true;
+                             // Not blocked here, a second signal takes its
+                             // default action (the kernel's, in whatever
+                             // thread runs, so also while the loop is stuck);
+                             // one already pending does so now.
+                             signal(SIGINT, SIG_DFL);
+                             signal(SIGTERM, SIG_DFL);
+                             SignalSet::unblock({SIGINT, SIGTERM});
+                             on_stop();
+                           });
 }
 
 CLI::Validator cidr_validator() {

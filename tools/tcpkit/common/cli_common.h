@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "tcpkit/endpoint.h"
 #include "tcpkit/io_backend.h"
 #include "tcpkit/result.h"
+#include "tcpkit/signal_set.h"
 
 namespace CLI {
 class App;
@@ -66,11 +68,13 @@ std::string tls_server_name(std::string_view host, std::string_view flag);
 // receives the signals.
 void block_stop_signals();
 
-// Waits for SIGINT/SIGTERM on a thread of its own (the signals are blocked
-// everywhere else), so no async-signal-unsafe code runs in a handler. The
-// first signal runs `on_stop` (it should forward to a loop); a second one
-// exits at once: the user does not want to wait for the drain.
-void watch_stop_signals(std::function<void()> on_stop);
+// SIGINT and SIGTERM (blocked by block_stop_signals()) as events of `loop`,
+// its owner thread calling: the first runs `on_stop` there. The signals are
+// then unblocked in this thread with their default action, so a second one
+// ends the process at once, also while the loop is busy or stuck: the user
+// does not want to wait for the drain.
+Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
+                                                      std::function<void()> on_stop);
 
 // Why --unix-mode or --allow/--deny cannot apply where a command listens
 // (`where`), or "": --unix-mode needs a socket file (not a TCP port, not

@@ -132,15 +132,14 @@ int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
     fmt::print("chaos API on http://{}\n", api.listen_endpoints().front().to_string());
     std::fflush(stdout);
   }
-  bool stopping = false;
-  watch_stop_signals([&] {
-    loop.run_in_loop([&] {
-      if (stopping) return;
-      stopping = true;
-      api.stop([] {});
-      registry.stop_all([&loop] { loop.quit(); });
-    });
+  auto stop_signals = watch_stop_signals(loop, [&] {
+    api.stop([] {});
+    registry.stop_all([&loop] { loop.quit(); });
   });
+  if (!stop_signals) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
+    return kExitFailure;
+  }
   loop.run();
   return kExitOk;
 }

@@ -223,7 +223,11 @@ int run_relay(const RelayFlags& f) {
     fmt::print(stderr, "tcpkit relay: cannot start: {}\n", r.error().message());
     return kExitFailure;
   }
-  watch_stop_signals([&loop, &app] { loop.run_in_loop([&app] { app.begin_stop(); }); });
+  auto stop_signals = watch_stop_signals(loop, [&app] { app.begin_stop(); });
+  if (!stop_signals) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
+    return kExitFailure;
+  }
   loop.run();
   return kExitOk;
 }

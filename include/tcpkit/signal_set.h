@@ -1,0 +1,62 @@
+/// \file
+/// SignalSet: signals delivered to a loop, as any other event (asio's
+/// signal_set, libuv's uv_signal_t), through a signalfd(2).
+///
+/// A signal that a SignalSet watches must be blocked in every thread of the
+/// process, or the kernel hands it to a thread that does not block it (and
+/// its default action, termination for SIGINT and SIGTERM, runs there).
+/// block() in main(), before any thread starts, does that: every thread
+/// inherits the mask of the thread that starts it. No code runs in a signal
+/// handler, so the callback may do anything a loop's callback may, and the
+/// program needs no thread of its own to wait for signals.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <memory>
+
+#include "tcpkit/result.h"
+#include "tcpkit/unique_fd.h"
+
+namespace tcpkit {
+
+class Channel;
+class EventLoop;
+
+class SignalSet {
+ public:
+  using Callback = std::function<void(int signo)>;
+
+  /// Blocks `signals` in the calling thread (and so in the threads it
+  /// starts from then on).
+  static void block(std::initializer_list<int> signals);
+  /// Unblocks `signals` in the calling thread: one of them that arrives from
+  /// then on gets its disposition (the default action, unless a handler is
+  /// set), also when one is pending now.
+  static void unblock(std::initializer_list<int> signals);
+
+  /// Owner thread of `loop`. Watches `signals`: each one that arrives runs
+  /// `on_signal(signo)` in the loop, once per arrival (a signal sent again
+  /// before the loop has seen the first counts once, as the kernel keeps one
+  /// pending instance of a standard signal). Block them first (block()).
+  /// Fails when signalfd(2) does (EMFILE).
+  static Result<std::unique_ptr<SignalSet>> create(EventLoop* loop,
+                                                   std::initializer_list<int> signals,
+                                                   Callback on_signal);
+  /// Owner thread; also from inside the callback.
+  ~SignalSet();
+  SignalSet(const SignalSet&) = delete;
+  SignalSet& operator=(const SignalSet&) = delete;
+
+ private:
+  SignalSet(EventLoop* loop, UniqueFd fd, Callback on_signal);
+  void handle_read();
+
+  EventLoop* loop_;
+  UniqueFd fd_;
+  std::unique_ptr<Channel> channel_;
+  Callback on_signal_;
+  bool* destroyed_ = nullptr;  // set while handle_read() runs
+};
+
+}  // namespace tcpkit

@@ -1,0 +1,122 @@
+// SignalSet: signals arrive in the loop as events, through a signalfd.
+#include "tcpkit/signal_set.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "tcpkit/event_loop.h"
+
+using namespace std::chrono_literals;
+using namespace tcpkit;
+
+namespace {
+
+// Takes a pending `signo` off the process, so that a test leaves none behind.
+bool take_pending(int signo) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, signo);
+  const timespec none{0, 0};
+  return sigtimedwait(&set, nullptr, &none) == signo;
+}
+
+class SignalSetTest : public ::testing::Test {
+ protected:
+  void SetUp() override { SignalSet::block({SIGUSR1, SIGUSR2}); }
+  void TearDown() override {
+    take_pending(SIGUSR1);
+    take_pending(SIGUSR2);
+  }
+};
+
+TEST_F(SignalSetTest, ASignalSentToTheProcessRunsTheCallbackInTheLoop) {
+  EventLoop loop;
+  std::vector<int> got;
+  std::thread::id ran_on;
+  auto set = SignalSet::create(&loop, {SIGUSR1}, [&](int signo) {
+    got.push_back(signo);
+    ran_on = std::this_thread::get_id();
+    loop.quit();
+  });
+  ASSERT_TRUE(set) << set.error().message();
+  // From another thread, as a signal from outside comes: the loop sleeps.
+  std::thread sender([] {
+    std::this_thread::sleep_for(20ms);
+    kill(getpid(), SIGUSR1);
+  });
+  loop.run_after(5s, [&] { loop.quit(); });
+  loop.run();
+  sender.join();
+  EXPECT_EQ(got, std::vector<int>{SIGUSR1});
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST_F(SignalSetTest, EachSignalOfTheSetIsDeliveredOnceAndOthersAreLeftPending) {
+  EventLoop loop;
+  std::vector<int> got;
+  auto set = SignalSet::create(&loop, {SIGUSR1}, [&](int signo) { got.push_back(signo); });
+  ASSERT_TRUE(set) << set.error().message();
+  kill(getpid(), SIGUSR2);  // blocked, but not in the set
+  kill(getpid(), SIGUSR1);
+  loop.run_after(100ms, [&] { loop.quit(); });
+  loop.run();
+  EXPECT_EQ(got, std::vector<int>{SIGUSR1});
+  EXPECT_TRUE(take_pending(SIGUSR2)) << "a signal the set does not watch was taken";
+}
+
+TEST_F(SignalSetTest, TwoSignalsPendingAtOnceBothArrive) {
+  EventLoop loop;
+  std::vector<int> got;
+  auto set = SignalSet::create(&loop, {SIGUSR1, SIGUSR2}, [&](int signo) {
+    got.push_back(signo);
+    if (got.size() == 2) loop.quit();
+  });
+  ASSERT_TRUE(set) << set.error().message();
+  kill(getpid(), SIGUSR2);
+  kill(getpid(), SIGUSR1);
+  loop.run_after(5s, [&] { loop.quit(); });
+  loop.run();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_NE(got[0], got[1]);
+}
+
+TEST_F(SignalSetTest, TheCallbackMayDestroyItsSet) {
+  EventLoop loop;
+  std::unique_ptr<SignalSet> set;
+  int calls = 0;
+  auto created = SignalSet::create(&loop, {SIGUSR1, SIGUSR2}, [&](int) {
+    ++calls;
+    set.reset();
+    loop.quit();
+  });
+  ASSERT_TRUE(created) << created.error().message();
+  set = std::move(*created);
+  kill(getpid(), SIGUSR1);
+  kill(getpid(), SIGUSR2);
+  loop.run_after(5s, [&] { loop.quit(); });
+  loop.run();
+  EXPECT_EQ(calls, 1);  // the second, read with the first, goes with the set
+  EXPECT_EQ(set, nullptr);
+}
+
+std::atomic<int> handled{0};
+
+TEST_F(SignalSetTest, UnblockHandsAPendingSignalToItsDisposition) {
+  struct sigaction action {};
+  action.sa_handler = [](int signo) { handled.store(signo); };
+  struct sigaction old {};
+  sigaction(SIGUSR2, &action, &old);
+  kill(getpid(), SIGUSR2);
+  EXPECT_EQ(handled.load(), 0);  // blocked: pending
+  SignalSet::unblock({SIGUSR2});
+  EXPECT_EQ(handled.load(), SIGUSR2);
+  SignalSet::block({SIGUSR2});
+  sigaction(SIGUSR2, &old, nullptr);
+}
+
+}  // namespace
