@@ -232,27 +232,36 @@ CLI::Validator port_to_connect_to() {
       "PORT", "port");
 }
 
-std::string encoding_error(std::string_view flag, std::string_view text, std::string_view encoding,
-                           std::string_view what) {
-  auto encoder = Transcoder::open("utf-8", encoding);
-  if (!encoder) return "";
+std::optional<UnsendableCharacter> find_unsendable(std::string_view text,
+                                                   std::string_view encoding) {
+  auto encoder = Transcoder::open("UTF-8", encoding);
+  if (!encoder) return std::nullopt;
   size_t character = 1;
   for (size_t at = 0; at < text.size(); ++character) {
     const size_t length = utf8_character_length(text.substr(at));
-    if (length == 0) {
-      return fmt::format("{} is not UTF-8: byte {} is 0x{:02X}", flag, at + 1,
-                         static_cast<unsigned char>(text[at]));
-    }
-    const std::string_view one = text.substr(at, length);
-    encoder->feed(one);
+    if (length == 0)
+      return UnsendableCharacter{UnsendableCharacter::Kind::not_utf8, at, 1, character};
+    encoder->feed(text.substr(at, length));
     encoder->finish();
-    if (encoder->invalid_bytes() > 0) {
-      return fmt::format("{}: '{}' (character {}) has no form in {}; give {} {} can write", flag,
-                         printable(one), character, encoder->to(), what, encoder->to());
-    }
+    if (encoder->invalid_bytes() > 0)
+      return UnsendableCharacter{UnsendableCharacter::Kind::no_form, at, length, character};
     at += length;
   }
-  return "";
+  return std::nullopt;
+}
+
+std::string encoding_error(std::string_view flag, std::string_view text, std::string_view encoding,
+                           std::string_view what) {
+  const auto bad = find_unsendable(text, encoding);
+  if (!bad) return "";
+  if (bad->kind == UnsendableCharacter::Kind::not_utf8) {
+    return fmt::format("{} is not UTF-8: byte {} is 0x{:02X}", flag, bad->offset + 1,
+                       static_cast<unsigned char>(text[bad->offset]));
+  }
+  const std::string to = Transcoder::canonical_name(encoding);
+  return fmt::format("{}: '{}' (character {}) has no form in {}; give {} {} can write", flag,
+                     printable(text.substr(bad->offset, bad->length)), bad->character, to, what,
+                     to);
 }
 
 void add_access_flags(CLI::App& sub, AccessList& access, const std::string& verb) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -108,6 +109,22 @@ CLI::Validator whole_number(uint64_t max);
 // ("'0' is not a port to connect to: give a whole number from 1 to 65535").
 CLI::Validator port_to_connect_to();
 
+// The first character of `text`, taken as UTF-8, that cannot go out as it
+// is in the wire `encoding`: a byte that does not start a whole UTF-8
+// character (the start of one cut short included), or a character that has
+// no form in `encoding` (an emoji in GBK), which the transcoder would send as
+// the text of an escape.
+struct UnsendableCharacter {
+  enum class Kind { not_utf8, no_form };
+  Kind kind;
+  size_t offset;     // of its first byte in `text`
+  size_t length;     // its bytes: 1 for a byte that is not UTF-8
+  size_t character;  // which character of `text` it is, from 1
+};
+// nullopt when every character can go out, and for an encoding iconv does
+// not know (nothing can be said of text in it).
+std::optional<UnsendableCharacter> find_unsendable(std::string_view text,
+                                                   std::string_view encoding);
 // Why `text`, given on the command line for `flag` ("--reply", "--send #2"),
 // cannot go out as it is in the wire `encoding`, or "": it is not UTF-8 (as
 // the command line is taken to be), or one of its characters has no form in

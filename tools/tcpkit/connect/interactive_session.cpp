@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "commands.h"
+#include "common/cli_common.h"
 #include "common/text_escape.h"
 #include "connect/session.h"
 
@@ -274,28 +275,17 @@ void InteractiveSession::encode(std::string_view text, bool at_end) {
 // and the rest of stdin do not (without --line, a part of the line that an
 // earlier read brought has gone out already), and the exit status is 1.
 void InteractiveSession::refuse_input(std::string_view text) {
-  auto probe = Transcoder::open("UTF-8", context_.options.encoding);
-  size_t at = 0;
+  const auto bad = find_unsendable(text, context_.options.encoding);
+  const size_t at = bad ? bad->offset : text.size();
   std::string what;
-  while (at < text.size()) {
-    const size_t length = utf8_character_length(text.substr(at));
-    if (length == 0) {
-      what = fmt::format("byte 0x{:02X} is not UTF-8", static_cast<unsigned char>(text[at]));
-      break;
-    }
-    if (probe) {
-      const size_t before = probe->invalid_bytes();
-      probe->feed(text.substr(at, length));
-      probe->finish();
-      if (probe->invalid_bytes() != before) {
-        what = fmt::format("'{}' has no form in {}", printable(text.substr(at, length)),
-                           context_.encoder->to());
-        break;
-      }
-    }
-    at += length;
+  if (!bad) {
+    what = fmt::format("text has no form in {}", context_.encoder->to());
+  } else if (bad->kind == UnsendableCharacter::Kind::not_utf8) {
+    what = fmt::format("byte 0x{:02X} is not UTF-8", static_cast<unsigned char>(text[at]));
+  } else {
+    what = fmt::format("'{}' has no form in {}", printable(text.substr(at, bad->length)),
+                       context_.encoder->to());
   }
-  if (what.empty()) what = fmt::format("text has no form in {}", context_.encoder->to());
   const std::string_view before = text.substr(0, at);
   const size_t newline = before.rfind('\n');
   const size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
