@@ -2,6 +2,7 @@
 
 #include <iconv.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
 #include <cstdint>
@@ -104,6 +105,23 @@ bool Transcoder::ascii_compatible(std::string_view name) {
   const std::string canonical = canonical_name(name);
   if (canonical.empty() || canonical.find('/') != std::string::npos) return false;
   return is_ascii_compatible(canonical);
+}
+
+bool Transcoder::has_shift_states(std::string_view name) {
+  auto encoder = open("UTF-8", name);
+  if (!encoder) return false;
+  for (const std::string_view character :
+       {"\u00e9", "\u0416", "\u03b1", "\u4e2d", "\u65e5", "\ud55c", "\u20ac"}) {
+    const size_t invalid = encoder->invalid_bytes();
+    const std::string encoded = encoder->feed(character);
+    const std::string reset = encoder->finish();
+    if (encoder->invalid_bytes() != invalid) continue;
+    if (!reset.empty() || std::any_of(encoded.begin(), encoded.end(), [](char byte) {
+          return static_cast<unsigned char>(byte) < 0x20;
+        }))
+      return true;
+  }
+  return false;
 }
 
 Result<Transcoder> Transcoder::open(std::string_view from, std::string_view to) {

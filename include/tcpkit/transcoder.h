@@ -50,6 +50,18 @@ class Transcoder {
   /// into lines before it is decoded. False for a name iconv does not know.
   static bool ascii_compatible(std::string_view name);
 
+  /// Whether `name` switches between character sets with escape or shift
+  /// sequences (ISO-2022-JP, -JP-2, -CN, -KR, HZ, UTF-7) rather than writing
+  /// every character the same way wherever it stands (UTF-8, GBK, Big5: no).
+  /// Text in such an encoding cannot be cut into pieces that each stand
+  /// alone: a piece depends on the shifts before it. Probed with a few
+  /// characters such encodings carry, one stream each: a control byte (ESC,
+  /// SO, SI) in one, or a sequence that the end of the stream adds to return
+  /// to the initial state ("ESC ( B", SI, "~}", "-"), gives it away; a
+  /// character the encoding lacks proves nothing. False for a name iconv
+  /// does not know.
+  static bool has_shift_states(std::string_view name);
+
   Transcoder(Transcoder&& other) noexcept;
   Transcoder& operator=(Transcoder&& other) noexcept;
   Transcoder(const Transcoder&) = delete;

@@ -207,6 +207,20 @@ TEST(Transcoder, AsciiCompatibleNamesKeepNewlineAsOneByte) {
   }
 }
 
+// Such an encoding writes the same character as other bytes after a shift,
+// so its text cannot be cut into lines that each stand alone.
+TEST(Transcoder, HasShiftStatesTellsEscapeSequenceEncodingsApart) {
+  for (const char* name : {"utf-8", "UTF8", "gbk", "gb18030", "big5", "latin1"}) {
+    EXPECT_FALSE(Transcoder::has_shift_states(name)) << name;
+  }
+  for (const char* name : {"ISO-2022-JP", "iso-2022-jp-2", "ISO-2022-KR", "ISO-2022-CN", "UTF-7"}) {
+    EXPECT_TRUE(Transcoder::has_shift_states(name)) << name;
+  }
+  for (const char* name : {"", "no-such-encoding", "iso-2022-jp//TRANSLIT"}) {
+    EXPECT_FALSE(Transcoder::has_shift_states(name)) << name;
+  }
+}
+
 TEST(Transcoder, Utf8PassThroughKeepsValidText) {
   Transcoder t = open_or_die("utf8", "UTF-8");
   const std::string text = "plain ascii, 中文, Ελληνικά, emoji 😀 and U+10FFFF \xF4\x8F\xBF\xBF";

@@ -2,7 +2,6 @@
 // Errors a beginner meets get a message that explains and helps.
 #include <fmt/core.h>
 
-#include <algorithm>
 #include <array>
 #include <map>
 #include <optional>
@@ -61,30 +60,6 @@ std::string reply_encoding_error(const ServeOptions& options) {
   return encoding_error("--reply", options.reply, options.encoding, "a reply");
 }
 
-// Whether `encoding` switches between character sets with escape or shift
-// sequences (ISO-2022-JP, -JP-2, -CN, -KR, HZ, UTF-7) rather than
-// writing every character the same way wherever it stands. Probed with a few
-// characters such encodings carry, one stream each: a control byte (ESC, SO,
-// SI) in one, or a sequence that the end of the stream adds to return to
-// the initial state ("ESC ( B", SI, "~}", "-"), gives it away; a character
-// the encoding lacks proves nothing.
-bool has_shift_states(const std::string& encoding) {
-  auto encoder = Transcoder::open("utf-8", encoding);
-  if (!encoder) return false;
-  for (const std::string_view character :
-       {"\u00e9", "\u0416", "\u03b1", "\u4e2d", "\u65e5", "\ud55c", "\u20ac"}) {
-    const size_t invalid = encoder->invalid_bytes();
-    const std::string encoded = encoder->feed(character);
-    const std::string reset = encoder->finish();
-    if (encoder->invalid_bytes() != invalid) continue;
-    if (!reset.empty() || std::any_of(encoded.begin(), encoded.end(), [](char byte) {
-          return static_cast<unsigned char>(byte) < 0x20;
-        }))
-      return true;
-  }
-  return false;
-}
-
 int run_serve(const ServeOptions& options, const std::string& unix_path) {
   auto addresses = serve_addresses(options, unix_path);
   if (!addresses) {
@@ -123,7 +98,7 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   // A member's line reaches members who never saw the lines before it, and
   // its escape bytes would be escaped as control characters: each line
   // would need to start and end in the initial state, which nothing enforces.
-  if (options.mode == ServeMode::chat && has_shift_states(options.encoding)) {
+  if (options.mode == ServeMode::chat && Transcoder::has_shift_states(options.encoding)) {
     fmt::print(stderr,
                "tcpkit serve: --encoding {} switches character sets with escape or shift "
                "sequences, which chat cannot pass from one member to others; chat needs an "
