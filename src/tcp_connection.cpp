@@ -281,7 +281,8 @@ void TcpConnection::handle_read(const TcpConnectionPtr& self, bool at_end) {
     return;
   }
   // recv() returned 0: the peer sent FIN (with TLS, perhaps without its
-  // close_notify: a truncation we report as a close all the same).
+  // close_notify: a truncation, which peer_sent_fin() notes and otherwise
+  // handles as the FIN it is).
   peer_sent_fin();
 }
 
@@ -485,8 +486,12 @@ bool TcpConnection::drain_pipe() {
 }
 
 // The peer will send no more: recv() returned 0, or TLS close_notify came.
+// A FIN without the close_notify is still the end of what the peer sends:
+// what came before it is delivered, and our replies still go out; only
+// tls_truncated() tells it from a clean end.
 void TcpConnection::peer_sent_fin() {
   peer_closed_ = true;
+  tls_truncated_ = tls_ && tls_->session.handshake_done() && !tls_->session.peer_closed();
   reading_ = false;
   // When we close at once (below: nothing to send, nobody to tell), the
   // close unregisters the socket; otherwise stop reading and stay.

@@ -124,6 +124,15 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// The same, sorted into the outcomes a server counts and logs.
   CloseReason close_kind() const { return close_kind_; }
   bool peer_half_closed() const { return peer_closed_; }
+  /// The peer's FIN came after the TLS handshake without its close_notify:
+  /// what it sent may be cut short (by an attacker on the path, or a peer
+  /// that crashed), where a blocking TcpStream reports Errc::tls_truncated.
+  /// The connection still takes it for the peer's FIN (on_peer_closed, our
+  /// replies still go out, close reason Errc::peer_closed), so nothing
+  /// received is lost; a user that must tell a cut end from a clean one
+  /// asks this, from on_peer_closed on and after the close. False without
+  /// TLS, before the peer's FIN, and for a FIN during the handshake.
+  bool tls_truncated() const { return tls_truncated_; }
   bool is_reading() const { return reading_; }
   /// Loop thread. Whether bytes sent now can still reach the peer: false
   /// once our FIN has gone, a close is on its way (force_close(), abort(),
@@ -287,8 +296,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// lines as the fields allow (with a thousand connections, each event
   /// finds its connection out of the cache, and every line is a miss); what
   /// only opening and closing touch comes last. Within that order, as little
-  /// padding as the fields allow (two bytes after sending_, which nothing
-  /// that small at the back could fill): a server keeps one per client.
+  /// padding as the fields allow (three bytes after tls_truncated_, which
+  /// nothing that small at the back could fill): a server keeps one per client.
   EventLoop* loop_;
   /// Held here, not behind a pointer: one allocation and one cache line
   /// less per connection.
@@ -335,6 +344,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// their way back to the peer, ahead of output_.
   std::unique_ptr<Echo> echo_;
   uint32_t piped_ = 0;
+  /// tls_truncated(): set once, at the peer's FIN; here it fills padding.
+  bool tls_truncated_ = false;
   Buffer input_;
   Buffer output_;
   /// Written by the loop thread only; atomic so that other threads may read them.

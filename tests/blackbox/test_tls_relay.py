@@ -11,15 +11,18 @@ self-signed, for localhost and 127.0.0.1."""
 import hashlib
 import random
 import shutil
+import socket
+import ssl
 import subprocess
 import threading
 
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, scaled, pick_free_port, run_tcpkit, wait_for_listener
-from serve_util import connect, recv_exact, start_serve, wait_log
+from serve_util import connect, recv_exact, recv_until_eof, start_serve, wait_log
 from test_relay import RELAY_LISTENING_RE
-from tls_util import make_cert, plaintext_client_until_closed, read_to_tls_end, tls_connect
+from tls_util import fin_without_close_notify, make_cert, plaintext_client_until_closed, read_to_tls_end, \
+    send_and_cut, tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
 TIMEOUT = scaled(DEFAULT_TIMEOUT)
@@ -119,7 +122,69 @@ def test_regression_idle_timeout_ends_the_client_with_close_notify(tcpkit_proces
     wait_log(relay, r"disconnect 127\.0\.0\.1:\d+: .*idle timeout")
 
 
+def test_regression_a_client_fin_without_close_notify_is_logged_as_truncated(tcpkit_process, cert):
+    """A TLS client's FIN that comes without close_notify is passed on as a
+    FIN (the echo still comes back, with a clean TLS end), but the log no
+    longer calls it "closed by client": what the client sent may be cut short."""
+    _, upstream = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
+    relay, port = start_relay(tcpkit_process, f"127.0.0.1:{upstream}", "--tls-cert", cert[0],
+                              "--tls-key", cert[1])
+    assert send_and_cut(port, cert[0], b"cut short") == (b"cut short", "close_notify")
+    wait_log(relay, r"disconnect 127\.0\.0\.1:\d+: client closed without TLS close_notify \(truncated\) "
+                    r"\(bytes up 9, down 9\)")
+
+
 # --- TLS to the upstream ---------------------------------------------------------------------
+
+def tls_upstream_of_one(cert, reply: bytes, close_notify: bool) -> tuple[int, threading.Thread, list]:
+    """A TLS server of one connection on a thread, with Python's ssl module:
+    sends `reply`, then ends with close_notify (unwrap()) or with a FIN alone,
+    and reads until the relay's end. Returns (port, thread, errors)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*cert)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+    errors = []
+
+    def serve() -> None:
+        try:
+            with listener:
+                raw, _ = listener.accept()
+            raw.settimeout(TIMEOUT)
+            with context.wrap_socket(raw, server_side=True) as tls:
+                tls.sendall(reply)
+                if close_notify:
+                    tls.unwrap()
+                else:
+                    fin_without_close_notify(tls)
+                while tls.recv(65536):
+                    pass
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(repr(exc))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread, errors
+
+
+@pytest.mark.parametrize("close_notify, reason", [
+    (False, r"upstream closed without TLS close_notify \(truncated\)"),
+    (True, r"closed by upstream"),
+])
+def test_regression_an_upstream_fin_without_close_notify_is_logged_as_truncated(tcpkit_process, cert,
+                                                                                close_notify, reason):
+    """An upstream's FIN without close_notify (a truncation attack, or a
+    crashed server) is passed on as a FIN after all it sent, and logged as a
+    truncation, not as "closed by upstream" like a clean TLS end."""
+    upstream, thread, errors = tls_upstream_of_one(cert, b"the reply, perhaps cut", close_notify)
+    relay, port = start_relay(tcpkit_process, f"127.0.0.1:{upstream}", "--to-tls", "--to-ca", cert[0],
+                              "--to-sni", "localhost")
+    with connect(port) as sock:
+        assert recv_until_eof(sock) == (b"the reply, perhaps cut", None)
+    wait_log(relay, rf"disconnect 127\.0\.0\.1:\d+: {reason} \(bytes up 0, down 22\)")
+    thread.join(TIMEOUT)
+    assert errors == []
+
 
 def test_originator_to_socat_tls_server_byte_exact(tcpkit_process, cert, socat_tls_echo):
     relay, port = start_relay(tcpkit_process, f"localhost:{socat_tls_echo}", "--to-tls", "--to-ca", cert[0])

@@ -24,7 +24,8 @@ import pytest
 from conftest import DEFAULT_TIMEOUT, scaled, run_tcpkit, wait_until
 from serve_util import DEFAULT_REPLY, connect, count_lines, recv_exact, recv_line, recv_until_eof, start_serve, \
     wait_log
-from tls_util import client_context, make_cert, plaintext_client_until_closed, read_to_tls_end, tls_connect
+from tls_util import client_context, make_cert, plaintext_client_until_closed, read_to_tls_end, send_and_cut, \
+    tls_connect
 
 # Timeouts stretch for a sanitizer build (TCPKIT_TIMEOUT_SCALE).
 TIMEOUT = scaled(DEFAULT_TIMEOUT)
@@ -88,6 +89,16 @@ def test_s_client_gets_the_ack_and_the_log_has_no_plaintext(tcpkit_process, cert
     wait_log(server, r"message from 127\.0\.0\.1:\d+: 38 bytes \(TLS: text not logged\)")
     wait_log(server, r"disconnect 127\.0\.0\.1:\d+: peer closed \(clients: 0\)")
     assert SECRET not in log_text(server)
+
+
+def test_regression_a_fin_without_close_notify_is_logged_as_truncated(tcpkit_process, cert):
+    """A client's FIN without close_notify still gets its replies and a clean
+    TLS end, but the log says that what it sent may be cut short, where it
+    said "peer closed" as for a clean end."""
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "echo")
+    assert send_and_cut(port, cert[0], b"cut short") == (b"cut short", "close_notify")
+    wait_log(server, r"disconnect 127\.0\.0\.1:\d+: peer closed without TLS close_notify \(truncated\) "
+                     r"\(clients: 0\)")
 
 
 def test_s_client_with_tls_1_2(tcpkit_process, cert):

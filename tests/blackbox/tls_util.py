@@ -73,6 +73,23 @@ def read_to_tls_end(tls: ssl.SSLSocket) -> tuple[bytes, str]:
     return bytes(data), "close_notify"
 
 
+def fin_without_close_notify(tls: ssl.SSLSocket) -> None:
+    """Sends a FIN under the TLS layer, with no close_notify before it: the
+    end that an attacker on the path can forge, or that a crashed peer
+    leaves. `tls` still reads TLS afterwards."""
+    socket.socket.shutdown(tls, socket.SHUT_WR)
+
+
+def send_and_cut(port: int, ca_file: str, data: bytes) -> tuple[bytes, str]:
+    """A TLS client that sends `data`, then a FIN without close_notify, and
+    reads to the server's end: what came back and how it ended, as
+    read_to_tls_end() says."""
+    with tls_connect(port, ca_file, suppress_ragged_eofs=False) as sock:
+        sock.sendall(data)
+        fin_without_close_notify(sock)
+        return read_to_tls_end(sock)
+
+
 def plaintext_client_until_closed(port: int, timeout: float = TIMEOUT) -> None:
     """A client that does not speak TLS: sends a line in the clear and reads
     until the TLS side closes the connection (an alert, or nothing)."""

@@ -93,6 +93,14 @@ TEST(CloseOutcome, TheConnectionsOwnReason) {
   EXPECT_EQ(reset.label, "connection reset");
   EXPECT_TRUE(reset.error);
 
+  // A TLS client's FIN without close_notify: counted as the clean close it
+  // is, logged as a possible truncation.
+  auto cut = close_outcome(CloseReason::peer_closed, make_error_code(Errc::tls_truncated), false,
+                           nullptr, 10);
+  EXPECT_EQ(cut.label, "peer closed");
+  EXPECT_EQ(cut.text, "peer closed without TLS close_notify (truncated)");
+  EXPECT_FALSE(cut.error);
+
   auto other = close_outcome(
       CloseReason::error, std::make_error_code(std::errc::bad_file_descriptor), false, nullptr, 10);
   EXPECT_EQ(other.label, std::make_error_code(std::errc::bad_file_descriptor).message());

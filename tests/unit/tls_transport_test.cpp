@@ -43,11 +43,12 @@ struct Ending {
   CloseReason kind = CloseReason::none;
   std::string reason;
   bool tls_peer_closed = false;
+  bool tls_truncated = false;
 };
 
 Ending ending_of(const TcpConnectionPtr& conn) {
   return {conn->close_kind(), conn->close_reason().message(),
-          conn->tls() != nullptr && conn->tls()->peer_closed()};
+          conn->tls() != nullptr && conn->tls()->peer_closed(), conn->tls_truncated()};
 }
 
 // A TLS echo server: the library starts TLS on every connection.
@@ -88,9 +89,11 @@ struct ClientSide {
   Watched<bool> ready{false};
   Watched<std::string> received;
   Watched<std::vector<Ending>> endings;
+  PeerClosedCallback on_peer_closed;  ///< if set before start()
 
   void start(const Endpoint& server, ClientOptions options, std::string first_words = "") {
     client = std::make_unique<TcpClient>(loop.loop(), server, std::move(options));
+    if (on_peer_closed) client->set_on_peer_closed(on_peer_closed);
     client->set_on_connection([this, first_words](const TcpConnectionPtr& c) {
       if (!c->connected()) {
         endings.update([&](auto& v) { v.push_back(ending_of(c)); });
@@ -204,6 +207,7 @@ TEST(TlsTransport, APeerThatHangsUpBeforeTheHandshakeIsClosed) {
   ASSERT_TRUE(listening.endings.wait([](const auto& v) { return v.size() == 1; }));
   EXPECT_EQ(listening.endings.get()[0].kind, CloseReason::peer_closed)
       << listening.endings.get()[0].reason;
+  EXPECT_FALSE(listening.endings.get()[0].tls_truncated) << "nothing was sent to cut short";
   // A whole close.
   auto whole = connect_client(deaf.address());
   whole.close();
@@ -512,6 +516,74 @@ TEST(TlsTransport, RegressionACloseThisSideDecidesSendsCloseNotify) {
   }
   kept.set(nullptr);
   h.finish();
+}
+
+// A FIN without close_notify may be an attacker's cut: the connection still
+// takes it for the peer's end (what came before is delivered, the replies
+// still go out, the close is clean), and tls_truncated() tells it from the
+// clean end that close_notify makes. It used to be a plain close, which
+// tcpkit relay logged as "closed by client".
+TEST(TlsTransport, RegressionAServerTellsAClientsFinWithoutCloseNotifyFromACleanEnd) {
+  EchoServer server;
+  server.start({}, shared(server_context()));
+  auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  for (const bool cut : {true, false}) {
+    SCOPED_TRACE(cut ? "FIN alone" : "close_notify, then FIN");
+    TcpStream stream = connect_client(server.h.address());
+    ASSERT_TRUE(stream.start_tls(ctx, {}, 5s));
+    ASSERT_TRUE(stream.send_all("the last words"));
+    if (cut) {
+      ASSERT_EQ(::shutdown(stream.fd(), SHUT_WR), 0);  // under the TLS layer
+    } else {
+      ASSERT_TRUE(stream.shutdown_write());
+    }
+    EXPECT_EQ(recv_n(stream, 14), "the last words") << "the echo after the FIN was lost";
+    auto end = end_of(stream);
+    ASSERT_TRUE(end) << end.error().message();
+    EXPECT_EQ(*end, 0u) << "the server's close_notify";
+    stream.close();
+    const size_t n = cut ? 1 : 2;
+    ASSERT_TRUE(server.endings.wait([n](const auto& v) { return v.size() == n; }));
+    const Ending ending = server.endings.get()[n - 1];
+    EXPECT_EQ(ending.kind, CloseReason::peer_closed) << ending.reason;
+    EXPECT_EQ(ending.tls_truncated, cut);
+  }
+  server.h.finish();
+}
+
+// The same for a client whose server ends with a FIN alone; on_peer_closed
+// can ask already.
+TEST(TlsTransport, RegressionAClientTellsAServersFinWithoutCloseNotifyFromACleanEnd) {
+  auto ctx = shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}));
+  const TlsContext server_ctx = server_context();
+  for (const bool cut : {true, false}) {
+    SCOPED_TRACE(cut ? "FIN alone" : "close_notify, then FIN");
+    auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+    ASSERT_TRUE(listener) << listener.error().message();
+    std::thread server = serve_one_tls(*listener, server_ctx, [&](TcpStream& peer) {
+      ASSERT_TRUE(peer.send_all("partial"));
+      if (cut) {
+        ::shutdown(peer.fd(), SHUT_WR);  // the FIN alone, under the TLS layer
+      } else {
+        ASSERT_TRUE(peer.shutdown_write());
+      }
+      char byte = 0;
+      (void)::recv(peer.fd(), &byte, 1, 0);  // until the client has answered
+    });
+    ClientSide client;
+    Watched<int> truncated_at_fin{-1};
+    client.on_peer_closed = [&](const TcpConnectionPtr& conn) {
+      truncated_at_fin.set(conn->tls_truncated() ? 1 : 0);
+      conn->shutdown();
+    };
+    client.start(listener->local_endpoint(), tls_client(ctx));
+    ASSERT_TRUE(truncated_at_fin.wait([](int t) { return t >= 0; }));
+    EXPECT_EQ(truncated_at_fin.get(), cut ? 1 : 0);
+    EXPECT_EQ(client.received.get(), "partial");
+    ASSERT_TRUE(client.endings.wait([](const auto& v) { return v.size() == 1; }));
+    EXPECT_EQ(client.endings.get()[0].tls_truncated, cut);
+    server.join();
+  }
 }
 
 // The blocking layer, likewise: a good record and a forged one in one

@@ -159,12 +159,20 @@ void RelayPair::upstream_closed(const TcpConnectionPtr& conn) {
 
 // A side closed. After a clean close (FIN both ways) the other side finishes
 // by itself once its queue drains, provided it will send nothing more;
-// otherwise it goes down too, and a reset is passed on as a reset.
+// otherwise it goes down too, and a reset is passed on as a reset. A clean
+// close names the side whose FIN came first, unless a TLS side's FIN came
+// without its close_notify: what that side sent may be cut short (by an
+// attacker, or a crash), which the log says as openssl and curl do.
 void RelayPair::side_closed(const Side& closed, Side& other, bool other_done, const char* who) {
   const CloseReason kind = closed->close_kind();
   const bool clean = kind == CloseReason::peer_closed;
-  set_reason(clean ? fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_)
-                   : fmt::format("{}: {}", who, describe(*closed)));
+  if (!clean) {
+    set_reason(fmt::format("{}: {}", who, describe(*closed)));
+  } else if (!truncated_.empty()) {
+    set_reason(fmt::format("{} closed without TLS close_notify (truncated)", truncated_));
+  } else {
+    set_reason(fmt::format("closed by {}", first_fin_.empty() ? who : first_fin_));
+  }
   if (ending_ || (clean && other_done)) return;
   end_forwarding();
   if (!other || other->disconnected()) return;
@@ -316,7 +324,10 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
 
 void RelayPair::source_eof(Flow& flow) {
   flow.eof = true;
-  if (first_fin_.empty()) first_fin_ = &flow == &up_ ? "client" : "upstream";
+  const char* who = &flow == &up_ ? "client" : "upstream";
+  if (first_fin_.empty()) first_fin_ = who;
+  // Passed on as a FIN all the same: what came before it is the source's.
+  if (truncated_.empty() && *flow.source && (*flow.source)->tls_truncated()) truncated_ = who;
   // A frame toxic holds the bytes after the last whole frame: they are
   // the stream's last, and go before the FIN.
   if (std::string rest = toxics_.take_partial(flow.stream); !rest.empty()) enqueue(flow, rest);

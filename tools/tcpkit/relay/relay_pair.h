@@ -16,7 +16,8 @@
 //
 // Either side may speak TLS (--tls-cert for clients, --to-tls upstream): the
 // TLS layer is inside that side's connection, so the pair sees plaintext,
-// close_notify as a FIN, and a failed handshake as a close with its reason;
+// close_notify as a FIN (a FIN without it too, which the log line names as
+// a possible truncation), and a failed handshake as a close with its reason;
 // bytes held for a pending handshake count in the side's output, which is
 // what the pair's backpressure watches.
 #pragma once
@@ -155,6 +156,9 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   std::string upstream_name_;
   std::string reason_;
   std::string first_fin_;  // "client" or "upstream": who sent FIN first
+  // "client" or "upstream": the first side whose TLS FIN came without its
+  // close_notify (TcpConnection::tls_truncated()), if any.
+  std::string truncated_;
   Side client_;
   Side upstream_;
   std::unique_ptr<TcpClient> connector_;

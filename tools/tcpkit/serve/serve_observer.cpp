@@ -46,6 +46,10 @@ CloseOutcome close_outcome(CloseReason kind, std::error_code code, bool stopping
     case CloseReason::handshake_timeout:
       out.text = fmt::format("{} ({:g} s)", label(kind), handshake_timeout_s);
       break;
+    case CloseReason::peer_closed:
+      out.text = code == Errc::tls_truncated ? "peer closed without TLS close_notify (truncated)"
+                                             : std::string(describe(kind));
+      break;
     default:
       out.text = std::string(describe(kind));
       break;
@@ -138,9 +142,16 @@ void ServeObserver::closed(const TcpConnectionPtr& conn) {
   } else {
     counters_.count_closed_bytes(conn->bytes_received(), conn->bytes_sent());
   }
-  const CloseOutcome outcome = close_outcome(conn->close_kind(), conn->close_reason(),
-                                             stopping_.load(), conn->context<ServeSession>(),
-                                             options_.tls_handshake_timeout_s, logs_connections());
+  // A TLS client's FIN without its close_notify closes the connection as
+  // cleanly as any FIN (the metrics count it so); the log line says that
+  // what the client sent may be cut short.
+  const CloseReason kind = conn->close_kind();
+  const std::error_code code = kind == CloseReason::peer_closed && conn->tls_truncated()
+                                   ? make_error_code(Errc::tls_truncated)
+                                   : conn->close_reason();
+  const CloseOutcome outcome =
+      close_outcome(kind, code, stopping_.load(), conn->context<ServeSession>(),
+                    options_.tls_handshake_timeout_s, logs_connections());
   if (outcome.refusal) {
     counters_.count_refused(outcome.label);
   } else {

@@ -38,7 +38,9 @@ struct CloseOutcome {
 };
 
 // The outcome of a close: ours when we closed it (`session` says why), the
-// server's drain while `stopping`, else the connection's typed reason.
+// server's drain while `stopping`, else the connection's typed reason
+// (`code` Errc::tls_truncated with `kind` peer_closed: a TLS client's FIN
+// came without its close_notify, a clean close that the log calls truncated).
 // `handshake_timeout_s` is what the log line of a handshake timeout names.
 // Without `with_text` the log's words of a close by the connection's own
 // reason are left empty: with --quiet nobody reads them, and such a close
