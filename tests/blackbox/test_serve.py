@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ipv6_loopback_available, run_tcpkit, tcpkit_path, wait_until
+from conftest import (ipv6_loopback_available, pick_free_port, run_tcpkit, scaled, tcpkit_path,
+                      wait_until)
 from hostile_util import cpu_seconds
 from serve_util import (DEFAULT_REPLY, LISTENING_RE, STAMP, STAMP_RE, ack_round_trip,
                         assert_closed_by_server, connect, count_lines, find_line, frame,
@@ -743,6 +744,51 @@ def test_second_signal_exits_at_once(tcpkit_process, signum):
         assert code in (0, 128 + signum, -signum), code
     finally:
         hog.close()
+
+
+def pid_namespace_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True,
+                          timeout=10).returncode == 0
+
+
+@pytest.mark.skipif(not pid_namespace_available(),
+                    reason="unshare --pid needs root (CAP_SYS_ADMIN) and util-linux")
+def test_regression_a_second_signal_ends_the_server_also_as_pid_1():
+    """In a container the server is PID 1, for which a signal without a
+    handler is ignored: the second signal must still end a drain that a
+    client holds open (here for up to --drain-timeout 30 s)."""
+    port = pick_free_port()
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", str(tcpkit_path()), "serve", "--mode",
+                             "echo", "--port", str(port), "--drain-timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = None
+        deadline = time.monotonic() + scaled(10)
+        while client is None and time.monotonic() < deadline:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=1)
+            except OSError:
+                time.sleep(0.05)
+        assert client is not None, "the server did not start"
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        server_pid = int(children[0])
+        assert re.search(r"NSpid:\s+\d+\s+1\n", Path(f"/proc/{server_pid}/status").read_text())
+        os.kill(server_pid, signal.SIGTERM)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "stopping:" in line:
+                break
+        assert any("draining 1 clients" in line for line in lines), lines
+        os.kill(server_pid, signal.SIGTERM)
+        assert proc.wait(timeout=scaled(5)) == 128 + signal.SIGTERM
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def user_threads(pid: int) -> list[str]:

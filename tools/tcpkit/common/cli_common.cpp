@@ -130,19 +130,29 @@ void block_stop_signals() {
   SignalSet::block({SIGINT, SIGTERM});
 }
 
+namespace {
+// Async-signal-safe: it only ends the process.
+void exit_at_once(int signo) {
+  std::_Exit(128 + signo);
+}
+}  // namespace
+
 Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                                                       std::function<void()> on_stop) {
   return SignalSet::create(&loop, {SIGINT, SIGTERM},
                            [on_stop = std::move(on_stop), stopping = false](int signo) mutable {
                              // Both came before the loop read either.
-                             if (stopping) std::_Exit(128 + signo);
+                             if (stopping) exit_at_once(signo);
                              stopping = true;
-                             // Not blocked here, a second signal takes its
-                             // default action (the kernel's, in whatever
-                             // thread runs, so also while the loop is stuck);
-                             // one already pending does so now.
-                             signal(SIGINT, SIG_DFL);
-                             signal(SIGTERM, SIG_DFL);
+                             // A handler, not the default action: as PID 1
+                             // (a container's), a signal without a handler
+                             // is ignored. Unblocked in this thread, a
+                             // second signal runs it there, also while the
+                             // loop is stuck; one already pending does now.
+                             struct sigaction action {};
+                             action.sa_handler = exit_at_once;
+                             sigaction(SIGINT, &action, nullptr);
+                             sigaction(SIGTERM, &action, nullptr);
                              SignalSet::unblock({SIGINT, SIGTERM});
                              on_stop();
                            });

@@ -71,9 +71,9 @@ void block_stop_signals();
 
 // SIGINT and SIGTERM (blocked by block_stop_signals()) as events of `loop`,
 // its owner thread calling: the first runs `on_stop` there. The signals are
-// then unblocked in this thread with their default action, so a second one
-// ends the process at once, also while the loop is busy or stuck: the user
-// does not want to wait for the drain.
+// then unblocked in this thread, with a handler that exits (status 128 + the
+// signal), so a second one ends the process at once, also while the loop is
+// busy or stuck: the user does not want to wait for the drain.
 Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                                                       std::function<void()> on_stop);
 
