@@ -366,11 +366,16 @@ void TcpConnection::handle_data(const TcpConnectionPtr& self, std::string_view d
   deliver(self, in, shared);
 }
 
-// Reading resumed: what handle_data() held goes to on_message, as a read
-// would have brought it, before anything that comes after it (the next
-// bytes, the end of the stream: take_held_input()). Queued as well:
-// resume_reading() may run inside another connection's callback.
+// Reading resumed: what waits for on_message goes to it, as a read would
+// have brought it, before anything that comes after it (the next bytes, the
+// end of the stream: take_held_input()). That is what handle_data() held
+// while reading was off, and what on_message left in input_ before the
+// pause: a user that takes a few messages and pauses (a rate limit) gets
+// the rest now, where a peer that has sent everything would otherwise never
+// wake it again. Queued: resume_reading() may run inside another
+// connection's callback.
 void TcpConnection::deliver_held_input() {
+  if (input_.readable_bytes() > 0) held_input_ = true;
   if (!held_input_) return;
   loop_->queue_in_loop([self = shared_from_this()] { self->take_held_input(self); });
 }
@@ -564,8 +569,15 @@ void TcpConnection::receive_tls(Buffer& wire) {
     return;
   }
   input_.release_if_empty();
-  if (state() != State::disconnected && tls_ && tls_->session.peer_closed() && !peer_closed_)
-    peer_sent_fin();
+  if (state() == State::disconnected || !tls_ || !tls_->session.peer_closed() || peer_closed_)
+    return;
+  // Reading paused (on_message may have left plaintext for later): the end
+  // waits behind it, as a TCP FIN waits unread, until reading resumes.
+  if (!reading_) {
+    held_input_ = true;
+    return;
+  }
+  peer_sent_fin();
 }
 
 void TcpConnection::flush_tls() {

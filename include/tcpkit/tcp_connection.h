@@ -108,6 +108,16 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// other side is slow). A pause holds until resume_reading(), also when
   /// it comes while the overflow policy has paused reading: the output
   /// draining below half the mark then leaves reading off.
+  ///
+  /// What on_message leaves in its buffer stays there while reading is
+  /// paused. When reading resumes (resume_reading(), or the overflow
+  /// policy's own resume), on_message is called again with it, from the
+  /// loop's queue (never inside resume_reading()), before any byte read
+  /// later and before on_peer_closed: a server that takes a few messages
+  /// per call and pauses (a rate limit) gets the rest without the peer
+  /// sending more. A partial message left there costs one call that finds
+  /// it still partial. Under TLS the same goes for the plaintext, and the
+  /// peer's close_notify waits behind it as a FIN does.
   void pause_reading();
   void resume_reading();
 
@@ -311,7 +321,10 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool paused_by_user_ = false;
   bool peer_closed_ = false;
   bool write_shut_ = false;
-  bool held_input_ = false;      ///< handle_data() kept bytes while not reading
+  /// Input waits for on_message until reading resumes: bytes handle_data()
+  /// kept while not reading, what on_message left before a pause, or TLS's
+  /// end behind them (deliver_held_input()).
+  bool held_input_ = false;
   bool shutdown_asked_ = false;  ///< shutdown_in_loop() ran: our FIN follows the output
   /// An on_write_complete call is queued: the writes that drain meanwhile
   /// share it, so a million small sends queue one task, not a million.

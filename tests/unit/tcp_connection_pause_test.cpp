@@ -1,14 +1,19 @@
 // TcpConnection with reading paused, as a proxy pauses one side while the
 // other is slow: the peer's data and FIN that arrive meanwhile must wait for
-// resume_reading(), not be lost.
+// resume_reading(), not be lost; what on_message left before the pause
+// comes back when reading resumes.
 #include "tcpkit/tcp_connection.h"
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
+#include "tcpkit/tls_context.h"
 #include "test_util.h"
+#include "tls_test_util.h"
 
 using namespace std::chrono_literals;
 using namespace tcpkit;
@@ -107,6 +112,100 @@ TEST(TcpConnectionPause, AUserPauseDuringAnOverflowPauseHoldsAfterTheOutputDrain
   conn.reset();
   client.close();
   h.finish();
+}
+
+// A rate-limited server: on_message takes one line, pauses reading and
+// resumes from a timer, leaving the rest of its buffer for later. `lines`
+// has every line taken, in order; `lines_at_fin` how many there were when
+// the peer's end came (-1: not yet).
+struct OneLinePerResume {
+  Watched<std::vector<std::string>> lines;
+  Watched<int> lines_at_fin{-1};
+  ServerHarness h;
+
+  void start(ServerOptions options = {}) {
+    options.threads = 1;
+    h.start(options, [this](TcpServer& s) {
+      s.set_on_message([this](const TcpConnectionPtr& conn, Buffer& in) {
+        const char* eol = in.find_eol();
+        if (eol == nullptr) return;
+        std::string line = in.retrieve_as_string(static_cast<size_t>(eol - in.peek()) + 1);
+        lines.update([&](auto& v) { v.push_back(std::move(line)); });
+        conn->pause_reading();
+        std::weak_ptr<TcpConnection> weak = conn;
+        conn->loop()->run_after(1ms, [weak] {
+          if (auto c = weak.lock()) c->resume_reading();
+        });
+      });
+      s.set_on_peer_closed([this](const TcpConnectionPtr& conn) {
+        lines_at_fin.set(static_cast<int>(lines.get().size()));
+        conn->shutdown();
+      });
+    });
+  }
+};
+
+std::string ten_lines() {
+  std::string text;
+  for (int i = 0; i < 10; ++i) text += "line " + std::to_string(i) + "\n";
+  return text;
+}
+
+std::vector<std::string> ten_lines_each() {
+  std::vector<std::string> v;
+  for (int i = 0; i < 10; ++i) v.push_back("line " + std::to_string(i) + "\n");
+  return v;
+}
+
+// Regression: input that on_message left before pause_reading() waited for
+// the peer's next bytes after resume_reading(), so a server that paused to
+// limit a client's rate stalled for good once the client had sent it all.
+TEST(TcpConnectionPause, WhatOnMessageLeftBeforeAPauseComesBackWhenReadingResumes) {
+  OneLinePerResume server;
+  server.start();
+  auto client = connect_client(server.h.address());
+  ASSERT_TRUE(client.send_all(ten_lines()));  // and nothing more
+  EXPECT_TRUE(server.lines.wait([](const auto& v) { return v.size() >= 10; }))
+      << server.lines.get().size() << " of 10 lines taken";
+  EXPECT_EQ(server.lines.get(), ten_lines_each());
+  client.close();
+  server.h.finish();
+}
+
+TEST(TcpConnectionPause, EveryLineLeftBeforeAPauseComesBeforeThePeersFin) {
+  OneLinePerResume server;
+  server.start();
+  auto client = connect_client(server.h.address());
+  ASSERT_TRUE(client.send_all(ten_lines()));
+  ASSERT_TRUE(client.shutdown_write());
+  EXPECT_EQ(read_to_eof(client), "");  // the server answers the FIN with its own
+  EXPECT_EQ(server.lines_at_fin.get(), 10);
+  EXPECT_EQ(server.lines.get(), ten_lines_each());
+  client.close();
+  server.h.finish();
+}
+
+// The same through TLS: the plaintext left before a pause comes back, and
+// the client's close_notify, sent in the same write as the lines (so that
+// the server decrypts both in one go), waits behind it.
+TEST(TcpConnectionPause, UnderTlsThePlaintextLeftBeforeAPauseComesBeforeTheClose) {
+  ServerOptions options;
+  options.tls = std::make_shared<const TlsContext>(server_context());
+  OneLinePerResume server;
+  server.start(options);
+  auto client_tls = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+  auto client = connect_client(server.h.address());
+  auto session = handshake_by_hand(client, client_tls);
+  ASSERT_TRUE(session) << session.error().message();
+  session->write_plaintext(ten_lines());
+  session->shutdown();  // close_notify
+  ASSERT_TRUE(client.send_all(session->take_ciphertext()));
+  ASSERT_TRUE(client.shutdown_write());
+  read_to_eof(client);  // the server's close_notify and FIN, unread
+  EXPECT_EQ(server.lines_at_fin.get(), 10);
+  EXPECT_EQ(server.lines.get(), ten_lines_each());
+  client.close();
+  server.h.finish();
 }
 
 }  // namespace

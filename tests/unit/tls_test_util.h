@@ -2,7 +2,8 @@
 // certificates are made at test time with the openssl program (as a user
 // would make them), in a temporary directory removed at exit. "server" is
 // self-signed for localhost and 127.0.0.1; "other" is an unrelated
-// self-signed certificate, a CA that did not sign "server".
+// self-signed certificate, a CA that did not sign "server". And a client
+// that speaks TLS by hand, for what a well-behaved client never sends.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,7 +14,11 @@
 #include <string>
 #include <utility>
 
+#include "tcpkit/buffer.h"
+#include "tcpkit/result.h"
+#include "tcpkit/tcp_stream.h"
 #include "tcpkit/tls_context.h"
+#include "tcpkit/tls_session.h"
 
 namespace tcpkit::test {
 
@@ -73,6 +78,26 @@ inline TlsContext client_context(const TlsClientOptions& options) {
   auto ctx = TlsContext::client(options);
   EXPECT_TRUE(ctx) << ctx.error().message();
   return std::move(*ctx);
+}
+
+// A client that speaks TLS by hand, a TlsSession over a plain TcpStream, so
+// that it can send what a well-behaved client never would. Returns once its
+// last handshake message is sent.
+inline Result<TlsSession> handshake_by_hand(TcpStream& stream, const TlsContext& ctx) {
+  auto session = TlsSession::create(ctx, stream.peer_endpoint().to_string());
+  if (!session) return session.error();
+  Buffer plain;
+  while (!session->handshake_done()) {
+    if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
+    char buf[4096];
+    auto n = stream.recv(buf, sizeof buf);
+    if (!n) return n.error();
+    if (*n == 0) return Error(Errc::peer_closed, "handshake by hand");
+    session->feed_ciphertext(buf, *n);
+    if (auto read = session->read_plaintext(plain); !read) return read.error();
+  }
+  if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
+  return session;
 }
 
 }  // namespace tcpkit::test

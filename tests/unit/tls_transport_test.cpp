@@ -122,26 +122,6 @@ ClientOptions tls_client(std::shared_ptr<const TlsContext> tls) {
   return o;
 }
 
-// A client that speaks TLS by hand, a TlsSession over a plain TcpStream, so
-// that it can send what a well-behaved client never would. Returns once its
-// last handshake message is sent.
-Result<TlsSession> handshake_by_hand(TcpStream& stream, const TlsContext& ctx) {
-  auto session = TlsSession::create(ctx, stream.peer_endpoint().to_string());
-  if (!session) return session.error();
-  Buffer plain;
-  while (!session->handshake_done()) {
-    if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
-    char buf[4096];
-    auto n = stream.recv(buf, sizeof buf);
-    if (!n) return n.error();
-    if (*n == 0) return Error(Errc::peer_closed, "handshake by hand");
-    session->feed_ciphertext(buf, *n);
-    if (auto read = session->read_plaintext(plain); !read) return read.error();
-  }
-  if (auto sent = stream.send_all(session->take_ciphertext()); !sent) return sent.error();
-  return session;
-}
-
 TEST(TlsTransport, ClientAndServerExchangeMegabytesByteExactThroughTheOneConnectionApi) {
   EchoServer server;
   server.start({}, shared(server_context()));
