@@ -28,7 +28,8 @@ _tcpkit() {
   local flags="-h --help"
   case $sub in
     serve)
-      flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message -t --threads"
+      flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message --chat-rate"
+      flags+=" -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
       flags+=" --io-backend --busy-poll"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"

@@ -376,6 +376,18 @@ def test_regression_a_health_check_is_no_chat_member(tcpkit_process):
         alice.close()
 
 
+def test_a_health_check_is_not_held_to_the_chat_rate(tcpkit_process):
+    """Flood control paces members, not the balancer: a health check that
+    sends 100 pings at once, at --chat-rate 1, gets its 100 answers at once,
+    where a member's 100th line would wait 99 seconds."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "1",
+                               *TRUST_LOCALHOST)
+    with connect(port) as check:
+        check.sendall(proxy_v2_local() + b"ping\n" * 100)
+        # One deadline for all of them (recv_exact), far below the 99 s.
+        assert recv_exact(check, 5 * 100, timeout=10) == b"* ok\n" * 100
+
+
 def test_many_proxied_clients_on_threads(tcpkit_process):
     """Headers and timers on several I/O loops at once."""
     server, port = start_serve(tcpkit_process, *TRUST_LOCALHOST, "--threads", "3", "--framing", "line")

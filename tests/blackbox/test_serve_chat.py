@@ -5,7 +5,9 @@ NAME is the sender's address:port until it sets one with `/nick NAME`.
 Others are told `* NAME joined (N online)`, `* NAME left` and
 `* OLD is now known as NEW`; the member who renamed itself, `* you are now
 known as NEW`. A client that does not read is dropped once its
-queue passes the high-water mark, and nobody else loses a line.
+queue passes the high-water mark, and nobody else loses a line. A member's
+lines enter the room at --chat-rate lines a second after a burst of as
+many (flood control); the rest wait, in order.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.request
 
 import pytest
 
-from conftest import run_tcpkit, wait_until
+from conftest import run_tcpkit, scaled, wait_until
 from serve_util import ChatClient, count_lines, find_line, recv_line, recv_until_eof, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
@@ -88,8 +91,9 @@ def test_chat_three_clients_nick_join_leave(tcpkit_process):
 def test_chat_slow_reader_is_dropped_and_nobody_else_loses_a_line(tcpkit_process):
     """A client that never reads while others talk a lot: its queue passes
     the high-water mark, it is disconnected with `slow reader`, and the
-    readers that keep up receive every line in order."""
-    server, port = start_serve(tcpkit_process, "--mode", "chat")
+    readers that keep up receive every line in order. The sender floods on
+    purpose, so flood control is off (--chat-rate 0)."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "0")
     sender = ChatClient(port)
     readers = [ChatClient(port), ChatClient(port)]
     slow = ChatClient(port, rcvbuf=4096)
@@ -494,3 +498,101 @@ def test_regression_members_hear_that_the_server_is_shutting_down(tcpkit_process
     a.close()
     b.close()
     assert server.wait(timeout=10) == 0
+
+
+# --- flood control (--chat-rate) -------------------------------------------------------------
+
+def send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
+    """sendall() on a thread: a paced member's kernel buffers fill up, and
+    its sendall() waits for the room (bounded by a generous timeout)."""
+    sock.settimeout(scaled(60))
+    sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+    sender.start()
+    return sender
+
+
+def test_a_flooder_is_paced_and_a_slow_listener_keeps_up_and_hears_others(tcpkit_process):
+    """One member sends 1000 lines in one sendall(). The room takes 200 a
+    second after a burst of 200, so a listener that reads slowly (a 4 KiB
+    receive buffer, read once per 20 ms) keeps up: it is never
+    dropped as a slow reader and gets every line, in order. Another member's
+    line, said once the listener has 400 of the flood's lines, reaches it
+    before the flood's last line: it does not wait behind the whole flood.
+    Without flood control the server takes the 1000 lines at once, and the
+    line said later comes after all of them (or the listener is dropped)."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "200",
+                               "--high-water-mark", "65536")
+    flooder = ChatClient(port)
+    listener = ChatClient(port, rcvbuf=4096)
+    flooder.expect(f"* {listener.name} joined (2 online)")
+    talker = ChatClient(port)
+    flooder.expect(f"* {talker.name} joined (3 online)")
+    listener.expect(f"* {talker.name} joined (3 online)")
+
+    total = 1000
+    filler = "x" * 80
+    sender = send_in_background(
+        flooder.sock, "".join(f"{k:04d} {filler}\n" for k in range(total)).encode())
+    flood_prefix = f"<{flooder.name}> "
+    said = f"<{talker.name}> said during the flood"
+    numbers = []        # the flood's lines, as the listener got them
+    heard_after = None  # how many flood lines had come when the talker's did
+    deadline = time.monotonic() + scaled(60)
+    while len(numbers) < total:
+        assert time.monotonic() < deadline, f"the listener got {len(numbers)} of {total} lines"
+        line = listener.line(timeout=20)
+        if line == said:
+            heard_after = len(numbers)
+            continue
+        assert line.startswith(flood_prefix), line
+        numbers.append(int(line[len(flood_prefix):].split(" ", 1)[0]))
+        if len(numbers) == 400:
+            talker.say("said during the flood")
+        if b"\n" not in listener.buffer:
+            time.sleep(0.02)  # the listener's pace: one read per 20 ms at most
+    assert numbers == list(range(total)), "lines lost or out of order"
+    assert heard_after is not None, "the talker's line came only after the whole flood"
+    sender.join(timeout=scaled(10))
+    assert not find_line(server, r"slow reader"), "a member was dropped as a slow reader"
+    for member in (flooder, listener, talker):
+        member.close()
+    server.wait_for_line(r"\(clients: 0\)$")
+
+
+def test_a_paced_member_that_closes_has_its_waiting_lines_said_before_it_leaves(tcpkit_process):
+    """A member over its rate that closes its socket right behind its lines
+    (its FIN follows them): none of them is dropped. They go to the room at
+    the rate, in order, and then the others hear that it left."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "100")
+    flooder = ChatClient(port)
+    listener = ChatClient(port)
+    flooder.expect(f"* {listener.name} joined (2 online)")
+    flooder_name = flooder.name
+    total = 300
+    flooder.sock.sendall("".join(f"{k:03d} and goodbye\n" for k in range(total)).encode())
+    flooder.close()  # all it was sent is read: a FIN, not a reset
+    for k in range(total):
+        listener.expect(f"<{flooder_name}> {k:03d} and goodbye")
+    listener.expect(f"* {flooder_name} left")
+    server.wait_for_line(esc(f"disconnect {flooder_name}: peer closed (clients: 1)"))
+    listener.close()
+
+
+@pytest.mark.parametrize("value, why", [
+    ("-1", "'-1' is not a whole number"),
+    ("abc", "'abc' is not a whole number"),
+    ("2.5", "'2.5' is not a whole number"),
+    ("", "'' is not a whole number"),
+    ("1000001", "1000001 is too large"),
+], ids=["negative", "text", "fraction", "empty", "too-large"])
+def test_a_malformed_chat_rate_is_a_usage_error(value, why):
+    result = run_tcpkit("serve", "--port", "0", "--mode", "chat", "--chat-rate", value)
+    assert result.returncode == 2, result
+    assert f"--chat-rate: {why} (give 0 to 1000000)" in result.stderr, result.stderr
+
+
+def test_chat_rate_outside_chat_is_a_usage_error():
+    result = run_tcpkit("serve", "--port", "0", "--mode", "echo", "--chat-rate", "5")
+    assert result.returncode == 2, result
+    assert "tcpkit serve: --chat-rate paces the lines of chat members; it needs --mode chat" in (
+        result.stderr), result.stderr

@@ -52,8 +52,10 @@ def recv_line(sock: socket.socket, buffer: bytearray, timeout: float = TIMEOUT) 
 
 
 def test_chat_broadcasts_to_members_without_a_handshake_stay_bounded(tcpkit_process, cert):
+    # The speaker's 20 lines of 1 MiB are a flood on purpose: flood control
+    # (--chat-rate) would let one through every 51 s.
     server, port = start_serve(tcpkit_process, "--mode", "chat", "--tls-cert", cert[0], "--tls-key", cert[1],
-                               "--tls-handshake-timeout", "30")
+                               "--tls-handshake-timeout", "30", "--chat-rate", "0")
     before = rss_bytes(server.pid)
     # Three clients open TCP and never send a ClientHello; each is a chat
     # member whose lines can only wait for a handshake.

@@ -175,6 +175,28 @@ def test_chat_lines_reach_the_other_tls_member(tcpkit_process, cert):
     wait_log(server, r"disconnect .*\(clients: 0\)")
 
 
+def test_a_paced_tls_member_that_ends_has_its_waiting_lines_said_before_it_leaves(tcpkit_process,
+                                                                                  cert):
+    """Flood control over TLS: a member over its rate (--chat-rate 100, 300
+    lines) whose close_notify comes right behind its lines still has every
+    line said to the room, in order, before the others hear it left."""
+    server, port = serve_tls(tcpkit_process, cert, "--mode", "chat", "--chat-rate", "100")
+    flooder = tls_connect(port, cert[0])
+    listener = tls_connect(port, cert[0])
+    with listener:
+        flooder_buf, listener_buf = bytearray(), bytearray()
+        assert b"joined" in recv_line(flooder, flooder_buf)
+        name = "{}:{}".format(*flooder.getsockname()[:2])
+        flooder.sendall(b"".join(b"%03d over tls\n" % k for k in range(300)))
+        # close_notify; unwrap() then waits for the server's, which comes
+        # once the member's lines are all said.
+        flooder.unwrap().close()
+        for k in range(300):
+            assert recv_line(listener, listener_buf) == f"<{name}> {k:03d} over tls".encode()
+        assert recv_line(listener, listener_buf) == f"* {name} left".encode()
+    wait_log(server, r"disconnect .*\(clients: 0\)")
+
+
 def test_proxy_header_comes_before_the_handshake(tcpkit_process, cert):
     server, port = serve_tls(tcpkit_process, cert, "--proxy-protocol", "--trusted-proxy", "127.0.0.1/32")
     header = b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n"

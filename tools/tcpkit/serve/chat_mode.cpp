@@ -17,6 +17,7 @@ ChatMode::ChatMode(const ServeOptions& options, ServeObserver& observer)
     : encoding_(options.encoding),
       utf8_(Transcoder::canonical_name(options.encoding) == "UTF-8"),
       max_message_(options.max_message),
+      rate_(options.chat_rate),
       observer_(observer) {}
 
 ChatMode::~ChatMode() = default;
@@ -34,7 +35,21 @@ bool health_check(const TcpConnectionPtr& conn) {
   return session != nullptr && session->health_check;
 }
 
+// The member's resume timer, if one is armed, will not run (the member is
+// gone, or the server drains and reads it at once).
+void release(const TcpConnectionPtr& conn, ServeSession& session) {
+  if (session.chat_resume_timer == 0) return;
+  conn->loop()->cancel(session.chat_resume_timer);
+  session.chat_resume_timer = 0;
+}
+
 }  // namespace
+
+// The burst is one second's worth: a member may paste that many lines at
+// once, and from then on the room takes `rate_` a second.
+void ChatMode::open_session(ServeSession& session) {
+  if (rate_ > 0) session.chat_bucket.emplace(rate_, rate_);
+}
 
 void ChatMode::admitted(const TcpConnectionPtr& conn) {
   if (health_check(conn)) return;
@@ -48,6 +63,12 @@ void ChatMode::admitted(const TcpConnectionPtr& conn) {
 // instead of a bare FIN.
 void ChatMode::draining(const TcpConnectionPtr& conn) {
   draining_.store(true, std::memory_order_relaxed);
+  // A member held back by its rate is read again, so that its end comes
+  // within the drain: what it says from now on is dropped anyway.
+  if (auto* session = conn->context<ServeSession>(); session && session->chat_resume_timer != 0) {
+    release(conn, *session);
+    conn->resume_reading();
+  }
   if (room_.name_of(conn).empty()) return;  // no member (yet): a health check, a PROXY header
   const std::string text = "* server shutting down\n";
   auto notice = Transcoder::convert("utf-8", encoding_, text);
@@ -56,6 +77,7 @@ void ChatMode::draining(const TcpConnectionPtr& conn) {
 }
 
 void ChatMode::closed(const TcpConnectionPtr& conn) {
+  if (auto* session = conn->context<ServeSession>()) release(conn, *session);
   ChatRoom::Departure gone = room_.leave(conn);
   if (gone.name.empty()) return;
   observer_.message_sent(ChatRoom::send_to(gone.others, fmt::format("* {} left\n", gone.name)));
@@ -101,15 +123,32 @@ void ChatMode::stop_cluster() {
   if (cluster_) cluster_->stop();
 }
 
+TokenBucket* ChatMode::bucket_of(const TcpConnectionPtr& conn) const {
+  if (rate_ == 0 || draining_.load(std::memory_order_relaxed)) return nullptr;
+  auto* session = conn->context<ServeSession>();
+  if (session == nullptr || session->health_check || !session->chat_bucket) return nullptr;
+  return &*session->chat_bucket;
+}
+
+// Lines over the member's rate stay in `in`; the connection hands them
+// back when reading resumes (TcpConnection::resume_reading()), and the
+// kernel holds what comes after them, so that TCP slows the sender down.
 void ChatMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   const LineCodec codec(max_message_);
+  TokenBucket* bucket = bucket_of(conn);
+  const auto now = TokenBucket::Clock::now();
   std::string line;
   DecodeResult result = DecodeResult::need_more;
   for (;;) {
+    if (bucket != nullptr && in.readable_bytes() > 0 && !bucket->ready(now)) {
+      hold(conn, *conn->context<ServeSession>(), now);
+      return;
+    }
     result = codec.decode(in, &line);
     if (result != DecodeResult::frame) break;
     observer_.message_received();
-    handle_line(conn, line);
+    const size_t cost = handle_line(conn, line);
+    if (bucket != nullptr) bucket->take(static_cast<double>(cost), now);
   }
   if (result == DecodeResult::too_large) {
     in.retrieve_all();
@@ -123,39 +162,39 @@ void ChatMode::on_message(const TcpConnectionPtr& conn, Buffer& in) {
   }
 }
 
-void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) {
+size_t ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) {
   if (health_check(conn)) {
     // Any line is answered, so that "send ping, expect a reply" passes
     // also in an empty room; nobody else hears it.
     conn->send(std::string_view("* ok\n"));
     observer_.message_sent();
-    return;
+    return 0;
   }
   // The server is draining: members are shut down (FIN) one by one and can
   // no longer hear what is said.
-  if (draining_.load(std::memory_order_relaxed)) return;
+  if (draining_.load(std::memory_order_relaxed)) return 0;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   // An empty line says nothing (IRC drops it too): broadcast, every bare
   // newline cost each member a whole "<name> " line.
-  if (line.empty()) return;
+  if (line.empty()) return 0;
   constexpr std::string_view kNick = "/nick ";
   if (line.substr(0, kNick.size()) == kNick) {
     std::string name(line.substr(kNick.size()));
     if (auto problem = check_nick(name)) {
       refuse_nick(conn, *problem);
-      return;
+      return 1;
     }
     auto old = room_.rename(conn, name);
     if (!old) {
       refuse_nick(conn, "another member has that name");
-      return;
+      return 1;
     }
     // The one who asked hears it too: a client that waits for a reply
     // (connect --line --send "/nick NAME") gets one.
     conn->send(fmt::format("* you are now known as {}\n", name));
     observer_.message_sent();
     broadcast(fmt::format("* {} is now known as {}\n", *old, name), conn);
-    return;
+    return 1;
   }
   // What reaches other members' terminals carries no control characters:
   // a CR or an ESC sequence in a line could rewrite what they see (and
@@ -163,6 +202,24 @@ void ChatMode::handle_line(const TcpConnectionPtr& conn, std::string_view line) 
   const std::string name = room_.name_of(conn);
   broadcast(fmt::format("<{}> {}\n", name, chat_text(line, utf8_)), conn);
   if (cluster_) cluster_->publish(to_utf8(name), to_utf8(line));
+  // Long lines count more, so that they cannot carry a flood under the
+  // line rate: one per started KiB.
+  return (line.size() + 1023) / 1024;
+}
+
+void ChatMode::hold(const TcpConnectionPtr& conn, ServeSession& session,
+                    TokenBucket::Clock::time_point now) {
+  conn->pause_reading();
+  if (session.chat_resume_timer != 0) return;
+  std::weak_ptr<TcpConnection> weak = conn;
+  // The timer holds no reference: a member that goes meanwhile is not kept,
+  // and closed() cancels it.
+  session.chat_resume_timer = conn->loop()->run_after(session.chat_bucket->wait(now), [weak] {
+    const TcpConnectionPtr member = weak.lock();
+    if (!member) return;
+    if (auto* s = member->context<ServeSession>()) s->chat_resume_timer = 0;
+    member->resume_reading();
+  });
 }
 
 // Only the one who asked hears why; the room never sees the name.

@@ -1,7 +1,9 @@
 // ChatMode: `serve --mode chat`, a line-based room. Every line goes to every
 // other member, /nick NAME renames; with --cluster, lines travel through
 // Redis to the members of other instances too. Names and lines are kept and
-// sent in the wire encoding.
+// sent in the wire encoding. Flood control (--chat-rate): each member's
+// lines enter the room at a bounded rate after a burst; the rest wait in
+// the connection and the kernel, and TCP slows the sender down.
 #pragma once
 
 #include <atomic>
@@ -15,6 +17,7 @@
 #include "serve/chat_room.h"
 #include "serve/mode_handler.h"
 #include "serve/serve_options.h"
+#include "serve/token_bucket.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
 
@@ -26,6 +29,9 @@ class ChatMode final : public ModeHandler {
   ~ChatMode() override;
 
   MessageCallback message_callback() override;
+  // With --chat-rate, each member's session holds its token bucket.
+  bool keeps_session() const override { return rate_ > 0; }
+  void open_session(ServeSession& session) override;
   void admitted(const TcpConnectionPtr& conn) override;
   void draining(const TcpConnectionPtr& conn) override;
   void closed(const TcpConnectionPtr& conn) override;
@@ -40,7 +46,17 @@ class ChatMode final : public ModeHandler {
 
  private:
   void on_message(const TcpConnectionPtr& conn, Buffer& in);
-  void handle_line(const TcpConnectionPtr& conn, std::string_view line);
+  // Serves one line; returns what it costs the member's bucket: a token
+  // per started KiB of a line said to the room, one for a /nick, none for
+  // a line nobody hears (an empty one, a health check's).
+  size_t handle_line(const TcpConnectionPtr& conn, std::string_view line);
+  // The member's bucket, or null where no limit applies (--chat-rate 0, a
+  // health check, a server that is draining).
+  TokenBucket* bucket_of(const TcpConnectionPtr& conn) const;
+  // The member is over its rate: reading it stops until its bucket holds a
+  // token again; what it sent meanwhile waits, in order.
+  static void hold(const TcpConnectionPtr& conn, ServeSession& session,
+                   TokenBucket::Clock::time_point now);
   // Why a /nick (in the wire encoding) is refused, or nullopt.
   std::optional<std::string> check_nick(std::string_view wire) const;
   void refuse_nick(const TcpConnectionPtr& conn, std::string_view why) const;
@@ -53,6 +69,7 @@ class ChatMode final : public ModeHandler {
   const std::string encoding_;
   const bool utf8_;  // the wire encoding is UTF-8
   const size_t max_message_;
+  const uint32_t rate_;  // --chat-rate, 0: no limit
   ServeObserver& observer_;
   ChatRoom room_;
   // The server has begun to stop: lines are no longer passed on.

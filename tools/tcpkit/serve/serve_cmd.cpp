@@ -34,6 +34,11 @@ exactly as the tutorial does, which is fine for typing by hand but wrong for
 real protocols; `line` (one message per "\n") and `length` (a 4-byte
 big-endian length, then the payload) keep message boundaries intact.
 
+Chat flood control: each member's lines enter the room at --chat-rate lines
+a second (default 20) after a burst of as many. A member that sends faster
+is read more slowly: its lines wait, in order, and TCP slows it down; none
+is dropped, and nobody else is dropped as a slow reader because of it.
+
 The default host 127.0.0.1 serves this machine only; use --host 0.0.0.0 (IPv4)
 or --host :: (IPv6) to serve every interface.
 
@@ -289,6 +294,13 @@ Command add_serve_command(CLI::App& app) {
                   "largest line or frame in bytes; larger closes that client")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto* chat_rate =
+      sub->add_option("--chat-rate", opts->chat_rate,
+                      "chat mode's flood control: lines a second each member may send to the "
+                      "room after a burst of as many (a line over 1 KiB counts one per started "
+                      "KiB); later lines wait, and TCP slows the sender down. 0: no limit")
+          ->check(whole_number(1000000))
+          ->capture_default_str();
   sub->add_option("-t,--threads", opts->threads, "I/O threads (0: everything on one thread)")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
@@ -353,7 +365,7 @@ Command add_serve_command(CLI::App& app) {
                 "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   add_log_format_flag(*sub, opts->log_format);
-  return {sub, [opts, names, unix_path, port, framing] {
+  return {sub, [opts, names, unix_path, port, framing, chat_rate] {
             if (port->count() > 0 && Endpoint::names_unix_socket(opts->host)) {
               fmt::print(stderr, "tcpkit serve: --port does not apply to --host {}\n", opts->host);
               return kExitUsage;
@@ -367,6 +379,12 @@ Command add_serve_command(CLI::App& app) {
                          "tcpkit serve: --mode chat is line-based: --framing {} does not apply "
                          "(leave --framing out, or give --framing line)\n",
                          (*names)[1]);
+              return kExitUsage;
+            }
+            if (opts->mode != ServeMode::chat && chat_rate->count() > 0) {
+              fmt::print(stderr,
+                         "tcpkit serve: --chat-rate paces the lines of chat members; it needs "
+                         "--mode chat\n");
               return kExitUsage;
             }
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;

@@ -26,6 +26,10 @@ struct ServeOptions {
   Framing framing = Framing::raw;
   std::string encoding = "utf-8";
   size_t max_message = size_t{1024} * 1024;
+  // --chat-rate: lines a second each chat member may send to the room after
+  // a burst of as many; a line of more than 1 KiB counts one per started
+  // KiB. 0: no limit.
+  uint32_t chat_rate = 20;
   int threads = 0;
   size_t max_conns = 0;
   double idle_timeout_s = 0;

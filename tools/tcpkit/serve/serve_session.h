@@ -1,7 +1,8 @@
 // ServeSession: the per-connection state of `tcpkit serve`, kept in the
 // connection's context slot, only for connections that need it (a PROXY
-// header to wait for, or ack messages to log): the idle clients of a quiet
-// echo or ack server cost the connection alone.
+// header to wait for, ack messages to log, or a chat member's rate to
+// keep): the idle clients of a quiet echo or ack server cost the
+// connection alone.
 //
 // Written by the stages in the connection's loop thread; the observer reads
 // it there too (the peer's name, why we closed it).
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "serve/token_bucket.h"
 #include "tcpkit/callbacks.h"
 #include "tcpkit/endpoint.h"
 #include "tcpkit/event_loop.h"
@@ -32,6 +34,10 @@ struct ServeSession {
   TimerId proxy_timer = 0;
   std::optional<Endpoint> client;  // the real client, when a PROXY header named one
   bool health_check = false;       // a v2 LOCAL header: the balancer checking on us
+  // Chat's flood control (--chat-rate): what the member may still say, and
+  // the timer that resumes reading it once it may say a line again (0: none).
+  std::optional<TokenBucket> chat_bucket;
+  TimerId chat_resume_timer = 0;
   // Closed on our initiative (a refusal, a bad PROXY header): what still
   // arrives is ignored, and these say why, for the log and the metrics.
   bool rejected = false;
