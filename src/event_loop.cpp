@@ -128,29 +128,33 @@ void EventLoop::run() {
   running_.store(false, std::memory_order_release);
 }
 
-// Phase 1. With busy polling, polls that do not sleep come first, until
-// one finds an event or the spin is over; the time spent in the empty ones
-// is counted as idle. The sleep that follows is shortened by the spin.
+// Phase 1. With busy polling, after a wait that found I/O, polls that do
+// not sleep come first, until one finds an event, the spin is over or the
+// next timer is due (which then runs on time); the time spent in the empty
+// ones is counted as idle. The sleep that follows is shortened by the spin.
+// A wait that found no I/O (a timer's wake-up alone: an idle server's
+// periodic work) is followed by a sleep at once, so an idle loop sleeps.
 void EventLoop::wait_for_events(std::chrono::microseconds timeout) {
-  if (busy_poll_.count() == 0 || timeout.count() == 0) {
+  if (busy_poll_.count() == 0 || timeout.count() == 0 || !found_io_) {
     poller_->poll(timeout, &ready_);
+    found_io_ = !ready_.empty();
     return;
   }
   const auto start = Clock::now();
-  const auto until = start + busy_poll_;
+  const auto until = start + (timeout.count() > 0 ? std::min(busy_poll_, timeout) : busy_poll_);
   auto now = start;
   do {
     poller_->poll(std::chrono::microseconds(0), &ready_);
     now = Clock::now();
   } while (ready_.empty() && now < until);
   busy_poll_idle_ += now - start;
-  if (!ready_.empty()) return;
-  if (timeout.count() > 0) {
+  if (ready_.empty() && timeout.count() > 0) {
     timeout =
         std::max(std::chrono::microseconds(0),
                  timeout - std::chrono::duration_cast<std::chrono::microseconds>(now - start));
   }
-  poller_->poll(timeout, &ready_);
+  if (ready_.empty()) poller_->poll(timeout, &ready_);
+  found_io_ = !ready_.empty();
 }
 
 // A channel lives inside its owner (a connection holds its own), so the

@@ -131,12 +131,14 @@ class EventLoop {
   }
   bool is_running() const { return running_.load(std::memory_order_acquire); }
 
-  /// Owner thread. Busy polling: before it sleeps, the loop looks for
-  /// events without sleeping for up to `spin`, so that an event arriving
-  /// meanwhile is handled without the wake-up a sleep costs (tens of
-  /// microseconds on a virtual machine). For a loop with a core of its own,
-  /// such as a load generator's: the core stays busy while the loop spins.
-  /// 0, the default, sleeps at once.
+  /// Owner thread. Busy polling: after a wait that found I/O, and before it
+  /// sleeps, the loop looks for events without sleeping for up to `spin`
+  /// (or until its next timer is due), so that an event arriving meanwhile
+  /// is handled without the wake-up a sleep costs (tens of microseconds on a
+  /// virtual machine). A wake-up for a timer alone is followed by a sleep at
+  /// once, so a loop without traffic sleeps. For a loop with a core of its
+  /// own, such as a load generator's: the core stays busy while the loop
+  /// spins. 0, the default, sleeps at once.
   void set_busy_poll(std::chrono::microseconds spin) { busy_poll_ = spin; }
   std::chrono::microseconds busy_poll() const { return busy_poll_; }
   /// Owner thread, or any thread after run() has returned: how long the loop
@@ -217,6 +219,7 @@ class EventLoop {
   Clock::time_point now_;
   std::chrono::microseconds busy_poll_{0};
   Clock::duration busy_poll_idle_{0};
+  bool found_io_ = false;  ///< the last wait found I/O: the next one may spin
   std::unique_ptr<Poller> poller_;
   IoBackend backend_;
   Error backend_fallback_;

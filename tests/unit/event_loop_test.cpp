@@ -424,21 +424,25 @@ TEST(EventLoop, BusyPollingLoopRunsTimersAndFunctorsAndQuits) {
   EXPECT_GE(late_timer_after, 30ms);
 }
 
-// The loop spins for at most its busy-poll time before each sleep, and
-// counts the spinning as idle: with a 1 ms spin and a timer 100 ms away, it
-// spins for about a millisecond and then sleeps (far less than the 100 ms
-// as idle), and a loop without busy polling counts none.
-TEST(EventLoop, BusyPollSpinsOnlyUntilItSleepsAndCountsTheSpinAsIdle) {
+// After a wait that found I/O (here the wake-up of work queued from
+// another thread), the loop spins for at most its busy-poll time before it
+// sleeps, and counts the spinning as idle: with a 1 ms spin and a timer
+// 100 ms away, it spins for about a millisecond and then sleeps (far less
+// than the 100 ms as idle), and a loop without busy polling counts none.
+TEST(EventLoop, BusyPollSpinsAfterIoOnlyUntilItSleepsAndCountsTheSpinAsIdle) {
   for (const auto spin : {0us, 1000us}) {
     EventLoop::Clock::duration idle{};
+    std::promise<EventLoop*> ready;
     std::thread th([&] {
       EventLoop loop;
       loop.set_busy_poll(spin);
       EXPECT_EQ(loop.busy_poll(), spin);
       loop.run_after(100ms, [&] { loop.quit(); });
+      ready.set_value(&loop);
       loop.run();
       idle = loop.busy_poll_idle();
     });
+    ready.get_future().get()->queue_in_loop([] {});
     th.join();
     if (spin.count() == 0) {
       EXPECT_EQ(idle.count(), 0);
@@ -447,6 +451,49 @@ TEST(EventLoop, BusyPollSpinsOnlyUntilItSleepsAndCountsTheSpinAsIdle) {
       EXPECT_LT(idle, 50ms);
     }
   }
+}
+
+// A spin ends when the next timer is due: a timer 50 ms away runs on time
+// behind a one-second spin (it ran after the whole spin, a second late).
+TEST(EventLoop, ATimerDueDuringASpinRunsOnTime) {
+  EventLoop::Clock::duration fired_after{};
+  std::promise<EventLoop*> ready;
+  std::thread th([&] {
+    EventLoop loop;
+    loop.set_busy_poll(1s);
+    ready.set_value(&loop);
+    loop.run();
+  });
+  EventLoop* loop = ready.get_future().get();
+  const auto start = EventLoop::Clock::now();
+  loop->queue_in_loop([&] {  // I/O (the wake-up): the next wait spins
+    loop->run_after(50ms, [&] {
+      fired_after = EventLoop::Clock::now() - start;
+      loop->quit();
+    });
+  });
+  th.join();
+  EXPECT_GE(fired_after, 50ms);
+  EXPECT_LT(fired_after, 500ms);
+}
+
+// A loop that only timers wake (an idle server's periodic work) sleeps
+// between them: it never spins, whatever its busy-poll time.
+TEST(EventLoop, AWakeUpForATimerAloneDoesNotSpin) {
+  EventLoop::Clock::duration idle{};
+  int ticks = 0;
+  std::thread th([&] {
+    EventLoop loop;
+    loop.set_busy_poll(1s);
+    loop.run_every(10ms, [&] {
+      if (++ticks == 10) loop.quit();
+    });
+    loop.run();
+    idle = loop.busy_poll_idle();
+  });
+  th.join();
+  EXPECT_EQ(ticks, 10);
+  EXPECT_EQ(idle.count(), 0);
 }
 
 TEST(EventLoopDeathTest, AssertInLoopThreadAbortsFromAnotherThread) {
