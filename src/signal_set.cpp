@@ -57,18 +57,18 @@ SignalSet::~SignalSet() {
   channel_->remove();
 }
 
-// Every signal that is pending is read at once, then handed over in order; a
-// callback may destroy this set (a program's stop), and the flag on the stack
-// then ends the loop below without touching a member.
+// The pending signals are taken one at a time, each handed over before the
+// next is read: a callback may destroy this set (a program's stop), and the
+// flag on the stack then ends the loop below without touching a member,
+// leaving the signals not yet read pending, for whoever watches them next.
 void SignalSet::handle_read() {
-  signalfd_siginfo infos[8];
-  const ssize_t n = ::read(fd_.get(), infos, sizeof infos);
-  if (n <= 0) return;  // EAGAIN: another reader took it; nothing else can fail here
   bool destroyed = false;
   destroyed_ = &destroyed;
-  for (size_t i = 0; i < static_cast<size_t>(n) / sizeof infos[0]; ++i) {
+  signalfd_siginfo info;
+  // EAGAIN ends it: nothing is pending (another set may have taken it).
+  while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const Callback on_signal = on_signal_;  // the set, and its copy, may go inside
-    on_signal(static_cast<int>(infos[i].ssi_signo));
+    on_signal(static_cast<int>(info.ssi_signo));
     if (destroyed) return;
   }
   destroyed_ = nullptr;

@@ -9,6 +9,12 @@
 /// inherits the mask of the thread that starts it. No code runs in a signal
 /// handler, so the callback may do anything a loop's callback may, and the
 /// program needs no thread of its own to wait for signals.
+///
+/// Unlike asio's signal_set, each arrival goes to one watcher: two sets that
+/// watch the same signal take turns, so watch a signal in one set only. A
+/// signal sent to one thread (pthread_kill(), tgkill(), raise() in another
+/// thread) stays pending for that thread, unseen; kill(2) and the terminal's
+/// ^C send theirs to the process, which is what a set sees.
 #pragma once
 
 #include <functional>
@@ -43,7 +49,8 @@ class SignalSet {
   static Result<std::unique_ptr<SignalSet>> create(EventLoop* loop,
                                                    std::initializer_list<int> signals,
                                                    Callback on_signal);
-  /// Owner thread; also from inside the callback.
+  /// Owner thread; also from inside the callback, which leaves the signals
+  /// that it has not read yet pending.
   ~SignalSet();
   SignalSet(const SignalSet&) = delete;
   SignalSet& operator=(const SignalSet&) = delete;
