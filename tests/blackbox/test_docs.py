@@ -61,6 +61,7 @@ DOCUMENTS = ["docs/tutorial.md", "docs/tutorial.zh-Hant.md", "README.md"]
 REQUIRED = {"docs/tutorial.md", "docs/tutorial.zh-Hant.md"}
 COMMAND_TIMEOUT = scaled(30.0)
 JOB_TIMEOUT = scaled(15.0)
+LIVE_STATE_WAIT = scaled(3.0)  # seconds a `tcpkit port` may take to show a closed connection gone
 DOC_PORTS = range(9100, 9200)
 
 
@@ -446,9 +447,18 @@ def run_step(step: Step, command: str, expected: list[str], jobs: list[Job], por
             got += job.wait_exit(JOB_TIMEOUT)
         assert lines_match(expected, got), mismatch(step, expected, got)
         return
-    result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT)
-    got = result.stdout.decode("utf-8", "backslashreplace").splitlines()
+    # `tcpkit port` shows the kernel's sockets as they are: a connection that
+    # the previous command's client just ended may still be closing on the
+    # server's side. A user who types the next command gives it that moment;
+    # here the command runs again for up to LIVE_STATE_WAIT seconds.
+    deadline = time.monotonic() + (LIVE_STATE_WAIT if stripped.startswith("tcpkit port") else 0)
+    while True:
+        result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT)
+        got = result.stdout.decode("utf-8", "backslashreplace").splitlines()
+        if lines_match(expected, got) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     assert lines_match(expected, got), mismatch(step, expected, got) + f"\n(exit status {result.returncode})"
 
 
