@@ -383,6 +383,7 @@ void TcpConnection::deliver_held_input() {
 void TcpConnection::take_held_input(const TcpConnectionPtr& self) {
   if (!held_input_ || !reading_ || state() == State::disconnected) return;
   held_input_ = false;
+  last_active_ = loop_->now();  // for the idle timeout, it arrives now
   if (tls_) {
     Buffer nothing_new;
     receive_tls(nothing_new);
@@ -1011,11 +1012,16 @@ std::chrono::steady_clock::duration TcpConnection::idle_limit() const {
 
 // One timer per connection, re-armed lazily: activity only stamps
 // last_active_, and the timer, when it fires early, sleeps for the rest.
+// A peer whose input waits while the user has paused reading (a rate
+// limit holding its messages back), or waits to be handed back after the
+// resume, is not idle: it sent them; its time counts from their delivery.
 void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
   std::weak_ptr<TcpConnection> weak = weak_from_this();
   idle_timer_ = loop_->run_after(delay, [weak] {
     auto self = weak.lock();
     if (!self || self->state() == State::disconnected) return;
+    if (self->held_input_ || (self->paused_by_user_ && self->input_.readable_bytes() > 0))
+      self->last_active_ = self->loop_->now();
     auto idle = self->loop_->now() - self->last_active_;
     if (idle >= self->idle_limit()) {
       self->close_now(make_error_code(Errc::idle_timeout));

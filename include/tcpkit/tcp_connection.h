@@ -58,7 +58,11 @@ struct ConnectionOptions {
   size_t high_water_mark = size_t{4} * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
   size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
-  std::chrono::milliseconds idle_timeout{0};        ///< 0: none
+  /// Closes a connection on which nothing has happened for this long
+  /// (Errc::idle_timeout); 0: never. A peer whose input waits while the user
+  /// has paused reading (a rate limit) is not idle: its time counts from
+  /// when that input is handed back.
+  std::chrono::milliseconds idle_timeout{0};
   /// A layer's handshake (TLS) must finish within this, or the connection
   /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
   /// if any, still applies).

@@ -578,6 +578,27 @@ def test_a_paced_member_that_closes_has_its_waiting_lines_said_before_it_leaves(
     listener.close()
 
 
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+def test_regression_a_paced_member_is_not_closed_as_idle(tcpkit_process, backend):
+    """--idle-timeout counted only what the server read, and pacing stops the
+    reads: a member whose lines waited longer than the timeout was closed as
+    idle, and the lines it had sent were lost. 15 lines at 5 a second take
+    about 2 s to go out, twice the idle timeout."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "5",
+                               "--idle-timeout", "1", "--io-backend", backend)
+    flooder = ChatClient(port)
+    listener = ChatClient(port)
+    flooder.expect(f"* {listener.name} joined (2 online)")
+    total = 15
+    flooder.sock.sendall("".join(f"{k:02d} waits its turn\n" for k in range(total)).encode())
+    for k in range(total):
+        listener.expect(f"<{flooder.name}> {k:02d} waits its turn")
+        listener.sock.sendall(b"\n")  # an empty line, which nobody hears, keeps it from idling
+    assert not find_line(server, esc(f"disconnect {flooder.name}: idle timeout"))
+    flooder.close()
+    listener.close()
+
+
 @pytest.mark.parametrize("value, why", [
     ("-1", "'-1' is not a whole number"),
     ("abc", "'abc' is not a whole number"),

@@ -121,6 +121,7 @@ TEST(TcpConnectionPause, AUserPauseDuringAnOverflowPauseHoldsAfterTheOutputDrain
 struct OneLinePerResume {
   Watched<std::vector<std::string>> lines;
   Watched<int> lines_at_fin{-1};
+  std::chrono::milliseconds resume_after{1};
   ServerHarness h;
 
   void start(ServerOptions options = {}) {
@@ -133,7 +134,7 @@ struct OneLinePerResume {
         lines.update([&](auto& v) { v.push_back(std::move(line)); });
         conn->pause_reading();
         std::weak_ptr<TcpConnection> weak = conn;
-        conn->loop()->run_after(1ms, [weak] {
+        conn->loop()->run_after(resume_after, [weak] {
           if (auto c = weak.lock()) c->resume_reading();
         });
       });
@@ -181,6 +182,27 @@ TEST(TcpConnectionPause, EveryLineLeftBeforeAPauseComesBeforeThePeersFin) {
   EXPECT_EQ(read_to_eof(client), "");  // the server answers the FIN with its own
   EXPECT_EQ(server.lines_at_fin.get(), 10);
   EXPECT_EQ(server.lines.get(), ten_lines_each());
+  client.close();
+  server.h.finish();
+}
+
+// Regression: a peer whose lines a rate limit held back was closed by the
+// idle timeout while it waited, and the lines it had sent were lost: the
+// timeout counted only reads, which the pause had stopped. Each pause here
+// lasts longer than the idle timeout.
+TEST(TcpConnectionPause, APeerWhoseInputWaitsForAResumeIsNotIdle) {
+  ServerOptions options;
+  options.connection.idle_timeout = 100ms;
+  OneLinePerResume server;
+  server.resume_after = 150ms;
+  server.start(options);
+  auto client = connect_client(server.h.address());
+  ASSERT_TRUE(client.send_all(ten_lines()));
+  EXPECT_TRUE(server.lines.wait([](const auto& v) { return v.size() >= 10; }))
+      << server.lines.get().size() << " of 10 lines taken";
+  EXPECT_EQ(server.lines.get(), ten_lines_each());
+  // With nothing left to wait for, the connection is idle again.
+  EXPECT_EQ(read_to_eof(client), "");
   client.close();
   server.h.finish();
 }
