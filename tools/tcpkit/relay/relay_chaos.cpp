@@ -110,6 +110,14 @@ int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
     if (int status = load_config(registry, config, flags.config); status != kExitOk) return status;
   }
   RelayApiServer api(&loop, registry);
+  auto stop_signals = watch_stop_signals(loop, [&] {
+    api.stop([] {});
+    registry.stop_all([&loop] { loop.quit(); });
+  });
+  if (!stop_signals) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
+    return kExitFailure;
+  }
   if (!flags.api.empty()) {
     auto split = Endpoint::split_host_port(flags.api);
     auto address = split ? Endpoint::resolve(split->first, split->second)
@@ -131,14 +139,6 @@ int run_chaos_relay(RelayOptions base, const ChaosFlags& flags) {
     }
     fmt::print("chaos API on http://{}\n", api.listen_endpoints().front().to_string());
     std::fflush(stdout);
-  }
-  auto stop_signals = watch_stop_signals(loop, [&] {
-    api.stop([] {});
-    registry.stop_all([&loop] { loop.quit(); });
-  });
-  if (!stop_signals) {
-    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
-    return kExitFailure;
   }
   loop.run();
   return kExitOk;

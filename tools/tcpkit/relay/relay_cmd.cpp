@@ -210,6 +210,11 @@ int run_relay(const RelayFlags& f) {
   auto listening = replace_stale_sockets(o.listen, log);
   const Endpoint first = o.listen.front();
   RelayApp app(&loop, std::move(o));
+  auto stop_signals = watch_stop_signals(loop, [&app] { app.begin_stop(); });
+  if (!stop_signals) {
+    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
+    return kExitFailure;
+  }
   if (listening) listening = app.listen();
   if (!listening) {
     fmt::print(stderr, "tcpkit relay: cannot listen: {}\n",
@@ -221,11 +226,6 @@ int run_relay(const RelayFlags& f) {
   }
   if (auto r = app.start(); !r) {
     fmt::print(stderr, "tcpkit relay: cannot start: {}\n", r.error().message());
-    return kExitFailure;
-  }
-  auto stop_signals = watch_stop_signals(loop, [&app] { app.begin_stop(); });
-  if (!stop_signals) {
-    fmt::print(stderr, "tcpkit relay: cannot start: {}\n", stop_signals.error().message());
     return kExitFailure;
   }
   loop.run();

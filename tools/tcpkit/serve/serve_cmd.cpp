@@ -211,6 +211,11 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
   report_io_backend_fallback("serve", **main_loop);
   EventLoop& loop = **main_loop;
   ServeApp app(&loop, options, std::move(tls));
+  auto stop_signals = watch_stop_signals(loop, [&app] { app.begin_stop(); });
+  if (!stop_signals) {
+    fmt::print(stderr, "tcpkit serve: cannot start: {}\n", stop_signals.error().message());
+    return kExitFailure;
+  }
   Logger log(options.log_format);
   auto listening = replace_stale_sockets(*addresses, log);
   if (listening) listening = app.listen(*addresses);
@@ -237,11 +242,6 @@ int run_serve(const ServeOptions& options, const std::string& unix_path) {
     app.join_cluster(std::move(redis_label), std::move(redis), std::move(redis_auth_value));
   if (auto r = app.start(); !r) {
     fmt::print(stderr, "tcpkit serve: cannot start: {}\n", r.error().message());
-    return kExitFailure;
-  }
-  auto stop_signals = watch_stop_signals(loop, [&app] { app.begin_stop(); });
-  if (!stop_signals) {
-    fmt::print(stderr, "tcpkit serve: cannot start: {}\n", stop_signals.error().message());
     return kExitFailure;
   }
   loop.run();
