@@ -41,7 +41,8 @@ struct ServerOptions {
   unsigned unix_mode = 0;            ///< a Unix socket file's permissions (0660...); 0: the umask's
   /// Every loop that serves connections (the I/O threads', or the base loop
   /// when there are none) busy-polls for this long before it sleeps
-  /// (EventLoop::set_busy_poll): each loop then keeps its core busy. 0: off.
+  /// (EventLoop::set_busy_poll): each loop keeps its core busy while
+  /// traffic flows, and sleeps when there is none. 0: off.
   std::chrono::microseconds busy_poll{0};
   ConnectionOptions connection;  ///< high-water mark, overflow policy, read cap, idle timeout
   /// TLS on every connection (a server context), started before
