@@ -305,6 +305,15 @@ void TcpConnection::count_read(size_t n) {
   last_active_ = loop_->now();
 }
 
+// Bytes the kernel took for the peer. Like a read, a send that moved bytes
+// is activity for the idle timeout, on every path and backend; bytes that
+// only wait in output_ are not: a peer that stopped reading goes idle.
+void TcpConnection::count_sent(size_t n) {
+  if (n == 0) return;
+  bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  last_active_ = loop_->now();
+}
+
 // What was read, in `in` (the loop's shared buffer when `shared`, else
 // input_), to the TLS layer or on_message; input_ keeps what is left.
 void TcpConnection::deliver(const TcpConnectionPtr& self, Buffer& in, bool shared) {
@@ -486,8 +495,7 @@ bool TcpConnection::drain_pipe() {
     return false;
   }
   piped_ -= static_cast<uint32_t>(n);
-  bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-  last_active_ = loop_->now();
+  count_sent(static_cast<size_t>(n));
   return true;
 }
 
@@ -622,8 +630,7 @@ void TcpConnection::handle_write() {
     return;
   }
   output_.retrieve(static_cast<size_t>(n));
-  bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-  last_active_ = loop_->now();
+  count_sent(static_cast<size_t>(n));
   if (output_.readable_bytes() == 0) channel_.disable_writing();
   after_send();
 }
@@ -632,8 +639,7 @@ void TcpConnection::handle_write() {
 // of them are out, what queued up behind them follows.
 void TcpConnection::handle_sent(size_t n) {
   sending_ = static_cast<uint16_t>(sending_ - n);
-  bytes_out_.fetch_add(n, std::memory_order_relaxed);
-  last_active_ = loop_->now();
+  count_sent(n);
   if (sending_ == 0 && output_.readable_bytes() > 0) hand_over_output();
   after_send();
 }
@@ -769,7 +775,7 @@ void TcpConnection::write_wire(const char* data, size_t len, bool check_mark) {
       ssize_t n = send_after(held, data, len);
       if (n >= 0) {
         written = static_cast<size_t>(n);
-        bytes_out_.fetch_add(written, std::memory_order_relaxed);
+        count_sent(written);
         if (written == len && callbacks_->on_write_complete && output_bytes() == 0) {
           queue_write_complete();
         }
@@ -799,7 +805,7 @@ ssize_t TcpConnection::send_after(std::string_view held, const char* data, size_
                            {const_cast<char*>(data), len}};
   const ssize_t n = sys::sendv(fd_.get(), pieces, 2);
   const size_t took = n > 0 ? std::min(static_cast<size_t>(n), held.size()) : 0;
-  bytes_out_.fetch_add(took, std::memory_order_relaxed);
+  count_sent(took);
   output_.append(held.data() + took, held.size() - took);
   return n < 0 ? n : n - static_cast<ssize_t>(took);
 }

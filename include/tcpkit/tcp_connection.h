@@ -58,10 +58,12 @@ struct ConnectionOptions {
   size_t high_water_mark = size_t{4} * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
   size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
-  /// Closes a connection on which nothing has happened for this long
-  /// (Errc::idle_timeout); 0: never. A peer whose input waits while the user
-  /// has paused reading (a rate limit) is not idle: its time counts from
-  /// when that input is handed back.
+  /// Closes a connection that has moved no bytes either way for this long
+  /// (Errc::idle_timeout); 0: never. Bytes read from the peer count, and
+  /// bytes the kernel took for it; output that waits for a peer that stopped
+  /// reading does not. A peer whose input waits while the user has paused
+  /// reading (a rate limit) is not idle: its time counts from when that
+  /// input is handed back.
   std::chrono::milliseconds idle_timeout{0};
   /// A layer's handshake (TLS) must finish within this, or the connection
   /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
@@ -257,6 +259,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void handle_read(const TcpConnectionPtr& self, bool at_end = false);
   /// A read's size and counters: bulk or small, bytes in, the time.
   void count_read(size_t n);
+  void count_sent(size_t n);
   void handle_data(const TcpConnectionPtr& self, std::string_view data, bool more);
   void deliver(const TcpConnectionPtr& self, Buffer& in, bool shared);
   void deliver_held_input();

@@ -599,6 +599,29 @@ def test_regression_a_paced_member_is_not_closed_as_idle(tcpkit_process, backend
     listener.close()
 
 
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+def test_regression_a_member_who_only_listens_is_not_idle(tcpkit_process, backend):
+    """On epoll, a line the kernel took at once was not activity for
+    --idle-timeout (on io_uring it was): a member who only listened was
+    closed as idle while the room talked to it. Lines 0.15 s apart for three
+    times the timeout reach it; once the room is silent, it idles out."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--idle-timeout", "0.5",
+                               "--io-backend", backend)
+    speaker = ChatClient(port)
+    listener = ChatClient(port)
+    speaker.expect(f"* {listener.name} joined (2 online)")
+    for k in range(10):
+        speaker.say(f"line {k}")
+        listener.expect(f"<{speaker.name}> line {k}")
+        time.sleep(0.15)
+    assert not find_line(server, esc(f"disconnect {listener.name}: idle timeout"))
+    # Once the room is silent, the listener idles out.
+    recv_until_eof(listener.sock, timeout=5)
+    wait_log(server, esc(f"disconnect {listener.name}: idle timeout"))
+    speaker.close()
+    listener.close()
+
+
 @pytest.mark.parametrize("value, why", [
     ("-1", "'-1' is not a whole number"),
     ("abc", "'abc' is not a whole number"),

@@ -239,6 +239,79 @@ TEST(TcpServer, IdleConnectionIsClosedWithIdleTimeout) {
   h.finish();
 }
 
+// From on_connection: sends `payload` to `conn` every `interval`, `times`
+// times, while it stays connected; `sent` counts the sends.
+void send_every(const TcpConnectionPtr& conn, std::chrono::milliseconds interval, int times,
+                std::string payload, std::atomic<int>& sent) {
+  auto timer = std::make_shared<TimerId>(0);
+  std::weak_ptr<TcpConnection> weak = conn;
+  EventLoop* loop = conn->loop();
+  *timer = loop->run_every(interval, [=, &sent] {
+    auto c = weak.lock();
+    if (!c || !c->connected() || sent.load() >= times) {
+      loop->cancel(*timer);
+      return;
+    }
+    c->send(payload);
+    ++sent;
+  });
+}
+
+// Regression: on epoll a reply that the kernel took at once did not count
+// as activity (a send that had waited did, and so did every send on
+// io_uring), so a client that only listens (a chat member who reads) was
+// closed as idle while the server kept talking to it.
+TEST(TcpServer, SendsThatReachThePeerKeepAConnectionFromBeingIdle) {
+  constexpr int kTicks = 12;  // 40 ms apart: three idle timeouts in all
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.idle_timeout = 150ms;
+  std::atomic<int> ticks{0};
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (conn->connected()) send_every(conn, 40ms, kTicks, "tick\n", ticks);
+    });
+  });
+  auto listener = connect_client(h.address());
+  std::string expected;
+  for (int i = 0; i < kTicks; ++i) expected += "tick\n";
+  EXPECT_EQ(recv_n(listener, expected.size()), expected);
+  // Once the server falls silent too, the connection is idle.
+  EXPECT_EQ(read_to_eof(listener), "");
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
+  h.finish();
+}
+
+// The other side of that rule: replies that only pile up for a client that
+// stopped reading are not activity, however often the server adds to them.
+TEST(TcpServer, OutputThatWaitsForAPeerWhoStoppedReadingIsIdle) {
+  constexpr int kMostChunks = 400;  // 128 KiB each, 50 MiB: below the high-water mark
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.idle_timeout = 150ms;
+  options.connection.high_water_mark = 64 * 1024 * 1024;
+  std::atomic<int> chunks{0};
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (conn->connected())
+        send_every(conn, 10ms, kMostChunks, std::string(128 * 1024, 'x'), chunks);
+    });
+  });
+  auto deaf = connect_client(h.address());  // never reads
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
+  // Closed once the socket buffers were full, while the server still added.
+  EXPECT_LT(chunks.load(), kMostChunks);
+  h.finish();
+}
+
 // Regression: milliseconds::max() ("never") became a negative time in the
 // loop clock's nanoseconds, so every connection was closed at once as idle.
 TEST(TcpServer, AnIdleTimeoutTooLongForTheClockNeverCloses) {

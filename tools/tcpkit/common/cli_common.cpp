@@ -312,8 +312,9 @@ void add_timeout_flags(CLI::App& sub, double& handshake_timeout_s, double& idle_
                  "with TLS: seconds " + whom + " has to complete its TLS handshake")
       ->check(seconds(0.1, 3600))
       ->capture_default_str();
-  sub.add_option("--idle-timeout", idle_timeout_s,
-                 "close " + whom + " silent this many seconds (0: never)")
+  sub.add_option(
+         "--idle-timeout", idle_timeout_s,
+         "close " + whom + " once no bytes moved either way for this many seconds (0: never)")
       ->check(seconds(0, kMaxSeconds));
 }
 
