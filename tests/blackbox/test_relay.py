@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, PeerServer, pick_free_port
-from serve_util import connect, peer_name, recv_exact, recv_line, recv_until_eof, start_serve, wait_log
+from serve_util import (connect, find_line, peer_name, recv_exact, recv_line, recv_until_eof, start_serve,
+                        wait_log)
 
 RELAY_LISTENING_RE = r"listening on (?P<host>[^ ]+):(?P<port>\d+), forwarding to (?P<upstream>\S+)"
 
@@ -338,6 +339,35 @@ def test_idle_timeout_ends_a_silent_pair_and_spares_a_busy_one(tcpkit_process):
         busy.sendall(b"still here")
         assert recv_exact(busy, 10) == b"still here"
     wait_log(server, r"disconnect 127\.0\.0\.1:\d+: ")
+
+
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+def test_regression_a_download_is_not_idle_for_the_client_that_only_reads(tcpkit_process, backend):
+    """On epoll, bytes the relay wrote to its client at once were not activity
+    for --idle-timeout (on io_uring they were): a client that only read what
+    the upstream pushed lost its pair after the timeout. The upstream pushes a
+    line every 0.15 s for three times the timeout; then the pair falls silent
+    and ends."""
+    ticks = 10
+
+    def push(conn):
+        for k in range(ticks):
+            conn.sendall(f"tick {k}\n".encode())
+            time.sleep(0.15)
+        conn.recv(1)  # until the relay ends the pair
+
+    with PeerServer(push) as upstream:
+        relay, port = start_relay(tcpkit_process, upstream.port, "--idle-timeout", "0.5",
+                                  "--io-backend", backend)
+        with connect(port) as reader:
+            me = peer_name(reader)
+            buffer = bytearray()
+            for k in range(ticks):
+                assert recv_line(reader, buffer) == f"tick {k}".encode()
+            assert not find_line(relay, rf"disconnect {me}: .*idle timeout")
+            got, _how = recv_until_eof(reader)
+            assert got == b""
+        wait_log(relay, rf"disconnect {me}: (client|upstream): idle timeout")
 
 
 def test_upstream_down_closes_the_client(tcpkit_process):
