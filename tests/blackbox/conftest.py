@@ -46,6 +46,13 @@ def scaled(seconds: Optional[float]) -> Optional[float]:
     return None if seconds is None else seconds * TIMEOUT_SCALE
 
 
+def user_threads(pid: int) -> list[str]:
+    """The names of a process's threads, less the kernel's io_uring workers."""
+    names = [(Path(f"/proc/{pid}/task") / t / "comm").read_text().strip()
+             for t in os.listdir(f"/proc/{pid}/task")]
+    return [n for n in names if not n.startswith("iou-")]
+
+
 def source_dir() -> Path:
     """The source tree (TCPKIT_SOURCE_DIR, set by CTest, else this checkout)."""
     return Path(os.environ.get("TCPKIT_SOURCE_DIR", REPO_ROOT))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import resource
 import signal
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SANITIZER, PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path
+from conftest import (SANITIZER, PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path,
+                      user_threads)
 from serve_util import recv_exact, start_serve
 from tls_util import make_cert
 
@@ -813,6 +815,64 @@ def test_regression_extra_bytes_name_where_they_came(tmp_path):
     assert report["first_mismatch"] == {"connection": 0, "offset": 100, "expected": None, "got": ord("Z"),
                                         "shift": 0}, report
     assert "stream byte 100: got 0x5a 'Z', beyond what was sent" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_regression_bench_runs_a_thread_per_worker_and_no_other(tcpkit_process, backend, threads):
+    """Worker 0 runs on the main thread, beside the run's timers, so
+    `--threads 1` is one thread. With a main thread that only slept beside
+    the worker, every read and send of the worker took the kernel's
+    shared-descriptor-table path."""
+    port = echo_server(tcpkit_process, "--threads", "2")
+    proc = subprocess.Popen([str(tcpkit_path()), "bench", "127.0.0.1", str(port), "-c", "4", "-s", "16",
+                             "-d", "2", "-t", str(threads), "--io-backend", backend, "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(scaled(1.0))
+        names = user_threads(proc.pid)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["messages"] > 0 and report["threads"] == threads, report
+    assert_no_errors(report)
+    # ThreadSanitizer's runtime starts a thread of its own once a second
+    # one exists.
+    runtime = 1 if SANITIZER == "thread" and threads > 1 else 0
+    assert len(names) == threads + runtime, names
+
+
+def test_live_progress_on_a_terminal_ticks_each_second(tcpkit_process):
+    """On a terminal, a line a second (rewritten in place) says how the run
+    goes; the report follows on stdout."""
+    port = echo_server(tcpkit_process)
+    main, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(tcpkit_path()), "bench", "127.0.0.1", str(port), "-c", "2", "-s", "16",
+                                 "-d", "2.5"], stdout=subprocess.PIPE, stderr=secondary, text=True)
+        os.close(secondary)
+        secondary = -1
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if secondary >= 0:
+            os.close(secondary)
+        os.close(main)
+    assert proc.returncode == 0, seen
+    ticks = re.findall(rb"\r +(\d+\.\d) s +[\d.]+ MiB/s +\d+ msg/s +conns +2 +errors +0", seen)
+    assert [float(t) for t in ticks][:2] == pytest.approx([1.0, 2.0], abs=0.5), seen
+    assert "throughput" in out, out
 
 
 def test_regression_report_shows_the_threads_used(tcpkit_process, tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (SANITIZER, ipv6_loopback_available, pick_free_port, run_tcpkit, scaled,
-                      tcpkit_path, wait_until)
+                      tcpkit_path, user_threads, wait_until)
 from hostile_util import cpu_seconds
 from serve_util import (DEFAULT_REPLY, LISTENING_RE, STAMP, STAMP_RE, ack_round_trip,
                         assert_closed_by_server, connect, count_lines, find_line, frame,
@@ -789,13 +789,6 @@ def test_regression_a_second_signal_ends_the_server_also_as_pid_1():
     finally:
         proc.kill()
         proc.wait()
-
-
-def user_threads(pid: int) -> list[str]:
-    """The names of a process's threads, less the kernel's io_uring workers."""
-    names = [(Path(f"/proc/{pid}/task") / t / "comm").read_text().strip()
-             for t in os.listdir(f"/proc/{pid}/task")]
-    return [n for n in names if not n.startswith("iou-")]
 
 
 @pytest.mark.parametrize("backend", ["epoll", "uring"])

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "common/cli_common.h"
@@ -187,16 +186,18 @@ struct Slot {
   Clock::time_point connect_started;
 };
 
+// Worker 0 runs on the main thread's loop, beside the run's own timers;
+// each further one (--threads) on a loop thread of its own. One thread for
+// --threads 1 keeps the process's descriptor table its own: the kernel then
+// takes no reference on a socket's file for each read and send.
 struct Worker {
-  explicit Worker(IoBackend backend) : thread(backend) {}
-
   const BenchOptions* opt = nullptr;
   Endpoint target;
   const Pattern* pattern = nullptr;
   int conn_count = 0;
   int first_index = 0;  // the number of this worker's first connection
   EventLoop* loop = nullptr;
-  EventLoopThread thread;
+  std::unique_ptr<EventLoopThread> thread;  // null for worker 0
   std::vector<std::unique_ptr<Slot>> slots;
   TimerId ticker = 0;
 
@@ -220,7 +221,9 @@ struct Worker {
   LatencyHistogram latency;
   EventLoop::Clock::duration busy_poll_idle{};
 
-  Result<void> start_thread();
+  // Worker 0: starts on `main`, the calling thread's loop. The others:
+  // start a loop thread with `backend`.
+  Result<void> start(EventLoop* main, IoBackend backend);
   void begin();
   void finish();
   void start_client(Slot* slot);
@@ -246,9 +249,14 @@ struct Worker {
   double interval_ns() const { return 1e9 * static_cast<double>(opt->conns) / opt->rate; }
 };
 
-Result<void> Worker::start_thread() {
-  if (auto r = thread.start(); !r) return r;
-  loop = thread.loop();
+Result<void> Worker::start(EventLoop* main, IoBackend backend) {
+  if (main != nullptr) {
+    loop = main;
+  } else {
+    thread = std::make_unique<EventLoopThread>(backend);
+    if (auto r = thread->start(); !r) return r;
+    loop = thread->loop();
+  }
   loop->run_in_loop([this] { begin(); });
   return {};
 }
@@ -587,11 +595,14 @@ BenchRunner::~BenchRunner() = default;
 
 Result<BenchResult> BenchRunner::run() {
   const Pattern pattern(options_.size);
+  auto created = EventLoop::create(options_.io_backend);
+  if (!created) return created.error();
+  EventLoop& loop = **created;
 
   int threads = std::max(1, std::min(options_.threads, options_.conns));
   int first_index = 0;
   for (int t = 0; t < threads; ++t) {
-    auto w = std::make_unique<Worker>(options_.io_backend);
+    auto w = std::make_unique<Worker>();
     w->opt = &options_;
     w->target = target_;
     w->pattern = &pattern;
@@ -600,21 +611,22 @@ Result<BenchResult> BenchRunner::run() {
     first_index += w->conn_count;
     workers_.push_back(std::move(w));
   }
-  // Ends the workers whose threads run: their clients close in their loops.
-  auto stop_workers = [this] {
+  // Ends the workers on loop threads: their clients close in their loops.
+  auto stop_threads = [this] {
     for (auto& w : workers_) {
       Worker* worker = w.get();
+      if (!worker->thread) continue;
       if (worker->loop != nullptr) worker->loop->run_in_loop([worker] { worker->finish(); });
+      worker->thread->stop();
     }
-    for (auto& w : workers_) w->thread.stop();
   };
-  for (auto& w : workers_) {
-    if (auto r = w->start_thread(); !r) {
-      stop_workers();
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (auto r = workers_[i]->start(i == 0 ? &loop : nullptr, options_.io_backend); !r) {
+      stop_threads();
       return r.error();
     }
   }
-  report_io_backend_fallback("bench", *workers_.front()->loop);
+  report_io_backend_fallback("bench", loop);
 
   auto sum = [this](auto member) {
     uint64_t total = 0;
@@ -632,40 +644,49 @@ Result<BenchResult> BenchRunner::run() {
     return total;
   };
 
-  // Connect phase: wait until every connection is up or has failed (or
-  // the timeout) before measuring.
+  // The run's phases are timers on the main loop, beside worker 0:
+  // connecting, measuring for the duration (with --live, a line a second),
+  // then the end, where worker 0's finish() quits the loop.
   BenchResult result;
   result.threads = threads;
-  if (options_.mode != BenchMode::connrate) {
-    auto deadline = Clock::now() + std::chrono::milliseconds(
-                                       static_cast<long long>(options_.connect_timeout_s * 1000));
-    while (settled_now() < options_.conns && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+  Clock::time_point start;
+  TimerId live = 0;
+  auto end_run = [&] {
+    for (auto& w : workers_) w->measuring = false;
+    result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (live != 0) loop.cancel(live);
+    if (options_.live) fmt::print(stderr, "\n");
+    stop_threads();
+    workers_.front()->finish();
+  };
+  auto start_measuring = [&] {
+    result.connected_at_start = connected_now();
+    for (auto& w : workers_) w->measuring = true;
+    start = Clock::now();
+    loop.run_after(std::chrono::duration<double>(options_.duration_s), end_run);
+    if (!options_.live) return;
+    live = loop.run_every(std::chrono::seconds(1), [&] {
+      double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors),
+                 connected_now());
+    });
+  };
+  // Connect phase: until every connection is up or has failed (or the
+  // timeout), before measuring.
+  if (options_.mode == BenchMode::connrate) {
+    start_measuring();
+  } else {
+    const auto deadline =
+        Clock::now() +
+        std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
+    auto check = std::make_shared<TimerId>(0);
+    *check = loop.run_every(std::chrono::milliseconds(5), [&, check] {
+      if (settled_now() < options_.conns && Clock::now() < deadline) return;
+      loop.cancel(*check);
+      start_measuring();
+    });
   }
-  result.connected_at_start = connected_now();
-
-  for (auto& w : workers_) w->measuring = true;
-  const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(options_.duration_s));
-  auto next_live = start + std::chrono::seconds(1);
-  while (Clock::now() < end) {
-    std::this_thread::sleep_until(std::min(end, next_live));
-    if (Clock::now() < next_live) continue;
-    // The tick moves on with or without --live: a tick left in the past
-    // would turn this sleep into a busy loop beside the workers.
-    next_live += std::chrono::seconds(1);
-    if (!options_.live) continue;
-    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    print_live(elapsed, sum(&Worker::messages), sum(&Worker::bytes), sum(&Worker::errors),
-               connected_now());
-  }
-  for (auto& w : workers_) w->measuring = false;
-  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (options_.live) fmt::print(stderr, "\n");
-
-  stop_workers();
+  loop.run();
 
   for (auto& w : workers_) {
     result.messages += w->messages.load();
