@@ -1,6 +1,7 @@
 #include "sys.h"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -8,6 +9,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -142,6 +144,12 @@ int socket_error(int fd) {
   socklen_t len = sizeof err;
   if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
   return err;
+}
+
+uint64_t bytes_not_taken_by_peer(int fd) {
+  int queued = 0;
+  if (::ioctl(fd, SIOCOUTQ, &queued) < 0 || queued < 0) return 0;
+  return static_cast<uint64_t>(queued);
 }
 
 // The reads and sends of every message go to the kernel through syscall(),

@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <ctime>
 #include <utility>
 
@@ -78,6 +79,10 @@ int connect(int fd, const Endpoint& ep);
 
 // Pending error of the socket (SO_ERROR), 0 if none.
 int socket_error(int fd);
+// Bytes in the socket's send queue that the peer has not taken yet (SIOCOUTQ:
+// on TCP not yet acknowledged, on a Unix socket not yet read); 0 when the
+// socket cannot say.
+uint64_t bytes_not_taken_by_peer(int fd);
 /// SO_LINGER {on, 0 s}: the close() that follows sends RST, not FIN. 0 or -errno.
 int set_linger_abort(int fd);
 

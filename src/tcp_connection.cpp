@@ -305,13 +305,11 @@ void TcpConnection::count_read(size_t n) {
   last_active_ = loop_->now();
 }
 
-// Bytes the kernel took for the peer. Like a read, a send that moved bytes
-// is activity for the idle timeout, on every path and backend; bytes that
-// only wait in output_ are not: a peer that stopped reading goes idle.
+// Bytes the kernel took for the peer, on every path and backend. Not yet
+// activity for the idle timeout: the peer may never take them (see
+// arm_idle_timer()).
 void TcpConnection::count_sent(size_t n) {
-  if (n == 0) return;
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-  last_active_ = loop_->now();
 }
 
 // What was read, in `in` (the loop's shared buffer when `shared`, else
@@ -1009,6 +1007,12 @@ void TcpConnection::resume_reading() {
 
 // ---- idle timeout ---------------------------------------------------------
 
+void TcpConnection::keep_from_idling(bool on) {
+  loop_->assert_in_loop_thread();
+  kept_from_idling_ = on;
+  last_active_ = loop_->now();
+}
+
 // The idle timeout in the loop clock's nanoseconds: milliseconds::max()
 // (never) does not fit, and a plain conversion wraps it into the past.
 std::chrono::steady_clock::duration TcpConnection::idle_limit() const {
@@ -1016,18 +1020,34 @@ std::chrono::steady_clock::duration TcpConnection::idle_limit() const {
       options_->idle_timeout);
 }
 
-// One timer per connection, re-armed lazily: activity only stamps
+// One timer per connection, re-armed lazily: a read only stamps
 // last_active_, and the timer, when it fires early, sleeps for the rest.
 // A peer whose input waits while the user has paused reading (a rate
 // limit holding its messages back), or waits to be handed back after the
 // resume, is not idle: it sent them; its time counts from their delivery.
+//
+// Sends count once the peer takes them, not when the kernel does: the
+// kernel queues bytes for a peer that reads nothing (a zero window) for as
+// long as its send buffer has room, and for a peer that reads slowly it
+// takes nothing more until a third of a full buffer (megabytes) has gone.
+// So each time the timer fires, bytes the peer took since the last time
+// (what the kernel took less what it still holds, SIOCOUTQ) are activity,
+// as of now: a connection whose peer takes the last of them just after one
+// firing is closed within twice the timeout.
 void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
   std::weak_ptr<TcpConnection> weak = weak_from_this();
   idle_timer_ = loop_->run_after(delay, [weak] {
     auto self = weak.lock();
     if (!self || self->state() == State::disconnected) return;
-    if (self->held_input_ || (self->paused_by_user_ && self->input_.readable_bytes() > 0))
+    if (self->kept_from_idling_ || self->held_input_ ||
+        (self->paused_by_user_ && self->input_.readable_bytes() > 0))
       self->last_active_ = self->loop_->now();
+    const uint64_t taken = self->bytes_out_.load(std::memory_order_relaxed) -
+                           sys::bytes_not_taken_by_peer(self->fd_.get());
+    if (taken != self->taken_by_peer_) {
+      self->taken_by_peer_ = taken;
+      self->last_active_ = self->loop_->now();
+    }
     auto idle = self->loop_->now() - self->last_active_;
     if (idle >= self->idle_limit()) {
       self->close_now(make_error_code(Errc::idle_timeout));

@@ -60,10 +60,13 @@ struct ConnectionOptions {
   size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
   /// Closes a connection that has moved no bytes either way for this long
   /// (Errc::idle_timeout); 0: never. Bytes read from the peer count, and
-  /// bytes the kernel took for it; output that waits for a peer that stopped
-  /// reading does not. A peer whose input waits while the user has paused
-  /// reading (a rate limit) is not idle: its time counts from when that
-  /// input is handed back.
+  /// bytes the peer took of what was sent (acknowledged, on TCP), checked
+  /// when the timeout would end: a peer that reads steadily, however slowly,
+  /// is not idle, and one that stopped reading is, however much the kernel
+  /// still queues for it. A connection whose peer took its last bytes is
+  /// closed after one to two timeouts. A peer whose input waits while the
+  /// user has paused reading (a rate limit) is not idle: its time counts
+  /// from when that input is handed back.
   std::chrono::milliseconds idle_timeout{0};
   /// A layer's handshake (TLS) must finish within this, or the connection
   /// closes with Errc::handshake_timeout; 0: no limit (the idle timeout,
@@ -126,6 +129,11 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// peer's close_notify waits behind it as a FIN does.
   void pause_reading();
   void resume_reading();
+  /// Loop thread. While on, the idle timeout does not close this
+  /// connection: bytes of its stream wait in the user's hands (a relay that
+  /// delays or rate-limits them), as a paused reader's input waits in the
+  /// connection's. From when it is turned off, its idle time counts afresh.
+  void keep_from_idling(bool on);
 
   bool connected() const { return state_.load(std::memory_order_acquire) == State::connected; }
   bool disconnected() const {
@@ -371,7 +379,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Written by the loop thread only; atomic so that other threads may read them.
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
-  EventLoop::Clock::time_point last_active_;
+  EventLoop::Clock::time_point last_active_;  ///< the last read (idle timeout)
+  uint64_t taken_by_peer_ = 0;                ///< sent bytes the peer had taken at the last check
+  bool kept_from_idling_ = false;             ///< keep_from_idling()
   const uint64_t id_;
   TimerId idle_timer_ = 0;
   std::error_code close_reason_;

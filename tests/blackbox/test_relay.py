@@ -370,6 +370,26 @@ def test_regression_a_download_is_not_idle_for_the_client_that_only_reads(tcpkit
         wait_log(relay, rf"disconnect {me}: (client|upstream): idle timeout")
 
 
+@pytest.mark.parametrize("backend", ["epoll", "uring"])
+def test_regression_bytes_the_relay_holds_back_keep_the_pair_from_idling(tcpkit_process, backend):
+    """Bytes that --delay or --rate hold inside the relay are on their way,
+    yet neither side's socket moved meanwhile, and --idle-timeout ended the
+    pair with them: a request delayed past the timeout was dropped, and a
+    rate-limited upload was cut short with a clean FIN."""
+    _server, upstream = echo_server(tcpkit_process)
+    _relay, port = start_relay(tcpkit_process, upstream, "--idle-timeout", "0.3", "--delay", "800",
+                               "--io-backend", backend)
+    with connect(port) as client:
+        client.sendall(b"ping\n")  # 0.8 s to the server, 0.8 s back
+        assert recv_line(client, bytearray()) == b"ping"
+    upload = bytes(range(256)) * 32  # 8 KiB at 4,000 B/s: two seconds
+    _relay, port = start_relay(tcpkit_process, upstream, "--idle-timeout", "0.3", "--rate", "4000",
+                               "--io-backend", backend)
+    with connect(port) as client:
+        client.sendall(upload)
+        assert recv_exact(client, len(upload)) == upload
+
+
 def test_upstream_down_closes_the_client(tcpkit_process):
     dead = pick_free_port()
     relay, port = start_relay(tcpkit_process, dead)

@@ -239,6 +239,16 @@ TEST(TcpServer, IdleConnectionIsClosedWithIdleTimeout) {
   h.finish();
 }
 
+// One I/O thread, the idle timeout, and room to queue output (64 MiB)
+// before the high-water mark's policy.
+ServerOptions idle_options(std::chrono::milliseconds idle_timeout) {
+  ServerOptions options;
+  options.threads = 1;
+  options.connection.idle_timeout = idle_timeout;
+  options.connection.high_water_mark = 64 * 1024 * 1024;
+  return options;
+}
+
 // From on_connection: sends `payload` to `conn` every `interval`, `times`
 // times, while it stays connected; `sent` counts the sends.
 void send_every(const TcpConnectionPtr& conn, std::chrono::milliseconds interval, int times,
@@ -265,9 +275,7 @@ TEST(TcpServer, SendsThatReachThePeerKeepAConnectionFromBeingIdle) {
   constexpr int kTicks = 12;  // 40 ms apart: three idle timeouts in all
   ServerHarness h;
   Tally tally;
-  ServerOptions options;
-  options.threads = 1;
-  options.connection.idle_timeout = 150ms;
+  const ServerOptions options = idle_options(150ms);
   std::atomic<int> ticks{0};
   h.start(options, [&](TcpServer& s) {
     s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
@@ -286,29 +294,93 @@ TEST(TcpServer, SendsThatReachThePeerKeepAConnectionFromBeingIdle) {
   h.finish();
 }
 
-// The other side of that rule: replies that only pile up for a client that
-// stopped reading are not activity, however often the server adds to them.
-TEST(TcpServer, OutputThatWaitsForAPeerWhoStoppedReadingIsIdle) {
-  constexpr int kMostChunks = 400;  // 128 KiB each, 50 MiB: below the high-water mark
+// Regression: sends counted once the kernel took them, so a client that
+// reads steadily but more slowly than the send buffer's wake-up needs (a
+// third of a buffer of megabytes must drain) looked idle, and the reply was
+// cut off with a clean FIN. What the peer takes (acknowledges) counts.
+TEST(TcpServer, APeerThatReadsSlowlyButSteadilyIsNotIdle) {
+  const std::string reply(6 * 1024 * 1024, 'r');
+  ServerHarness h;
+  Tally tally;
+  const ServerOptions options = idle_options(150ms);
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (conn->connected()) conn->send(reply);
+    });
+  });
+  auto reader = connect_client(h.address());
+  // 64 KiB every 20 ms: about 3 MB/s, so 6 MiB take two seconds.
+  std::string got;
+  char chunk[64 * 1024];
+  while (got.size() < reply.size()) {
+    auto n = reader.recv(chunk, sizeof chunk);
+    ASSERT_TRUE(n && *n > 0) << "closed after " << got.size() << " bytes";
+    got.append(chunk, *n);
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(got, reply);
+  EXPECT_EQ(read_to_eof(reader), "");  // then nothing moves: idle
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
+  h.finish();
+}
+
+// The other side of the rule. Regression: a client that reads nothing (its
+// window closed) was kept open while the server talked to it, for as long
+// as the kernel's send buffer (megabytes on loopback) took the lines.
+TEST(TcpServer, APeerWithAClosedWindowIsIdleWhileTheServerTalks) {
+  constexpr int kMostLines = 300;  // 1 KiB every 10 ms: 3 s
+  ServerHarness h;
+  Tally tally;
+  const ServerOptions options = idle_options(150ms);
+  std::atomic<int> lines{0};
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (conn->connected()) send_every(conn, 10ms, kMostLines, std::string(1024, 'x'), lines);
+    });
+  });
+  // A small receive buffer, set before connecting: the window closes after
+  // a few lines.
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(fd);
+  int small = 4096;
+  ASSERT_EQ(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_EQ(::connect(fd.get(), h.address().sockaddr_ptr(), h.address().sockaddr_len()), 0);
+  TcpStream deaf(std::move(fd));  // never reads
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
+  // Closed while the server was still talking, long before the end.
+  EXPECT_LT(lines.load(), kMostLines / 2);
+  h.finish();
+}
+
+// keep_from_idling(): bytes the user holds for the connection (a relay's
+// delay) keep it open past the idle timeout; once let go, it idles out.
+TEST(TcpServer, AConnectionKeptFromIdlingOutlastsTheTimeoutThenIdlesOut) {
   ServerHarness h;
   Tally tally;
   ServerOptions options;
   options.threads = 1;
-  options.connection.idle_timeout = 150ms;
-  options.connection.high_water_mark = 64 * 1024 * 1024;
-  std::atomic<int> chunks{0};
+  options.connection.idle_timeout = 100ms;
+  Watched<bool> open_when_let_go{false};
   h.start(options, [&](TcpServer& s) {
     s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
       cb(conn);
-      if (conn->connected())
-        send_every(conn, 10ms, kMostChunks, std::string(128 * 1024, 'x'), chunks);
+      if (!conn->connected()) return;
+      conn->keep_from_idling(true);
+      conn->loop()->run_after(400ms, [&, conn] {  // four timeouts
+        open_when_let_go.set(conn->connected());
+        conn->keep_from_idling(false);
+      });
     });
   });
-  auto deaf = connect_client(h.address());  // never reads
+  auto quiet = connect_client(h.address());
+  EXPECT_EQ(read_to_eof(quiet), "");
+  EXPECT_TRUE(open_when_let_go.get());
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
   EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
-  // Closed once the socket buffers were full, while the server still added.
-  EXPECT_LT(chunks.load(), kMostChunks);
   h.finish();
 }
 

@@ -136,6 +136,7 @@ void RelayPair::upstream_connected(const TcpConnectionPtr& conn) {
   upstream_state_ = Upstream::connected;
   upstream_ = conn;
   upstream_name_ = conn->peer_endpoint().to_string();
+  if (holding_idle_) conn->keep_from_idling(true);
   if (hooks_.on_connected) hooks_.on_connected(*this);
   check_fault();  // --reset-after 0 / --close-after 0
   pump(up_);      // what the client sent while we were connecting
@@ -215,7 +216,20 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
     in.retrieve_all();
     pump(flow);
   }
+  hold_idle_while_queued();
   check_pressure(flow);
+}
+
+// Bytes that --delay, --rate or a toxic hold back are on their way: the
+// pair is not idle (--idle-timeout) while either queue has some, however
+// long they wait; a toxic that drops them (timeout) holds nothing.
+void RelayPair::hold_idle_while_queued() {
+  const bool holding = !up_.queue.empty() || !down_.queue.empty();
+  if (holding == holding_idle_) return;
+  holding_idle_ = holding;
+  for (const Side* side : {&client_, &upstream_}) {
+    if (*side && !(*side)->disconnected()) (*side)->keep_from_idling(holding);
+  }
 }
 
 // One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
@@ -260,6 +274,7 @@ void RelayPair::pump(Flow& flow) {
     if (last) flow.queue.pop_front();
   }
   if (flow.queue.empty() && flow.eof && !flow.shut) pass_fin(flow);
+  hold_idle_while_queued();
   maybe_resume(flow);
 }
 
