@@ -1042,8 +1042,10 @@ void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
     if (self->kept_from_idling_ || self->held_input_ ||
         (self->paused_by_user_ && self->input_.readable_bytes() > 0))
       self->last_active_ = self->loop_->now();
-    const uint64_t taken = self->bytes_out_.load(std::memory_order_relaxed) -
-                           sys::bytes_not_taken_by_peer(self->fd_.get());
+    // (On io_uring a send may be in the kernel's queue before its
+    // completion counts it: the difference saturates at none taken.)
+    const uint64_t sent = self->bytes_out_.load(std::memory_order_relaxed);
+    const uint64_t taken = sent - std::min(sent, sys::bytes_not_taken_by_peer(self->fd_.get()));
     if (taken != self->taken_by_peer_) {
       self->taken_by_peer_ = taken;
       self->last_active_ = self->loop_->now();
