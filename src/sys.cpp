@@ -146,10 +146,20 @@ int socket_error(int fd) {
   return err;
 }
 
-uint64_t bytes_not_taken_by_peer(int fd) {
+namespace {
+uint64_t queue_size(int fd, unsigned long request) {
   int queued = 0;
-  if (::ioctl(fd, SIOCOUTQ, &queued) < 0 || queued < 0) return 0;
+  if (::ioctl(fd, request, &queued) < 0 || queued < 0) return 0;
   return static_cast<uint64_t>(queued);
+}
+}  // namespace
+
+uint64_t bytes_not_taken_by_peer(int fd) {
+  return queue_size(fd, SIOCOUTQ);
+}
+
+uint64_t bytes_to_read(int fd) {
+  return queue_size(fd, SIOCINQ);
 }
 
 // The reads and sends of every message go to the kernel through syscall(),

@@ -79,10 +79,14 @@ int connect(int fd, const Endpoint& ep);
 
 // Pending error of the socket (SO_ERROR), 0 if none.
 int socket_error(int fd);
-// Bytes in the socket's send queue that the peer has not taken yet (SIOCOUTQ:
-// on TCP not yet acknowledged, on a Unix socket not yet read); 0 when the
-// socket cannot say.
+// What the socket's send queue holds that the peer has not taken yet
+// (SIOCOUTQ): on TCP, bytes not yet acknowledged; on a Unix socket, the
+// memory of the chunks not yet wholly read (their bytes and the kernel's
+// overhead, so it can exceed the bytes sent). 0 when the socket cannot say.
 uint64_t bytes_not_taken_by_peer(int fd);
+// Bytes waiting to be read in the socket's receive queue (SIOCINQ); 0 when
+// the socket cannot say.
+uint64_t bytes_to_read(int fd);
 /// SO_LINGER {on, 0 s}: the close() that follows sends RST, not FIN. 0 or -errno.
 int set_linger_abort(int fd);
 

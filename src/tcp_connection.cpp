@@ -305,11 +305,12 @@ void TcpConnection::count_read(size_t n) {
   last_active_ = loop_->now();
 }
 
-// Bytes the kernel took for the peer, on every path and backend. Not yet
-// activity for the idle timeout: the peer may never take them (see
-// arm_idle_timer()).
+// Bytes the kernel took for the peer, on every path and backend: activity
+// for the idle timeout, as a read is (see arm_idle_timer() for the rest).
 void TcpConnection::count_sent(size_t n) {
+  if (n == 0) return;
   bytes_out_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  last_active_ = loop_->now();
 }
 
 // What was read, in `in` (the loop's shared buffer when `shared`, else
@@ -996,6 +997,9 @@ void TcpConnection::pause_reading() {
 
 void TcpConnection::resume_reading() {
   loop_->run_in_loop([self = shared_from_this()] {
+    // Input that waited on the pause (the idle timeout's exception) counts
+    // from now, read or not yet.
+    if (self->paused_by_user_) self->last_active_ = self->loop_->now();
     self->paused_by_user_ = false;
     if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected) return;
     self->reading_ = true;
@@ -1020,27 +1024,30 @@ std::chrono::steady_clock::duration TcpConnection::idle_limit() const {
       options_->idle_timeout);
 }
 
-// One timer per connection, re-armed lazily: a read only stamps
+// One timer per connection, re-armed lazily: a read or a send only stamps
 // last_active_, and the timer, when it fires early, sleeps for the rest.
-// A peer whose input waits while the user has paused reading (a rate
-// limit holding its messages back), or waits to be handed back after the
-// resume, is not idle: it sent them; its time counts from their delivery.
-//
-// Sends count once the peer takes them, not when the kernel does: the
-// kernel queues bytes for a peer that reads nothing (a zero window) for as
-// long as its send buffer has room, and for a peer that reads slowly it
-// takes nothing more until a third of a full buffer (megabytes) has gone.
-// So each time the timer fires, bytes the peer took since the last time
-// (what the kernel took less what it still holds, SIOCOUTQ) are activity,
-// as of now: a connection whose peer takes the last of them just after one
-// firing is closed within twice the timeout.
+// What else is activity is looked at when it fires, as of then (so a
+// connection closes one to two timeouts after the last of it):
+// - bytes the peer took of what was sent since the last firing (what the
+//   kernel took less what it still holds, SIOCOUTQ). A peer that reads a
+//   large reply slowly frees room in the kernel's send buffer in steps (the
+//   kernel takes more once a third of it has drained: megabytes on
+//   loopback), and acknowledges in steps of its window too, but in smaller
+//   ones;
+// - input that waits while the user has paused reading (a rate limit, a
+//   relay whose other side is slow), in the connection or still in the
+//   kernel, or that waits to be handed back after the resume: the peer
+//   sent it; its time counts from its delivery. Not a pause by the
+//   overflow policy: that peer is the one not reading;
+// - keep_from_idling(): bytes the user holds for the connection.
 void TcpConnection::arm_idle_timer(std::chrono::steady_clock::duration delay) {
   std::weak_ptr<TcpConnection> weak = weak_from_this();
   idle_timer_ = loop_->run_after(delay, [weak] {
     auto self = weak.lock();
     if (!self || self->state() == State::disconnected) return;
     if (self->kept_from_idling_ || self->held_input_ ||
-        (self->paused_by_user_ && self->input_.readable_bytes() > 0))
+        (self->paused_by_user_ &&
+         (self->input_.readable_bytes() > 0 || sys::bytes_to_read(self->fd_.get()) > 0)))
       self->last_active_ = self->loop_->now();
     // (On io_uring a send may be in the kernel's queue before its
     // completion counts it: the difference saturates at none taken.)

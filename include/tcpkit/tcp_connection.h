@@ -59,13 +59,15 @@ struct ConnectionOptions {
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
   size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
   /// Closes a connection that has moved no bytes either way for this long
-  /// (Errc::idle_timeout); 0: never. Bytes read from the peer count, and
-  /// bytes the peer took of what was sent (acknowledged, on TCP), checked
-  /// when the timeout would end: a peer that reads steadily, however slowly,
-  /// is not idle, and one that stopped reading is, however much the kernel
-  /// still queues for it. A connection whose peer took its last bytes is
-  /// closed after one to two timeouts. A peer whose input waits while the
-  /// user has paused reading (a rate limit) is not idle: its time counts
+  /// (Errc::idle_timeout); 0: never. What counts: bytes read from the peer,
+  /// bytes the kernel took for it, and bytes it took of those (acknowledged,
+  /// on TCP); the last is looked at when the timeout would end, so such a
+  /// connection closes one to two timeouts after it. A peer that stopped
+  /// reading is idle once the kernel's buffers for it are full. One that
+  /// reads a large reply slowly moves the kernel's counts in steps (tens to
+  /// hundreds of kilobytes on loopback): give a timeout longer than such a
+  /// step takes. A peer whose input waits while the user has paused reading
+  /// (a rate limit, a relay's backpressure) is not idle: its time counts
   /// from when that input is handed back.
   std::chrono::milliseconds idle_timeout{0};
   /// A layer's handshake (TLS) must finish within this, or the connection

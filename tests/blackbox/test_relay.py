@@ -390,6 +390,31 @@ def test_regression_bytes_the_relay_holds_back_keep_the_pair_from_idling(tcpkit_
         assert recv_exact(client, len(upload)) == upload
 
 
+def test_regression_a_slow_download_keeps_its_pair_while_the_upstream_is_silent(tcpkit_process):
+    """The upstream sends 6 MB at once and falls silent; the client reads
+    about 1 MB/s. Once the relay had read the last of it, the upstream side
+    looked idle and ended the pair, dropping the megabyte the relay still
+    held for the client, which got a clean EOF at about 4.3 MB. A side is
+    not idle while bytes it sent are on their way. (The relay's pair logic
+    is the same on both backends: epoll only.)"""
+    size = 6_000_000
+
+    def push(conn):
+        conn.sendall(b"D" * size)
+        conn.recv(1)  # until the relay ends the pair
+
+    with PeerServer(push) as upstream:
+        relay, port = start_relay(tcpkit_process, upstream.port, "--idle-timeout", "0.5",
+                                  "--io-backend", "epoll")
+        with connect(port) as reader:
+            got = 0
+            while got < size:
+                data = reader.recv(65536)
+                assert data, f"the pair ended after {got} of {size} bytes: {relay.describe()}"
+                got += len(data)
+                time.sleep(0.0625)
+
+
 def test_upstream_down_closes_the_client(tcpkit_process):
     dead = pick_free_port()
     relay, port = start_relay(tcpkit_process, dead)

@@ -326,33 +326,51 @@ TEST(TcpServer, APeerThatReadsSlowlyButSteadilyIsNotIdle) {
   h.finish();
 }
 
-// The other side of the rule. Regression: a client that reads nothing (its
-// window closed) was kept open while the server talked to it, for as long
-// as the kernel's send buffer (megabytes on loopback) took the lines.
-TEST(TcpServer, APeerWithAClosedWindowIsIdleWhileTheServerTalks) {
-  constexpr int kMostLines = 300;  // 1 KiB every 10 ms: 3 s
+// The other side of the rule: a client that stopped reading is idle once
+// the kernel takes no more for it, however often the server adds output.
+TEST(TcpServer, APeerThatStoppedReadingIsIdleOnceTheKernelTakesNoMore) {
+  constexpr int kMostChunks = 400;  // 128 KiB every 10 ms: 50 MiB in 4 s
   ServerHarness h;
   Tally tally;
   const ServerOptions options = idle_options(150ms);
-  std::atomic<int> lines{0};
+  std::atomic<int> chunks{0};
   h.start(options, [&](TcpServer& s) {
     s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
       cb(conn);
-      if (conn->connected()) send_every(conn, 10ms, kMostLines, std::string(1024, 'x'), lines);
+      if (conn->connected())
+        send_every(conn, 10ms, kMostChunks, std::string(128 * 1024, 'x'), chunks);
     });
   });
-  // A small receive buffer, set before connecting: the window closes after
-  // a few lines.
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_TRUE(fd);
-  int small = 4096;
-  ASSERT_EQ(::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-  ASSERT_EQ(::connect(fd.get(), h.address().sockaddr_ptr(), h.address().sockaddr_len()), 0);
-  TcpStream deaf(std::move(fd));  // never reads
+  auto deaf = connect_client(h.address());  // never reads
   ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
   EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
-  // Closed while the server was still talking, long before the end.
-  EXPECT_LT(lines.load(), kMostLines / 2);
+  // Closed once the socket buffers were full, while the server still added.
+  EXPECT_LT(chunks.load(), kMostChunks);
+  h.finish();
+}
+
+// Regression: input that waited on the user's pause counted only once read
+// into the connection; still in the kernel (the pause came before any
+// read), the peer looked idle and was closed with it unread.
+TEST(TcpServer, InputThatWaitsInTheKernelOnAPauseIsNotIdle) {
+  ServerHarness h;
+  Tally tally;
+  const ServerOptions options = idle_options(100ms);
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& conn) {
+      cb(conn);
+      if (!conn->connected()) return;
+      conn->pause_reading();
+      conn->loop()->run_after(400ms, [conn] { conn->resume_reading(); });  // four timeouts
+    });
+    s.set_on_message(echo);
+  });
+  auto client = connect_client(h.address());
+  ASSERT_TRUE(client.send_all("waits in the kernel"));
+  EXPECT_EQ(recv_n(client, 19), "waits in the kernel");
+  EXPECT_EQ(read_to_eof(client), "");  // then idle
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::idle_timeout));
   h.finish();
 }
 

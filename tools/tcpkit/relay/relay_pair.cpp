@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "tcpkit/buffer.h"
 
@@ -136,7 +137,7 @@ void RelayPair::upstream_connected(const TcpConnectionPtr& conn) {
   upstream_state_ = Upstream::connected;
   upstream_ = conn;
   upstream_name_ = conn->peer_endpoint().to_string();
-  if (holding_idle_) conn->keep_from_idling(true);
+  if (upstream_held_) conn->keep_from_idling(true);
   if (hooks_.on_connected) hooks_.on_connected(*this);
   check_fault();  // --reset-after 0 / --close-after 0
   pump(up_);      // what the client sent while we were connecting
@@ -216,19 +217,24 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
     in.retrieve_all();
     pump(flow);
   }
-  hold_idle_while_queued();
+  hold_idle_while_on_the_way();
   check_pressure(flow);
 }
 
-// Bytes that --delay, --rate or a toxic hold back are on their way: the
-// pair is not idle (--idle-timeout) while either queue has some, however
-// long they wait; a toxic that drops them (timeout) holds nothing.
-void RelayPair::hold_idle_while_queued() {
-  const bool holding = !up_.queue.empty() || !down_.queue.empty();
-  if (holding == holding_idle_) return;
-  holding_idle_ = holding;
-  for (const Side* side : {&client_, &upstream_}) {
-    if (*side && !(*side)->disconnected()) (*side)->keep_from_idling(holding);
+// A side is not idle (--idle-timeout) while bytes it sent are on their way
+// to the other peer: in the relay's queue (--delay, --rate, a toxic) or in
+// the other side's output. Nor is the other side while the relay holds
+// them back: it waits for the relay, not for its peer. A side's own output
+// keeps only the other side: a peer that stopped reading idles out, and
+// its pair with it. A toxic that drops bytes (timeout) holds none.
+void RelayPair::hold_idle_while_on_the_way() {
+  const bool client = waiting(up_) > 0 || !down_.queue.empty();
+  const bool upstream = waiting(down_) > 0 || !up_.queue.empty();
+  for (auto [side, held, now] : {std::tuple{&client_, &client_held_, client},
+                                 std::tuple{&upstream_, &upstream_held_, upstream}}) {
+    if (*held == now) continue;
+    *held = now;
+    if (*side && !(*side)->disconnected()) (*side)->keep_from_idling(now);
   }
 }
 
@@ -274,7 +280,6 @@ void RelayPair::pump(Flow& flow) {
     if (last) flow.queue.pop_front();
   }
   if (flow.queue.empty() && flow.eof && !flow.shut) pass_fin(flow);
-  hold_idle_while_queued();
   maybe_resume(flow);
 }
 
@@ -361,6 +366,7 @@ void RelayPair::check_pressure(Flow& flow) {
 }
 
 void RelayPair::maybe_resume(Flow& flow) {
+  hold_idle_while_on_the_way();  // called as the output drains, too
   if (!flow.paused || waiting(flow) > kLowWater) return;
   flow.paused = false;
   if (*flow.source) (*flow.source)->resume_reading();

@@ -132,8 +132,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void check_pressure(Flow& flow);
   void maybe_resume(Flow& flow);
   size_t waiting(const Flow& flow) const;
-  // Bytes in either flow's queue keep both sides from idling.
-  void hold_idle_while_queued();
+  // Bytes on their way keep sides from idling (TcpConnection::keep_from_idling()).
+  void hold_idle_while_on_the_way();
 
   uint64_t fault_limit() const;
   void check_fault();
@@ -169,7 +169,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   bool client_gone_ = false;
   bool ending_ = false;  // a fault fired or a side failed: input is dropped from now on
   bool finished_ = false;
-  bool holding_idle_ = false;  // hold_idle_while_queued() keeps both sides from idling
+  bool client_held_ = false;    // hold_idle_while_on_the_way() keeps the side from idling
+  bool upstream_held_ = false;  // ...
   TimerId linger_timer_ = 0;
   Flow up_{&client_, &upstream_, Stream::upstream};      // client -> upstream
   Flow down_{&upstream_, &client_, Stream::downstream};  // upstream -> client

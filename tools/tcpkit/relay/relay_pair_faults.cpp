@@ -105,7 +105,7 @@ void RelayPair::end_forwarding() {
     flow->paused = false;
     if (*flow->source) (*flow->source)->resume_reading();
   }
-  hold_idle_while_queued();
+  hold_idle_while_on_the_way();
 }
 
 void RelayPair::set_reason(std::string reason) {
