@@ -829,8 +829,16 @@ def test_regression_bench_runs_a_thread_per_worker_and_no_other(tcpkit_process, 
                              "-d", "2", "-t", str(threads), "--io-backend", backend, "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(scaled(1.0))
-        names = user_threads(proc.pid)
+        # The most threads seen while it runs (a sanitizer's start-up is
+        # slow, so no one moment is sure to fall inside the run).
+        names = []
+        while proc.poll() is None:
+            try:
+                now = user_threads(proc.pid)
+            except OSError:  # it ended between poll() and the read
+                break
+            names = max(names, now, key=len)
+            time.sleep(0.05)
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     finally:
         proc.kill()

@@ -680,7 +680,8 @@ Result<BenchResult> BenchRunner::run() {
         Clock::now() +
         std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
     auto check = std::make_shared<TimerId>(0);
-    *check = loop.run_every(std::chrono::milliseconds(5), [&, check] {
+    // By value: the check runs in loop.run(), after this block.
+    *check = loop.run_every(std::chrono::milliseconds(5), [&, check, deadline] {
       if (settled_now() < options_.conns && Clock::now() < deadline) return;
       loop.cancel(*check);
       start_measuring();
