@@ -381,7 +381,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Written by the loop thread only; atomic so that other threads may read them.
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};
-  EventLoop::Clock::time_point last_active_;  ///< the last read (idle timeout)
+  EventLoop::Clock::time_point last_active_;  ///< the last read or send (idle timeout)
   uint64_t taken_by_peer_ = 0;                ///< sent bytes the peer had taken at the last check
   bool kept_from_idling_ = false;             ///< keep_from_idling()
   const uint64_t id_;
