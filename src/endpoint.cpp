@@ -335,6 +335,13 @@ bool Endpoint::is_unspecified() const {
   return family() == AF_INET && addr_.v4.sin_addr.s_addr == htonl(INADDR_ANY);
 }
 
+bool Endpoint::is_loopback() const {
+  if (family() == AF_INET) return (ntohl(addr_.v4.sin_addr.s_addr) >> 24) == 127;
+  if (!is_v6()) return false;
+  const in6_addr& a = addr_.v6.sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+}
+
 bool Endpoint::is_abstract() const {
   const UnixName* name = unix_name();
   return name != nullptr && name->addr.sun_path[0] == '\0';

@@ -59,7 +59,9 @@ struct TcpConnection::Echo {
   // holds no pipe (two descriptors, and the kernel's pipe memory).
   UniqueFd pipe_read;
   UniqueFd pipe_write;
-  bool no_pipe = false;  // the kernel refused one (EMFILE): reads copy
+  // Reads copy: EchoSplice says so for this peer, or the kernel refused a
+  // pipe (EMFILE).
+  bool no_pipe = false;
 };
 
 TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const Endpoint& local,
@@ -412,14 +414,24 @@ void TcpConnection::to_user(const TcpConnectionPtr& self, Buffer& in) {
 
 // ---- echo -----------------------------------------------------------------
 
-Result<void> TcpConnection::start_echo(EchoCallback on_echo) {
+// A peer on this host: loopback, a Unix socket, or a client that connected
+// to the address it sends from.
+bool TcpConnection::peer_on_this_host() const {
+  return peer_.is_unix() || peer_.is_loopback() || peer_.host() == local_.host();
+}
+
+Result<void> TcpConnection::start_echo(EchoCallback on_echo, EchoSplice splice) {
   loop_->assert_in_loop_thread();
   if (tls_) return Error::from_errno(EOPNOTSUPP, "echo in the connection under TLS");
+  const bool copies =
+      splice == EchoSplice::never || (splice == EchoSplice::remote && peer_on_this_host());
   if (echo_) {
     echo_->on_echo = std::move(on_echo);
+    echo_->no_pipe = copies;
     return {};
   }
   echo_ = std::make_unique<Echo>(std::move(on_echo));
+  echo_->no_pipe = copies;
   // What earlier messages left goes back before anything received later.
   if (input_.readable_bytes() > 0 && state() != State::disconnected) {
     echo_bytes(shared_from_this(), input_);

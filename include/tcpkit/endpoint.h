@@ -101,6 +101,9 @@ class Endpoint {
   Endpoint with_credentials(const PeerCredentials& who) const;
   /// 0.0.0.0 or ::, the wildcard a server listens on to serve every interface.
   bool is_unspecified() const;
+  /// 127.0.0.0/8, the IPv6 loopback, or a 127.0.0.0/8 address mapped into IPv6:
+  /// this host's loopback. False for a Unix socket.
+  bool is_loopback() const;
   uint16_t port() const;
   void set_port(uint16_t port);
   /// The address alone: "127.0.0.1", "::1", "fe80::1%eth0" (an IPv6 zone as

@@ -48,6 +48,19 @@ namespace tcpkit {
 class TlsContext;
 class TlsSession;
 
+/// Whether an echo (TcpConnection::start_echo()) moves a bulk peer's bytes
+/// inside the kernel, through a pipe, or copies them through the process.
+enum class EchoSplice {
+  /// Through the pipe for a peer on another host; a peer on this one
+  /// (loopback, a Unix socket, or this host's own address) gets copies.
+  /// Spliced bytes reach such a peer in the pages its own sends filled, so
+  /// its kernel cannot reuse them and each of its sends takes fresh pages:
+  /// the peer pays more than the echo saves (bench/cpu-per-cell CONNS 65536).
+  remote,
+  always,  ///< through the pipe, whoever the peer is
+  never,   ///< copies always, as an echo by on_message and send() would
+};
+
 /// What happens when the output buffer passes the high-water mark.
 enum class OverflowPolicy {
   pause_reading,  ///< stop reading this peer until its output drains below half the mark
@@ -186,14 +199,15 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// receives, itself, in order; on_message hears no more of them, and
   /// on_echo (if set) hears of each read sent back. Bytes that the current
   /// on_message leaves in its buffer, or that earlier calls left, go back
-  /// first. A peer that sends in bulk is echoed inside the kernel: splice()
-  /// moves its bytes from the socket into a pipe and from the pipe back
-  /// into the socket, never copied into this process and out again (the
-  /// two copies an echo costs otherwise). Sends of the user's own still
-  /// take their turn behind what is being echoed; backpressure, half-close
-  /// and the close reason work as with on_message. Not over TLS, whose
-  /// bytes must be decrypted: an error (EOPNOTSUPP) then, and nothing changes.
-  Result<void> start_echo(EchoCallback on_echo = {});
+  /// first. A peer that sends in bulk may be echoed inside the kernel, as
+  /// `splice` says: splice() moves its bytes from the socket into a pipe
+  /// and from the pipe back into the socket, never copied into this process
+  /// and out again (the two copies an echo costs otherwise). Sends of the
+  /// user's own still take their turn behind what is being echoed;
+  /// backpressure, half-close and the close reason work as with on_message.
+  /// Not over TLS, whose bytes must be decrypted: an error (EOPNOTSUPP)
+  /// then, and nothing changes. A later call replaces on_echo and `splice`.
+  Result<void> start_echo(EchoCallback on_echo = {}, EchoSplice splice = EchoSplice::remote);
   /// Loop thread: start_echo() was called.
   bool echoing() const { return echo_ != nullptr; }
   /// Loop thread: the TLS layer (version, cipher, SNI), or null without one
@@ -281,6 +295,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// The pipe's bytes to the socket: false when the connection closed.
   bool drain_pipe();
   void release_idle_pipe();
+  bool peer_on_this_host() const;
   void take_held_input(const TcpConnectionPtr& self);
   /// Bytes from the socket for the TLS layer: decrypts, answers, delivers.
   void receive_tls(Buffer& wire);

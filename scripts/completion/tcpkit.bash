@@ -31,7 +31,7 @@ _tcpkit() {
       flags+=" --host -p --port -m --mode --reply --framing --encoding --max-message --chat-rate"
       flags+=" -t --threads"
       flags+=" --max-conns --idle-timeout --high-water-mark --drain-timeout --reuse-port -q --quiet"
-      flags+=" --io-backend --busy-poll"
+      flags+=" --io-backend --busy-poll --splice"
       flags+=" --log-format --allow --deny --proxy-protocol --trusted-proxy --proxy-timeout --metrics"
       flags+=" --cluster --cluster-auth-file --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;
@@ -71,6 +71,10 @@ _tcpkit() {
       ;;
     --io-backend)
       COMPREPLY=($(compgen -W "epoll uring" -- "$cur"))
+      return
+      ;;
+    --splice)
+      COMPREPLY=($(compgen -W "auto always never" -- "$cur"))
       return
       ;;
     --log-format | --format)

@@ -248,6 +248,17 @@ TEST(Endpoint, UnspecifiedIsTheWildcardOnly) {
   EXPECT_TRUE(tcpkit::Endpoint().is_unspecified());  // the default is 0.0.0.0:0
 }
 
+TEST(Endpoint, LoopbackIsAllOf127And1AndTheirMappedForm) {
+  for (const char* text : {"127.0.0.1:80", "127.255.0.9:1", "[::1]:80", "[::ffff:127.0.0.2]:80"}) {
+    EXPECT_TRUE(tcpkit::Endpoint::parse(text)->is_loopback()) << text;
+  }
+  for (const char* text : {"128.0.0.1:80", "126.255.255.255:80", "0.0.0.0:80", "192.0.2.1:80",
+                           "[::]:80", "[::2]:80", "[::ffff:128.0.0.1]:80", "[fe80::1]:80"}) {
+    EXPECT_FALSE(tcpkit::Endpoint::parse(text)->is_loopback()) << text;
+  }
+  EXPECT_FALSE(tcpkit::Endpoint::parse("unix:/tmp/x.sock")->is_loopback());
+}
+
 TEST(Endpoint, ParsesAUnixPathAndFormatsItBack) {
   auto ep = Endpoint::parse("unix:/tmp/a.sock");
   ASSERT_TRUE(ep) << ep.error().message();

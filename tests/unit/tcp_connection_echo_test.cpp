@@ -47,7 +47,9 @@ struct Echoed {
 
 // An echo server on one loop whose connections echo by themselves from
 // the start, one client, and its connection on the server; on_message,
-// which should never hear of a byte, counts what it hears (`seen`).
+// which should never hear of a byte, counts what it hears (`seen`). The
+// client is on this host (loopback), so the kernel echoes only when asked
+// to always (`splice`).
 struct KernelEcho {
   ServerHarness h;
   Tally tally;
@@ -56,12 +58,12 @@ struct KernelEcho {
   TcpStream client;
   TcpConnectionPtr conn;
 
-  explicit KernelEcho(ServerOptions options = {}) {
+  explicit KernelEcho(ServerOptions options = {}, EchoSplice splice = EchoSplice::always) {
     options.threads = 1;
-    h.start(options, [&](TcpServer& s) {
-      s.set_on_connection([&, cb = tally.callback()](const TcpConnectionPtr& c) {
+    h.start(options, [&, splice](TcpServer& s) {
+      s.set_on_connection([&, splice, cb = tally.callback()](const TcpConnectionPtr& c) {
         if (c->connected()) {
-          auto started = c->start_echo(echoed.callback());
+          auto started = c->start_echo(echoed.callback(), splice);
           EXPECT_TRUE(started) << started.error().message();
           EXPECT_TRUE(c->echoing());
         }
@@ -262,6 +264,40 @@ TEST(TcpConnectionEcho, AConnectionBackToSmallMessagesGivesItsPipeBack) {
   EXPECT_EQ(open_pipe_ends(), without_pipe) << "the pipe outlived the bulk";
   // A bulk peer again gets one again.
   EXPECT_GE(most_pipe_ends_while(bulk), without_pipe + 2);
+  e.finish();
+}
+
+// A peer on this host gets the echo by copies unless the kernel is asked
+// for always: spliced, its bytes would come back in the pages its own sends
+// filled, which its kernel then cannot reuse for the next send.
+TEST(TcpConnectionEcho, APeerOnThisHostIsEchoedByCopiesUnlessAskedOtherwise) {
+  constexpr size_t kTotal = 4 * 1024 * 1024;
+  for (const EchoSplice splice : {EchoSplice::remote, EchoSplice::never}) {
+    KernelEcho e({}, splice);
+    const size_t without_pipe = open_pipe_ends();
+    auto bulk = [&] { EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms)); };
+    EXPECT_EQ(most_pipe_ends_while(bulk), without_pipe) << "the echo made a pipe";
+    EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; })) << e.echoed.total.get();
+    EXPECT_EQ(e.echoed.in_kernel.get(), 0U);
+    EXPECT_EQ(e.seen.get(), 0U) << "on_message heard of echoed bytes";
+    e.finish();
+  }
+}
+
+// A later start_echo() changes the way: this peer, on loopback, is echoed
+// by copies at first and then inside the kernel.
+TEST(TcpConnectionEcho, ALaterCallChangesTheWay) {
+  constexpr size_t kTotal = 4 * 1024 * 1024;
+  KernelEcho e({}, EchoSplice::remote);
+  EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; }));
+  EXPECT_EQ(e.echoed.in_kernel.get(), 0U);
+  auto again = call_in(e.conn->loop(),
+                       [&] { return e.conn->start_echo(e.echoed.callback(), EchoSplice::always); });
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_TRUE(round_trip(e.client, 2 * kTotal, 64 * 1024, 0ms));
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == 3 * kTotal; }));
+  EXPECT_GT(e.echoed.in_kernel.get(), 0U) << "asked for always, the kernel echoed nothing";
   e.finish();
 }
 

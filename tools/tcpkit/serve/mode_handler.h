@@ -43,13 +43,16 @@ class ModeHandler {
 
 // RFC 862: every read goes back unchanged. Each read is one message here,
 // whatever the framing: an echo server does not look inside the bytes.
+// After the first message the connection echoes by itself, a bulk peer
+// inside the kernel where `splice` (--splice) says so.
 class EchoMode final : public ModeHandler {
  public:
-  explicit EchoMode(ServeObserver& observer) : observer_(&observer) {}
+  EchoMode(ServeObserver& observer, EchoSplice splice) : observer_(&observer), splice_(splice) {}
   MessageCallback message_callback() override;
 
  private:
   ServeObserver* observer_;
+  EchoSplice splice_;
 };
 
 // RFC 863: every byte is dropped.

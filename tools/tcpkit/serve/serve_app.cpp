@@ -79,7 +79,7 @@ ServeApp::~ServeApp() = default;
 std::unique_ptr<ModeHandler> ServeApp::make_mode() {
   switch (options_.mode) {
     case ServeMode::echo:
-      return std::make_unique<EchoMode>(observer_);
+      return std::make_unique<EchoMode>(observer_, options_.splice);
     case ServeMode::discard:
       return std::make_unique<DiscardMode>(observer_);
     case ServeMode::chat: {

@@ -361,11 +361,26 @@ Command add_serve_command(CLI::App& app) {
                   "core busy meanwhile; 0: sleep at once")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  auto* splice = sub->add_option_function<std::string>(
+                        "--splice",
+                        [opts](const std::string& name) {
+                          opts->splice = name == "always"  ? EchoSplice::always
+                                         : name == "never" ? EchoSplice::never
+                                                           : EchoSplice::remote;
+                        },
+                        "auto | always | never: whether echo mode moves a bulk client's bytes "
+                        "through a pipe inside the kernel (splice) instead of copying them; auto: "
+                        "for a client on another host, not for one on this host, whose own pages "
+                        "the pipe would hand back to it (its sends then cost it more than the "
+                        "echo saves)")
+                     ->type_name("WHEN")
+                     ->check(CLI::IsMember({"auto", "always", "never"}))
+                     ->default_str("auto");
   sub->add_flag("--reuse-port", opts->reuse_port,
                 "SO_REUSEPORT: several processes may serve this port");
   sub->add_flag("-q,--quiet", opts->quiet, "no per-connection log lines");
   add_log_format_flag(*sub, opts->log_format);
-  return {sub, [opts, names, unix_path, port, framing, chat_rate] {
+  return {sub, [opts, names, unix_path, port, framing, chat_rate, splice] {
             if (port->count() > 0 && Endpoint::names_unix_socket(opts->host)) {
               fmt::print(stderr, "tcpkit serve: --port does not apply to --host {}\n", opts->host);
               return kExitUsage;
@@ -385,6 +400,10 @@ Command add_serve_command(CLI::App& app) {
               fmt::print(stderr,
                          "tcpkit serve: --chat-rate paces the lines of chat members; it needs "
                          "--mode chat\n");
+              return kExitUsage;
+            }
+            if (opts->mode != ServeMode::echo && splice->count() > 0) {
+              fmt::print(stderr, "tcpkit serve: --splice is about echoing; it needs --mode echo\n");
               return kExitUsage;
             }
             if (opts->mode == ServeMode::chat) opts->framing = Framing::line;

@@ -10,6 +10,7 @@
 #include "common/logger.h"
 #include "tcpkit/cidr.h"
 #include "tcpkit/io_backend.h"
+#include "tcpkit/tcp_connection.h"
 
 namespace tcpkit::cli {
 
@@ -34,6 +35,9 @@ struct ServeOptions {
   size_t max_conns = 0;
   double idle_timeout_s = 0;
   bool reuse_port = false;
+  // --splice: whether echo mode moves a bulk client's bytes inside the
+  // kernel (auto: for a client on another host).
+  EchoSplice splice = EchoSplice::remote;
   bool quiet = false;
   LogFormat log_format = LogFormat::text;
   size_t high_water_mark = size_t{1024} * 1024;
