@@ -428,6 +428,7 @@ Result<void> TcpConnection::start_echo(EchoCallback on_echo, EchoSplice splice) 
   if (echo_) {
     echo_->on_echo = std::move(on_echo);
     echo_->no_pipe = copies;
+    release_idle_pipe();
     return {};
   }
   echo_ = std::make_unique<Echo>(std::move(on_echo));
@@ -489,11 +490,12 @@ void TcpConnection::splice_echo(const TcpConnectionPtr& self) {
   after_send();
 }
 
-// A connection back to small reads gives its pipe back once it is empty:
-// two descriptors and the kernel's pipe, which a server with many clients
-// would otherwise hold for each one that ever sent in bulk.
+// A connection back to small reads, or told to copy from now on, gives its
+// pipe back once it is empty: two descriptors and the kernel's pipe, which
+// a server with many clients would otherwise hold for each one that ever
+// sent in bulk.
 void TcpConnection::release_idle_pipe() {
-  if (piped_ > 0 || !channel_.receives()) return;
+  if (piped_ > 0 || !(channel_.receives() || echo_->no_pipe)) return;
   echo_->pipe_read.reset();
   echo_->pipe_write.reset();
 }
@@ -667,10 +669,11 @@ void TcpConnection::hand_over_output() {
   sending_ = static_cast<uint16_t>(taken);
 }
 
-// Bytes left: reading resumes below half the high-water mark; once nothing
-// is left, the write is complete and a pending shutdown goes ahead.
+// Bytes left: reading resumes once at most half the high-water mark is
+// left (with a mark of 0 or 1, once nothing is); once nothing is left, the
+// write is complete and a pending shutdown goes ahead.
 void TcpConnection::after_send() {
-  if (paused_by_overflow_ && queued_bytes() < options_->high_water_mark / 2) {
+  if (paused_by_overflow_ && queued_bytes() <= high_water_mark() / 2) {
     paused_by_overflow_ = false;
     if (!peer_closed_ && !paused_by_user_) {
       reading_ = true;
@@ -841,7 +844,7 @@ void TcpConnection::send_in_loop(const char* data, size_t len) {
 // a connection whose echo pipe already held the mark's worth read on
 // without limit, every write finding the output over the mark already.
 void TcpConnection::hold_under_mark(size_t before) {
-  const size_t mark = options_->high_water_mark;
+  const size_t mark = high_water_mark();
   if (queued_bytes() < mark) return;
   if (before < mark) {
     check_overflow();

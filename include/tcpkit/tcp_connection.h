@@ -25,6 +25,7 @@
 /// output buffer has drained, so nothing queued is lost.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -51,11 +52,15 @@ class TlsSession;
 /// Whether an echo (TcpConnection::start_echo()) moves a bulk peer's bytes
 /// inside the kernel, through a pipe, or copies them through the process.
 enum class EchoSplice {
-  /// Through the pipe for a peer on another host; a peer on this one
-  /// (loopback, a Unix socket, or this host's own address) gets copies.
-  /// Spliced bytes reach such a peer in the pages its own sends filled, so
-  /// its kernel cannot reuse them and each of its sends takes fresh pages:
-  /// the peer pays more than the echo saves (bench/cpu-per-cell CONNS 65536).
+  /// Through the pipe for a peer on another host; one on this host gets
+  /// copies. Spliced bytes reach such a peer in the pages its own sends
+  /// filled, so its kernel cannot reuse them and each of its sends takes
+  /// fresh pages: the peer pays more than the echo saves (bench/cpu-per-cell
+  /// CONNS 65536). On this host means a loopback address, a Unix socket, or
+  /// a peer whose address is the one it connected to, as a client on this
+  /// host has unless it picks its source address. A client in another
+  /// network namespace on this host (a container), or one bound to another
+  /// of this host's addresses, looks like another host and gets the pipe.
   remote,
   always,  ///< through the pipe, whoever the peer is
   never,   ///< copies always, as an echo by on_message and send() would
@@ -63,11 +68,14 @@ enum class EchoSplice {
 
 /// What happens when the output buffer passes the high-water mark.
 enum class OverflowPolicy {
-  pause_reading,  ///< stop reading this peer until its output drains below half the mark
+  pause_reading,  ///< stop reading this peer until its output drains to half the mark
   close,          ///< drop the slow peer (Errc::high_water_mark)
 };
 
 struct ConnectionOptions {
+  /// Output (bytes queued for the peer) at or over this is too much: the
+  /// overflow policy acts. Reading resumes once at most half of it is left.
+  /// 0 counts as 1: any byte left waiting is too much.
   size_t high_water_mark = size_t{4} * 1024 * 1024;
   OverflowPolicy overflow = OverflowPolicy::pause_reading;
   size_t max_read_per_wakeup = size_t{256} * 1024;  ///< fairness: one peer cannot starve others
@@ -131,7 +139,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   /// Any thread. Stops/starts reading from the peer (e.g. while a proxy's
   /// other side is slow). A pause holds until resume_reading(), also when
   /// it comes while the overflow policy has paused reading: the output
-  /// draining below half the mark then leaves reading off.
+  /// draining to half the mark then leaves reading off.
   ///
   /// What on_message leaves in its buffer stays there while reading is
   /// paused. When reading resumes (resume_reading(), or the overflow
@@ -223,7 +231,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   size_t input_bytes() const { return input_.readable_bytes(); }
   /// The mark output_bytes() is held under (ConnectionOptions::high_water_mark):
   /// a writer that waits for the output to drain waits once it is passed.
-  size_t high_water_mark() const { return options_->high_water_mark; }
+  size_t high_water_mark() const { return std::max<size_t>(options_->high_water_mark, 1); }
   /// Any thread: totals so far, possibly a moment old when read from another
   /// thread (monitoring reads them while the loop keeps counting).
   uint64_t bytes_received() const { return bytes_in_.load(std::memory_order_relaxed); }

@@ -959,6 +959,22 @@ def test_busy_poll_echoes_every_byte_and_sleeps_when_idle(tcpkit_process, backen
             client.close()
 
 
+@pytest.mark.parametrize("splice", ["auto", "always"])
+def test_regression_a_high_water_mark_of_one_byte_still_echoes_everything(tcpkit_process, splice):
+    """Reading resumes once at most half the mark is left: with a mark of 1
+    that is nothing. It waited for less than nothing, so the echo stopped
+    for good once the client fell behind (at about 4 MB of 12)."""
+    _, port = start_serve(tcpkit_process, "--mode", "echo", "--high-water-mark", "1",
+                          "--splice", splice, "-q")
+    payload = os.urandom(12 << 20)
+    with connect(port) as client:
+        sender = threading.Thread(target=client.sendall, args=(payload,), daemon=True)
+        sender.start()
+        time.sleep(0.5)  # everything the kernels take, before any reading
+        assert recv_exact(client, len(payload)) == payload
+        sender.join(timeout=10)
+
+
 # --------------------------------------------------------------------------
 # --reuse-port
 

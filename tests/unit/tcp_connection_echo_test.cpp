@@ -285,10 +285,12 @@ TEST(TcpConnectionEcho, APeerOnThisHostIsEchoedByCopiesUnlessAskedOtherwise) {
 }
 
 // A later start_echo() changes the way: this peer, on loopback, is echoed
-// by copies at first and then inside the kernel.
+// by copies at first, then inside the kernel, then by copies again, and
+// the pipe goes back as soon as the echo no longer needs it.
 TEST(TcpConnectionEcho, ALaterCallChangesTheWay) {
   constexpr size_t kTotal = 4 * 1024 * 1024;
   KernelEcho e({}, EchoSplice::remote);
+  const size_t without_pipe = open_pipe_ends();
   EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
   EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == kTotal; }));
   EXPECT_EQ(e.echoed.in_kernel.get(), 0U);
@@ -298,6 +300,18 @@ TEST(TcpConnectionEcho, ALaterCallChangesTheWay) {
   EXPECT_TRUE(round_trip(e.client, 2 * kTotal, 64 * 1024, 0ms));
   EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == 3 * kTotal; }));
   EXPECT_GT(e.echoed.in_kernel.get(), 0U) << "asked for always, the kernel echoed nothing";
+  auto copies = call_in(e.conn->loop(), [&] {
+    auto r = e.conn->start_echo(e.echoed.callback(), EchoSplice::never);
+    // The pipe is empty once its bytes came back (the client read them all).
+    EXPECT_EQ(open_pipe_ends(), without_pipe) << "the pipe outlived the kernel echo";
+    return r;
+  });
+  ASSERT_TRUE(copies) << copies.error().message();
+  const size_t spliced = e.echoed.in_kernel.get();
+  EXPECT_TRUE(round_trip(e.client, kTotal, 64 * 1024, 0ms));
+  EXPECT_TRUE(e.echoed.total.wait([](size_t n) { return n == 4 * kTotal; }));
+  EXPECT_EQ(e.echoed.in_kernel.get(), spliced) << "asked for copies, the kernel echoed";
+  EXPECT_EQ(open_pipe_ends(), without_pipe);
   e.finish();
 }
 

@@ -248,6 +248,39 @@ TEST(TcpConnection, SlowReaderPausesReadingAtTheHighWaterMarkAndOutputStaysBound
   h.finish();
 }
 
+// Reading resumes once at most half the mark is left queued. With a mark
+// of 1 byte, or none, that half is nothing, and "below half" was never
+// reached: the echo stopped for good once the client fell behind.
+TEST(TcpConnection, RegressionAMarkOfOneByteOrNoneResumesOnceTheOutputDrains) {
+  constexpr size_t kTotal = 8 * 1024 * 1024;
+  for (const size_t mark : {size_t{1}, size_t{0}}) {
+    ServerHarness h;
+    ServerOptions options;
+    options.threads = 1;
+    options.connection.high_water_mark = mark;
+    h.start(options, [&](TcpServer& s) { s.set_on_message(echo); });
+    auto client = connect_client(h.address());
+    // The client sends everything before it reads anything, so the echo
+    // falls behind and reading pauses.
+    std::thread sender([&] {
+      for (uint64_t sent = 0; sent < kTotal; sent += kChunk) {
+        if (!client.send_all(std::string_view(pattern_at(sent), kChunk))) return;
+      }
+    });
+    std::this_thread::sleep_for(200ms);
+    std::string back = recv_n(client, kTotal);
+    if (back.size() != kTotal) (void)client.shutdown_write();  // unblocks the sender
+    sender.join();
+    ASSERT_EQ(back.size(), kTotal) << "mark " << mark;
+    for (uint64_t pos = 0; pos < kTotal; pos += kChunk) {
+      ASSERT_EQ(std::memcmp(back.data() + pos, pattern_at(pos), kChunk), 0)
+          << "mark " << mark << ": the echo differs in the chunk at byte " << pos;
+    }
+    client.close();
+    h.finish();
+  }
+}
+
 // A connection reads at most max_read_per_wakeup per event. A burst far
 // larger, sent at once and followed by the peer's FIN and nothing else,
 // still arrives whole, and then the end: what a read leaves behind, bytes
