@@ -5,12 +5,28 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <mutex>
+#include <vector>
 
 #include "tcpkit/detail/channel.h"
 #include "tcpkit/event_loop.h"
 
 namespace tcpkit {
+
+// One set, as the others see it. Its loop's thread alone reads and writes
+// `alive` and calls `on_signal`; the registry below holds it while the set
+// lives.
+struct SignalSet::Watcher {
+  Watcher(EventLoop* l, const sigset_t& s, Callback cb)
+      : loop(l), signals(s), on_signal(std::move(cb)) {}
+  EventLoop* loop;
+  sigset_t signals;
+  Callback on_signal;
+  bool alive = true;
+};
+
 namespace {
 
 sigset_t set_of(std::initializer_list<int> signals) {
@@ -21,6 +37,17 @@ sigset_t set_of(std::initializer_list<int> signals) {
 }
 
 }  // namespace
+
+// Every live set's watcher. A set leaves it, under the lock, before its
+// loop may go, so a loop reached through it still exists.
+struct SignalSetRegistry {
+  static std::mutex lock;
+  static std::vector<std::shared_ptr<SignalSet::Watcher>>& watchers() {
+    static auto* all = new std::vector<std::shared_ptr<SignalSet::Watcher>>;  // never destroyed
+    return *all;
+  }
+};
+std::mutex SignalSetRegistry::lock;
 
 void SignalSet::block(std::initializer_list<int> signals) {
   const sigset_t set = set_of(signals);
@@ -39,14 +66,19 @@ Result<std::unique_ptr<SignalSet>> SignalSet::create(EventLoop* loop,
   const sigset_t set = set_of(signals);
   UniqueFd fd(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!fd) return Error::from_errno(errno, "signalfd");
-  return std::unique_ptr<SignalSet>(new SignalSet(loop, std::move(fd), std::move(on_signal)));
+  auto watcher = std::make_shared<Watcher>(loop, set, std::move(on_signal));
+  {
+    std::lock_guard lock(SignalSetRegistry::lock);
+    SignalSetRegistry::watchers().push_back(watcher);
+  }
+  return std::unique_ptr<SignalSet>(new SignalSet(loop, std::move(fd), std::move(watcher)));
 }
 
-SignalSet::SignalSet(EventLoop* loop, UniqueFd fd, Callback on_signal)
+SignalSet::SignalSet(EventLoop* loop, UniqueFd fd, std::shared_ptr<Watcher> watcher)
     : loop_(loop),
       fd_(std::move(fd)),
       channel_(std::make_unique<Channel>(loop, fd_.get())),
-      on_signal_(std::move(on_signal)) {
+      watcher_(std::move(watcher)) {
   channel_->set_handler<&SignalSet::handle_read>(this);
   channel_->enable_reading();
 }
@@ -54,6 +86,12 @@ SignalSet::SignalSet(EventLoop* loop, UniqueFd fd, Callback on_signal)
 SignalSet::~SignalSet() {
   loop_->assert_in_loop_thread();
   if (destroyed_ != nullptr) *destroyed_ = true;  // from inside handle_read()
+  watcher_->alive = false;                        // an arrival queued for it is not heard
+  {
+    std::lock_guard lock(SignalSetRegistry::lock);
+    auto& all = SignalSetRegistry::watchers();
+    all.erase(std::find(all.begin(), all.end(), watcher_));
+  }
   channel_->remove();
 }
 
@@ -61,14 +99,28 @@ SignalSet::~SignalSet() {
 // next is read: a callback may destroy this set (a program's stop), and the
 // flag on the stack then ends the loop below without touching a member,
 // leaving the signals not yet read pending, for whoever watches them next.
+// The other sets that watch a signal read here get it in their loops, queued
+// before this set's callback runs (which may end the program).
 void SignalSet::handle_read() {
   bool destroyed = false;
   destroyed_ = &destroyed;
   signalfd_siginfo info;
   // EAGAIN ends it: nothing is pending (another set may have taken it).
   while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-    const Callback on_signal = on_signal_;  // the set, and its copy, may go inside
-    on_signal(static_cast<int>(info.ssi_signo));
+    const int signo = static_cast<int>(info.ssi_signo);
+    {
+      std::lock_guard lock(SignalSetRegistry::lock);
+      for (const auto& other : SignalSetRegistry::watchers()) {
+        if (other == watcher_ || sigismember(&other->signals, signo) != 1) continue;
+        other->loop->queue_in_loop([other, signo] {
+          if (!other->alive) return;
+          const Callback on_signal = other->on_signal;  // its set may go inside
+          on_signal(signo);
+        });
+      }
+    }
+    const Callback on_signal = watcher_->on_signal;  // the set, and its copy, may go inside
+    on_signal(signo);
     if (destroyed) return;
   }
   destroyed_ = nullptr;

@@ -10,11 +10,12 @@
 /// handler, so the callback may do anything a loop's callback may, and the
 /// program needs no thread of its own to wait for signals.
 ///
-/// Unlike asio's signal_set, each arrival goes to one watcher: two sets that
-/// watch the same signal take turns, so watch a signal in one set only. A
-/// signal sent to one thread (pthread_kill(), tgkill(), raise() in another
-/// thread) stays pending for that thread, unseen; kill(2) and the terminal's
-/// ^C send theirs to the process, which is what a set sees.
+/// As with asio's signal_set, each arrival goes to every set that watches
+/// that signal, each in its own loop: the set whose signalfd reads it
+/// first runs its callback at once, and queues the others' in their loops.
+/// A signal sent to one thread (pthread_kill(), tgkill(), raise() in
+/// another thread) stays pending for that thread, unseen; kill(2) and the
+/// terminal's ^C send theirs to the process, which is what a set sees.
 #pragma once
 
 #include <functional>
@@ -50,19 +51,22 @@ class SignalSet {
                                                    std::initializer_list<int> signals,
                                                    Callback on_signal);
   /// Owner thread; also from inside the callback, which leaves the signals
-  /// that it has not read yet pending.
+  /// that it has not read yet pending. A set destroyed before an arrival
+  /// queued for it (another set read it) runs it does not hear of it.
   ~SignalSet();
   SignalSet(const SignalSet&) = delete;
   SignalSet& operator=(const SignalSet&) = delete;
 
  private:
-  SignalSet(EventLoop* loop, UniqueFd fd, Callback on_signal);
+  struct Watcher;  ///< what the other sets need to hand this one a signal
+  friend struct SignalSetRegistry;
+  SignalSet(EventLoop* loop, UniqueFd fd, std::shared_ptr<Watcher> watcher);
   void handle_read();
 
   EventLoop* loop_;
   UniqueFd fd_;
   std::unique_ptr<Channel> channel_;
-  Callback on_signal_;
+  std::shared_ptr<Watcher> watcher_;
   bool* destroyed_ = nullptr;  // set while handle_read() runs
 };
 

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <vector>
 
 #include "tcpkit/event_loop.h"
+#include "tcpkit/event_loop_thread.h"
 
 using namespace std::chrono_literals;
 using namespace tcpkit;
@@ -106,6 +108,84 @@ TEST_F(SignalSetTest, TheCallbackMayDestroyItsSetAndLeavesTheRestPending) {
   EXPECT_EQ(set, nullptr);
   EXPECT_TRUE(take_pending(got[0] == SIGUSR1 ? SIGUSR2 : SIGUSR1))
       << "the signal after the one that ended the set was taken with it";
+}
+
+// As asio's signal_set: every set that watches a signal hears each
+// arrival, and a set that watches others hears nothing of it.
+TEST_F(SignalSetTest, EverySetThatWatchesASignalHearsEachArrival) {
+  EventLoop loop;
+  int first = 0;
+  int second = 0;
+  int other = 0;
+  auto a = SignalSet::create(&loop, {SIGUSR1}, [&](int) { ++first; });
+  auto b = SignalSet::create(&loop, {SIGUSR1, SIGUSR2}, [&](int signo) {
+    if (signo == SIGUSR1) ++second;
+  });
+  auto c = SignalSet::create(&loop, {SIGUSR2}, [&](int) { ++other; });
+  ASSERT_TRUE(a && b && c);
+  kill(getpid(), SIGUSR1);
+  loop.run_after(100ms, [&] { loop.quit(); });
+  loop.run();
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  EXPECT_EQ(other, 0);
+  // And the next arrival, once more each.
+  kill(getpid(), SIGUSR1);
+  loop.run_after(100ms, [&] { loop.quit(); });
+  loop.run();
+  EXPECT_EQ(first, 2);
+  EXPECT_EQ(second, 2);
+}
+
+TEST_F(SignalSetTest, SetsOnTwoLoopsHearTheSignalEachInItsOwnThread) {
+  EventLoop loop;
+  EventLoopThread thread;
+  ASSERT_TRUE(thread.start());
+  EventLoop* other_loop = thread.loop();
+  std::atomic<int> heard_there{0};
+  std::thread::id there;
+  std::unique_ptr<SignalSet> remote;
+  other_loop->run_in_loop_and_wait([&] {
+    auto created = SignalSet::create(other_loop, {SIGUSR1}, [&](int) {
+      there = std::this_thread::get_id();
+      heard_there.fetch_add(1);
+    });
+    ASSERT_TRUE(created) << created.error().message();
+    remote = std::move(*created);
+  });
+  int heard_here = 0;
+  auto local = SignalSet::create(&loop, {SIGUSR1}, [&](int) { ++heard_here; });
+  ASSERT_TRUE(local);
+  kill(getpid(), SIGUSR1);
+  loop.run_after(200ms, [&] { loop.quit(); });
+  loop.run();
+  other_loop->run_in_loop_and_wait([&] {
+    EXPECT_EQ(heard_there.load(), 1);
+    EXPECT_EQ(there, std::this_thread::get_id());
+    remote.reset();
+  });
+  EXPECT_EQ(heard_here, 1);
+  thread.stop();
+}
+
+// Whichever set reads the arrival runs first and destroys the other: the
+// arrival queued for that one is not heard.
+TEST_F(SignalSetTest, ASetDestroyedBeforeAnArrivalQueuedForItDoesNotHearIt) {
+  EventLoop loop;
+  std::unique_ptr<SignalSet> sets[2];
+  int heard[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    auto created = SignalSet::create(&loop, {SIGUSR1}, [&, i](int) {
+      ++heard[i];
+      sets[1 - i].reset();
+    });
+    ASSERT_TRUE(created) << created.error().message();
+    sets[i] = std::move(*created);
+  }
+  kill(getpid(), SIGUSR1);
+  loop.run_after(100ms, [&] { loop.quit(); });
+  loop.run();
+  EXPECT_EQ(heard[0] + heard[1], 1) << heard[0] << " and " << heard[1];
 }
 
 std::atomic<int> handled{0};
