@@ -112,15 +112,15 @@ void SignalSet::handle_read() {
       std::lock_guard lock(SignalSetRegistry::lock);
       for (const auto& other : SignalSetRegistry::watchers()) {
         if (other == watcher_ || sigismember(&other->signals, signo) != 1) continue;
+        // `other` keeps the watcher, and the callback running, should its
+        // set go inside.
         other->loop->queue_in_loop([other, signo] {
-          if (!other->alive) return;
-          const Callback on_signal = other->on_signal;  // its set may go inside
-          on_signal(signo);
+          if (other->alive) other->on_signal(signo);
         });
       }
     }
-    const Callback on_signal = watcher_->on_signal;  // the set, and its copy, may go inside
-    on_signal(signo);
+    const std::shared_ptr<Watcher> watcher = watcher_;  // the set may go inside
+    watcher->on_signal(signo);
     if (destroyed) return;
   }
   destroyed_ = nullptr;

@@ -13,9 +13,10 @@
 /// As with asio's signal_set, each arrival goes to every set that watches
 /// that signal, each in its own loop: the set whose signalfd reads it
 /// first runs its callback at once, and queues the others' in their loops.
-/// A signal sent to one thread (pthread_kill(), tgkill(), raise() in
-/// another thread) stays pending for that thread, unseen; kill(2) and the
-/// terminal's ^C send theirs to the process, which is what a set sees.
+/// kill(2) and the terminal's ^C send theirs to the process, which is what
+/// a set sees. A signal sent to one thread (pthread_kill(), tgkill(),
+/// raise()) is seen only where that thread runs a set's loop (then every set
+/// hears it); elsewhere it stays pending for that thread, unseen.
 #pragma once
 
 #include <functional>
@@ -43,16 +44,18 @@ class SignalSet {
   static void unblock(std::initializer_list<int> signals);
 
   /// Owner thread of `loop`. Watches `signals`: each one that arrives runs
-  /// `on_signal(signo)` in the loop, once per arrival (a signal sent again
+  /// `on_signal(signo)` (the same callable each time, so its own state
+  /// lasts) in the loop, once per arrival (a signal sent again
   /// before the loop has seen the first counts once, as the kernel keeps one
   /// pending instance of a standard signal). Block them first (block()).
   /// Fails when signalfd(2) does (EMFILE).
   static Result<std::unique_ptr<SignalSet>> create(EventLoop* loop,
                                                    std::initializer_list<int> signals,
                                                    Callback on_signal);
-  /// Owner thread; also from inside the callback, which leaves the signals
-  /// that it has not read yet pending. A set destroyed before an arrival
-  /// queued for it (another set read it) runs it does not hear of it.
+  /// Owner thread, before the loop goes: the other sets reach this one's
+  /// loop until it is destroyed. Also from inside the callback, which leaves
+  /// the signals that it has not read yet pending. A set destroyed before an
+  /// arrival queued for it (another set read it) runs does not hear of it.
   ~SignalSet();
   SignalSet(const SignalSet&) = delete;
   SignalSet& operator=(const SignalSet&) = delete;

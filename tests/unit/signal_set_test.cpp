@@ -188,6 +188,22 @@ TEST_F(SignalSetTest, ASetDestroyedBeforeAnArrivalQueuedForItDoesNotHearIt) {
   EXPECT_EQ(heard[0] + heard[1], 1) << heard[0] << " and " << heard[1];
 }
 
+// The callback is one callable throughout, not a copy per arrival: what it
+// keeps lasts from one signal to the next.
+TEST_F(SignalSetTest, TheCallbackKeepsItsOwnStateFromOneArrivalToTheNext) {
+  EventLoop loop;
+  std::vector<int> counts;
+  auto a = SignalSet::create(&loop, {SIGUSR1}, [&, n = 0](int) mutable { counts.push_back(++n); });
+  auto b = SignalSet::create(&loop, {SIGUSR1}, [&, n = 0](int) mutable { counts.push_back(++n); });
+  ASSERT_TRUE(a && b);
+  for (int i = 0; i < 2; ++i) {
+    kill(getpid(), SIGUSR1);
+    loop.run_after(100ms, [&] { loop.quit(); });
+    loop.run();
+  }
+  EXPECT_EQ(counts, (std::vector<int>{1, 1, 2, 2}));
+}
+
 std::atomic<int> handled{0};
 
 TEST_F(SignalSetTest, UnblockHandsAPendingSignalToItsDisposition) {
