@@ -16,7 +16,9 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, strace_works, tcpkit_path
+from hostile_util import cpu_seconds
 from serve_util import connect, recv_exact, recv_until_eof, start_serve
 
 HERE = Path(__file__).resolve().parent
@@ -249,6 +252,89 @@ def test_regression_a_frame_toxic_passes_an_unfinished_last_frame_before_the_fin
                 server.shutdown(socket.SHUT_WR)
                 got, how = recv_until_eof(client)
                 assert (got, how) == (b"reply\nwithout a newline", None)
+
+
+@pytest.mark.parametrize("codec", ["length", "line"])
+def test_regression_a_frame_over_a_mebibyte_passes_untouched_and_framing_goes_on_after_it(
+        tcpkit_process, codec):
+    # A frame over the toxic's 1 MiB passed only as far as it had arrived;
+    # the next read was cut into frames from the middle of its payload, so
+    # records inside it were duplicated (2 MiB came out twice), and the
+    # real frame after it was missed.
+    relay, api = start_chaos(tcpkit_process)
+    if codec == "length":
+        payload = (struct.pack(">I", 4) + b"PING") * (300 * 1024)
+        big = struct.pack(">I", len(payload)) + payload
+        ping = struct.pack(">I", 4) + b"PING"
+    else:
+        big = b"PING " * (300 * 1024) + b"\n"
+        ping = b"PING\n"
+    frame = {"type": "frame", "stream": "upstream",
+             "attributes": {"codec": codec, "action": "duplicate", "match": "PING"}}
+    with proxy_with_toxic(api, "f", frame) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                for at in range(0, len(big), 65536):
+                    client.sendall(big[at:at + 65536])
+                client.sendall(ping)
+                client.shutdown(socket.SHUT_WR)
+                got, how = recv_until_eof(server, timeout=20)
+    assert how is None and len(got) == len(big) + 2 * len(ping), f"{len(got)} bytes, then {how!r}"
+    assert got == big + ping + ping
+
+
+def test_regression_a_frame_toxic_costs_no_more_per_frame_for_a_larger_read(tcpkit_process):
+    # Each frame was found by copying all the bytes after it: a read of
+    # 4-byte lines cost its size per line, and 8 MB through a frame toxic
+    # that matched nothing took about 9 s of the relay's CPU (1 MB/s),
+    # during which every other proxy of the relay waited. Now it is a few
+    # hundredths of a second; the bound is wide for sanitizer builds.
+    relay, api = start_chaos(tcpkit_process)
+    data = b"abc\n" * (2 * 1024 * 1024)
+    frame = {"type": "frame", "stream": "upstream",
+             "attributes": {"codec": "line", "action": "drop", "match": "NEVER"}}
+    cpu_before = cpu_seconds(relay.pid)
+    with proxy_with_toxic(api, "f", frame) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                sender = threading.Thread(target=lambda: (client.sendall(data),
+                                                          client.shutdown(socket.SHUT_WR)))
+                sender.start()
+                got, how = recv_until_eof(server, timeout=60)
+                sender.join()
+    assert how is None and got == data, f"{len(got)} of {len(data)} bytes, then {how!r}"
+    spent = cpu_seconds(relay.pid) - cpu_before
+    assert spent < 3.0, f"the relay spent {spent:.2f} s of CPU on 8 MB of lines"
+
+
+@pytest.mark.parametrize("toxic,change", [
+    ({"type": "latency", "attributes": {"latency": 100000}}, "DELETE"),
+    ({"type": "latency", "attributes": {"latency": 100000}}, {"attributes": {"latency": 0}}),
+    ({"type": "slicer", "attributes": {"average_size": 1, "delay": 100_000_000}}, "DELETE"),
+])
+def test_regression_removing_or_easing_a_toxic_lets_the_data_it_holds_go(tcpkit_process, toxic,
+                                                                          change):
+    # Data already held by a latency toxic kept its old due time when the
+    # toxic was removed or set to 0, and so did data read after that (it
+    # queued behind): a 5 s latency removed after 0.5 s still answered at
+    # 5 s. A removed slicer's pause held the next piece for its old delay.
+    relay, api = start_chaos(tcpkit_process)
+    with proxy_with_toxic(api, "t", toxic) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                server.sendall(b"held")
+                time.sleep(0.2)
+                path = f"/proxies/t/toxics/{toxic['type']}_downstream"
+                if change == "DELETE":
+                    assert api_call(api, "DELETE", path)[0] == 204
+                else:
+                    assert api_call(api, "POST", path, change)[0] == 200
+                assert recv_exact(client, 4, timeout=5) == b"held"
+                server.sendall(b"after")
+                assert recv_exact(client, 5, timeout=5) == b"after"
 
 
 def test_regression_a_refused_proxy_update_changes_nothing(tcpkit_process, tmp_path):

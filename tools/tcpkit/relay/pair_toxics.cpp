@@ -55,18 +55,37 @@ int index(Stream s) {
   return s == Stream::upstream ? 0 : 1;
 }
 
-// Where the first whole frame in `data` ends (0: none yet; npos: the
-// codec refuses it, so framing is given up for this data).
-size_t frame_end(FrameCodec codec, std::string_view data) {
-  Buffer buf;
-  buf.append(data.data(), data.size());
-  std::string frame;
-  DecodeResult r = codec == FrameCodec::line
-                       ? LineCodec(PairToxics::kMaxFrame).decode(buf, &frame)
-                       : LengthPrefixCodec(PairToxics::kMaxFrame).decode(buf, &frame);
-  if (r == DecodeResult::need_more) return 0;
-  if (r == DecodeResult::too_large) return std::string_view::npos;
-  return data.size() - buf.readable_bytes();
+// The first frame in `data`, found without copying it: whole (`size`
+// bytes), not whole yet, or over kMaxFrame. A line frame is searched for its
+// '\n' from `from` on: the bytes before were searched already.
+struct FrameCut {
+  enum Kind { whole, need_more, too_large } kind;
+  // whole: the frame's bytes; too_large: all of them, or SIZE_MAX for a
+  // line whose end has not come (PairToxics::kToLineEnd).
+  size_t size = 0;
+};
+
+FrameCut cut_line(std::string_view data, size_t from) {
+  constexpr size_t kMax = PairToxics::kMaxFrame;
+  const size_t eol = data.find('\n', from);
+  if (eol == std::string_view::npos) {
+    // A trailing '\r' may be the first half of "\r\n", as LineCodec counts it.
+    const size_t content = !data.empty() && data.back() == '\r' ? data.size() - 1 : data.size();
+    if (content > kMax) return {FrameCut::too_large, SIZE_MAX};
+    return {FrameCut::need_more};
+  }
+  const size_t content = eol > 0 && data[eol - 1] == '\r' ? eol - 1 : eol;
+  return {content > kMax ? FrameCut::too_large : FrameCut::whole, eol + 1};
+}
+
+FrameCut cut_length(std::string_view data) {
+  constexpr size_t kHeader = LengthPrefixCodec::kHeaderBytes;
+  if (data.size() < kHeader) return {FrameCut::need_more};
+  size_t length = 0;
+  for (size_t i = 0; i < kHeader; ++i) length = length << 8 | static_cast<unsigned char>(data[i]);
+  if (length > PairToxics::kMaxFrame) return {FrameCut::too_large, kHeader + length};
+  if (data.size() < kHeader + length) return {FrameCut::need_more};
+  return {FrameCut::whole, kHeader + length};
 }
 
 }  // namespace
@@ -154,6 +173,14 @@ uint64_t PairToxics::rate(Stream s) const {
   return rate;
 }
 
+std::chrono::milliseconds PairToxics::frame_delay(Stream s) const {
+  int64_t ms = 0;
+  each(s, ToxicType::frame, [&](const Active& a) {
+    if (a.toxic.action == FrameAction::delay) ms += a.toxic.delay;
+  });
+  return std::chrono::milliseconds(ms);
+}
+
 size_t PairToxics::slice(Stream s) {
   size_t size = 0;
   each(s, ToxicType::slicer, [&](Active& a) {
@@ -206,17 +233,26 @@ bool PairToxics::has_frames(Stream s) const {
   bool found = false;
   each(s, ToxicType::frame, [&](const Active&) { found = true; });
   // A frame cut in half when its toxic went away still has to be sent.
-  return found || !partial_[index(s)].empty();
+  return found || !framing_[index(s)].partial.empty();
 }
 
 std::string PairToxics::take_partial(Stream s) {
-  return std::exchange(partial_[index(s)], std::string());
+  return std::exchange(framing_[index(s)], Framing{}).partial;
 }
 
 std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view data) {
   std::vector<Piece> out;
-  std::string& partial = partial_[index(s)];
-  partial.append(data);
+  // Bytes that leave together are one piece: a read of many small frames
+  // that no toxic picks stays one chunk, and costs one copy.
+  auto emit = [&out](std::string_view bytes, std::chrono::milliseconds extra) {
+    if (bytes.empty()) return;
+    if (!out.empty() && out.back().extra == extra) {
+      out.back().data.append(bytes);
+    } else {
+      out.push_back({std::string(bytes), extra});
+    }
+  };
+  Framing& f = framing_[index(s)];
   // The first frame toxic's codec cuts the stream; every frame toxic of
   // this direction then sees each whole frame, in list order.
   std::vector<Active*> toxics;
@@ -226,57 +262,92 @@ std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view dat
       toxics.push_back(&it->second);
   }
   if (toxics.empty()) {
-    out.push_back({std::move(partial), {}});
-    partial.clear();
+    emit(f.partial, {});
+    emit(data, {});
+    f = Framing{};
     return out;
   }
   const FrameCodec codec = toxics.front()->toxic.codec;
-  size_t pos = 0;
-  while (pos < partial.size()) {
-    size_t end = frame_end(codec, std::string_view(partial).substr(pos));
-    if (end == 0) break;
-    if (end == std::string_view::npos) end = partial.size() - pos;  // not framed: as is
-    std::vector<Piece> copies{{partial.substr(pos, end), {}}};
-    pos += end;
-    for (Active* a : toxics) {
-      const Toxic& t = a->toxic;
-      if (copies.empty() ||
-          (!t.match.empty() && copies.front().data.find(t.match) == std::string::npos))
-        continue;
-      ++a->frames_seen;
-      if (t.nth != 0 && a->frames_seen != static_cast<uint64_t>(t.nth)) continue;
-      switch (t.action) {
-        case FrameAction::drop:
-          copies.clear();
-          break;
-        case FrameAction::duplicate:
-          copies.push_back(copies.front());
-          break;
-        case FrameAction::delay:
-          copies.front().extra += std::chrono::milliseconds(t.delay);
-          break;
-        case FrameAction::corrupt: {
-          // Flip one payload byte: after a length prefix, before a line end.
-          std::string& f = copies.front().data;
-          size_t first = codec == FrameCodec::length ? LengthPrefixCodec::kHeaderBytes : 0;
-          size_t last = f.size();
-          while (codec == FrameCodec::line && last > first &&
-                 (f[last - 1] == '\n' || f[last - 1] == '\r'))
-            --last;
-          if (last > first)
-            f[std::uniform_int_distribution<size_t>(first, last - 1)(a->rng)] ^= 0x01;
-          break;
-        }
+  f.partial.append(data);
+  std::string_view rest(f.partial);
+  while (!rest.empty()) {
+    if (f.passing > 0) {
+      // The rest of a frame over kMaxFrame, untouched: up to its length,
+      // or for a line up to its '\n'.
+      size_t n = std::min(f.passing, rest.size());
+      if (f.passing == kToLineEnd) {
+        const size_t eol = rest.find('\n');
+        n = eol == std::string_view::npos ? rest.size() : eol + 1;
+        if (eol != std::string_view::npos) f.passing = 0;
+      } else {
+        f.passing -= n;
+      }
+      emit(rest.substr(0, n), {});
+      rest.remove_prefix(n);
+      continue;
+    }
+    const FrameCut cut = codec == FrameCodec::line ? cut_line(rest, f.scanned) : cut_length(rest);
+    if (cut.kind == FrameCut::need_more) {
+      f.scanned = rest.size();
+      break;
+    }
+    f.scanned = 0;
+    if (cut.kind == FrameCut::too_large) {
+      f.passing = cut.size;
+      continue;
+    }
+    const std::string_view frame = rest.substr(0, cut.size);
+    rest.remove_prefix(cut.size);
+    act_on_frame(toxics, codec, frame, emit);
+  }
+  f.partial.erase(0, f.partial.size() - rest.size());
+  return out;
+}
+
+template <typename Emit>
+void PairToxics::act_on_frame(const std::vector<Active*>& toxics, FrameCodec codec,
+                              std::string_view frame, Emit& emit) {
+  // Copies are made only once a toxic picks the frame.
+  std::vector<Piece> copies;
+  bool picked = false;
+  for (Active* a : toxics) {
+    const Toxic& t = a->toxic;
+    if (picked && copies.empty()) break;  // dropped
+    const std::string_view now = picked ? std::string_view(copies.front().data) : frame;
+    if (!t.match.empty() && now.find(t.match) == std::string_view::npos) continue;
+    ++a->frames_seen;
+    if (t.nth != 0 && a->frames_seen != static_cast<uint64_t>(t.nth)) continue;
+    if (!picked) copies.push_back({std::string(frame), {}});
+    picked = true;
+    switch (t.action) {
+      case FrameAction::drop:
+        copies.clear();
+        break;
+      case FrameAction::duplicate:
+        copies.push_back(copies.front());
+        break;
+      case FrameAction::delay:
+        copies.front().extra += std::chrono::milliseconds(t.delay);
+        break;
+      case FrameAction::corrupt: {
+        // Flip one payload byte: after a length prefix, before a line end.
+        std::string& bytes = copies.front().data;
+        size_t first = codec == FrameCodec::length ? LengthPrefixCodec::kHeaderBytes : 0;
+        size_t last = bytes.size();
+        while (codec == FrameCodec::line && last > first &&
+               (bytes[last - 1] == '\n' || bytes[last - 1] == '\r'))
+          --last;
+        if (last > first)
+          bytes[std::uniform_int_distribution<size_t>(first, last - 1)(a->rng)] ^= 0x01;
+        break;
       }
     }
-    for (auto& c : copies) out.push_back(std::move(c));
   }
-  partial.erase(0, pos);
-  if (partial.size() > kMaxFrame) {
-    out.push_back({std::move(partial), {}});
-    partial.clear();
+  if (!picked) {
+    emit(frame, {});
+    return;
   }
-  return out;
+  for (const Piece& c : copies) emit(c.data, c.extra);
 }
 
 }  // namespace tcpkit::cli

@@ -56,6 +56,8 @@ class PairToxics {
   // Extra delay for the next read: latency toxics, jitter included.
   std::chrono::milliseconds latency(Stream s);
   uint64_t rate(Stream s) const;  // bytes per second; 0: no bandwidth toxic
+  // The longest a frame toxic may delay a frame now: its delay toxics' sum.
+  std::chrono::milliseconds frame_delay(Stream s) const;
   // The next piece's size and the pause after it (slicer); 0: none.
   size_t slice(Stream s);
   std::chrono::microseconds slice_delay(Stream s) const;
@@ -69,8 +71,10 @@ class PairToxics {
   // Frame toxics fire in this direction, or bytes of a frame still wait.
   bool has_frames(Stream s) const;
   // Runs the frame toxics over a read; whole frames come out, a partial one
-  // waits in the direction's buffer for the rest (at most kMaxFrame bytes:
-  // past that the data is passed on untouched, so memory stays bounded).
+  // waits in the direction's buffer for the rest. A frame over kMaxFrame
+  // bytes (a length prefix over it, or a line without its '\n' by then)
+  // passes untouched to its end, and framing goes on after it; so memory
+  // stays bounded, and no toxic ever reads bytes inside a frame as frames.
   std::vector<Piece> frames(Stream s, std::string_view data);
   // At the end of the stream: the bytes of a frame that never finished,
   // which go out as they are (no toxic picks a frame that is not whole).
@@ -85,6 +89,17 @@ class PairToxics {
     bool fires = false;
     uint64_t frames_seen = 0;  // frame: frames that matched so far
   };
+  // What waits of a direction's frames.
+  struct Framing {
+    std::string partial;  // the bytes of a frame not whole yet
+    size_t scanned = 0;   // of them, searched for a line end already
+    size_t passing = 0;   // bytes of a frame over kMaxFrame still to pass untouched
+  };
+  static constexpr size_t kToLineEnd = SIZE_MAX;  // passing: up to the next '\n'
+
+  template <typename Emit>
+  void act_on_frame(const std::vector<Active*>& toxics, FrameCodec codec, std::string_view frame,
+                    Emit& emit);
   template <typename F>
   void each(Stream s, ToxicType type, F&& f);
   template <typename F>
@@ -96,7 +111,7 @@ class PairToxics {
   const uint64_t fallback_seed_;
   ToxicListPtr list_;
   std::map<std::string, Active> active_;  // by toxic name
-  std::string partial_[2];                // frame bytes waiting, per stream
+  Framing framing_[2];                    // per stream
 };
 
 }  // namespace tcpkit::cli

@@ -240,13 +240,38 @@ void RelayPair::hold_idle_while_on_the_way() {
 
 // One read becomes one chunk; pump() cuts it into --chunk / --rate pieces.
 void RelayPair::enqueue(Flow& flow, std::string_view data, std::chrono::milliseconds extra) {
-  // Both are capped at kMaxDelay (a frame's `extra` sums its toxics' delays):
-  // their sum is then small enough for the clock's nanoseconds.
-  auto wait = std::min(next_delay(flow) + std::min(extra, kMaxDelay), kMaxDelay);
-  auto due = std::max(Clock::now() + wait, flow.last_due);  // order is kept, jitter or not
-  flow.last_due = due;
-  flow.queue.push_back(Chunk{std::string(data), 0, due});
+  Chunk chunk{std::string(data), 0, {}, Clock::now(), flag_delay(), std::min(extra, kMaxDelay)};
+  chunk.due = std::max(due_time(flow, chunk), flow.last_due);  // order is kept, jitter or not
+  flow.last_due = chunk.due;
   flow.queued += data.size();
+  flow.queue.push_back(std::move(chunk));
+}
+
+RelayPair::Clock::time_point RelayPair::due_time(Flow& flow, const Chunk& chunk) {
+  // Each part is at most kMaxDelay, and so is their sum: small enough for
+  // the clock's nanoseconds.
+  const auto latency = std::min(toxics_.latency(flow.stream), kMaxDelay);
+  return chunk.read_at + std::min(chunk.flag_wait + latency + chunk.frame_wait, kMaxDelay);
+}
+
+// As if each chunk had been read under the toxics now in place: a latency
+// toxic removed lets its data go at once, one made shorter shortens the
+// wait, a frame delay counts only while a frame toxic that delays is still
+// there, and a slicer's pause ends with its slicer. toxiproxy likewise
+// lets a waiting chunk go when its toxic is removed or updated. Jitter is
+// drawn again.
+void RelayPair::retime(Flow& flow) {
+  Clock::time_point last{};
+  const auto frame_wait = toxics_.frame_delay(flow.stream);
+  for (Chunk& chunk : flow.queue) {
+    chunk.frame_wait = std::min(chunk.frame_wait, frame_wait);
+    if (chunk.offset == 0) chunk.due = std::max(due_time(flow, chunk), last);
+    last = std::max(last, chunk.due);
+  }
+  flow.last_due = last;
+  flow.slice_until = {};
+  if (flow.timer != 0) loop_->cancel(flow.timer);
+  flow.timer = 0;
 }
 
 void RelayPair::pump(Flow& flow) {
@@ -255,7 +280,7 @@ void RelayPair::pump(Flow& flow) {
   auto now = Clock::now();
   while (!flow.queue.empty()) {
     Chunk& chunk = flow.queue.front();
-    auto ready = std::max(chunk.due, flow.not_before);
+    auto ready = std::max({chunk.due, flow.not_before, flow.slice_until});
     if (ready > now) {
       arm_timer(flow, ready);
       break;
@@ -274,7 +299,7 @@ void RelayPair::pump(Flow& flow) {
       flow.not_before = std::max(flow.not_before, now + next_delay(flow));
     // A slicer toxic's pause between pieces.
     if (auto pause = toxics_.slice_delay(flow.stream); pause.count() > 0)
-      flow.not_before = std::max(flow.not_before, now + pause);
+      flow.slice_until = now + pause;
     forward(flow, piece);
     if (ending_) return;  // a fault fired and cleared the queue
     if (last) flow.queue.pop_front();
@@ -306,8 +331,8 @@ void RelayPair::pass_fin(Flow& flow) {
 }
 
 void RelayPair::arm_timer(Flow& flow, Clock::time_point when) {
-  // Only the front chunk waits, and its time never moves, so one timer per
-  // flow is enough.
+  // Only the front chunk waits, and its time moves only in retime(), which
+  // cancels the timer: one timer per flow is enough.
   if (flow.timer != 0) return;
   std::weak_ptr<RelayPair> weak = weak_from_this();
   bool up = &flow == &up_;
@@ -372,16 +397,20 @@ void RelayPair::maybe_resume(Flow& flow) {
   if (*flow.source) (*flow.source)->resume_reading();
 }
 
-std::chrono::milliseconds RelayPair::next_delay(Flow& flow) {
-  // At most about 2^47 ms (64 latency toxics of 2^40 ms, with jitter, and
-  // the flags'): no overflow in milliseconds, but past the clock's int64
-  // nanoseconds (2^63 ns is about 2^43 ms), so the sum is capped.
-  auto delay = options_.faults.delay + toxics_.latency(flow.stream);
+std::chrono::milliseconds RelayPair::flag_delay() {
+  auto delay = options_.faults.delay;
   if (options_.faults.jitter.count() > 0) {
     std::uniform_int_distribution<long long> spread(0, options_.faults.jitter.count());
     delay += std::chrono::milliseconds(spread(rng_));
   }
   return std::min(delay, kMaxDelay);
+}
+
+std::chrono::milliseconds RelayPair::next_delay(Flow& flow) {
+  // At most about 2^47 ms (64 latency toxics of 2^40 ms, with jitter, and
+  // the flags'): no overflow in milliseconds, but past the clock's int64
+  // nanoseconds (2^63 ns is about 2^43 ms), so the sum is capped.
+  return std::min(flag_delay() + std::min(toxics_.latency(flow.stream), kMaxDelay), kMaxDelay);
 }
 
 uint64_t RelayPair::rate(const Flow& flow) const {

@@ -98,6 +98,12 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     std::string data;
     size_t offset;  // what pump() has sent of it
     Clock::time_point due;
+    // What the due time was made of, so that a change to the toxics can
+    // work it out again (retime()): when it was read, the flags' delay and
+    // jitter, and a frame toxic's delay.
+    Clock::time_point read_at;
+    std::chrono::milliseconds flag_wait;
+    std::chrono::milliseconds frame_wait;
   };
   // One end of the pair.
   using Side = TcpConnectionPtr;
@@ -107,8 +113,9 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
     Side* sink;
     std::deque<Chunk> queue;
     size_t queued = 0;
-    Clock::time_point last_due;    // chunks leave in order, never before this
-    Clock::time_point not_before;  // --rate / --chunk: the next piece may leave then
+    Clock::time_point last_due;     // chunks leave in order, never before this
+    Clock::time_point not_before;   // --rate / --chunk: the next piece may leave then
+    Clock::time_point slice_until;  // a slicer toxic's pause: the same
     TimerId timer = 0;
     bool eof = false;     // the source sent FIN
     bool shut = false;    // we passed it on
@@ -126,6 +133,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void receive(Flow& flow, Buffer& in);
   void enqueue(Flow& flow, std::string_view data, std::chrono::milliseconds extra = {});
   void pump(Flow& flow);
+  // The toxics changed: what waits leaves when the toxics in place now say.
+  void retime(Flow& flow);
   void arm_timer(Flow& flow, Clock::time_point when);
   void forward(Flow& flow, std::string_view data);
   void source_eof(Flow& flow);
@@ -143,6 +152,10 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   bool shaping(const Flow& flow) const;
   // The next read's wait: --delay, --jitter and latency toxics, at most kMaxDelay.
   std::chrono::milliseconds next_delay(Flow& flow);
+  // The flags' part of it: --delay and --jitter.
+  std::chrono::milliseconds flag_delay();
+  // A chunk's due time, from when it was read and what it waits for.
+  Clock::time_point due_time(Flow& flow, const Chunk& chunk);
   size_t piece_size(Flow& flow);
   uint64_t rate(const Flow& flow) const;
   void pass_fin(Flow& flow);

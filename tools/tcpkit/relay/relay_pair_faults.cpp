@@ -54,6 +54,8 @@ void RelayPair::set_toxics(const ToxicListPtr& toxics) {
     });
   }
   check_fault();
+  retime(up_);
+  retime(down_);
   pump(up_);
   pump(down_);
 }
