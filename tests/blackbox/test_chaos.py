@@ -686,6 +686,42 @@ def test_regression_populate_checks_every_entry_before_it_changes_anything(tcpki
     assert code == 400 and body["error"] == "missing required field: upstream", body
 
 
+def test_regression_a_failed_populate_puts_back_the_proxies_it_would_replace(tcpkit_process):
+    # A list that replaced proxy "a" (new upstream) and then failed on
+    # another entry's listen deleted "a" for good, and closed its clients.
+    relay, api = start_chaos(tcpkit_process)
+    echo, echo_port = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
+    code, a = api_call(api, "POST", "/proxies", {"name": "a", "listen": "127.0.0.1:0",
+                                                 "upstream": f"127.0.0.1:{echo_port}"})
+    assert code == 201, a
+    latency = {"type": "latency", "attributes": {"latency": 1}}
+    assert api_call(api, "POST", "/proxies/a/toxics", latency)[0] == 200
+    port = int(a["listen"].rsplit(":", 1)[1])
+    moved = dict(a, upstream="127.0.0.1:9")
+    with socket.socket() as taken, connect(port) as client:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        client.sendall(b"before")
+        assert recv_exact(client, 6) == b"before"
+        # The entry with a new name fails first: "a" is not touched.
+        code, body = api_call(api, "POST", "/populate",
+                              [moved, {"name": "b", "listen": busy, "upstream": "127.0.0.1:9"}])
+        assert code == 500 and busy in body["error"], body
+        client.sendall(b"after")
+        assert recv_exact(client, 5) == b"after"
+        # The replacement itself fails: "a" comes back where it was, with its toxic.
+        code, body = api_call(api, "POST", "/populate", [dict(moved, listen=busy)])
+        assert code == 500 and busy in body["error"], body
+    code, proxies = api_call(api, "GET", "/proxies")
+    assert code == 200 and list(proxies) == ["a"], proxies
+    assert proxies["a"]["upstream"] == a["upstream"] and proxies["a"]["listen"] == a["listen"]
+    assert [t["type"] for t in proxies["a"]["toxics"]] == ["latency"], proxies
+    with connect(port) as client:
+        client.sendall(b"again")
+        assert recv_exact(client, 5) == b"again"
+
+
 def test_regression_a_toxic_update_that_is_not_an_object_is_refused(tcpkit_process):
     # An update whose body was not a JSON object ([1, 2]) was taken for an
     # empty one: 200, and nothing changed. toxiproxy answers 400.
@@ -764,6 +800,10 @@ def test_disable_and_delete_close_live_connections_on_io_threads(tcpkit_process)
                     assert code == 204
                 got, _ = recv_until_eof(client)
                 assert got == b"", "the relay kept a connection of a disabled or deleted proxy"
+            # The log says why (it said "client: timed out", the drain
+            # deadline's close, before).
+            reason = "disabled" if action == "disable" else "deleted"
+            relay.wait_for_line(rf"disconnect 127\.0\.0\.1:\d+: proxy {reason} ", stream="stdout")
             with pytest.raises(ConnectionRefusedError):
                 connect(port).close()
             if action == "disable":

@@ -129,11 +129,11 @@ Result<void> ChaosRegistry::start(Proxy& proxy, const Spec* spec) {
 // Toxiproxy closes every connection of a proxy that is disabled, deleted or
 // moved; so does this, at once (no drain). The app is destroyed only after
 // its server's last callback has returned.
-void ChaosRegistry::stop(Proxy& proxy) {
+void ChaosRegistry::stop(Proxy& proxy, const std::string& why) {
   if (!proxy.app) return;
   auto holder = std::make_shared<std::unique_ptr<RelayApp>>(std::move(proxy.app));
   ++stopping_;
-  (*holder)->stop(std::chrono::milliseconds(0), [this, holder] {
+  (*holder)->stop(std::chrono::milliseconds(0), why, [this, holder] {
     loop_->queue_in_loop([this, holder] {
       holder->reset();
       retired_one();
@@ -239,7 +239,8 @@ Result<json> ChaosRegistry::add(const Spec& spec) {
 
 // Every entry is checked (fields, names, the enabled ones' addresses)
 // before anything changes; if a listen then fails, the proxies this list
-// created are removed again, so a failed request leaves no half of itself.
+// created are removed again and those it replaced put back, so a failed
+// request leaves no half of itself.
 Result<json> ChaosRegistry::populate(const json& body) {
   if (!body.is_array()) return api_error(std::errc::invalid_argument, "bad request body");
   if (body.size() > kMaxPopulate)
@@ -261,24 +262,45 @@ Result<json> ChaosRegistry::populate(const json& body) {
     }
     specs.push_back(std::move(*spec));
   }
-  json created = json::array();
+  // New names go first: a list that fails there has not touched a proxy
+  // that was running. One it replaces (toxiproxy replaces a proxy of the
+  // same name whose addresses differ) is kept aside, and put back with its
+  // toxics if a later entry fails; its connections are closed either way.
+  std::vector<bool> existed;
+  existed.reserve(specs.size());
+  for (const Spec& spec : specs) existed.push_back(proxies_.count(spec.name) > 0);
+  std::vector<json> created(specs.size());
   std::vector<std::string> added;
-  for (const Spec& spec : specs) {
-    // Toxiproxy replaces a proxy of the same name whose addresses differ.
-    if (auto it = proxies_.find(spec.name); it != proxies_.end()) {
-      if (it->second->listen == spec.listen && it->second->upstream == spec.upstream) {
-        created.push_back(proxy_json(*it->second));
-        continue;
+  std::vector<std::unique_ptr<Proxy>> replaced;
+  auto undo = [&] {
+    for (const auto& name : added) (void)remove(name);
+    for (auto& old : replaced) {
+      Proxy& p = *old;
+      proxies_[p.name] = std::move(old);
+      if (p.enabled) (void)start(p);  // where it listened: free again
+    }
+  };
+  for (const bool replacing : {false, true}) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Spec& spec = specs[i];
+      if (existed[i] != replacing) continue;
+      if (replacing) {
+        Proxy& old = *proxies_.at(spec.name);
+        if (old.listen == spec.listen && old.upstream == spec.upstream) {
+          created[i] = proxy_json(old);
+          continue;
+        }
+        stop(old, "proxy replaced");
+        replaced.push_back(std::move(proxies_.extract(spec.name).mapped()));
       }
-      (void)remove(spec.name);
+      auto r = add(spec);
+      if (!r) {
+        undo();
+        return r.error();
+      }
+      added.push_back(spec.name);
+      created[i] = std::move(*r);
     }
-    auto r = add(spec);
-    if (!r) {
-      for (const auto& name : added) (void)remove(name);
-      return r.error();
-    }
-    added.push_back(spec.name);
-    created.push_back(*r);
   }
   return json{{"proxies", created}};
 }
@@ -306,7 +328,7 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
   if (moved) {
     if (auto r = resolve_addresses(listen, upstream, &checked); !r) return r.error();
   }
-  if (moved || !enabled) stop(p);
+  if (moved || !enabled) stop(p, moved ? "proxy moved" : "proxy disabled");
   if (moved) {
     p.options.listen.clear();
     p.options.upstream.clear();
@@ -326,7 +348,7 @@ Result<json> ChaosRegistry::update(const std::string& name, const json& body) {
 Result<void> ChaosRegistry::remove(const std::string& name) {
   auto found = find(name);
   if (!found) return found.error();
-  stop(**found);
+  stop(**found, "proxy deleted");
   proxies_.erase(name);
   return {};
 }
@@ -446,7 +468,7 @@ std::string ChaosRegistry::metrics() const {
 void ChaosRegistry::stop_all(std::function<void()> done) {
   on_all_stopped_ = std::move(done);
   ++stopping_;  // held until every stop() below is counted
-  for (auto& [name, p] : proxies_) stop(*p);
+  for (auto& [name, p] : proxies_) stop(*p, "relay stopping");
   retired_one();
 }
 

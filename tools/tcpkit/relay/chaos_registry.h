@@ -88,7 +88,9 @@ class ChaosRegistry {
   Result<json> add(const Spec& spec);
   /// Starts the proxy's relay, on `spec`'s addresses when it has them.
   Result<void> start(Proxy& proxy, const Spec* spec = nullptr);
-  void stop(Proxy& proxy);
+  // Closes the proxy's listener and connections; `why` ("proxy deleted")
+  // is each connection's reason in the log.
+  void stop(Proxy& proxy, const std::string& why);
   void publish(Proxy& proxy);
   Result<Proxy*> find(const std::string& name);
   Result<const Proxy*> find(const std::string& name) const;

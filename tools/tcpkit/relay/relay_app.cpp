@@ -149,20 +149,27 @@ void RelayApp::pair_finished(const std::shared_ptr<RelayPair>& pair) {
   }
 }
 
-void RelayApp::begin_stop() {
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_.exchange(true)) return;
-  }
+// Each open pair hears why it ends, before the drain deadline closes it
+// (which would read as a timeout); answers how many there are.
+size_t RelayApp::note_stopping(const std::string& why) {
   std::vector<std::shared_ptr<RelayPair>> open;
   {
     std::lock_guard lock(mutex_);
     open.assign(pairs_.begin(), pairs_.end());
   }
-  for (const auto& pair : open) pair->loop()->run_in_loop([pair] { pair->note_stopping(); });
-  log_.log("stopping",
-           fmt::format("stopping: no new connections; draining {} connections", open.size()),
-           {Logger::num("connections", open.size())});
+  for (const auto& pair : open)
+    pair->loop()->run_in_loop([pair, why] { pair->note_stopping(why); });
+  return open.size();
+}
+
+void RelayApp::begin_stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_.exchange(true)) return;
+  }
+  const size_t open = note_stopping("relay stopping");
+  log_.log("stopping", fmt::format("stopping: no new connections; draining {} connections", open),
+           {Logger::num("connections", open)});
   // The server shuts its clients down and force-closes them after the
   // deadline; each pair then takes its upstream down with it.
   server_.stop(options_.drain_timeout, [this] {
@@ -171,11 +178,13 @@ void RelayApp::begin_stop() {
   });
 }
 
-void RelayApp::stop(std::chrono::milliseconds drain, std::function<void()> on_stopped) {
+void RelayApp::stop(std::chrono::milliseconds drain, const std::string& why,
+                    std::function<void()> on_stopped) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_.exchange(true)) return;
   }
+  note_stopping(why);
   on_stopped_ = std::move(on_stopped);
   server_.stop(drain, [this] {
     server_stopped_ = true;

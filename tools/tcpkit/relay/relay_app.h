@@ -40,8 +40,10 @@ class RelayApp {
   void begin_stop();
   // Base loop: stop accepting, close every pair within `drain`, then run
   // `on_stopped` (in the base loop) instead of quitting it. The chaos API
-  // uses this for one proxy among several.
-  void stop(std::chrono::milliseconds drain, std::function<void()> on_stopped);
+  // uses this for one proxy among several; `why` is each pair's reason
+  // for its log line ("proxy disabled").
+  void stop(std::chrono::milliseconds drain, const std::string& why,
+            std::function<void()> on_stopped);
   // Any thread: the toxics for pairs from now on, and for live ones.
   void set_toxics(const ToxicListPtr& toxics);
 
@@ -53,6 +55,7 @@ class RelayApp {
   uint64_t bytes_down() const { return bytes_down_.load(std::memory_order_relaxed); }
 
  private:
+  size_t note_stopping(const std::string& why);
   void on_connection(const TcpConnectionPtr& conn);
   void pair_connected(const RelayPair& pair);
   void pair_finished(const std::shared_ptr<RelayPair>& pair);

@@ -70,9 +70,10 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   void client_write_complete();
   void client_closed();
 
-  // The relay is stopping: that, rather than the drain deadline, is why
-  // the pair ends. Loop thread.
-  void note_stopping() { set_reason("relay stopping"); }
+  // The relay, or the pair's proxy, is stopping: that, rather than the
+  // drain deadline, is why the pair ends ("relay stopping", "proxy
+  // deleted"). Loop thread.
+  void note_stopping(std::string why) { set_reason(std::move(why)); }
   // The proxy's toxics changed: they act on this live connection from
   // now on. Loop thread.
   void set_toxics(const ToxicListPtr& toxics);
