@@ -28,6 +28,7 @@ ListenOptions listen_options(const ServerOptions& options) {
   lo.unix_mode = options.unix_mode;
   lo.tcp_nodelay = options.tcp_nodelay;
   lo.keepalive = options.keepalive;
+  lo.v6_only = options.v6_only;
   return lo;
 }
 

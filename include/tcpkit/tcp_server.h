@@ -38,7 +38,10 @@ struct ServerOptions {
   size_t max_connections = 0;        ///< 0: unlimited; extra clients are accepted and closed
   bool tcp_nodelay = true;           ///< on the listener, inherited by every accepted connection
   bool keepalive = true;             ///< likewise (SO_KEEPALIVE)
-  unsigned unix_mode = 0;            ///< a Unix socket file's permissions (0660...); 0: the umask's
+  /// "::" serves IPv6 only; false: IPv4 too, through mapped addresses
+  /// (as Go's and Node's listeners on "::" do)
+  bool v6_only = true;
+  unsigned unix_mode = 0;  ///< a Unix socket file's permissions (0660...); 0: the umask's
   /// Every loop that serves connections (the I/O threads', or the base loop
   /// when there are none) busy-polls for this long before it sleeps
   /// (EventLoop::set_busy_poll): each loop keeps its core busy while

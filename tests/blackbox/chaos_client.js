@@ -243,9 +243,15 @@ const scenarios = {
     await proxy.addToxic({ type: "reset_peer", attributes: { timeout: 200 } });
     const start = Date.now();
     const sock = await connect(portOf(proxy));
-    const r = await readAll(sock, start);
+    const reading = readAll(sock, start);
+    // As in toxiproxy, the clock starts at the first data in the toxic's
+    // direction (the upstream's reply here): an idle connection stays up.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const sentMs = Date.now() - start;
+    sock.write("send 10\n");
+    const r = await reading;
     await proxy.remove();
-    return { how: r.how, ms: r.ms };
+    return { how: r.how, ms: r.ms, sentMs, bytes: r.chunks.reduce((n, c) => n + c.size, 0) };
   },
 
   async slow_close(upstream) {

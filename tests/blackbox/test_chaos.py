@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, build_dir, pick_free_port, scaled, strace_works, tcpkit_path
+from conftest import (DEFAULT_TIMEOUT, build_dir, ipv6_loopback_available, pick_free_port, scaled,
+                      strace_works, tcpkit_path)
 from hostile_util import cpu_seconds
 from serve_util import connect, recv_exact, recv_until_eof, start_serve
 
@@ -132,8 +133,11 @@ def test_timeout_holds_then_closes(chaos):
 
 
 def test_reset_peer_sends_rst(chaos):
+    # Its 200 ms count from the reply, which it drops: the connection was
+    # idle for 300 ms before that and stayed up.
     r = chaos("reset_peer")
-    assert r["how"] == "ECONNRESET" and 200 * 0.9 <= r["ms"] < 2000, r
+    assert r["how"] == "ECONNRESET" and r["bytes"] == 0, r
+    assert 200 * 0.9 <= r["ms"] - r["sentMs"] < 2000, r
 
 
 def test_slow_close_delays_the_fin(chaos):
@@ -193,6 +197,15 @@ def proxy_with_toxic(api: str, name: str, toxic: dict):
         code, body = api_call(api, "POST", f"/proxies/{name}/toxics", toxic)
         assert code == 200, body
         yield upstream, int(proxy["listen"].rsplit(":", 1)[1])
+
+
+def echo_proxy(tcpkit_process, api: str, name: str, listen: str = "127.0.0.1:0") -> dict:
+    """A proxy in front of a `tcpkit serve --mode echo`: answers the proxy."""
+    echo, echo_port = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
+    code, proxy = api_call(api, "POST", "/proxies", {"name": name, "listen": listen,
+                                                     "upstream": f"127.0.0.1:{echo_port}"})
+    assert code == 201, proxy
+    return proxy
 
 
 def test_unplug_resets_after_exactly_its_bytes(tcpkit_process):
@@ -414,10 +427,48 @@ def test_regression_an_updated_toxic_restarts_its_timer_on_open_connections(tcpk
                     code, body = api_call(api, verb, f"/proxies/p{i}/toxics/{toxic['type']}_downstream",
                                           {"attributes": {"timeout": ms}})
                     assert code == 200 and body["attributes"]["timeout"] == ms, body
+                    # A reset_peer counts from the first data in its direction.
+                    server.sendall(b"x")
                     got, how = recv_until_eof(client, timeout=3)
                     took = time.monotonic() - started
             assert got == b"" and how == ending, f"{toxic['type']}: {len(got)} bytes, then {how!r}"
             assert took >= ms / 1000 * 0.9, f"{toxic['type']} ended {took:.3f} s after the update"
+
+
+def test_regression_a_toxic_moved_to_the_other_stream_restarts_its_timer(tcpkit_process):
+    # An update that changed only a toxic's stream kept its old timer: a
+    # 1 s timeout moved upstream, with 3 s, at 0.5 s still closed at 1 s.
+    relay, api = start_chaos(tcpkit_process)
+    toxic = {"type": "timeout", "attributes": {"timeout": 1000}}
+    with proxy_with_toxic(api, "p", toxic) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                started = time.monotonic()
+                time.sleep(0.5)
+                code, body = api_call(api, "POST", "/proxies/p/toxics/timeout_downstream",
+                                      {"stream": "upstream", "attributes": {"timeout": 3000}})
+                assert code == 200 and body["stream"] == "upstream", body
+                got, how = recv_until_eof(client, timeout=10)
+                took = time.monotonic() - started
+    assert got == b"" and how is None, (got, how)
+    assert took >= 0.5 + 3.0 * 0.9, f"closed {took:.2f} s after the connection, not 3 s after the update"
+
+
+def test_regression_limit_data_counts_from_when_it_is_added(tcpkit_process):
+    # A limit_data added to a connection that had carried 1000 bytes cut
+    # it at once: it counted the connection's bytes, not its own (toxiproxy
+    # counts from when the toxic is added).
+    relay, api = start_chaos(tcpkit_process)
+    proxy = echo_proxy(tcpkit_process, api, "l")
+    with connect(int(proxy["listen"].rsplit(":", 1)[1])) as client:
+        client.sendall(b"a" * 1000)
+        assert recv_exact(client, 1000) == b"a" * 1000
+        limit = {"type": "limit_data", "attributes": {"bytes": 100}}
+        assert api_call(api, "POST", "/proxies/l/toxics", limit)[0] == 200
+        client.sendall(b"b" * 500)
+        got, how = recv_until_eof(client)
+    assert got == b"b" * 100 and how is None, f"{len(got)} bytes, then {how!r}"
 
 
 def test_regression_delays_that_sum_past_int64_nanoseconds_still_hold_the_data(tcpkit_process):
@@ -460,6 +511,7 @@ def test_regression_an_updated_toxic_rolls_again_against_its_new_toxicity(tcpkit
                 code, body = api_call(api, "POST", "/proxies/p/toxics/reset_peer_downstream",
                                       {"toxicity": 1})
                 assert code == 200 and body["toxicity"] == 1, body
+                server.sendall(b"now")  # its clock starts at data in its direction
                 got, how = recv_until_eof(client, timeout=3)
         assert got == b"" and how == "reset", f"{len(got)} bytes, then {how!r}"
         code, body = api_call(api, "POST", "/proxies/p/toxics/reset_peer_downstream",
@@ -690,10 +742,7 @@ def test_regression_a_failed_populate_puts_back_the_proxies_it_would_replace(tcp
     # A list that replaced proxy "a" (new upstream) and then failed on
     # another entry's listen deleted "a" for good, and closed its clients.
     relay, api = start_chaos(tcpkit_process)
-    echo, echo_port = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
-    code, a = api_call(api, "POST", "/proxies", {"name": "a", "listen": "127.0.0.1:0",
-                                                 "upstream": f"127.0.0.1:{echo_port}"})
-    assert code == 201, a
+    a = echo_proxy(tcpkit_process, api, "a")
     latency = {"type": "latency", "attributes": {"latency": 1}}
     assert api_call(api, "POST", "/proxies/a/toxics", latency)[0] == 200
     port = int(a["listen"].rsplit(":", 1)[1])
@@ -720,6 +769,21 @@ def test_regression_a_failed_populate_puts_back_the_proxies_it_would_replace(tcp
     with connect(port) as client:
         client.sendall(b"again")
         assert recv_exact(client, 5) == b"again"
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.parametrize("listen", ["[::]:0", ":0"])
+def test_regression_a_proxy_on_every_interface_serves_ipv4_clients_too(tcpkit_process, listen):
+    # toxiproxy (Go) listens on "[::]:PORT" and ":PORT" for IPv4 and IPv6
+    # alike; the relay's "[::]" served IPv6 only, so a config written for
+    # toxiproxy refused 127.0.0.1, and ":PORT" was refused as malformed.
+    relay, api = start_chaos(tcpkit_process)
+    proxy = echo_proxy(tcpkit_process, api, "all", listen)
+    port = int(proxy["listen"].rsplit(":", 1)[1])
+    for host in ("127.0.0.1", "::1"):
+        with socket.create_connection((host, port), timeout=scaled(5)) as client:
+            client.sendall(host.encode())
+            assert recv_exact(client, len(host)) == host.encode()
 
 
 def test_regression_a_toxic_update_that_is_not_an_object_is_refused(tcpkit_process):

@@ -54,6 +54,25 @@ TEST(TcpServer, EchoesOnTheBaseLoopWithoutThreads) {
   h.finish();
 }
 
+TEST(TcpServer, OnAnyV6AddressServesIpv4ClientsTooWhenV6OnlyIsOff) {
+  for (const bool v6_only : {true, false}) {
+    auto any6 = Endpoint::parse("::", 0);
+    ASSERT_TRUE(any6);
+    if (!TcpListener::bind(*any6)) GTEST_SKIP() << "no IPv6 on this machine";
+    ServerHarness h;
+    ServerOptions options;
+    options.v6_only = v6_only;
+    h.start(
+        options, [](TcpServer& s) { s.set_on_message(echo); }, *any6);
+    {
+      auto v4 = TcpStream::connect(Endpoint::loopback_v4(h.address().port()), kWait);
+      EXPECT_EQ(static_cast<bool>(v4), !v6_only) << "v6_only " << v6_only;
+      if (v4) expect_echo(*v4, "mapped");
+    }
+    h.finish();
+  }
+}
+
 TEST(TcpServer, FiveHundredConcurrentClientsOnTwoLoopsGetByteExactEchoes) {
   raise_fd_limit();
   constexpr int kDrivers = 4;

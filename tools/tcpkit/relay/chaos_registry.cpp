@@ -15,7 +15,8 @@ Error api_error(std::errc code, std::string text) {
   return Error(std::make_error_code(code), std::move(text));
 }
 
-// HOST:PORT, or unix:PATH as --listen and --to take it.
+// HOST:PORT, or unix:PATH as --listen and --to take it. A listen address
+// (`allow_port_zero`) may also be ":PORT", every interface, as in toxiproxy.
 Result<std::vector<Endpoint>> resolve(const std::string& text, bool allow_port_zero) {
   if (Endpoint::names_unix_socket(text)) {
     auto unix_socket = Endpoint::unix_socket(text.substr(Endpoint::kUnixPrefix.size()));
@@ -24,7 +25,10 @@ Result<std::vector<Endpoint>> resolve(const std::string& text, bool allow_port_z
                        fmt::format("{}: {}", text, unix_socket.error().message()));
     return std::vector<Endpoint>{std::move(*unix_socket)};
   }
-  auto split = Endpoint::split_host_port(text);
+  // ":PORT", as toxiproxy (Go) reads it: every interface.
+  const bool every_interface = allow_port_zero && text.size() > 1 && text[0] == ':' &&
+                               text.find(':', 1) == std::string::npos;
+  auto split = Endpoint::split_host_port(every_interface ? "[::]" + text : text);
   if (!split)
     return api_error(std::errc::invalid_argument,
                      fmt::format("{}: {}", text, split.error().message()));

@@ -40,13 +40,13 @@ bool fires_for(const Toxic& t, const Endpoint& peer, std::mt19937_64& rng) {
   return t.toxicity >= 1.0 || std::uniform_real_distribution<double>(0.0, 1.0)(rng) < t.toxicity;
 }
 
-// What of a firing toxic acts on the whole connection after a time.
+// What of a firing toxic acts on the whole connection after a time, from
+// when it starts. A reset_peer counts from the first data in its direction
+// instead (data_arrived()).
 void add_deadline(const Toxic& t, std::vector<PairToxics::Deadline>* out) {
   using std::chrono::milliseconds;
   if (t.type == ToxicType::timeout && t.timeout > 0)
     out->push_back({t.name, t.type, milliseconds(t.timeout), false});
-  if (t.type == ToxicType::reset_peer)
-    out->push_back({t.name, t.type, milliseconds(t.timeout), true});
   if (t.type == ToxicType::unplug && t.after_ms >= 0)
     out->push_back({t.name, t.type, milliseconds(t.after_ms), t.unplug_reset});
 }
@@ -113,6 +113,7 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
       kept.toxic = t;
       if (restarted) {
         stopped->push_back(t.name);
+        kept.triggered = false;
         kept.fires = fires_for(t, peer_, kept.rng);
         if (kept.fires) add_deadline(t, &started);
       }
@@ -120,13 +121,18 @@ std::vector<PairToxics::Deadline> PairToxics::update(const ToxicListPtr& list,
       continue;
     }
     uint64_t base = t.seed ? *t.seed : seed_ ? *seed_ : fallback_seed_;
-    Active a{t, std::mt19937_64(mix(base ^ mix(name_hash(t.name)) ^ mix(sequence_ + 1))), false, 0};
+    Active a{t, std::mt19937_64(mix(base ^ mix(name_hash(t.name)) ^ mix(sequence_ + 1)))};
     a.fires = fires_for(t, peer_, a.rng);
     if (a.fires) add_deadline(t, &started);
     next.emplace(t.name, std::move(a));
   }
+  // Gone, or another toxic under the same name: its timer ends. (An
+  // update, which restarts it, is in `stopped` already.)
   for (const auto& [name, a] : active_) {
-    if (!next.count(name) || next.at(name).toxic.type != a.toxic.type) stopped->push_back(name);
+    auto it = next.find(name);
+    if (it == next.end() || it->second.toxic.type != a.toxic.type ||
+        it->second.toxic.stream != a.toxic.stream)
+      stopped->push_back(name);
   }
   active_ = std::move(next);
   list_ = list;
@@ -202,15 +208,38 @@ std::chrono::microseconds PairToxics::slice_delay(Stream s) const {
 
 uint64_t PairToxics::limit(Stream s) const {
   uint64_t limit = UINT64_MAX;
-  each(s, ToxicType::limit_data,
-       [&](const Active& a) { limit = std::min<uint64_t>(limit, a.toxic.bytes); });
+  each(s, ToxicType::limit_data, [&](const Active& a) {
+    const auto bytes = static_cast<uint64_t>(a.toxic.bytes);
+    limit = std::min(limit, bytes - std::min(bytes, a.carried));
+  });
   return limit;
+}
+
+void PairToxics::carried(Stream s, uint64_t bytes) {
+  each(s, ToxicType::limit_data, [&](Active& a) { a.carried += bytes; });
+}
+
+std::vector<PairToxics::Deadline> PairToxics::data_arrived(Stream s) {
+  std::vector<Deadline> started;
+  each(s, ToxicType::reset_peer, [&](Active& a) {
+    if (a.triggered) return;
+    a.triggered = true;
+    started.push_back(
+        {a.toxic.name, a.toxic.type, std::chrono::milliseconds(a.toxic.timeout), true});
+  });
+  return started;
 }
 
 bool PairToxics::holding(Stream s) const {
   bool hold = false;
   each(s, ToxicType::timeout, [&](const Active&) { hold = true; });
-  return hold;
+  return hold || resetting(s);
+}
+
+bool PairToxics::resetting(Stream s) const {
+  bool counting = false;
+  each(s, ToxicType::reset_peer, [&](const Active& a) { counting = counting || a.triggered; });
+  return counting;
 }
 
 std::chrono::milliseconds PairToxics::slow_close(Stream s) const {

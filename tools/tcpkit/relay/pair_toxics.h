@@ -61,10 +61,21 @@ class PairToxics {
   // The next piece's size and the pause after it (slicer); 0: none.
   size_t slice(Stream s);
   std::chrono::microseconds slice_delay(Stream s) const;
-  // limit_data: the most bytes this direction may carry, or UINT64_MAX.
+  // limit_data: the most bytes this direction may still carry, or
+  // UINT64_MAX. A limit_data counts from when it was added, as in
+  // toxiproxy, so the pair tells it what it carries; an update keeps the
+  // count.
   uint64_t limit(Stream s) const;
-  // timeout (any value): data in this direction is dropped while it fires.
+  void carried(Stream s, uint64_t bytes);
+  // Data arrived in this direction: a reset_peer toxic starts counting its
+  // time at the first, as toxiproxy's does (answered as deadlines, which the
+  // pair arms), and holds everything from then on.
+  std::vector<Deadline> data_arrived(Stream s);
+  // Data in this direction is dropped: a timeout toxic (any value) fires,
+  // or a reset_peer counts down to its RST.
   bool holding(Stream s) const;
+  // A reset_peer counts down in this direction.
+  bool resetting(Stream s) const;
   std::chrono::milliseconds slow_close(Stream s) const;
   // unplug after_bytes: the smallest byte count (both ways), and whether it resets.
   std::optional<std::pair<uint64_t, bool>> unplug_bytes() const;
@@ -88,6 +99,8 @@ class PairToxics {
     std::mt19937_64 rng;
     bool fires = false;
     uint64_t frames_seen = 0;  // frame: frames that matched so far
+    uint64_t carried = 0;      // limit_data: bytes since it was added
+    bool triggered = false;    // reset_peer: data came, its timer runs
   };
   // What waits of a direction's frames.
   struct Framing {

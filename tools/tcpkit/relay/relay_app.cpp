@@ -18,6 +18,9 @@ ServerOptions server_options(const RelayOptions& o) {
   so.unix_mode = o.unix_mode;
   so.connection = relay_connection_options(o);
   so.tls = o.client_tls;
+  // "[::]" is every interface, IPv4 too, as toxiproxy's (Go's) listener
+  // has it: a config written for toxiproxy serves the same clients.
+  so.v6_only = false;
   return so;
 }
 

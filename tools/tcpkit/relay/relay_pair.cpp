@@ -198,7 +198,10 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
     in.retrieve_all();
     return;
   }
-  // A timeout toxic: what is sent now is lost, as on a dead link.
+  // The first data in a reset_peer toxic's direction starts its clock.
+  if (in.readable_bytes() > 0) arm_deadlines(toxics_.data_arrived(flow.stream));
+  // A timeout toxic: what is sent now is lost, as on a dead link; so is
+  // what a reset_peer holds until its RST.
   if (toxics_.holding(flow.stream)) {
     in.retrieve_all();
     return;
@@ -304,7 +307,9 @@ void RelayPair::pump(Flow& flow) {
     if (ending_) return;  // a fault fired and cleared the queue
     if (last) flow.queue.pop_front();
   }
-  if (flow.queue.empty() && flow.eof && !flow.shut) pass_fin(flow);
+  // A reset_peer counting down holds the FIN too: its RST comes instead.
+  if (flow.queue.empty() && flow.eof && !flow.shut && !toxics_.resetting(flow.stream))
+    pass_fin(flow);
   maybe_resume(flow);
 }
 
@@ -351,15 +356,15 @@ void RelayPair::forward(Flow& flow, std::string_view data) {
   if (limit != kNoLimit)
     data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), limit - total)));
   // limit_data counts one direction, as in toxiproxy.
-  const uint64_t stream_limit = toxics_.limit(flow.stream);
-  if (stream_limit != kNoLimit)
-    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(
-                              data.size(), stream_limit - std::min(stream_limit, flow.forwarded))));
+  const uint64_t allowed = toxics_.limit(flow.stream);
+  if (allowed != kNoLimit)
+    data = data.substr(0, static_cast<size_t>(std::min<uint64_t>(data.size(), allowed)));
   if (!data.empty()) {
     (*flow.sink)->send(data);
     flow.forwarded += data.size();
+    toxics_.carried(flow.stream, data.size());
   }
-  if (stream_limit != kNoLimit && flow.forwarded >= stream_limit && !ending_) {
+  if (allowed != kNoLimit && data.size() >= allowed && !ending_) {
     end_pair(false,
              fmt::format("limit_data: {} bytes {}", flow.forwarded, stream_name(flow.stream)));
     return;

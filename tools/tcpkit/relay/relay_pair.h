@@ -160,6 +160,8 @@ class RelayPair : public std::enable_shared_from_this<RelayPair> {
   size_t piece_size(Flow& flow);
   uint64_t rate(const Flow& flow) const;
   void pass_fin(Flow& flow);
+  // A timer for each toxic that ends the connection after its time.
+  void arm_deadlines(const std::vector<PairToxics::Deadline>& deadlines);
   void toxic_deadline(const PairToxics::Deadline& deadline);
   void end_pair(bool reset, std::string reason);
   // An RST to a side that is still open.

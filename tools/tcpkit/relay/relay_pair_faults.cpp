@@ -46,18 +46,23 @@ void RelayPair::set_toxics(const ToxicListPtr& toxics) {
     toxic_timers_.erase(it);
   }
   if (ending_) return;
-  std::weak_ptr<RelayPair> weak = weak_from_this();
-  for (const auto& deadline : started) {
-    if (toxic_timers_.count(deadline.name)) continue;
-    toxic_timers_[deadline.name] = loop_->run_after(deadline.after, [weak, deadline] {
-      if (auto self = weak.lock()) self->toxic_deadline(deadline);
-    });
-  }
+  arm_deadlines(started);
   check_fault();
   retime(up_);
   retime(down_);
   pump(up_);
   pump(down_);
+}
+
+void RelayPair::arm_deadlines(const std::vector<PairToxics::Deadline>& deadlines) {
+  if (ending_) return;
+  std::weak_ptr<RelayPair> weak = weak_from_this();
+  for (const auto& deadline : deadlines) {
+    if (toxic_timers_.count(deadline.name)) continue;
+    toxic_timers_[deadline.name] = loop_->run_after(deadline.after, [weak, deadline] {
+      if (auto self = weak.lock()) self->toxic_deadline(deadline);
+    });
+  }
 }
 
 void RelayPair::toxic_deadline(const PairToxics::Deadline& deadline) {
