@@ -276,6 +276,11 @@ def joined_with_a_member(tcpkit_process, redis_server):
     return redis, server, member
 
 
+# The id of an instance that is not running: the shape an instance publishes
+# under ("<pid>-<16 hex digits>").
+OTHER = b"4242-00112233445566ff"
+
+
 def publish(redis, *payloads: bytes) -> None:
     """PUBLISHes each payload on the chat's channel, as anyone who can reach Redis may."""
     for payload in payloads:
@@ -286,8 +291,8 @@ def test_a_relayed_line_with_a_line_break_inside_is_dropped(tcpkit_process, redi
     """Regression: a payload holding newlines became several chat lines, so
     whoever could PUBLISH showed members lines nobody typed."""
     redis, a, alice = joined_with_a_member(tcpkit_process, redis_server)
-    publish(redis, b"other\n<mallory> hi\n<admin> forged\n", b"other\n<mallory> over\rwritten\n",
-            b"other\n<bob> a real line\n")
+    publish(redis, OTHER + b"\n<mallory> hi\n<admin> forged\n", OTHER + b"\n<mallory> over\rwritten\n",
+            OTHER + b"\n<bob> a real line\n")
     alice.expect("<bob> a real line")
     # The log is read by another thread than alice's socket: wait for it.
     dropped = r"cluster: dropped a relayed line from redis .* with a line break inside"
@@ -310,13 +315,13 @@ def test_an_oversized_publish_is_dropped_and_nobody_is_disconnected(tcpkit_proce
     alice.expect(f"* {bob.name} joined (2 online)")
     # A line of --max-message bytes is at most four times as long in UTF-8
     # (each invalid byte escaped as "\xHH"): 16 KiB and some here.
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<bob> " + b"y" * 20000 + b"\n")
+    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", OTHER + b"\n<bob> " + b"y" * 20000 + b"\n")
     wait_log(a, r"cluster: dropped a relayed line of 20\d{3} bytes from redis .* \(over --max-message\)")
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<big> " + b"x" * (24 * 1024 * 1024) + b"\n")
+    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", OTHER + b"\n<big> " + b"x" * (24 * 1024 * 1024) + b"\n")
     wait_log(a, r"cluster: redis .* sent a malformed reply: a string over \d+ bytes")
     # The subscriber reconnected (the publisher never left).
     wait_until(lambda: count_lines(a, r"cluster: subscribed to tcpkit:chat on redis ") >= 2, timeout=15)
-    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", b"other\n<carol> still here\n")
+    redis_command(redis.port, b"PUBLISH", b"tcpkit:chat", OTHER + b"\n<carol> still here\n")
     alice.expect("<carol> still here")
     bob.expect("<carol> still here")
     assert find_line(a, r"slow reader") is None
@@ -368,8 +373,8 @@ def test_only_chat_lines_are_relayed(tcpkit_process, redis_server):
     """Regression: whoever could PUBLISH could show members server notices
     ("* server restarting, reconnect to ...") that no instance wrote."""
     redis, a, alice = joined_with_a_member(tcpkit_process, redis_server)
-    publish(redis, b"other\n* server restarting, reconnect to evil", b"other\n<bad nick> spaces in the nick",
-            b"other\n<\x1b[2Jx> a control in the nick", b"other\n<bob> a real \x1b line")
+    publish(redis, OTHER + b"\n* server restarting, reconnect to evil", OTHER + b"\n<bad nick> spaces in the nick",
+            OTHER + b"\n<\x1b[2Jx> a control in the nick", OTHER + b"\n<bob> a real \x1b line")
     alice.expect("<bob> a real \\x1b line")
     wait_until(lambda: count_lines(a, r"cluster: dropped a relayed line from redis ") >= 3)
     assert find_line(a, r"dropped a relayed line .* that is not \"<NICK> TEXT\": \* server restarting")
@@ -542,3 +547,23 @@ def test_a_name_is_held_across_instances(tcpkit_process, redis_server):
     dave.expect(f"<dave@{tag}> I am dave")
     for client in (alice, dave, mallory):
         client.close()
+
+
+def test_a_relayed_line_from_a_bad_instance_id_is_dropped(tcpkit_process, redis_server):
+    """Regression: the instance id of a relayed line was taken as it came, so
+    whoever could PUBLISH put raw control bytes (an ESC sequence, a bell)
+    before members' eyes through the "@TAG" of a name held elsewhere, and
+    made the instance remember ids of megabytes."""
+    redis, a, alice = joined_with_a_member(tcpkit_process, redis_server)
+    publish(redis, OTHER + b"\n<mallory> first",
+            b"1-\x1b[2J\x07\x1b]0;x\x07aaaaaaaaa\n<mallory> raw bytes in the tag",
+            b"1-" + "é".encode() * 8 + b"\n<mallory> a character cut in the tag",
+            b"1-" + b"a" * 100000 + b"\n<mallory> a huge id",
+            b"not-an-id\n<mallory> another shape",
+            b"77-ffeeddccbbaa0099\n<mallory> a real second instance")
+    alice.expect("<mallory> first", "<mallory@ffeedd> a real second instance")
+    dropped = r"cluster: dropped a relayed line from redis .* from a bad instance id: "
+    wait_until(lambda: count_lines(a, dropped) >= 4)
+    assert count_lines(a, dropped) == 4, a.describe()
+    assert find_line(a, dropped + r"1-\\x1b\[2J\\x07")
+    alice.close()

@@ -375,6 +375,12 @@ void ChatCluster::on_pubsub_message(std::string_view payload) {
              {Logger::str("redis", label_), Logger::str("state", "dropped"),
               Logger::str("reason", std::string(reason))});
   };
+  // The id becomes part of a name members see (a tag) and is remembered
+  // with the names an instance used: only what an instance publishes.
+  if (!is_instance_id(instance)) {
+    drop("bad instance id", "from a bad instance id: " + printable(instance, 64));
+    return;
+  }
   if (payload.size() > max_payload_) {
     log_.log("cluster",
              fmt::format(
@@ -441,6 +447,15 @@ std::string redacted(std::string_view url) {
 }
 
 }  // namespace
+
+bool is_instance_id(std::string_view id) {
+  const size_t dash = id.find('-');
+  if (dash == std::string_view::npos || dash == 0 || id.size() > kMaxInstanceIdBytes) return false;
+  const std::string_view pid = id.substr(0, dash);
+  const std::string_view random = id.substr(dash + 1);
+  return pid.find_first_not_of("0123456789") == std::string_view::npos && random.size() == 16 &&
+         random.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
 
 Result<std::pair<std::string, uint16_t>> parse_redis_url(std::string_view url) {
   constexpr std::string_view kScheme = "redis://";

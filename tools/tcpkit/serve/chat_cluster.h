@@ -140,6 +140,14 @@ class ChatCluster {
   std::shared_ptr<const bool> alive_ = std::make_shared<const bool>(true);
 };
 
+// Whether `id` has the shape of an instance id as make_instance_id() writes
+// it: "<pid>-<16 lower-case hex digits>", the pid 1 to 10 decimal digits.
+// A relayed line's id comes from Redis, so from outside: it is shown to
+// members (ChatRoom::relayed_name()'s tag) and remembered, and anything else
+// (control bytes, megabytes) is refused.
+constexpr size_t kMaxInstanceIdBytes = 10 + 1 + 16;
+bool is_instance_id(std::string_view id);
+
 // "redis://[[USER]:PASSWORD@]HOST[:PORT][/]" → host and port (6379 when left
 // out). Errors show the URL with its password replaced by "***".
 Result<std::pair<std::string, uint16_t>> parse_redis_url(std::string_view url);

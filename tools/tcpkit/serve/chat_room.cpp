@@ -23,10 +23,18 @@ bool same_name(std::string_view a, std::string_view b) {
 }
 
 // "1234-0123456789abcdef" (pid, random) -> "012345": enough to tell the
-// instances of one room apart.
-std::string_view instance_tag(std::string_view instance) {
+// instances of one room apart. The cluster passes only ids of that shape
+// (is_instance_id()); the tag still takes nothing but ASCII letters and
+// digits, so that it can never carry a control byte or cut a character.
+std::string instance_tag(std::string_view instance) {
   const size_t dash = instance.find('-');
-  return instance.substr(dash == std::string_view::npos ? 0 : dash + 1, 6);
+  std::string tag;
+  for (char c : instance.substr(dash == std::string_view::npos ? 0 : dash + 1)) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (tag.size() == 6 || !alnum) break;
+    tag += c;
+  }
+  return tag.empty() ? std::string("?") : tag;
 }
 
 }  // namespace
