@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "serve/chat_cluster.h"
@@ -34,6 +35,36 @@ TEST(ChatRoom, TheTagCarriesNoControlBytesAndCutsNoCharacter) {
   EXPECT_EQ(room.relayed_name("bob", "1-ab\x1b[2J"), "bob@ab");
   EXPECT_EQ(room.relayed_name("bob", "1-abcd\xc3\xa9"), "bob@abcd");
   EXPECT_EQ(room.relayed_name("bob", "1-\xc3\xa9\xc3\xa9\xc3\xa9"), "bob@?");
+}
+
+// Regression: names of other instances were forgotten only once 4096 were
+// remembered, each with its instance id (megabytes each, from Redis).
+TEST(ChatRoom, NamesOfOtherInstancesAreForgottenAsTheyExpire) {
+  ChatRoom room;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100; ++i) room.relayed_name("name" + std::to_string(i), kInstanceA, start);
+  EXPECT_EQ(room.remote_names_remembered(), 100u);
+  // One of them used again later stays; the rest expire.
+  const auto later = start + ChatRoom::kRemoteNameTtl / 2;
+  EXPECT_EQ(room.relayed_name("name7", kInstanceA, later), "name7");
+  const auto expired = start + ChatRoom::kRemoteNameTtl;
+  EXPECT_EQ(room.relayed_name("new", kInstanceB, expired), "new");
+  EXPECT_EQ(room.remote_names_remembered(), 2u);
+  EXPECT_EQ(room.relayed_name("NAME7", kInstanceB, expired), "NAME7@fedcba");
+  EXPECT_EQ(room.relayed_name("name8", kInstanceB, expired), "name8");
+  EXPECT_EQ(room.relayed_name("new", kInstanceB, later + ChatRoom::kRemoteNameTtl), "new");
+  EXPECT_EQ(room.remote_names_remembered(), 2u);  // "name8" and "new"
+}
+
+TEST(ChatRoom, AFullTableStillShowsNewNamesWithoutHoldingThem) {
+  ChatRoom room;
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < ChatRoom::kMaxRemoteNames + 10; ++i)
+    room.relayed_name("n" + std::to_string(i), kInstanceA, now);
+  EXPECT_EQ(room.remote_names_remembered(), ChatRoom::kMaxRemoteNames);
+  EXPECT_EQ(room.relayed_name("n0", kInstanceB, now), "n0@fedcba");
+  EXPECT_EQ(room.relayed_name("late", kInstanceB, now + ChatRoom::kRemoteNameTtl), "late");
+  EXPECT_EQ(room.remote_names_remembered(), 1u);
 }
 
 // Regression: the instance id of a relayed line was never checked.

@@ -68,20 +68,41 @@ std::optional<std::string> ChatRoom::rename(const TcpConnectionPtr& conn, std::s
   return name;
 }
 
-std::string ChatRoom::relayed_name(std::string name, std::string_view instance) {
-  const auto now = std::chrono::steady_clock::now();
+std::string ChatRoom::relayed_name(std::string name, std::string_view instance,
+                                   std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mutex_);
+  forget_expired(now);
   const bool held_here = std::any_of(members_.begin(), members_.end(),
                                      [&](const auto& m) { return same_name(m.second.name, name); });
   if (held_here || held_elsewhere(name, instance, now))
     return fmt::format("{}@{}", name, instance_tag(instance));
-  if (remote_names_.size() >= kMaxRemoteNames) {
-    std::erase_if(remote_names_,
-                  [&](const auto& r) { return now - r.second.last_used >= kRemoteNameTtl; });
+  std::string key = folded(name);
+  if (auto it = remote_names_.find(key); it != remote_names_.end()) {
+    it->second.instance.assign(instance);
+    it->second.last_used = now;
+    remote_names_by_use_.splice(remote_names_by_use_.end(), remote_names_by_use_,
+                                it->second.in_use_order);
+    return name;
   }
-  if (remote_names_.size() < kMaxRemoteNames || remote_names_.count(folded(name)) != 0)
-    remote_names_[folded(name)] = RemoteName{std::string(instance), now};
+  // Full of names used within the TTL: this one is shown but not held.
+  if (remote_names_.size() >= kMaxRemoteNames) return name;
+  auto order = remote_names_by_use_.insert(remote_names_by_use_.end(), key);
+  remote_names_.emplace(std::move(key), RemoteName{std::string(instance), now, order});
   return name;
+}
+
+size_t ChatRoom::remote_names_remembered() const {
+  std::lock_guard lock(mutex_);
+  return remote_names_.size();
+}
+
+void ChatRoom::forget_expired(std::chrono::steady_clock::time_point now) {
+  while (!remote_names_by_use_.empty()) {
+    auto it = remote_names_.find(remote_names_by_use_.front());
+    if (now - it->second.last_used < kRemoteNameTtl) return;
+    remote_names_.erase(it);
+    remote_names_by_use_.pop_front();
+  }
 }
 
 bool ChatRoom::held_elsewhere(std::string_view name, std::string_view instance,

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -42,9 +43,16 @@ class ChatRoom {
   // under `name`. It is `name`, remembered as that instance's for
   // kRemoteNameTtl; or "name@TAG" (TAG from the instance's id) when a local
   // member goes by it or another instance used it within that time, so that
-  // nobody's line shows under a name someone else holds.
-  std::string relayed_name(std::string name, std::string_view instance);
+  // nobody's line shows under a name someone else holds. Tests pass their
+  // own `now`.
+  std::string relayed_name(
+      std::string name, std::string_view instance,
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  // How many names of other instances are remembered: those used within
+  // kRemoteNameTtl, at most kMaxRemoteNames.
+  size_t remote_names_remembered() const;
   static constexpr std::chrono::minutes kRemoteNameTtl{10};
+  static constexpr size_t kMaxRemoteNames = 4096;
   std::string name_of(const TcpConnectionPtr& conn) const;
   // Sends `line` (which ends in "\n") to every member but `except` (may be
   // null); returns to how many.
@@ -61,6 +69,10 @@ class ChatRoom {
   bool held_elsewhere(std::string_view name, std::string_view instance,
                       std::chrono::steady_clock::time_point now) const;
 
+  // Forgets the names of other instances unused for kRemoteNameTtl; the
+  // caller holds mutex_.
+  void forget_expired(std::chrono::steady_clock::time_point now);
+
   struct Member {
     TcpConnectionPtr conn;
     std::string name;
@@ -68,12 +80,16 @@ class ChatRoom {
   struct RemoteName {
     std::string instance;
     std::chrono::steady_clock::time_point last_used;
+    std::list<std::string>::iterator in_use_order;
   };
-  static constexpr size_t kMaxRemoteNames = 4096;
   mutable std::mutex mutex_;
   std::map<uint64_t, Member> members_;  // by connection id
-  // Names heard from other instances, by their ASCII lower case.
+  // Names heard from other instances, by their ASCII lower case, and the
+  // same keys from the least lately used to the last used: the expired ones
+  // are at the front, so each relayed line forgets them at little cost and
+  // memory follows the names remembered.
   std::unordered_map<std::string, RemoteName> remote_names_;
+  std::list<std::string> remote_names_by_use_;
 };
 
 }  // namespace tcpkit::cli
