@@ -18,7 +18,7 @@ using tcpkit::cli::RespValue;
 
 namespace {
 
-constexpr RespLimits kLimits{64, 4, 2};
+constexpr RespLimits kLimits{64, 4, 2, 160};
 
 void check_limits(const RespValue& v, int depth) {
   if (v.type == RespValue::Type::array)
@@ -26,6 +26,12 @@ void check_limits(const RespValue& v, int depth) {
   check(v.text.size() <= kLimits.max_bulk, "strings honour the limit");
   check(v.elements.size() <= kLimits.max_elements, "arrays honour the limit");
   for (const auto& e : v.elements) check_limits(e, depth + 1);
+}
+
+size_t string_bytes(const RespValue& v) {
+  size_t bytes = v.text.size();
+  for (const auto& e : v.elements) bytes += string_bytes(e);
+  return bytes;
 }
 
 void flatten(const RespValue& v, std::string* out) {
@@ -52,6 +58,7 @@ std::pair<std::string, bool> read_all(std::string_view input, size_t chunk) {
         return {replies, true};
       }
       check_limits(v, 0);
+      check(string_bytes(v) <= kLimits.max_reply_bytes, "a reply's strings honour the limit");
       flatten(v, &replies);
     }
   }

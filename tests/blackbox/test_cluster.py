@@ -408,9 +408,11 @@ def test_a_refused_password_is_logged_once_and_retried(tcpkit_process, redis_ser
     bob.close()
 
 
-def serve_not_redis(kind: str):
-    """A listener on a free loopback port that is not Redis: "echo" sends
-    back what it reads, "http" answers everything with an HTTP error."""
+def serve_fake_redis(handle):
+    """A listener on a free loopback port that only pretends to be Redis:
+    `handle(conn, stop)` serves each connection it accepts (on a thread of
+    its own when it returns a callable: the callable). Returns the port, the
+    connections accepted, and a function that closes it all."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -425,28 +427,9 @@ def serve_not_redis(kind: str):
             except socket.timeout:
                 continue
             accepted.append(conn)
-            if kind == "http":  # as an HTTP server does: read the request, answer, close
-                try:
-                    conn.recv(65536)
-                except socket.timeout:
-                    pass
-                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-                conn.close()
-                continue
-            conn.settimeout(0.05)
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    def echo(conn):
-        while not stop.is_set():
-            try:
-                data = conn.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            conn.sendall(data)
+            work = handle(conn, stop)
+            if work is not None:
+                threading.Thread(target=work, daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -458,6 +441,35 @@ def serve_not_redis(kind: str):
         for conn in accepted:
             conn.close()
     return listener.getsockname()[1], accepted, close
+
+
+def serve_not_redis(kind: str):
+    """A fake Redis that is not Redis: "echo" sends back what it reads,
+    "http" answers everything with an HTTP error."""
+    def handle(conn, stop):
+        if kind == "http":  # as an HTTP server does: read the request, answer, close
+            try:
+                conn.recv(65536)
+            except socket.timeout:
+                pass
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            conn.close()
+            return None
+        conn.settimeout(0.05)
+
+        def echo():
+            while not stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(data)
+        return echo
+    return serve_fake_redis(handle)
 
 
 @pytest.mark.parametrize("kind, said", [
@@ -567,3 +579,50 @@ def test_a_relayed_line_from_a_bad_instance_id_is_dropped(tcpkit_process, redis_
     assert count_lines(a, dropped) == 4, a.describe()
     assert find_line(a, dropped + r"1-\\x1b\[2J\\x07")
     alice.close()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The most memory the process has held resident (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def serve_hostile_reply(reply_head: bytes, element: bytes, count: int, links: int = 2):
+    """A fake Redis whose first `links` connections get `reply_head` and
+    `count` copies of `element`; later ones nothing."""
+    def handle(conn, stop):
+        def feed():
+            try:
+                conn.sendall(reply_head)
+                for _ in range(count):
+                    if stop.is_set():
+                        return
+                    conn.sendall(element)
+            except OSError:
+                pass  # refused and dropped by the server, as it should
+        served.append(conn)
+        return feed if len(served) <= links else None
+    served = []
+    port, _, close = serve_fake_redis(handle)
+    return port, close
+
+
+def test_a_reply_of_many_large_strings_is_refused_before_it_is_buffered(tcpkit_process):
+    """Regression: a reply was bounded only per string (twice a payload:
+    8 MiB with the default --max-message) and by 16 elements nested 2 deep,
+    so a hostile Redis made the server buffer 256 x 8 MiB per connection."""
+    string = 8 * 1024 * 1024
+    element = b"$%d\r\n" % string + b"z" * string + b"\r\n"
+    port, close = serve_hostile_reply(b"*16\r\n", element, 16)
+    try:
+        a, port_a = start_instance(tcpkit_process, port)
+        refused = r"cluster: redis .* sent a malformed reply: a reply of over \d+ bytes in its strings \(limit \d+\)"
+        wait_until(lambda: count_lines(a, refused) >= 2, timeout=30, message=a.describe())
+        # Each link held one string and a bit: nothing like 2 x 128 MiB.
+        assert peak_rss_kib(a.pid) < 100 * 1024, peak_rss_kib(a.pid)
+        for member in local_chat_works(a, port_a):
+            member.close()
+    finally:
+        close()

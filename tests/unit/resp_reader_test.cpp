@@ -131,3 +131,63 @@ TEST(RespReader, ABulkAtTheLimitIsRead) {
   ASSERT_EQ(reader.next(&v), RespParse::value) << reader.error();
   EXPECT_EQ(v.elements.at(2).text.size(), 1024u);
 }
+
+namespace {
+
+std::string bulk(size_t size) {
+  return "$" + std::to_string(size) + "\r\n" + std::string(size, 'z') + "\r\n";
+}
+
+RespLimits reply_limits(size_t max_bulk, size_t max_reply_bytes) {
+  RespLimits l = limits(max_bulk);
+  l.max_reply_bytes = max_reply_bytes;
+  return l;
+}
+
+}  // namespace
+
+// Regression: each string was held to max_bulk, but a reply was not held
+// at all: 16 arrays of 16 strings of max_bulk bytes (with the cluster's
+// limits, 256 x 8 MiB) were buffered before anything was refused.
+TEST(RespReader, RefusesAReplyWhoseStringsTogetherAreOverTheLimit) {
+  {
+    RespReader reader(reply_limits(1024, 4096));
+    std::string wire = "*16\r\n";
+    for (int i = 0; i < 16; ++i) wire += bulk(1024);
+    reader.feed(wire);
+    RespValue v;
+    EXPECT_EQ(reader.next(&v), RespParse::bad);
+    EXPECT_NE(reader.error().find("a reply of over"), std::string::npos) << reader.error();
+    EXPECT_NE(reader.error().find("limit 4096"), std::string::npos) << reader.error();
+  }
+  {
+    RespReader reader(reply_limits(1024, 4096));
+    std::string wire =
+        "*2\r\n*3\r\n" + bulk(1024) + bulk(1024) + bulk(1024) + "*3\r\n" + bulk(1024) + bulk(1024);
+    reader.feed(wire);
+    RespValue v;
+    EXPECT_EQ(reader.next(&v), RespParse::bad);
+    EXPECT_NE(reader.error().find("limit 4096"), std::string::npos) << reader.error();
+  }
+}
+
+TEST(RespReader, RefusesAReplyOverTheLimitBeforeItIsAllBuffered) {
+  RespReader reader(reply_limits(1024, 2500));
+  reader.feed("*3\r\n" + bulk(1000) + bulk(1000) + "$1000\r\n");
+  RespValue v;
+  EXPECT_EQ(reader.next(&v), RespParse::need_more);
+  reader.feed(std::string(600, 'z'));
+  EXPECT_EQ(reader.next(&v), RespParse::bad);
+  EXPECT_NE(reader.error().find("limit 2500"), std::string::npos) << reader.error();
+}
+
+TEST(RespReader, TheReplyLimitCountsEachReplyOnItsOwn) {
+  RespReader reader(reply_limits(1024, 1100));
+  std::string wire;
+  for (int i = 0; i < 10; ++i) wire += push(std::string(1000, 'p'));
+  for (size_t pos = 0; pos < wire.size(); pos += 700) reader.feed(wire.substr(pos, 700));
+  RespValue v;
+  int read = 0;
+  while (reader.next(&v) == RespParse::value) ++read;
+  EXPECT_EQ(read, 10) << reader.error();
+}

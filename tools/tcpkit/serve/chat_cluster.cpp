@@ -181,9 +181,12 @@ void ChatCluster::on_connection(Link& link, const TcpConnectionPtr& conn) {
     // A relayed payload is one bulk string; three of them, or a channel
     // name, is the most a pub/sub push holds. Twice the payload lets an
     // oversized one be read and dropped with a log line instead of costing
-    // the link; past that it is a protocol error.
+    // the link; past that it is a protocol error. A reply needs room for
+    // one such string and a few short ones ("message", the channel), not
+    // for the 256 strings that the element and depth limits allow.
     RespLimits limits;
     limits.max_bulk = 2 * max_payload_;
+    limits.max_reply_bytes = limits.max_bulk + kReplyOverhead;
     link.reader = std::make_unique<RespReader>(limits);
     link.pending.clear();
     link.ready = false;

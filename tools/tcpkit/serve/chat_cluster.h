@@ -75,6 +75,9 @@ class ChatCluster {
   // UTF-8: a character of one byte in the wire encoding may take three
   // (TIS-620's Thai), and an invalid byte is written as the four "\xHH".
   static constexpr size_t kUtf8Growth = 4;
+  // A reply from Redis holds at most one payload and this many bytes of
+  // other strings ("message", the channel, a pattern, a short answer).
+  static constexpr size_t kReplyOverhead = 1024;
   // How long Redis may take to answer a request before the link is dropped.
   static constexpr std::chrono::seconds kReplyTimeout{5};
   // How long the subscriber stays quiet before it asks whether Redis is there.

@@ -43,9 +43,14 @@ struct RespBuilder {
   }
 
   static void* create_string(const redisReadTask* task, char* str, size_t len) {
-    const RespLimits& limits = owner(task).limits_;
+    RespReader& reader = owner(task);
+    const RespLimits& limits = reader.limits_;
     if (len > limits.max_bulk)
       return refuse(task, fmt::format("a string of {} bytes (limit {})", len, limits.max_bulk));
+    reader.reply_bytes_ += len;
+    if (reader.reply_bytes_ > limits.max_reply_bytes)
+      return refuse(task, fmt::format("a reply of over {} bytes in its strings (limit {})",
+                                      reader.reply_bytes_, limits.max_reply_bytes));
     RespValue* v = place(task);
     v->type = task->type == REDIS_REPLY_ERROR    ? RespValue::Type::error
               : task->type == REDIS_REPLY_STATUS ? RespValue::Type::simple
@@ -134,14 +139,23 @@ RespParse RespReader::next(RespValue* out) {
     // so the limit on strings is enforced here too, on what is waiting: the
     // rest of the reply's elements were parsed and left the buffer already.
     // A line without its CRLF (a status, a length) counts the same way.
-    if (reader_->len - reader_->pos > limits_.max_bulk + kHeaderSlack) {
+    const size_t waiting = reader_->len - reader_->pos;
+    if (waiting > limits_.max_bulk + kHeaderSlack) {
       failed_ = true;
-      error_ = fmt::format("a string over {} bytes (limit {})",
-                           reader_->len - reader_->pos - kHeaderSlack, limits_.max_bulk);
+      error_ = fmt::format("a string over {} bytes (limit {})", waiting - kHeaderSlack,
+                           limits_.max_bulk);
+      return RespParse::bad;
+    }
+    // So is the limit on the reply: what is waiting is the rest of it.
+    if (reply_bytes_ + waiting > limits_.max_reply_bytes + kHeaderSlack) {
+      failed_ = true;
+      error_ = fmt::format("a reply of over {} bytes in its strings (limit {})",
+                           reply_bytes_ + waiting - kHeaderSlack, limits_.max_reply_bytes);
       return RespParse::bad;
     }
     return RespParse::need_more;
   }
+  reply_bytes_ = 0;
   auto* value = static_cast<RespValue*>(reply);
   *out = std::move(*value);
   delete value;

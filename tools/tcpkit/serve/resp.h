@@ -6,7 +6,8 @@
 // Redis is outside the process, so its replies are hostile input (design
 // decision 10) and RespReader bounds them: a bulk string over max_bulk bytes,
 // an array of more than max_elements, arrays nested deeper than max_depth,
-// or a malformed reply stops the reader for good (the caller reconnects).
+// strings of more than max_reply_bytes in all in one reply, or a malformed
+// reply stops the reader for good (the caller reconnects).
 // The reader streams: each byte is parsed once, however the reply is split
 // across reads, and a reply is buffered only up to its limits.
 //
@@ -40,6 +41,10 @@ struct RespLimits {
   size_t max_bulk = size_t{512} * 1024;  // bytes in one bulk, simple or error string
   size_t max_elements = 16;              // pub/sub pushes have 3 or 4
   int max_depth = 2;                     // an array inside an array, no deeper
+  // Bytes in all the strings of one reply, those still arriving included:
+  // without it, max_elements arrays of max_elements strings of max_bulk
+  // bytes each are buffered (256 of them, with the defaults).
+  size_t max_reply_bytes = size_t{1024} * 1024;
 };
 
 enum class RespParse { need_more, value, bad };
@@ -65,6 +70,7 @@ class RespReader {
   redisReader* reader_;
   std::string error_;
   bool failed_ = false;
+  size_t reply_bytes_ = 0;  // in the strings of the reply being read
 };
 
 }  // namespace tcpkit::cli
