@@ -193,6 +193,10 @@ def test_starts_without_redis_and_joins_later(tcpkit_process, redis_server):
     (["--mode", "chat", "--cluster", "http://127.0.0.1:6379"], "expected redis://HOST:PORT"),
     (["--mode", "chat", "--cluster", "redis://:s3cret%zz@127.0.0.1:6379"], "bad %-escape"),
     (["--mode", "chat", "--cluster", "http://user:s3cret@127.0.0.1:6379"], "http://user:***@127.0.0.1:6379"),
+    # Regression: the error showed the password from its first '@' on
+    # ("redis://u:***@s3cret@:6379"), while the parser ends it at the last.
+    (["--mode", "chat", "--cluster", "redis://u:p@s3cret@:6379"], "redis://u:***@:6379"),
+    (["--mode", "chat", "--cluster", "redis://u:s3cret/x@127.0.0.1:6379"], "redis://u:***@127.0.0.1:6379"),
     (["--mode", "chat", "--cluster", "redis://127.0.0.1:6379", "--cluster-auth-file", "/nonexistent/pw"],
      "--cluster-auth-file"),
 ])

@@ -436,17 +436,22 @@ std::optional<std::string> percent_decode(std::string_view text) {
   return out;
 }
 
-// The URL as a log or an error may show it: the password replaced.
+// The URL as a log or an error may show it: the password replaced. The
+// user information ends at the last '@', as parse_redis_url() and
+// redis_auth() read it (a password may hold an unescaped '@'); the last one
+// in the whole URL, not only in its authority, so that a password with an
+// unescaped '/' is hidden too, not shown up to that '/'.
 std::string redacted(std::string_view url) {
-  size_t at = url.find('@');
-  size_t scheme_end = url.find("://");
-  if (at == std::string_view::npos || scheme_end == std::string_view::npos || at < scheme_end)
-    return std::string(url);
-  std::string_view userinfo = url.substr(scheme_end + 3, at - scheme_end - 3);
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const size_t user_start = scheme_end + 3;
+  const size_t at = url.rfind('@');
+  if (at == std::string_view::npos || at < user_start) return std::string(url);
+  std::string_view userinfo = url.substr(user_start, at - user_start);
   size_t colon = userinfo.find(':');
   std::string user(colon == std::string_view::npos ? std::string_view()
                                                    : userinfo.substr(0, colon));
-  return fmt::format("{}{}:***{}", url.substr(0, scheme_end + 3), user, url.substr(at));
+  return fmt::format("{}{}:***{}", url.substr(0, user_start), user, url.substr(at));
 }
 
 }  // namespace
