@@ -630,3 +630,38 @@ def test_a_reply_of_many_large_strings_is_refused_before_it_is_buffered(tcpkit_p
             member.close()
     finally:
         close()
+
+
+def test_lines_of_unix_members_without_a_nick_cross_instances(tcpkit_process, redis_server):
+    """Regression: a member on a Unix socket went by "unix:PATH (pid N, uid N)",
+    which the other instances refuse as a name (it holds spaces), so its
+    lines were dropped there; and all connections of one process shared it."""
+    redis = redis_server()
+    sock_dir = Path(subprocess.run(["mktemp", "-d", "/tmp/tcpkit-unix-XXXXXX"], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    try:
+        path = str(sock_dir / "chat.sock")
+        a = tcpkit_process("serve", "--unix", path, "--mode", "chat", "--cluster", f"redis://127.0.0.1:{redis.port}")
+        a.wait_for_line(r"listening on unix:", stream="stdout")
+        b, port_b = start_instance(tcpkit_process, redis.port)
+        wait_joined(a, redis.port)
+        wait_joined(b, redis.port)
+        bob = ChatClient(port_b)
+        wait_log(b, rf"connect {re.escape(bob.name)} ")
+        first, second = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+        for member in (first, second):
+            member.settimeout(10)
+            member.connect(path)
+        names = []
+        for member, text in ((first, "from the first connection"), (second, "from the second connection")):
+            member.sendall(text.encode() + b"\n")
+            match = re.fullmatch(rf"<(unix:pid{os.getpid()}#\d+)> {text}", bob.line())
+            assert match, a.describe() + b.describe()
+            names.append(match.group(1))
+        assert names[0] != names[1]
+        assert find_line(b, r"dropped a relayed line") is None, b.describe()
+        first.close()
+        second.close()
+        bob.close()
+    finally:
+        subprocess.run(["rm", "-rf", str(sock_dir)], check=True)

@@ -43,6 +43,24 @@ void release(const TcpConnectionPtr& conn, ServeSession& session) {
   session.chat_resume_timer = 0;
 }
 
+// The name a member goes by until it takes a nick. Over TCP it is the
+// address it connects from, HOST:PORT, which no other member has while it
+// is connected. On a Unix socket every member has the server's path, and
+// the name the log gives it ("unix:PATH (pid N, uid N)") holds spaces,
+// which other instances refuse in a name (member_name_problem()), and is
+// one for all the connections of one process: such a member goes by
+// "unix:pidN#ID" instead, ID being the connection's id (as on the status
+// page), which no other connection of this server has.
+std::string default_name(const TcpConnectionPtr& conn) {
+  const auto* session = conn->context<ServeSession>();
+  const Endpoint& peer =
+      session != nullptr && session->client ? *session->client : conn->peer_endpoint();
+  if (!peer.is_unix()) return peer.to_string();
+  const auto who = peer.credentials();
+  return who ? fmt::format("unix:pid{}#{}", who->pid, conn->id())
+             : fmt::format("unix:#{}", conn->id());
+}
+
 }  // namespace
 
 // The burst is one second's worth: a member may paste that many lines at
@@ -53,10 +71,10 @@ void ChatMode::open_session(ServeSession& session) {
 
 void ChatMode::admitted(const TcpConnectionPtr& conn) {
   if (health_check(conn)) return;
-  const std::string peer = observer_.peer_name(conn);
-  const std::vector<TcpConnectionPtr> before = room_.join(conn, peer);
+  const std::string name = default_name(conn);
+  const std::vector<TcpConnectionPtr> before = room_.join(conn, name);
   observer_.message_sent(
-      ChatRoom::send_to(before, fmt::format("* {} joined ({} online)\n", peer, before.size() + 1)));
+      ChatRoom::send_to(before, fmt::format("* {} joined ({} online)\n", name, before.size() + 1)));
 }
 
 // The server is stopping and the member's side closes next: it hears why
