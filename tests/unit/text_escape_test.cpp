@@ -169,3 +169,38 @@ TEST(Nick, AMemberOfAnotherInstanceMayGoByItsAddress) {
   EXPECT_NE(member_name_problem("unix:/" + std::string(kMaxAddressNameBytes, 'x')), std::nullopt);
   EXPECT_NE(member_name_problem(std::string(kMaxNickChars + 1, 'a')), std::nullopt);
 }
+
+// Regression: "alice" followed by a tag character (U+E0041), or with a
+// variation selector, a Hangul filler or the Braille blank in it, passed for
+// "alice" while "alice" was taken; so did a nick starting with a combining
+// mark, which lands on the "<" before it.
+TEST(Nick, NoInvisibleFormatCharactersOrLeadingCombiningMark) {
+  EXPECT_TRUE(nick_problem("alice\xf3\xa0\x81\x81"));  // U+E0041 (tag A)
+  EXPECT_TRUE(nick_problem("alice\xf3\xa0\x80\x81"));  // U+E0001 (language tag)
+  EXPECT_TRUE(nick_problem("alice\xf3\xa0\x81\xbf"));  // U+E007F (cancel tag)
+  EXPECT_TRUE(nick_problem("alice\xf0\x9d\x85\xb3"));  // U+1D173
+  EXPECT_TRUE(nick_problem("alice\xf0\x9d\x85\xba"));  // U+1D17A
+  EXPECT_TRUE(nick_problem("alice\xef\xb8\x8f"));      // U+FE0F
+  EXPECT_TRUE(nick_problem("alice\xef\xb8\x80"));      // U+FE00
+  EXPECT_TRUE(nick_problem("alice\xf3\xa0\x84\x80"));  // U+E0100
+  EXPECT_TRUE(nick_problem("alice\xf3\xa0\x87\xaf"));  // U+E01EF
+  EXPECT_TRUE(nick_problem("alice\xe2\xa0\x80"));      // U+2800
+  EXPECT_TRUE(nick_problem("alice\xe1\x9e\xb4"));      // U+17B4
+  EXPECT_TRUE(nick_problem("alice\xe1\x9e\xb5"));      // U+17B5
+  EXPECT_TRUE(nick_problem("\xe1\x85\x9f"));           // U+115F
+  EXPECT_TRUE(nick_problem("\xe1\x85\xa0"));           // U+1160
+  EXPECT_TRUE(nick_problem("\xe3\x85\xa4"));           // U+3164
+  EXPECT_TRUE(nick_problem("\xef\xbe\xa0"));           // U+FFA0
+  EXPECT_TRUE(
+      nick_problem("\xcc\x81"
+                   "alice"));  // U+0301 first
+  EXPECT_TRUE(
+      nick_problem("\xe2\x83\x9d"
+                   "x"));  // U+20DD first
+  EXPECT_TRUE(
+      member_name_problem("\xcc\x81"
+                          "alice"));
+  // A combining mark after a letter is how many names are written.
+  EXPECT_FALSE(nick_problem("Jose\xcc\x81"));
+  EXPECT_FALSE(nick_problem("\xe2\x9d\xa4"));  // U+2764, no selector
+}

@@ -59,12 +59,32 @@ bool is_line_separator(uint32_t cp) {
 }
 
 // Spaces and characters that show nothing: a nick of them, or with them,
-// reads as another nick or as none.
+// reads as another nick or as none. Besides the spaces and zero-width
+// characters: the Hangul fillers (U+115F, U+1160, U+3164, U+FFA0), the
+// Braille blank (U+2800), the Khmer inherent vowels (U+17B4, U+17B5), the
+// variation selectors (U+FE00-FE0F, U+E0100-E01EF), the musical format
+// characters (U+1D173-1D17A) and the tag characters (U+E0000-E007F).
 bool is_space_or_invisible(uint32_t cp) {
   return cp == 0x20 || cp == 0xA0 || cp == 0xAD || cp == 0x034F || cp == 0x115F || cp == 0x1160 ||
-         cp == 0x1680 || cp == 0x180E || (cp >= 0x2000 && cp <= 0x200F) ||
-         (cp >= 0x2028 && cp <= 0x202F) || (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 ||
-         cp == 0x3164 || cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xFFF9 && cp <= 0xFFFB);
+         cp == 0x1680 || cp == 0x17B4 || cp == 0x17B5 || cp == 0x180E ||
+         (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+         (cp >= 0x205F && cp <= 0x206F) || cp == 0x2800 || cp == 0x3000 || cp == 0x3164 ||
+         (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 ||
+         (cp >= 0xFFF9 && cp <= 0xFFFB) || (cp >= 0x1D173 && cp <= 0x1D17A) ||
+         (cp >= 0xE0000 && cp <= 0xE007F) || (cp >= 0xE0100 && cp <= 0xE01EF);
+}
+
+// The blocks of combining marks that apply to any script: a nick that
+// starts with one puts it on whatever comes before the nick ("<" in a chat
+// line), so that U+0301 then "alice" reads as "alice" with an accent on
+// the "<". Marks of one script
+// (Devanagari's vowel signs...) are not listed: without a Unicode
+// database, these blocks are the ones made to combine with Latin text.
+bool is_combining_mark(uint32_t cp) {
+  return (cp >= 0x0300 && cp <= 0x036F) || (cp >= 0x0483 && cp <= 0x0489) ||
+         (cp >= 0x1AB0 && cp <= 0x1AFF) || (cp >= 0x1DC0 && cp <= 0x1DFF) ||
+         (cp >= 0x20D0 && cp <= 0x20FF) || (cp >= 0x3099 && cp <= 0x309A) ||
+         (cp >= 0xFE20 && cp <= 0xFE2F);
 }
 
 // The shape of the name a chat member goes by until it takes a nick: its
@@ -170,6 +190,8 @@ namespace {
 // share; counts them into *chars.
 std::optional<std::string> name_characters_problem(std::string_view utf8, size_t* chars) {
   if (utf8.empty()) return "a nick cannot be empty";
+  if (is_combining_mark(decode(utf8).code_point))
+    return "a nick cannot start with a combining mark";
   for (size_t pos = 0; pos < utf8.size(); ++*chars) {
     Decoded d = decode(utf8.substr(pos));
     if (d.length == 0) return "a nick must be valid text in the server's encoding";

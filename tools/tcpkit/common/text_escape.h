@@ -58,9 +58,10 @@ size_t incomplete_utf8_tail(std::string_view text);
 
 // Why `utf8` cannot be a chat nick, or nullopt when it can: it must be
 // valid UTF-8 of 1 to kMaxNickChars characters with no control characters
-// (C0, DEL, C1), no bidi controls, and no spaces or characters that show
-// nothing (no-break and ideographic spaces, zero-width ones, BOM); nor may it
-// have the shape of an address (ending in ':' and digits, or starting with
+// (C0, DEL, C1), no bidi controls, no spaces or characters that show
+// nothing (no-break and ideographic spaces, zero-width ones, BOM, Hangul
+// fillers, variation selectors, tag characters), no combining mark first;
+// nor may it have the shape of an address (ending in ':' and digits, or starting with
 // "unix:"), the name a member goes by until it takes a nick.
 constexpr size_t kMaxNickChars = 32;
 std::optional<std::string> nick_problem(std::string_view utf8);
