@@ -69,8 +69,9 @@ TcpConnection::TcpConnection(EventLoop* loop, uint64_t id, UniqueFd fd, const En
     : loop_(loop),
       channel_(loop, fd.get()),
       fd_(std::move(fd)),
-      read_cap_(static_cast<uint32_t>(
-          std::min<size_t>(options->max_read_per_wakeup, std::numeric_limits<uint32_t>::max()))),
+      // A cap of 0 would read nothing, which reads as the peer's FIN: 1.
+      read_cap_(static_cast<uint32_t>(std::clamp<size_t>(options->max_read_per_wakeup, 1,
+                                                         std::numeric_limits<uint32_t>::max()))),
       options_(std::move(options)),
       callbacks_(no_callbacks()),
       id_(id),
@@ -405,6 +406,10 @@ void TcpConnection::take_held_input(const TcpConnectionPtr& self) {
 }
 
 void TcpConnection::to_user(const TcpConnectionPtr& self, Buffer& in) {
+  if (close_decided()) {  // the user said close: it hears nothing more
+    in.retrieve_all();
+    return;
+  }
   if (echo_) {
     echo_bytes(self, in);
   } else if (callbacks_->on_message) {
@@ -525,7 +530,9 @@ void TcpConnection::peer_sent_fin() {
   const bool closing_now =
       !callbacks_->on_peer_closed && output_bytes() == 0 && state() == State::connected && !tls_;
   if (!closing_now) channel_.disable_reading();
-  if (callbacks_->on_peer_closed) {
+  if (close_decided()) {
+    // Nothing is left to say: the close on its way finishes it.
+  } else if (callbacks_->on_peer_closed) {
     callbacks_->on_peer_closed(shared_from_this());
   } else {
     // Nobody wants to see the FIN: answer it with ours once the replies are
@@ -572,13 +579,18 @@ void TcpConnection::receive_tls(Buffer& wire) {
   if (!was_done && session.handshake_done()) {
     if (tls_->handshake_timer != 0) loop_->cancel(tls_->handshake_timer);
     tls_->handshake_timer = 0;
-    if (callbacks_->on_handshake) callbacks_->on_handshake(self);
+    // The output held for the handshake is on its way now: over the mark,
+    // reading waits for it to drain (pause_for_overflow() let the
+    // handshake read).
+    if (queued_bytes() >= high_water_mark() && options_->overflow == OverflowPolicy::pause_reading)
+      pause_for_overflow();
+    if (callbacks_->on_handshake && !close_decided()) callbacks_->on_handshake(self);
     // shutdown() during the handshake waited for it (shutdown_in_loop).
     if (shutdown_asked_ && read) shutdown_in_loop();
     if (state() == State::disconnected) return;
   }
   if (input_.readable_bytes() > 0) {
-    if (callbacks_->on_message) {
+    if (callbacks_->on_message && !close_decided()) {
       callbacks_->on_message(self, input_);
     } else {
       input_.retrieve_all();
@@ -673,7 +685,7 @@ void TcpConnection::hand_over_output() {
 // left (with a mark of 0 or 1, once nothing is); once nothing is left, the
 // write is complete and a pending shutdown goes ahead.
 void TcpConnection::after_send() {
-  if (paused_by_overflow_ && queued_bytes() <= high_water_mark() / 2) {
+  if (paused_by_overflow_ && queued_bytes() <= high_water_mark() / 2 && !close_decided()) {
     paused_by_overflow_ = false;
     if (!peer_closed_ && !paused_by_user_) {
       reading_ = true;
@@ -870,8 +882,12 @@ void TcpConnection::check_overflow() {
 }
 
 // Reading stops until the output drains below half the mark (after_send()).
+// Not during a TLS handshake: the output held for it drains only once the
+// handshake is done, which takes the peer's messages; receive_tls() pauses
+// then, if the output is still over the mark.
 void TcpConnection::pause_for_overflow() {
   if (!reading_) return;
+  if (tls_ && !tls_->session.handshake_done() && !tls_->session.failed()) return;
   reading_ = false;
   paused_by_overflow_ = true;
   channel_.disable_reading();
@@ -940,10 +956,16 @@ void TcpConnection::drop_output() {
 // A close decided in the loop's thread: nothing more goes out (but TLS's
 // close_notify, unless `close_notify` is false), and `reason` stands even
 // if the peer's FIN, handled first, finishes the connection.
+// From here on the user hears only the close (no on_message, on_handshake
+// or on_peer_closed), and connected() is false. What arrives meanwhile is
+// still read, and dropped: left unread, it would turn the close into a
+// reset, which may cost the peer the replies sent before it.
 void TcpConnection::decide_close(std::error_code reason, bool close_notify) {
   if (!close_reason_) close_reason_ = reason;
   if (close_notify) send_close_notify();
   drop_output();
+  State expected = State::connected;
+  state_.compare_exchange_strong(expected, State::disconnecting);
 }
 
 // A close that this side decides ends TLS with close_notify, so that the
@@ -1016,7 +1038,9 @@ void TcpConnection::resume_reading() {
     // from now, read or not yet.
     if (self->paused_by_user_) self->last_active_ = self->loop_->now();
     self->paused_by_user_ = false;
-    if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected) return;
+    if (self->reading_ || self->peer_closed_ || self->state() == State::disconnected ||
+        self->close_decided())
+      return;
     self->reading_ = true;
     self->paused_by_overflow_ = false;
     self->channel_.enable_reading();

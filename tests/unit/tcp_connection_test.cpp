@@ -537,6 +537,74 @@ TEST(TcpConnection, BytesSentJustBeforeForceCloseStillArriveAndNoneAfterIt) {
   h.finish();
 }
 
+// Regression: force_close() from the loop's queue (a run_in_loop() from
+// another thread, on_write_complete, a timer) dropped the output but kept
+// reading: bytes that came before the queued close ran still reached
+// on_message, and connected() stayed true. A connection refused in
+// on_connection still got on_handshake ("ready for traffic").
+TEST(TcpConnection, RegressionNothingIsDeliveredAfterAForceCloseInTheLoop) {
+  ServerHarness h;
+  Tally tally;
+  Watched<std::vector<std::string>> messages;
+  Watched<int> handshakes{0};
+  int client_fd = -1;
+  h.start({}, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& conn) {
+      tally.callback()(conn);
+      if (conn->connected() && tally.up.get() == 2) {
+        conn->force_close();
+        EXPECT_FALSE(conn->connected());
+      }
+    });
+    s.set_on_handshake([&](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
+    s.set_on_message([&](const TcpConnectionPtr& conn, Buffer& in) {
+      messages.update([&](auto& v) { v.push_back(in.retrieve_all_as_string()); });
+      conn->loop()->queue_in_loop([conn, &client_fd] {
+        // Arrives while the close is still queued: a read would find it.
+        ASSERT_EQ(::send(client_fd, "late", 4, MSG_NOSIGNAL), 4);
+        conn->force_close();
+        EXPECT_FALSE(conn->connected());
+      });
+    });
+  });
+  auto c = connect_client(h.address());
+  client_fd = c.fd();
+  ASSERT_TRUE(c.send_all("first"));
+  char byte = 0;
+  auto got = c.recv(&byte, 1);  // the FIN (or a reset, should "late" come after the close)
+  EXPECT_TRUE(!got || *got == 0) << "the client got a reply";
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(messages.get(), std::vector<std::string>{"first"});
+  EXPECT_EQ(handshakes.get(), 1);  // the first connection's, not the refused one's
+  auto refused = connect_client(h.address());
+  EXPECT_EQ(read_to_eof(refused), "");
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 2; }));
+  EXPECT_EQ(handshakes.get(), 1);
+  tally.forget();
+  h.finish();
+}
+
+// A cap of 0 bytes a read read nothing, which looked like the peer's FIN:
+// every connection ended at once (and a Debug build asserted).
+TEST(TcpConnection, RegressionAReadCapOfZeroStillReads) {
+  ServerHarness h;
+  Tally tally;
+  ServerOptions options;
+  options.connection.max_read_per_wakeup = 0;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection(tally.callback());
+    s.set_on_message(echo);
+  });
+  auto c = connect_client(h.address());
+  ASSERT_TRUE(c.send_all("hello"));
+  EXPECT_EQ(recv_n(c, 5), "hello");
+  c.close();
+  ASSERT_TRUE(tally.down.wait([](int n) { return n == 1; }));
+  EXPECT_EQ(tally.reasons.get().at(0), make_error_code(Errc::peer_closed));
+  tally.forget();
+  h.finish();
+}
+
 // Regression: on io_uring a receive brings the bytes and the peer's FIN in
 // one go. A close decided on the bytes (a message too large) was queued,
 // and the FIN, handled first, finished the connection as a clean close:

@@ -297,6 +297,46 @@ TEST(TlsTransport, BytesHeldForAPendingHandshakeCountTowardTheHighWaterMark) {
   h.finish();
 }
 
+// Output over the mark before the handshake paused reading (the default
+// overflow policy), and the held output could drain only once the
+// handshake was done, which needs reading: neither side ever finished it.
+// Both roles: the server greets first, or the client asks first.
+TEST(TlsTransport, RegressionOutputOverTheMarkBeforeTheHandshakeStillLetsItFinish) {
+  const std::string greeting(256 * 1024, 'g');
+  ServerOptions options;
+  options.connection.high_water_mark = 64 * 1024;
+  options.tls = shared(server_context());
+  Watched<int> handshakes{0};
+  Watched<size_t> received{0};
+  ServerHarness h;
+  h.start(options, [&](TcpServer& s) {
+    s.set_on_connection([&](const TcpConnectionPtr& conn) {
+      if (conn->connected()) conn->send(greeting);  // held: four marks' worth
+    });
+    s.set_on_handshake([&](const TcpConnectionPtr&) { handshakes.update([](int& n) { ++n; }); });
+    s.set_on_message([&](const TcpConnectionPtr&, Buffer& in) {
+      received.update([&](size_t& n) { n += in.readable_bytes(); });
+      in.retrieve_all();
+    });
+  });
+  ClientOptions co =
+      tls_client(shared(client_context({TestCerts::get().cert("server"), true, "127.0.0.1"})));
+  co.connection.high_water_mark = 64 * 1024;
+  ClientSide client;
+  client.start(h.address(), co, greeting);  // the client's request is held too
+  EXPECT_TRUE(client.ready.wait([](bool r) { return r; })) << "the client's handshake never ended";
+  EXPECT_TRUE(handshakes.wait([](int n) { return n == 1; })) << "the server's never ended";
+  EXPECT_TRUE(client.received.wait([&](const std::string& r) {
+    return r.size() == greeting.size();
+  })) << client.received.get().size()
+      << " of the greeting's bytes";
+  EXPECT_TRUE(received.wait([&](size_t n) { return n == greeting.size(); }))
+      << received.get() << " of the request's bytes";
+  client.conn.get()->force_close();
+  client.endings.wait([](const auto& v) { return v.size() == 1; });
+  h.finish();
+}
+
 TEST(TlsTransport, AHandshakeThatNeverFinishesClosesAtTheHandshakeTimeout) {
   ServerOptions options;
   options.connection.handshake_timeout = 200ms;
