@@ -233,6 +233,45 @@ def test_chat_members_joining_at_once_hear_of_exactly_the_joins_after_their_own(
     server.wait_for_line(r"\(clients: 0\)$", timeout=10)
 
 
+def test_regression_churn_is_told_in_counts_and_drops_no_member(tcpkit_process):
+    """A client that connected and closed in a loop sent every member a
+    "joined" and a "left" line per connection, unpaced: 100,000 of each in
+    4 s, and a member reading at a normal pace was dropped as a slow
+    reader. Notices now share the room's budget (--chat-rate a second after
+    a burst of as many); the rest are counted and told with the next notice
+    that goes, so every join and leave is still accounted for."""
+    server, port = start_serve(tcpkit_process, "--mode", "chat", "--chat-rate", "20")
+    listener = ChatClient(port)
+    churn = 300
+    for _ in range(churn):
+        with socket.create_connection(("127.0.0.1", port)):
+            pass
+    wait_until(lambda: count_lines(server, r"disconnect ") >= churn, message="every churn logged")
+    time.sleep(scaled(1.2))  # the budget grows back
+    late = ChatClient(port)
+    joined = left = told = 0
+    while True:
+        line = listener.line()
+        told += 1
+        if m := re.fullmatch(r"\* (\d+) joined and (\d+) left meanwhile", line):
+            joined, left = joined + int(m.group(1)), left + int(m.group(2))
+            told -= 1
+        elif re.fullmatch(r"\* \S+ joined \(\d+ online\)", line):
+            joined += 1
+        elif re.fullmatch(r"\* \S+ left", line):
+            left += 1
+        else:
+            raise AssertionError(f"unexpected line {line!r}")
+        if line.startswith(f"* {late.name} joined"):
+            break
+    assert (joined, left) == (churn + 1, churn), (joined, left)
+    assert told < 2 * churn, f"{told} notices: none was held back"
+    listener.say("still here")
+    assert late.line() == f"<{listener.name}> still here"
+    listener.close()
+    late.close()
+
+
 def test_chat_across_io_threads_every_line_reaches_every_other_member(tcpkit_process):
     """With --threads 3 the members live on different I/O loops, and every
     broadcast crosses loops. Six members talk at once: each gets every other

@@ -73,8 +73,27 @@ void ChatMode::admitted(const TcpConnectionPtr& conn) {
   if (health_check(conn)) return;
   const std::string name = default_name(conn);
   const std::vector<TcpConnectionPtr> before = room_.join(conn, name);
-  observer_.message_sent(
-      ChatRoom::send_to(before, fmt::format("* {} joined ({} online)\n", name, before.size() + 1)));
+  auto notice =
+      pace_notice(true, fmt::format("* {} joined ({} online)\n", name, before.size() + 1));
+  if (notice) observer_.message_sent(ChatRoom::send_to(before, *notice));
+}
+
+std::optional<std::string> ChatMode::pace_notice(bool joined, std::string text) {
+  if (rate_ == 0) return text;
+  const auto now = TokenBucket::Clock::now();
+  std::lock_guard lock(notices_.mutex);
+  if (!notices_.budget) notices_.budget.emplace(rate_, rate_);
+  if (!notices_.budget->ready(now)) {
+    ++(joined ? notices_.joined : notices_.left);
+    return std::nullopt;
+  }
+  notices_.budget->take(1, now);
+  if (notices_.joined == 0 && notices_.left == 0) return text;
+  std::string held =
+      fmt::format("* {} joined and {} left meanwhile\n", notices_.joined, notices_.left);
+  notices_.joined = 0;
+  notices_.left = 0;
+  return held + text;
 }
 
 // The server is stopping and the member's side closes next: it hears why
@@ -98,7 +117,8 @@ void ChatMode::closed(const TcpConnectionPtr& conn) {
   if (auto* session = conn->context<ServeSession>()) release(conn, *session);
   ChatRoom::Departure gone = room_.leave(conn);
   if (gone.name.empty()) return;
-  observer_.message_sent(ChatRoom::send_to(gone.others, fmt::format("* {} left\n", gone.name)));
+  auto notice = pace_notice(false, fmt::format("* {} left\n", gone.name));
+  if (notice) observer_.message_sent(ChatRoom::send_to(gone.others, *notice));
 }
 
 std::string ChatMode::client_name(const TcpConnectionPtr& conn) const {

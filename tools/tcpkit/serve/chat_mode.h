@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,6 +66,10 @@ class ChatMode final : public ModeHandler {
   std::string from_utf8(std::string_view utf8) const;
   // Sends to the local members and counts the lines for the metrics.
   void broadcast(std::string_view line, const TcpConnectionPtr& except);
+  // What to send for a join (or leave) notice `text`: the notice, after a
+  // count of those held back since the last one went; nothing while the
+  // room's budget for notices is spent (the notice is counted instead).
+  std::optional<std::string> pace_notice(bool joined, std::string text);
 
   const std::string encoding_;
   const bool utf8_;  // the wire encoding is UTF-8
@@ -74,6 +79,18 @@ class ChatMode final : public ModeHandler {
   ChatRoom room_;
   // The server has begun to stop: lines are no longer passed on.
   std::atomic<bool> draining_{false};
+  // Join and leave notices share one budget for the room, --chat-rate a
+  // second after a burst of as many: a client that connects and closes in
+  // a loop would otherwise send every member two lines per connection,
+  // faster than one who reads at a normal pace takes them, and have that
+  // member dropped as a slow reader. Any loop's thread.
+  struct Notices {
+    std::mutex mutex;
+    std::optional<TokenBucket> budget;
+    uint64_t joined = 0;  // held back since the last notice that went
+    uint64_t left = 0;
+  };
+  Notices notices_;
   // Declared after the room it delivers to, so it is destroyed first.
   std::unique_ptr<ChatCluster> cluster_;
 };

@@ -38,6 +38,8 @@ Chat flood control: each member's lines enter the room at --chat-rate lines
 a second (default 20) after a burst of as many. A member that sends faster
 is read more slowly: its lines wait, in order, and TCP slows it down; none
 is dropped, and nobody else is dropped as a slow reader because of it.
+Join and leave notices share one such budget for the room; past it they
+are counted, and the counts go with the next notice.
 
 The default host 127.0.0.1 serves this machine only; use --host 0.0.0.0 (IPv4)
 or --host :: (IPv6) to serve every interface.
