@@ -256,8 +256,14 @@ Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
     } else {
       auto read = t.session.read_plaintext(t.plaintext);
       // Post-handshake messages may need an answer (a key update), or
-      // carry the alert of a failure.
-      if (auto sent = send_ciphertext(); !sent && read) return sent.error();
+      // carry the alert of a failure. A receive must never wait to send:
+      // with the ciphertext of earlier sends still queued, a peer that
+      // writes all it has before it reads would wait for us as we wait for
+      // it. What the kernel does not take now stays pending, for the next
+      // send or flush_pending() (a caller that polls asks for POLLOUT while
+      // has_pending_output()).
+      if (t.session.has_ciphertext()) t.pending += t.session.take_ciphertext();
+      if (auto sent = flush_pending(); !sent && read) return sent.error();
       // Records before a bad one authenticated: theirs first, then the error.
       if (!read && t.plaintext.readable_bytes() == 0) return read.error();
       if (!read) t.failed = read.error();

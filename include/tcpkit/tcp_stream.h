@@ -61,6 +61,8 @@ class TcpStream {
   /// again, or wait_readable() first. A TLS peer ends with close_notify
   /// before its FIN; a FIN without one is Errc::tls_truncated, since an
   /// attacker on the path can cut the stream there (RFC 8446, 6.1).
+  /// A TLS receive never waits to send: ciphertext that the kernel does not
+  /// take at once stays pending (has_pending_output()).
   Result<size_t> recv(void* buf, size_t len);
   /// Receives exactly `len` bytes; EOF before that is Errc::peer_closed.
   Result<void> recv_exact(void* buf, size_t len);

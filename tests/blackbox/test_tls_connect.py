@@ -6,6 +6,7 @@ one-line failure when the certificate is not trusted or not for the name,
 The certificate is made per test module with the openssl program:
 self-signed, for localhost and 127.0.0.1."""
 
+import hashlib
 import os
 import shutil
 import select
@@ -132,6 +133,48 @@ def test_socat_echoes_a_megabyte_byte_exact(cert):
     assert len(result.stdout) == len(payload)
     assert result.stdout == payload
     assert result.stderr == b"connection closed by peer\n"
+
+
+class SendFirstTlsServer(PeerServer):
+    """Sends all of `payload` before it reads a byte, then reads to the
+    client's close_notify and answers with its own; `received` is what came."""
+
+    def __init__(self, cert, payload: bytes):
+        self.payload = payload
+        self.received = b""
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*cert)
+        super().__init__(self.serve, timeout=60)
+
+    def serve(self, conn):
+        tls = self.context.wrap_socket(conn, server_side=True)
+        tls.sendall(self.payload)
+        chunks = []
+        while True:
+            try:
+                chunk = tls.recv(1 << 16)
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self.received = b"".join(chunks)
+        tls.unwrap().close()
+
+
+def test_regression_tls_both_ways_at_once_against_a_peer_that_sends_before_reading(cert):
+    # A receive sent the ciphertext of stdin still queued with a blocking
+    # send: with the peer writing all it had before reading, each side
+    # waited for the other to read, for good. The plain path never did.
+    upload, download = os.urandom(24 * 1024 * 1024), os.urandom(24 * 1024 * 1024)
+    with SendFirstTlsServer(cert, download) as server:
+        result = subprocess.run([str(tcpkit_path()), "connect", "--tls", "--tls-ca", cert[0],
+                                 "localhost", str(server.port)],
+                                input=upload, capture_output=True, timeout=scaled(60))
+        server.wait(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(download).hexdigest()
+    assert hashlib.sha256(server.received).hexdigest() == hashlib.sha256(upload).hexdigest()
 
 
 def test_insecure_accepts_the_untrusted_certificate(cert):
