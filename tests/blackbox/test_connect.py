@@ -459,6 +459,50 @@ def test_closed_stdout_is_not_a_sigpipe_death():
     assert stderr == ""
 
 
+class RecordingServer(PeerServer):
+    """Sends `greeting`, answers the first bytes it gets with `answer`, and
+    records all that arrives until the client's FIN (or a quiet second)."""
+
+    def __init__(self, greeting: bytes = b"", answer: bytes = b""):
+        self.greeting, self.answer = greeting, answer
+        self.received = b""
+        super().__init__(self.serve)
+
+    def serve(self, conn):
+        for line in self.greeting.splitlines(keepends=True):
+            conn.sendall(line)
+            time.sleep(0.1)  # one read each: either descriptor may take it
+        conn.settimeout(scaled(1))
+        try:
+            while chunk := conn.recv(4096):
+                if not self.received:
+                    conn.sendall(self.answer)
+                self.received += chunk
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("closed, args, greeting, answer, sent", [
+    (0, [], b"msg0\nmsg1\nmsg2\nmsg3\n", b"", b""),
+    (1, ["--line", "--send", "hello"], b"", b"hi\n", b"hello\n"),
+    (2, ["--send", "hello", "--wait", "0.3"], b"", b"", b"hello"),
+], ids=["stdin", "stdout", "stderr"])
+def test_regression_a_closed_standard_descriptor_is_not_the_socket(closed, args, greeting, answer,
+                                                                    sent):
+    # Started with fd 0, 1 or 2 closed, the socket took that number: tcpkit
+    # sent the server its own greeting back as "stdin", or printed the reply
+    # or its diagnostics ("no reply to message 1") into the connection.
+    with RecordingServer(greeting, answer) as server:
+        proc = subprocess.run([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              preexec_fn=lambda: os.close(closed), timeout=scaled(DEFAULT_TIMEOUT))
+        server.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert server.received == sent
+    if closed == 0:
+        assert proc.stdout == greeting
+
+
 # --- hex dump ---------------------------------------------------------------------------------
 
 def test_hex_dump_format():

@@ -4,12 +4,36 @@
 
 #include <fmt/core.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <exception>
 
 #include "commands.h"
 
 namespace {
+
+// A standard descriptor closed at start (`<&-`, `>&-`, `2>&-`) is the
+// lowest free number, so the first socket would take it: connect then read
+// its own "stdin" from the peer, or wrote its output or its diagnostics to
+// it. As daemons and socat do, each closed one is opened on /dev/null
+// first: a closed stdin reads as empty, closed output goes nowhere. False
+// when /dev/null cannot be opened (the descriptor stays closed).
+bool open_closed_standard_fds() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    // The lower ones are open by now, so open() returns `fd` itself.
+    const int opened = ::open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+    if (opened < 0) return false;
+    if (opened != fd) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+  return true;
+}
 
 int run(int argc, char** argv) {
   CLI::App app{"tcpkit: a TCP toolkit — serve, connect, bench, relay and explain ports"};
@@ -32,6 +56,10 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // An exception that reaches here (std::bad_alloc, say) is a runtime
   // failure with a message, not an abort.
+  if (!open_closed_standard_fds()) {
+    std::perror("tcpkit: cannot open /dev/null for a closed standard descriptor");
+    return 1;
+  }
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
