@@ -680,6 +680,73 @@ def test_connect_timeout_against_a_full_backlog():
     assert elapsed < DEFAULT_TIMEOUT
 
 
+def private_hosts_file_works() -> bool:
+    """Whether this process may give a child its own /etc/hosts (a mount
+    namespace: root, or a kernel that lets users have one)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def blackhole_listener(host: str, port: int):
+    """A listener on host:port whose full accept queue makes Linux drop
+    SYNs, so a connect hangs as to a silent host; (listener, fillers), or
+    None when this kernel keeps accepting."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((host, port))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        fillers.append(filler)
+        filler.settimeout(0.5)
+        try:
+            filler.connect((host, port))
+        except (socket.timeout, TimeoutError):
+            return listener, fillers
+    for sock in [listener, *fillers]:
+        sock.close()
+    return None
+
+
+@pytest.mark.skipif(not private_hosts_file_works(),
+                    reason="a private /etc/hosts needs unshare -m and mount --bind (root)")
+def test_regression_each_address_of_a_name_gets_the_whole_timeout(tmp_path):
+    # The first address could use the whole --timeout, so the second was
+    # never tried; the error still said "(tried A, B)" with A's failure only.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 twohost\n127.0.0.1 twohost\n")
+
+    def connect(port):
+        # The resolver sorts 127.0.0.1 (here: silent) first.
+        script = 'mount --bind "$1" /etc/hosts && exec "$2" connect twohost "$3" --timeout 1 --send hi'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(hosts),
+                               str(tcpkit_path()), str(port)],
+                              capture_output=True, text=True, timeout=scaled(DEFAULT_TIMEOUT))
+
+    with TutorialServer(b"ok", host="127.0.0.2") as server:
+        port = server.port
+        hole = blackhole_listener("127.0.0.1", port)
+        if hole is None:
+            pytest.skip("this kernel keeps accepting connections beyond a full backlog")
+        try:
+            answered = connect(port)
+            server.close()
+            refused = connect(port)
+        finally:
+            for sock in [hole[0], *hole[1]]:
+                sock.close()
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout == "ok\n"
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"tcpkit connect: cannot connect to twohost:{port}: 127.0.0.1:{port} timed out after 1 s; "
+        f"127.0.0.2:{port} connection refused — is a server running? (try: tcpkit port "
+        f"{port})\n")
+
+
 # --- real peers: socat and nc -----------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")

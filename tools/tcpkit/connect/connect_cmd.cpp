@@ -23,8 +23,6 @@
 namespace tcpkit::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr const char* kWaitHelp =
     "seconds to wait for the peer. Interactive: after stdin ends (and FIN is sent), exit at the "
     "latest this long later; 0 exits as soon as stdin's data is sent; default: until the peer "
@@ -93,20 +91,6 @@ std::string target_text(const ConnectOptions& o) {
   return o.unix_path.empty() ? o.host : unix_address(o.unix_path);
 }
 
-// "127.0.0.1:8888" for a literal (or unix:PATH), "localhost:8888 (tried [::1]:8888, ...)" for a
-// name.
-std::string describe_target(const ConnectOptions& o, uint16_t port,
-                            const std::vector<Endpoint>& addresses) {
-  if (addresses.size() == 1 && (addresses[0].is_unix() || Endpoint::parse(o.host, port))) {
-    return addresses[0].to_string();
-  }
-  std::string host =
-      o.host.find(':') != std::string::npos && o.host.front() != '[' ? "[" + o.host + "]" : o.host;
-  std::string tried;
-  for (const auto& a : addresses) tried += (tried.empty() ? "" : ", ") + a.to_string();
-  return fmt::format("{}:{} (tried {})", host, port, tried);
-}
-
 std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t port) {
   const std::string port_arg = o.port_text.empty() ? target_text(o) : std::to_string(port);
   if (error == std::errc::connection_refused) {
@@ -132,7 +116,44 @@ std::string connect_reason(const Error& error, const ConnectOptions& o, uint16_t
   return reason_text(error.code());
 }
 
-// Tries each address in the resolver's order within one overall --timeout.
+// An earlier address's failure, without the hint that the last one gets.
+std::string short_reason(const Error& error, const ConnectOptions& o) {
+  if (error == std::errc::timed_out) return fmt::format("timed out after {:g} s", o.timeout_s);
+  return reason_text(error.code());
+}
+
+// One address tried and why it failed.
+struct Attempt {
+  Endpoint address;
+  Error error;
+};
+
+// "127.0.0.1:8888: connection refused — ..." for a literal (or unix:PATH);
+// for a name, every address tried with its own failure, the last one's
+// with its hint: "localhost:8888: [::1]:8888 connection refused; 127.0.0.1:8888
+// connection refused — ...".
+std::string failure_text(const ConnectOptions& o, uint16_t port,
+                         const std::vector<Attempt>& attempts) {
+  const Attempt& only = attempts.front();
+  if (attempts.size() == 1 && (only.address.is_unix() || Endpoint::parse(o.host, port))) {
+    return fmt::format("{}: {}", only.address.to_string(), connect_reason(only.error, o, port));
+  }
+  std::string host =
+      o.host.find(':') != std::string::npos && o.host.front() != '[' ? "[" + o.host + "]" : o.host;
+  std::string text = fmt::format("{}:{}: ", host, port);
+  for (size_t i = 0; i < attempts.size(); ++i) {
+    const bool last = i + 1 == attempts.size();
+    text += fmt::format(
+        "{}{} {}", i == 0 ? "" : "; ", attempts[i].address.to_string(),
+        last ? connect_reason(attempts[i].error, o, port) : short_reason(attempts[i].error, o));
+  }
+  return text;
+}
+
+// Tries each address in the resolver's order, each with the whole
+// --timeout, as nc -w does: a first address that drops the packets (a
+// blackholed IPv6 route, say) must not use up the time of the next one,
+// which may answer at once.
 std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
   auto addresses =
       o.port_text.empty() ? Endpoint::resolve(target_text(o)) : Endpoint::resolve(o.host, port);
@@ -144,17 +165,13 @@ std::optional<TcpStream> connect_to(const ConnectOptions& o, uint16_t port) {
     report(fmt::format("cannot resolve '{}': {}", target_text(o), why));
     return std::nullopt;
   }
-  const auto deadline = Clock::now() + to_millis(o.timeout_s);
-  Error last(std::make_error_code(std::errc::timed_out), "");
+  std::vector<Attempt> attempts;
   for (const auto& address : *addresses) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) break;
-    auto stream = TcpStream::connect(address, left);
+    auto stream = TcpStream::connect(address, to_millis(o.timeout_s));
     if (stream) return std::move(*stream);
-    last = stream.error();
+    attempts.push_back({address, stream.error()});
   }
-  report(fmt::format("cannot connect to {}: {}", describe_target(o, port, *addresses),
-                     connect_reason(last, o, port)));
+  report(fmt::format("cannot connect to {}", failure_text(o, port, attempts)));
   return std::nullopt;
 }
 
@@ -296,7 +313,8 @@ Command add_connect_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Validator(validate_encoding, "NAME", "encoding"));
   sub->add_option("--timeout", o->timeout_s,
-                  "seconds to wait for the connection to be made (and for the TLS handshake)")
+                  "seconds to wait for the connection to be made, for each address a name has "
+                  "(tried in turn, as nc -w does), and for the TLS handshake")
       ->type_name("SECS")
       ->capture_default_str()
       ->check(seconds(0.001));
