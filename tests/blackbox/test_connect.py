@@ -503,6 +503,31 @@ def test_regression_a_closed_standard_descriptor_is_not_the_socket(closed, args,
         assert proc.stdout == greeting
 
 
+def test_regression_a_non_blocking_stdout_waits_for_a_slow_reader():
+    # A stdout pipe left in O_NONBLOCK (shared with node.js, say) fails a
+    # write with EAGAIN when full: that was "cannot write to stdout", exit 1.
+    payload = os.urandom(4 * 1024 * 1024)
+
+    def send_all_then_close(conn):
+        conn.sendall(payload)
+
+    with PeerServer(send_all_then_close) as server:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        proc = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port)],
+                                stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE)
+        os.close(write_end)
+        time.sleep(0.5)  # a slow reader: the pipe is full by now
+        with os.fdopen(read_end, "rb") as reader:
+            got = reader.read()
+        code = proc.wait(timeout=scaled(DEFAULT_TIMEOUT))
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+        server.wait()
+    assert code == 0, stderr
+    assert got == payload
+
+
 # --- hex dump ---------------------------------------------------------------------------------
 
 def test_hex_dump_format():

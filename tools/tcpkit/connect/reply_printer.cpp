@@ -1,5 +1,6 @@
 #include "connect/reply_printer.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +48,12 @@ bool write_stdout(std::string_view bytes, int* error) {
   while (!bytes.empty()) {
     ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
+    // A stdout that another program left non-blocking (a shared pipe, a
+    // terminal in O_NONBLOCK) is full, not failed: wait until it takes more.
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd out{STDOUT_FILENO, POLLOUT, 0};
+      if (::poll(&out, 1, -1) >= 0 || errno == EINTR) continue;
+    }
     if (n < 0) {
       *error = errno;
       return false;
