@@ -876,3 +876,34 @@ def test_regression_line_stdin_without_newline_stops_at_max_line():
     assert result.returncode == 1, result.stderr
     assert "a line of stdin is over 1000 bytes (--max-line); it was not sent" in result.stderr
     assert b"x" * 1001 not in got["data"]
+
+
+@pytest.mark.parametrize("sent, code", [
+    ([b"ok\n", b"0123456789\n"], 0),
+    ([b"ok\n", b"01234", b"56789\r", b"\n"], 0),  # split across reads, "\r\n" ends it
+    ([b"ok\n", b"01234", b"567890\n"], 1),
+    ([b"ok\n", b"x" * 100], 1),  # unfinished, and already too long
+], ids=["fits", "fits-in-pieces", "over-in-pieces", "over-unfinished"])
+def test_regression_interactive_line_from_the_peer_stops_at_max_line(sent, code):
+    # Help and man page promise it "from the peer or from stdin"; only
+    # stdin's lines were checked interactively.
+    def pieces(conn):
+        for piece in sent:
+            conn.sendall(piece)
+            time.sleep(0.05)
+        recv_until_eof(conn)
+
+    with PeerServer(pieces) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--line", "--max-line", "10",
+                            input="hi\n")
+        server.wait()
+    assert result.returncode == code, result.stderr
+    if code:
+        # Bytes are printed as they come: a part that came before the line
+        # was over the limit is out already, the rest of it is not.
+        assert result.stdout.startswith("ok\n"), result.stdout
+        assert "567890" not in result.stdout and "x" * 11 not in result.stdout
+        assert (f"tcpkit connect: 127.0.0.1:{server.port} sent a line over 10 bytes (--max-line); "
+                "closing the connection\n") in result.stderr
+    else:
+        assert result.stdout.replace("\r", "") == "ok\n0123456789\n"

@@ -43,6 +43,10 @@ class InteractiveSession {
   std::chrono::milliseconds poll_timeout() const;
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
+  // With --line: how much of `received` comes before a peer's line over
+  // --max-line (all of it when there is none).
+  size_t peer_lines_allowed(std::string_view received);
+  int peer_line_too_long() const;
   std::optional<int> on_peer_finished();
   int connection_lost(std::error_code error) const;
   std::optional<int> on_stdin_readable();
@@ -76,6 +80,9 @@ class InteractiveSession {
   // Encoded so far: stdin's newlines, and the bytes of the line after the last one.
   size_t lines_encoded_ = 0;
   size_t line_bytes_encoded_ = 0;
+  // --line: the peer's bytes after its last newline, and whether the last is '\r'.
+  size_t peer_line_bytes_ = 0;
+  bool peer_line_ends_cr_ = false;
   // Stdin held text that could not be encoded: exit 1 once the lines
   // before it are sent.
   bool input_refused_ = false;
@@ -131,10 +138,47 @@ std::optional<int> InteractiveSession::on_socket_readable() {
   }
   auto& printer = context_.printer;
   if (*n > 0) {
-    if (printer.print({buffer_.data(), *n})) return std::nullopt;
+    std::string_view received(buffer_.data(), *n);
+    const size_t allowed = peer_lines_allowed(received);
+    bool ok = printer.print(received.substr(0, allowed));
+    if (ok && allowed < received.size()) return peer_line_too_long();
+    if (ok) return std::nullopt;
     return stdout_failure(printer.stdout_error());
   }
   return on_peer_finished();
+}
+
+// Bytes are printed as they come, so nothing is held here; the limit is
+// kept all the same, as help and man page promise and --send does.
+size_t InteractiveSession::peer_lines_allowed(std::string_view received) {
+  if (!context_.options.line) return received.size();
+  const size_t max_line = context_.options.max_line;
+  size_t line_start = 0;  // in received; the line began peer_line_bytes_ earlier
+  for (size_t nl = received.find('\n'); nl != std::string_view::npos;
+       nl = received.find('\n', nl + 1)) {
+    size_t length = peer_line_bytes_ + (nl - line_start);
+    // A "\r\n" ends the line as '\n' does; its '\r' may have come in the last read.
+    const bool cr_before = nl > line_start ? received[nl - 1] == '\r' : peer_line_ends_cr_;
+    if (cr_before && length > 0) --length;
+    if (length > max_line) return line_start;
+    peer_line_bytes_ = 0;
+    peer_line_ends_cr_ = false;
+    line_start = nl + 1;
+  }
+  const std::string_view tail = received.substr(line_start);
+  if (!tail.empty()) {
+    peer_line_bytes_ += tail.size();
+    peer_line_ends_cr_ = tail.back() == '\r';
+  }
+  // An unfinished line's last '\r' may be the first half of "\r\n".
+  if (peer_line_bytes_ - (peer_line_ends_cr_ ? 1 : 0) > max_line) return line_start;
+  return received.size();
+}
+
+int InteractiveSession::peer_line_too_long() const {
+  report(fmt::format("{} sent a line over {} bytes (--max-line); closing the connection",
+                     stream_.peer_endpoint().to_string(), context_.options.max_line));
+  return kExitFailure;
 }
 
 // The peer's FIN: it has said all it will say, but it may still be reading
