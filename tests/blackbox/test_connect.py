@@ -907,3 +907,11 @@ def test_regression_interactive_line_from_the_peer_stops_at_max_line(sent, code)
                 "closing the connection\n") in result.stderr
     else:
         assert result.stdout.replace("\r", "") == "ok\n0123456789\n"
+
+
+def test_regression_max_line_zero_is_a_clear_usage_error():
+    # CLI::PositiveNumber said "0 not in range [1 - 1797693...]" (309 digits).
+    result = run_tcpkit("connect", "127.0.0.1", 9, "--line", "--max-line", "0", "--send", "x")
+    assert result.returncode == 2, result
+    assert "--max-line: must be at least 1" in result.stderr, result.stderr
+    assert "179769" not in result.stderr

@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <memory>
@@ -56,6 +57,21 @@ std::string validate_host(std::string& text) {
 std::string validate_unix_path(std::string& text) {
   if (!missing_unix_path(text)) return "";
   return "the socket path is missing: give --unix PATH (@NAME for an abstract socket)";
+}
+
+// --max-line: a whole number of bytes, 1 or more. CLI::PositiveNumber
+// refused 0 with a range whose upper end was a 309-digit number.
+std::string validate_max_line(std::string& text) {
+  size_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (text.empty() || stop != end ||
+      (error != std::errc() && error != std::errc::result_out_of_range)) {
+    return fmt::format("'{}' is not a whole number of bytes (give 1 or more)", text);
+  }
+  if (error == std::errc::result_out_of_range) return fmt::format("{} is too large", text);
+  if (value == 0) return "must be at least 1";
+  return "";
 }
 
 std::string validate_encoding(std::string& name) {
@@ -327,7 +343,7 @@ Command add_connect_command(CLI::App& app) {
                   "one ends the session with an error (memory stays bounded)")
       ->type_name("BYTES")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(validate_max_line, "BYTES", "max line"));
   sub->add_flag("--hex", o->hex,
                 "print what is received as a hex dump like hexdump -C (offset, bytes, ASCII), "
                 "undecoded; each read starts a new row, so the rows show how the data arrived");
