@@ -915,3 +915,18 @@ def test_regression_max_line_zero_is_a_clear_usage_error():
     assert result.returncode == 2, result
     assert "--max-line: must be at least 1" in result.stderr, result.stderr
     assert "179769" not in result.stderr
+
+
+def test_regression_utf16_texts_are_one_stream_with_one_byte_order_mark():
+    # Each --send text was finished as a stream of its own: a BOM before each.
+    got = {}
+
+    def capture(conn):
+        got["data"] = recv_until_eof(conn)
+
+    with PeerServer(capture) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--encoding", "UTF-16",
+                            "--send", "a", "--send", "b", "--wait", "0")
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert got["data"].decode("utf-16") == "ab", got["data"]

@@ -47,7 +47,7 @@ class SendSession {
   enum class Reply { received, none, peer_closed, failed };
   enum class Read { data, eof, failed };
 
-  Result<void> send_text(const std::string& text);
+  Result<void> send_text(const std::string& text, bool last);
   Reply await_reply();
   Reply await_quiet(std::optional<Clock::time_point> deadline);
   Reply await_line(std::optional<Clock::time_point> deadline);
@@ -72,7 +72,7 @@ int SendSession::run() {
   const auto& texts = context_.options.sends;
   const bool wait_for_replies = !context_.wait || context_.wait->count() > 0;
   for (size_t i = 0; i < texts.size(); ++i) {
-    if (auto sent = send_text(texts[i]); !sent) {
+    if (auto sent = send_text(texts[i], i + 1 == texts.size()); !sent) {
       report(fmt::format("cannot send message {} of {} to {}: {}", i + 1, texts.size(),
                          stream_.peer_endpoint().to_string(), reason_text(sent.error().code())));
       return kExitFailure;
@@ -102,12 +102,17 @@ int SendSession::run() {
   return kExitOk;
 }
 
-Result<void> SendSession::send_text(const std::string& text) {
+// The texts are one stream in the encoding: finish() after each would start
+// a new one, and UTF-16 would put a byte order mark before every text. The
+// last one ends the stream (a stateful encoding such as ISO-2022-JP returns
+// to its initial state there; before, with the next text's ASCII, such as
+// the newline of --line).
+Result<void> SendSession::send_text(const std::string& text, bool last) {
   std::string payload = text;
   if (context_.options.line) payload += '\n';
   if (!context_.encoder) return stream_.send_all(payload);
   std::string encoded = context_.encoder->feed(payload);
-  encoded += context_.encoder->finish();
+  if (last) encoded += context_.encoder->finish();
   return stream_.send_all(encoded);
 }
 
