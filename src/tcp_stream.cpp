@@ -1,8 +1,10 @@
 #include "tcpkit/tcp_stream.h"
 
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -142,7 +144,43 @@ Result<void> TcpStream::shutdown_write() {
     if (gone(failed.code())) return {};
     return failed;
   }
+  output_ended_ = true;
   return {};
+}
+
+Result<void> TcpStream::finish_sending(std::chrono::milliseconds timeout) {
+  // A half-close that fails finds the connection gone already (the peer
+  // closed, as a server may once it has answered): the session that
+  // watched it has judged that end.
+  if (!output_ended_ && !shutdown_write()) return {};
+  if (peer_.is_unix()) return {};
+  const std::string what = "finish sending to " + where();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // An acknowledgement wakes no poll(): look again this often.
+  constexpr std::chrono::milliseconds kRecheck{10};
+  char scratch[16384];
+  bool peer_finished = input_ended_;
+  for (;;) {
+    // Bytes (and the FIN) not acknowledged yet: SIOCOUTQ.
+    int unacknowledged = 0;
+    if (::ioctl(fd_.get(), SIOCOUTQ, &unacknowledged) < 0 || unacknowledged == 0) return {};
+    if (int error = sys::socket_error(fd_.get()); error != 0) return Error::from_errno(error, what);
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Error(std::make_error_code(std::errc::timed_out), what);
+    // After the peer's FIN the socket stays readable: only wait then.
+    int ready = sys::poll_one(fd_.get(), peer_finished ? 0 : POLLIN, std::min(left, kRecheck));
+    if (ready < 0) return Error::from_errno(-ready, what);
+    if (ready == 0) continue;
+    if (peer_finished) {
+      ::poll(nullptr, 0, static_cast<int>(kRecheck.count()));
+      continue;
+    }
+    ssize_t n = sys::read(fd_.get(), scratch, sizeof scratch);
+    if (n == -EINTR || n == -EAGAIN) continue;
+    if (n < 0) return Error::from_errno(static_cast<int>(-n), what);
+    if (n == 0) peer_finished = true;
+  }
 }
 
 Result<void> TcpStream::set_nodelay(bool on) {

@@ -73,6 +73,16 @@ class TcpStream {
   /// finds the connection gone) is no error: both sides ended cleanly.
   Result<void> shutdown_write();
 
+  /// The end of a client that has sent all it means to: half-closes (once;
+  /// shutdown_write()), then reads and drops what the peer still sends
+  /// until the peer has acknowledged every byte sent and the FIN, within
+  /// `timeout`. Closing with bytes unread would make the kernel reset the
+  /// connection and drop what it had not sent yet. The Error is
+  /// connection_reset when the peer reset before it took all, timed_out
+  /// when bytes were still unacknowledged after `timeout`, or shutdown's.
+  /// A Unix socket returns after the half-close: its bytes are with the peer.
+  Result<void> finish_sending(std::chrono::milliseconds timeout);
+
   /// TLS over this connected stream, in the role of `context` (a client
   /// verifies `server_name`, else the context's): runs the handshake within
   /// `timeout`. The Error is the TLS library's (a certificate rejected),
@@ -157,6 +167,7 @@ class TcpStream {
   Endpoint peer_;
   std::unique_ptr<TlsLayer> tls_;  ///< null: plain TCP
   bool input_ended_ = false;       ///< recv() has returned the end of input
+  bool output_ended_ = false;      ///< shutdown_write() has succeeded
 };
 
 }  // namespace tcpkit

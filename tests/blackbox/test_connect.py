@@ -930,3 +930,48 @@ def test_regression_utf16_texts_are_one_stream_with_one_byte_order_mark():
         server.wait()
     assert result.returncode == 0, result.stderr
     assert got["data"].decode("utf-16") == "ab", got["data"]
+
+
+class SlowReaderAfterBanner(PeerServer):
+    """Greets with a banner (as SMTP does), then reads slowly through a
+    small receive buffer, or resets the connection after 4 KiB (`reset`)."""
+
+    def __init__(self, reset: bool = False):
+        self.reset = reset
+        self.received = 0
+        self.clean_eof = False
+        super().__init__(self.serve)
+
+    def serve(self, conn):
+        conn.sendall(b"220 banner\r\n")
+        time.sleep(0.3)  # the client has sent all and closed by now
+        try:
+            while chunk := conn.recv(4096):
+                self.received += len(chunk)
+                if self.reset and self.received >= 4096:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                time.sleep(0.001)
+            self.clean_eof = True
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        super()._serve()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["slow-reader", "reset"])
+def test_regression_send_with_wait_zero_delivers_everything_before_closing(reset):
+    # close() with the unread banner was a reset that dropped the unsent
+    # rest of the text: the server got 4 KiB of 120 kB, tcpkit exited 0.
+    text = "a" * 120000
+    with SlowReaderAfterBanner(reset) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--send", text, "--wait", "0")
+        server.wait()
+    if reset:
+        assert result.returncode == 1, result.stderr
+        assert f"127.0.0.1:{server.port} did not take all that was sent" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert server.received == len(text) and server.clean_eof

@@ -300,6 +300,20 @@ int run_connect(const ConnectOptions& o) {
   if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
   int code = o.sends.empty() ? run_interactive_session(*stream, context)
                              : run_send_session(*stream, context);
+  // What we sent may still be in the kernel (--wait 0 ends at once), and a
+  // close() with unread bytes from the peer is a reset that drops it: half-
+  // close, and read on until the peer has acknowledged it all.
+  if (code == kExitOk) {
+    if (auto finished = stream->finish_sending(to_millis(o.timeout_s)); !finished) {
+      const auto& error = finished.error().code();
+      report(fmt::format(
+          "{} did not take all that was sent: {}", stream->peer_endpoint().to_string(),
+          error == std::errc::timed_out
+              ? fmt::format("still unacknowledged after {:g} s (--timeout)", o.timeout_s)
+              : reason_text(error)));
+      code = kExitFailure;
+    }
+  }
   stream->close();
   return code;
 }
