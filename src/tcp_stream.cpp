@@ -122,11 +122,30 @@ Result<void> TcpStream::recv_exact(void* buf, size_t len) {
   return {};
 }
 
+namespace {
+
+// Bytes sent that the peer's kernel has not acknowledged yet (SIOCOUTQ),
+// or -1 where the socket cannot say.
+int unacknowledged_bytes(int fd) {
+  int n = 0;
+  return ::ioctl(fd, SIOCOUTQ, &n) < 0 ? -1 : n;
+}
+
+}  // namespace
+
 // After the peer's clean close (its close_notify) the peer may have closed
 // its socket too, as TLS 1.3 allows: our close_notify then meets a reset,
 // and shutdown() finds the connection gone. That is the end both sides
 // meant, not a failure (the reactor's rule too: TcpConnection::handle_close).
 Result<void> TcpStream::shutdown_write() {
+  // What the end adds to the bytes on their way (close_notify, the FIN):
+  // finish_sending() need not wait for the peer to acknowledge them.
+  const int before = std::max(0, unacknowledged_bytes(fd_.get()));
+  auto ended = [&] {
+    output_ended_ = true;
+    end_bytes_ = std::max(0, unacknowledged_bytes(fd_.get()) - before);
+    return Result<void>{};
+  };
   const bool peer_done = tls_ && tls_->session.peer_closed();
   auto gone = [peer_done](const std::error_code& code) {
     return peer_done && (code == std::errc::broken_pipe || code == std::errc::connection_reset ||
@@ -135,25 +154,32 @@ Result<void> TcpStream::shutdown_write() {
   if (tls_) {
     tls_->session.shutdown();  // close_notify before the FIN
     if (auto sent = send_ciphertext(); !sent) {
-      if (gone(sent.error().code())) return {};
+      if (gone(sent.error().code())) return ended();
       return sent;
     }
   }
   if (int rc = sys::shutdown_write(fd_.get()); rc < 0) {
     auto failed = Error::from_errno(-rc, "shutdown " + where());
-    if (gone(failed.code())) return {};
+    if (gone(failed.code())) return ended();
     return failed;
   }
-  output_ended_ = true;
-  return {};
+  return ended();
 }
 
 Result<void> TcpStream::finish_sending(std::chrono::milliseconds timeout) {
+  if (peer_.is_unix()) {  // what was sent is with the peer already
+    if (!output_ended_) (void)shutdown_write();
+    return {};
+  }
   // A half-close that fails finds the connection gone already (the peer
   // closed, as a server may once it has answered): the session that
   // watched it has judged that end.
   if (!output_ended_ && !shutdown_write()) return {};
-  if (peer_.is_unix()) return {};
+  // The half-close queued our FIN (and TLS's close_notify) behind the
+  // user's bytes: once only they are left, everything the user sent has
+  // arrived. A peer that closed before reading them resets, which costs
+  // the user nothing.
+  const int protocol = end_bytes_;
   const std::string what = "finish sending to " + where();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   // An acknowledgement wakes no poll(): look again this often.
@@ -161,9 +187,8 @@ Result<void> TcpStream::finish_sending(std::chrono::milliseconds timeout) {
   char scratch[16384];
   bool peer_finished = input_ended_;
   for (;;) {
-    // Bytes (and the FIN) not acknowledged yet: SIOCOUTQ.
-    int unacknowledged = 0;
-    if (::ioctl(fd_.get(), SIOCOUTQ, &unacknowledged) < 0 || unacknowledged == 0) return {};
+    const int unacknowledged = unacknowledged_bytes(fd_.get());
+    if (unacknowledged <= protocol) return {};
     if (int error = sys::socket_error(fd_.get()); error != 0) return Error::from_errno(error, what);
     auto left =
         std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());

@@ -75,12 +75,12 @@ class TcpStream {
 
   /// The end of a client that has sent all it means to: half-closes (once;
   /// shutdown_write()), then reads and drops what the peer still sends
-  /// until the peer has acknowledged every byte sent and the FIN, within
-  /// `timeout`. Closing with bytes unread would make the kernel reset the
-  /// connection and drop what it had not sent yet. The Error is
-  /// connection_reset when the peer reset before it took all, timed_out
-  /// when bytes were still unacknowledged after `timeout`, or shutdown's.
-  /// A Unix socket returns after the half-close: its bytes are with the peer.
+  /// until the peer has acknowledged every byte sent (not the FIN, nor a
+  /// TLS close_notify the half-close adds: a peer that closed before them
+  /// has taken all the rest), within `timeout`. Closing with bytes unread would make the kernel
+  /// reset the connection and drop what it had not sent yet. The Error is connection_reset when the
+  /// peer reset before it took all, timed_out when bytes were still unacknowledged after `timeout`,
+  /// or shutdown's. A Unix socket returns after the half-close: its bytes are with the peer.
   Result<void> finish_sending(std::chrono::milliseconds timeout);
 
   /// TLS over this connected stream, in the role of `context` (a client
@@ -168,6 +168,7 @@ class TcpStream {
   std::unique_ptr<TlsLayer> tls_;  ///< null: plain TCP
   bool input_ended_ = false;       ///< recv() has returned the end of input
   bool output_ended_ = false;      ///< shutdown_write() has succeeded
+  int end_bytes_ = 0;              ///< what the half-close queued (FIN, close_notify)
 };
 
 }  // namespace tcpkit
