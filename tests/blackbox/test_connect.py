@@ -436,6 +436,19 @@ def test_no_shutdown_keeps_the_write_side_open_until_exit():
     assert result.stdout == "ack\n"
 
 
+def connect_reading_one_byte(port: int, stdin) -> tuple[int, str]:
+    """`tcpkit connect` whose stdout's reader takes one byte ("x") and goes
+    away, as `| head -c 1` does: its exit status and stderr."""
+    proc = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(port)],
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1) == b"x"
+    proc.stdout.close()
+    code = proc.wait(timeout=DEFAULT_TIMEOUT)
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    return code, stderr
+
+
 def test_closed_stdout_is_not_a_sigpipe_death():
     def firehose(conn):
         chunk = b"x" * 65536
@@ -446,17 +459,33 @@ def test_closed_stdout_is_not_a_sigpipe_death():
             pass  # tcpkit went away, as expected
 
     with PeerServer(firehose) as server:
-        proc = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        assert proc.stdout.read(1) == b"x"
-        proc.stdout.close()
-        code = proc.wait(timeout=DEFAULT_TIMEOUT)
-        stderr = proc.stderr.read().decode()
-        proc.stderr.close()
+        code, stderr = connect_reading_one_byte(server.port, subprocess.DEVNULL)
         server.wait()
     assert code == 0, stderr
     assert stderr == ""
+
+
+def test_regression_an_upload_goes_on_after_stdout_s_reader_goes_away(tmp_path):
+    """`tcpkit connect ... < file | head -c 1`: the first byte of the reply
+    closed the pipe, and the upload stopped there (the server got about
+    190 KB of 50 MB, then a reset) with exit 0. As nc -N does, piped stdin
+    now goes to its end, what the peer says after is dropped, and the exit
+    status says the upload arrived whole."""
+    upload = os.urandom(4 * 1024 * 1024)
+    source = tmp_path / "upload.bin"
+    source.write_bytes(upload)
+    got = bytearray()
+
+    def greet_then_read(conn):
+        conn.sendall(b"x" * (1024 * 1024))  # more than the pipe holds
+        while data := conn.recv(65536):
+            got.extend(data)
+
+    with PeerServer(greet_then_read) as server, open(source, "rb") as stdin:
+        code, stderr = connect_reading_one_byte(server.port, stdin)
+        server.wait()
+    assert code == 0, stderr
+    assert len(got) == len(upload) and bytes(got) == upload, f"{len(got)} of {len(upload)} bytes"
 
 
 class RecordingServer(PeerServer):

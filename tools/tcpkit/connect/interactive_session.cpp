@@ -48,6 +48,8 @@ class InteractiveSession {
   size_t peer_lines_allowed(std::string_view received);
   int peer_line_too_long() const;
   std::optional<int> on_peer_finished();
+  // Stdout could not be written; an exit code unless the session goes on.
+  std::optional<int> on_stdout_failed();
   int connection_lost(std::error_code error) const;
   std::optional<int> on_stdin_readable();
   // Queues `text` for sending; with --line, whole lines only. An exit code
@@ -92,6 +94,8 @@ class InteractiveSession {
   bool peer_finished_ = false;
   // The last wait found stdin readable too, not read yet.
   bool stdin_ready_ = false;
+  // Stdout's reader went away; piped stdin is still being sent.
+  bool stdout_gone_ = false;
   // Set once stdin has ended and --wait is counting.
   std::optional<Clock::time_point> deadline_;
 };
@@ -137,15 +141,29 @@ std::optional<int> InteractiveSession::on_socket_readable() {
     return kExitFailure;
   }
   auto& printer = context_.printer;
+  if (*n > 0 && stdout_gone_) return std::nullopt;  // nobody reads it
   if (*n > 0) {
     std::string_view received(buffer_.data(), *n);
     const size_t allowed = peer_lines_allowed(received);
     bool ok = printer.print(received.substr(0, allowed));
     if (ok && allowed < received.size()) return peer_line_too_long();
     if (ok) return std::nullopt;
-    return stdout_failure(printer.stdout_error());
+    return on_stdout_failed();
   }
   return on_peer_finished();
+}
+
+// Stdout's reader went away (`| head -c 1` took what it wanted): piped
+// stdin still goes to the peer, to its end, as nc -N sends it, and what the
+// peer says from now on is dropped. With nothing left to send (stdin has
+// ended and is out, or is a terminal) the session ends there.
+std::optional<int> InteractiveSession::on_stdout_failed() {
+  const int error = context_.printer.stdout_error();
+  const bool sending = stdin_open_ || output_queued();
+  if (error != EPIPE || input_finished_ || !sending || ::isatty(STDIN_FILENO))
+    return stdout_failure(error);
+  stdout_gone_ = true;
+  return std::nullopt;
 }
 
 // Bytes are printed as they come, so nothing is held here; the limit is
@@ -190,8 +208,10 @@ int InteractiveSession::peer_line_too_long() const {
 std::optional<int> InteractiveSession::on_peer_finished() {
   auto& printer = context_.printer;
   // On a terminal the notice gets a line of its own; a pipe gets the bytes as sent.
-  bool ok = printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line());
-  if (!ok) return stdout_failure(printer.stdout_error());
+  bool ok = stdout_gone_ || (printer.finish() && (!::isatty(STDOUT_FILENO) || printer.end_line()));
+  if (!ok) {
+    if (auto code = on_stdout_failed()) return code;
+  }
   // The same wait found stdin ready: its end may be there already (the
   // FIN and the end of piped input came together), which decides the notice.
   if (std::exchange(stdin_ready_, false)) {
@@ -388,8 +408,9 @@ std::optional<int> InteractiveSession::finish_input() {
       return kExitFailure;
     }
   }
-  // The peer has finished too: nothing is left to wait for.
-  if (peer_finished_) return kExitOk;
+  // The peer has finished too, or nobody reads what it says: nothing is
+  // left to wait for.
+  if (peer_finished_ || stdout_gone_) return kExitOk;
   if (!context_.wait) return std::nullopt;
   if (context_.wait->count() == 0) return kExitOk;
   deadline_ = Clock::now() + *context_.wait;
