@@ -266,14 +266,12 @@ Result<json> ChaosRegistry::populate(const json& body) {
     }
     specs.push_back(std::move(*spec));
   }
-  // New names go first: a list that fails there has not touched a proxy
-  // that was running. One it replaces (toxiproxy replaces a proxy of the
-  // same name whose addresses differ) is kept aside, and put back with its
-  // toxics if a later entry fails; its connections are closed either way.
-  std::vector<bool> existed;
-  existed.reserve(specs.size());
-  for (const Spec& spec : specs) existed.push_back(proxies_.count(spec.name) > 0);
-  std::vector<json> created(specs.size());
+  // In the list's order, as toxiproxy goes: a proxy that moves off a port
+  // frees it for a later entry. One it replaces (toxiproxy replaces a
+  // proxy of the same name whose addresses differ) is kept aside, and put
+  // back with its toxics if a later entry fails; its connections are
+  // closed either way.
+  json created = json::array();
   std::vector<std::string> added;
   std::vector<std::unique_ptr<Proxy>> replaced;
   auto undo = [&] {
@@ -284,27 +282,22 @@ Result<json> ChaosRegistry::populate(const json& body) {
       if (p.enabled) (void)start(p);  // where it listened: free again
     }
   };
-  for (const bool replacing : {false, true}) {
-    for (size_t i = 0; i < specs.size(); ++i) {
-      const Spec& spec = specs[i];
-      if (existed[i] != replacing) continue;
-      if (replacing) {
-        Proxy& old = *proxies_.at(spec.name);
-        if (old.listen == spec.listen && old.upstream == spec.upstream) {
-          created[i] = proxy_json(old);
-          continue;
-        }
-        stop(old, "proxy replaced");
-        replaced.push_back(std::move(proxies_.extract(spec.name).mapped()));
+  for (const Spec& spec : specs) {
+    if (auto it = proxies_.find(spec.name); it != proxies_.end()) {
+      if (it->second->listen == spec.listen && it->second->upstream == spec.upstream) {
+        created.push_back(proxy_json(*it->second));
+        continue;
       }
-      auto r = add(spec);
-      if (!r) {
-        undo();
-        return r.error();
-      }
-      added.push_back(spec.name);
-      created[i] = std::move(*r);
+      stop(*it->second, "proxy replaced");
+      replaced.push_back(std::move(proxies_.extract(it).mapped()));
     }
+    auto r = add(spec);
+    if (!r) {
+      undo();
+      return r.error();
+    }
+    added.push_back(spec.name);
+    created.push_back(std::move(*r));
   }
   return json{{"proxies", created}};
 }

@@ -233,7 +233,7 @@ std::vector<PairToxics::Deadline> PairToxics::data_arrived(Stream s) {
 bool PairToxics::holding(Stream s) const {
   bool hold = false;
   each(s, ToxicType::timeout, [&](const Active&) { hold = true; });
-  return hold || resetting(s);
+  return hold;
 }
 
 bool PairToxics::resetting(Stream s) const {
@@ -317,7 +317,7 @@ std::vector<PairToxics::Piece> PairToxics::frames(Stream s, std::string_view dat
     }
     const FrameCut cut = codec == FrameCodec::line ? cut_line(rest, f.scanned) : cut_length(rest);
     if (cut.kind == FrameCut::need_more) {
-      f.scanned = rest.size();
+      f.scanned = codec == FrameCodec::line ? rest.size() : 0;
       break;
     }
     f.scanned = 0;

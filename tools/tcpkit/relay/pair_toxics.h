@@ -69,12 +69,12 @@ class PairToxics {
   void carried(Stream s, uint64_t bytes);
   // Data arrived in this direction: a reset_peer toxic starts counting its
   // time at the first, as toxiproxy's does (answered as deadlines, which the
-  // pair arms), and holds everything from then on.
+  // pair arms).
   std::vector<Deadline> data_arrived(Stream s);
-  // Data in this direction is dropped: a timeout toxic (any value) fires,
-  // or a reset_peer counts down to its RST.
+  // Data in this direction is dropped: a timeout toxic (any value) fires.
   bool holding(Stream s) const;
-  // A reset_peer counts down in this direction.
+  // A reset_peer counts down in this direction: what comes is held back
+  // (the FIN too) for the RST; if the toxic goes first, it flows again.
   bool resetting(Stream s) const;
   std::chrono::milliseconds slow_close(Stream s) const;
   // unplug after_bytes: the smallest byte count (both ways), and whether it resets.

@@ -200,8 +200,7 @@ void RelayPair::receive(Flow& flow, Buffer& in) {
   }
   // The first data in a reset_peer toxic's direction starts its clock.
   if (in.readable_bytes() > 0) arm_deadlines(toxics_.data_arrived(flow.stream));
-  // A timeout toxic: what is sent now is lost, as on a dead link; so is
-  // what a reset_peer holds until its RST.
+  // A timeout toxic: what is sent now is lost, as on a dead link.
   if (toxics_.holding(flow.stream)) {
     in.retrieve_all();
     return;
@@ -280,6 +279,9 @@ void RelayPair::retime(Flow& flow) {
 void RelayPair::pump(Flow& flow) {
   Side& sink = *flow.sink;
   if (!sink || ending_) return;
+  // A reset_peer counting down holds everything back, the FIN too: its
+  // RST comes instead. Removed first, it lets all of it go, in order.
+  if (toxics_.resetting(flow.stream)) return;
   auto now = Clock::now();
   while (!flow.queue.empty()) {
     Chunk& chunk = flow.queue.front();
@@ -307,9 +309,7 @@ void RelayPair::pump(Flow& flow) {
     if (ending_) return;  // a fault fired and cleared the queue
     if (last) flow.queue.pop_front();
   }
-  // A reset_peer counting down holds the FIN too: its RST comes instead.
-  if (flow.queue.empty() && flow.eof && !flow.shut && !toxics_.resetting(flow.stream))
-    pass_fin(flow);
+  if (flow.queue.empty() && flow.eof && !flow.shut) pass_fin(flow);
   maybe_resume(flow);
 }
 
