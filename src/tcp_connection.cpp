@@ -127,6 +127,13 @@ void TcpConnection::connect_established(const TlsContext* tls, std::string_view 
   if (tls != nullptr) layered = start_tls(*tls, server_name);
   auto self = shared_from_this();
   if (callbacks_->on_connection) callbacks_->on_connection(self);
+  announced_ = true;
+  // A close decided meanwhile (by on_connection, or a failed send of the
+  // TLS hello) shows from now on.
+  if (close_decided()) {
+    State expected = State::connected;
+    state_.compare_exchange_strong(expected, State::disconnecting);
+  }
   if (!layered) {
     force_close(layered.error().code());
     return;
@@ -964,6 +971,7 @@ void TcpConnection::decide_close(std::error_code reason, bool close_notify) {
   if (!close_reason_) close_reason_ = reason;
   if (close_notify) send_close_notify();
   drop_output();
+  if (!announced_) return;  // connect_established() does it once on_connection is told
   State expected = State::connected;
   state_.compare_exchange_strong(expected, State::disconnecting);
 }

@@ -140,10 +140,10 @@ int unacknowledged_bytes(int fd) {
 Result<void> TcpStream::shutdown_write() {
   // What the end adds to the bytes on their way (close_notify, the FIN):
   // finish_sending() need not wait for the peer to acknowledge them.
-  const int before = std::max(0, unacknowledged_bytes(fd_.get()));
+  size_t end_bytes = 0;
   auto ended = [&] {
     output_ended_ = true;
-    end_bytes_ = std::max(0, unacknowledged_bytes(fd_.get()) - before);
+    end_bytes_ = end_bytes;
     return Result<void>{};
   };
   const bool peer_done = tls_ && tls_->session.peer_closed();
@@ -153,6 +153,11 @@ Result<void> TcpStream::shutdown_write() {
   };
   if (tls_) {
     tls_->session.shutdown();  // close_notify before the FIN
+    if (tls_->session.has_ciphertext()) {
+      const std::string alert = tls_->session.take_ciphertext();
+      end_bytes += alert.size();
+      tls_->pending += alert;
+    }
     if (auto sent = send_ciphertext(); !sent) {
       if (gone(sent.error().code())) return ended();
       return sent;
@@ -161,8 +166,10 @@ Result<void> TcpStream::shutdown_write() {
   if (int rc = sys::shutdown_write(fd_.get()); rc < 0) {
     auto failed = Error::from_errno(-rc, "shutdown " + where());
     if (gone(failed.code())) return ended();
+    end_bytes_ = end_bytes;  // the close_notify went: finish_sending() tells it from data
     return failed;
   }
+  end_bytes += 1;  // the FIN takes a sequence number of its own
   return ended();
 }
 
@@ -171,17 +178,36 @@ Result<void> TcpStream::finish_sending(std::chrono::milliseconds timeout) {
     if (!output_ended_) (void)shutdown_write();
     return {};
   }
-  // A half-close that fails finds the connection gone already (the peer
-  // closed, as a server may once it has answered): the session that
-  // watched it has judged that end.
-  if (!output_ended_ && !shutdown_write()) return {};
+  const std::string what = "finish sending to " + where();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto time_left = [&] {
+    return std::chrono::ceil<std::chrono::milliseconds>(deadline -
+                                                        std::chrono::steady_clock::now());
+  };
+  // TLS ciphertext the kernel has not taken yet goes first, without
+  // blocking past the deadline (shutdown_write() would send it blocking).
+  while (!output_ended_ && has_pending_output()) {
+    if (auto flushed = flush_pending(); !flushed) return flushed.error();
+    if (!has_pending_output()) break;
+    if (time_left().count() <= 0) return Error(std::make_error_code(std::errc::timed_out), what);
+    if (int ready = sys::poll_one(fd_.get(), POLLOUT, time_left()); ready < 0)
+      return Error::from_errno(-ready, what);
+  }
+  // A half-close that fails finds the connection gone: all is well if the
+  // peer had acknowledged every byte (a server that closed once it had
+  // answered), not if some were still on their way.
+  if (!output_ended_) {
+    if (auto shut = shutdown_write(); !shut) {
+      if (unacknowledged_bytes(fd_.get()) <= static_cast<int>(end_bytes_)) return {};
+      const int error = sys::socket_error(fd_.get());
+      return Error::from_errno(error != 0 ? error : ECONNRESET, what);
+    }
+  }
   // The half-close queued our FIN (and TLS's close_notify) behind the
   // user's bytes: once only they are left, everything the user sent has
   // arrived. A peer that closed before reading them resets, which costs
   // the user nothing.
-  const int protocol = end_bytes_;
-  const std::string what = "finish sending to " + where();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const int protocol = static_cast<int>(end_bytes_);
   // An acknowledgement wakes no poll(): look again this often.
   constexpr std::chrono::milliseconds kRecheck{10};
   char scratch[16384];
@@ -190,8 +216,7 @@ Result<void> TcpStream::finish_sending(std::chrono::milliseconds timeout) {
     const int unacknowledged = unacknowledged_bytes(fd_.get());
     if (unacknowledged <= protocol) return {};
     if (int error = sys::socket_error(fd_.get()); error != 0) return Error::from_errno(error, what);
-    auto left =
-        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left = time_left();
     if (left.count() <= 0) return Error(std::make_error_code(std::errc::timed_out), what);
     // After the peer's FIN the socket stays readable: only wait then.
     int ready = sys::poll_one(fd_.get(), peer_finished ? 0 : POLLIN, std::min(left, kRecheck));
@@ -309,6 +334,9 @@ int TcpStream::wait_readable(int timeout_ms) {
 
 Result<size_t> TcpStream::tls_recv(void* buf, size_t len) {
   TlsLayer& t = *tls_;
+  // An answer the kernel could not take last time goes first (never
+  // waiting): a caller that only receives still sends it.
+  if (!t.pending.empty()) (void)flush_pending();
   if (t.plaintext.readable_bytes() == 0 && t.failed) return *t.failed;
   if (t.plaintext.readable_bytes() == 0 && !t.eof && !t.session.peer_closed()) {
     auto n = read_ciphertext();

@@ -120,14 +120,17 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   void shutdown();
   /// Any thread. Closes now, dropping queued output (reason: operation_canceled).
   /// From the loop's thread nothing sent after it goes out (what the kernel
-  /// took before it still does), nothing more is read or handed to
-  /// on_message or on_handshake, and connected() is false at once; the
-  /// close callback runs from the loop's queue, never inside this call. With TLS (handshake done):
-  /// close_notify, then FIN, so that the peer reads a clean end rather than a possible truncation;
-  /// best effort, one non-blocking write, and only when no output is dropped (what is dropped may
-  /// end mid-record: the peer then sees the FIN alone, the cut it is). The same goes for the closes
-  /// the library decides: the idle timeout, the close overflow policy (whose output is over the
-  /// mark, so it is a bare FIN in practice), and a server's stop.
+  /// took before it still does), nothing more reaches on_message,
+  /// on_handshake or on_peer_closed (what arrives meanwhile is read and
+  /// dropped), and connected() is false at once (from inside on_connection,
+  /// once it returns); the close callback runs from the loop's queue, never
+  /// inside this call. With TLS (handshake done): close_notify, then FIN, so
+  /// that the peer reads a clean end rather than a possible truncation;
+  /// best effort, one non-blocking write, and only when no output is dropped
+  /// (what is dropped may end mid-record: the peer then sees the FIN alone,
+  /// the cut it is). The same goes for the closes the library decides: the
+  /// idle timeout, the close overflow policy (whose output is over the mark,
+  /// so it is a bare FIN in practice), and a server's stop.
   void force_close();
   void force_close(std::error_code reason);
   /// Any thread. Closes now with a TCP RST instead of a FIN (SO_LINGER 0):
@@ -357,6 +360,9 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   UniqueFd fd_;
   std::atomic<State> state_{State::connecting};
   bool reading_ = false;
+  // on_connection has been told the connection is up: until then connected()
+  // stays true whatever is decided (the callback tells up from down by it).
+  bool announced_ = false;
   bool paused_by_overflow_ = false;
   /// pause_reading() asked, and no resume_reading() since: the overflow's
   /// own resume leaves reading off.

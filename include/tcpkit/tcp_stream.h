@@ -168,7 +168,7 @@ class TcpStream {
   std::unique_ptr<TlsLayer> tls_;  ///< null: plain TCP
   bool input_ended_ = false;       ///< recv() has returned the end of input
   bool output_ended_ = false;      ///< shutdown_write() has succeeded
-  int end_bytes_ = 0;              ///< what the half-close queued (FIN, close_notify)
+  size_t end_bytes_ = 0;           ///< what the half-close queued (FIN, close_notify)
 };
 
 }  // namespace tcpkit

@@ -480,3 +480,55 @@ TEST(TcpStream, RegressionWaitStopsReportingTheEndOfInputAndReportsALaterReset) 
       << error.message();
   EXPECT_FALSE(p.client.pending_error()) << "reading the error clears it";
 }
+
+namespace {
+
+// Fills the client's way to the server (which does not read) until the
+// kernels take no more: bytes that stay unacknowledged.
+size_t fill_until_full(TcpStream& client) {
+  const std::string chunk(64 * 1024, 'f');
+  size_t sent = 0;
+  for (int i = 0; i < 4096; ++i) {
+    auto n = client.send_some(chunk);
+    EXPECT_TRUE(n) << n.error().message();
+    if (!n || *n == 0) break;
+    sent += *n;
+  }
+  return sent;
+}
+
+}  // namespace
+
+// finish_sending() is done once the peer has taken every byte, whether or
+// not it answers our FIN: a peer that read all and closed is no failure.
+TEST(TcpStream, FinishSendingReturnsOnceThePeerHasTakenEverything) {
+  auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+  ASSERT_TRUE(listener) << listener.error().message();
+  Pair p = connect_pair(*listener);
+  const std::string data(300 * 1024, 'd');
+  std::thread reader([&] {
+    EXPECT_EQ(read_to_eof(p.server), data);
+    p.server.close();
+  });
+  ASSERT_TRUE(p.client.send_all(data));
+  auto finished = p.client.finish_sending(kWait);
+  EXPECT_TRUE(finished) << finished.error().message();
+  reader.join();
+}
+
+// A peer that resets with bytes still on their way did not take them all:
+// the caller hears so, also when the reset came before the half-close.
+TEST(TcpStream, FinishSendingReportsAResetBeforeThePeerTookEverything) {
+  for (const bool reset_first : {false, true}) {
+    auto listener = TcpListener::bind(Endpoint::loopback_v4(0));
+    ASSERT_TRUE(listener) << listener.error().message();
+    Pair p = connect_pair(*listener);
+    ASSERT_GT(fill_until_full(p.client), 0u);
+    // Unread bytes make the server's close a reset.
+    p.server.close();
+    if (reset_first) std::this_thread::sleep_for(100ms);
+    auto finished = p.client.finish_sending(kWait);
+    ASSERT_FALSE(finished) << "reset_first " << reset_first;
+    EXPECT_TRUE(finished.error() == std::errc::connection_reset) << finished.error().message();
+  }
+}
