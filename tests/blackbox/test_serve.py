@@ -922,6 +922,10 @@ def test_regression_a_nan_timeout_is_a_usage_error(tcpkit_bin, flag):
     ["--busy-poll", "-1"],
     ["--busy-poll", "2000000"],
     ["--busy-poll", "soon"],
+    # Regression: past 2^64 - 1 the value was taken, and the server ran
+    # with no limit at all.
+    ["--max-message", "18446744073709551616"],
+    ["--max-message", "0"],
     ["--no-such-flag"],
 ])
 def test_bad_flags_are_usage_errors(tcpkit_bin, flags):

@@ -264,11 +264,14 @@ def test_a_path_that_is_not_a_socket_is_refused_and_kept(sock_dir):
     assert path.read_text() == "keep me"
 
 
-def test_the_file_is_removed_on_a_clean_stop(tcpkit_process, sock_dir):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_the_file_is_removed_on_a_clean_stop(tcpkit_process, sock_dir, signum):
+    # Regression, SIGHUP (the terminal that ran the server went away): the
+    # default action killed the server and left the file behind.
     path = sock_dir / "bye.sock"
     server = start_unix_serve(tcpkit_process, str(path))
     assert path.exists()
-    server.signal(signal.SIGTERM)
+    server.signal(signum)
     assert server.wait() == 0
     assert not path.exists()
 

@@ -127,7 +127,7 @@ std::string tls_server_name(std::string_view host, std::string_view flag) {
 }
 
 void block_stop_signals() {
-  SignalSet::block({SIGINT, SIGTERM});
+  SignalSet::block({SIGINT, SIGTERM, SIGHUP});
 }
 
 namespace {
@@ -139,7 +139,7 @@ void exit_at_once(int signo) {
 
 Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                                                       std::function<void()> on_stop) {
-  return SignalSet::create(&loop, {SIGINT, SIGTERM},
+  return SignalSet::create(&loop, {SIGINT, SIGTERM, SIGHUP},
                            [on_stop = std::move(on_stop), stopping = false](int signo) mutable {
                              // Both came before the loop read either.
                              if (stopping) exit_at_once(signo);
@@ -151,9 +151,9 @@ Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                              // loop is stuck; one already pending does now.
                              struct sigaction action {};
                              action.sa_handler = exit_at_once;
-                             sigaction(SIGINT, &action, nullptr);
-                             sigaction(SIGTERM, &action, nullptr);
-                             SignalSet::unblock({SIGINT, SIGTERM});
+                             for (int stop : {SIGINT, SIGTERM, SIGHUP})
+                               sigaction(stop, &action, nullptr);
+                             SignalSet::unblock({SIGINT, SIGTERM, SIGHUP});
                              on_stop();
                            });
 }

@@ -64,12 +64,13 @@ std::string unix_address(const std::string& path);
 // One rule for connect, bench and relay.
 std::string tls_server_name(std::string_view host, std::string_view flag);
 
-// Blocks SIGINT and SIGTERM in the calling thread. Call it before any thread
+// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call it before any thread
 // starts, so that every thread inherits the mask and only the watcher below
 // receives the signals.
 void block_stop_signals();
 
-// SIGINT and SIGTERM (blocked by block_stop_signals()) as events of `loop`,
+// SIGINT, SIGTERM and SIGHUP (the terminal went away; blocked by
+// block_stop_signals()) as events of `loop`,
 // its owner thread calling: the first runs `on_stop` there. The signals are
 // then unblocked in this thread, with a handler that exits (status 128 + the
 // signal), so a second one ends the process at once, also while the loop is

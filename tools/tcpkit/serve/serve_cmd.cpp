@@ -294,7 +294,7 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--max-message", opts->max_message,
                   "largest line or frame in bytes; larger closes that client")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(size_t{1}, size_t{UINT32_MAX}).description("1 to 4294967295"))
       ->capture_default_str();
   auto* chat_rate =
       sub->add_option("--chat-rate", opts->chat_rate,
