@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pick_free_port, wait_for_port, wait_until
+from hostile_util import RSS_BOUNDS_APPLY
 from serve_util import ChatClient, connect, count_lines, find_line, peer_name, recv_line, start_serve, wait_log
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
@@ -625,7 +626,12 @@ def test_a_reply_of_many_large_strings_is_refused_before_it_is_buffered(tcpkit_p
         refused = r"cluster: redis .* sent a malformed reply: a reply of over \d+ bytes in its strings \(limit \d+\)"
         wait_until(lambda: count_lines(a, refused) >= 2, timeout=30, message=a.describe())
         # Each link held one string and a bit: nothing like 2 x 128 MiB.
-        assert peak_rss_kib(a.pid) < 100 * 1024, peak_rss_kib(a.pid)
+        # Under a sanitizer most of the memory is its own (ASan keeps up to
+        # 256 MiB of freed blocks): printed, not asserted, as hostile_util says.
+        peak = peak_rss_kib(a.pid)
+        print(f"peak RSS {peak} KiB")
+        if RSS_BOUNDS_APPLY:
+            assert peak < 100 * 1024, peak
         for member in local_chat_works(a, port_a):
             member.close()
     finally:
