@@ -547,7 +547,9 @@ TEST(TcpConnection, RegressionNothingIsDeliveredAfterAForceCloseInTheLoop) {
   Tally tally;
   Watched<std::vector<std::string>> messages;
   Watched<int> handshakes{0};
-  int client_fd = -1;
+  // Set by the test's thread, read in the loop's (TSan sees no order
+  // through the socket).
+  std::atomic<int> client_fd{-1};
   h.start({}, [&](TcpServer& s) {
     s.set_on_connection([&](const TcpConnectionPtr& conn) {
       tally.callback()(conn);
@@ -563,14 +565,14 @@ TEST(TcpConnection, RegressionNothingIsDeliveredAfterAForceCloseInTheLoop) {
       messages.update([&](auto& v) { v.push_back(in.retrieve_all_as_string()); });
       conn->loop()->queue_in_loop([conn, &client_fd] {
         // Arrives while the close is still queued: a read would find it.
-        ASSERT_EQ(::send(client_fd, "late", 4, MSG_NOSIGNAL), 4);
+        ASSERT_EQ(::send(client_fd.load(), "late", 4, MSG_NOSIGNAL), 4);
         conn->force_close();
         EXPECT_FALSE(conn->connected());
       });
     });
   });
   auto c = connect_client(h.address());
-  client_fd = c.fd();
+  client_fd.store(c.fd());
   ASSERT_TRUE(c.send_all("first"));
   char byte = 0;
   auto got = c.recv(&byte, 1);  // the FIN (or a reset, should "late" come after the close)
