@@ -1,5 +1,6 @@
 #include "tcpkit/tcp_stream.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -531,4 +532,67 @@ TEST(TcpStream, FinishSendingReportsAResetBeforeThePeerTookEverything) {
     ASSERT_FALSE(finished) << "reset_first " << reset_first;
     EXPECT_TRUE(finished.error() == std::errc::connection_reset) << finished.error().message();
   }
+}
+
+namespace {
+
+// write_all() on a pipe left non-blocking (as another program may leave a
+// shared stdout): a full pipe is waited for, not a failure.
+struct Pipe {
+  tcpkit::UniqueFd reader;
+  tcpkit::UniqueFd writer;
+};
+
+Pipe nonblocking_pipe() {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  Pipe p{tcpkit::UniqueFd(fds[0]), tcpkit::UniqueFd(fds[1])};
+  EXPECT_GE(::fcntl(p.writer.get(), F_SETPIPE_SZ, 4096), 4096);
+  EXPECT_EQ(::fcntl(p.writer.get(), F_SETFL, O_NONBLOCK), 0);
+  return p;
+}
+
+}  // namespace
+
+TEST(WriteAll, WaitsForAFullNonBlockingPipeUntilItTakesEverything) {
+  Pipe p = nonblocking_pipe();
+  std::string data(1 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + i % 23);
+  std::string received;
+  std::thread reader([&] {
+    char buf[1024];
+    while (received.size() < data.size()) {
+      ssize_t n = ::read(p.reader.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      received.append(buf, static_cast<size_t>(n));
+    }
+  });
+  auto written = tcpkit::write_all(p.writer.get(), data, "pipe", 20s);
+  reader.join();
+  ASSERT_TRUE(written) << written.error().message();
+  EXPECT_TRUE(received == data) << received.size() << " of " << data.size() << " bytes arrived";
+}
+
+TEST(WriteAll, GivesUpOnAFullPipeThatNobodyReadsWhenItsTimeIsUp) {
+  Pipe p = nonblocking_pipe();
+  auto written = tcpkit::write_all(p.writer.get(), std::string(64 * 1024, 'x'), "pipe", 50ms);
+  ASSERT_FALSE(written);
+  EXPECT_TRUE(written.error() == std::errc::timed_out) << written.error().message();
+  EXPECT_NE(written.error().message().find("write to pipe"), std::string::npos)
+      << written.error().message();
+}
+
+TEST(WriteAll, SaysThatTheReaderHasGone) {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &old), 0);
+  Pipe p = nonblocking_pipe();
+  p.reader.reset();
+  auto written = tcpkit::write_all(p.writer.get(), "hello", "stdout");
+  ::sigaction(SIGPIPE, &old, nullptr);
+  ASSERT_FALSE(written);
+  EXPECT_TRUE(written.error() == std::errc::broken_pipe) << written.error().message();
+  EXPECT_NE(written.error().message().find("write to stdout"), std::string::npos)
+      << written.error().message();
 }

@@ -1,9 +1,8 @@
 #include "connect/reply_printer.h"
 
-#include <poll.h>
 #include <unistd.h>
 
-#include <cerrno>
+#include "tcpkit/unique_fd.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -44,29 +43,15 @@ std::string hex_dump(std::string_view bytes, uint64_t offset) {
   return out;
 }
 
-bool write_stdout(std::string_view bytes, int* error) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) continue;
-    // A stdout that another program left non-blocking (a shared pipe, a
-    // terminal in O_NONBLOCK) is full, not failed: wait until it takes more.
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd out{STDOUT_FILENO, POLLOUT, 0};
-      if (::poll(&out, 1, -1) >= 0 || errno == EINTR) continue;
-    }
-    if (n < 0) {
-      *error = errno;
-      return false;
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 bool ReplyPrinter::emit(std::string_view text) {
   if (stdout_error_ != 0) return false;
   if (text.empty()) return true;
-  if (!write_stdout(text, &stdout_error_)) return false;
+  // A stdout that another program left non-blocking (a shared pipe, a
+  // terminal in O_NONBLOCK) is full, not failed: write_all() waits for it.
+  if (auto written = write_all(STDOUT_FILENO, text, "stdout"); !written) {
+    stdout_error_ = written.error().code().value();
+    return false;
+  }
   at_line_start_ = text.back() == '\n';
   return true;
 }

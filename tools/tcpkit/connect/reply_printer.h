@@ -23,10 +23,6 @@ namespace tcpkit::cli {
 // `offset` is the stream position of bytes[0]; offsets continue across calls.
 std::string hex_dump(std::string_view bytes, uint64_t offset);
 
-// Writes all of `bytes` to stdout. False when stdout is closed or failing;
-// `*error` is then the errno value (EPIPE when the reader went away).
-bool write_stdout(std::string_view bytes, int* error);
-
 class ReplyPrinter {
  public:
   // `decoder` converts from the wire encoding to UTF-8; none means pass through.
