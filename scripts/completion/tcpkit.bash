@@ -36,7 +36,8 @@ _tcpkit() {
       flags+=" --cluster --cluster-auth-file --tls-cert --tls-key --tls-handshake-timeout --unix --unix-mode"
       ;;
     connect)
-      flags+=" --send --encoding --timeout --wait --line --max-line --hex --no-shutdown -N"
+      flags+=" --send --encoding --timeout --wait -i --idle-timeout --line --max-line --hex"
+      flags+=" --no-shutdown -N"
       flags+=" --tls --tls-ca --insecure --sni --unix"
       ;;
     bench)

@@ -1004,3 +1004,78 @@ def test_regression_send_with_wait_zero_delivers_everything_before_closing(reset
     else:
         assert result.returncode == 0, result.stderr
         assert server.received == len(text) and server.clean_eof
+
+
+# --- --idle-timeout: a peer that neither talks nor reads ---------------------------------------
+
+def holds_without_reading(release: threading.Event):
+    """A server that takes the connection and then neither reads nor sends."""
+    def handler(conn):
+        release.wait(DEFAULT_TIMEOUT)
+    return handler
+
+
+def test_idle_timeout_ends_an_upload_the_peer_stopped_reading():
+    # Without it the session waited for the peer forever: stdin is read only
+    # as fast as the peer takes it, so its end never came.
+    release = threading.Event()
+    with PeerServer(holds_without_reading(release)) as server:
+        result = subprocess.run([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port),
+                                 "--idle-timeout", "0.5"], input=b"u" * (64 << 20),
+                                capture_output=True, timeout=scaled(DEFAULT_TIMEOUT))
+        release.set()
+        server.wait()
+    assert result.returncode == 1, result.stderr
+    assert (f"nothing sent to or received from 127.0.0.1:{server.port} for 0.5 s "
+            "(--idle-timeout)").encode() in result.stderr
+
+
+def test_idle_timeout_ends_a_silent_session_and_each_byte_starts_it_again():
+    release = threading.Event()
+    ticks = 4
+
+    def ticks_then_silence(conn):
+        for i in range(ticks):
+            time.sleep(scaled(0.3))
+            conn.sendall(f"tick {i}\n".encode())
+        release.wait(DEFAULT_TIMEOUT)
+
+    with PeerServer(ticks_then_silence) as server:
+        # stdin stays open and silent, as a terminal's would.
+        client = subprocess.Popen([str(tcpkit_path()), "connect", "127.0.0.1", str(server.port),
+                                   "-i", str(scaled(1.0))], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = client.communicate(timeout=scaled(DEFAULT_TIMEOUT))
+        finally:
+            client.kill()
+            release.set()
+        server.wait()
+    assert client.returncode == 1, err
+    # The ticks came closer together than the idle time: every one arrived
+    # although the whole session lasted longer than that time.
+    assert out.decode() == "".join(f"tick {i}\n" for i in range(ticks))
+    assert b"(--idle-timeout)" in err
+
+
+def test_idle_timeout_bounds_the_wait_for_a_reply_that_never_comes():
+    release = threading.Event()
+
+    def reads_but_never_answers(conn):
+        conn.recv(1024)
+        release.wait(DEFAULT_TIMEOUT)
+
+    with PeerServer(reads_but_never_answers) as server:
+        result = run_tcpkit("connect", "127.0.0.1", server.port, "--send", "anyone there?",
+                            "--idle-timeout", "0.5")
+        release.set()
+        server.wait()
+    assert result.returncode == 1, result.stderr
+    assert f"for 0.5 s (--idle-timeout)" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_a_bad_idle_timeout_is_a_usage_error(value):
+    result = run_tcpkit("connect", "127.0.0.1", "9", "--idle-timeout", value)
+    assert result.returncode == 2, result.stderr
+    assert "--idle-timeout" in result.stderr

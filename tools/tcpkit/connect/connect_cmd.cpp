@@ -25,10 +25,15 @@ namespace tcpkit::cli {
 namespace {
 
 constexpr const char* kWaitHelp =
-    "seconds to wait for the peer. Interactive: after stdin ends (and FIN is sent), exit at the "
-    "latest this long later; 0 exits as soon as stdin's data is sent; default: until the peer "
-    "closes. With --send: the longest wait for each reply; 0 sends without waiting; default: "
-    "until the reply arrives or the peer closes";
+    "seconds to wait for the peer. Interactive: after stdin ends, exit at the latest this long "
+    "later (an error if the peer has not taken all of stdin by then); 0 exits as soon as stdin's "
+    "data is sent; default: until the peer closes. With --send: the longest wait for each reply; "
+    "0 sends without waiting; default: until the reply arrives or the peer closes";
+
+constexpr const char* kIdleHelp =
+    "end the session with an error (exit 1) once nothing has been sent or received for this "
+    "many seconds: a peer that neither talks nor reads what is sent (ncat -i). With --send it "
+    "bounds each send and each wait for a reply; 0 (the default): no limit, as serve's";
 
 constexpr const char* kSendHelp =
     "send TEXT, print the reply, and after the last one close (repeatable, sent in order). "
@@ -296,8 +301,9 @@ int run_connect(const ConnectOptions& o) {
   if (tls_context && !start_tls(*stream, *tls_context, o)) return kExitFailure;
 
   ReplyPrinter printer(std::move(decoder), o.hex);
-  SessionContext context{o, printer, std::move(encoder), std::nullopt};
+  SessionContext context{o, printer, std::move(encoder), std::nullopt, std::nullopt};
   if (o.wait_s >= 0) context.wait = to_millis(o.wait_s);
+  if (o.idle_timeout_s > 0) context.idle = to_millis(o.idle_timeout_s);
   int code = o.sends.empty() ? run_interactive_session(*stream, context)
                              : run_send_session(*stream, context);
   // What we sent may still be in the kernel (--wait 0 ends at once), and a
@@ -349,6 +355,9 @@ Command add_connect_command(CLI::App& app) {
       ->capture_default_str()
       ->check(seconds(0.001));
   sub->add_option("--wait", o->wait_s, kWaitHelp)->type_name("SECS")->check(seconds(0));
+  sub->add_option("-i,--idle-timeout", o->idle_timeout_s, kIdleHelp)
+      ->type_name("SECS")
+      ->check(seconds(0));
   sub->add_flag("--line", o->line,
                 "line mode: append a newline to each --send text and wait for a whole line as "
                 "its reply; interactively, send stdin a whole line at a time");

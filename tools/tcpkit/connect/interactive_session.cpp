@@ -8,6 +8,8 @@
 // sending stdin until it ends, then sends its own FIN and exits.
 // With a wire encoding other than UTF-8, stdin must be UTF-8 that the
 // encoding can write, as a --send text must (see refuse_input()).
+// --wait counts from stdin's end; --idle-timeout from the last byte that went
+// either way, so a peer that neither talks nor reads cannot hold the session.
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -41,6 +43,9 @@ class InteractiveSession {
 
  private:
   std::chrono::milliseconds poll_timeout() const;
+  std::optional<Clock::time_point> idle_deadline() const;
+  // --wait has passed since stdin's end: done, or an error if not all is sent.
+  int wait_passed() const;
   bool output_queued() const { return !output_.empty() || stream_.has_pending_output(); }
   std::optional<int> on_socket_readable();
   // With --line: how much of `received` comes before a peer's line over
@@ -98,11 +103,16 @@ class InteractiveSession {
   bool stdout_gone_ = false;
   // Set once stdin has ended and --wait is counting.
   std::optional<Clock::time_point> deadline_;
+  // When a byte last went to the peer or came from it (--idle-timeout).
+  Clock::time_point last_activity_ = Clock::now();
 };
 
 int InteractiveSession::run() {
   for (;;) {
-    if (deadline_ && Clock::now() >= *deadline_) return kExitOk;
+    const auto now = Clock::now();
+    if (deadline_ && now >= *deadline_) return wait_passed();
+    if (auto idle = idle_deadline(); idle && now >= *idle)
+      return idle_timed_out(stream_, *context_.idle);
     const bool read_stdin = stdin_open_ && !output_queued();
     auto ready = stream_.wait(poll_timeout(), output_queued(), read_stdin ? STDIN_FILENO : -1);
     if (!ready) {
@@ -127,9 +137,27 @@ int InteractiveSession::run() {
 }
 
 std::chrono::milliseconds InteractiveSession::poll_timeout() const {
-  if (!deadline_) return TcpStream::kNoTimeout;
-  auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - Clock::now());
+  std::optional<Clock::time_point> until = deadline_;
+  if (auto idle = idle_deadline(); idle && (!until || *idle < *until)) until = idle;
+  if (!until) return TcpStream::kNoTimeout;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(*until - Clock::now());
   return std::max(left, std::chrono::milliseconds(0));
+}
+
+std::optional<Clock::time_point> InteractiveSession::idle_deadline() const {
+  if (!context_.idle) return std::nullopt;
+  return last_activity_ + *context_.idle;
+}
+
+// Stdin's end and its FIN are through: the peer had its --wait for its last
+// words. Stdin not all sent by then: a peer that stopped reading.
+int InteractiveSession::wait_passed() const {
+  if (input_finished_) return kExitOk;
+  report(fmt::format(
+      "stdin ended {:g} s ago (--wait) and {} has still not taken all of it; "
+      "closing the connection",
+      static_cast<double>(context_.wait->count()) / 1000.0, stream_.peer_endpoint().to_string()));
+  return kExitFailure;
 }
 
 std::optional<int> InteractiveSession::on_socket_readable() {
@@ -140,6 +168,7 @@ std::optional<int> InteractiveSession::on_socket_readable() {
                        reason_text(n.error().code())));
     return kExitFailure;
   }
+  last_activity_ = Clock::now();
   auto& printer = context_.printer;
   if (*n > 0 && stdout_gone_) return std::nullopt;  // nobody reads it
   if (*n > 0) {
@@ -254,6 +283,7 @@ std::optional<int> InteractiveSession::on_stdin_readable() {
   if (n <= 0) {
     stdin_open_ = false;
     queue_end_of_input();
+    if (context_.wait && context_.wait->count() > 0) deadline_ = Clock::now() + *context_.wait;
   } else if (auto code = queue_input({buffer_.data(), static_cast<size_t>(n)})) {
     return code;
   }
@@ -383,12 +413,15 @@ std::optional<int> InteractiveSession::flush_output() {
                        reason_text(error.code())));
     return kExitFailure;
   };
+  const bool had_pending = stream_.has_pending_output();
   if (auto flushed = stream_.flush_pending(); !flushed) return failed(flushed.error());
+  if (had_pending && !stream_.has_pending_output()) last_activity_ = Clock::now();
   while (!output_.empty()) {
     auto n = stream_.send_some(output_);
     if (!n) return failed(n.error());
     if (*n == 0) return std::nullopt;  // the kernel is full: wait for POLLOUT
     output_.erase(0, *n);
+    last_activity_ = Clock::now();
   }
   if (stream_.has_pending_output()) return std::nullopt;
   if (input_refused_) return kExitFailure;
@@ -411,9 +444,8 @@ std::optional<int> InteractiveSession::finish_input() {
   // The peer has finished too, or nobody reads what it says: nothing is
   // left to wait for.
   if (peer_finished_ || stdout_gone_) return kExitOk;
-  if (!context_.wait) return std::nullopt;
-  if (context_.wait->count() == 0) return kExitOk;
-  deadline_ = Clock::now() + *context_.wait;
+  // --wait counts from stdin's end (on_stdin_readable()); 0: no waiting.
+  if (context_.wait && context_.wait->count() == 0) return kExitOk;
   return std::nullopt;
 }
 

@@ -44,13 +44,18 @@ class SendSession {
   int run();
 
  private:
-  enum class Reply { received, none, peer_closed, failed };
+  // idle: nothing came for --idle-timeout (reported).
+  enum class Reply { received, none, peer_closed, failed, idle };
   enum class Read { data, eof, failed };
 
   Result<void> send_text(const std::string& text, bool last);
   Reply await_reply();
   Reply await_quiet(std::optional<Clock::time_point> deadline);
   Reply await_line(std::optional<Clock::time_point> deadline);
+  // The sooner of `deadline` (--wait) and the end of --idle-timeout.
+  std::optional<Clock::time_point> sooner(std::optional<Clock::time_point> deadline) const;
+  // The connection has been idle for --idle-timeout (reported once true).
+  bool idle_passed();
   // Reads what the stream holds into buffer_, `n` bytes (0 when a TLS
   // record is still incomplete); eof at the end, failed after a reported error.
   Read read_some(size_t& n);
@@ -66,17 +71,30 @@ class SendSession {
   // How much of leftover_ is known to hold no newline: each byte is scanned once.
   size_t scanned_ = 0;
   int failure_code_ = kExitFailure;
+  // When the last byte came from the peer or went to it (--idle-timeout).
+  Clock::time_point last_activity_ = Clock::now();
 };
 
 int SendSession::run() {
   const auto& texts = context_.options.sends;
   const bool wait_for_replies = !context_.wait || context_.wait->count() > 0;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    if (auto sent = send_text(texts[i], i + 1 == texts.size()); !sent) {
-      report(fmt::format("cannot send message {} of {} to {}: {}", i + 1, texts.size(),
-                         stream_.peer_endpoint().to_string(), reason_text(sent.error().code())));
+  // A send that the peer takes nothing of for --idle-timeout gives up.
+  if (context_.idle) {
+    if (auto set = stream_.set_send_timeout(*context_.idle); !set) {
+      report(set.error().message());
       return kExitFailure;
     }
+  }
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (auto sent = send_text(texts[i], i + 1 == texts.size()); !sent) {
+      const auto& error = sent.error().code();
+      if (context_.idle && error == std::errc::resource_unavailable_try_again)
+        return idle_timed_out(stream_, *context_.idle);
+      report(fmt::format("cannot send message {} of {} to {}: {}", i + 1, texts.size(),
+                         stream_.peer_endpoint().to_string(), reason_text(error)));
+      return kExitFailure;
+    }
+    last_activity_ = Clock::now();
     if (!wait_for_replies) continue;
     switch (await_reply()) {
       case Reply::received:
@@ -96,6 +114,8 @@ int SendSession::run() {
         return kExitFailure;
       case Reply::failed:
         return failure_code_;
+      case Reply::idle:
+        return idle_timed_out(stream_, *context_.idle);
     }
   }
   // Closing now, as the tutorial's client does: the server reads EOF.
@@ -120,18 +140,30 @@ SendSession::Reply SendSession::await_reply() {
   std::optional<Clock::time_point> deadline;
   if (context_.wait) deadline = Clock::now() + *context_.wait;
   Reply reply = context_.options.line ? await_line(deadline) : await_quiet(deadline);
-  if (reply == Reply::received && !context_.printer.end_line()) {
+  if ((reply == Reply::received || reply == Reply::idle) && !context_.printer.end_line()) {
     failure_code_ = stdout_failure(context_.printer.stdout_error());
     return Reply::failed;
   }
   return reply;
 }
 
+std::optional<Clock::time_point> SendSession::sooner(
+    std::optional<Clock::time_point> deadline) const {
+  if (!context_.idle) return deadline;
+  const auto idle_end = last_activity_ + *context_.idle;
+  return deadline && *deadline < idle_end ? deadline : idle_end;
+}
+
+bool SendSession::idle_passed() {
+  return context_.idle && Clock::now() >= last_activity_ + *context_.idle;
+}
+
 SendSession::Reply SendSession::await_quiet(std::optional<Clock::time_point> deadline) {
   bool got_any = false;
   for (;;) {
     if (passed(deadline)) return got_any ? Reply::received : Reply::none;
-    int timeout_ms = poll_timeout(deadline);
+    if (idle_passed()) return got_any ? Reply::received : Reply::idle;
+    int timeout_ms = poll_timeout(sooner(deadline));
     if (got_any && (timeout_ms < 0 || timeout_ms > kQuietPeriod.count())) {
       timeout_ms = static_cast<int>(kQuietPeriod.count());
     }
@@ -167,15 +199,17 @@ SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> dead
     }
     scanned_ = leftover_.size();
     if (line_length(leftover_, leftover_.size()) > max_line) return line_too_long();
-    if (passed(deadline)) {
+    if (passed(deadline) || idle_passed()) {
+      const Reply none = passed(deadline) ? Reply::none : Reply::idle;
       // A partial line is still the reply the user asked to see.
       scanned_ = 0;
-      if (leftover_.empty()) return Reply::none;
+      if (leftover_.empty()) return none;
       bool ok = print(leftover_);
       leftover_.clear();
-      return ok ? Reply::received : Reply::failed;
+      if (!ok) return Reply::failed;
+      return none == Reply::idle ? Reply::idle : Reply::received;
     }
-    int ready = stream_.wait_readable(poll_timeout(deadline));
+    int ready = stream_.wait_readable(poll_timeout(sooner(deadline)));
     if (ready < 0) {
       report(
           fmt::format("poll: {}", reason_text(std::error_code(-ready, std::generic_category()))));
@@ -193,6 +227,7 @@ SendSession::Reply SendSession::await_line(std::optional<Clock::time_point> dead
 SendSession::Read SendSession::read_some(size_t& n) {
   auto got = stream_.recv(buffer_.data(), buffer_.size());
   n = got ? *got : 0;
+  if (n > 0) last_activity_ = Clock::now();
   if (got) return n > 0 ? Read::data : Read::eof;
   if (got.error() == std::errc::resource_unavailable_try_again) return Read::data;
   report(fmt::format("connection to {} lost: {}", stream_.peer_endpoint().to_string(),
@@ -235,6 +270,14 @@ int run_send_session(TcpStream& stream, SessionContext& context) {
 
 void report(std::string_view message) {
   fmt::print(stderr, "tcpkit connect: {}\n", message);
+}
+
+int idle_timed_out(const TcpStream& stream, std::chrono::milliseconds idle) {
+  report(
+      fmt::format("nothing sent to or received from {} for {} (--idle-timeout); closing the "
+                  "connection",
+                  stream.peer_endpoint().to_string(), format_seconds(idle)));
+  return kExitFailure;
 }
 
 std::string reason_text(const std::error_code& code) {

@@ -27,6 +27,8 @@ struct ConnectOptions {
   double timeout_s = 10;
   // Negative: --wait was not given (wait until the peer closes / replies).
   double wait_s = -1;
+  // 0: no --idle-timeout (a connection may be idle for ever).
+  double idle_timeout_s = 0;
   bool line = false;
   // --line: the longest line (bytes before its newline) held while waiting
   // for the newline, from the peer and from stdin; a longer one ends the
@@ -49,13 +51,20 @@ struct SessionContext {
   std::optional<Transcoder> encoder;
   // --wait as a duration; none when not given.
   std::optional<std::chrono::milliseconds> wait;
+  // --idle-timeout as a duration; none when not given.
+  std::optional<std::chrono::milliseconds> idle;
 };
+
+// The session ends with an error once nothing has been sent or received for
+// --idle-timeout: the peer neither talks nor takes what we send.
+int idle_timed_out(const TcpStream& stream, std::chrono::milliseconds idle);
 
 // Sends each --send text in order and prints each reply; returns an exit code.
 int run_send_session(TcpStream& stream, SessionContext& context);
 // Copies stdin to the peer and the peer to stdout until both directions have
 // ended (stdin's end, then our FIN; the peer's FIN, in either order) or --wait
-// passes after stdin's end; returns an exit code.
+// passes after stdin's end (an error while stdin is not all sent); returns an
+// exit code.
 int run_interactive_session(TcpStream& stream, SessionContext& context);
 
 // "tcpkit connect: " + message + newline, on stderr.
