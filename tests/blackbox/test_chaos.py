@@ -199,6 +199,17 @@ def proxy_with_toxic(api: str, name: str, toxic: dict):
         yield upstream, int(proxy["listen"].rsplit(":", 1)[1])
 
 
+@contextlib.contextmanager
+def toxic_pair(api: str, name: str, toxic: dict):
+    """A client connected through a new proxy with one toxic, and the
+    upstream's end of that connection, once the pair is up: yields both."""
+    with proxy_with_toxic(api, name, toxic) as (upstream, port):
+        with connect(port) as client:
+            server, _ = upstream.accept()
+            with server:
+                yield client, server
+
+
 def echo_proxy(tcpkit_process, api: str, name: str, listen: str = "127.0.0.1:0") -> dict:
     """A proxy in front of a `tcpkit serve --mode echo`: answers the proxy."""
     echo, echo_port = start_serve(tcpkit_process, "--mode", "echo", "--quiet")
@@ -211,13 +222,10 @@ def echo_proxy(tcpkit_process, api: str, name: str, listen: str = "127.0.0.1:0")
 def test_unplug_resets_after_exactly_its_bytes(tcpkit_process):
     relay, api = start_chaos(tcpkit_process)
     unplug = {"type": "unplug", "attributes": {"after_bytes": 1000, "mode": "reset"}}
-    with proxy_with_toxic(api, "u", unplug) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                server.sendall(b"x" * 5000)
-                got, how = recv_until_eof(client)
-        assert len(got) == 1000 and how == "reset", f"{len(got)} bytes, then {how!r}"
+    with toxic_pair(api, "u", unplug) as (client, server):
+        server.sendall(b"x" * 5000)
+        got, how = recv_until_eof(client)
+    assert len(got) == 1000 and how == "reset", f"{len(got)} bytes, then {how!r}"
 
 
 def test_regression_a_slicer_delay_below_a_millisecond_is_kept(tcpkit_process):
@@ -227,15 +235,12 @@ def test_regression_a_slicer_delay_below_a_millisecond_is_kept(tcpkit_process):
     pieces, delay_us = 1000, 20
     slicer = {"type": "slicer",
               "attributes": {"average_size": 1, "size_variation": 0, "delay": delay_us}}
-    with proxy_with_toxic(api, "s", slicer) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                started = time.monotonic()
-                server.sendall(b"x" * pieces)
-                server.shutdown(socket.SHUT_WR)
-                got, how = recv_until_eof(client)
-                took = time.monotonic() - started
+    with toxic_pair(api, "s", slicer) as (client, server):
+        started = time.monotonic()
+        server.sendall(b"x" * pieces)
+        server.shutdown(socket.SHUT_WR)
+        got, how = recv_until_eof(client)
+        took = time.monotonic() - started
     assert got == b"x" * pieces and how is None, f"{len(got)} bytes, then {how!r}"
     assert took >= pieces * delay_us / 1e6, f"{took:.3f} s: the pauses were not kept"
     # A millisecond per pause takes over 1 s; 0.1 s is usual, and the bound
@@ -253,18 +258,15 @@ def test_regression_a_frame_toxic_passes_an_unfinished_last_frame_before_the_fin
     relay, api = start_chaos(tcpkit_process)
     frame = {"type": "frame", "stream": stream,
              "attributes": {"codec": "line", "action": "drop", "nth": 5}}
-    with proxy_with_toxic(api, "f", frame) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                client.sendall(b"one\ntwo\nTAIL")
-                client.shutdown(socket.SHUT_WR)
-                got, how = recv_until_eof(server)
-                assert (got, how) == (b"one\ntwo\nTAIL", None)
-                server.sendall(b"reply\nwithout a newline")
-                server.shutdown(socket.SHUT_WR)
-                got, how = recv_until_eof(client)
-                assert (got, how) == (b"reply\nwithout a newline", None)
+    with toxic_pair(api, "f", frame) as (client, server):
+        client.sendall(b"one\ntwo\nTAIL")
+        client.shutdown(socket.SHUT_WR)
+        got, how = recv_until_eof(server)
+        assert (got, how) == (b"one\ntwo\nTAIL", None)
+        server.sendall(b"reply\nwithout a newline")
+        server.shutdown(socket.SHUT_WR)
+        got, how = recv_until_eof(client)
+        assert (got, how) == (b"reply\nwithout a newline", None)
 
 
 @pytest.mark.parametrize("codec", ["length", "line"])
@@ -284,15 +286,12 @@ def test_regression_a_frame_over_a_mebibyte_passes_untouched_and_framing_goes_on
         ping = b"PING\n"
     frame = {"type": "frame", "stream": "upstream",
              "attributes": {"codec": codec, "action": "duplicate", "match": "PING"}}
-    with proxy_with_toxic(api, "f", frame) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                for at in range(0, len(big), 65536):
-                    client.sendall(big[at:at + 65536])
-                client.sendall(ping)
-                client.shutdown(socket.SHUT_WR)
-                got, how = recv_until_eof(server, timeout=20)
+    with toxic_pair(api, "f", frame) as (client, server):
+        for at in range(0, len(big), 65536):
+            client.sendall(big[at:at + 65536])
+        client.sendall(ping)
+        client.shutdown(socket.SHUT_WR)
+        got, how = recv_until_eof(server, timeout=20)
     assert how is None and len(got) == len(big) + 2 * len(ping), f"{len(got)} bytes, then {how!r}"
     assert got == big + ping + ping
 
@@ -308,15 +307,12 @@ def test_regression_a_frame_toxic_costs_no_more_per_frame_for_a_larger_read(tcpk
     frame = {"type": "frame", "stream": "upstream",
              "attributes": {"codec": "line", "action": "drop", "match": "NEVER"}}
     cpu_before = cpu_seconds(relay.pid)
-    with proxy_with_toxic(api, "f", frame) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                sender = threading.Thread(target=lambda: (client.sendall(data),
-                                                          client.shutdown(socket.SHUT_WR)))
-                sender.start()
-                got, how = recv_until_eof(server, timeout=60)
-                sender.join()
+    with toxic_pair(api, "f", frame) as (client, server):
+        sender = threading.Thread(target=lambda: (client.sendall(data),
+                                                  client.shutdown(socket.SHUT_WR)))
+        sender.start()
+        got, how = recv_until_eof(server, timeout=60)
+        sender.join()
     assert how is None and got == data, f"{len(got)} of {len(data)} bytes, then {how!r}"
     spent = cpu_seconds(relay.pid) - cpu_before
     assert spent < 3.0, f"the relay spent {spent:.2f} s of CPU on 8 MB of lines"
@@ -334,20 +330,17 @@ def test_regression_removing_or_easing_a_toxic_lets_the_data_it_holds_go(tcpkit_
     # queued behind): a 5 s latency removed after 0.5 s still answered at
     # 5 s. A removed slicer's pause held the next piece for its old delay.
     relay, api = start_chaos(tcpkit_process)
-    with proxy_with_toxic(api, "t", toxic) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                server.sendall(b"held")
-                time.sleep(0.2)
-                path = f"/proxies/t/toxics/{toxic['type']}_downstream"
-                if change == "DELETE":
-                    assert api_call(api, "DELETE", path)[0] == 204
-                else:
-                    assert api_call(api, "POST", path, change)[0] == 200
-                assert recv_exact(client, 4, timeout=5) == b"held"
-                server.sendall(b"after")
-                assert recv_exact(client, 5, timeout=5) == b"after"
+    with toxic_pair(api, "t", toxic) as (client, server):
+        server.sendall(b"held")
+        time.sleep(0.2)
+        path = f"/proxies/t/toxics/{toxic['type']}_downstream"
+        if change == "DELETE":
+            assert api_call(api, "DELETE", path)[0] == 204
+        else:
+            assert api_call(api, "POST", path, change)[0] == 200
+        assert recv_exact(client, 4, timeout=5) == b"held"
+        server.sendall(b"after")
+        assert recv_exact(client, 5, timeout=5) == b"after"
 
 
 def test_regression_a_refused_proxy_update_changes_nothing(tcpkit_process, tmp_path):
@@ -419,20 +412,17 @@ def test_regression_an_updated_toxic_restarts_its_timer_on_open_connections(tcpk
     cases = [("POST", {"type": "timeout", "attributes": {"timeout": 0}}, 200, None),
              ("PATCH", {"type": "reset_peer", "attributes": {"timeout": 100000}}, 100, "reset")]
     for i, (verb, toxic, ms, ending) in enumerate(cases):
-        with proxy_with_toxic(api, f"p{i}", toxic) as (upstream, port):
-            with connect(port) as client:
-                server, _ = upstream.accept()  # the pair is up, with the toxic
-                with server:
-                    started = time.monotonic()
-                    code, body = api_call(api, verb, f"/proxies/p{i}/toxics/{toxic['type']}_downstream",
-                                          {"attributes": {"timeout": ms}})
-                    assert code == 200 and body["attributes"]["timeout"] == ms, body
-                    # A reset_peer counts from the first data in its direction.
-                    server.sendall(b"x")
-                    got, how = recv_until_eof(client, timeout=3)
-                    took = time.monotonic() - started
-            assert got == b"" and how == ending, f"{toxic['type']}: {len(got)} bytes, then {how!r}"
-            assert took >= ms / 1000 * 0.9, f"{toxic['type']} ended {took:.3f} s after the update"
+        with toxic_pair(api, f"p{i}", toxic) as (client, server):
+            started = time.monotonic()
+            code, body = api_call(api, verb, f"/proxies/p{i}/toxics/{toxic['type']}_downstream",
+                                  {"attributes": {"timeout": ms}})
+            assert code == 200 and body["attributes"]["timeout"] == ms, body
+            # A reset_peer counts from the first data in its direction.
+            server.sendall(b"x")
+            got, how = recv_until_eof(client, timeout=3)
+            took = time.monotonic() - started
+        assert got == b"" and how == ending, f"{toxic['type']}: {len(got)} bytes, then {how!r}"
+        assert took >= ms / 1000 * 0.9, f"{toxic['type']} ended {took:.3f} s after the update"
 
 
 def test_regression_a_toxic_moved_to_the_other_stream_restarts_its_timer(tcpkit_process):
@@ -440,17 +430,14 @@ def test_regression_a_toxic_moved_to_the_other_stream_restarts_its_timer(tcpkit_
     # 1 s timeout moved upstream, with 3 s, at 0.5 s still closed at 1 s.
     relay, api = start_chaos(tcpkit_process)
     toxic = {"type": "timeout", "attributes": {"timeout": 1000}}
-    with proxy_with_toxic(api, "p", toxic) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                started = time.monotonic()
-                time.sleep(0.5)
-                code, body = api_call(api, "POST", "/proxies/p/toxics/timeout_downstream",
-                                      {"stream": "upstream", "attributes": {"timeout": 3000}})
-                assert code == 200 and body["stream"] == "upstream", body
-                got, how = recv_until_eof(client, timeout=10)
-                took = time.monotonic() - started
+    with toxic_pair(api, "p", toxic) as (client, server):
+        started = time.monotonic()
+        time.sleep(0.5)
+        code, body = api_call(api, "POST", "/proxies/p/toxics/timeout_downstream",
+                              {"stream": "upstream", "attributes": {"timeout": 3000}})
+        assert code == 200 and body["stream"] == "upstream", body
+        got, how = recv_until_eof(client, timeout=10)
+        took = time.monotonic() - started
     assert got == b"" and how is None, (got, how)
     assert took >= 0.5 + 3.0 * 0.9, f"closed {took:.2f} s after the connection, not 3 s after the update"
 
@@ -460,16 +447,13 @@ def test_a_reset_peer_removed_before_its_rst_lets_all_it_held_go(tcpkit_process)
     # missing (a hole in the middle of the stream is no fault TCP makes).
     relay, api = start_chaos(tcpkit_process)
     toxic = {"type": "reset_peer", "attributes": {"timeout": 100000}}
-    with proxy_with_toxic(api, "r", toxic) as (upstream, port):
-        with connect(port) as client:
-            server, _ = upstream.accept()
-            with server:
-                server.sendall(b"one ")  # starts the count
-                time.sleep(0.1)
-                server.sendall(b"two")
-                time.sleep(0.1)
-                assert api_call(api, "DELETE", "/proxies/r/toxics/reset_peer_downstream")[0] == 204
-                assert recv_exact(client, 7) == b"one two"
+    with toxic_pair(api, "r", toxic) as (client, server):
+        server.sendall(b"one ")  # starts the count
+        time.sleep(0.1)
+        server.sendall(b"two")
+        time.sleep(0.1)
+        assert api_call(api, "DELETE", "/proxies/r/toxics/reset_peer_downstream")[0] == 204
+        assert recv_exact(client, 7) == b"one two"
 
 
 def test_regression_limit_data_counts_from_when_it_is_added(tcpkit_process):
