@@ -1,12 +1,15 @@
 // `tcpkit bench`: a load generator with the ping-pong method the peers
 // publish, a connection-rate test and a one-way stream; text or JSON report.
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -42,6 +45,27 @@ std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
+}
+
+// The signal that interrupted a run, by the name kill(1) takes.
+std::string signal_name(int signo) {
+  switch (signo) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return fmt::format("signal {}", signo);
+  }
+}
+
+// A server stalled when a message it still owed at the end had waited for
+// half the measured window or more: the figures then describe at most the
+// first half of the run.
+bool stalled(const BenchResult& r) {
+  return r.unanswered > 0 && static_cast<double>(r.oldest_unanswered_ns) / 1e9 >= r.seconds / 2;
 }
 
 double us(uint64_t nanos) {
@@ -117,6 +141,14 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
   if (!r.connect_error.empty())
     s += fmt::format("  connect error  {} (the first)\n", r.connect_error);
   if (!r.close_error.empty()) s += fmt::format("  reset          {} (the first)\n", r.close_error);
+  // Every run ends with messages in flight (JSON: unanswered); they are
+  // worth a line when the server stalled.
+  if (stalled(r)) {
+    s += fmt::format(
+        "  unanswered     {} message(s) at the end, the oldest for {:.3f} s (counted in the "
+        "round trips as that long)\n",
+        r.unanswered, static_cast<double>(r.oldest_unanswered_ns) / 1e9);
+  }
   if (o.rate > 0) {
     s += fmt::format("  open loop      {:g} msg/s asked; {}\n", o.rate,
                      r.missed_sends == 0
@@ -134,6 +166,10 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
   if (o.mode != BenchMode::connrate && r.connected_at_start < o.conns) {
     s += fmt::format("  only {} of {} connections were up when measuring began\n",
                      r.connected_at_start, o.conns);
+  }
+  if (r.interrupted_by != 0) {
+    s += fmt::format("  interrupted    by {} after {:.2f} of {:g} s\n",
+                     signal_name(r.interrupted_by), r.seconds, o.duration_s);
   }
   return s;
 }
@@ -155,11 +191,14 @@ std::string json_report(const BenchOptions& o, const BenchResult& r, const std::
   Json report = {
       {"mode", to_string(o.mode)},
       {"conns", o.conns},
-      {"size", o.size},
+      {"size", message_size(o)},
       {"threads", r.threads},
       {"threads_requested", o.threads},
       {"rate", o.rate},
       {"missed_sends", r.missed_sends},
+      {"unanswered", r.unanswered},
+      {"oldest_unanswered_us", rounded(us(r.oldest_unanswered_ns), 100)},
+      {"interrupted", r.interrupted_by == 0 ? Json(nullptr) : Json(signal_name(r.interrupted_by))},
       {"duration_s", rounded(r.seconds, 1000)},
       {"messages", r.messages},
       {"bytes", r.bytes},
@@ -228,10 +267,130 @@ std::string write_report(std::FILE* out, const std::string& report) {
   return std::strerror(wrote ? errno : error);
 }
 
+// Descriptors the run needs besides its connections: the standard ones,
+// the report's file, and each thread's loop (epoll or io_uring, its wake-up
+// and timer descriptors), with room to spare.
+constexpr rlim_t kSpareDescriptors = 32;
+constexpr rlim_t kDescriptorsPerThread = 8;
+
+// Raises the soft limit on open files as far as the connections need and
+// the hard limit allows, as a load generator must (one descriptor per
+// connection); returns the limit the run has.
+rlim_t raise_descriptor_limit(const BenchOptions& o) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return RLIM_INFINITY;
+  const rlim_t threads = static_cast<rlim_t>(std::max(1, std::min(o.threads, o.conns)));
+  const rlim_t needed =
+      static_cast<rlim_t>(o.conns) + kSpareDescriptors + threads * kDescriptorsPerThread;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? needed : std::min(needed, limit.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return limit.rlim_cur;
+}
+
+// The exit status of a run whose report is written, and on standard error
+// why it is not 0.
+int verdict(const BenchOptions& o, const BenchResult& r, const Endpoint& target,
+            rlim_t descriptors) {
+  if (r.missed_sends > 0) {
+    fmt::print(stderr,
+               "tcpkit bench: the server fell behind: {} message(s) due were not sent (each "
+               "connection holds at most {} MiB unsent and {} messages unanswered)\n",
+               r.missed_sends, kMaxUnsentBytes >> 20, kMaxInFlight);
+  }
+  if (r.connections == 0 && r.tls_failed > 0) {
+    fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
+    return kExitFailure;
+  }
+  // Whether any connection was ever up, during the connect phase or after.
+  if (r.connections == 0) {
+    if (r.interrupted_by != 0) return kExitFailure;
+    if (o.tls && r.refused + r.connect_failed == 0) {
+      fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
+                 target.to_string());
+    } else {
+      fmt::print(stderr,
+                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}{}) — is a "
+                 "server running?\n",
+                 target.to_string(), r.refused, r.connect_failed,
+                 r.connect_error.empty() ? "" : fmt::format("; first: {}", r.connect_error));
+    }
+    return kExitFailure;
+  }
+  bool failed = false;
+  // Some connections came up and others did not: the figures are those of
+  // fewer connections than asked (pingpong, stream), or of a server that
+  // turned clients away (connrate).
+  if (const uint64_t attempts = r.refused + r.connect_failed + r.tls_failed; attempts > 0) {
+    std::string first = !r.connect_error.empty() ? r.connect_error : r.tls_error;
+    if (r.connect_error == std::strerror(EMFILE)) {
+      first += fmt::format(" (the limit is {} open files: raise ulimit -n, or fewer --conns)",
+                           descriptors);
+    }
+    fmt::print(stderr,
+               "tcpkit bench: {} connection attempt(s) failed (refused {}, failed {}, TLS "
+               "handshakes failed {}){}\n",
+               attempts, r.refused, r.connect_failed, r.tls_failed,
+               first.empty() ? "" : fmt::format("; the first: {}", first));
+    failed = true;
+  }
+  if (r.mismatched_bytes + r.lost_bytes > 0) {
+    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes{}\n",
+               r.mismatched_bytes, r.lost_bytes,
+               r.first_mismatch
+                   ? fmt::format(" (first mismatch: {})", mismatch_text(*r.first_mismatch))
+                   : "");
+    failed = true;
+  }
+  if (r.reset > 0) {
+    if (o.mode == BenchMode::connrate) {
+      fmt::print(stderr,
+                 "tcpkit bench: {} connection(s) closed before their byte was echoed (the "
+                 "first: {})\n",
+                 r.reset, r.close_error);
+    } else {
+      fmt::print(stderr, "tcpkit bench: {} of {} connection(s) closed mid-run (the first: {})\n",
+                 r.reset, o.conns, r.close_error);
+    }
+    failed = true;
+  }
+  if (failed) return kExitFailure;
+  if (r.messages == 0) {
+    if (r.interrupted_by != 0) return kExitFailure;  // stopped before anything came
+    // Connected, yet nothing to report: say why the exit status is 1.
+    fmt::print(stderr, "tcpkit bench: {} in {:.2f} s — {}\n",
+               o.mode == BenchMode::stream     ? "no message was written"
+               : o.mode == BenchMode::pingpong ? "no echo came back"
+                                               : "no connection got its byte echoed",
+               r.seconds,
+               o.mode == BenchMode::stream ? "is the server reading?"
+                                           : "is it an echo server (tcpkit serve --mode echo)?");
+    return kExitFailure;
+  }
+  if (stalled(r)) {
+    fmt::print(stderr,
+               "tcpkit bench: the server stopped answering: {} message(s) unanswered at the end, "
+               "the oldest for {:.2f} of the {:.2f} s measured\n",
+               r.unanswered, static_cast<double>(r.oldest_unanswered_ns) / 1e9, r.seconds);
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
 int run_bench(BenchFlags& flags) {
   BenchOptions& o = flags.bench;
   // One target: HOST PORT, HOST = unix:PATH, or --unix PATH.
-  if (!flags.unix_path.empty()) o.host = unix_address(flags.unix_path);
+  if (!flags.unix_path.empty()) {
+    if (!o.host.empty()) {
+      fmt::print(stderr,
+                 "tcpkit bench: --unix {} and HOST '{}' both name a target: give one of them\n",
+                 flags.unix_path, o.host);
+      return kExitUsage;
+    }
+    o.host = unix_address(flags.unix_path);
+  }
   const bool unix_target = Endpoint::names_unix_socket(o.host);
   const bool has_port = flags.port_opt->count() > 0;
   if (has_port) o.port = *Endpoint::parse_port(flags.port_text);
@@ -266,6 +425,17 @@ int run_bench(BenchFlags& flags) {
     }
     o.tls = std::make_shared<const TlsContext>(std::move(*context));
   }
+  // More connections than open files allowed: most connects would fail,
+  // after a run that only wastes time, so say so at once.
+  const rlim_t descriptors = raise_descriptor_limit(o);
+  if (static_cast<rlim_t>(o.conns) >= descriptors) {
+    fmt::print(stderr,
+               "tcpkit bench: --conns {} needs a file descriptor per connection, but this process "
+               "may open {} files at most (ulimit -n, and the hard limit ulimit -Hn): raise "
+               "the limit, or give fewer --conns\n",
+               o.conns, descriptors);
+    return kExitFailure;
+  }
   // The report's file is opened before the run, so that a path that cannot
   // be written fails at once rather than after the whole run.
   std::FILE* out = stdout;
@@ -295,58 +465,14 @@ int run_bench(BenchFlags& flags) {
                why);
     return kExitFailure;
   }
-  if (r.missed_sends > 0) {
-    fmt::print(stderr,
-               "tcpkit bench: the server fell behind: {} message(s) due were not sent (each "
-               "connection holds at most {} MiB unsent and {} messages unanswered)\n",
-               r.missed_sends, kMaxUnsentBytes >> 20, kMaxInFlight);
+  const int status = verdict(o, r, target, descriptors);
+  if (r.interrupted_by != 0) {
+    // As a shell reports a command a signal ended: the run is incomplete.
+    fmt::print(stderr, "tcpkit bench: interrupted by {} after {:.2f} of {:g} s\n",
+               signal_name(r.interrupted_by), r.seconds, o.duration_s);
+    return 128 + r.interrupted_by;
   }
-  if (r.connections == 0 && r.tls_failed > 0) {
-    fmt::print(stderr, "tcpkit bench: every TLS handshake failed: {}\n", r.tls_error);
-    return kExitFailure;
-  }
-  // Whether any connection was ever up, during the connect phase or after.
-  if (r.connections == 0) {
-    if (o.tls && r.refused + r.connect_failed == 0) {
-      fmt::print(stderr, "tcpkit bench: no TLS handshake with {} completed — is it a TLS server?\n",
-                 target.to_string());
-    } else {
-      fmt::print(stderr,
-                 "tcpkit bench: no connection to {} succeeded (refused {}, failed {}{}) — is a "
-                 "server running?\n",
-                 target.to_string(), r.refused, r.connect_failed,
-                 r.connect_error.empty() ? "" : fmt::format("; first: {}", r.connect_error));
-    }
-    return kExitFailure;
-  }
-  bool failed = false;
-  if (r.mismatched_bytes + r.lost_bytes > 0) {
-    fmt::print(stderr, "tcpkit bench: data errors: {} mismatched and {} lost bytes{}\n",
-               r.mismatched_bytes, r.lost_bytes,
-               r.first_mismatch
-                   ? fmt::format(" (first mismatch: {})", mismatch_text(*r.first_mismatch))
-                   : "");
-    failed = true;
-  }
-  // connrate closes every connection itself; the others keep theirs open.
-  if (o.mode != BenchMode::connrate && r.reset > 0) {
-    fmt::print(stderr, "tcpkit bench: {} of {} connection(s) closed mid-run (the first: {})\n",
-               r.reset, o.conns, r.close_error);
-    failed = true;
-  }
-  if (failed) return kExitFailure;
-  if (r.messages == 0) {
-    // Connected, yet nothing to report: say why the exit status is 1.
-    fmt::print(stderr, "tcpkit bench: {} in {:.2f} s — {}\n",
-               o.mode == BenchMode::stream     ? "no message was written"
-               : o.mode == BenchMode::pingpong ? "no echo came back"
-                                               : "no connection got its byte echoed",
-               r.seconds,
-               o.mode == BenchMode::stream ? "is the server reading?"
-                                           : "is it an echo server (tcpkit serve --mode echo)?");
-    return kExitFailure;
-  }
-  return kExitOk;
+  return status;
 }
 
 }  // namespace

@@ -216,21 +216,31 @@ struct Worker {
   // Loop thread only; read by the main thread after join().
   uint64_t mismatched = 0, lost = 0, refused = 0, reset = 0, connect_failed = 0, tls_failed = 0;
   uint64_t missed = 0;
+  uint64_t unanswered = 0;
+  Clock::duration oldest_unanswered{};
   std::string tls_error, connect_error, close_error;
   std::optional<Mismatch> first_mismatch;
   LatencyHistogram latency;
   EventLoop::Clock::duration busy_poll_idle{};
 
-  // Worker 0: starts on `main`, the calling thread's loop. The others:
-  // start a loop thread with `backend`.
+  // Worker 0: on `main`, the calling thread's loop. The others: start a
+  // loop thread with `backend`. No connection yet: launch() starts them,
+  // once every loop is up.
   Result<void> start(EventLoop* main, IoBackend backend);
+  void launch();
   void begin();
-  void finish();
+  // Ends the worker: the pingpong messages sent by `window_end` and not yet
+  // answered are counted, and their ages recorded, before the clients close.
+  void finish(Clock::time_point window_end);
+  void count_unanswered(Clock::time_point window_end);
   void start_client(Slot* slot);
   void on_up(Slot* slot, const TcpConnectionPtr& conn);
   // Connected, and with --tls the handshake done: the mode's traffic starts.
   void on_ready(Slot* slot);
   void handshake_failed(const TcpConnectionPtr& conn);
+  // Keeps why the first connection that closed mid-run (or, connrate,
+  // before its echo) closed.
+  void note_close(const TcpConnectionPtr& conn);
   void on_down(Slot* slot, const TcpConnectionPtr& conn);
   void on_data(Slot* slot, TcpConnection& conn, Buffer& in);
   void on_pingpong_data(Slot* slot, TcpConnection& conn, Buffer& in);
@@ -257,8 +267,11 @@ Result<void> Worker::start(EventLoop* main, IoBackend backend) {
     if (auto r = thread->start(); !r) return r;
     loop = thread->loop();
   }
-  loop->run_in_loop([this] { begin(); });
   return {};
+}
+
+void Worker::launch() {
+  loop->run_in_loop([this] { begin(); });
 }
 
 void Worker::begin() {
@@ -274,13 +287,33 @@ void Worker::begin() {
   }
 }
 
-void Worker::finish() {
+void Worker::finish(Clock::time_point window_end) {
   stopping = true;
+  if (opt->mode == BenchMode::pingpong) count_unanswered(window_end);
   if (ticker != 0) loop->cancel(ticker);
   for (auto& slot : slots) slot->client.reset();
   slots.clear();
   busy_poll_idle = loop->busy_poll_idle();
   loop->quit();
+}
+
+// A message still in flight when the window ended took at least its age
+// to come back: that lower bound is its round trip here. Without it, a
+// server that stopped answering would leave only the quick replies from
+// before the stall in the percentiles, as if nothing had happened.
+void Worker::count_unanswered(Clock::time_point window_end) {
+  for (auto& slot : slots) {
+    if (!slot->ready || !slot->conn) continue;
+    Flight* flight = slot->conn->context<Flight>();
+    if (flight == nullptr) continue;
+    for (; flight->sent_at.size() > 0; flight->sent_at.pop()) {
+      const Clock::time_point sent = flight->sent_at.front();
+      if (sent > window_end) break;  // oldest first: the rest went out later still
+      latency.record(nanos_between(sent, window_end));
+      ++unanswered;
+      oldest_unanswered = std::max(oldest_unanswered, window_end - sent);
+    }
+  }
 }
 
 void Worker::start_client(Slot* slot) {
@@ -385,6 +418,7 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
     });
     if (was_ready && slot->received == 0 && conn->close_reason() != std::errc::operation_canceled) {
       ++reset;
+      note_close(conn);
       errors.fetch_add(1, std::memory_order_relaxed);
     }
     slot->received = 0;
@@ -393,12 +427,15 @@ void Worker::on_down(Slot* slot, const TcpConnectionPtr& conn) {
   if (!was_ready) return;
   // Mid-run, a close is an error, and whatever was in flight is lost.
   ++reset;
-  if (close_error.empty()) {
-    const std::error_code why = conn->close_reason();
-    close_error = why == Errc::peer_closed ? "closed by the server" : why.message();
-  }
+  note_close(conn);
   errors.fetch_add(1, std::memory_order_relaxed);
   if (const Flight* flight = conn->context<Flight>()) lost += flight->send_pos - flight->recv_pos;
+}
+
+void Worker::note_close(const TcpConnectionPtr& conn) {
+  if (!close_error.empty()) return;
+  const std::error_code why = conn->close_reason();
+  close_error = why == Errc::peer_closed ? "closed by the server" : why.message();
 }
 
 void Worker::handshake_failed(const TcpConnectionPtr& conn) {
@@ -594,6 +631,9 @@ BenchRunner::BenchRunner(BenchOptions options, Endpoint target)
 BenchRunner::~BenchRunner() = default;
 
 Result<BenchResult> BenchRunner::run() {
+  // Before any thread starts, so that the stop signals reach the run's
+  // loop (watch_stop_signals below), not a worker's default action.
+  block_stop_signals();
   const Pattern pattern(options_.size);
   auto created = EventLoop::create(options_.io_backend);
   if (!created) return created.error();
@@ -612,17 +652,18 @@ Result<BenchResult> BenchRunner::run() {
     workers_.push_back(std::move(w));
   }
   // Ends the workers on loop threads: their clients close in their loops.
-  auto stop_threads = [this] {
+  auto stop_threads = [this](Clock::time_point window_end) {
     for (auto& w : workers_) {
       Worker* worker = w.get();
       if (!worker->thread) continue;
-      if (worker->loop != nullptr) worker->loop->run_in_loop([worker] { worker->finish(); });
+      if (worker->loop != nullptr)
+        worker->loop->run_in_loop([worker, window_end] { worker->finish(window_end); });
       worker->thread->stop();
     }
   };
   for (size_t i = 0; i < workers_.size(); ++i) {
     if (auto r = workers_[i]->start(i == 0 ? &loop : nullptr, options_.io_backend); !r) {
-      stop_threads();
+      stop_threads(Clock::now());
       return r.error();
     }
   }
@@ -650,20 +691,25 @@ Result<BenchResult> BenchRunner::run() {
   BenchResult result;
   result.threads = threads;
   Clock::time_point start;
+  bool measuring = false;
   TimerId live = 0;
+  TimerId end_timer = 0;
+  TimerId connect_check = 0;
   auto end_run = [&] {
     for (auto& w : workers_) w->measuring = false;
-    result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const Clock::time_point window_end = Clock::now();
+    result.seconds = measuring ? std::chrono::duration<double>(window_end - start).count() : 0;
     if (live != 0) loop.cancel(live);
     if (options_.live) fmt::print(stderr, "\n");
-    stop_threads();
-    workers_.front()->finish();
+    stop_threads(window_end);
+    workers_.front()->finish(window_end);
   };
   auto start_measuring = [&] {
     result.connected_at_start = connected_now();
     for (auto& w : workers_) w->measuring = true;
+    measuring = true;
     start = Clock::now();
-    loop.run_after(std::chrono::duration<double>(options_.duration_s), end_run);
+    end_timer = loop.run_after(std::chrono::duration<double>(options_.duration_s), end_run);
     if (!options_.live) return;
     live = loop.run_every(std::chrono::seconds(1), [&] {
       double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -679,14 +725,31 @@ Result<BenchResult> BenchRunner::run() {
     const auto deadline =
         Clock::now() +
         std::chrono::milliseconds(static_cast<long long>(options_.connect_timeout_s * 1000));
-    auto check = std::make_shared<TimerId>(0);
-    // By value: the check runs in loop.run(), after this block.
-    *check = loop.run_every(std::chrono::milliseconds(5), [&, check, deadline] {
+    // `deadline` by value: the check runs in loop.run(), after this block.
+    connect_check = loop.run_every(std::chrono::milliseconds(5), [&, deadline] {
       if (settled_now() < options_.conns && Clock::now() < deadline) return;
-      loop.cancel(*check);
+      loop.cancel(connect_check);
+      connect_check = 0;
       start_measuring();
     });
   }
+  // SIGINT, SIGTERM or SIGHUP ends the run where it is, and the report
+  // covers what was measured until then (a second one exits at once).
+  // Watched before any connection takes the descriptors that are left.
+  auto stop_signals = watch_stop_signals(loop, [&](int signo) {
+    if (result.interrupted_by != 0) return;
+    result.interrupted_by = signo;
+    if (connect_check != 0) loop.cancel(connect_check);
+    if (end_timer != 0) loop.cancel(end_timer);
+    end_run();
+  });
+  if (!stop_signals) {
+    stop_threads(Clock::now());
+    return stop_signals.error();
+  }
+  // Every loop is up: only now do the connections start (worker 0's at
+  // once, on this thread), so that no client outlives a failed start.
+  for (auto& w : workers_) w->launch();
   loop.run();
 
   for (auto& w : workers_) {
@@ -700,6 +763,10 @@ Result<BenchResult> BenchRunner::run() {
     result.connect_failed += w->connect_failed;
     result.tls_failed += w->tls_failed;
     result.missed_sends += w->missed;
+    result.unanswered += w->unanswered;
+    result.oldest_unanswered_ns = std::max<uint64_t>(
+        result.oldest_unanswered_ns,
+        std::chrono::duration_cast<std::chrono::nanoseconds>(w->oldest_unanswered).count());
     if (result.tls_error.empty()) result.tls_error = w->tls_error;
     if (result.connect_error.empty()) result.connect_error = w->connect_error;
     if (result.close_error.empty()) result.close_error = w->close_error;

@@ -87,7 +87,14 @@ struct BenchResult {
   std::optional<Mismatch> first_mismatch;
   std::string connect_error;  // why the first connect that failed failed
   std::string close_error;    // why the first connection closed mid-run
-  LatencyHistogram latency;   // round trip (pingpong), connect (connrate)
+  // Pingpong: messages sent by the end of the window and still unanswered
+  // then, and how long the oldest of them had waited by then. Their ages
+  // are in `latency` too (a round trip at least that long), so a server
+  // that stops answering cannot hide its stall.
+  uint64_t unanswered = 0;
+  uint64_t oldest_unanswered_ns = 0;
+  int interrupted_by = 0;    // the signal that ended the run early; 0: none
+  LatencyHistogram latency;  // round trip (pingpong), connect (connrate)
   // With --busy-poll: the seconds the client loops spun without finding an
   // event, over the whole run (connecting included), summed over threads:
   // the part of the client's CPU time that did no work.

@@ -139,6 +139,11 @@ void exit_at_once(int signo) {
 
 Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                                                       std::function<void()> on_stop) {
+  return watch_stop_signals(loop, [on_stop = std::move(on_stop)](int) { on_stop(); });
+}
+
+Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
+                                                      std::function<void(int signo)> on_stop) {
   return SignalSet::create(&loop, {SIGINT, SIGTERM, SIGHUP},
                            [on_stop = std::move(on_stop), stopping = false](int signo) mutable {
                              // Both came before the loop read either.
@@ -154,7 +159,7 @@ Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                              for (int stop : {SIGINT, SIGTERM, SIGHUP})
                                sigaction(stop, &action, nullptr);
                              SignalSet::unblock({SIGINT, SIGTERM, SIGHUP});
-                             on_stop();
+                             on_stop(signo);
                            });
 }
 

@@ -77,6 +77,9 @@ void block_stop_signals();
 // busy or stuck: the user does not want to wait for the drain.
 Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
                                                       std::function<void()> on_stop);
+// The same, telling `on_stop` which signal it was.
+Result<std::unique_ptr<SignalSet>> watch_stop_signals(EventLoop& loop,
+                                                      std::function<void(int signo)> on_stop);
 
 // Why --unix-mode or --allow/--deny cannot apply where a command listens
 // (`where`), or "": --unix-mode needs a socket file (not a TCP port, not
