@@ -1163,3 +1163,12 @@ def test_regression_a_stop_signal_ends_the_run_with_the_report_of_what_was_measu
     assert report["messages"] > 0 and report["duration_s"] < 300, report
     assert f"tcpkit bench: interrupted by {name} after" in stderr, stderr
     assert stdout == ""
+
+
+def test_regression_an_unknown_host_is_named_once():
+    """Regression: "cannot resolve 'x.invalid': resolve 'x.invalid': host
+    name not found" said the name twice; connect's words now."""
+    result = run_tcpkit("bench", "no-such-host.invalid", "80", "-d", DURATION, timeout=RUN_TIMEOUT)
+    assert result.returncode == 1, describe(result)
+    assert result.stderr == ("tcpkit bench: cannot resolve 'no-such-host.invalid': no such host (check the "
+                             "spelling, or give an IP address)\n"), result.stderr

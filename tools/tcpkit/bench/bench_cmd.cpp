@@ -410,8 +410,13 @@ int run_bench(BenchFlags& flags) {
   }
   auto targets = unix_target ? Endpoint::resolve(o.host) : Endpoint::resolve(o.host, o.port);
   if (!targets) {
+    // The error's own message names the host again: the reason alone, as
+    // connect gives it.
+    const std::error_code& code = targets.error().code();
     fmt::print(stderr, "tcpkit bench: cannot resolve '{}': {}\n", o.host,
-               targets.error().message());
+               code == Errc::name_not_found
+                   ? "no such host (check the spelling, or give an IP address)"
+                   : code.message());
     return kExitFailure;
   }
   const Endpoint target = targets->front();
