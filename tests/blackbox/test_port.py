@@ -307,3 +307,34 @@ def test_an_unknown_service_name_is_a_usage_error():
     result = run_tcpkit("port", "no-such-service")
     assert result.returncode == 2
     assert "service name" in result.stderr and "0 to 65535" in result.stderr, result.stderr
+
+
+# Regression: a Unix socket's path or abstract name, which any user chooses,
+# was printed raw, so an ESC sequence in it rewrote the reader's terminal.
+def test_regression_a_unix_socket_name_with_escapes_is_printed_escaped():
+    name = f"tk\x1b[2J\x1b]0;owned\x07{random.randrange(1 << 30)}"
+    with unix_listener("\0" + name):
+        out = unix_report(f"unix:@{name}")
+        facts = json.loads(run_tcpkit("port", f"unix:@{name}", "--json").stdout)
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    escaped = name.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+    assert f"Unix socket unix:@{escaped}\n" in out, out
+    assert f"unix:@{escaped}" in out.split("Listening (state LISTEN):")[1], out
+    assert f"pid {os.getpid()}" in out, out
+    assert [l["address"] for l in facts["listeners"]] == [f"unix:@{name}"]
+
+
+# Regression: "unix:" alone was refused as "not an IPv4 or IPv6 address",
+# and "80/sctp" was taken for a relative socket path (exit 0).
+@pytest.mark.parametrize("text, message", [
+    ("unix:", "the socket path is missing in 'unix:'"),
+    ("unix:@", "the socket path is missing in 'unix:@'"),
+    ("80/sctp", "'80/sctp' is an SCTP port: tcpkit port explains TCP ports (give 80/tcp or 80)"),
+    ("9/DCCP", "'9/DCCP' is a DCCP port: tcpkit port explains TCP ports"),
+])
+def test_regression_a_missing_socket_path_or_another_protocol_is_a_clear_usage_error(text, message):
+    result = run_tcpkit("port", text)
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr, result.stderr
+    assert "IPv4" not in result.stderr, result.stderr
+    assert result.stdout == ""

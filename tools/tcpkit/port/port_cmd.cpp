@@ -69,15 +69,16 @@ std::optional<uint16_t> parse_number(std::string_view text) {
   return static_cast<uint16_t>(value);
 }
 
-// "80/tcp", "http/udp": a port with its protocol, as /etc/services and ss
-// write it (not a path, though it holds a '/'). Empty when `text` has none.
+// "80/tcp", "http/udp", "9/sctp": a port with its protocol, as
+// /etc/services and ss write it (not a path, though it holds a '/'), in
+// lower case. Empty when `text` has none.
 std::string_view protocol_of(std::string_view text) {
   const size_t slash = text.find('/');
   if (slash == std::string_view::npos || slash == 0 || text.find('/', slash + 1) != text.npos) {
     return {};
   }
   const std::string_view protocol = text.substr(slash + 1);
-  for (std::string_view known : {"tcp", "udp"}) {
+  for (std::string_view known : {"tcp", "udp", "sctp", "dccp"}) {
     if (std::equal(
             protocol.begin(), protocol.end(), known.begin(), known.end(),
             [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
@@ -97,10 +98,14 @@ struct PortArgument {
 PortArgument parse_port(std::string_view text) {
   const std::string_view protocol = protocol_of(text);
   const std::string_view name = protocol.empty() ? text : text.substr(0, text.find('/'));
-  if (protocol == "udp") {
+  if (!protocol.empty() && protocol != "tcp") {
+    std::string upper(protocol);
+    std::transform(upper.begin(), upper.end(), upper.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
     return {std::nullopt,
-            fmt::format("'{}' is a UDP port: tcpkit port explains TCP ports (give {}/tcp or {})",
-                        printable(text), printable(name), printable(name))};
+            fmt::format("'{}' is {} {} port: tcpkit port explains TCP ports (give {}/tcp or {})",
+                        printable(text), protocol == "sctp" ? "an" : "a", upper, printable(name),
+                        printable(name))};
   }
   if (auto number = parse_number(name)) return {number, ""};
   if (auto named = service_port(name)) return {named, ""};
@@ -120,6 +125,11 @@ std::optional<std::string> unix_socket_path(const std::string& text) {
 
 std::string validate_port(std::string& text) {
   if (auto path = unix_socket_path(text)) {
+    if (path->empty() || *path == "@") {
+      return fmt::format(
+          "the socket path is missing in '{}': give unix:PATH (unix:@NAME for an abstract socket)",
+          printable(text));
+    }
     auto socket = Endpoint::unix_socket(*path);
     if (socket) return "";
     return fmt::format("'{}' is not a Unix socket path: {}", printable(text),
@@ -198,7 +208,8 @@ void print_listeners(const PortReport& r) {
   for (const auto& l : r.listeners) {
     std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, l.owner->name)
                                 : std::string("unknown (try as root)");
-    fmt::print("  {:<24} {}\n", l.address, owner);
+    // A Unix socket's path is outside text: any user names a socket anything.
+    fmt::print("  {:<24} {}\n", printable(l.address), owner);
   }
 }
 
@@ -279,8 +290,9 @@ ProbeResult probe_unix_socket(const std::string& path) {
   return {Probe::unknown, stream.error().code().message()};
 }
 
-void print_unix_nobody(const std::string& path, const std::string& address,
+void print_unix_nobody(const std::string& path, const std::string& raw_address,
                        const ProbeResult& probe) {
+  const std::string address = printable(raw_address);
   switch (probe.probe) {
     case Probe::accepted:
       fmt::print(
@@ -322,7 +334,7 @@ int run_unix_socket(const std::string& path, bool json) {
     fmt::print("{}\n", json_text(report));
     return kExitOk;
   }
-  fmt::print("Unix socket {}\n", address);
+  fmt::print("Unix socket {}\n", printable(address));
   fmt::print("  file:      {}\n", file_sentence(path));
   PortReport listening;
   listening.listeners = usage.listeners;
