@@ -71,6 +71,7 @@ def test_json_names_the_listening_process(listener):
         "inode": facts["listeners"][0]["inode"],
         "pid": os.getpid(),
         "process": own_process_name(),
+        "dual_stack": False,
     }]
     assert facts["listeners"][0]["inode"] > 0
 
@@ -92,6 +93,27 @@ def test_ipv6_listener_is_bracketed():
         port = server.getsockname()[1]
         addresses = [entry["address"] for entry in port_json(port)["listeners"]]
         assert addresses == [f"[::1]:{port}"]
+
+
+# Regression: an IPv6 socket on [::] was shown the same whether it took
+# IPv4 clients too (IPV6_V6ONLY off: ss writes "*:PORT") or IPv6 ones only.
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="IPv6 loopback is not available")
+def test_regression_a_dual_stack_listener_is_told_from_an_ipv6_only_one():
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as dual, \
+            socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as v6only:
+        dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        v6only.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for server in (dual, v6only):
+            server.bind(("::", 0))
+            server.listen(1)
+        dual_port, v6only_port = dual.getsockname()[1], v6only.getsockname()[1]
+        assert [(l["address"], l["dual_stack"]) for l in port_json(dual_port)["listeners"]] == [
+            (f"[::]:{dual_port}", True)]
+        assert [(l["address"], l["dual_stack"]) for l in port_json(v6only_port)["listeners"]] == [
+            (f"[::]:{v6only_port}", False)]
+        assert "IPv4 too (dual-stack: IPV6_V6ONLY off)" in port_text(dual_port)
+        assert "IPv6 only (IPV6_V6ONLY)" in port_text(v6only_port)
+        assert "dual-stack" not in port_text(v6only_port)
 
 
 def test_established_connection_counts_both_ends(listener):

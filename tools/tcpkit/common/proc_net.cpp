@@ -1,8 +1,15 @@
 #include "common/proc_net.h"
 
 #include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -267,6 +274,61 @@ class UnixPathMatcher {
   std::map<std::string, bool> seen_;
 };
 
+// The IPV6_V6ONLY flag of each IPv6 LISTEN socket on `port`, by inode, from
+// the kernel's sock_diag interface (INET_DIAG_SKV6ONLY, what ss reads to
+// write "*:PORT" for a dual-stack socket). Empty when netlink is unavailable.
+std::map<unsigned long, bool> ipv6_only_listeners(uint16_t port) {
+  std::map<unsigned long, bool> v6only;
+  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return v6only;
+  const timeval timeout{1, 0};  // the kernel answers at once; never wait long
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  struct Request {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } request{};
+  request.header.nlmsg_len = sizeof request;
+  request.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.request.sdiag_family = AF_INET6;
+  request.request.sdiag_protocol = IPPROTO_TCP;
+  request.request.idiag_states = 1U << kStateListen;
+  request.request.id.idiag_sport = htons(port);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(fd, &request, sizeof request, 0, reinterpret_cast<const sockaddr*>(&kernel),
+               sizeof kernel) != static_cast<ssize_t>(sizeof request)) {
+    ::close(fd);
+    return v6only;
+  }
+  alignas(nlmsghdr) std::array<char, 32768> buffer{};
+  for (bool done = false; !done;) {
+    ssize_t got = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (got <= 0) break;
+    auto size = static_cast<unsigned>(got);
+    for (const auto* header = reinterpret_cast<const nlmsghdr*>(buffer.data());
+         NLMSG_OK(header, size); header = NLMSG_NEXT(header, size)) {
+      if (header->nlmsg_type == NLMSG_DONE || header->nlmsg_type == NLMSG_ERROR) {
+        done = true;
+        break;
+      }
+      if (header->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) continue;
+      const auto* message = static_cast<const inet_diag_msg*>(NLMSG_DATA(header));
+      if (ntohs(message->id.idiag_sport) != port) continue;
+      auto attributes_size =
+          static_cast<unsigned>(header->nlmsg_len - NLMSG_LENGTH(sizeof(inet_diag_msg)));
+      for (const auto* attribute = reinterpret_cast<const rtattr*>(message + 1);
+           RTA_OK(attribute, attributes_size); attribute = RTA_NEXT(attribute, attributes_size)) {
+        if (attribute->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(attribute) >= 1) {
+          v6only[message->idiag_inode] = *static_cast<const uint8_t*>(RTA_DATA(attribute)) != 0;
+        }
+      }
+    }
+  }
+  ::close(fd);
+  return v6only;
+}
+
 }  // namespace
 
 std::vector<ListeningSocket> find_listeners(uint16_t port) {
@@ -279,8 +341,13 @@ std::vector<ListeningSocket> find_listeners(uint16_t port) {
         ListeningSocket{std::move(row.local_address), port, row.inode, std::nullopt});
   }
   auto owners = find_owners(inodes);
+  std::optional<std::map<unsigned long, bool>> v6only;
   for (auto& listener : listeners) {
     if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
+    if (!listener.address.starts_with("[::]:")) continue;
+    if (!v6only) v6only = ipv6_only_listeners(port);
+    auto flag = v6only->find(listener.inode);
+    listener.dual_stack = flag == v6only->end() ? std::nullopt : std::optional<bool>(!flag->second);
   }
   return listeners;
 }

@@ -30,6 +30,12 @@ struct ListeningSocket {
   uint16_t port;
   unsigned long inode;
   std::optional<SocketOwner> owner;  // empty when /proc/PID/fd was not readable
+  // For an IPv6 socket on the wildcard address ("[::]:8888"): whether IPv4
+  // clients reach it too (IPV6_V6ONLY off, so ss shows "*:8888"), which
+  // /proc/net/tcp6 does not say; read from the kernel's sock_diag netlink
+  // interface, as ss does. False for every other socket; empty when the
+  // kernel would not say.
+  std::optional<bool> dual_stack = false;
 };
 
 // The local port range the kernel picks from for outgoing connections

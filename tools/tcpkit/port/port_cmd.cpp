@@ -208,6 +208,14 @@ void print_listeners(const PortReport& r) {
   for (const auto& l : r.listeners) {
     std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, l.owner->name)
                                 : std::string("unknown (try as root)");
+    // "[::]" alone does not say whether IPv4 clients reach the socket too.
+    if (!l.dual_stack) {
+      owner += "; IPv6, and IPv4 unless IPV6_V6ONLY is set (the kernel would not say)";
+    } else if (*l.dual_stack) {
+      owner += "; IPv4 too (dual-stack: IPV6_V6ONLY off)";
+    } else if (l.address.starts_with("[::]:")) {
+      owner += "; IPv6 only (IPV6_V6ONLY)";
+    }
     // A Unix socket's path is outside text: any user names a socket anything.
     fmt::print("  {:<24} {}\n", printable(l.address), owner);
   }
@@ -233,7 +241,12 @@ void print_states(const PortReport& r) {
 Json json_listener(const ListeningSocket& l) {
   Json process = l.owner ? Json(l.owner->name) : Json(nullptr);
   Json pid = l.owner ? Json(l.owner->pid) : Json(nullptr);
-  return {{"address", l.address}, {"inode", l.inode}, {"pid", pid}, {"process", process}};
+  Json dual_stack = l.dual_stack ? Json(*l.dual_stack) : Json(nullptr);
+  return {{"address", l.address},
+          {"inode", l.inode},
+          {"pid", pid},
+          {"process", process},
+          {"dual_stack", dual_stack}};
 }
 
 void print_json(const PortReport& r) {
