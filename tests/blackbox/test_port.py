@@ -360,3 +360,21 @@ def test_regression_a_missing_socket_path_or_another_protocol_is_a_clear_usage_e
     assert message in result.stderr, result.stderr
     assert "IPv4" not in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+# Regression: /proc/net/unix writes a path raw on its row, so a path with a
+# newline was not found (its row broke in two), and the second half of such
+# a path could forge a row: a listener that does not exist. The kernel's
+# sock_diag interface gives the path as its bytes.
+def test_regression_a_unix_path_with_a_newline_is_found_and_forges_no_row(short_dir):
+    forged = f"@forged{random.randrange(1 << 30)}"
+    name = f"n\n0000000000000000: 00000002 00000000 00010000 0001 01 1 {forged}"
+    path = str(short_dir / name)
+    with unix_listener(path):
+        out = unix_report(f"unix:{path}")
+        facts = json.loads(run_tcpkit("port", f"unix:{path}", "--json").stdout)
+        forged_facts = json.loads(run_tcpkit("port", f"unix:{forged}", "--json").stdout)
+    assert f"pid {os.getpid()} ({own_process_name()})" in out, out
+    assert "\\n0000000000000000" in out and "\n0000000000000000" not in out, out
+    assert [(l["address"], l["pid"]) for l in facts["listeners"]] == [(f"unix:{path}", os.getpid())]
+    assert forged_facts["listeners"] == [] and forged_facts["listening"] is False, forged_facts

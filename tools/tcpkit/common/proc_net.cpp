@@ -5,6 +5,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,6 +35,7 @@ namespace fs = std::filesystem;
 constexpr const char* kServicesPath = "/etc/services";
 constexpr const char* kPortRangePath = "/proc/sys/net/ipv4/ip_local_port_range";
 constexpr int kStateListen = 0x0A;
+constexpr int kTcpEstablished = 0x01;
 // /proc/net/unix: __SO_ACCEPTCON in the Flags column marks a listener; St 3
 // is SS_CONNECTED.
 constexpr unsigned long kUnixAcceptCon = 0x10000;
@@ -274,59 +276,139 @@ class UnixPathMatcher {
   std::map<std::string, bool> seen_;
 };
 
-// The IPV6_V6ONLY flag of each IPv6 LISTEN socket on `port`, by inode, from
-// the kernel's sock_diag interface (INET_DIAG_SKV6ONLY, what ss reads to
-// write "*:PORT" for a dual-stack socket). Empty when netlink is unavailable.
-std::map<unsigned long, bool> ipv6_only_listeners(uint16_t port) {
-  std::map<unsigned long, bool> v6only;
+// Sends one sock_diag dump request (what ss uses) and calls `each` with
+// every answer message and its attributes. False when netlink is
+// unavailable or the dump failed, so that the caller may fall back.
+template <typename Request, typename Message, typename Each>
+bool sock_diag_dump(const Request& request, Each each) {
   const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return v6only;
+  if (fd < 0) return false;
   const timeval timeout{1, 0};  // the kernel answers at once; never wait long
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  struct Request {
+  struct {
     nlmsghdr header;
-    inet_diag_req_v2 request;
-  } request{};
-  request.header.nlmsg_len = sizeof request;
-  request.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  request.request.sdiag_family = AF_INET6;
-  request.request.sdiag_protocol = IPPROTO_TCP;
-  request.request.idiag_states = 1U << kStateListen;
-  request.request.id.idiag_sport = htons(port);
+    Request request;
+  } packet{};
+  packet.header.nlmsg_len = sizeof packet;
+  packet.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  packet.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  packet.request = request;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (::sendto(fd, &request, sizeof request, 0, reinterpret_cast<const sockaddr*>(&kernel),
-               sizeof kernel) != static_cast<ssize_t>(sizeof request)) {
+  if (::sendto(fd, &packet, sizeof packet, 0, reinterpret_cast<const sockaddr*>(&kernel),
+               sizeof kernel) != static_cast<ssize_t>(sizeof packet)) {
     ::close(fd);
-    return v6only;
+    return false;
   }
   alignas(nlmsghdr) std::array<char, 32768> buffer{};
+  bool ok = false;
   for (bool done = false; !done;) {
-    ssize_t got = ::recv(fd, buffer.data(), buffer.size(), 0);
+    const ssize_t got = ::recv(fd, buffer.data(), buffer.size(), 0);
     if (got <= 0) break;
     auto size = static_cast<unsigned>(got);
     for (const auto* header = reinterpret_cast<const nlmsghdr*>(buffer.data());
          NLMSG_OK(header, size); header = NLMSG_NEXT(header, size)) {
       if (header->nlmsg_type == NLMSG_DONE || header->nlmsg_type == NLMSG_ERROR) {
+        ok = header->nlmsg_type == NLMSG_DONE;
         done = true;
         break;
       }
-      if (header->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) continue;
-      const auto* message = static_cast<const inet_diag_msg*>(NLMSG_DATA(header));
-      if (ntohs(message->id.idiag_sport) != port) continue;
+      if (header->nlmsg_len < NLMSG_LENGTH(sizeof(Message))) continue;
+      const auto* message = static_cast<const Message*>(NLMSG_DATA(header));
       auto attributes_size =
-          static_cast<unsigned>(header->nlmsg_len - NLMSG_LENGTH(sizeof(inet_diag_msg)));
-      for (const auto* attribute = reinterpret_cast<const rtattr*>(message + 1);
-           RTA_OK(attribute, attributes_size); attribute = RTA_NEXT(attribute, attributes_size)) {
-        if (attribute->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(attribute) >= 1) {
-          v6only[message->idiag_inode] = *static_cast<const uint8_t*>(RTA_DATA(attribute)) != 0;
-        }
-      }
+          static_cast<unsigned>(header->nlmsg_len - NLMSG_LENGTH(sizeof(Message)));
+      each(*message, reinterpret_cast<const rtattr*>(message + 1), attributes_size);
     }
   }
   ::close(fd);
+  return ok;
+}
+
+// The IPV6_V6ONLY flag of each IPv6 LISTEN socket on `port`, by inode, from
+// the kernel's sock_diag interface (INET_DIAG_SKV6ONLY, what ss reads to
+// write "*:PORT" for a dual-stack socket). Empty when netlink is unavailable.
+std::map<unsigned long, bool> ipv6_only_listeners(uint16_t port) {
+  std::map<unsigned long, bool> v6only;
+  inet_diag_req_v2 request{};
+  request.sdiag_family = AF_INET6;
+  request.sdiag_protocol = IPPROTO_TCP;
+  request.idiag_states = 1U << kStateListen;
+  request.id.idiag_sport = htons(port);
+  sock_diag_dump<inet_diag_req_v2, inet_diag_msg>(
+      request, [&](const inet_diag_msg& message, const rtattr* attribute, unsigned size) {
+        if (ntohs(message.id.idiag_sport) != port) return;
+        for (; RTA_OK(attribute, size); attribute = RTA_NEXT(attribute, size)) {
+          if (attribute->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(attribute) >= 1) {
+            v6only[message.idiag_inode] = *static_cast<const uint8_t*>(RTA_DATA(attribute)) != 0;
+          }
+        }
+      });
   return v6only;
+}
+
+// One named Unix socket: its path as bound ("@name" for an abstract one).
+struct UnixRow {
+  std::string path;
+  unsigned long inode = 0;
+  bool listening = false;
+  bool connected = false;
+};
+
+// Every named Unix socket from sock_diag (UNIX_DIAG_NAME), whose path comes
+// as the bytes bound, a newline among them; empty when netlink is
+// unavailable. /proc/net/unix writes a path raw on its line, so a path with
+// a newline broke its row there, and its second half could read as a row.
+std::optional<std::vector<UnixRow>> unix_rows_from_netlink() {
+  std::vector<UnixRow> rows;
+  unix_diag_req request{};
+  request.sdiag_family = AF_UNIX;
+  request.udiag_states = ~0U;
+  request.udiag_show = UDIAG_SHOW_NAME;
+  const bool ok = sock_diag_dump<unix_diag_req, unix_diag_msg>(
+      request, [&](const unix_diag_msg& message, const rtattr* attribute, unsigned size) {
+        for (; RTA_OK(attribute, size); attribute = RTA_NEXT(attribute, size)) {
+          if (attribute->rta_type != UNIX_DIAG_NAME || RTA_PAYLOAD(attribute) == 0) continue;
+          std::string path(static_cast<const char*>(RTA_DATA(attribute)), RTA_PAYLOAD(attribute));
+          // An abstract name starts with a NUL; /proc/net/unix and tcpkit
+          // write each NUL in it as '@'. A path is a C string: the bytes
+          // bound may go on past its NUL.
+          if (path.front() == '\0') {
+            std::replace(path.begin(), path.end(), '\0', '@');
+          } else {
+            path.resize(std::min(path.size(), path.find('\0')));
+          }
+          rows.push_back(UnixRow{std::move(path), message.udiag_ino,
+                                 message.udiag_state == kStateListen,
+                                 message.udiag_state == kTcpEstablished});
+        }
+      });
+  if (!ok) return std::nullopt;
+  return rows;
+}
+
+// The same from /proc/net/unix, where netlink is unavailable. Columns: Num
+// RefCount Protocol Flags Type St Inode [Path]. The path is the rest of the
+// line after one space: it may hold spaces itself.
+std::vector<UnixRow> unix_rows_from_proc() {
+  std::vector<UnixRow> rows;
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string num, refcount, protocol, flags, type, state, row_path;
+    unsigned long inode = 0;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode)) continue;
+    std::getline(fields, row_path);
+    if (row_path.empty() || row_path.front() != ' ') continue;  // an unnamed socket
+    row_path.erase(0, 1);
+    auto flag_bits = parse_hex32(flags);
+    auto state_value = parse_hex32(state);
+    rows.push_back(UnixRow{std::move(row_path), inode,
+                           flag_bits && (*flag_bits & kUnixAcceptCon) != 0,
+                           state_value && *state_value == kUnixConnected});
+  }
+  return rows;
 }
 
 }  // namespace
@@ -388,26 +470,15 @@ UnixSocketUsage find_unix_socket(const std::string& path) {
   UnixSocketUsage usage;
   std::set<unsigned long> inodes;
   UnixPathMatcher matches(path);
-  std::ifstream in("/proc/net/unix");
-  std::string line;
-  std::getline(in, line);  // the header
-  // Columns: Num RefCount Protocol Flags Type St Inode [Path]. The path is
-  // the rest of the line after one space: it may hold spaces itself.
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string num, refcount, protocol, flags, type, state, row_path;
-    unsigned long inode = 0;
-    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode)) continue;
-    std::getline(fields, row_path);
-    if (row_path.empty() || row_path.front() != ' ') continue;  // an unnamed socket
-    row_path.erase(0, 1);
-    if (!matches(row_path)) continue;
-    auto flag_bits = parse_hex32(flags);
-    auto state_value = parse_hex32(state);
-    if (flag_bits && (*flag_bits & kUnixAcceptCon) != 0) {
-      inodes.insert(inode);
-      usage.listeners.push_back(ListeningSocket{"unix:" + row_path, 0, inode, std::nullopt});
-    } else if (state_value && *state_value == kUnixConnected) {
+  auto rows = unix_rows_from_netlink();
+  if (!rows) rows = unix_rows_from_proc();
+  for (auto& row : *rows) {
+    if (!matches(row.path)) continue;
+    if (row.listening) {
+      inodes.insert(row.inode);
+      usage.listeners.push_back(
+          ListeningSocket{"unix:" + std::move(row.path), 0, row.inode, std::nullopt});
+    } else if (row.connected) {
       ++usage.connections;
     }
   }

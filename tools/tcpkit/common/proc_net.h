@@ -71,7 +71,8 @@ bool services_file_readable();
 // The ephemeral port range, or empty when /proc does not say.
 std::optional<PortRange> ephemeral_port_range();
 
-// A Unix-domain socket path from /proc/net/unix: its listening sockets (with
+// A Unix-domain socket path from the kernel's sock_diag netlink interface
+// (/proc/net/unix where that is unavailable): its listening sockets (with
 // their processes, found through the same /proc/PID/fd walk as for ports)
 // and how many connections it has open (the server-side end of each one,
 // which carries the path; the client end is unnamed).

@@ -280,7 +280,7 @@ std::string file_sentence(const std::string& path) {
                      st.st_mode & 0777);
 }
 
-// What connect() says about a socket /proc/net/unix shows no listener for.
+// What connect() says about a socket the kernel lists no listener for.
 // The table holds the path as the server spelled it (relative to its own
 // directory, say), so a miss there proves nothing: only a refused
 // connection shows that the file is stale.
@@ -309,7 +309,8 @@ void print_unix_nobody(const std::string& path, const std::string& raw_address,
   switch (probe.probe) {
     case Probe::accepted:
       fmt::print(
-          "\na server is listening on {} (connect() succeeds), but /proc/net/unix does not "
+          "\na server is listening on {} (connect() succeeds), but the kernel's socket table does "
+          "not "
           "list it under this name (it was bound under another spelling, e.g. a relative "
           "path), so its process is unknown\n",
           address);
@@ -325,7 +326,8 @@ void print_unix_nobody(const std::string& path, const std::string& raw_address,
       return;
     case Probe::unknown:
       fmt::print(
-          "\nno listener on {} in /proc/net/unix, and connect() cannot tell whether one is "
+          "\nno listener on {} in the kernel's socket table, and connect() cannot tell whether one "
+          "is "
           "there: {}\n",
           address, printable(probe.reason));
       return;
