@@ -6,11 +6,12 @@ import json
 import os
 import random
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ipv6_loopback_available, pick_free_port, run_tcpkit, wait_until
+from conftest import ipv6_loopback_available, pick_free_port, run_tcpkit, tcpkit_path, wait_until
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -158,6 +159,43 @@ def test_port_ranges():
     assert port_json(80)["range"] == "well-known"
     assert port_json(8080)["range"] == "registered"
     assert port_json(50000)["range"] == "dynamic"
+
+
+def port_in_a_namespace(unprivileged_start: int, *args) -> subprocess.CompletedProcess:
+    """`tcpkit port ARGS` in a network namespace of its own (a user namespace
+    makes it possible without root) whose ip_unprivileged_port_start is set."""
+    return subprocess.run(
+        ["unshare", "-Urn", "sh", "-c",
+         'echo "$1" > /proc/sys/net/ipv4/ip_unprivileged_port_start && shift && exec "$@"',
+         "sh", str(unprivileged_start), str(tcpkit_path()), "port", *map(str, args)],
+        capture_output=True, text=True, timeout=30)
+
+
+def namespaces_work() -> bool:
+    try:
+        return port_in_a_namespace(80, "80").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# Regression: every port below 1024 was said to need root, and every other
+# port not, though the kernel's line is ip_unprivileged_port_start, which
+# containers often set to 0 (Docker does) and which may be raised too.
+@pytest.mark.skipif(not namespaces_work(), reason="unshare -Urn is not permitted here")
+def test_regression_who_may_bind_a_port_follows_ip_unprivileged_port_start():
+    for port, start, needs_privilege, sentence in [
+            (80, 80, False, "on this machine any user may bind it (ip_unprivileged_port_start is 80)."),
+            (22, 80, True, "binding one needs root or CAP_NET_BIND_SERVICE (ip_unprivileged_port_start is 80)."),
+            (8080, 9000, True,
+             "on this machine binding it needs root or CAP_NET_BIND_SERVICE (ip_unprivileged_port_start is 9000)."),
+            (8080, 1024, False, "any user may bind one."),
+            (443, 1024, True, "binding one needs root or CAP_NET_BIND_SERVICE.")]:
+        text = port_in_a_namespace(start, port)
+        assert text.returncode == 0, text.stderr
+        assert sentence in text.stdout, (port, start, text.stdout)
+        facts = json.loads(port_in_a_namespace(start, port, "--json").stdout)
+        assert facts["bind_needs_privilege"] is needs_privilege, (port, start, facts)
+    assert port_json(0)["bind_needs_privilege"] is False
 
 
 def test_ephemeral_range_follows_the_kernel():

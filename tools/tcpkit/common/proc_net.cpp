@@ -34,6 +34,7 @@ namespace fs = std::filesystem;
 
 constexpr const char* kServicesPath = "/etc/services";
 constexpr const char* kPortRangePath = "/proc/sys/net/ipv4/ip_local_port_range";
+constexpr const char* kUnprivilegedPortStartPath = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
 constexpr int kStateListen = 0x0A;
 constexpr int kTcpEstablished = 0x01;
 // /proc/net/unix: __SO_ACCEPTCON in the Flags column marks a listener; St 3
@@ -464,6 +465,13 @@ std::optional<PortRange> ephemeral_port_range() {
   unsigned low = 0, high = 0;
   if (!(in >> low >> high) || low > high || high > 0xFFFF) return std::nullopt;
   return PortRange{static_cast<uint16_t>(low), static_cast<uint16_t>(high)};
+}
+
+std::optional<unsigned> unprivileged_port_start() {
+  std::ifstream in(kUnprivilegedPortStartPath);
+  unsigned start = 0;
+  if (!(in >> start) || start > 0x10000) return std::nullopt;
+  return start;
 }
 
 UnixSocketUsage find_unix_socket(const std::string& path) {

@@ -71,6 +71,12 @@ bool services_file_readable();
 // The ephemeral port range, or empty when /proc does not say.
 std::optional<PortRange> ephemeral_port_range();
 
+// The lowest port any user may bind (/proc/sys/net/ipv4/
+// ip_unprivileged_port_start: 1024 by default, often 0 in containers, and
+// per network namespace); below it binding needs root or
+// CAP_NET_BIND_SERVICE. Empty when /proc does not say.
+std::optional<unsigned> unprivileged_port_start();
+
 // A Unix-domain socket path from the kernel's sock_diag netlink interface
 // (/proc/net/unix where that is unavailable): its listening sockets (with
 // their processes, found through the same /proc/PID/fd walk as for ports)

@@ -39,6 +39,7 @@ struct PortReport {
   const char* range = "";
   std::optional<PortRange> ephemeral_range;
   bool ephemeral = false;
+  std::optional<unsigned> unprivileged_start;  // ip_unprivileged_port_start
   std::vector<ListeningSocket> listeners;
   std::map<std::string, int> states;
 };
@@ -153,22 +154,51 @@ PortReport gather_report(uint16_t port) {
   report.ephemeral_range = ephemeral_port_range();
   report.ephemeral = report.ephemeral_range && port >= report.ephemeral_range->low &&
                      port <= report.ephemeral_range->high;
+  report.unprivileged_start = unprivileged_port_start();
   report.listeners = find_listeners(port);
   report.states = count_states(port);
   return report;
 }
 
+// Whether binding the port needs root or CAP_NET_BIND_SERVICE: below
+// ip_unprivileged_port_start, which is 1024 unless the machine (a
+// container, often) says otherwise. Empty when /proc does not say.
+std::optional<bool> bind_needs_privilege(const PortReport& r) {
+  if (r.port == 0) return false;  // the kernel picks a free port, from the ephemeral range
+  if (!r.unprivileged_start) return std::nullopt;
+  return r.port < *r.unprivileged_start;
+}
+
 std::string range_sentence(const PortReport& r) {
   if (r.port == 0)
     return "0 is not a real port: binding to port 0 asks the kernel to pick a free one.";
+  const std::optional<bool> privileged = bind_needs_privilege(r);
+  const bool usual = !r.unprivileged_start || *r.unprivileged_start == 1024;
+  const std::string here =
+      usual ? std::string()
+            : fmt::format(" (ip_unprivileged_port_start is {})", *r.unprivileged_start);
   if (r.range == std::string_view("well-known")) {
-    return "well-known (0-1023): kept for standard services; binding one needs root or "
-           "CAP_NET_BIND_SERVICE.";
+    if (privileged.value_or(true)) {
+      return "well-known (0-1023): kept for standard services; binding one needs root or "
+             "CAP_NET_BIND_SERVICE" +
+             here + ".";
+    }
+    return "well-known (0-1023): kept for standard services; on this machine any user may bind "
+           "it" +
+           here + ".";
   }
   if (r.range == std::string_view("registered")) {
-    return "registered (1024-49151): ordinary servers use these; any user may bind one.";
+    if (!privileged.value_or(false))
+      return "registered (1024-49151): ordinary servers use these; any user may bind one.";
+    return "registered (1024-49151): ordinary servers use these; on this machine binding it "
+           "needs root or CAP_NET_BIND_SERVICE" +
+           here + ".";
   }
-  return "dynamic/private (49152-65535): never assigned to a service.";
+  if (!privileged.value_or(false))
+    return "dynamic/private (49152-65535): never assigned to a service.";
+  return "dynamic/private (49152-65535): never assigned to a service; on this machine binding "
+         "it needs root or CAP_NET_BIND_SERVICE" +
+         here + ".";
 }
 
 std::string ephemeral_sentence(const PortReport& r) {
@@ -256,10 +286,13 @@ void print_json(const PortReport& r) {
   for (const auto& [state, count] : r.states) states[state] = count;
   Json ephemeral_range = nullptr;
   if (r.ephemeral_range) ephemeral_range = {r.ephemeral_range->low, r.ephemeral_range->high};
+  const std::optional<bool> needs_privilege = bind_needs_privilege(r);
+  Json privileged = needs_privilege ? Json(*needs_privilege) : Json(nullptr);
   Json report = {{"port", r.port},
                  {"service", r.service ? Json(*r.service) : Json(nullptr)},
                  {"services_file", r.services_file},
                  {"range", r.range},
+                 {"bind_needs_privilege", privileged},
                  {"ephemeral", r.ephemeral},
                  {"ephemeral_range", ephemeral_range},
                  {"listening", !r.listeners.empty()},
