@@ -416,3 +416,36 @@ def test_regression_a_unix_path_with_a_newline_is_found_and_forges_no_row(short_
     assert "\\n0000000000000000" in out and "\n0000000000000000" not in out, out
     assert [(l["address"], l["pid"]) for l in facts["listeners"]] == [(f"unix:{path}", os.getpid())]
     assert forged_facts["listeners"] == [] and forged_facts["listening"] is False, forged_facts
+
+
+def udp_only_service():
+    """A service that /etc/services lists for UDP and not for TCP ("ntp")."""
+    try:
+        lines = Path("/etc/services").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    protocols = {}
+    for line in lines:
+        fields = line.split("#")[0].split()
+        if len(fields) >= 2 and "/" in fields[1]:
+            port, protocol = fields[1].split("/", 1)
+            for name in [fields[0], *fields[2:]]:
+                protocols.setdefault(name, {})[protocol] = port
+    for name, ports in sorted(protocols.items()):
+        if set(ports) == {"udp"}:
+            return name, ports["udp"]
+    return None
+
+
+# Regression: a service that /etc/services lists for UDP only ("ntp") was
+# refused as unknown, with "give a service name from /etc/services", though
+# it is there.
+@pytest.mark.skipif(udp_only_service() is None, reason="/etc/services has no UDP-only service")
+def test_regression_a_udp_only_service_name_is_refused_as_such():
+    name, port = udp_only_service()
+    for text in (name, f"{name}/tcp"):
+        result = run_tcpkit("port", text)
+        assert result.returncode == 2, result.stdout
+        assert (f"'{text}' is not a TCP service: /etc/services lists it as {port}/udp only"
+                in result.stderr), result.stderr
+        assert result.stdout == ""

@@ -203,25 +203,29 @@ struct Service {
   std::string name;
   uint16_t port = 0;
   std::vector<std::string> aliases;
+  std::string protocol = "tcp";
 
   bool named(std::string_view text) const {
     return name == text || std::find(aliases.begin(), aliases.end(), text) != aliases.end();
   }
 };
 
-// A line of /etc/services that names a TCP port, or nothing (a comment,
-// another protocol, a malformed line).
+// A line of /etc/services that names a port ("tcp", "udp", "sctp"...), or
+// nothing (a comment, a malformed line).
 std::optional<Service> parse_service(std::string_view line) {
   std::istringstream fields{std::string(line.substr(0, line.find('#')))};
   Service service;
   std::string port_proto;
-  if (!(fields >> service.name >> port_proto) || !port_proto.ends_with("/tcp")) {
-    return std::nullopt;
-  }
+  if (!(fields >> service.name >> port_proto)) return std::nullopt;
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_proto.data(), port_proto.data() + port_proto.size(), port);
-  if (ec != std::errc{} || *end != '/' || port > 0xFFFF) return std::nullopt;
+  if (ec != std::errc{} || *end != '/' || port > 0xFFFF ||
+      end + 1 == port_proto.data() + port_proto.size()) {
+    return std::nullopt;
+  }
   service.port = static_cast<uint16_t>(port);
+  service.protocol =
+      std::string_view(port_proto).substr(static_cast<size_t>(end + 1 - port_proto.data()));
   for (std::string alias; fields >> alias;) service.aliases.push_back(std::move(alias));
   return service;
 }
@@ -445,15 +449,24 @@ std::map<std::string, int> count_states(uint16_t port) {
 }
 
 std::optional<std::string> service_name(uint16_t port) {
-  auto service = find_service([port](const Service& s) { return s.port == port; });
+  auto service =
+      find_service([port](const Service& s) { return s.protocol == "tcp" && s.port == port; });
   if (!service) return std::nullopt;
   return std::move(service->name);
 }
 
 std::optional<uint16_t> service_port(std::string_view name) {
-  auto service = find_service([name](const Service& s) { return s.named(name); });
+  auto service =
+      find_service([name](const Service& s) { return s.protocol == "tcp" && s.named(name); });
   if (!service) return std::nullopt;
   return service->port;
+}
+
+std::optional<std::string> non_tcp_service(std::string_view name) {
+  auto service =
+      find_service([name](const Service& s) { return s.protocol != "tcp" && s.named(name); });
+  if (!service) return std::nullopt;
+  return fmt::format("{}/{}", service->port, service->protocol);
 }
 
 bool services_file_readable() {

@@ -65,6 +65,11 @@ std::optional<std::string> service_name(uint16_t port);
 // "www": 80), from the same file or table; empty when no service has it.
 std::optional<uint16_t> service_port(std::string_view name);
 
+// For a name that /etc/services gives another protocol only ("ntp"):
+// where it is there ("123/udp"), to say why it is no TCP port; empty
+// otherwise. Meant after service_port() found no TCP port for the name.
+std::optional<std::string> non_tcp_service(std::string_view name);
+
 // Whether /etc/services could be read; service_name() falls back otherwise.
 bool services_file_readable();
 

@@ -110,6 +110,12 @@ PortArgument parse_port(std::string_view text) {
   }
   if (auto number = parse_number(name)) return {number, ""};
   if (auto named = service_port(name)) return {named, ""};
+  if (auto elsewhere = non_tcp_service(name)) {
+    return {std::nullopt,
+            fmt::format("'{}' is not a TCP service: /etc/services lists it as {} only, and "
+                        "tcpkit port explains TCP ports",
+                        printable(text), *elsewhere)};
+  }
   return {std::nullopt,
           fmt::format("'{}' is not a TCP port: give a whole number from 0 to 65535, a service name "
                       "from /etc/services (http), or a Unix socket: unix:PATH",
