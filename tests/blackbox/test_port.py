@@ -341,6 +341,30 @@ def test_regression_a_process_name_with_escapes_is_printed_escaped():
     assert f"pid {server.pid} (\\x1b[1A\\x1b[2Ksshd)" in in_use.stderr, in_use.stderr
 
 
+# Regression: only the first line of /proc/PID/comm was read, so a process
+# that named itself "sshd\nx" was shown as "sshd".
+def test_regression_a_process_name_with_a_newline_is_shown_whole():
+    import subprocess
+    import sys
+    port = pick_free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import ctypes, socket, sys\n"
+         "ctypes.CDLL(None).prctl(15, b'sshd\\nnot\\x07', 0, 0, 0)  # PR_SET_NAME\n"
+         "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(4)\n"
+         "print('ready', flush=True); sys.stdin.read()\n", str(port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        text = port_text(port)
+        facts = port_json(port)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    assert f"pid {server.pid} (sshd\\nnot\\x07)" in text, text
+    assert [l["process"] for l in facts["listeners"]] == ["sshd\\nnot\\x07"], facts
+
+
 # Regression: "80/tcp", as /etc/services and ss write a port, was taken for
 # a Unix socket path (it holds a '/') and reported as a missing file.
 @pytest.mark.parametrize("text", [

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -150,10 +151,12 @@ std::optional<int> parse_pid(const std::string& name) {
 // Any process names itself (prctl(PR_SET_NAME)), so its name is outside
 // text: escaped here, before `tcpkit port` or serve's "Address already in
 // use" message prints it, so ESC sequences cannot rewrite the terminal.
+// The name may hold a newline itself: all of the file is read, less the one
+// newline the kernel ends it with.
 std::string read_comm(int pid) {
   std::ifstream in(fmt::format("/proc/{}/comm", pid));
-  std::string name;
-  std::getline(in, name);
+  std::string name{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (name.ends_with('\n')) name.pop_back();
   return name.empty() ? "?" : printable(name);
 }
 
