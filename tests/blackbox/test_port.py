@@ -198,6 +198,33 @@ def test_regression_who_may_bind_a_port_follows_ip_unprivileged_port_start():
     assert port_json(0)["bind_needs_privilege"] is False
 
 
+# Regression: a port of the ephemeral range that ip_local_reserved_ports
+# holds was called ephemeral, though the kernel never gives it to a client.
+@pytest.mark.skipif(not namespaces_work(), reason="unshare -Urn is not permitted here")
+def test_regression_a_reserved_port_is_not_ephemeral():
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    reserved = f"{low + 1},{low + 10}-{low + 12}"
+    def facts(port):
+        result = subprocess.run(
+            ["unshare", "-Urn", "sh", "-c",
+             'echo "$1" > /proc/sys/net/ipv4/ip_local_reserved_ports && shift && exec "$@"',
+             "sh", reserved, str(tcpkit_path()), "port", str(port), "--json"],
+            capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+    for port, is_reserved in [(low, False), (low + 1, True), (low + 2, False), (low + 10, True),
+                              (low + 12, True), (low + 13, False)]:
+        got = facts(port)
+        assert got["ephemeral"] is (not is_reserved), (port, got)
+        assert got["reserved"] is is_reserved, (port, got)
+    text = subprocess.run(
+        ["unshare", "-Urn", "sh", "-c",
+         'echo "$1" > /proc/sys/net/ipv4/ip_local_reserved_ports && shift && exec "$@"',
+         "sh", reserved, str(tcpkit_path()), "port", str(low + 11)],
+        capture_output=True, text=True, timeout=30).stdout
+    assert "but reserved (ip_local_reserved_ports), so the kernel never picks it" in text, text
+
+
 def test_ephemeral_range_follows_the_kernel():
     low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert port_json(low)["ephemeral"] is True

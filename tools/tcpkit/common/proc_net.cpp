@@ -483,6 +483,25 @@ std::optional<PortRange> ephemeral_port_range() {
   return PortRange{static_cast<uint16_t>(low), static_cast<uint16_t>(high)};
 }
 
+bool reserved_local_port(uint16_t port) {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_reserved_ports");
+  std::string list;
+  std::getline(in, list);
+  std::istringstream items(list);
+  for (std::string item; std::getline(items, item, ',');) {
+    unsigned low = 0;
+    unsigned high = 0;
+    const char* first = item.data();
+    const char* last = item.data() + item.size();
+    auto [end, ec] = std::from_chars(first, last, low);
+    if (ec != std::errc{}) continue;
+    high = low;
+    if (end != last && *end == '-') std::from_chars(end + 1, last, high);
+    if (port >= low && port <= high) return true;
+  }
+  return false;
+}
+
 std::optional<unsigned> unprivileged_port_start() {
   std::ifstream in(kUnprivilegedPortStartPath);
   unsigned start = 0;

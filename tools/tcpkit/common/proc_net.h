@@ -76,6 +76,11 @@ bool services_file_readable();
 // The ephemeral port range, or empty when /proc does not say.
 std::optional<PortRange> ephemeral_port_range();
 
+// Whether `port` is in /proc/sys/net/ipv4/ip_local_reserved_ports ("8080,
+// 9000-9010"): a port there the kernel never picks for a client, even
+// inside the ephemeral range. False when the file is absent.
+bool reserved_local_port(uint16_t port);
+
 // The lowest port any user may bind (/proc/sys/net/ipv4/
 // ip_unprivileged_port_start: 1024 by default, often 0 in containers, and
 // per network namespace); below it binding needs root or

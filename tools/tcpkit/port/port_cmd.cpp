@@ -39,6 +39,7 @@ struct PortReport {
   const char* range = "";
   std::optional<PortRange> ephemeral_range;
   bool ephemeral = false;
+  bool reserved = false;                       // in ip_local_reserved_ports: never a client's port
   std::optional<unsigned> unprivileged_start;  // ip_unprivileged_port_start
   std::vector<ListeningSocket> listeners;
   std::map<std::string, int> states;
@@ -158,8 +159,10 @@ PortReport gather_report(uint16_t port) {
   report.services_file = services_file_readable();
   report.range = range_name(port);
   report.ephemeral_range = ephemeral_port_range();
-  report.ephemeral = report.ephemeral_range && port >= report.ephemeral_range->low &&
-                     port <= report.ephemeral_range->high;
+  const bool in_range = report.ephemeral_range && port >= report.ephemeral_range->low &&
+                        port <= report.ephemeral_range->high;
+  report.reserved = in_range && reserved_local_port(port);
+  report.ephemeral = in_range && !report.reserved;
   report.unprivileged_start = unprivileged_port_start();
   report.listeners = find_listeners(port);
   report.states = count_states(port);
@@ -210,6 +213,12 @@ std::string range_sentence(const PortReport& r) {
 std::string ephemeral_sentence(const PortReport& r) {
   if (!r.ephemeral_range) return "unknown (/proc/sys/net/ipv4/ip_local_port_range is not readable)";
   const auto [low, high] = *r.ephemeral_range;
+  if (r.reserved) {
+    return fmt::format(
+        "no: inside {}-{} (ip_local_port_range), but reserved (ip_local_reserved_ports), so the "
+        "kernel never picks it for a client",
+        low, high);
+  }
   if (!r.ephemeral) return fmt::format("no (this machine's ephemeral range is {}-{})", low, high);
   return fmt::format(
       "yes, inside {}-{} (ip_local_port_range): the kernel picks clients' local ports from here, "
@@ -301,6 +310,7 @@ void print_json(const PortReport& r) {
                  {"bind_needs_privilege", privileged},
                  {"ephemeral", r.ephemeral},
                  {"ephemeral_range", ephemeral_range},
+                 {"reserved", r.reserved},
                  {"listening", !r.listeners.empty()},
                  {"listeners", listeners},
                  {"states", states}};
