@@ -5,6 +5,7 @@ with Python's socket module (like the tutorial's server)."""
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -500,3 +501,19 @@ def test_regression_a_udp_only_service_name_is_refused_as_such():
         assert (f"'{text}' is not a TCP service: /etc/services lists it as {port}/udp only"
                 in result.stderr), result.stderr
         assert result.stdout == ""
+
+
+# Regression: a datagram socket bound to a path (a syslog's /dev/log) was
+# "no listener ..., and connect() cannot tell whether one is there", though
+# the kernel's table holds it and its process.
+def test_regression_a_bound_datagram_socket_is_named_with_its_process(short_dir):
+    path = str(short_dir / "dgram.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)
+        out = unix_report(f"unix:{path}")
+        facts = json.loads(run_tcpkit("port", f"unix:{path}", "--json").stdout)
+    assert "A datagram socket (SOCK_DGRAM) is bound there" in out, out
+    assert re.search(rf"unix:{re.escape(path)}\s+pid {os.getpid()} ", out), out
+    assert "cannot tell" not in out and "nobody" not in out, out
+    assert facts["listening"] is False and facts["listeners"] == [], facts
+    assert [(d["address"], d["pid"]) for d in facts["datagram"]] == [(f"unix:{path}", os.getpid())]

@@ -360,6 +360,7 @@ struct UnixRow {
   unsigned long inode = 0;
   bool listening = false;
   bool connected = false;
+  bool datagram = false;  // SOCK_DGRAM: bound, it receives without listening
 };
 
 // Every named Unix socket from sock_diag (UNIX_DIAG_NAME), whose path comes
@@ -385,9 +386,9 @@ std::optional<std::vector<UnixRow>> unix_rows_from_netlink() {
           } else {
             path.resize(std::min(path.size(), path.find('\0')));
           }
-          rows.push_back(UnixRow{std::move(path), message.udiag_ino,
-                                 message.udiag_state == kStateListen,
-                                 message.udiag_state == kTcpEstablished});
+          rows.push_back(
+              UnixRow{std::move(path), message.udiag_ino, message.udiag_state == kStateListen,
+                      message.udiag_state == kTcpEstablished, message.udiag_type == SOCK_DGRAM});
         }
       });
   if (!ok) return std::nullopt;
@@ -412,9 +413,10 @@ std::vector<UnixRow> unix_rows_from_proc() {
     row_path.erase(0, 1);
     auto flag_bits = parse_hex32(flags);
     auto state_value = parse_hex32(state);
-    rows.push_back(UnixRow{std::move(row_path), inode,
-                           flag_bits && (*flag_bits & kUnixAcceptCon) != 0,
-                           state_value && *state_value == kUnixConnected});
+    auto type_value = parse_hex32(type);
+    rows.push_back(UnixRow{
+        std::move(row_path), inode, flag_bits && (*flag_bits & kUnixAcceptCon) != 0,
+        state_value && *state_value == kUnixConnected, type_value && *type_value == SOCK_DGRAM});
   }
   return rows;
 }
@@ -517,7 +519,11 @@ UnixSocketUsage find_unix_socket(const std::string& path) {
   if (!rows) rows = unix_rows_from_proc();
   for (auto& row : *rows) {
     if (!matches(row.path)) continue;
-    if (row.listening) {
+    if (row.datagram) {
+      inodes.insert(row.inode);
+      usage.datagram.push_back(
+          ListeningSocket{"unix:" + std::move(row.path), 0, row.inode, std::nullopt});
+    } else if (row.listening) {
       inodes.insert(row.inode);
       usage.listeners.push_back(
           ListeningSocket{"unix:" + std::move(row.path), 0, row.inode, std::nullopt});
@@ -526,8 +532,10 @@ UnixSocketUsage find_unix_socket(const std::string& path) {
     }
   }
   auto owners = find_owners(inodes);
-  for (auto& listener : usage.listeners) {
-    if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
+  for (auto* sockets : {&usage.listeners, &usage.datagram}) {
+    for (auto& socket : *sockets) {
+      if (auto it = owners.find(socket.inode); it != owners.end()) socket.owner = it->second;
+    }
   }
   return usage;
 }

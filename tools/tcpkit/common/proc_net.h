@@ -95,6 +95,9 @@ std::optional<unsigned> unprivileged_port_start();
 struct UnixSocketUsage {
   std::vector<ListeningSocket> listeners;  // address "unix:PATH", port 0
   int connections = 0;
+  // Datagram sockets bound to the path (a syslog's /dev/log): they receive
+  // without listening or connections.
+  std::vector<ListeningSocket> datagram;
 };
 // `path`: "/tmp/a.sock", or "@name" for an abstract socket. A row matches
 // when it holds the same text or, for an absolute path in the table, the

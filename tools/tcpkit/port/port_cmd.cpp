@@ -286,12 +286,11 @@ void print_states(const PortReport& r) {
 Json json_listener(const ListeningSocket& l) {
   Json process = l.owner ? Json(l.owner->name) : Json(nullptr);
   Json pid = l.owner ? Json(l.owner->pid) : Json(nullptr);
-  Json dual_stack = l.dual_stack ? Json(*l.dual_stack) : Json(nullptr);
-  return {{"address", l.address},
-          {"inode", l.inode},
-          {"pid", pid},
-          {"process", process},
-          {"dual_stack", dual_stack}};
+  Json listener = {{"address", l.address}, {"inode", l.inode}, {"pid", pid}, {"process", process}};
+  // IPv4 or IPv6: whether an IPv6 socket takes IPv4 clients too.
+  if (!Endpoint::names_unix_socket(l.address))
+    listener["dual_stack"] = l.dual_stack ? Json(*l.dual_stack) : Json(nullptr);
+  return listener;
 }
 
 void print_json(const PortReport& r) {
@@ -386,15 +385,18 @@ void print_unix_nobody(const std::string& path, const std::string& raw_address,
 int run_unix_socket(const std::string& path, bool json) {
   const std::string address = std::string(Endpoint::kUnixPrefix) + path;
   const UnixSocketUsage usage = find_unix_socket(path);
-  ProbeResult probe{Probe::accepted, ""};
-  if (usage.listeners.empty()) probe = probe_unix_socket(path);
+  ProbeResult probe{usage.listeners.empty() ? Probe::absent : Probe::accepted, ""};
+  if (usage.listeners.empty() && usage.datagram.empty()) probe = probe_unix_socket(path);
   if (json) {
     Json listeners = Json::array();
     for (const auto& l : usage.listeners) listeners.push_back(json_listener(l));
+    Json datagram = Json::array();
+    for (const auto& d : usage.datagram) datagram.push_back(json_listener(d));
     const Json report = {{"unix", address},
                          {"listening", probe.probe == Probe::accepted},
                          {"listeners", listeners},
-                         {"connections", usage.connections}};
+                         {"connections", usage.connections},
+                         {"datagram", datagram}};
     fmt::print("{}\n", json_text(report));
     return kExitOk;
   }
@@ -402,9 +404,19 @@ int run_unix_socket(const std::string& path, bool json) {
   fmt::print("  file:      {}\n", file_sentence(path));
   PortReport listening;
   listening.listeners = usage.listeners;
-  if (usage.listeners.empty()) {
+  if (!usage.datagram.empty()) {
+    fmt::print(
+        "\nA datagram socket (SOCK_DGRAM) is bound there: it receives what clients send() to it, "
+        "without listening or connections:\n");
+    for (const auto& d : usage.datagram) {
+      std::string owner = d.owner ? fmt::format("pid {} ({})", d.owner->pid, d.owner->name)
+                                  : std::string("unknown (try as root)");
+      fmt::print("  {:<24} {}\n", printable(d.address), owner);
+    }
+  }
+  if (usage.listeners.empty() && usage.datagram.empty()) {
     print_unix_nobody(path, address, probe);
-  } else {
+  } else if (!usage.listeners.empty()) {
     print_listeners(listening);
   }
   fmt::print("\nConnections open: {}\n", usage.connections);
