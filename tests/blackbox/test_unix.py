@@ -302,3 +302,18 @@ def test_tls_over_a_unix_socket_with_python_ssl_and_tcpkit_connect(tcpkit_proces
                         "--send", "over TLS over a Unix socket")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "over TLS over a Unix socket\n"
+
+
+# Regression: `--unix ''` read as no --unix at all, so `serve --unix ''`
+# served TCP on 127.0.0.1:8888 instead of refusing, and `serve --unix @`
+# failed at run time as "not an IPv4 or IPv6 address".
+@pytest.mark.parametrize("subcommand", ["serve", "bench", "connect"])
+@pytest.mark.parametrize("path", ["", "@"])
+def test_regression_an_empty_unix_flag_is_a_usage_error(subcommand, path):
+    try:
+        result = run_tcpkit(subcommand, "--unix", path, timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`tcpkit {subcommand} --unix '{path}'` ran instead of refusing the flag")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "the socket path is missing: give --unix PATH" in result.stderr, result.stderr
+    assert "listening" not in result.stdout + result.stderr

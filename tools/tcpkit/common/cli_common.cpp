@@ -63,9 +63,16 @@ Result<void> replace_stale_sockets(const std::vector<Endpoint>& addresses, Logge
 }
 
 CLI::Option* add_unix_flag(CLI::App& sub, std::string& path, const std::string& what) {
+  // An empty path is refused here: left empty, --unix reads as not given,
+  // and `serve --unix ''` served TCP on the default port instead.
+  const auto validate = [](std::string& text) -> std::string {
+    if (!text.empty() && text != "@") return "";
+    return "the socket path is missing: give --unix PATH (@NAME for an abstract socket)";
+  };
   return sub
       .add_option("--unix", path, what + " (the same as the address unix:PATH; @NAME: abstract)")
-      ->type_name("PATH");
+      ->type_name("PATH")
+      ->check(CLI::Validator(validate, "PATH", "unix path"));
 }
 
 void add_io_backend_flag(CLI::App& sub, IoBackend& backend) {
