@@ -6,6 +6,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -332,11 +333,19 @@ bool sock_diag_dump(const Request& request, Each each) {
   return ok;
 }
 
-// The IPV6_V6ONLY flag of each IPv6 LISTEN socket on `port`, by inode, from
-// the kernel's sock_diag interface (INET_DIAG_SKV6ONLY, what ss reads to
-// write "*:PORT" for a dual-stack socket). Empty when netlink is unavailable.
-std::map<unsigned long, bool> ipv6_only_listeners(uint16_t port) {
-  std::map<unsigned long, bool> v6only;
+// What /proc/net/tcp6 leaves out of an IPv6 LISTEN socket: whether it is
+// IPV6_V6ONLY (INET_DIAG_SKV6ONLY, what ss reads to write "*:PORT" for a
+// dual-stack socket) and the interface it is bound to (a link-local
+// address's zone, "%eth0").
+struct Ipv6Facts {
+  std::optional<bool> v6only;
+  unsigned interface = 0;
+};
+
+// Those facts for each IPv6 LISTEN socket on `port`, by inode, from the
+// kernel's sock_diag interface. Empty when netlink is unavailable.
+std::map<unsigned long, Ipv6Facts> ipv6_listener_facts(uint16_t port) {
+  std::map<unsigned long, Ipv6Facts> facts;
   inet_diag_req_v2 request{};
   request.sdiag_family = AF_INET6;
   request.sdiag_protocol = IPPROTO_TCP;
@@ -345,13 +354,27 @@ std::map<unsigned long, bool> ipv6_only_listeners(uint16_t port) {
   sock_diag_dump<inet_diag_req_v2, inet_diag_msg>(
       request, [&](const inet_diag_msg& message, const rtattr* attribute, unsigned size) {
         if (ntohs(message.id.idiag_sport) != port) return;
+        Ipv6Facts& socket = facts[message.idiag_inode];
+        socket.interface = message.id.idiag_if;
         for (; RTA_OK(attribute, size); attribute = RTA_NEXT(attribute, size)) {
           if (attribute->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(attribute) >= 1) {
-            v6only[message.idiag_inode] = *static_cast<const uint8_t*>(RTA_DATA(attribute)) != 0;
+            socket.v6only = *static_cast<const uint8_t*>(RTA_DATA(attribute)) != 0;
           }
         }
       });
-  return v6only;
+  return facts;
+}
+
+// "[fe80::1]:8888" with its zone: "[fe80::1%eth0]:8888", as tcpkit writes
+// an endpoint (the interface's index where it has no name).
+std::string with_zone(const std::string& address, unsigned interface) {
+  const size_t bracket = address.find(']');
+  if (interface == 0 || bracket == std::string::npos) return address;
+  std::array<char, IF_NAMESIZE> name{};
+  const std::string zone = ::if_indextoname(interface, name.data()) != nullptr
+                               ? std::string(name.data())
+                               : std::to_string(interface);
+  return address.substr(0, bracket) + "%" + zone + address.substr(bracket);
 }
 
 // One named Unix socket: its path as bound ("@name" for an abstract one).
@@ -433,13 +456,22 @@ std::vector<ListeningSocket> find_listeners(uint16_t port) {
         ListeningSocket{std::move(row.local_address), port, row.inode, std::nullopt});
   }
   auto owners = find_owners(inodes);
-  std::optional<std::map<unsigned long, bool>> v6only;
+  std::optional<std::map<unsigned long, Ipv6Facts>> ipv6;
   for (auto& listener : listeners) {
     if (auto it = owners.find(listener.inode); it != owners.end()) listener.owner = it->second;
-    if (!listener.address.starts_with("[::]:")) continue;
-    if (!v6only) v6only = ipv6_only_listeners(port);
-    auto flag = v6only->find(listener.inode);
-    listener.dual_stack = flag == v6only->end() ? std::nullopt : std::optional<bool>(!flag->second);
+    if (!listener.address.starts_with('[')) continue;
+    if (!ipv6) ipv6 = ipv6_listener_facts(port);
+    auto facts = ipv6->find(listener.inode);
+    const bool wildcard = listener.address.starts_with("[::]:");
+    if (facts == ipv6->end()) {
+      if (wildcard) listener.dual_stack = std::nullopt;
+      continue;
+    }
+    if (wildcard) {
+      listener.dual_stack =
+          facts->second.v6only ? std::optional<bool>(!*facts->second.v6only) : std::nullopt;
+    }
+    listener.address = with_zone(listener.address, facts->second.interface);
   }
   return listeners;
 }

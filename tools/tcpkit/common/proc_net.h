@@ -26,7 +26,7 @@ struct SocketOwner {
 
 // One LISTEN socket from /proc/net/tcp or /proc/net/tcp6.
 struct ListeningSocket {
-  std::string address;  // "127.0.0.1:8888" or "[::1]:8888"
+  std::string address;  // "127.0.0.1:8888", "[::1]:8888", "[fe80::1%eth0]:8888"
   uint16_t port;
   unsigned long inode;
   std::optional<SocketOwner> owner;  // empty when /proc/PID/fd was not readable
