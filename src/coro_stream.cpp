@@ -44,8 +44,23 @@ void pause_if_full(StreamState& s) {
   s.conn->pause_reading();
 }
 
+// The peer's FIN is the clean end, unless a TLS peer sent it without its
+// close_notify: then what came may be cut short (by an attacker on the
+// path), and the end is an error, as a blocking TcpStream reports it.
 bool ended_cleanly(const StreamState& s) {
+  if (s.conn->tls_truncated()) return false;
   return s.eof || (s.closed && s.conn->close_reason() == Errc::peer_closed);
+}
+
+// Why a read ended without its result: the connection went down, or a TLS
+// stream was cut.
+Error read_end_error(const StreamState& s, const char* what) {
+  if (s.conn->tls_truncated()) {
+    return Error(Errc::tls_truncated, std::string(what) + " " +
+                                          s.conn->peer_endpoint().to_string() +
+                                          ": the TLS peer ended without close_notify");
+  }
+  return s.down_error(what);
 }
 
 }  // namespace
@@ -240,7 +255,7 @@ bool Stream::SomeOp::try_complete(detail::StreamState& s) {
 Result<size_t> Stream::SomeOp::result(detail::StreamState& s) {
   if (got > 0 || (out == nullptr && len == 0)) return got;
   if (detail::ended_cleanly(s)) return size_t{0};
-  return s.down_error("read from");
+  return detail::read_end_error(s, "read from");
 }
 
 bool Stream::ExactOp::try_complete(detail::StreamState& s) {
@@ -253,7 +268,7 @@ bool Stream::ExactOp::try_complete(detail::StreamState& s) {
 
 Result<size_t> Stream::ExactOp::result(detail::StreamState& s) {
   if (got == len || detail::ended_cleanly(s)) return got;
-  return s.down_error("read from");
+  return detail::read_end_error(s, "read from");
 }
 
 // The bytes went to the caller as they came (a large read holds no more
@@ -279,8 +294,9 @@ bool Stream::CodecOp<Codec>::try_complete(detail::StreamState& s) {
       break;
   }
   if constexpr (std::is_same_v<Codec, LineCodec>) {
-    if (s.eof && s.input.readable_bytes() > 0) {
-      // A last line without its newline is still a line (as getline() has it).
+    if (s.eof && s.input.readable_bytes() > 0 && !s.conn->tls_truncated()) {
+      // A last line without its newline is still a line (as getline() has it),
+      // unless the TLS stream was cut: then it may be a part of one.
       message = s.input.retrieve_all_as_string();
       return true;
     }
@@ -292,7 +308,7 @@ template <typename Codec>
 Result<std::optional<std::string>> Stream::CodecOp<Codec>::result(detail::StreamState& s) {
   if (too_large) return codec->too_large_error();
   if (message) return std::move(message);
-  if (!detail::ended_cleanly(s)) return s.down_error("read a message from");
+  if (!detail::ended_cleanly(s)) return detail::read_end_error(s, "read a message from");
   // Only a frame can be left half-read: a partial line was the last line.
   if (s.input.readable_bytes() > 0) {
     return Error(Errc::peer_closed, "a frame cut short by the end of stream from " +

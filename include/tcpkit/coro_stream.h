@@ -17,6 +17,11 @@
 /// force_close() or its server's stop, every task waiting on the stream
 /// resumes with an Error carrying the connection's close reason. The peer's
 /// FIN is not an error: reads return 0 bytes, or no line, at end of stream.
+/// Only a TLS peer's FIN without its close_notify is one (the stream may
+/// have been cut short on the path, TcpConnection::tls_truncated()): the
+/// bytes before it are read as usual, and the read that meets the end gets
+/// Errc::tls_truncated instead of the end of stream (as a blocking
+/// TcpStream's recv() does).
 ///
 /// Flow control: bytes that arrive while no task reads are kept, up to
 /// kReadAhead, and reading from the socket pauses beyond that until a task
@@ -149,7 +154,8 @@ class Stream {
   /// (and `out`'s contents are unspecified). Loop thread.
   ReadAwaiter<ExactOp> read_exact(std::span<char> out);
   /// One line through `codec` (without "\n" or "\r\n"), or std::nullopt at
-  /// end of stream; a last line without a newline is still a line. A line
+  /// end of stream; a last line without a newline is still a line (not at
+  /// a cut TLS stream's end: Errc::tls_truncated, see above). A line
   /// over the codec's limit is an Error (Errc::line_too_long) and leaves the
   /// stream unusable; close it. `codec` must outlive the await. Loop thread.
   ReadAwaiter<LineOp> read_line(const LineCodec& codec);

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "test_util.h"
+#include "tls_test_util.h"
 
 using namespace std::chrono_literals;
 using namespace tcpkit;
@@ -710,6 +711,67 @@ TEST_F(Coro, TasksReturnValuesToTheirAwaiter) {
     EXPECT_EQ(sum, 12);
     t->loop_->quit();
   }(this));
+  run();
+}
+
+// Regression: a TLS peer's FIN without its close_notify (a stream an
+// attacker on the path may have cut) was the clean end of the stream: a
+// partial last line came back as a line, and read_some() gave 0, where a
+// blocking TcpStream reports Errc::tls_truncated. The bytes before the cut
+// still come; the end is the error.
+TEST_F(Coro, ATlsStreamCutWithoutCloseNotifyIsTruncatedNotEnded) {
+  ServerOptions options;
+  options.tls = std::make_shared<const TlsContext>(server_context());
+  start_server(options);
+  std::atomic<bool> peer_done{false};
+  spawn(loop_.get(), [](Coro* t, std::atomic<bool>* peer_done) -> Task<> {
+    {
+      auto s = co_await t->acceptor_->accept();
+      EXPECT_TRUE(s);
+      if (!s) co_return t->loop_->quit();
+      LineCodec lines;
+      auto whole = co_await s->read_line(lines);
+      EXPECT_TRUE(whole && *whole && **whole == "whole");
+      auto cut = co_await s->read_line(lines);
+      EXPECT_FALSE(cut) << "the cut line came back as a line";
+      if (!cut) {
+        EXPECT_EQ(cut.error().code(), make_error_code(Errc::tls_truncated));
+      }
+    }
+    {
+      auto s = co_await t->acceptor_->accept();
+      EXPECT_TRUE(s);
+      if (!s) co_return t->loop_->quit();
+      std::string got;
+      Result<size_t> n = size_t{0};
+      Buffer buf;
+      while ((n = co_await s->read_some(buf)) && *n > 0) got += buf.retrieve_all_as_string();
+      EXPECT_EQ(got, "abc");
+      EXPECT_FALSE(n) << "read_some() gave 0, a clean end";
+      if (!n) {
+        EXPECT_EQ(n.error().code(), make_error_code(Errc::tls_truncated));
+      }
+      char four[4];
+      auto exact = co_await s->read_exact(four);
+      EXPECT_FALSE(exact);
+    }
+    while (!*peer_done) co_await sleep_for(1ms);  // our close_notify and FIN go out
+    t->loop_->quit();
+  }(this, &peer_done));
+  peer([a = address_, &peer_done] {
+    auto ctx = client_context({TestCerts::get().cert("server"), true, "127.0.0.1"});
+    std::vector<TcpStream> clients;
+    for (const char* what : {"whole\npart", "abc"}) {
+      clients.push_back(connect_client(a));
+      auto session = handshake_by_hand(clients.back(), ctx);
+      ASSERT_TRUE(session) << session.error().message();
+      session->write_plaintext(what);
+      EXPECT_TRUE(clients.back().send_all(session->take_ciphertext()));
+      EXPECT_TRUE(clients.back().shutdown_write());  // a FIN, no close_notify
+    }
+    for (auto& c : clients) (void)read_to_eof(c);
+    peer_done = true;
+  });
   run();
 }
 
