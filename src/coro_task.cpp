@@ -156,4 +156,27 @@ void SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
   });
 }
 
+namespace {
+enum : int { kPending = 0, kResumed = 1, kCancelled = 2 };
+}  // namespace
+
+// The hop and the awaiter's destruction race only when the task is destroyed
+// while its hop is queued: whichever claims the hop first decides, so the
+// other loop never resumes a frame that is gone.
+ResumeOnAwaiter::~ResumeOnAwaiter() {
+  if (!hop_) return;
+  int expected = kPending;
+  hop_->compare_exchange_strong(expected, kCancelled, std::memory_order_acq_rel);
+}
+
+void ResumeOnAwaiter::await_suspend(std::coroutine_handle<> h) {
+  hop_ = std::make_shared<std::atomic<int>>(kPending);
+  // Nothing of this awaiter is touched after the queueing: the task may run
+  // (and this awaiter go) on the other thread before queue_in_loop returns.
+  loop_->queue_in_loop([hop = hop_, h] {
+    int expected = kPending;
+    if (hop->compare_exchange_strong(expected, kResumed, std::memory_order_acq_rel)) h.resume();
+  });
+}
+
 }  // namespace tcpkit::coro

@@ -16,10 +16,12 @@
 /// exception through the library would.
 #pragma once
 
+#include <atomic>
 #include <cassert>
 #include <chrono>
 #include <coroutine>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -194,17 +196,27 @@ SleepAwaiter sleep_for(std::chrono::duration<Rep, Period> delay) {
 /// spawned on, so both loops must outlive it (hop back, or end the task,
 /// before either goes away). A task that ends on another loop is freed by
 /// the loop it was spawned on, from that loop's queue.
+///
+/// Destroying the task while its hop waits in `loop`'s queue (a timeout()
+/// that expires, its own loop destroyed) cancels the hop: `loop` drops it
+/// rather than resume a freed frame. Once `loop` runs the task, only that
+/// thread may destroy it.
 class ResumeOnAwaiter {
  public:
   explicit ResumeOnAwaiter(EventLoop* loop) : loop_(loop) {}
+  ResumeOnAwaiter(ResumeOnAwaiter&& other) noexcept
+      : loop_(other.loop_) {}  // only before it suspends
+  ResumeOnAwaiter& operator=(ResumeOnAwaiter&&) = delete;
+  ~ResumeOnAwaiter();
   bool await_ready() const noexcept { return loop_->is_in_loop_thread(); }
-  void await_suspend(std::coroutine_handle<> h) const {
-    loop_->queue_in_loop([h] { h.resume(); });
-  }
+  void await_suspend(std::coroutine_handle<> h);
   void await_resume() const noexcept {}
 
  private:
   EventLoop* loop_;
+  /// Shared with the queued resume: kPending until one of them claims it,
+  /// the resume (kResumed) or this awaiter's destruction (kCancelled).
+  std::shared_ptr<std::atomic<int>> hop_;
 };
 inline ResumeOnAwaiter resume_on(EventLoop* loop) {
   return ResumeOnAwaiter(loop);

@@ -775,4 +775,42 @@ TEST_F(Coro, ATlsStreamCutWithoutCloseNotifyIsTruncatedNotEnded) {
   run();
 }
 
+// A child task that hops to `other` and, if it ever runs there, says so.
+Task<Result<int>> hop_to(EventLoop* other, std::atomic<bool>* ran_there) {
+  co_await resume_on(other);
+  *ran_there = true;
+  co_return 1;
+}
+
+// Regression: resume_on() queued a bare resume of the task on the other
+// loop. A task destroyed while it waited in that queue (a timeout() that
+// expired, its loop destroyed) was resumed there all the same: a freed
+// frame run on another thread. Destroying it cancels the hop now.
+TEST_F(Coro, ATaskDestroyedWhileItsHopIsQueuedIsNotResumed) {
+  LoopThread other;
+  std::atomic<bool> release_other{false};
+  std::atomic<bool> ran_there{false};
+  // The other loop is busy until the timeout has destroyed the hopping task.
+  other.loop()->queue_in_loop([&] {
+    while (!release_other) std::this_thread::sleep_for(1ms);
+  });
+  spawn(loop_.get(),
+        [](Coro* t, EventLoop* other, std::atomic<bool>* release_other,
+           std::atomic<bool>* ran_there) -> Task<> {
+          auto r = co_await timeout(20ms, hop_to(other, ran_there));
+          EXPECT_FALSE(r);
+          if (!r) {
+            EXPECT_EQ(r.error().code(), std::errc::timed_out);
+          }
+          *release_other = true;
+          // The other loop's queue has run once a functor queued behind it has.
+          std::atomic<bool> drained{false};
+          other->queue_in_loop([&drained] { drained = true; });
+          while (!drained) co_await sleep_for(1ms);
+          t->loop_->quit();
+        }(this, other.loop(), &release_other, &ran_there));
+  run();
+  EXPECT_FALSE(ran_there.load());
+}
+
 }  // namespace
