@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "coro_stream_hooks.h"
+#include "fatal.h"
 #include "tcpkit/tcp_server.h"
 
 namespace tcpkit::coro {
@@ -96,7 +97,8 @@ bool Acceptor::AcceptAwaiter::await_ready() const {
 }
 
 void Acceptor::AcceptAwaiter::await_suspend(std::coroutine_handle<> h) {
-  assert(!queue_->waiter && "two tasks accepting from one Acceptor");
+  // The second would replace the first, which would then wait for ever.
+  if (queue_->waiter) tcpkit::detail::fatal("two tasks accepting from one coro::Acceptor at once");
   queue_->waiter = h;
   waiting_ = h;
 }

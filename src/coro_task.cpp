@@ -3,6 +3,8 @@
 #include <memory>
 #include <string>
 
+#include "fatal.h"
+
 namespace tcpkit::coro {
 namespace detail {
 
@@ -87,6 +89,10 @@ bool loop_closing(EventLoop* loop) {
   return t_closing_loop == loop;
 }
 
+void abort_task_misuse(const char* what) {
+  tcpkit::detail::fatal("%s", what);
+}
+
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
   if (continuation) return continuation;
   if (owner == nullptr) return std::noop_coroutine();
@@ -139,7 +145,8 @@ Error Deadline::timeout_error(EventLoop::Clock::duration limit) {
 }  // namespace detail
 
 void spawn(EventLoop* loop, Task<void> task) {
-  assert(task.valid() && "spawn() of an empty Task");
+  detail::check_startable(task.handle(), "spawn() of an empty coro::Task",
+                          "spawn() of a finished coro::Task");
   detail::spawn_frame(loop, task.release());
 }
 

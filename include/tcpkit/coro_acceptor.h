@@ -60,7 +60,8 @@ class Acceptor {
     std::shared_ptr<detail::AcceptQueue> queue_;
     std::coroutine_handle<> waiting_;
   };
-  /// Base loop thread, one task at a time.
+  /// Base loop thread, one task at a time: a second task accepting while
+  /// the first waits is misuse, and aborts with a message in every build.
   AcceptAwaiter accept();
   /// Base loop thread. Ends accepting: waiting and later accepts get an
   /// Error, queued connections are closed, and new ones are closed at once

@@ -88,13 +88,24 @@ struct Promise<void> : PromiseBase {
 void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame);
 /// Loop thread: whether `loop` is destroying its tasks (it is being destroyed).
 bool loop_closing(EventLoop* loop);
+/// A Task awaited, spawned or given to timeout() when it is empty or has
+/// finished (awaited twice, say): misuse, which would resume a null or
+/// finished frame. Prints what and aborts, in every build.
+[[noreturn]] void abort_task_misuse(const char* what);
+/// Aborts with `empty` or `finished` unless `h` is a frame that has not finished.
+inline void check_startable(std::coroutine_handle<> h, const char* empty, const char* finished) {
+  if (!h) abort_task_misuse(empty);
+  if (h.done()) abort_task_misuse(finished);
+}
 
 }  // namespace detail
 
 /// A lazy coroutine returning T. Owned by the Task object until spawned or
 /// awaited; move-only; destroying a Task that has not finished destroys its
-/// frame, which cancels what it waits on. `co_await task` runs it on the
-/// awaiting task's thread and gives its value.
+/// frame, which cancels what it waits on. `co_await std::move(task)` runs it
+/// on the awaiting task's thread and gives its value, once: awaiting (or
+/// spawning) an empty Task, or one that has finished, aborts with a message
+/// in every build.
 template <typename T>
 class [[nodiscard]] Task {
  public:
@@ -137,7 +148,8 @@ class [[nodiscard]] Task {
     }
   };
   Awaiter operator co_await() && {
-    assert(h_ && !h_.done() && "co_await on an empty or finished Task");
+    detail::check_startable(h_, "co_await on an empty coro::Task",
+                            "co_await on a finished coro::Task");
     return Awaiter{h_};
   }
 
@@ -162,7 +174,8 @@ inline Task<void> Promise<void>::get_return_object() noexcept {
 /// therefore use only what outlives its loop, or what it owns itself
 /// (a Stream it accepted, say); what it shares, it shares through
 /// shared_ptr or by value. A spawned task is resumed only in `loop`'s
-/// thread, unless it hops with resume_on().
+/// thread, unless it hops with resume_on(). Spawning an empty Task, or one
+/// that has finished, aborts with a message in every build.
 void spawn(EventLoop* loop, Task<void> task);
 
 /// Awaits `delay` on the current thread's loop (the task's loop): resumes
@@ -272,6 +285,8 @@ class TimeoutAwaiter {
       : limit_(limit), child_(std::move(child)) {}
   bool await_ready() const noexcept { return false; }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) {
+    check_startable(child_.handle(), "timeout() of an empty coro::Task",
+                    "timeout() of a finished coro::Task");
     deadline_.arm(
         limit_, awaiting, [](void* self) { static_cast<TimeoutAwaiter*>(self)->child_.reset(); },
         this);

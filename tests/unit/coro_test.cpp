@@ -813,4 +813,48 @@ TEST_F(Coro, ATaskDestroyedWhileItsHopIsQueuedIsNotResumed) {
   EXPECT_FALSE(ran_there.load());
 }
 
+// Regression: only an assert caught awaiting a Task a second time (or an
+// empty one), so a release build resumed a finished (or null) frame.
+TEST_F(Coro, AwaitingAFinishedTaskAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        spawn(loop_.get(), [](Coro* t) -> Task<> {
+          auto child = []() -> Task<int> { co_return 7; }();
+          (void)co_await std::move(child);
+          (void)co_await std::move(child);
+          t->loop_->quit();
+        }(this));
+        run();
+      },
+      "co_await on a finished coro::Task");
+  EXPECT_DEATH(
+      {
+        spawn(loop_.get(), [](Coro* t) -> Task<> {
+          Task<int> empty;
+          (void)co_await std::move(empty);
+          t->loop_->quit();
+        }(this));
+        run();
+      },
+      "co_await on an empty coro::Task");
+  EXPECT_DEATH(spawn(loop_.get(), Task<>()), "spawn\\(\\) of an empty coro::Task");
+}
+
+// Regression: only an assert caught a second task accepting, so a release
+// build let it replace the first, which then waited for ever.
+TEST_F(Coro, ASecondTaskAcceptingAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        start_server();
+        for (int i = 0; i < 2; ++i) {
+          spawn(loop_.get(),
+                [](Coro* t) -> Task<> { (void)co_await t->acceptor_->accept(); }(this));
+        }
+        run();
+      },
+      "two tasks accepting from one coro::Acceptor at once");
+}
+
 }  // namespace
