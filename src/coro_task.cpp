@@ -93,8 +93,32 @@ void abort_task_misuse(const char* what) {
   tcpkit::detail::fatal("%s", what);
 }
 
+namespace {
+// The awaited task this thread runs inline in run_awaited(), if any.
+thread_local PromiseBase* t_running_inline = nullptr;
+}  // namespace
+
+bool run_awaited(std::coroutine_handle<> child, PromiseBase& promise,
+                 std::coroutine_handle<> awaiting) {
+  promise.continuation = awaiting;
+  promise.ended_inline = false;
+  PromiseBase* outer = std::exchange(t_running_inline, &promise);
+  child.resume();
+  t_running_inline = outer;
+  return !promise.ended_inline;
+}
+
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
-  if (continuation) return continuation;
+  if (continuation) {
+    // Still inside its awaiter's run_awaited() on this thread: return there.
+    // Ended later (resumed by an event, or on another loop's thread after
+    // a resume_on()): resume the awaiter.
+    if (t_running_inline == this) {
+      ended_inline = true;
+      return std::noop_coroutine();
+    }
+    return continuation;
+  }
   if (owner == nullptr) return std::noop_coroutine();
   // A spawned task ended: nobody waits for its (void) result. Its list
   // belongs to the loop that spawned it; a task that hopped away with
