@@ -38,7 +38,10 @@ struct AcceptQueue;
 class Acceptor {
  public:
   /// Base loop thread, before server.start(). `server` must outlive the
-  /// Acceptor's tasks' use of it; the Acceptor itself may go first.
+  /// Acceptor's tasks' use of it; the Acceptor itself may go first. The
+  /// server may go first too: the connections it had queued here from its
+  /// I/O loops go with those loops (queued() no longer counts them, and no
+  /// accept() hands them out).
   explicit Acceptor(TcpServer& server);
   ~Acceptor();
   Acceptor(const Acceptor&) = delete;

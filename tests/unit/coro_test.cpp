@@ -878,4 +878,23 @@ TEST_F(Coro, ASecondTaskAcceptingAbortsInEveryBuild) {
       "two tasks accepting from one coro::Acceptor at once");
 }
 
+// Regression: a server with I/O threads destroyed before its Acceptor,
+// while connections waited in the Acceptor's queue, left it streams on
+// loops that were gone: closing the Acceptor (or accepting one) reached
+// into a freed loop. They go with their loops now.
+TEST_F(Coro, ServerDestroyedBeforeItsAcceptorWithConnectionsQueued) {
+  ServerOptions options;
+  options.threads = 2;
+  start_server(options);
+  spawn(loop_.get(), [](Coro* t) -> Task<> {
+    while (t->acceptor_->queued() < 2) co_await sleep_for(1ms);
+    t->loop_->quit();
+  }(this));
+  two_peers_until_closed();
+  run();
+  server_.reset();  // and its I/O loops
+  EXPECT_EQ(acceptor_->queued(), 0u);
+  acceptor_.reset();
+}
+
 }  // namespace
