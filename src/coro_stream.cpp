@@ -322,18 +322,35 @@ template struct Stream::CodecOp<LengthPrefixCodec>;
 
 // ---- writes -----------------------------------------------------------------
 
-Stream::WriteAwaiter Stream::write_all(std::string_view data) {
-  conn_->loop()->assert_in_loop_thread();
-  if (state_->closed) return WriteAwaiter(state_, state_->down_error("write to"));
-  if (state_->shut)
-    return WriteAwaiter(state_, Error(std::make_error_code(std::errc::broken_pipe),
-                                      "write after shutdown to " + peer_endpoint().to_string()));
+namespace detail {
+namespace {
+// Why bytes written now could not go, if they could not.
+Result<void> can_write(const StreamState& s) {
+  if (s.closed) return s.down_error("write to");
+  if (s.shut) {
+    return Error(std::make_error_code(std::errc::broken_pipe),
+                 "write after shutdown to " + s.conn->peer_endpoint().to_string());
+  }
   // Closed by force_close() or abort(), with the close itself still queued:
   // the bytes would go nowhere.
-  if (!conn_->can_send())
-    return WriteAwaiter(
-        state_, Error(std::make_error_code(std::errc::operation_canceled),
-                      "write to " + peer_endpoint().to_string() + ": the connection is closing"));
+  if (!s.conn->can_send()) {
+    return Error(std::make_error_code(std::errc::operation_canceled),
+                 "write to " + s.conn->peer_endpoint().to_string() + ": the connection is closing");
+  }
+  return {};
+}
+}  // namespace
+}  // namespace detail
+
+Stream::WriteAwaiter Stream::write_all(std::string_view data) {
+  conn_->loop()->assert_in_loop_thread();
+  if (auto writable = detail::can_write(*state_); !writable) return WriteAwaiter(state_, writable);
+  // Still over the mark: an earlier write's wait was cut short (a
+  // timeout). These bytes wait for the drain, or the output would grow by
+  // one write per timeout.
+  if (conn_->output_bytes() >= conn_->high_water_mark()) {
+    return WriteAwaiter(state_, std::in_place, std::string(data));
+  }
   conn_->send(data);
   return WriteAwaiter(state_, {});
 }
@@ -362,9 +379,18 @@ Stream::WriteAwaiter::~WriteAwaiter() {
   if (waiting_ && state_->writer == waiting_) state_->writer = {};
 }
 
-bool Stream::WriteAwaiter::await_ready() const {
+bool Stream::WriteAwaiter::await_ready() {
   if (!queued_ || state_->closed) return true;
-  return state_->conn->output_bytes() < state_->conn->high_water_mark();
+  const bool under_mark = state_->conn->output_bytes() < state_->conn->high_water_mark();
+  if (holding_ && under_mark) queued_ = send_held();
+  return under_mark;
+}
+
+Result<void> Stream::WriteAwaiter::send_held() {
+  holding_ = false;
+  auto writable = detail::can_write(*state_);
+  if (writable) state_->conn->send(std::exchange(held_, {}));
+  return writable;
 }
 
 void Stream::WriteAwaiter::await_suspend(std::coroutine_handle<> h) {
@@ -378,6 +404,8 @@ Result<void> Stream::WriteAwaiter::await_resume() {
   // Woken by the close rather than the drain: the bytes may not have gone.
   const bool waited = static_cast<bool>(std::exchange(waiting_, {}));
   if (waited && state_->closed) return state_->down_error("write to");
+  // Held until the drain, which has come: they go now.
+  if (holding_) return send_held();
   return {};
 }
 

@@ -32,8 +32,13 @@
 /// byte: read_some(), read_line() and read_frame() take bytes from the
 /// stream only when they complete, and a read_exact() cancelled part-way
 /// puts the bytes it had taken back at the front of the stream, for the
-/// next read. write_all() queues its bytes when called: a timeout on it
-/// stops the wait for the drain, and the bytes still go.
+/// next read. write_all() queues its bytes when called if the output is
+/// under the high-water mark, as it is after every write_all() that
+/// completed: a timeout on it stops the wait for the drain, and the bytes
+/// still go. Called with the output still over the mark (the wait of an
+/// earlier write was cut short), it waits for the drain first and queues
+/// its bytes then: a timeout in that wait sends none of them. So the output
+/// holds no more than the mark and one write, however writes time out.
 ///
 /// The stream keeps its state in the connection's context slot
 /// (TcpConnection::set_context): a connection used through a Stream leaves
@@ -48,6 +53,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "tcpkit/buffer.h"
 #include "tcpkit/length_prefix_codec.h"
@@ -165,26 +171,41 @@ class Stream {
   ReadAwaiter<FrameOp> read_frame(const LengthPrefixCodec& codec);
 
   /// Completes once write_all()'s bytes are queued and the connection's
-  /// output is under its high-water mark (at once, usually).
+  /// output is under its high-water mark (at once, usually). Bytes it holds
+  /// until the output drains (see above) go only if it is awaited.
   class WriteAwaiter {
    public:
     explicit WriteAwaiter(detail::StreamState* state, Result<void> queued)
         : state_(state), queued_(std::move(queued)) {}
+    /// Holds `bytes` back until the output is under the mark.
+    WriteAwaiter(detail::StreamState* state, std::in_place_t /*hold*/, std::string bytes)
+        : state_(state), held_(std::move(bytes)), holding_(true) {}
     WriteAwaiter(WriteAwaiter&& other) noexcept
-        : state_(other.state_), queued_(std::move(other.queued_)) {}
+        : state_(other.state_),
+          queued_(std::move(other.queued_)),
+          held_(std::move(other.held_)),
+          holding_(std::exchange(other.holding_, false)) {}
     ~WriteAwaiter();
-    bool await_ready() const;
+    bool await_ready();
     void await_suspend(std::coroutine_handle<> h);
     Result<void> await_resume();
 
    private:
+    /// Queues the held bytes, or says why they cannot go.
+    Result<void> send_held();
     detail::StreamState* state_;
     Result<void> queued_;
+    std::string held_;
+    bool holding_ = false;
     std::coroutine_handle<> waiting_;
   };
   /// The tutorial's `sendall`: queues `data` (written at once when the
   /// socket takes it) and, when the output passed the connection's
   /// high-water mark because the peer reads slowly, waits until it drains.
+  /// When the output is over the mark already (an earlier write's wait was
+  /// cut short), it keeps a copy of `data` and waits first: the bytes go
+  /// once the output is under the mark, and not at all if the await is
+  /// cancelled (or never made).
   /// Error: the connection is down (its close reason), or we already shut
   /// it down. Loop thread.
   WriteAwaiter write_all(std::string_view data);

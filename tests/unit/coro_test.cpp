@@ -897,4 +897,47 @@ TEST_F(Coro, ServerDestroyedBeforeItsAcceptorWithConnectionsQueued) {
   acceptor_.reset();
 }
 
+// Regression: write_all() queued its bytes before it waited for the drain,
+// so a writer whose waits a timeout cut short (a heartbeat to a peer that
+// stopped reading, say) queued another chunk with every try: the output
+// grew without bound. A write_all() that finds the output still over the
+// mark waits for the drain first, and a timeout then sends nothing.
+TEST_F(Coro, WritesWhoseWaitsTimeOutKeepTheOutputBounded) {
+  ServerOptions options;
+  options.connection.high_water_mark = 64 * 1024;
+  start_server(options);
+  constexpr size_t kChunk = 16 * 1024;
+  auto done = std::make_shared<std::atomic<bool>>(false);  // the peer may outlive the body
+  spawn(loop_.get(), [](Coro* t, std::atomic<bool>* done) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    EXPECT_TRUE(s);
+    if (!s) co_return t->loop_->quit();
+    const std::string chunk(kChunk, 'x');
+    // Fill the socket's buffers: the peer reads nothing, so the output
+    // passes the mark and the writes begin to time out (bounded count).
+    int timed_out = 0;
+    for (int i = 0; i < 20000 && timed_out == 0; ++i) {
+      if (!co_await timeout(5ms, s->write_all(chunk))) ++timed_out;
+    }
+    EXPECT_EQ(timed_out, 1);
+    size_t most = s->connection()->output_bytes();
+    for (int i = 0; i < 50; ++i) {
+      auto w = co_await timeout(5ms, s->write_all(chunk));
+      EXPECT_FALSE(w);  // the peer still reads nothing
+      most = std::max(most, s->connection()->output_bytes());
+    }
+    // The mark plus the one chunk queued below it; before, 50 chunks more.
+    EXPECT_LE(most, 64 * 1024 + kChunk);
+    *done = true;
+    s->close();
+    t->loop_->quit();
+  }(this, done.get()));
+  peer([a = address_, done] {
+    auto c = connect_client(a);
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (!*done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  });
+  run();
+}
+
 }  // namespace
