@@ -101,11 +101,15 @@ thread_local PromiseBase* t_running_inline = nullptr;
 bool run_awaited(std::coroutine_handle<> child, PromiseBase& promise,
                  std::coroutine_handle<> awaiting) {
   promise.continuation = awaiting;
-  promise.ended_inline = false;
+  // On this stack, not in the child's frame: a child that suspended may
+  // already have ended on another loop (after a resume_on()), resumed its
+  // awaiter there, and been freed by the time resume() returns here.
+  bool ended = false;
+  promise.ended_inline = &ended;
   PromiseBase* outer = std::exchange(t_running_inline, &promise);
   child.resume();
   t_running_inline = outer;
-  return !promise.ended_inline;
+  return !ended;
 }
 
 std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexcept {
@@ -114,7 +118,7 @@ std::coroutine_handle<> PromiseBase::finish(std::coroutine_handle<> self) noexce
     // Ended later (resumed by an event, or on another loop's thread after
     // a resume_on()): resume the awaiter.
     if (t_running_inline == this) {
-      ended_inline = true;
+      *ended_inline = true;
       return std::noop_coroutine();
     }
     return continuation;

@@ -60,9 +60,10 @@ struct PromiseBase {
   std::coroutine_handle<> finish(std::coroutine_handle<> self) noexcept;
 
   std::coroutine_handle<> continuation;
-  /// An awaited task that ended while its awaiter still ran it inline
-  /// (run_awaited()): the awaiter goes on without a resume.
-  bool ended_inline = false;
+  /// While its awaiter runs it inline (run_awaited()): the flag, on the
+  /// awaiter's stack, that it ended there; the awaiter then goes on without
+  /// a resume.
+  bool* ended_inline = nullptr;
   // For a spawned task: its place in the owning loop's list.
   PromiseBase* prev = nullptr;
   PromiseBase* next = nullptr;

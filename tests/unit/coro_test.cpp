@@ -940,4 +940,27 @@ TEST_F(Coro, WritesWhoseWaitsTimeOutKeepTheOutputBounded) {
   run();
 }
 
+// A child awaited inline that hops to another loop and ends there resumes
+// its awaiter there; its frame may be freed on that thread while the loop
+// that started it still returns from starting it (TSan, ASan).
+TEST_F(Coro, AnAwaitedChildThatEndsOnAnotherLoopResumesItsAwaiterThere) {
+  LoopThread other;
+  constexpr int kTimes = 2000;
+  int there = 0;
+  spawn(loop_.get(), [](Coro* t, EventLoop* other, int* there) -> Task<> {
+    auto hop = [](EventLoop* to) -> Task<int> {
+      co_await resume_on(to);
+      co_return 1;
+    };
+    for (int i = 0; i < kTimes; ++i) {
+      int one = co_await hop(other);
+      if (other->is_in_loop_thread()) *there += one;
+      co_await resume_on(t->loop_.get());
+    }
+    t->loop_->quit();
+  }(this, other.loop(), &there));
+  run();
+  EXPECT_EQ(there, kTimes);
+}
+
 }  // namespace
