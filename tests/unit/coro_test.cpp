@@ -7,6 +7,7 @@
 #include "tcpkit/coro.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -938,6 +939,100 @@ TEST_F(Coro, WritesWhoseWaitsTimeOutKeepTheOutputBounded) {
     while (!*done && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
   });
   run();
+}
+
+// A connect to an address that never answers ends with its timeout, and
+// the attempt goes with the task: nothing resumes it later.
+TEST_F(Coro, ConnectToABlackholeTimesOut) {
+  // A listener with a full backlog that never accepts: the kernel drops
+  // further SYNs, so a connect waits.
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(listener.valid());
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const Endpoint target = Endpoint::loopback_v4(ntohs(addr.sin_port));
+  int results = 0;
+  spawn(loop_.get(), [](Coro* t, Endpoint target, int* results) -> Task<> {
+    for (int i = 0; i < 8; ++i) {
+      auto c = co_await timeout(50ms, connect(target));
+      if (!c) ++*results;
+      ClientOptions options;
+      options.connect_timeout = 50ms;
+      auto d = co_await connect(target, options);
+      if (!d) ++*results;
+    }
+    t->loop_->quit();
+  }(this, target, &results));
+  run();
+  EXPECT_GE(results, 14);  // the first ones may fill the backlog
+}
+
+// A loop destroyed while its tasks wait in every kind of await: a write
+// held up by a peer that never reads, a partial read_exact, a line, a
+// timeout around a sleep, and a hop queued on a loop that is busy. Every frame goes; the sanitizers
+// check the rest.
+TEST_F(Coro, DestroyingTheLoopWithTasksSuspendedInEveryAwaitFreesThem) {
+  ServerOptions options;
+  options.connection.high_water_mark = 64 * 1024;
+  start_server(options);
+  std::atomic<bool> release_other{false};  // before `other`: it outlives the loop
+  LoopThread other;
+  other.loop()->queue_in_loop([&] {
+    while (!release_other) std::this_thread::sleep_for(1ms);
+  });
+  auto alive = std::make_shared<int>(0);
+  int waiting = 0;
+  spawn(loop_.get(), [](Coro* t, std::shared_ptr<int> alive, int* waiting) -> Task<> {
+    auto writer = co_await t->acceptor_->accept();
+    auto reader = co_await t->acceptor_->accept();
+    if (!writer || !reader) co_return;
+    spawn(t->loop_.get(), [](Stream s, std::shared_ptr<int>, int* waiting) -> Task<> {
+      const std::string chunk(16 * 1024, 'x');
+      ++*waiting;
+      for (;;) {
+        if (!co_await s.write_all(chunk)) break;
+      }
+    }(std::move(*writer), alive, waiting));
+    spawn(t->loop_.get(), [](Stream s, std::shared_ptr<int>, int* waiting) -> Task<> {
+      char buf[100];
+      ++*waiting;
+      (void)co_await s.read_exact(buf);  // 3 of 100 bytes come
+    }(std::move(*reader), alive, waiting));
+    ++*waiting;
+    (void)co_await t->acceptor_->accept();
+  }(this, alive, &waiting));
+  spawn(loop_.get(), [](std::shared_ptr<int>, int* waiting) -> Task<> {
+    ++*waiting;
+    (void)co_await timeout(1h, []() -> Task<Result<int>> {
+      co_await sleep_for(1h);
+      co_return 1;
+    }());
+  }(alive, &waiting));
+  spawn(loop_.get(), [](std::shared_ptr<int>, int* waiting, EventLoop* other) -> Task<> {
+    ++*waiting;
+    co_await resume_on(other);
+    ADD_FAILURE() << "a destroyed task hopped";
+  }(alive, &waiting, other.loop()));
+  spawn(loop_.get(), [](Coro* t, int* waiting) -> Task<> {
+    while (*waiting < 5) co_await sleep_for(1ms);
+    co_await sleep_for(50ms);  // the writer fills the socket and waits
+    t->loop_->quit();
+  }(this, &waiting));
+  auto writer_peer = connect_client(address_);
+  auto reader_peer = connect_client(address_);
+  EXPECT_TRUE(reader_peer.send_all("abc"));
+  run();
+  EXPECT_EQ(waiting, 5);
+  acceptor_.reset();
+  server_.reset();
+  loop_.reset();
+  EXPECT_EQ(alive.use_count(), 1);
+  release_other = true;
 }
 
 // A child awaited inline that hops to another loop and ends there resumes
