@@ -331,6 +331,10 @@ Task<await_result_t<A>> as_task(A awaitable) {
 /// not consumed stay in the stream for the next read. Loop thread of the
 /// task; the timer runs on the current thread's loop.
 /// A limit longer than the clock can count never expires.
+/// The expiry destroys the awaited task from this loop's thread: a task
+/// that hops to another loop with resume_on() may be waiting in that hop
+/// when the limit passes (the hop is cancelled), but must not be running
+/// on the other loop then; time such work out there, on its own loop.
 template <typename Rep, typename Period, typename A>
 auto timeout(std::chrono::duration<Rep, Period> limit, A awaitable) {
   using R = detail::await_result_t<A>;

@@ -1058,4 +1058,47 @@ TEST_F(Coro, AnAwaitedChildThatEndsOnAnotherLoopResumesItsAwaiterThere) {
   EXPECT_EQ(there, kTimes);
 }
 
+// TLS through the same calls: connect() with ClientOptions::tls, an
+// Acceptor on a TLS server, lines both ways, and the client's goodbye
+// (close_notify, then FIN) is a clean end of stream, not a cut one.
+TEST_F(Coro, TlsStreamsTalkAndEndCleanly) {
+  ServerOptions options;
+  options.tls = std::make_shared<const TlsContext>(server_context());
+  start_server(options);
+  bool server_saw_end = false;
+  spawn(loop_.get(), [](Coro* t, bool* saw_end) -> Task<> {
+    auto s = co_await t->acceptor_->accept();
+    EXPECT_TRUE(s);
+    if (!s) co_return;
+    LineCodec lines;
+    for (;;) {
+      auto line = co_await s->read_line(lines);
+      EXPECT_TRUE(line) << line.error().message();
+      if (!line || !*line) break;
+      EXPECT_TRUE(co_await s->write_line("re: " + **line));
+    }
+    *saw_end = true;
+  }(this, &server_saw_end));
+  spawn(loop_.get(), [](Coro* t, bool* saw_end) -> Task<> {
+    ClientOptions client;
+    client.tls = std::make_shared<const TlsContext>(
+        client_context({TestCerts::get().cert("server"), true, "127.0.0.1"}));
+    {
+      auto c = co_await timeout(10s, connect(t->address_, client));
+      EXPECT_TRUE(c) << c.error().message();
+      if (!c) co_return t->loop_->quit();
+      LineCodec lines;
+      for (const char* text : {"one", "two"}) {
+        EXPECT_TRUE(co_await c->write_line(text));
+        auto reply = co_await c->read_line(lines);
+        EXPECT_TRUE(reply && *reply && **reply == std::string("re: ") + text);
+      }
+    }  // the stream goes: close_notify, then our FIN
+    while (!*saw_end) co_await sleep_for(1ms);
+    t->loop_->quit();
+  }(this, &server_saw_end));
+  run();
+  EXPECT_TRUE(server_saw_end);
+}
+
 }  // namespace
