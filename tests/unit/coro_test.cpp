@@ -13,6 +13,7 @@
 #include <atomic>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -1099,6 +1100,47 @@ TEST_F(Coro, TlsStreamsTalkAndEndCleanly) {
   }(this, &server_saw_end));
   run();
   EXPECT_TRUE(server_saw_end);
+}
+
+// Tasks spawned from several threads at once all run, on the loop's
+// thread, once each (TSan checks the hand-over).
+TEST_F(Coro, SpawnsFromManyThreadsAtOnceAllRunOnTheLoop) {
+  static constexpr int kThreads = 4;
+  static constexpr int kEach = 500;
+  int ran = 0;
+  int elsewhere = 0;
+  const std::thread::id here = std::this_thread::get_id();
+  std::vector<std::thread> spawners;
+  for (int i = 0; i < kThreads; ++i) {
+    spawners.emplace_back([&] {
+      for (int j = 0; j < kEach; ++j) {
+        spawn(loop_.get(), [](Coro* t, int* ran, int* elsewhere, std::thread::id here) -> Task<> {
+          if (std::this_thread::get_id() != here) ++*elsewhere;
+          co_await sleep_for(0ms);
+          if (++*ran == kThreads * kEach) t->loop_->quit();
+        }(this, &ran, &elsewhere, here));
+      }
+    });
+  }
+  run();
+  for (auto& t : spawners) t.join();
+  EXPECT_EQ(ran, kThreads * kEach);
+  EXPECT_EQ(elsewhere, 0);
+}
+
+// An exception that escapes a task ends the program (the layer's errors
+// are values; see coro_task.h), from the loop that ran the task.
+TEST_F(Coro, AnExceptionEscapingATaskTerminates) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        spawn(loop_.get(), []() -> Task<> {
+          co_await sleep_for(0ms);
+          throw std::runtime_error("escaped");
+        }());
+        run();
+      },
+      "escaped");
 }
 
 }  // namespace
