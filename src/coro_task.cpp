@@ -174,7 +174,8 @@ Error Deadline::timeout_error(EventLoop::Clock::duration limit) {
 
 void spawn(EventLoop* loop, Task<void> task) {
   detail::check_startable(task.handle(), "spawn() of an empty coro::Task",
-                          "spawn() of a finished coro::Task");
+                          "spawn() of a finished coro::Task",
+                          "spawn() of a coro::Task that a co_await runs");
   detail::spawn_frame(loop, task.release());
 }
 

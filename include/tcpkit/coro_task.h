@@ -101,14 +101,20 @@ bool run_awaited(std::coroutine_handle<> child, PromiseBase& promise,
 void spawn_frame(EventLoop* loop, std::coroutine_handle<Promise<void>> frame);
 /// Loop thread: whether `loop` is destroying its tasks (it is being destroyed).
 bool loop_closing(EventLoop* loop);
-/// A Task awaited, spawned or given to timeout() when it is empty or has
-/// finished (awaited twice, say): misuse, which would resume a null or
-/// finished frame. Prints what and aborts, in every build.
+/// A Task awaited, spawned or given to timeout() when it is empty, has
+/// finished (awaited twice, say) or already runs for another co_await:
+/// misuse, which would resume a null, finished or suspended frame (and
+/// leave its first awaiter waiting for ever). Prints what and aborts, in
+/// every build.
 [[noreturn]] void abort_task_misuse(const char* what);
-/// Aborts with `empty` or `finished` unless `h` is a frame that has not finished.
-inline void check_startable(std::coroutine_handle<> h, const char* empty, const char* finished) {
+/// Aborts with `empty`, `finished` or `started` unless `h` is a frame that
+/// nothing has started.
+template <typename P>
+void check_startable(std::coroutine_handle<P> h, const char* empty, const char* finished,
+                     const char* started) {
   if (!h) abort_task_misuse(empty);
   if (h.done()) abort_task_misuse(finished);
+  if (h.promise().continuation) abort_task_misuse(started);
 }
 
 }  // namespace detail
@@ -117,8 +123,8 @@ inline void check_startable(std::coroutine_handle<> h, const char* empty, const 
 /// awaited; move-only; destroying a Task that has not finished destroys its
 /// frame, which cancels what it waits on. `co_await std::move(task)` runs it
 /// on the awaiting task's thread and gives its value, once: awaiting (or
-/// spawning) an empty Task, or one that has finished, aborts with a message
-/// in every build.
+/// spawning) an empty Task, one that has finished, or one that another
+/// co_await runs already, aborts with a message in every build.
 template <typename T>
 class [[nodiscard]] Task {
  public:
@@ -161,7 +167,8 @@ class [[nodiscard]] Task {
   };
   Awaiter operator co_await() && {
     detail::check_startable(h_, "co_await on an empty coro::Task",
-                            "co_await on a finished coro::Task");
+                            "co_await on a finished coro::Task",
+                            "co_await on a coro::Task that another co_await runs");
     return Awaiter{h_};
   }
 
@@ -298,7 +305,8 @@ class TimeoutAwaiter {
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> awaiting) {
     check_startable(child_.handle(), "timeout() of an empty coro::Task",
-                    "timeout() of a finished coro::Task");
+                    "timeout() of a finished coro::Task",
+                    "timeout() of a coro::Task that a co_await runs");
     deadline_.arm(
         limit_, awaiting, [](void* self) { static_cast<TimeoutAwaiter*>(self)->child_.reset(); },
         this);

@@ -1143,4 +1143,26 @@ TEST_F(Coro, AnExceptionEscapingATaskTerminates) {
       "escaped");
 }
 
+// Regression: a second co_await of a Task that a first co_await was still
+// running went unchecked: it resumed the child out of its wait and took
+// its end, so the first awaiter waited for ever. It aborts now, in every
+// build.
+TEST_F(Coro, AwaitingATaskThatAnotherAwaitRunsAbortsInEveryBuild) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto shared = std::make_shared<Task<int>>([]() -> Task<int> {
+          co_await sleep_for(1h);
+          co_return 1;
+        }());
+        for (int i = 0; i < 2; ++i) {
+          spawn(loop_.get(), [](std::shared_ptr<Task<int>> child) -> Task<> {
+            (void)co_await std::move(*child);
+          }(shared));
+        }
+        run();
+      },
+      "co_await on a coro::Task that another co_await runs");
+}
+
 }  // namespace
