@@ -13,12 +13,11 @@ import select
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, TcpkitProcess, build_dir, ipv6_loopback_available
+from conftest import DEFAULT_TIMEOUT, TcpkitProcess, build_dir, ipv6_loopback_available, source_dir
 
 REPLY = "收到了你的訊息".encode()
 LISTENING = r"listening on 127\.0\.0\.1:(\d+)$"
@@ -77,7 +76,7 @@ def ask(sock: socket.socket, message: bytes) -> bytes:
 
 
 def test_every_example_is_built():
-    sources = sorted(p.stem for p in (Path(os.environ.get("TCPKIT_SOURCE_DIR", ".")) / "examples").glob("*.cpp"))
+    sources = sorted(p.stem for p in (source_dir() / "examples").glob("*.cpp"))
     assert {"tcp_client", "tcp_server", "server_loop", "server_threads"} <= set(sources)
     for name in sources:
         assert os.access(example(name), os.X_OK), name
