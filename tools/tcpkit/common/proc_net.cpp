@@ -149,16 +149,17 @@ std::optional<int> parse_pid(const std::string& name) {
   return pid;
 }
 
-// Any process names itself (prctl(PR_SET_NAME)), so its name is outside
-// text: escaped here, before `tcpkit port` or serve's "Address already in
-// use" message prints it, so ESC sequences cannot rewrite the terminal.
-// The name may hold a newline itself: all of the file is read, less the one
-// newline the kernel ends it with.
+// The name as the kernel has it. Any process names itself
+// (prctl(PR_SET_NAME)), so it is outside text: whoever prints it to a
+// terminal escapes it (printable()), so that ESC sequences cannot rewrite
+// the screen; JSON carries it as it is, in JSON's own escapes. The name may
+// hold a newline itself: all of the file is read, less the one newline the
+// kernel ends it with.
 std::string read_comm(int pid) {
   std::ifstream in(fmt::format("/proc/{}/comm", pid));
   std::string name{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (name.ends_with('\n')) name.pop_back();
-  return name.empty() ? "?" : printable(name);
+  return name.empty() ? "?" : name;
 }
 
 // An fd link to a socket reads "socket:[12345]"; returns 12345, or 0.
@@ -578,7 +579,7 @@ std::string describe_port_holder(uint16_t port) {
     if (!description.empty()) description += "; ";
     if (listener.owner) {
       description += fmt::format("pid {} ({}) listens on {}", listener.owner->pid,
-                                 listener.owner->name, listener.address);
+                                 printable(listener.owner->name), listener.address);
     } else {
       description +=
           fmt::format("an unknown process (try as root) listens on {}", listener.address);

@@ -18,7 +18,8 @@
 namespace tcpkit::cli {
 
 // A process holding a socket open: its pid and its name from /proc/PID/comm,
-// escaped with printable() (a process names itself: outside text).
+// as the kernel has it (a process names itself: outside text, so escape it
+// with printable() before it reaches a terminal).
 struct SocketOwner {
   int pid;
   std::string name;

@@ -251,7 +251,7 @@ void print_listeners(const PortReport& r) {
   }
   fmt::print("\nListening (state LISTEN):\n");
   for (const auto& l : r.listeners) {
-    std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, l.owner->name)
+    std::string owner = l.owner ? fmt::format("pid {} ({})", l.owner->pid, printable(l.owner->name))
                                 : std::string("unknown (try as root)");
     // "[::]" alone does not say whether IPv4 clients reach the socket too.
     if (!l.dual_stack) {
@@ -409,8 +409,9 @@ int run_unix_socket(const std::string& path, bool json) {
         "\nA datagram socket (SOCK_DGRAM) is bound there: it receives what clients send() to it, "
         "without listening or connections:\n");
     for (const auto& d : usage.datagram) {
-      std::string owner = d.owner ? fmt::format("pid {} ({})", d.owner->pid, d.owner->name)
-                                  : std::string("unknown (try as root)");
+      std::string owner = d.owner
+                              ? fmt::format("pid {} ({})", d.owner->pid, printable(d.owner->name))
+                              : std::string("unknown (try as root)");
       fmt::print("  {:<24} {}\n", printable(d.address), owner);
     }
   }
