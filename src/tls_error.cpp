@@ -1,6 +1,7 @@
 #include "tcpkit/tls_error.h"
 
 #include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <string>
@@ -39,6 +40,13 @@ const std::error_category& tls_category() {
 const std::error_category& tls_verify_category() {
   static const TlsVerifyCategory kCategory;
   return kCategory;
+}
+
+bool is_plaintext_peer(const std::error_code& code) {
+  if (code.category() != tls_category()) return false;
+  const int reason = ERR_GET_REASON(static_cast<unsigned long>(code.value()));
+  return reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_UNEXPECTED_MESSAGE ||
+         reason == SSL_R_PACKET_LENGTH_TOO_LONG || reason == SSL_R_RECORD_LENGTH_MISMATCH;
 }
 
 }  // namespace tcpkit

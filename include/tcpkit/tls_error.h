@@ -22,4 +22,10 @@ namespace tcpkit {
 const std::error_category& tls_category();
 const std::error_category& tls_verify_category();
 
+/// Whether a failed handshake is what a peer that does not speak TLS causes:
+/// its plaintext read as a TLS record ("wrong version number", "unexpected
+/// message", a record length out of range). For a hint such as "is the
+/// server speaking TLS on this port?"; false for every other code.
+bool is_plaintext_peer(const std::error_code& code);
+
 }  // namespace tcpkit

@@ -563,6 +563,16 @@ def test_tls_to_a_server_that_never_answers_the_handshake(tcpkit_process, tmp_pa
     assert "is it a TLS server?" in result.stderr, result.stderr
 
 
+def test_tls_to_a_plaintext_server_asks_whether_it_speaks_tls(tcpkit_process, tmp_path):
+    # The ack server answers the ClientHello in plain text; the handshake
+    # fails on it, and the message gives connect's hint.
+    _server, port = start_serve(tcpkit_process, "--mode", "ack", "--quiet")
+    result, report = bench_json(tmp_path, port, "--tls", "--insecure", "--connect-timeout", "2")
+    assert result.returncode == 1, describe(result)
+    assert report["messages"] == 0, report
+    assert "is the server speaking TLS on this port?" in result.stderr, result.stderr
+
+
 # ---- several client threads against several server threads ----------------------------------
 
 def test_stream_threads_into_a_threaded_discard_server(tcpkit_process, tmp_path):

@@ -350,6 +350,32 @@ TEST(TlsSession, PlainHttpPeerIsRejectedForGood) {
   EXPECT_EQ(plain.readable_bytes(), 0u);
 }
 
+// A client whose server speaks plain text (a banner, an HTTP answer) fails
+// its handshake with a reason that is_plaintext_peer() knows, so that
+// programs can ask "is the server speaking TLS on this port?"; other
+// failures are not taken for it.
+TEST(TlsSession, APlaintextServerIsToldFromOtherFailures) {
+  auto client_ctx = client_context(trusting());
+  for (std::string_view banner : {std::string_view("220 smtp.example.com ESMTP ready\r\n"),
+                                  std::string_view("HTTP/1.1 400 Bad Request\r\n\r\n")}) {
+    auto client = Link::make(client_ctx, kPeer);
+    client.write_plaintext("hello");  // starts the handshake
+    (void)client.take_ciphertext();
+    client.feed_ciphertext(banner);
+    Buffer plain;
+    auto read = client.read_plaintext(plain);
+    ASSERT_FALSE(read) << banner;
+    EXPECT_TRUE(is_plaintext_peer(read.error().code())) << read.error().message();
+  }
+  Handshaken handshaken;
+  handshaken.link.server.feed_ciphertext(handshaken.link.forged_record("pay 10 euros"));
+  auto forged = handshaken.link.server.read_plaintext(handshaken.link.server_plain);
+  ASSERT_FALSE(forged);
+  EXPECT_FALSE(is_plaintext_peer(forged.error().code())) << forged.error().message();
+  EXPECT_FALSE(is_plaintext_peer(std::make_error_code(std::errc::connection_reset)));
+  EXPECT_FALSE(is_plaintext_peer(make_error_code(Errc::peer_closed)));
+}
+
 TEST(TlsSession, TamperedRecordIsAnError) {
   Handshaken handshaken;
   Link& link = handshaken.link;

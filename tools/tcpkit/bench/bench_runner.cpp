@@ -17,6 +17,7 @@
 #include "tcpkit/event_loop_thread.h"
 #include "tcpkit/tcp_client.h"
 #include "tcpkit/tcp_connection.h"
+#include "tcpkit/tls_error.h"
 
 namespace tcpkit::cli {
 namespace {
@@ -448,8 +449,11 @@ void Worker::handshake_failed(const TcpConnectionPtr& conn) {
                             target.to_string(), opt->connect_timeout_s);
     return;
   }
-  tls_error = fmt::format("TLS handshake with {}: {}", target.to_string(),
-                          why == Errc::peer_closed ? "connection closed" : why.message());
+  // The hint connect gives: a plaintext server answers a hello so.
+  const bool not_tls = why == Errc::peer_closed || is_plaintext_peer(why);
+  tls_error = fmt::format("TLS handshake with {}: {}{}", target.to_string(),
+                          why == Errc::peer_closed ? "connection closed" : why.message(),
+                          not_tls ? " — is the server speaking TLS on this port?" : "");
 }
 
 void Worker::send_message(Slot* slot, Clock::time_point when) {

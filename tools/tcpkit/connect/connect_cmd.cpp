@@ -5,8 +5,6 @@
 // made. --tls speaks TLS on the connection, verifying the server's
 // certificate unless told not to.
 #include <fmt/core.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
 #include <charconv>
@@ -206,14 +204,8 @@ std::string expected_name(const ConnectOptions& o) {
 // What to do about a failed handshake, after the reason.
 std::string handshake_hint(const Error& error, const ConnectOptions& o) {
   constexpr const char* kNotTls = " — is the server speaking TLS on this port?";
-  if (error.code().category() == tls_category()) {
-    // What a plaintext server's first bytes look like as a TLS record.
-    const int reason = ERR_GET_REASON(static_cast<unsigned long>(error.code().value()));
-    const bool plaintext =
-        reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_UNEXPECTED_MESSAGE ||
-        reason == SSL_R_PACKET_LENGTH_TOO_LONG || reason == SSL_R_RECORD_LENGTH_MISMATCH;
-    return plaintext ? kNotTls : "";
-  }
+  if (error.code().category() == tls_category())
+    return is_plaintext_peer(error.code()) ? kNotTls : "";
   if (error.code().category() != tls_verify_category()) {
     if (error.code() == Errc::peer_closed || error.code() == std::errc::timed_out) return kNotTls;
     return "";
