@@ -986,6 +986,62 @@ def test_regression_a_server_that_stops_answering_fails_the_run(tmp_path, rate):
     assert "unanswered at the end" in result.stderr, result.stderr
 
 
+def read_then_hold(conn: socket.socket, release: threading.Event, limit: int = 1 << 20) -> None:
+    """Reads `limit` bytes, then reads nothing more until `release` (after
+    the bench has ended: its close could not reach us, queued behind the
+    bytes we leave unread): a server that stopped reading."""
+    taken = 0
+    try:
+        while taken < limit and (data := conn.recv(65536)):
+            taken += len(data)
+    except (ConnectionResetError, BrokenPipeError):
+        return
+    release.wait(scaled(60))
+
+
+def slow_reader(conn: socket.socket) -> None:
+    """Takes 64 KiB every 20 ms until the bench closes: slow, not stalled."""
+    try:
+        while conn.recv(65536):
+            time.sleep(0.02)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+
+
+def test_regression_a_stream_server_that_stops_reading_fails_the_run(tmp_path):
+    """Regression: in stream mode a server that stopped reading showed only as
+    a lower rate, exit 0. Now a connection whose server took nothing in the
+    second half of the run is reported, and fails it."""
+    out = tmp_path / "report.json"
+    release = threading.Event()
+    with PeerServer(lambda conn: read_then_hold(conn, release)) as server:
+        try:
+            result = run_tcpkit("bench", "127.0.0.1", server.port, "--mode", "stream", "-d", "2",
+                                "--format", "json", "-o", out, timeout=RUN_TIMEOUT)
+        finally:
+            release.set()
+        server.wait()
+    report = json.loads(out.read_text())
+    assert result.returncode == 1, describe(result)
+    assert report["unanswered"] == 1, report
+    assert report["oldest_unanswered_us"] >= report["duration_s"] * 1e6 / 2, report
+    assert "tcpkit bench: the server stopped reading:" in result.stderr, result.stderr
+
+
+def test_a_slow_stream_server_that_still_reads_is_not_called_stalled(tmp_path):
+    # A message of 4 MiB takes it longer than half the run, but every part
+    # of the run moves bytes.
+    out = tmp_path / "report.json"
+    with PeerServer(slow_reader) as server:
+        result = run_tcpkit("bench", "127.0.0.1", server.port, "--mode", "stream", "-d", "2",
+                            "-s", str(4 << 20), "--format", "json", "-o", out, timeout=RUN_TIMEOUT)
+        server.wait()
+    report = json.loads(out.read_text())
+    assert result.returncode == 0, describe(result)
+    assert report["unanswered"] == 0, report
+    assert "stopped reading" not in result.stderr, result.stderr
+
+
 def test_regression_a_server_that_keeps_answering_has_nothing_unanswered_to_report(tcpkit_process, tmp_path):
     port = echo_server(tcpkit_process)
     result, report = bench_json(tmp_path, port, "-s", "16", "-c", "4")

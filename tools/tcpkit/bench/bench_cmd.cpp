@@ -143,7 +143,10 @@ std::string text_report(const BenchOptions& o, const BenchResult& r, const std::
   if (!r.close_error.empty()) s += fmt::format("  reset          {} (the first)\n", r.close_error);
   // Every run ends with messages in flight (JSON: unanswered); they are
   // worth a line when the server stalled.
-  if (stalled(r)) {
+  if (stalled(r) && o.mode == BenchMode::stream) {
+    s += fmt::format("  untaken        {} message(s) at the end, the oldest queued for {:.3f} s\n",
+                     r.unanswered, static_cast<double>(r.oldest_unanswered_ns) / 1e9);
+  } else if (stalled(r)) {
     s += fmt::format(
         "  unanswered     {} message(s) at the end, the oldest for {:.3f} s (counted in the "
         "round trips as that long)\n",
@@ -367,6 +370,13 @@ int verdict(const BenchOptions& o, const BenchResult& r, const Endpoint& target,
                r.seconds,
                o.mode == BenchMode::stream ? "is the server reading?"
                                            : "is it an echo server (tcpkit serve --mode echo)?");
+    return kExitFailure;
+  }
+  if (stalled(r) && o.mode == BenchMode::stream) {
+    fmt::print(stderr,
+               "tcpkit bench: the server stopped reading: {} message(s) not all taken at the end, "
+               "the oldest queued for {:.2f} of the {:.2f} s measured\n",
+               r.unanswered, static_cast<double>(r.oldest_unanswered_ns) / 1e9, r.seconds);
     return kExitFailure;
   }
   if (stalled(r)) {

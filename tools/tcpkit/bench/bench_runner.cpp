@@ -185,6 +185,13 @@ struct Slot {
   Clock::time_point paced_from;
   uint64_t paced = 0;
   Clock::time_point connect_started;
+  // Stream: when the message now being sent was queued, how many the
+  // server has taken all of, and both counts halfway through the window.
+  Clock::time_point queued_at;
+  uint64_t taken = 0;
+  uint64_t taken_halfway = 0;
+  size_t unsent_halfway = 0;
+  bool halfway = false;
 };
 
 // Worker 0 runs on the main thread's loop, beside the run's own timers;
@@ -234,6 +241,9 @@ struct Worker {
   // answered are counted, and their ages recorded, before the clients close.
   void finish(Clock::time_point window_end);
   void count_unanswered(Clock::time_point window_end);
+  void count_untaken(Clock::time_point window_end);
+  // Stream: notes each connection's progress halfway through the window.
+  void note_halfway();
   void start_client(Slot* slot);
   void on_up(Slot* slot, const TcpConnectionPtr& conn);
   // Connected, and with --tls the handshake done: the mode's traffic starts.
@@ -291,6 +301,7 @@ void Worker::begin() {
 void Worker::finish(Clock::time_point window_end) {
   stopping = true;
   if (opt->mode == BenchMode::pingpong) count_unanswered(window_end);
+  if (opt->mode == BenchMode::stream) count_untaken(window_end);
   if (ticker != 0) loop->cancel(ticker);
   for (auto& slot : slots) slot->client.reset();
   slots.clear();
@@ -314,6 +325,30 @@ void Worker::count_unanswered(Clock::time_point window_end) {
       ++unanswered;
       oldest_unanswered = std::max(oldest_unanswered, window_end - sent);
     }
+  }
+}
+
+// Stream: a connection whose server took not one more byte in the second
+// half of the window stalled there, as a ping-pong message unanswered for
+// that long: a server that stopped reading shows as a stall, not only as a
+// lower rate. A slow one that still takes a large message bit by bit does
+// not.
+void Worker::count_untaken(Clock::time_point window_end) {
+  for (auto& slot : slots) {
+    if (!slot->ready || !slot->conn || !slot->halfway) continue;
+    const size_t unsent = slot->conn->output_bytes();
+    if (unsent == 0 || slot->taken != slot->taken_halfway || unsent < slot->unsent_halfway)
+      continue;
+    ++unanswered;
+    oldest_unanswered = std::max(oldest_unanswered, window_end - slot->queued_at);
+  }
+}
+
+void Worker::note_halfway() {
+  for (auto& slot : slots) {
+    slot->taken_halfway = slot->taken;
+    slot->unsent_halfway = slot->conn ? slot->conn->output_bytes() : 0;
+    slot->halfway = true;
   }
 }
 
@@ -354,7 +389,11 @@ void Worker::start_client(Slot* slot) {
         add(bytes, opt->size);
         add(messages, 1);
       }
-      if (!stopping && slot->conn) slot->conn->send(std::string_view(pattern->at(0), opt->size));
+      ++slot->taken;
+      if (!stopping && slot->conn) {
+        slot->queued_at = Clock::now();
+        slot->conn->send(std::string_view(pattern->at(0), opt->size));
+      }
     });
   }
   slot->client->connect();
@@ -396,6 +435,7 @@ void Worker::on_ready(Slot* slot) {
       slot->conn->send(std::string_view("x", 1));
       break;
     case BenchMode::stream:
+      slot->queued_at = Clock::now();
       slot->conn->send(std::string_view(pattern->at(0), opt->size));
       break;
   }
@@ -699,7 +739,9 @@ Result<BenchResult> BenchRunner::run() {
   TimerId live = 0;
   TimerId end_timer = 0;
   TimerId connect_check = 0;
+  TimerId halfway_timer = 0;
   auto end_run = [&] {
+    if (halfway_timer != 0) loop.cancel(halfway_timer);
     for (auto& w : workers_) w->measuring = false;
     const Clock::time_point window_end = Clock::now();
     result.seconds = measuring ? std::chrono::duration<double>(window_end - start).count() : 0;
@@ -714,6 +756,15 @@ Result<BenchResult> BenchRunner::run() {
     measuring = true;
     start = Clock::now();
     end_timer = loop.run_after(std::chrono::duration<double>(options_.duration_s), end_run);
+    if (options_.mode == BenchMode::stream) {
+      halfway_timer = loop.run_after(std::chrono::duration<double>(options_.duration_s / 2), [&] {
+        halfway_timer = 0;
+        for (auto& w : workers_) {
+          Worker* worker = w.get();
+          worker->loop->run_in_loop([worker] { worker->note_halfway(); });
+        }
+      });
+    }
     if (!options_.live) return;
     live = loop.run_every(std::chrono::seconds(1), [&] {
       double elapsed = std::chrono::duration<double>(Clock::now() - start).count();

@@ -90,7 +90,9 @@ struct BenchResult {
   // Pingpong: messages sent by the end of the window and still unanswered
   // then, and how long the oldest of them had waited by then. Their ages
   // are in `latency` too (a round trip at least that long), so a server
-  // that stops answering cannot hide its stall.
+  // that stops answering cannot hide its stall. Stream: the messages the
+  // server had not taken all of by then (one per connection at most), and
+  // how long the oldest had been queued.
   uint64_t unanswered = 0;
   uint64_t oldest_unanswered_ns = 0;
   int interrupted_by = 0;    // the signal that ended the run early; 0: none
