@@ -102,6 +102,16 @@ def run_tcpkit(*args, timeout: float = DEFAULT_TIMEOUT, input: Optional[str] = N
                           text=True, timeout=scaled(timeout), env=env)
 
 
+def private_hosts_file_works() -> bool:
+    """Whether this process may give a child its own /etc/hosts (a mount
+    namespace: root, or a kernel that lets users have one)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
 def strace_works() -> bool:
     """Whether strace is installed and may trace here (ptrace allowed)."""
     if shutil.which("strace") is None:

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from conftest import (DEFAULT_TIMEOUT, PeerServer, TcpkitProcess, ipv6_loopback_available,
-                      pick_free_port, run_tcpkit, scaled, strace_works, tcpkit_path, wait_for_listener,
-                      wait_for_port)
+                      pick_free_port, private_hosts_file_works, run_tcpkit, scaled, strace_works,
+                      tcpkit_path, wait_for_listener, wait_for_port)
 
 pytestmark = pytest.mark.usefixtures("tcpkit_bin")
 
@@ -732,16 +732,6 @@ def test_connect_timeout_against_a_full_backlog():
     assert lines[0].startswith(f"tcpkit connect: cannot connect to 127.0.0.1:{port}: "
                                "timed out after 1 s")
     assert elapsed < DEFAULT_TIMEOUT
-
-
-def private_hosts_file_works() -> bool:
-    """Whether this process may give a child its own /etc/hosts (a mount
-    namespace: root, or a kernel that lets users have one)."""
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"],
-                           capture_output=True)
-    return probe.returncode == 0
 
 
 def blackhole_listener(host: str, port: int):
