@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (SANITIZER, PeerServer, pick_free_port, run_tcpkit, scaled, tcpkit_path,
-                      user_threads)
+from conftest import (SANITIZER, PeerServer, pick_free_port, private_hosts_file_works, run_tcpkit,
+                      scaled, tcpkit_path, user_threads)
 from serve_util import recv_exact, start_serve
 from tls_util import make_cert
 
@@ -1238,3 +1238,22 @@ def test_regression_an_unknown_host_is_named_once():
     assert result.returncode == 1, describe(result)
     assert result.stderr == ("tcpkit bench: cannot resolve 'no-such-host.invalid': no such host (check the "
                              "spelling, or give an IP address)\n"), result.stderr
+
+
+@pytest.mark.skipif(not private_hosts_file_works(),
+                    reason="a private /etc/hosts needs unshare -m and mount --bind (root)")
+def test_regression_a_name_is_measured_at_the_first_of_its_addresses_that_answers(
+        tcpkit_process, tmp_path):
+    # Only the first address of a name was tried: "localhost" as ::1 and
+    # 127.0.0.1, against a server on one of them, failed when the other came
+    # first, where wrk (and tcpkit connect) go on to the next.
+    _server, port = start_serve(tcpkit_process, "--host", "127.0.0.2", "--mode", "echo", "--quiet")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 twohost\n127.0.0.2 twohost\n")
+    script = ('mount --bind "$1" /etc/hosts && '
+              'exec "$2" bench twohost "$3" -d 0.3 -s 16')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(hosts),
+                             str(tcpkit_path()), str(port)],
+                            capture_output=True, text=True, timeout=scaled(RUN_TIMEOUT))
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.startswith(f"tcpkit bench pingpong 127.0.0.2:{port}: "), result.stdout
