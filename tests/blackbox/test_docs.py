@@ -450,8 +450,12 @@ def run_step(step: Step, command: str, expected: list[str], jobs: list[Job], por
     # `tcpkit port` shows the kernel's sockets as they are: a connection that
     # the previous command's client just ended may still be closing on the
     # server's side. A user who types the next command gives it that moment;
-    # here the command runs again for up to LIVE_STATE_WAIT seconds.
-    deadline = time.monotonic() + (LIVE_STATE_WAIT if stripped.startswith("tcpkit port") else 0)
+    # here the command runs again for up to LIVE_STATE_WAIT seconds. So does
+    # a pipe into `tcpkit connect`: which notice follows a server's FIN
+    # depends on whether the writer of the pipe (printf) had closed it by
+    # then, which a loaded machine may delay past the server's answer.
+    timing = stripped.startswith("tcpkit port") or "| tcpkit connect" in stripped
+    deadline = time.monotonic() + (LIVE_STATE_WAIT if timing else 0)
     while True:
         result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT)
